@@ -1,0 +1,87 @@
+import type { BackendName } from '../policy/schema.js';
+
+/** A path hidden in the cell: present, empty and unreadable (mode 0000, read-only). */
+export interface MaskSpec {
+  target: string;
+  kind: 'file' | 'dir';
+}
+
+export interface ExtraMount {
+  source: string;
+  target: string;
+  mode: 'ro' | 'rw';
+}
+
+export interface ResourceLimits {
+  timeoutMs?: number;
+  pids?: number;
+  memoryBytes?: number;
+  cpus?: number;
+}
+
+/**
+ * Everything a backend needs to start a cell, fully resolved: backends never read
+ * policy files and the policy layer never spawns processes.
+ */
+export interface CellSpec {
+  cell: string;
+  rootfs: { kind: 'host' } | { kind: 'directory'; path: string };
+  workspace: { path: string; mode: 'direct' | 'readonly' };
+  masks: MaskSpec[];
+  /** Existing workspace paths bound read-only over a writable workspace. */
+  readonlyPaths: string[];
+  mounts: ExtraMount[];
+  /** An empty, writable home at this path. */
+  home: string;
+  cwd: string;
+  argv: string[];
+  env: Record<string, string>;
+  /** uid/gid inside the cell; 0 only when the policy asks for root. */
+  identity: { uid: number; gid: number };
+  network: 'none' | 'open';
+  limits: ResourceLimits;
+  /** Install agentcell's seccomp filter (off only in breakglass). */
+  seccomp: boolean;
+  /** The caller has a terminal: keep the session so job control and Ctrl-C work. */
+  tty: boolean;
+}
+
+/** A descriptor handed to the backend process, shown in --dry-run. */
+export interface PlannedFd {
+  fd: number;
+  purpose: string;
+}
+
+/** The exact invocation `run` performs; `--dry-run` prints it. */
+export interface BackendPlan {
+  backend: BackendName;
+  argv: string[];
+  /** The environment the backend process (and so the cell) receives. */
+  env: Record<string, string>;
+  fds: PlannedFd[];
+  /** What the plan cannot enforce on this host, one line each (lowers assurance). */
+  gaps: string[];
+}
+
+export interface RunOutcome {
+  exitCode: number;
+  /** The signal that ended the command, if one did. */
+  signal?: NodeJS.Signals;
+  timedOut: boolean;
+  /** Host pid of the backend process, for diagnostics. */
+  pid?: number;
+}
+
+export interface BackendProbe {
+  available: boolean;
+  version?: string;
+  detail: string;
+  fix?: string;
+}
+
+export interface Backend {
+  readonly name: BackendName;
+  probe(): BackendProbe;
+  plan(spec: CellSpec): BackendPlan;
+  run(spec: CellSpec): Promise<RunOutcome>;
+}

@@ -1,0 +1,177 @@
+import { spawn, spawnSync } from 'node:child_process';
+import { closeSync, openSync, readFileSync } from 'node:fs';
+import type { Readable, Writable } from 'node:stream';
+import type { Backend, BackendPlan, BackendProbe, CellSpec, RunOutcome } from './backend.js';
+import { hostEtcSecrets, hostSystemDirs } from './host-rootfs.js';
+import { buildSeccompFilter } from './seccomp-filter.js';
+import { superviseProcess } from './supervise-process.js';
+
+/** Descriptor numbers bwrap reads from; fixed so --dry-run output is stable. */
+const SECCOMP_FD = 3;
+const EMPTY_FD = 4;
+const INFO_FD = 5;
+
+export interface BwrapOptions {
+  /** The bwrap executable (default: `bwrap` on PATH). */
+  executable?: string;
+}
+
+export function createBwrapBackend(options: BwrapOptions = {}): Backend {
+  const executable = options.executable ?? 'bwrap';
+  return {
+    name: 'bwrap',
+    probe: () => probeBwrap(executable),
+    plan: (spec) => planBwrap(spec, executable),
+    run: (spec) => runBwrap(spec, planBwrap(spec, executable)),
+  };
+}
+
+export function probeBwrap(executable = 'bwrap'): BackendProbe {
+  const version = spawnSync(executable, ['--version'], { encoding: 'utf8' });
+  if (version.error || version.status !== 0)
+    return {
+      available: false,
+      detail: `${executable} not found`,
+      fix: 'sudo apt-get install bubblewrap   (Fedora: sudo dnf install bubblewrap)',
+    };
+  const trial = spawnSync(executable, ['--unshare-user', '--unshare-pid', '--ro-bind', '/', '/', 'true'], {
+    encoding: 'utf8',
+  });
+  const versionText = version.stdout.trim().replace(/^bubblewrap\s+/, '');
+  if (trial.status !== 0)
+    return {
+      available: false,
+      version: versionText,
+      detail: `bwrap cannot create namespaces: ${trial.stderr.trim()}`,
+      fix: 'enable unprivileged user namespaces (see `agentcell doctor`)',
+    };
+  return { available: true, version: versionText, detail: `bubblewrap ${versionText}` };
+}
+
+/** The exact bwrap invocation for a cell. Reads the host layout; changes nothing. */
+export function planBwrap(spec: CellSpec, executable = 'bwrap'): BackendPlan {
+  const args: string[] = [executable];
+  const fds: BackendPlan['fds'] = [];
+  const gaps: string[] = [];
+
+  args.push('--unshare-all', '--unshare-user', '--disable-userns');
+  if (spec.network === 'open') args.push('--share-net');
+  args.push('--die-with-parent');
+  // Without a terminal the cell gets its own session; with one it keeps the session
+  // (job control, Ctrl-C) and the seccomp filter blocks TIOCSTI instead.
+  if (!spec.tty || !spec.seccomp) args.push('--new-session');
+  args.push('--uid', String(spec.identity.uid), '--gid', String(spec.identity.gid));
+  args.push('--hostname', hostnameFor(spec.cell));
+  if (spec.identity.uid === 0) args.push('--cap-drop', 'ALL');
+
+  if (spec.rootfs.kind === 'host') {
+    for (const entry of hostSystemDirs()) {
+      if (entry.kind === 'symlink') args.push('--symlink', entry.target, entry.link);
+      else args.push('--ro-bind', entry.path, entry.path);
+    }
+  } else {
+    args.push('--ro-bind', spec.rootfs.path, '/');
+  }
+  args.push('--proc', '/proc', '--dev', '/dev');
+  args.push('--tmpfs', '/tmp', '--tmpfs', '/run', '--dir', '/var', '--tmpfs', '/var/tmp');
+  // Every home on the host disappears, not only the caller's.
+  args.push('--tmpfs', '/home', '--tmpfs', '/root');
+  if (!spec.home.startsWith('/home/') && spec.home !== '/root') args.push('--tmpfs', spec.home);
+  else args.push('--dir', spec.home);
+
+  const masks = [...(spec.rootfs.kind === 'host' ? hostEtcSecrets() : []), ...spec.masks];
+  args.push(spec.workspace.mode === 'direct' ? '--bind' : '--ro-bind', spec.workspace.path, spec.workspace.path);
+  for (const path of spec.readonlyPaths) args.push('--ro-bind', path, path);
+  for (const mount of spec.mounts) {
+    args.push(mount.mode === 'rw' ? '--bind' : '--ro-bind', mount.source, mount.target);
+  }
+  for (const mask of masks) {
+    if (mask.kind === 'file') args.push('--perms', '0000', '--ro-bind-data', String(EMPTY_FD), mask.target);
+    else args.push('--perms', '0000', '--tmpfs', mask.target, '--remount-ro', mask.target);
+  }
+  if (masks.some((m) => m.kind === 'file')) fds.push({ fd: EMPTY_FD, purpose: '/dev/null: content of masked files' });
+
+  if (spec.seccomp) {
+    const filter = buildSeccompFilter();
+    if (filter) {
+      args.push('--seccomp', String(SECCOMP_FD));
+      fds.push({
+        fd: SECCOMP_FD,
+        purpose: `seccomp filter, ${filter.instructions} BPF instructions, blocks ${filter.blocked.join(', ')}`,
+      });
+    } else {
+      gaps.push(`no seccomp filter for this CPU architecture`);
+      if (spec.tty) gaps.push('terminal input injection (TIOCSTI) not blocked');
+    }
+  }
+  args.push('--info-fd', String(INFO_FD));
+  fds.push({ fd: INFO_FD, purpose: 'bwrap reports the cell init pid (for signal forwarding)' });
+  args.push('--chdir', spec.cwd, '--', ...spec.argv);
+  return { backend: 'bwrap', argv: args, env: { ...spec.env }, fds, gaps };
+}
+
+/** Host names are at most 63 characters of [a-z0-9-]. */
+function hostnameFor(cell: string): string {
+  return (
+    cell
+      .toLowerCase()
+      .replace(/[^a-z0-9-]+/g, '-')
+      .replace(/^-+|-+$/g, '')
+      .slice(0, 63) || 'cell'
+  );
+}
+
+async function runBwrap(spec: CellSpec, plan: BackendPlan): Promise<RunOutcome> {
+  const [executable, ...args] = plan.argv;
+  if (executable === undefined) throw new Error('empty bwrap plan');
+  const filter = spec.seccomp ? buildSeccompFilter() : undefined;
+  const emptyFd = openSync('/dev/null', 'r');
+  try {
+    const child = spawn(executable, args, {
+      env: plan.env,
+      stdio: ['inherit', 'inherit', 'inherit', filter ? 'pipe' : 'ignore', emptyFd, 'pipe'],
+      // Without a terminal, bwrap leads its own process group so signals reach only it.
+      detached: !spec.tty,
+    });
+    const seccompPipe = child.stdio[SECCOMP_FD] as Writable | null;
+    if (filter && seccompPipe) {
+      seccompPipe.on('error', () => undefined); // bwrap failing early closes its end
+      seccompPipe.end(filter.program);
+    }
+    const initPid = readInitPid((child.stdio as unknown as (Readable | null)[])[INFO_FD] ?? null);
+    return await superviseProcess(child, {
+      tty: spec.tty,
+      timeoutMs: spec.limits.timeoutMs,
+      // bwrap's init is pid 1 in the cell; the command is its child.
+      commandPid: async () => firstChild(await initPid),
+    });
+  } finally {
+    closeSync(emptyFd);
+  }
+}
+
+/** bwrap writes `{"child-pid": N}` once the cell exists; resolve as soon as it is seen. */
+function readInitPid(stream: Readable | null): Promise<number | undefined> {
+  return new Promise((resolve) => {
+    if (!stream) return resolve(undefined);
+    let text = '';
+    stream.setEncoding('utf8');
+    stream.on('data', (chunk: string) => {
+      text += chunk;
+      const match = /"child-pid"\s*:\s*(\d+)/.exec(text);
+      if (match) resolve(Number(match[1]));
+    });
+    stream.on('error', () => resolve(undefined));
+    stream.on('close', () => resolve(undefined));
+  });
+}
+
+function firstChild(pid: number | undefined): number | undefined {
+  if (pid === undefined) return undefined;
+  try {
+    const first = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/)[0];
+    return first ? Number(first) : pid;
+  } catch {
+    return undefined; // the cell is already gone
+  }
+}

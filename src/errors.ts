@@ -1,0 +1,42 @@
+/** Stable error codes; scripts match on these, so never rename one. */
+export type ErrorCode =
+  | 'USAGE'
+  | 'POLICY_INVALID'
+  | 'POLICY_NOT_FOUND'
+  | 'MODE_REFUSED'
+  | 'BREAKGLASS_ACK_REQUIRED'
+  | 'NOT_AVAILABLE_YET'
+  | 'BACKEND_UNAVAILABLE'
+  | 'WORKSPACE_INVALID'
+  | 'FILE_EXISTS'
+  | 'INTERNAL';
+
+/** agentcell's own failures: 2 for usage and policy, 3 for host or backend not ready. */
+const EXIT_CODES: Record<ErrorCode, number> = {
+  USAGE: 2,
+  POLICY_INVALID: 2,
+  POLICY_NOT_FOUND: 2,
+  MODE_REFUSED: 2,
+  BREAKGLASS_ACK_REQUIRED: 2,
+  NOT_AVAILABLE_YET: 2,
+  WORKSPACE_INVALID: 2,
+  FILE_EXISTS: 2,
+  BACKEND_UNAVAILABLE: 3,
+  INTERNAL: 3,
+};
+
+export class AgentcellError extends Error {
+  readonly code: ErrorCode;
+  readonly exitCode: number;
+
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'AgentcellError';
+    this.code = code;
+    this.exitCode = EXIT_CODES[code];
+  }
+
+  toJSON(): { error: { code: ErrorCode; message: string } } {
+    return { error: { code: this.code, message: this.message } };
+  }
+}

@@ -1,0 +1,58 @@
+import { readFileSync } from 'node:fs';
+import { parse, TomlError } from 'smol-toml';
+import type { z } from 'zod';
+import { AgentcellError } from '../errors.js';
+import { PolicySchema } from './schema.js';
+
+/** One source of policy values, lowest first: built-in < user < project < flags. */
+export interface PolicyLayer {
+  /** Where the values came from: "built-in", a file path, or "command line". */
+  source: string;
+  values: Record<string, unknown>;
+}
+
+/** Reads and validates a TOML policy file; errors name the file, the key and what was expected. */
+export function readPolicyFile(path: string): PolicyLayer {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (cause) {
+    throw new AgentcellError('POLICY_NOT_FOUND', `${path}: cannot read policy file (${(cause as Error).message})`, {
+      cause,
+    });
+  }
+  let values: Record<string, unknown>;
+  try {
+    values = parse(text) as Record<string, unknown>;
+  } catch (cause) {
+    if (cause instanceof TomlError)
+      throw new AgentcellError(
+        'POLICY_INVALID',
+        `${path}:${cause.line}:${cause.column}: not valid TOML: ${cause.message.split('\n')[0] ?? ''}`,
+        { cause },
+      );
+    throw cause;
+  }
+  return validateLayer({ source: path, values });
+}
+
+/** Checks a layer on its own so an error points at the layer that holds it. */
+export function validateLayer(layer: PolicyLayer): PolicyLayer {
+  const result = PolicySchema.safeParse(layer.values);
+  if (!result.success) throw policyError(layer.source, result.error.issues);
+  return layer;
+}
+
+export function policyError(source: string, issues: readonly z.core.$ZodIssue[]): AgentcellError {
+  const lines = issues.map((issue) => `${source}: ${describeIssue(issue)}`);
+  return new AgentcellError('POLICY_INVALID', lines.join('\n'));
+}
+
+function describeIssue(issue: z.core.$ZodIssue): string {
+  const key = issue.path.map(String).join('.');
+  if (issue.code === 'unrecognized_keys') {
+    const where = key ? `in [${key}] ` : '';
+    return `unknown key ${where}${issue.keys.map((k) => `"${k}"`).join(', ')} (check the spelling; unknown keys are refused)`;
+  }
+  return `key "${key || '(top level)'}": ${issue.message}`;
+}
