@@ -1,4 +1,5 @@
 import type { BackendName } from '../policy/schema.js';
+import type { CgroupPlan } from './cgroup-limits.js';
 
 /** A path hidden in the cell: present, empty and unreadable (mode 0000, read-only). */
 export interface MaskSpec {
@@ -61,6 +62,8 @@ export interface BackendPlan {
   fds: PlannedFd[];
   /** What the plan cannot enforce on this host, one line each (lowers assurance). */
   gaps: string[];
+  /** Cgroups the run creates for pids and memory limits, when it has any. */
+  cgroups?: CgroupPlan;
 }
 
 export interface RunOutcome {

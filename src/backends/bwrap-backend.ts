@@ -1,7 +1,10 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { closeSync, openSync, readFileSync } from 'node:fs';
 import type { Readable, Writable } from 'node:stream';
+import { AgentcellError } from '../errors.js';
+import type { CgroupPlan } from './cgroup-limits.js';
 import type { Backend, BackendPlan, BackendProbe, CellSpec, RunOutcome } from './backend.js';
+import { createCgroups, planCgroupLimits, removeCgroups, wrapInCgroups } from './cgroup-limits.js';
 import { hostEtcSecrets, hostSystemDirs } from './host-rootfs.js';
 import { buildSeccompFilter } from './seccomp-filter.js';
 import { superviseProcess } from './supervise-process.js';
@@ -107,7 +110,15 @@ export function planBwrap(spec: CellSpec, executable = 'bwrap'): BackendPlan {
   args.push('--info-fd', String(INFO_FD));
   fds.push({ fd: INFO_FD, purpose: 'bwrap reports the cell init pid (for signal forwarding)' });
   args.push('--chdir', spec.cwd, '--', ...spec.argv);
-  return { backend: 'bwrap', argv: args, env: { ...spec.env }, fds, gaps };
+  const plan: BackendPlan = { backend: 'bwrap', argv: args, env: { ...spec.env }, fds, gaps };
+  const { pids, memoryBytes, cpus } = spec.limits;
+  if (pids !== undefined || memoryBytes !== undefined || cpus !== undefined) {
+    const cgroups = planCgroupLimits(spec.limits, `${spec.cell}-${process.pid}`);
+    plan.argv = wrapInCgroups(cgroups, args);
+    plan.cgroups = cgroups;
+    gaps.push(...cgroups.gaps);
+  }
+  return plan;
 }
 
 /** Host names are at most 63 characters of [a-z0-9-]. */
@@ -125,6 +136,7 @@ async function runBwrap(spec: CellSpec, plan: BackendPlan): Promise<RunOutcome> 
   const [executable, ...args] = plan.argv;
   if (executable === undefined) throw new Error('empty bwrap plan');
   const filter = spec.seccomp ? buildSeccompFilter() : undefined;
+  if (plan.cgroups) createCgroupsOrExplain(plan.cgroups);
   const emptyFd = openSync('/dev/null', 'r');
   try {
     const child = spawn(executable, args, {
@@ -147,6 +159,19 @@ async function runBwrap(spec: CellSpec, plan: BackendPlan): Promise<RunOutcome> 
     });
   } finally {
     closeSync(emptyFd);
+    if (plan.cgroups) await removeCgroups(plan.cgroups);
+  }
+}
+
+function createCgroupsOrExplain(plan: CgroupPlan): void {
+  try {
+    createCgroups(plan);
+  } catch (cause) {
+    throw new AgentcellError(
+      'BACKEND_UNAVAILABLE',
+      `cannot set up resource limits in ${plan.dirs.join(', ')}: ${(cause as Error).message}; remove [resources] pids/memory or run agentcell doctor`,
+      { cause },
+    );
   }
 }
 

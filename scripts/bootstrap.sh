@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Everything agentcell and its tests need on a fresh Debian or Ubuntu machine:
+# system packages, then the npm dependencies, then a build. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+# bubblewrap: the default backend. git: workspaces are repos. python3, perl,
+# procps, util-linux (script, setsid): the tests drive real terminals and processes.
+PACKAGES=(bubblewrap git python3 perl procps util-linux ca-certificates)
+
+missing=()
+for p in "${PACKAGES[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p"); done
+if ! command -v node >/dev/null 2>&1; then missing+=(nodejs npm); fi
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "bootstrap: installing ${missing[*]}" >&2
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+if [ "$node_major" -lt 20 ]; then
+  echo "bootstrap: agentcell needs Node.js >= 20, this machine has $(node --version)." >&2
+  echo "           Install Node 20 or newer (your distribution's nodejs package, or nvm), then run this again." >&2
+  exit 3
+fi
+
+npm ci --no-audit --no-fund --loglevel=error
+npm run build --silent
+echo "bootstrap: ready ($(bwrap --version), node $(node --version))" >&2

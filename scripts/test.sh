@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The whole test suite: lint, then every test as the current user and, when that is
+# root, again as an unprivileged user, because users run agentcell without root and
+# root hides permission bugs. Expects a built tree (npm test builds first).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+npm run lint --silent
+
+echo "== tests as $(id -un) (uid $(id -u))"
+node --test --test-concurrency=2 dist/test/
+
+if [ "$(id -u)" -eq 0 ]; then
+  user=agentcell-test
+  id "$user" >/dev/null 2>&1 || useradd --create-home --shell /bin/bash "$user"
+  copy=$(mktemp -d /tmp/agentcell-unprivileged-XXXXXX)
+  trap 'rm -rf "$copy"' EXIT
+  cp -a package.json dist node_modules "$copy"/
+  chown -R "$user:" "$copy"
+  echo "== tests as $user (uid $(id -u "$user"))"
+  su "$user" -s /bin/bash -c "cd '$copy' && HOME=\$(getent passwd $user | cut -d: -f6) node --test --test-concurrency=2 dist/test/"
+fi

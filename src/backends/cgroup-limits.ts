@@ -1,0 +1,82 @@
+import { mkdirSync, rmdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { ResourceLimits } from './backend.js';
+import { detectCgroupSupport, type CgroupSupport } from './cgroup-support.js';
+
+/** The cgroups a cell's process tree is placed in, and what they limit. */
+export interface CgroupPlan {
+  /** New cgroup directories, created before the run and removed after it. */
+  dirs: string[];
+  /** Limit files and the values written to them. */
+  settings: { path: string; value: string }[];
+  /** Limits that were asked for and cannot be enforced here, one line each. */
+  gaps: string[];
+}
+
+/**
+ * Where and how pids and memory limits would be enforced; reads /proc, changes nothing.
+ * `name` makes the cgroup unique to the run (cell name plus agentcell's pid).
+ */
+export function planCgroupLimits(
+  limits: ResourceLimits,
+  name: string,
+  support: CgroupSupport = detectCgroupSupport(),
+): CgroupPlan {
+  const plan: CgroupPlan = { dirs: [], settings: [], gaps: [] };
+  const leaf = `agentcell-${name}`;
+  const place = (parent: string | undefined): string | undefined => {
+    if (parent === undefined) return undefined;
+    const dir = join(parent, leaf);
+    if (!plan.dirs.includes(dir)) plan.dirs.push(dir);
+    return dir;
+  };
+  if (limits.pids !== undefined) {
+    const dir = place(support.dirs.pids);
+    if (dir) plan.settings.push({ path: join(dir, 'pids.max'), value: String(limits.pids) });
+    else plan.gaps.push(`resources.pids not enforced (${reasonFor('pids', support)})`);
+  }
+  if (limits.memoryBytes !== undefined) {
+    const dir = place(support.dirs.memory);
+    const file = support.version === 'v2' ? 'memory.max' : 'memory.limit_in_bytes';
+    if (dir) plan.settings.push({ path: join(dir, file), value: String(limits.memoryBytes) });
+    else plan.gaps.push(`resources.memory not enforced (${reasonFor('memory', support)})`);
+  }
+  if (limits.cpus !== undefined) plan.gaps.push('resources.cpus not enforced by the bwrap backend yet');
+  return plan;
+}
+
+function reasonFor(controller: 'pids' | 'memory', support: CgroupSupport): string {
+  const part = support.detail.split('; ').find((p) => p.startsWith(`${controller}:`)) ?? '';
+  return part.replace(/^[a-z]+: not enforced \(?/, '').replace(/\)$/, '') || 'no writable cgroup';
+}
+
+/**
+ * Prefixes argv with a shell that moves itself into the cgroups, then execs argv:
+ * every process of the cell starts inside the limits, with no window before.
+ */
+export function wrapInCgroups(plan: CgroupPlan, argv: readonly string[]): string[] {
+  if (plan.dirs.length === 0) return [...argv];
+  const procs = plan.dirs.map((d) => join(d, 'cgroup.procs'));
+  const script = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"';
+  return ['/bin/sh', '-c', script, 'agentcell-cgroup', ...procs, '--', ...argv];
+}
+
+export function createCgroups(plan: CgroupPlan): void {
+  for (const dir of plan.dirs) mkdirSync(dir, { recursive: true });
+  for (const s of plan.settings) writeFileSync(s.path, s.value);
+}
+
+/** Removes the run's cgroups; the kernel refuses while a process remains, so retry briefly. */
+export async function removeCgroups(plan: CgroupPlan): Promise<void> {
+  for (const dir of plan.dirs) {
+    for (let attempt = 0; attempt < 20; attempt++) {
+      try {
+        rmdirSync(dir);
+        break;
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code === 'ENOENT') break;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
+  }
+}

@@ -1,0 +1,41 @@
+import { AgentcellError } from '../errors.js';
+
+const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+/** The only host variables that reach a cell by default: none of them carries a credential. */
+const PASSED_THROUGH = ['PATH', 'TERM', 'LANG', 'TZ', 'COLORTERM', 'NO_COLOR'] as const;
+
+export interface CellEnvironmentInput {
+  hostEnv: NodeJS.ProcessEnv;
+  home: string;
+  /** `[env]` from the policy (including `--env NAME=VALUE`). */
+  policyEnv: Record<string, string>;
+  /** `--env NAME`: copied from the host by explicit request. */
+  passEnv: readonly string[];
+  /** Secrets with inject = "env", already resolved. */
+  secretEnv: Record<string, string>;
+}
+
+/**
+ * The cell's environment is built, never inherited (DESIGN "Environment"): tokens in
+ * the host's environment reach the cell only when named.
+ */
+export function buildCellEnvironment(input: CellEnvironmentInput): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const name of PASSED_THROUGH) {
+    const value = input.hostEnv[name];
+    if (value !== undefined) env[name] = value;
+  }
+  for (const [name, value] of Object.entries(input.hostEnv))
+    if ((name === 'LC_ALL' || name.startsWith('LC_')) && value !== undefined) env[name] = value;
+  env['PATH'] ??= DEFAULT_PATH;
+  env['HOME'] = input.home;
+  Object.assign(env, input.policyEnv);
+  for (const name of input.passEnv) {
+    const value = input.hostEnv[name];
+    if (value === undefined)
+      throw new AgentcellError('USAGE', `--env ${name}: ${name} is not set in agentcell's environment`);
+    env[name] = value;
+  }
+  Object.assign(env, input.secretEnv);
+  return env;
+}

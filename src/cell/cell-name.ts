@@ -1,0 +1,24 @@
+import { basename } from 'node:path';
+import { AgentcellError } from '../errors.js';
+import { sha256 } from '../policy/canonical-hash.js';
+
+const CELL_NAME = /^[a-z0-9][a-z0-9._-]{0,62}$/;
+
+/** The workspace's default cell: its folder name plus a short hash of its path, so two clones differ. */
+export function defaultCellName(workspace: string): string {
+  const base = basename(workspace)
+    .toLowerCase()
+    .replace(/[^a-z0-9._-]+/g, '-')
+    .replace(/^[^a-z0-9]+/, '')
+    .slice(0, 48);
+  return `${base || 'workspace'}-${sha256(workspace).slice(0, 6)}`;
+}
+
+export function checkCellName(name: string): string {
+  if (!CELL_NAME.test(name))
+    throw new AgentcellError(
+      'USAGE',
+      `invalid cell name "${name}": use 1-63 lowercase letters, digits, ".", "_" or "-", starting with a letter or digit`,
+    );
+  return name;
+}

@@ -1,0 +1,219 @@
+import { existsSync, realpathSync, statSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { isAbsolute, join, relative, resolve, sep } from 'node:path';
+import type { Backend, BackendPlan, CellSpec, ExtraMount } from '../backends/backend.js';
+import { createBwrapBackend } from '../backends/bwrap-backend.js';
+import { AgentcellError } from '../errors.js';
+import type { AgentcellPaths } from '../paths.js';
+import { assertBreakglassAck, assertModeAllows, assess, localDate, type Assurance } from '../policy/assurance.js';
+import { resolvePolicy, sourceOf, type ResolvedPolicy } from '../policy/resolve-policy.js';
+import type { Policy } from '../policy/schema.js';
+import { parseDuration, parseSize } from '../policy/units.js';
+import { CONTROL_PLANE_PATHS } from '../workspace/control-plane.js';
+import { BUILT_IN_HIDE, scanSecrets } from '../workspace/secret-scan.js';
+import { buildCellEnvironment } from './cell-environment.js';
+import { checkCellName, defaultCellName } from './cell-name.js';
+import { envSecrets } from './resolve-secrets.js';
+
+/** What a user can say about one run; the CLI maps flags onto this one to one. */
+export interface CellOptions {
+  workspace?: string;
+  cell?: string;
+  policyFile?: string;
+  backend?: string;
+  mode?: string;
+  workspaceMode?: string;
+  network?: string;
+  allow?: string[];
+  /** `NAME=VALUE` sets a value; `NAME` copies it from agentcell's environment. */
+  env?: string[];
+  timeout?: string;
+  root?: boolean;
+  ackBreakglass?: string;
+}
+
+export interface RunRequest extends CellOptions {
+  argv: string[];
+  /** The caller has a terminal on stdin. */
+  tty: boolean;
+  paths: AgentcellPaths;
+  hostEnv?: NodeJS.ProcessEnv;
+  cwd?: string;
+  now?: Date;
+}
+
+/** Everything decided before anything runs; `--dry-run` prints this and stops. */
+export interface PreparedRun {
+  cell: string;
+  workspace: string;
+  resolved: ResolvedPolicy;
+  spec: CellSpec;
+  plan: BackendPlan;
+  assurance: Assurance;
+  backend: Backend;
+}
+
+export function prepareRun(request: RunRequest): PreparedRun {
+  const hostEnv = request.hostEnv ?? process.env;
+  const cwd = request.cwd ?? process.cwd();
+  const { workspace, resolved, passEnv } = resolveCellPolicy(request, request.paths, cwd);
+  const cell = request.cell !== undefined ? checkCellName(request.cell) : defaultCellName(workspace);
+  const { policy } = resolved;
+  assertBreakglassAck(policy.cell.mode, request.ackBreakglass, localDate(request.now));
+  assertModeAllows(policy, (key) => sourceOf(resolved, key));
+  assertBuilt(policy, resolved);
+
+  const home = hostEnv['HOME'] ?? homedir();
+  const workspaceMode = policy.workspace.mode === 'readonly' ? 'readonly' : 'direct';
+  const hostUid = process.getuid?.() ?? 1000;
+  const hostGid = process.getgid?.() ?? 1000;
+  const root = policy.cell.user === 'root';
+  const masks = scanSecrets(workspace, {
+    hide: [...BUILT_IN_HIDE, ...policy.workspace.hide],
+    expose: policy.workspace.expose,
+    skip: policy.workspace.scan_skip,
+  });
+  const spec: CellSpec = {
+    cell,
+    rootfs: policy.cell.rootfs === 'host' ? { kind: 'host' } : { kind: 'directory', path: resolveRootfs(policy.cell.rootfs) },
+    workspace: { path: workspace, mode: workspaceMode },
+    masks: masks.map((m) => ({ target: m.path, kind: m.kind })),
+    readonlyPaths:
+      workspaceMode === 'direct' ? CONTROL_PLANE_PATHS.map((p) => join(workspace, p)).filter((p) => existsSync(p)) : [],
+    mounts: policy.mount.map((m) => resolveMount(m, home)),
+    home,
+    cwd: isInside(workspace, cwd) ? realpathSync(cwd) : workspace,
+    argv: request.argv,
+    env: buildCellEnvironment({
+      hostEnv,
+      home,
+      policyEnv: policy.env,
+      passEnv,
+      secretEnv: envSecrets(policy, hostEnv),
+    }),
+    identity: root
+      ? { uid: 0, gid: 0 }
+      : { uid: hostUid === 0 ? 1000 : hostUid, gid: hostGid === 0 ? 1000 : hostGid },
+    network: policy.network.mode === 'open' ? 'open' : 'none',
+    limits: limitsOf(policy),
+    seccomp: policy.cell.mode !== 'breakglass',
+    tty: request.tty,
+  };
+  if (request.argv.length === 0) throw new AgentcellError('USAGE', 'no command given: agentcell run [options] -- COMMAND [ARGS...]');
+  const backend = createBwrapBackend();
+  const plan = backend.plan(spec);
+  const extra = [
+    ...plan.gaps,
+    ...passEnv.map((name) => `host variable ${name} passed in`),
+    ...(spec.seccomp ? [] : ['seccomp filter off']),
+  ];
+  return { cell, workspace, resolved, spec, plan, assurance: assess(policy, extra), backend };
+}
+
+/** The policy a run with these options would get; `policy show|explain` use it too, so they never disagree. */
+export function resolveCellPolicy(
+  options: CellOptions,
+  paths: AgentcellPaths,
+  cwd: string = process.cwd(),
+): { workspace: string; resolved: ResolvedPolicy; passEnv: string[] } {
+  const workspace = resolveWorkspace(resolve(cwd, options.workspace ?? '.'));
+  const { layer, passEnv } = flagsLayer(options);
+  const resolved = resolvePolicy({
+    workspace,
+    paths,
+    flags: layer,
+    ...(options.policyFile !== undefined ? { policyFile: resolve(cwd, options.policyFile) } : {}),
+  });
+  return { workspace, resolved, passEnv };
+}
+
+/** Command-line flags as the highest policy layer; `--env NAME` stays out of it (values may be secrets). */
+function flagsLayer(options: CellOptions): { layer: Record<string, unknown>; passEnv: string[] } {
+  const layer: Record<string, Record<string, unknown>> = {};
+  const set = (table: string, key: string, value: unknown): void => {
+    if (value !== undefined) (layer[table] ??= {})[key] = value;
+  };
+  set('cell', 'backend', options.backend);
+  set('cell', 'mode', options.mode);
+  if (options.root) set('cell', 'user', 'root');
+  set('workspace', 'mode', options.workspaceMode);
+  set('network', 'mode', options.network ?? (options.allow?.length ? 'allowlist' : undefined));
+  if (options.allow?.length) set('network', 'allow', options.allow);
+  set('resources', 'timeout', options.timeout);
+  const passEnv: string[] = [];
+  for (const item of options.env ?? []) {
+    const eq = item.indexOf('=');
+    if (eq === -1) passEnv.push(item);
+    else set('env', item.slice(0, eq), item.slice(eq + 1));
+  }
+  return { layer, passEnv };
+}
+
+/** Values the schema accepts whose machinery lands in later work: refuse them plainly. */
+function assertBuilt(policy: Policy, resolved: ResolvedPolicy): void {
+  const missing: string[] = [];
+  if (policy.cell.backend !== 'bwrap')
+    missing.push(`cell.backend = "${policy.cell.backend}" (from ${sourceOf(resolved, 'cell.backend')}): only bwrap is built so far`);
+  if (policy.workspace.mode === 'overlay')
+    missing.push(
+      `workspace.mode = "overlay" (from ${sourceOf(resolved, 'workspace.mode')}): overlay transactions are not built yet; use "direct" or "readonly"`,
+    );
+  if (policy.network.mode === 'allowlist')
+    missing.push(
+      `network.mode = "allowlist" (from ${sourceOf(resolved, 'network.mode')}): the egress gateway is not built yet; use "none" or "open"`,
+    );
+  for (const [name, secret] of Object.entries(policy.secrets))
+    if (secret.inject !== 'env')
+      missing.push(`secrets.${name}.inject = "${secret.inject}": only "env" injection is built so far`);
+  if (missing.length > 0) throw new AgentcellError('NOT_AVAILABLE_YET', `not available yet:\n  ${missing.join('\n  ')}`);
+}
+
+function resolveWorkspace(dir: string): string {
+  let real: string;
+  try {
+    real = realpathSync(dir);
+  } catch {
+    throw new AgentcellError('WORKSPACE_INVALID', `workspace ${dir} does not exist`);
+  }
+  if (!statSync(real).isDirectory()) throw new AgentcellError('WORKSPACE_INVALID', `workspace ${dir} is not a directory`);
+  if (real === '/') throw new AgentcellError('WORKSPACE_INVALID', 'the root directory cannot be a workspace');
+  return real;
+}
+
+function resolveRootfs(dir: string): string {
+  try {
+    return realpathSync(dir);
+  } catch {
+    throw new AgentcellError('POLICY_INVALID', `cell.rootfs: directory ${dir} does not exist (build one with agentcell image build --rootfs)`);
+  }
+}
+
+function resolveMount(mount: Policy['mount'][number], home: string): ExtraMount {
+  const expand = (p: string): string => (p === '~' ? home : p.startsWith('~/') ? join(home, p.slice(2)) : p);
+  const source = expand(mount.source);
+  const target = expand(mount.target ?? mount.source);
+  if (!isAbsolute(source) || !isAbsolute(target))
+    throw new AgentcellError('POLICY_INVALID', `[[mount]] ${mount.source}: source and target must be absolute paths (or start with ~/)`);
+  if (!existsSync(source)) throw new AgentcellError('POLICY_INVALID', `[[mount]] source ${source} does not exist`);
+  return { source: realpathSync(source), target, mode: mount.mode };
+}
+
+function limitsOf(policy: Policy): CellSpec['limits'] {
+  const { timeout, pids, memory, cpus } = policy.resources;
+  const limits: CellSpec['limits'] = {};
+  if (timeout !== undefined) limits.timeoutMs = parseDuration(timeout);
+  if (pids !== undefined) limits.pids = pids;
+  if (memory !== undefined) limits.memoryBytes = parseSize(memory);
+  if (cpus !== undefined) limits.cpus = cpus;
+  return limits;
+}
+
+function isInside(parent: string, child: string): boolean {
+  try {
+    const real = realpathSync(child);
+    const rel = relative(parent, real);
+    return rel === '' || (!rel.startsWith('..') && !isAbsolute(rel) && !rel.startsWith(`..${sep}`));
+  } catch {
+    return false;
+  }
+}

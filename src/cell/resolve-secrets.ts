@@ -1,0 +1,37 @@
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { AgentcellError } from '../errors.js';
+import type { Policy } from '../policy/schema.js';
+
+/** Reads a secret's value on the host from `env:VAR`, `file:PATH` or `cmd:COMMAND`. */
+export function readSecret(name: string, from: string, hostEnv: NodeJS.ProcessEnv): string {
+  const colon = from.indexOf(':');
+  const kind = from.slice(0, colon);
+  const ref = from.slice(colon + 1);
+  try {
+    if (kind === 'env') {
+      const value = hostEnv[ref];
+      if (value === undefined) throw new Error(`${ref} is not set`);
+      return value;
+    }
+    if (kind === 'file') return readFileSync(ref, 'utf8').replace(/\r?\n$/, '');
+    return execFileSync('/bin/sh', ['-c', ref], { encoding: 'utf8', env: hostEnv, stdio: ['ignore', 'pipe', 'pipe'] }).replace(
+      /\r?\n$/,
+      '',
+    );
+  } catch (cause) {
+    throw new AgentcellError(
+      'POLICY_INVALID',
+      `secrets.${name}: cannot read from "${from}": ${(cause as Error).message.split('\n')[0] ?? ''}`,
+      { cause },
+    );
+  }
+}
+
+/** The `inject = "env"` secrets as variables for the cell. */
+export function envSecrets(policy: Policy, hostEnv: NodeJS.ProcessEnv): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const [name, secret] of Object.entries(policy.secrets))
+    if (secret.inject === 'env') env[secret.env ?? name] = readSecret(name, secret.from, hostEnv);
+  return env;
+}

@@ -1,0 +1,42 @@
+import { Option, type Command } from 'commander';
+import { BACKENDS, MODES, NETWORK_MODES, WORKSPACE_MODES } from '../policy/schema.js';
+import type { CellOptions } from '../cell/prepare-run.js';
+
+const collect = (value: string, previous: string[]): string[] => [...previous, value];
+
+/** The options every cell command shares, defined once. */
+export function addCellOptions(command: Command): Command {
+  return command
+    .option('--cell <name>', 'cell to use (default: named after the workspace)')
+    .option('--workspace <dir>', 'workspace directory (default: the current directory)')
+    .option('--policy <file>', 'policy file instead of the workspace agentcell.toml')
+    .addOption(new Option('--backend <name>', 'sandbox backend').choices([...BACKENDS]))
+    .addOption(new Option('--mode <mode>', 'assurance mode').choices([...MODES]))
+    .addOption(new Option('--workspace-mode <mode>', 'how the workspace is exposed').choices([...WORKSPACE_MODES]))
+    .addOption(new Option('--network <mode>', 'network access').choices([...NETWORK_MODES]))
+    .option('--allow <host[:port]>', 'allow a host (repeatable)', collect, [])
+    .option('--env <name[=value]>', 'set a variable, or pass one from this environment (repeatable)', collect, [])
+    .option('--timeout <duration>', 'stop the command after this long (e.g. 90s, 30m)')
+    .option('--root', 'run as root inside the cell (never root on the host)')
+    .option('--ack-breakglass <date>', "acknowledge breakglass mode for today (YYYY-MM-DD)");
+}
+
+export interface CellFlags {
+  cell?: string;
+  workspace?: string;
+  policy?: string;
+  backend?: string;
+  mode?: string;
+  workspaceMode?: string;
+  network?: string;
+  allow: string[];
+  env: string[];
+  timeout?: string;
+  root?: boolean;
+  ackBreakglass?: string;
+}
+
+export function toCellOptions(flags: CellFlags): CellOptions {
+  const { policy, ...rest } = flags;
+  return policy === undefined ? rest : { ...rest, policyFile: policy };
+}

