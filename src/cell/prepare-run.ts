@@ -75,7 +75,8 @@ export function prepareRun(request: RunRequest): PreparedRun {
   });
   const spec: CellSpec = {
     cell,
-    rootfs: policy.cell.rootfs === 'host' ? { kind: 'host' } : { kind: 'directory', path: resolveRootfs(policy.cell.rootfs) },
+    rootfs:
+      policy.cell.rootfs === 'host' ? { kind: 'host' } : { kind: 'directory', path: resolveRootfs(policy.cell.rootfs) },
     workspace: { path: workspace, mode: workspaceMode },
     masks: masks.map((m) => ({ target: m.path, kind: m.kind })),
     readonlyPaths:
@@ -91,15 +92,14 @@ export function prepareRun(request: RunRequest): PreparedRun {
       passEnv,
       secretEnv: envSecrets(policy, hostEnv),
     }),
-    identity: root
-      ? { uid: 0, gid: 0 }
-      : { uid: hostUid === 0 ? 1000 : hostUid, gid: hostGid === 0 ? 1000 : hostGid },
+    identity: root ? { uid: 0, gid: 0 } : { uid: hostUid === 0 ? 1000 : hostUid, gid: hostGid === 0 ? 1000 : hostGid },
     network: policy.network.mode === 'open' ? 'open' : 'none',
     limits: limitsOf(policy),
     seccomp: policy.cell.mode !== 'breakglass',
     tty: request.tty,
   };
-  if (request.argv.length === 0) throw new AgentcellError('USAGE', 'no command given: agentcell run [options] -- COMMAND [ARGS...]');
+  if (request.argv.length === 0)
+    throw new AgentcellError('USAGE', 'no command given: agentcell run [options] -- COMMAND [ARGS...]');
   const backend = createBwrapBackend();
   const plan = backend.plan(spec);
   const extra = [
@@ -153,7 +153,9 @@ function flagsLayer(options: CellOptions): { layer: Record<string, unknown>; pas
 function assertBuilt(policy: Policy, resolved: ResolvedPolicy): void {
   const missing: string[] = [];
   if (policy.cell.backend !== 'bwrap')
-    missing.push(`cell.backend = "${policy.cell.backend}" (from ${sourceOf(resolved, 'cell.backend')}): only bwrap is built so far`);
+    missing.push(
+      `cell.backend = "${policy.cell.backend}" (from ${sourceOf(resolved, 'cell.backend')}): only bwrap is built so far`,
+    );
   if (policy.workspace.mode === 'overlay')
     missing.push(
       `workspace.mode = "overlay" (from ${sourceOf(resolved, 'workspace.mode')}): overlay transactions are not built yet; use "direct" or "readonly"`,
@@ -165,7 +167,8 @@ function assertBuilt(policy: Policy, resolved: ResolvedPolicy): void {
   for (const [name, secret] of Object.entries(policy.secrets))
     if (secret.inject !== 'env')
       missing.push(`secrets.${name}.inject = "${secret.inject}": only "env" injection is built so far`);
-  if (missing.length > 0) throw new AgentcellError('NOT_AVAILABLE_YET', `not available yet:\n  ${missing.join('\n  ')}`);
+  if (missing.length > 0)
+    throw new AgentcellError('NOT_AVAILABLE_YET', `not available yet:\n  ${missing.join('\n  ')}`);
 }
 
 function resolveWorkspace(dir: string): string {
@@ -175,7 +178,8 @@ function resolveWorkspace(dir: string): string {
   } catch {
     throw new AgentcellError('WORKSPACE_INVALID', `workspace ${dir} does not exist`);
   }
-  if (!statSync(real).isDirectory()) throw new AgentcellError('WORKSPACE_INVALID', `workspace ${dir} is not a directory`);
+  if (!statSync(real).isDirectory())
+    throw new AgentcellError('WORKSPACE_INVALID', `workspace ${dir} is not a directory`);
   if (real === '/') throw new AgentcellError('WORKSPACE_INVALID', 'the root directory cannot be a workspace');
   return real;
 }
@@ -184,7 +188,10 @@ function resolveRootfs(dir: string): string {
   try {
     return realpathSync(dir);
   } catch {
-    throw new AgentcellError('POLICY_INVALID', `cell.rootfs: directory ${dir} does not exist (build one with agentcell image build --rootfs)`);
+    throw new AgentcellError(
+      'POLICY_INVALID',
+      `cell.rootfs: directory ${dir} does not exist (build one with agentcell image build --rootfs)`,
+    );
   }
 }
 
@@ -193,7 +200,10 @@ function resolveMount(mount: Policy['mount'][number], home: string): ExtraMount 
   const source = expand(mount.source);
   const target = expand(mount.target ?? mount.source);
   if (!isAbsolute(source) || !isAbsolute(target))
-    throw new AgentcellError('POLICY_INVALID', `[[mount]] ${mount.source}: source and target must be absolute paths (or start with ~/)`);
+    throw new AgentcellError(
+      'POLICY_INVALID',
+      `[[mount]] ${mount.source}: source and target must be absolute paths (or start with ~/)`,
+    );
   if (!existsSync(source)) throw new AgentcellError('POLICY_INVALID', `[[mount]] source ${source} does not exist`);
   return { source: realpathSync(source), target, mode: mount.mode };
 }

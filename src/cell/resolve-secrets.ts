@@ -15,10 +15,11 @@ export function readSecret(name: string, from: string, hostEnv: NodeJS.ProcessEn
       return value;
     }
     if (kind === 'file') return readFileSync(ref, 'utf8').replace(/\r?\n$/, '');
-    return execFileSync('/bin/sh', ['-c', ref], { encoding: 'utf8', env: hostEnv, stdio: ['ignore', 'pipe', 'pipe'] }).replace(
-      /\r?\n$/,
-      '',
-    );
+    return execFileSync('/bin/sh', ['-c', ref], {
+      encoding: 'utf8',
+      env: hostEnv,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    }).replace(/\r?\n$/, '');
   } catch (cause) {
     throw new AgentcellError(
       'POLICY_INVALID',

@@ -18,7 +18,7 @@ export function addCellOptions(command: Command): Command {
     .option('--env <name[=value]>', 'set a variable, or pass one from this environment (repeatable)', collect, [])
     .option('--timeout <duration>', 'stop the command after this long (e.g. 90s, 30m)')
     .option('--root', 'run as root inside the cell (never root on the host)')
-    .option('--ack-breakglass <date>', "acknowledge breakglass mode for today (YYYY-MM-DD)");
+    .option('--ack-breakglass <date>', 'acknowledge breakglass mode for today (YYYY-MM-DD)');
 }
 
 export interface CellFlags {

@@ -36,7 +36,11 @@ export function runSummary(p: PreparedRun): Record<string, unknown> {
 }
 
 export function dryRunJson(p: PreparedRun): Record<string, unknown> {
-  return { dryRun: true, ...runSummary(p), plan: { argv: p.plan.argv, fds: p.plan.fds, gaps: p.plan.gaps, env: Object.keys(p.plan.env).sort() } };
+  return {
+    dryRun: true,
+    ...runSummary(p),
+    plan: { argv: p.plan.argv, fds: p.plan.fds, gaps: p.plan.gaps, env: Object.keys(p.plan.env).sort() },
+  };
 }
 
 export function dryRunText(p: PreparedRun): string {
@@ -45,7 +49,9 @@ export function dryRunText(p: PreparedRun): string {
   for (const fd of p.plan.fds) lines.push(`fd ${fd.fd}: ${fd.purpose}`);
   if (p.spec.masks.length > 0) lines.push(`masked in the workspace: ${p.spec.masks.map((m) => m.target).join(', ')}`);
   if (p.spec.readonlyPaths.length > 0) lines.push(`read-only control files: ${p.spec.readonlyPaths.join(', ')}`);
-  lines.push(`policy ${p.resolved.hash} from ${p.resolved.files.length ? p.resolved.files.join(', ') : 'built-in defaults'}`);
+  lines.push(
+    `policy ${p.resolved.hash} from ${p.resolved.files.length ? p.resolved.files.join(', ') : 'built-in defaults'}`,
+  );
   lines.push('(dry run: nothing was started or written)');
   return lines.join('\n');
 }

@@ -21,7 +21,8 @@ export function hostPatternProblem(pattern: string): string | undefined {
 
 export function splitHostPort(pattern: string): { host: string; port?: string } {
   const bracketed = /^\[([^\]]+)\](?::(.*))?$/.exec(pattern);
-  if (bracketed) return bracketed[2] === undefined ? { host: bracketed[1] ?? '' } : { host: bracketed[1] ?? '', port: bracketed[2] };
+  if (bracketed)
+    return bracketed[2] === undefined ? { host: bracketed[1] ?? '' } : { host: bracketed[1] ?? '', port: bracketed[2] };
   if (isIP(pattern) === 6) return { host: pattern };
   const colon = pattern.lastIndexOf(':');
   if (colon === -1) return { host: pattern };

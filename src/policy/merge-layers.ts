@@ -46,7 +46,7 @@ function mergeInto(
       continue;
     }
     if (ACCUMULATING_KEYS.has(path) && Array.isArray(value)) {
-      target[key] = [...(Array.isArray(existing) ? existing : []), ...value];
+      target[key] = [...(Array.isArray(existing) ? (existing as unknown[]) : []), ...(value as unknown[])];
       provenance.set(path, [...(provenance.get(path) ?? []), origin]);
       continue;
     }

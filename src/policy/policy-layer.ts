@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { parse, TomlError } from 'smol-toml';
-import type { z } from 'zod';
+import type { core } from 'zod/mini';
 import { AgentcellError } from '../errors.js';
 import { PolicySchema } from './schema.js';
 
@@ -23,7 +23,7 @@ export function readPolicyFile(path: string): PolicyLayer {
   }
   let values: Record<string, unknown>;
   try {
-    values = parse(text) as Record<string, unknown>;
+    values = parse(text);
   } catch (cause) {
     if (cause instanceof TomlError)
       throw new AgentcellError(
@@ -38,21 +38,44 @@ export function readPolicyFile(path: string): PolicyLayer {
 
 /** Checks a layer on its own so an error points at the layer that holds it. */
 export function validateLayer(layer: PolicyLayer): PolicyLayer {
-  const result = PolicySchema.safeParse(layer.values);
+  const result = PolicySchema.safeParse(layer.values, { reportInput: true });
   if (!result.success) throw policyError(layer.source, result.error.issues);
   return layer;
 }
 
-export function policyError(source: string, issues: readonly z.core.$ZodIssue[]): AgentcellError {
+export function policyError(source: string, issues: readonly core.$ZodIssue[]): AgentcellError {
   const lines = issues.map((issue) => `${source}: ${describeIssue(issue)}`);
   return new AgentcellError('POLICY_INVALID', lines.join('\n'));
 }
 
-function describeIssue(issue: z.core.$ZodIssue): string {
+function describeIssue(issue: core.$ZodIssue): string {
   const key = issue.path.map(String).join('.');
   if (issue.code === 'unrecognized_keys') {
     const where = key ? `in [${key}] ` : '';
     return `unknown key ${where}${issue.keys.map((k) => `"${k}"`).join(', ')} (check the spelling; unknown keys are refused)`;
   }
-  return `key "${key || '(top level)'}": ${issue.message}`;
+  return `key "${key || '(top level)'}": ${expectation(issue)}${got(issue.input)}`;
+}
+
+/** What the key needed, in words (zod/mini carries no English messages of its own). */
+function expectation(issue: core.$ZodIssue): string {
+  switch (issue.code) {
+    case 'invalid_value':
+      return `expected one of ${issue.values.map((v) => JSON.stringify(v)).join('|')}`;
+    case 'invalid_type':
+      return `expected ${issue.expected === 'int' ? 'a whole number' : issue.expected}`;
+    case 'too_small':
+      return issue.origin === 'string' ? 'expected a non-empty string' : `expected a value above ${String(issue.minimum)}`;
+    case 'invalid_union':
+      return 'expected a string or a number';
+    case 'invalid_key':
+      return 'invalid name';
+    default:
+      return issue.message;
+  }
+}
+
+function got(input: unknown): string {
+  if (input === undefined || (typeof input === 'object' && input !== null)) return '';
+  return `, got ${JSON.stringify(input)}`;
 }

@@ -45,7 +45,12 @@ export function resolvePolicy(request: PolicyRequest): ResolvedPolicy {
     policy.network.mode = defaultNetworkMode(policy.cell.mode);
     provenance.set('network.mode', [`${BUILT_IN} (default for mode ${policy.cell.mode})`]);
   }
-  return { policy, hash: hashPolicy(policy), provenance, files: layers.filter((l) => l.source !== 'command line').map((l) => l.source) };
+  return {
+    policy,
+    hash: hashPolicy(policy),
+    provenance,
+    files: layers.filter((l) => l.source !== 'command line').map((l) => l.source),
+  };
 }
 
 /** Where a key's effective value came from, for messages and `policy explain`. */
