@@ -1,13 +1,18 @@
-// Bundles the CLI into one minified CommonJS file: agentcell run's start-up is on every
-// agent's critical path. Loading ~200 small ESM files costs more than the sandbox itself,
-// and even one ESM entry costs node ~18 ms more than a CommonJS one.
+// Bundles the CLI into one minified CommonJS file and writes V8's code cache for it:
+// agentcell run's start-up is on every agent's critical path. Loading ~200 small ESM
+// files costs more than the sandbox itself, one ESM entry costs ~18 ms more than a
+// CommonJS one, and compiling the bundle without a cache another ~19 ms.
 import { build } from 'esbuild';
-import { chmodSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { chmodSync, copyFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
-const outfile = 'dist/agentcell.cjs';
+const main = 'dist/agentcell-main.cjs';
+const launcher = join(process.cwd(), 'dist/agentcell.cjs');
 await build({
   entryPoints: ['src/cli/main.ts'],
-  outfile,
+  outfile: main,
   bundle: true,
   platform: 'node',
   format: 'cjs',
@@ -15,7 +20,26 @@ await build({
   minify: true,
   sourcemap: 'linked',
   legalComments: 'linked',
-  banner: { js: '#!/usr/bin/env node' },
   logLevel: 'warning',
 });
-chmodSync(outfile, 0o755);
+copyFileSync('scripts/launcher.cjs', launcher);
+chmodSync(launcher, 0o755);
+
+// Warm the cache on the path that matters: a dry run compiles everything `run` uses
+// and changes nothing.
+const scratch = mkdtempSync(join(tmpdir(), 'agentcell-build-'));
+try {
+  const warm = spawnSync(process.execPath, [launcher, 'run', '--dry-run', '--', 'true'], {
+    cwd: scratch,
+    env: {
+      PATH: process.env.PATH,
+      HOME: scratch,
+      AGENTCELL_HOME: join(scratch, 'home'),
+      AGENTCELL_WRITE_CODE_CACHE: '1',
+    },
+    encoding: 'utf8',
+  });
+  if (warm.status !== 0) throw new Error(`warming the code cache failed: ${warm.stderr}`);
+} finally {
+  rmSync(scratch, { recursive: true, force: true });
+}

@@ -27,7 +27,7 @@ describe('agentcell init profiles', () => {
   });
 
   for (const profile of PROFILES) {
-    it(`profile ${profile} renders a policy file that validates and runs`, () => {
+    it(`profile ${profile} renders a policy file that validates and runs`, async () => {
       sb = makeSandbox();
       const result = writeInitFile(sb.workspace, { profile });
       assert.equal(result.written, true);
@@ -48,7 +48,7 @@ describe('agentcell init profiles', () => {
       ])
         assert.ok(result.content.includes(section), `${profile} explains ${section}`);
       // The profile is usable today: a run can be planned with it (no "not available yet").
-      const prepared = prepareRun({
+      const prepared = await prepareRun({
         argv: ['true'],
         tty: false,
         paths: agentcellPaths(sb.env),

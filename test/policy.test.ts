@@ -8,6 +8,8 @@ import { explainPolicy } from '../src/policy/explain-policy.js';
 import { hostPatternProblem } from '../src/policy/host-pattern.js';
 import { readPolicyFile } from '../src/policy/policy-layer.js';
 import { resolvePolicy } from '../src/policy/resolve-policy.js';
+import { defaultPolicy } from '../src/policy/default-policy.js';
+import { PolicySchema } from '../src/policy/schema.js';
 import { agentcell, makeSandbox, type Sandbox } from './helpers.js';
 
 let sb: Sandbox;
@@ -23,22 +25,27 @@ function userConfig(box: Sandbox, text: string): void {
 }
 
 describe('policy', () => {
-  it('built-in defaults validate and hash stably', () => {
+  it('the written-out default policy is what the schema produces for an empty file', () => {
+    const parsed = PolicySchema.parse({});
+    assert.deepEqual(defaultPolicy(), parsed);
+  });
+
+  it('built-in defaults validate and hash stably', async () => {
     sb = makeSandbox();
-    const a = resolveIn(sb);
-    const b = resolveIn(sb);
+    const a = await resolveIn(sb);
+    const b = await resolveIn(sb);
     assert.equal(a.policy.cell.backend, 'bwrap');
     assert.equal(a.policy.network.mode, 'none');
     assert.match(a.hash, /^sha256:[0-9a-f]{64}$/);
     assert.equal(a.hash, b.hash);
   });
 
-  it('merges built-in < user < project < flags, and explains where values came from', () => {
+  it('merges built-in < user < project < flags, and explains where values came from', async () => {
     sb = makeSandbox({
       'agentcell.toml': '[cell]\nmode = "build"\n[network]\nallow = ["b.example.com"]\n[env]\nA = "project"\n',
     });
     userConfig(sb, '[cell]\nmode = "strict"\n[network]\nallow = ["a.example.com"]\n[env]\nA = "user"\nB = "user"\n');
-    const r = resolveIn(sb, { network: { mode: 'none' } });
+    const r = await resolveIn(sb, { network: { mode: 'none' } });
     const project = join(sb.workspace, 'agentcell.toml');
     const user = join(sb.agentcellHome, 'config', 'config.toml');
     assert.equal(r.policy.cell.mode, 'build');
@@ -51,12 +58,12 @@ describe('policy', () => {
     assert.deepEqual(explained.get('network.allow'), [user, project]);
     assert.deepEqual(explained.get('network.mode'), ['command line']);
     assert.deepEqual(explained.get('cell.backend'), ['built-in']);
-    assert.notEqual(r.hash, resolveIn(sb).hash);
+    assert.notEqual(r.hash, (await resolveIn(sb)).hash);
   });
 
-  it('network mode defaults follow the mode', () => {
+  it('network mode defaults follow the mode', async () => {
     sb = makeSandbox({ 'agentcell.toml': '[cell]\nmode = "build"\n' });
-    const r = resolveIn(sb);
+    const r = await resolveIn(sb);
     assert.equal(r.policy.network.mode, 'open');
     assert.match(explainPolicy(r, 'network.mode')[0]?.from[0] ?? '', /default for mode build/);
   });
@@ -75,17 +82,17 @@ describe('policy', () => {
     );
   });
 
-  it('rejects unknown keys instead of ignoring them', () => {
+  it('rejects unknown keys instead of ignoring them', async () => {
     sb = makeSandbox({ 'agentcell.toml': '[network]\nallwo = ["x.com"]\n' });
-    assert.throws(() => resolveIn(sb), /unknown key in \[network\] "allwo"/);
+    await assert.rejects(() => resolveIn(sb), /unknown key in \[network\] "allwo"/);
   });
 
-  it('reports TOML syntax errors with line and column', () => {
+  it('reports TOML syntax errors with line and column', async () => {
     sb = makeSandbox({ 'agentcell.toml': '[cell]\nmode = \n' });
-    assert.throws(() => resolveIn(sb), /agentcell\.toml:2:\d+: not valid TOML/);
+    await assert.rejects(() => resolveIn(sb), /agentcell\.toml:2:\d+: not valid TOML/);
   });
 
-  it('refuses open-ended host patterns', () => {
+  it('refuses open-ended host patterns', async () => {
     assert.match(hostPatternProblem('*') ?? '', /bare wildcard/);
     assert.match(hostPatternProblem('*.com') ?? '', /top-level domain/);
     assert.equal(hostPatternProblem('*.example.com'), undefined);
@@ -93,15 +100,15 @@ describe('policy', () => {
     assert.equal(hostPatternProblem('[::1]:8443'), undefined);
     assert.match(hostPatternProblem('example.com:99999') ?? '', /out of range/);
     sb = makeSandbox({ 'agentcell.toml': '[network]\nallow = ["*"]\n' });
-    assert.throws(() => resolveIn(sb), /network\.allow\.0.*bare wildcard/);
+    await assert.rejects(() => resolveIn(sb), /network\.allow\.0.*bare wildcard/);
   });
 
-  it('validates secrets, sizes and durations', () => {
+  it('validates secrets, sizes and durations', async () => {
     sb = makeSandbox({
       'agentcell.toml':
         '[secrets.TOKEN]\nfrom = "vault"\ninject = "proxy"\n[resources]\nmemory = "lots"\ntimeout = "soon"\n',
     });
-    assert.throws(
+    await assert.rejects(
       () => resolveIn(sb),
       (e: unknown) => {
         const m = (e as Error).message;

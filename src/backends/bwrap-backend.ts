@@ -1,6 +1,6 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { closeSync, openSync, readFileSync } from 'node:fs';
-import type { Readable, Writable } from 'node:stream';
+import type { Writable } from 'node:stream';
 import { AgentcellError } from '../errors.js';
 import type { CgroupPlan } from './cgroup-limits.js';
 import type { Backend, BackendPlan, BackendProbe, CellSpec, RunOutcome } from './backend.js';
@@ -12,7 +12,6 @@ import { superviseProcess } from './supervise-process.js';
 /** Descriptor numbers bwrap reads from; fixed so --dry-run output is stable. */
 const SECCOMP_FD = 3;
 const EMPTY_FD = 4;
-const INFO_FD = 5;
 
 export interface BwrapOptions {
   /** The bwrap executable (default: `bwrap` on PATH). */
@@ -108,8 +107,6 @@ export function planBwrap(spec: CellSpec, executable = 'bwrap'): BackendPlan {
       if (spec.tty) gaps.push('terminal input injection (TIOCSTI) not blocked');
     }
   }
-  args.push('--info-fd', String(INFO_FD));
-  fds.push({ fd: INFO_FD, purpose: 'bwrap reports the cell init pid (for signal forwarding)' });
   args.push('--chdir', spec.cwd, '--', ...spec.argv);
   const plan: BackendPlan = { backend: 'bwrap', argv: args, env: { ...spec.env }, fds, gaps };
   const { pids, memoryBytes, cpus } = spec.limits;
@@ -142,7 +139,7 @@ async function runBwrap(spec: CellSpec, plan: BackendPlan): Promise<RunOutcome> 
   try {
     const child = spawn(executable, args, {
       env: plan.env,
-      stdio: ['inherit', 'inherit', 'inherit', filter ? 'pipe' : 'ignore', emptyFd, 'pipe'],
+      stdio: ['inherit', 'inherit', 'inherit', filter ? 'pipe' : 'ignore', emptyFd],
       // Without a terminal, bwrap leads its own process group so signals reach only it.
       detached: !spec.tty,
     });
@@ -151,12 +148,11 @@ async function runBwrap(spec: CellSpec, plan: BackendPlan): Promise<RunOutcome> 
       seccompPipe.on('error', () => undefined); // bwrap failing early closes its end
       seccompPipe.end(filter.program);
     }
-    const initPid = readInitPid((child.stdio as unknown as (Readable | null)[])[INFO_FD] ?? null);
     return await superviseProcess(child, {
       tty: spec.tty,
       timeoutMs: spec.limits.timeoutMs,
-      // bwrap's init is pid 1 in the cell; the command is its child.
-      commandPid: async () => firstChild(await initPid),
+      // bwrap forks the cell's init (pid 1 inside), which forks the command.
+      commandPid: () => firstChild(firstChild(child.pid)),
     });
   } finally {
     closeSync(emptyFd);
@@ -176,28 +172,12 @@ function createCgroupsOrExplain(plan: CgroupPlan): void {
   }
 }
 
-/** bwrap writes `{"child-pid": N}` once the cell exists; resolve as soon as it is seen. */
-function readInitPid(stream: Readable | null): Promise<number | undefined> {
-  return new Promise((resolve) => {
-    if (!stream) return resolve(undefined);
-    let text = '';
-    stream.setEncoding('utf8');
-    stream.on('data', (chunk: string) => {
-      text += chunk;
-      const match = /"child-pid"\s*:\s*(\d+)/.exec(text);
-      if (match) resolve(Number(match[1]));
-    });
-    stream.on('error', () => resolve(undefined));
-    stream.on('close', () => resolve(undefined));
-  });
-}
-
 function firstChild(pid: number | undefined): number | undefined {
   if (pid === undefined) return undefined;
   try {
     const first = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/)[0];
-    return first ? Number(first) : pid;
+    return first ? Number(first) : undefined;
   } catch {
-    return undefined; // the cell is already gone
+    return undefined; // already gone
   }
 }

@@ -11,7 +11,7 @@ export interface SuperviseOptions {
   tty: boolean;
   timeoutMs?: number;
   /** The command's host pid, where signals are forwarded (the backend knows how to find it). */
-  commandPid: () => Promise<number | undefined>;
+  commandPid: () => number | undefined;
 }
 
 /**
@@ -25,14 +25,13 @@ export function superviseProcess(child: ChildProcess, options: SuperviseOptions)
     let killTimer: NodeJS.Timeout | undefined;
 
     const signalCommand = (signal: NodeJS.Signals): void => {
-      void options.commandPid().then((pid) => {
-        try {
-          if (pid !== undefined) process.kill(pid, signal);
-          else child.kill(signal);
-        } catch {
-          // already exited
-        }
-      });
+      const pid = options.commandPid();
+      try {
+        if (pid !== undefined) process.kill(pid, signal);
+        else child.kill(signal);
+      } catch {
+        // already exited
+      }
     };
     const killCell = (): void => {
       try {

@@ -53,10 +53,10 @@ export interface PreparedRun {
   backend: Backend;
 }
 
-export function prepareRun(request: RunRequest): PreparedRun {
+export async function prepareRun(request: RunRequest): Promise<PreparedRun> {
   const hostEnv = request.hostEnv ?? process.env;
   const cwd = request.cwd ?? process.cwd();
-  const { workspace, resolved, passEnv } = resolveCellPolicy(request, request.paths, cwd);
+  const { workspace, resolved, passEnv } = await resolveCellPolicy(request, request.paths, cwd);
   const cell = request.cell !== undefined ? checkCellName(request.cell) : defaultCellName(workspace);
   const { policy } = resolved;
   assertBreakglassAck(policy.cell.mode, request.ackBreakglass, localDate(request.now));
@@ -111,14 +111,14 @@ export function prepareRun(request: RunRequest): PreparedRun {
 }
 
 /** The policy a run with these options would get; `policy show|explain` use it too, so they never disagree. */
-export function resolveCellPolicy(
+export async function resolveCellPolicy(
   options: CellOptions,
   paths: AgentcellPaths,
   cwd: string = process.cwd(),
-): { workspace: string; resolved: ResolvedPolicy; passEnv: string[] } {
+): Promise<{ workspace: string; resolved: ResolvedPolicy; passEnv: string[] }> {
   const workspace = resolveWorkspace(resolve(cwd, options.workspace ?? '.'));
   const { layer, passEnv } = flagsLayer(options);
-  const resolved = resolvePolicy({
+  const resolved = await resolvePolicy({
     workspace,
     paths,
     flags: layer,

@@ -6,7 +6,6 @@ import { agentcellPaths } from '../paths.js';
 import { prepareRun, resolveCellPolicy } from '../cell/prepare-run.js';
 import { runPrepared } from '../cell/run-cell.js';
 import { explainPolicy } from '../policy/explain-policy.js';
-import { readPolicyFile } from '../policy/policy-layer.js';
 import type { ResolvedPolicy } from '../policy/resolve-policy.js';
 import { runDoctor } from '../evidence/doctor.js';
 import { writeInitFile } from '../policy/init-profiles.js';
@@ -23,7 +22,7 @@ const printJson = (value: unknown): void => print(JSON.stringify(value, null, 2)
 const note = (text: string): void => void writeSync(2, `${text}\n`);
 
 async function runCommand(argv: string[], flags: CellFlags & JsonFlag & { dryRun?: boolean }): Promise<number> {
-  const prepared = prepareRun({
+  const prepared = await prepareRun({
     ...toCellOptions(flags),
     argv,
     tty: isatty(0),
@@ -42,8 +41,8 @@ async function runCommand(argv: string[], flags: CellFlags & JsonFlag & { dryRun
   return outcome.exitCode;
 }
 
-function policyFor(flags: CellFlags): ResolvedPolicy {
-  return resolveCellPolicy(toCellOptions(flags), agentcellPaths()).resolved;
+async function policyFor(flags: CellFlags): Promise<ResolvedPolicy> {
+  return (await resolveCellPolicy(toCellOptions(flags), agentcellPaths())).resolved;
 }
 
 export function buildProgram(setExit: (code: number) => void): Command {
@@ -77,8 +76,8 @@ export function buildProgram(setExit: (code: number) => void): Command {
   const policy = program.command('policy').description('the merged policy, its errors, where a value came from');
   addCellOptions(policy.command('show').description('the effective policy and its hash'))
     .option('--json', 'machine-readable output')
-    .action((flags: CellFlags & JsonFlag) => {
-      const resolved = policyFor(flags);
+    .action(async (flags: CellFlags & JsonFlag) => {
+      const resolved = await policyFor(flags);
       if (flags.json) printJson({ hash: resolved.hash, files: resolved.files, policy: resolved.policy });
       else {
         print(`# policy ${resolved.hash}`);
@@ -92,21 +91,21 @@ export function buildProgram(setExit: (code: number) => void): Command {
     .argument('[file]', 'a policy file to check on its own')
     .option('--workspace <dir>', 'workspace directory')
     .option('--json', 'machine-readable output')
-    .action((file: string | undefined, flags: { workspace?: string } & JsonFlag) => {
+    .action(async (file: string | undefined, flags: { workspace?: string } & JsonFlag) => {
       let files: string[];
       if (file !== undefined) {
-        readPolicyFile(file);
+        (await import('../policy/policy-layer.js')).readPolicyFile(file);
         files = [file];
       } else {
-        files = policyFor({ allow: [], env: [], ...flags }).files;
+        files = (await policyFor({ allow: [], env: [], ...flags })).files;
       }
       if (flags.json) printJson({ valid: true, files });
       else print(`valid: ${files.length ? files.join(', ') : 'built-in defaults only'}`);
     });
   addCellOptions(policy.command('explain').description('where each effective value came from').argument('[key]'))
     .option('--json', 'machine-readable output')
-    .action((key: string | undefined, flags: CellFlags & JsonFlag) => {
-      const rows = explainPolicy(policyFor(flags), key);
+    .action(async (key: string | undefined, flags: CellFlags & JsonFlag) => {
+      const rows = explainPolicy(await policyFor(flags), key);
       if (key !== undefined && rows.length === 0)
         throw new AgentcellError('USAGE', `no policy key "${key}" (try: agentcell policy explain)`);
       if (flags.json) printJson(rows);

@@ -65,7 +65,9 @@ function expectation(issue: core.$ZodIssue): string {
     case 'invalid_type':
       return `expected ${issue.expected === 'int' ? 'a whole number' : issue.expected}`;
     case 'too_small':
-      return issue.origin === 'string' ? 'expected a non-empty string' : `expected a value above ${String(issue.minimum)}`;
+      return issue.origin === 'string'
+        ? 'expected a non-empty string'
+        : `expected a value above ${String(issue.minimum)}`;
     case 'invalid_union':
       return 'expected a string or a number';
     case 'invalid_key':

@@ -4,8 +4,9 @@ import type { AgentcellPaths } from '../paths.js';
 import { defaultNetworkMode } from './assurance.js';
 import { hashPolicy } from './canonical-hash.js';
 import { mergeLayers, type Provenance } from './merge-layers.js';
-import { policyError, readPolicyFile, validateLayer, type PolicyLayer } from './policy-layer.js';
-import { PolicySchema, type Policy } from './schema.js';
+import { defaultPolicy } from './default-policy.js';
+import type { PolicyLayer } from './policy-layer.js';
+import type { Policy } from './schema.js';
 
 export const PROJECT_POLICY_FILE = 'agentcell.toml';
 export const BUILT_IN = 'built-in';
@@ -28,29 +29,36 @@ export interface ResolvedPolicy {
   files: string[];
 }
 
-export function resolvePolicy(request: PolicyRequest): ResolvedPolicy {
-  const layers: PolicyLayer[] = [];
+export async function resolvePolicy(request: PolicyRequest): Promise<ResolvedPolicy> {
   const userFile = join(request.paths.config, 'config.toml');
-  if (existsSync(userFile)) layers.push(readPolicyFile(userFile));
   const projectFile = request.policyFile ?? join(request.workspace, PROJECT_POLICY_FILE);
-  if (request.policyFile !== undefined || existsSync(projectFile)) layers.push(readPolicyFile(projectFile));
-  if (request.flags && Object.keys(request.flags).length > 0)
-    layers.push(validateLayer({ source: 'command line', values: request.flags }));
+  const files = [
+    ...(existsSync(userFile) ? [userFile] : []),
+    ...(request.policyFile !== undefined || existsSync(projectFile) ? [projectFile] : []),
+  ];
+  const flags = request.flags && Object.keys(request.flags).length > 0 ? request.flags : undefined;
 
-  const { values, provenance } = mergeLayers(layers);
-  const result = PolicySchema.safeParse(values);
-  if (!result.success) throw policyError(layers.map((l) => l.source).join(' + ') || BUILT_IN, result.error.issues);
-  const policy = result.data;
+  let policy: Policy;
+  let provenance: Provenance = new Map();
+  if (files.length === 0 && flags === undefined) {
+    policy = defaultPolicy();
+  } else {
+    // The validator loads only when there is something to validate.
+    const { policyError, readPolicyFile, validateLayer } = await import('./policy-layer.js');
+    const { PolicySchema } = await import('./schema.js');
+    const layers: PolicyLayer[] = files.map(readPolicyFile);
+    if (flags) layers.push(validateLayer({ source: 'command line', values: flags }));
+    const merged = mergeLayers(layers);
+    const result = PolicySchema.safeParse(merged.values);
+    if (!result.success) throw policyError(layers.map((l) => l.source).join(' + '), result.error.issues);
+    policy = result.data;
+    provenance = merged.provenance;
+  }
   if (policy.network.mode === undefined) {
     policy.network.mode = defaultNetworkMode(policy.cell.mode);
     provenance.set('network.mode', [`${BUILT_IN} (default for mode ${policy.cell.mode})`]);
   }
-  return {
-    policy,
-    hash: hashPolicy(policy),
-    provenance,
-    files: layers.filter((l) => l.source !== 'command line').map((l) => l.source),
-  };
+  return { policy, hash: hashPolicy(policy), provenance, files };
 }
 
 /** Where a key's effective value came from, for messages and `policy explain`. */

@@ -3,16 +3,9 @@ import { isIP } from 'node:net';
 import * as z from 'zod/mini';
 import { hostPatternProblem } from './host-pattern.js';
 import { parseDuration, parseSize } from './units.js';
+import { BACKENDS, MODES, NETWORK_MODES, WORKSPACE_MODES } from './vocabulary.js';
 
-export const MODES = ['strict', 'development', 'build', 'breakglass'] as const;
-export const BACKENDS = ['bwrap', 'podman', 'docker', 'gvisor'] as const;
-export const WORKSPACE_MODES = ['overlay', 'direct', 'readonly'] as const;
-export const NETWORK_MODES = ['none', 'allowlist', 'open'] as const;
-
-export type Mode = (typeof MODES)[number];
-export type BackendName = (typeof BACKENDS)[number];
-export type WorkspaceMode = (typeof WORKSPACE_MODES)[number];
-export type NetworkMode = (typeof NETWORK_MODES)[number];
+export type { BackendName, Mode, NetworkMode, WorkspaceMode } from './vocabulary.js';
 
 const hostPattern = z.string().check(
   z.superRefine((value, ctx) => {
@@ -28,10 +21,7 @@ const size = z
 const duration = z
   .union([z.string(), z.number()])
   .check(
-    z.refine(
-      (v) => parseDuration(v) !== undefined,
-      'expected a duration such as "90s", "30m" or a number of seconds',
-    ),
+    z.refine((v) => parseDuration(v) !== undefined, 'expected a duration such as "90s", "30m" or a number of seconds'),
   );
 const stringList = z._default(z.array(z.string().check(z.minLength(1))), []);
 const hostList = z._default(z.array(hostPattern), []);

@@ -1,0 +1,43 @@
+import { spawnSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { cpus, release } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { startupBench, type Section } from './startup.js';
+
+// npm run bench: every suite measures agentcell and its baseline side by side in the
+// same run, and docs/benchmarks.md is rewritten with the ratios.
+const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const cli = join(root, 'dist', 'agentcell.cjs');
+const runs = Number(process.env['BENCH_RUNS'] ?? 30);
+
+const sections: Section[] = [startupBench(cli, runs)];
+
+const bwrapVersion = spawnSync('bwrap', ['--version'], { encoding: 'utf8' }).stdout.trim();
+const machine = `${cpus().length} × ${cpus()[0]?.model ?? 'unknown CPU'}, Linux ${release()}, node ${process.version}, ${bwrapVersion}`;
+const doc = [
+  '# Benchmarks',
+  '',
+  'Written by `npm run bench`; numbers are from the last run on the machine below. Each',
+  'suite runs agentcell and its baseline in the same process, interleaved, so the ratios',
+  'hold even on a noisy machine; absolute times do not travel between machines.',
+  '',
+  `Last run: ${new Date().toISOString().slice(0, 10)} on ${machine}.`,
+  '',
+  ...sections.flatMap((s) => [`## ${s.title}`, '', s.markdown, '']),
+  '## Targets',
+  '',
+  ...sections.flatMap((s) => s.verdicts.map((v) => `- ${v}`)),
+  '',
+].join('\n');
+const out = join(root, 'docs', 'benchmarks.md');
+const previous = (() => {
+  try {
+    return readFileSync(out, 'utf8');
+  } catch {
+    return '';
+  }
+})();
+writeFileSync(out, doc);
+process.stdout.write(doc);
+if (previous === doc) process.stdout.write('\n(unchanged)\n');

@@ -1,0 +1,75 @@
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fmt, timeInterleaved, type Timing } from './measure.js';
+
+export interface Section {
+  title: string;
+  markdown: string;
+  /** One line per target: met or missed. */
+  verdicts: string[];
+}
+
+const TARGET_VS_NODE = 1.6;
+
+/** `agentcell run -- true` against a bare bwrap cell and node's own start-up. */
+export function startupBench(cli: string, runs: number): Section {
+  const root = mkdtempSync(join(tmpdir(), 'agentcell-bench-'));
+  const workspace = join(root, 'repo');
+  try {
+    for (let i = 0; i < 50; i++) {
+      mkdirSync(join(workspace, `dir${i % 5}`), { recursive: true });
+      writeFileSync(join(workspace, `dir${i % 5}`, `file${i}.ts`), `export const x${i} = ${i};\n`);
+    }
+    writeFileSync(join(workspace, '.env'), 'TOKEN=bench\n');
+    const env = {
+      PATH: process.env['PATH'] ?? '/usr/bin:/bin',
+      HOME: join(root, 'home'),
+      AGENTCELL_HOME: join(root, 'ac'),
+    };
+    const timings = timeInterleaved(
+      [
+        { name: 'node -e 0', argv: [process.execPath, '-e', '0'], env },
+        {
+          name: 'bwrap (bare) true',
+          argv: [
+            'bwrap',
+            '--unshare-all',
+            '--unshare-user',
+            '--die-with-parent',
+            '--new-session',
+            '--ro-bind',
+            '/',
+            '/',
+            '--dev',
+            '/dev',
+            '--proc',
+            '/proc',
+            'true',
+          ],
+          env,
+        },
+        { name: 'agentcell run -- true', argv: [cli, 'run', '--', 'true'], cwd: workspace, env },
+      ],
+      runs,
+    );
+    const [node, bwrap, agentcell] = timings as [Timing, Timing, Timing];
+    const ratioNode = agentcell.medianMs / node.medianMs;
+    const ratioBwrap = agentcell.medianMs / bwrap.medianMs;
+    const rows = timings.map((t) => `| ${t.name} | ${fmt(t.medianMs)} | ${fmt(t.p90Ms)} | ${fmt(t.minMs)} |`);
+    const markdown = [
+      `Workspace: 50 files and a masked \`.env\`; ${runs} runs each, interleaved, after 3 warm-up rounds.`,
+      '',
+      '| command | median ms | p90 ms | min ms |',
+      '|---|---|---|---|',
+      ...rows,
+      '',
+      `- agentcell / node -e 0: **${ratioNode.toFixed(2)}×** (target ≤ ${TARGET_VS_NODE}×)`,
+      `- agentcell / bare bwrap: ${ratioBwrap.toFixed(1)}× (agentcell is a Node program; the bare sandbox costs ${fmt(bwrap.medianMs)} ms)`,
+    ].join('\n');
+    const verdict = `${ratioNode <= TARGET_VS_NODE ? 'met' : 'MISSED'}: run -- true at ${ratioNode.toFixed(2)}× node -e 0 (target ≤ ${TARGET_VS_NODE}×)`;
+    return { title: 'Start-up: `agentcell run -- true`', markdown, verdicts: [verdict] };
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+}

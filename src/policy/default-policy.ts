@@ -1,0 +1,18 @@
+import type { Policy } from './schema.js';
+
+/**
+ * What the schema's defaults produce for an empty policy, written out so that a run with
+ * no policy files and no flags never loads the validator (a test keeps the two equal).
+ */
+export function defaultPolicy(): Policy {
+  return {
+    cell: { backend: 'bwrap', mode: 'development', rootfs: 'host', user: 'user' },
+    workspace: { mode: 'direct', hide: [], expose: [], scan_skip: ['.git', 'node_modules'] },
+    mount: [],
+    network: { allow: [], deny: [], inspect: [], resolve: {}, upstream_ca: [] },
+    secrets: {},
+    resources: {},
+    env: {},
+    agent: { args: [] },
+  };
+}

@@ -1,0 +1,10 @@
+/** The words a policy is made of; no validation code, so the CLI can load them for free. */
+export const MODES = ['strict', 'development', 'build', 'breakglass'] as const;
+export const BACKENDS = ['bwrap', 'podman', 'docker', 'gvisor'] as const;
+export const WORKSPACE_MODES = ['overlay', 'direct', 'readonly'] as const;
+export const NETWORK_MODES = ['none', 'allowlist', 'open'] as const;
+
+export type Mode = (typeof MODES)[number];
+export type BackendName = (typeof BACKENDS)[number];
+export type WorkspaceMode = (typeof WORKSPACE_MODES)[number];
+export type NetworkMode = (typeof NETWORK_MODES)[number];
