@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, it } from 'node:test';
 import { AgentcellError } from '../src/errors.js';
@@ -133,6 +133,7 @@ describe('policy commands', () => {
     assert.equal(j.status, 2);
     const body = JSON.parse(j.stdout) as { error: { code: string; message: string } };
     assert.equal(body.error.code, 'POLICY_INVALID');
+    assert.equal(existsSync(join(sb.workspace, 'ran')), false);
   });
 
   it('policy show, validate and explain', () => {
