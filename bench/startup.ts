@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -54,6 +55,7 @@ export function startupBench(cli: string, runs: number): Section {
       runs,
     );
     const [node, bwrap, agentcell] = timings as [Timing, Timing, Timing];
+    const phases = medianPhases(cli, workspace, env, runs);
     const ratioNode = agentcell.medianMs / node.medianMs;
     const ratioBwrap = agentcell.medianMs / bwrap.medianMs;
     const rows = timings.map((t) => `| ${t.name} | ${fmt(t.medianMs)} | ${fmt(t.p90Ms)} | ${fmt(t.minMs)} |`);
@@ -66,10 +68,35 @@ export function startupBench(cli: string, runs: number): Section {
       '',
       `- agentcell / node -e 0: **${ratioNode.toFixed(2)}×** (target ≤ ${TARGET_VS_NODE}×)`,
       `- agentcell / bare bwrap: ${ratioBwrap.toFixed(1)}× (agentcell is a Node program; the bare sandbox costs ${fmt(bwrap.medianMs)} ms)`,
+      '',
+      'Where agentcell spends it (median of the `timings` that `run --json` reports; `startup` is node',
+      'plus loading the bundle, `run` is spawning bwrap until the command has exited):',
+      '',
+      `| ${Object.keys(phases).join(' | ')} |`,
+      `|${Object.keys(phases)
+        .map(() => '---')
+        .join('|')}|`,
+      `| ${Object.values(phases).map(fmt).join(' | ')} |`,
     ].join('\n');
     const verdict = `${ratioNode <= TARGET_VS_NODE ? 'met' : 'MISSED'}: run -- true at ${ratioNode.toFixed(2)}× node -e 0 (target ≤ ${TARGET_VS_NODE}×)`;
     return { title: 'Start-up: `agentcell run -- true`', markdown, verdicts: [verdict] };
   } finally {
     rmSync(root, { recursive: true, force: true });
   }
+}
+
+/** Median of each phase over `runs` runs of `run --json -- true`. */
+function medianPhases(cli: string, cwd: string, env: NodeJS.ProcessEnv, runs: number): Record<string, number> {
+  const samples: Record<string, number[]> = {};
+  for (let i = 0; i < runs; i++) {
+    const r = spawnSync(cli, ['run', '--json', '--', 'true'], { cwd, env, encoding: 'utf8' });
+    const exit = JSON.parse(r.stderr.trim().split('\n').pop() ?? '{}') as { timings?: Record<string, number> };
+    for (const [phase, ms] of Object.entries(exit.timings ?? {})) (samples[phase] ??= []).push(ms);
+  }
+  return Object.fromEntries(
+    Object.entries(samples).map(([phase, values]) => {
+      const sorted = values.sort((a, b) => a - b);
+      return [phase, sorted[Math.floor(sorted.length / 2)]!];
+    }),
+  );
 }

@@ -13,6 +13,7 @@ import { CONTROL_PLANE_PATHS } from '../workspace/control-plane.js';
 import { BUILT_IN_HIDE, scanSecrets } from '../workspace/secret-scan.js';
 import { buildCellEnvironment } from './cell-environment.js';
 import { checkCellName, defaultCellName } from './cell-name.js';
+import { PhaseTimer } from './phase-timer.js';
 import { envSecrets } from './resolve-secrets.js';
 
 /** What a user can say about one run; the CLI maps flags onto this one to one. */
@@ -33,6 +34,8 @@ export interface CellOptions {
 }
 
 export interface RunRequest extends CellOptions {
+  /** Phase timings accumulate here when given (the CLI passes one started at launch). */
+  timer?: PhaseTimer;
   argv: string[];
   /** The caller has a terminal on stdin. */
   tty: boolean;
@@ -51,12 +54,15 @@ export interface PreparedRun {
   plan: BackendPlan;
   assurance: Assurance;
   backend: Backend;
+  timer: PhaseTimer;
 }
 
 export async function prepareRun(request: RunRequest): Promise<PreparedRun> {
   const hostEnv = request.hostEnv ?? process.env;
   const cwd = request.cwd ?? process.cwd();
+  const timer = request.timer ?? new PhaseTimer();
   const { workspace, resolved, passEnv } = await resolveCellPolicy(request, request.paths, cwd);
+  timer.mark('policy');
   const cell = request.cell !== undefined ? checkCellName(request.cell) : defaultCellName(workspace);
   const { policy } = resolved;
   assertBreakglassAck(policy.cell.mode, request.ackBreakglass, localDate(request.now));
@@ -73,6 +79,7 @@ export async function prepareRun(request: RunRequest): Promise<PreparedRun> {
     expose: policy.workspace.expose,
     skip: policy.workspace.scan_skip,
   });
+  timer.mark('scan');
   const spec: CellSpec = {
     cell,
     rootfs:
@@ -102,12 +109,13 @@ export async function prepareRun(request: RunRequest): Promise<PreparedRun> {
     throw new AgentcellError('USAGE', 'no command given: agentcell run [options] -- COMMAND [ARGS...]');
   const backend = createBwrapBackend();
   const plan = backend.plan(spec);
+  timer.mark('plan');
   const extra = [
     ...plan.gaps,
     ...passEnv.map((name) => `host variable ${name} passed in`),
     ...(spec.seccomp ? [] : ['seccomp filter off']),
   ];
-  return { cell, workspace, resolved, spec, plan, assurance: assess(policy, extra), backend };
+  return { cell, workspace, resolved, spec, plan, assurance: assess(policy, extra), backend, timer };
 }
 
 /** The policy a run with these options would get; `policy show|explain` use it too, so they never disagree. */

@@ -5,7 +5,9 @@ import type { PreparedRun } from './prepare-run.js';
 /** Runs a prepared cell to completion; the outcome carries the command's exit code. */
 export async function runPrepared(prepared: PreparedRun): Promise<RunOutcome> {
   try {
-    return await prepared.backend.run(prepared.spec);
+    const outcome = await prepared.backend.run(prepared.spec);
+    prepared.timer.mark('run');
+    return outcome;
   } catch (cause) {
     if ((cause as NodeJS.ErrnoException).code === 'ENOENT')
       throw new AgentcellError(

@@ -3,6 +3,7 @@ import { existsSync, writeSync } from 'node:fs';
 import { isatty } from 'node:tty';
 import { AgentcellError } from '../errors.js';
 import { agentcellPaths } from '../paths.js';
+import { PhaseTimer } from '../cell/phase-timer.js';
 import { prepareRun, resolveCellPolicy } from '../cell/prepare-run.js';
 import { runPrepared } from '../cell/run-cell.js';
 import { explainPolicy } from '../policy/explain-policy.js';
@@ -16,13 +17,17 @@ interface JsonFlag {
   json?: boolean;
 }
 
+// Started before anything else so the phases add up to the whole run.
+const timer = new PhaseTimer();
 const print = (text: string): void => void process.stdout.write(`${text}\n`);
 const printJson = (value: unknown): void => print(JSON.stringify(value, null, 2));
 // Short notes go straight to fd 2: creating process.stderr costs a few ms of every run's start.
 const note = (text: string): void => void writeSync(2, `${text}\n`);
 
 async function runCommand(argv: string[], flags: CellFlags & JsonFlag & { dryRun?: boolean }): Promise<number> {
+  timer.mark('cli');
   const prepared = await prepareRun({
+    timer,
     ...toCellOptions(flags),
     argv,
     tty: isatty(0),
@@ -35,7 +40,7 @@ async function runCommand(argv: string[], flags: CellFlags & JsonFlag & { dryRun
   }
   note(flags.json ? JSON.stringify({ event: 'start', ...runSummary(prepared) }) : bannerLine(prepared));
   const outcome = await runPrepared(prepared);
-  if (flags.json) note(JSON.stringify({ event: 'exit', cell: prepared.cell, ...outcome }));
+  if (flags.json) note(JSON.stringify({ event: 'exit', cell: prepared.cell, ...outcome, timings: timer.timings }));
   else if (outcome.timedOut)
     note(`agentcell: timed out after ${prepared.resolved.policy.resources.timeout ?? ''}; exit ${outcome.exitCode}`);
   return outcome.exitCode;
