@@ -9,6 +9,11 @@ export type ErrorCode =
   | 'BACKEND_UNAVAILABLE'
   | 'WORKSPACE_INVALID'
   | 'FILE_EXISTS'
+  | 'CELL_NOT_FOUND'
+  | 'CELL_CONFLICT'
+  | 'CELL_LOCKED'
+  | 'RECEIPT_INVALID'
+  | 'ACCEPT_REFUSED'
   | 'INTERNAL';
 
 /** agentcell's own failures: 2 for usage and policy, 3 for host or backend not ready. */
@@ -21,6 +26,11 @@ const EXIT_CODES: Record<ErrorCode, number> = {
   NOT_AVAILABLE_YET: 2,
   WORKSPACE_INVALID: 2,
   FILE_EXISTS: 2,
+  CELL_NOT_FOUND: 2,
+  CELL_CONFLICT: 2,
+  CELL_LOCKED: 3,
+  RECEIPT_INVALID: 3,
+  ACCEPT_REFUSED: 2,
   BACKEND_UNAVAILABLE: 3,
   INTERNAL: 3,
 };

@@ -17,3 +17,8 @@ export const CONTROL_PLANE_PATHS: readonly string[] = [
   '.vscode/settings.json',
   '.vscode/tasks.json',
 ];
+
+/** Whether a workspace-relative path is, or lies under, a control-plane path. */
+export function isControlPlanePath(path: string): boolean {
+  return CONTROL_PLANE_PATHS.some((p) => path === p || path.startsWith(`${p}/`));
+}

@@ -1,0 +1,70 @@
+import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { AgentcellError } from '../errors.js';
+import type { AgentcellPaths } from '../paths.js';
+
+/** What a cell remembers about itself; its layers, receipts and runs live beside it. */
+export interface CellRecord {
+  name: string;
+  workspace: string;
+  createdAt: string;
+  /** The cell this one was forked from, if any. */
+  forkedFrom?: string;
+}
+
+export function cellsDir(paths: AgentcellPaths): string {
+  return join(paths.state, 'cells');
+}
+
+export function cellDir(paths: AgentcellPaths, name: string): string {
+  return join(cellsDir(paths), name);
+}
+
+export function readCell(paths: AgentcellPaths, name: string): CellRecord | undefined {
+  try {
+    return JSON.parse(readFileSync(join(cellDir(paths, name), 'cell.json'), 'utf8')) as CellRecord;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The cell for a workspace, created on first use. A cell belongs to one workspace: its
+ * layers are changes to that tree, so using it elsewhere would apply them to the wrong one.
+ */
+export function openCell(paths: AgentcellPaths, name: string, workspace: string, forkedFrom?: string): CellRecord {
+  const existing = readCell(paths, name);
+  if (existing) {
+    if (existing.workspace !== workspace)
+      throw new AgentcellError(
+        'CELL_CONFLICT',
+        `cell ${name} belongs to ${existing.workspace}, not ${workspace}; pick another --cell name`,
+      );
+    return existing;
+  }
+  const record: CellRecord = { name, workspace, createdAt: new Date().toISOString() };
+  if (forkedFrom !== undefined) record.forkedFrom = forkedFrom;
+  const dir = cellDir(paths, name);
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const temp = join(dir, `.cell.json.${process.pid}`);
+  writeFileSync(temp, `${JSON.stringify(record, null, 2)}\n`);
+  renameSync(temp, join(dir, 'cell.json'));
+  return record;
+}
+
+export function listCells(paths: AgentcellPaths): CellRecord[] {
+  let names: string[];
+  try {
+    names = readdirSync(cellsDir(paths));
+  } catch {
+    return [];
+  }
+  return names
+    .map((name) => readCell(paths, name))
+    .filter((c): c is CellRecord => c !== undefined)
+    .sort((a, b) => a.name.localeCompare(b.name));
+}
+
+export function removeCellDir(paths: AgentcellPaths, name: string): void {
+  rmSync(cellDir(paths, name), { recursive: true, force: true });
+}

