@@ -1,0 +1,40 @@
+import type { Command } from 'commander';
+import { runDoctor } from '../../evidence/doctor.js';
+import { writeInitFile } from '../../policy/init-profiles.js';
+import { note, print, printJson, type CliContext, type JsonFlag } from '../output.js';
+
+export function registerHostCommands(program: Command, ctx: CliContext): void {
+  program
+    .command('doctor')
+    .description('check this host (read-only)')
+    .option('--json', 'machine-readable output')
+    .action(async (flags: JsonFlag) => {
+      const report = await runDoctor();
+      if (flags.json) printJson(report);
+      else
+        for (const c of report.checks) {
+          print(`${c.ok ? 'ok  ' : c.required ? 'FAIL' : 'warn'} ${c.name}: ${c.detail}`);
+          if (!c.ok && c.fix) print(`     fix: ${c.fix}`);
+        }
+      ctx.setExit(report.ok ? 0 : 3);
+    });
+
+  program
+    .command('init')
+    .description('write a commented agentcell.toml for this workspace')
+    .option('--profile <name>', 'strict, development, node or python', 'development')
+    .option('--workspace <dir>', 'workspace directory')
+    .option('--force', 'overwrite an existing agentcell.toml')
+    .option('--dry-run', 'print the file instead of writing it')
+    .option('--json', 'machine-readable output')
+    .action((flags: { profile: string; workspace?: string; force?: boolean; dryRun?: boolean } & JsonFlag) => {
+      const result = writeInitFile(flags.workspace ?? process.cwd(), {
+        profile: flags.profile,
+        force: Boolean(flags.force),
+        dryRun: Boolean(flags.dryRun),
+      });
+      if (flags.json) printJson(result);
+      else if (flags.dryRun) print(result.content);
+      else note(`wrote ${result.path} (profile ${result.profile})`);
+    });
+}
