@@ -1,0 +1,82 @@
+import { randomBytes } from 'node:crypto';
+import { closeSync, fsyncSync, linkSync, mkdirSync, openSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+
+/** Creates a directory (and its parents) with `mode` for the ones it creates. */
+export function ensureDir(path: string, mode = 0o700): void {
+  mkdirSync(path, { recursive: true, mode });
+}
+
+/** A temp file name beside `path`, hidden from listings that match real names. */
+export function tempPathFor(path: string): string {
+  return join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
+}
+
+/** Writes a new file with `mode`, flushed to disk; fails if `path` exists. */
+export function writeNewFileSync(path: string, data: string | Uint8Array, mode: number): void {
+  const fd = openSync(path, 'wx', mode);
+  try {
+    writeFileSync(fd, data);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** fsync a directory so a rename or unlink in it survives a crash; a no-op where unsupported. */
+export function fsyncDir(path: string): void {
+  let fd: number;
+  try {
+    fd = openSync(path, 'r');
+  } catch {
+    return;
+  }
+  try {
+    fsyncSync(fd);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code !== 'EINVAL' && code !== 'EISDIR' && code !== 'EPERM' && code !== 'EBADF') throw error;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** temp + fsync + rename + fsync(dir): readers see the old file or the whole new one. */
+export function writeFileAtomic(path: string, data: string | Uint8Array, mode = 0o600): void {
+  const temp = tempPathFor(path);
+  try {
+    writeNewFileSync(temp, data, mode);
+    renameSync(temp, path);
+  } catch (error) {
+    removeQuietly(temp);
+    throw error;
+  }
+  fsyncDir(dirname(path));
+}
+
+/**
+ * Like writeFileAtomic, but never replaces an existing file: temp + fsync + link.
+ * Returns false (and writes nothing) when `path` already exists.
+ */
+export function createFileAtomic(path: string, data: string | Uint8Array, mode = 0o600): boolean {
+  const temp = tempPathFor(path);
+  writeNewFileSync(temp, data, mode);
+  try {
+    linkSync(temp, path);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'EEXIST') return false;
+    throw error;
+  } finally {
+    removeQuietly(temp);
+  }
+  fsyncDir(dirname(path));
+  return true;
+}
+
+export function removeQuietly(path: string): void {
+  try {
+    unlinkSync(path);
+  } catch {
+    // already gone
+  }
+}

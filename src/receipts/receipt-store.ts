@@ -1,0 +1,239 @@
+import { AgentcellError } from '../errors.js';
+import { readdirSync, readFileSync } from 'node:fs';
+import { basename, join } from 'node:path';
+import { sha256 } from '../policy/canonical-hash.js';
+import { createFileAtomic, ensureDir } from './atomic-file.js';
+import { acquireFileLock } from './file-lock.js';
+import { isReceiptId, newReceiptId, receiptShapeProblems, type Receipt, type ReceiptDraft } from './receipt.js';
+import {
+  receiptHash,
+  signReceipt,
+  verifyReceipts,
+  type ChainProblem,
+  type ChainVerification,
+} from './receipt-chain.js';
+import type { PublicKeyRing, SigningKey } from './signing-key.js';
+
+/** Where one cell's receipts go and the key that signs them. */
+export interface ReceiptStore {
+  /** `<state>/cells/<cell>`. */
+  cellDir: string;
+  cell: string;
+  key: SigningKey;
+}
+
+export function receiptStore(cellDir: string, key: SigningKey, cell: string = basename(cellDir)): ReceiptStore {
+  return { cellDir, cell, key };
+}
+
+export function receiptsDir(cellDir: string): string {
+  return join(cellDir, 'receipts');
+}
+
+/** `000042-r-….json`: seq (6 digits, more past 999999) then id. */
+const FILE_NAME = /^(\d{6,})-(r-[0-9a-z]{17})\.json$/;
+
+export function receiptFileName(seq: number, id: string): string {
+  return `${String(seq).padStart(6, '0')}-${id}.json`;
+}
+
+/** A receipt file as found on disk, before its content is trusted. */
+export interface ReceiptFile {
+  name: string;
+  path: string;
+  /** seq and id as the file name says. */
+  seq: number;
+  id: string;
+}
+
+/** The receipt files of a cell in chain order (by the seq in their names). */
+export function listReceiptFiles(cellDir: string): ReceiptFile[] {
+  const dir = receiptsDir(cellDir);
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw error;
+  }
+  const files: ReceiptFile[] = [];
+  for (const name of names) {
+    const match = FILE_NAME.exec(name);
+    if (match) files.push({ name, path: join(dir, name), seq: Number(match[1]), id: match[2] ?? '' });
+  }
+  return files.sort((a, b) => a.seq - b.seq || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+}
+
+/** Every receipt of the cell in chain order. Throws on a file that is not a receipt; `verifyCell` reports instead. */
+export function listReceipts(cellDir: string): Receipt[] {
+  return listReceiptFiles(cellDir).map(readReceiptFile);
+}
+
+export function latestReceipt(cellDir: string): Receipt | null {
+  const last = listReceiptFiles(cellDir).at(-1);
+  return last ? readReceiptFile(last) : null;
+}
+
+/**
+ * One receipt by id, by a unique prefix of its id (with or without `r-`), or by its
+ * seq number (`3`).
+ */
+export function readReceipt(cellDir: string, ref: string): Receipt {
+  const files = listReceiptFiles(cellDir);
+  const trimmed = ref.trim();
+  let matches: ReceiptFile[];
+  if (/^\d+$/.test(trimmed)) matches = files.filter((f) => f.seq === Number(trimmed));
+  else {
+    const prefix = trimmed.startsWith('r-') ? trimmed : `r-${trimmed}`;
+    matches = trimmed === '' ? [] : files.filter((f) => f.id.startsWith(prefix));
+    const exact = matches.filter((f) => f.id === prefix);
+    if (exact.length > 0) matches = exact;
+  }
+  const [only] = matches;
+  if (only && matches.length === 1) return readReceiptFile(only);
+  const cell = basename(cellDir);
+  if (matches.length === 0)
+    throw new AgentcellError(
+      'RECEIPT_NOT_FOUND',
+      `no receipt "${ref}" in cell "${cell}"; see agentcell receipt list --cell ${cell}`,
+    );
+  throw new AgentcellError(
+    'RECEIPT_NOT_FOUND',
+    `"${ref}" matches ${matches.length} receipts in cell "${cell}" (${matches.map((f) => f.id).join(', ')}); give more of the id`,
+  );
+}
+
+function readReceiptFile(file: ReceiptFile): Receipt {
+  let value: unknown;
+  try {
+    value = JSON.parse(readFileSync(file.path, 'utf8'));
+  } catch (cause) {
+    throw new AgentcellError('RECEIPT_INVALID', `${file.path} is not valid JSON; run agentcell receipt verify`, {
+      cause,
+    });
+  }
+  const problems = receiptShapeProblems(value);
+  if (problems.length > 0)
+    throw new AgentcellError(
+      'RECEIPT_INVALID',
+      `${file.path} is not a well-formed receipt (${problems.join('; ')}); run agentcell receipt verify`,
+    );
+  return value as Receipt;
+}
+
+/**
+ * Runs `fn` holding the cell's receipt lock (`receipts/.lock`), which every append
+ * takes, so two processes never give out the same seq. It is held for milliseconds
+ * and is separate from the cell lock a run holds, so appending under the cell lock
+ * is fine.
+ */
+export async function withReceiptLock<T>(cellDir: string, fn: () => T | Promise<T>): Promise<T> {
+  ensureDir(receiptsDir(cellDir), 0o700);
+  const release = await acquireFileLock(join(receiptsDir(cellDir), '.lock'), {
+    wait: true,
+    timeoutMs: 60_000,
+    what: `the receipts of cell "${basename(cellDir)}"`,
+  });
+  try {
+    return await fn();
+  } finally {
+    release();
+  }
+}
+
+export interface AppendOptions {
+  /** When a receipt with the draft's id is already in the chain, return it instead of failing. */
+  ifAbsent?: boolean;
+}
+
+/**
+ * Signs `draft` as the next receipt of the cell (seq = last + 1, prev = hash of the
+ * last) and writes `<seq>-<id>.json` whole (temp, fsync, link, fsync dir).
+ */
+export async function appendReceipt(
+  store: ReceiptStore,
+  draft: ReceiptDraft,
+  options?: AppendOptions,
+): Promise<Receipt> {
+  return withReceiptLock(store.cellDir, () => appendReceiptLocked(store, draft, options));
+}
+
+/** appendReceipt for a caller already inside `withReceiptLock`. */
+export function appendReceiptLocked(store: ReceiptStore, draft: ReceiptDraft, options: AppendOptions = {}): Receipt {
+  const files = listReceiptFiles(store.cellDir);
+  const id = draft.id ?? newReceiptId();
+  if (!isReceiptId(id)) throw new AgentcellError('RECEIPT_INVALID', `"${id}" is not a receipt id`);
+  const existing = files.find((f) => f.id === id);
+  if (existing) {
+    if (options.ifAbsent) return readReceiptFile(existing);
+    throw new AgentcellError('RECEIPT_INVALID', `receipt ${id} is already in cell "${store.cell}"`);
+  }
+  const last = files.at(-1);
+  const seq = last ? last.seq + 1 : 1;
+  const prev = last ? hashOfFile(last, store.cell) : null;
+  const receipt = signReceipt({ ...draft, id, cell: store.cell, seq, prev }, store.key);
+  const problems = receiptShapeProblems(receipt);
+  if (problems.length > 0)
+    throw new AgentcellError('RECEIPT_INVALID', `refusing to write a malformed receipt: ${problems.join('; ')}`);
+  const path = join(receiptsDir(store.cellDir), receiptFileName(seq, id));
+  if (!createFileAtomic(path, `${JSON.stringify(receipt, null, 2)}\n`, 0o600))
+    throw new AgentcellError('RECEIPT_INVALID', `${path} already exists`);
+  return receipt;
+}
+
+/**
+ * The hash the next receipt chains to. A last file that is not valid JSON is chained
+ * by its raw bytes, so one damaged file never stops runs from being receipted
+ * (`verifyCell` reports it).
+ */
+function hashOfFile(file: ReceiptFile, cell: string): string {
+  const raw = readFileSync(file.path);
+  let value: unknown;
+  try {
+    value = JSON.parse(raw.toString('utf8'));
+  } catch {
+    return `sha256:${sha256(raw)}`;
+  }
+  const found = value !== null && typeof value === 'object' ? (value as Record<string, unknown>)['cell'] : undefined;
+  if (typeof found === 'string' && found !== cell)
+    throw new AgentcellError(
+      'RECEIPT_INVALID',
+      `${file.path} belongs to cell "${found}", not "${cell}": the receipt store was opened on the wrong directory`,
+    );
+  return receiptHash(value as Receipt);
+}
+
+/**
+ * `verifyReceipts` over a cell's files, plus what only the files show: a file that
+ * is not JSON, or whose name disagrees with the seq and id inside it (moved, renamed
+ * or swapped).
+ */
+export function verifyCell(
+  cellDir: string,
+  publicKeys: PublicKeyRing,
+  options: { cell?: string } = {},
+): ChainVerification {
+  const fileProblems: ChainProblem[] = [];
+  const values: unknown[] = [];
+  const files = listReceiptFiles(cellDir);
+  for (const file of files) {
+    let value: unknown;
+    try {
+      value = JSON.parse(readFileSync(file.path, 'utf8'));
+    } catch {
+      fileProblems.push({ id: file.id, seq: file.seq, problem: `${file.name} is not valid JSON` });
+      continue;
+    }
+    const inside = value !== null && typeof value === 'object' ? (value as Record<string, unknown>) : {};
+    if (inside['id'] !== file.id || inside['seq'] !== file.seq)
+      fileProblems.push({
+        id: typeof inside['id'] === 'string' ? inside['id'] : file.id,
+        seq: typeof inside['seq'] === 'number' ? inside['seq'] : file.seq,
+        problem: `file ${file.name} holds receipt ${String(inside['seq'])} (${String(inside['id'])}): moved, renamed or swapped`,
+      });
+    values.push(value);
+  }
+  const chain = verifyReceipts(values, publicKeys, { cell: options.cell ?? basename(cellDir) });
+  const problems = [...fileProblems, ...chain.problems].sort((a, b) => a.seq - b.seq);
+  return { ok: problems.length === 0, checked: files.length, problems };
+}

@@ -1,0 +1,222 @@
+import { AgentcellError } from '../errors.js';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { ensureDir, fsyncDir, removeQuietly, writeFileAtomic } from './atomic-file.js';
+import { currentProcess, isProcessAlive, type ProcessOwner } from './process-identity.js';
+import { isReceiptId, newReceiptId, type Receipt, type ReceiptDraft } from './receipt.js';
+import { appendReceiptLocked, withReceiptLock, type ReceiptStore } from './receipt-store.js';
+
+/**
+ * Crash safety for DESIGN invariant 6 (every run leaves a receipt, even when
+ * agentcell is killed mid-run). Before the command starts, `beginRun` writes
+ * `<cellDir>/runs/<id>.json` with what is known and who runs it; `finishRun` turns it
+ * into a signed receipt and removes it. If agentcell dies in between, the entry
+ * stays, and the next command's `recoverInterrupted` finds its process gone and
+ * receipts the run as `interrupted`.
+ */
+
+/** The receipt fields of a run known before it starts (the rest come from its result). */
+export type RunDraft = Omit<
+  ReceiptDraft,
+  'id' | 'kind' | 'decides' | 'exitCode' | 'endedAt' | 'durationMs' | 'status' | 'decision' | 'startedAt'
+>;
+
+export interface RunJournalEntry {
+  version: 1;
+  id: string;
+  startedAt: string;
+  /** The agentcell process running it: pid, process start time, host. */
+  owner: ProcessOwner;
+  draft: RunDraft;
+}
+
+/**
+ * How a run ended. Any run field may be updated too; `timings` and `tools` are merged
+ * into what the draft had.
+ */
+export type RunResult = Partial<RunDraft> & {
+  exitCode: number | null;
+  /** Default: now. */
+  endedAt?: string;
+};
+
+export function runsDir(cellDir: string): string {
+  return join(cellDir, 'runs');
+}
+
+function entryPath(cellDir: string, id: string): string {
+  if (!isReceiptId(id)) throw new AgentcellError('RECEIPT_INVALID', `"${id}" is not a run id`);
+  return join(runsDir(cellDir), `${id}.json`);
+}
+
+/** Records a run about to start; call before the command is spawned. */
+export function beginRun(
+  cellDir: string,
+  draft: RunDraft,
+  options: { id?: string; startedAt?: string; owner?: ProcessOwner } = {},
+): RunJournalEntry {
+  const startedAt = options.startedAt ?? new Date().toISOString();
+  const entry: RunJournalEntry = {
+    version: 1,
+    id: options.id ?? newReceiptId(new Date(startedAt)),
+    startedAt,
+    owner: options.owner ?? currentProcess(),
+    draft,
+  };
+  ensureDir(runsDir(cellDir), 0o700);
+  writeFileAtomic(entryPath(cellDir, entry.id), `${JSON.stringify(entry, null, 2)}\n`, 0o600);
+  return entry;
+}
+
+/** Records what became known during a run (checkpoint, image digest, timings…), so an interrupted receipt has it. */
+export function updateRun(cellDir: string, id: string, patch: Partial<RunDraft>): RunJournalEntry {
+  const entry = readEntry(cellDir, id);
+  const updated: RunJournalEntry = { ...entry, draft: mergeDraft(entry.draft, patch) };
+  writeFileAtomic(entryPath(cellDir, id), `${JSON.stringify(updated, null, 2)}\n`, 0o600);
+  return updated;
+}
+
+/** The runs of a cell that have begun and not been receipted yet. */
+export function listJournal(cellDir: string): { entries: RunJournalEntry[]; unreadable: string[] } {
+  const entries: RunJournalEntry[] = [];
+  const unreadable: string[] = [];
+  let names: string[];
+  try {
+    names = readdirSync(runsDir(cellDir));
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return { entries, unreadable };
+    throw error;
+  }
+  for (const name of names.sort()) {
+    const id = /^(r-[0-9a-z]{17})\.json$/.exec(name)?.[1];
+    if (!id) continue;
+    try {
+      entries.push(readEntry(cellDir, id));
+    } catch {
+      unreadable.push(join(runsDir(cellDir), name));
+    }
+  }
+  return { entries, unreadable };
+}
+
+/** Signs the run's receipt (status `completed`) into the chain and removes its journal entry. */
+export async function finishRun(store: ReceiptStore, id: string, result: RunResult): Promise<Receipt> {
+  return withReceiptLock(store.cellDir, () => {
+    const entry = readEntry(store.cellDir, id);
+    const { exitCode, endedAt = new Date().toISOString(), ...patch } = result;
+    const receipt = appendReceiptLocked(
+      store,
+      runReceiptDraft(entry, mergeDraft(entry.draft, patch), { status: 'completed', exitCode, endedAt }),
+      { ifAbsent: true },
+    );
+    removeEntry(store.cellDir, id);
+    return receipt;
+  });
+}
+
+export interface Recovery {
+  /** The receipts written for runs whose agentcell died. */
+  recovered: Receipt[];
+  /** Journal files that could not be read; left in place. */
+  unreadable: string[];
+}
+
+/**
+ * Receipts, as `interrupted`, every begun run whose agentcell process is gone (dead,
+ * a zombie, or its pid now belongs to a later process): exitCode null and endedAt the
+ * journal entry's last update, the last time agentcell was seen alive. Safe to run
+ * from several processes at once: each run is receipted exactly once.
+ */
+export async function recoverInterrupted(
+  store: ReceiptStore,
+  options: { isAlive?: (owner: ProcessOwner) => boolean } = {},
+): Promise<Recovery> {
+  const isAlive = options.isAlive ?? isProcessAlive;
+  const { entries, unreadable } = listJournal(store.cellDir);
+  const recovered: Receipt[] = [];
+  for (const found of entries) {
+    if (isAlive(found.owner)) continue;
+    const receipt = await withReceiptLock(store.cellDir, () => {
+      // Another process may have recovered it since we looked.
+      let entry: RunJournalEntry;
+      let lastSeen: Date;
+      try {
+        entry = readEntry(store.cellDir, found.id);
+        lastSeen = statSync(entryPath(store.cellDir, found.id)).mtime;
+      } catch {
+        return null;
+      }
+      const endedAt = new Date(Math.max(lastSeen.getTime(), Date.parse(entry.startedAt))).toISOString();
+      const r = appendReceiptLocked(
+        store,
+        runReceiptDraft(entry, entry.draft, { status: 'interrupted', exitCode: null, endedAt }),
+        { ifAbsent: true },
+      );
+      removeEntry(store.cellDir, found.id);
+      return r;
+    });
+    if (receipt) recovered.push(receipt);
+  }
+  return { recovered, unreadable };
+}
+
+function runReceiptDraft(
+  entry: RunJournalEntry,
+  draft: RunDraft,
+  end: { status: Receipt['status']; exitCode: number | null; endedAt: string },
+): ReceiptDraft {
+  return {
+    ...draft,
+    id: entry.id,
+    kind: 'run',
+    startedAt: entry.startedAt,
+    endedAt: end.endedAt,
+    durationMs: Math.max(0, Date.parse(end.endedAt) - Date.parse(entry.startedAt)),
+    exitCode: end.exitCode,
+    status: end.status,
+    decision: 'pending',
+  };
+}
+
+function mergeDraft(draft: RunDraft, patch: Partial<RunDraft>): RunDraft {
+  const defined = Object.fromEntries(Object.entries(patch).filter(([, v]) => v !== undefined)) as Partial<RunDraft>;
+  return {
+    ...draft,
+    ...defined,
+    timings: { ...draft.timings, ...(patch.timings ?? {}) },
+    tools: { ...draft.tools, ...(patch.tools ?? {}) },
+  };
+}
+
+function readEntry(cellDir: string, id: string): RunJournalEntry {
+  const path = entryPath(cellDir, id);
+  let value: unknown;
+  try {
+    value = JSON.parse(readFileSync(path, 'utf8'));
+  } catch (cause) {
+    const missing = (cause as NodeJS.ErrnoException).code === 'ENOENT';
+    throw new AgentcellError(
+      'RECEIPT_INVALID',
+      missing ? `run ${id} has no journal entry in ${runsDir(cellDir)}` : `cannot read ${path}: ${String(cause)}`,
+      { cause },
+    );
+  }
+  const v = value as Partial<RunJournalEntry> | null;
+  if (
+    !v ||
+    v.version !== 1 ||
+    v.id !== id ||
+    typeof v.startedAt !== 'string' ||
+    !v.owner ||
+    !Number.isSafeInteger(v.owner.pid) ||
+    !v.draft ||
+    typeof v.draft !== 'object'
+  )
+    throw new AgentcellError('RECEIPT_INVALID', `${path} is not a run journal entry`);
+  return v as RunJournalEntry;
+}
+
+function removeEntry(cellDir: string, id: string): void {
+  removeQuietly(entryPath(cellDir, id));
+  fsyncDir(runsDir(cellDir));
+}
