@@ -9,7 +9,8 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 # bubblewrap: the default backend. git: workspaces are repos. python3, perl,
 # procps, util-linux (script, setsid): the tests drive real terminals and processes.
-PACKAGES=(bubblewrap git python3 perl procps util-linux ca-certificates)
+# util-linux (unshare, mount) and attr (getfattr) make and read overlay workspaces.
+PACKAGES=(bubblewrap git python3 perl procps util-linux attr ca-certificates)
 
 missing=()
 for p in "${PACKAGES[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p"); done

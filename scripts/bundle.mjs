@@ -4,7 +4,7 @@
 // CommonJS one, and compiling the bundle without a cache another ~19 ms.
 import { build } from 'esbuild';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, copyFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -29,8 +29,10 @@ chmodSync(launcher, 0o755);
 // and changes nothing.
 const scratch = mkdtempSync(join(tmpdir(), 'agentcell-build-'));
 try {
+  const workspace = join(scratch, 'workspace');
+  mkdirSync(workspace);
   const warm = spawnSync(process.execPath, [launcher, 'run', '--dry-run', '--', 'true'], {
-    cwd: scratch,
+    cwd: workspace,
     env: {
       PATH: process.env.PATH,
       HOME: scratch,

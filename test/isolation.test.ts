@@ -5,7 +5,7 @@ import { createServer, type Server } from 'node:net';
 import { homedir, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { inCell, makeSandbox, type Sandbox } from './helpers.js';
+import { agentcell, inCell, makeSandbox, type Sandbox } from './helpers.js';
 
 /**
  * The security invariants, attacked from inside a cell. Each attack has a positive
@@ -45,11 +45,16 @@ for (const backend of BACKENDS) {
     });
     after(() => sb.cleanup());
 
-    it('positive control: the workspace is readable and writable', () => {
-      const r = run('cat README.md && echo made > made.txt');
+    it('positive control: the workspace is readable, and writes land in the cell, not the host', () => {
+      const r = run('cat README.md && echo made > made.txt && cat made.txt');
       assert.equal(r.status, 0, r.stderr);
-      assert.match(r.stdout, /hello/);
-      assert.equal(readFileSync(join(sb.workspace, 'made.txt'), 'utf8'), 'made\n');
+      assert.match(r.stdout, /hello\nmade/);
+      assert.equal(existsSync(join(sb.workspace, 'made.txt')), false);
+      const diff = agentcell(['diff', '--json'], { cwd: sb.workspace, env: sb.env });
+      assert.deepEqual(JSON.parse(diff.stdout), [{ path: 'made.txt', change: 'added', kind: 'file' }]);
+      const direct = run('echo direct > direct.txt', ['--mode', 'development', '--workspace-mode', 'direct']);
+      assert.equal(direct.status, 0, direct.stderr);
+      assert.equal(readFileSync(join(sb.workspace, 'direct.txt'), 'utf8'), 'direct\n');
     });
 
     it('cannot read canaries under $HOME (the HOME agentcell was given)', () => {

@@ -28,24 +28,30 @@ describe('agentcell run', () => {
     assert.equal(r.stdout, 'HELLO\n');
     assert.match(
       r.stderr,
-      /^agentcell: cell work-[0-9a-f]{6} · bwrap · mode development · workspace direct · network none · assurance reduced/m,
+      /^agentcell: cell work-[0-9a-f]{6} · bwrap · mode strict · workspace overlay · network none · assurance high$/m,
     );
   });
 
   it('--json reports start and exit events with the assurance', () => {
-    const r = agentcell(['run', '--json', '--', 'sh', '-c', 'exit 3'], { cwd: sb.workspace, env: sb.env });
-    assert.equal(r.status, 3);
-    const events = r.stderr
-      .trim()
-      .split('\n')
-      .map((l) => JSON.parse(l) as Record<string, unknown>);
-    assert.equal(events[0]?.['event'], 'start');
-    assert.deepEqual((events[0]?.['assurance'] as { reasons: string[] }).reasons, [
+    const events = (args: string[]) => {
+      const r = agentcell(['run', '--json', ...args, '--', 'sh', '-c', 'exit 3'], { cwd: sb.workspace, env: sb.env });
+      assert.equal(r.status, 3);
+      return r.stderr
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l) as Record<string, unknown>);
+    };
+    const strict = events([]);
+    assert.equal(strict[0]?.['event'], 'start');
+    assert.deepEqual(strict[0]?.['assurance'], { mode: 'strict', level: 'high', reasons: [] });
+    assert.equal(strict[1]?.['event'], 'exit');
+    assert.equal(strict[1]?.['exitCode'], 3);
+    assert.match(String(strict[1]?.['receipt']), /^r-/);
+    const lowered = events(['--mode', 'development', '--workspace-mode', 'direct']);
+    assert.deepEqual((lowered[0]?.['assurance'] as { reasons: string[] }).reasons, [
       'mode development',
       'workspace direct (host files change live)',
     ]);
-    assert.equal(events[1]?.['event'], 'exit');
-    assert.equal(events[1]?.['exitCode'], 3);
   });
 
   it('--dry-run prints the exact bwrap argv and leaves no state behind', () => {
@@ -54,13 +60,16 @@ describe('agentcell run', () => {
     assert.equal(r.status, 0, r.stderr);
     const plan = JSON.parse(r.stdout) as { plan: { argv: string[] }; dryRun: boolean };
     assert.equal(plan.dryRun, true);
-    assert.equal(plan.plan.argv[0], 'bwrap');
+    // Overlay (the default): unshare mounts the layers, then execs bwrap.
+    assert.match(plan.plan.argv[0] ?? '', /\/unshare$/);
+    assert.ok(plan.plan.argv.includes('bwrap'));
     for (const flag of ['--unshare-all', '--die-with-parent', '--new-session', '--seccomp'])
       assert.ok(plan.plan.argv.includes(flag), flag);
     assert.deepEqual(plan.plan.argv.slice(-3), ['--', 'touch', 'ran']);
     assert.deepEqual(listTree(sb.root), before);
     const text = agentcell(['run', '--dry-run', '--', 'touch', 'ran'], { cwd: sb.workspace, env: sb.env });
-    assert.match(text.stdout, /would run:\n {2}bwrap \\\n {4}--unshare-all/);
+    assert.match(text.stdout, /would run:\n {2}\/\S*unshare \\\n {4}--user/);
+    assert.match(text.stdout, /bwrap \\\n {4}--unshare-all/);
     assert.deepEqual(listTree(sb.root), before);
   });
 
@@ -122,9 +131,9 @@ describe('agentcell run', () => {
   });
 
   it('strict mode refuses lower-assurance choices, naming where they came from', () => {
-    const r = inCell(sb, 'true', ['--mode', 'strict']);
+    const r = inCell(sb, 'true', ['--workspace-mode', 'direct']);
     assert.equal(r.status, 2);
-    assert.match(r.stderr, /strict" refuses.*\n.*workspace\.mode = "direct" \(from built-in\)/);
+    assert.match(r.stderr, /strict" refuses.*\n.*workspace\.mode = "direct" \(from command line\)/);
     const ok = inCell(sb, 'true', ['--mode', 'strict', '--workspace-mode', 'readonly']);
     assert.equal(ok.status, 0, ok.stderr);
     assert.match(ok.stderr, /assurance high$/m);
@@ -137,8 +146,10 @@ describe('agentcell run', () => {
   });
 
   it('open network is labeled as lowering assurance', () => {
-    const r = inCell(sb, 'true', ['--network', 'open']);
+    const r = inCell(sb, 'true', ['--mode', 'development', '--network', 'open']);
+    assert.equal(r.status, 0, r.stderr);
     assert.match(r.stderr, /network open \(no egress control\)/);
+    assert.match(inCell(sb, 'true', ['--network', 'open']).stderr, /strict" refuses.*\n.*network\.mode = "open"/);
   });
 
   it('seccomp blocks the kernel keyring inside the cell', () => {

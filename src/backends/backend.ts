@@ -27,7 +27,12 @@ export interface ResourceLimits {
 export interface CellSpec {
   cell: string;
   rootfs: { kind: 'host' } | { kind: 'directory'; path: string };
-  workspace: { path: string; mode: 'direct' | 'readonly' };
+  workspace: {
+    path: string;
+    mode: 'direct' | 'readonly' | 'overlay';
+    /** For overlay: the argv prefix that mounts the layers, and the merged view to bind. */
+    overlay?: { argvPrefix: string[]; merged: string };
+  };
   masks: MaskSpec[];
   /** Existing workspace paths bound read-only over a writable workspace. */
   readonlyPaths: string[];
@@ -86,5 +91,6 @@ export interface Backend {
   readonly name: BackendName;
   probe(): BackendProbe;
   plan(spec: CellSpec): BackendPlan;
-  run(spec: CellSpec): Promise<RunOutcome>;
+  /** Executes `plan` (what `plan(spec)` returned) for `spec`. */
+  run(spec: CellSpec, plan: BackendPlan): Promise<RunOutcome>;
 }

@@ -24,7 +24,7 @@ export function createBwrapBackend(options: BwrapOptions = {}): Backend {
     name: 'bwrap',
     probe: () => probeBwrap(executable),
     plan: (spec) => planBwrap(spec, executable),
-    run: (spec) => runBwrap(spec, planBwrap(spec, executable)),
+    run: (spec, plan) => runBwrap(spec, plan),
   };
 }
 
@@ -83,7 +83,9 @@ export function planBwrap(spec: CellSpec, executable = 'bwrap'): BackendPlan {
   else args.push('--dir', spec.home);
 
   const masks = [...(spec.rootfs.kind === 'host' ? hostEtcSecrets() : []), ...spec.masks];
-  args.push(spec.workspace.mode === 'direct' ? '--bind' : '--ro-bind', spec.workspace.path, spec.workspace.path);
+  const { workspace } = spec;
+  if (workspace.overlay) args.push('--bind', workspace.overlay.merged, workspace.path);
+  else args.push(workspace.mode === 'direct' ? '--bind' : '--ro-bind', workspace.path, workspace.path);
   for (const path of spec.readonlyPaths) args.push('--ro-bind', path, path);
   for (const mount of spec.mounts) {
     args.push(mount.mode === 'rw' ? '--bind' : '--ro-bind', mount.source, mount.target);
@@ -108,11 +110,13 @@ export function planBwrap(spec: CellSpec, executable = 'bwrap'): BackendPlan {
     }
   }
   args.push('--chdir', spec.cwd, '--', ...spec.argv);
-  const plan: BackendPlan = { backend: 'bwrap', argv: args, env: { ...spec.env }, fds, gaps };
+  // The overlay wrapper mounts the layers in a namespace of its own, then execs bwrap.
+  const argv = workspace.overlay ? [...workspace.overlay.argvPrefix, ...args] : args;
+  const plan: BackendPlan = { backend: 'bwrap', argv, env: { ...spec.env }, fds, gaps };
   const { pids, memoryBytes, cpus } = spec.limits;
   if (pids !== undefined || memoryBytes !== undefined || cpus !== undefined) {
     const cgroups = planCgroupLimits(spec.limits, `${spec.cell}-${process.pid}`);
-    plan.argv = wrapInCgroups(cgroups, args);
+    plan.argv = wrapInCgroups(cgroups, argv);
     plan.cgroups = cgroups;
     gaps.push(...cgroups.gaps);
   }

@@ -1,7 +1,8 @@
-import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { mkdirSync, readdirSync, readFileSync, realpathSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { AgentcellError } from '../errors.js';
 import type { AgentcellPaths } from '../paths.js';
+import { checkCellName, defaultCellName } from './cell-name.js';
 
 /** What a cell remembers about itself; its layers, receipts and runs live beside it. */
 export interface CellRecord {
@@ -67,4 +68,26 @@ export function listCells(paths: AgentcellPaths): CellRecord[] {
 
 export function removeCellDir(paths: AgentcellPaths, name: string): void {
   rmSync(cellDir(paths, name), { recursive: true, force: true });
+}
+
+/**
+ * The cell a command is about: `--cell NAME` (its own workspace, if it exists), else the
+ * default cell of `--workspace` or the current directory.
+ */
+export function locateCell(
+  paths: AgentcellPaths,
+  options: { cell?: string; workspace?: string },
+  cwd: string = process.cwd(),
+): { cell: string; workspace: string } {
+  if (options.cell !== undefined) {
+    const existing = readCell(paths, checkCellName(options.cell));
+    if (existing) return { cell: existing.name, workspace: existing.workspace };
+  }
+  let workspace: string;
+  try {
+    workspace = realpathSync(resolve(cwd, options.workspace ?? '.'));
+  } catch {
+    throw new AgentcellError('WORKSPACE_INVALID', `workspace ${options.workspace ?? cwd} does not exist`);
+  }
+  return { cell: options.cell ?? defaultCellName(workspace), workspace };
 }

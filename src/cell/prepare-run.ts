@@ -15,6 +15,10 @@ import { buildCellEnvironment } from './cell-environment.js';
 import { checkCellName, defaultCellName } from './cell-name.js';
 import { PhaseTimer } from './phase-timer.js';
 import { envSecrets } from './resolve-secrets.js';
+import { cellDir } from './cell-store.js';
+import { overlayTools, overlayWrapper, type OverlayTools } from '../workspace/overlay/overlay-mount.js';
+import { visibleInLayers } from '../workspace/overlay/layer-visibility.js';
+import { peekLayerStack } from '../workspace/overlay/layer-stack.js';
 
 /** What a user can say about one run; the CLI maps flags onto this one to one. */
 export interface CellOptions {
@@ -70,24 +74,33 @@ export async function prepareRun(request: RunRequest): Promise<PreparedRun> {
   assertBuilt(policy, resolved);
 
   const home = hostEnv['HOME'] ?? homedir();
-  const workspaceMode = policy.workspace.mode === 'readonly' ? 'readonly' : 'direct';
+  const workspaceMode = policy.workspace.mode;
   const hostUid = process.getuid?.() ?? 1000;
   const hostGid = process.getgid?.() ?? 1000;
   const root = policy.cell.user === 'root';
+  const stack = workspaceMode === 'overlay' ? peekLayerStack(cellDir(request.paths, cell)) : undefined;
+  // In an overlay cell a path deleted by an earlier run is gone; binding onto it would recreate it.
+  const visible = (rel: string): boolean => stack === undefined || visibleInLayers(stack, rel);
   const masks = scanSecrets(workspace, {
     hide: [...BUILT_IN_HIDE, ...policy.workspace.hide],
     expose: policy.workspace.expose,
     skip: policy.workspace.scan_skip,
-  });
+  }).filter((m) => visible(relative(workspace, m.path)));
   timer.mark('scan');
   const spec: CellSpec = {
     cell,
     rootfs:
       policy.cell.rootfs === 'host' ? { kind: 'host' } : { kind: 'directory', path: resolveRootfs(policy.cell.rootfs) },
-    workspace: { path: workspace, mode: workspaceMode },
+    workspace: stack
+      ? { path: workspace, mode: workspaceMode, overlay: overlayWrapper(stack, workspace, requireOverlayTools()) }
+      : { path: workspace, mode: workspaceMode },
     masks: masks.map((m) => ({ target: m.path, kind: m.kind })),
     readonlyPaths:
-      workspaceMode === 'direct' ? CONTROL_PLANE_PATHS.map((p) => join(workspace, p)).filter((p) => existsSync(p)) : [],
+      workspaceMode === 'readonly'
+        ? []
+        : CONTROL_PLANE_PATHS.filter((p) => existsSync(join(workspace, p)) && visible(p)).map((p) =>
+            join(workspace, p),
+          ),
     mounts: policy.mount.map((m) => resolveMount(m, home)),
     home,
     cwd: isInside(workspace, cwd) ? realpathSync(cwd) : workspace,
@@ -164,10 +177,6 @@ function assertBuilt(policy: Policy, resolved: ResolvedPolicy): void {
     missing.push(
       `cell.backend = "${policy.cell.backend}" (from ${sourceOf(resolved, 'cell.backend')}): only bwrap is built so far`,
     );
-  if (policy.workspace.mode === 'overlay')
-    missing.push(
-      `workspace.mode = "overlay" (from ${sourceOf(resolved, 'workspace.mode')}): overlay transactions are not built yet; use "direct" or "readonly"`,
-    );
   if (policy.network.mode === 'allowlist')
     missing.push(
       `network.mode = "allowlist" (from ${sourceOf(resolved, 'network.mode')}): the egress gateway is not built yet; use "none" or "open"`,
@@ -234,4 +243,14 @@ function isInside(parent: string, child: string): boolean {
   } catch {
     return false;
   }
+}
+
+function requireOverlayTools(): OverlayTools {
+  const tools = overlayTools();
+  if (!tools)
+    throw new AgentcellError(
+      'BACKEND_UNAVAILABLE',
+      'overlay workspaces need unshare and mount (util-linux): sudo apt-get install util-linux, or use --workspace-mode direct',
+    );
+  return tools;
 }

@@ -1,13 +1,103 @@
-import { AgentcellError } from '../errors.js';
 import type { RunOutcome } from '../backends/backend.js';
+import { AgentcellError } from '../errors.js';
+import type { AgentcellPaths } from '../paths.js';
+import type { Receipt } from '../receipts/receipt.js';
+import { beginRun, finishRun, type RunDraft } from '../receipts/run-journal.js';
+import { countGitChanges, readGitState } from '../workspace/git-state.js';
+import { checkpoint, openLayerStack, type LayerStack } from '../workspace/overlay/layer-stack.js';
+import { overlayTools, overlayWrapper } from '../workspace/overlay/overlay-mount.js';
+import { lockCell, openReceipts } from './cell-transaction.js';
 import type { PreparedRun } from './prepare-run.js';
+import { toolVersion } from './tool-versions.js';
 
-/** Runs a prepared cell to completion; the outcome carries the command's exit code. */
-export async function runPrepared(prepared: PreparedRun): Promise<RunOutcome> {
+export interface RunReport {
+  outcome: RunOutcome;
+  receipt: Receipt;
+}
+
+/**
+ * Runs a prepared cell as a transaction: lock the cell, receipt any run a killed
+ * agentcell left behind, journal this run, run it, freeze what it wrote as a layer
+ * (overlay), and sign its receipt into the cell's chain.
+ */
+export async function runPrepared(prepared: PreparedRun, paths: AgentcellPaths): Promise<RunReport> {
+  const tx = await lockCell(paths, prepared.cell, prepared.workspace, prepared.spec.argv);
   try {
-    const outcome = await prepared.backend.run(prepared.spec);
+    const overlay = prepared.spec.workspace.mode === 'overlay';
+    const stack = overlay ? openLayerStack(tx.dir) : undefined;
+    if (stack) replanIfLayersChanged(prepared, stack);
+    // A direct run changes the workspace, so its git state is read before the command
+    // starts; an overlay run leaves it alone, so git can read while the command runs.
+    let gitBefore = overlay ? undefined : readGitState(prepared.workspace);
+    const startedAt = new Date().toISOString();
+    const before = stack ? topLayerId(stack) : null;
+    const journal = beginRun(tx.dir, runDraft(prepared, paths, before), { startedAt });
+    prepared.timer.mark('journal');
+
+    const running = runBackend(prepared);
+    gitBefore ??= readGitState(prepared.workspace);
+    // While the command runs: load the signing key and receipt any run a killed agentcell left.
+    const store = await openReceipts(paths, tx);
+    const outcome = await running;
     prepared.timer.mark('run');
-    return outcome;
+
+    const git = await gitBefore;
+    let changes = { added: 0, modified: 0, deleted: 0 };
+    let after = before;
+    if (stack) {
+      const { diffLayers } = await import('../workspace/overlay/layer-diff.js');
+      const runChanges = await diffLayers({ ...stack, layers: [] }, prepared.workspace);
+      changes = countChanges(runChanges);
+      if (runChanges.length > 0) after = checkpoint(stack, { policyHash: prepared.resolved.hash }).layer.id;
+    } else {
+      changes = countGitChanges(git, await readGitState(prepared.workspace));
+    }
+    prepared.timer.mark('finalize');
+    const receipt = await finishRun(store, journal.id, {
+      exitCode: outcome.exitCode,
+      changes,
+      checkpoint: { before, after },
+      workspace: { ...journal.draft.workspace, gitRef: git.gitRef, gitDirty: git.gitDirty },
+      timings: { ...prepared.timer.timings },
+    });
+    return { outcome, receipt };
+  } finally {
+    tx.release();
+  }
+}
+
+/** The receipt fields known before the command starts (git state comes at the end, read meanwhile). */
+function runDraft(prepared: PreparedRun, paths: AgentcellPaths, before: string | null): RunDraft {
+  const { spec, resolved, assurance, backend } = prepared;
+  const backendVersion = toolVersion(paths.state, 'bwrap', spec.env, (out) => out.trim().replace(/^bubblewrap\s+/, ''));
+  return {
+    command: spec.argv,
+    policy: { hash: resolved.hash, mode: resolved.policy.cell.mode },
+    assurance,
+    backend: { name: backend.name, version: backendVersion },
+    workspace: { path: prepared.workspace, mode: spec.workspace.mode, gitRef: null, gitDirty: null },
+    checkpoint: { before, after: null },
+    changes: { added: 0, modified: 0, deleted: 0 },
+    egress: { allowed: 0, denied: 0 },
+    mounts: [
+      {
+        source: prepared.workspace,
+        target: prepared.workspace,
+        mode: spec.workspace.mode === 'readonly' ? 'ro' : 'rw',
+      },
+      ...spec.mounts,
+    ],
+    env: Object.keys(spec.env).sort(),
+    tools: { agentcell: AGENTCELL_VERSION, node: process.version, [backend.name]: backendVersion },
+    timings: {},
+  };
+}
+
+export const AGENTCELL_VERSION = '0.1.0';
+
+async function runBackend(prepared: PreparedRun): Promise<RunOutcome> {
+  try {
+    return await prepared.backend.run(prepared.spec, prepared.plan);
   } catch (cause) {
     if ((cause as NodeJS.ErrnoException).code === 'ENOENT')
       throw new AgentcellError(
@@ -17,4 +107,28 @@ export async function runPrepared(prepared: PreparedRun): Promise<RunOutcome> {
       );
     throw cause;
   }
+}
+
+function topLayerId(stack: LayerStack): string | null {
+  return stack.layers[stack.layers.length - 1]?.id ?? null;
+}
+
+export function countChanges(changes: readonly { change: 'added' | 'modified' | 'deleted' }[]): {
+  added: number;
+  modified: number;
+  deleted: number;
+} {
+  const counts = { added: 0, modified: 0, deleted: 0 };
+  for (const c of changes) counts[c.change]++;
+  return counts;
+}
+
+/** Another command may have changed the layers between planning and locking: plan again if so. */
+function replanIfLayersChanged(prepared: PreparedRun, stack: LayerStack): void {
+  const tools = overlayTools();
+  if (!tools) return; // prepareRun already required them
+  const overlay = overlayWrapper(stack, prepared.workspace, tools);
+  if (prepared.spec.workspace.overlay?.argvPrefix.join('\0') === overlay.argvPrefix.join('\0')) return;
+  prepared.spec.workspace.overlay = overlay;
+  prepared.plan = prepared.backend.plan(prepared.spec);
 }

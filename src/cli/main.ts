@@ -1,7 +1,10 @@
 import { Command, CommanderError } from 'commander';
 import { PhaseTimer } from '../cell/phase-timer.js';
 import { AgentcellError } from '../errors.js';
+import { registerCellCommands } from './commands/cell-commands.js';
 import { registerHostCommands } from './commands/host-commands.js';
+import { registerReceiptCommands } from './commands/receipt-commands.js';
+import { registerTransactionCommands } from './commands/transaction-commands.js';
 import { registerPolicyCommands } from './commands/policy-commands.js';
 import { registerRunCommands } from './commands/run-commands.js';
 import { note, printJson, type CliContext } from './output.js';
@@ -18,6 +21,9 @@ export function buildProgram(ctx: CliContext): Command {
     .exitOverride();
   registerRunCommands(program, ctx);
   registerPolicyCommands(program);
+  registerTransactionCommands(program);
+  registerReceiptCommands(program, ctx.setExit);
+  registerCellCommands(program);
   registerHostCommands(program, ctx);
   return program;
 }

@@ -56,13 +56,17 @@ export function dryRunText(p: PreparedRun): string {
   return lines.join('\n');
 }
 
-/** One option and its values per line, the command on the last: readable and still pasteable. */
+/**
+ * One option and its values per line, each wrapped program (after a bare `--`) starting
+ * a line of its own: readable, and still pasteable into a shell.
+ */
 function formatArgv(argv: readonly string[]): string {
   const lines: string[][] = [];
-  const end = argv.indexOf('--');
+  const last = argv.lastIndexOf('--');
   argv.forEach((word, i) => {
-    const startsLine = i === 0 || (word.startsWith('--') && (end === -1 || i <= end));
-    if (startsLine || lines.length === 0) lines.push([]);
+    const option = word.startsWith('--') && word !== '--' && i < last;
+    const program = i > 0 && argv[i - 1] === '--' && i - 1 !== last;
+    if (i === 0 || option || program || i === last) lines.push([]);
     lines[lines.length - 1]?.push(shellQuote(word));
   });
   return lines.map((words, i) => `${i === 0 ? '  ' : '    '}${words.join(' ')}`).join(' \\\n');

@@ -1,8 +1,9 @@
 import { spawn } from 'node:child_process';
-import { accessSync, constants, existsSync, mkdtempSync, readFileSync, rmSync, statfsSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statfsSync } from 'node:fs';
 import { arch, machine, platform, release, tmpdir } from 'node:os';
-import { delimiter, join } from 'node:path';
+import { join } from 'node:path';
 import { probeBwrap } from '../backends/bwrap-backend.js';
+import { findExecutable } from '../find-executable.js';
 import { detectCgroupSupport } from '../backends/cgroup-support.js';
 import { buildSeccompFilter } from '../backends/seccomp-filter.js';
 
@@ -400,20 +401,6 @@ function readText(path: string): string | undefined {
   } catch {
     return undefined;
   }
-}
-
-function findExecutable(name: string, env: NodeJS.ProcessEnv): string | undefined {
-  for (const dir of (env['PATH'] ?? '').split(delimiter)) {
-    if (dir === '') continue;
-    const candidate = join(dir, name);
-    try {
-      accessSync(candidate, constants.X_OK);
-      return candidate;
-    } catch {
-      // not here
-    }
-  }
-  return undefined;
 }
 
 const FILESYSTEMS: Record<number, string> = {

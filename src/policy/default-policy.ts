@@ -6,8 +6,8 @@ import type { Policy } from './schema.js';
  */
 export function defaultPolicy(): Policy {
   return {
-    cell: { backend: 'bwrap', mode: 'development', rootfs: 'host', user: 'user' },
-    workspace: { mode: 'direct', hide: [], expose: [], scan_skip: ['.git', 'node_modules'] },
+    cell: { backend: 'bwrap', mode: 'strict', rootfs: 'host', user: 'user' },
+    workspace: { mode: 'overlay', hide: [], expose: [], scan_skip: ['.git', 'node_modules'] },
     mount: [],
     network: { allow: [], deny: [], inspect: [], resolve: {}, upstream_ca: [] },
     secrets: {},

@@ -67,7 +67,7 @@ export const PolicySchema = z.strictObject({
   cell: z.prefault(
     z.strictObject({
       backend: z._default(z.enum(BACKENDS), 'bwrap'),
-      mode: z._default(z.enum(MODES), 'development'),
+      mode: z._default(z.enum(MODES), 'strict'),
       /** "host" (host /usr, /etc read-only) or a directory rootfs. */
       rootfs: z._default(z.string(), 'host'),
       /** Run as a non-root uid ("user") or as root inside the cell ("root"). */
@@ -77,7 +77,7 @@ export const PolicySchema = z.strictObject({
   ),
   workspace: z.prefault(
     z.strictObject({
-      mode: z._default(z.enum(WORKSPACE_MODES), 'direct'),
+      mode: z._default(z.enum(WORKSPACE_MODES), 'overlay'),
       /** Extra secret-file patterns, added to the built-in list. */
       hide: stringList,
       /** Patterns that un-hide what hide would mask. */

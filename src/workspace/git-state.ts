@@ -5,24 +5,66 @@ export interface GitState {
   gitRef: string | null;
   /** Uncommitted changes to tracked files, or null outside a repository. */
   gitDirty: boolean | null;
+  /** `git status` per path (porcelain XY code), or null outside a repository. */
+  status: Map<string, string> | null;
 }
 
 /**
- * The workspace's git state for the receipt. Started before the command runs and awaited
+ * The workspace's git state, for receipts. Started before the command runs and awaited
  * after, so it never adds to the run's latency; an absent git or repo gives nulls.
  */
-export function readGitState(workspace: string): Promise<GitState> {
-  const git = (args: string[]): Promise<string | null> =>
-    new Promise((resolve) => {
-      execFile('git', ['-C', workspace, ...args], { encoding: 'utf8', timeout: 10_000 }, (error, stdout) =>
-        resolve(error ? null : stdout),
-      );
-    });
-  return Promise.all([
-    git(['rev-parse', '--verify', '-q', 'HEAD']),
-    git(['status', '--porcelain', '--untracked-files=no']),
-  ]).then(([ref, status]) => ({
-    gitRef: ref === null ? null : ref.trim() || null,
-    gitDirty: status === null ? null : status.trim().length > 0,
-  }));
+export async function readGitState(workspace: string): Promise<GitState> {
+  const [ref, status] = await Promise.all([
+    git(workspace, ['rev-parse', '--verify', '-q', 'HEAD']),
+    git(workspace, ['status', '--porcelain=v1', '-z', '--untracked-files=all']),
+  ]);
+  if (status === null) return { gitRef: null, gitDirty: null, status: null };
+  const entries = parsePorcelain(status);
+  return {
+    gitRef: ref?.trim() || null,
+    gitDirty: [...entries.values()].some((code) => code !== '??'),
+    status: entries,
+  };
+}
+
+/**
+ * What a direct-mode run changed, as git sees it: paths whose status differs between
+ * before and after. A file that was already modified and was modified again does not
+ * show; receipts of direct runs say so (overlay runs count exactly).
+ */
+export function countGitChanges(
+  before: GitState,
+  after: GitState,
+): { added: number; modified: number; deleted: number } {
+  const counts = { added: 0, modified: 0, deleted: 0 };
+  if (!before.status || !after.status) return counts;
+  for (const [path, code] of after.status) {
+    if (before.status.get(path) === code) continue;
+    if (code === '??' || code.includes('A')) counts.added++;
+    else if (code.includes('D')) counts.deleted++;
+    else counts.modified++;
+  }
+  for (const path of before.status.keys()) if (!after.status.has(path)) counts.modified++;
+  return counts;
+}
+
+function parsePorcelain(output: string): Map<string, string> {
+  const entries = new Map<string, string>();
+  const fields = output.split('\0');
+  for (let i = 0; i < fields.length; i++) {
+    const field = fields[i]!;
+    if (field.length < 4) continue;
+    const code = field.slice(0, 2);
+    entries.set(field.slice(3), code);
+    if (code.includes('R') || code.includes('C')) i++; // the rename's source follows
+  }
+  return entries;
+}
+
+function git(workspace: string, args: string[]): Promise<string | null> {
+  return new Promise((resolve) => {
+    execFile('git', ['-C', workspace, ...args], { encoding: 'utf8', timeout: 10_000 }, (error, stdout) =>
+      resolve(error ? null : stdout),
+    );
+  });
 }

@@ -1,23 +1,27 @@
 import type { Command } from 'commander';
 import { existsSync } from 'node:fs';
 import { isatty } from 'node:tty';
-import { prepareRun } from '../../cell/prepare-run.js';
+import { acceptCell, restoreCell } from '../../cell/cell-decisions.js';
+import { prepareRun, type PreparedRun } from '../../cell/prepare-run.js';
+import { AgentcellError } from '../../errors.js';
+import type { AgentcellPaths } from '../../paths.js';
 import { runPrepared } from '../../cell/run-cell.js';
 import { agentcellPaths } from '../../paths.js';
 import { addCellOptions, toCellOptions, type CellFlags } from '../cell-options.js';
 import { note, print, printJson, type CliContext, type DryRunFlag, type JsonFlag } from '../output.js';
 import { bannerLine, dryRunJson, dryRunText, runSummary } from '../render.js';
 
-type RunFlags = CellFlags & JsonFlag & DryRunFlag;
+type RunFlags = CellFlags & JsonFlag & DryRunFlag & { restoreOnFail?: boolean; acceptOnSuccess?: boolean };
 
 async function runCommand(ctx: CliContext, argv: string[], flags: RunFlags): Promise<number> {
   ctx.timer.mark('cli');
+  const paths = agentcellPaths();
   const prepared = await prepareRun({
     timer: ctx.timer,
     ...toCellOptions(flags),
     argv,
     tty: isatty(0),
-    paths: agentcellPaths(),
+    paths,
   });
   if (flags.dryRun) {
     if (flags.json) printJson(dryRunJson(prepared));
@@ -25,11 +29,51 @@ async function runCommand(ctx: CliContext, argv: string[], flags: RunFlags): Pro
     return 0;
   }
   note(flags.json ? JSON.stringify({ event: 'start', ...runSummary(prepared) }) : bannerLine(prepared));
-  const outcome = await runPrepared(prepared);
-  if (flags.json) note(JSON.stringify({ event: 'exit', cell: prepared.cell, ...outcome, timings: ctx.timer.timings }));
+  const { outcome, receipt } = await runPrepared(prepared, paths);
+  await decideAfterRun(prepared, paths, outcome.exitCode, flags);
+  if (flags.json)
+    note(
+      JSON.stringify({ event: 'exit', cell: prepared.cell, receipt: receipt.id, ...outcome, timings: receipt.timings }),
+    );
   else if (outcome.timedOut)
     note(`agentcell: timed out after ${prepared.resolved.policy.resources.timeout ?? ''}; exit ${outcome.exitCode}`);
   return outcome.exitCode;
+}
+
+/** `--restore-on-fail` and `--accept-on-success`: the decision, taken right after the run. */
+async function decideAfterRun(
+  prepared: PreparedRun,
+  paths: AgentcellPaths,
+  exitCode: number,
+  flags: RunFlags,
+): Promise<void> {
+  const ref = {
+    paths,
+    cell: prepared.cell,
+    workspace: prepared.workspace,
+    command: ['agentcell', ...process.argv.slice(2)],
+  };
+  if (prepared.spec.workspace.mode !== 'overlay') {
+    if (flags.restoreOnFail || flags.acceptOnSuccess)
+      note(
+        `agentcell: --restore-on-fail and --accept-on-success need an overlay workspace; ${prepared.spec.workspace.mode} changes are live`,
+      );
+    return;
+  }
+  if (flags.restoreOnFail && exitCode !== 0) {
+    const r = await restoreCell(ref, { dryRun: false });
+    note(`agentcell: exit ${exitCode}: restored, ${r.changes.length} change(s) dropped`);
+  }
+  if (flags.acceptOnSuccess && exitCode === 0) {
+    try {
+      const r = await acceptCell(ref, { force: false, dryRun: false });
+      note(`agentcell: accepted ${r.applied.length} change(s)`);
+    } catch (error) {
+      // The run succeeded; its changes stay in the cell for review.
+      if (error instanceof AgentcellError) note(`agentcell: not accepted: ${error.message}`);
+      else throw error;
+    }
+  }
 }
 
 export function registerRunCommands(program: Command, ctx: CliContext): void {
@@ -41,6 +85,8 @@ export function registerRunCommands(program: Command, ctx: CliContext): void {
       .passThroughOptions(),
   )
     .option('--dry-run', 'print the exact plan and change nothing')
+    .option('--restore-on-fail', 'drop the run’s changes when the command fails')
+    .option('--accept-on-success', 'apply the cell’s changes to the workspace when the command succeeds')
     .option('--json', 'machine-readable output (start and exit events on stderr)')
     .action(async (argv: string[], flags: RunFlags) => ctx.setExit(await runCommand(ctx, argv, flags)));
 

@@ -1,0 +1,236 @@
+import { existsSync, lstatSync } from 'node:fs';
+import { join } from 'node:path';
+import { AgentcellError } from '../errors.js';
+import type { AgentcellPaths } from '../paths.js';
+import { decisionDraft, type Decision, type Receipt } from '../receipts/receipt.js';
+import { appendReceipt, latestReceipt, listReceipts, type ReceiptStore } from '../receipts/receipt-store.js';
+import { acceptChanges, type AcceptResult } from '../workspace/accept-changes.js';
+import { diffLayers, type LayerChange } from '../workspace/overlay/layer-diff.js';
+import {
+  checkpoint as freezeLayer,
+  fork as forkLayers,
+  openLayerStack,
+  restore as dropLayers,
+  type FrozenLayer,
+  type LayerStack,
+} from '../workspace/overlay/layer-stack.js';
+import { countChanges } from './run-cell.js';
+import { cellDir, openCell, readCell } from './cell-store.js';
+import { openTransaction, type CellTransaction } from './cell-transaction.js';
+
+/** Which cell a decision is about, and who asks (agentcell's argv, for the receipt). */
+export interface CellRef {
+  paths: AgentcellPaths;
+  cell: string;
+  workspace: string;
+  command: string[];
+}
+
+export interface FlaggedChange extends LayerChange {
+  /** Why accept would refuse this change without --force (or at all). */
+  flagged?: string;
+}
+
+/** The cell's pending changes, each flagged where accept would refuse it. Reads only. */
+export async function cellDiff(ref: CellRef): Promise<FlaggedChange[]> {
+  const dir = cellDir(ref.paths, ref.cell);
+  if (!readCell(ref.paths, ref.cell) || !existsSync(join(dir, 'layers'))) return [];
+  const stack = openLayerStack(dir);
+  const changes = await diffLayers(stack, ref.workspace);
+  const check = acceptChanges({
+    workspace: ref.workspace,
+    changes,
+    sourceOf: (path) => sourceInLayers(stack, path),
+    force: false,
+    dryRun: true,
+  });
+  const flags = new Map(check.refused.map((r) => [r.path, r.reason]));
+  return changes.map((c) => (flags.has(c.path) ? { ...c, flagged: flags.get(c.path)! } : c));
+}
+
+export interface AcceptReport extends AcceptResult {
+  receipt?: Receipt;
+  dryRun: boolean;
+}
+
+/**
+ * Applies the cell's changes to the workspace and empties the cell. Refuses, changing
+ * nothing, when any change is unsafe or touches the control plane, or when the last run
+ * failed; `force` applies control-plane changes and a failed run's changes, and skips
+ * (never applies) what is unsafe.
+ */
+export async function acceptCell(ref: CellRef, options: { force: boolean; dryRun: boolean }): Promise<AcceptReport> {
+  return withCell(ref, options.dryRun, async (tx, stack) => {
+    const changes = await diffLayers(stack, ref.workspace);
+    const sourceOf = (path: string): string | undefined => sourceInLayers(stack, path);
+    const lastRun = tx ? latestRun(tx.store) : undefined;
+    if (!options.force && lastRun && lastRun.exitCode !== 0)
+      throw new AgentcellError(
+        'ACCEPT_REFUSED',
+        `the last run (${lastRun.id}) ${lastRun.status === 'interrupted' ? 'was interrupted' : `exited ${String(lastRun.exitCode)}`}; review with agentcell diff, then accept --force or restore`,
+      );
+    const check = acceptChanges({ workspace: ref.workspace, changes, sourceOf, force: options.force, dryRun: true });
+    if (check.refused.length > 0 && !options.force)
+      throw new AgentcellError(
+        'ACCEPT_REFUSED',
+        `accept refused, nothing applied:\n${check.refused.map((r) => `  ${r.path}: ${r.reason}`).join('\n')}\nReview, then accept --force (unsafe entries are still never applied) or restore.`,
+      );
+    if (options.dryRun || !tx) return { ...check, dryRun: true };
+    const startedAt = new Date().toISOString();
+    const result = acceptChanges({ workspace: ref.workspace, changes, sourceOf, force: options.force, dryRun: false });
+    const before = topLayer(stack);
+    dropLayers(stack);
+    const receipt = await decide(tx, 'accepted', ref, startedAt, countChanges(result.applied), before);
+    return { ...result, dryRun: false, ...(receipt ? { receipt } : {}) };
+  });
+}
+
+export interface RestoreReport {
+  dropped: FrozenLayer[];
+  changes: LayerChange[];
+  receipt?: Receipt;
+  dryRun: boolean;
+}
+
+/** Drops the cell's changes (all of them, or those above checkpoint `to`). O(1): renames only. */
+export async function restoreCell(ref: CellRef, options: { to?: string; dryRun: boolean }): Promise<RestoreReport> {
+  return withCell(ref, options.dryRun, async (tx, stack) => {
+    const keep = options.to === undefined ? [] : stack.layers.slice(0, layerIndex(stack, options.to) + 1);
+    const kept: LayerStack = { ...stack, layers: keep, upper: emptyUpper(stack) };
+    const before = await diffLayers(stack, ref.workspace);
+    const after = keep.length > 0 ? await diffLayers(kept, ref.workspace) : [];
+    const afterKeys = new Set(after.map((c) => `${c.path}:${c.change}`));
+    const changes = before.filter((c) => !afterKeys.has(`${c.path}:${c.change}`));
+    const dropped = stack.layers.slice(keep.length);
+    if (options.dryRun || !tx) return { dropped, changes, dryRun: true };
+    const startedAt = new Date().toISOString();
+    const top = topLayer(stack);
+    dropLayers(stack, options.to === undefined ? {} : { to: options.to });
+    const receipt = await decide(tx, 'restored', ref, startedAt, countChanges(changes), top, keep.at(-1)?.id ?? null);
+    return { dropped, changes, dryRun: false, ...(receipt ? { receipt } : {}) };
+  });
+}
+
+/** Freezes the cell's current changes as a named checkpoint. */
+export async function checkpointCell(
+  ref: CellRef,
+  options: { name?: string; policyHash: string; dryRun: boolean },
+): Promise<{ layer?: FrozenLayer; dryRun: boolean }> {
+  return withCell(ref, options.dryRun, (tx, stack): Promise<{ layer?: FrozenLayer; dryRun: boolean }> => {
+    if (options.dryRun || !tx) return Promise.resolve({ dryRun: true });
+    const frozen = freezeLayer(stack, {
+      policyHash: options.policyHash,
+      ...(options.name !== undefined ? { name: options.name } : {}),
+    });
+    return Promise.resolve({ layer: frozen.layer, dryRun: false });
+  });
+}
+
+/** Copies the cell's layers into a new cell on the same workspace; records `forked` in the source's chain. */
+export async function forkCell(
+  ref: CellRef,
+  newCell: string,
+  options: { dryRun: boolean },
+): Promise<{ cell: string; layers: number; receipt?: Receipt; dryRun: boolean }> {
+  if (readCell(ref.paths, newCell)) throw new AgentcellError('FILE_EXISTS', `cell ${newCell} already exists`);
+  return withCell(ref, options.dryRun, async (tx, stack) => {
+    if (options.dryRun || !tx) return { cell: newCell, layers: stack.layers.length, dryRun: true };
+    const startedAt = new Date().toISOString();
+    openCell(ref.paths, newCell, ref.workspace, ref.cell);
+    forkLayers(stack, cellDir(ref.paths, newCell));
+    const top = topLayer(stack);
+    const receipt = await decide(tx, 'forked', ref, startedAt, { added: 0, modified: 0, deleted: 0 }, top, top);
+    return { cell: newCell, layers: stack.layers.length, dryRun: false, ...(receipt ? { receipt } : {}) };
+  });
+}
+
+/**
+ * Runs a decision on a locked cell (a dry run takes no lock and writes nothing; a cell
+ * that does not exist yet is empty).
+ */
+async function withCell<T>(
+  ref: CellRef,
+  dryRun: boolean,
+  action: (tx: CellTransaction | undefined, stack: LayerStack) => Promise<T>,
+): Promise<T> {
+  const dir = cellDir(ref.paths, ref.cell);
+  if (!readCell(ref.paths, ref.cell))
+    throw new AgentcellError('CELL_NOT_FOUND', `no cell ${ref.cell} yet: run something in it first (agentcell run)`);
+  if (dryRun) return action(undefined, existsSync(join(dir, 'layers.json')) ? openLayerStack(dir) : emptyStack(dir));
+  const tx = await openTransaction(ref.paths, ref.cell, ref.workspace, ref.command);
+  try {
+    return await action(tx, openLayerStack(dir));
+  } finally {
+    tx.release();
+  }
+}
+
+async function decide(
+  tx: CellTransaction,
+  decision: Exclude<Decision, 'pending'>,
+  ref: CellRef,
+  startedAt: string,
+  changes: Receipt['changes'],
+  before: string | null,
+  after: string | null = null,
+): Promise<Receipt | undefined> {
+  const run = latestRun(tx.store);
+  if (!run) return undefined; // nothing was ever run in the cell: nothing to decide
+  return appendReceipt(
+    tx.store,
+    decisionDraft(run, {
+      decision,
+      command: ref.command,
+      startedAt,
+      endedAt: new Date().toISOString(),
+      changes,
+      checkpoint: { before, after },
+    }),
+  );
+}
+
+function latestRun(store: ReceiptStore): Receipt | undefined {
+  const latest = latestReceipt(store.cellDir);
+  if (!latest) return undefined;
+  if (latest.kind === 'run') return latest;
+  return listReceipts(store.cellDir)
+    .filter((r) => r.kind === 'run')
+    .at(-1);
+}
+
+/** The topmost layer entry for a path: where accept copies its new content from. */
+function sourceInLayers(stack: LayerStack, path: string): string | undefined {
+  for (const dir of [stack.upper, ...stack.layers.map((l) => l.dir).reverse()]) {
+    const candidate = join(dir, path);
+    try {
+      lstatSync(candidate);
+      return candidate;
+    } catch {
+      // not in this layer
+    }
+  }
+  return undefined;
+}
+
+function topLayer(stack: LayerStack): string | null {
+  return stack.layers.at(-1)?.id ?? null;
+}
+
+function layerIndex(stack: LayerStack, ref: string): number {
+  const index = stack.layers.findIndex((l) => l.id === ref || l.name === ref || String(l.seq) === ref);
+  if (index === -1)
+    throw new AgentcellError(
+      'USAGE',
+      `no checkpoint "${ref}" in this cell; agentcell cell show lists them (${stack.layers.map((l) => l.name ?? l.id).join(', ') || 'none'})`,
+    );
+  return index;
+}
+
+function emptyStack(dir: string): LayerStack {
+  return { cellDir: dir, layers: [], upper: join(dir, 'upper'), work: join(dir, 'work'), merged: join(dir, 'merged') };
+}
+
+/** A path that holds nothing, standing in for the upper layer when diffing only frozen layers. */
+function emptyUpper(stack: LayerStack): string {
+  return join(stack.cellDir, 'layers', '.none');
+}

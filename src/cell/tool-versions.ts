@@ -1,0 +1,54 @@
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { findExecutable } from '../find-executable.js';
+
+interface CachedVersion {
+  path: string;
+  mtimeMs: number;
+  size: number;
+  version: string;
+}
+
+/**
+ * A tool's `--version`, remembered per binary (path, size and mtime) in the state dir:
+ * receipts record versions, and spawning the tool on every run would cost milliseconds.
+ */
+export function toolVersion(
+  stateDir: string,
+  tool: string,
+  env: NodeJS.ProcessEnv = process.env,
+  parse: (output: string) => string = firstLine,
+): string {
+  const path = findExecutable(tool, env);
+  if (!path) return 'not found';
+  const stat = statSync(path);
+  const cacheFile = join(stateDir, 'tool-versions.json');
+  const cache = readCache(cacheFile);
+  const hit = cache[tool];
+  if (hit && hit.path === path && hit.mtimeMs === stat.mtimeMs && hit.size === stat.size) return hit.version;
+  const result = spawnSync(path, ['--version'], { encoding: 'utf8', timeout: 3000 });
+  const version = result.status === 0 ? parse(result.stdout) : 'unknown';
+  cache[tool] = { path, mtimeMs: stat.mtimeMs, size: stat.size, version };
+  try {
+    mkdirSync(dirname(cacheFile), { recursive: true });
+    const temp = `${cacheFile}.${process.pid}`;
+    writeFileSync(temp, JSON.stringify(cache));
+    renameSync(temp, cacheFile);
+  } catch {
+    // a read-only state dir only costs the next run a spawn
+  }
+  return version;
+}
+
+function readCache(file: string): Record<string, CachedVersion> {
+  try {
+    return JSON.parse(readFileSync(file, 'utf8')) as Record<string, CachedVersion>;
+  } catch {
+    return {};
+  }
+}
+
+function firstLine(output: string): string {
+  return output.trim().split('\n')[0] ?? '';
+}

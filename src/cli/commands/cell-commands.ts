@@ -1,0 +1,109 @@
+import type { Command } from 'commander';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { cellDiff } from '../../cell/cell-decisions.js';
+import { cellDir, listCells, readCell, removeCellDir } from '../../cell/cell-store.js';
+import { AgentcellError } from '../../errors.js';
+import { agentcellPaths } from '../../paths.js';
+import { cellLockHolder } from '../../receipts/cell-lock.js';
+import { describeHolder } from '../../receipts/file-lock.js';
+import { latestReceipt, listReceipts } from '../../receipts/receipt-store.js';
+import { openLayerStack } from '../../workspace/overlay/layer-stack.js';
+import { purgeTrash } from '../../workspace/overlay/layer-trash.js';
+import { note, print, printJson, type DryRunFlag, type JsonFlag } from '../output.js';
+
+/** `cell list | show | rm` and `gc`. */
+export function registerCellCommands(program: Command): void {
+  const cell = program.command('cell').description('cells: list, show, remove');
+
+  cell
+    .command('list')
+    .option('--json', 'machine-readable output')
+    .action((flags: JsonFlag) => {
+      const paths = agentcellPaths();
+      const rows = listCells(paths).map((c) => {
+        const dir = cellDir(paths, c.name);
+        const last = latestReceipt(dir);
+        return {
+          ...c,
+          receipts: last?.seq ?? 0,
+          lastRun: last?.startedAt ?? null,
+          locked: cellLockHolder(dir) !== null,
+        };
+      });
+      if (flags.json) return printJson(rows);
+      for (const r of rows) print(`${r.name}  ${r.workspace}  ${r.receipts} receipt(s)${r.locked ? '  (in use)' : ''}`);
+    });
+
+  cell
+    .command('show')
+    .argument('<name>')
+    .option('--json', 'machine-readable output')
+    .action(async (name: string, flags: JsonFlag) => {
+      const paths = agentcellPaths();
+      const record = readCell(paths, name);
+      if (!record) throw new AgentcellError('CELL_NOT_FOUND', `no cell ${name} (agentcell cell list)`);
+      const dir = cellDir(paths, name);
+      const layers = existsSync(join(dir, 'layers.json')) ? openLayerStack(dir).layers : [];
+      const holder = cellLockHolder(dir);
+      const pending = await cellDiff({ paths, cell: name, workspace: record.workspace, command: [] });
+      const details = {
+        ...record,
+        dir,
+        checkpoints: layers.map(({ id, seq, name: label, createdAt, policyHash }) => ({
+          id,
+          seq,
+          name: label,
+          createdAt,
+          policyHash,
+        })),
+        pendingChanges: pending.length,
+        receipts: listReceipts(dir).length,
+        inUseBy: holder ? describeHolder(holder) : null,
+      };
+      if (flags.json) return printJson(details);
+      print(`cell ${record.name}\n  workspace ${record.workspace}\n  state     ${dir}`);
+      if (record.forkedFrom) print(`  forked from ${record.forkedFrom}`);
+      print(`  ${details.receipts} receipt(s), ${details.pendingChanges} pending change(s)`);
+      for (const l of details.checkpoints)
+        print(`  checkpoint #${l.seq} ${l.id}${l.name ? ` (${l.name})` : ''} ${l.createdAt}`);
+      if (details.inUseBy) print(`  in use by ${details.inUseBy}`);
+    });
+
+  cell
+    .command('rm')
+    .argument('<name>')
+    .option('--force', 'remove even with pending changes')
+    .option('--dry-run', 'say what would be removed; change nothing')
+    .option('--json', 'machine-readable output')
+    .action(async (name: string, flags: JsonFlag & DryRunFlag & { force?: boolean }) => {
+      const paths = agentcellPaths();
+      const record = readCell(paths, name);
+      if (!record) throw new AgentcellError('CELL_NOT_FOUND', `no cell ${name} (agentcell cell list)`);
+      const dir = cellDir(paths, name);
+      const holder = cellLockHolder(dir);
+      if (holder) throw new AgentcellError('CELL_LOCKED', `cell ${name} is in use by ${describeHolder(holder)}`);
+      const pending = await cellDiff({ paths, cell: name, workspace: record.workspace, command: [] });
+      if (pending.length > 0 && !flags.force)
+        throw new AgentcellError(
+          'USAGE',
+          `cell ${name} has ${pending.length} pending change(s); accept or restore them, or rm --force to drop them`,
+        );
+      if (!flags.dryRun) removeCellDir(paths, name);
+      if (flags.json) printJson({ cell: name, dir, removed: !flags.dryRun, droppedChanges: pending.length });
+      else note(`${flags.dryRun ? 'would remove' : 'removed'} cell ${name} (${dir})`);
+    });
+
+  program
+    .command('gc')
+    .description('delete dropped layers that are still on disk')
+    .option('--dry-run', 'change nothing')
+    .option('--json', 'machine-readable output')
+    .action((flags: JsonFlag & DryRunFlag) => {
+      const paths = agentcellPaths();
+      const cells = listCells(paths).map((c) => c.name);
+      if (!flags.dryRun) for (const name of cells) purgeTrash(cellDir(paths, name));
+      if (flags.json) printJson({ cells, purged: !flags.dryRun });
+      else note(`${flags.dryRun ? 'would purge' : 'purged'} dropped layers in ${cells.length} cell(s)`);
+    });
+}

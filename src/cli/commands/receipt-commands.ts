@@ -1,0 +1,78 @@
+import type { Command } from 'commander';
+import { locateCell, cellDir } from '../../cell/cell-store.js';
+import { AgentcellError } from '../../errors.js';
+import { agentcellPaths } from '../../paths.js';
+import { decisionFor } from '../../receipts/receipt.js';
+import { latestReceipt, listReceipts, readReceipt, verifyCell } from '../../receipts/receipt-store.js';
+import { renderReceiptJson, renderReceiptMarkdown } from '../../receipts/render-receipt.js';
+import { loadPublicKeys } from '../../receipts/signing-key.js';
+import { note, print, printJson, type JsonFlag } from '../output.js';
+
+interface CellFlag {
+  cell?: string;
+  workspace?: string;
+}
+
+function receiptsOf(flags: CellFlag): { dir: string; cell: string } {
+  const paths = agentcellPaths();
+  const { cell } = locateCell(paths, flags);
+  return { dir: cellDir(paths, cell), cell };
+}
+
+function withCellFlags(command: Command): Command {
+  return command
+    .option('--cell <name>', 'cell (default: the workspace’s own)')
+    .option('--workspace <dir>', 'workspace directory (default: the current directory)');
+}
+
+/** `receipt show | list | verify`. */
+export function registerReceiptCommands(program: Command, setExit: (code: number) => void): void {
+  const receipt = program.command('receipt').description('signed, chained receipts of runs and decisions');
+
+  withCellFlags(receipt.command('show').description('one receipt (default: the latest)').argument('[id]'))
+    .option('--latest', 'the latest receipt (the default)')
+    .option('--format <format>', 'md or json', 'md')
+    .action((id: string | undefined, flags: CellFlag & { format: string }) => {
+      const { dir, cell } = receiptsOf(flags);
+      const r = id === undefined ? latestReceipt(dir) : readReceipt(dir, id);
+      if (!r) throw new AgentcellError('RECEIPT_NOT_FOUND', `cell ${cell} has no receipts yet`);
+      if (flags.format === 'json') process.stdout.write(renderReceiptJson(r));
+      else if (flags.format === 'md')
+        print(renderReceiptMarkdown(r, { decision: decisionFor(listReceipts(dir), r.id) }));
+      else throw new AgentcellError('USAGE', `--format ${flags.format}: expected md or json`);
+    });
+
+  withCellFlags(receipt.command('list').description('the cell’s receipts, oldest first'))
+    .option('--json', 'machine-readable output')
+    .action((flags: CellFlag & JsonFlag) => {
+      const { dir } = receiptsOf(flags);
+      const all = listReceipts(dir);
+      const rows = all.map((r) => ({
+        id: r.id,
+        seq: r.seq,
+        kind: r.kind,
+        command: r.command,
+        status: r.status,
+        exitCode: r.exitCode,
+        decision: decisionFor(all, r.id),
+        startedAt: r.startedAt,
+        changes: r.changes,
+      }));
+      if (flags.json) return printJson(rows);
+      for (const r of rows)
+        print(
+          `${String(r.seq).padStart(4)} ${r.id} ${r.startedAt} ${r.kind === 'run' ? `exit ${String(r.exitCode)} ${r.status}` : 'decision'} ${r.decision}  ${r.command.join(' ')}`,
+        );
+    });
+
+  withCellFlags(receipt.command('verify').description('check every signature and the chain'))
+    .option('--json', 'machine-readable output')
+    .action((flags: CellFlag & JsonFlag) => {
+      const { dir, cell } = receiptsOf(flags);
+      const result = verifyCell(dir, loadPublicKeys(agentcellPaths().config), { cell });
+      if (flags.json) printJson(result);
+      else if (result.ok) note(`ok: ${result.checked} receipt(s) in cell ${cell} verify`);
+      else for (const p of result.problems) note(`receipt #${p.seq} ${p.id}: ${p.problem}`);
+      setExit(result.ok ? 0 : 1);
+    });
+}

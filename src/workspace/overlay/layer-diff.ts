@@ -1,0 +1,238 @@
+import type { Stats } from 'node:fs';
+import { closeSync, lstatSync, openSync, readdirSync, readlinkSync, readSync } from 'node:fs';
+import { join } from 'node:path';
+import { AgentcellError } from '../../errors.js';
+import type { LayerStack } from './layer-stack.js';
+import type { OverlayXattrs, XattrReader } from './overlay-xattrs.js';
+import { readOverlayXattrs } from './overlay-xattrs.js';
+
+export type ChangeType = 'added' | 'modified' | 'deleted';
+export type EntryKind = 'file' | 'dir' | 'symlink' | 'other';
+
+export interface LayerChange {
+  /** Relative to the workspace, `/`-separated. */
+  path: string;
+  change: ChangeType;
+  /** The entry's kind after the change; for a deletion, what the workspace has. */
+  kind: EntryKind;
+}
+
+export interface DiffOptions {
+  xattrReader?: XattrReader;
+  /**
+   * Same-size regular files up to this many bytes are compared byte for byte, so a
+   * file copied up but left identical (touch, a rewrite with the same content) is
+   * not a change. Larger ones count as modified without reading them. Default 16 MiB.
+   */
+  compareLimit?: number;
+}
+
+const DEFAULT_COMPARE_LIMIT = 16 * 1024 * 1024;
+
+/**
+ * What the cell's layers change in the workspace: the merged view (upper layer, then
+ * frozen layers newest first, then the workspace) compared with the workspace, reading
+ * only the layers and the workspace entries they touch.
+ *
+ * Overlay semantics, top layer first: a whiteout (character device 0/0) hides the name
+ * in every layer below it and in the workspace; an opaque directory
+ * (`user.overlay.opaque=y`) hides everything below it under that name, so what the
+ * workspace had there and is not re-created is deleted. Every path is listed: a new
+ * directory and each entry in it, a deleted directory and each entry it held. A
+ * directory is modified only when its permissions changed. Sorted by path.
+ */
+export async function diffLayers(
+  stack: LayerStack,
+  workspace: string,
+  options: DiffOptions = {},
+): Promise<LayerChange[]> {
+  const roots = [stack.upper, ...stack.layers.map((l) => l.dir).reverse()];
+  const xattrs = await readOverlayXattrs(roots, options.xattrReader);
+  refuseUnsupported(xattrs);
+  const walk = new LayerWalk(workspace, xattrs, options.compareLimit ?? DEFAULT_COMPARE_LIMIT);
+  walk.visitDir('', roots, true, true);
+  return walk.changes.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+}
+
+/** Layers written by overlayfs with `userxattr` never hold these; a layer that does came from elsewhere. */
+function refuseUnsupported(xattrs: OverlayXattrs): void {
+  for (const [path, names] of xattrs) {
+    for (const name of ['user.overlay.redirect', 'user.overlay.metacopy', 'user.overlay.whiteout']) {
+      if (names.has(name))
+        throw new AgentcellError('INTERNAL', `${path} carries ${name}, which agentcell's layers never use`);
+    }
+  }
+}
+
+class LayerWalk {
+  readonly changes: LayerChange[] = [];
+
+  constructor(
+    private readonly workspace: string,
+    private readonly xattrs: OverlayXattrs,
+    private readonly compareLimit: number,
+  ) {}
+
+  /**
+   * `dirs`: this directory in each layer that contributes to it, top first.
+   * `wsVisible`: the workspace's directory shows through (nothing above hides it).
+   * `wsIsDir`: the workspace has a directory here (shown or not).
+   */
+  visitDir(rel: string, dirs: string[], wsVisible: boolean, wsIsDir: boolean): void {
+    const names = new Set<string>();
+    for (const dir of dirs) for (const name of listDir(dir)) names.add(name);
+    for (const name of names) this.visitName(rel, name, dirs, wsVisible, wsIsDir);
+    if (wsIsDir && !wsVisible) {
+      // The workspace's directory is hidden: what only it has is gone.
+      for (const name of listDir(join(this.workspace, rel))) {
+        if (names.has(name)) continue;
+        const path = joinRel(rel, name);
+        const ws = lstatOrUndefined(join(this.workspace, path));
+        if (ws) this.deleted(path, ws);
+      }
+    }
+  }
+
+  private visitName(rel: string, name: string, dirs: string[], wsVisible: boolean, wsIsDir: boolean): void {
+    const path = joinRel(rel, name);
+    let topIndex = -1;
+    let top: Stats | undefined;
+    for (let i = 0; i < dirs.length && !top; i++) {
+      top = lstatOrUndefined(join(dirs[i]!, name));
+      topIndex = i;
+    }
+    if (!top) return; // listed but gone meanwhile
+    const ws = wsIsDir ? lstatOrUndefined(join(this.workspace, path)) : undefined;
+
+    if (isWhiteout(top)) {
+      if (ws) this.deleted(path, ws);
+      return;
+    }
+    if (top.isDirectory()) {
+      const childDirs = [join(dirs[topIndex]!, name)];
+      let hidden = this.isOpaque(childDirs[0]!);
+      for (let i = topIndex + 1; i < dirs.length && !hidden; i++) {
+        const below = join(dirs[i]!, name);
+        const entry = lstatOrUndefined(below);
+        if (!entry) continue;
+        if (!entry.isDirectory())
+          hidden = true; // a whiteout or a non-directory ends the merge
+        else {
+          childDirs.push(below);
+          hidden = this.isOpaque(below);
+        }
+      }
+      const wsDir = ws?.isDirectory() ?? false;
+      if (!ws) this.record(path, 'added', 'dir');
+      else if (!wsDir) this.record(path, 'modified', 'dir');
+      else if (permissions(ws) !== permissions(top)) this.record(path, 'modified', 'dir');
+      this.visitDir(path, childDirs, wsVisible && !hidden && wsDir, wsDir);
+      return;
+    }
+    const kind = kindOf(top);
+    const topPath = join(dirs[topIndex]!, name);
+    if (!ws) this.record(path, 'added', kind);
+    else if (ws.isDirectory()) {
+      this.record(path, 'modified', kind);
+      this.deletedContents(path);
+    } else if (!this.same(topPath, top, join(this.workspace, path), ws)) this.record(path, 'modified', kind);
+  }
+
+  /** The workspace entry at `path` (and everything under it) is gone. */
+  private deleted(path: string, ws: Stats): void {
+    this.record(path, 'deleted', kindOf(ws));
+    if (ws.isDirectory()) this.deletedContents(path);
+  }
+
+  private deletedContents(path: string): void {
+    for (const name of listDir(join(this.workspace, path))) {
+      const child = joinRel(path, name);
+      const entry = lstatOrUndefined(join(this.workspace, child));
+      if (entry) this.deleted(child, entry);
+    }
+  }
+
+  private record(path: string, change: ChangeType, kind: EntryKind): void {
+    this.changes.push({ path, change, kind });
+  }
+
+  private isOpaque(dir: string): boolean {
+    return this.xattrs.get(dir)?.get('user.overlay.opaque')?.toString('latin1') === 'y';
+  }
+
+  /** Whether a layer entry leaves the workspace entry as it was (content and permissions). */
+  private same(layerPath: string, layer: Stats, wsPath: string, ws: Stats): boolean {
+    const kind = kindOf(layer);
+    if (kind !== kindOf(ws)) return false;
+    if (kind === 'symlink') return readlinkSync(layerPath) === readlinkSync(wsPath);
+    if (permissions(layer) !== permissions(ws)) return false;
+    if (kind === 'other') return layer.rdev === ws.rdev && (layer.mode & 0o170000) === (ws.mode & 0o170000);
+    if (layer.size !== ws.size) return false;
+    if (layer.size > this.compareLimit) return false;
+    return sameBytes(layerPath, wsPath);
+  }
+}
+
+function sameBytes(a: string, b: string): boolean {
+  let fa: number | undefined;
+  let fb: number | undefined;
+  try {
+    fa = openSync(a, 'r');
+    fb = openSync(b, 'r');
+    const bufA = Buffer.allocUnsafe(64 * 1024);
+    const bufB = Buffer.allocUnsafe(64 * 1024);
+    for (;;) {
+      const na = readSync(fa, bufA, 0, bufA.length, null);
+      const nb = readSync(fb, bufB, 0, bufB.length, null);
+      if (na !== nb) return false;
+      if (na === 0) return true;
+      if (!bufA.subarray(0, na).equals(bufB.subarray(0, nb))) return false;
+    }
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'EACCES') return false; // unreadable: count it as changed
+    throw error;
+  } finally {
+    if (fa !== undefined) closeSync(fa);
+    if (fb !== undefined) closeSync(fb);
+  }
+}
+
+function isWhiteout(stats: Stats): boolean {
+  return stats.isCharacterDevice() && stats.rdev === 0;
+}
+
+function kindOf(stats: Stats): EntryKind {
+  if (stats.isFile()) return 'file';
+  if (stats.isDirectory()) return 'dir';
+  if (stats.isSymbolicLink()) return 'symlink';
+  return 'other';
+}
+
+function permissions(stats: Stats): number {
+  return stats.mode & 0o7777;
+}
+
+function joinRel(rel: string, name: string): string {
+  return rel === '' ? name : `${rel}/${name}`;
+}
+
+function lstatOrUndefined(path: string): Stats | undefined {
+  try {
+    return lstatSync(path);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
+    throw error;
+  }
+}
+
+/** A directory's names; none when it is missing or unreadable (the agent may chmod 000 a directory). */
+function listDir(dir: string): string[] {
+  try {
+    return readdirSync(dir);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'EACCES') return [];
+    throw error;
+  }
+}

@@ -1,0 +1,354 @@
+import { spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import {
+  closeSync,
+  existsSync,
+  fsyncSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  writeSync,
+} from 'node:fs';
+import { join } from 'node:path';
+import { AgentcellError } from '../../errors.js';
+import { purgeInBackground, trashDirOf } from './layer-trash.js';
+
+/**
+ * A cell's workspace layers, kept in the cell's state dir:
+ *
+ * ```
+ * layers/<seq>-<id>/   frozen checkpoints, bottom to top; never written again
+ * upper/               the writable layer of the next run
+ * work/                overlayfs's scratch dir (same filesystem as upper/)
+ * merged/              where the overlay is mounted, inside the cell's namespace only
+ * trash/               dropped layers waiting to be deleted in the background
+ * layers.json          the list of frozen layers; its atomic rewrite is the commit point
+ * ```
+ *
+ * The host workspace is the lowest layer and is never written here. Checkpoint and
+ * restore only rename directories, so both are O(1) in the size of the workspace and
+ * of the layers. The caller holds the cell's lock: a run must not be using the stack
+ * while it changes.
+ */
+export interface LayerRecord {
+  /** Random hex id; stable for the life of the checkpoint (receipts refer to it). */
+  id: string;
+  /** Position in the cell's history; never reused, even after a restore. */
+  seq: number;
+  name?: string;
+  createdAt: string;
+  /** Hash of the policy the run that wrote this layer ran under. */
+  policyHash: string;
+}
+
+export interface FrozenLayer extends LayerRecord {
+  /** Absolute path of the layer's directory. */
+  dir: string;
+}
+
+export interface LayerStack {
+  readonly cellDir: string;
+  /** Frozen layers, bottom (oldest) to top (newest). */
+  readonly layers: readonly FrozenLayer[];
+  readonly upper: string;
+  readonly work: string;
+  readonly merged: string;
+}
+
+export interface CheckpointOptions {
+  name?: string;
+  policyHash: string;
+}
+
+export interface RestoreOptions {
+  /** Keep layers up to and including this checkpoint (id, name or seq); without it, drop every layer. */
+  to?: string;
+}
+
+export interface Restored {
+  stack: LayerStack;
+  /** Frozen layers dropped, bottom to top. The upper layer is always dropped too. */
+  dropped: FrozenLayer[];
+  /** Directories (now in trash/) that a background process is deleting. */
+  trashed: string[];
+}
+
+/**
+ * Overlayfs takes its options as one page (4096 bytes); each layer costs about 21 of
+ * them (`layers/0001-0123abcd:`), and the kernel stacks at most 500 layers.
+ */
+export const MAX_LAYERS = 128;
+
+const STATE_FILE = 'layers.json';
+const FORMAT_VERSION = 1;
+
+/** What layers.json holds. `pending` is an operation to finish if a crash cut it short. */
+interface StackState {
+  version: number;
+  nextSeq: number;
+  layers: LayerRecord[];
+  pending?: PendingOperation;
+}
+
+type PendingOperation =
+  { op: 'checkpoint'; dir: string } | { op: 'restore'; token: string; dirs: string[] } | { op: 'fork'; from: string };
+
+/** Opens (creating when needed) the layer stack in a cell dir, finishing an interrupted operation. */
+export function openLayerStack(cellDir: string): LayerStack {
+  mkdirSync(join(cellDir, 'layers'), { recursive: true });
+  let state = readState(cellDir);
+  if (state.pending) {
+    finishPending(cellDir, state.pending);
+    state = { ...state, pending: undefined };
+    writeState(cellDir, state);
+  }
+  for (const dir of ['upper', 'work', 'merged', 'trash']) mkdirSync(join(cellDir, dir), { recursive: true });
+  // Leftovers of a purge that did not finish (a reboot); deleting twice is harmless.
+  const trash = trashDirOf(cellDir);
+  purgeInBackground(readdirSync(trash).map((name) => join(trash, name)));
+  const stack = stackOf(cellDir, state);
+  for (const layer of stack.layers) {
+    if (!existsSync(layer.dir))
+      throw new AgentcellError(
+        'INTERNAL',
+        `layer ${layer.id} of ${cellDir} is missing (${layer.dir}); restore the cell to a checkpoint below it, or remove the cell`,
+      );
+  }
+  return stack;
+}
+
+/**
+ * The stack as layers.json records it, changing nothing on disk (no directories made,
+ * no interrupted operation finished, no purge): for planning and --dry-run.
+ */
+export function peekLayerStack(cellDir: string): LayerStack {
+  const state = readState(cellDir);
+  return stackOf(cellDir, { ...state, pending: undefined });
+}
+
+/** Freezes the upper layer as a new checkpoint and starts an empty one. Renames only. */
+export function checkpoint(stack: LayerStack, options: CheckpointOptions): { stack: LayerStack; layer: FrozenLayer } {
+  const state = readState(stack.cellDir);
+  if (state.layers.length >= MAX_LAYERS)
+    throw new AgentcellError(
+      'USAGE',
+      `cell already has ${MAX_LAYERS} checkpoints, the most one overlay can stack; accept or restore first`,
+    );
+  if (options.name !== undefined && state.layers.some((l) => l.name === options.name))
+    throw new AgentcellError('FILE_EXISTS', `a checkpoint named "${options.name}" already exists in this cell`);
+  const record: LayerRecord = {
+    id: randomBytes(4).toString('hex'),
+    seq: state.nextSeq,
+    ...(options.name !== undefined ? { name: options.name } : {}),
+    createdAt: new Date().toISOString(),
+    policyHash: options.policyHash,
+  };
+  const dir = layerDirName(record);
+  const next: StackState = { ...state, nextSeq: state.nextSeq + 1, layers: [...state.layers, record] };
+  // Commit first, then rename: after a crash, openLayerStack finishes the renames.
+  writeState(stack.cellDir, { ...next, pending: { op: 'checkpoint', dir } });
+  finishPending(stack.cellDir, { op: 'checkpoint', dir });
+  writeState(stack.cellDir, next);
+  const newStack = stackOf(stack.cellDir, next);
+  return { stack: newStack, layer: newStack.layers[newStack.layers.length - 1]! };
+}
+
+/**
+ * Drops the upper layer and every frozen layer above `to` (all of them without `to`).
+ * The dropped directories are renamed into trash/ and deleted by a detached process,
+ * so this returns in constant time.
+ */
+export function restore(stack: LayerStack, options: RestoreOptions = {}): Restored {
+  const state = readState(stack.cellDir);
+  const keep = options.to === undefined ? 0 : findLayer(state.layers, options.to) + 1;
+  const droppedRecords = state.layers.slice(keep);
+  const token = randomBytes(4).toString('hex');
+  const pending: PendingOperation = { op: 'restore', token, dirs: droppedRecords.map(layerDirName) };
+  const next: StackState = { ...state, layers: state.layers.slice(0, keep) };
+  const dropped = stackOf(stack.cellDir, state).layers.slice(keep);
+  writeState(stack.cellDir, { ...next, pending });
+  const trashed = finishPending(stack.cellDir, pending);
+  writeState(stack.cellDir, next);
+  purgeInBackground(trashed);
+  return { stack: stackOf(stack.cellDir, next), dropped, trashed };
+}
+
+/**
+ * Copies a cell's layer stack into another cell dir, which must not have one yet.
+ * Frozen layers are hard-linked (`cp -al`): overlayfs never writes a lower layer in
+ * place (a change copies the file up into the upper layer first), so the two cells
+ * can share those inodes safely, and a fork costs no data copy. The upper layer is
+ * live (a later run appends to its files in place), so it is copied for real
+ * (`cp -a --reflink=auto`, which keeps whiteouts and the opaque-dir xattrs).
+ * Both need the cells on one filesystem, which they are (one state dir).
+ */
+export function fork(stack: LayerStack, newCellDir: string): LayerStack {
+  const nonEmpty = (dir: string): boolean => existsSync(dir) && readdirSync(dir).length > 0;
+  if (
+    existsSync(join(newCellDir, STATE_FILE)) ||
+    nonEmpty(join(newCellDir, 'upper')) ||
+    nonEmpty(join(newCellDir, 'layers'))
+  )
+    throw new AgentcellError('FILE_EXISTS', `${newCellDir} already has a layer stack`);
+  const state = readState(stack.cellDir);
+  const layersDir = join(newCellDir, 'layers');
+  mkdirSync(layersDir, { recursive: true });
+  // Marked pending so that a crash mid-copy leaves a stack openLayerStack refuses, not a half copy.
+  writeState(newCellDir, { ...state, pending: { op: 'fork', from: stack.cellDir } });
+  const source = stackOf(stack.cellDir, state);
+  if (source.layers.length > 0) copy(['-al', ...source.layers.map((l) => l.dir), layersDir]);
+  copy(['-a', '--reflink=auto', '--no-target-directory', source.upper, join(newCellDir, 'upper')]);
+  writeState(newCellDir, { ...state, pending: undefined });
+  return openLayerStack(newCellDir);
+}
+
+/** The overlayfs lowerdir list, top to bottom: frozen layers newest first, then the workspace. */
+export function lowerDirs(stack: LayerStack, workspace: string): string[] {
+  return [...stack.layers.map((l) => l.dir).reverse(), workspace];
+}
+
+/** Directory name of a layer under layers/, e.g. `0003-1a2b3c4d`. */
+export function layerDirName(record: Pick<LayerRecord, 'seq' | 'id'>): string {
+  return `${String(record.seq).padStart(4, '0')}-${record.id}`;
+}
+
+function stackOf(cellDir: string, state: StackState): LayerStack {
+  return {
+    cellDir,
+    layers: state.layers.map((record) => ({ ...record, dir: join(cellDir, 'layers', layerDirName(record)) })),
+    upper: join(cellDir, 'upper'),
+    work: join(cellDir, 'work'),
+    merged: join(cellDir, 'merged'),
+  };
+}
+
+function findLayer(layers: readonly LayerRecord[], ref: string): number {
+  let index = layers.findIndex((l) => l.id === ref);
+  if (index < 0) index = layers.findIndex((l) => l.name === ref);
+  if (index < 0 && /^\d+$/.test(ref)) index = layers.findIndex((l) => l.seq === Number(ref));
+  if (index < 0)
+    throw new AgentcellError(
+      'USAGE',
+      `no checkpoint "${ref}" in this cell; checkpoints: ${layers.map((l) => l.name ?? l.id).join(', ') || 'none'}`,
+    );
+  return index;
+}
+
+/**
+ * Performs the renames of a committed operation. Each step checks what is already
+ * done, so running it again after a crash is safe. Returns the directories trashed.
+ */
+function finishPending(cellDir: string, pending: PendingOperation): string[] {
+  const upper = join(cellDir, 'upper');
+  switch (pending.op) {
+    case 'checkpoint': {
+      const frozen = join(cellDir, 'layers', pending.dir);
+      if (!existsSync(frozen)) {
+        if (existsSync(upper)) renameSync(upper, frozen);
+        else mkdirSync(frozen);
+      }
+      mkdirSync(upper, { recursive: true });
+      return [];
+    }
+    case 'restore': {
+      const trash = trashDirOf(cellDir);
+      mkdirSync(trash, { recursive: true });
+      const trashed: string[] = [];
+      for (const dir of pending.dirs) {
+        const target = join(trash, `${pending.token}-${dir}`);
+        const source = join(cellDir, 'layers', dir);
+        if (existsSync(source)) renameSync(source, target);
+        trashed.push(target);
+      }
+      const upperTarget = join(trash, `${pending.token}-upper`);
+      if (!existsSync(upperTarget) && existsSync(upper)) renameSync(upper, upperTarget);
+      trashed.push(upperTarget);
+      mkdirSync(upper, { recursive: true });
+      return trashed;
+    }
+    case 'fork':
+      throw new AgentcellError(
+        'INTERNAL',
+        `${cellDir} holds a fork of ${pending.from} that was interrupted; remove the cell and fork again`,
+      );
+  }
+}
+
+function readState(cellDir: string): StackState {
+  const path = join(cellDir, STATE_FILE);
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return { version: FORMAT_VERSION, nextSeq: 1, layers: [] };
+    throw error;
+  }
+  const state = parseState(JSON.parse(text) as unknown);
+  if (!state) throw new AgentcellError('INTERNAL', `${path} is not a valid layer list; remove the cell`);
+  return state;
+}
+
+function parseState(value: unknown): StackState | undefined {
+  if (!isObject(value) || value['version'] !== FORMAT_VERSION) return undefined;
+  const { nextSeq, layers, pending } = value;
+  if (typeof nextSeq !== 'number' || !Array.isArray(layers)) return undefined;
+  const records: LayerRecord[] = [];
+  for (const layer of layers as unknown[]) {
+    if (!isObject(layer)) return undefined;
+    const { id, seq, name, createdAt, policyHash } = layer;
+    if (typeof id !== 'string' || !/^[0-9a-f]+$/.test(id) || typeof seq !== 'number' || !Number.isInteger(seq))
+      return undefined;
+    if (typeof createdAt !== 'string' || typeof policyHash !== 'string') return undefined;
+    if (name !== undefined && typeof name !== 'string') return undefined;
+    records.push({ id, seq, ...(name !== undefined ? { name } : {}), createdAt, policyHash });
+  }
+  const state: StackState = { version: FORMAT_VERSION, nextSeq, layers: records };
+  if (pending !== undefined) {
+    const parsed = parsePending(pending);
+    if (!parsed) return undefined;
+    state.pending = parsed;
+  }
+  return state;
+}
+
+function parsePending(value: unknown): PendingOperation | undefined {
+  if (!isObject(value)) return undefined;
+  const safe = (dir: unknown): dir is string => typeof dir === 'string' && /^[0-9]+-[0-9a-f]+$/.test(dir);
+  if (value['op'] === 'checkpoint' && safe(value['dir'])) return { op: 'checkpoint', dir: value['dir'] };
+  if (value['op'] === 'restore' && typeof value['token'] === 'string' && /^[0-9a-f]+$/.test(value['token'])) {
+    const dirs = value['dirs'];
+    if (Array.isArray(dirs) && dirs.every(safe)) return { op: 'restore', token: value['token'], dirs };
+  }
+  if (value['op'] === 'fork' && typeof value['from'] === 'string') return { op: 'fork', from: value['from'] };
+  return undefined;
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/** Writes layers.json through a temporary file and a rename, so readers see the old or the new list. */
+function writeState(cellDir: string, state: StackState): void {
+  const path = join(cellDir, STATE_FILE);
+  const temp = `${path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
+  const { pending, ...rest } = state;
+  const fd = openSync(temp, 'w', 0o644);
+  try {
+    writeSync(fd, JSON.stringify(pending ? { ...rest, pending } : rest, null, 2) + '\n');
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(temp, path);
+}
+
+function copy(args: string[]): void {
+  const result = spawnSync('cp', args, { encoding: 'utf8' });
+  if (result.error || result.status !== 0)
+    throw new AgentcellError(
+      'INTERNAL',
+      `cannot copy the layer stack (cp ${args.join(' ')}): ${result.error?.message ?? result.stderr.trim()}`,
+    );
+}

@@ -1,0 +1,53 @@
+import { spawn, spawnSync } from 'node:child_process';
+import { readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { AgentcellError } from '../../errors.js';
+
+/**
+ * Dropped layers are renamed into the cell's trash/ (constant time) and deleted
+ * afterwards. A layer can hold directories the agent made unreadable (mode 000,
+ * still owned by the host user), so deletion makes them accessible first.
+ */
+const REMOVE_SCRIPT = 'chmod -R u+rwx -- "$@" 2>/dev/null; exec rm -rf -- "$@"';
+
+export function trashDirOf(cellDir: string): string {
+  return join(cellDir, 'trash');
+}
+
+/** Deletes directories in a detached process that outlives agentcell; returns at once. */
+export function purgeInBackground(paths: readonly string[]): void {
+  if (paths.length === 0) return;
+  const child = spawn('/bin/sh', ['-c', REMOVE_SCRIPT, 'agentcell-purge', ...paths], {
+    detached: true,
+    stdio: 'ignore',
+  });
+  child.on('error', () => undefined); // the next purgeTrash retries
+  child.unref();
+}
+
+/** Deletes everything in a cell's trash/ now (leftovers of interrupted purges; tests). */
+export function purgeTrash(cellDir: string): void {
+  const trash = trashDirOf(cellDir);
+  let names: string[];
+  try {
+    names = readdirSync(trash);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw error;
+  }
+  removeTrees(names.map((n) => join(trash, n)));
+}
+
+/**
+ * Deletes directory trees now, including what a plain recursive rm cannot: the
+ * mode-000 directories overlayfs leaves in work/ and the agent may leave in a layer.
+ */
+export function removeTrees(paths: readonly string[]): void {
+  if (paths.length === 0) return;
+  const result = spawnSync('/bin/sh', ['-c', REMOVE_SCRIPT, 'agentcell-purge', ...paths], { encoding: 'utf8' });
+  if (result.error || result.status !== 0)
+    throw new AgentcellError(
+      'INTERNAL',
+      `cannot delete ${paths.join(', ')}: ${result.error?.message ?? result.stderr.trim()}; remove it by hand`,
+    );
+}
