@@ -1,8 +1,9 @@
 import { spawn, spawnSync, type SpawnSyncReturns } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { lstatSync, mkdirSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { removeTrees } from '../src/workspace/overlay/layer-trash.js';
 
 /** The bundled CLI, as users run it. */
 export const CLI = join(dirname(fileURLToPath(import.meta.url)), '..', 'agentcell.cjs');
@@ -37,7 +38,8 @@ export function makeSandbox(files: Record<string, string> = {}): Sandbox {
     AGENTCELL_HOME: agentcellHome,
     LANG: 'C.UTF-8',
   };
-  return { root, home, agentcellHome, workspace, env, cleanup: () => rmSync(root, { recursive: true, force: true }) };
+  // Overlay leaves work/work at mode 000, which a non-root rm cannot enter: removeTrees chmods first.
+  return { root, home, agentcellHome, workspace, env, cleanup: () => removeTrees([root]) };
 }
 
 export interface CliResult {
@@ -79,7 +81,22 @@ export function startCli(args: string[], options: { cwd: string; env: NodeJS.Pro
   });
 }
 
-/** Every file below a directory, relative, for "nothing changed" assertions. */
-export function listTree(dir: string): string[] {
-  return (readdirSync(dir, { recursive: true }) as string[]).sort();
+/**
+ * Every entry below a directory, relative, for "nothing changed" assertions. A directory
+ * this user cannot read (overlayfs's work dir is mode 000) is listed, not entered.
+ */
+export function listTree(dir: string, prefix = ''): string[] {
+  let names: string[];
+  try {
+    names = readdirSync(join(dir, prefix));
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'EACCES') return [];
+    throw error;
+  }
+  return names
+    .flatMap((name) => {
+      const rel = prefix ? `${prefix}/${name}` : name;
+      return lstatSync(join(dir, rel)).isDirectory() ? [rel, ...listTree(dir, rel)] : [rel];
+    })
+    .sort();
 }

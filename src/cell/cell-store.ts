@@ -1,7 +1,8 @@
-import { mkdirSync, readdirSync, readFileSync, realpathSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, realpathSync, renameSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { AgentcellError } from '../errors.js';
 import type { AgentcellPaths } from '../paths.js';
+import { removeTrees } from '../workspace/overlay/layer-trash.js';
 import { checkCellName, defaultCellName } from './cell-name.js';
 
 /** What a cell remembers about itself; its layers, receipts and runs live beside it. */
@@ -67,7 +68,8 @@ export function listCells(paths: AgentcellPaths): CellRecord[] {
 }
 
 export function removeCellDir(paths: AgentcellPaths, name: string): void {
-  rmSync(cellDir(paths, name), { recursive: true, force: true });
+  // removeTrees also enters overlayfs's mode-000 work dir, which rm -rf cannot as non-root.
+  removeTrees([cellDir(paths, name)]);
 }
 
 /**
