@@ -8,8 +8,10 @@ import { acceptChanges, type AcceptResult } from '../workspace/accept-changes.js
 import { diffLayers, type LayerChange } from '../workspace/overlay/layer-diff.js';
 import {
   checkpoint as freezeLayer,
+  findLayer,
   fork as forkLayers,
   openLayerStack,
+  peekLayerStack,
   restore as dropLayers,
   type FrozenLayer,
   type LayerStack,
@@ -35,7 +37,7 @@ export interface FlaggedChange extends LayerChange {
 export async function cellDiff(ref: CellRef): Promise<FlaggedChange[]> {
   const dir = cellDir(ref.paths, ref.cell);
   if (!readCell(ref.paths, ref.cell) || !existsSync(join(dir, 'layers'))) return [];
-  const stack = openLayerStack(dir);
+  const stack = peekLayerStack(dir);
   const changes = await diffLayers(stack, ref.workspace);
   const check = acceptChanges({
     workspace: ref.workspace,
@@ -60,14 +62,15 @@ export interface AcceptReport extends AcceptResult {
  * (never applies) what is unsafe.
  */
 export async function acceptCell(ref: CellRef, options: { force: boolean; dryRun: boolean }): Promise<AcceptReport> {
+  const dir = cellDir(ref.paths, ref.cell);
   return withCell(ref, options.dryRun, async (tx, stack) => {
     const changes = await diffLayers(stack, ref.workspace);
     const sourceOf = (path: string): string | undefined => sourceInLayers(stack, path);
-    const lastRun = tx ? latestRun(tx.store) : undefined;
-    if (!options.force && lastRun && lastRun.exitCode !== 0)
+    const failed = undecidedRuns(dir).find((r) => r.exitCode !== 0);
+    if (!options.force && failed)
       throw new AgentcellError(
         'ACCEPT_REFUSED',
-        `the last run (${lastRun.id}) ${lastRun.status === 'interrupted' ? 'was interrupted' : `exited ${String(lastRun.exitCode)}`}; review with agentcell diff, then accept --force or restore`,
+        `run ${failed.id} (${failed.command.join(' ')}) ${failed.status === 'interrupted' ? 'was interrupted' : `exited ${String(failed.exitCode)}`}; review with agentcell diff, then accept --force or restore`,
       );
     const check = acceptChanges({ workspace: ref.workspace, changes, sourceOf, force: options.force, dryRun: true });
     if (check.refused.length > 0 && !options.force)
@@ -95,12 +98,11 @@ export interface RestoreReport {
 /** Drops the cell's changes (all of them, or those above checkpoint `to`). O(1): renames only. */
 export async function restoreCell(ref: CellRef, options: { to?: string; dryRun: boolean }): Promise<RestoreReport> {
   return withCell(ref, options.dryRun, async (tx, stack) => {
-    const keep = options.to === undefined ? [] : stack.layers.slice(0, layerIndex(stack, options.to) + 1);
-    const kept: LayerStack = { ...stack, layers: keep, upper: emptyUpper(stack) };
-    const before = await diffLayers(stack, ref.workspace);
-    const after = keep.length > 0 ? await diffLayers(kept, ref.workspace) : [];
-    const afterKeys = new Set(after.map((c) => `${c.path}:${c.change}`));
-    const changes = before.filter((c) => !afterKeys.has(`${c.path}:${c.change}`));
+    const keep = options.to === undefined ? [] : stack.layers.slice(0, findLayer(stack.layers, options.to) + 1);
+    const droppedDirs = [stack.upper, ...stack.layers.slice(keep.length).map((l) => l.dir)];
+    const changes = (await diffLayers(stack, ref.workspace)).filter((c) =>
+      droppedDirs.includes(topmostLayerWith(stack, c.path) ?? ''),
+    );
     const dropped = stack.layers.slice(keep.length);
     if (options.dryRun || !tx) return { dropped, changes, dryRun: true };
     const startedAt = new Date().toISOString();
@@ -156,7 +158,8 @@ async function withCell<T>(
   const dir = cellDir(ref.paths, ref.cell);
   if (!readCell(ref.paths, ref.cell))
     throw new AgentcellError('CELL_NOT_FOUND', `no cell ${ref.cell} yet: run something in it first (agentcell run)`);
-  if (dryRun) return action(undefined, existsSync(join(dir, 'layers.json')) ? openLayerStack(dir) : emptyStack(dir));
+  // A dry run reads the layers as they are: no lock, no directories made, nothing purged.
+  if (dryRun) return action(undefined, existsSync(join(dir, 'layers.json')) ? peekLayerStack(dir) : emptyStack(dir));
   const tx = await openTransaction(ref.paths, ref.cell, ref.workspace, ref.command);
   try {
     return await action(tx, openLayerStack(dir));
@@ -189,6 +192,13 @@ async function decide(
   );
 }
 
+/** The runs whose changes are still in the cell: those after the last accept or restore. */
+function undecidedRuns(dir: string): Receipt[] {
+  const receipts = listReceipts(dir);
+  const lastSettled = receipts.findLastIndex((r) => r.kind === 'decision' && r.decision !== 'forked');
+  return receipts.slice(lastSettled + 1).filter((r) => r.kind === 'run');
+}
+
 function latestRun(store: ReceiptStore): Receipt | undefined {
   const latest = latestReceipt(store.cellDir);
   if (!latest) return undefined;
@@ -196,6 +206,28 @@ function latestRun(store: ReceiptStore): Receipt | undefined {
   return listReceipts(store.cellDir)
     .filter((r) => r.kind === 'run')
     .at(-1);
+}
+
+/**
+ * The layer dir (upper first, then newest frozen) that decides a path: the first with an
+ * entry at the path, or a whiteout at one of its ancestors. (A deletion through a
+ * re-created, opaque directory has neither, and is not attributed.)
+ */
+function topmostLayerWith(stack: LayerStack, path: string): string | undefined {
+  const parts = path.split('/');
+  for (const dir of [stack.upper, ...stack.layers.map((l) => l.dir).reverse()]) {
+    for (let depth = parts.length; depth > 0; depth--) {
+      let stat;
+      try {
+        stat = lstatSync(join(dir, ...parts.slice(0, depth)));
+      } catch {
+        continue;
+      }
+      if (depth === parts.length || (stat.isCharacterDevice() && stat.rdev === 0)) return dir;
+      break;
+    }
+  }
+  return undefined;
 }
 
 /** The topmost layer entry for a path: where accept copies its new content from. */
@@ -216,21 +248,6 @@ function topLayer(stack: LayerStack): string | null {
   return stack.layers.at(-1)?.id ?? null;
 }
 
-function layerIndex(stack: LayerStack, ref: string): number {
-  const index = stack.layers.findIndex((l) => l.id === ref || l.name === ref || String(l.seq) === ref);
-  if (index === -1)
-    throw new AgentcellError(
-      'USAGE',
-      `no checkpoint "${ref}" in this cell; agentcell cell show lists them (${stack.layers.map((l) => l.name ?? l.id).join(', ') || 'none'})`,
-    );
-  return index;
-}
-
 function emptyStack(dir: string): LayerStack {
   return { cellDir: dir, layers: [], upper: join(dir, 'upper'), work: join(dir, 'work'), merged: join(dir, 'merged') };
-}
-
-/** A path that holds nothing, standing in for the upper layer when diffing only frozen layers. */
-function emptyUpper(stack: LayerStack): string {
-  return join(stack.cellDir, 'layers', '.none');
 }

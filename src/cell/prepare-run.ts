@@ -9,7 +9,7 @@ import { assertBreakglassAck, assertModeAllows, assess, localDate, type Assuranc
 import { resolvePolicy, sourceOf, type ResolvedPolicy } from '../policy/resolve-policy.js';
 import type { Policy } from '../policy/schema.js';
 import { parseDuration, parseSize } from '../policy/units.js';
-import { CONTROL_PLANE_PATHS } from '../workspace/control-plane.js';
+import { existingControlPlane } from '../workspace/control-plane.js';
 import { BUILT_IN_HIDE, scanSecrets } from '../workspace/secret-scan.js';
 import { buildCellEnvironment } from './cell-environment.js';
 import { checkCellName, defaultCellName } from './cell-name.js';
@@ -98,9 +98,9 @@ export async function prepareRun(request: RunRequest): Promise<PreparedRun> {
     readonlyPaths:
       workspaceMode === 'readonly'
         ? []
-        : CONTROL_PLANE_PATHS.filter((p) => existsSync(join(workspace, p)) && visible(p)).map((p) =>
-            join(workspace, p),
-          ),
+        : existingControlPlane(workspace)
+            .filter(visible)
+            .map((p) => join(workspace, p)),
     mounts: policy.mount.map((m) => resolveMount(m, home)),
     home,
     cwd: isInside(workspace, cwd) ? realpathSync(cwd) : workspace,

@@ -1,8 +1,10 @@
+import { readdirSync } from 'node:fs';
 import type { RunOutcome } from '../backends/backend.js';
 import { AgentcellError } from '../errors.js';
 import type { AgentcellPaths } from '../paths.js';
 import type { Receipt } from '../receipts/receipt.js';
-import { beginRun, finishRun, type RunDraft } from '../receipts/run-journal.js';
+import { isProcessAlive } from '../receipts/process-identity.js';
+import { beginRun, finishRun, listJournal, updateRun, type RunDraft } from '../receipts/run-journal.js';
 import { countGitChanges, readGitState } from '../workspace/git-state.js';
 import { checkpoint, openLayerStack, type LayerStack } from '../workspace/overlay/layer-stack.js';
 import { overlayTools, overlayWrapper } from '../workspace/overlay/overlay-mount.js';
@@ -20,11 +22,17 @@ export interface RunReport {
  * agentcell left behind, journal this run, run it, freeze what it wrote as a layer
  * (overlay), and sign its receipt into the cell's chain.
  */
-export async function runPrepared(prepared: PreparedRun, paths: AgentcellPaths): Promise<RunReport> {
+export async function runPrepared(
+  prepared: PreparedRun,
+  paths: AgentcellPaths,
+  onStart: () => void = () => undefined,
+): Promise<RunReport> {
   const tx = await lockCell(paths, prepared.cell, prepared.workspace, prepared.spec.argv);
   try {
     const overlay = prepared.spec.workspace.mode === 'overlay';
-    const stack = overlay ? openLayerStack(tx.dir) : undefined;
+    const stack = overlay
+      ? await freezeLeftovers(openLayerStack(tx.dir), prepared.workspace, prepared.resolved.hash)
+      : undefined;
     if (stack) replanIfLayersChanged(prepared, stack);
     // A direct run changes the workspace, so its git state is read before the command
     // starts; an overlay run leaves it alone, so git can read while the command runs.
@@ -34,6 +42,7 @@ export async function runPrepared(prepared: PreparedRun, paths: AgentcellPaths):
     const journal = beginRun(tx.dir, runDraft(prepared, paths, before), { startedAt });
     prepared.timer.mark('journal');
 
+    onStart();
     const running = runBackend(prepared);
     gitBefore ??= readGitState(prepared.workspace);
     // While the command runs: load the signing key and receipt any run a killed agentcell left.
@@ -107,6 +116,28 @@ async function runBackend(prepared: PreparedRun): Promise<RunOutcome> {
       );
     throw cause;
   }
+}
+
+/**
+ * A run always ends by freezing what it wrote, so a non-empty upper layer at the start is
+ * what a killed run left: freeze it on its own and credit it to that run's journal entry,
+ * so its receipt (written as `interrupted`) counts it and this run's does not.
+ */
+async function freezeLeftovers(stack: LayerStack, workspace: string, policyHash: string): Promise<LayerStack> {
+  if (readdirSync(stack.upper).length === 0) return stack;
+  const { diffLayers } = await import('../workspace/overlay/layer-diff.js');
+  const changes = countChanges(await diffLayers({ ...stack, layers: [] }, workspace));
+  const frozen = checkpoint(stack, { policyHash });
+  const killed = listJournal(stack.cellDir)
+    .entries.filter((e) => !isProcessAlive(e.owner))
+    .sort((a, b) => a.startedAt.localeCompare(b.startedAt))
+    .at(-1);
+  if (killed)
+    updateRun(stack.cellDir, killed.id, {
+      changes,
+      checkpoint: { before: killed.draft.checkpoint.before, after: frozen.layer.id },
+    });
+  return frozen.stack;
 }
 
 function topLayerId(stack: LayerStack): string | null {

@@ -107,21 +107,25 @@ export function isReceiptId(value: string): boolean {
 }
 
 /**
- * The decision a run ended up with: the first decision receipt after it in the chain
- * whose decided run is this run or a later one (a decision covers every undecided
- * run before it). `pending` when none has been made.
+ * The decision a run ended up with: the first accept or restore after it in the chain
+ * that covers it (a decision covers every undecided run before the run it decides), or
+ * `forked` when the run was only forked, or `pending` when nothing was decided. A fork
+ * copies a cell's changes; it does not settle them, so a later accept still counts.
  */
 export function decisionFor(receipts: readonly Receipt[], runId: string): Decision {
   const seqOf = new Map(receipts.map((r) => [r.id, r.seq]));
   const run = receipts.find((r) => r.id === runId);
   if (!run) return 'pending';
   if (run.kind === 'decision') return run.decision;
+  let forked = false;
   for (const r of receipts) {
     if (r.kind !== 'decision' || r.seq <= run.seq || r.decides === undefined) continue;
     const decidedSeq = seqOf.get(r.decides);
-    if (decidedSeq !== undefined && decidedSeq >= run.seq) return r.decision;
+    if (decidedSeq === undefined || decidedSeq < run.seq) continue;
+    if (r.decision === 'forked') forked = true;
+    else return r.decision;
   }
-  return 'pending';
+  return forked ? 'forked' : 'pending';
 }
 
 export interface DecisionInput {

@@ -3,14 +3,22 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { cellDiff } from '../../cell/cell-decisions.js';
 import { cellDir, listCells, readCell, removeCellDir } from '../../cell/cell-store.js';
+import { lockCell } from '../../cell/cell-transaction.js';
 import { AgentcellError } from '../../errors.js';
 import { agentcellPaths } from '../../paths.js';
 import { cellLockHolder } from '../../receipts/cell-lock.js';
-import { describeHolder } from '../../receipts/file-lock.js';
+import { describeHolder, type LockHolder } from '../../receipts/file-lock.js';
+import { isProcessAlive } from '../../receipts/process-identity.js';
 import { latestReceipt, listReceipts } from '../../receipts/receipt-store.js';
 import { openLayerStack } from '../../workspace/overlay/layer-stack.js';
 import { purgeTrash } from '../../workspace/overlay/layer-trash.js';
 import { note, print, printJson, type DryRunFlag, type JsonFlag } from '../output.js';
+
+/** Who holds a cell now; a lock left by a dead agentcell does not count. */
+function liveHolder(dir: string): LockHolder | null {
+  const holder = cellLockHolder(dir);
+  return holder && isProcessAlive(holder) ? holder : null;
+}
 
 /** `cell list | show | rm` and `gc`. */
 export function registerCellCommands(program: Command): void {
@@ -28,7 +36,7 @@ export function registerCellCommands(program: Command): void {
           ...c,
           receipts: last?.seq ?? 0,
           lastRun: last?.startedAt ?? null,
-          locked: cellLockHolder(dir) !== null,
+          locked: liveHolder(dir) !== null,
         };
       });
       if (flags.json) return printJson(rows);
@@ -45,7 +53,7 @@ export function registerCellCommands(program: Command): void {
       if (!record) throw new AgentcellError('CELL_NOT_FOUND', `no cell ${name} (agentcell cell list)`);
       const dir = cellDir(paths, name);
       const layers = existsSync(join(dir, 'layers.json')) ? openLayerStack(dir).layers : [];
-      const holder = cellLockHolder(dir);
+      const holder = liveHolder(dir);
       const pending = await cellDiff({ paths, cell: name, workspace: record.workspace, command: [] });
       const details = {
         ...record,
@@ -81,15 +89,24 @@ export function registerCellCommands(program: Command): void {
       const record = readCell(paths, name);
       if (!record) throw new AgentcellError('CELL_NOT_FOUND', `no cell ${name} (agentcell cell list)`);
       const dir = cellDir(paths, name);
-      const holder = cellLockHolder(dir);
-      if (holder) throw new AgentcellError('CELL_LOCKED', `cell ${name} is in use by ${describeHolder(holder)}`);
       const pending = await cellDiff({ paths, cell: name, workspace: record.workspace, command: [] });
       if (pending.length > 0 && !flags.force)
         throw new AgentcellError(
           'USAGE',
           `cell ${name} has ${pending.length} pending change(s); accept or restore them, or rm --force to drop them`,
         );
-      if (!flags.dryRun) removeCellDir(paths, name);
+      if (flags.dryRun) {
+        const holder = liveHolder(dir);
+        if (holder) throw new AgentcellError('CELL_LOCKED', `cell ${name} is in use by ${describeHolder(holder)}`);
+      } else {
+        // Holding the lock while removing: no run can start in between (a dead holder's lock is broken).
+        const locked = await lockCell(paths, name, record.workspace, ['agentcell', 'cell', 'rm', name]);
+        try {
+          removeCellDir(paths, name);
+        } finally {
+          locked.release();
+        }
+      }
       if (flags.json) printJson({ cell: name, dir, removed: !flags.dryRun, droppedChanges: pending.length });
       else note(`${flags.dryRun ? 'would remove' : 'removed'} cell ${name} (${dir})`);
     });

@@ -5,6 +5,7 @@ import { acceptCell, restoreCell } from '../../cell/cell-decisions.js';
 import { prepareRun, type PreparedRun } from '../../cell/prepare-run.js';
 import { AgentcellError } from '../../errors.js';
 import type { AgentcellPaths } from '../../paths.js';
+import type { Receipt } from '../../receipts/receipt.js';
 import { runPrepared } from '../../cell/run-cell.js';
 import { agentcellPaths } from '../../paths.js';
 import { addCellOptions, toCellOptions, type CellFlags } from '../cell-options.js';
@@ -28,9 +29,10 @@ async function runCommand(ctx: CliContext, argv: string[], flags: RunFlags): Pro
     else print(dryRunText(prepared));
     return 0;
   }
-  note(flags.json ? JSON.stringify({ event: 'start', ...runSummary(prepared) }) : bannerLine(prepared));
-  const { outcome, receipt } = await runPrepared(prepared, paths);
-  await decideAfterRun(prepared, paths, outcome.exitCode, flags);
+  const { outcome, receipt } = await runPrepared(prepared, paths, () =>
+    note(flags.json ? JSON.stringify({ event: 'start', ...runSummary(prepared) }) : bannerLine(prepared)),
+  );
+  await decideAfterRun(prepared, paths, receipt, flags);
   if (flags.json)
     note(
       JSON.stringify({ event: 'exit', cell: prepared.cell, receipt: receipt.id, ...outcome, timings: receipt.timings }),
@@ -44,9 +46,10 @@ async function runCommand(ctx: CliContext, argv: string[], flags: RunFlags): Pro
 async function decideAfterRun(
   prepared: PreparedRun,
   paths: AgentcellPaths,
-  exitCode: number,
+  receipt: Receipt,
   flags: RunFlags,
 ): Promise<void> {
+  const exitCode = receipt.exitCode;
   const ref = {
     paths,
     cell: prepared.cell,
@@ -61,7 +64,9 @@ async function decideAfterRun(
     return;
   }
   if (flags.restoreOnFail && exitCode !== 0) {
-    const r = await restoreCell(ref, { dryRun: false });
+    // Only this run's changes: back to the checkpoint it started from.
+    const before = receipt.checkpoint.before;
+    const r = await restoreCell(ref, { dryRun: false, ...(before !== null ? { to: before } : {}) });
     note(`agentcell: exit ${exitCode}: restored, ${r.changes.length} change(s) dropped`);
   }
   if (flags.acceptOnSuccess && exitCode === 0) {

@@ -224,7 +224,8 @@ function stackOf(cellDir: string, state: StackState): LayerStack {
   };
 }
 
-function findLayer(layers: readonly LayerRecord[], ref: string): number {
+/** Index of a checkpoint by id, then name, then seq (the one lookup every command uses). */
+export function findLayer(layers: readonly LayerRecord[], ref: string): number {
   let index = layers.findIndex((l) => l.id === ref);
   if (index < 0) index = layers.findIndex((l) => l.name === ref);
   if (index < 0 && /^\d+$/.test(ref)) index = layers.findIndex((l) => l.seq === Number(ref));
