@@ -27,7 +27,7 @@ describe('secret scan', () => {
         expose: ['.env.example'],
         skip: ['node_modules'],
       });
-      assert.deepEqual(found.map((f) => `${f.relative}:${f.kind}`).sort(), [
+      assert.deepEqual(found.masked.map((f) => `${f.relative}:${f.kind}`).sort(), [
         '.aws:dir',
         '.env.local:file',
         '.env:file',
@@ -35,6 +35,29 @@ describe('secret scan', () => {
         'keys/id_ed25519.pub:file',
         'src/certs/server.pem:file',
       ]);
+    } finally {
+      sb.cleanup();
+    }
+  });
+
+  it('a cached scan re-reads only directories whose entries changed, and still finds new secrets', () => {
+    const sb = makeSandbox({ 'a/b/c.ts': 'x', 'a/.env': 'x', 'd/e.ts': 'x' });
+    try {
+      const options = { hide: BUILT_IN_HIDE, expose: [], skip: [] };
+      const first = scanSecrets(sb.workspace, options);
+      assert.equal(first.changed, true);
+      const again = scanSecrets(sb.workspace, options, first.cache);
+      assert.equal(again.changed, false);
+      assert.deepEqual(again.masked, first.masked);
+      writeFileSync(join(sb.workspace, 'a/b/server.key'), 'x');
+      mkdirSync(join(sb.workspace, 'd/new'));
+      writeFileSync(join(sb.workspace, 'd/new/.npmrc'), 'x');
+      const third = scanSecrets(sb.workspace, options, again.cache);
+      assert.equal(third.changed, true);
+      assert.deepEqual(third.masked.map((m) => m.relative).sort(), ['a/.env', 'a/b/server.key', 'd/new/.npmrc']);
+      // Other patterns invalidate the whole cache.
+      const exposed = scanSecrets(sb.workspace, { ...options, expose: ['.env'] }, third.cache);
+      assert.deepEqual(exposed.masked.map((m) => m.relative).sort(), ['a/b/server.key', 'd/new/.npmrc']);
     } finally {
       sb.cleanup();
     }
@@ -50,7 +73,7 @@ describe('secret scan', () => {
       writeFileSync(join(sb.workspace, 'sub', 'ok.txt'), 'x');
       const found = scanSecrets(sb.workspace, { hide: BUILT_IN_HIDE, expose: [], skip: [] });
       assert.deepEqual(
-        found.map((f) => [f.relative, f.path]),
+        found.masked.map((f) => [f.relative, f.path]),
         [['.env', join(sb.workspace, 'config/real-credentials.txt')]],
       );
     } finally {

@@ -1,4 +1,4 @@
-import { existsSync, realpathSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, realpathSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { isAbsolute, join, relative, resolve, sep } from 'node:path';
 import type { Backend, BackendPlan, CellSpec, ExtraMount } from '../backends/backend.js';
@@ -10,7 +10,8 @@ import { resolvePolicy, sourceOf, type ResolvedPolicy } from '../policy/resolve-
 import type { Policy } from '../policy/schema.js';
 import { parseDuration, parseSize } from '../policy/units.js';
 import { existingControlPlane } from '../workspace/control-plane.js';
-import { BUILT_IN_HIDE, scanSecrets } from '../workspace/secret-scan.js';
+import { BUILT_IN_HIDE, scanSecrets, type SecretScanCache } from '../workspace/secret-scan.js';
+import { sha256 } from '../policy/canonical-hash.js';
 import { buildCellEnvironment } from './cell-environment.js';
 import { checkCellName, defaultCellName } from './cell-name.js';
 import { PhaseTimer } from './phase-timer.js';
@@ -59,6 +60,8 @@ export interface PreparedRun {
   assurance: Assurance;
   backend: Backend;
   timer: PhaseTimer;
+  /** The secret scan's cache, to be saved when the run goes ahead. */
+  scanCache?: { path: string; cache: SecretScanCache };
 }
 
 export async function prepareRun(request: RunRequest): Promise<PreparedRun> {
@@ -81,11 +84,17 @@ export async function prepareRun(request: RunRequest): Promise<PreparedRun> {
   const stack = workspaceMode === 'overlay' ? peekLayerStack(cellDir(request.paths, cell)) : undefined;
   // In an overlay cell a path deleted by an earlier run is gone; binding onto it would recreate it.
   const visible = (rel: string): boolean => stack === undefined || visibleInLayers(stack, rel);
-  const masks = scanSecrets(workspace, {
-    hide: [...BUILT_IN_HIDE, ...policy.workspace.hide],
-    expose: policy.workspace.expose,
-    skip: policy.workspace.scan_skip,
-  }).filter((m) => visible(relative(workspace, m.path)));
+  const scanCacheFile = join(request.paths.state, 'scan-cache', `${sha256(workspace).slice(0, 16)}.json`);
+  const scan = scanSecrets(
+    workspace,
+    {
+      hide: [...BUILT_IN_HIDE, ...policy.workspace.hide],
+      expose: policy.workspace.expose,
+      skip: policy.workspace.scan_skip,
+    },
+    readJsonFile<SecretScanCache>(scanCacheFile),
+  );
+  const masks = scan.masked.filter((m) => visible(relative(workspace, m.path)));
   timer.mark('scan');
   const spec: CellSpec = {
     cell,
@@ -128,7 +137,19 @@ export async function prepareRun(request: RunRequest): Promise<PreparedRun> {
     ...passEnv.map((name) => `host variable ${name} passed in`),
     ...(spec.seccomp ? [] : ['seccomp filter off']),
   ];
-  return { cell, workspace, resolved, spec, plan, assurance: assess(policy, extra), backend, timer };
+  const prepared: PreparedRun = {
+    cell,
+    workspace,
+    resolved,
+    spec,
+    plan,
+    assurance: assess(policy, extra),
+    backend,
+    timer,
+  };
+  // Written by the run, not here: a dry run leaves no state behind.
+  if (scan.changed) prepared.scanCache = { path: scanCacheFile, cache: scan.cache };
+  return prepared;
 }
 
 /** The policy a run with these options would get; `policy show|explain` use it too, so they never disagree. */
@@ -253,4 +274,12 @@ function requireOverlayTools(): OverlayTools {
       'overlay workspaces need unshare and mount (util-linux): sudo apt-get install util-linux, or use --workspace-mode direct',
     );
   return tools;
+}
+
+function readJsonFile<T>(path: string): T | undefined {
+  try {
+    return JSON.parse(readFileSync(path, 'utf8')) as T;
+  } catch {
+    return undefined;
+  }
 }

@@ -1,5 +1,5 @@
 import { readdirSync, realpathSync, statSync, type Dirent } from 'node:fs';
-import { join, relative, sep } from 'node:path';
+import { join, sep } from 'node:path';
 import picomatch from 'picomatch';
 
 /** Secret-looking names masked in every cell unless the policy exposes them. */
@@ -41,39 +41,87 @@ export interface MaskedPath {
   kind: 'file' | 'dir';
 }
 
+/** What one directory held last time, valid while its mtime is unchanged. */
+interface ScannedDir {
+  mtimeNs: string;
+  masked: MaskedPath[];
+  subdirs: string[];
+}
+
+/**
+ * The previous scan of a workspace. A directory's mtime changes whenever an entry is
+ * added, removed or renamed in it, which is all a name-based scan depends on; so an
+ * unchanged directory is not read again, and a scan of a large repo costs one stat per
+ * directory instead of a readdir.
+ */
+export interface SecretScanCache {
+  /** The workspace and the patterns the cache was made with. */
+  key: string;
+  dirs: Record<string, ScannedDir>;
+}
+
+export interface SecretScan {
+  masked: MaskedPath[];
+  cache: SecretScanCache;
+  /** Whether the cache differs from the one passed in (worth writing back). */
+  changed: boolean;
+}
+
 /**
  * Finds the workspace entries to mask. Patterns without a slash match a name at any
  * depth, like .gitignore. A masked directory is not descended into. A matching symlink
  * is resolved: its target is masked if it is inside the workspace, and ignored otherwise
  * (outside targets are not in the cell unless a mount puts them there).
  */
-export function scanSecrets(workspace: string, options: SecretScanOptions): MaskedPath[] {
+export function scanSecrets(workspace: string, options: SecretScanOptions, previous?: SecretScanCache): SecretScan {
   const hidden = globMatcher(options.hide);
   const exposed = globMatcher(options.expose);
   const skip = new Set(options.skip);
-  const found: MaskedPath[] = [];
   const realWorkspace = realpathSync(workspace);
+  const key = JSON.stringify([realWorkspace, options.hide, options.expose, options.skip]);
+  const reusable = previous?.key === key ? previous.dirs : {};
+  const dirs: Record<string, ScannedDir> = {};
+  let changed = previous?.key !== key;
 
-  const visit = (dir: string): void => {
+  const visit = (dir: string, rel: string): void => {
+    let mtimeNs: string;
+    try {
+      mtimeNs = statSync(dir, { bigint: true }).mtimeNs.toString();
+    } catch {
+      return;
+    }
+    let scanned = reusable[rel];
+    if (scanned?.mtimeNs !== mtimeNs) {
+      changed = true;
+      scanned = readDir(dir, rel, mtimeNs);
+    }
+    dirs[rel] = scanned;
+    for (const sub of scanned.subdirs) visit(join(dir, sub), rel ? `${rel}/${sub}` : sub);
+  };
+
+  const readDir = (dir: string, rel: string, mtimeNs: string): ScannedDir => {
+    const scanned: ScannedDir = { mtimeNs, masked: [], subdirs: [] };
     let entries: Dirent[];
     try {
       entries = readdirSync(dir, { withFileTypes: true });
     } catch {
-      return; // unreadable by this user: the cell user cannot read it either
+      return scanned; // unreadable by this user: the cell user cannot read it either
     }
     for (const entry of entries) {
-      const path = join(dir, entry.name);
-      const rel = relative(workspace, path).split(sep).join('/');
-      if (hidden(rel) && !exposed(rel)) {
-        const masked = maskable(path, rel, entry, realWorkspace);
-        if (masked) found.push(masked);
+      const entryRel = rel ? `${rel}/${entry.name}` : entry.name;
+      if (hidden(entryRel) && !exposed(entryRel)) {
+        const masked = maskable(join(dir, entry.name), entryRel, entry, realWorkspace);
+        if (masked) scanned.masked.push(masked);
         continue;
       }
-      if (entry.isDirectory() && !skip.has(entry.name)) visit(path);
+      if (entry.isDirectory() && !skip.has(entry.name)) scanned.subdirs.push(entry.name);
     }
+    return scanned;
   };
-  visit(workspace);
-  return found;
+
+  visit(workspace, '');
+  if (Object.keys(reusable).length !== Object.keys(dirs).length) changed = true;
+  return { masked: Object.values(dirs).flatMap((d) => d.masked), cache: { key, dirs }, changed };
 }
 
 function maskable(path: string, rel: string, entry: Dirent, realWorkspace: string): MaskedPath | undefined {
