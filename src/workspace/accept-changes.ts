@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import {
   chmodSync,
   copyFileSync,
+  linkSync,
   lstatSync,
   mkdirSync,
   readlinkSync,
@@ -123,12 +124,30 @@ function apply(change: WorkspaceChange, request: AcceptRequest): void {
   const temp = join(dirname(target), `.agentcell-accept-${randomBytes(6).toString('hex')}`);
   if (stat.isSymbolicLink()) symlinkSync(readlinkSync(source), temp);
   else {
-    copyFileSync(source, temp);
+    placeFile(source, temp, stat.nlink);
     chmodSync(temp, stat.mode & 0o777); // no setuid, setgid or sticky bit survives
   }
   const existing = lstatOrUndefined(target);
   if (existing?.isDirectory()) removeHostPath(target);
   renameSync(temp, target);
+}
+
+/**
+ * Puts a layer file's content at `temp`. A hard link when the layer is on the
+ * workspace's filesystem and nothing else links the file (no data copied; the layer is
+ * dropped right after accept, so the inode ends up the workspace's alone), a copy
+ * otherwise: a forked cell hard-links its layers, and must never see the workspace's
+ * later edits.
+ */
+function placeFile(source: string, temp: string, links: number): void {
+  if (links > 1) return copyFileSync(source, temp);
+  try {
+    linkSync(source, temp);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code !== 'EXDEV' && code !== 'EPERM' && code !== 'EMLINK') throw error;
+    copyFileSync(source, temp);
+  }
 }
 
 /** Removes a path without following it if it is a symlink. */

@@ -1,0 +1,160 @@
+/**
+ * The bridge that runs INSIDE the cell. The cell has loopback only; the gateway's unix
+ * socket is mounted into it. The bridge listens on 127.0.0.1:PORT (what HTTP_PROXY,
+ * HTTPS_PROXY and ALL_PROXY name) and splices every connection to that socket, byte
+ * for byte: all policy lives in the gateway, so the bridge has nothing to get wrong.
+ * If the gateway is gone, every connection is closed at once (fail closed).
+ *
+ * Self-contained (node builtins only) so it can be copied into the cell on its own,
+ * as an `.mjs` file:
+ *
+ *   node agentcell-bridge.mjs listen SOCKET [PORT] [HOST]
+ *     Prints `ready PORT` on stdout once listening (PORT 0 picks a free port).
+ *   node agentcell-bridge.mjs connect SOCKET HOST PORT
+ *     An ssh ProxyCommand (`ProxyCommand node …/agentcell-bridge.mjs connect SOCKET %h %p`):
+ *     CONNECTs through the gateway with the token from AGENTCELL_PROXY_TOKEN and joins
+ *     the tunnel to stdin/stdout. Exits 1 with the gateway's reason when refused.
+ */
+import { connect, createServer, type Server, type Socket } from 'node:net';
+import { realpathSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+
+export interface CellBridge {
+  host: string;
+  port: number;
+  close(): Promise<void>;
+}
+
+/** Starts the bridge; resolves once it listens. */
+export function startCellBridge(options: { socketPath: string; port?: number; host?: string }): Promise<CellBridge> {
+  const host = options.host ?? '127.0.0.1';
+  const sockets = new Set<Socket>();
+  const server: Server = createServer({ allowHalfOpen: true }, (client) => {
+    const upstream = connect({ path: options.socketPath, allowHalfOpen: true });
+    for (const socket of [client, upstream]) {
+      sockets.add(socket);
+      socket.once('close', () => sockets.delete(socket));
+    }
+    client.setNoDelay(true);
+    const destroyBoth = (): void => {
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on('error', destroyBoth);
+    upstream.on('error', destroyBoth);
+    client.once('close', (hadError) => hadError && upstream.destroy());
+    upstream.once('close', (hadError) => hadError && client.destroy());
+    client.pipe(upstream);
+    upstream.pipe(client);
+  });
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options.port ?? 0, host, () => {
+      server.off('error', reject);
+      const address = server.address();
+      const port = typeof address === 'object' && address ? address.port : 0;
+      resolve({
+        host,
+        port,
+        close: () =>
+          new Promise<void>((done) => {
+            server.close(() => done());
+            for (const socket of sockets) socket.destroy();
+          }),
+      });
+    });
+  });
+}
+
+/**
+ * Opens a CONNECT tunnel to HOST:PORT through the gateway socket; resolves with the
+ * socket once the gateway said 200 (any bytes it already sent after the reply are
+ * pushed back), rejects with the gateway's status line and reason otherwise.
+ */
+export function connectThroughGateway(options: {
+  socketPath: string;
+  token: string;
+  host: string;
+  port: number;
+}): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = connect({ path: options.socketPath, allowHalfOpen: true });
+    const authority = options.host.includes(':')
+      ? `[${options.host}]:${options.port}`
+      : `${options.host}:${options.port}`;
+    const credentials = Buffer.from(`agentcell:${options.token}`).toString('base64');
+    let head = Buffer.alloc(0);
+    const fail = (error: Error): void => {
+      socket.destroy();
+      reject(error);
+    };
+    const onData = (chunk: Buffer): void => {
+      head = Buffer.concat([head, chunk]);
+      const end = head.indexOf('\r\n\r\n');
+      if (end === -1) {
+        if (head.length > 16384) fail(new Error('gateway reply too long'));
+        return;
+      }
+      socket.off('data', onData);
+      socket.off('error', fail);
+      socket.off('end', onEnd);
+      socket.pause();
+      const status = head.subarray(0, head.indexOf('\r\n')).toString('latin1');
+      if (!/^HTTP\/1\.[01] 200 /.test(status)) {
+        const body = head
+          .subarray(end + 4)
+          .toString('utf8')
+          .trim();
+        fail(new Error(body || status));
+        return;
+      }
+      const rest = head.subarray(end + 4);
+      if (rest.length > 0) socket.unshift(rest);
+      resolve(socket);
+    };
+    const onEnd = (): void => fail(new Error('the gateway closed the connection'));
+    socket.on('data', onData);
+    socket.once('error', fail);
+    socket.once('end', onEnd);
+    socket.write(
+      `CONNECT ${authority} HTTP/1.1\r\nHost: ${authority}\r\nProxy-Authorization: Basic ${credentials}\r\n\r\n`,
+    );
+  });
+}
+
+async function main(argv: string[]): Promise<void> {
+  const [command, socketPath, ...rest] = argv;
+  if (command === 'listen' && socketPath) {
+    const bridge = await startCellBridge({ socketPath, port: Number(rest[0] ?? 0), host: rest[1] ?? '127.0.0.1' });
+    process.stdout.write(`ready ${bridge.port}\n`);
+    return;
+  }
+  if (command === 'connect' && socketPath && rest[0] && rest[1]) {
+    const token = process.env['AGENTCELL_PROXY_TOKEN'] ?? '';
+    const socket = await connectThroughGateway({ socketPath, token, host: rest[0], port: Number(rest[1]) });
+    socket.on('error', () => process.exit(1));
+    socket.once('close', () => process.exit(0));
+    process.stdin.pipe(socket);
+    socket.pipe(process.stdout);
+    return;
+  }
+  process.stderr.write('usage: agentcell-bridge listen SOCKET [PORT] [HOST] | connect SOCKET HOST PORT\n');
+  process.exitCode = 2;
+}
+
+function isMain(): boolean {
+  const script = process.argv[1];
+  if (script === undefined) return false;
+  try {
+    return realpathSync(script) === realpathSync(fileURLToPath(import.meta.url));
+  } catch {
+    return false;
+  }
+}
+
+if (isMain()) {
+  main(process.argv.slice(2)).catch((error: unknown) => {
+    process.stderr.write(`agentcell-bridge: ${error instanceof Error ? error.message : String(error)}\n`);
+    process.exit(1);
+  });
+}

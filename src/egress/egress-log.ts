@@ -1,0 +1,113 @@
+import { once } from 'node:events';
+import { createWriteStream, mkdirSync, type WriteStream } from 'node:fs';
+import { dirname } from 'node:path';
+import type { HostReason } from './host-rules.js';
+
+/**
+ * Why a connection went the way it did; stable codes that scripts, the 403's
+ * `X-Agentcell-Denied` header and the egress log all share.
+ */
+export type EgressReason =
+  | HostReason
+  /** The destination address is loopback/private/link-local/… and the policy does not list it. */
+  | 'blocked-address'
+  | 'resolve-failed'
+  | 'connect-failed'
+  /** The TLS ClientHello names another host than the CONNECT/SOCKS target. */
+  | 'sni-mismatch'
+  /** A TLS ClientHello without SNI to a name (an IP target may omit it). */
+  | 'sni-missing'
+  /** Starts as a TLS handshake but holds no ClientHello the gateway can read: refused, never guessed. */
+  | 'tls-unreadable'
+  | 'proxy-auth-required'
+  | 'proxy-auth-invalid'
+  | 'bad-request'
+  /** A SOCKS command other than CONNECT, a non-http:// forward URL, an HTTP upgrade. */
+  | 'unsupported'
+  | 'gateway-closing';
+
+export type EgressKind = 'connect' | 'http' | 'socks';
+
+/** One decision, one JSONL line in the run's egress log. */
+export interface EgressEvent {
+  /** When the decision was taken (ISO 8601); allowed tunnels are written when they close. */
+  time: string;
+  cell: string;
+  run: string;
+  kind: EgressKind;
+  host: string;
+  port: number;
+  /** The address connected to (or refused), canonical; null when none was reached. */
+  address: string | null;
+  decision: 'allow' | 'deny';
+  rule: string | null;
+  reason: EgressReason;
+  bytesUp: number;
+  bytesDown: number;
+  durationMs: number;
+  /** Set when a reload revoked an allowed tunnel and the gateway closed it. */
+  revoked?: true;
+}
+
+export interface EgressCounters {
+  allowed: number;
+  denied: number;
+}
+
+export interface EgressLog {
+  /** Opens the log file (append, 0600, parent made 0700); rejects when it can't. */
+  open(): Promise<void>;
+  record(event: EgressEvent): void;
+  counters(): EgressCounters;
+  /** Flushes and closes the file. */
+  close(): Promise<void>;
+}
+
+/**
+ * The JSONL writer plus the receipt counters. `onError` fires once if the file can't
+ * be written: the gateway then shuts down, since an unlogged decision is not allowed.
+ */
+export function createEgressLog(options: {
+  path?: string;
+  onEvent?: (event: EgressEvent) => void;
+  onError: (error: Error) => void;
+}): EgressLog {
+  const counts: EgressCounters = { allowed: 0, denied: 0 };
+  let stream: WriteStream | undefined;
+  let failed = false;
+  const fail = (error: Error): void => {
+    if (failed) return;
+    failed = true;
+    options.onError(error);
+  };
+
+  return {
+    async open() {
+      if (options.path === undefined || stream) return;
+      mkdirSync(dirname(options.path), { recursive: true, mode: 0o700 });
+      const opened = createWriteStream(options.path, { flags: 'a', mode: 0o600 });
+      await once(opened, 'open');
+      opened.on('error', fail);
+      stream = opened;
+    },
+    record(event) {
+      if (event.decision === 'allow') counts.allowed++;
+      else counts.denied++;
+      stream?.write(`${JSON.stringify(event)}\n`);
+      try {
+        options.onEvent?.(event);
+      } catch (error) {
+        fail(error instanceof Error ? error : new Error(String(error)));
+      }
+    },
+    counters() {
+      return { ...counts };
+    },
+    async close() {
+      const current = stream;
+      stream = undefined;
+      if (!current || current.destroyed) return;
+      await new Promise<void>((resolve) => current.end(resolve));
+    },
+  };
+}

@@ -1,0 +1,164 @@
+import { isIP, type Socket } from 'node:net';
+import { rawDenyResponse } from './deny-response.js';
+import type { EgressKind, EgressReason } from './egress-log.js';
+import { normalizeHost, type HostMatcher } from './host-rules.js';
+import { FrameError, readFrame } from './read-frame.js';
+import { classifyFirstBytes, FIRST_BYTES_LIMIT, type FirstBytes } from './classify-first-bytes.js';
+
+export interface TunnelTarget {
+  kind: EgressKind;
+  /** Normalized: lower-case name or canonical IP. */
+  host: string;
+  port: number;
+  address: string;
+  rule: string;
+}
+
+export interface TunnelOutcome {
+  decision: 'allow' | 'deny';
+  rule: string | null;
+  reason: EgressReason;
+  bytesUp: number;
+  bytesDown: number;
+  revoked: boolean;
+}
+
+export interface OpenTunnel {
+  readonly target: TunnelTarget;
+  /** The client spoke cleartext HTTP into it (so the explicit-port rule applies). */
+  readonly cleartext: boolean;
+  /** Ends it now, as a reload that no longer allows it does. */
+  revoke(): void;
+}
+
+export interface TunnelHooks {
+  /** The rules in force now (a reload may have replaced those the tunnel opened under). */
+  matcher(): HostMatcher;
+  opened(tunnel: OpenTunnel): void;
+  closed(tunnel: OpenTunnel, outcome: TunnelOutcome): void;
+}
+
+/** A fatal TLS `access_denied` alert: what a client gets instead of a 403 it could not read. */
+const TLS_ACCESS_DENIED = Buffer.from([0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x31]);
+
+/**
+ * Joins an accepted client to its connected upstream. The upstream's bytes flow at
+ * once (server-first protocols such as SSH banners and SMTP work); the client's are
+ * held until its first bytes are classified:
+ * - a TLS ClientHello must name the target (SNI, case-insensitive); no SNI is allowed
+ *   only when the target is an IP address. On refusal the client gets a TLS
+ *   `access_denied` alert and the connection closes (a 403 can't be sent inside TLS);
+ * - a cleartext HTTP request needs an allow entry with the port spelled out; on
+ *   refusal the client gets the 403 in-band, since it speaks HTTP;
+ * - bytes that start a TLS handshake record but hold no ClientHello this parser can
+ *   read are refused like a mismatch (a parser differential must not skip the check);
+ * - anything else (SSH, …) goes through on the host rules alone.
+ * Resolves once both sides are closed and `hooks.closed` has been told.
+ */
+export function spliceTunnel(
+  client: Socket,
+  upstream: Socket,
+  initial: Buffer,
+  target: TunnelTarget,
+  hooks: TunnelHooks,
+): Promise<void> {
+  let outcome: Omit<TunnelOutcome, 'bytesUp' | 'bytesDown'> = {
+    decision: 'allow',
+    rule: target.rule,
+    reason: 'allow-rule',
+    revoked: false,
+  };
+  let cleartext = false;
+  const destroyBoth = (): void => {
+    client.destroy();
+    upstream.destroy();
+  };
+  const tunnel: OpenTunnel = {
+    target,
+    get cleartext() {
+      return cleartext;
+    },
+    revoke() {
+      outcome = { ...outcome, revoked: true };
+      destroyBoth();
+    },
+  };
+  hooks.opened(tunnel);
+
+  client.setTimeout(0);
+  client.on('error', destroyBoth);
+  upstream.on('error', destroyBoth);
+  // A side that closes with an error takes the other down; a clean close leaves the
+  // other to finish flushing what it holds (half-close is carried by pipe's end()).
+  client.once('close', (hadError) => hadError && upstream.destroy());
+  upstream.once('close', (hadError) => hadError && client.destroy());
+  upstream.pipe(client);
+
+  const done = Promise.all([closed(client), closed(upstream)]).then(() => {
+    hooks.closed(tunnel, { ...outcome, bytesUp: upstream.bytesWritten, bytesDown: upstream.bytesRead });
+  });
+
+  readFrame(
+    client,
+    initial,
+    (data) => {
+      const first = classifyFirstBytes(data);
+      return first.kind === 'more' ? 'more' : { value: first, used: 0 };
+    },
+    FIRST_BYTES_LIMIT,
+  ).then(
+    ({ value, rest }) => {
+      const refusal = firstBytesRefusal(value, target, hooks.matcher());
+      if (refusal) {
+        outcome = { ...outcome, decision: 'deny', ...refusal };
+        upstream.unpipe(client);
+        upstream.destroy();
+        if (value.kind === 'http') client.end(rawDenyResponse({ host: target.host, port: target.port, ...refusal }));
+        else client.end(TLS_ACCESS_DENIED);
+        client.resume(); // discard what else it sends, so its close is seen and logged
+        client.setTimeout(5000, () => client.destroy());
+        return;
+      }
+      if (value.kind === 'http') {
+        cleartext = true;
+        outcome = { ...outcome, rule: hooks.matcher().decide(target.host, target.port, { cleartext }).rule };
+      }
+      if (rest.length > 0) upstream.write(rest);
+      client.pipe(upstream);
+    },
+    // The client left before saying anything, or sent more than a ClientHello can be.
+    (error: unknown) => {
+      if (error instanceof FrameError && error.why !== 'closed')
+        outcome = { ...outcome, decision: 'deny', reason: 'tls-unreadable' };
+      destroyBoth();
+    },
+  );
+  return done;
+}
+
+function firstBytesRefusal(
+  first: FirstBytes,
+  target: TunnelTarget,
+  matcher: HostMatcher,
+): { reason: EgressReason; rule: string | null } | undefined {
+  switch (first.kind) {
+    case 'tls': {
+      if (first.sni === undefined)
+        return isIP(target.host) === 0 ? { reason: 'sni-missing', rule: target.rule } : undefined;
+      return normalizeHost(first.sni) === target.host ? undefined : { reason: 'sni-mismatch', rule: target.rule };
+    }
+    case 'tls-unreadable':
+      return { reason: 'tls-unreadable', rule: target.rule };
+    case 'http': {
+      const decision = matcher.decide(target.host, target.port, { cleartext: true });
+      return decision.decision === 'deny' ? { reason: decision.reason, rule: decision.rule } : undefined;
+    }
+    case 'other':
+    case 'more':
+      return undefined;
+  }
+}
+
+function closed(socket: Socket): Promise<void> {
+  return socket.closed ? Promise.resolve() : new Promise((resolve) => socket.once('close', () => resolve()));
+}
