@@ -21,6 +21,9 @@ await build({
   sourcemap: 'linked',
   legalComments: 'linked',
   logLevel: 'warning',
+  // Modules find files beside them (the egress bridge script) through import.meta.url.
+  define: { 'import.meta.url': 'importMetaUrl' },
+  banner: { js: "var importMetaUrl=require('node:url').pathToFileURL(__filename).href;" },
 });
 copyFileSync('scripts/launcher.cjs', launcher);
 chmodSync(launcher, 0o755);

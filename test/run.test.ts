@@ -140,9 +140,9 @@ describe('agentcell run', () => {
   });
 
   it('refuses what is not built yet instead of pretending', () => {
-    const r = inCell(sb, 'true', ['--network', 'allowlist']);
+    const r = inCell(sb, 'true', ['--backend', 'podman']);
     assert.equal(r.status, 2);
-    assert.match(r.stderr, /egress gateway is not built yet/);
+    assert.match(r.stderr, /not available yet:\n.*only bwrap is built so far/);
   });
 
   it('open network is labeled as lowering assurance', () => {

@@ -44,12 +44,25 @@ export interface CellSpec {
   env: Record<string, string>;
   /** uid/gid inside the cell; 0 only when the policy asks for root. */
   identity: { uid: number; gid: number };
-  network: 'none' | 'open';
+  /** none: loopback only; open: the host's network; gateway: loopback plus the egress bridge. */
+  network: 'none' | 'open' | 'gateway';
+  /** For network = gateway: what is bound into the cell for the bridge. */
+  egress?: CellEgress;
   limits: ResourceLimits;
   /** Install agentcell's seccomp filter (off only in breakglass). */
   seccomp: boolean;
   /** The caller has a terminal: keep the session so job control and Ctrl-C work. */
   tty: boolean;
+}
+
+/** The egress gateway's side of a cell, all host paths (see src/egress/proxy-environment.ts). */
+export interface CellEgress {
+  /** The gateway's unix socket, in a private (0700) directory; made by the run before the cell starts. */
+  socketPath: string;
+  /** The self-contained bridge script (`cell-bridge.js`), bound read-only as an `.mjs`. */
+  bridgeScript: string;
+  /** node for the bridge: a host binary to bind in, or a path inside a directory rootfs. */
+  node: { bind: string } | { path: string };
 }
 
 /** A descriptor handed to the backend process, shown in --dry-run. */

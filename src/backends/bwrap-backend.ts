@@ -6,6 +6,7 @@ import type { CgroupPlan } from './cgroup-limits.js';
 import type { Backend, BackendPlan, BackendProbe, CellSpec, RunOutcome } from './backend.js';
 import { createCgroups, planCgroupLimits, removeCgroups, wrapInCgroups } from './cgroup-limits.js';
 import { hostEtcSecrets, hostSystemDirs } from './host-rootfs.js';
+import { CELL_BRIDGE_NODE, CELL_BRIDGE_SCRIPT, CELL_EGRESS_SOCKET, withBridge } from '../egress/proxy-environment.js';
 import { buildSeccompFilter } from './seccomp-filter.js';
 import { superviseProcess } from './supervise-process.js';
 
@@ -77,6 +78,16 @@ export function planBwrap(spec: CellSpec, executable = 'bwrap'): BackendPlan {
   }
   args.push('--proc', '/proc', '--dev', '/dev');
   args.push('--tmpfs', '/tmp', '--tmpfs', '/run', '--dir', '/var', '--tmpfs', '/var/tmp');
+  let argv = spec.argv;
+  if (spec.network === 'gateway') {
+    const { egress } = spec;
+    if (!egress) throw new Error('a gateway cell needs its egress wiring');
+    // Still no network namespace of the host's: the socket is the only way out.
+    args.push('--ro-bind', egress.socketPath, CELL_EGRESS_SOCKET);
+    args.push('--ro-bind', egress.bridgeScript, CELL_BRIDGE_SCRIPT);
+    if ('bind' in egress.node) args.push('--ro-bind', egress.node.bind, CELL_BRIDGE_NODE);
+    argv = withBridge('bind' in egress.node ? CELL_BRIDGE_NODE : egress.node.path, spec.argv);
+  }
   // Every home on the host disappears, not only the caller's.
   args.push('--tmpfs', '/home', '--tmpfs', '/root');
   if (!spec.home.startsWith('/home/') && spec.home !== '/root') args.push('--tmpfs', spec.home);
@@ -109,14 +120,14 @@ export function planBwrap(spec: CellSpec, executable = 'bwrap'): BackendPlan {
       if (spec.tty) gaps.push('terminal input injection (TIOCSTI) not blocked');
     }
   }
-  args.push('--chdir', spec.cwd, '--', ...spec.argv);
+  args.push('--chdir', spec.cwd, '--', ...argv);
   // The overlay wrapper mounts the layers in a namespace of its own, then execs bwrap.
-  const argv = workspace.overlay ? [...workspace.overlay.argvPrefix, ...args] : args;
-  const plan: BackendPlan = { backend: 'bwrap', argv, env: { ...spec.env }, fds, gaps };
+  const full = workspace.overlay ? [...workspace.overlay.argvPrefix, ...args] : args;
+  const plan: BackendPlan = { backend: 'bwrap', argv: full, env: { ...spec.env }, fds, gaps };
   const { pids, memoryBytes, cpus } = spec.limits;
   if (pids !== undefined || memoryBytes !== undefined || cpus !== undefined) {
     const cgroups = planCgroupLimits(spec.limits, `${spec.cell}-${process.pid}`);
-    plan.argv = wrapInCgroups(cgroups, argv);
+    plan.argv = wrapInCgroups(cgroups, full);
     plan.cgroups = cgroups;
     gaps.push(...cgroups.gaps);
   }
@@ -155,7 +166,9 @@ async function runBwrap(spec: CellSpec, plan: BackendPlan): Promise<RunOutcome> 
     return await superviseProcess(child, {
       tty: spec.tty,
       timeoutMs: spec.limits.timeoutMs,
-      // bwrap forks the cell's init (pid 1 inside), which forks the command.
+      // bwrap forks the cell's init (pid 1 inside), which forks the command. In a gateway
+      // cell that is the bridge prelude, which execs the command in place (the bridge
+      // itself is detached: a later child of pid 1, never the first).
       commandPid: () => firstChild(firstChild(child.pid)),
     });
   } finally {

@@ -13,6 +13,8 @@ export interface CellEnvironmentInput {
   passEnv: readonly string[];
   /** Secrets with inject = "env", already resolved. */
   secretEnv: Record<string, string>;
+  /** network = allowlist: the proxy variables (src/egress/proxy-environment.ts); they win over everything. */
+  proxyEnv?: Record<string, string>;
 }
 
 /**
@@ -37,5 +39,7 @@ export function buildCellEnvironment(input: CellEnvironmentInput): Record<string
     env[name] = value;
   }
   Object.assign(env, input.secretEnv);
+  // Applied last: a policy or host value can't point the cell's tools past the bridge.
+  Object.assign(env, input.proxyEnv);
   return env;
 }

@@ -1,7 +1,7 @@
 import { existsSync, readFileSync, realpathSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { isAbsolute, join, relative, resolve, sep } from 'node:path';
-import type { Backend, BackendPlan, CellSpec, ExtraMount } from '../backends/backend.js';
+import type { Backend, BackendPlan, CellEgress, CellSpec, ExtraMount } from '../backends/backend.js';
 import { createBwrapBackend } from '../backends/bwrap-backend.js';
 import { AgentcellError } from '../errors.js';
 import type { AgentcellPaths } from '../paths.js';
@@ -20,6 +20,9 @@ import { cellDir } from './cell-store.js';
 import { overlayTools, overlayWrapper, type OverlayTools } from '../workspace/overlay/overlay-mount.js';
 import { visibleInLayers } from '../workspace/overlay/layer-visibility.js';
 import { peekLayerStack } from '../workspace/overlay/layer-stack.js';
+import { newProxyToken } from '../egress/proxy-auth.js';
+import { CELL_BRIDGE_NODE, proxyEnvironment } from '../egress/proxy-environment.js';
+import { bridgeScriptPath, cellNode, egressSocketDir, type RunEgress } from '../egress/run-gateway.js';
 
 /** What a user can say about one run; the CLI maps flags onto this one to one. */
 export interface CellOptions {
@@ -60,6 +63,8 @@ export interface PreparedRun {
   assurance: Assurance;
   backend: Backend;
   timer: PhaseTimer;
+  /** network = allowlist: the gateway the run starts (holds the run's proxy token: never print it). */
+  egress?: RunEgress;
   /** The secret scan's cache, to be saved when the run goes ahead. */
   scanCache?: { path: string; cache: SecretScanCache };
 }
@@ -96,10 +101,34 @@ export async function prepareRun(request: RunRequest): Promise<PreparedRun> {
   );
   const masks = scan.masked.filter((m) => visible(relative(workspace, m.path)));
   timer.mark('scan');
+  const rootfs: CellSpec['rootfs'] =
+    policy.cell.rootfs === 'host' ? { kind: 'host' } : { kind: 'directory', path: resolveRootfs(policy.cell.rootfs) };
+  const gateway = policy.network.mode === 'allowlist';
+  const cellEnv = buildCellEnvironment({
+    hostEnv,
+    home,
+    policyEnv: policy.env,
+    passEnv,
+    secretEnv: envSecrets(policy, hostEnv),
+  });
+  let egress: RunEgress | undefined;
+  let egressWiring: CellEgress | undefined;
+  if (gateway) {
+    const node = cellNode(rootfs, cellEnv['PATH']);
+    const dir = cellDir(request.paths, cell);
+    const socketDir = egressSocketDir(dir);
+    egress = {
+      token: newProxyToken(),
+      rules: { allow: policy.network.allow, deny: policy.network.deny, resolve: policy.network.resolve },
+      socketDir,
+      logDir: join(dir, 'egress'),
+    };
+    Object.assign(cellEnv, proxyEnvironment(egress.token, 'bind' in node ? CELL_BRIDGE_NODE : node.path));
+    egressWiring = { socketPath: join(socketDir, 'egress.sock'), bridgeScript: bridgeScriptPath(), node };
+  }
   const spec: CellSpec = {
     cell,
-    rootfs:
-      policy.cell.rootfs === 'host' ? { kind: 'host' } : { kind: 'directory', path: resolveRootfs(policy.cell.rootfs) },
+    rootfs,
     workspace: stack
       ? { path: workspace, mode: workspaceMode, overlay: overlayWrapper(stack, workspace, requireOverlayTools()) }
       : { path: workspace, mode: workspaceMode },
@@ -114,19 +143,14 @@ export async function prepareRun(request: RunRequest): Promise<PreparedRun> {
     home,
     cwd: isInside(workspace, cwd) ? realpathSync(cwd) : workspace,
     argv: request.argv,
-    env: buildCellEnvironment({
-      hostEnv,
-      home,
-      policyEnv: policy.env,
-      passEnv,
-      secretEnv: envSecrets(policy, hostEnv),
-    }),
+    env: cellEnv,
     identity: root ? { uid: 0, gid: 0 } : { uid: hostUid === 0 ? 1000 : hostUid, gid: hostGid === 0 ? 1000 : hostGid },
-    network: policy.network.mode === 'open' ? 'open' : 'none',
+    network: policy.network.mode === 'open' ? 'open' : gateway ? 'gateway' : 'none',
     limits: limitsOf(policy),
     seccomp: policy.cell.mode !== 'breakglass',
     tty: request.tty,
   };
+  if (egressWiring) spec.egress = egressWiring;
   if (request.argv.length === 0)
     throw new AgentcellError('USAGE', 'no command given: agentcell run [options] -- COMMAND [ARGS...]');
   const backend = createBwrapBackend();
@@ -147,6 +171,7 @@ export async function prepareRun(request: RunRequest): Promise<PreparedRun> {
     backend,
     timer,
   };
+  if (egress) prepared.egress = egress;
   // Written by the run, not here: a dry run leaves no state behind.
   if (scan.changed) prepared.scanCache = { path: scanCacheFile, cache: scan.cache };
   return prepared;
@@ -197,10 +222,6 @@ function assertBuilt(policy: Policy, resolved: ResolvedPolicy): void {
   if (policy.cell.backend !== 'bwrap')
     missing.push(
       `cell.backend = "${policy.cell.backend}" (from ${sourceOf(resolved, 'cell.backend')}): only bwrap is built so far`,
-    );
-  if (policy.network.mode === 'allowlist')
-    missing.push(
-      `network.mode = "allowlist" (from ${sourceOf(resolved, 'network.mode')}): the egress gateway is not built yet; use "none" or "open"`,
     );
   for (const [name, secret] of Object.entries(policy.secrets))
     if (secret.inject !== 'env')

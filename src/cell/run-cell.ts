@@ -5,6 +5,7 @@ import type { RunOutcome } from '../backends/backend.js';
 import { AgentcellError } from '../errors.js';
 import type { AgentcellPaths } from '../paths.js';
 import type { Receipt } from '../receipts/receipt.js';
+import type { ReceiptStore } from '../receipts/receipt-store.js';
 import { isProcessAlive } from '../receipts/process-identity.js';
 import { beginRun, finishRun, listJournal, updateRun, type RunDraft } from '../receipts/run-journal.js';
 import { countGitChanges, readGitState } from '../workspace/git-state.js';
@@ -13,6 +14,7 @@ import { overlayTools, overlayWrapper } from '../workspace/overlay/overlay-mount
 import { lockCell, openReceipts } from './cell-transaction.js';
 import type { PreparedRun } from './prepare-run.js';
 import { toolVersion } from './tool-versions.js';
+import { startRunGateway, type RunningGateway } from '../egress/run-gateway.js';
 
 export interface RunReport {
   outcome: RunOutcome;
@@ -44,13 +46,23 @@ export async function runPrepared(
     const journal = beginRun(tx.dir, runDraft(prepared, paths, before), { startedAt });
     prepared.timer.mark('journal');
 
-    onStart();
-    const running = runBackend(prepared);
-    if (prepared.scanCache) saveScanCache(prepared.scanCache.path, prepared.scanCache.cache);
-    gitBefore ??= readGitState(prepared.workspace);
-    // While the command runs: load the signing key and receipt any run a killed agentcell left.
-    const store = await openReceipts(paths, tx);
-    const outcome = await running;
+    // Before the cell starts, so the bridge finds the socket; gateway down = no network.
+    const gateway = await startGateway(prepared, journal.id);
+    if (gateway) prepared.timer.mark('gateway');
+    let egress = { allowed: 0, denied: 0 };
+    let outcome: RunOutcome;
+    let store: ReceiptStore;
+    try {
+      onStart();
+      const running = runBackend(prepared);
+      if (prepared.scanCache) saveScanCache(prepared.scanCache.path, prepared.scanCache.cache);
+      gitBefore ??= readGitState(prepared.workspace);
+      // While the command runs: load the signing key and receipt any run a killed agentcell left.
+      store = await openReceipts(paths, tx);
+      outcome = await running;
+    } finally {
+      if (gateway) egress = await gateway.stop();
+    }
     prepared.timer.mark('run');
 
     const git = await gitBefore;
@@ -69,6 +81,7 @@ export async function runPrepared(
       exitCode: outcome.exitCode,
       changes,
       checkpoint: { before, after },
+      egress,
       workspace: { ...journal.draft.workspace, gitRef: git.gitRef, gitDirty: git.gitDirty },
       timings: { ...prepared.timer.timings },
     });
@@ -106,6 +119,12 @@ function runDraft(prepared: PreparedRun, paths: AgentcellPaths, before: string |
 }
 
 export const AGENTCELL_VERSION = '0.1.0';
+
+async function startGateway(prepared: PreparedRun, run: string): Promise<RunningGateway | undefined> {
+  const { egress, spec } = prepared;
+  if (!egress || !spec.egress) return undefined;
+  return startRunGateway(egress, spec.egress.socketPath, { cell: prepared.cell, run });
+}
 
 async function runBackend(prepared: PreparedRun): Promise<RunOutcome> {
   try {

@@ -1,0 +1,60 @@
+import { PROXY_USER } from './proxy-auth.js';
+
+/** Where the gateway wiring appears inside a cell (a tmpfs `/run`, so nothing of the host's). */
+export const CELL_EGRESS_DIR = '/run/agentcell';
+export const CELL_EGRESS_SOCKET = `${CELL_EGRESS_DIR}/egress.sock`;
+export const CELL_BRIDGE_SCRIPT = `${CELL_EGRESS_DIR}/agentcell-bridge.mjs`;
+/** The host's node, bound here when the cell runs on the host rootfs. */
+export const CELL_BRIDGE_NODE = `${CELL_EGRESS_DIR}/node`;
+/** The loopback port the bridge listens on inside the cell. */
+export const CELL_PROXY_PORT = 3128;
+/** How long the prelude waits for the bridge's `ready` line: 500 polls of 10 ms. */
+const READY_POLLS = 500;
+
+/**
+ * The variables that point a cell's tools at the bridge. The token appears only in the
+ * proxy URLs and AGENTCELL_PROXY_TOKEN (for the ssh ProxyCommand); it is per run and
+ * useless outside the cell's socket.
+ */
+export function proxyEnvironment(token: string, node: string): Record<string, string> {
+  const credentials = `${PROXY_USER}:${token}`;
+  const http = `http://${credentials}@127.0.0.1:${CELL_PROXY_PORT}`;
+  const socks = `socks5h://${credentials}@127.0.0.1:${CELL_PROXY_PORT}`;
+  const noProxy = 'localhost,127.0.0.1,::1';
+  return {
+    HTTP_PROXY: http,
+    HTTPS_PROXY: http,
+    http_proxy: http,
+    https_proxy: http,
+    ALL_PROXY: socks,
+    all_proxy: socks,
+    NO_PROXY: noProxy,
+    no_proxy: noProxy,
+    npm_config_proxy: http,
+    npm_config_https_proxy: http,
+    GIT_SSH_COMMAND: `ssh -o ProxyCommand='${node} ${CELL_BRIDGE_SCRIPT} connect ${CELL_EGRESS_SOCKET} %h %p'`,
+    AGENTCELL_PROXY_TOKEN: token,
+  };
+}
+
+/**
+ * The command a gateway cell runs: a POSIX sh prelude starts the bridge (detached from
+ * the command, so it is not the command's child), waits for its `ready` line, then execs
+ * the command, which keeps the shell's pid, its exit code and its signals. If the bridge
+ * never says ready, the command does not run (exit 125): no bridge, no network anyway.
+ */
+export function withBridge(node: string, argv: readonly string[]): string[] {
+  const ready = '/tmp/.agentcell-bridge-ready';
+  const script = [
+    `r=${ready}`,
+    `(${node} ${CELL_BRIDGE_SCRIPT} listen ${CELL_EGRESS_SOCKET} ${CELL_PROXY_PORT} </dev/null >"$r" &)`,
+    'i=0',
+    'until [ -s "$r" ] && read -r w p <"$r" && [ "$w" = ready ]; do',
+    `  i=$((i+1)); if [ "$i" -gt ${READY_POLLS} ]; then echo "agentcell: the egress bridge did not start in the cell" >&2; exit 125; fi`,
+    '  sleep 0.01',
+    'done',
+    'rm -f "$r"',
+    'exec "$@"',
+  ].join('\n');
+  return ['/bin/sh', '-c', script, 'agentcell-cell', ...argv];
+}
