@@ -3,6 +3,7 @@ import { execFileSync } from 'node:child_process';
 import {
   chmodSync,
   existsSync,
+  linkSync,
   lstatSync,
   mkdirSync,
   readFileSync,
@@ -14,6 +15,7 @@ import {
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { acceptChanges, type WorkspaceChange } from '../src/workspace/accept-changes.js';
+import { removeTrees } from '../src/workspace/overlay/layer-trash.js';
 import { listTree, makeSandbox } from './helpers.js';
 
 /** A hand-made layer holding what an agent left behind, hostile entries included. */
@@ -138,6 +140,25 @@ describe('accept', () => {
       });
       assert.match(result.refused[0]?.reason ?? '', /symlink on the host/);
       assert.deepEqual(listTree(outside), []);
+    } finally {
+      sb.cleanup();
+    }
+  });
+});
+
+describe('dropping layers after accept', () => {
+  it('opens up only directories, so files accept hard-linked into the workspace keep their modes', () => {
+    const sb = makeSandbox();
+    try {
+      const layer = join(sb.root, 'layer');
+      mkdirSync(join(layer, 'locked', 'inner'), { recursive: true });
+      writeFileSync(join(layer, 'f.txt'), 'x');
+      chmodSync(join(layer, 'f.txt'), 0o644);
+      chmodSync(join(layer, 'locked'), 0o000);
+      linkSync(join(layer, 'f.txt'), join(sb.workspace, 'f.txt'));
+      removeTrees([layer]);
+      assert.equal(existsSync(layer), false);
+      assert.equal(statSync(join(sb.workspace, 'f.txt')).mode & 0o7777, 0o644);
     } finally {
       sb.cleanup();
     }

@@ -8,7 +8,9 @@ import { AgentcellError } from '../../errors.js';
  * afterwards. A layer can hold directories the agent made unreadable (mode 000,
  * still owned by the host user), so deletion makes them accessible first.
  */
-const REMOVE_SCRIPT = 'chmod -R u+rwx -- "$@" 2>/dev/null; exec rm -rf -- "$@"';
+// Only directories are opened up (pre-order, so find can then enter them): files may be
+// hard-linked into the workspace by accept, and their modes are the workspace's now.
+const REMOVE_SCRIPT = 'find "$@" -type d ! -perm -u=rwx -exec chmod u+rwx {} \\; 2>/dev/null; exec rm -rf -- "$@"';
 
 export function trashDirOf(cellDir: string): string {
   return join(cellDir, 'trash');
