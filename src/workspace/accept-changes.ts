@@ -121,13 +121,18 @@ function apply(change: WorkspaceChange, request: AcceptRequest): void {
     chmodSync(target, stat.mode & 0o777);
     return;
   }
+  const existing = lstatOrUndefined(target);
+  // A new file can be linked straight into place: link(2) is atomic, so no temp and rename.
+  if (!existing && stat.isFile() && linkInto(source, target, stat.nlink)) {
+    if ((stat.mode & 0o7000) !== 0) chmodSync(target, stat.mode & 0o777); // no setuid, setgid or sticky bit
+    return;
+  }
   const temp = join(dirname(target), `.agentcell-accept-${randomBytes(6).toString('hex')}`);
   if (stat.isSymbolicLink()) symlinkSync(readlinkSync(source), temp);
   else {
     placeFile(source, temp, stat.nlink);
     chmodSync(temp, stat.mode & 0o777); // no setuid, setgid or sticky bit survives
   }
-  const existing = lstatOrUndefined(target);
   if (existing?.isDirectory()) removeHostPath(target);
   renameSync(temp, target);
 }
@@ -140,13 +145,19 @@ function apply(change: WorkspaceChange, request: AcceptRequest): void {
  * later edits.
  */
 function placeFile(source: string, temp: string, links: number): void {
-  if (links > 1) return copyFileSync(source, temp);
+  if (!linkInto(source, temp, links)) copyFileSync(source, temp);
+}
+
+/** Hard-links a layer file that nothing else links; false where a link can't be made (another filesystem). */
+function linkInto(source: string, target: string, links: number): boolean {
+  if (links > 1) return false;
   try {
-    linkSync(source, temp);
+    linkSync(source, target);
+    return true;
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
-    if (code !== 'EXDEV' && code !== 'EPERM' && code !== 'EMLINK') throw error;
-    copyFileSync(source, temp);
+    if (code === 'EXDEV' || code === 'EPERM' || code === 'EMLINK') return false;
+    throw error;
   }
 }
 
