@@ -1,10 +1,9 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { chmodSync, existsSync, lstatSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { chmodSync, existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { agentcell, inCell, makeSandbox, startCli, type CliResult, type Sandbox } from './helpers.js';
+import { inCell, makeSandbox, startCli, type Sandbox, ac, acJson, cellDirOf, snapshot } from './helpers.js';
 
 /**
  * DESIGN invariant 6 for real: agentcell is SIGKILLed mid-run. The cell dies with it,
@@ -30,41 +29,8 @@ interface Change {
   kind: string;
 }
 
-function ac(sb: Sandbox, ...args: string[]): CliResult {
-  return agentcell(args, { cwd: sb.workspace, env: sb.env });
-}
-
-function acJson<T>(sb: Sandbox, ...args: string[]): T {
-  const r = ac(sb, ...args);
-  assert.equal(r.status, 0, `agentcell ${args.join(' ')} exited ${String(r.status)}: ${r.stderr}`);
-  return JSON.parse(r.stdout) as T;
-}
-
 const diffPaths = (sb: Sandbox): string[] => acJson<Change[]>(sb, 'diff', '--json').map((c) => `${c.change} ${c.path}`);
 const receipts = (sb: Sandbox): ReceiptRow[] => acJson<ReceiptRow[]>(sb, 'receipt', 'list', '--json');
-
-function cellDirOf(sb: Sandbox): string {
-  const cells = join(sb.agentcellHome, 'state', 'cells');
-  const names = readdirSync(cells);
-  assert.equal(names.length, 1);
-  return join(cells, names[0]!);
-}
-
-/** Type, permissions, mtime and content of every entry under `root`. */
-function snapshot(root: string): Map<string, string> {
-  const entries = new Map<string, string>();
-  const walk = (rel: string): void => {
-    const full = rel ? join(root, rel) : root;
-    const st = lstatSync(full);
-    let detail = `${(st.mode & 0o177777).toString(8)} ${st.mtimeMs}`;
-    if (st.isFile()) detail += ' ' + createHash('sha256').update(readFileSync(full)).digest('hex');
-    if (st.isSymbolicLink()) detail += ' -> ' + readlinkSync(full);
-    entries.set(rel || '.', detail);
-    if (st.isDirectory()) for (const name of readdirSync(full).sort()) walk(rel ? `${rel}/${name}` : name);
-  };
-  walk('');
-  return entries;
-}
 
 /** Host processes whose command line holds `marker`, as `args` lines. */
 function hostProcesses(marker: string): string[] {

@@ -1,5 +1,7 @@
+import assert from 'node:assert/strict';
 import { spawn, spawnSync, type SpawnSyncReturns } from 'node:child_process';
-import { lstatSync, mkdirSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -99,4 +101,58 @@ export function listTree(dir: string, prefix = ''): string[] {
       return lstatSync(join(dir, rel)).isDirectory() ? [rel, ...listTree(dir, rel)] : [rel];
     })
     .sort();
+}
+
+/** Runs the CLI in the sandbox's workspace. */
+export function ac(sb: Sandbox, ...args: string[]): CliResult {
+  return agentcell(args, { cwd: sb.workspace, env: sb.env });
+}
+
+/** Runs the CLI, expects exit 0 and JSON on stdout. */
+export function acJson<T>(sb: Sandbox, ...args: string[]): T {
+  const r = ac(sb, ...args);
+  assert.equal(r.status, 0, `agentcell ${args.join(' ')} exited ${String(r.status)}: ${r.stderr}`);
+  return JSON.parse(r.stdout) as T;
+}
+
+/** The state dir of the one cell a fresh sandbox has after its first run. */
+export function cellDirOf(sb: Sandbox, name?: string): string {
+  const cells = join(sb.agentcellHome, 'state', 'cells');
+  if (name !== undefined) return join(cells, name);
+  const names = readdirSync(cells);
+  assert.equal(names.length, 1, `expected one cell, found ${names.join(', ')}`);
+  return join(cells, names[0]!);
+}
+
+/**
+ * Every entry under a directory: type, permission bits, mtime, and content hash or
+ * link target. Directories that can't be read (overlayfs leaves work/work at mode 000)
+ * are recorded, not entered.
+ */
+export function snapshot(root: string): Map<string, string> {
+  const entries = new Map<string, string>();
+  const walk = (rel: string): void => {
+    const full = rel ? join(root, rel) : root;
+    const st = lstatSync(full);
+    let detail = `${(st.mode & 0o177777).toString(8)} ${st.mtimeMs} ${st.size}`;
+    if (st.isFile()) {
+      try {
+        detail += ' ' + createHash('sha256').update(readFileSync(full)).digest('hex');
+      } catch {
+        detail += ' unreadable';
+      }
+    }
+    if (st.isSymbolicLink()) detail += ' -> ' + readlinkSync(full);
+    entries.set(rel || '.', detail);
+    if (!st.isDirectory()) return;
+    let names: string[];
+    try {
+      names = readdirSync(full);
+    } catch {
+      return;
+    }
+    for (const name of names.sort()) walk(rel ? `${rel}/${name}` : name);
+  };
+  walk('');
+  return entries;
 }

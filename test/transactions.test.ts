@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
 import {
   chmodSync,
   cpSync,
@@ -14,7 +13,18 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { agentcell, inCell, makeSandbox, startCli, type CliResult, type Sandbox } from './helpers.js';
+import {
+  agentcell,
+  inCell,
+  makeSandbox,
+  startCli,
+  type CliResult,
+  type Sandbox,
+  ac,
+  acJson,
+  cellDirOf,
+  snapshot,
+} from './helpers.js';
 
 /**
  * Workspace transactions through the real CLI on real bwrap + overlayfs: a run's
@@ -50,18 +60,6 @@ interface Verification {
   problems: { id: string; seq: number; problem: string }[];
 }
 
-/** Runs the CLI in the sandbox's workspace. */
-function ac(sb: Sandbox, ...args: string[]): CliResult {
-  return agentcell(args, { cwd: sb.workspace, env: sb.env });
-}
-
-/** Runs the CLI, expects exit 0 and JSON on stdout. */
-function acJson<T>(sb: Sandbox, ...args: string[]): T {
-  const r = ac(sb, ...args);
-  assert.equal(r.status, 0, `agentcell ${args.join(' ')} exited ${String(r.status)}: ${r.stderr}`);
-  return JSON.parse(r.stdout) as T;
-}
-
 /** A run in the cell that must exit `code`. */
 function runOk(sb: Sandbox, script: string, extra: string[] = [], code = 0): CliResult {
   const r = inCell(sb, script, extra);
@@ -91,49 +89,7 @@ function changes(list: [string, Change['change'], Change['kind'], string?][]): C
     .sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
 }
 
-/** The state dir of the one cell a fresh sandbox has after its first run. */
-function cellDirOf(sb: Sandbox, name?: string): string {
-  const cells = join(sb.agentcellHome, 'state', 'cells');
-  if (name !== undefined) return join(cells, name);
-  const names = readdirSync(cells);
-  assert.equal(names.length, 1, `expected one cell, found ${names.join(', ')}`);
-  return join(cells, names[0]!);
-}
-
 const cellNameOf = (sb: Sandbox): string => cellDirOf(sb).split('/').pop()!;
-
-/**
- * Every entry under a directory: type, permission bits, mtime, and content hash or
- * link target. Directories that can't be read (overlayfs leaves work/work at mode 000)
- * are recorded, not entered.
- */
-function snapshot(root: string): Map<string, string> {
-  const entries = new Map<string, string>();
-  const walk = (rel: string): void => {
-    const full = rel ? join(root, rel) : root;
-    const st = lstatSync(full);
-    let detail = `${(st.mode & 0o177777).toString(8)} ${st.mtimeMs} ${st.size}`;
-    if (st.isFile()) {
-      try {
-        detail += ' ' + createHash('sha256').update(readFileSync(full)).digest('hex');
-      } catch {
-        detail += ' unreadable';
-      }
-    }
-    if (st.isSymbolicLink()) detail += ' -> ' + readlinkSync(full);
-    entries.set(rel || '.', detail);
-    if (!st.isDirectory()) return;
-    let names: string[];
-    try {
-      names = readdirSync(full);
-    } catch {
-      return;
-    }
-    for (const name of names.sort()) walk(rel ? `${rel}/${name}` : name);
-  };
-  walk('');
-  return entries;
-}
 
 /** What a tree holds, by path: file content, `dir`, `-> target` or `fifo`; `.git` left out unless asked. */
 function contents(root: string, { withGit = false } = {}): Record<string, string> {
