@@ -88,17 +88,9 @@ const LOOPBACK_HOSTS = new Set(['127.0.0.1', '::1']);
 const CONNECT_ESTABLISHED = 'HTTP/1.1 200 Connection established\r\n\r\n';
 const EMPTY = Buffer.alloc(0);
 
-interface Outcome {
-  host: string;
-  port: number;
-  address: string | null;
-  decision: 'allow' | 'deny';
-  rule: string | null;
-  reason: EgressReason;
-  bytesUp?: number;
-  bytesDown?: number;
-  revoked?: boolean;
-}
+/** A connection's decision, before the gateway stamps it with time, cell, run and kind. */
+type Outcome = Pick<EgressEvent, 'host' | 'port' | 'address' | 'decision' | 'rule' | 'reason'> &
+  Partial<Pick<EgressEvent, 'bytesUp' | 'bytesDown'>> & { revoked?: boolean };
 
 /**
  * The egress gateway: one listener (unix socket, optionally loopback TCP) speaking
