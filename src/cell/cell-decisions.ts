@@ -5,7 +5,7 @@ import type { AgentcellPaths } from '../paths.js';
 import { decisionDraft, type Decision, type Receipt } from '../receipts/receipt.js';
 import { appendReceipt, latestReceipt, listReceipts, type ReceiptStore } from '../receipts/receipt-store.js';
 import { acceptChanges, type AcceptResult } from '../workspace/accept-changes.js';
-import { diffLayers, type LayerChange } from '../workspace/overlay/layer-diff.js';
+import { countChanges, diffLayers, type LayerChange } from '../workspace/overlay/layer-diff.js';
 import {
   checkpoint as freezeLayer,
   findLayer,
@@ -16,7 +16,6 @@ import {
   type FrozenLayer,
   type LayerStack,
 } from '../workspace/overlay/layer-stack.js';
-import { countChanges } from './run-cell.js';
 import { cellDir, openCell, readCell } from './cell-store.js';
 import { openTransaction, type CellTransaction } from './cell-transaction.js';
 

@@ -1,7 +1,8 @@
-import { mkdirSync, readdirSync, readFileSync, realpathSync, renameSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, realpathSync, renameSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { AgentcellError } from '../errors.js';
 import type { AgentcellPaths } from '../paths.js';
+import { readJsonFile } from '../read-json-file.js';
 import { removeTrees } from '../workspace/overlay/layer-trash.js';
 import { checkCellName, defaultCellName } from './cell-name.js';
 
@@ -23,11 +24,7 @@ export function cellDir(paths: AgentcellPaths, name: string): string {
 }
 
 export function readCell(paths: AgentcellPaths, name: string): CellRecord | undefined {
-  try {
-    return JSON.parse(readFileSync(join(cellDir(paths, name), 'cell.json'), 'utf8')) as CellRecord;
-  } catch {
-    return undefined;
-  }
+  return readJsonFile<CellRecord>(join(cellDir(paths, name), 'cell.json'));
 }
 
 /**

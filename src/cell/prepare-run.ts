@@ -1,9 +1,10 @@
-import { existsSync, readFileSync, realpathSync, statSync } from 'node:fs';
+import { existsSync, realpathSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { isAbsolute, join, relative, resolve, sep } from 'node:path';
 import type { Backend, BackendPlan, CellEgress, CellSpec, ExtraMount } from '../backends/backend.js';
 import { createBwrapBackend } from '../backends/bwrap-backend.js';
 import { AgentcellError } from '../errors.js';
+import { readJsonFile } from '../read-json-file.js';
 import type { AgentcellPaths } from '../paths.js';
 import { assertBreakglassAck, assertModeAllows, assess, localDate, type Assurance } from '../policy/assurance.js';
 import { resolvePolicy, sourceOf, type ResolvedPolicy } from '../policy/resolve-policy.js';
@@ -295,12 +296,4 @@ function requireOverlayTools(): OverlayTools {
       'overlay workspaces need unshare and mount (util-linux): sudo apt-get install util-linux, or use --workspace-mode direct',
     );
   return tools;
-}
-
-function readJsonFile<T>(path: string): T | undefined {
-  try {
-    return JSON.parse(readFileSync(path, 'utf8')) as T;
-  } catch {
-    return undefined;
-  }
 }

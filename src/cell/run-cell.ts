@@ -2,6 +2,8 @@ import { mkdirSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { SecretScanCache } from '../workspace/secret-scan.js';
 import type { RunOutcome } from '../backends/backend.js';
+import { AGENTCELL_VERSION } from '../version.js';
+import { countChanges } from '../workspace/overlay/layer-diff.js';
 import { AgentcellError } from '../errors.js';
 import type { AgentcellPaths } from '../paths.js';
 import type { Receipt } from '../receipts/receipt.js';
@@ -118,8 +120,6 @@ function runDraft(prepared: PreparedRun, paths: AgentcellPaths, before: string |
   };
 }
 
-export const AGENTCELL_VERSION = '0.1.0';
-
 async function startGateway(prepared: PreparedRun, run: string): Promise<RunningGateway | undefined> {
   const { egress, spec } = prepared;
   if (!egress || !spec.egress) return undefined;
@@ -164,16 +164,6 @@ async function freezeLeftovers(stack: LayerStack, workspace: string, policyHash:
 
 function topLayerId(stack: LayerStack): string | null {
   return stack.layers[stack.layers.length - 1]?.id ?? null;
-}
-
-export function countChanges(changes: readonly { change: 'added' | 'modified' | 'deleted' }[]): {
-  added: number;
-  modified: number;
-  deleted: number;
-} {
-  const counts = { added: 0, modified: 0, deleted: 0 };
-  for (const c of changes) counts[c.change]++;
-  return counts;
 }
 
 /** Another command may have changed the layers between planning and locking: plan again if so. */

@@ -1,7 +1,8 @@
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { findExecutable } from '../find-executable.js';
+import { readJsonFile } from '../read-json-file.js';
 
 interface CachedVersion {
   path: string;
@@ -24,7 +25,7 @@ export function toolVersion(
   if (!path) return 'not found';
   const stat = statSync(path);
   const cacheFile = join(stateDir, 'tool-versions.json');
-  const cache = readCache(cacheFile);
+  const cache = readJsonFile<Record<string, CachedVersion>>(cacheFile) ?? {};
   const hit = cache[tool];
   if (hit && hit.path === path && hit.mtimeMs === stat.mtimeMs && hit.size === stat.size) return hit.version;
   const result = spawnSync(path, ['--version'], { encoding: 'utf8', timeout: 3000 });
@@ -39,14 +40,6 @@ export function toolVersion(
     // a read-only state dir only costs the next run a spawn
   }
   return version;
-}
-
-function readCache(file: string): Record<string, CachedVersion> {
-  try {
-    return JSON.parse(readFileSync(file, 'utf8')) as Record<string, CachedVersion>;
-  } catch {
-    return {};
-  }
 }
 
 function firstLine(output: string): string {

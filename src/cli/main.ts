@@ -1,6 +1,7 @@
 import { Command, CommanderError } from 'commander';
 import { PhaseTimer } from '../cell/phase-timer.js';
 import { AgentcellError } from '../errors.js';
+import { AGENTCELL_VERSION } from '../version.js';
 import { registerCellCommands } from './commands/cell-commands.js';
 import { registerHostCommands } from './commands/host-commands.js';
 import { registerReceiptCommands } from './commands/receipt-commands.js';
@@ -15,7 +16,7 @@ const timer = new PhaseTimer();
 export function buildProgram(ctx: CliContext): Command {
   const program = new Command('agentcell')
     .description('Run AI coding agents in a bounded local cell.')
-    .version('0.1.0')
+    .version(AGENTCELL_VERSION)
     .enablePositionalOptions()
     .showHelpAfterError('(run agentcell help for usage)')
     .exitOverride();

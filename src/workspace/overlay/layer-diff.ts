@@ -236,3 +236,10 @@ function listDir(dir: string): string[] {
     throw error;
   }
 }
+
+/** How many paths each kind of change touches, for receipts. */
+export function countChanges(changes: readonly { change: ChangeType }[]): Record<ChangeType, number> {
+  const counts = { added: 0, modified: 0, deleted: 0 };
+  for (const c of changes) counts[c.change]++;
+  return counts;
+}
