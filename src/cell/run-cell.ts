@@ -70,12 +70,12 @@ export async function runPrepared(
     const git = await gitBefore;
     let changes = { added: 0, modified: 0, deleted: 0 };
     let after = before;
-    if (stack) {
+    if (stack && readdirSync(stack.upper).length > 0) {
       const { diffLayers } = await import('../workspace/overlay/layer-diff.js');
       const runChanges = await diffLayers({ ...stack, layers: [] }, prepared.workspace);
       changes = countChanges(runChanges);
       if (runChanges.length > 0) after = checkpoint(stack, { policyHash: prepared.resolved.hash }).layer.id;
-    } else {
+    } else if (!stack) {
       changes = countGitChanges(git, await readGitState(prepared.workspace));
     }
     prepared.timer.mark('finalize');

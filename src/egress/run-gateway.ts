@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import type { CellEgress, CellSpec } from '../backends/backend.js';
 import { sha256 } from '../policy/canonical-hash.js';
 import { AgentcellError } from '../errors.js';
-import { createEgressGateway, type EgressGateway } from './egress-gateway.js';
+import type { EgressGateway } from './egress-gateway.js';
 import type { EgressCounters } from './egress-log.js';
 import type { HostRules } from './host-rules.js';
 
@@ -85,6 +85,8 @@ export async function startRunGateway(
   mkdirSync(egress.logDir, { recursive: true, mode: 0o700 });
   const logPath = join(egress.logDir, `${ids.run}.jsonl`);
   rmSync(socketPath, { force: true }); // a killed run's leftover
+  // Loaded here, not at the top: it brings node:http and node:dns, which runs without network never need.
+  const { createEgressGateway } = await import('./egress-gateway.js');
   const gateway = createEgressGateway({
     rules: egress.rules,
     token: egress.token,

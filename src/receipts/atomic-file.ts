@@ -12,12 +12,26 @@ export function tempPathFor(path: string): string {
   return join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
 }
 
-/** Writes a new file with `mode`, flushed to disk; fails if `path` exists. */
-export function writeNewFileSync(path: string, data: string | Uint8Array, mode: number): void {
+/**
+ * Durable writes survive a machine crash (fsync of the file and its directory). Files
+ * that only have to survive agentcell being killed (locks, the run journal: the page
+ * cache outlives a process) skip the fsyncs, which cost milliseconds on every run.
+ */
+export interface WriteOptions {
+  durable?: boolean;
+}
+
+/** Writes a new file with `mode`, flushed to disk unless not durable; fails if `path` exists. */
+export function writeNewFileSync(
+  path: string,
+  data: string | Uint8Array,
+  mode: number,
+  options: WriteOptions = {},
+): void {
   const fd = openSync(path, 'wx', mode);
   try {
     writeFileSync(fd, data);
-    fsyncSync(fd);
+    if (options.durable !== false) fsyncSync(fd);
   } finally {
     closeSync(fd);
   }
@@ -42,25 +56,35 @@ export function fsyncDir(path: string): void {
 }
 
 /** temp + fsync + rename + fsync(dir): readers see the old file or the whole new one. */
-export function writeFileAtomic(path: string, data: string | Uint8Array, mode = 0o600): void {
+export function writeFileAtomic(
+  path: string,
+  data: string | Uint8Array,
+  mode = 0o600,
+  options: WriteOptions = {},
+): void {
   const temp = tempPathFor(path);
   try {
-    writeNewFileSync(temp, data, mode);
+    writeNewFileSync(temp, data, mode, options);
     renameSync(temp, path);
   } catch (error) {
     removeQuietly(temp);
     throw error;
   }
-  fsyncDir(dirname(path));
+  if (options.durable !== false) fsyncDir(dirname(path));
 }
 
 /**
  * Like writeFileAtomic, but never replaces an existing file: temp + fsync + link.
  * Returns false (and writes nothing) when `path` already exists.
  */
-export function createFileAtomic(path: string, data: string | Uint8Array, mode = 0o600): boolean {
+export function createFileAtomic(
+  path: string,
+  data: string | Uint8Array,
+  mode = 0o600,
+  options: WriteOptions = {},
+): boolean {
   const temp = tempPathFor(path);
-  writeNewFileSync(temp, data, mode);
+  writeNewFileSync(temp, data, mode, options);
   try {
     linkSync(temp, path);
   } catch (error) {
@@ -69,7 +93,7 @@ export function createFileAtomic(path: string, data: string | Uint8Array, mode =
   } finally {
     removeQuietly(temp);
   }
-  fsyncDir(dirname(path));
+  if (options.durable !== false) fsyncDir(dirname(path));
   return true;
 }
 

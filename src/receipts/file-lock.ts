@@ -3,6 +3,9 @@ import { randomBytes } from 'node:crypto';
 import { linkSync, readFileSync, renameSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { createFileAtomic, removeQuietly } from './atomic-file.js';
+
+/** A lock only matters while its owner lives, and a machine crash ends every owner. */
+const NOT_DURABLE = { durable: false };
 import { currentProcess, isProcessAlive, type ProcessOwner } from './process-identity.js';
 
 /** What a lock file holds: who has it, since when, doing what. */
@@ -49,7 +52,7 @@ export async function acquireFileLock(path: string, options: FileLockOptions = {
   const started = Date.now();
   const deadline = options.wait ? started + (options.timeoutMs ?? Number.POSITIVE_INFINITY) : started + 2_000;
   for (let attempt = 0; ; attempt++) {
-    if (createFileAtomic(path, content, 0o600)) return releaser(path, me.nonce);
+    if (createFileAtomic(path, content, 0o600, NOT_DURABLE)) return releaser(path, me.nonce);
     const raw = readRaw(path);
     if (raw === null) continue; // released meanwhile
     const holder = parseHolder(raw);
@@ -100,7 +103,7 @@ function breakStaleLock(path: string, staleRaw: string, isAlive: (holder: Proces
     acquiredAt: new Date().toISOString(),
     nonce: randomBytes(12).toString('hex'),
   };
-  if (!createFileAtomic(breakPath, `${JSON.stringify(breaker)}\n`, 0o600)) {
+  if (!createFileAtomic(breakPath, `${JSON.stringify(breaker)}\n`, 0o600, NOT_DURABLE)) {
     // Someone else is breaking it. If that breaker died mid-way, clear its marker so the next attempt can.
     const other = readLockHolder(breakPath);
     if (other === null || !isAlive(other)) removeQuietly(breakPath);

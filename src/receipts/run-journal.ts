@@ -13,7 +13,12 @@ import { appendReceiptLocked, withReceiptLock, type ReceiptStore } from './recei
  * into a signed receipt and removes it. If agentcell dies in between, the entry
  * stays, and the next command's `recoverInterrupted` finds its process gone and
  * receipts the run as `interrupted`.
+ *
+ * Entries are written without fsync: they must survive agentcell being killed, which
+ * the page cache does, and a machine crash ends the run's cell too. The receipt that
+ * replaces an entry is durable, and so is the entry's removal.
  */
+const JOURNAL_WRITE = { durable: false };
 
 /** The receipt fields of a run known before it starts (the rest come from its result). */
 export type RunDraft = Omit<
@@ -64,7 +69,7 @@ export function beginRun(
     draft,
   };
   ensureDir(runsDir(cellDir), 0o700);
-  writeFileAtomic(entryPath(cellDir, entry.id), `${JSON.stringify(entry, null, 2)}\n`, 0o600);
+  writeFileAtomic(entryPath(cellDir, entry.id), `${JSON.stringify(entry, null, 2)}\n`, 0o600, JOURNAL_WRITE);
   return entry;
 }
 
@@ -72,7 +77,7 @@ export function beginRun(
 export function updateRun(cellDir: string, id: string, patch: Partial<RunDraft>): RunJournalEntry {
   const entry = readEntry(cellDir, id);
   const updated: RunJournalEntry = { ...entry, draft: mergeDraft(entry.draft, patch) };
-  writeFileAtomic(entryPath(cellDir, id), `${JSON.stringify(updated, null, 2)}\n`, 0o600);
+  writeFileAtomic(entryPath(cellDir, id), `${JSON.stringify(updated, null, 2)}\n`, 0o600, JOURNAL_WRITE);
   return updated;
 }
 

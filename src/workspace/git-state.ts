@@ -1,4 +1,6 @@
 import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 
 export interface GitState {
   /** The commit HEAD points at, or null outside a repository (or before the first commit). */
@@ -14,6 +16,7 @@ export interface GitState {
  * after, so it never adds to the run's latency; an absent git or repo gives nulls.
  */
 export async function readGitState(workspace: string): Promise<GitState> {
+  if (!insideRepository(workspace)) return { gitRef: null, gitDirty: null, status: null };
   const [ref, status] = await Promise.all([
     git(workspace, ['rev-parse', '--verify', '-q', 'HEAD']),
     git(workspace, ['status', '--porcelain=v1', '-z', '--untracked-files=all']),
@@ -46,6 +49,14 @@ export function countGitChanges(
   }
   for (const path of before.status.keys()) if (!after.status.has(path)) counts.modified++;
   return counts;
+}
+
+/** A `.git` here or above: outside one, two git processes per run would only say "not a repository". */
+function insideRepository(workspace: string): boolean {
+  for (let dir = workspace; ; dir = dirname(dir)) {
+    if (existsSync(join(dir, '.git'))) return true;
+    if (dirname(dir) === dir) return false;
+  }
 }
 
 function parsePorcelain(output: string): Map<string, string> {
