@@ -11,7 +11,8 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 # procps, util-linux (script, setsid): the tests drive real terminals and processes.
 # util-linux (unshare, mount) and attr (getfattr) make and read overlay workspaces.
 # curl and openssl: the egress tests make a test CA and fetch through the gateway.
-PACKAGES=(bubblewrap git python3 perl procps util-linux attr curl openssl ca-certificates)
+# fuse-overlayfs: the overlay workspace where the kernel refuses overlayfs in a user namespace.
+PACKAGES=(bubblewrap git python3 perl procps util-linux attr curl openssl ca-certificates fuse-overlayfs)
 
 missing=()
 for p in "${PACKAGES[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p"); done
@@ -21,6 +22,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+
+# fuse3 makes /dev/fuse usable by every user through udev; machines without udev (containers, some
+# VMs) leave it root-only, and then fuse-overlayfs works for root alone.
+if [ -c /dev/fuse ] && [ "$(stat -c %a /dev/fuse)" != 666 ]; then $SUDO chmod 0666 /dev/fuse; fi
 
 node_major=$(node -p 'process.versions.node.split(".")[0]')
 if [ "$node_major" -lt 20 ]; then

@@ -44,6 +44,7 @@ import { readOverlayXattrs } from '../src/workspace/overlay/overlay-xattrs.js';
  */
 
 const SUPPORT = overlaySupport();
+const DRIVERS = ['kernel', 'fuse-overlayfs'] as const;
 
 interface CellResult {
   status: number | null;
@@ -71,7 +72,7 @@ function runCell(stack: LayerStack, workspace: string, script: string): Promise<
     tty: false,
   };
   const plan = planBwrap(spec);
-  const wrapper = overlayWrapper(stack, workspace, SUPPORT.tools);
+  const wrapper = overlayWrapper(stack, workspace, overlaySupport(tmpdir(), stack.driver).tools);
   const bind = plan.argv.findIndex((arg, i) => arg === '--bind' && plan.argv[i + 1] === workspace);
   assert.ok(bind > 0, 'the plan binds the workspace');
   plan.argv[bind + 1] = wrapper.merged;
@@ -124,241 +125,265 @@ function write(root: string, files: Record<string, string>): void {
   }
 }
 
+/** fuse-overlayfs processes still serving a cell dir's layers. */
+function fuseDaemonsOf(cellDir: string): string[] {
+  const found: string[] = [];
+  for (const pid of readdirSync('/proc').filter((name) => /^\d+$/.test(name))) {
+    try {
+      const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+      const cwd = readlinkSync(`/proc/${pid}/cwd`);
+      if (cmdline.includes('fuse-overlayfs') && cwd.startsWith(cellDir)) found.push(`${pid} ${cmdline}`);
+    } catch {
+      // gone, or not ours to read
+    }
+  }
+  return found;
+}
+
 function hostMountsUnder(root: string): string[] {
   return readFileSync('/proc/self/mountinfo', 'utf8')
     .split('\n')
-    .filter((line) => line.includes(root) || line.includes(' overlay '));
+    .filter((line) => line.includes(root)); // our overlays name their layers under root; a container engine has its own
 }
 
 const byPath = (a: LayerChange, b: LayerChange): number => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0);
 const changes = (list: [string, LayerChange['change'], LayerChange['kind']][]): LayerChange[] =>
   list.map(([path, change, kind]) => ({ path, change, kind })).sort(byPath);
 
-describe('overlay workspace', () => {
-  let root: string;
-  let workspace: string;
-  let cellDir: string;
-  let stack: LayerStack;
-  let pristine: Map<string, string>;
+for (const driver of DRIVERS)
+  describe(`overlay workspace (${driver})`, () => {
+    const support = overlaySupport(tmpdir(), driver);
+    let root: string;
+    let workspace: string;
+    let cellDir: string;
+    let stack: LayerStack;
+    let pristine: Map<string, string>;
 
-  before(() => {
-    assert.equal(SUPPORT.available, true, `overlay support: ${SUPPORT.detail}`);
-    root = mkdtempSync(join(tmpdir(), 'agentcell-overlay-'));
-    workspace = join(root, 'work');
-    cellDir = join(root, 'state', 'cells', 'c1');
-    write(workspace, {
-      'a.txt': 'a\n',
-      'del.txt': 'delete me\n',
-      'same.txt': 'same\n',
-      'mode.sh': 'echo hi\n',
-      'gone/x': 'x\n',
-      'gone/y/z': 'z\n',
-      'redo/old': 'old\n',
-      'redo/keep': 'k\n',
-      'mvme/f': 'f\n',
-      'sub/b.txt': 'b\n',
-      '.env': 'API_KEY=canary\n',
-      '.git/hooks/pre-commit': '#!/bin/sh\n',
+    before(() => {
+      assert.equal(support.available, true, `overlay support: ${support.detail}`);
+      root = mkdtempSync(join(tmpdir(), 'agentcell-overlay-'));
+      workspace = join(root, 'work');
+      cellDir = join(root, 'state', 'cells', 'c1');
+      write(workspace, {
+        'a.txt': 'a\n',
+        'del.txt': 'delete me\n',
+        'same.txt': 'same\n',
+        'mode.sh': 'echo hi\n',
+        'gone/x': 'x\n',
+        'gone/y/z': 'z\n',
+        'redo/old': 'old\n',
+        'redo/keep': 'k\n',
+        'mvme/f': 'f\n',
+        'sub/b.txt': 'b\n',
+        '.env': 'API_KEY=canary\n',
+        '.git/hooks/pre-commit': '#!/bin/sh\n',
+      });
+      symlinkSync('a.txt', join(workspace, 'link'));
+      chmodSync(join(workspace, 'mode.sh'), 0o644);
+      pristine = snapshot(workspace);
+      stack = openLayerStack(cellDir, driver);
+      assert.equal(stack.driver, driver);
     });
-    symlinkSync('a.txt', join(workspace, 'link'));
-    chmodSync(join(workspace, 'mode.sh'), 0o644);
-    pristine = snapshot(workspace);
-    stack = openLayerStack(cellDir);
-  });
-  after(() => removeTrees([root]));
+    after(() => removeTrees([root]));
 
-  const RUN1_DIFF = changes([
-    ['a.txt', 'modified', 'file'],
-    ['del.txt', 'deleted', 'file'],
-    ['gone', 'deleted', 'dir'],
-    ['gone/x', 'deleted', 'file'],
-    ['gone/y', 'deleted', 'dir'],
-    ['gone/y/z', 'deleted', 'file'],
-    ['link', 'modified', 'symlink'],
-    ['mode.sh', 'modified', 'file'],
-    ['moved', 'added', 'dir'],
-    ['moved/f', 'added', 'file'],
-    ['mvme', 'deleted', 'dir'],
-    ['mvme/f', 'deleted', 'file'],
-    ['new.txt', 'added', 'file'],
-    ['newdir', 'added', 'dir'],
-    ['newdir/f', 'added', 'file'],
-    ['redo/new', 'added', 'file'],
-    ['redo/old', 'deleted', 'file'],
-  ]);
-  let firstLayer: string;
-
-  it('the wrapper is pure: planning it touches nothing', () => {
-    const before = snapshot(cellDir);
-    const wrapper = overlayWrapper(stack, workspace, SUPPORT.tools);
-    assert.equal(wrapper.merged, join(cellDir, 'merged'));
-    assert.equal(wrapper.argvPrefix[0], SUPPORT.tools!.unshare);
-    assert.deepEqual(wrapper.argvPrefix.slice(1, 7), [
-      '--user',
-      '--map-root-user',
-      '--mount',
-      '--propagation',
-      'private',
-      '--',
+    const RUN1_DIFF = changes([
+      ['a.txt', 'modified', 'file'],
+      ['del.txt', 'deleted', 'file'],
+      ['gone', 'deleted', 'dir'],
+      ['gone/x', 'deleted', 'file'],
+      ['gone/y', 'deleted', 'dir'],
+      ['gone/y/z', 'deleted', 'file'],
+      ['link', 'modified', 'symlink'],
+      ['mode.sh', 'modified', 'file'],
+      ['moved', 'added', 'dir'],
+      ['moved/f', 'added', 'file'],
+      ['mvme', 'deleted', 'dir'],
+      ['mvme/f', 'deleted', 'file'],
+      ['new.txt', 'added', 'file'],
+      ['newdir', 'added', 'dir'],
+      ['newdir/f', 'added', 'file'],
+      ['redo/new', 'added', 'file'],
+      ['redo/old', 'deleted', 'file'],
     ]);
-    assert.deepEqual(snapshot(cellDir), before);
-    assert.deepEqual(lowerDirs(stack, workspace), [workspace]);
+    let firstLayer: string;
+
+    it('the wrapper is pure: planning it touches nothing', () => {
+      const before = snapshot(cellDir);
+      const wrapper = overlayWrapper(stack, workspace, support.tools);
+      assert.equal(wrapper.merged, join(cellDir, 'merged'));
+      assert.equal(wrapper.argvPrefix[0], support.tools!.unshare);
+      assert.deepEqual(wrapper.argvPrefix.slice(1, 7), [
+        '--user',
+        '--map-root-user',
+        '--mount',
+        '--propagation',
+        'private',
+        '--',
+      ]);
+      assert.deepEqual(snapshot(cellDir), before);
+      assert.deepEqual(lowerDirs(stack, workspace), [workspace]);
+    });
+
+    it('a run changes the merged view only: the host workspace is untouched, diff lists the changes', async () => {
+      const r = await runCell(
+        stack,
+        workspace,
+        [
+          'set -e',
+          'echo more >> a.txt',
+          'rm del.txt',
+          'rm -rf gone',
+          'rm -rf redo && mkdir redo && echo k > redo/keep && echo n > redo/new',
+          'touch same.txt',
+          'chmod 755 mode.sh',
+          'ln -sfn sub/b.txt link',
+          'echo new > new.txt',
+          'mkdir newdir && echo f > newdir/f',
+          'mv mvme moved',
+          'test "$(id -u)" = 1000',
+          'cat a.txt',
+          'exit 7',
+        ].join('\n'),
+      );
+      assert.equal(r.status, 7, `exit code passes through; stderr: ${r.stderr}`);
+      assert.equal(r.stdout, 'a\nmore\n');
+      assert.deepEqual(snapshot(workspace), pristine, 'the host workspace is byte-for-byte unchanged');
+      assert.deepEqual(hostMountsUnder(root), [], 'nothing stays mounted on the host');
+
+      const upper = stack.upper;
+      const uid = process.getuid!();
+      for (const name of readdirSync(upper)) assert.equal(lstatSync(join(upper, name)).uid, uid, `${name} owned by us`);
+      const whiteout = lstatSync(join(upper, 'del.txt'));
+      assert.ok(whiteout.isCharacterDevice() && whiteout.rdev === 0, 'a deletion is a 0/0 whiteout');
+      const xattrs = await readOverlayXattrs([upper]);
+      const opaque = driver === 'kernel' ? 'user.overlay.opaque' : 'user.fuseoverlayfs.opaque';
+      assert.equal(xattrs.get(join(upper, 'redo'))?.get(opaque)?.toString(), 'y', 'redo is opaque');
+      assert.deepEqual(fuseDaemonsOf(cellDir), [], 'no fuse-overlayfs daemon outlives the cell');
+
+      assert.deepEqual(await diffLayers(stack, workspace), RUN1_DIFF);
+    });
+
+    it('both xattr readers agree', async () => {
+      assert.deepEqual(await diffLayers(stack, workspace, { xattrReader: 'python3' }), RUN1_DIFF);
+      assert.deepEqual(await diffLayers(stack, workspace, { xattrReader: 'getfattr' }), RUN1_DIFF);
+    });
+
+    it('control-plane paths stay read-only, masks hide secrets, and neither leaves a trace in the layer', async () => {
+      const r = await runCell(
+        stack,
+        workspace,
+        [
+          'echo x > .git/hooks/pre-commit && echo HOOK-WRITTEN',
+          'cat .env && echo ENV-READ',
+          'grep -q "^Seccomp:[[:space:]]*2" /proc/self/status && echo SECCOMP',
+          'unshare -U true 2>/dev/null && echo USERNS-ALLOWED',
+          'exit 0',
+        ].join('\n'),
+      );
+      assert.equal(r.status, 0, r.stderr);
+      assert.equal(r.stdout, 'SECCOMP\n');
+      assert.deepEqual(await diffLayers(stack, workspace), RUN1_DIFF);
+      assert.deepEqual(snapshot(workspace), pristine);
+    });
+
+    it('checkpoint freezes the layer; the next run sees it and stacks on it', async () => {
+      const { stack: next, layer } = checkpoint(stack, { name: 'first', policyHash: 'sha256:p1' });
+      stack = next;
+      firstLayer = layer.id;
+      assert.equal(stack.layers.length, 1);
+      assert.deepEqual(readdirSync(stack.upper), [], 'a fresh upper layer');
+      assert.deepEqual(lowerDirs(stack, workspace), [layer.dir, workspace]);
+      assert.deepEqual(await diffLayers(stack, workspace), RUN1_DIFF, 'a checkpoint changes no diff');
+      const json = JSON.parse(readFileSync(join(cellDir, 'layers.json'), 'utf8')) as { layers: { name: string }[] };
+      assert.equal(json.layers[0]!.name, 'first');
+      assert.throws(() => checkpoint(stack, { name: 'first', policyHash: 'x' }), /already exists/);
+
+      const r = await runCell(
+        stack,
+        workspace,
+        [
+          'set -e',
+          'cat new.txt',
+          'rm new.txt',
+          'rm -rf newdir',
+          'echo more >> sub/b.txt',
+          'echo x > x.txt',
+          'echo again > del.txt',
+          'rm a.txt',
+        ].join('\n'),
+      );
+      assert.equal(r.status, 0, r.stderr);
+      assert.equal(r.stdout, 'new\n');
+      assert.deepEqual(snapshot(workspace), pristine);
+      assert.deepEqual(
+        await diffLayers(stack, workspace),
+        changes([
+          ['a.txt', 'deleted', 'file'],
+          ['del.txt', 'modified', 'file'],
+          ['gone', 'deleted', 'dir'],
+          ['gone/x', 'deleted', 'file'],
+          ['gone/y', 'deleted', 'dir'],
+          ['gone/y/z', 'deleted', 'file'],
+          ['link', 'modified', 'symlink'],
+          ['mode.sh', 'modified', 'file'],
+          ['moved', 'added', 'dir'],
+          ['moved/f', 'added', 'file'],
+          ['mvme', 'deleted', 'dir'],
+          ['mvme/f', 'deleted', 'file'],
+          ['redo/new', 'added', 'file'],
+          ['redo/old', 'deleted', 'file'],
+          ['sub/b.txt', 'modified', 'file'],
+          ['x.txt', 'added', 'file'],
+        ]),
+      );
+    });
+
+    it('fork copies the stack: the fork has the same diff and runs independently', async () => {
+      const forked = fork(stack, join(root, 'state', 'cells', 'c2'));
+      assert.deepEqual(await diffLayers(forked, workspace), await diffLayers(stack, workspace));
+      const r = await runCell(forked, workspace, 'echo fork >> sub/b.txt && echo forked > only-in-fork');
+      assert.equal(r.status, 0, r.stderr);
+      const original = await diffLayers(stack, workspace);
+      assert.ok(!original.some((c) => c.path === 'only-in-fork'));
+      assert.ok((await diffLayers(forked, workspace)).some((c) => c.path === 'only-in-fork'));
+      assert.equal(
+        readFileSync(join(stack.upper, 'sub/b.txt'), 'utf8'),
+        'b\nmore\n',
+        "the original's upper is its own",
+      );
+      assert.throws(() => fork(stack, forked.cellDir), /already has a layer stack/);
+    });
+
+    it('restore to the checkpoint gives the checkpoint diff; restore all gives an empty diff', async () => {
+      const toFirst = restore(stack, { to: firstLayer });
+      stack = toFirst.stack;
+      assert.deepEqual(toFirst.dropped, []);
+      assert.equal(stack.layers.length, 1);
+      assert.deepEqual(await diffLayers(stack, workspace), RUN1_DIFF);
+
+      const r = await runCell(stack, workspace, 'test -f new.txt && test ! -e x.txt');
+      assert.equal(r.status, 0, `the cell sees the checkpoint; ${r.stderr}`);
+
+      const all = restore(stack);
+      stack = all.stack;
+      assert.equal(all.dropped.length, 1);
+      assert.equal(stack.layers.length, 0);
+      assert.deepEqual(await diffLayers(stack, workspace), []);
+      purgeTrash(cellDir);
+      assert.deepEqual(readdirSync(join(cellDir, 'trash')), []);
+      assert.deepEqual(readdirSync(join(cellDir, 'layers')), []);
+
+      const clean = await runCell(stack, workspace, 'cat a.txt && test -f del.txt && test -d gone');
+      assert.equal(clean.status, 0, clean.stderr);
+      assert.equal(clean.stdout, 'a\n');
+      assert.deepEqual(snapshot(workspace), pristine);
+      assert.deepEqual(hostMountsUnder(root), []);
+    });
+
+    it('restore refuses an unknown checkpoint', () => {
+      assert.throws(() => restore(stack, { to: 'nope' }), /no checkpoint "nope"/);
+    });
   });
-
-  it('a run changes the merged view only: the host workspace is untouched, diff lists the changes', async () => {
-    const r = await runCell(
-      stack,
-      workspace,
-      [
-        'set -e',
-        'echo more >> a.txt',
-        'rm del.txt',
-        'rm -rf gone',
-        'rm -rf redo && mkdir redo && echo k > redo/keep && echo n > redo/new',
-        'touch same.txt',
-        'chmod 755 mode.sh',
-        'ln -sfn sub/b.txt link',
-        'echo new > new.txt',
-        'mkdir newdir && echo f > newdir/f',
-        'mv mvme moved',
-        'test "$(id -u)" = 1000',
-        'cat a.txt',
-        'exit 7',
-      ].join('\n'),
-    );
-    assert.equal(r.status, 7, `exit code passes through; stderr: ${r.stderr}`);
-    assert.equal(r.stdout, 'a\nmore\n');
-    assert.deepEqual(snapshot(workspace), pristine, 'the host workspace is byte-for-byte unchanged');
-    assert.deepEqual(hostMountsUnder(root), [], 'nothing stays mounted on the host');
-
-    const upper = stack.upper;
-    const uid = process.getuid!();
-    for (const name of readdirSync(upper)) assert.equal(lstatSync(join(upper, name)).uid, uid, `${name} owned by us`);
-    const whiteout = lstatSync(join(upper, 'del.txt'));
-    assert.ok(whiteout.isCharacterDevice() && whiteout.rdev === 0, 'a deletion is a 0/0 whiteout');
-    const xattrs = await readOverlayXattrs([upper]);
-    assert.equal(xattrs.get(join(upper, 'redo'))?.get('user.overlay.opaque')?.toString(), 'y', 'redo is opaque');
-
-    assert.deepEqual(await diffLayers(stack, workspace), RUN1_DIFF);
-  });
-
-  it('both xattr readers agree', async () => {
-    assert.deepEqual(await diffLayers(stack, workspace, { xattrReader: 'python3' }), RUN1_DIFF);
-    assert.deepEqual(await diffLayers(stack, workspace, { xattrReader: 'getfattr' }), RUN1_DIFF);
-  });
-
-  it('control-plane paths stay read-only, masks hide secrets, and neither leaves a trace in the layer', async () => {
-    const r = await runCell(
-      stack,
-      workspace,
-      [
-        'echo x > .git/hooks/pre-commit && echo HOOK-WRITTEN',
-        'cat .env && echo ENV-READ',
-        'grep -q "^Seccomp:[[:space:]]*2" /proc/self/status && echo SECCOMP',
-        'unshare -U true 2>/dev/null && echo USERNS-ALLOWED',
-        'exit 0',
-      ].join('\n'),
-    );
-    assert.equal(r.status, 0, r.stderr);
-    assert.equal(r.stdout, 'SECCOMP\n');
-    assert.deepEqual(await diffLayers(stack, workspace), RUN1_DIFF);
-    assert.deepEqual(snapshot(workspace), pristine);
-  });
-
-  it('checkpoint freezes the layer; the next run sees it and stacks on it', async () => {
-    const { stack: next, layer } = checkpoint(stack, { name: 'first', policyHash: 'sha256:p1' });
-    stack = next;
-    firstLayer = layer.id;
-    assert.equal(stack.layers.length, 1);
-    assert.deepEqual(readdirSync(stack.upper), [], 'a fresh upper layer');
-    assert.deepEqual(lowerDirs(stack, workspace), [layer.dir, workspace]);
-    assert.deepEqual(await diffLayers(stack, workspace), RUN1_DIFF, 'a checkpoint changes no diff');
-    const json = JSON.parse(readFileSync(join(cellDir, 'layers.json'), 'utf8')) as { layers: { name: string }[] };
-    assert.equal(json.layers[0]!.name, 'first');
-    assert.throws(() => checkpoint(stack, { name: 'first', policyHash: 'x' }), /already exists/);
-
-    const r = await runCell(
-      stack,
-      workspace,
-      [
-        'set -e',
-        'cat new.txt',
-        'rm new.txt',
-        'rm -rf newdir',
-        'echo more >> sub/b.txt',
-        'echo x > x.txt',
-        'echo again > del.txt',
-        'rm a.txt',
-      ].join('\n'),
-    );
-    assert.equal(r.status, 0, r.stderr);
-    assert.equal(r.stdout, 'new\n');
-    assert.deepEqual(snapshot(workspace), pristine);
-    assert.deepEqual(
-      await diffLayers(stack, workspace),
-      changes([
-        ['a.txt', 'deleted', 'file'],
-        ['del.txt', 'modified', 'file'],
-        ['gone', 'deleted', 'dir'],
-        ['gone/x', 'deleted', 'file'],
-        ['gone/y', 'deleted', 'dir'],
-        ['gone/y/z', 'deleted', 'file'],
-        ['link', 'modified', 'symlink'],
-        ['mode.sh', 'modified', 'file'],
-        ['moved', 'added', 'dir'],
-        ['moved/f', 'added', 'file'],
-        ['mvme', 'deleted', 'dir'],
-        ['mvme/f', 'deleted', 'file'],
-        ['redo/new', 'added', 'file'],
-        ['redo/old', 'deleted', 'file'],
-        ['sub/b.txt', 'modified', 'file'],
-        ['x.txt', 'added', 'file'],
-      ]),
-    );
-  });
-
-  it('fork copies the stack: the fork has the same diff and runs independently', async () => {
-    const forked = fork(stack, join(root, 'state', 'cells', 'c2'));
-    assert.deepEqual(await diffLayers(forked, workspace), await diffLayers(stack, workspace));
-    const r = await runCell(forked, workspace, 'echo fork >> sub/b.txt && echo forked > only-in-fork');
-    assert.equal(r.status, 0, r.stderr);
-    const original = await diffLayers(stack, workspace);
-    assert.ok(!original.some((c) => c.path === 'only-in-fork'));
-    assert.ok((await diffLayers(forked, workspace)).some((c) => c.path === 'only-in-fork'));
-    assert.equal(readFileSync(join(stack.upper, 'sub/b.txt'), 'utf8'), 'b\nmore\n', "the original's upper is its own");
-    assert.throws(() => fork(stack, forked.cellDir), /already has a layer stack/);
-  });
-
-  it('restore to the checkpoint gives the checkpoint diff; restore all gives an empty diff', async () => {
-    const toFirst = restore(stack, { to: firstLayer });
-    stack = toFirst.stack;
-    assert.deepEqual(toFirst.dropped, []);
-    assert.equal(stack.layers.length, 1);
-    assert.deepEqual(await diffLayers(stack, workspace), RUN1_DIFF);
-
-    const r = await runCell(stack, workspace, 'test -f new.txt && test ! -e x.txt');
-    assert.equal(r.status, 0, `the cell sees the checkpoint; ${r.stderr}`);
-
-    const all = restore(stack);
-    stack = all.stack;
-    assert.equal(all.dropped.length, 1);
-    assert.equal(stack.layers.length, 0);
-    assert.deepEqual(await diffLayers(stack, workspace), []);
-    purgeTrash(cellDir);
-    assert.deepEqual(readdirSync(join(cellDir, 'trash')), []);
-    assert.deepEqual(readdirSync(join(cellDir, 'layers')), []);
-
-    const clean = await runCell(stack, workspace, 'cat a.txt && test -f del.txt && test -d gone');
-    assert.equal(clean.status, 0, clean.stderr);
-    assert.equal(clean.stdout, 'a\n');
-    assert.deepEqual(snapshot(workspace), pristine);
-    assert.deepEqual(hostMountsUnder(root), []);
-  });
-
-  it('restore refuses an unknown checkpoint', () => {
-    assert.throws(() => restore(stack, { to: 'nope' }), /no checkpoint "nope"/);
-  });
-});
 
 describe('overlay mechanism edges', () => {
   let root: string;

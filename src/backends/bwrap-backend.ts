@@ -168,8 +168,9 @@ async function runBwrap(spec: CellSpec, plan: BackendPlan): Promise<RunOutcome> 
       timeoutMs: spec.limits.timeoutMs,
       // bwrap forks the cell's init (pid 1 inside), which forks the command. In a gateway
       // cell that is the bridge prelude, which execs the command in place (the bridge
-      // itself is detached: a later child of pid 1, never the first).
-      commandPid: () => firstChild(firstChild(child.pid)),
+      // itself is detached: a later child of pid 1, never the first). bwrap's own child is
+      // its last: a fuse-overlayfs workspace's daemon was started before bwrap, in its process.
+      commandPid: () => childOf(childOf(child.pid, 'last'), 'first'),
     });
   } finally {
     closeSync(emptyFd);
@@ -189,11 +190,12 @@ function createCgroupsOrExplain(plan: CgroupPlan): void {
   }
 }
 
-function firstChild(pid: number | undefined): number | undefined {
+function childOf(pid: number | undefined, which: 'first' | 'last'): number | undefined {
   if (pid === undefined) return undefined;
   try {
-    const first = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/)[0];
-    return first ? Number(first) : undefined;
+    const children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/);
+    const child = which === 'first' ? children[0] : children.at(-1);
+    return child ? Number(child) : undefined;
   } catch {
     return undefined; // already gone
   }

@@ -18,9 +18,15 @@ import { checkCellName, defaultCellName } from './cell-name.js';
 import { PhaseTimer } from './phase-timer.js';
 import { envSecrets } from './resolve-secrets.js';
 import { cellDir } from './cell-store.js';
-import { overlayTools, overlayWrapper, type OverlayTools } from '../workspace/overlay/overlay-mount.js';
+import {
+  chooseOverlayDriver,
+  overlayTools,
+  overlayWrapper,
+  type OverlayDriver,
+  type OverlayTools,
+} from '../workspace/overlay/overlay-mount.js';
 import { visibleInLayers } from '../workspace/overlay/layer-visibility.js';
-import { peekLayerStack } from '../workspace/overlay/layer-stack.js';
+import { peekLayerStack, type LayerStack } from '../workspace/overlay/layer-stack.js';
 import { newProxyToken } from '../egress/proxy-auth.js';
 import { CELL_BRIDGE_NODE, proxyEnvironment } from '../egress/proxy-environment.js';
 import { bridgeScriptPath, cellNode, egressSocketDir, type RunEgress } from '../egress/run-gateway.js';
@@ -66,6 +72,8 @@ export interface PreparedRun {
   timer: PhaseTimer;
   /** network = allowlist: the gateway the run starts (holds the run's proxy token: never print it). */
   egress?: RunEgress;
+  /** overlay: how the cell's layers are mounted (chosen at its first run, then kept). */
+  overlayDriver?: OverlayDriver;
   /** The secret scan's cache, to be saved when the run goes ahead. */
   scanCache?: { path: string; cache: SecretScanCache };
 }
@@ -87,7 +95,10 @@ export async function prepareRun(request: RunRequest): Promise<PreparedRun> {
   const hostUid = process.getuid?.() ?? 1000;
   const hostGid = process.getgid?.() ?? 1000;
   const root = policy.cell.user === 'root';
-  const stack = workspaceMode === 'overlay' ? peekLayerStack(cellDir(request.paths, cell)) : undefined;
+  const stack =
+    workspaceMode === 'overlay'
+      ? withDriver(peekLayerStack(cellDir(request.paths, cell)), request.paths, hostEnv)
+      : undefined;
   // In an overlay cell a path deleted by an earlier run is gone; binding onto it would recreate it.
   const visible = (rel: string): boolean => stack === undefined || visibleInLayers(stack, rel);
   const scanCacheFile = join(request.paths.state, 'scan-cache', `${sha256(workspace).slice(0, 16)}.json`);
@@ -159,6 +170,7 @@ export async function prepareRun(request: RunRequest): Promise<PreparedRun> {
   timer.mark('plan');
   const extra = [
     ...plan.gaps,
+    ...(stack?.driver === 'fuse-overlayfs' ? ['workspace overlay through fuse-overlayfs, not the kernel'] : []),
     ...passEnv.map((name) => `host variable ${name} passed in`),
     ...(spec.seccomp ? [] : ['seccomp filter off']),
   ];
@@ -173,6 +185,7 @@ export async function prepareRun(request: RunRequest): Promise<PreparedRun> {
     timer,
   };
   if (egress) prepared.egress = egress;
+  if (stack?.driver) prepared.overlayDriver = stack.driver;
   // Written by the run, not here: a dry run leaves no state behind.
   if (scan.changed) prepared.scanCache = { path: scanCacheFile, cache: scan.cache };
   return prepared;
@@ -286,6 +299,12 @@ function isInside(parent: string, child: string): boolean {
   } catch {
     return false;
   }
+}
+
+/** A new cell's stack gets the driver this host supports (a probe, once per cell); an existing one keeps its own. */
+function withDriver(stack: LayerStack, paths: AgentcellPaths, hostEnv: NodeJS.ProcessEnv): LayerStack {
+  if (stack.driver !== undefined) return stack;
+  return { ...stack, driver: chooseOverlayDriver(paths.state, hostEnv).driver };
 }
 
 function requireOverlayTools(): OverlayTools {

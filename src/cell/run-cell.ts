@@ -37,7 +37,11 @@ export async function runPrepared(
   try {
     const overlay = prepared.spec.workspace.mode === 'overlay';
     const stack = overlay
-      ? await freezeLeftovers(openLayerStack(tx.dir), prepared.workspace, prepared.resolved.hash)
+      ? await freezeLeftovers(
+          openLayerStack(tx.dir, prepared.overlayDriver),
+          prepared.workspace,
+          prepared.resolved.hash,
+        )
       : undefined;
     if (stack) replanIfLayersChanged(prepared, stack);
     // A direct run changes the workspace, so its git state is read before the command

@@ -49,7 +49,12 @@ export async function diffLayers(
   const roots = [stack.upper, ...stack.layers.map((l) => l.dir).reverse()];
   const xattrs = await readOverlayXattrs(roots, options.xattrReader);
   refuseUnsupported(xattrs);
-  const walk = new LayerWalk(workspace, xattrs, options.compareLimit ?? DEFAULT_COMPARE_LIMIT);
+  const walk = new LayerWalk(
+    workspace,
+    xattrs,
+    options.compareLimit ?? DEFAULT_COMPARE_LIMIT,
+    stack.driver === 'fuse-overlayfs',
+  );
   walk.visitDir('', roots, true, true);
   return walk.changes.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
 }
@@ -71,6 +76,8 @@ class LayerWalk {
     private readonly workspace: string,
     private readonly xattrs: OverlayXattrs,
     private readonly compareLimit: number,
+    /** fuse-overlayfs layers: `.wh.*` entries are its markers (it refuses such names to the cell). */
+    private readonly fuse: boolean,
   ) {}
 
   /**
@@ -80,7 +87,8 @@ class LayerWalk {
    */
   visitDir(rel: string, dirs: string[], wsVisible: boolean, wsIsDir: boolean): void {
     const names = new Set<string>();
-    for (const dir of dirs) for (const name of listDir(dir)) names.add(name);
+    for (const dir of dirs)
+      for (const name of listDir(dir)) if (!this.fuse || !name.startsWith('.wh.')) names.add(name);
     for (const name of names) this.visitName(rel, name, dirs, wsVisible, wsIsDir);
     if (wsIsDir && !wsVisible) {
       // The workspace's directory is hidden: what only it has is gone.
@@ -157,7 +165,13 @@ class LayerWalk {
   }
 
   private isOpaque(dir: string): boolean {
-    return this.xattrs.get(dir)?.get('user.overlay.opaque')?.toString('latin1') === 'y';
+    const xattrs = this.xattrs.get(dir);
+    if (xattrs?.get('user.overlay.opaque')?.toString('latin1') === 'y') return true;
+    if (!this.fuse) return false;
+    return (
+      xattrs?.get('user.fuseoverlayfs.opaque')?.toString('latin1') === 'y' ||
+      lstatOrUndefined(join(dir, '.wh..wh..opq')) !== undefined
+    );
   }
 
   /** Whether a layer entry leaves the workspace entry as it was (content and permissions). */

@@ -14,6 +14,7 @@ import {
 import { join } from 'node:path';
 import { AgentcellError } from '../../errors.js';
 import { purgeInBackground, trashDirOf } from './layer-trash.js';
+import type { OverlayDriver } from './overlay-mount.js';
 
 /**
  * A cell's workspace layers, kept in the cell's state dir:
@@ -55,6 +56,8 @@ export interface LayerStack {
   readonly upper: string;
   readonly work: string;
   readonly merged: string;
+  /** How its layers are mounted; undefined only for a cell that has no layers.json yet. */
+  readonly driver?: OverlayDriver;
 }
 
 export interface CheckpointOptions {
@@ -89,16 +92,25 @@ interface StackState {
   version: number;
   nextSeq: number;
   layers: LayerRecord[];
+  /** Absent before the first run; layers.json files written before drivers existed are kernel ones. */
+  driver?: OverlayDriver;
   pending?: PendingOperation;
 }
 
 type PendingOperation =
   { op: 'checkpoint'; dir: string } | { op: 'restore'; token: string; dirs: string[] } | { op: 'fork'; from: string };
 
-/** Opens (creating when needed) the layer stack in a cell dir, finishing an interrupted operation. */
-export function openLayerStack(cellDir: string): LayerStack {
+/**
+ * Opens (creating when needed) the layer stack in a cell dir, finishing an interrupted
+ * operation. A run passes its `driver`, which a new stack records; an existing one keeps its own.
+ */
+export function openLayerStack(cellDir: string, driver?: OverlayDriver): LayerStack {
   mkdirSync(join(cellDir, 'layers'), { recursive: true });
   let state = readState(cellDir);
+  if (state.driver === undefined && driver !== undefined) {
+    state = { ...state, driver };
+    writeState(cellDir, state);
+  }
   if (state.pending) {
     finishPending(cellDir, state.pending);
     state = { ...state, pending: undefined };
@@ -221,6 +233,7 @@ function stackOf(cellDir: string, state: StackState): LayerStack {
     upper: join(cellDir, 'upper'),
     work: join(cellDir, 'work'),
     merged: join(cellDir, 'merged'),
+    ...(state.driver !== undefined ? { driver: state.driver } : {}),
   };
 }
 
@@ -305,7 +318,9 @@ function parseState(value: unknown): StackState | undefined {
     if (name !== undefined && typeof name !== 'string') return undefined;
     records.push({ id, seq, ...(name !== undefined ? { name } : {}), createdAt, policyHash });
   }
-  const state: StackState = { version: FORMAT_VERSION, nextSeq, layers: records };
+  const driver = value['driver'] ?? 'kernel';
+  if (!isDriver(driver)) return undefined;
+  const state: StackState = { version: FORMAT_VERSION, nextSeq, layers: records, driver };
   if (pending !== undefined) {
     const parsed = parsePending(pending);
     if (!parsed) return undefined;
@@ -324,6 +339,10 @@ function parsePending(value: unknown): PendingOperation | undefined {
   }
   if (value['op'] === 'fork' && typeof value['from'] === 'string') return { op: 'fork', from: value['from'] };
   return undefined;
+}
+
+function isDriver(value: unknown): value is OverlayDriver {
+  return value === 'kernel' || value === 'fuse-overlayfs';
 }
 
 function isObject(value: unknown): value is Record<string, unknown> {

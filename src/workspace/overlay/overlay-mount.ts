@@ -7,10 +7,19 @@ import type { LayerStack } from './layer-stack.js';
 import { layerDirName } from './layer-stack.js';
 import { findExecutable } from '../../find-executable.js';
 
+/**
+ * How the overlay is mounted: the kernel's overlayfs, or fuse-overlayfs where the
+ * kernel refuses one in a user namespace (older kernels, a state dir without user
+ * xattrs). A cell keeps the driver its layers were written with (layers.json).
+ */
+export type OverlayDriver = 'kernel' | 'fuse-overlayfs';
+
 /** Host programs the wrapper runs, by absolute path where known. */
 export interface OverlayTools {
   unshare: string;
   mount: string;
+  /** For the fuse-overlayfs driver: the daemon, setpriv (its parent-death signal) and mountpoint. */
+  fuse?: { fuseOverlayfs: string; setpriv: string; mountpoint: string };
 }
 
 export interface OverlayWrapper {
@@ -35,13 +44,38 @@ export interface OverlayWrapper {
  * unshare and sh both exec, so the backend's pid, its descriptors (seccomp filter,
  * masks) and its exit status pass through unchanged. A failed mount exits 125.
  */
-const SCRIPT = [
+const KERNEL_SCRIPT = [
   'cd "$2" || exit 125',
   'if ! "$1" -t overlay overlay -o "lowerdir=$4/proc/self/fd/9,upperdir=upper,workdir=work,userxattr" merged 9<"$3"; then',
   '  echo "agentcell-overlay: cannot mount the workspace overlay in $2" >&2; exit 125',
   'fi',
   'cd "$OLDPWD" || cd /',
-  'shift 4',
+  'shift 6',
+  'exec "$@"',
+].join('\n');
+
+/**
+ * fuse-overlayfs runs in the foreground, in the background of this script, with a
+ * parent-death signal: the script execs the backend, so the daemon dies with it and no
+ * process outlives the cell. The script waits (at most 5 s) until the mount is there.
+ * fuse-overlayfs writes the same whiteouts as the kernel and marks opaque directories
+ * with `user.fuseoverlayfs.opaque` plus a `.wh..wh..opq` file (layer-diff reads both).
+ * Its stderr (notes about mount options on every start) goes to the cell dir, shown on failure.
+ */
+const FUSE_SCRIPT = [
+  'cd "$2" || exit 125',
+  '"$5" --pdeathsig KILL -- "$1" -f -o "lowerdir=$4/proc/self/fd/9,upperdir=upper,workdir=work" merged 9<"$3" 2>fuse-overlayfs.log &',
+  'i=0',
+  'while ! "$6" -q merged; do',
+  '  i=$((i + 1))',
+  '  if [ "$i" -gt 1000 ] || ! kill -0 $! 2>/dev/null; then',
+  '    cat fuse-overlayfs.log >&2',
+  '    echo "agentcell-overlay: cannot mount the workspace overlay in $2 with fuse-overlayfs" >&2; exit 125',
+  '  fi',
+  '  sleep 0.005',
+  'done',
+  'cd "$OLDPWD" || cd /',
+  'shift 6',
   'exec "$@"',
 ].join('\n');
 
@@ -51,10 +85,20 @@ const SYSTEM_DIRS = ['/usr/bin', '/bin', '/usr/sbin', '/sbin'];
 export function overlayTools(): OverlayTools | undefined {
   const unshare = findExecutable('unshare', process.env, SYSTEM_DIRS);
   const mount = findExecutable('mount', process.env, SYSTEM_DIRS);
-  return unshare && mount ? { unshare, mount } : undefined;
+  if (!unshare || !mount) return undefined;
+  const fuseOverlayfs = findExecutable('fuse-overlayfs', process.env, SYSTEM_DIRS);
+  const setpriv = findExecutable('setpriv', process.env, SYSTEM_DIRS);
+  const mountpoint = findExecutable('mountpoint', process.env, SYSTEM_DIRS);
+  return fuseOverlayfs && setpriv && mountpoint
+    ? { unshare, mount, fuse: { fuseOverlayfs, setpriv, mountpoint } }
+    : { unshare, mount };
 }
 
-const DEFAULT_TOOLS: OverlayTools = { unshare: 'unshare', mount: 'mount' };
+const DEFAULT_TOOLS: OverlayTools = {
+  unshare: 'unshare',
+  mount: 'mount',
+  fuse: { fuseOverlayfs: 'fuse-overlayfs', setpriv: 'setpriv', mountpoint: 'mountpoint' },
+};
 
 /**
  * The argv prefix that gives a cell the stack merged over the workspace. Pure (for
@@ -73,6 +117,15 @@ export function overlayWrapper(
     );
   // Newest layer first, each followed by ':'; the script appends the workspace.
   const lowers = stack.layers.map((l) => `layers/${layerDirName(l)}:`).reverse();
+  const fuse = stack.driver === 'fuse-overlayfs' ? tools.fuse : undefined;
+  if (stack.driver === 'fuse-overlayfs' && !fuse)
+    throw new AgentcellError(
+      'BACKEND_UNAVAILABLE',
+      `cell ${stack.cellDir} keeps its layers with fuse-overlayfs, which is not installed: sudo apt-get install fuse-overlayfs`,
+    );
+  const [program, setpriv, mountpoint] = fuse
+    ? [fuse.fuseOverlayfs, fuse.setpriv, fuse.mountpoint]
+    : [tools.mount, '', ''];
   return {
     argvPrefix: [
       tools.unshare,
@@ -84,12 +137,14 @@ export function overlayWrapper(
       '--',
       '/bin/sh',
       '-c',
-      SCRIPT,
+      fuse ? FUSE_SCRIPT : KERNEL_SCRIPT,
       'agentcell-overlay',
-      tools.mount,
+      program,
       stack.cellDir,
       workspace,
       lowers.join(''),
+      setpriv,
+      mountpoint,
     ],
     merged: stack.merged,
   };
@@ -112,24 +167,63 @@ const probed = new Map<string, OverlaySupport>();
  * parent), writes and deletes a file, and removes it all. About 12 ms, once per
  * process and directory; a run need not wait for it (a failed mount exits 125).
  */
-export function overlaySupport(stateDir: string = tmpdir()): OverlaySupport {
-  const cached = probed.get(stateDir);
+export function overlaySupport(stateDir: string = tmpdir(), driver: OverlayDriver = 'kernel'): OverlaySupport {
+  const key = `${driver}:${stateDir}`;
+  const cached = probed.get(key);
   if (cached) return cached;
-  const result = probe(stateDir);
-  probed.set(stateDir, result);
+  const result = probe(stateDir, driver);
+  probed.set(key, result);
   return result;
 }
 
-function probe(stateDir: string): OverlaySupport {
-  const unshare = findExecutable('unshare', process.env, SYSTEM_DIRS);
-  const mount = findExecutable('mount', process.env, SYSTEM_DIRS);
-  if (!unshare || !mount)
+export const OVERLAY_DRIVER_ENV = 'AGENTCELL_OVERLAY_DRIVER';
+
+export interface DriverChoice {
+  driver: OverlayDriver;
+  /** Why the kernel's overlayfs is not used, when it is not (a line for the assurance reasons). */
+  fallback?: string;
+}
+
+/**
+ * The driver a new cell's layers get: `AGENTCELL_OVERLAY_DRIVER` (kernel |
+ * fuse-overlayfs) when set, else the kernel's overlayfs when a probe mount works,
+ * else fuse-overlayfs when that works. Probes cost ~12 ms, once per new cell.
+ */
+export function chooseOverlayDriver(stateDir: string, env: NodeJS.ProcessEnv = process.env): DriverChoice {
+  const forced = env[OVERLAY_DRIVER_ENV];
+  if (forced !== undefined && forced !== '' && forced !== 'auto') {
+    if (forced !== 'kernel' && forced !== 'fuse-overlayfs')
+      throw new AgentcellError(
+        'USAGE',
+        `${OVERLAY_DRIVER_ENV}=${forced}: expected "kernel", "fuse-overlayfs" or "auto"`,
+      );
+    return forced === 'kernel' ? { driver: forced } : { driver: forced, fallback: `${OVERLAY_DRIVER_ENV}=${forced}` };
+  }
+  const kernel = overlaySupport(stateDir, 'kernel');
+  if (kernel.available) return { driver: 'kernel' };
+  const fuse = overlaySupport(stateDir, 'fuse-overlayfs');
+  if (fuse.available) return { driver: 'fuse-overlayfs', fallback: kernel.detail };
+  throw new AgentcellError(
+    'BACKEND_UNAVAILABLE',
+    `no overlay workspace on this host: ${kernel.detail}; ${fuse.detail}. Fix: ${kernel.fix ?? ''} Or run with --workspace-mode direct (changes land in the workspace, still receipted).`,
+  );
+}
+
+function probe(stateDir: string, driver: OverlayDriver): OverlaySupport {
+  const tools = overlayTools();
+  if (!tools)
     return {
       available: false,
-      detail: `overlay workspace needs unshare and mount (util-linux); missing: ${[!unshare && 'unshare', !mount && 'mount'].filter(Boolean).join(', ')}`,
+      detail: 'overlay workspace needs unshare and mount (util-linux)',
       fix: 'sudo apt-get install util-linux   (Fedora: sudo dnf install util-linux)',
     };
-  const tools = { unshare, mount };
+  if (driver === 'fuse-overlayfs' && !tools.fuse)
+    return {
+      available: false,
+      detail: 'no fuse-overlayfs fallback (needs fuse-overlayfs, and setpriv and mountpoint from util-linux)',
+      fix: 'sudo apt-get install fuse-overlayfs',
+      tools,
+    };
   let scratch: string;
   try {
     scratch = mkdtempSync(join(existingAncestor(stateDir), '.overlay-probe-'));
@@ -144,6 +238,7 @@ function probe(stateDir: string): OverlaySupport {
       upper: join(cellDir, 'upper'),
       work: join(cellDir, 'work'),
       merged: join(cellDir, 'merged'),
+      driver,
     };
     const lower = join(scratch, 'lower');
     for (const dir of [cellDir, stack.upper, stack.work, stack.merged, lower]) mkdirSync(dir);
@@ -158,6 +253,15 @@ function probe(stateDir: string): OverlaySupport {
     });
     if (run.status !== 0) {
       const reason = (run.error?.message ?? run.stderr.trim()) || `exit ${run.status}`;
+      if (driver === 'fuse-overlayfs')
+        return {
+          available: false,
+          detail: `fuse-overlayfs in a user namespace does not work here (${reason.split('\n')[0]})`,
+          fix: existsSync('/dev/fuse')
+            ? 'let users open /dev/fuse (mode 0666, as the fuse3 package sets it)'
+            : 'load the fuse module: sudo modprobe fuse',
+          tools,
+        };
       return {
         available: false,
         detail: `overlayfs in a user namespace does not work here (${reason.split('\n')[0]})`,
@@ -167,7 +271,11 @@ function probe(stateDir: string): OverlaySupport {
         tools,
       };
     }
-    return { available: true, detail: 'overlayfs in a user namespace (userxattr)', tools };
+    return {
+      available: true,
+      detail: driver === 'kernel' ? 'overlayfs in a user namespace (userxattr)' : 'fuse-overlayfs in a user namespace',
+      tools,
+    };
   } finally {
     // overlayfs leaves work/work at mode 000, which a recursive rm cannot enter unprivileged.
     try {

@@ -6,7 +6,7 @@ import { AgentcellError } from '../../errors.js';
 /** The program that reads xattrs: Node has no xattr API. */
 export type XattrReader = 'getfattr' | 'python3';
 
-/** Absolute path -> xattr name -> raw value, for every entry carrying a `user.overlay.*` xattr. */
+/** Absolute path -> xattr name -> raw value, for every entry carrying a `user.overlay.*` (or fuse-overlayfs's `user.fuseoverlayfs.*`) xattr. */
 export type OverlayXattrs = Map<string, Map<string, Buffer>>;
 
 /**
@@ -26,7 +26,7 @@ export async function readOverlayXattrs(roots: readonly string[], reader?: Xattr
   if (chosen === 'getfattr') {
     const { stdout } = await capture(
       'getfattr',
-      ['-R', '-P', '--absolute-names', '-m', '^user\\.overlay\\.', '-d', '-e', 'hex', '--', ...roots],
+      ['-R', '-P', '--absolute-names', '-m', '^user\\.(overlay|fuseoverlayfs)\\.', '-d', '-e', 'hex', '--', ...roots],
       [0, 1], // 1: some entry could not be read; the rest of the output is valid
     );
     return parseGetfattr(stdout);
@@ -104,7 +104,7 @@ const PYTHON_WALK = `
 import json, os, sys
 def show(path):
     try:
-        names = [n for n in os.listxattr(path, follow_symlinks=False) if n.startswith('user.overlay.')]
+        names = [n for n in os.listxattr(path, follow_symlinks=False) if n.startswith(('user.overlay.', 'user.fuseoverlayfs.'))]
     except OSError:
         return
     if names:
