@@ -64,7 +64,11 @@ export async function acceptCell(ref: CellRef, options: { force: boolean; dryRun
   const dir = cellDir(ref.paths, ref.cell);
   return withCell(ref, options.dryRun, async (tx, stack) => {
     const changes = await diffLayers(stack, ref.workspace);
-    const sourceOf = (path: string): string | undefined => sourceInLayers(stack, path);
+    const sources = new Map<string, string | undefined>();
+    const sourceOf = (path: string): string | undefined => {
+      if (!sources.has(path)) sources.set(path, sourceInLayers(stack, path));
+      return sources.get(path);
+    };
     const failed = undecidedRuns(dir).find((r) => r.exitCode !== 0);
     if (!options.force && failed)
       throw new AgentcellError(

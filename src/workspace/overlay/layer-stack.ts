@@ -162,7 +162,7 @@ export function checkpoint(stack: LayerStack, options: CheckpointOptions): { sta
   // Commit first, then rename: after a crash, openLayerStack finishes the renames.
   writeState(stack.cellDir, { ...next, pending: { op: 'checkpoint', dir } });
   finishPending(stack.cellDir, { op: 'checkpoint', dir });
-  writeState(stack.cellDir, next);
+  writeState(stack.cellDir, next, SETTLED);
   const newStack = stackOf(stack.cellDir, next);
   return { stack: newStack, layer: newStack.layers[newStack.layers.length - 1]! };
 }
@@ -182,7 +182,7 @@ export function restore(stack: LayerStack, options: RestoreOptions = {}): Restor
   const dropped = stackOf(stack.cellDir, state).layers.slice(keep);
   writeState(stack.cellDir, { ...next, pending });
   const trashed = finishPending(stack.cellDir, pending);
-  writeState(stack.cellDir, next);
+  writeState(stack.cellDir, next, SETTLED);
   purgeInBackground(trashed);
   return { stack: stackOf(stack.cellDir, next), dropped, trashed };
 }
@@ -349,15 +349,22 @@ function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
+/**
+ * The write that clears a finished operation's `pending` need not reach the disk: if a
+ * crash loses it, the next open finds the operation pending and finishes it again,
+ * which is a no-op (each step checks what is done). One fsync per checkpoint or restore.
+ */
+const SETTLED = { durable: false };
+
 /** Writes layers.json through a temporary file and a rename, so readers see the old or the new list. */
-function writeState(cellDir: string, state: StackState): void {
+function writeState(cellDir: string, state: StackState, options: { durable?: boolean } = {}): void {
   const path = join(cellDir, STATE_FILE);
   const temp = `${path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
   const { pending, ...rest } = state;
   const fd = openSync(temp, 'w', 0o644);
   try {
     writeSync(fd, JSON.stringify(pending ? { ...rest, pending } : rest, null, 2) + '\n');
-    fsyncSync(fd);
+    if (options.durable !== false) fsyncSync(fd);
   } finally {
     closeSync(fd);
   }
