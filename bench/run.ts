@@ -12,7 +12,13 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const cli = join(root, 'dist', 'agentcell.cjs');
 const runs = Number(process.env['BENCH_RUNS'] ?? 30);
 
-const sections: Section[] = [startupBench(cli, runs), await transactionsBench(cli)];
+// BENCH_ONLY=startup,transactions runs some suites (the document then holds only those).
+const only = process.env['BENCH_ONLY']?.split(',');
+const wanted = (name: string): boolean => only === undefined || only.includes(name);
+const sections: Section[] = [
+  ...(wanted('startup') ? [startupBench(cli, runs)] : []),
+  ...(wanted('transactions') ? [await transactionsBench(cli)] : []),
+];
 
 const bwrapVersion = spawnSync('bwrap', ['--version'], { encoding: 'utf8' }).stdout.trim();
 const machine = `${cpus().length} × ${cpus()[0]?.model ?? 'unknown CPU'}, Linux ${release()}, node ${process.version}, ${bwrapVersion}`;

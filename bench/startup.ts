@@ -23,6 +23,8 @@ export function startupBench(cli: string, runs: number): Section {
       writeFileSync(join(workspace, `dir${i % 5}`, `file${i}.ts`), `export const x${i} = ${i};\n`);
     }
     writeFileSync(join(workspace, '.env'), 'TOKEN=bench\n');
+    const layers = join(root, 'cell');
+    for (const dir of ['upper', 'work', 'merged']) mkdirSync(join(layers, dir), { recursive: true });
     const env = {
       PATH: process.env['PATH'] ?? '/usr/bin:/bin',
       HOME: join(root, 'home'),
@@ -50,11 +52,36 @@ export function startupBench(cli: string, runs: number): Section {
           ],
           env,
         },
+        {
+          // What agentcell's cell costs without agentcell: the same overlay mount in a user
+          // namespace, then bwrap on the merged view. Node's start-up plus this is the floor.
+          name: 'overlay mount + bwrap true (no node)',
+          argv: [
+            'unshare',
+            '--user',
+            '--map-root-user',
+            '--mount',
+            '--propagation',
+            'private',
+            '--',
+            '/bin/sh',
+            '-c',
+            [
+              'cd "$1" && mount -t overlay overlay -o "lowerdir=$2,upperdir=upper,workdir=work,userxattr" merged',
+              'exec bwrap --unshare-all --die-with-parent --new-session --ro-bind / / --dev /dev --proc /proc --bind "$1/merged" "$2" true',
+            ].join(' && '),
+            'sh',
+            layers,
+            workspace,
+          ],
+          env,
+        },
         { name: 'agentcell run -- true', argv: [cli, 'run', '--', 'true'], cwd: workspace, env },
       ],
       runs,
     );
-    const [node, bwrap, agentcell] = timings as [Timing, Timing, Timing];
+    const [node, bwrap, cellFloor, agentcell] = timings as [Timing, Timing, Timing, Timing];
+    const floor = node.medianMs + cellFloor.medianMs;
     const phases = medianPhases(cli, workspace, env, runs);
     const ratioNode = agentcell.medianMs / node.medianMs;
     const ratioBwrap = agentcell.medianMs / bwrap.medianMs;
@@ -68,6 +95,7 @@ export function startupBench(cli: string, runs: number): Section {
       '',
       `- agentcell / node -e 0: **${ratioNode.toFixed(2)}×** (target ≤ ${TARGET_VS_NODE}×)`,
       `- agentcell / bare bwrap: ${ratioBwrap.toFixed(1)}× (agentcell is a Node program; the bare sandbox costs ${fmt(bwrap.medianMs)} ms)`,
+      `- floor: node -e 0 + the overlay and bwrap alone = ${fmt(floor)} ms = ${(floor / node.medianMs).toFixed(2)}× node -e 0 before agentcell does anything (policy, secret scan, lock, journal, receipt); agentcell adds ${fmt(agentcell.medianMs - floor)} ms to it`,
       '',
       'Where agentcell spends it (median of the `timings` that `run --json` reports; `startup` is node',
       'plus loading the bundle, `run` is spawning bwrap until the command has exited):',

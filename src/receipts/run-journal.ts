@@ -1,7 +1,7 @@
 import { AgentcellError } from '../errors.js';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { ensureDir, fsyncDir, removeQuietly, writeFileAtomic } from './atomic-file.js';
+import { ensureDir, removeQuietly, writeFileAtomic } from './atomic-file.js';
 import { currentProcess, isProcessAlive, type ProcessOwner } from './process-identity.js';
 import { isReceiptId, newReceiptId, type Receipt, type ReceiptDraft } from './receipt.js';
 import { appendReceiptLocked, withReceiptLock, type ReceiptStore } from './receipt-store.js';
@@ -16,7 +16,7 @@ import { appendReceiptLocked, withReceiptLock, type ReceiptStore } from './recei
  *
  * Entries are written without fsync: they must survive agentcell being killed, which
  * the page cache does, and a machine crash ends the run's cell too. The receipt that
- * replaces an entry is durable, and so is the entry's removal.
+ * replaces an entry is durable.
  */
 const JOURNAL_WRITE = { durable: false };
 
@@ -160,7 +160,7 @@ export async function recoverInterrupted(
       removeEntry(store.cellDir, found.id);
       return r;
     });
-    if (receipt) recovered.push(receipt);
+    if (receipt?.status === 'interrupted') recovered.push(receipt); // not a finished run whose entry a crash brought back
   }
   return { recovered, unreadable };
 }
@@ -221,7 +221,10 @@ function readEntry(cellDir: string, id: string): RunJournalEntry {
   return v as RunJournalEntry;
 }
 
+/**
+ * Not made durable either: an entry a crash brings back is receipted `ifAbsent`, which
+ * finds the run's receipt already in the chain and only removes the entry.
+ */
 function removeEntry(cellDir: string, id: string): void {
   removeQuietly(entryPath(cellDir, id));
-  fsyncDir(runsDir(cellDir));
 }

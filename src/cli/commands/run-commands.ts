@@ -32,10 +32,17 @@ async function runCommand(ctx: CliContext, argv: string[], flags: RunFlags): Pro
   const { outcome, receipt } = await runPrepared(prepared, paths, () =>
     note(flags.json ? JSON.stringify({ event: 'start', ...runSummary(prepared) }) : bannerLine(prepared)),
   );
+  prepared.timer.mark('receipt'); // signing and writing it: after the receipt's own timings
   await decideAfterRun(prepared, paths, receipt, flags);
   if (flags.json)
     note(
-      JSON.stringify({ event: 'exit', cell: prepared.cell, receipt: receipt.id, ...outcome, timings: receipt.timings }),
+      JSON.stringify({
+        event: 'exit',
+        cell: prepared.cell,
+        receipt: receipt.id,
+        ...outcome,
+        timings: { ...prepared.timer.timings },
+      }),
     );
   else if (outcome.timedOut)
     note(`agentcell: timed out after ${prepared.resolved.policy.resources.timeout ?? ''}; exit ${outcome.exitCode}`);
