@@ -6,7 +6,8 @@ import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { cellCaFiles, createLeafMinter, loadOrCreateCellCa } from '../src/egress/cell-ca.js';
+import { createLeafMinter, loadOrCreateCellCa } from '../src/egress/cell-ca.js';
+import { cellCaFiles } from '../src/egress/cell-trust.js';
 import { createEgressGateway, type EgressGateway, type GatewayRules } from '../src/egress/egress-gateway.js';
 import type { EgressEvent } from '../src/egress/egress-log.js';
 import type { ProxySecret } from '../src/egress/inspect-rules.js';

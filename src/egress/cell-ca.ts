@@ -3,10 +3,10 @@ import 'reflect-metadata';
 import { chmodSync, existsSync, lstatSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { randomBytes, webcrypto } from 'node:crypto';
-import { join } from 'node:path';
 import { createSecureContext, type SecureContext } from 'node:tls';
 import * as x509 from '@peculiar/x509';
 import { AgentcellError } from '../errors.js';
+import type { CellCaFiles } from './cell-trust.js';
 
 x509.cryptoProvider.set(webcrypto as unknown as Crypto);
 
@@ -19,22 +19,11 @@ const CA_RENEW_BEFORE_MS = 30 * DAY_MS;
 const LEAF_LIFETIME_MS = 7 * DAY_MS;
 const BACKDATE_MS = 60 * 60 * 1000;
 
-/** The cell CA's files: `ca.crt` (public, goes into the cell's trust) and `ca.key` (0600, never in the cell). */
-export interface CellCaFiles {
-  dir: string;
-  cert: string;
-  key: string;
-}
-
 export interface CellCa {
   /** PEM of the CA certificate. */
   certPem: string;
   certificate: x509.X509Certificate;
   privateKey: CryptoKey;
-}
-
-export function cellCaFiles(dir: string): CellCaFiles {
-  return { dir, cert: join(dir, 'ca.crt'), key: join(dir, 'ca.key') };
 }
 
 /**
@@ -96,13 +85,11 @@ async function loadCa(files: CellCaFiles): Promise<CellCa> {
  * The bundle a cell trusts: the rootfs's system CAs plus the cell CA, written beside the
  * CA (0644: it is public). Rewritten each run, so a system CA update reaches the cell.
  */
-export function writeTrustBundle(files: CellCaFiles, ca: CellCa, systemBundle: string | undefined): string {
-  const path = join(files.dir, 'trust-bundle.crt');
+export function writeTrustBundle(files: CellCaFiles, ca: CellCa, systemBundle: string | undefined): void {
   let system = '';
   if (systemBundle !== undefined && existsSync(systemBundle)) system = readFileSync(systemBundle, 'utf8');
   if (system.length > 0 && !system.endsWith('\n')) system += '\n';
-  writePrivate(path, `${system}# agentcell cell CA\n${ca.certPem}`, 0o644);
-  return path;
+  writePrivate(files.bundle, `${system}# agentcell cell CA\n${ca.certPem}`, 0o644);
 }
 
 /**
