@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { execFile, execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpsServer, type Server } from 'node:https';
-import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
+import { request as httpRequest, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
+import { connect as tlsConnect } from 'node:tls';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -11,7 +12,7 @@ import { cellCaFiles } from '../src/egress/cell-trust.js';
 import { createEgressGateway, type EgressGateway, type GatewayRules } from '../src/egress/egress-gateway.js';
 import type { EgressEvent } from '../src/egress/egress-log.js';
 import type { ProxySecret } from '../src/egress/inspect-rules.js';
-import { newProxyToken } from '../src/egress/proxy-auth.js';
+import { newProxyToken, proxyAuthorization } from '../src/egress/proxy-auth.js';
 import { readSpyLog, renderSpyRecord } from '../src/egress/spy-render.js';
 
 /*
@@ -155,6 +156,41 @@ function curl(gw: { port: number; token: string }, args: string[]): Promise<Ran>
   });
 }
 
+/**
+ * CONNECT to `target`, TLS with `servername` (trusting the cell CA), then raw request
+ * bytes; resolves with everything read until the server closes, or the TLS error code.
+ */
+function rawThroughGateway(
+  gw: { port: number; token: string },
+  target: string,
+  servername: string,
+  text: string,
+): Promise<string> {
+  return new Promise((resolve) => {
+    const connect = httpRequest({
+      host: '127.0.0.1',
+      port: gw.port,
+      method: 'CONNECT',
+      path: target,
+      headers: { 'proxy-authorization': proxyAuthorization(gw.token) },
+    });
+    connect.once('error', (error: NodeJS.ErrnoException) => resolve(`error ${error.code ?? error.message}`));
+    connect.once('connect', (_response, socket) => {
+      const tls = tlsConnect({ socket, servername, ca: readFileSync(cellCaPath, 'utf8') });
+      let out = '';
+      tls.once('error', (error: NodeJS.ErrnoException) => resolve(`${out}error ${error.code ?? error.message}`));
+      tls.once('secureConnect', () => tls.write(text));
+      tls.setEncoding('utf8').on('data', (chunk: string) => (out += chunk));
+      tls.once('end', () => resolve(out));
+      tls.setTimeout(5000, () => {
+        tls.destroy();
+        resolve(`${out}timeout`);
+      });
+    });
+    connect.end();
+  });
+}
+
 async function settle(events: EgressEvent[], count: number): Promise<void> {
   for (let i = 0; i < 100 && events.length < count; i++) await new Promise((r) => setTimeout(r, 20));
 }
@@ -243,6 +279,83 @@ describe('inspected HTTPS through the gateway', () => {
     // Positive control: the right Host passes.
     const ok = await curl(gw, ['-i', `https://second.test:${trustedPort}/x`]);
     assert.match(ok.stdout, /^HTTP\/1\.1 200 OK/m);
+  });
+
+  it('refuses a second Host header, and a ClientHello naming another host than the CONNECT', async () => {
+    seen.length = 0;
+    const gw = await startGateway({ allow: ['api.test', 'second.test'], inspect: ['api.test', 'second.test'] });
+    const target = `api.test:${trustedPort}`;
+    const twice = await rawThroughGateway(
+      gw,
+      target,
+      'api.test',
+      `GET /x HTTP/1.1\r\nHost: ${target}\r\nHost: second.test:${trustedPort}\r\nConnection: close\r\n\r\n`,
+    );
+    assert.match(twice, /^HTTP\/1\.1 403/);
+    assert.match(twice, /X-Agentcell-Denied: host-mismatch/);
+    const sni = await rawThroughGateway(gw, target, 'second.test', 'GET / HTTP/1.1\r\n\r\n');
+    assert.match(sni, /error/);
+    assert.equal(seen.length, 0);
+    const ok = await rawThroughGateway(
+      gw,
+      target,
+      'api.test',
+      `GET /x HTTP/1.1\r\nHost: ${target}\r\nConnection: close\r\n\r\n`,
+    );
+    assert.match(ok, /^HTTP\/1\.1 200/, 'positive control');
+    await settle(gw.events, 5);
+    assert.ok(gw.events.some((e) => e.kind === 'connect' && e.reason === 'sni-mismatch' && e.decision === 'deny'));
+  });
+
+  it('inspects SOCKS5 tunnels the same way', async () => {
+    seen.length = 0;
+    const gw = await startGateway({
+      allow: ['api.test'],
+      rule: [{ host: 'api.test', methods: ['GET'], paths: ['/ok'] }],
+    });
+    const socks = ['--proxy', `socks5h://agentcell:${gw.token}@127.0.0.1:${gw.port}`];
+    const r = await curl(gw, [
+      ...socks,
+      '-w',
+      '%{http_code}\\n',
+      '-o',
+      '/dev/null',
+      `https://api.test:${trustedPort}/ok`,
+    ]);
+    const denied = await curl(gw, [
+      ...socks,
+      '-w',
+      '%{http_code}\\n',
+      '-o',
+      '/dev/null',
+      `https://api.test:${trustedPort}/no`,
+    ]);
+    assert.equal(r.stdout.trim(), '200', r.stderr);
+    assert.equal(denied.stdout.trim(), '403');
+    await settle(gw.events, 4);
+    assert.ok(gw.events.some((e) => e.kind === 'socks' && e.inspected === true));
+    assert.deepEqual(
+      seen.map((x) => x.url),
+      ['/ok'],
+    );
+  });
+
+  it('a reload that leaves out inspect/rule keeps the L7 rules; one that changes them applies to the next request', async () => {
+    seen.length = 0;
+    const gw = await startGateway({ allow: ['api.test'], rule: [{ host: 'api.test', paths: ['/ok'] }] });
+    const gateway = gateways[gateways.length - 1];
+    gateway?.reload({ resolve: RESOLVE, allow: ['api.test'] });
+    const kept = await curl(gw, ['-w', '%{http_code}\\n', '-o', '/dev/null', `https://api.test:${trustedPort}/other`]);
+    assert.equal(kept.stdout.trim(), '403');
+    gateway?.reload({ resolve: RESOLVE, allow: ['api.test'], rule: [{ host: 'api.test', paths: ['/other'] }] });
+    const changed = await curl(gw, [
+      '-w',
+      '%{http_code}\\n',
+      '-o',
+      '/dev/null',
+      `https://api.test:${trustedPort}/other`,
+    ]);
+    assert.equal(changed.stdout.trim(), '200');
   });
 
   it('refuses an upstream whose certificate is not trusted', async () => {

@@ -95,7 +95,9 @@ export interface EgressGateway {
   listen(): Promise<EgressGatewayAddress>;
   /**
    * Replaces the rules for everything decided from now on, atomically; open tunnels
-   * and forward requests the new rules would refuse are closed (`revoked`). Throws
+   * and forward requests the new rules would refuse are closed (`revoked`), and so are
+   * spliced tunnels to hosts that are now inspected. `inspect` and `rule`, when left
+   * out, keep their current value (allow/deny/resolve are always replaced). Throws
    * POLICY_INVALID and keeps the old rules when the new ones don't compile.
    */
   reload(rules: GatewayRules): { revoked: number };
@@ -129,7 +131,8 @@ export function createEgressGateway(options: EgressGatewayOptions): EgressGatewa
   if (options.token.length === 0) throw new AgentcellError('USAGE', 'the egress gateway needs a per-run token');
   let matcher: HostMatcher = compileHostRules(options.rules);
   const secrets = options.inspect?.secrets ?? [];
-  let inspection: InspectMatcher = compileInspection(options.rules, options.inspect);
+  let inspectRules: InspectRules = { inspect: options.rules.inspect ?? [], rule: options.rules.rule ?? [] };
+  let inspection: InspectMatcher = compileInspection(inspectRules, options.inspect);
   const redactions = secrets.flatMap((s) => [
     { name: s.name, value: s.headerValue },
     { name: s.name, value: s.value },
@@ -490,8 +493,11 @@ export function createEgressGateway(options: EgressGatewayOptions): EgressGatewa
     },
     reload(rules) {
       const next = compileHostRules(rules);
-      const nextInspection = compileInspection(rules, options.inspect);
+      // Keys a reload leaves out keep their value: a reload of allow/deny alone never drops L7 rules.
+      const nextRules = { inspect: rules.inspect ?? inspectRules.inspect, rule: rules.rule ?? inspectRules.rule };
+      const nextInspection = compileInspection(nextRules, options.inspect);
       matcher = next;
+      inspectRules = nextRules;
       inspection = nextInspection;
       let revoked = 0;
       for (const tunnel of [...tunnels]) {
@@ -510,7 +516,7 @@ export function createEgressGateway(options: EgressGatewayOptions): EgressGatewa
 }
 
 /** Inspection rules; refused (POLICY_INVALID) when they inspect something and there is no cell CA to do it with. */
-function compileInspection(rules: GatewayRules, inspect: GatewayInspectOptions | undefined): InspectMatcher {
+function compileInspection(rules: InspectRules, inspect: GatewayInspectOptions | undefined): InspectMatcher {
   const secrets = inspect?.secrets ?? [];
   const compiled = compileInspectRules(rules, secrets);
   const wanted = (rules.inspect?.length ?? 0) + (rules.rule?.length ?? 0) + secrets.length;

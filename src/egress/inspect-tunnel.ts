@@ -170,45 +170,53 @@ export function inspectTunnel(
       return first.kind === 'more' ? 'more' : { value: first, used: 0 };
     },
     FIRST_BYTES_LIMIT,
-  ).then(
-    async ({ value, rest }) => {
-      const refusal = firstBytesRefusal(value, target);
-      if (refusal) {
-        outcome = { ...outcome, decision: 'deny', reason: refusal, rule: target.rule };
-        spare?.destroy();
-        if (value.kind === 'http')
-          client.end(rawDenyResponse({ host: target.host, port: target.port, reason: refusal, rule: target.rule }));
-        else client.end(TLS_ACCESS_DENIED);
-        client.resume();
-        client.setTimeout(5000, () => client.destroy());
-        return;
-      }
-      const secureContext = await context.secureContext(target.host);
-      if (client.destroyed) return;
-      tls = new TLSSocket(withPrefix(client, rest), {
-        isServer: true,
-        secureContext,
-        ALPNProtocols: ['http/1.1'],
-      });
-      tls.on('error', destroyAll);
-      tls.once('close', () => client.destroy());
-      const server = createServer({ requireHostHeader: false });
-      server.keepAliveTimeout = 60_000;
-      server.on('request', (req: IncomingMessage, res: ServerResponse) => handleRequest(req, res));
-      server.on('upgrade', (req: IncomingMessage, socket: Duplex) => {
-        const denial = refusalFor('unsupported', 'HTTP upgrade (WebSocket) to an inspected host');
-        context.recordRequest(Date.now(), requestRecord(req, denial, 0));
-        socket.end(rawDenyResponse(denial));
-      });
-      server.on('clientError', (_error: Error, socket: Duplex) => socket.destroy());
-      server.emit('connection', tls);
-    },
-    (error: unknown) => {
-      if (error instanceof FrameError && error.why !== 'closed')
-        outcome = { ...outcome, decision: 'deny', reason: 'tls-unreadable' };
-      destroyAll();
-    },
-  );
+  )
+    .then(
+      async ({ value, rest }) => {
+        const refusal = firstBytesRefusal(value, target);
+        if (refusal) {
+          outcome = { ...outcome, decision: 'deny', reason: refusal, rule: target.rule };
+          spare?.destroy();
+          if (value.kind === 'http')
+            client.end(rawDenyResponse({ host: target.host, port: target.port, reason: refusal, rule: target.rule }));
+          else client.end(TLS_ACCESS_DENIED);
+          client.resume();
+          client.setTimeout(5000, () => client.destroy());
+          return;
+        }
+        const secureContext = await context.secureContext(target.host);
+        if (client.destroyed) return;
+        tls = new TLSSocket(withPrefix(client, rest), {
+          isServer: true,
+          secureContext,
+          ALPNProtocols: ['http/1.1'],
+        });
+        tls.on('error', destroyAll);
+        tls.once('close', () => client.destroy());
+        const server = createServer({ requireHostHeader: false });
+        server.keepAliveTimeout = 60_000;
+        server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+          try {
+            handleRequest(req, res);
+          } catch {
+            destroyAll(); // fail closed: a request we can't relay ends the tunnel
+          }
+        });
+        server.on('upgrade', (req: IncomingMessage, socket: Duplex) => {
+          const denial = refusalFor('unsupported', 'HTTP upgrade (WebSocket) to an inspected host');
+          context.recordRequest(Date.now(), requestRecord(req, denial, 0));
+          socket.end(rawDenyResponse(denial));
+        });
+        server.on('clientError', (_error: Error, socket: Duplex) => socket.destroy());
+        server.emit('connection', tls);
+      },
+      (error: unknown) => {
+        if (error instanceof FrameError && error.why !== 'closed')
+          outcome = { ...outcome, decision: 'deny', reason: 'tls-unreadable' };
+        destroyAll();
+      },
+    )
+    .catch(destroyAll);
 
   function refusalFor(reason: EgressReason, detail?: string, rule: string | null = null): Denial {
     return { host: target.host, port: target.port, reason, rule, ...(detail !== undefined ? { detail } : {}) };
@@ -243,6 +251,8 @@ export function inspectTunnel(
     if (!(req.url ?? '').startsWith('/'))
       return refuse(refusalFor('bad-request', 'send an origin-form request (a path) to an inspected host'));
     const hostHeader = typeof req.headers.host === 'string' ? req.headers.host : '';
+    const hostCount = req.rawHeaders.filter((value, i) => i % 2 === 0 && value.toLowerCase() === 'host').length;
+    if (hostCount > 1) return refuse(refusalFor('host-mismatch', '(sent more than once)'));
     if (!hostMatches(hostHeader, target))
       return refuse(refusalFor('host-mismatch', `"${hostHeader.slice(0, 100).replace(/[^\x20-\x7e]/g, '?')}"`));
     const inspection = context.inspection();
