@@ -2,7 +2,7 @@ import { chmodSync, lstatSync, rmSync } from 'node:fs';
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { createServer as createNetServer, type Server, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import type { SecureContext } from 'node:tls';
+import { createSecureContext, type SecureContext } from 'node:tls';
 import { AgentcellError } from '../errors.js';
 import { splitHostPort } from '../policy/host-pattern.js';
 import { guardAddress } from './address-guard.js';
@@ -154,6 +154,7 @@ export function createEgressGateway(options: EgressGatewayOptions): EgressGatewa
   const upstreams = new Set<Socket>();
   const tunnels = new Set<OpenTunnel>();
   const inspectedTunnels = new WeakSet<OpenTunnel>();
+  let upstreamTrust: SecureContext | undefined;
   const pending = new Set<Promise<void>>();
   const servers: Server[] = [];
   let state: 'new' | 'starting' | 'listening' | 'closing' = 'new';
@@ -276,7 +277,11 @@ export function createEgressGateway(options: EgressGatewayOptions): EgressGatewa
     if (!inspect) throw new AgentcellError('INTERNAL', 'inspection without a cell CA');
     return {
       secureContext: (host) => inspect.leaves.secureContext(host),
-      upstreamCa: inspect.upstreamCa,
+      upstreamTrust() {
+        // Parsing a few hundred CAs takes milliseconds: once per gateway, not per connection.
+        upstreamTrust ??= createSecureContext({ ca: [...inspect.upstreamCa] });
+        return upstreamTrust;
+      },
       inspection: () => inspection,
       async reopen() {
         const result = await destination({ host: target.host, port: target.port });

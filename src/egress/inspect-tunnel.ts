@@ -28,8 +28,8 @@ export type RequestRecord = Pick<
 export interface InspectContext {
   /** The leaf certificate for a host, signed by the cell CA (cached). */
   secureContext(host: string): Promise<SecureContext>;
-  /** PEM CAs an upstream certificate must chain to (system CAs plus `upstream_ca`). */
-  upstreamCa: readonly string[];
+  /** Trusts what an upstream certificate must chain to (system CAs plus `upstream_ca`); made once per gateway. */
+  upstreamTrust(): SecureContext;
   /** The inspect rules in force now (a reload may replace them). */
   inspection(): InspectMatcher;
   /** A new checked TCP connection to the same destination, for requests after the first connection closed. */
@@ -148,7 +148,7 @@ export function inspectTunnel(
       socket: raw,
       ...(name !== undefined ? { servername: name } : {}),
       host: target.host,
-      ca: [...context.upstreamCa],
+      secureContext: context.upstreamTrust(),
       ALPNProtocols: ['http/1.1'],
     });
     await new Promise<void>((resolve, reject) => {
