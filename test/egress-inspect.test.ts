@@ -307,6 +307,55 @@ describe('inspected HTTPS through the gateway', () => {
     assert.ok(gw.events.some((e) => e.kind === 'connect' && e.reason === 'sni-mismatch' && e.decision === 'deny'));
   });
 
+  it('keeps one client connection across an upstream that closed its idle connection (reconnects, checked again)', async () => {
+    seen.length = 0;
+    const gw = await startGateway({ allow: ['api.test'], inspect: ['api.test'] });
+    const previous = trusted.keepAliveTimeout;
+    trusted.keepAliveTimeout = 50;
+    let upstreamConnections = 0;
+    const count = (): void => void upstreamConnections++;
+    trusted.on('secureConnection', count);
+    try {
+      const target = `api.test:${trustedPort}`;
+      const answers = await new Promise<string[]>((resolve, reject) => {
+        const connect = httpRequest({
+          host: '127.0.0.1',
+          port: gw.port,
+          method: 'CONNECT',
+          path: target,
+          headers: { 'proxy-authorization': proxyAuthorization(gw.token) },
+        });
+        connect.once('error', reject);
+        connect.once('connect', (_response, socket) => {
+          const tls = tlsConnect({ socket, servername: 'api.test', ca: readFileSync(cellCaPath, 'utf8') });
+          const got: string[] = [];
+          let buffer = '';
+          tls.once('error', reject);
+          tls.once('secureConnect', () => tls.write(`GET /first HTTP/1.1\r\nHost: ${target}\r\n\r\n`));
+          tls.setEncoding('utf8').on('data', (chunk: string) => {
+            buffer += chunk;
+            if (!buffer.includes('ok\n')) return;
+            got.push(buffer.split('\r\n')[0] ?? '');
+            buffer = '';
+            if (got.length === 1)
+              setTimeout(() => tls.write(`GET /second HTTP/1.1\r\nHost: ${target}\r\nConnection: close\r\n\r\n`), 300);
+            else resolve(got);
+          });
+        });
+        connect.end();
+      });
+      assert.deepEqual(answers, ['HTTP/1.1 200 OK', 'HTTP/1.1 200 OK']);
+      assert.deepEqual(
+        seen.map((x) => x.url),
+        ['/first', '/second'],
+      );
+      assert.equal(upstreamConnections, 2, 'the gateway opened a second upstream connection');
+    } finally {
+      trusted.off('secureConnection', count);
+      trusted.keepAliveTimeout = previous;
+    }
+  });
+
   it('inspects SOCKS5 tunnels the same way', async () => {
     seen.length = 0;
     const gw = await startGateway({
