@@ -43,6 +43,8 @@ export interface InspectContext {
 }
 
 const TLS_ACCESS_DENIED = Buffer.from([0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x31]);
+/** A client that doesn't finish its TLS handshake with the gateway in this time is dropped. */
+const HANDSHAKE_TIMEOUT_MS = 30_000;
 /** Connection-scoped headers a proxy must not pass on. */
 const HOP_BY_HOP = new Set([
   'connection',
@@ -193,6 +195,9 @@ export function inspectTunnel(
         });
         tls.on('error', destroyAll);
         tls.once('close', () => client.destroy());
+        const handshake = setTimeout(destroyAll, HANDSHAKE_TIMEOUT_MS);
+        tls.once('secure', () => clearTimeout(handshake));
+        tls.once('close', () => clearTimeout(handshake));
         const server = createServer({ requireHostHeader: false });
         server.keepAliveTimeout = 60_000;
         server.on('request', (req: IncomingMessage, res: ServerResponse) => {
@@ -267,8 +272,13 @@ export function inspectTunnel(
     const responseBody = provider ? new BodyCapture() : undefined;
     let sent = 0;
     let received = 0;
+    let upstreamStatus = 0;
+    let recorded = false;
     const upstreamRequest = request({ agent, method, path: req.url, headers, setHost: false });
+    /** Logs the request once: when its response ends, fails, or the client goes away mid-way. */
     const finish = (status: number, denial?: Denial): void => {
+      if (recorded) return;
+      recorded = true;
       const record = { ...requestRecord(req, denial, status), bytesUp: sent, bytesDown: received };
       if (decision.rule !== null && !denial) record.rule = decision.rule;
       if (injections.length > 0) record.injected = injections.map((s) => s.name);
@@ -292,9 +302,12 @@ export function inspectTunnel(
     });
     req.pipe(upstreamRequest);
     res.once('close', () => {
-      if (!res.writableFinished) upstreamRequest.destroy();
+      if (res.writableFinished) return;
+      upstreamRequest.destroy();
+      finish(upstreamStatus);
     });
     upstreamRequest.on('response', (response: IncomingMessage) => {
+      upstreamStatus = response.statusCode ?? 0;
       res.writeHead(response.statusCode ?? 502, responseHeaders(response));
       responseBody?.setHeaders(response.headers);
       response.on('data', (chunk: Buffer) => {
@@ -308,8 +321,9 @@ export function inspectTunnel(
     });
     upstreamRequest.on('error', (error: NodeJS.ErrnoException) => {
       if (res.headersSent) {
+        // The request was allowed and answered; the upstream broke off mid-response.
         res.destroy();
-        finish(0, refusalFor('connect-failed', error.code ?? error.message));
+        finish(upstreamStatus);
         return;
       }
       const code = error.code ?? '';
