@@ -175,6 +175,24 @@ describe('inspected egress from a real cell (bwrap)', () => {
 
   it('curl in the cell trusts the cell CA (variables and the system bundle); Host ≠ SNI, untrusted upstreams refused', async () => {
     const sb = sandbox(['inspect = ["api.test", "second.test", "bad.test"]']);
+    // Node with its default trust plus NODE_EXTRA_CA_CERTS (how Claude Code and Codex's node shims trust the cell CA).
+    writeFileSync(
+      join(sb.workspace, 'probe.cjs'),
+      [
+        "const http = require('http'), tls = require('tls');",
+        'const proxy = new URL(process.env.HTTPS_PROXY);',
+        "const auth = Buffer.from(`${proxy.username}:${proxy.password}`).toString('base64');",
+        `const target = 'api.test:${port}';`,
+        "const r = http.request({ host: proxy.hostname, port: proxy.port, method: 'CONNECT', path: target, headers: { 'proxy-authorization': 'Basic ' + auth } });",
+        "r.on('connect', (_res, socket) => {",
+        "  const t = tls.connect({ socket, servername: 'api.test' }, () => t.write(`GET /via-node HTTP/1.1\\r\\nHost: ${target}\\r\\nConnection: close\\r\\n\\r\\n`));",
+        "  let body = ''; t.on('data', (d) => (body += d)); t.on('end', () => console.log('node: ' + body.split('\\r\\n')[0]));",
+        "  t.on('error', (e) => console.log('node error: ' + e.code));",
+        '});',
+        'r.end();',
+        '',
+      ].join('\n'),
+    );
     try {
       seen.length = 0;
       const r = await runCli(
@@ -187,6 +205,7 @@ describe('inspected egress from a real cell (bwrap)', () => {
             `curl -sS -i -H "Host: second.test:${port}" https://api.test:${port}/smuggled | tr -d '\\r' | grep -i '^x-agentcell-denied'`,
             `curl -sS -i https://bad.test:${badPort}/ | tr -d '\\r' | grep -i '^x-agentcell-denied'`,
             'test -e /run/agentcell/ca.key || test -e "$HOME/ca.key" || echo no-ca-key-in-cell',
+            'node probe.cjs',
           ].join('; '),
         ],
         sb,
@@ -196,9 +215,10 @@ describe('inspected egress from a real cell (bwrap)', () => {
       assert.match(r.stdout, /^X-Agentcell-Denied: host-mismatch$/im);
       assert.match(r.stdout, /^X-Agentcell-Denied: upstream-cert-invalid$/im);
       assert.match(r.stdout, /^no-ca-key-in-cell$/m);
+      assert.match(r.stdout, /^node: HTTP\/1\.1 200 OK$/m);
       assert.deepEqual(
         seen.map((s) => s.url),
-        ['/via-env', '/via-system-bundle'],
+        ['/via-env', '/via-system-bundle', '/via-node'],
       );
       const events = egressEvents(sb).filter((e) => e['kind'] === 'request');
       const summary = events.map(
@@ -208,6 +228,7 @@ describe('inspected egress from a real cell (bwrap)', () => {
         'GET / 502 upstream-cert-invalid',
         'GET /smuggled 403 host-mismatch',
         'GET /via-env 200 allow-rule',
+        'GET /via-node 200 allow-rule',
         'GET /via-system-bundle 200 allow-rule',
       ]);
       for (const e of events.filter((e) => e['status'] === 200)) {
