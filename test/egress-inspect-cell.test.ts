@@ -89,6 +89,29 @@ function findFile(dir: string, name: string): string | undefined {
   return undefined;
 }
 
+/** `agentcell spy --follow --json`: its first line, then SIGINT (it must stop on it). */
+function followFirstLine(sb: Sandbox): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [CLI, 'spy', '--follow', '--json'], {
+      cwd: sb.workspace,
+      env: sb.env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+    child.stdout.setEncoding('utf8').on('data', (d: string) => {
+      out += d;
+      if (out.includes('\n')) child.kill('SIGINT');
+    });
+    child.on('error', reject);
+    child.on('close', (status) => {
+      clearTimeout(timer);
+      if (status !== 0) reject(new Error(`spy --follow exited ${String(status)}: ${out}`));
+      else resolve(out.split('\n')[0] ?? '');
+    });
+  });
+}
+
 function listen(server: Server): Promise<number> {
   return new Promise((resolve) =>
     server.listen(0, '127.0.0.1', () => {
@@ -330,6 +353,9 @@ describe('inspected egress from a real cell (bwrap)', () => {
       assert.ok(files.includes('BEGIN CERTIFICATE'), 'positive control: the dump read the cell CA bundle');
       assert.ok(files.includes('read the readme'), 'positive control: the dump read the workspace');
       assert.ok(!files.includes(SECRET), 'the secret is in no readable file of the cell');
+      const caKey = readFileSync(join(cellDirOf(sb), 'egress', 'ca', 'ca.key'), 'utf8');
+      const keyBody = caKey.split('\n').slice(1, 3).join('\n');
+      assert.ok(keyBody.length > 40 && !files.includes(keyBody), 'the cell CA key is in no readable file of the cell');
 
       const api = seen.find((s) => s.url === '/v1/messages');
       assert.equal(api?.headers['x-api-key'], SECRET, 'the server got the real key');
@@ -368,6 +394,8 @@ describe('inspected egress from a real cell (bwrap)', () => {
       assert.equal(parsed.calls[0]?.model, 'claude-stub-1');
       assert.equal(parsed.calls[0]?.usage.input, 42);
       assert.ok(!(spy.stdout + spyJson.stdout).includes(SECRET));
+      const follow = await followFirstLine(sb);
+      assert.match(follow, /"model":"claude-stub-1"/);
     } finally {
       sb.cleanup();
     }
