@@ -408,6 +408,12 @@ describe('inspected egress from a real cell (bwrap)', () => {
         join(sb.workspace, 'agentcell.toml'),
         '[secrets.K]\nfrom = "env:K"\ninject = "proxy"\nhost = "api.test"\nheader = "x-api-key"\n',
       );
+      const noSpy = await runCli(['spy', '--json'], sb);
+      assert.equal(noSpy.status, 2);
+      assert.match(noSpy.stdout, /"code": "SPY_LOG_NOT_FOUND"/);
+      const badRun = await runCli(['spy', '--run', '../../etc/passwd'], sb);
+      assert.equal(badRun.status, 2);
+      assert.match(badRun.stderr, /not a run id/);
       const none = await runCli(['run', '--network', 'none', '--', 'true'], sb, { K: 'v' });
       assert.equal(none.status, 2);
       assert.match(none.stderr, /secrets\.K\.inject = "proxy" need network\.mode = "allowlist"/);
