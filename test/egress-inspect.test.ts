@@ -13,6 +13,7 @@ import { createEgressGateway, type EgressGateway, type GatewayRules } from '../s
 import type { EgressEvent } from '../src/egress/egress-log.js';
 import type { ProxySecret } from '../src/egress/inspect-rules.js';
 import { newProxyToken, proxyAuthorization } from '../src/egress/proxy-auth.js';
+import { createMaskStream } from '../src/egress/redact-stream.js';
 import { readSpyLog, renderSpyRecord } from '../src/egress/spy-render.js';
 
 /*
@@ -463,6 +464,36 @@ describe('proxy-injected secrets', () => {
     headerValue: `Bearer ${SECRET}`,
     value: SECRET,
   };
+
+  it('masks the secret in what an upstream reflects back (headers and body, also split across chunks)', async () => {
+    seen.length = 0;
+    responder = (req) => ({
+      status: 200,
+      type: 'application/json',
+      body: JSON.stringify({ youSent: req.headers.authorization, accept: req.headers['accept-encoding'] ?? null }),
+    });
+    try {
+      const gw = await startGateway({ allow: ['api.test'] }, [secret]);
+      const r = await curl(gw, ['-i', '--compressed', `https://api.test:${trustedPort}/echo`]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(seen[0]?.headers.authorization, `Bearer ${SECRET}`, 'positive control: the server got it');
+      assert.ok(!r.stdout.includes(SECRET), r.stdout);
+      assert.match(r.stdout, new RegExp(`"youSent":"Bearer \\*{${SECRET.length}}"`));
+      assert.match(r.stdout, /"accept":"identity"/);
+    } finally {
+      responder = () => ({ status: 200, type: 'text/plain', body: 'ok\n' });
+    }
+    // Chunk boundaries: a value split across writes is still masked, and nothing else is held back.
+    const mask = createMaskStream([Buffer.from('s3cr3t-value')]);
+    const out: Buffer[] = [];
+    mask.on('data', (chunk: Buffer) => out.push(chunk));
+    mask.write('event: a\ndata: s3cr');
+    mask.write('3t-value and more\n');
+    mask.write('tail s3');
+    await new Promise<void>((resolve) => mask.end('x', resolve));
+    assert.equal(Buffer.concat(out).toString(), 'event: a\ndata: ************ and more\ntail s3x');
+    assert.equal(out[0]?.toString(), 'event: a\ndata: ', 'only the possible start of a value waits');
+  });
 
   it('adds the header for the secret host only, replacing one the cell sent; logs lack the value', async () => {
     seen.length = 0;

@@ -16,6 +16,7 @@ import type { EgressEvent, EgressReason } from './egress-log.js';
 import { normalizeHost } from './host-rules.js';
 import type { InspectMatcher } from './inspect-rules.js';
 import { FrameError, readFrame } from './read-frame.js';
+import { createMaskStream } from './redact-stream.js';
 import type { OpenTunnel, TunnelHooks, TunnelOutcome, TunnelTarget } from './splice-tunnel.js';
 import type { CapturedBody, SpyRecorder } from './spy-log.js';
 
@@ -267,6 +268,9 @@ export function inspectTunnel(
     const injections = inspection.injections(target.host, target.port);
     const headers = forwardHeaders(req, new Set(injections.map((s) => s.header.toLowerCase())));
     for (const secret of injections) headers[secret.header] = secret.headerValue;
+    // Where a secret went, its value is masked on the way back; compressed bodies would hide it.
+    const masked = injections.map((secret) => secret.value);
+    if (masked.length > 0) headers['accept-encoding'] = 'identity';
     const provider = context.spy?.provider(target.host, path);
     const requestBody = provider ? new BodyCapture() : undefined;
     const responseBody = provider ? new BodyCapture() : undefined;
@@ -308,13 +312,14 @@ export function inspectTunnel(
     });
     upstreamRequest.on('response', (response: IncomingMessage) => {
       upstreamStatus = response.statusCode ?? 0;
-      res.writeHead(response.statusCode ?? 502, responseHeaders(response));
+      res.writeHead(response.statusCode ?? 502, responseHeaders(response, masked));
       responseBody?.setHeaders(response.headers);
       response.on('data', (chunk: Buffer) => {
         received += chunk.length;
         responseBody?.add(chunk);
       });
-      response.pipe(res);
+      if (masked.length > 0) response.pipe(createMaskStream(masked.map((v) => Buffer.from(v)))).pipe(res);
+      else response.pipe(res);
       response.once('end', () => finish(response.statusCode ?? 0));
       response.once('aborted', () => res.destroy());
       response.once('error', () => res.destroy());
@@ -444,13 +449,15 @@ function forwardHeaders(req: IncomingMessage, drop: Set<string>): OutgoingHttpHe
   return headers;
 }
 
-function responseHeaders(response: IncomingMessage): OutgoingHttpHeaders {
+function responseHeaders(response: IncomingMessage, masked: readonly string[]): OutgoingHttpHeaders {
   const headers: OutgoingHttpHeaders = {};
   const named = connectionTokens(response.headers.connection);
   for (let i = 0; i + 1 < response.rawHeaders.length; i += 2) {
     const lower = (response.rawHeaders[i] ?? '').toLowerCase();
     if (HOP_BY_HOP.has(lower) || named.has(lower)) continue;
-    append(headers, lower, response.rawHeaders[i + 1] ?? '');
+    let value = response.rawHeaders[i + 1] ?? '';
+    for (const secret of masked) value = value.split(secret).join('*'.repeat(secret.length));
+    append(headers, lower, value);
   }
   return headers;
 }
