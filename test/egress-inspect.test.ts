@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFile, execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpsServer, type Server } from 'node:https';
 import { request as httpRequest, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
 import { connect as tlsConnect } from 'node:tls';
@@ -231,6 +231,16 @@ describe('cell CA', () => {
     assert.match(text, /CA:TRUE, pathlen:0/);
     assert.match(text, /prime256v1/);
   });
+
+  it('is remade when it is about to expire, and refused when its key is not private', async () => {
+    const files = cellCaFiles(join(dir, 'renewing-ca'));
+    const first = await loadOrCreateCellCa(files, 'renew');
+    const soon = new Date(first.certificate.notAfter.getTime() - 10 * 86_400_000);
+    const second = await loadOrCreateCellCa(files, 'renew', soon);
+    assert.notEqual(second.certPem, first.certPem);
+    chmodSync(files.key, 0o644);
+    await assert.rejects(loadOrCreateCellCa(files, 'renew'), /not a private \(0600\) file/);
+  });
 });
 
 describe('inspected HTTPS through the gateway', () => {
@@ -414,6 +424,17 @@ describe('inspected HTTPS through the gateway', () => {
     const r = await curl(gw, ['-i', `https://bad.test:${untrustedPort}/`]);
     assert.match(r.stdout, /^HTTP\/1\.1 502/m);
     assert.match(r.stdout, /^X-Agentcell-Denied: upstream-cert-invalid\r?$/im);
+    assert.equal(seen.length, 0);
+  });
+
+  it('inspects an IP target (leaf with an IP SAN) and refuses an upstream certificate that does not name it', async () => {
+    seen.length = 0;
+    const gw = await startGateway({ allow: [`127.0.0.1:${trustedPort}`], inspect: ['127.0.0.1'] });
+    const r = await curl(gw, ['-i', `https://127.0.0.1:${trustedPort}/`]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^HTTP\/1\.1 502/m);
+    assert.match(r.stdout, /X-Agentcell-Denied: upstream-cert-invalid/);
+    assert.match(r.stdout, /ERR_TLS_CERT_ALTNAME_INVALID/);
     assert.equal(seen.length, 0);
   });
 
