@@ -329,7 +329,8 @@ export function createEgressGateway(options: EgressGatewayOptions): EgressGatewa
           : 'not a proxy request: send an absolute http:// URL or CONNECT';
       return refuse({ ...target, reason: parsed.problem, rule: null, detail });
     }
-    if (inspection.inspects(target.host, target.port))
+    // An allowed but inspected host: cleartext would skip its checks. (Not allowed: refused below as usual.)
+    if (inspection.inspects(target.host, target.port) && matcher.decide(target.host, target.port).decision === 'allow')
       return refuse({ ...target, reason: 'inspect-needs-tls', rule: null });
     const result = await destination({ ...target, cleartext: true });
     if (!result.ok) return refuse(result.denial, result.address);
