@@ -127,15 +127,12 @@ export function inspectTunnel(
       bytesUp += raw.bytesWritten;
       bytesDown += raw.bytesRead;
       raws.delete(raw);
-      if (raws.size === 0) allUpstreamClosed();
     });
   }
-  let allUpstreamClosed: () => void = () => undefined;
-  const upstreamsClosed = new Promise<void>((resolve) => (allUpstreamClosed = resolve));
 
   const done = closed(client).then(async () => {
     destroyAll();
-    if (raws.size > 0) await upstreamsClosed;
+    await Promise.all([...raws].map(closed)); // their byte counts land in the tunnel's line
     hooks.closed(tunnel, { ...outcome, bytesUp, bytesDown });
   });
 
@@ -154,12 +151,16 @@ export function inspectTunnel(
       secureContext: context.upstreamTrust(),
       ALPNProtocols: ['http/1.1'],
     });
+    const upstreamRaw = raw;
     await new Promise<void>((resolve, reject) => {
       secure.once('secureConnect', () => {
         secure.off('error', reject);
         resolve();
       });
-      secure.once('error', reject);
+      secure.once('error', (error: Error) => {
+        upstreamRaw.destroy();
+        reject(error);
+      });
     });
     secure.on('error', () => secure.destroy());
     return secure;
