@@ -379,6 +379,16 @@ describe('inspected egress from a real cell (bwrap)', () => {
       const dryJson = await runCli(['run', '--dry-run', '--json', '--', 'true'], sb, hostEnv);
       assert.equal(dry.status, 0, dry.stderr);
       assert.ok(!(dry.stdout + dry.stderr + dryJson.stdout + dryJson.stderr).includes(SECRET));
+      assert.match(
+        dry.stdout,
+        /proxy secrets ANTHROPIC_API_KEY → api\.test \(x-api-key\), GH → api\.test \(Authorization\)/,
+      );
+      const plan = JSON.parse(dryJson.stdout) as { inspection: { inspect: string[]; secrets: { name: string }[] } };
+      assert.deepEqual(plan.inspection.inspect, ['second.test']);
+      assert.deepEqual(
+        plan.inspection.secrets.map((x) => x.name),
+        ['ANTHROPIC_API_KEY', 'GH'],
+      );
       assert.deepEqual(listTree(sb.root), before, 'a dry run writes nothing');
 
       // spy renders the stub Anthropic call, with no header and no secret.

@@ -88,3 +88,21 @@ function upstreamTrust(files: readonly string[], workspace: string): string[] {
   }
   return pems;
 }
+
+/** What a dry run shows about inspection: patterns, rule count, and secrets by name (never a value). */
+export interface InspectionSummary {
+  inspect: string[];
+  rules: number;
+  secrets: { name: string; host: string; header: string }[];
+  ca: string;
+}
+
+export function inspectionSummary(policy: Policy, run: RunInspection | undefined): InspectionSummary | undefined {
+  if (!run) return undefined;
+  return {
+    inspect: [...policy.network.inspect],
+    rules: policy.network.rule.length,
+    secrets: run.secrets.map(({ name, host, header }) => ({ name, host, header })),
+    ca: run.ca.cert,
+  };
+}
