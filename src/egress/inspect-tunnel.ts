@@ -1,13 +1,6 @@
-import {
-  Agent,
-  createServer,
-  request,
-  type IncomingMessage,
-  type OutgoingHttpHeaders,
-  type ServerResponse,
-} from 'node:http';
+import { Agent, createServer, request, type IncomingMessage, type ServerResponse } from 'node:http';
 import { isIP, type Socket } from 'node:net';
-import { Duplex } from 'node:stream';
+import type { Duplex } from 'node:stream';
 import { connect as tlsConnect, TLSSocket, type SecureContext } from 'node:tls';
 import { splitHostPort } from '../policy/host-pattern.js';
 import { classifyFirstBytes, FIRST_BYTES_LIMIT } from './classify-first-bytes.js';
@@ -16,6 +9,8 @@ import type { EgressEvent, EgressReason } from './egress-log.js';
 import { normalizeHost } from './host-rules.js';
 import type { InspectMatcher } from './inspect-rules.js';
 import { FrameError, readFrame } from './read-frame.js';
+import { forwardHeaders, responseHeaders } from './inspect-headers.js';
+import { withPrefix } from './prefixed-stream.js';
 import { createMaskStream } from './redact-stream.js';
 import type { OpenTunnel, TunnelHooks, TunnelOutcome, TunnelTarget } from './splice-tunnel.js';
 import type { CapturedBody, SpyRecorder } from './spy-log.js';
@@ -46,18 +41,6 @@ export interface InspectContext {
 const TLS_ACCESS_DENIED = Buffer.from([0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x31]);
 /** A client that doesn't finish its TLS handshake with the gateway in this time is dropped. */
 const HANDSHAKE_TIMEOUT_MS = 30_000;
-/** Connection-scoped headers a proxy must not pass on. */
-const HOP_BY_HOP = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-authenticate',
-  'proxy-authorization',
-  'proxy-connection',
-  'te',
-  'trailer',
-  'transfer-encoding',
-  'upgrade',
-]);
 const UNTRUSTED_CODES = new Set([
   'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
   'UNABLE_TO_GET_ISSUER_CERT',
@@ -426,79 +409,6 @@ function pathOf(url: string | undefined): string {
   const raw = url ?? '';
   const query = raw.indexOf('?');
   return query === -1 ? raw : raw.slice(0, query);
-}
-
-function connectionTokens(header: string | string[] | undefined): Set<string> {
-  const text = Array.isArray(header) ? header.join(',') : (header ?? '');
-  return new Set(
-    text
-      .split(',')
-      .map((t) => t.trim().toLowerCase())
-      .filter(Boolean),
-  );
-}
-
-function forwardHeaders(req: IncomingMessage, drop: Set<string>): OutgoingHttpHeaders {
-  const headers: OutgoingHttpHeaders = {};
-  const named = connectionTokens(req.headers.connection);
-  for (let i = 0; i + 1 < req.rawHeaders.length; i += 2) {
-    const name = req.rawHeaders[i] ?? '';
-    const lower = name.toLowerCase();
-    if (HOP_BY_HOP.has(lower) || named.has(lower) || drop.has(lower)) continue;
-    append(headers, lower, req.rawHeaders[i + 1] ?? '');
-  }
-  return headers;
-}
-
-function responseHeaders(response: IncomingMessage, masked: readonly string[]): OutgoingHttpHeaders {
-  const headers: OutgoingHttpHeaders = {};
-  const named = connectionTokens(response.headers.connection);
-  for (let i = 0; i + 1 < response.rawHeaders.length; i += 2) {
-    const lower = (response.rawHeaders[i] ?? '').toLowerCase();
-    if (HOP_BY_HOP.has(lower) || named.has(lower)) continue;
-    let value = response.rawHeaders[i + 1] ?? '';
-    for (const secret of masked) value = value.split(secret).join('*'.repeat(secret.length));
-    append(headers, lower, value);
-  }
-  return headers;
-}
-
-function append(headers: OutgoingHttpHeaders, name: string, value: string): void {
-  const existing = headers[name];
-  if (existing === undefined) headers[name] = value;
-  else if (Array.isArray(existing)) existing.push(value);
-  else headers[name] = [String(existing), value];
-}
-
-/**
- * The client socket as a plain stream that first yields the bytes already read off it
- * (the ClientHello). A TLSSocket over a net.Socket reads its handle directly and would
- * never see bytes put back with unshift().
- */
-function withPrefix(socket: Socket, prefix: Buffer): Duplex {
-  const stream = new Duplex({
-    read() {
-      socket.resume();
-    },
-    write(chunk: Buffer, _encoding, callback) {
-      socket.write(chunk, callback);
-    },
-    final(callback) {
-      socket.end();
-      callback();
-    },
-    destroy(error, callback) {
-      socket.destroy();
-      callback(error);
-    },
-  });
-  if (prefix.length > 0) stream.push(prefix);
-  socket.on('data', (chunk: Buffer) => {
-    if (!stream.push(chunk)) socket.pause();
-  });
-  socket.once('end', () => stream.push(null));
-  socket.once('close', () => stream.destroy());
-  return stream;
 }
 
 function closed(socket: Socket): Promise<void> {
