@@ -5,6 +5,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startupBench, type Section } from './startup.js';
 import { transactionsBench } from './transactions.js';
+import { inspectBench } from './inspect.js';
 
 // npm run bench: every suite measures agentcell and its baseline side by side in the
 // same run, and docs/benchmarks.md is rewritten with the ratios.
@@ -18,6 +19,7 @@ const wanted = (name: string): boolean => only === undefined || only.includes(na
 const sections: Section[] = [
   ...(wanted('startup') ? [startupBench(cli, runs)] : []),
   ...(wanted('transactions') ? [await transactionsBench(cli)] : []),
+  ...(wanted('inspect') ? [await inspectBench()] : []),
 ];
 
 const bwrapVersion = spawnSync('bwrap', ['--version'], { encoding: 'utf8' }).stdout.trim();

@@ -21,6 +21,9 @@ await build({
   sourcemap: 'linked',
   legalComments: 'linked',
   logLevel: 'warning',
+  // Only TLS inspection uses X.509, so it is loaded from node_modules when a run inspects,
+  // not parsed on every start (it would more than double the bundle).
+  external: ['@peculiar/x509', 'reflect-metadata'],
   // Modules find files beside them (the egress bridge script) through import.meta.url.
   define: { 'import.meta.url': 'importMetaUrl' },
   banner: { js: "var importMetaUrl=require('node:url').pathToFileURL(__filename).href;" },

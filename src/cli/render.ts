@@ -1,5 +1,6 @@
 import type { Assurance } from '../policy/assurance.js';
 import type { PreparedRun } from '../cell/prepare-run.js';
+import { inspectionSummary } from '../cell/plan-inspection.js';
 
 /** Quote for a POSIX shell only where needed, so a printed plan can be pasted. */
 export function shellQuote(word: string): string {
@@ -40,6 +41,7 @@ export function dryRunJson(p: PreparedRun): Record<string, unknown> {
     dryRun: true,
     ...runSummary(p),
     plan: { argv: p.plan.argv, fds: p.plan.fds, gaps: p.plan.gaps, env: Object.keys(p.plan.env).sort() },
+    ...(inspection(p) ? { inspection: inspection(p) } : {}),
   };
 }
 
@@ -49,6 +51,13 @@ export function dryRunText(p: PreparedRun): string {
   for (const fd of p.plan.fds) lines.push(`fd ${fd.fd}: ${fd.purpose}`);
   if (p.spec.masks.length > 0) lines.push(`masked in the workspace: ${p.spec.masks.map((m) => m.target).join(', ')}`);
   if (p.spec.readonlyPaths.length > 0) lines.push(`read-only control files: ${p.spec.readonlyPaths.join(', ')}`);
+  const inspected = inspection(p);
+  if (inspected) {
+    const secrets = inspected.secrets.map((s) => `${s.name} → ${s.host} (${s.header})`);
+    lines.push(
+      `TLS inspection (cell CA ${inspected.ca}): inspect ${inspected.inspect.join(', ') || '-'}; ${inspected.rules} rule(s); proxy secrets ${secrets.join(', ') || '-'}`,
+    );
+  }
   lines.push(
     `policy ${p.resolved.hash} from ${p.resolved.files.length ? p.resolved.files.join(', ') : 'built-in defaults'}`,
   );
@@ -70,4 +79,8 @@ function formatArgv(argv: readonly string[]): string {
     lines[lines.length - 1]?.push(shellQuote(word));
   });
   return lines.map((words, i) => `${i === 0 ? '  ' : '    '}${words.join(' ')}`).join(' \\\n');
+}
+
+function inspection(p: PreparedRun): ReturnType<typeof inspectionSummary> {
+  return inspectionSummary(p.resolved.policy, p.egress?.inspect);
 }

@@ -4,10 +4,13 @@ import { delimiter, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { CellEgress, CellSpec } from '../backends/backend.js';
 import { sha256 } from '../policy/canonical-hash.js';
+import { splitHostPort } from '../policy/host-pattern.js';
 import { AgentcellError } from '../errors.js';
-import type { EgressGateway } from './egress-gateway.js';
+import type { CellCaFiles } from './cell-trust.js';
+import type { EgressGateway, GatewayInspectOptions, GatewayRules } from './egress-gateway.js';
 import type { EgressCounters } from './egress-log.js';
-import type { HostRules } from './host-rules.js';
+import { normalizeHost } from './host-rules.js';
+import type { ProxySecret } from './inspect-rules.js';
 
 /** A unix socket path is at most 107 bytes on Linux; leave room. */
 const MAX_SOCKET_PATH = 100;
@@ -15,7 +18,9 @@ const MAX_SOCKET_PATH = 100;
 /** What a gateway run needs besides the cell spec; never printed (the token is a credential). */
 export interface RunEgress {
   token: string;
-  rules: HostRules;
+  rules: GatewayRules;
+  /** TLS inspection (inspect / rule / proxy secrets): the cell CA is loaded or made when the run starts. */
+  inspect?: RunInspection;
   /** The private directory holding the socket; made when the run starts, removed when it ends. */
   socketDir: string;
   /** Where the run's JSONL egress logs go (`<dir>/<run>.jsonl`). */
@@ -68,9 +73,21 @@ export function cellNode(rootfs: CellSpec['rootfs'], path: string | undefined): 
   );
 }
 
+/** What a run with TLS inspection needs; holds secret values: never print it. */
+export interface RunInspection {
+  ca: CellCaFiles;
+  /** The rootfs's system CA bundle on the host, for the cell's trust bundle. */
+  systemBundle: string | undefined;
+  /** PEM text the upstream certificates must chain to (system CAs + `upstream_ca`). */
+  upstreamCa: string[];
+  secrets: ProxySecret[];
+}
+
 export interface RunningGateway {
   gateway: EgressGateway;
   logPath: string;
+  /** The run's spy log, when it inspects anything (`<dir>/<run>.spy.jsonl`). */
+  spyLogPath?: string;
   /** Closes the gateway (flushing the log), removes the socket directory; the final counts. */
   stop(): Promise<EgressCounters>;
 }
@@ -87,8 +104,13 @@ export async function startRunGateway(
   rmSync(socketPath, { force: true }); // a killed run's leftover
   // Loaded here, not at the top: it brings node:http and node:dns, which runs without network never need.
   const { createEgressGateway } = await import('./egress-gateway.js');
+  const spyLogPath = egress.inspect ? join(egress.logDir, `${ids.run}.spy.jsonl`) : undefined;
+  const inspect = egress.inspect
+    ? await prepareInspection(egress.inspect, egress.rules, ids.cell, spyLogPath)
+    : undefined;
   const gateway = createEgressGateway({
     rules: egress.rules,
+    ...(inspect ? { inspect } : {}),
     token: egress.token,
     socketPath,
     logPath,
@@ -106,12 +128,52 @@ export async function startRunGateway(
   return {
     gateway,
     logPath,
+    ...(spyLogPath !== undefined ? { spyLogPath } : {}),
     stop: async () => {
       await gateway.close();
       rmSync(egress.socketDir, { recursive: true, force: true });
       return gateway.counters();
     },
   };
+}
+
+/**
+ * Loads or makes the cell CA and writes the trust bundle the cell binds, before the cell
+ * starts. The X.509 code loads only here: runs that inspect nothing never pay for it.
+ */
+async function prepareInspection(
+  inspection: RunInspection,
+  rules: GatewayRules,
+  cell: string,
+  spyLogPath: string | undefined,
+): Promise<GatewayInspectOptions> {
+  const { createLeafMinter, loadOrCreateCellCa, writeTrustBundle } = await import('./cell-ca.js');
+  const ca = await loadOrCreateCellCa(inspection.ca, cell);
+  writeTrustBundle(inspection.ca, ca, inspection.systemBundle);
+  const leaves = createLeafMinter(ca);
+  // Mint the leaves of the names known now while the cell starts: the first connection finds them ready.
+  for (const host of literalNames(rules, inspection)) leaves.secureContext(host).catch(() => undefined);
+  return {
+    leaves,
+    upstreamCa: inspection.upstreamCa,
+    secrets: inspection.secrets,
+    ...(spyLogPath !== undefined ? { spyLogPath } : {}),
+  };
+}
+
+/** Inspected names without a wildcard (ports dropped), lower-case. */
+function literalNames(rules: GatewayRules, inspection: RunInspection): Set<string> {
+  const patterns = [
+    ...(rules.inspect ?? []),
+    ...(rules.rule ?? []).map((r) => r.host),
+    ...inspection.secrets.map((s) => s.host),
+  ];
+  const names = new Set<string>();
+  for (const pattern of patterns) {
+    const host = normalizeHost(splitHostPort(pattern).host);
+    if (host !== undefined && !pattern.includes('*')) names.add(host);
+  }
+  return names;
 }
 
 /** mkdir -m 700, refusing a path someone else made (it may sit in a shared temp dir). */
