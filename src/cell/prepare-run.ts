@@ -24,6 +24,9 @@ import { peekLayerStack } from '../workspace/overlay/layer-stack.js';
 import { newProxyToken } from '../egress/proxy-auth.js';
 import { CELL_BRIDGE_NODE, proxyEnvironment } from '../egress/proxy-environment.js';
 import { bridgeScriptPath, cellNode, egressSocketDir, type RunEgress } from '../egress/run-gateway.js';
+import { agentAdapter } from '../agents/agent-registry.js';
+import { agentPolicyLayer } from '../agents/agent-policy-layer.js';
+import { prepareAgent, type PreparedAgent } from '../agents/prepare-agent.js';
 
 /** What a user can say about one run; the CLI maps flags onto this one to one. */
 export interface CellOptions {
@@ -40,6 +43,10 @@ export interface CellOptions {
   timeout?: string;
   root?: boolean;
   ackBreakglass?: string;
+  /** Run this agent's CLI through its adapter (src/agents/); the argv are its arguments. */
+  agent?: string;
+  /** `--agent-arg`: extra arguments for the agent, before the argv. */
+  agentArgs?: string[];
 }
 
 export interface RunRequest extends CellOptions {
@@ -68,13 +75,15 @@ export interface PreparedRun {
   egress?: RunEgress;
   /** The secret scan's cache, to be saved when the run goes ahead. */
   scanCache?: { path: string; cache: SecretScanCache };
+  /** An agent run: its toolchain and seeded home, readied by `readyAgent` before the run. */
+  agent?: PreparedAgent;
 }
 
 export async function prepareRun(request: RunRequest): Promise<PreparedRun> {
   const hostEnv = request.hostEnv ?? process.env;
   const cwd = request.cwd ?? process.cwd();
   const timer = request.timer ?? new PhaseTimer();
-  const { workspace, resolved, passEnv } = await resolveCellPolicy(request, request.paths, cwd);
+  const { workspace, resolved, passEnv } = await resolveCellPolicy(request, request.paths, cwd, hostEnv);
   timer.mark('policy');
   const cell = request.cell !== undefined ? checkCellName(request.cell) : defaultCellName(workspace);
   const { policy } = resolved;
@@ -112,6 +121,19 @@ export async function prepareRun(request: RunRequest): Promise<PreparedRun> {
     passEnv,
     secretEnv: envSecrets(policy, hostEnv),
   });
+  const agent = policy.agent.name
+    ? await prepareAgent({
+        policy,
+        nameSource: sourceOf(resolved, 'agent.name'),
+        stateDir: request.paths.state,
+        cellDir: cellDir(request.paths, cell),
+        cellHome: home,
+        workspace,
+        hostEnv,
+        argv: request.argv,
+      })
+    : undefined;
+  if (agent) cellEnv['PATH'] = `${agent.path}:${cellEnv['PATH'] ?? ''}`;
   let egress: RunEgress | undefined;
   let egressWiring: CellEgress | undefined;
   if (gateway) {
@@ -140,10 +162,10 @@ export async function prepareRun(request: RunRequest): Promise<PreparedRun> {
         : existingControlPlane(workspace)
             .filter(visible)
             .map((p) => join(workspace, p)),
-    mounts: policy.mount.map((m) => resolveMount(m, home)),
+    mounts: [...(agent?.mounts ?? []), ...policy.mount.map((m) => resolveMount(m, home))],
     home,
     cwd: isInside(workspace, cwd) ? realpathSync(cwd) : workspace,
-    argv: request.argv,
+    argv: agent?.argv ?? request.argv,
     env: cellEnv,
     identity: root ? { uid: 0, gid: 0 } : { uid: hostUid === 0 ? 1000 : hostUid, gid: hostGid === 0 ? 1000 : hostGid },
     network: policy.network.mode === 'open' ? 'open' : gateway ? 'gateway' : 'none',
@@ -152,7 +174,7 @@ export async function prepareRun(request: RunRequest): Promise<PreparedRun> {
     tty: request.tty,
   };
   if (egressWiring) spec.egress = egressWiring;
-  if (request.argv.length === 0)
+  if (spec.argv.length === 0)
     throw new AgentcellError('USAGE', 'no command given: agentcell run [options] -- COMMAND [ARGS...]');
   const backend = createBwrapBackend();
   const plan = backend.plan(spec);
@@ -173,6 +195,7 @@ export async function prepareRun(request: RunRequest): Promise<PreparedRun> {
     timer,
   };
   if (egress) prepared.egress = egress;
+  if (agent) prepared.agent = agent.agent;
   // Written by the run, not here: a dry run leaves no state behind.
   if (scan.changed) prepared.scanCache = { path: scanCacheFile, cache: scan.cache };
   return prepared;
@@ -183,6 +206,7 @@ export async function resolveCellPolicy(
   options: CellOptions,
   paths: AgentcellPaths,
   cwd: string = process.cwd(),
+  hostEnv: NodeJS.ProcessEnv = process.env,
 ): Promise<{ workspace: string; resolved: ResolvedPolicy; passEnv: string[] }> {
   const workspace = resolveWorkspace(resolve(cwd, options.workspace ?? '.'));
   const { layer, passEnv } = flagsLayer(options);
@@ -190,6 +214,7 @@ export async function resolveCellPolicy(
     workspace,
     paths,
     flags: layer,
+    agentLayer: (name, declared) => agentPolicyLayer(agentAdapter(name, 'agent.name'), hostEnv, declared),
     ...(options.policyFile !== undefined ? { policyFile: resolve(cwd, options.policyFile) } : {}),
   });
   return { workspace, resolved, passEnv };
@@ -208,6 +233,8 @@ function flagsLayer(options: CellOptions): { layer: Record<string, unknown>; pas
   set('network', 'mode', options.network ?? (options.allow?.length ? 'allowlist' : undefined));
   if (options.allow?.length) set('network', 'allow', options.allow);
   set('resources', 'timeout', options.timeout);
+  set('agent', 'name', options.agent);
+  if (options.agentArgs?.length) set('agent', 'args', options.agentArgs);
   const passEnv: string[] = [];
   for (const item of options.env ?? []) {
     const eq = item.indexOf('=');

@@ -18,6 +18,11 @@ export interface PolicyRequest {
   /** Values from command-line flags, highest precedence. */
   flags?: Record<string, unknown>;
   paths: AgentcellPaths;
+  /**
+   * The layer an agent adapter adds when the policy names an agent (src/agents/), given
+   * the agent's name and the secrets the files declare; it goes just above built-in.
+   */
+  agentLayer?: (name: string, declaredSecrets: ReadonlySet<string>) => PolicyLayer;
 }
 
 export interface ResolvedPolicy {
@@ -47,6 +52,8 @@ export async function resolvePolicy(request: PolicyRequest): Promise<ResolvedPol
     const { policyError, readPolicyFile, validateLayer } = await import('./policy-layer.js');
     const { PolicySchema } = await import('./schema.js');
     const layers: PolicyLayer[] = files.map(readPolicyFile);
+    const agent = request.agentLayer && agentNamed([...layers, ...(flags ? [{ source: '', values: flags }] : [])]);
+    if (agent !== undefined && request.agentLayer) layers.unshift(request.agentLayer(agent, declaredSecrets(layers)));
     if (flags) layers.push(validateLayer({ source: 'command line', values: flags }));
     const merged = mergeLayers(layers);
     const result = PolicySchema.safeParse(merged.values);
@@ -59,6 +66,20 @@ export async function resolvePolicy(request: PolicyRequest): Promise<ResolvedPol
     provenance.set('network.mode', [`${BUILT_IN} (default for mode ${policy.cell.mode})`]);
   }
   return { policy, hash: hashPolicy(policy), provenance, files };
+}
+
+/** `agent.name` as the layers set it, the last one winning. */
+function agentNamed(layers: readonly PolicyLayer[]): string | undefined {
+  let name: string | undefined;
+  for (const layer of layers) {
+    const agent = layer.values['agent'] as { name?: unknown } | undefined;
+    if (typeof agent?.name === 'string') name = agent.name;
+  }
+  return name;
+}
+
+function declaredSecrets(layers: readonly PolicyLayer[]): Set<string> {
+  return new Set(layers.flatMap((l) => Object.keys((l.values['secrets'] as Record<string, unknown> | undefined) ?? {})));
 }
 
 /** Where a key's effective value came from, for messages and `policy explain`. */
