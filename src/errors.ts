@@ -16,6 +16,7 @@ export type ErrorCode =
   | 'RECEIPT_NOT_FOUND'
   | 'SIGNING_KEY_INVALID'
   | 'ACCEPT_REFUSED'
+  | 'SPY_LOG_NOT_FOUND'
   | 'INTERNAL';
 
 /** agentcell's own failures: 2 for usage and policy, 3 for host or backend not ready. */
@@ -35,6 +36,7 @@ const EXIT_CODES: Record<ErrorCode, number> = {
   RECEIPT_NOT_FOUND: 2,
   SIGNING_KEY_INVALID: 3,
   ACCEPT_REFUSED: 2,
+  SPY_LOG_NOT_FOUND: 2,
   BACKEND_UNAVAILABLE: 3,
   INTERNAL: 3,
 };

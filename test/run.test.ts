@@ -143,14 +143,11 @@ describe('agentcell run', () => {
     const r = inCell(sb, 'true', ['--backend', 'podman']);
     assert.equal(r.status, 2);
     assert.match(r.stderr, /not available yet:\n.*only bwrap is built so far/);
-    const policy = join(sb.root, 'proxy-secret.toml');
-    writeFileSync(
-      policy,
-      '[secrets.API_KEY]\nfrom = "env:API_KEY"\ninject = "proxy"\nhost = "api.test"\nheader = "x-api-key"\n',
-    );
-    const secret = inCell(sb, 'env', ['--policy', policy], { API_KEY: 'sk-canary' });
+    const policy = join(sb.root, 'file-secret.toml');
+    writeFileSync(policy, '[secrets.API_KEY]\nfrom = "env:API_KEY"\ninject = "file"\npath = "/run/key"\n');
+    const secret = inCell(sb, 'env', ['--policy', policy, '--mode', 'development'], { API_KEY: 'sk-canary' });
     assert.equal(secret.status, 2);
-    assert.match(secret.stderr, /secrets\.API_KEY\.inject = "proxy": only "env" injection is built so far/);
+    assert.match(secret.stderr, /secrets\.API_KEY\.inject = "file": only "env" and "proxy" injection are built so far/);
     assert.doesNotMatch(secret.stdout + secret.stderr, /sk-canary/);
   });
 

@@ -16,7 +16,8 @@ import { sha256 } from '../policy/canonical-hash.js';
 import { buildCellEnvironment } from './cell-environment.js';
 import { checkCellName, defaultCellName } from './cell-name.js';
 import { PhaseTimer } from './phase-timer.js';
-import { envSecrets } from './resolve-secrets.js';
+import { envSecrets, proxySecretPlaceholders } from './resolve-secrets.js';
+import { planInspection, refuseWithoutGateway } from './plan-inspection.js';
 import { cellDir } from './cell-store.js';
 import { overlayTools, overlayWrapper, type OverlayTools } from '../workspace/overlay/overlay-mount.js';
 import { visibleInLayers } from '../workspace/overlay/layer-visibility.js';
@@ -119,7 +120,7 @@ export async function prepareRun(request: RunRequest): Promise<PreparedRun> {
     home,
     policyEnv: policy.env,
     passEnv,
-    secretEnv: envSecrets(policy, hostEnv),
+    secretEnv: { ...envSecrets(policy, hostEnv), ...proxySecretPlaceholders(policy) },
   });
   const agent = policy.agent.name
     ? await prepareAgent({
@@ -136,17 +137,26 @@ export async function prepareRun(request: RunRequest): Promise<PreparedRun> {
   if (agent) cellEnv['PATH'] = `${agent.path}:${cellEnv['PATH'] ?? ''}`;
   let egress: RunEgress | undefined;
   let egressWiring: CellEgress | undefined;
+  let trustMounts: ExtraMount[] = [];
+  if (!gateway) refuseWithoutGateway(policy);
   if (gateway) {
     const node = cellNode(rootfs, cellEnv['PATH']);
     const dir = cellDir(request.paths, cell);
     const socketDir = egressSocketDir(dir);
+    const { allow, deny, resolve, inspect, rule } = policy.network;
     egress = {
       token: newProxyToken(),
-      rules: { allow: policy.network.allow, deny: policy.network.deny, resolve: policy.network.resolve },
+      rules: { allow, deny, resolve, inspect, rule },
       socketDir,
       logDir: join(dir, 'egress'),
     };
     Object.assign(cellEnv, proxyEnvironment(egress.token, 'bind' in node ? CELL_BRIDGE_NODE : node.path));
+    const inspection = planInspection(policy, { cellDir: dir, rootfs, hostEnv, workspace });
+    if (inspection) {
+      egress.inspect = inspection.run;
+      Object.assign(cellEnv, inspection.env);
+      trustMounts = inspection.mounts;
+    }
     egressWiring = { socketPath: join(socketDir, 'egress.sock'), bridgeScript: bridgeScriptPath(), node };
   }
   const spec: CellSpec = {
@@ -162,7 +172,7 @@ export async function prepareRun(request: RunRequest): Promise<PreparedRun> {
         : existingControlPlane(workspace)
             .filter(visible)
             .map((p) => join(workspace, p)),
-    mounts: [...(agent?.mounts ?? []), ...policy.mount.map((m) => resolveMount(m, home))],
+    mounts: [...(agent?.mounts ?? []), ...policy.mount.map((m) => resolveMount(m, home)), ...trustMounts],
     home,
     cwd: isInside(workspace, cwd) ? realpathSync(cwd) : workspace,
     argv: agent?.argv ?? request.argv,
@@ -252,8 +262,8 @@ function assertBuilt(policy: Policy, resolved: ResolvedPolicy): void {
       `cell.backend = "${policy.cell.backend}" (from ${sourceOf(resolved, 'cell.backend')}): only bwrap is built so far`,
     );
   for (const [name, secret] of Object.entries(policy.secrets))
-    if (secret.inject !== 'env')
-      missing.push(`secrets.${name}.inject = "${secret.inject}": only "env" injection is built so far`);
+    if (secret.inject === 'file')
+      missing.push(`secrets.${name}.inject = "file": only "env" and "proxy" injection are built so far`);
   if (missing.length > 0)
     throw new AgentcellError('NOT_AVAILABLE_YET', `not available yet:\n  ${missing.join('\n  ')}`);
 }

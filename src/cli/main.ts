@@ -8,6 +8,7 @@ import { registerReceiptCommands } from './commands/receipt-commands.js';
 import { registerTransactionCommands } from './commands/transaction-commands.js';
 import { registerPolicyCommands } from './commands/policy-commands.js';
 import { registerRunCommands } from './commands/run-commands.js';
+import { registerSpyCommands } from './commands/spy-commands.js';
 import { note, printJson, type CliContext } from './output.js';
 
 // Started before anything else so the phases add up to the whole run.
@@ -26,6 +27,7 @@ export function buildProgram(ctx: CliContext): Command {
   registerReceiptCommands(program, ctx.setExit);
   registerCellCommands(program);
   registerHostCommands(program, ctx);
+  registerSpyCommands(program);
   return program;
 }
 

@@ -61,6 +61,8 @@ function statusFor(reason: EgressReason): number {
       return 400;
     case 'gateway-closing':
       return 503;
+    case 'upstream-cert-invalid':
+      return 502;
     default:
       return 403;
   }
@@ -98,6 +100,14 @@ function explain({ reason, rule, detail }: Denial): string {
       return 'a TLS ClientHello the gateway could not read';
     case 'gateway-closing':
       return 'the gateway is shutting down';
+    case 'host-mismatch':
+      return `the HTTP Host header ${detail ?? ''} differs from the TLS server name; send Host equal to the name you connected to`;
+    case 'no-matching-rule':
+      return `no [[network.rule]] for this host allows ${detail ?? 'this request'}; ask the user to add one`;
+    case 'upstream-cert-invalid':
+      return `the server's certificate is not trusted${detail ? ` (${detail})` : ''}; add its CA to [network] upstream_ca if it is expected`;
+    case 'inspect-needs-tls':
+      return 'this host is inspected and reachable over TLS (HTTPS) only';
     case 'allow-rule':
       return 'allowed';
   }

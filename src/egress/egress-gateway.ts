@@ -2,6 +2,7 @@ import { chmodSync, lstatSync, rmSync } from 'node:fs';
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { createServer as createNetServer, type Server, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
+import type { SecureContext } from 'node:tls';
 import { AgentcellError } from '../errors.js';
 import { splitHostPort } from '../policy/host-pattern.js';
 import { guardAddress } from './address-guard.js';
@@ -14,6 +15,9 @@ import {
   type EgressReason,
 } from './egress-log.js';
 import { compileHostRules, normalizeHost, type HostMatcher, type HostRules } from './host-rules.js';
+import { compileInspectRules, type InspectMatcher, type InspectRules, type ProxySecret } from './inspect-rules.js';
+import { inspectTunnel, type InspectContext } from './inspect-tunnel.js';
+import { createSpyLog, redactSecrets, type SpyLog } from './spy-log.js';
 import {
   openDestination,
   systemLookup,
@@ -35,11 +39,28 @@ import {
   socksReply,
   type SocksReplyCode,
 } from './socks5-messages.js';
-import { spliceTunnel, type OpenTunnel, type TunnelHooks } from './splice-tunnel.js';
+import { spliceTunnel, type OpenTunnel, type TunnelHooks, type TunnelTarget } from './splice-tunnel.js';
+
+/** Everything the gateway enforces from `[network]`: host rules plus inspection and L7 rules. */
+export type GatewayRules = HostRules & InspectRules;
+
+/** What TLS inspection needs; without it, rules that inspect anything are refused. */
+export interface GatewayInspectOptions {
+  /** Leaf certificates signed by the cell CA (see cell-ca.ts `createLeafMinter`). */
+  leaves: { secureContext(host: string): Promise<SecureContext> };
+  /** PEM CAs an inspected upstream must chain to: system CAs plus `upstream_ca`. */
+  upstreamCa: readonly string[];
+  /** `inject = "proxy"` secrets, values read on the host; their hosts are inspected. */
+  secrets?: readonly ProxySecret[];
+  /** The run's spy log (LLM API calls through inspected hosts, JSONL, 0600). */
+  spyLogPath?: string;
+}
 
 export interface EgressGatewayOptions {
-  /** allow, deny and resolve, as in `[network]`; compiled now (POLICY_INVALID if bad). */
-  rules: HostRules;
+  /** allow, deny, resolve, inspect and rule, as in `[network]`; compiled now (POLICY_INVALID if bad). */
+  rules: GatewayRules;
+  /** TLS inspection (cell CA leaves, upstream trust, proxy secrets, spy log). */
+  inspect?: GatewayInspectOptions;
   /** The per-run token: clients authenticate as `agentcell:TOKEN` (HTTP Basic or SOCKS5). */
   token: string;
   /** The unix socket to listen on (mounted into the cell); made with `socketMode`. */
@@ -77,7 +98,7 @@ export interface EgressGateway {
    * and forward requests the new rules would refuse are closed (`revoked`). Throws
    * POLICY_INVALID and keeps the old rules when the new ones don't compile.
    */
-  reload(rules: HostRules): { revoked: number };
+  reload(rules: GatewayRules): { revoked: number };
   /** Decisions logged so far (allowed tunnels count when they close). */
   counters(): EgressCounters;
   /** Stops listening, ends every connection, flushes the log, removes the socket. */
@@ -90,7 +111,10 @@ const EMPTY = Buffer.alloc(0);
 
 /** A connection's decision, before the gateway stamps it with time, cell, run and kind. */
 type Outcome = Pick<EgressEvent, 'host' | 'port' | 'address' | 'decision' | 'rule' | 'reason'> &
-  Partial<Pick<EgressEvent, 'bytesUp' | 'bytesDown'>> & { revoked?: boolean };
+  Partial<Pick<EgressEvent, 'bytesUp' | 'bytesDown' | 'method' | 'path' | 'status' | 'injected'>> & {
+    revoked?: boolean;
+    inspected?: boolean;
+  };
 
 /**
  * The egress gateway: one listener (unix socket, optionally loopback TCP) speaking
@@ -104,6 +128,21 @@ type Outcome = Pick<EgressEvent, 'host' | 'port' | 'address' | 'decision' | 'rul
 export function createEgressGateway(options: EgressGatewayOptions): EgressGateway {
   if (options.token.length === 0) throw new AgentcellError('USAGE', 'the egress gateway needs a per-run token');
   let matcher: HostMatcher = compileHostRules(options.rules);
+  const secrets = options.inspect?.secrets ?? [];
+  let inspection: InspectMatcher = compileInspection(options.rules, options.inspect);
+  const redactions = secrets.flatMap((s) => [
+    { name: s.name, value: s.headerValue },
+    { name: s.name, value: s.value },
+  ]);
+  const spy: SpyLog | undefined =
+    options.inspect?.spyLogPath === undefined
+      ? undefined
+      : createSpyLog({
+          path: options.inspect.spyLogPath,
+          cell: options.cell ?? '',
+          run: options.run ?? '',
+          secrets: redactions,
+        });
   const lookup = options.lookup ?? systemLookup;
   const connectTimeoutMs = options.connectTimeoutMs ?? 10_000;
   const handshakeTimeoutMs = options.handshakeTimeoutMs ?? 30_000;
@@ -111,6 +150,7 @@ export function createEgressGateway(options: EgressGatewayOptions): EgressGatewa
   const clients = new Set<Socket>();
   const upstreams = new Set<Socket>();
   const tunnels = new Set<OpenTunnel>();
+  const inspectedTunnels = new WeakSet<OpenTunnel>();
   const pending = new Set<Promise<void>>();
   const servers: Server[] = [];
   let state: 'new' | 'starting' | 'listening' | 'closing' = 'new';
@@ -157,6 +197,9 @@ export function createEgressGateway(options: EgressGatewayOptions): EgressGatewa
       bytesDown: outcome.bytesDown ?? 0,
       durationMs: Date.now() - started,
       ...(outcome.revoked ? { revoked: true as const } : {}),
+      ...(outcome.inspected ? { inspected: true as const } : {}),
+      ...(outcome.method !== undefined ? { method: outcome.method, path: outcome.path, status: outcome.status } : {}),
+      ...(outcome.injected ? { injected: outcome.injected } : {}),
     });
   }
 
@@ -196,15 +239,51 @@ export function createEgressGateway(options: EgressGatewayOptions): EgressGatewa
     };
   }
 
-  function tunnelHooks(kind: EgressKind, started: number): TunnelHooks {
+  function tunnelHooks(kind: EgressKind, started: number, inspected: boolean): TunnelHooks {
     return {
       matcher: () => matcher,
-      opened: (tunnel) => tunnels.add(tunnel),
+      opened: (tunnel) => {
+        tunnels.add(tunnel);
+        if (inspected) inspectedTunnels.add(tunnel);
+      },
       closed: (tunnel, outcome) => {
         tunnels.delete(tunnel);
         const { host, port, address } = tunnel.target;
-        record(kind, started, { ...outcome, host, port, address });
+        record(kind, started, { ...outcome, host, port, address, inspected });
       },
+    };
+  }
+
+  /** Splices the tunnel, or terminates its TLS when the destination is inspected. */
+  function joinTunnel(
+    client: Socket,
+    upstream: Socket,
+    head: Buffer,
+    target: TunnelTarget,
+    started: number,
+  ): Promise<void> {
+    const kind = target.kind;
+    if (!inspection.inspects(target.host, target.port))
+      return spliceTunnel(client, upstream, head, target, tunnelHooks(kind, started, false));
+    return inspectTunnel(client, upstream, head, target, tunnelHooks(kind, started, true), inspectContext(target));
+  }
+
+  function inspectContext(target: TunnelTarget): InspectContext {
+    const inspect = options.inspect;
+    if (!inspect) throw new AgentcellError('INTERNAL', 'inspection without a cell CA');
+    return {
+      secureContext: (host) => inspect.leaves.secureContext(host),
+      upstreamCa: inspect.upstreamCa,
+      inspection: () => inspection,
+      async reopen() {
+        const result = await destination({ host: target.host, port: target.port });
+        if (!result.ok)
+          throw new Error(`${result.denial.reason}${result.denial.detail ? `: ${result.denial.detail}` : ''}`);
+        return result.upstream;
+      },
+      recordRequest: (started, request) => record('request', started, request),
+      ...(spy ? { spy } : {}),
+      redact: (text) => redactSecrets(text, redactions),
     };
   }
 
@@ -220,7 +299,7 @@ export function createEgressGateway(options: EgressGatewayOptions): EgressGatewa
     if (!result.ok) return refuseRaw('connect', client, result.denial, started, result.address);
     client.write(CONNECT_ESTABLISHED);
     const { upstream, ...rest } = result;
-    await spliceTunnel(client, upstream, head, { kind: 'connect', ...rest }, tunnelHooks('connect', started));
+    await joinTunnel(client, upstream, head, { kind: 'connect', ...rest }, started);
   }
 
   async function handleForward(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -242,6 +321,8 @@ export function createEgressGateway(options: EgressGatewayOptions): EgressGatewa
           : 'not a proxy request: send an absolute http:// URL or CONNECT';
       return refuse({ ...target, reason: parsed.problem, rule: null, detail });
     }
+    if (inspection.inspects(target.host, target.port))
+      return refuse({ ...target, reason: 'inspect-needs-tls', rule: null });
     const result = await destination({ ...target, cleartext: true });
     if (!result.ok) return refuse(result.denial, result.address);
     const { upstream, host, port, address, rule } = result;
@@ -307,7 +388,7 @@ export function createEgressGateway(options: EgressGatewayOptions): EgressGatewa
       if (!result.ok) return deny(socksReply(socksCode(result.denial.reason)), result.denial, result.address);
       client.write(socksReply(0x00));
       const { upstream, ...rest } = result;
-      await spliceTunnel(client, upstream, request.rest, { kind: 'socks', ...rest }, tunnelHooks('socks', started));
+      await joinTunnel(client, upstream, request.rest, { kind: 'socks', ...rest }, started);
     } catch (error) {
       if (error instanceof FrameError && error.why !== 'closed')
         record('socks', started, { ...anonymous, address: null, decision: 'deny', reason: 'bad-request' });
@@ -367,6 +448,7 @@ export function createEgressGateway(options: EgressGatewayOptions): EgressGatewa
       await Promise.race([Promise.all([...pending]), new Promise((resolve) => setTimeout(resolve, 2000).unref())]);
       await Promise.all(stopped);
       await log.close();
+      await spy?.close();
       if (options.socketPath !== undefined) rmSync(options.socketPath, { force: true });
     })();
     return closing;
@@ -384,6 +466,7 @@ export function createEgressGateway(options: EgressGatewayOptions): EgressGatewa
       const address: EgressGatewayAddress = {};
       try {
         await log.open();
+        await spy?.open();
         if (options.socketPath !== undefined) {
           clearStaleSocket(options.socketPath);
           await listenOn(createNetServer({ allowHalfOpen: true }, accept), { path: options.socketPath });
@@ -407,10 +490,15 @@ export function createEgressGateway(options: EgressGatewayOptions): EgressGatewa
     },
     reload(rules) {
       const next = compileHostRules(rules);
+      const nextInspection = compileInspection(rules, options.inspect);
       matcher = next;
+      inspection = nextInspection;
       let revoked = 0;
       for (const tunnel of [...tunnels]) {
-        if (stillAllowed(next, tunnel)) continue;
+        const { host, port } = tunnel.target;
+        // A tunnel spliced before its host became inspected would skip the L7 rules: close it.
+        const skipsInspection = !inspectedTunnels.has(tunnel) && nextInspection.inspects(host, port);
+        if (stillAllowed(next, tunnel) && !skipsInspection) continue;
         tunnel.revoke();
         revoked++;
       }
@@ -419,6 +507,19 @@ export function createEgressGateway(options: EgressGatewayOptions): EgressGatewa
     counters: () => log.counters(),
     close,
   };
+}
+
+/** Inspection rules; refused (POLICY_INVALID) when they inspect something and there is no cell CA to do it with. */
+function compileInspection(rules: GatewayRules, inspect: GatewayInspectOptions | undefined): InspectMatcher {
+  const secrets = inspect?.secrets ?? [];
+  const compiled = compileInspectRules(rules, secrets);
+  const wanted = (rules.inspect?.length ?? 0) + (rules.rule?.length ?? 0) + secrets.length;
+  if (wanted > 0 && !inspect)
+    throw new AgentcellError(
+      'POLICY_INVALID',
+      'network.inspect / network.rule need TLS inspection, and this gateway was started without a cell CA',
+    );
+  return compiled;
 }
 
 function stillAllowed(matcher: HostMatcher, tunnel: OpenTunnel): boolean {

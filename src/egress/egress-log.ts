@@ -24,9 +24,18 @@ export type EgressReason =
   | 'bad-request'
   /** A SOCKS command other than CONNECT, a non-http:// forward URL, an HTTP upgrade. */
   | 'unsupported'
-  | 'gateway-closing';
+  | 'gateway-closing'
+  /** Inspected TLS: the HTTP Host differs from the SNI and the CONNECT/SOCKS target. */
+  | 'host-mismatch'
+  /** Inspected host with `[[network.rule]]` entries: no rule allows this method and path. */
+  | 'no-matching-rule'
+  /** Inspected host: the upstream's certificate is not trusted (system CAs + `upstream_ca`) or names another host. */
+  | 'upstream-cert-invalid'
+  /** Inspected host: only TLS can reach it (cleartext or other protocols would skip the checks). */
+  | 'inspect-needs-tls';
 
-export type EgressKind = 'connect' | 'http' | 'socks';
+/** `request`: one HTTP request inside an inspected TLS tunnel. */
+export type EgressKind = 'connect' | 'http' | 'socks' | 'request';
 
 /** One decision, one JSONL line in the run's egress log. */
 export interface EgressEvent {
@@ -47,6 +56,14 @@ export interface EgressEvent {
   durationMs: number;
   /** Set when a reload revoked an allowed tunnel and the gateway closed it. */
   revoked?: true;
+  /** A tunnel whose TLS the gateway terminated (`inspect`); its requests are `request` events. */
+  inspected?: true;
+  /** `request` events: the method, the path without its query, the upstream's status (0: none). */
+  method?: string;
+  path?: string;
+  status?: number;
+  /** `request` events: the names of the `[secrets]` the gateway added as headers (never their values). */
+  injected?: string[];
 }
 
 export interface EgressCounters {

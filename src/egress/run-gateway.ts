@@ -5,9 +5,15 @@ import { fileURLToPath } from 'node:url';
 import type { CellEgress, CellSpec } from '../backends/backend.js';
 import { sha256 } from '../policy/canonical-hash.js';
 import { AgentcellError } from '../errors.js';
-import { createEgressGateway, type EgressGateway } from './egress-gateway.js';
+import type { CellCaFiles } from './cell-trust.js';
+import {
+  createEgressGateway,
+  type EgressGateway,
+  type GatewayInspectOptions,
+  type GatewayRules,
+} from './egress-gateway.js';
 import type { EgressCounters } from './egress-log.js';
-import type { HostRules } from './host-rules.js';
+import type { ProxySecret } from './inspect-rules.js';
 
 /** A unix socket path is at most 107 bytes on Linux; leave room. */
 const MAX_SOCKET_PATH = 100;
@@ -15,7 +21,9 @@ const MAX_SOCKET_PATH = 100;
 /** What a gateway run needs besides the cell spec; never printed (the token is a credential). */
 export interface RunEgress {
   token: string;
-  rules: HostRules;
+  rules: GatewayRules;
+  /** TLS inspection (inspect / rule / proxy secrets): the cell CA is loaded or made when the run starts. */
+  inspect?: RunInspection;
   /** The private directory holding the socket; made when the run starts, removed when it ends. */
   socketDir: string;
   /** Where the run's JSONL egress logs go (`<dir>/<run>.jsonl`). */
@@ -68,9 +76,21 @@ export function cellNode(rootfs: CellSpec['rootfs'], path: string | undefined): 
   );
 }
 
+/** What a run with TLS inspection needs; holds secret values: never print it. */
+export interface RunInspection {
+  ca: CellCaFiles;
+  /** The rootfs's system CA bundle on the host, for the cell's trust bundle. */
+  systemBundle: string | undefined;
+  /** PEM text the upstream certificates must chain to (system CAs + `upstream_ca`). */
+  upstreamCa: string[];
+  secrets: ProxySecret[];
+}
+
 export interface RunningGateway {
   gateway: EgressGateway;
   logPath: string;
+  /** The run's spy log, when it inspects anything (`<dir>/<run>.spy.jsonl`). */
+  spyLogPath?: string;
   /** Closes the gateway (flushing the log), removes the socket directory; the final counts. */
   stop(): Promise<EgressCounters>;
 }
@@ -85,8 +105,11 @@ export async function startRunGateway(
   mkdirSync(egress.logDir, { recursive: true, mode: 0o700 });
   const logPath = join(egress.logDir, `${ids.run}.jsonl`);
   rmSync(socketPath, { force: true }); // a killed run's leftover
+  const spyLogPath = egress.inspect ? join(egress.logDir, `${ids.run}.spy.jsonl`) : undefined;
+  const inspect = egress.inspect ? await prepareInspection(egress.inspect, ids.cell, spyLogPath) : undefined;
   const gateway = createEgressGateway({
     rules: egress.rules,
+    ...(inspect ? { inspect } : {}),
     token: egress.token,
     socketPath,
     logPath,
@@ -104,11 +127,32 @@ export async function startRunGateway(
   return {
     gateway,
     logPath,
+    ...(spyLogPath !== undefined ? { spyLogPath } : {}),
     stop: async () => {
       await gateway.close();
       rmSync(egress.socketDir, { recursive: true, force: true });
       return gateway.counters();
     },
+  };
+}
+
+/**
+ * Loads or makes the cell CA and writes the trust bundle the cell binds, before the cell
+ * starts. The X.509 code loads only here: runs that inspect nothing never pay for it.
+ */
+async function prepareInspection(
+  inspection: RunInspection,
+  cell: string,
+  spyLogPath: string | undefined,
+): Promise<GatewayInspectOptions> {
+  const { createLeafMinter, loadOrCreateCellCa, writeTrustBundle } = await import('./cell-ca.js');
+  const ca = await loadOrCreateCellCa(inspection.ca, cell);
+  writeTrustBundle(inspection.ca, ca, inspection.systemBundle);
+  return {
+    leaves: createLeafMinter(ca),
+    upstreamCa: inspection.upstreamCa,
+    secrets: inspection.secrets,
+    ...(spyLogPath !== undefined ? { spyLogPath } : {}),
   };
 }
 

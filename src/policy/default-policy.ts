@@ -9,7 +9,7 @@ export function defaultPolicy(): Policy {
     cell: { backend: 'bwrap', mode: 'strict', rootfs: 'host', user: 'user' },
     workspace: { mode: 'overlay', hide: [], expose: [], scan_skip: ['.git', 'node_modules'] },
     mount: [],
-    network: { allow: [], deny: [], inspect: [], resolve: {}, upstream_ca: [] },
+    network: { allow: [], deny: [], inspect: [], resolve: {}, upstream_ca: [], rule: [] },
     secrets: {},
     resources: {},
     env: {},

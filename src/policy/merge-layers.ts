@@ -12,6 +12,7 @@ const ACCUMULATING_KEYS = new Set([
   'network.deny',
   'network.inspect',
   'network.upstream_ca',
+  'network.rule',
 ]);
 
 /** For each dotted key, the layers that set it (last one wins unless it accumulates). */

@@ -43,6 +43,13 @@ const secret = z
     z.superRefine((s, ctx) => {
       if (s.inject === 'proxy' && (!s.host || !s.header))
         ctx.issues.push({ code: 'custom', message: 'inject = "proxy" needs both host and header', input: s });
+      if (s.header !== undefined && !/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(s.header))
+        ctx.issues.push({
+          code: 'custom',
+          path: ['header'],
+          message: 'expected an HTTP header name such as "Authorization" or "x-api-key"',
+          input: s.header,
+        });
       if (!s.template.includes('{value}'))
         ctx.issues.push({
           code: 'custom',
@@ -52,6 +59,21 @@ const secret = z
         });
     }),
   );
+
+/** `[[network.rule]]`: the methods and paths an inspected host may be sent. */
+const requestRule = z.strictObject({
+  host: hostPattern,
+  methods: z.optional(
+    z.array(z.string().check(z.regex(/^[A-Z]+$/, 'expected an upper-case HTTP method such as "GET" or "POST"'))),
+  ),
+  paths: z.optional(
+    z.array(
+      z
+        .string()
+        .check(z.regex(/^\/[^\s?#]*$/, 'expected a path starting with "/", without query; "*" matches any characters')),
+    ),
+  ),
+});
 
 const mount = z.strictObject({
   source: z.string().check(z.minLength(1)),
@@ -99,6 +121,7 @@ export const PolicySchema = z.strictObject({
         {},
       ),
       upstream_ca: stringList,
+      rule: z._default(z.array(requestRule), []),
     }),
     {},
   ),

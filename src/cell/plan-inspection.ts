@@ -1,0 +1,93 @@
+import { readFileSync } from 'node:fs';
+import { isAbsolute, join, resolve } from 'node:path';
+import { rootCertificates } from 'node:tls';
+import type { CellSpec, ExtraMount } from '../backends/backend.js';
+import { cellCaFiles, SYSTEM_CA_BUNDLE, systemBundleOf, trustEnvironment, trustMounts } from '../egress/cell-trust.js';
+import type { RunInspection } from '../egress/run-gateway.js';
+import { AgentcellError } from '../errors.js';
+import type { Policy } from '../policy/schema.js';
+import { proxySecrets } from './resolve-secrets.js';
+
+export interface InspectionPlan {
+  /** For the gateway (holds secret values: never print it). */
+  run: RunInspection;
+  /** The trust variables for the cell (SSL_CERT_FILE, NODE_EXTRA_CA_CERTS, …). */
+  env: Record<string, string>;
+  /** Read-only binds of the cell CA and the trust bundle. */
+  mounts: ExtraMount[];
+}
+
+/**
+ * TLS inspection for a gateway run, when the policy asks for it (`[network] inspect`,
+ * `[[network.rule]]`, or a secret with `inject = "proxy"`): where the cell CA lives
+ * (`<cellDir>/egress/ca`, made when the run starts, so a dry run writes nothing), how
+ * the cell trusts it, what upstreams must chain to, and the proxy secrets read on the
+ * host. Undefined when nothing is inspected.
+ */
+export function planInspection(
+  policy: Policy,
+  context: { cellDir: string; rootfs: CellSpec['rootfs']; hostEnv: NodeJS.ProcessEnv; workspace: string },
+): InspectionPlan | undefined {
+  if (policy.network.inspect.length === 0 && policy.network.rule.length === 0 && proxySecretNames(policy).length === 0)
+    return undefined;
+  const ca = cellCaFiles(join(context.cellDir, 'egress', 'ca'));
+  return {
+    run: {
+      ca,
+      systemBundle: systemBundleOf(context.rootfs),
+      upstreamCa: upstreamTrust(policy.network.upstream_ca, context.workspace),
+      secrets: proxySecrets(policy, context.hostEnv),
+    },
+    env: trustEnvironment(),
+    mounts: trustMounts(ca, context.rootfs),
+  };
+}
+
+/** Proxy secrets and L7 rules only the gateway can apply: refused without it rather than silently dropped. */
+export function refuseWithoutGateway(policy: Policy): void {
+  const needs = [
+    ...proxySecretNames(policy).map((name) => `secrets.${name}.inject = "proxy"`),
+    ...(policy.network.rule.length > 0 ? ['[[network.rule]]'] : []),
+  ];
+  if (needs.length > 0)
+    throw new AgentcellError(
+      'POLICY_INVALID',
+      `${needs.join(', ')} need network.mode = "allowlist" (the egress gateway applies them); network.mode is "${policy.network.mode ?? 'none'}"`,
+    );
+}
+
+function proxySecretNames(policy: Policy): string[] {
+  return Object.entries(policy.secrets)
+    .filter(([, secret]) => secret.inject === 'proxy')
+    .map(([name]) => name);
+}
+
+/** Node's roots, the host's system bundle, and each `upstream_ca` file (relative to the workspace). */
+function upstreamTrust(files: readonly string[], workspace: string): string[] {
+  const pems = [...rootCertificates];
+  try {
+    pems.push(readFileSync(SYSTEM_CA_BUNDLE, 'utf8'));
+  } catch {
+    // no system bundle on this host: Node's roots still apply
+  }
+  for (const file of files) {
+    const path = isAbsolute(file) ? file : resolve(workspace, file);
+    let text: string;
+    try {
+      text = readFileSync(path, 'utf8');
+    } catch (cause) {
+      throw new AgentcellError(
+        'POLICY_INVALID',
+        `network.upstream_ca: cannot read "${file}" (${(cause as NodeJS.ErrnoException).code ?? 'error'}); expected a PEM CA certificate file`,
+        { cause },
+      );
+    }
+    if (!text.includes('-----BEGIN CERTIFICATE-----'))
+      throw new AgentcellError(
+        'POLICY_INVALID',
+        `network.upstream_ca: "${file}" holds no PEM certificate (expected -----BEGIN CERTIFICATE-----)`,
+      );
+    pems.push(text);
+  }
+  return pems;
+}

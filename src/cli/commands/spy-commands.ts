@@ -1,0 +1,45 @@
+import type { Command } from 'commander';
+import { cellDir, locateCell } from '../../cell/cell-store.js';
+import { findSpyLog, followSpyLog } from '../../egress/spy-files.js';
+import { parseSpyRecord, readSpyLog, renderSpyRecord } from '../../egress/spy-render.js';
+import { agentcellPaths } from '../../paths.js';
+import { print, printJson, type JsonFlag } from '../output.js';
+
+interface SpyFlags extends JsonFlag {
+  cell?: string;
+  workspace?: string;
+  run?: string;
+  follow?: boolean;
+}
+
+/** `spy`: the LLM API calls a run made through inspected hosts, readable (or JSON). */
+export function registerSpyCommands(program: Command): void {
+  program
+    .command('spy')
+    .description('LLM API calls through inspected hosts (provider, model, messages, tool calls, tokens)')
+    .option('--cell <name>', 'cell (default: the workspace’s own)')
+    .option('--workspace <dir>', 'workspace directory (default: the current directory)')
+    .option('--run <id>', 'run (default: the latest one with a spy log)')
+    .option('--json', 'machine-readable output (with --follow: one JSON object per line)')
+    .option('--follow', 'keep printing calls as they are made, until interrupted')
+    .action(async (flags: SpyFlags) => {
+      const paths = agentcellPaths();
+      const { cell } = locateCell(paths, flags);
+      const { run, path } = findSpyLog(cellDir(paths, cell), cell, flags.run);
+      if (!flags.follow) {
+        const records = readSpyLog(path);
+        if (flags.json) return printJson({ cell, run, calls: records.map(parseSpyRecord) });
+        for (const record of records) print(renderSpyRecord(record));
+        return;
+      }
+      const stop = new AbortController();
+      const onSignal = (): void => stop.abort();
+      process.once('SIGINT', onSignal);
+      process.once('SIGTERM', onSignal);
+      await followSpyLog(
+        path,
+        (record) => print(flags.json ? JSON.stringify(parseSpyRecord(record)) : renderSpyRecord(record)),
+        { signal: stop.signal },
+      );
+    });
+}

@@ -1,0 +1,166 @@
+// @peculiar/x509 resolves its algorithm providers through tsyringe, which needs the Reflect metadata polyfill.
+import 'reflect-metadata';
+import { chmodSync, existsSync, lstatSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { isIP } from 'node:net';
+import { randomBytes, webcrypto } from 'node:crypto';
+import { createSecureContext, type SecureContext } from 'node:tls';
+import * as x509 from '@peculiar/x509';
+import { AgentcellError } from '../errors.js';
+import type { CellCaFiles } from './cell-trust.js';
+
+x509.cryptoProvider.set(webcrypto as unknown as Crypto);
+
+const ALGORITHM = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const;
+const DAY_MS = 86_400_000;
+/** The cell CA lives a year; a run starting with less than this left makes a new one. */
+const CA_LIFETIME_MS = 365 * DAY_MS;
+const CA_RENEW_BEFORE_MS = 30 * DAY_MS;
+/** Leaves live for a week at most (and never past the CA); clocks a little behind still accept them. */
+const LEAF_LIFETIME_MS = 7 * DAY_MS;
+const BACKDATE_MS = 60 * 60 * 1000;
+
+export interface CellCa {
+  /** PEM of the CA certificate. */
+  certPem: string;
+  certificate: x509.X509Certificate;
+  privateKey: CryptoKey;
+}
+
+/**
+ * Loads the cell's CA, or makes one (ECDSA P-256, a year, pathlen 0) when there is none
+ * or it is about to expire. The directory is 0700 and the key 0600: it stays on the
+ * host, and only the certificate is ever bound into the cell.
+ */
+export async function loadOrCreateCellCa(files: CellCaFiles, cell: string, now = new Date()): Promise<CellCa> {
+  mkdirSync(files.dir, { recursive: true, mode: 0o700 });
+  chmodSync(files.dir, 0o700);
+  if (existsSync(files.cert) && existsSync(files.key)) {
+    const loaded = await loadCa(files);
+    if (loaded.certificate.notAfter.getTime() - now.getTime() > CA_RENEW_BEFORE_MS) return loaded;
+  }
+  const keys = await webcrypto.subtle.generateKey(ALGORITHM, true, ['sign', 'verify']);
+  const name = `CN=agentcell cell CA (${cell.replace(/[,+="\\<>;#]/g, '_')}), O=agentcell`;
+  const certificate = await x509.X509CertificateGenerator.createSelfSigned({
+    serialNumber: serialNumber(),
+    name,
+    notBefore: new Date(now.getTime() - BACKDATE_MS),
+    notAfter: new Date(now.getTime() + CA_LIFETIME_MS),
+    keys,
+    signingAlgorithm: ALGORITHM,
+    extensions: [
+      new x509.BasicConstraintsExtension(true, 0, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
+      await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
+    ],
+  });
+  const pkcs8 = Buffer.from(await webcrypto.subtle.exportKey('pkcs8', keys.privateKey));
+  writePrivate(files.key, pem('PRIVATE KEY', pkcs8));
+  writePrivate(files.cert, certificate.toString('pem') + '\n', 0o644);
+  return { certPem: certificate.toString('pem') + '\n', certificate, privateKey: keys.privateKey };
+}
+
+async function loadCa(files: CellCaFiles): Promise<CellCa> {
+  const stat = lstatSync(files.key);
+  if (!stat.isFile() || (stat.mode & 0o077) !== 0)
+    throw new AgentcellError(
+      'BACKEND_UNAVAILABLE',
+      `the cell CA key ${files.key} is not a private (0600) file; remove ${files.dir} and run again`,
+    );
+  try {
+    const certPem = readFileSync(files.cert, 'utf8');
+    const certificate = new x509.X509Certificate(certPem);
+    const der = x509.PemConverter.decodeFirst(readFileSync(files.key, 'utf8'));
+    const privateKey = await webcrypto.subtle.importKey('pkcs8', der, ALGORITHM, false, ['sign']);
+    return { certPem, certificate, privateKey };
+  } catch (cause) {
+    throw new AgentcellError(
+      'BACKEND_UNAVAILABLE',
+      `the cell CA in ${files.dir} is unreadable (${(cause as Error).message}); remove the directory and run again`,
+      { cause },
+    );
+  }
+}
+
+/**
+ * The bundle a cell trusts: the rootfs's system CAs plus the cell CA, written beside the
+ * CA (0644: it is public). Rewritten each run, so a system CA update reaches the cell.
+ */
+export function writeTrustBundle(files: CellCaFiles, ca: CellCa, systemBundle: string | undefined): void {
+  let system = '';
+  if (systemBundle !== undefined && existsSync(systemBundle)) system = readFileSync(systemBundle, 'utf8');
+  if (system.length > 0 && !system.endsWith('\n')) system += '\n';
+  writePrivate(files.bundle, `${system}# agentcell cell CA\n${ca.certPem}`, 0o644);
+}
+
+/**
+ * Mints leaf certificates for inspected hosts, signed by the cell CA, one per host name
+ * and cached for the gateway's life (ECDSA P-256: a few ms the first time, nothing after).
+ * All leaves share one key made when the minter is: it never leaves the gateway's memory.
+ */
+export interface LeafMinter {
+  secureContext(host: string): Promise<SecureContext>;
+}
+
+export function createLeafMinter(ca: CellCa, now: () => Date = () => new Date()): LeafMinter {
+  const cache = new Map<string, Promise<SecureContext>>();
+  const leafKeys = webcrypto.subtle.generateKey(ALGORITHM, true, ['sign', 'verify']);
+  const leafKeyPem = leafKeys.then(async (keys) =>
+    pem('PRIVATE KEY', Buffer.from(await webcrypto.subtle.exportKey('pkcs8', keys.privateKey))),
+  );
+
+  async function mint(host: string): Promise<SecureContext> {
+    const keys = await leafKeys;
+    const start = now();
+    const notAfter = Math.min(start.getTime() + LEAF_LIFETIME_MS, ca.certificate.notAfter.getTime());
+    const ip = isIP(host) !== 0;
+    const certificate = await x509.X509CertificateGenerator.create({
+      serialNumber: serialNumber(),
+      subject: ip ? 'CN=agentcell inspected address' : `CN=${host}`,
+      issuer: ca.certificate.subject,
+      notBefore: new Date(start.getTime() - BACKDATE_MS),
+      notAfter: new Date(notAfter),
+      signingKey: ca.privateKey,
+      publicKey: keys.publicKey,
+      signingAlgorithm: ALGORITHM,
+      extensions: [
+        new x509.BasicConstraintsExtension(false, undefined, true),
+        new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+        new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
+        new x509.SubjectAlternativeNameExtension([{ type: ip ? 'ip' : 'dns', value: host }]),
+        await x509.AuthorityKeyIdentifierExtension.create(ca.certificate),
+      ],
+    });
+    return createSecureContext({ key: await leafKeyPem, cert: certificate.toString('pem'), minVersion: 'TLSv1.2' });
+  }
+
+  return {
+    secureContext(host) {
+      let context = cache.get(host);
+      if (!context) {
+        context = mint(host);
+        cache.set(host, context);
+        context.catch(() => cache.delete(host));
+      }
+      return context;
+    },
+  };
+}
+
+function serialNumber(): string {
+  const bytes = randomBytes(16);
+  bytes[0] = (bytes[0] ?? 0) & 0x7f; // positive
+  return bytes.toString('hex');
+}
+
+function pem(label: string, der: Buffer): string {
+  const lines = der.toString('base64').match(/.{1,64}/g) ?? [];
+  return `-----BEGIN ${label}-----\n${lines.join('\n')}\n-----END ${label}-----\n`;
+}
+
+/** Written to a temp file first and renamed: a reader never sees half a key. */
+function writePrivate(path: string, content: string, mode = 0o600): void {
+  const temp = `${path}.${process.pid}.tmp`;
+  writeFileSync(temp, content, { mode });
+  chmodSync(temp, mode);
+  renameSync(temp, path);
+}

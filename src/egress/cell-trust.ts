@@ -1,0 +1,51 @@
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import type { CellSpec, ExtraMount } from '../backends/backend.js';
+import { CELL_EGRESS_DIR } from './proxy-environment.js';
+
+/** Where the cell CA appears in a cell: the certificate alone, and system CAs + it. */
+export const CELL_CA_CERT = `${CELL_EGRESS_DIR}/ca.crt`;
+export const CELL_CA_BUNDLE = `${CELL_EGRESS_DIR}/ca-bundle.crt`;
+/** Debian/Ubuntu/Alpine's system bundle; bound over in the cell so tools that ignore the variables trust the cell CA too. */
+export const SYSTEM_CA_BUNDLE = '/etc/ssl/certs/ca-certificates.crt';
+
+/** A cell CA's files on the host: `ca.key` is 0600 and never bound into a cell. */
+export interface CellCaFiles {
+  dir: string;
+  cert: string;
+  key: string;
+  /** System CAs + the cell CA, rewritten each run. */
+  bundle: string;
+}
+
+/** The CA files in a directory (a cell's is `<cellDir>/egress/ca`, 0700). */
+export function cellCaFiles(dir: string): CellCaFiles {
+  return { dir, cert: join(dir, 'ca.crt'), key: join(dir, 'ca.key'), bundle: join(dir, 'trust-bundle.crt') };
+}
+
+/** The variables that make the usual TLS stacks trust the cell CA (Node adds it to its own roots). */
+export function trustEnvironment(): Record<string, string> {
+  return {
+    SSL_CERT_FILE: CELL_CA_BUNDLE,
+    NODE_EXTRA_CA_CERTS: CELL_CA_CERT,
+    REQUESTS_CA_BUNDLE: CELL_CA_BUNDLE,
+    CURL_CA_BUNDLE: CELL_CA_BUNDLE,
+    GIT_SSL_CAINFO: CELL_CA_BUNDLE,
+  };
+}
+
+/** The system bundle of the cell's rootfs on the host, when it has one. */
+export function systemBundleOf(rootfs: CellSpec['rootfs']): string | undefined {
+  const path = rootfs.kind === 'host' ? SYSTEM_CA_BUNDLE : join(rootfs.path, SYSTEM_CA_BUNDLE);
+  return existsSync(path) ? path : undefined;
+}
+
+/** Read-only binds: the certificate, the bundle, and the bundle over the rootfs's system bundle. */
+export function trustMounts(files: CellCaFiles, rootfs: CellSpec['rootfs']): ExtraMount[] {
+  const mounts: ExtraMount[] = [
+    { source: files.cert, target: CELL_CA_CERT, mode: 'ro' },
+    { source: files.bundle, target: CELL_CA_BUNDLE, mode: 'ro' },
+  ];
+  if (systemBundleOf(rootfs) !== undefined) mounts.push({ source: files.bundle, target: SYSTEM_CA_BUNDLE, mode: 'ro' });
+  return mounts;
+}

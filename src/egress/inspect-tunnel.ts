@@ -1,0 +1,474 @@
+import {
+  Agent,
+  createServer,
+  request,
+  type IncomingMessage,
+  type OutgoingHttpHeaders,
+  type ServerResponse,
+} from 'node:http';
+import { isIP, type Socket } from 'node:net';
+import { Duplex } from 'node:stream';
+import { connect as tlsConnect, TLSSocket, type SecureContext } from 'node:tls';
+import { splitHostPort } from '../policy/host-pattern.js';
+import { classifyFirstBytes, FIRST_BYTES_LIMIT } from './classify-first-bytes.js';
+import { denyResponse, rawDenyResponse, type Denial } from './deny-response.js';
+import type { EgressEvent, EgressReason } from './egress-log.js';
+import { normalizeHost } from './host-rules.js';
+import type { InspectMatcher } from './inspect-rules.js';
+import { FrameError, readFrame } from './read-frame.js';
+import type { OpenTunnel, TunnelHooks, TunnelOutcome, TunnelTarget } from './splice-tunnel.js';
+import type { CapturedBody, SpyRecorder } from './spy-log.js';
+
+/** The fields of a `request` event the tunnel knows; the gateway stamps time, cell, run. */
+export type RequestRecord = Pick<
+  EgressEvent,
+  'host' | 'port' | 'address' | 'decision' | 'rule' | 'reason' | 'bytesUp' | 'bytesDown' | 'method' | 'path' | 'status'
+> & { injected?: string[] };
+
+export interface InspectContext {
+  /** The leaf certificate for a host, signed by the cell CA (cached). */
+  secureContext(host: string): Promise<SecureContext>;
+  /** PEM CAs an upstream certificate must chain to (system CAs plus `upstream_ca`). */
+  upstreamCa: readonly string[];
+  /** The inspect rules in force now (a reload may replace them). */
+  inspection(): InspectMatcher;
+  /** A new checked TCP connection to the same destination, for requests after the first connection closed. */
+  reopen(): Promise<Socket>;
+  /** Logs one request decision (`request` event) that started at `started`. */
+  recordRequest(started: number, record: RequestRecord): void;
+  /** Captures LLM API exchanges when given. */
+  spy?: SpyRecorder;
+  /** Replaces secret values in anything logged. */
+  redact(text: string): string;
+}
+
+const TLS_ACCESS_DENIED = Buffer.from([0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x31]);
+/** Connection-scoped headers a proxy must not pass on. */
+const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-authenticate',
+  'proxy-authorization',
+  'proxy-connection',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+]);
+const UNTRUSTED_CODES = new Set([
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID',
+  'CERT_UNTRUSTED',
+  'CERT_REJECTED',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+]);
+
+/**
+ * Terminates the client's TLS with a leaf minted for the target (its ClientHello must
+ * name the target, as for any tunnel), then serves HTTP/1.1 on it: each request's
+ * Host must be the target, it is checked against the L7 rules, gets the proxy secrets
+ * meant for this host (same-named headers from the cell are dropped first), and goes
+ * upstream over TLS verified against system CAs plus `upstream_ca`. Keep-alive works
+ * both ways; every request is a `request` event. Resolves when everything is closed
+ * and `hooks.closed` has been told (the tunnel's own event).
+ */
+export function inspectTunnel(
+  client: Socket,
+  upstream: Socket,
+  initial: Buffer,
+  target: TunnelTarget,
+  hooks: TunnelHooks,
+  context: InspectContext,
+): Promise<void> {
+  let outcome: Omit<TunnelOutcome, 'bytesUp' | 'bytesDown'> = {
+    decision: 'allow',
+    rule: target.rule,
+    reason: 'allow-rule',
+    revoked: false,
+  };
+  const raws = new Set<Socket>();
+  let bytesUp = 0;
+  let bytesDown = 0;
+  let spare: Socket | undefined = upstream;
+  let tls: TLSSocket | undefined;
+  const agent = new UpstreamAgent(() => openUpstream());
+  const destroyAll = (): void => {
+    client.destroy();
+    tls?.destroy();
+    spare?.destroy();
+    agent.destroy();
+    for (const raw of raws) raw.destroy();
+  };
+  const tunnel: OpenTunnel = {
+    target,
+    cleartext: false,
+    revoke() {
+      outcome = { ...outcome, revoked: true };
+      destroyAll();
+    },
+  };
+  hooks.opened(tunnel);
+  client.setTimeout(0);
+  client.on('error', destroyAll);
+  watch(upstream);
+
+  function watch(raw: Socket): void {
+    raws.add(raw);
+    raw.on('error', () => raw.destroy());
+    raw.once('close', () => {
+      bytesUp += raw.bytesWritten;
+      bytesDown += raw.bytesRead;
+      raws.delete(raw);
+      if (raws.size === 0) allUpstreamClosed();
+    });
+  }
+  let allUpstreamClosed: () => void = () => undefined;
+  const upstreamsClosed = new Promise<void>((resolve) => (allUpstreamClosed = resolve));
+
+  const done = closed(client).then(async () => {
+    destroyAll();
+    if (raws.size > 0) await upstreamsClosed;
+    hooks.closed(tunnel, { ...outcome, bytesUp, bytesDown });
+  });
+
+  async function openUpstream(): Promise<Duplex> {
+    let raw = spare;
+    spare = undefined;
+    if (!raw || raw.destroyed) {
+      raw = await context.reopen();
+      watch(raw);
+    }
+    const name = isIP(target.host) === 0 ? target.host : undefined;
+    const secure = tlsConnect({
+      socket: raw,
+      ...(name !== undefined ? { servername: name } : {}),
+      host: target.host,
+      ca: [...context.upstreamCa],
+      ALPNProtocols: ['http/1.1'],
+    });
+    await new Promise<void>((resolve, reject) => {
+      secure.once('secureConnect', () => {
+        secure.off('error', reject);
+        resolve();
+      });
+      secure.once('error', reject);
+    });
+    secure.on('error', () => secure.destroy());
+    return secure;
+  }
+
+  readFrame(
+    client,
+    initial,
+    (data) => {
+      const first = classifyFirstBytes(data);
+      return first.kind === 'more' ? 'more' : { value: first, used: 0 };
+    },
+    FIRST_BYTES_LIMIT,
+  ).then(
+    async ({ value, rest }) => {
+      const refusal = firstBytesRefusal(value, target);
+      if (refusal) {
+        outcome = { ...outcome, decision: 'deny', reason: refusal, rule: target.rule };
+        spare?.destroy();
+        if (value.kind === 'http')
+          client.end(rawDenyResponse({ host: target.host, port: target.port, reason: refusal, rule: target.rule }));
+        else client.end(TLS_ACCESS_DENIED);
+        client.resume();
+        client.setTimeout(5000, () => client.destroy());
+        return;
+      }
+      const secureContext = await context.secureContext(target.host);
+      if (client.destroyed) return;
+      tls = new TLSSocket(withPrefix(client, rest), {
+        isServer: true,
+        secureContext,
+        ALPNProtocols: ['http/1.1'],
+      });
+      tls.on('error', destroyAll);
+      tls.once('close', () => client.destroy());
+      const server = createServer({ requireHostHeader: false });
+      server.keepAliveTimeout = 60_000;
+      server.on('request', (req: IncomingMessage, res: ServerResponse) => handleRequest(req, res));
+      server.on('upgrade', (req: IncomingMessage, socket: Duplex) => {
+        const denial = refusalFor('unsupported', 'HTTP upgrade (WebSocket) to an inspected host');
+        context.recordRequest(Date.now(), requestRecord(req, denial, 0));
+        socket.end(rawDenyResponse(denial));
+      });
+      server.on('clientError', (_error: Error, socket: Duplex) => socket.destroy());
+      server.emit('connection', tls);
+    },
+    (error: unknown) => {
+      if (error instanceof FrameError && error.why !== 'closed')
+        outcome = { ...outcome, decision: 'deny', reason: 'tls-unreadable' };
+      destroyAll();
+    },
+  );
+
+  function refusalFor(reason: EgressReason, detail?: string, rule: string | null = null): Denial {
+    return { host: target.host, port: target.port, reason, rule, ...(detail !== undefined ? { detail } : {}) };
+  }
+
+  function requestRecord(req: IncomingMessage, denial: Denial | undefined, status: number): RequestRecord {
+    return {
+      host: target.host,
+      port: target.port,
+      address: target.address,
+      decision: denial ? 'deny' : 'allow',
+      rule: denial ? denial.rule : target.rule,
+      reason: denial ? denial.reason : 'allow-rule',
+      bytesUp: 0,
+      bytesDown: 0,
+      method: (req.method ?? '').slice(0, 32),
+      path: context.redact(pathOf(req.url)).slice(0, 2048),
+      status,
+    };
+  }
+
+  function handleRequest(req: IncomingMessage, res: ServerResponse): void {
+    const started = Date.now();
+    const method = req.method ?? 'GET';
+    const path = pathOf(req.url);
+    const refuse = (denial: Denial): void => {
+      const response = denyResponse(denial);
+      res.writeHead(response.status, response.headers).end(response.body);
+      req.resume();
+      context.recordRequest(started, requestRecord(req, denial, response.status));
+    };
+    if (!(req.url ?? '').startsWith('/'))
+      return refuse(refusalFor('bad-request', 'send an origin-form request (a path) to an inspected host'));
+    const hostHeader = typeof req.headers.host === 'string' ? req.headers.host : '';
+    if (!hostMatches(hostHeader, target))
+      return refuse(refusalFor('host-mismatch', `"${hostHeader.slice(0, 100).replace(/[^\x20-\x7e]/g, '?')}"`));
+    const inspection = context.inspection();
+    const decision = inspection.decideRequest(target.host, target.port, method, path);
+    if (!decision.allowed) return refuse(refusalFor(decision.reason, decision.detail, decision.rule));
+
+    const injections = inspection.injections(target.host, target.port);
+    const headers = forwardHeaders(req, new Set(injections.map((s) => s.header.toLowerCase())));
+    for (const secret of injections) headers[secret.header] = secret.headerValue;
+    const provider = context.spy?.provider(target.host, path);
+    const requestBody = provider ? new BodyCapture() : undefined;
+    const responseBody = provider ? new BodyCapture() : undefined;
+    let sent = 0;
+    let received = 0;
+    const upstreamRequest = request({ agent, method, path: req.url, headers, setHost: false });
+    const finish = (status: number, denial?: Denial): void => {
+      const record = { ...requestRecord(req, denial, status), bytesUp: sent, bytesDown: received };
+      if (decision.rule !== null && !denial) record.rule = decision.rule;
+      if (injections.length > 0) record.injected = injections.map((s) => s.name);
+      context.recordRequest(started, record);
+      if (provider && context.spy && requestBody && responseBody && !denial)
+        context.spy.record({
+          time: new Date(started).toISOString(),
+          host: target.host,
+          method,
+          path,
+          status,
+          provider,
+          durationMs: Date.now() - started,
+          request: requestBody.result(req.headers),
+          response: responseBody.result(undefined),
+        });
+    };
+    req.on('data', (chunk: Buffer) => {
+      sent += chunk.length;
+      requestBody?.add(chunk);
+    });
+    req.pipe(upstreamRequest);
+    res.once('close', () => {
+      if (!res.writableFinished) upstreamRequest.destroy();
+    });
+    upstreamRequest.on('response', (response: IncomingMessage) => {
+      res.writeHead(response.statusCode ?? 502, responseHeaders(response));
+      responseBody?.setHeaders(response.headers);
+      response.on('data', (chunk: Buffer) => {
+        received += chunk.length;
+        responseBody?.add(chunk);
+      });
+      response.pipe(res);
+      response.once('end', () => finish(response.statusCode ?? 0));
+      response.once('aborted', () => res.destroy());
+      response.once('error', () => res.destroy());
+    });
+    upstreamRequest.on('error', (error: NodeJS.ErrnoException) => {
+      if (res.headersSent) {
+        res.destroy();
+        finish(0, refusalFor('connect-failed', error.code ?? error.message));
+        return;
+      }
+      const code = error.code ?? '';
+      const denial = UNTRUSTED_CODES.has(code)
+        ? refusalFor('upstream-cert-invalid', code)
+        : refusalFor('connect-failed', code || error.message);
+      const response = denyResponse(denial);
+      res.writeHead(response.status, response.headers).end(response.body);
+      finish(response.status, denial);
+    });
+  }
+
+  return done;
+}
+
+/** An agent with one keep-alive connection, made by `open` (the first one is the CONNECT's own). */
+class UpstreamAgent extends Agent {
+  constructor(private readonly open: () => Promise<Duplex>) {
+    super({ keepAlive: true, maxSockets: 1 });
+  }
+
+  override createConnection(
+    _options: unknown,
+    callback?: (error: Error | null, stream: Duplex) => void,
+  ): Duplex | null | undefined {
+    this.open().then(
+      (stream) => callback?.(null, stream),
+      (error: Error) => callback?.(error, undefined as unknown as Duplex),
+    );
+    return undefined;
+  }
+}
+
+/** Request bodies and responses of LLM API calls, kept up to a cap. */
+class BodyCapture {
+  static readonly LIMIT = 4 * 1024 * 1024;
+  private chunks: Buffer[] = [];
+  private size = 0;
+  private truncated = false;
+  private headers: IncomingMessage['headers'] | undefined;
+
+  add(chunk: Buffer): void {
+    if (this.size >= BodyCapture.LIMIT) {
+      this.truncated = true;
+      return;
+    }
+    this.chunks.push(chunk);
+    this.size += chunk.length;
+  }
+
+  setHeaders(headers: IncomingMessage['headers']): void {
+    this.headers = headers;
+  }
+
+  result(headers: IncomingMessage['headers'] | undefined): CapturedBody {
+    const h = headers ?? this.headers ?? {};
+    const encoding = h['content-encoding'];
+    return {
+      contentType: h['content-type'] ?? '',
+      ...(encoding !== undefined ? { contentEncoding: encoding } : {}),
+      body: Buffer.concat(this.chunks),
+      truncated: this.truncated,
+    };
+  }
+}
+
+function firstBytesRefusal(
+  first: ReturnType<typeof classifyFirstBytes>,
+  target: TunnelTarget,
+): EgressReason | undefined {
+  switch (first.kind) {
+    case 'tls':
+      if (first.sni === undefined) return isIP(target.host) === 0 ? 'sni-missing' : undefined;
+      return normalizeHost(first.sni) === target.host ? undefined : 'sni-mismatch';
+    case 'tls-unreadable':
+      return 'tls-unreadable';
+    case 'http':
+    case 'other':
+    case 'more':
+      return 'inspect-needs-tls';
+  }
+}
+
+/** Host (and port, default 443) names the target: the same name the CONNECT and the SNI gave. */
+function hostMatches(header: string, target: TunnelTarget): boolean {
+  if (header === '') return false;
+  const { host, port } = splitHostPort(header);
+  if (port !== undefined && !/^\d{1,5}$/.test(port)) return false;
+  const number = port === undefined ? 443 : Number(port);
+  return normalizeHost(host) === target.host && number === target.port;
+}
+
+function pathOf(url: string | undefined): string {
+  const raw = url ?? '';
+  const query = raw.indexOf('?');
+  return query === -1 ? raw : raw.slice(0, query);
+}
+
+function connectionTokens(header: string | string[] | undefined): Set<string> {
+  const text = Array.isArray(header) ? header.join(',') : (header ?? '');
+  return new Set(
+    text
+      .split(',')
+      .map((t) => t.trim().toLowerCase())
+      .filter(Boolean),
+  );
+}
+
+function forwardHeaders(req: IncomingMessage, drop: Set<string>): OutgoingHttpHeaders {
+  const headers: OutgoingHttpHeaders = {};
+  const named = connectionTokens(req.headers.connection);
+  for (let i = 0; i + 1 < req.rawHeaders.length; i += 2) {
+    const name = req.rawHeaders[i] ?? '';
+    const lower = name.toLowerCase();
+    if (HOP_BY_HOP.has(lower) || named.has(lower) || drop.has(lower)) continue;
+    append(headers, lower, req.rawHeaders[i + 1] ?? '');
+  }
+  return headers;
+}
+
+function responseHeaders(response: IncomingMessage): OutgoingHttpHeaders {
+  const headers: OutgoingHttpHeaders = {};
+  const named = connectionTokens(response.headers.connection);
+  for (let i = 0; i + 1 < response.rawHeaders.length; i += 2) {
+    const lower = (response.rawHeaders[i] ?? '').toLowerCase();
+    if (HOP_BY_HOP.has(lower) || named.has(lower)) continue;
+    append(headers, lower, response.rawHeaders[i + 1] ?? '');
+  }
+  return headers;
+}
+
+function append(headers: OutgoingHttpHeaders, name: string, value: string): void {
+  const existing = headers[name];
+  if (existing === undefined) headers[name] = value;
+  else if (Array.isArray(existing)) existing.push(value);
+  else headers[name] = [String(existing), value];
+}
+
+/**
+ * The client socket as a plain stream that first yields the bytes already read off it
+ * (the ClientHello). A TLSSocket over a net.Socket reads its handle directly and would
+ * never see bytes put back with unshift().
+ */
+function withPrefix(socket: Socket, prefix: Buffer): Duplex {
+  const stream = new Duplex({
+    read() {
+      socket.resume();
+    },
+    write(chunk: Buffer, _encoding, callback) {
+      socket.write(chunk, callback);
+    },
+    final(callback) {
+      socket.end();
+      callback();
+    },
+    destroy(error, callback) {
+      socket.destroy();
+      callback(error);
+    },
+  });
+  if (prefix.length > 0) stream.push(prefix);
+  socket.on('data', (chunk: Buffer) => {
+    if (!stream.push(chunk)) socket.pause();
+  });
+  socket.once('end', () => stream.push(null));
+  socket.once('close', () => stream.destroy());
+  return stream;
+}
+
+function closed(socket: Socket): Promise<void> {
+  return socket.closed ? Promise.resolve() : new Promise((resolve) => socket.once('close', () => resolve()));
+}

@@ -1,0 +1,90 @@
+import { closeSync, openSync, readdirSync, readSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { AgentcellError } from '../errors.js';
+import { isReceiptId } from '../receipts/receipt.js';
+import type { SpyRecord } from './spy-log.js';
+
+const SUFFIX = '.spy.jsonl';
+
+/** A run's spy log: `<cellDir>/egress/<run>.spy.jsonl`, beside its egress log. */
+export function spyLogPath(cellDir: string, run: string): string {
+  if (!isReceiptId(run))
+    throw new AgentcellError('USAGE', `--run ${run}: not a run id (agentcell receipt list shows them)`);
+  return join(cellDir, 'egress', `${run}${SUFFIX}`);
+}
+
+/** Runs of a cell that have a spy log, oldest first (run ids sort by time). */
+export function spyRuns(cellDir: string): string[] {
+  let names: string[];
+  try {
+    names = readdirSync(join(cellDir, 'egress'));
+  } catch {
+    return [];
+  }
+  return names
+    .filter((name) => name.endsWith(SUFFIX))
+    .map((name) => name.slice(0, -SUFFIX.length))
+    .filter(isReceiptId)
+    .sort();
+}
+
+/** The spy log of `run`, or of the latest run that has one. */
+export function findSpyLog(cellDir: string, cell: string, run?: string): { run: string; path: string } {
+  const chosen = run ?? spyRuns(cellDir).at(-1);
+  if (chosen === undefined)
+    throw new AgentcellError(
+      'SPY_LOG_NOT_FOUND',
+      `cell ${cell} has no spy log yet: spy records LLM API calls to inspected hosts ([network] inspect, or a secret with inject = "proxy")`,
+    );
+  const path = spyLogPath(cellDir, chosen);
+  try {
+    statSync(path);
+  } catch {
+    throw new AgentcellError('SPY_LOG_NOT_FOUND', `run ${chosen} of cell ${cell} has no spy log`);
+  }
+  return { run: chosen, path };
+}
+
+/**
+ * Calls `onRecord` for every record in the log, then for each one appended, polling
+ * every `intervalMs` until `signal` aborts. Partial lines wait for their end.
+ */
+export async function followSpyLog(
+  path: string,
+  onRecord: (record: SpyRecord) => void,
+  options: { signal: AbortSignal; intervalMs?: number },
+): Promise<void> {
+  let offset = 0;
+  let pending = '';
+  const buffer = Buffer.alloc(64 * 1024);
+  while (!options.signal.aborted) {
+    const fd = openSync(path, 'r');
+    try {
+      for (;;) {
+        const read = readSync(fd, buffer, 0, buffer.length, offset);
+        if (read === 0) break;
+        offset += read;
+        pending += buffer.subarray(0, read).toString('utf8');
+      }
+    } finally {
+      closeSync(fd);
+    }
+    const lines = pending.split('\n');
+    pending = lines.pop() ?? '';
+    for (const line of lines) {
+      if (line.trim() === '') continue;
+      try {
+        onRecord(JSON.parse(line) as SpyRecord);
+      } catch {
+        // not JSON: skipped, as readSpyLog does
+      }
+    }
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, options.intervalMs ?? 250);
+      options.signal.addEventListener('abort', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+}

@@ -1,0 +1,384 @@
+import assert from 'node:assert/strict';
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
+import { createServer as createHttpsServer, type Server } from 'node:https';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { CLI, cellDirOf, listTree, makeSandbox, type CliResult, type Sandbox } from './helpers.js';
+
+/**
+ * TLS inspection, L7 rules, proxy-injected secrets and spy from inside real bwrap cells.
+ * The HTTPS servers listen on 127.0.0.1 with certificates from a test CA that only the
+ * gateway trusts (`upstream_ca`); the cell trusts only its cell CA.
+ */
+
+const SECRET = 'sk-agentcell-real-9f8e7d6c5b4a39281706';
+
+interface Seen {
+  method: string;
+  url: string;
+  host: string;
+  headers: IncomingHttpHeaders;
+}
+
+function runCli(args: string[], sb: Sandbox, env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [CLI, ...args], {
+      cwd: sb.workspace,
+      env: { ...sb.env, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 90_000);
+    child.on('error', reject);
+    child.on('close', (status) => {
+      clearTimeout(timer);
+      resolve({ status, stdout, stderr });
+    });
+  });
+}
+
+function makeCerts(dir: string, prefix: string, names: string[]): { key: Buffer; cert: Buffer; ca: string } {
+  const openssl = (...args: string[]): void => void execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
+  openssl(
+    'req',
+    '-x509',
+    ...ec,
+    '-keyout',
+    `${prefix}-ca.key`,
+    '-out',
+    `${prefix}-ca.crt`,
+    '-days',
+    '2',
+    '-subj',
+    `/CN=${prefix} CA`,
+  );
+  openssl('req', ...ec, '-keyout', `${prefix}.key`, '-out', `${prefix}.csr`, '-subj', `/CN=${names[0]}`);
+  writeFileSync(join(dir, `${prefix}.ext`), `subjectAltName=${names.map((n) => `DNS:${n}`).join(',')}\n`);
+  openssl(
+    ...['x509', '-req', '-in', `${prefix}.csr`, '-CA', `${prefix}-ca.crt`, '-CAkey', `${prefix}-ca.key`],
+    ...['-CAcreateserial', '-out', `${prefix}.crt`, '-days', '2', '-extfile', `${prefix}.ext`],
+  );
+  return {
+    key: readFileSync(join(dir, `${prefix}.key`)),
+    cert: readFileSync(join(dir, `${prefix}.crt`)),
+    ca: join(dir, `${prefix}-ca.crt`),
+  };
+}
+
+function findFile(dir: string, name: string): string | undefined {
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    const path = join(dir, entry.name);
+    if (entry.isFile() && entry.name === name) return path;
+    if (entry.isDirectory()) {
+      let found: string | undefined;
+      try {
+        found = findFile(path, name);
+      } catch {
+        continue; // overlayfs work dirs are mode 000
+      }
+      if (found) return found;
+    }
+  }
+  return undefined;
+}
+
+function listen(server: Server): Promise<number> {
+  return new Promise((resolve) =>
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      resolve(typeof address === 'object' && address ? address.port : 0);
+    }),
+  );
+}
+
+describe('inspected egress from a real cell (bwrap)', () => {
+  let certDir: string;
+  let upstreamCa: string;
+  let trusted: Server;
+  let untrusted: Server;
+  let port: number;
+  let badPort: number;
+  const seen: Seen[] = [];
+
+  function handler(req: IncomingMessage, res: ServerResponse): void {
+    req.resume();
+    req.on('end', () => {
+      seen.push({ method: req.method ?? '', url: req.url ?? '', host: req.headers.host ?? '', headers: req.headers });
+      if (req.url === '/v1/messages') {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(
+          JSON.stringify({
+            model: 'claude-stub-1',
+            content: [
+              { type: 'text', text: 'Reading it.' },
+              { type: 'tool_use', id: 't1', name: 'read_file', input: { path: 'README.md' } },
+            ],
+            usage: { input_tokens: 42, output_tokens: 9 },
+          }),
+        );
+        return;
+      }
+      res.end(`hello ${req.method} ${req.url}\n`);
+    });
+  }
+
+  before(async () => {
+    certDir = mkdtempSync(join(tmpdir(), 'agentcell-inspect-cell-'));
+    const good = makeCerts(certDir, 'good', ['api.test', 'second.test']);
+    const bad = makeCerts(certDir, 'bad', ['bad.test']);
+    upstreamCa = good.ca;
+    trusted = createHttpsServer({ key: good.key, cert: good.cert }, handler);
+    untrusted = createHttpsServer({ key: bad.key, cert: bad.cert }, handler);
+    [port, badPort] = await Promise.all([listen(trusted), listen(untrusted)]);
+  });
+
+  after(() => {
+    for (const server of [trusted, untrusted]) {
+      server.closeAllConnections();
+      server.close();
+    }
+    rmSync(certDir, { recursive: true, force: true });
+  });
+
+  function sandbox(extra: string[]): Sandbox {
+    const sb = makeSandbox();
+    writeFileSync(
+      join(sb.workspace, 'agentcell.toml'),
+      [
+        '[network]',
+        'mode = "allowlist"',
+        'allow = ["api.test", "second.test", "bad.test"]',
+        'resolve = { "api.test" = "127.0.0.1", "second.test" = "127.0.0.1", "bad.test" = "127.0.0.1" }',
+        `upstream_ca = [${JSON.stringify(upstreamCa)}]`,
+        ...extra,
+        '',
+      ].join('\n'),
+    );
+    return sb;
+  }
+
+  function egressEvents(sb: Sandbox): Record<string, unknown>[] {
+    const dir = join(cellDirOf(sb), 'egress');
+    return readdirSync(dir)
+      .filter((name) => name.endsWith('.jsonl') && !name.endsWith('.spy.jsonl'))
+      .flatMap((name) => readFileSync(join(dir, name), 'utf8').trim().split('\n'))
+      .filter(Boolean)
+      .map((line) => JSON.parse(line) as Record<string, unknown>);
+  }
+
+  it('curl in the cell trusts the cell CA (variables and the system bundle); Host ≠ SNI, untrusted upstreams refused', async () => {
+    const sb = sandbox(['inspect = ["api.test", "second.test", "bad.test"]']);
+    try {
+      seen.length = 0;
+      const r = await runCli(
+        [
+          ...['run', '--', 'sh', '-c'],
+          [
+            `curl -sS https://api.test:${port}/via-env`,
+            // Tools that ignore the variables read the system bundle, which holds the cell CA too.
+            `env -u CURL_CA_BUNDLE -u SSL_CERT_FILE curl -sS --cacert /etc/ssl/certs/ca-certificates.crt https://api.test:${port}/via-system-bundle`,
+            `curl -sS -i -H "Host: second.test:${port}" https://api.test:${port}/smuggled | tr -d '\\r' | grep -i '^x-agentcell-denied'`,
+            `curl -sS -i https://bad.test:${badPort}/ | tr -d '\\r' | grep -i '^x-agentcell-denied'`,
+            'test -e /run/agentcell/ca.key || test -e "$HOME/ca.key" || echo no-ca-key-in-cell',
+          ].join('; '),
+        ],
+        sb,
+      );
+      assert.equal(r.status, 0, r.stderr);
+      assert.match(r.stdout, new RegExp(`^hello GET /via-env\\nhello GET /via-system-bundle\\n`));
+      assert.match(r.stdout, /^X-Agentcell-Denied: host-mismatch$/im);
+      assert.match(r.stdout, /^X-Agentcell-Denied: upstream-cert-invalid$/im);
+      assert.match(r.stdout, /^no-ca-key-in-cell$/m);
+      assert.deepEqual(
+        seen.map((s) => s.url),
+        ['/via-env', '/via-system-bundle'],
+      );
+      const events = egressEvents(sb).filter((e) => e['kind'] === 'request');
+      const summary = events.map(
+        (e) => `${String(e['method'])} ${String(e['path'])} ${String(e['status'])} ${String(e['reason'])}`,
+      );
+      assert.deepEqual(summary.sort(), [
+        'GET / 502 upstream-cert-invalid',
+        'GET /smuggled 403 host-mismatch',
+        'GET /via-env 200 allow-rule',
+        'GET /via-system-bundle 200 allow-rule',
+      ]);
+      for (const e of events.filter((e) => e['status'] === 200)) {
+        assert.ok(Number(e['bytesDown']) > 0);
+        assert.equal(typeof e['bytesUp'], 'number');
+      }
+      const ca = join(cellDirOf(sb), 'egress', 'ca');
+      assert.equal(statSync(join(ca, 'ca.key')).mode & 0o777, 0o600);
+      assert.equal(statSync(ca).mode & 0o777, 0o700);
+    } finally {
+      sb.cleanup();
+    }
+  });
+
+  it('applies [[network.rule]]: GET /ok passes; POST /ok and GET /other get a 403 with the reason', async () => {
+    const sb = sandbox(['[[network.rule]]', 'host = "api.test"', 'methods = ["GET"]', 'paths = ["/ok", "/v1/*"]']);
+    try {
+      seen.length = 0;
+      const base = `https://api.test:${port}`;
+      const r = await runCli(
+        [
+          ...['run', '--', 'sh', '-c'],
+          [
+            `curl -sS -o /dev/null -w 'get-ok=%{http_code}\\n' ${base}/ok`,
+            `curl -sS -o /dev/null -w 'post-ok=%{http_code}\\n' -X POST -d x ${base}/ok`,
+            `curl -sS -D - -o /dev/null ${base}/other | tr -d '\\r' | grep -i '^x-agentcell-denied'`,
+            `curl -sS ${base}/other`,
+          ].join('; '),
+        ],
+        sb,
+      );
+      assert.equal(r.status, 0, r.stderr);
+      assert.match(r.stdout, /^get-ok=200$/m);
+      assert.match(r.stdout, /^post-ok=403$/m);
+      assert.match(r.stdout, /^X-Agentcell-Denied: no-matching-rule$/im);
+      assert.match(r.stdout, /^agentcell: denied api\.test:\d+: no-matching-rule \(.*GET \/other/m);
+      assert.deepEqual(
+        seen.map((s) => `${s.method} ${s.url}`),
+        ['GET /ok'],
+      );
+    } finally {
+      sb.cleanup();
+    }
+  });
+
+  it('a proxy-injected secret reaches only its host and never the cell, its logs, spy or receipt', async () => {
+    const sb = sandbox([
+      'inspect = ["second.test"]',
+      '[secrets.ANTHROPIC_API_KEY]',
+      'from = "env:HOST_ANTHROPIC_KEY"',
+      'inject = "proxy"',
+      'host = "api.test"',
+      'header = "x-api-key"',
+      '[secrets.GH]',
+      'from = "env:HOST_ANTHROPIC_KEY"',
+      'inject = "proxy"',
+      'host = "api.test"',
+      'header = "Authorization"',
+      'template = "Bearer {value}"',
+    ]);
+    try {
+      seen.length = 0;
+      const hostEnv = { HOST_ANTHROPIC_KEY: SECRET };
+      const body = JSON.stringify({
+        model: 'claude-stub-1',
+        max_tokens: 100,
+        messages: [{ role: 'user', content: 'read the readme' }],
+      });
+      writeFileSync(join(sb.workspace, 'body.json'), body);
+      const r = await runCli(
+        [
+          ...['run', '--', 'sh', '-c'],
+          [
+            // The cell tries to set the headers itself: replaced for api.test.
+            `curl -sS -H "x-api-key: $ANTHROPIC_API_KEY" -H "Authorization: Bearer cell-made" -H 'content-type: application/json' --data @body.json https://api.test:${port}/v1/messages >/dev/null`,
+            `curl -sS -H "Authorization: Bearer cell-made" https://second.test:${port}/other-host >/dev/null`,
+            'echo "key=$ANTHROPIC_API_KEY gh=$GH"',
+            'echo ===',
+            'env',
+            'tr "\\0" "\\n" </proc/self/environ',
+            'cat /proc/[0-9]*/cmdline | tr "\\0" " "',
+            'echo ===',
+            // Every readable file a process in the cell could look at (the bridge's node binary aside),
+            // into a file (the run's overlay layer): megabytes on stdout would outrun the test's pipe.
+            `find "$PWD" "$HOME" /tmp /run /etc/ssl -xdev -type f -size -4M -readable ! -name dump.bin -exec cat {} + >dump.bin 2>/dev/null`,
+            'echo dumped',
+          ].join('; '),
+        ],
+        sb,
+        hostEnv,
+      );
+      assert.equal(r.status, 0, r.stderr);
+      assert.match(r.stdout, /^key=agentcell-proxy-injected-ANTHROPIC_API_KEY gh=agentcell-proxy-injected-GH$/m);
+      assert.ok(!r.stdout.includes(SECRET), 'the secret is nowhere in the cell (env, environ, argv)');
+      assert.ok(!r.stderr.includes(SECRET));
+      const dump = findFile(cellDirOf(sb), 'dump.bin');
+      assert.ok(dump, 'the dump is in the run layer');
+      const files = readFileSync(dump);
+      assert.ok(files.includes('BEGIN CERTIFICATE'), 'positive control: the dump read the cell CA bundle');
+      assert.ok(files.includes('read the readme'), 'positive control: the dump read the workspace');
+      assert.ok(!files.includes(SECRET), 'the secret is in no readable file of the cell');
+
+      const api = seen.find((s) => s.url === '/v1/messages');
+      assert.equal(api?.headers['x-api-key'], SECRET, 'the server got the real key');
+      assert.equal(api?.headers['authorization'], `Bearer ${SECRET}`, 'template applied, cell header replaced');
+      const other = seen.find((s) => s.url === '/other-host');
+      assert.equal(other?.headers['authorization'], 'Bearer cell-made', 'another inspected host never gets it');
+      assert.equal(other?.headers['x-api-key'], undefined);
+
+      const egressDir = join(cellDirOf(sb), 'egress');
+      for (const name of readdirSync(egressDir).filter((n) => n.endsWith('.jsonl'))) {
+        const text = readFileSync(join(egressDir, name), 'utf8');
+        assert.ok(!text.includes(SECRET), `${name} lacks the secret`);
+        assert.equal(statSync(join(egressDir, name)).mode & 0o777, 0o600);
+      }
+      const receipt = await runCli(['receipt', 'show', '--format', 'json'], sb);
+      assert.equal(receipt.status, 0, receipt.stderr);
+      assert.ok(!receipt.stdout.includes(SECRET));
+      assert.match(receipt.stdout, /ANTHROPIC_API_KEY/, 'the variable name is listed in the receipt');
+      const before = listTree(sb.root);
+      const dry = await runCli(['run', '--dry-run', '--', 'true'], sb, hostEnv);
+      const dryJson = await runCli(['run', '--dry-run', '--json', '--', 'true'], sb, hostEnv);
+      assert.equal(dry.status, 0, dry.stderr);
+      assert.ok(!(dry.stdout + dry.stderr + dryJson.stdout + dryJson.stderr).includes(SECRET));
+      assert.deepEqual(listTree(sb.root), before, 'a dry run writes nothing');
+
+      // spy renders the stub Anthropic call, with no header and no secret.
+      const spy = await runCli(['spy'], sb);
+      assert.equal(spy.status, 0, spy.stderr);
+      assert.match(spy.stdout, /anthropic claude-stub-1 POST api\.test\/v1\/messages → 200/);
+      assert.match(spy.stdout, /user: read the readme/);
+      assert.match(spy.stdout, /→ assistant: Reading it\./);
+      assert.match(spy.stdout, /→ assistant: tool call read_file \{"path":"README\.md"\}/);
+      assert.match(spy.stdout, /tokens: in 42, out 9/);
+      const spyJson = await runCli(['spy', '--json'], sb);
+      const parsed = JSON.parse(spyJson.stdout) as { calls: { model: string; usage: { input: number } }[] };
+      assert.equal(parsed.calls[0]?.model, 'claude-stub-1');
+      assert.equal(parsed.calls[0]?.usage.input, 42);
+      assert.ok(!(spy.stdout + spyJson.stdout).includes(SECRET));
+    } finally {
+      sb.cleanup();
+    }
+  });
+
+  it('refuses proxy secrets without the gateway, and a missing upstream_ca file, naming the key', async () => {
+    const sb = makeSandbox();
+    try {
+      writeFileSync(
+        join(sb.workspace, 'agentcell.toml'),
+        '[secrets.K]\nfrom = "env:K"\ninject = "proxy"\nhost = "api.test"\nheader = "x-api-key"\n',
+      );
+      const none = await runCli(['run', '--network', 'none', '--', 'true'], sb, { K: 'v' });
+      assert.equal(none.status, 2);
+      assert.match(none.stderr, /secrets\.K\.inject = "proxy" need network\.mode = "allowlist"/);
+      writeFileSync(
+        join(sb.workspace, 'agentcell.toml'),
+        '[network]\nmode = "allowlist"\ninspect = ["api.test"]\nupstream_ca = ["missing-ca.crt"]\n',
+      );
+      const missing = await runCli(['run', '--', 'true'], sb);
+      assert.equal(missing.status, 2);
+      assert.match(missing.stderr, /network\.upstream_ca: cannot read "missing-ca\.crt" \(ENOENT\)/);
+      writeFileSync(
+        join(sb.workspace, 'agentcell.toml'),
+        '[network]\nmode = "allowlist"\n[[network.rule]]\nhost = "api.test"\nmethods = ["get"]\npaths = ["v1"]\n',
+      );
+      const bad = await runCli(['run', '--', 'true'], sb);
+      assert.equal(bad.status, 2);
+      assert.match(bad.stderr, /network\.rule\.0\.methods\.0.*upper-case HTTP method/);
+      assert.match(bad.stderr, /network\.rule\.0\.paths\.0.*starting with "\/"/);
+    } finally {
+      sb.cleanup();
+    }
+  });
+});

@@ -1,0 +1,421 @@
+import assert from 'node:assert/strict';
+import { execFile, execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createServer as createHttpsServer, type Server } from 'node:https';
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { createLeafMinter, loadOrCreateCellCa } from '../src/egress/cell-ca.js';
+import { cellCaFiles } from '../src/egress/cell-trust.js';
+import { createEgressGateway, type EgressGateway, type GatewayRules } from '../src/egress/egress-gateway.js';
+import type { EgressEvent } from '../src/egress/egress-log.js';
+import type { ProxySecret } from '../src/egress/inspect-rules.js';
+import { newProxyToken } from '../src/egress/proxy-auth.js';
+import { readSpyLog, renderSpyRecord } from '../src/egress/spy-render.js';
+
+/*
+ * TLS inspection on loopback: real TLS both ways (a test CA made by openssl signs the
+ * upstream servers; the cell CA made by agentcell signs what curl sees), real curl as
+ * the client, names mapped to 127.0.0.1 by `resolve`.
+ */
+
+const SECRET = 'sk-real-secret-value-0123456789abcdef';
+
+interface Seen {
+  method: string;
+  url: string;
+  headers: IncomingHttpHeaders;
+  body: string;
+}
+
+let dir: string;
+let upstreamCa: string;
+let cellCaPath: string;
+let trusted: Server;
+let untrusted: Server;
+let trustedPort: number;
+let untrustedPort: number;
+const seen: Seen[] = [];
+const gateways: EgressGateway[] = [];
+let responder: (req: Seen) => { status: number; type: string; body: string } = () => ({
+  status: 200,
+  type: 'text/plain',
+  body: 'ok\n',
+});
+
+function openssl(cwd: string, ...args: string[]): void {
+  execFileSync('openssl', args, { cwd, stdio: 'pipe' });
+}
+
+/** A CA and a server certificate for the given names, signed by it. */
+function makeServerCert(cwd: string, prefix: string, names: string[]): { key: Buffer; cert: Buffer; ca: string } {
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
+  openssl(
+    cwd,
+    'req',
+    '-x509',
+    ...ec,
+    '-keyout',
+    `${prefix}-ca.key`,
+    '-out',
+    `${prefix}-ca.pem`,
+    '-days',
+    '2',
+    '-subj',
+    `/CN=${prefix} test CA`,
+  );
+  openssl(cwd, 'req', ...ec, '-keyout', `${prefix}.key`, '-out', `${prefix}.csr`, '-subj', `/CN=${names[0]}`);
+  writeFileSync(join(cwd, `${prefix}.ext`), `subjectAltName=${names.map((n) => `DNS:${n}`).join(',')}\n`);
+  openssl(
+    cwd,
+    ...['x509', '-req', '-in', `${prefix}.csr`, '-CA', `${prefix}-ca.pem`, '-CAkey', `${prefix}-ca.key`],
+    ...['-CAcreateserial', '-out', `${prefix}.pem`, '-days', '2', '-extfile', `${prefix}.ext`],
+  );
+  return {
+    key: readFileSync(join(cwd, `${prefix}.key`)),
+    cert: readFileSync(join(cwd, `${prefix}.pem`)),
+    ca: join(cwd, `${prefix}-ca.pem`),
+  };
+}
+
+function listen(server: Server): Promise<number> {
+  return new Promise((resolve) =>
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      resolve(typeof address === 'object' && address ? address.port : 0);
+    }),
+  );
+}
+
+function handler(req: IncomingMessage, res: ServerResponse): void {
+  let body = '';
+  req.setEncoding('utf8');
+  req.on('data', (d: string) => (body += d));
+  req.on('end', () => {
+    const entry = { method: req.method ?? '', url: req.url ?? '', headers: req.headers, body };
+    seen.push(entry);
+    const reply = responder(entry);
+    res.writeHead(reply.status, { 'content-type': reply.type });
+    res.end(reply.body);
+  });
+}
+
+const RESOLVE = { 'api.test': '127.0.0.1', 'second.test': '127.0.0.1', 'bad.test': '127.0.0.1' };
+
+async function startGateway(
+  rules: GatewayRules,
+  secrets: ProxySecret[] = [],
+): Promise<{ port: number; token: string; events: EgressEvent[]; logPath: string; spyPath: string }> {
+  const gwDir = mkdtempSync(join(dir, 'gw-'));
+  const token = newProxyToken();
+  const events: EgressEvent[] = [];
+  const ca = await loadOrCreateCellCa(cellCaFiles(join(dir, 'cell-ca')), 'test');
+  const logPath = join(gwDir, 'run.jsonl');
+  const spyPath = join(gwDir, 'run.spy.jsonl');
+  const gateway = createEgressGateway({
+    rules: { resolve: RESOLVE, ...rules },
+    token,
+    tcp: { host: '127.0.0.1', port: 0 },
+    logPath,
+    cell: 'test-cell',
+    run: 'run-1',
+    onEvent: (event) => events.push(event),
+    inspect: {
+      leaves: createLeafMinter(ca),
+      upstreamCa: [readFileSync(upstreamCa, 'utf8')],
+      secrets,
+      spyLogPath: spyPath,
+    },
+  });
+  const address = await gateway.listen();
+  gateways.push(gateway);
+  return { port: address.tcp?.port ?? 0, token, events, logPath, spyPath };
+}
+
+interface Ran {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+function curl(gw: { port: number; token: string }, args: string[]): Promise<Ran> {
+  return new Promise((resolve) => {
+    execFile(
+      'curl',
+      [
+        ...['-sS', '--max-time', '10', '-x', `http://127.0.0.1:${gw.port}`, '--proxy-user', `agentcell:${gw.token}`],
+        ...['--cacert', cellCaPath],
+        ...args,
+      ],
+      { env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin' }, timeout: 20_000 },
+      (error, stdout, stderr) =>
+        resolve({ code: error ? (typeof error.code === 'number' ? error.code : 1) : 0, stdout, stderr }),
+    );
+  });
+}
+
+async function settle(events: EgressEvent[], count: number): Promise<void> {
+  for (let i = 0; i < 100 && events.length < count; i++) await new Promise((r) => setTimeout(r, 20));
+}
+
+before(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'agentcell-inspect-'));
+  const good = makeServerCert(dir, 'good', ['api.test', 'second.test']);
+  const bad = makeServerCert(dir, 'bad', ['bad.test']);
+  upstreamCa = good.ca;
+  trusted = createHttpsServer({ key: good.key, cert: good.cert }, handler);
+  untrusted = createHttpsServer({ key: bad.key, cert: bad.cert }, handler);
+  [trustedPort, untrustedPort] = await Promise.all([listen(trusted), listen(untrusted)]);
+  const ca = await loadOrCreateCellCa(cellCaFiles(join(dir, 'cell-ca')), 'test');
+  // What a cell trusts: its cell CA, plus (for hosts not inspected) what the servers really present.
+  cellCaPath = join(dir, 'client-trust.pem');
+  writeFileSync(cellCaPath, ca.certPem + readFileSync(good.ca, 'utf8'));
+});
+
+after(async () => {
+  await Promise.all(gateways.map((g) => g.close()));
+  for (const server of [trusted, untrusted]) {
+    server.closeAllConnections();
+    server.close();
+  }
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe('cell CA', () => {
+  it('keeps the key 0600 in a 0700 directory, and is reused by the next run', async () => {
+    const files = cellCaFiles(join(dir, 'cell-ca'));
+    assert.equal(statSync(files.key).mode & 0o777, 0o600);
+    assert.equal(statSync(files.dir).mode & 0o777, 0o700);
+    const before = readFileSync(files.cert, 'utf8');
+    await loadOrCreateCellCa(files, 'test');
+    assert.equal(readFileSync(files.cert, 'utf8'), before);
+    const text = execFileSync('openssl', ['x509', '-in', files.cert, '-noout', '-text'], { encoding: 'utf8' });
+    assert.match(text, /CA:TRUE, pathlen:0/);
+    assert.match(text, /prime256v1/);
+  });
+});
+
+describe('inspected HTTPS through the gateway', () => {
+  it('terminates TLS with the cell CA, forwards, and logs method/path/status/bytes', async () => {
+    seen.length = 0;
+    const gw = await startGateway({ allow: ['api.test'], inspect: ['api.test'] });
+    const r = await curl(gw, [
+      // Only the cell CA: what curl is shown was minted by the gateway.
+      ...['--cacert', cellCaFiles(join(dir, 'cell-ca')).cert],
+      '-D',
+      '-',
+      `https://api.test:${trustedPort}/hello?q=1`,
+      `https://api.test:${trustedPort}/again`,
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /HTTP\/1\.1 200/);
+    assert.equal((r.stdout.match(/^ok$/gm) ?? []).length, 2);
+    // Two requests, one tunnel: keep-alive inside the inspected TLS.
+    assert.deepEqual(
+      seen.map((s) => s.url),
+      ['/hello?q=1', '/again'],
+    );
+    await settle(gw.events, 3);
+    const requests = gw.events.filter((e) => e.kind === 'request');
+    assert.deepEqual(
+      requests.map((e) => [e.method, e.path, e.status, e.decision]),
+      [
+        ['GET', '/hello', 200, 'allow'],
+        ['GET', '/again', 200, 'allow'],
+      ],
+    );
+    assert.ok(requests.every((e) => e.bytesDown > 0));
+    const tunnel = gw.events.find((e) => e.kind === 'connect');
+    assert.equal(tunnel?.inspected, true);
+    const logged = readFileSync(gw.logPath, 'utf8').trim().split('\n');
+    assert.equal(logged.length, 3);
+  });
+
+  it('refuses a Host header that differs from the SNI and CONNECT host, with a reason', async () => {
+    seen.length = 0;
+    const gw = await startGateway({ allow: ['api.test', 'second.test'], inspect: ['api.test', 'second.test'] });
+    const r = await curl(gw, ['-i', '-H', `Host: second.test:${trustedPort}`, `https://api.test:${trustedPort}/x`]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^HTTP\/1\.1 403/m);
+    assert.match(r.stdout, /^X-Agentcell-Denied: host-mismatch\r?$/im);
+    assert.equal(seen.length, 0, 'nothing reached the server');
+    // Positive control: the right Host passes.
+    const ok = await curl(gw, ['-i', `https://second.test:${trustedPort}/x`]);
+    assert.match(ok.stdout, /^HTTP\/1\.1 200 OK/m);
+  });
+
+  it('refuses an upstream whose certificate is not trusted', async () => {
+    seen.length = 0;
+    const gw = await startGateway({ allow: ['bad.test'], inspect: ['bad.test'] });
+    const r = await curl(gw, ['-i', `https://bad.test:${untrustedPort}/`]);
+    assert.match(r.stdout, /^HTTP\/1\.1 502/m);
+    assert.match(r.stdout, /^X-Agentcell-Denied: upstream-cert-invalid\r?$/im);
+    assert.equal(seen.length, 0);
+  });
+
+  it('cleartext to an inspected host is refused', async () => {
+    const gw = await startGateway({ allow: ['api.test:80', 'api.test'], inspect: ['api.test'] });
+    const r = await curl(gw, ['-i', 'http://api.test/']);
+    assert.match(r.stdout, /^X-Agentcell-Denied: inspect-needs-tls\r?$/im);
+  });
+
+  it('enforces L7 rules: GET /ok passes, POST /ok and GET /other get a 403 with the reason', async () => {
+    seen.length = 0;
+    const gw = await startGateway({
+      allow: ['api.test'],
+      rule: [{ host: 'api.test', methods: ['GET'], paths: ['/ok', '/v1/*'] }],
+    });
+    const base = `https://api.test:${trustedPort}`;
+    const r = await curl(gw, [
+      ...['-i', `${base}/ok`, `${base}/v1/a/b`, `${base}/other`, `${base}/ok/../other`, '--path-as-is'],
+    ]);
+    const post = await curl(gw, ['-i', '-X', 'POST', '-d', 'x', `${base}/ok`]);
+    assert.deepEqual(
+      seen.map((s) => `${s.method} ${s.url}`),
+      ['GET /ok', 'GET /v1/a/b'],
+    );
+    const statuses = [...r.stdout.matchAll(/^HTTP\/1\.1 (\d+) (?!Connection)/gm)].map((m) => m[1]);
+    assert.deepEqual(statuses, ['200', '200', '403', '400']);
+    assert.match(r.stdout, /X-Agentcell-Denied: no-matching-rule/);
+    assert.match(
+      r.stdout,
+      /agentcell: denied api\.test:\d+: no-matching-rule \(no \[\[network\.rule\]\] .* GET \/other/,
+    );
+    assert.match(post.stdout, /^HTTP\/1\.1 403/m);
+    assert.match(post.stdout, /X-Agentcell-Denied: no-matching-rule/);
+    await settle(gw.events, 6);
+    const denied = gw.events.filter((e) => e.kind === 'request' && e.decision === 'deny');
+    assert.deepEqual(
+      denied.map((e) => `${e.method} ${e.path} ${e.status}`).sort(),
+      ['GET /ok/../other 400', 'GET /other 403', 'POST /ok 403'].sort(),
+    );
+  });
+});
+
+describe('proxy-injected secrets', () => {
+  const secret: ProxySecret = {
+    name: 'API_KEY',
+    host: 'api.test',
+    header: 'Authorization',
+    headerValue: `Bearer ${SECRET}`,
+    value: SECRET,
+  };
+
+  it('adds the header for the secret host only, replacing one the cell sent; logs lack the value', async () => {
+    seen.length = 0;
+    const gw = await startGateway({ allow: ['api.test', 'second.test'] }, [secret]);
+    const r = await curl(gw, [
+      ...['-H', 'Authorization: Bearer placeholder-from-cell', `https://api.test:${trustedPort}/v1/x`],
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    const second = await curl(gw, ['-H', 'Authorization: Bearer cell-own', `https://second.test:${trustedPort}/y`]);
+    assert.equal(second.code, 0, second.stderr);
+    assert.equal(seen.length, 2);
+    assert.equal(seen[0]?.headers.authorization, `Bearer ${SECRET}`);
+    // The second host is not the secret's: it gets what the cell sent, never the secret.
+    assert.equal(seen[1]?.headers.authorization, 'Bearer cell-own');
+    await settle(gw.events, 4);
+    await Promise.all(gateways.splice(gateways.length - 1).map((g) => g.close()));
+    const log = readFileSync(gw.logPath, 'utf8');
+    assert.ok(!log.includes(SECRET));
+    assert.match(log, /"injected":\["API_KEY"\]/);
+  });
+});
+
+describe('spy', () => {
+  const anthropicSecret: ProxySecret = {
+    name: 'ANTHROPIC_API_KEY',
+    host: 'api.test',
+    header: 'x-api-key',
+    headerValue: SECRET,
+    value: SECRET,
+  };
+
+  it('captures Anthropic (streamed) and OpenAI calls and renders model, messages, tool calls and tokens', async () => {
+    responder = (req) => {
+      if (req.url === '/v1/messages')
+        return {
+          status: 200,
+          type: 'text/event-stream',
+          body: [
+            'event: message_start',
+            'data: {"type":"message_start","message":{"model":"claude-test-1","usage":{"input_tokens":21,"output_tokens":1}}}',
+            '',
+            'event: content_block_start',
+            'data: {"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}',
+            '',
+            'event: content_block_delta',
+            'data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Let me look."}}',
+            '',
+            'event: content_block_start',
+            'data: {"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"t1","name":"read_file","input":{}}}',
+            '',
+            'event: content_block_delta',
+            'data: {"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{\\"path\\":\\"README.md\\"}"}}',
+            '',
+            'event: message_delta',
+            'data: {"type":"message_delta","delta":{"stop_reason":"tool_use"},"usage":{"output_tokens":17}}',
+            '',
+            '',
+          ].join('\n'),
+        };
+      return {
+        status: 200,
+        type: 'application/json',
+        body: JSON.stringify({
+          model: 'gpt-test-4',
+          choices: [
+            {
+              message: {
+                role: 'assistant',
+                content: null,
+                tool_calls: [{ type: 'function', function: { name: 'get_weather', arguments: '{"city":"Paris"}' } }],
+              },
+            },
+          ],
+          usage: { prompt_tokens: 11, completion_tokens: 7 },
+        }),
+      };
+    };
+    const gw = await startGateway({ allow: ['api.test'] }, [anthropicSecret]);
+    const anthropic = await curl(gw, [
+      ...['-H', 'content-type: application/json', '-H', 'x-api-key: placeholder'],
+      '-d',
+      JSON.stringify({
+        model: 'claude-test-1',
+        stream: true,
+        system: 'You are terse.',
+        messages: [{ role: 'user', content: `read the readme, my key is ${SECRET}` }],
+      }),
+      `https://api.test:${trustedPort}/v1/messages`,
+    ]);
+    assert.equal(anthropic.code, 0, anthropic.stderr);
+    const openai = await curl(gw, [
+      ...['-H', 'content-type: application/json', '-H', `authorization: Bearer ${SECRET}`],
+      '-d',
+      JSON.stringify({ model: 'gpt-test-4', messages: [{ role: 'user', content: 'weather in Paris?' }] }),
+      `https://api.test:${trustedPort}/v1/chat/completions`,
+    ]);
+    assert.equal(openai.code, 0, openai.stderr);
+    await settle(gw.events, 3);
+    await Promise.all(gateways.splice(gateways.length - 1).map((g) => g.close()));
+    assert.equal(statSync(gw.spyPath).mode & 0o777, 0o600);
+    const raw = readFileSync(gw.spyPath, 'utf8');
+    assert.ok(!raw.includes(SECRET), 'the secret is redacted in the spy log');
+    assert.doesNotMatch(raw, /placeholder|authorization|x-api-key/i, 'no headers are kept');
+    const records = readSpyLog(gw.spyPath);
+    assert.equal(records.length, 2);
+    const [first, second] = records.map((r) => renderSpyRecord(r));
+    assert.match(first ?? '', /anthropic claude-test-1/);
+    assert.match(first ?? '', /system: You are terse\./);
+    assert.match(first ?? '', /user: read the readme, my key is \[redacted:ANTHROPIC_API_KEY\]/);
+    assert.match(first ?? '', /assistant: Let me look\./);
+    assert.match(first ?? '', /tool call read_file \{"path":"README\.md"\}/);
+    assert.match(first ?? '', /tokens: in 21, out 17/);
+    assert.match(second ?? '', /openai-chat gpt-test-4/);
+    assert.match(second ?? '', /user: weather in Paris\?/);
+    assert.match(second ?? '', /tool call get_weather \{"city":"Paris"\}/);
+    assert.match(second ?? '', /tokens: in 11, out 7/);
+  });
+});
