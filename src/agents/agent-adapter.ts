@@ -24,8 +24,8 @@ export type SeedFile = { path: string; json: Record<string, unknown> } | { path:
 export interface SeedContext {
   /** The workspace path, as the cell sees it (it is trusted). */
   workspace: string;
-  /** The placeholder the cell holds instead of each credential's value. */
-  placeholder: string;
+  /** The placeholder the cell holds instead of a proxy-injected secret's value. */
+  placeholder: (secret: string) => string;
 }
 
 /** What `agentcell login AGENT` runs in a cell, and the files in the cell's home it keeps. */
@@ -60,6 +60,3 @@ export interface AgentAdapter {
   unattendedArgs: string[];
   login?: AgentLogin;
 }
-
-/** What the cell holds instead of a proxy-injected key (looks like a key, is worthless). */
-export const CREDENTIAL_PLACEHOLDER = 'agentcell-placeholder-the-gateway-adds-the-real-key';

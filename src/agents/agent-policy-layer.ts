@@ -1,5 +1,6 @@
 import type { PolicyLayer } from '../policy/policy-layer.js';
-import { CREDENTIAL_PLACEHOLDER, type AgentAdapter } from './agent-adapter.js';
+import { proxySecretPlaceholder } from '../cell/resolve-secrets.js';
+import type { AgentAdapter } from './agent-adapter.js';
 
 export function agentLayerSource(adapter: AgentAdapter): string {
   return `agent ${adapter.name}`;
@@ -29,7 +30,7 @@ export function agentPolicyLayer(
       header: credential.header,
       ...(credential.template !== undefined ? { template: credential.template } : {}),
     };
-    for (const name of credential.placeholderEnv) env[name] = CREDENTIAL_PLACEHOLDER;
+    for (const name of credential.placeholderEnv) env[name] = proxySecretPlaceholder(credential.secret);
   }
   return {
     source: agentLayerSource(adapter),

@@ -53,7 +53,7 @@ export const claudeAdapter: AgentAdapter = {
         bypassPermissionsModeAccepted: true,
         autoUpdates: false,
         // Claude Code remembers an approved key by its last 20 characters.
-        customApiKeyResponses: { approved: [placeholder.slice(-20)], rejected: [] },
+        customApiKeyResponses: { approved: [placeholder('ANTHROPIC_API_KEY').slice(-20)], rejected: [] },
         projects: { [workspace]: { hasTrustDialogAccepted: true, hasCompletedProjectOnboarding: true } },
       },
     },

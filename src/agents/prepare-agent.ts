@@ -3,7 +3,8 @@ import { dirname, join, posix } from 'node:path';
 import type { ExtraMount } from '../backends/backend.js';
 import { AgentcellError } from '../errors.js';
 import type { Policy } from '../policy/schema.js';
-import { CREDENTIAL_PLACEHOLDER, type AgentName, type SeedFile } from './agent-adapter.js';
+import { proxySecretPlaceholder } from '../cell/resolve-secrets.js';
+import type { AgentName, SeedFile } from './agent-adapter.js';
 import { agentAdapter } from './agent-registry.js';
 import {
   hostToolchain,
@@ -72,7 +73,7 @@ export async function prepareAgent(request: AgentRequest): Promise<AgentCellPart
       name: adapter.name,
       toolchain,
       home,
-      seeds: adapter.seed({ workspace: request.workspace, placeholder: CREDENTIAL_PLACEHOLDER }),
+      seeds: adapter.seed({ workspace: request.workspace, placeholder: proxySecretPlaceholder }),
     },
     mounts: [
       { source: home, target: request.cellHome, mode: 'rw' },
