@@ -34,7 +34,7 @@ export { llmProvider, type SpyRecord } from './egress/spy-log.js';
 export { findSpyLog, followSpyLog } from './egress/spy-files.js';
 export { parseSpyRecord, readSpyLog, renderSpyRecord, type LlmCall } from './egress/spy-render.js';
 export { AGENTCELL_VERSION } from './version.js';
-export { AGENT_NAMES, CREDENTIAL_PLACEHOLDER } from './agents/agent-adapter.js';
+export { AGENT_NAMES } from './agents/agent-adapter.js';
 export type { AgentAdapter, AgentCredential, AgentName, SeedFile } from './agents/agent-adapter.js';
 export { agentAdapter, allAgentAdapters } from './agents/agent-registry.js';
 export { agentPolicyLayer } from './agents/agent-policy-layer.js';

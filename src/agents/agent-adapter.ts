@@ -28,8 +28,12 @@ export interface SeedContext {
   placeholder: (secret: string) => string;
 }
 
-/** What `agentcell login AGENT` runs in a cell, and the files in the cell's home it keeps. */
+/**
+ * What `agentcell login AGENT` runs in a cell, and the files in the cell's home it keeps
+ * in agentcell's credential store; later runs of the agent get copies in their home.
+ */
 export interface AgentLogin {
+  /** The login command; its first word is the agent's executable. */
   argv: string[];
   /** Hosts the login flow needs (OAuth endpoints). */
   hosts: string[];

@@ -59,5 +59,9 @@ export const claudeAdapter: AgentAdapter = {
     },
   ],
   unattendedArgs: ['--dangerously-skip-permissions'],
-  login: { argv: ['claude', 'setup-token'], hosts: ['claude.ai', 'console.anthropic.com'], files: [] },
+  login: {
+    argv: ['claude', 'auth', 'login'],
+    hosts: ['claude.ai', 'console.anthropic.com', 'platform.claude.com'],
+    files: ['.claude/.credentials.json'],
+  },
 };

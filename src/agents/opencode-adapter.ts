@@ -33,5 +33,9 @@ export const opencodeAdapter: AgentAdapter = {
     },
   ],
   unattendedArgs: [],
-  login: { argv: ['opencode', 'auth', 'login'], hosts: [], files: ['.local/share/opencode/auth.json'] },
+  login: {
+    argv: ['opencode', 'auth', 'login'],
+    hosts: ['console.anthropic.com', 'claude.ai', 'auth.openai.com'],
+    files: ['.local/share/opencode/auth.json'],
+  },
 };

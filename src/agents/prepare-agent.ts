@@ -1,10 +1,11 @@
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, join, posix } from 'node:path';
 import type { ExtraMount } from '../backends/backend.js';
 import { AgentcellError } from '../errors.js';
 import type { Policy } from '../policy/schema.js';
 import { proxySecretPlaceholder } from '../cell/resolve-secrets.js';
-import type { AgentName, SeedFile } from './agent-adapter.js';
+import type { AgentAdapter, AgentName, SeedFile } from './agent-adapter.js';
+import { loginStore } from './login-store.js';
 import { agentAdapter } from './agent-registry.js';
 import {
   hostToolchain,
@@ -25,6 +26,8 @@ export interface PreparedAgent {
    */
   home: string;
   seeds: SeedFile[];
+  /** Files `agentcell login` stored for this agent, copied into the home before each run. */
+  logins: { source: string; path: string }[];
 }
 
 export interface AgentCellParts {
@@ -40,6 +43,8 @@ export interface AgentRequest {
   /** Where agent.name came from, for errors. */
   nameSource: string;
   stateDir: string;
+  /** agentcell's config dir: the credential store of `agentcell login` is under it. */
+  configDir: string;
   cellDir: string;
   /** The home path inside the cell. */
   cellHome: string;
@@ -74,6 +79,7 @@ export async function prepareAgent(request: AgentRequest): Promise<AgentCellPart
       toolchain,
       home,
       seeds: adapter.seed({ workspace: request.workspace, placeholder: proxySecretPlaceholder }),
+      logins: storedLogins(adapter, request.configDir),
     },
     mounts: [
       { source: home, target: request.cellHome, mode: 'rw' },
@@ -91,7 +97,27 @@ export async function prepareAgent(request: AgentRequest): Promise<AgentCellPart
 export async function readyAgent(agent: PreparedAgent, progress: (line: string) => void): Promise<void> {
   await installToolchain(agent.toolchain, progress);
   mkdirSync(agent.home, { recursive: true, mode: 0o700 });
+  for (const login of agent.logins) {
+    const target = join(agent.home, login.path);
+    mkdirSync(dirname(target), { recursive: true, mode: 0o700 });
+    copyFileSync(login.source, target);
+    chmodSync(target, 0o600);
+  }
   for (const seed of agent.seeds) writeSeed(agent.home, seed);
+}
+
+/** Why an agent run's assurance is lower: a stored login is a credential the cell can read. */
+export function agentAssuranceReasons(agent: PreparedAgent): string[] {
+  return agent.logins.length > 0
+    ? [`agentcell login ${agent.name}: its credential is readable in the cell (API keys are injected instead)`]
+    : [];
+}
+
+function storedLogins(adapter: AgentAdapter, configDir: string): { source: string; path: string }[] {
+  const store = loginStore(configDir, adapter.name);
+  return (adapter.login?.files ?? [])
+    .map((path) => ({ source: join(store, path), path }))
+    .filter((f) => existsSync(f.source));
 }
 
 /** JSON seeds are merged into what the agent wrote earlier; agentcell's keys win. */

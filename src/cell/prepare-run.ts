@@ -27,7 +27,7 @@ import { CELL_BRIDGE_NODE, proxyEnvironment } from '../egress/proxy-environment.
 import { bridgeScriptPath, cellNode, egressSocketDir, type RunEgress } from '../egress/run-gateway.js';
 import { agentAdapter } from '../agents/agent-registry.js';
 import { agentPolicyLayer } from '../agents/agent-policy-layer.js';
-import { prepareAgent, type PreparedAgent } from '../agents/prepare-agent.js';
+import { agentAssuranceReasons, prepareAgent, type PreparedAgent } from '../agents/prepare-agent.js';
 
 /** What a user can say about one run; the CLI maps flags onto this one to one. */
 export interface CellOptions {
@@ -127,6 +127,7 @@ export async function prepareRun(request: RunRequest): Promise<PreparedRun> {
         policy,
         nameSource: sourceOf(resolved, 'agent.name'),
         stateDir: request.paths.state,
+        configDir: request.paths.config,
         cellDir: cellDir(request.paths, cell),
         cellHome: home,
         workspace,
@@ -193,6 +194,7 @@ export async function prepareRun(request: RunRequest): Promise<PreparedRun> {
     ...plan.gaps,
     ...passEnv.map((name) => `host variable ${name} passed in`),
     ...(spec.seccomp ? [] : ['seccomp filter off']),
+    ...(agent ? agentAssuranceReasons(agent.agent) : []),
   ];
   const prepared: PreparedRun = {
     cell,

@@ -79,7 +79,9 @@ function agentNamed(layers: readonly PolicyLayer[]): string | undefined {
 }
 
 function declaredSecrets(layers: readonly PolicyLayer[]): Set<string> {
-  return new Set(layers.flatMap((l) => Object.keys((l.values['secrets'] as Record<string, unknown> | undefined) ?? {})));
+  return new Set(
+    layers.flatMap((l) => Object.keys((l.values['secrets'] as Record<string, unknown> | undefined) ?? {})),
+  );
 }
 
 /** Where a key's effective value came from, for messages and `policy explain`. */
