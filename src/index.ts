@@ -40,3 +40,5 @@ export { agentAdapter, allAgentAdapters } from './agents/agent-registry.js';
 export { agentPolicyLayer } from './agents/agent-policy-layer.js';
 export { installToolchain, npmToolchain, toolchainsRoot, type AgentToolchain } from './agents/agent-toolchain.js';
 export { prepareAgent, readyAgent, type PreparedAgent } from './agents/prepare-agent.js';
+export { prepareLogin, runLogin, type PreparedLogin } from './agents/agent-login.js';
+export { loginStore } from './agents/login-store.js';

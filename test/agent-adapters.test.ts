@@ -183,6 +183,21 @@ describe('agent adapters: policy layer, flags, seeded home, login', () => {
     }
   });
 
+  it('Claude Code runs unattended as root in the cell (IS_SANDBOX); without it, it refuses', () => {
+    const sb = agentSandbox();
+    try {
+      const base = ['claude', '--root', '--mode', 'development', '--network', 'none'];
+      const refused = acSlow(sb, [...base, '--env', 'IS_SANDBOX=0', '--', '-p', 'hi']);
+      assert.match(refused.stdout + refused.stderr, /cannot be used with root\/sudo privileges/, 'control');
+      const ran = acSlow(sb, [...base, '--', '-p', 'hi']);
+      assert.doesNotMatch(ran.stdout + ran.stderr, /root\/sudo/);
+      // It got past the check to authentication (no key on this host, no network).
+      assert.match(ran.stdout + ran.stderr, /Not logged in|API key|login/i);
+    } finally {
+      sb.cleanup();
+    }
+  });
+
   it('login keeps the credential in agentcell’s store, never in the workspace, and later runs get it', () => {
     const sb = agentSandbox({ 'README.md': 'repo\n' });
     const key = 'sk-login-e2e-77aa88bb99cc';
