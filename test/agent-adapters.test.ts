@@ -72,6 +72,14 @@ describe('agent adapters: policy layer, flags, seeded home, login', () => {
       assert.equal(secret['secrets.ANTHROPIC_API_KEY.header'], 'x-api-key');
       assert.ok(!JSON.stringify(withKey).includes('sk-host-only'), 'explain never prints the value');
 
+      // --network none: no gateway, so the adapter adds no credential (and the run is not refused for it).
+      const offline = agentcellJson(sb, ['policy', 'explain', '--agent', 'claude', '--network', 'none', '--json'], {
+        ANTHROPIC_API_KEY: 'sk-host-only',
+      });
+      assert.deepEqual(
+        offline.filter((r) => r.key.startsWith('secrets.')),
+        [],
+      );
       // A flag beats the adapter: --network none.
       const none = acJson<Explained[]>(
         sb,

@@ -12,15 +12,19 @@ export function agentLayerSource(adapter: AgentAdapter): string {
  * project or a flag says wins, and host lists accumulate. Provider hosts are allowed and
  * inspected; a credential set on the host (or declared in a policy file under the same
  * secret name) is injected by the gateway, and the cell gets a placeholder in its place.
+ * When another layer turns the gateway off (`--network none`), no credential is added.
  */
 export function agentPolicyLayer(
   adapter: AgentAdapter,
   hostEnv: NodeJS.ProcessEnv,
   declaredSecrets: ReadonlySet<string>,
+  /** network.mode as the other layers state it: without the gateway there is nothing to inject. */
+  networkMode: unknown = undefined,
 ): PolicyLayer {
   const secrets: Record<string, Record<string, string>> = {};
   const env: Record<string, string> = { ...adapter.env };
-  for (const credential of adapter.credentials) {
+  const gateway = networkMode === undefined || networkMode === 'allowlist';
+  for (const credential of gateway ? adapter.credentials : []) {
     const variable = credential.hostEnv.find((name) => hostEnv[name]);
     if (variable === undefined && !declaredSecrets.has(credential.secret)) continue;
     secrets[credential.secret] = {

@@ -226,7 +226,8 @@ export async function resolveCellPolicy(
     workspace,
     paths,
     flags: layer,
-    agentLayer: (name, declared) => agentPolicyLayer(agentAdapter(name, 'agent.name'), hostEnv, declared),
+    agentLayer: (name, declared, networkMode) =>
+      agentPolicyLayer(agentAdapter(name, 'agent.name'), hostEnv, declared, networkMode),
     ...(options.policyFile !== undefined ? { policyFile: resolve(cwd, options.policyFile) } : {}),
   });
   return { workspace, resolved, passEnv };

@@ -22,7 +22,7 @@ export interface PolicyRequest {
    * The layer an agent adapter adds when the policy names an agent (src/agents/), given
    * the agent's name and the secrets the files declare; it goes just above built-in.
    */
-  agentLayer?: (name: string, declaredSecrets: ReadonlySet<string>) => PolicyLayer;
+  agentLayer?: (name: string, declaredSecrets: ReadonlySet<string>, networkMode: unknown) => PolicyLayer;
 }
 
 export interface ResolvedPolicy {
@@ -52,8 +52,10 @@ export async function resolvePolicy(request: PolicyRequest): Promise<ResolvedPol
     const { policyError, readPolicyFile, validateLayer } = await import('./policy-layer.js');
     const { PolicySchema } = await import('./schema.js');
     const layers: PolicyLayer[] = files.map(readPolicyFile);
-    const agent = request.agentLayer && agentNamed([...layers, ...(flags ? [{ source: '', values: flags }] : [])]);
-    if (agent !== undefined && request.agentLayer) layers.unshift(request.agentLayer(agent, declaredSecrets(layers)));
+    const stated = [...layers, ...(flags ? [{ source: '', values: flags }] : [])];
+    const agent = request.agentLayer && lastValue(stated, 'agent', 'name');
+    if (typeof agent === 'string' && request.agentLayer)
+      layers.unshift(request.agentLayer(agent, declaredSecrets(layers), lastValue(stated, 'network', 'mode')));
     if (flags) layers.push(validateLayer({ source: 'command line', values: flags }));
     const merged = mergeLayers(layers);
     const result = PolicySchema.safeParse(merged.values);
@@ -68,14 +70,14 @@ export async function resolvePolicy(request: PolicyRequest): Promise<ResolvedPol
   return { policy, hash: hashPolicy(policy), provenance, files };
 }
 
-/** `agent.name` as the layers set it, the last one winning. */
-function agentNamed(layers: readonly PolicyLayer[]): string | undefined {
-  let name: string | undefined;
+/** A value as the layers set it, the last one winning (before validation). */
+function lastValue(layers: readonly PolicyLayer[], table: string, key: string): unknown {
+  let value: unknown;
   for (const layer of layers) {
-    const agent = layer.values['agent'] as { name?: unknown } | undefined;
-    if (typeof agent?.name === 'string') name = agent.name;
+    const values = layer.values[table] as Record<string, unknown> | undefined;
+    if (values?.[key] !== undefined) value = values[key];
   }
-  return name;
+  return value;
 }
 
 function declaredSecrets(layers: readonly PolicyLayer[]): Set<string> {
