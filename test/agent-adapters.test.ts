@@ -206,6 +206,40 @@ describe('agent adapters: policy layer, flags, seeded home, login', () => {
     }
   });
 
+  it('agent.source = "host" binds the host’s own CLI read-only (its whole node_modules) and runs it', () => {
+    const sb = agentSandbox({ 'agentcell.toml': '[agent]\nsource = "host"\n' });
+    const npmCell = agentSandbox();
+    try {
+      // An npm prefix on the host's PATH, as a global install would be (an npm-source run installs it first).
+      assert.equal(acSlow(npmCell, ['codex', '--network', 'none', '--', '--version']).status, 0);
+      const bin = join(CACHE, 'codex', '0.169.0', 'node_modules', '.bin');
+      const env = { PATH: `${bin}:${process.env['PATH'] ?? '/usr/bin:/bin'}` };
+      const r = acSlow(sb, ['codex', '--network', 'none', '--', '--version'], '', env);
+      assert.equal(r.status, 0, r.stderr);
+      assert.match(r.stdout, /codex-cli 0\.169\.0/);
+      const receipt = acJson<{
+        tools: Record<string, string>;
+        mounts: { source: string; target: string; mode: string }[];
+      }>(sb, 'receipt', 'show', '--format', 'json');
+      assert.ok(receipt.tools['codex']?.startsWith('host '), JSON.stringify(receipt.tools));
+      assert.ok(
+        receipt.mounts.some(
+          (m) =>
+            m.source === join(CACHE, 'codex', '0.169.0', 'node_modules') &&
+            m.target === '/opt/agentcell/toolchains/codex-host/node_modules' &&
+            m.mode === 'ro',
+        ),
+        JSON.stringify(receipt.mounts),
+      );
+      const missing = ac(sb, 'codex', '--network', 'none', '--', '--version');
+      assert.equal(missing.status, 3);
+      assert.match(missing.stderr, /agent\.source = "host": codex is not on PATH/);
+    } finally {
+      npmCell.cleanup();
+      sb.cleanup();
+    }
+  });
+
   it('login keeps the credential in agentcell’s store, never in the workspace, and later runs get it', () => {
     const sb = agentSandbox({ 'README.md': 'repo\n' });
     const key = 'sk-login-e2e-77aa88bb99cc';

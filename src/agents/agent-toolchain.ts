@@ -56,8 +56,8 @@ export function npmToolchain(adapter: AgentAdapter, version: string, root: strin
 }
 
 /**
- * The host's own CLI, bound read-only: the package root it belongs to (a Node CLI needs
- * its siblings), or its directory for a lone binary. /usr is in a host-rootfs cell already.
+ * The host's own CLI, bound read-only: for an npm-installed CLI the whole `node_modules`
+ * it lives in (its platform binary is often a sibling package), else the binary's directory.
  */
 export function hostToolchain(adapter: AgentAdapter, hostEnv: NodeJS.ProcessEnv): AgentToolchain {
   const found = findExecutable(adapter.bin, hostEnv);
@@ -67,17 +67,11 @@ export function hostToolchain(adapter: AgentAdapter, hostEnv: NodeJS.ProcessEnv)
       `agent.source = "host": ${adapter.bin} is not on PATH; install it, or use agent.source = "npm"`,
     );
   const real = realpathSync(found);
-  const dir = packageRoot(real) ?? dirname(real);
-  const cellDir = `${CELL_TOOLCHAINS}/${adapter.name}-host`;
-  return { source: 'host', version: 'host', dir, cellDir, executable: `${cellDir}${real.slice(dir.length)}` };
-}
-
-function packageRoot(file: string): string | undefined {
-  for (let dir = dirname(file); dir !== '/'; dir = dirname(dir)) {
-    if (existsSync(join(dir, 'package.json'))) return dir;
-    if (dir.endsWith('/node_modules')) return undefined;
-  }
-  return undefined;
+  const marker = real.indexOf('/node_modules/');
+  const dir = marker === -1 ? dirname(real) : real.slice(0, marker + '/node_modules'.length);
+  // Bound under a `node_modules` of its own name, so Node still resolves the siblings.
+  const cellDir = `${CELL_TOOLCHAINS}/${adapter.name}-host${marker === -1 ? '' : '/node_modules'}`;
+  return { source: 'host', version: `host ${real}`, dir, cellDir, executable: `${cellDir}${real.slice(dir.length)}` };
 }
 
 /** `latest` (or any tag or range) as the exact version npm would install now. */
@@ -98,7 +92,15 @@ export async function resolveNpmVersion(npmPackage: string, spec: string): Promi
 export async function installToolchain(toolchain: AgentToolchain, progress: (line: string) => void): Promise<void> {
   if (toolchain.source !== 'npm' || existsSync(join(toolchain.dir, COMPLETE_MARK))) return;
   const temp = `${toolchain.dir}.partial-${process.pid}`;
-  mkdirSync(temp, { recursive: true });
+  try {
+    mkdirSync(temp, { recursive: true });
+  } catch (cause) {
+    throw new AgentcellError(
+      'BACKEND_UNAVAILABLE',
+      `cannot install ${toolchain.npmPackage} into ${dirname(temp)} (${(cause as NodeJS.ErrnoException).code ?? 'error'}); point AGENTCELL_TOOLCHAIN_CACHE at a writable directory`,
+      { cause },
+    );
+  }
   const spec = `${toolchain.npmPackage}@${toolchain.version}`;
   progress(`agentcell: installing ${spec} into ${toolchain.dir} (once; cells share it read-only)`);
   const started = Date.now();

@@ -52,9 +52,8 @@ export function dryRunText(p: PreparedRun): string {
   if (p.spec.masks.length > 0) lines.push(`masked in the workspace: ${p.spec.masks.map((m) => m.target).join(', ')}`);
   if (p.spec.readonlyPaths.length > 0) lines.push(`read-only control files: ${p.spec.readonlyPaths.join(', ')}`);
   if (p.agent) lines.push(agentLine(p.agent));
-  lines.push(
-    `policy ${p.resolved.hash} from ${p.resolved.files.length ? p.resolved.files.join(', ') : 'built-in defaults'}`,
-  );
+  const sources = [...(p.agent ? [`agent ${p.agent.name}`] : []), ...p.resolved.files];
+  lines.push(`policy ${p.resolved.hash} from ${sources.length ? sources.join(', ') : 'built-in defaults'}`);
   lines.push('(dry run: nothing was started or written)');
   return lines.join('\n');
 }
