@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { proxySecretPlaceholder } from '../src/cell/resolve-secrets.js';
 import { CLI, cellDirOf, makeSandbox, type CliResult, type Sandbox } from './helpers.js';
-import { anthropicStub, openaiResponsesStub, type StubRequest } from './provider-stubs.js';
+import { anthropicStub, geminiStub, openaiResponsesStub, type StubRequest } from './provider-stubs.js';
 
 /**
  * Claude Code and Codex, the real CLIs from npm, in real cells, against stubs of their
@@ -21,6 +21,7 @@ import { anthropicStub, openaiResponsesStub, type StubRequest } from './provider
 const CACHE = process.env['AGENTCELL_TOOLCHAIN_CACHE'] || '/var/tmp/agentcell-toolchains';
 const ANTHROPIC_KEY = 'sk-ant-real-e2e-5b1f0c9d8e7a6b5c4d3e';
 const OPENAI_KEY = 'sk-proj-real-e2e-0a1b2c3d4e5f6a7b8c9d';
+const GEMINI_KEY = 'AIza-real-e2e-1c2d3e4f5a6b7c8d9e0f';
 
 function runCli(args: string[], sb: Sandbox, env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
   return new Promise((resolve, reject) => {
@@ -102,12 +103,13 @@ describe('agents end to end: real CLIs in a cell, stub providers through the gat
   let port: number;
   const anthropicSeen: StubRequest[] = [];
   const openaiSeen: StubRequest[] = [];
-  let route: 'anthropic' | 'openai' = 'anthropic';
-  let handlers: Record<'anthropic' | 'openai', (req: IncomingMessage, res: ServerResponse) => void>;
+  const geminiSeen: StubRequest[] = [];
+  let route: 'anthropic' | 'openai' | 'gemini' = 'anthropic';
+  let handlers: Record<'anthropic' | 'openai' | 'gemini', (req: IncomingMessage, res: ServerResponse) => void>;
 
   before(async () => {
     certDir = mkdtempSync(join(tmpdir(), 'agentcell-agent-e2e-'));
-    const certs = makeCerts(certDir, ['api.anthropic.com', 'api.openai.com']);
+    const certs = makeCerts(certDir, ['api.anthropic.com', 'api.openai.com', 'generativelanguage.googleapis.com']);
     ca = certs.ca;
     server = createServer({ key: certs.key, cert: certs.cert }, (req, res) => handlers[route](req, res));
     port = await listen(server);
@@ -146,6 +148,7 @@ describe('agents end to end: real CLIs in a cell, stub providers through the gat
         envDump: join(sb.workspace, 'cell-env.txt'),
       }),
       openai: () => undefined,
+      gemini: () => undefined,
     };
     try {
       const r = await runCli(['claude', '-p', 'create hello.txt', '--model', 'claude-stub-1'], sb, {
@@ -195,6 +198,7 @@ describe('agents end to end: real CLIs in a cell, stub providers through the gat
     ]);
     handlers = {
       anthropic: () => undefined,
+      gemini: () => undefined,
       openai: openaiResponsesStub(openaiSeen, {
         file: join(sb.workspace, 'hello.txt'),
         content: 'written by the stub via Codex\n',
@@ -233,6 +237,53 @@ describe('agents end to end: real CLIs in a cell, stub providers through the gat
       assert.equal(spy.status, 0, spy.stderr);
       assert.match(spy.stdout, /openai-responses gpt-stub-1 POST api\.openai\.com\/v1\/responses/);
       assert.ok(!spy.stdout.includes(OPENAI_KEY));
+    } finally {
+      sb.cleanup();
+    }
+  });
+  it('gemini -p: the stub’s write_file call lands in the cell, the key only at the stub, spy shows it', async () => {
+    route = 'gemini';
+    geminiSeen.length = 0;
+    const sb = agentSandbox([
+      '[network]',
+      'resolve = { "generativelanguage.googleapis.com" = "127.0.0.1" }',
+      `upstream_ca = [${JSON.stringify(ca)}]`,
+      '[env]',
+      `GOOGLE_GEMINI_BASE_URL = "https://generativelanguage.googleapis.com:${port}"`,
+    ]);
+    handlers = {
+      anthropic: () => undefined,
+      openai: () => undefined,
+      gemini: geminiStub(geminiSeen, {
+        file: join(sb.workspace, 'hello.txt'),
+        content: 'written by the stub via Gemini CLI\n',
+        envDump: join(sb.workspace, 'cell-env.txt'),
+      }),
+    };
+    try {
+      const r = await runCli(['gemini', '-p', 'create hello.txt', '-m', 'gemini-stub-1'], sb, {
+        GEMINI_API_KEY: GEMINI_KEY,
+      });
+      assert.equal(r.status, 0, `gemini failed:\n${r.stdout}\n${r.stderr}`);
+      const diff = JSON.parse((await runCli(['diff', '--json'], sb)).stdout) as { path: string; change: string }[];
+      assert.ok(
+        diff.some((c) => c.path === 'hello.txt' && c.change === 'added'),
+        JSON.stringify(diff),
+      );
+      assert.equal(layerFile(sb, 'hello.txt'), 'written by the stub via Gemini CLI\n');
+      const calls = geminiSeen.filter((s) => s.url.includes(':streamGenerateContent'));
+      assert.ok(calls.length >= 3, `the stub saw ${geminiSeen.map((s) => s.url).join(', ')}`);
+      for (const c of calls) assert.equal(c.headers['x-goog-api-key'], GEMINI_KEY);
+      const cellEnv = layerFile(sb, 'cell-env.txt');
+      assert.match(cellEnv, new RegExp(`^GEMINI_API_KEY=${proxySecretPlaceholder('GEMINI_API_KEY')}$`, 'm'));
+      assert.ok(!JSON.stringify(layerFiles(sb)).includes(GEMINI_KEY), 'the key is in no file the cell wrote');
+      const spy = await runCli(['spy'], sb);
+      assert.equal(spy.status, 0, spy.stderr);
+      assert.match(
+        spy.stdout,
+        /gemini .*POST generativelanguage\.googleapis\.com\/v1beta\/models\/gemini-stub-1:streamGenerateContent/,
+      );
+      assert.ok(!spy.stdout.includes(GEMINI_KEY));
     } finally {
       sb.cleanup();
     }

@@ -231,3 +231,44 @@ function toolCallItem(tools: string[], script: string, n: number): Record<string
   if (tools.includes('shell')) return call('shell', { command: ['bash', '-lc', script] });
   throw new Error(`the Codex request offered no shell tool: ${tools.join(', ')}`);
 }
+
+/**
+ * Gemini API (`POST /v1beta/models/{model}:streamGenerateContent?alt=sse`): each SSE
+ * `data:` line is a GenerateContentResponse (candidates[].content.parts[] with text or
+ * functionCall, finishReason, usageMetadata). `:generateContent` answers the CLI's own
+ * side questions (which speaker is next) with JSON text.
+ */
+export function geminiStub(seen: StubRequest[], plan: ToolCallPlan): Handler {
+  return recorder(seen, (r, res) => {
+    const path = r.url.split('?')[0] ?? '';
+    const match = /^\/v1(?:beta)?\/models\/([^/:]+):(streamGenerateContent|generateContent|countTokens)$/.exec(path);
+    if (r.method !== 'POST' || !match) return notFound(res, `no ${r.method} ${path} in this stub`);
+    const [, model = 'gemini-stub', method] = match;
+    const usageMetadata = { promptTokenCount: 25, candidatesTokenCount: 8, totalTokenCount: 33 };
+    if (method === 'countTokens') {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ totalTokens: 25 }));
+      return;
+    }
+    const candidate = (parts: unknown[]): Record<string, unknown> => ({
+      candidates: [{ content: { role: 'model', parts }, finishReason: 'STOP', index: 0 }],
+      usageMetadata,
+      modelVersion: model,
+    });
+    if (method === 'generateContent') {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(candidate([{ text: JSON.stringify({ reasoning: 'done', next_speaker: 'user' }) }])));
+      return;
+    }
+    const contents = JSON.stringify(r.body?.['contents'] ?? []);
+    const results = contents.split('"functionResponse"').length - 1;
+    const parts =
+      results === 0
+        ? [{ functionCall: { name: 'write_file', args: { file_path: plan.file, content: plan.content } } }]
+        : results === 1
+          ? [{ functionCall: { name: 'run_shell_command', args: { command: `env > ${plan.envDump}` } } }]
+          : [{ text: 'Wrote the file.' }];
+    res.writeHead(200, { 'content-type': 'text/event-stream' });
+    res.end(`data: ${JSON.stringify(candidate(parts))}\n\n`);
+  });
+}
