@@ -56,6 +56,18 @@ function notFound(res: ServerResponse, message: string): void {
 const modelOf = (body: Record<string, unknown> | undefined, fallback: string): string =>
   typeof body?.['model'] === 'string' ? body['model'] : fallback;
 
+interface OfferedTool {
+  name: string;
+  input_schema?: { properties?: Record<string, unknown> };
+}
+
+const findTool = (body: Record<string, unknown> | undefined, name: RegExp): OfferedTool | undefined =>
+  ((body?.['tools'] as OfferedTool[] | undefined) ?? []).find((t) => name.test(t.name));
+
+/** Claude Code's Write takes `file_path`, Pi's write `path`, opencode's `filePath`. */
+const pathKey = (tool: OfferedTool): string =>
+  ['file_path', 'filePath', 'path'].find((key) => key in (tool.input_schema?.properties ?? {})) ?? 'file_path';
+
 const toolNames = (body: Record<string, unknown> | undefined): string[] =>
   ((body?.['tools'] as { name?: string; type?: string }[] | undefined) ?? []).map((t) => t.name ?? t.type ?? '');
 
@@ -76,14 +88,15 @@ export function anthropicStub(seen: StubRequest[], plan: ToolCallPlan): Handler 
     const messages = (r.body?.['messages'] as { content: unknown }[] | undefined) ?? [];
     const results = JSON.stringify(messages).split('"tool_result"').length - 1;
     const model = modelOf(r.body, 'claude-stub');
-    const tools = toolNames(r.body);
+    const write = findTool(r.body, /^(write|write_file)$/i);
+    const bash = findTool(r.body, /^bash$/i);
     const step: { name: string; input: Record<string, unknown> } | undefined =
-      !tools.includes('Write') || !tools.includes('Bash')
+      !write || !bash
         ? undefined
         : results === 0
-          ? { name: 'Write', input: { file_path: plan.file, content: plan.content } }
+          ? { name: write.name, input: { [pathKey(write)]: plan.file, content: plan.content } }
           : results === 1
-            ? { name: 'Bash', input: { command: `env > ${plan.envDump}`, description: 'Save the environment' } }
+            ? { name: bash.name, input: { command: `env > ${plan.envDump}`, description: 'Save the environment' } }
             : undefined;
     const block = step
       ? { type: 'tool_use', id: `toolu_stub_${results}`, name: step.name, input: step.input }
