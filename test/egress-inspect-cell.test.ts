@@ -89,6 +89,29 @@ function findFile(dir: string, name: string): string | undefined {
   return undefined;
 }
 
+/** `agentcell spy --follow --json`: its first line, then SIGINT (it must stop on it). */
+function followFirstLine(sb: Sandbox): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [CLI, 'spy', '--follow', '--json'], {
+      cwd: sb.workspace,
+      env: sb.env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+    child.stdout.setEncoding('utf8').on('data', (d: string) => {
+      out += d;
+      if (out.includes('\n')) child.kill('SIGINT');
+    });
+    child.on('error', reject);
+    child.on('close', (status) => {
+      clearTimeout(timer);
+      if (status !== 0) reject(new Error(`spy --follow exited ${String(status)}: ${out}`));
+      else resolve(out.split('\n')[0] ?? '');
+    });
+  });
+}
+
 function listen(server: Server): Promise<number> {
   return new Promise((resolve) =>
     server.listen(0, '127.0.0.1', () => {
@@ -175,6 +198,24 @@ describe('inspected egress from a real cell (bwrap)', () => {
 
   it('curl in the cell trusts the cell CA (variables and the system bundle); Host ≠ SNI, untrusted upstreams refused', async () => {
     const sb = sandbox(['inspect = ["api.test", "second.test", "bad.test"]']);
+    // Node with its default trust plus NODE_EXTRA_CA_CERTS (how Claude Code and Codex's node shims trust the cell CA).
+    writeFileSync(
+      join(sb.workspace, 'probe.cjs'),
+      [
+        "const http = require('http'), tls = require('tls');",
+        'const proxy = new URL(process.env.HTTPS_PROXY);',
+        "const auth = Buffer.from(`${proxy.username}:${proxy.password}`).toString('base64');",
+        `const target = 'api.test:${port}';`,
+        "const r = http.request({ host: proxy.hostname, port: proxy.port, method: 'CONNECT', path: target, headers: { 'proxy-authorization': 'Basic ' + auth } });",
+        "r.on('connect', (_res, socket) => {",
+        "  const t = tls.connect({ socket, servername: 'api.test' }, () => t.write(`GET /via-node HTTP/1.1\\r\\nHost: ${target}\\r\\nConnection: close\\r\\n\\r\\n`));",
+        "  let body = ''; t.on('data', (d) => (body += d)); t.on('end', () => console.log('node: ' + body.split('\\r\\n')[0]));",
+        "  t.on('error', (e) => console.log('node error: ' + e.code));",
+        '});',
+        'r.end();',
+        '',
+      ].join('\n'),
+    );
     try {
       seen.length = 0;
       const r = await runCli(
@@ -187,6 +228,7 @@ describe('inspected egress from a real cell (bwrap)', () => {
             `curl -sS -i -H "Host: second.test:${port}" https://api.test:${port}/smuggled | tr -d '\\r' | grep -i '^x-agentcell-denied'`,
             `curl -sS -i https://bad.test:${badPort}/ | tr -d '\\r' | grep -i '^x-agentcell-denied'`,
             'test -e /run/agentcell/ca.key || test -e "$HOME/ca.key" || echo no-ca-key-in-cell',
+            'node probe.cjs',
           ].join('; '),
         ],
         sb,
@@ -196,9 +238,10 @@ describe('inspected egress from a real cell (bwrap)', () => {
       assert.match(r.stdout, /^X-Agentcell-Denied: host-mismatch$/im);
       assert.match(r.stdout, /^X-Agentcell-Denied: upstream-cert-invalid$/im);
       assert.match(r.stdout, /^no-ca-key-in-cell$/m);
+      assert.match(r.stdout, /^node: HTTP\/1\.1 200 OK$/m);
       assert.deepEqual(
         seen.map((s) => s.url),
-        ['/via-env', '/via-system-bundle'],
+        ['/via-env', '/via-system-bundle', '/via-node'],
       );
       const events = egressEvents(sb).filter((e) => e['kind'] === 'request');
       const summary = events.map(
@@ -208,6 +251,7 @@ describe('inspected egress from a real cell (bwrap)', () => {
         'GET / 502 upstream-cert-invalid',
         'GET /smuggled 403 host-mismatch',
         'GET /via-env 200 allow-rule',
+        'GET /via-node 200 allow-rule',
         'GET /via-system-bundle 200 allow-rule',
       ]);
       for (const e of events.filter((e) => e['status'] === 200)) {
@@ -309,6 +353,9 @@ describe('inspected egress from a real cell (bwrap)', () => {
       assert.ok(files.includes('BEGIN CERTIFICATE'), 'positive control: the dump read the cell CA bundle');
       assert.ok(files.includes('read the readme'), 'positive control: the dump read the workspace');
       assert.ok(!files.includes(SECRET), 'the secret is in no readable file of the cell');
+      const caKey = readFileSync(join(cellDirOf(sb), 'egress', 'ca', 'ca.key'), 'utf8');
+      const keyBody = caKey.split('\n').slice(1, 3).join('\n');
+      assert.ok(keyBody.length > 40 && !files.includes(keyBody), 'the cell CA key is in no readable file of the cell');
 
       const api = seen.find((s) => s.url === '/v1/messages');
       assert.equal(api?.headers['x-api-key'], SECRET, 'the server got the real key');
@@ -332,6 +379,16 @@ describe('inspected egress from a real cell (bwrap)', () => {
       const dryJson = await runCli(['run', '--dry-run', '--json', '--', 'true'], sb, hostEnv);
       assert.equal(dry.status, 0, dry.stderr);
       assert.ok(!(dry.stdout + dry.stderr + dryJson.stdout + dryJson.stderr).includes(SECRET));
+      assert.match(
+        dry.stdout,
+        /proxy secrets ANTHROPIC_API_KEY → api\.test \(x-api-key\), GH → api\.test \(Authorization\)/,
+      );
+      const plan = JSON.parse(dryJson.stdout) as { inspection: { inspect: string[]; secrets: { name: string }[] } };
+      assert.deepEqual(plan.inspection.inspect, ['second.test']);
+      assert.deepEqual(
+        plan.inspection.secrets.map((x) => x.name),
+        ['ANTHROPIC_API_KEY', 'GH'],
+      );
       assert.deepEqual(listTree(sb.root), before, 'a dry run writes nothing');
 
       // spy renders the stub Anthropic call, with no header and no secret.
@@ -347,6 +404,8 @@ describe('inspected egress from a real cell (bwrap)', () => {
       assert.equal(parsed.calls[0]?.model, 'claude-stub-1');
       assert.equal(parsed.calls[0]?.usage.input, 42);
       assert.ok(!(spy.stdout + spyJson.stdout).includes(SECRET));
+      const follow = await followFirstLine(sb);
+      assert.match(follow, /"model":"claude-stub-1"/);
     } finally {
       sb.cleanup();
     }
@@ -359,6 +418,12 @@ describe('inspected egress from a real cell (bwrap)', () => {
         join(sb.workspace, 'agentcell.toml'),
         '[secrets.K]\nfrom = "env:K"\ninject = "proxy"\nhost = "api.test"\nheader = "x-api-key"\n',
       );
+      const noSpy = await runCli(['spy', '--json'], sb);
+      assert.equal(noSpy.status, 2);
+      assert.match(noSpy.stdout, /"code": "SPY_LOG_NOT_FOUND"/);
+      const badRun = await runCli(['spy', '--run', '../../etc/passwd'], sb);
+      assert.equal(badRun.status, 2);
+      assert.match(badRun.stderr, /not a run id/);
       const none = await runCli(['run', '--network', 'none', '--', 'true'], sb, { K: 'v' });
       assert.equal(none.status, 2);
       assert.match(none.stderr, /secrets\.K\.inject = "proxy" need network\.mode = "allowlist"/);

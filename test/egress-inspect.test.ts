@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
 import { execFile, execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpsServer, type Server } from 'node:https';
-import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
+import { request as httpRequest, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
+import { connect as tlsConnect } from 'node:tls';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -11,7 +12,8 @@ import { cellCaFiles } from '../src/egress/cell-trust.js';
 import { createEgressGateway, type EgressGateway, type GatewayRules } from '../src/egress/egress-gateway.js';
 import type { EgressEvent } from '../src/egress/egress-log.js';
 import type { ProxySecret } from '../src/egress/inspect-rules.js';
-import { newProxyToken } from '../src/egress/proxy-auth.js';
+import { newProxyToken, proxyAuthorization } from '../src/egress/proxy-auth.js';
+import { createMaskStream } from '../src/egress/redact-stream.js';
 import { readSpyLog, renderSpyRecord } from '../src/egress/spy-render.js';
 
 /*
@@ -155,6 +157,41 @@ function curl(gw: { port: number; token: string }, args: string[]): Promise<Ran>
   });
 }
 
+/**
+ * CONNECT to `target`, TLS with `servername` (trusting the cell CA), then raw request
+ * bytes; resolves with everything read until the server closes, or the TLS error code.
+ */
+function rawThroughGateway(
+  gw: { port: number; token: string },
+  target: string,
+  servername: string,
+  text: string,
+): Promise<string> {
+  return new Promise((resolve) => {
+    const connect = httpRequest({
+      host: '127.0.0.1',
+      port: gw.port,
+      method: 'CONNECT',
+      path: target,
+      headers: { 'proxy-authorization': proxyAuthorization(gw.token) },
+    });
+    connect.once('error', (error: NodeJS.ErrnoException) => resolve(`error ${error.code ?? error.message}`));
+    connect.once('connect', (_response, socket) => {
+      const tls = tlsConnect({ socket, servername, ca: readFileSync(cellCaPath, 'utf8') });
+      let out = '';
+      tls.once('error', (error: NodeJS.ErrnoException) => resolve(`${out}error ${error.code ?? error.message}`));
+      tls.once('secureConnect', () => tls.write(text));
+      tls.setEncoding('utf8').on('data', (chunk: string) => (out += chunk));
+      tls.once('end', () => resolve(out));
+      tls.setTimeout(5000, () => {
+        tls.destroy();
+        resolve(`${out}timeout`);
+      });
+    });
+    connect.end();
+  });
+}
+
 async function settle(events: EgressEvent[], count: number): Promise<void> {
   for (let i = 0; i < 100 && events.length < count; i++) await new Promise((r) => setTimeout(r, 20));
 }
@@ -194,6 +231,16 @@ describe('cell CA', () => {
     assert.match(text, /CA:TRUE, pathlen:0/);
     assert.match(text, /prime256v1/);
   });
+
+  it('is remade when it is about to expire, and refused when its key is not private', async () => {
+    const files = cellCaFiles(join(dir, 'renewing-ca'));
+    const first = await loadOrCreateCellCa(files, 'renew');
+    const soon = new Date(first.certificate.notAfter.getTime() - 10 * 86_400_000);
+    const second = await loadOrCreateCellCa(files, 'renew', soon);
+    assert.notEqual(second.certPem, first.certPem);
+    chmodSync(files.key, 0o644);
+    await assert.rejects(loadOrCreateCellCa(files, 'renew'), /not a private \(0600\) file/);
+  });
 });
 
 describe('inspected HTTPS through the gateway', () => {
@@ -228,6 +275,7 @@ describe('inspected HTTPS through the gateway', () => {
     assert.ok(requests.every((e) => e.bytesDown > 0));
     const tunnel = gw.events.find((e) => e.kind === 'connect');
     assert.equal(tunnel?.inspected, true);
+    await Promise.all(gateways.splice(gateways.length - 1).map((g) => g.close())); // flushes the log
     const logged = readFileSync(gw.logPath, 'utf8').trim().split('\n');
     assert.equal(logged.length, 3);
   });
@@ -245,12 +293,149 @@ describe('inspected HTTPS through the gateway', () => {
     assert.match(ok.stdout, /^HTTP\/1\.1 200 OK/m);
   });
 
+  it('refuses a second Host header, and a ClientHello naming another host than the CONNECT', async () => {
+    seen.length = 0;
+    const gw = await startGateway({ allow: ['api.test', 'second.test'], inspect: ['api.test', 'second.test'] });
+    const target = `api.test:${trustedPort}`;
+    const twice = await rawThroughGateway(
+      gw,
+      target,
+      'api.test',
+      `GET /x HTTP/1.1\r\nHost: ${target}\r\nHost: second.test:${trustedPort}\r\nConnection: close\r\n\r\n`,
+    );
+    assert.match(twice, /^HTTP\/1\.1 403/);
+    assert.match(twice, /X-Agentcell-Denied: host-mismatch/);
+    const sni = await rawThroughGateway(gw, target, 'second.test', 'GET / HTTP/1.1\r\n\r\n');
+    assert.match(sni, /error/);
+    assert.equal(seen.length, 0);
+    const ok = await rawThroughGateway(
+      gw,
+      target,
+      'api.test',
+      `GET /x HTTP/1.1\r\nHost: ${target}\r\nConnection: close\r\n\r\n`,
+    );
+    assert.match(ok, /^HTTP\/1\.1 200/, 'positive control');
+    await settle(gw.events, 5);
+    assert.ok(gw.events.some((e) => e.kind === 'connect' && e.reason === 'sni-mismatch' && e.decision === 'deny'));
+  });
+
+  it('keeps one client connection across an upstream that closed its idle connection (reconnects, checked again)', async () => {
+    seen.length = 0;
+    const gw = await startGateway({ allow: ['api.test'], inspect: ['api.test'] });
+    const previous = trusted.keepAliveTimeout;
+    trusted.keepAliveTimeout = 50;
+    let upstreamConnections = 0;
+    const count = (): void => void upstreamConnections++;
+    trusted.on('secureConnection', count);
+    try {
+      const target = `api.test:${trustedPort}`;
+      const answers = await new Promise<string[]>((resolve, reject) => {
+        const connect = httpRequest({
+          host: '127.0.0.1',
+          port: gw.port,
+          method: 'CONNECT',
+          path: target,
+          headers: { 'proxy-authorization': proxyAuthorization(gw.token) },
+        });
+        connect.once('error', reject);
+        connect.once('connect', (_response, socket) => {
+          const tls = tlsConnect({ socket, servername: 'api.test', ca: readFileSync(cellCaPath, 'utf8') });
+          const got: string[] = [];
+          let buffer = '';
+          tls.once('error', reject);
+          tls.once('secureConnect', () => tls.write(`GET /first HTTP/1.1\r\nHost: ${target}\r\n\r\n`));
+          tls.setEncoding('utf8').on('data', (chunk: string) => {
+            buffer += chunk;
+            if (!buffer.includes('ok\n')) return;
+            got.push(buffer.split('\r\n')[0] ?? '');
+            buffer = '';
+            if (got.length === 1)
+              setTimeout(() => tls.write(`GET /second HTTP/1.1\r\nHost: ${target}\r\nConnection: close\r\n\r\n`), 300);
+            else resolve(got);
+          });
+        });
+        connect.end();
+      });
+      assert.deepEqual(answers, ['HTTP/1.1 200 OK', 'HTTP/1.1 200 OK']);
+      assert.deepEqual(
+        seen.map((x) => x.url),
+        ['/first', '/second'],
+      );
+      assert.equal(upstreamConnections, 2, 'the gateway opened a second upstream connection');
+    } finally {
+      trusted.off('secureConnection', count);
+      trusted.keepAliveTimeout = previous;
+    }
+  });
+
+  it('inspects SOCKS5 tunnels the same way', async () => {
+    seen.length = 0;
+    const gw = await startGateway({
+      allow: ['api.test'],
+      rule: [{ host: 'api.test', methods: ['GET'], paths: ['/ok'] }],
+    });
+    const socks = ['--proxy', `socks5h://agentcell:${gw.token}@127.0.0.1:${gw.port}`];
+    const r = await curl(gw, [
+      ...socks,
+      '-w',
+      '%{http_code}\\n',
+      '-o',
+      '/dev/null',
+      `https://api.test:${trustedPort}/ok`,
+    ]);
+    const denied = await curl(gw, [
+      ...socks,
+      '-w',
+      '%{http_code}\\n',
+      '-o',
+      '/dev/null',
+      `https://api.test:${trustedPort}/no`,
+    ]);
+    assert.equal(r.stdout.trim(), '200', r.stderr);
+    assert.equal(denied.stdout.trim(), '403');
+    await settle(gw.events, 4);
+    assert.ok(gw.events.some((e) => e.kind === 'socks' && e.inspected === true));
+    assert.deepEqual(
+      seen.map((x) => x.url),
+      ['/ok'],
+    );
+  });
+
+  it('a reload that leaves out inspect/rule keeps the L7 rules; one that changes them applies to the next request', async () => {
+    seen.length = 0;
+    const gw = await startGateway({ allow: ['api.test'], rule: [{ host: 'api.test', paths: ['/ok'] }] });
+    const gateway = gateways[gateways.length - 1];
+    gateway?.reload({ resolve: RESOLVE, allow: ['api.test'] });
+    const kept = await curl(gw, ['-w', '%{http_code}\\n', '-o', '/dev/null', `https://api.test:${trustedPort}/other`]);
+    assert.equal(kept.stdout.trim(), '403');
+    gateway?.reload({ resolve: RESOLVE, allow: ['api.test'], rule: [{ host: 'api.test', paths: ['/other'] }] });
+    const changed = await curl(gw, [
+      '-w',
+      '%{http_code}\\n',
+      '-o',
+      '/dev/null',
+      `https://api.test:${trustedPort}/other`,
+    ]);
+    assert.equal(changed.stdout.trim(), '200');
+  });
+
   it('refuses an upstream whose certificate is not trusted', async () => {
     seen.length = 0;
     const gw = await startGateway({ allow: ['bad.test'], inspect: ['bad.test'] });
     const r = await curl(gw, ['-i', `https://bad.test:${untrustedPort}/`]);
     assert.match(r.stdout, /^HTTP\/1\.1 502/m);
     assert.match(r.stdout, /^X-Agentcell-Denied: upstream-cert-invalid\r?$/im);
+    assert.equal(seen.length, 0);
+  });
+
+  it('inspects an IP target (leaf with an IP SAN) and refuses an upstream certificate that does not name it', async () => {
+    seen.length = 0;
+    const gw = await startGateway({ allow: [`127.0.0.1:${trustedPort}`], inspect: ['127.0.0.1'] });
+    const r = await curl(gw, ['-i', `https://127.0.0.1:${trustedPort}/`]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^HTTP\/1\.1 502/m);
+    assert.match(r.stdout, /X-Agentcell-Denied: upstream-cert-invalid/);
+    assert.match(r.stdout, /ERR_TLS_CERT_ALTNAME_INVALID/);
     assert.equal(seen.length, 0);
   });
 
@@ -301,6 +486,36 @@ describe('proxy-injected secrets', () => {
     headerValue: `Bearer ${SECRET}`,
     value: SECRET,
   };
+
+  it('masks the secret in what an upstream reflects back (headers and body, also split across chunks)', async () => {
+    seen.length = 0;
+    responder = (req) => ({
+      status: 200,
+      type: 'application/json',
+      body: JSON.stringify({ youSent: req.headers.authorization, accept: req.headers['accept-encoding'] ?? null }),
+    });
+    try {
+      const gw = await startGateway({ allow: ['api.test'] }, [secret]);
+      const r = await curl(gw, ['-i', '--compressed', `https://api.test:${trustedPort}/echo`]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(seen[0]?.headers.authorization, `Bearer ${SECRET}`, 'positive control: the server got it');
+      assert.ok(!r.stdout.includes(SECRET), r.stdout);
+      assert.match(r.stdout, new RegExp(`"youSent":"Bearer \\*{${SECRET.length}}"`));
+      assert.match(r.stdout, /"accept":"identity"/);
+    } finally {
+      responder = () => ({ status: 200, type: 'text/plain', body: 'ok\n' });
+    }
+    // Chunk boundaries: a value split across writes is still masked, and nothing else is held back.
+    const mask = createMaskStream([Buffer.from('s3cr3t-value')]);
+    const out: Buffer[] = [];
+    mask.on('data', (chunk: Buffer) => out.push(chunk));
+    mask.write('event: a\ndata: s3cr');
+    mask.write('3t-value and more\n');
+    mask.write('tail s3');
+    await new Promise<void>((resolve) => mask.end('x', resolve));
+    assert.equal(Buffer.concat(out).toString(), 'event: a\ndata: ************ and more\ntail s3x');
+    assert.equal(out[0]?.toString(), 'event: a\ndata: ', 'only the possible start of a value waits');
+  });
 
   it('adds the header for the secret host only, replacing one the cell sent; logs lack the value', async () => {
     seen.length = 0;

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { isAbsolute, join, resolve } from 'node:path';
 import { rootCertificates } from 'node:tls';
 import type { CellSpec, ExtraMount } from '../backends/backend.js';
-import { cellCaFiles, SYSTEM_CA_BUNDLE, systemBundleOf, trustEnvironment, trustMounts } from '../egress/cell-trust.js';
+import { cellCaFiles, systemBundleOf, trustEnvironment, trustMounts } from '../egress/cell-trust.js';
 import type { RunInspection } from '../egress/run-gateway.js';
 import { AgentcellError } from '../errors.js';
 import type { Policy } from '../policy/schema.js';
@@ -34,7 +34,7 @@ export function planInspection(
   return {
     run: {
       ca,
-      systemBundle: systemBundleOf(context.rootfs),
+      systemBundle: systemBundleOf(context.rootfs)?.onHost,
       upstreamCa: upstreamTrust(policy.network.upstream_ca, context.workspace),
       secrets: proxySecrets(policy, context.hostEnv),
     },
@@ -62,14 +62,11 @@ function proxySecretNames(policy: Policy): string[] {
     .map(([name]) => name);
 }
 
-/** Node's roots, the host's system bundle, and each `upstream_ca` file (relative to the workspace). */
+/** Node's roots, the host's system bundle (the gateway runs on the host), and each `upstream_ca` file (relative to the workspace). */
 function upstreamTrust(files: readonly string[], workspace: string): string[] {
   const pems = [...rootCertificates];
-  try {
-    pems.push(readFileSync(SYSTEM_CA_BUNDLE, 'utf8'));
-  } catch {
-    // no system bundle on this host: Node's roots still apply
-  }
+  const system = systemBundleOf({ kind: 'host' });
+  if (system !== undefined) pems.push(readFileSync(system.onHost, 'utf8'));
   for (const file of files) {
     const path = isAbsolute(file) ? file : resolve(workspace, file);
     let text: string;
@@ -90,4 +87,22 @@ function upstreamTrust(files: readonly string[], workspace: string): string[] {
     pems.push(text);
   }
   return pems;
+}
+
+/** What a dry run shows about inspection: patterns, rule count, and secrets by name (never a value). */
+export interface InspectionSummary {
+  inspect: string[];
+  rules: number;
+  secrets: { name: string; host: string; header: string }[];
+  ca: string;
+}
+
+export function inspectionSummary(policy: Policy, run: RunInspection | undefined): InspectionSummary | undefined {
+  if (!run) return undefined;
+  return {
+    inspect: [...policy.network.inspect],
+    rules: policy.network.rule.length,
+    secrets: run.secrets.map(({ name, host, header }) => ({ name, host, header })),
+    ca: run.ca.cert,
+  };
 }

@@ -1,6 +1,7 @@
 import type { Assurance } from '../policy/assurance.js';
 import type { PreparedAgent } from '../agents/prepare-agent.js';
 import type { PreparedRun } from '../cell/prepare-run.js';
+import { inspectionSummary } from '../cell/plan-inspection.js';
 
 /** Quote for a POSIX shell only where needed, so a printed plan can be pasted. */
 export function shellQuote(word: string): string {
@@ -42,6 +43,7 @@ export function dryRunJson(p: PreparedRun): Record<string, unknown> {
     ...runSummary(p),
     plan: { argv: p.plan.argv, fds: p.plan.fds, gaps: p.plan.gaps, env: Object.keys(p.plan.env).sort() },
     ...(p.agent ? { agent: p.agent } : {}),
+    ...(inspection(p) ? { inspection: inspection(p) } : {}),
   };
 }
 
@@ -52,6 +54,13 @@ export function dryRunText(p: PreparedRun): string {
   if (p.spec.masks.length > 0) lines.push(`masked in the workspace: ${p.spec.masks.map((m) => m.target).join(', ')}`);
   if (p.spec.readonlyPaths.length > 0) lines.push(`read-only control files: ${p.spec.readonlyPaths.join(', ')}`);
   if (p.agent) lines.push(agentLine(p.agent));
+  const inspected = inspection(p);
+  if (inspected) {
+    const secrets = inspected.secrets.map((s) => `${s.name} → ${s.host} (${s.header})`);
+    lines.push(
+      `TLS inspection (cell CA ${inspected.ca}): inspect ${inspected.inspect.join(', ') || '-'}; ${inspected.rules} rule(s); proxy secrets ${secrets.join(', ') || '-'}`,
+    );
+  }
   const sources = [...(p.agent ? [`agent ${p.agent.name}`] : []), ...p.resolved.files];
   lines.push(`policy ${p.resolved.hash} from ${sources.length ? sources.join(', ') : 'built-in defaults'}`);
   lines.push('(dry run: nothing was started or written)');
@@ -81,4 +90,8 @@ function formatArgv(argv: readonly string[]): string {
     lines[lines.length - 1]?.push(shellQuote(word));
   });
   return lines.map((words, i) => `${i === 0 ? '  ' : '    '}${words.join(' ')}`).join(' \\\n');
+}
+
+function inspection(p: PreparedRun): ReturnType<typeof inspectionSummary> {
+  return inspectionSummary(p.resolved.policy, p.egress?.inspect);
 }

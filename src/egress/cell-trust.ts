@@ -6,8 +6,17 @@ import { CELL_EGRESS_DIR } from './proxy-environment.js';
 /** Where the cell CA appears in a cell: the certificate alone, and system CAs + it. */
 export const CELL_CA_CERT = `${CELL_EGRESS_DIR}/ca.crt`;
 export const CELL_CA_BUNDLE = `${CELL_EGRESS_DIR}/ca-bundle.crt`;
-/** Debian/Ubuntu/Alpine's system bundle; bound over in the cell so tools that ignore the variables trust the cell CA too. */
-export const SYSTEM_CA_BUNDLE = '/etc/ssl/certs/ca-certificates.crt';
+/**
+ * Where distributions keep the system CA bundle (Debian/Ubuntu/Alpine, Fedora/RHEL,
+ * openSUSE, others); the first one the rootfs has is the base of the cell's bundle and
+ * is bound over in the cell, so tools that ignore the variables trust the cell CA too.
+ */
+export const SYSTEM_CA_BUNDLES = [
+  '/etc/ssl/certs/ca-certificates.crt',
+  '/etc/pki/tls/certs/ca-bundle.crt',
+  '/etc/ssl/ca-bundle.pem',
+  '/etc/ssl/cert.pem',
+] as const;
 
 /** A cell CA's files on the host: `ca.key` is 0600 and never bound into a cell. */
 export interface CellCaFiles {
@@ -34,10 +43,13 @@ export function trustEnvironment(): Record<string, string> {
   };
 }
 
-/** The system bundle of the cell's rootfs on the host, when it has one. */
-export function systemBundleOf(rootfs: CellSpec['rootfs']): string | undefined {
-  const path = rootfs.kind === 'host' ? SYSTEM_CA_BUNDLE : join(rootfs.path, SYSTEM_CA_BUNDLE);
-  return existsSync(path) ? path : undefined;
+/** The system bundle of the cell's rootfs: its path in the cell and on the host, when it has one. */
+export function systemBundleOf(rootfs: CellSpec['rootfs']): { inCell: string; onHost: string } | undefined {
+  for (const inCell of SYSTEM_CA_BUNDLES) {
+    const onHost = rootfs.kind === 'host' ? inCell : join(rootfs.path, inCell);
+    if (existsSync(onHost)) return { inCell, onHost };
+  }
+  return undefined;
 }
 
 /** Read-only binds: the certificate, the bundle, and the bundle over the rootfs's system bundle. */
@@ -46,6 +58,7 @@ export function trustMounts(files: CellCaFiles, rootfs: CellSpec['rootfs']): Ext
     { source: files.cert, target: CELL_CA_CERT, mode: 'ro' },
     { source: files.bundle, target: CELL_CA_BUNDLE, mode: 'ro' },
   ];
-  if (systemBundleOf(rootfs) !== undefined) mounts.push({ source: files.bundle, target: SYSTEM_CA_BUNDLE, mode: 'ro' });
+  const system = systemBundleOf(rootfs);
+  if (system !== undefined) mounts.push({ source: files.bundle, target: system.inCell, mode: 'ro' });
   return mounts;
 }

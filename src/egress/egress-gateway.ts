@@ -2,7 +2,7 @@ import { chmodSync, lstatSync, rmSync } from 'node:fs';
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { createServer as createNetServer, type Server, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import type { SecureContext } from 'node:tls';
+import { createSecureContext, type SecureContext } from 'node:tls';
 import { AgentcellError } from '../errors.js';
 import { splitHostPort } from '../policy/host-pattern.js';
 import { guardAddress } from './address-guard.js';
@@ -95,7 +95,9 @@ export interface EgressGateway {
   listen(): Promise<EgressGatewayAddress>;
   /**
    * Replaces the rules for everything decided from now on, atomically; open tunnels
-   * and forward requests the new rules would refuse are closed (`revoked`). Throws
+   * and forward requests the new rules would refuse are closed (`revoked`), and so are
+   * spliced tunnels to hosts that are now inspected. `inspect` and `rule`, when left
+   * out, keep their current value (allow/deny/resolve are always replaced). Throws
    * POLICY_INVALID and keeps the old rules when the new ones don't compile.
    */
   reload(rules: GatewayRules): { revoked: number };
@@ -129,7 +131,8 @@ export function createEgressGateway(options: EgressGatewayOptions): EgressGatewa
   if (options.token.length === 0) throw new AgentcellError('USAGE', 'the egress gateway needs a per-run token');
   let matcher: HostMatcher = compileHostRules(options.rules);
   const secrets = options.inspect?.secrets ?? [];
-  let inspection: InspectMatcher = compileInspection(options.rules, options.inspect);
+  let inspectRules: InspectRules = { inspect: options.rules.inspect ?? [], rule: options.rules.rule ?? [] };
+  let inspection: InspectMatcher = compileInspection(inspectRules, options.inspect);
   const redactions = secrets.flatMap((s) => [
     { name: s.name, value: s.headerValue },
     { name: s.name, value: s.value },
@@ -151,6 +154,7 @@ export function createEgressGateway(options: EgressGatewayOptions): EgressGatewa
   const upstreams = new Set<Socket>();
   const tunnels = new Set<OpenTunnel>();
   const inspectedTunnels = new WeakSet<OpenTunnel>();
+  let upstreamTrust: SecureContext | undefined;
   const pending = new Set<Promise<void>>();
   const servers: Server[] = [];
   let state: 'new' | 'starting' | 'listening' | 'closing' = 'new';
@@ -273,7 +277,11 @@ export function createEgressGateway(options: EgressGatewayOptions): EgressGatewa
     if (!inspect) throw new AgentcellError('INTERNAL', 'inspection without a cell CA');
     return {
       secureContext: (host) => inspect.leaves.secureContext(host),
-      upstreamCa: inspect.upstreamCa,
+      upstreamTrust() {
+        // Parsing a few hundred CAs takes milliseconds: once per gateway, not per connection.
+        upstreamTrust ??= createSecureContext({ ca: [...inspect.upstreamCa] });
+        return upstreamTrust;
+      },
       inspection: () => inspection,
       async reopen() {
         const result = await destination({ host: target.host, port: target.port });
@@ -321,7 +329,8 @@ export function createEgressGateway(options: EgressGatewayOptions): EgressGatewa
           : 'not a proxy request: send an absolute http:// URL or CONNECT';
       return refuse({ ...target, reason: parsed.problem, rule: null, detail });
     }
-    if (inspection.inspects(target.host, target.port))
+    // An allowed but inspected host: cleartext would skip its checks. (Not allowed: refused below as usual.)
+    if (inspection.inspects(target.host, target.port) && matcher.decide(target.host, target.port).decision === 'allow')
       return refuse({ ...target, reason: 'inspect-needs-tls', rule: null });
     const result = await destination({ ...target, cleartext: true });
     if (!result.ok) return refuse(result.denial, result.address);
@@ -490,8 +499,11 @@ export function createEgressGateway(options: EgressGatewayOptions): EgressGatewa
     },
     reload(rules) {
       const next = compileHostRules(rules);
-      const nextInspection = compileInspection(rules, options.inspect);
+      // Keys a reload leaves out keep their value: a reload of allow/deny alone never drops L7 rules.
+      const nextRules = { inspect: rules.inspect ?? inspectRules.inspect, rule: rules.rule ?? inspectRules.rule };
+      const nextInspection = compileInspection(nextRules, options.inspect);
       matcher = next;
+      inspectRules = nextRules;
       inspection = nextInspection;
       let revoked = 0;
       for (const tunnel of [...tunnels]) {
@@ -510,7 +522,7 @@ export function createEgressGateway(options: EgressGatewayOptions): EgressGatewa
 }
 
 /** Inspection rules; refused (POLICY_INVALID) when they inspect something and there is no cell CA to do it with. */
-function compileInspection(rules: GatewayRules, inspect: GatewayInspectOptions | undefined): InspectMatcher {
+function compileInspection(rules: InspectRules, inspect: GatewayInspectOptions | undefined): InspectMatcher {
   const secrets = inspect?.secrets ?? [];
   const compiled = compileInspectRules(rules, secrets);
   const wanted = (rules.inspect?.length ?? 0) + (rules.rule?.length ?? 0) + secrets.length;

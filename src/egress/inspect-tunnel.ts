@@ -1,13 +1,6 @@
-import {
-  Agent,
-  createServer,
-  request,
-  type IncomingMessage,
-  type OutgoingHttpHeaders,
-  type ServerResponse,
-} from 'node:http';
+import { Agent, createServer, request, type IncomingMessage, type ServerResponse } from 'node:http';
 import { isIP, type Socket } from 'node:net';
-import { Duplex } from 'node:stream';
+import type { Duplex } from 'node:stream';
 import { connect as tlsConnect, TLSSocket, type SecureContext } from 'node:tls';
 import { splitHostPort } from '../policy/host-pattern.js';
 import { classifyFirstBytes, FIRST_BYTES_LIMIT } from './classify-first-bytes.js';
@@ -16,6 +9,9 @@ import type { EgressEvent, EgressReason } from './egress-log.js';
 import { normalizeHost } from './host-rules.js';
 import type { InspectMatcher } from './inspect-rules.js';
 import { FrameError, readFrame } from './read-frame.js';
+import { forwardHeaders, responseHeaders } from './inspect-headers.js';
+import { withPrefix } from './prefixed-stream.js';
+import { createMaskStream } from './redact-stream.js';
 import type { OpenTunnel, TunnelHooks, TunnelOutcome, TunnelTarget } from './splice-tunnel.js';
 import type { CapturedBody, SpyRecorder } from './spy-log.js';
 
@@ -28,8 +24,8 @@ export type RequestRecord = Pick<
 export interface InspectContext {
   /** The leaf certificate for a host, signed by the cell CA (cached). */
   secureContext(host: string): Promise<SecureContext>;
-  /** PEM CAs an upstream certificate must chain to (system CAs plus `upstream_ca`). */
-  upstreamCa: readonly string[];
+  /** Trusts what an upstream certificate must chain to (system CAs plus `upstream_ca`); made once per gateway. */
+  upstreamTrust(): SecureContext;
   /** The inspect rules in force now (a reload may replace them). */
   inspection(): InspectMatcher;
   /** A new checked TCP connection to the same destination, for requests after the first connection closed. */
@@ -43,18 +39,8 @@ export interface InspectContext {
 }
 
 const TLS_ACCESS_DENIED = Buffer.from([0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x31]);
-/** Connection-scoped headers a proxy must not pass on. */
-const HOP_BY_HOP = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-authenticate',
-  'proxy-authorization',
-  'proxy-connection',
-  'te',
-  'trailer',
-  'transfer-encoding',
-  'upgrade',
-]);
+/** A client that doesn't finish its TLS handshake with the gateway in this time is dropped. */
+const HANDSHAKE_TIMEOUT_MS = 30_000;
 const UNTRUSTED_CODES = new Set([
   'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
   'UNABLE_TO_GET_ISSUER_CERT',
@@ -124,15 +110,12 @@ export function inspectTunnel(
       bytesUp += raw.bytesWritten;
       bytesDown += raw.bytesRead;
       raws.delete(raw);
-      if (raws.size === 0) allUpstreamClosed();
     });
   }
-  let allUpstreamClosed: () => void = () => undefined;
-  const upstreamsClosed = new Promise<void>((resolve) => (allUpstreamClosed = resolve));
 
   const done = closed(client).then(async () => {
     destroyAll();
-    if (raws.size > 0) await upstreamsClosed;
+    await Promise.all([...raws].map(closed)); // their byte counts land in the tunnel's line
     hooks.closed(tunnel, { ...outcome, bytesUp, bytesDown });
   });
 
@@ -148,15 +131,19 @@ export function inspectTunnel(
       socket: raw,
       ...(name !== undefined ? { servername: name } : {}),
       host: target.host,
-      ca: [...context.upstreamCa],
+      secureContext: context.upstreamTrust(),
       ALPNProtocols: ['http/1.1'],
     });
+    const upstreamRaw = raw;
     await new Promise<void>((resolve, reject) => {
       secure.once('secureConnect', () => {
         secure.off('error', reject);
         resolve();
       });
-      secure.once('error', reject);
+      secure.once('error', (error: Error) => {
+        upstreamRaw.destroy();
+        reject(error);
+      });
     });
     secure.on('error', () => secure.destroy());
     return secure;
@@ -170,45 +157,56 @@ export function inspectTunnel(
       return first.kind === 'more' ? 'more' : { value: first, used: 0 };
     },
     FIRST_BYTES_LIMIT,
-  ).then(
-    async ({ value, rest }) => {
-      const refusal = firstBytesRefusal(value, target);
-      if (refusal) {
-        outcome = { ...outcome, decision: 'deny', reason: refusal, rule: target.rule };
-        spare?.destroy();
-        if (value.kind === 'http')
-          client.end(rawDenyResponse({ host: target.host, port: target.port, reason: refusal, rule: target.rule }));
-        else client.end(TLS_ACCESS_DENIED);
-        client.resume();
-        client.setTimeout(5000, () => client.destroy());
-        return;
-      }
-      const secureContext = await context.secureContext(target.host);
-      if (client.destroyed) return;
-      tls = new TLSSocket(withPrefix(client, rest), {
-        isServer: true,
-        secureContext,
-        ALPNProtocols: ['http/1.1'],
-      });
-      tls.on('error', destroyAll);
-      tls.once('close', () => client.destroy());
-      const server = createServer({ requireHostHeader: false });
-      server.keepAliveTimeout = 60_000;
-      server.on('request', (req: IncomingMessage, res: ServerResponse) => handleRequest(req, res));
-      server.on('upgrade', (req: IncomingMessage, socket: Duplex) => {
-        const denial = refusalFor('unsupported', 'HTTP upgrade (WebSocket) to an inspected host');
-        context.recordRequest(Date.now(), requestRecord(req, denial, 0));
-        socket.end(rawDenyResponse(denial));
-      });
-      server.on('clientError', (_error: Error, socket: Duplex) => socket.destroy());
-      server.emit('connection', tls);
-    },
-    (error: unknown) => {
-      if (error instanceof FrameError && error.why !== 'closed')
-        outcome = { ...outcome, decision: 'deny', reason: 'tls-unreadable' };
-      destroyAll();
-    },
-  );
+  )
+    .then(
+      async ({ value, rest }) => {
+        const refusal = firstBytesRefusal(value, target);
+        if (refusal) {
+          outcome = { ...outcome, decision: 'deny', reason: refusal, rule: target.rule };
+          spare?.destroy();
+          if (value.kind === 'http')
+            client.end(rawDenyResponse({ host: target.host, port: target.port, reason: refusal, rule: target.rule }));
+          else client.end(TLS_ACCESS_DENIED);
+          client.resume();
+          client.setTimeout(5000, () => client.destroy());
+          return;
+        }
+        const secureContext = await context.secureContext(target.host);
+        if (client.destroyed) return;
+        tls = new TLSSocket(withPrefix(client, rest), {
+          isServer: true,
+          secureContext,
+          ALPNProtocols: ['http/1.1'],
+        });
+        tls.on('error', destroyAll);
+        tls.once('close', () => client.destroy());
+        const handshake = setTimeout(destroyAll, HANDSHAKE_TIMEOUT_MS);
+        tls.once('secure', () => clearTimeout(handshake));
+        tls.once('close', () => clearTimeout(handshake));
+        const server = createServer({ requireHostHeader: false });
+        server.keepAliveTimeout = 60_000;
+        server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+          try {
+            handleRequest(req, res);
+          } catch {
+            destroyAll(); // fail closed: a request we can't relay ends the tunnel
+          }
+        });
+        server.on('upgrade', (req: IncomingMessage, socket: Duplex) => {
+          const denial = refusalFor('unsupported', 'HTTP upgrade (WebSocket) to an inspected host');
+          context.recordRequest(Date.now(), requestRecord(req, denial, 0));
+          socket.end(rawDenyResponse(denial));
+        });
+        server.on('clientError', (_error: Error, socket: Duplex) => socket.destroy());
+        server.emit('connection', tls);
+      },
+      (error: unknown) => {
+        if (error instanceof FrameError && error.why !== 'closed')
+          outcome = { ...outcome, decision: 'deny', reason: 'tls-unreadable' };
+        destroyAll();
+      },
+    )
+    .catch(destroyAll);
 
   function refusalFor(reason: EgressReason, detail?: string, rule: string | null = null): Denial {
     return { host: target.host, port: target.port, reason, rule, ...(detail !== undefined ? { detail } : {}) };
@@ -243,6 +241,8 @@ export function inspectTunnel(
     if (!(req.url ?? '').startsWith('/'))
       return refuse(refusalFor('bad-request', 'send an origin-form request (a path) to an inspected host'));
     const hostHeader = typeof req.headers.host === 'string' ? req.headers.host : '';
+    const hostCount = req.rawHeaders.filter((value, i) => i % 2 === 0 && value.toLowerCase() === 'host').length;
+    if (hostCount > 1) return refuse(refusalFor('host-mismatch', '(sent more than once)'));
     if (!hostMatches(hostHeader, target))
       return refuse(refusalFor('host-mismatch', `"${hostHeader.slice(0, 100).replace(/[^\x20-\x7e]/g, '?')}"`));
     const inspection = context.inspection();
@@ -252,13 +252,21 @@ export function inspectTunnel(
     const injections = inspection.injections(target.host, target.port);
     const headers = forwardHeaders(req, new Set(injections.map((s) => s.header.toLowerCase())));
     for (const secret of injections) headers[secret.header] = secret.headerValue;
+    // Where a secret went, its value is masked on the way back; compressed bodies would hide it.
+    const masked = injections.map((secret) => secret.value);
+    if (masked.length > 0) headers['accept-encoding'] = 'identity';
     const provider = context.spy?.provider(target.host, path);
     const requestBody = provider ? new BodyCapture() : undefined;
     const responseBody = provider ? new BodyCapture() : undefined;
     let sent = 0;
     let received = 0;
+    let upstreamStatus = 0;
+    let recorded = false;
     const upstreamRequest = request({ agent, method, path: req.url, headers, setHost: false });
+    /** Logs the request once: when its response ends, fails, or the client goes away mid-way. */
     const finish = (status: number, denial?: Denial): void => {
+      if (recorded) return;
+      recorded = true;
       const record = { ...requestRecord(req, denial, status), bytesUp: sent, bytesDown: received };
       if (decision.rule !== null && !denial) record.rule = decision.rule;
       if (injections.length > 0) record.injected = injections.map((s) => s.name);
@@ -282,24 +290,29 @@ export function inspectTunnel(
     });
     req.pipe(upstreamRequest);
     res.once('close', () => {
-      if (!res.writableFinished) upstreamRequest.destroy();
+      if (res.writableFinished) return;
+      upstreamRequest.destroy();
+      finish(upstreamStatus);
     });
     upstreamRequest.on('response', (response: IncomingMessage) => {
-      res.writeHead(response.statusCode ?? 502, responseHeaders(response));
+      upstreamStatus = response.statusCode ?? 0;
+      res.writeHead(response.statusCode ?? 502, responseHeaders(response, masked));
       responseBody?.setHeaders(response.headers);
       response.on('data', (chunk: Buffer) => {
         received += chunk.length;
         responseBody?.add(chunk);
       });
-      response.pipe(res);
+      if (masked.length > 0) response.pipe(createMaskStream(masked.map((v) => Buffer.from(v)))).pipe(res);
+      else response.pipe(res);
       response.once('end', () => finish(response.statusCode ?? 0));
       response.once('aborted', () => res.destroy());
       response.once('error', () => res.destroy());
     });
     upstreamRequest.on('error', (error: NodeJS.ErrnoException) => {
       if (res.headersSent) {
+        // The request was allowed and answered; the upstream broke off mid-response.
         res.destroy();
-        finish(0, refusalFor('connect-failed', error.code ?? error.message));
+        finish(upstreamStatus);
         return;
       }
       const code = error.code ?? '';
@@ -396,77 +409,6 @@ function pathOf(url: string | undefined): string {
   const raw = url ?? '';
   const query = raw.indexOf('?');
   return query === -1 ? raw : raw.slice(0, query);
-}
-
-function connectionTokens(header: string | string[] | undefined): Set<string> {
-  const text = Array.isArray(header) ? header.join(',') : (header ?? '');
-  return new Set(
-    text
-      .split(',')
-      .map((t) => t.trim().toLowerCase())
-      .filter(Boolean),
-  );
-}
-
-function forwardHeaders(req: IncomingMessage, drop: Set<string>): OutgoingHttpHeaders {
-  const headers: OutgoingHttpHeaders = {};
-  const named = connectionTokens(req.headers.connection);
-  for (let i = 0; i + 1 < req.rawHeaders.length; i += 2) {
-    const name = req.rawHeaders[i] ?? '';
-    const lower = name.toLowerCase();
-    if (HOP_BY_HOP.has(lower) || named.has(lower) || drop.has(lower)) continue;
-    append(headers, lower, req.rawHeaders[i + 1] ?? '');
-  }
-  return headers;
-}
-
-function responseHeaders(response: IncomingMessage): OutgoingHttpHeaders {
-  const headers: OutgoingHttpHeaders = {};
-  const named = connectionTokens(response.headers.connection);
-  for (let i = 0; i + 1 < response.rawHeaders.length; i += 2) {
-    const lower = (response.rawHeaders[i] ?? '').toLowerCase();
-    if (HOP_BY_HOP.has(lower) || named.has(lower)) continue;
-    append(headers, lower, response.rawHeaders[i + 1] ?? '');
-  }
-  return headers;
-}
-
-function append(headers: OutgoingHttpHeaders, name: string, value: string): void {
-  const existing = headers[name];
-  if (existing === undefined) headers[name] = value;
-  else if (Array.isArray(existing)) existing.push(value);
-  else headers[name] = [String(existing), value];
-}
-
-/**
- * The client socket as a plain stream that first yields the bytes already read off it
- * (the ClientHello). A TLSSocket over a net.Socket reads its handle directly and would
- * never see bytes put back with unshift().
- */
-function withPrefix(socket: Socket, prefix: Buffer): Duplex {
-  const stream = new Duplex({
-    read() {
-      socket.resume();
-    },
-    write(chunk: Buffer, _encoding, callback) {
-      socket.write(chunk, callback);
-    },
-    final(callback) {
-      socket.end();
-      callback();
-    },
-    destroy(error, callback) {
-      socket.destroy();
-      callback(error);
-    },
-  });
-  if (prefix.length > 0) stream.push(prefix);
-  socket.on('data', (chunk: Buffer) => {
-    if (!stream.push(chunk)) socket.pause();
-  });
-  socket.once('end', () => stream.push(null));
-  socket.once('close', () => stream.destroy());
-  return stream;
 }
 
 function closed(socket: Socket): Promise<void> {

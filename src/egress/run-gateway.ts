@@ -4,6 +4,7 @@ import { delimiter, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { CellEgress, CellSpec } from '../backends/backend.js';
 import { sha256 } from '../policy/canonical-hash.js';
+import { splitHostPort } from '../policy/host-pattern.js';
 import { AgentcellError } from '../errors.js';
 import type { CellCaFiles } from './cell-trust.js';
 import {
@@ -13,6 +14,7 @@ import {
   type GatewayRules,
 } from './egress-gateway.js';
 import type { EgressCounters } from './egress-log.js';
+import { normalizeHost } from './host-rules.js';
 import type { ProxySecret } from './inspect-rules.js';
 
 /** A unix socket path is at most 107 bytes on Linux; leave room. */
@@ -106,7 +108,9 @@ export async function startRunGateway(
   const logPath = join(egress.logDir, `${ids.run}.jsonl`);
   rmSync(socketPath, { force: true }); // a killed run's leftover
   const spyLogPath = egress.inspect ? join(egress.logDir, `${ids.run}.spy.jsonl`) : undefined;
-  const inspect = egress.inspect ? await prepareInspection(egress.inspect, ids.cell, spyLogPath) : undefined;
+  const inspect = egress.inspect
+    ? await prepareInspection(egress.inspect, egress.rules, ids.cell, spyLogPath)
+    : undefined;
   const gateway = createEgressGateway({
     rules: egress.rules,
     ...(inspect ? { inspect } : {}),
@@ -142,18 +146,37 @@ export async function startRunGateway(
  */
 async function prepareInspection(
   inspection: RunInspection,
+  rules: GatewayRules,
   cell: string,
   spyLogPath: string | undefined,
 ): Promise<GatewayInspectOptions> {
   const { createLeafMinter, loadOrCreateCellCa, writeTrustBundle } = await import('./cell-ca.js');
   const ca = await loadOrCreateCellCa(inspection.ca, cell);
   writeTrustBundle(inspection.ca, ca, inspection.systemBundle);
+  const leaves = createLeafMinter(ca);
+  // Mint the leaves of the names known now while the cell starts: the first connection finds them ready.
+  for (const host of literalNames(rules, inspection)) leaves.secureContext(host).catch(() => undefined);
   return {
-    leaves: createLeafMinter(ca),
+    leaves,
     upstreamCa: inspection.upstreamCa,
     secrets: inspection.secrets,
     ...(spyLogPath !== undefined ? { spyLogPath } : {}),
   };
+}
+
+/** Inspected names without a wildcard (ports dropped), lower-case. */
+function literalNames(rules: GatewayRules, inspection: RunInspection): Set<string> {
+  const patterns = [
+    ...(rules.inspect ?? []),
+    ...(rules.rule ?? []).map((r) => r.host),
+    ...inspection.secrets.map((s) => s.host),
+  ];
+  const names = new Set<string>();
+  for (const pattern of patterns) {
+    const host = normalizeHost(splitHostPort(pattern).host);
+    if (host !== undefined && !pattern.includes('*')) names.add(host);
+  }
+  return names;
 }
 
 /** mkdir -m 700, refusing a path someone else made (it may sit in a shared temp dir). */

@@ -1,0 +1,57 @@
+import type { IncomingMessage, OutgoingHttpHeaders } from 'node:http';
+
+/** Connection-scoped headers a proxy must not pass on. */
+const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-authenticate',
+  'proxy-authorization',
+  'proxy-connection',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+]);
+function connectionTokens(header: string | string[] | undefined): Set<string> {
+  const text = Array.isArray(header) ? header.join(',') : (header ?? '');
+  return new Set(
+    text
+      .split(',')
+      .map((t) => t.trim().toLowerCase())
+      .filter(Boolean),
+  );
+}
+
+/** The client's request headers for upstream, without hop-by-hop ones and the `drop` names (injected). */
+export function forwardHeaders(req: IncomingMessage, drop: Set<string>): OutgoingHttpHeaders {
+  const headers: OutgoingHttpHeaders = {};
+  const named = connectionTokens(req.headers.connection);
+  for (let i = 0; i + 1 < req.rawHeaders.length; i += 2) {
+    const name = req.rawHeaders[i] ?? '';
+    const lower = name.toLowerCase();
+    if (HOP_BY_HOP.has(lower) || named.has(lower) || drop.has(lower)) continue;
+    append(headers, lower, req.rawHeaders[i + 1] ?? '');
+  }
+  return headers;
+}
+
+/** The upstream's response headers for the client, without hop-by-hop ones, `masked` values starred. */
+export function responseHeaders(response: IncomingMessage, masked: readonly string[]): OutgoingHttpHeaders {
+  const headers: OutgoingHttpHeaders = {};
+  const named = connectionTokens(response.headers.connection);
+  for (let i = 0; i + 1 < response.rawHeaders.length; i += 2) {
+    const lower = (response.rawHeaders[i] ?? '').toLowerCase();
+    if (HOP_BY_HOP.has(lower) || named.has(lower)) continue;
+    let value = response.rawHeaders[i + 1] ?? '';
+    for (const secret of masked) value = value.split(secret).join('*'.repeat(secret.length));
+    append(headers, lower, value);
+  }
+  return headers;
+}
+
+function append(headers: OutgoingHttpHeaders, name: string, value: string): void {
+  const existing = headers[name];
+  if (existing === undefined) headers[name] = value;
+  else if (Array.isArray(existing)) existing.push(value);
+  else headers[name] = [String(existing), value];
+}
