@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 
 npm run lint --silent
 
+# The agent CLIs the adapter tests install from npm: once per machine, shared read-only by both passes.
+export AGENTCELL_TOOLCHAIN_CACHE="${AGENTCELL_TOOLCHAIN_CACHE:-/var/tmp/agentcell-toolchains}"
+
 echo "== tests as $(id -un) (uid $(id -u))"
 node --test --test-concurrency=2 dist/test/
 
@@ -18,5 +21,5 @@ if [ "$(id -u)" -eq 0 ]; then
   cp -a package.json dist node_modules "$copy"/
   chown -R "$user:" "$copy"
   echo "== tests as $user (uid $(id -u "$user"))"
-  su "$user" -s /bin/bash -c "cd '$copy' && HOME=\$(getent passwd $user | cut -d: -f6) node --test --test-concurrency=2 dist/test/"
+  su "$user" -s /bin/bash -c "cd '$copy' && HOME=\$(getent passwd $user | cut -d: -f6) AGENTCELL_TOOLCHAIN_CACHE='$AGENTCELL_TOOLCHAIN_CACHE' node --test --test-concurrency=2 dist/test/"
 fi

@@ -31,6 +31,9 @@ import { peekLayerStack, type LayerStack } from '../workspace/overlay/layer-stac
 import { newProxyToken } from '../egress/proxy-auth.js';
 import { CELL_BRIDGE_NODE, proxyEnvironment } from '../egress/proxy-environment.js';
 import { bridgeScriptPath, cellNode, egressSocketDir, type RunEgress } from '../egress/run-gateway.js';
+import { agentAdapter } from '../agents/agent-registry.js';
+import { agentPolicyLayer } from '../agents/agent-policy-layer.js';
+import { agentAssuranceReasons, prepareAgent, type PreparedAgent } from '../agents/prepare-agent.js';
 
 /** What a user can say about one run; the CLI maps flags onto this one to one. */
 export interface CellOptions {
@@ -47,6 +50,10 @@ export interface CellOptions {
   timeout?: string;
   root?: boolean;
   ackBreakglass?: string;
+  /** Run this agent's CLI through its adapter (src/agents/); the argv are its arguments. */
+  agent?: string;
+  /** `--agent-arg`: extra arguments for the agent, before the argv. */
+  agentArgs?: string[];
 }
 
 export interface RunRequest extends CellOptions {
@@ -77,13 +84,15 @@ export interface PreparedRun {
   overlayDriver?: OverlayDriver;
   /** The secret scan's cache, to be saved when the run goes ahead. */
   scanCache?: { path: string; cache: SecretScanCache };
+  /** An agent run: its toolchain and seeded home, readied by `readyAgent` before the run. */
+  agent?: PreparedAgent;
 }
 
 export async function prepareRun(request: RunRequest): Promise<PreparedRun> {
   const hostEnv = request.hostEnv ?? process.env;
   const cwd = request.cwd ?? process.cwd();
   const timer = request.timer ?? new PhaseTimer();
-  const { workspace, resolved, passEnv } = await resolveCellPolicy(request, request.paths, cwd);
+  const { workspace, resolved, passEnv } = await resolveCellPolicy(request, request.paths, cwd, hostEnv);
   timer.mark('policy');
   const cell = request.cell !== undefined ? checkCellName(request.cell) : defaultCellName(workspace);
   const { policy } = resolved;
@@ -124,6 +133,20 @@ export async function prepareRun(request: RunRequest): Promise<PreparedRun> {
     passEnv,
     secretEnv: { ...envSecrets(policy, hostEnv), ...proxySecretPlaceholders(policy) },
   });
+  const agent = policy.agent.name
+    ? await prepareAgent({
+        policy,
+        nameSource: sourceOf(resolved, 'agent.name'),
+        stateDir: request.paths.state,
+        configDir: request.paths.config,
+        cellDir: cellDir(request.paths, cell),
+        cellHome: home,
+        workspace,
+        hostEnv,
+        argv: request.argv,
+      })
+    : undefined;
+  if (agent) cellEnv['PATH'] = `${agent.path}:${cellEnv['PATH'] ?? ''}`;
   let egress: RunEgress | undefined;
   let egressWiring: CellEgress | undefined;
   let trustMounts: ExtraMount[] = [];
@@ -161,10 +184,10 @@ export async function prepareRun(request: RunRequest): Promise<PreparedRun> {
         : existingControlPlane(workspace)
             .filter(visible)
             .map((p) => join(workspace, p)),
-    mounts: [...policy.mount.map((m) => resolveMount(m, home)), ...trustMounts],
+    mounts: [...(agent?.mounts ?? []), ...policy.mount.map((m) => resolveMount(m, home)), ...trustMounts],
     home,
     cwd: isInside(workspace, cwd) ? realpathSync(cwd) : workspace,
-    argv: request.argv,
+    argv: agent?.argv ?? request.argv,
     env: cellEnv,
     identity: root ? { uid: 0, gid: 0 } : { uid: hostUid === 0 ? 1000 : hostUid, gid: hostGid === 0 ? 1000 : hostGid },
     network: policy.network.mode === 'open' ? 'open' : gateway ? 'gateway' : 'none',
@@ -173,7 +196,7 @@ export async function prepareRun(request: RunRequest): Promise<PreparedRun> {
     tty: request.tty,
   };
   if (egressWiring) spec.egress = egressWiring;
-  if (request.argv.length === 0)
+  if (spec.argv.length === 0)
     throw new AgentcellError('USAGE', 'no command given: agentcell run [options] -- COMMAND [ARGS...]');
   const backend = createBwrapBackend();
   const plan = backend.plan(spec);
@@ -183,6 +206,7 @@ export async function prepareRun(request: RunRequest): Promise<PreparedRun> {
     ...(stack?.driver === 'fuse-overlayfs' ? ['workspace overlay through fuse-overlayfs, not the kernel'] : []),
     ...passEnv.map((name) => `host variable ${name} passed in`),
     ...(spec.seccomp ? [] : ['seccomp filter off']),
+    ...(agent ? agentAssuranceReasons(agent.agent) : []),
   ];
   const prepared: PreparedRun = {
     cell,
@@ -196,6 +220,7 @@ export async function prepareRun(request: RunRequest): Promise<PreparedRun> {
   };
   if (egress) prepared.egress = egress;
   if (stack?.driver) prepared.overlayDriver = stack.driver;
+  if (agent) prepared.agent = agent.agent;
   // Written by the run, not here: a dry run leaves no state behind.
   if (scan.changed) prepared.scanCache = { path: scanCacheFile, cache: scan.cache };
   return prepared;
@@ -206,6 +231,7 @@ export async function resolveCellPolicy(
   options: CellOptions,
   paths: AgentcellPaths,
   cwd: string = process.cwd(),
+  hostEnv: NodeJS.ProcessEnv = process.env,
 ): Promise<{ workspace: string; resolved: ResolvedPolicy; passEnv: string[] }> {
   const workspace = resolveWorkspace(resolve(cwd, options.workspace ?? '.'));
   const { layer, passEnv } = flagsLayer(options);
@@ -213,6 +239,8 @@ export async function resolveCellPolicy(
     workspace,
     paths,
     flags: layer,
+    agentLayer: (name, declared, networkMode) =>
+      agentPolicyLayer(agentAdapter(name, 'agent.name'), hostEnv, declared, networkMode),
     ...(options.policyFile !== undefined ? { policyFile: resolve(cwd, options.policyFile) } : {}),
   });
   return { workspace, resolved, passEnv };
@@ -231,6 +259,8 @@ function flagsLayer(options: CellOptions): { layer: Record<string, unknown>; pas
   set('network', 'mode', options.network ?? (options.allow?.length ? 'allowlist' : undefined));
   if (options.allow?.length) set('network', 'allow', options.allow);
   set('resources', 'timeout', options.timeout);
+  set('agent', 'name', options.agent);
+  if (options.agentArgs?.length) set('agent', 'args', options.agentArgs);
   const passEnv: string[] = [];
   for (const item of options.env ?? []) {
     const eq = item.indexOf('=');

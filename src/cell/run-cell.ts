@@ -119,7 +119,12 @@ function runDraft(prepared: PreparedRun, paths: AgentcellPaths, before: string |
       ...spec.mounts,
     ],
     env: Object.keys(spec.env).sort(),
-    tools: { agentcell: AGENTCELL_VERSION, node: process.version, [backend.name]: backendVersion },
+    tools: {
+      agentcell: AGENTCELL_VERSION,
+      node: process.version,
+      [backend.name]: backendVersion,
+      ...(prepared.agent ? { [prepared.agent.name]: prepared.agent.toolchain.version } : {}),
+    },
     timings: {},
   };
 }

@@ -18,7 +18,9 @@ export function addCellOptions(command: Command): Command {
     .option('--env <name[=value]>', 'set a variable, or pass one from this environment (repeatable)', collect, [])
     .option('--timeout <duration>', 'stop the command after this long (e.g. 90s, 30m)')
     .option('--root', 'run as root inside the cell (never root on the host)')
-    .option('--ack-breakglass <date>', 'acknowledge breakglass mode for today (YYYY-MM-DD)');
+    .option('--ack-breakglass <date>', 'acknowledge breakglass mode for today (YYYY-MM-DD)')
+    .option('--agent <name>', 'run an agent through its adapter; the command is its arguments')
+    .option('--agent-arg <arg>', 'an extra argument for the agent (repeatable)', collect, []);
 }
 
 export interface CellFlags {
@@ -34,9 +36,13 @@ export interface CellFlags {
   timeout?: string;
   root?: boolean;
   ackBreakglass?: string;
+  agent?: string;
+  agentArg: string[];
 }
 
 export function toCellOptions(flags: CellFlags): CellOptions {
-  const { policy, ...rest } = flags;
-  return policy === undefined ? rest : { ...rest, policyFile: policy };
+  const { policy, agentArg, ...rest } = flags;
+  const options: CellOptions = { ...rest, agentArgs: agentArg };
+  if (policy !== undefined) options.policyFile = policy;
+  return options;
 }

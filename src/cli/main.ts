@@ -8,6 +8,7 @@ import { registerReceiptCommands } from './commands/receipt-commands.js';
 import { registerTransactionCommands } from './commands/transaction-commands.js';
 import { registerPolicyCommands } from './commands/policy-commands.js';
 import { registerRunCommands } from './commands/run-commands.js';
+import { registerAgentCommands } from './commands/agent-commands.js';
 import { registerSpyCommands } from './commands/spy-commands.js';
 import { note, printJson, type CliContext } from './output.js';
 
@@ -22,6 +23,7 @@ export function buildProgram(ctx: CliContext): Command {
     .showHelpAfterError('(run agentcell help for usage)')
     .exitOverride();
   registerRunCommands(program, ctx);
+  registerAgentCommands(program, ctx);
   registerPolicyCommands(program);
   registerTransactionCommands(program);
   registerReceiptCommands(program, ctx.setExit);

@@ -1,4 +1,5 @@
 import type { Assurance } from '../policy/assurance.js';
+import type { PreparedAgent } from '../agents/prepare-agent.js';
 import type { PreparedRun } from '../cell/prepare-run.js';
 import { inspectionSummary } from '../cell/plan-inspection.js';
 
@@ -41,6 +42,7 @@ export function dryRunJson(p: PreparedRun): Record<string, unknown> {
     dryRun: true,
     ...runSummary(p),
     plan: { argv: p.plan.argv, fds: p.plan.fds, gaps: p.plan.gaps, env: Object.keys(p.plan.env).sort() },
+    ...(p.agent ? { agent: p.agent } : {}),
     ...(inspection(p) ? { inspection: inspection(p) } : {}),
   };
 }
@@ -51,6 +53,7 @@ export function dryRunText(p: PreparedRun): string {
   for (const fd of p.plan.fds) lines.push(`fd ${fd.fd}: ${fd.purpose}`);
   if (p.spec.masks.length > 0) lines.push(`masked in the workspace: ${p.spec.masks.map((m) => m.target).join(', ')}`);
   if (p.spec.readonlyPaths.length > 0) lines.push(`read-only control files: ${p.spec.readonlyPaths.join(', ')}`);
+  if (p.agent) lines.push(agentLine(p.agent));
   const inspected = inspection(p);
   if (inspected) {
     const secrets = inspected.secrets.map((s) => `${s.name} → ${s.host} (${s.header})`);
@@ -58,11 +61,19 @@ export function dryRunText(p: PreparedRun): string {
       `TLS inspection (cell CA ${inspected.ca}): inspect ${inspected.inspect.join(', ') || '-'}; ${inspected.rules} rule(s); proxy secrets ${secrets.join(', ') || '-'}`,
     );
   }
-  lines.push(
-    `policy ${p.resolved.hash} from ${p.resolved.files.length ? p.resolved.files.join(', ') : 'built-in defaults'}`,
-  );
+  const sources = [...(p.agent ? [`agent ${p.agent.name}`] : []), ...p.resolved.files];
+  lines.push(`policy ${p.resolved.hash} from ${sources.length ? sources.join(', ') : 'built-in defaults'}`);
   lines.push('(dry run: nothing was started or written)');
   return lines.join('\n');
+}
+
+function agentLine(agent: PreparedAgent): string {
+  const { toolchain } = agent;
+  const from =
+    toolchain.source === 'npm'
+      ? `${toolchain.npmPackage}@${toolchain.version} in ${toolchain.dir}${toolchain.installed ? '' : ' (not installed yet: the run installs it)'}`
+      : `the host's ${toolchain.dir}`;
+  return `agent ${agent.name}: ${from}; home ${agent.home} seeded with ${agent.seeds.map((s) => `~/${s.path}`).join(', ') || 'nothing'}`;
 }
 
 /**

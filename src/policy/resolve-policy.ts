@@ -18,6 +18,11 @@ export interface PolicyRequest {
   /** Values from command-line flags, highest precedence. */
   flags?: Record<string, unknown>;
   paths: AgentcellPaths;
+  /**
+   * The layer an agent adapter adds when the policy names an agent (src/agents/), given
+   * the agent's name and the secrets the files declare; it goes just above built-in.
+   */
+  agentLayer?: (name: string, declaredSecrets: ReadonlySet<string>, networkMode: unknown) => PolicyLayer;
 }
 
 export interface ResolvedPolicy {
@@ -47,6 +52,10 @@ export async function resolvePolicy(request: PolicyRequest): Promise<ResolvedPol
     const { policyError, readPolicyFile, validateLayer } = await import('./policy-layer.js');
     const { PolicySchema } = await import('./schema.js');
     const layers: PolicyLayer[] = files.map(readPolicyFile);
+    const stated = [...layers, ...(flags ? [{ source: '', values: flags }] : [])];
+    const agent = request.agentLayer && lastValue(stated, 'agent', 'name');
+    if (typeof agent === 'string' && request.agentLayer)
+      layers.unshift(request.agentLayer(agent, declaredSecrets(layers), lastValue(stated, 'network', 'mode')));
     if (flags) layers.push(validateLayer({ source: 'command line', values: flags }));
     const merged = mergeLayers(layers);
     const result = PolicySchema.safeParse(merged.values);
@@ -59,6 +68,22 @@ export async function resolvePolicy(request: PolicyRequest): Promise<ResolvedPol
     provenance.set('network.mode', [`${BUILT_IN} (default for mode ${policy.cell.mode})`]);
   }
   return { policy, hash: hashPolicy(policy), provenance, files };
+}
+
+/** A value as the layers set it, the last one winning (before validation). */
+function lastValue(layers: readonly PolicyLayer[], table: string, key: string): unknown {
+  let value: unknown;
+  for (const layer of layers) {
+    const values = layer.values[table] as Record<string, unknown> | undefined;
+    if (values?.[key] !== undefined) value = values[key];
+  }
+  return value;
+}
+
+function declaredSecrets(layers: readonly PolicyLayer[]): Set<string> {
+  return new Set(
+    layers.flatMap((l) => Object.keys((l.values['secrets'] as Record<string, unknown> | undefined) ?? {})),
+  );
 }
 
 /** Where a key's effective value came from, for messages and `policy explain`. */

@@ -140,6 +140,10 @@ export const PolicySchema = z.strictObject({
     z.strictObject({
       name: z.optional(z.string()),
       args: z._default(z.array(z.string()), []),
+      /** An npm version or tag of the agent's CLI (default: the adapter's pinned version). */
+      version: z.optional(z.string().check(z.minLength(1))),
+      /** "npm": a cached toolchain agentcell installs; "host": the host's own binary, bound read-only. */
+      source: z.optional(z.enum(['npm', 'host'])),
     }),
     {},
   ),

@@ -36,7 +36,7 @@ export function registerPolicyCommands(program: Command): void {
         (await import('../../policy/policy-layer.js')).readPolicyFile(file);
         files = [file];
       } else {
-        files = (await policyFor({ allow: [], env: [], ...flags })).files;
+        files = (await policyFor({ allow: [], env: [], agentArg: [], ...flags })).files;
       }
       if (flags.json) printJson({ valid: true, files });
       else print(`valid: ${files.length ? files.join(', ') : 'built-in defaults only'}`);

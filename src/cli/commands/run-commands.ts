@@ -7,6 +7,8 @@ import { AgentcellError } from '../../errors.js';
 import type { AgentcellPaths } from '../../paths.js';
 import type { Receipt } from '../../receipts/receipt.js';
 import { runPrepared } from '../../cell/run-cell.js';
+import { AGENT_NAMES } from '../../agents/agent-adapter.js';
+import { readyAgent } from '../../agents/prepare-agent.js';
 import { agentcellPaths } from '../../paths.js';
 import { addCellOptions, toCellOptions, type CellFlags } from '../cell-options.js';
 import { note, print, printJson, type CliContext, type DryRunFlag, type JsonFlag } from '../output.js';
@@ -29,6 +31,7 @@ async function runCommand(ctx: CliContext, argv: string[], flags: RunFlags): Pro
     else print(dryRunText(prepared));
     return 0;
   }
+  if (prepared.agent) await readyAgent(prepared.agent, note);
   const { outcome, receipt } = await runPrepared(prepared, paths, () =>
     note(flags.json ? JSON.stringify({ event: 'start', ...runSummary(prepared) }) : bannerLine(prepared)),
   );
@@ -105,7 +108,30 @@ export function registerRunCommands(program: Command, ctx: CliContext): void {
   addCellOptions(program.command('shell').description('interactive shell in the cell'))
     .option('--dry-run', 'print the exact plan and change nothing')
     .option('--json', 'machine-readable output')
-    .action(async (flags: RunFlags) =>
-      ctx.setExit(await runCommand(ctx, [existsSync('/bin/bash') ? '/bin/bash' : '/bin/sh', '-l'], flags)),
-    );
+    .action(async (flags: RunFlags) => {
+      if (flags.agent !== undefined)
+        throw new AgentcellError(
+          'USAGE',
+          `shell --agent: use agentcell ${flags.agent} (or run --agent) to run an agent`,
+        );
+      ctx.setExit(await runCommand(ctx, [existsSync('/bin/bash') ? '/bin/bash' : '/bin/sh', '-l'], flags));
+    });
+
+  // `agentcell claude ARGS…` is `agentcell run --agent claude -- ARGS…`; unknown options are the agent's.
+  for (const name of AGENT_NAMES)
+    addCellOptions(
+      program
+        .command(name)
+        .description(`run ${name} in the cell through its adapter (its options pass through; -- ends ours)`)
+        .argument('[args...]', `arguments for ${name}`)
+        .allowUnknownOption()
+        .passThroughOptions(),
+    )
+      .option('--dry-run', 'print the exact plan and change nothing')
+      .option('--restore-on-fail', 'drop the run’s changes when the agent fails')
+      .option('--accept-on-success', 'apply the cell’s changes to the workspace when the agent succeeds')
+      .option('--json', 'machine-readable output (start and exit events on stderr)')
+      .action(async (args: string[], flags: RunFlags) =>
+        ctx.setExit(await runCommand(ctx, args, { ...flags, agent: name })),
+      );
 }

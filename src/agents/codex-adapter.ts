@@ -1,0 +1,48 @@
+import type { AgentAdapter } from './agent-adapter.js';
+
+/** OpenAI Codex: the npm package carries the native binary for each platform. */
+export const codexAdapter: AgentAdapter = {
+  name: 'codex',
+  npmPackage: '@openai/codex',
+  version: '0.169.0',
+  bin: 'codex',
+  apiHosts: ['api.openai.com', 'chatgpt.com'],
+  otherHosts: ['auth.openai.com'],
+  credentials: [
+    {
+      secret: 'OPENAI_API_KEY',
+      hostEnv: ['OPENAI_API_KEY', 'CODEX_API_KEY'],
+      host: 'api.openai.com',
+      header: 'authorization',
+      template: 'Bearer {value}',
+      // `codex exec` reads CODEX_API_KEY, the interactive CLI OPENAI_API_KEY.
+      placeholderEnv: ['CODEX_API_KEY', 'OPENAI_API_KEY'],
+    },
+  ],
+  env: {},
+  seed: ({ workspace }) => [
+    {
+      path: '.codex/config.toml',
+      text: [
+        '# Seeded by agentcell on every run: the cell is the sandbox, so Codex runs without',
+        "# approvals and without a sandbox of its own (it can't nest one in a cell anyway).",
+        'approval_policy = "never"',
+        'sandbox_mode = "danger-full-access"',
+        'check_for_update_on_startup = false',
+        '',
+        '[analytics]',
+        'enabled = false',
+        '',
+        `[projects.${JSON.stringify(workspace)}]`,
+        'trust_level = "trusted"',
+        '',
+      ].join('\n'),
+    },
+  ],
+  unattendedArgs: [],
+  login: {
+    argv: ['codex', 'login', '--device-auth'],
+    hosts: ['auth.openai.com', 'chatgpt.com'],
+    files: ['.codex/auth.json'],
+  },
+};

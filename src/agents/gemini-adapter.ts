@@ -1,0 +1,38 @@
+import type { AgentAdapter } from './agent-adapter.js';
+
+/** Google's Gemini CLI, a Node bundle. */
+export const geminiAdapter: AgentAdapter = {
+  name: 'gemini',
+  npmPackage: '@google/gemini-cli',
+  version: '0.61.0',
+  bin: 'gemini',
+  apiHosts: ['generativelanguage.googleapis.com'],
+  otherHosts: ['oauth2.googleapis.com', 'cloudcode-pa.googleapis.com'],
+  credentials: [
+    {
+      secret: 'GEMINI_API_KEY',
+      hostEnv: ['GEMINI_API_KEY', 'GOOGLE_API_KEY'],
+      host: 'generativelanguage.googleapis.com',
+      header: 'x-goog-api-key',
+      placeholderEnv: ['GEMINI_API_KEY'],
+    },
+  ],
+  env: { GEMINI_CLI_NO_RELAUNCH: 'true' },
+  seed: () => [
+    {
+      path: '.gemini/settings.json',
+      json: {
+        general: { disableAutoUpdate: true, disableUpdateNag: true },
+        privacy: { usageStatisticsEnabled: false },
+        telemetry: { enabled: false },
+        security: { auth: { selectedType: 'gemini-api-key' }, folderTrust: { enabled: false } },
+      },
+    },
+  ],
+  unattendedArgs: ['--approval-mode', 'yolo'],
+  login: {
+    argv: ['gemini'],
+    hosts: ['accounts.google.com', 'oauth2.googleapis.com'],
+    files: ['.gemini/oauth_creds.json'],
+  },
+};

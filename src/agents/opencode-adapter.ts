@@ -1,0 +1,41 @@
+import type { AgentAdapter } from './agent-adapter.js';
+
+/** opencode (npm `opencode-ai`): the package carries the native binary. */
+export const opencodeAdapter: AgentAdapter = {
+  name: 'opencode',
+  npmPackage: 'opencode-ai',
+  version: '1.18.33',
+  bin: 'opencode',
+  apiHosts: ['api.anthropic.com', 'api.openai.com'],
+  otherHosts: ['models.dev'],
+  credentials: [
+    {
+      secret: 'ANTHROPIC_API_KEY',
+      hostEnv: ['ANTHROPIC_API_KEY'],
+      host: 'api.anthropic.com',
+      header: 'x-api-key',
+      placeholderEnv: ['ANTHROPIC_API_KEY'],
+    },
+    {
+      secret: 'OPENAI_API_KEY',
+      hostEnv: ['OPENAI_API_KEY'],
+      host: 'api.openai.com',
+      header: 'authorization',
+      template: 'Bearer {value}',
+      placeholderEnv: ['OPENAI_API_KEY'],
+    },
+  ],
+  env: { OPENCODE_DISABLE_AUTOUPDATE: 'true', OPENCODE_DISABLE_SHARE: 'true' },
+  seed: () => [
+    {
+      path: '.config/opencode/opencode.json',
+      json: { autoupdate: false, share: 'disabled', permission: { edit: 'allow', bash: 'allow', webfetch: 'allow' } },
+    },
+  ],
+  unattendedArgs: [],
+  login: {
+    argv: ['opencode', 'auth', 'login'],
+    hosts: ['console.anthropic.com', 'claude.ai', 'auth.openai.com'],
+    files: ['.local/share/opencode/auth.json'],
+  },
+};

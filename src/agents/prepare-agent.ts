@@ -1,0 +1,155 @@
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { dirname, join, posix } from 'node:path';
+import type { ExtraMount } from '../backends/backend.js';
+import { AgentcellError } from '../errors.js';
+import type { Policy } from '../policy/schema.js';
+import { proxySecretPlaceholder } from '../cell/resolve-secrets.js';
+import type { AgentAdapter, AgentName, SeedFile } from './agent-adapter.js';
+import { loginStore } from './login-store.js';
+import { agentAdapter } from './agent-registry.js';
+import {
+  hostToolchain,
+  installToolchain,
+  npmToolchain,
+  resolveNpmVersion,
+  toolchainsRoot,
+  type AgentToolchain,
+} from './agent-toolchain.js';
+
+/** An agent run, decided before anything runs (`--dry-run` shows it; nothing is installed or written yet). */
+export interface PreparedAgent {
+  name: AgentName;
+  toolchain: AgentToolchain;
+  /**
+   * The host dir bound as the cell's home (`<cell>/agent-home`): the agent's config and
+   * sessions persist with the cell, and the host's home stays out of reach.
+   */
+  home: string;
+  seeds: SeedFile[];
+  /** Files `agentcell login` stored for this agent, copied into the home before each run. */
+  logins: { source: string; path: string }[];
+}
+
+export interface AgentCellParts {
+  agent: PreparedAgent;
+  mounts: ExtraMount[];
+  /** Prepended to the cell's PATH. */
+  path: string;
+  argv: string[];
+}
+
+export interface AgentRequest {
+  policy: Policy;
+  /** Where agent.name came from, for errors. */
+  nameSource: string;
+  stateDir: string;
+  /** agentcell's config dir: the credential store of `agentcell login` is under it. */
+  configDir: string;
+  cellDir: string;
+  /** The home path inside the cell. */
+  cellHome: string;
+  workspace: string;
+  hostEnv: NodeJS.ProcessEnv;
+  /** The user's arguments for the agent (after `--`). */
+  argv: string[];
+}
+
+/** The mounts, PATH and argv that put an agent's CLI in a cell, unattended. */
+export async function prepareAgent(request: AgentRequest): Promise<AgentCellParts> {
+  const { policy } = request;
+  const name = policy.agent.name;
+  if (name === undefined) throw new Error('prepareAgent needs agent.name');
+  const adapter = agentAdapter(name, `agent.name (from ${request.nameSource})`);
+  let toolchain: AgentToolchain;
+  if (policy.agent.source === 'host') {
+    if (policy.agent.version !== undefined)
+      throw new AgentcellError(
+        'POLICY_INVALID',
+        'agent.version: only for agent.source = "npm" (the host binary is what it is)',
+      );
+    toolchain = hostToolchain(adapter, request.hostEnv);
+  } else {
+    const version = await resolveNpmVersion(adapter.npmPackage, policy.agent.version ?? adapter.version);
+    toolchain = npmToolchain(adapter, version, toolchainsRoot(request.stateDir, request.hostEnv));
+  }
+  const home = join(request.cellDir, 'agent-home');
+  return {
+    agent: {
+      name: adapter.name,
+      toolchain,
+      home,
+      seeds: adapter.seed({ workspace: request.workspace, placeholder: proxySecretPlaceholder }),
+      logins: storedLogins(adapter, request.configDir),
+    },
+    mounts: [
+      { source: home, target: request.cellHome, mode: 'rw' },
+      { source: toolchain.dir, target: toolchain.cellDir, mode: 'ro' },
+    ],
+    path: posix.dirname(toolchain.executable),
+    argv: [toolchain.executable, ...adapter.unattendedArgs, ...policy.agent.args, ...request.argv],
+  };
+}
+
+/**
+ * What a run does before its cell starts: install the toolchain if the cache lacks it
+ * (progress on `progress`), make the agent's home and seed its native config there.
+ */
+export async function readyAgent(agent: PreparedAgent, progress: (line: string) => void): Promise<void> {
+  await installToolchain(agent.toolchain, progress);
+  mkdirSync(agent.home, { recursive: true, mode: 0o700 });
+  for (const login of agent.logins) {
+    const target = join(agent.home, login.path);
+    mkdirSync(dirname(target), { recursive: true, mode: 0o700 });
+    copyFileSync(login.source, target);
+    chmodSync(target, 0o600);
+  }
+  for (const seed of agent.seeds) writeSeed(agent.home, seed);
+}
+
+/** Why an agent run's assurance is lower: a stored login is a credential the cell can read. */
+export function agentAssuranceReasons(agent: PreparedAgent): string[] {
+  return agent.logins.length > 0
+    ? [`agentcell login ${agent.name}: its credential is readable in the cell (API keys are injected instead)`]
+    : [];
+}
+
+function storedLogins(adapter: AgentAdapter, configDir: string): { source: string; path: string }[] {
+  const store = loginStore(configDir, adapter.name);
+  return (adapter.login?.files ?? [])
+    .map((path) => ({ source: join(store, path), path }))
+    .filter((f) => existsSync(f.source));
+}
+
+/** JSON seeds are merged into what the agent wrote earlier; agentcell's keys win. */
+function writeSeed(home: string, seed: SeedFile): void {
+  const path = join(home, seed.path);
+  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+  let text: string;
+  if ('json' in seed) {
+    let existing: Record<string, unknown> = {};
+    try {
+      existing = JSON.parse(readFileSync(path, 'utf8')) as Record<string, unknown>;
+    } catch {
+      // absent, or broken by the agent: start over
+    }
+    text = `${JSON.stringify(mergeJson(existing, seed.json), null, 2)}\n`;
+  } else {
+    text = seed.text;
+  }
+  const temp = `${path}.agentcell-${process.pid}`;
+  writeFileSync(temp, text, { mode: 0o600 });
+  renameSync(temp, path);
+}
+
+function mergeJson(base: Record<string, unknown>, over: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...base };
+  for (const [key, value] of Object.entries(over)) {
+    const current = out[key];
+    out[key] = isObject(value) && isObject(current) ? mergeJson(current, value) : value;
+  }
+  return out;
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return value !== null && typeof value === 'object' && !Array.isArray(value);
+}
