@@ -16,6 +16,9 @@ export type ErrorCode =
   | 'RECEIPT_NOT_FOUND'
   | 'SIGNING_KEY_INVALID'
   | 'ACCEPT_REFUSED'
+  | 'EGRESS_LOG_INVALID'
+  | 'CELL_NOT_RUNNING'
+  | 'RELOAD_REFUSED'
   | 'INTERNAL';
 
 /** agentcell's own failures: 2 for usage and policy, 3 for host or backend not ready. */
@@ -35,6 +38,9 @@ const EXIT_CODES: Record<ErrorCode, number> = {
   RECEIPT_NOT_FOUND: 2,
   SIGNING_KEY_INVALID: 3,
   ACCEPT_REFUSED: 2,
+  EGRESS_LOG_INVALID: 2,
+  CELL_NOT_RUNNING: 2,
+  RELOAD_REFUSED: 2,
   BACKEND_UNAVAILABLE: 3,
   INTERNAL: 3,
 };

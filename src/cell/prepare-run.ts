@@ -66,6 +66,8 @@ export interface PreparedRun {
   timer: PhaseTimer;
   /** network = allowlist: the gateway the run starts (holds the run's proxy token: never print it). */
   egress?: RunEgress;
+  /** network = allowlist: how the policy was resolved, so `agentcell allow` can resolve it again the same way. */
+  policySource?: { options: CellOptions; cwd: string };
   /** The secret scan's cache, to be saved when the run goes ahead. */
   scanCache?: { path: string; cache: SecretScanCache };
 }
@@ -172,10 +174,15 @@ export async function prepareRun(request: RunRequest): Promise<PreparedRun> {
     backend,
     timer,
   };
-  if (egress) prepared.egress = egress;
+  if (egress) Object.assign(prepared, { egress, policySource: { options: cellOptionsOf(request), cwd } });
   // Written by the run, not here: a dry run leaves no state behind.
   if (scan.changed) prepared.scanCache = { path: scanCacheFile, cache: scan.cache };
   return prepared;
+}
+
+function cellOptionsOf(request: RunRequest): CellOptions {
+  const { workspace, cell, policyFile, backend, mode, workspaceMode, network, allow, env, timeout, root } = request;
+  return { workspace, cell, policyFile, backend, mode, workspaceMode, network, allow, env, timeout, root };
 }
 
 /** The policy a run with these options would get; `policy show|explain` use it too, so they never disagree. */
