@@ -18,6 +18,7 @@ import { checkCellName, defaultCellName } from './cell-name.js';
 import { PhaseTimer } from './phase-timer.js';
 import { envSecrets } from './resolve-secrets.js';
 import { cellDir } from './cell-store.js';
+import { cellSshMounts } from './cell-ssh-key.js';
 import { overlayTools, overlayWrapper, type OverlayTools } from '../workspace/overlay/overlay-mount.js';
 import { visibleInLayers } from '../workspace/overlay/layer-visibility.js';
 import { peekLayerStack } from '../workspace/overlay/layer-stack.js';
@@ -142,7 +143,12 @@ export async function prepareRun(request: RunRequest): Promise<PreparedRun> {
         : existingControlPlane(workspace)
             .filter(visible)
             .map((p) => join(workspace, p)),
-    mounts: policy.mount.map((m) => resolveMount(m, home)),
+    mounts: [
+      ...policy.mount.map((m) => resolveMount(m, home)),
+      ...(policy.network.mode === 'none'
+        ? []
+        : cellSshMounts(request.paths, cell, home, { gateway, rootfs: rootfs.kind === 'host' ? '/' : rootfs.path })),
+    ],
     home,
     cwd: isInside(workspace, cwd) ? realpathSync(cwd) : workspace,
     argv: request.argv,

@@ -1,7 +1,10 @@
 import type { Command } from 'commander';
 import { followCellEgress, readCellEgress } from '../../cell/cell-egress-log.js';
-import { locateCell } from '../../cell/cell-store.js';
+import { locateCell, openCell } from '../../cell/cell-store.js';
+import { cellSshDir, ensureCellSshKey } from '../../cell/cell-ssh-key.js';
 import { reloadCellEgress } from '../../cell/egress-reload.js';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import type { ReloadReport } from '../../egress/egress-control.js';
 import type { EgressEvent } from '../../egress/egress-log.js';
 import type { EgressLogChunk } from '../../egress/egress-log-reader.js';
@@ -70,6 +73,35 @@ export function registerEgressCommands(program: Command): void {
       const report = await reloadCellEgress(paths, cell, { dryRun: Boolean(flags.dryRun) });
       if (flags.json) return printJson(report);
       for (const line of reloadLines(report)) print(line);
+    });
+
+  registerPubkey(program);
+}
+
+function registerPubkey(program: Command): void {
+  withCellFlags(
+    program
+      .command('pubkey')
+      .description('the cell’s own SSH public key (made on first use; the private half is only ever inside the cell)'),
+  )
+    .option('--dry-run', 'make no key; say whether one would be made')
+    .action((flags: CellFlag & JsonFlag & DryRunFlag) => {
+      const paths = agentcellPaths();
+      const { cell, workspace } = locateCell(paths, flags);
+      if (flags.dryRun && !existsSync(join(cellSshDir(paths, cell), 'id_ed25519'))) {
+        if (flags.json)
+          return printJson({ cell, dryRun: true, wouldCreate: join(cellSshDir(paths, cell), 'id_ed25519') });
+        return note(
+          `would make an ed25519 key for cell ${cell} in ${cellSshDir(paths, cell)} (dry run: nothing written)`,
+        );
+      }
+      openCell(paths, cell, workspace);
+      const key = ensureCellSshKey(paths, cell);
+      if (flags.json)
+        return printJson({ cell, publicKey: key.publicKey, fingerprint: key.fingerprint, created: key.created });
+      print(key.publicKey);
+      if (key.created)
+        note(`made a new key for cell ${cell} (${key.fingerprint}); add the line above where the cell should log in`);
     });
 }
 
