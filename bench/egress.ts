@@ -39,7 +39,8 @@ export async function egressBench(): Promise<Section> {
   const dir = mkdtempSync(join(tmpdir(), 'agentcell-bench-egress-'));
   const sink = await startSink();
   const echo = await startEcho();
-  const rules = { allow: [`127.0.0.1:${sink.port}`, `127.0.0.1:${echo.port}`] };
+  const source = await startSource();
+  const rules = { allow: [`127.0.0.1:${sink.port}`, `127.0.0.1:${echo.port}`, `127.0.0.1:${source.port}`] };
   const squid = await startSquid(dir);
   const gateway = await startGateways(1, rules);
   const proxies: Proxy[] = [
@@ -47,17 +48,18 @@ export async function egressBench(): Promise<Section> {
     { name: 'squid', port: squid.port, auth: false },
   ];
   try {
-    const throughput = await measureThroughput(proxies, sink);
+    const throughput = await measureThroughput(proxies, sink, source);
     const fresh = await measureLatency(proxies, echo.port, 'fresh');
     const kept = await measureLatency(proxies, echo.port, 'keep-alive');
     gateway.stop();
-    const memory = await measureMemory(rules, sink, squid);
+    const memory = await measureMemory(rules, sink, source, squid);
     return render(throughput, fresh, kept, memory);
   } finally {
     gateway.stop();
     squid.stop();
     sink.server.close();
     echo.server.close();
+    source.server.close();
     rmSync(dir, { recursive: true, force: true });
   }
 }
@@ -102,6 +104,34 @@ async function startSink(): Promise<Sink> {
   });
   sink.port = await listenLoopback(sink.server);
   return sink;
+}
+
+interface Source {
+  server: Server;
+  port: number;
+  /** Bytes each connection gets before the source ends it; 0 = no end (memory test). */
+  limit: number;
+}
+
+/** Sends bytes to every connection as fast as it takes them, until the connection goes. */
+async function startSource(): Promise<Source> {
+  const chunk = Buffer.alloc(64 * 1024, 0x63);
+  const source: Source = { server: createServer(), port: 0, limit: 0 };
+  source.server.on('connection', (socket) => {
+    socket.on('error', () => socket.destroy());
+    const limit = source.limit;
+    let sent = 0;
+    const write = (): void => {
+      while (!socket.destroyed && (limit === 0 || sent < limit)) {
+        sent += chunk.length;
+        if (!socket.write(chunk)) return void socket.once('drain', write);
+      }
+      if (!socket.destroyed) socket.end();
+    };
+    write();
+  });
+  source.port = await listenLoopback(source.server);
+  return source;
 }
 
 /** A minimal keep-alive HTTP server: one fixed response per request head. */
@@ -221,6 +251,7 @@ function openTunnel(proxy: Proxy, port: number): Promise<Socket> {
       const end = head.indexOf('\r\n\r\n');
       if (end === -1) return;
       socket.off('data', onData);
+      socket.pause(); // until the caller listens: a server that speaks first must lose nothing
       if (!/^HTTP\/1\.[01] 200/.test(head)) return reject(new Error(`${proxy.name}: ${head.split('\r\n')[0]}`));
       const rest = head.slice(end + 4);
       if (rest.length > 0) socket.unshift(Buffer.from(rest, 'latin1'));
@@ -252,6 +283,7 @@ function push(socket: Socket, bytes: number): Promise<void> {
         resolve();
       }
     });
+    socket.resume();
     const write = (): void => {
       while (sent < bytes) {
         sent += chunk.length;
@@ -275,6 +307,7 @@ function exchange(socket: Socket): Promise<void> {
     };
     socket.on('data', onData);
     socket.once('error', reject);
+    socket.resume();
     socket.write(REQUEST);
   });
 }
@@ -283,25 +316,49 @@ function exchange(socket: Socket): Promise<void> {
 
 interface Rate {
   name: string;
-  mibPerSecond: number;
+  /** MiB/s client → server, and server → client. */
+  up: number;
+  down: number;
 }
 
-async function measureThroughput(proxies: readonly Proxy[], sink: Sink): Promise<Rate[]> {
+async function measureThroughput(proxies: readonly Proxy[], sink: Sink, source: Source): Promise<Rate[]> {
   sink.expect = THROUGHPUT_BYTES;
-  const subjects = [
-    { name: 'direct', open: () => directSocket(sink.port) },
-    ...proxies.map((p) => ({ name: p.name, open: () => openTunnel(p, sink.port) })),
+  source.limit = THROUGHPUT_BYTES;
+  const subjects = (port: number) => [
+    { name: 'direct', open: () => directSocket(port) },
+    ...proxies.map((p) => ({ name: p.name, open: () => openTunnel(p, port) })),
   ];
-  const samples = subjects.map(() => [] as number[]);
+  const up = subjects(sink.port);
+  const down = subjects(source.port);
+  const samples = up.map(() => ({ up: [] as number[], down: [] as number[] }));
+  const rate = (started: bigint): number => THROUGHPUT_BYTES / MiB / (Number(process.hrtime.bigint() - started) / 1e9);
   for (let round = 0; round < THROUGHPUT_RUNS; round++)
-    for (const [i, subject] of subjects.entries()) {
-      const started = process.hrtime.bigint();
-      await push(await subject.open(), THROUGHPUT_BYTES);
-      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-      samples[i]!.push(THROUGHPUT_BYTES / MiB / seconds);
+    for (let i = 0; i < up.length; i++) {
+      let started = process.hrtime.bigint();
+      await push(await up[i]!.open(), THROUGHPUT_BYTES);
+      samples[i]!.up.push(rate(started));
+      started = process.hrtime.bigint();
+      await pull(await down[i]!.open(), THROUGHPUT_BYTES);
+      samples[i]!.down.push(rate(started));
     }
   sink.expect = 0;
-  return subjects.map((s, i) => ({ name: s.name, mibPerSecond: median(samples[i]!) }));
+  source.limit = 0;
+  return up.map((s, i) => ({ name: s.name, up: median(samples[i]!.up), down: median(samples[i]!.down) }));
+}
+
+/** Reads until `bytes` have come. */
+function pull(socket: Socket, bytes: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let got = 0;
+    socket.once('error', reject);
+    socket.on('data', (data: Buffer) => {
+      got += data.length;
+      if (got < bytes) return;
+      socket.destroy();
+      resolve();
+    });
+    socket.resume();
+  });
 }
 
 interface Latency {
@@ -345,50 +402,56 @@ interface Memory {
   mibPerSecond: number;
 }
 
-/** CELLS busy tunnels: through CELLS gateways in one process, and through one squid. */
-async function measureMemory(rules: object, sink: Sink, squid: Squid): Promise<Memory[]> {
+type Direction = 'download' | 'upload';
+
+/**
+ * CELLS busy tunnels, each way: through CELLS gateways in one process (and one gateway
+ * with one tunnel, for scale), and through one squid. A fresh gateway process for each
+ * measurement, since RSS does not shrink back.
+ */
+async function measureMemory(rules: object, sink: Sink, source: Source, squid: Squid): Promise<Memory[]> {
+  const rows: Memory[] = [];
   const bare = await bareNodeRss();
-  const one = await startGateways(1, rules);
-  let single: Omit<Memory, 'name'>;
-  try {
-    single = await busyTunnels(
-      one.child.pid ?? 0,
-      [{ name: 'agentcell gateway', port: one.ports[0]!, auth: true }],
-      sink,
-    );
-  } finally {
-    one.stop();
+  rows.push({ name: 'node itself (no gateway, idle)', idleMiB: bare, peakMiB: bare, mibPerSecond: 0 });
+  for (const direction of ['download', 'upload'] as const) {
+    for (const count of [1, CELLS]) {
+      const gateways = await startGateways(count, rules);
+      try {
+        const proxies = gateways.ports.map((port) => ({ name: 'agentcell gateway', port, auth: true }));
+        const measured = await busyTunnels(gateways.child.pid ?? 0, proxies, direction, sink, source);
+        const label = count === 1 ? '1 gateway, 1 tunnel' : `${CELLS} gateways, one process`;
+        rows.push({ name: `${direction}: agentcell, ${label}`, ...measured });
+      } finally {
+        gateways.stop();
+      }
+    }
+    const proxies = Array.from({ length: CELLS }, () => ({ name: 'squid', port: squid.port, auth: false }));
+    const measured = await busyTunnels(squid.pid, proxies, direction, sink, source);
+    rows.push({ name: `${direction}: squid, one process, ${CELLS} tunnels`, ...measured });
   }
-  const gateways = await startGateways(CELLS, rules);
-  try {
-    const ours = await busyTunnels(
-      gateways.child.pid ?? 0,
-      gateways.ports.map((port) => ({ name: 'agentcell gateway', port, auth: true })),
-      sink,
-    );
-    const theirs = await busyTunnels(
-      squid.pid,
-      Array.from({ length: CELLS }, () => ({ name: 'squid', port: squid.port, auth: false })),
-      sink,
-    );
-    return [
-      { name: 'node itself (no gateway, idle)', idleMiB: bare, peakMiB: bare, mibPerSecond: 0 },
-      { name: 'agentcell: 1 gateway, 1 tunnel', ...single },
-      { name: `agentcell: ${CELLS} gateways, one process`, ...ours },
-      { name: `squid: one process, ${CELLS} tunnels`, ...theirs },
-    ];
-  } finally {
-    gateways.stop();
-  }
+  return rows;
 }
 
-async function busyTunnels(pid: number, proxies: readonly Proxy[], sink: Sink): Promise<Omit<Memory, 'name'>> {
+async function busyTunnels(
+  pid: number,
+  proxies: readonly Proxy[],
+  direction: Direction,
+  sink: Sink,
+  source: Source,
+): Promise<Omit<Memory, 'name'>> {
   const idle = statusKiB(pid, 'VmRSS');
-  const tunnels = await Promise.all(proxies.map((p) => openTunnel(p, sink.port)));
+  const port = direction === 'upload' ? sink.port : source.port;
+  const tunnels = await Promise.all(proxies.map((p) => openTunnel(p, port)));
   const chunk = Buffer.alloc(64 * 1024, 0x62);
   let running = true;
+  let downloaded = 0;
   for (const socket of tunnels) {
     socket.on('error', () => undefined);
+    if (direction === 'download') {
+      socket.on('data', (data: Buffer) => (downloaded += data.length));
+      socket.resume();
+      continue;
+    }
     const write = (): void => {
       while (running && socket.write(chunk));
       if (running) socket.once('drain', write);
@@ -405,7 +468,8 @@ async function busyTunnels(pid: number, proxies: readonly Proxy[], sink: Sink): 
   const seconds = (Date.now() - started) / 1000;
   running = false;
   for (const socket of tunnels) socket.destroy();
-  return { idleMiB: idle / 1024, peakMiB: peak / 1024, mibPerSecond: sink.total / MiB / seconds };
+  const bytes = direction === 'upload' ? sink.total : downloaded;
+  return { idleMiB: idle / 1024, peakMiB: peak / 1024, mibPerSecond: bytes / MiB / seconds };
 }
 
 /** RSS of a node process that has started and does nothing: the floor under any gateway process. */
@@ -442,11 +506,11 @@ function render(throughput: Rate[], fresh: Latency[], kept: Latency[], memory: M
   const markdown = [
     `CONNECT tunnels on loopback. agentcell's gateway runs in a node process of its own, squid ${squidVersion()} from a temp config; client and servers share the bench process.`,
     '',
-    `Throughput: ${THROUGHPUT_BYTES / MiB} MiB pushed through one tunnel to a sink, median of ${THROUGHPUT_RUNS}.`,
+    `Throughput: ${THROUGHPUT_BYTES / MiB} MiB through one tunnel, pushed to a sink (upload) and pulled from a source (download), median of ${THROUGHPUT_RUNS}.`,
     '',
-    '| path | MiB/s |',
-    '| --- | ---: |',
-    ...throughput.map((r) => `| ${r.name} | ${fmt(r.mibPerSecond)} |`),
+    '| path | upload MiB/s | download MiB/s |',
+    '| --- | ---: | ---: |',
+    ...throughput.map((r) => `| ${r.name} | ${fmt(r.up)} | ${fmt(r.down)} |`),
     '',
     `Latency of one small HTTP request/response, ${LATENCY_RUNS} runs each, interleaved: "fresh" opens a new tunnel (TCP connect + CONNECT) per request, "keep-alive" reuses one.`,
     '',
@@ -455,7 +519,7 @@ function render(throughput: Rate[], fresh: Latency[], kept: Latency[], memory: M
     ...latencyRows('fresh', fresh),
     ...latencyRows('keep-alive', kept),
     '',
-    `Memory with ${CELLS} cells' traffic: each tunnel writes as fast as it can to a sink for ${MEMORY_SECONDS} s; RSS of the proxy process.`,
+    `Memory with ${CELLS} cells' traffic: for ${MEMORY_SECONDS} s each tunnel downloads from a source that sends as fast as it can (or uploads to a sink the same way); RSS of the proxy process, sampled every 100 ms. The download direction relays through reused buffers (src/egress/pooled-relay.ts); the upload direction gets node's fresh buffer per read, which waits for V8 to collect it.`,
     '',
     '| proxy | RSS idle MiB | RSS peak MiB | total MiB/s |',
     '| --- | ---: | ---: | ---: |',
@@ -463,24 +527,29 @@ function render(throughput: Rate[], fresh: Latency[], kept: Latency[], memory: M
   ].join('\n');
   const ours = (rows: Latency[]): number =>
     (rows.find((r) => r.name === 'agentcell gateway')?.medianMs ?? 0) - direct(rows);
-  const rate = (name: string): number => throughput.find((r) => r.name === name)?.mibPerSecond ?? 0;
-  const peak = memory.find((m) => m.name.includes(`${CELLS} gateways`))?.peakMiB ?? 0;
+  const rate = (name: string, way: 'up' | 'down'): number => throughput.find((r) => r.name === name)?.[way] ?? 0;
+  const peak = (direction: Direction): number =>
+    memory.find((m) => m.name.startsWith(`${direction}: agentcell, ${CELLS} gateways`))?.peakMiB ?? 0;
   const verdict = (ok: boolean, text: string): string => `${ok ? 'met' : 'MISSED'}: ${text}`;
   return {
     title: 'Egress gateway vs squid',
     markdown,
     verdicts: [
-      verdict(
-        rate('agentcell gateway') >= rate('squid'),
-        `tunnel throughput ≥ squid (${fmt(rate('agentcell gateway'))} vs ${fmt(rate('squid'))} MiB/s)`,
+      ...(['up', 'down'] as const).map((way) =>
+        verdict(
+          rate('agentcell gateway', way) >= rate('squid', way),
+          `tunnel ${way === 'up' ? 'upload' : 'download'} throughput ≥ squid (${fmt(rate('agentcell gateway', way))} vs ${fmt(rate('squid', way))} MiB/s)`,
+        ),
       ),
       verdict(
         ours(fresh) <= TARGET_LATENCY_MS && ours(kept) <= TARGET_LATENCY_MS,
         `added latency ≤ ${TARGET_LATENCY_MS} ms median (fresh tunnel +${ours(fresh).toFixed(3)} ms, keep-alive +${ours(kept).toFixed(3)} ms)`,
       ),
-      verdict(
-        peak <= TARGET_MEMORY_MIB,
-        `${CELLS} busy gateways ≤ ${TARGET_MEMORY_MIB} MiB RSS (${fmt(peak)} MiB peak)`,
+      ...(['download', 'upload'] as const).map((direction) =>
+        verdict(
+          peak(direction) <= TARGET_MEMORY_MIB,
+          `${CELLS} gateways with a busy ${direction} each ≤ ${TARGET_MEMORY_MIB} MiB RSS (${fmt(peak(direction))} MiB peak)`,
+        ),
       ),
     ],
   };

@@ -35,6 +35,7 @@ import {
   socksReply,
   type SocksReplyCode,
 } from './socks5-messages.js';
+import { createPooledRelay } from './pooled-relay.js';
 import { spliceTunnel, type OpenTunnel, type TunnelHooks } from './splice-tunnel.js';
 
 export interface EgressGatewayOptions {
@@ -216,11 +217,12 @@ export function createEgressGateway(options: EgressGatewayOptions): EgressGatewa
     const auth = authFailure(req);
     if (auth) return refuseRaw('connect', client, { host, port, reason: auth, rule: null }, started);
     if (!target) return refuseRaw('connect', client, { host, port, reason: 'bad-request', rule: null }, started);
-    const result = await destination(target);
+    const relay = createPooledRelay();
+    const result = await destination({ ...target, onread: relay.onread });
     if (!result.ok) return refuseRaw('connect', client, result.denial, started, result.address);
     client.write(CONNECT_ESTABLISHED);
     const { upstream, ...rest } = result;
-    await spliceTunnel(client, upstream, head, { kind: 'connect', ...rest }, tunnelHooks('connect', started));
+    await spliceTunnel(client, upstream, head, { kind: 'connect', ...rest }, tunnelHooks('connect', started), relay);
   }
 
   async function handleForward(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -303,11 +305,13 @@ export function createEgressGateway(options: EgressGatewayOptions): EgressGatewa
         return deny(socksReply(0x08), { ...anonymous, reason: 'unsupported', detail: 'SOCKS address type' });
       if (command !== COMMAND_CONNECT)
         return deny(socksReply(0x07), { host, port, rule: null, reason: 'unsupported', detail: 'SOCKS command' });
-      const result = await destination({ host, port });
+      const relay = createPooledRelay();
+      const result = await destination({ host, port, onread: relay.onread });
       if (!result.ok) return deny(socksReply(socksCode(result.denial.reason)), result.denial, result.address);
       client.write(socksReply(0x00));
       const { upstream, ...rest } = result;
-      await spliceTunnel(client, upstream, request.rest, { kind: 'socks', ...rest }, tunnelHooks('socks', started));
+      const hooks = tunnelHooks('socks', started);
+      await spliceTunnel(client, upstream, request.rest, { kind: 'socks', ...rest }, hooks, relay);
     } catch (error) {
       if (error instanceof FrameError && error.why !== 'closed')
         record('socks', started, { ...anonymous, address: null, decision: 'deny', reason: 'bad-request' });
