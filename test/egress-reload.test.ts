@@ -29,7 +29,7 @@ function startCli(sb: Sandbox, args: string[]): Running {
   let stderr = '';
   child.stdout?.setEncoding('utf8').on('data', (d: string) => (stdout += d));
   child.stderr?.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-  const timer = setTimeout(() => child.kill('SIGKILL'), 90_000);
+  const timer = setTimeout(() => child.kill('SIGKILL'), 150_000);
   const done = new Promise<CliResult>((resolve, reject) => {
     child.on('error', reject);
     child.on('close', (status) => {
@@ -166,7 +166,8 @@ describe('agentcell allow and egress log (bwrap, a running cell)', () => {
     const narrow = await runCli(sb, 'allow');
     assert.equal(narrow.status, 0, narrow.stderr);
     assert.match(narrow.stdout, new RegExp(`^  - allow a\\.test:${pa}$`, 'm'));
-    assert.match(narrow.stdout, /^ {2}1 open connection\(s\) revoked$/m);
+    // The long tunnel, and maybe one of the loop's requests to a.test caught in flight.
+    assert.match(narrow.stdout, /^ {2}[12] open connection\(s\) revoked$/m);
 
     const result = await run.done;
     assert.equal(result.status, 0, result.stderr);
@@ -185,9 +186,8 @@ describe('agentcell allow and egress log (bwrap, a running cell)', () => {
       .split('\n')
       .map((l) => JSON.parse(l) as { host: string; kind: string; decision: string; reason: string; revoked?: true });
     const revoked = events.filter((e) => e.revoked);
-    assert.equal(revoked.length, 1);
-    assert.equal(revoked[0]?.kind, 'connect');
-    assert.equal(revoked[0]?.host, 'a.test');
+    assert.equal(revoked.filter((e) => e.kind === 'connect').length, 1, 'the tunnel is logged as revoked');
+    assert.ok(revoked.every((e) => e.host === 'a.test'));
     assert.ok(events.some((e) => e.host === 'b.test' && e.decision === 'deny' && e.reason === 'not-allowed'));
     assert.ok(events.some((e) => e.host === 'b.test' && e.decision === 'allow'));
     assert.ok(events.some((e) => e.host === 'a.test' && e.decision === 'deny' && e.reason === 'not-allowed'));
@@ -245,7 +245,7 @@ describe('agentcell allow and egress log (bwrap, a running cell)', () => {
       'done',
     ].join('\n');
     const run = startCli(sb, ['run', '--', 'sh', '-c', attack]);
-    await waitFor('the attack', () => run.stdout().includes('attacked'));
+    await waitFor('the attack', () => run.stdout().includes('attacked'), 90_000);
     const reload = await runCli(sb, 'allow', '--json');
     assert.equal(reload.status, 0, reload.stderr);
     const report = JSON.parse(reload.stdout) as Report;
