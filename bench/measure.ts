@@ -43,7 +43,7 @@ export function timeInterleaved(subjects: readonly Subject[], runs: number, warm
   });
 }
 
-function quantile(sorted: number[], q: number): number {
+export function quantile(sorted: number[], q: number): number {
   const pos = (sorted.length - 1) * q;
   const lo = Math.floor(pos);
   const hi = Math.ceil(pos);

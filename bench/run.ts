@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { startupBench, type Section } from './startup.js';
 import { transactionsBench } from './transactions.js';
 import { inspectBench } from './inspect.js';
+import { egressBench } from './egress.js';
 
 // npm run bench: every suite measures agentcell and its baseline side by side in the
 // same run, and docs/benchmarks.md is rewritten with the ratios.
@@ -20,6 +21,7 @@ const sections: Section[] = [
   ...(wanted('startup') ? [startupBench(cli, runs)] : []),
   ...(wanted('transactions') ? [await transactionsBench(cli)] : []),
   ...(wanted('inspect') ? [await inspectBench()] : []),
+  ...(wanted('egress') ? [await egressBench()] : []),
 ];
 
 const bwrapVersion = spawnSync('bwrap', ['--version'], { encoding: 'utf8' }).stdout.trim();

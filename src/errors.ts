@@ -17,6 +17,9 @@ export type ErrorCode =
   | 'SIGNING_KEY_INVALID'
   | 'ACCEPT_REFUSED'
   | 'SPY_LOG_NOT_FOUND'
+  | 'EGRESS_LOG_INVALID'
+  | 'CELL_NOT_RUNNING'
+  | 'RELOAD_REFUSED'
   | 'INTERNAL';
 
 /** agentcell's own failures: 2 for usage and policy, 3 for host or backend not ready. */
@@ -37,6 +40,9 @@ const EXIT_CODES: Record<ErrorCode, number> = {
   SIGNING_KEY_INVALID: 3,
   ACCEPT_REFUSED: 2,
   SPY_LOG_NOT_FOUND: 2,
+  EGRESS_LOG_INVALID: 2,
+  CELL_NOT_RUNNING: 2,
+  RELOAD_REFUSED: 2,
   BACKEND_UNAVAILABLE: 3,
   INTERNAL: 3,
 };

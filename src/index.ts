@@ -33,6 +33,11 @@ export { compileInspectRules, type ProxySecret, type RequestRule } from './egres
 export { llmProvider, type SpyRecord } from './egress/spy-log.js';
 export { findSpyLog, followSpyLog } from './egress/spy-files.js';
 export { parseSpyRecord, readSpyLog, renderSpyRecord, type LlmCall } from './egress/spy-render.js';
+export { readCellEgress, followCellEgress, type EgressLogChoice } from './cell/cell-egress-log.js';
+export { reloadCellEgress } from './cell/egress-reload.js';
+export type { ReloadReport } from './egress/egress-control.js';
+export type { EgressEvent } from './egress/egress-log.js';
+export { ensureCellSshKey, type CellSshKey } from './cell/cell-ssh-key.js';
 export { AGENTCELL_VERSION } from './version.js';
 export { AGENT_NAMES } from './agents/agent-adapter.js';
 export type { AgentAdapter, AgentCredential, AgentName, SeedFile } from './agents/agent-adapter.js';

@@ -19,6 +19,7 @@ import { PhaseTimer } from './phase-timer.js';
 import { envSecrets, proxySecretPlaceholders } from './resolve-secrets.js';
 import { planInspection, refuseWithoutGateway } from './plan-inspection.js';
 import { cellDir } from './cell-store.js';
+import { cellSshMounts } from './cell-ssh-key.js';
 import {
   chooseOverlayDriver,
   overlayTools,
@@ -82,6 +83,8 @@ export interface PreparedRun {
   egress?: RunEgress;
   /** overlay: how the cell's layers are mounted (chosen at its first run, then kept). */
   overlayDriver?: OverlayDriver;
+  /** network = allowlist: how the policy was resolved, so `agentcell allow` can resolve it again the same way. */
+  policySource?: { options: CellOptions; cwd: string };
   /** The secret scan's cache, to be saved when the run goes ahead. */
   scanCache?: { path: string; cache: SecretScanCache };
   /** An agent run: its toolchain and seeded home, readied by `readyAgent` before the run. */
@@ -184,7 +187,14 @@ export async function prepareRun(request: RunRequest): Promise<PreparedRun> {
         : existingControlPlane(workspace)
             .filter(visible)
             .map((p) => join(workspace, p)),
-    mounts: [...(agent?.mounts ?? []), ...policy.mount.map((m) => resolveMount(m, home)), ...trustMounts],
+    mounts: [
+      ...(agent?.mounts ?? []),
+      ...policy.mount.map((m) => resolveMount(m, home)),
+      ...trustMounts,
+      ...(policy.network.mode === 'none'
+        ? []
+        : cellSshMounts(request.paths, cell, home, { gateway, rootfs: rootfs.kind === 'host' ? '/' : rootfs.path })),
+    ],
     home,
     cwd: isInside(workspace, cwd) ? realpathSync(cwd) : workspace,
     argv: agent?.argv ?? request.argv,
@@ -218,12 +228,17 @@ export async function prepareRun(request: RunRequest): Promise<PreparedRun> {
     backend,
     timer,
   };
-  if (egress) prepared.egress = egress;
+  if (egress) Object.assign(prepared, { egress, policySource: { options: cellOptionsOf(request), cwd } });
   if (stack?.driver) prepared.overlayDriver = stack.driver;
   if (agent) prepared.agent = agent.agent;
   // Written by the run, not here: a dry run leaves no state behind.
   if (scan.changed) prepared.scanCache = { path: scanCacheFile, cache: scan.cache };
   return prepared;
+}
+
+function cellOptionsOf(request: RunRequest): CellOptions {
+  const { workspace, cell, policyFile, backend, mode, workspaceMode, network, allow, env, timeout, root } = request;
+  return { workspace, cell, policyFile, backend, mode, workspaceMode, network, allow, env, timeout, root };
 }
 
 /** The policy a run with these options would get; `policy show|explain` use it too, so they never disagree. */

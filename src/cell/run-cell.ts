@@ -17,6 +17,7 @@ import { lockCell, openReceipts } from './cell-transaction.js';
 import type { PreparedRun } from './prepare-run.js';
 import { toolVersion } from './tool-versions.js';
 import { startRunGateway, type RunningGateway } from '../egress/run-gateway.js';
+import { serveEgressReload } from './egress-reload.js';
 
 export interface RunReport {
   outcome: RunOutcome;
@@ -54,6 +55,12 @@ export async function runPrepared(
 
     // Before the cell starts, so the bridge finds the socket; gateway down = no network.
     const gateway = await startGateway(prepared, journal.id);
+    const control =
+      gateway &&
+      (await serveEgressReload(prepared, journal.id, paths, gateway.gateway).catch(async (error: unknown) => {
+        await gateway.stop();
+        throw error;
+      }));
     if (gateway) prepared.timer.mark('gateway');
     let egress = { allowed: 0, denied: 0 };
     let outcome: RunOutcome;
@@ -67,6 +74,7 @@ export async function runPrepared(
       store = await openReceipts(paths, tx);
       outcome = await running;
     } finally {
+      await control?.close();
       if (gateway) egress = await gateway.stop();
     }
     prepared.timer.mark('run');

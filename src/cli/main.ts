@@ -3,6 +3,7 @@ import { PhaseTimer } from '../cell/phase-timer.js';
 import { AgentcellError } from '../errors.js';
 import { AGENTCELL_VERSION } from '../version.js';
 import { registerCellCommands } from './commands/cell-commands.js';
+import { registerEgressCommands } from './commands/egress-commands.js';
 import { registerHostCommands } from './commands/host-commands.js';
 import { registerReceiptCommands } from './commands/receipt-commands.js';
 import { registerTransactionCommands } from './commands/transaction-commands.js';
@@ -30,6 +31,7 @@ export function buildProgram(ctx: CliContext): Command {
   registerCellCommands(program);
   registerHostCommands(program, ctx);
   registerSpyCommands(program);
+  registerEgressCommands(program);
   return program;
 }
 

@@ -39,6 +39,7 @@ import {
   socksReply,
   type SocksReplyCode,
 } from './socks5-messages.js';
+import { createPooledRelay, type PooledRelay } from './pooled-relay.js';
 import { spliceTunnel, type OpenTunnel, type TunnelHooks, type TunnelTarget } from './splice-tunnel.js';
 
 /** Everything the gateway enforces from `[network]`: host rules plus inspection and L7 rules. */
@@ -259,16 +260,25 @@ export function createEgressGateway(options: EgressGatewayOptions): EgressGatewa
   }
 
   /** Splices the tunnel, or terminates its TLS when the destination is inspected. */
+  /**
+   * A spliced tunnel reads its upstream into pooled buffers (`onread`), which leaves the
+   * socket no data events for TLS; an inspected one does not. So the choice is made
+   * before connecting (`relayFor`) and kept.
+   */
+  function relayFor(host: string, port: number): PooledRelay | undefined {
+    return inspection.inspects(host, port) ? undefined : createPooledRelay();
+  }
+
   function joinTunnel(
     client: Socket,
     upstream: Socket,
     head: Buffer,
     target: TunnelTarget,
     started: number,
+    relay: PooledRelay | undefined,
   ): Promise<void> {
     const kind = target.kind;
-    if (!inspection.inspects(target.host, target.port))
-      return spliceTunnel(client, upstream, head, target, tunnelHooks(kind, started, false));
+    if (relay) return spliceTunnel(client, upstream, head, target, tunnelHooks(kind, started, false), relay);
     return inspectTunnel(client, upstream, head, target, tunnelHooks(kind, started, true), inspectContext(target));
   }
 
@@ -303,11 +313,12 @@ export function createEgressGateway(options: EgressGatewayOptions): EgressGatewa
     const auth = authFailure(req);
     if (auth) return refuseRaw('connect', client, { host, port, reason: auth, rule: null }, started);
     if (!target) return refuseRaw('connect', client, { host, port, reason: 'bad-request', rule: null }, started);
-    const result = await destination(target);
+    const relay = relayFor(target.host, target.port);
+    const result = await destination({ ...target, ...(relay ? { onread: relay.onread } : {}) });
     if (!result.ok) return refuseRaw('connect', client, result.denial, started, result.address);
     client.write(CONNECT_ESTABLISHED);
     const { upstream, ...rest } = result;
-    await joinTunnel(client, upstream, head, { kind: 'connect', ...rest }, started);
+    await joinTunnel(client, upstream, head, { kind: 'connect', ...rest }, started, relay);
   }
 
   async function handleForward(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -393,11 +404,12 @@ export function createEgressGateway(options: EgressGatewayOptions): EgressGatewa
         return deny(socksReply(0x08), { ...anonymous, reason: 'unsupported', detail: 'SOCKS address type' });
       if (command !== COMMAND_CONNECT)
         return deny(socksReply(0x07), { host, port, rule: null, reason: 'unsupported', detail: 'SOCKS command' });
-      const result = await destination({ host, port });
+      const relay = relayFor(host, port);
+      const result = await destination({ host, port, ...(relay ? { onread: relay.onread } : {}) });
       if (!result.ok) return deny(socksReply(socksCode(result.denial.reason)), result.denial, result.address);
       client.write(socksReply(0x00));
       const { upstream, ...rest } = result;
-      await joinTunnel(client, upstream, request.rest, { kind: 'socks', ...rest }, started);
+      await joinTunnel(client, upstream, request.rest, { kind: 'socks', ...rest }, started, relay);
     } catch (error) {
       if (error instanceof FrameError && error.why !== 'closed')
         record('socks', started, { ...anonymous, address: null, decision: 'deny', reason: 'bad-request' });

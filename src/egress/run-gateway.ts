@@ -34,9 +34,22 @@ export interface RunEgress {
  * system temp dir stands in (checked to be ours and private before use).
  */
 export function egressSocketDir(cellDir: string): string {
-  const dir = join(cellDir, 'egress', 'socket');
-  if (Buffer.byteLength(join(dir, 'egress.sock')) <= MAX_SOCKET_PATH) return dir;
-  return join(tmpdir(), `agentcell-${process.getuid?.() ?? 'user'}`, sha256(cellDir).slice(0, 16));
+  return privateSocketDir(cellDir, 'socket', 'egress.sock');
+}
+
+/**
+ * The private directory of the running cell's control socket, `<cellDir>/egress/control`
+ * (same fallback): the host side only, never mounted into the cell.
+ */
+export function egressControlDir(cellDir: string): string {
+  return privateSocketDir(cellDir, 'control', 'control.sock');
+}
+
+function privateSocketDir(cellDir: string, name: string, socket: string): string {
+  const dir = join(cellDir, 'egress', name);
+  if (Buffer.byteLength(join(dir, socket)) <= MAX_SOCKET_PATH) return dir;
+  const base = join(tmpdir(), `agentcell-${process.getuid?.() ?? 'user'}`, sha256(cellDir).slice(0, 16));
+  return name === 'socket' ? base : `${base}-${name}`;
 }
 
 /** The bridge script on the host (compiled `cell-bridge.js`: node builtins only, ESM). */
@@ -177,7 +190,7 @@ function literalNames(rules: GatewayRules, inspection: RunInspection): Set<strin
 }
 
 /** mkdir -m 700, refusing a path someone else made (it may sit in a shared temp dir). */
-function makePrivateDir(dir: string): void {
+export function makePrivateDir(dir: string): void {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const uid = process.getuid?.();
   const private_ = (path: string): boolean => {
@@ -187,6 +200,6 @@ function makePrivateDir(dir: string): void {
   if (!private_(dir) || !private_(dirname(dir)))
     throw new AgentcellError(
       'BACKEND_UNAVAILABLE',
-      `the egress socket directory ${dir} is not a private directory of this user; remove it and retry`,
+      `the socket directory ${dir} is not a private directory of this user; remove it and retry`,
     );
 }

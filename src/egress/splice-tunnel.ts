@@ -1,5 +1,6 @@
 import { isIP, type Socket } from 'node:net';
 import { rawDenyResponse } from './deny-response.js';
+import type { PooledRelay } from './pooled-relay.js';
 import type { EgressKind, EgressReason } from './egress-log.js';
 import { normalizeHost, type HostMatcher } from './host-rules.js';
 import { FrameError, readFrame } from './read-frame.js';
@@ -42,8 +43,8 @@ export interface TunnelHooks {
 const TLS_ACCESS_DENIED = Buffer.from([0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x31]);
 
 /**
- * Joins an accepted client to its connected upstream. The upstream's bytes flow at
- * once (server-first protocols such as SSH banners and SMTP work); the client's are
+ * Joins an accepted client to its connected upstream (opened with `relay.onread`). The
+ * upstream's bytes flow at once (server-first protocols such as SSH banners and SMTP work); the client's are
  * held until its first bytes are classified:
  * - a TLS ClientHello must name the target (SNI, case-insensitive); no SNI is allowed
  *   only when the target is an IP address. On refusal the client gets a TLS
@@ -61,6 +62,7 @@ export function spliceTunnel(
   initial: Buffer,
   target: TunnelTarget,
   hooks: TunnelHooks,
+  relay: PooledRelay,
 ): Promise<void> {
   let outcome: Omit<TunnelOutcome, 'bytesUp' | 'bytesDown'> = {
     decision: 'allow',
@@ -92,7 +94,7 @@ export function spliceTunnel(
   // other to finish flushing what it holds (half-close is carried by pipe's end()).
   client.once('close', (hadError) => hadError && upstream.destroy());
   upstream.once('close', (hadError) => hadError && client.destroy());
-  upstream.pipe(client);
+  relay.attach(upstream, client);
 
   const done = Promise.all([closed(client), closed(upstream)]).then(() => {
     hooks.closed(tunnel, { ...outcome, bytesUp: upstream.bytesWritten, bytesDown: upstream.bytesRead });
@@ -111,7 +113,7 @@ export function spliceTunnel(
       const refusal = firstBytesRefusal(value, target, hooks.matcher());
       if (refusal) {
         outcome = { ...outcome, decision: 'deny', ...refusal };
-        upstream.unpipe(client);
+        relay.detach();
         upstream.destroy();
         if (value.kind === 'http') client.end(rawDenyResponse({ host: target.host, port: target.port, ...refusal }));
         else client.end(TLS_ACCESS_DENIED);

@@ -1,0 +1,147 @@
+import type { Command } from 'commander';
+import { followCellEgress, readCellEgress } from '../../cell/cell-egress-log.js';
+import { locateCell, openCell } from '../../cell/cell-store.js';
+import { cellSshDir, ensureCellSshKey } from '../../cell/cell-ssh-key.js';
+import { reloadCellEgress } from '../../cell/egress-reload.js';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import type { ReloadReport } from '../../egress/egress-control.js';
+import type { EgressEvent } from '../../egress/egress-log.js';
+import type { EgressLogChunk } from '../../egress/egress-log-reader.js';
+import { agentcellPaths } from '../../paths.js';
+import { note, print, printJson, type DryRunFlag, type JsonFlag } from '../output.js';
+
+interface CellFlag {
+  cell?: string;
+  workspace?: string;
+}
+
+interface LogFlags extends CellFlag, JsonFlag {
+  run?: string;
+  all?: boolean;
+  follow?: boolean;
+}
+
+function withCellFlags(command: Command): Command {
+  return command
+    .option('--cell <name>', 'cell (default: the workspace’s own)')
+    .option('--workspace <dir>', 'workspace directory (default: the current directory)')
+    .option('--json', 'machine-readable output');
+}
+
+/** `egress log` and `allow`: a cell's network decisions, and reloading its allowlists while it runs. */
+export function registerEgressCommands(program: Command): void {
+  const egress = program.command('egress').description('the egress gateway: what a cell’s network did');
+  withCellFlags(
+    egress.command('log').description('one line per egress decision of a run (default: the live or latest run)'),
+  )
+    .option('--run <id>', 'this run’s log')
+    .option('--all', 'every run’s log, oldest first')
+    .option('--follow', 'follow the live run (or wait for the next) until it ends')
+    .action(async (flags: LogFlags) => {
+      const paths = agentcellPaths();
+      const { cell } = locateCell(paths, flags);
+      const show = (chunk: EgressLogChunk): void => {
+        if (flags.json) for (const line of chunk.lines) print(line);
+        else for (const event of chunk.events) print(eventLine(event, Boolean(flags.all)));
+      };
+      if (!flags.follow) {
+        const chunk = readCellEgress(paths, cell, { run: flags.run, all: flags.all });
+        show(chunk);
+        if (!flags.json && chunk.events.length === 0) note(`no egress decisions logged in cell ${cell}`);
+        return;
+      }
+      const stop = new AbortController();
+      const onSignal = (): void => stop.abort();
+      process.once('SIGINT', onSignal).once('SIGTERM', onSignal);
+      try {
+        await followCellEgress(paths, cell, { run: flags.run, onChunk: show, signal: stop.signal });
+      } finally {
+        process.off('SIGINT', onSignal).off('SIGTERM', onSignal);
+      }
+    });
+
+  withCellFlags(
+    program
+      .command('allow')
+      .description('reload a running cell’s network allowlists from the host-side policy (never widens beyond it)'),
+  )
+    .option('--dry-run', 'say what would change; change nothing')
+    .action(async (flags: CellFlag & JsonFlag & DryRunFlag) => {
+      const paths = agentcellPaths();
+      const { cell } = locateCell(paths, flags);
+      const report = await reloadCellEgress(paths, cell, { dryRun: Boolean(flags.dryRun) });
+      if (flags.json) return printJson(report);
+      for (const line of reloadLines(report)) print(line);
+    });
+
+  registerPubkey(program);
+}
+
+function registerPubkey(program: Command): void {
+  withCellFlags(
+    program
+      .command('pubkey')
+      .description('the cell’s own SSH public key (made on first use; the private half is only ever inside the cell)'),
+  )
+    .option('--dry-run', 'make no key; say whether one would be made')
+    .action((flags: CellFlag & JsonFlag & DryRunFlag) => {
+      const paths = agentcellPaths();
+      const { cell, workspace } = locateCell(paths, flags);
+      if (flags.dryRun && !existsSync(join(cellSshDir(paths, cell), 'id_ed25519'))) {
+        if (flags.json)
+          return printJson({ cell, dryRun: true, wouldCreate: join(cellSshDir(paths, cell), 'id_ed25519') });
+        return note(
+          `would make an ed25519 key for cell ${cell} in ${cellSshDir(paths, cell)} (dry run: nothing written)`,
+        );
+      }
+      openCell(paths, cell, workspace);
+      const key = ensureCellSshKey(paths, cell);
+      if (flags.json)
+        return printJson({ cell, publicKey: key.publicKey, fingerprint: key.fingerprint, created: key.created });
+      print(key.publicKey);
+      if (key.created)
+        note(`made a new key for cell ${cell} (${key.fingerprint}); add the line above where the cell should log in`);
+    });
+}
+
+function eventLine(e: EgressEvent, withRun: boolean): string {
+  const target = `${e.host.includes(':') ? `[${e.host}]` : e.host}:${e.port}`;
+  const why = e.rule === null ? e.reason : `${e.reason} ${e.rule}`;
+  return [
+    ...(withRun ? [e.run] : []),
+    e.time,
+    e.decision.padEnd(5),
+    e.kind.padEnd(7),
+    target,
+    e.address ?? '-',
+    why,
+    `up ${bytes(e.bytesUp)} down ${bytes(e.bytesDown)}`,
+    ...(e.revoked ? ['revoked'] : []),
+  ].join('  ');
+}
+
+function bytes(n: number): string {
+  if (n < 1024) return `${n} B`;
+  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
+  let value = n / 1024;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  return `${value.toFixed(1)} ${units[unit]}`;
+}
+
+function reloadLines(r: ReloadReport): string[] {
+  const lines = [
+    `${r.dryRun ? 'would reload' : 'reloaded'} run ${r.run} from ${r.files.join(', ') || 'built-in defaults and flags'}`,
+  ];
+  for (const key of ['allow', 'deny', 'resolve'] as const) {
+    for (const entry of r.added[key]) lines.push(`  + ${key} ${entry}`);
+    for (const entry of r.removed[key]) lines.push(`  - ${key} ${entry}`);
+  }
+  if (lines.length === 1) lines.push('  no change');
+  if (!r.dryRun) lines.push(`  ${r.revoked} open connection(s) revoked`);
+  return lines;
+}
