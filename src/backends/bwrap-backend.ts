@@ -23,6 +23,7 @@ export function createBwrapBackend(options: BwrapOptions = {}): Backend {
   const executable = options.executable ?? 'bwrap';
   return {
     name: 'bwrap',
+    tool: executable,
     probe: () => probeBwrap(executable),
     plan: (spec) => planBwrap(spec, executable),
     run: (spec, plan) => runBwrap(spec, plan),

@@ -2,7 +2,7 @@ import { existsSync, realpathSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { isAbsolute, join, relative, resolve, sep } from 'node:path';
 import type { Backend, BackendPlan, CellEgress, CellSpec, ExtraMount } from '../backends/backend.js';
-import { createBwrapBackend } from '../backends/bwrap-backend.js';
+import { createBackend, resolveCellImage } from '../backends/select-backend.js';
 import { AgentcellError } from '../errors.js';
 import { readJsonFile } from '../read-json-file.js';
 import type { AgentcellPaths } from '../paths.js';
@@ -20,7 +20,8 @@ import { envSecrets } from './resolve-secrets.js';
 import { cellDir } from './cell-store.js';
 import { overlayTools, overlayWrapper, type OverlayTools } from '../workspace/overlay/overlay-mount.js';
 import { visibleInLayers } from '../workspace/overlay/layer-visibility.js';
-import { peekLayerStack } from '../workspace/overlay/layer-stack.js';
+import { peekLayerStack, type LayerStack } from '../workspace/overlay/layer-stack.js';
+import { hostOverlayMount } from '../workspace/overlay/host-overlay-mount.js';
 import { newProxyToken } from '../egress/proxy-auth.js';
 import { CELL_BRIDGE_NODE, proxyEnvironment } from '../egress/proxy-environment.js';
 import { bridgeScriptPath, cellNode, egressSocketDir, type RunEgress } from '../egress/run-gateway.js';
@@ -31,6 +32,7 @@ export interface CellOptions {
   cell?: string;
   policyFile?: string;
   backend?: string;
+  image?: string;
   mode?: string;
   workspaceMode?: string;
   network?: string;
@@ -131,7 +133,7 @@ export async function prepareRun(request: RunRequest): Promise<PreparedRun> {
     cell,
     rootfs,
     workspace: stack
-      ? { path: workspace, mode: workspaceMode, overlay: overlayWrapper(stack, workspace, requireOverlayTools()) }
+      ? { path: workspace, mode: workspaceMode, overlay: workspaceOverlay(stack, workspace) }
       : { path: workspace, mode: workspaceMode },
     masks: masks.map((m) => ({ target: m.path, kind: m.kind })),
     readonlyPaths:
@@ -154,7 +156,9 @@ export async function prepareRun(request: RunRequest): Promise<PreparedRun> {
   if (egressWiring) spec.egress = egressWiring;
   if (request.argv.length === 0)
     throw new AgentcellError('USAGE', 'no command given: agentcell run [options] -- COMMAND [ARGS...]');
-  const backend = createBwrapBackend();
+  const image = resolveCellImage(policy.cell.backend, policy.cell.image, hostEnv);
+  if (image) spec.image = image;
+  const backend = createBackend(policy.cell.backend, { stateDir: request.paths.state, hostEnv });
   const plan = backend.plan(spec);
   timer.mark('plan');
   const extra = [
@@ -202,6 +206,7 @@ function flagsLayer(options: CellOptions): { layer: Record<string, unknown>; pas
     if (value !== undefined) (layer[table] ??= {})[key] = value;
   };
   set('cell', 'backend', options.backend);
+  set('cell', 'image', options.image);
   set('cell', 'mode', options.mode);
   if (options.root) set('cell', 'user', 'root');
   set('workspace', 'mode', options.workspaceMode);
@@ -220,9 +225,9 @@ function flagsLayer(options: CellOptions): { layer: Record<string, unknown>; pas
 /** Values the schema accepts whose machinery lands in later work: refuse them plainly. */
 function assertBuilt(policy: Policy, resolved: ResolvedPolicy): void {
   const missing: string[] = [];
-  if (policy.cell.backend !== 'bwrap')
+  if (policy.cell.backend !== 'bwrap' && policy.cell.rootfs !== 'host')
     missing.push(
-      `cell.backend = "${policy.cell.backend}" (from ${sourceOf(resolved, 'cell.backend')}): only bwrap is built so far`,
+      `cell.rootfs = "${policy.cell.rootfs}" (from ${sourceOf(resolved, 'cell.rootfs')}) with cell.backend = "${policy.cell.backend}": OCI cells run an image (cell.image); a directory rootfs is for bwrap`,
     );
   for (const [name, secret] of Object.entries(policy.secrets))
     if (secret.inject !== 'env')
@@ -286,6 +291,13 @@ function isInside(parent: string, child: string): boolean {
   } catch {
     return false;
   }
+}
+
+/** The overlay of a layer stack over the workspace, as each backend mounts it. */
+export function workspaceOverlay(stack: LayerStack, workspace: string): NonNullable<CellSpec['workspace']['overlay']> {
+  const { argvPrefix, merged } = overlayWrapper(stack, workspace, requireOverlayTools());
+  const { mount, unmount } = hostOverlayMount(stack, workspace);
+  return { argvPrefix, merged, hostMount: { mount, unmount } };
 }
 
 function requireOverlayTools(): OverlayTools {

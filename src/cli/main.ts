@@ -4,6 +4,7 @@ import { AgentcellError } from '../errors.js';
 import { AGENTCELL_VERSION } from '../version.js';
 import { registerCellCommands } from './commands/cell-commands.js';
 import { registerHostCommands } from './commands/host-commands.js';
+import { registerImageCommands } from './commands/image-commands.js';
 import { registerReceiptCommands } from './commands/receipt-commands.js';
 import { registerTransactionCommands } from './commands/transaction-commands.js';
 import { registerPolicyCommands } from './commands/policy-commands.js';
@@ -26,6 +27,7 @@ export function buildProgram(ctx: CliContext): Command {
   registerReceiptCommands(program, ctx.setExit);
   registerCellCommands(program);
   registerHostCommands(program, ctx);
+  registerImageCommands(program);
   return program;
 }
 
