@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { AgentcellError } from '../errors.js';
 import { CELL_BRIDGE_NODE, CELL_BRIDGE_SCRIPT, CELL_EGRESS_SOCKET, withBridge } from '../egress/proxy-environment.js';
 import { findExecutable } from '../find-executable.js';
-import type { Backend, BackendPlan, BackendProbe, CellSpec, RunOutcome } from './backend.js';
+import type { Backend, BackendPlan, BackendProbe, CellSpec, MaskSpec, RunOutcome } from './backend.js';
 import { engineEnvironment, probeEngine, probeRunscRuntime, type OciEngine } from './oci-engine.js';
 import { superviseProcess } from './supervise-process.js';
 
@@ -26,6 +26,11 @@ export interface OciBackendOptions {
 }
 
 const PODMAN_NPROC_CEILING = 32768;
+/** Password hashes an image may carry: hidden like the host's are on bwrap (a root cell owns them). */
+const IMAGE_SECRETS: MaskSpec[] = [
+  { target: '/etc/shadow', kind: 'file' },
+  { target: '/etc/gshadow', kind: 'file' },
+];
 
 export function createOciBackend(options: OciBackendOptions): Backend {
   return {
@@ -88,7 +93,8 @@ export function planOci(spec: CellSpec, options: OciBackendOptions): BackendPlan
   else bind(workspace.path, workspace.path, workspace.mode === 'direct' ? 'rw' : 'ro');
   for (const path of spec.readonlyPaths) bind(path, path, 'ro');
   for (const mount of spec.mounts) bind(mount.source, mount.target, mount.mode);
-  for (const mask of spec.masks) bind(join(options.maskDir, `empty-${mask.kind}`), mask.target, 'ro');
+  for (const mask of [...IMAGE_SECRETS, ...spec.masks])
+    bind(join(options.maskDir, `empty-${mask.kind}`), mask.target, 'ro');
 
   let argv = spec.argv;
   if (spec.network === 'gateway') {
@@ -208,7 +214,7 @@ function hostnameFor(cell: string): string {
 async function runOci(spec: CellSpec, plan: BackendPlan, options: OciBackendOptions): Promise<RunOutcome> {
   const [executable, ...args] = plan.argv;
   if (executable === undefined) throw new Error('empty OCI plan');
-  if (spec.masks.length > 0) makeMaskSources(options.maskDir);
+  makeMaskSources(options.maskDir);
   // The container's user is not agentcell's: the socket's private directory is the guard
   // on the host (0700), and the cell binds the socket file itself.
   if (spec.egress) chmodSync(spec.egress.socketPath, 0o666);
