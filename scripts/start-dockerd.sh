@@ -3,6 +3,7 @@
 # gVisor's runsc registered as the runtime `runsc`. The daemon keeps running after the
 # tests (one per machine); its log is /var/log/agentcell-dockerd.log. Root only.
 set -euo pipefail
+config=/etc/agentcell/dockerd.json
 if docker version --format '{{.Server.Version}}' >/dev/null 2>&1; then
   exit 0
 fi
@@ -10,11 +11,11 @@ if [ "$(id -u)" -ne 0 ]; then
   echo "start-dockerd: no docker daemon is running and only root can start one" >&2
   exit 1
 fi
-config=/etc/agentcell/dockerd.json
 mkdir -p "$(dirname "$config")"
-# --network=none: gVisor's own netstack stays off; cells have no network but the gateway socket.
+# --network=none: gVisor's own netstack stays off (cells have no network but the gateway's
+# socket); --host-uds=open: a cell may connect to that bound-in socket, and create none.
 cat >"$config" <<'JSON'
-{ "runtimes": { "runsc": { "path": "/usr/bin/runsc", "runtimeArgs": ["--network=none"] } } }
+{ "runtimes": { "runsc": { "path": "/usr/bin/runsc", "runtimeArgs": ["--network=none", "--host-uds=open"] } } }
 JSON
 # A daemon killed hard leaves its pid file behind, and a new one refuses to start.
 pidfile=/var/run/docker.pid
