@@ -80,6 +80,8 @@ export function planOci(spec: CellSpec, options: OciBackendOptions): BackendPlan
 
   const { pids, memoryBytes, cpus } = spec.limits;
   if (pids !== undefined) args.push('--pids-limit', String(pids));
+  if (pids !== undefined && options.runtime === 'runsc')
+    gaps.push(`resources.pids = ${pids} also counts gVisor's own threads (the sandbox needs about 30 to start)`);
   if (memoryBytes !== undefined) args.push('--memory', String(memoryBytes));
   if (cpus !== undefined) args.push('--cpus', String(cpus));
   // podman asks runc for ulimits above what this process may grant unless told.
