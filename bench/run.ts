@@ -5,6 +5,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startupBench, type Section } from './startup.js';
 import { transactionsBench } from './transactions.js';
+import { backendsBench } from './backends.js';
 
 // npm run bench: every suite measures agentcell and its baseline side by side in the
 // same run, and docs/benchmarks.md is rewritten with the ratios.
@@ -12,7 +13,11 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const cli = join(root, 'dist', 'agentcell.cjs');
 const runs = Number(process.env['BENCH_RUNS'] ?? 30);
 
-const sections: Section[] = [startupBench(cli, runs), await transactionsBench(cli)];
+const sections: Section[] = [
+  startupBench(cli, runs),
+  await transactionsBench(cli),
+  backendsBench(cli, Number(process.env['BENCH_BACKEND_RUNS'] ?? 15)),
+];
 
 const bwrapVersion = spawnSync('bwrap', ['--version'], { encoding: 'utf8' }).stdout.trim();
 const machine = `${cpus().length} × ${cpus()[0]?.model ?? 'unknown CPU'}, Linux ${release()}, node ${process.version}, ${bwrapVersion}`;
