@@ -1,4 +1,4 @@
-import { spawnSync } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
 import { platform } from 'node:os';
 import { AgentcellError } from '../errors.js';
 import { findExecutable } from '../find-executable.js';
@@ -28,11 +28,39 @@ const PROBE_TIMEOUT_MS = 5000;
 
 /** The image digest an engine reports for `ref` (`sha256:` + the image id), or undefined when it has no such image. */
 export function inspectImage(engine: OciEngine, ref: string, env: NodeJS.ProcessEnv): string | undefined {
-  const result = spawnSync(engine, ['image', 'inspect', '--format', '{{.Id}}', ref], {
-    encoding: 'utf8',
-    env,
-    timeout: PROBE_TIMEOUT_MS,
+  const result = spawnSync(engine, inspectArgs(ref), { encoding: 'utf8', env, timeout: PROBE_TIMEOUT_MS });
+  return inspectResult(engine, ref, result);
+}
+
+/** {@link inspectImage} without blocking: a run starts it early and reads it when it plans. */
+export function inspectImageAsync(engine: OciEngine, ref: string, env: NodeJS.ProcessEnv): Promise<string | undefined> {
+  return new Promise((resolve, reject) => {
+    execFile(
+      engine,
+      inspectArgs(ref),
+      { encoding: 'utf8', env, timeout: PROBE_TIMEOUT_MS },
+      (error, stdout, stderr) => {
+        const status = error ? (typeof error.code === 'number' ? error.code : 1) : 0;
+        const spawnError = error && typeof error.code === 'string' ? error : undefined;
+        try {
+          resolve(inspectResult(engine, ref, { status, stdout, stderr, error: spawnError }));
+        } catch (cause) {
+          reject(cause as Error);
+        }
+      },
+    );
   });
+}
+
+function inspectArgs(ref: string): string[] {
+  return ['image', 'inspect', '--format', '{{.Id}}', ref];
+}
+
+function inspectResult(
+  engine: OciEngine,
+  ref: string,
+  result: { status: number | null; stdout: string; stderr: string; error?: Error | undefined },
+): string | undefined {
   if (result.error && (result.error as NodeJS.ErrnoException).code === 'ENOENT')
     throw new AgentcellError('BACKEND_UNAVAILABLE', `${engine} is not installed (run agentcell doctor)`);
   if (result.status !== 0) {

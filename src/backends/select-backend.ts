@@ -3,7 +3,7 @@ import type { BackendName } from '../policy/schema.js';
 import type { Backend } from './backend.js';
 import { createBwrapBackend } from './bwrap-backend.js';
 import { createOciBackend } from './oci-backend.js';
-import { engineEnvironment, inspectImage, type OciEngine } from './oci-engine.js';
+import { engineEnvironment, inspectImageAsync, type OciEngine } from './oci-engine.js';
 import { AgentcellError } from '../errors.js';
 
 export interface BackendContext {
@@ -41,17 +41,17 @@ export function engineOf(name: BackendName): OciEngine | undefined {
 /**
  * The image an OCI cell runs, pinned to its digest before anything starts (the run uses
  * the digest, the receipt records both). Undefined for bwrap. Reads the engine's image
- * store only.
+ * store only; asynchronous so a run can look it up while it scans the workspace.
  */
-export function resolveCellImage(
+export async function resolveCellImage(
   name: BackendName,
   ref: string | undefined,
   hostEnv: NodeJS.ProcessEnv,
-): { ref: string; digest: string } | undefined {
+): Promise<{ ref: string; digest: string } | undefined> {
   const engine = engineOf(name);
   if (engine === undefined) return undefined;
   const image = ref ?? DEFAULT_CELL_IMAGE;
-  const digest = inspectImage(engine, image, engineEnvironment(hostEnv));
+  const digest = await inspectImageAsync(engine, image, engineEnvironment(hostEnv));
   if (digest === undefined)
     throw new AgentcellError(
       'BACKEND_UNAVAILABLE',

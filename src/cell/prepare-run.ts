@@ -83,6 +83,9 @@ export async function prepareRun(request: RunRequest): Promise<PreparedRun> {
   assertBreakglassAck(policy.cell.mode, request.ackBreakglass, localDate(request.now));
   assertModeAllows(policy, (key) => sourceOf(resolved, key));
   assertBuilt(policy, resolved);
+  // Started now, read when planning: the engine answers while the workspace is scanned.
+  const imageLookup = resolveCellImage(policy.cell.backend, policy.cell.image, hostEnv);
+  imageLookup.catch(() => undefined); // awaited below; a failure before then must not go unhandled
 
   const home = hostEnv['HOME'] ?? homedir();
   const workspaceMode = policy.workspace.mode;
@@ -156,7 +159,7 @@ export async function prepareRun(request: RunRequest): Promise<PreparedRun> {
   if (egressWiring) spec.egress = egressWiring;
   if (request.argv.length === 0)
     throw new AgentcellError('USAGE', 'no command given: agentcell run [options] -- COMMAND [ARGS...]');
-  const image = resolveCellImage(policy.cell.backend, policy.cell.image, hostEnv);
+  const image = await imageLookup;
   if (image) spec.image = image;
   const backend = createBackend(policy.cell.backend, { stateDir: request.paths.state, hostEnv });
   const plan = backend.plan(spec);
