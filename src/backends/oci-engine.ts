@@ -45,7 +45,7 @@ export function inspectImageAsync(engine: OciEngine, ref: string, env: NodeJS.Pr
         try {
           resolve(inspectResult(engine, ref, { status, stdout, stderr, error: spawnError }));
         } catch (cause) {
-          reject(cause as Error);
+          reject(cause instanceof Error ? cause : new Error(String(cause)));
         }
       },
     );
