@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, statfsSync } from 'node:fs';
-import { arch, machine, platform, release, tmpdir } from 'node:os';
+import { arch, machine, platform, release, tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { probeBwrap } from '../backends/bwrap-backend.js';
 import { findExecutable } from '../find-executable.js';
@@ -288,12 +288,19 @@ async function checkDocker(env: NodeJS.ProcessEnv): Promise<DoctorCheck> {
 
 /** podman: the CLI, then whether it can run containers here (machine on macOS/Windows, storage and subuids on Linux). */
 async function checkPodman(env: NodeJS.ProcessEnv): Promise<DoctorCheck> {
-  const client = await checkTool(
-    env,
-    'podman',
-    ['--version'],
-    'sudo apt-get install podman   (Fedora: sudo dnf install podman; macOS: brew install podman)',
-  );
+  // Rootless podman makes its runtime dirs under TMPDIR even for --version: give it a scratch one.
+  const scratch = mkdtempSync(join(tmpdir(), 'agentcell-doctor-podman-'));
+  let client: DoctorCheck;
+  try {
+    client = await checkTool(
+      { ...env, TMPDIR: scratch },
+      'podman',
+      ['--version'],
+      'sudo apt-get install podman   (Fedora: sudo dnf install podman; macOS: brew install podman)',
+    );
+  } finally {
+    rmSync(scratch, { recursive: true, force: true });
+  }
   if (!client.ok) return client;
   if (platform() !== 'linux') {
     const machines = await runCommand(
@@ -310,20 +317,27 @@ async function checkPodman(env: NodeJS.ProcessEnv): Promise<DoctorCheck> {
       fix: machines.stdout.trim() ? 'podman machine start' : 'podman machine init && podman machine start',
     };
   }
-  const info = await runCommand(['podman', 'info', '--format', '{{.Host.OCIRuntime.Name}}'], env, VERSION_TIMEOUT_MS);
-  if (info.ok)
+  // Rootless `podman info` would create its runtime dirs: doctor reads the id ranges instead.
+  if (rootless()) {
+    const user = userInfo().username;
+    const ranges = ['/etc/subuid', '/etc/subgid'].map((f) =>
+      (readText(f) ?? '').split('\n').find((l) => l.startsWith(`${user}:`) || l.startsWith(`${process.getuid?.()}:`)),
+    );
+    if (ranges.every(Boolean)) return { ...client, detail: `${client.detail}; rootless, ids ${ranges[0]}` };
     return {
       ...client,
-      detail: `${client.detail}; runtime ${info.stdout.trim()}, ${rootless() ? 'rootless' : 'rootful'}`,
+      ok: false,
+      detail: `${client.detail}; rootless podman needs subordinate ids and ${user} has none`,
+      fix: `sudo usermod --add-subuids 100000-165535 --add-subgids 100000-165535 ${user} && podman system migrate`,
     };
-  const user = process.env['USER'] ?? 'USER';
+  }
+  const info = await runCommand(['podman', 'info', '--format', '{{.Host.OCIRuntime.Name}}'], env, VERSION_TIMEOUT_MS);
+  if (info.ok) return { ...client, detail: `${client.detail}; runtime ${info.stdout.trim()}, rootful` };
   return {
     ...client,
     ok: false,
     detail: `${client.detail}; podman info failed: ${info.timedOut ? 'no answer' : info.summary}`,
-    fix: rootless()
-      ? `rootless podman needs subordinate ids: sudo usermod --add-subuids 100000-165535 --add-subgids 100000-165535 ${user} && podman system migrate`
-      : 'sudo apt-get install runc   (podman needs an OCI runtime: runc or crun)',
+    fix: 'sudo apt-get install runc   (podman needs an OCI runtime: runc or crun)',
   };
 }
 
