@@ -57,11 +57,10 @@ export function prepareBackend(backend: TestBackend): void {
     assert.equal(started.status, 0, `backend ${backend}: docker is not running: ${started.stderr}`);
   }
   if (!answers(engine, ['image', 'inspect', TEST_IMAGE])) {
+    prepareTestRootfs();
     const home = mkdtempSync(join(tmpdir(), 'agentcell-image-'));
     try {
       const env = { ...process.env, AGENTCELL_HOME: home };
-      if (!existsSync(join(TEST_ROOTFS, 'usr')))
-        cli(['image', 'build', '--rootfs', TEST_ROOTFS], env, `backend ${backend}: cannot build the test rootfs`);
       cli(
         ['image', 'build', '--from', TEST_ROOTFS, '--engine', engine, '--tag', TEST_IMAGE],
         env,
@@ -72,6 +71,22 @@ export function prepareBackend(backend: TestBackend): void {
     }
   }
   ready.add(backend);
+}
+
+/** The debootstrap test rootfs, built with `agentcell image build --rootfs` if this machine has none yet. */
+export function prepareTestRootfs(): string {
+  if (existsSync(join(TEST_ROOTFS, 'usr'))) return TEST_ROOTFS;
+  const home = mkdtempSync(join(tmpdir(), 'agentcell-image-'));
+  try {
+    cli(
+      ['image', 'build', '--rootfs', TEST_ROOTFS],
+      { ...process.env, AGENTCELL_HOME: home },
+      'cannot build the test rootfs',
+    );
+  } finally {
+    rmSync(home, { recursive: true, force: true });
+  }
+  return TEST_ROOTFS;
 }
 
 function answers(command: string, args: string[]): boolean {

@@ -26,7 +26,8 @@ export interface ResourceLimits {
  */
 export interface CellSpec {
   cell: string;
-  rootfs: { kind: 'host' } | { kind: 'directory'; path: string };
+  /** A directory rootfs may carry the cell's own writable layer over it (bwrap). */
+  rootfs: { kind: 'host' } | { kind: 'directory'; path: string; overlay?: { argvPrefix: string[]; merged: string } };
   workspace: {
     path: string;
     mode: 'direct' | 'readonly' | 'overlay';

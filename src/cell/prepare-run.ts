@@ -22,6 +22,7 @@ import { overlayTools, overlayWrapper, type OverlayTools } from '../workspace/ov
 import { visibleInLayers } from '../workspace/overlay/layer-visibility.js';
 import { peekLayerStack, type LayerStack } from '../workspace/overlay/layer-stack.js';
 import { hostOverlayMount } from '../workspace/overlay/host-overlay-mount.js';
+import { rootfsOverlay } from '../workspace/overlay/rootfs-overlay.js';
 import { newProxyToken } from '../egress/proxy-auth.js';
 import { CELL_BRIDGE_NODE, proxyEnvironment } from '../egress/proxy-environment.js';
 import { bridgeScriptPath, cellNode, egressSocketDir, type RunEgress } from '../egress/run-gateway.js';
@@ -108,7 +109,7 @@ export async function prepareRun(request: RunRequest): Promise<PreparedRun> {
   const masks = scan.masked.filter((m) => visible(relative(workspace, m.path)));
   timer.mark('scan');
   const rootfs: CellSpec['rootfs'] =
-    policy.cell.rootfs === 'host' ? { kind: 'host' } : { kind: 'directory', path: resolveRootfs(policy.cell.rootfs) };
+    policy.cell.rootfs === 'host' ? { kind: 'host' } : directoryRootfs(policy.cell.rootfs, request.paths, cell);
   const gateway = policy.network.mode === 'allowlist';
   const cellEnv = buildCellEnvironment({
     hostEnv,
@@ -250,6 +251,13 @@ function resolveWorkspace(dir: string): string {
     throw new AgentcellError('WORKSPACE_INVALID', `workspace ${dir} is not a directory`);
   if (real === '/') throw new AgentcellError('WORKSPACE_INVALID', 'the root directory cannot be a workspace');
   return real;
+}
+
+/** A directory rootfs, read-only underneath and writable through the cell's own layer. */
+function directoryRootfs(dir: string, paths: AgentcellPaths, cell: string): CellSpec['rootfs'] {
+  const path = resolveRootfs(dir);
+  const { argvPrefix, merged } = rootfsOverlay(path, cellDir(paths, cell), requireOverlayTools());
+  return { kind: 'directory', path, overlay: { argvPrefix, merged } };
 }
 
 function resolveRootfs(dir: string): string {
