@@ -53,7 +53,11 @@ export function backendsBench(cli: string, runs: number): Section {
     else missing.push(`podman: no image ${IMAGE} (run scripts/test-images.sh)`);
     if (has('docker')) {
       pairs.push([
-        { name: 'docker run --rm IMAGE true', argv: ['docker', 'run', '--rm', IMAGE, 'true'], env },
+        {
+          name: 'docker run --rm --network none IMAGE true',
+          argv: ['docker', 'run', '--rm', '--network', 'none', IMAGE, 'true'],
+          env,
+        },
         agentcell('docker'),
       ]);
       pairs.push([

@@ -8,8 +8,8 @@ cd "$(dirname "$0")/.."
 npm run lint --silent
 
 # The backends each pass must test (test/backends-under-test.ts): a listed backend that is
-# not ready fails its suites. Root tests all four; the unprivileged pass tests bwrap only
-# (rootless podman is not wired up yet, and the docker socket is root's).
+# not ready fails its suites. Root tests all four; the unprivileged pass tests bwrap and
+# rootless podman (the docker socket is root's).
 if [ "$(id -u)" -eq 0 ]; then
   export AGENTCELL_TEST_BACKENDS=${AGENTCELL_TEST_BACKENDS:-bwrap,podman,docker,gvisor}
   case ",$AGENTCELL_TEST_BACKENDS," in *,docker,* | *,gvisor,*) scripts/start-dockerd.sh ;; esac
@@ -27,6 +27,8 @@ if [ "$(id -u)" -eq 0 ]; then
   trap 'rm -rf "$copy"' EXIT
   cp -a package.json dist node_modules "$copy"/
   chown -R "$user:" "$copy"
-  echo "== tests as $user (uid $(id -u "$user")), backends: bwrap"
-  su "$user" -s /bin/bash -c "cd '$copy' && AGENTCELL_TEST_BACKENDS=bwrap HOME=\$(getent passwd $user | cut -d: -f6) node --test --test-concurrency=2 dist/test/"
+  backends=bwrap,podman
+  AGENTCELL_TEST_BACKENDS=$backends scripts/test-images.sh "$user"
+  echo "== tests as $user (uid $(id -u "$user")), backends: $backends"
+  su "$user" -s /bin/bash -c "cd '$copy' && AGENTCELL_TEST_BACKENDS=$backends HOME=\$(getent passwd $user | cut -d: -f6) XDG_DATA_HOME=\$(getent passwd $user | cut -d: -f6)/.local/share node --test --test-concurrency=2 dist/test/"
 fi

@@ -13,6 +13,8 @@ import { backendArgs, prepareBackend, TEST_BACKENDS, TEST_IMAGE, TEST_ROOTFS } f
  * behind), the image digest in receipts, limits, and `image build|list|rm`.
  */
 const OCI = TEST_BACKENDS.filter((b) => b !== 'bwrap');
+/** The test rootfs is root's (debootstrap), so only root can tar it up. */
+const ROOTFS_UNREADABLE = process.getuid?.() !== 0 && 'the test rootfs belongs to root';
 
 interface Receipt {
   backend: { name: string; version: string };
@@ -141,8 +143,10 @@ for (const backend of OCI) {
       }
       const free = run(flood, ['--workspace-mode', 'readonly']);
       const alive = (out: string): number => Number(/alive=(\d+)/.exec(out)?.[1] ?? 0);
-      // Past the limit the flood stops, or even the shell cannot fork to count.
-      assert.ok(alive(limited.stdout) <= 60, `limited: ${limited.stdout} ${limited.stderr}`);
+      // Past the limit the flood stops, or even the shell cannot fork to count; where the
+      // engine cannot enforce it (rootless podman without delegated cgroups), the run says so.
+      if (/resources\.pids not enforced/.test(limited.stderr)) assert.match(limited.stderr, /assurance reduced/);
+      else assert.ok(alive(limited.stdout) <= 60, `limited: ${limited.stdout} ${limited.stderr}`);
       assert.ok(alive(free.stdout) > 110, `free: ${free.stdout} ${free.stderr}`);
     });
   });
@@ -158,11 +162,25 @@ for (const engine of [...new Set(OCI.map(engineOf))]) {
       mkdirSync(sb.workspace, { recursive: true });
     });
     after(() => {
-      spawnSync(engine, ['rmi', '--force', tag], { stdio: 'ignore' });
+      for (const t of [tag, `${tag}-file`]) spawnSync(engine, ['rmi', '--force', t], { stdio: 'ignore' });
       sb.cleanup();
     });
 
-    it('imports a rootfs dir, records its digest, lists it, removes it', () => {
+    it('builds from a Containerfile and records the digest', () => {
+      const file = join(sb.root, 'Containerfile');
+      writeFileSync(file, `FROM ${TEST_IMAGE}\nLABEL agentcell.test=${process.pid}\n`);
+      const built = acJson<{ image: { digest: string } }>(
+        sb,
+        ...['image', 'build', '--from', file, '--engine', engine, '--tag', `${tag}-file`, '--json'],
+      );
+      const id = spawnSync(engine, ['image', 'inspect', '--format', '{{.Id}}', `${tag}-file`], {
+        encoding: 'utf8',
+      }).stdout.trim();
+      assert.equal(built.image.digest.replace(/^sha256:/, ''), id.replace(/^sha256:/, ''));
+      assert.equal(ac(sb, 'image', 'rm', `${tag}-file`).status, 0);
+    });
+
+    it('imports a rootfs dir, records its digest, lists it, removes it', { skip: ROOTFS_UNREADABLE }, () => {
       const dry = ac(sb, 'image', 'build', '--from', TEST_ROOTFS, '--engine', engine, '--tag', tag, '--dry-run');
       assert.equal(dry.status, 0, dry.stderr);
       assert.match(dry.stdout, new RegExp(`${engine} import - ${tag}`));

@@ -84,6 +84,7 @@ export function planOci(spec: CellSpec, options: OciBackendOptions): BackendPlan
     gaps.push(`resources.pids = ${pids} also counts gVisor's own threads (the sandbox needs about 30 to start)`);
   if (memoryBytes !== undefined) args.push('--memory', String(memoryBytes));
   if (cpus !== undefined) args.push('--cpus', String(cpus));
+  if (options.engine === 'podman' && options.hostUid !== 0) gaps.push(...rootlessLimitGaps(spec, engine, options));
   // podman asks runc for ulimits above what this process may grant unless told.
   if (options.engine === 'podman') for (const limit of currentUlimits()) args.push('--ulimit', limit);
 
@@ -123,7 +124,9 @@ export function planOci(spec: CellSpec, options: OciBackendOptions): BackendPlan
   };
   if (workspace.overlay) {
     const { mount, unmount } = workspace.overlay.hostMount;
-    plan.hostSteps = { before: [mount], after: [unmount] };
+    // Rootless podman's containers see the mounts of its own user namespace: mount there.
+    const via = options.engine === 'podman' && options.hostUid !== 0 ? [engine, 'unshare'] : [];
+    plan.hostSteps = { before: [[...via, ...mount]], after: [[...via, ...unmount]] };
   }
   return plan;
 }
@@ -157,6 +160,29 @@ function cellUser(spec: CellSpec, options: OciBackendOptions, gaps: string[]): C
   const cellUid = uid === 0 ? 0 : hostUid;
   const cellGid = uid === 0 ? 0 : hostGid;
   return { args: ['--user', `${cellUid}:${cellGid}`], uid: cellUid, gid: cellGid };
+}
+
+/**
+ * Rootless podman enforces limits only through cgroup v2 controllers delegated to the
+ * user; without them it ignores the flags. Asked only when the policy sets limits.
+ */
+function rootlessLimitGaps(spec: CellSpec, engine: string, options: OciBackendOptions): string[] {
+  const asked = (['pids', 'memoryBytes', 'cpus'] as const).filter((k) => spec.limits[k] !== undefined);
+  if (asked.length === 0) return [];
+  const info = spawnSync(engine, ['info', '--format', '{{json .Host.CgroupControllers}}'], {
+    encoding: 'utf8',
+    env: engineEnvironment(options.hostEnv),
+    timeout: 10_000,
+  });
+  const controllers = info.status === 0 ? info.stdout : '';
+  const controller = { pids: 'pids', memoryBytes: 'memory', cpus: 'cpu' } as const;
+  const key = { pids: 'pids', memoryBytes: 'memory', cpus: 'cpus' } as const;
+  return asked
+    .filter((k) => !controllers.includes(`"${controller[k]}"`))
+    .map(
+      (k) =>
+        `resources.${key[k]} not enforced (rootless podman has no delegated ${controller[k]} cgroup controller: needs cgroup v2 and a systemd user session)`,
+    );
 }
 
 /** tmpfs options that give the home to the cell user (gVisor's tmpfs takes no uid=/gid=). */
@@ -246,7 +272,7 @@ function runHostStep(argv: string[], env: Record<string, string>, required = tru
     const reason = (result.error?.message ?? result.stderr.trim()) || `exit ${String(result.status)}`;
     throw new AgentcellError(
       'BACKEND_UNAVAILABLE',
-      `cannot prepare the cell on the host (${reason}); an overlay workspace on an OCI engine needs root on the host: use --workspace-mode direct or --backend bwrap`,
+      `cannot prepare the cell on the host (${reason}); an overlay workspace on docker needs root on the host (or rootless podman): use --workspace-mode direct or --backend bwrap`,
     );
   }
 }
