@@ -11,7 +11,10 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 # procps, util-linux (script, setsid): the tests drive real terminals and processes.
 # util-linux (unshare, mount) and attr (getfattr) make and read overlay workspaces.
 # curl and openssl: the egress tests make a test CA and fetch through the gateway.
+# podman, docker.io, runc, runsc (gVisor), uidmap: the OCI backends' tests; debootstrap
+# builds their test image (no registry is needed).
 PACKAGES=(bubblewrap git python3 perl procps util-linux attr curl openssl ca-certificates)
+PACKAGES+=(podman docker.io runc runsc uidmap debootstrap)
 
 missing=()
 for p in "${PACKAGES[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p"); done
