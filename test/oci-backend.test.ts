@@ -74,6 +74,12 @@ for (const backend of OCI) {
       assert.deepEqual(listTree(sb.root), before);
     });
 
+    it('/tmp and $HOME are writable and executable scratch, as on bwrap; the image is read-only', () => {
+      const script = 'printf "#!/bin/sh\\necho ran\\n" > "$1/x" && chmod +x "$1/x" && "$1/x"';
+      const r = run(`sh -c '${script}' - /tmp && sh -c '${script}' - "$HOME"; touch /usr/x 2>/dev/null || echo ro`);
+      assert.equal(r.stdout, 'ran\nran\nro\n', r.stderr);
+    });
+
     it('a missing image fails with the command that builds it', () => {
       const r = ac(sb, 'run', '--backend', backend, '--image', 'localhost/agentcell/none:missing', '--', 'true');
       assert.equal(r.status, 3, r.stderr);

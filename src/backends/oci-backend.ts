@@ -73,10 +73,11 @@ export function planOci(spec: CellSpec, options: OciBackendOptions): BackendPlan
 
   const user = cellUser(spec, options, gaps);
   args.push(...user.args);
-  args.push('--tmpfs', '/tmp:mode=1777', '--tmpfs', '/var/tmp:mode=1777', '--tmpfs', '/run');
+  // exec, as on bwrap: build tools and agents run what they write to /tmp and $HOME (engines default to noexec).
+  args.push('--tmpfs', '/tmp:mode=1777,exec', '--tmpfs', '/var/tmp:mode=1777,exec', '--tmpfs', '/run');
   // Every home disappears; the cell's own is empty, private and the cell user's.
   for (const dir of ['/home', '/root']) if (dir !== spec.home) args.push('--tmpfs', dir);
-  args.push('--tmpfs', `${checkPath(spec.home)}:${homeOptions(user, options)}`);
+  args.push('--tmpfs', `${checkPath(spec.home)}:${homeOptions(user, options)},exec`);
 
   const { pids, memoryBytes, cpus } = spec.limits;
   if (pids !== undefined) args.push('--pids-limit', String(pids));
