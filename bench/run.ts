@@ -7,6 +7,7 @@ import { startupBench, type Section } from './startup.js';
 import { transactionsBench } from './transactions.js';
 import { inspectBench } from './inspect.js';
 import { egressBench } from './egress.js';
+import { backendsBench } from './backends.js';
 
 // npm run bench: every suite measures agentcell and its baseline side by side in the
 // same run, and docs/benchmarks.md is rewritten with the ratios.
@@ -22,6 +23,7 @@ const sections: Section[] = [
   ...(wanted('transactions') ? [await transactionsBench(cli)] : []),
   ...(wanted('inspect') ? [await inspectBench()] : []),
   ...(wanted('egress') ? [await egressBench()] : []),
+  ...(wanted('backends') ? [backendsBench(cli, Number(process.env['BENCH_BACKEND_RUNS'] ?? 15))] : []),
 ];
 
 const bwrapVersion = spawnSync('bwrap', ['--version'], { encoding: 'utf8' }).stdout.trim();

@@ -13,8 +13,11 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 # curl and openssl: the egress tests make a test CA and fetch through the gateway.
 # fuse-overlayfs: the overlay workspace where the kernel refuses overlayfs in a user namespace.
 # openssh-client and openssh-server: cell keys (ssh-keygen) and SSH through the gateway to a real sshd.
-PACKAGES=(bubblewrap git python3 perl procps util-linux attr curl openssl ca-certificates fuse-overlayfs
-  openssh-client openssh-server)
+# podman, docker.io, runc, runsc (gVisor), uidmap: the OCI backends' tests; debootstrap
+# builds their test image (no registry is needed).
+PACKAGES=(bubblewrap git python3 perl procps util-linux attr curl openssl ca-certificates fuse-overlayfs)
+PACKAGES+=(openssh-client openssh-server)
+PACKAGES+=(podman docker.io runc runsc uidmap debootstrap)
 
 missing=()
 for p in "${PACKAGES[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p"); done

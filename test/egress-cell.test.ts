@@ -8,9 +8,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { CLI, listTree, makeSandbox, type CliResult, type Sandbox } from './helpers.js';
+import { backendArgs, prepareBackend, TEST_BACKENDS, type TestBackend } from './backends-under-test.js';
 
 /**
- * `--network allowlist` end to end on bwrap: the cell reaches test servers on the
+ * `--network allowlist` end to end on every backend under test: the cell reaches test servers on the
  * host's loopback only through the gateway. Nothing here contacts a non-loopback address.
  */
 
@@ -35,8 +36,13 @@ function runCli(args: string[], sb: Sandbox, env: NodeJS.ProcessEnv = {}): Promi
   });
 }
 
-function inGatewayCell(sb: Sandbox, script: string, env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
-  return runCli(['run', '--network', 'allowlist', '--', 'sh', '-c', script], sb, env);
+function inGatewayCell(
+  backend: TestBackend,
+  sb: Sandbox,
+  script: string,
+  env: NodeJS.ProcessEnv = {},
+): Promise<CliResult> {
+  return runCli(['run', ...backendArgs(backend), '--network', 'allowlist', '--', 'sh', '-c', script], sb, env);
 }
 
 function listen(server: Server): Promise<number> {
@@ -74,139 +80,151 @@ function makeCertificates(dir: string): { ca: string; key: string; cert: string 
   return { ca: p('ca.crt'), key: p('srv.key'), cert: p('srv.crt') };
 }
 
-describe('agentcell run --network allowlist (bwrap)', () => {
-  let sb: Sandbox;
-  let certDir: string;
-  let https: Server;
-  let http: Server;
-  let httpsPort: number;
-  let httpPort: number;
+for (const backend of TEST_BACKENDS)
+  describe(`agentcell run --network allowlist (${backend})`, () => {
+    let sb: Sandbox;
+    let certDir: string;
+    let https: Server;
+    let http: Server;
+    let httpsPort: number;
+    let httpPort: number;
 
-  before(async () => {
-    certDir = mkdtempSync(join(tmpdir(), 'agentcell-ca-'));
-    const certs = makeCertificates(certDir);
-    https = createHttpsServer({ key: readFileSync(certs.key), cert: readFileSync(certs.cert) }, (_req, res) =>
-      res.end('hello from api.test\n'),
-    );
-    http = createHttpServer((_req, res) => res.end('plain hello\n'));
-    httpsPort = await listen(https);
-    httpPort = await listen(http);
-    sb = makeSandbox();
-    // *.pem is masked in a cell by default: the CA goes in as .crt.
-    copyFileSync(certs.ca, join(sb.workspace, 'test-ca.crt'));
-    writeFileSync(
-      join(sb.workspace, 'agentcell.toml'),
-      [
-        '[network]',
-        `allow = ["api.test", "plain.test:${httpPort}", "localhost:${httpPort}"]`,
-        'resolve = { "api.test" = "127.0.0.1", "plain.test" = "127.0.0.1" }',
-        '',
-      ].join('\n'),
-    );
-  });
-  after(() => {
-    https.close();
-    http.close();
-    https.closeAllConnections();
-    http.closeAllConnections();
-    sb.cleanup();
-    rmSync(certDir, { recursive: true, force: true });
-  });
+    before(async () => {
+      prepareBackend(backend);
+      certDir = mkdtempSync(join(tmpdir(), 'agentcell-ca-'));
+      const certs = makeCertificates(certDir);
+      https = createHttpsServer({ key: readFileSync(certs.key), cert: readFileSync(certs.cert) }, (_req, res) =>
+        res.end('hello from api.test\n'),
+      );
+      http = createHttpServer((_req, res) => res.end('plain hello\n'));
+      httpsPort = await listen(https);
+      httpPort = await listen(http);
+      sb = makeSandbox();
+      // *.pem is masked in a cell by default: the CA goes in as .crt.
+      copyFileSync(certs.ca, join(sb.workspace, 'test-ca.crt'));
+      writeFileSync(
+        join(sb.workspace, 'agentcell.toml'),
+        [
+          '[network]',
+          `allow = ["api.test", "plain.test:${httpPort}", "localhost:${httpPort}"]`,
+          'resolve = { "api.test" = "127.0.0.1", "plain.test" = "127.0.0.1" }',
+          '',
+        ].join('\n'),
+      );
+    });
+    after(() => {
+      https.close();
+      http.close();
+      https.closeAllConnections();
+      http.closeAllConnections();
+      sb.cleanup();
+      rmSync(certDir, { recursive: true, force: true });
+    });
 
-  it('reaches an allowed name through the gateway (HTTPS and listed cleartext) and counts it in the receipt', async () => {
-    const r = await inGatewayCell(
-      sb,
-      [
-        `curl -sS --cacert test-ca.crt https://api.test:${httpsPort}/`,
-        `curl -sS http://plain.test:${httpPort}/`,
-        `curl -sS -i http://other.test:${httpPort}/`,
-      ].join('; '),
-    );
-    assert.equal(r.status, 0, r.stderr);
-    assert.match(r.stdout, /^hello from api\.test\nplain hello\nHTTP\/1\.1 403 /);
-    assert.match(r.stdout, /^X-Agentcell-Denied: not-allowed\r?$/im);
-    const show = await runCli(['receipt', 'show', '--format', 'json'], sb);
-    assert.equal(show.status, 0, show.stderr);
-    const receipt = JSON.parse(show.stdout) as { egress: { allowed: number; denied: number } };
-    assert.deepEqual(receipt.egress, { allowed: 2, denied: 1 });
-  });
+    it('reaches an allowed name through the gateway (HTTPS and listed cleartext) and counts it in the receipt', async () => {
+      const r = await inGatewayCell(
+        backend,
+        sb,
+        [
+          `curl -sS --cacert test-ca.crt https://api.test:${httpsPort}/`,
+          `curl -sS http://plain.test:${httpPort}/`,
+          `curl -sS -i http://other.test:${httpPort}/`,
+        ].join('; '),
+      );
+      assert.equal(r.status, 0, r.stderr);
+      assert.match(r.stdout, /^hello from api\.test\nplain hello\nHTTP\/1\.1 403 /);
+      assert.match(r.stdout, /^X-Agentcell-Denied: not-allowed\r?$/im);
+      const show = await runCli(['receipt', 'show', '--format', 'json'], sb);
+      assert.equal(show.status, 0, show.stderr);
+      const receipt = JSON.parse(show.stdout) as { egress: { allowed: number; denied: number } };
+      assert.deepEqual(receipt.egress, { allowed: 2, denied: 1 });
+    });
 
-  it('refuses unlisted names over HTTPS too, and a listed name that resolves to loopback (rebinding guard)', async () => {
-    const r = await inGatewayCell(
-      sb,
-      [
-        `curl -sS --cacert test-ca.crt https://other.test:${httpsPort}/; echo "tls=$?"`,
-        // localhost is allowed by name, but it resolves to loopback, which the policy does not list.
-        `NO_PROXY= no_proxy= curl -sS -i http://localhost:${httpPort}/ | tr -d '\\r' | grep -i '^x-agentcell-denied'`,
-      ].join('; '),
-    );
-    assert.match(r.stdout, /^tls=56$/m);
-    assert.match(r.stderr, /403/);
-    assert.match(r.stdout, /^X-Agentcell-Denied: blocked-address$/im);
-  });
+    it('refuses unlisted names over HTTPS too, and a listed name that resolves to loopback (rebinding guard)', async () => {
+      const r = await inGatewayCell(
+        backend,
+        sb,
+        [
+          `curl -sS --cacert test-ca.crt https://other.test:${httpsPort}/; echo "tls=$?"`,
+          // localhost is allowed by name, but it resolves to loopback, which the policy does not list.
+          `NO_PROXY= no_proxy= curl -sS -i http://localhost:${httpPort}/ | tr -d '\\r' | grep -i '^x-agentcell-denied'`,
+        ].join('; '),
+      );
+      assert.match(r.stdout, /^tls=56$/m);
+      assert.match(r.stderr, /403/);
+      assert.match(r.stdout, /^X-Agentcell-Denied: blocked-address$/im);
+    });
 
-  it('has no way around the gateway: direct connections to the host loopback fail', async () => {
-    const r = await inGatewayCell(
-      sb,
-      [
-        `curl -sS --noproxy '*' --cacert test-ca.crt https://127.0.0.1:${httpsPort}/; echo "curl=$?"`,
-        `curl -sS --noproxy '*' http://127.0.0.1:${httpPort}/; echo "curl=$?"`,
-        `node -e 'const s = require("net").connect(${httpPort}, "127.0.0.1"); s.on("connect", () => { console.log("node=connected"); process.exit(0); }); s.on("error", (e) => { console.log("node=" + e.code); })'`,
-      ].join('; '),
-    );
-    assert.equal(r.status, 0, r.stderr);
-    assert.match(r.stdout, /^curl=7\ncurl=7\nnode=ECONNREFUSED$/m);
-    assert.doesNotMatch(r.stdout, /hello/);
-  });
+    it('has no way around the gateway: direct connections to the host loopback fail', async () => {
+      const r = await inGatewayCell(
+        backend,
+        sb,
+        [
+          `curl -sS --noproxy '*' --cacert test-ca.crt https://127.0.0.1:${httpsPort}/; echo "curl=$?"`,
+          `curl -sS --noproxy '*' http://127.0.0.1:${httpPort}/; echo "curl=$?"`,
+          `node -e 'const s = require("net").connect(${httpPort}, "127.0.0.1"); s.on("connect", () => { console.log("node=connected"); process.exit(0); }); s.on("error", (e) => { console.log("node=" + e.code); })'`,
+        ].join('; '),
+      );
+      assert.equal(r.status, 0, r.stderr);
+      assert.match(r.stdout, /^curl=7\ncurl=7\nnode=ECONNREFUSED$/m);
+      assert.doesNotMatch(r.stdout, /hello/);
+    });
 
-  it('puts the token only in the proxy variables, and nothing of the host environment', async () => {
-    const r = await inGatewayCell(
-      sb,
-      'env; echo ===; tr "\\0" "\\n" </proc/self/environ; echo ===; cat /proc/[0-9]*/cmdline | tr "\\0" " "',
-      { SECRET_TOKEN: 'hunter2-host-secret', GITHUB_TOKEN: 'ghp_hostsecret' },
-    );
-    assert.equal(r.status, 0, r.stderr);
-    const [env = '', environ = '', cmdlines = ''] = r.stdout.split('===\n');
-    assert.doesNotMatch(r.stdout, /hunter2|ghp_hostsecret|SECRET_TOKEN|GITHUB_TOKEN/);
-    const token = /^AGENTCELL_PROXY_TOKEN=(.+)$/m.exec(env)?.[1];
-    assert.ok(token && token.length >= 20, env);
-    const proxyNames = new Set([
-      'HTTP_PROXY',
-      'HTTPS_PROXY',
-      'http_proxy',
-      'https_proxy',
-      'ALL_PROXY',
-      'all_proxy',
-      'npm_config_proxy',
-      'npm_config_https_proxy',
-      'AGENTCELL_PROXY_TOKEN',
-    ]);
-    for (const listing of [env, environ]) {
-      const vars = listing
-        .trim()
-        .split('\n')
-        .filter((l) => /^[A-Za-z_][A-Za-z0-9_]*=/.test(l));
-      const withToken: string[] = vars.filter((l) => l.includes(token)).map((l) => l.slice(0, l.indexOf('=')));
-      assert.deepEqual(new Set(withToken), proxyNames);
-      for (const line of vars.filter((l) => l.includes(token) && !l.startsWith('AGENTCELL_PROXY_TOKEN=')))
-        assert.match(line, /^\w+=(http|socks5h):\/\/agentcell:[\w-]+@127\.0\.0\.1:3128$/);
-    }
-    assert.ok(!cmdlines.includes(token), 'the token is in no process argv');
-    // The cell gets a new token every run.
-    const again = await inGatewayCell(sb, 'echo "$AGENTCELL_PROXY_TOKEN"');
-    assert.notEqual(again.stdout.trim(), token);
-  });
+    it('puts the token only in the proxy variables, and nothing of the host environment', async () => {
+      const r = await inGatewayCell(
+        backend,
+        sb,
+        'env; echo ===; tr "\\0" "\\n" </proc/self/environ; echo ===; cat /proc/[0-9]*/cmdline | tr "\\0" " "',
+        { SECRET_TOKEN: 'hunter2-host-secret', GITHUB_TOKEN: 'ghp_hostsecret' },
+      );
+      assert.equal(r.status, 0, r.stderr);
+      const [env = '', environ = '', cmdlines = ''] = r.stdout.split('===\n');
+      assert.doesNotMatch(r.stdout, /hunter2|ghp_hostsecret|SECRET_TOKEN|GITHUB_TOKEN/);
+      const token = /^AGENTCELL_PROXY_TOKEN=(.+)$/m.exec(env)?.[1];
+      assert.ok(token && token.length >= 20, env);
+      const proxyNames = new Set([
+        'HTTP_PROXY',
+        'HTTPS_PROXY',
+        'http_proxy',
+        'https_proxy',
+        'ALL_PROXY',
+        'all_proxy',
+        'npm_config_proxy',
+        'npm_config_https_proxy',
+        'AGENTCELL_PROXY_TOKEN',
+      ]);
+      for (const listing of [env, environ]) {
+        const vars = listing
+          .trim()
+          .split('\n')
+          .filter((l) => /^[A-Za-z_][A-Za-z0-9_]*=/.test(l));
+        const withToken: string[] = vars.filter((l) => l.includes(token)).map((l) => l.slice(0, l.indexOf('=')));
+        assert.deepEqual(new Set(withToken), proxyNames);
+        for (const line of vars.filter((l) => l.includes(token) && !l.startsWith('AGENTCELL_PROXY_TOKEN=')))
+          assert.match(line, /^\w+=(http|socks5h):\/\/agentcell:[\w-]+@127\.0\.0\.1:3128$/);
+      }
+      assert.ok(!cmdlines.includes(token), 'the token is in no process argv');
+      // The cell gets a new token every run.
+      const again = await inGatewayCell(backend, sb, 'echo "$AGENTCELL_PROXY_TOKEN"');
+      assert.notEqual(again.stdout.trim(), token);
+    });
 
-  it('--dry-run starts nothing, writes nothing and prints no token', async () => {
-    const before = listTree(sb.root);
-    const r = await runCli(['run', '--dry-run', '--network', 'allowlist', '--', 'curl', 'https://api.test/'], sb);
-    assert.equal(r.status, 0, r.stderr);
-    assert.match(r.stdout + r.stderr, /\/run\/agentcell\/egress\.sock/);
-    assert.match(r.stdout + r.stderr, /HTTPS_PROXY/);
-    assert.doesNotMatch(r.stdout + r.stderr, /agentcell:[\w-]{16,}@/);
-    const json = await runCli(['run', '--dry-run', '--json', '--allow', 'api.test', '--', 'true'], sb);
-    assert.equal(json.status, 0, json.stderr);
-    assert.doesNotMatch(json.stdout, /agentcell:[\w-]{16,}@/);
-    assert.deepEqual(listTree(sb.root), before);
+    it('--dry-run starts nothing, writes nothing and prints no token', async () => {
+      const before = listTree(sb.root);
+      const r = await runCli(
+        ['run', ...backendArgs(backend), '--dry-run', '--network', 'allowlist', '--', 'curl', 'https://api.test/'],
+        sb,
+      );
+      assert.equal(r.status, 0, r.stderr);
+      assert.match(r.stdout + r.stderr, /\/run\/agentcell\/egress\.sock/);
+      assert.match(r.stdout + r.stderr, /HTTPS_PROXY/);
+      assert.doesNotMatch(r.stdout + r.stderr, /agentcell:[\w-]{16,}@/);
+      const json = await runCli(
+        ['run', ...backendArgs(backend), '--dry-run', '--json', '--allow', 'api.test', '--', 'true'],
+        sb,
+      );
+      assert.equal(json.status, 0, json.stderr);
+      assert.doesNotMatch(json.stdout, /agentcell:[\w-]{16,}@/);
+      assert.deepEqual(listTree(sb.root), before);
+    });
   });
-});

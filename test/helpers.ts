@@ -39,6 +39,8 @@ export function makeSandbox(files: Record<string, string> = {}): Sandbox {
     HOME: home,
     AGENTCELL_HOME: agentcellHome,
     LANG: 'C.UTF-8',
+    // Where rootless podman keeps its images when HOME is the sandbox's (scripts/test.sh).
+    ...(process.env['XDG_DATA_HOME'] ? { XDG_DATA_HOME: process.env['XDG_DATA_HOME'] } : {}),
   };
   // Overlay leaves work/work at mode 000, which a non-root rm cannot enter: removeTrees chmods first.
   return { root, home, agentcellHome, workspace, env, cleanup: () => removeTrees([root]) };

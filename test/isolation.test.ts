@@ -6,13 +6,14 @@ import { homedir, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { agentcell, inCell, makeSandbox, type Sandbox } from './helpers.js';
+import { backendArgs, prepareBackend, TEST_BACKENDS } from './backends-under-test.js';
 
 /**
  * The security invariants, attacked from inside a cell. Each attack has a positive
  * control (the same technique succeeding where it is allowed), so a broken harness
- * cannot pass for a secure cell. Backends join this list as they land.
+ * cannot pass for a secure cell. The same attacks run on every backend under test
+ * (AGENTCELL_TEST_BACKENDS, see backends-under-test.ts).
  */
-const BACKENDS = ['bwrap'] as const;
 
 const CANARY = `canary-${process.pid}-${Date.now()}`;
 
@@ -24,13 +25,14 @@ function listen(server: Server, address: string | number, host?: string): Promis
   });
 }
 
-for (const backend of BACKENDS) {
+for (const backend of TEST_BACKENDS) {
   describe(`isolation on ${backend}`, () => {
     let sb: Sandbox;
     const run = (script: string, args: string[] = [], env: NodeJS.ProcessEnv = {}) =>
-      inCell(sb, script, ['--backend', backend, ...args], env);
+      inCell(sb, script, [...backendArgs(backend), ...args], env);
 
     before(() => {
+      prepareBackend(backend);
       sb = makeSandbox({
         'README.md': 'hello\n',
         '.env': `API_KEY=${CANARY}\n`,

@@ -140,10 +140,11 @@ function fuseDaemonsOf(cellDir: string): string[] {
   return found;
 }
 
+/** Host mounts under this test's root (other overlays on the host, e.g. container engines' and OCI cells', are not its own). */
 function hostMountsUnder(root: string): string[] {
   return readFileSync('/proc/self/mountinfo', 'utf8')
     .split('\n')
-    .filter((line) => line.includes(root)); // our overlays name their layers under root; a container engine has its own
+    .filter((line) => line.includes(root));
 }
 
 const byPath = (a: LayerChange, b: LayerChange): number => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0);

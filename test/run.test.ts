@@ -140,9 +140,11 @@ describe('agentcell run', () => {
   });
 
   it('refuses what is not built yet instead of pretending', () => {
-    const r = inCell(sb, 'true', ['--backend', 'podman']);
+    const rootfsPolicy = join(sb.root, 'rootfs.toml');
+    writeFileSync(rootfsPolicy, '[cell]\nrootfs = "/"\n');
+    const r = inCell(sb, 'true', ['--backend', 'podman', '--policy', rootfsPolicy]);
     assert.equal(r.status, 2);
-    assert.match(r.stderr, /not available yet:\n.*only bwrap is built so far/);
+    assert.match(r.stderr, /not available yet:\n.*cell\.rootfs = "\/".*OCI cells run an image/);
     const policy = join(sb.root, 'file-secret.toml');
     writeFileSync(policy, '[secrets.API_KEY]\nfrom = "env:API_KEY"\ninject = "file"\npath = "/run/key"\n');
     const secret = inCell(sb, 'env', ['--policy', policy, '--mode', 'development'], { API_KEY: 'sk-canary' });

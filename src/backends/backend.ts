@@ -26,12 +26,16 @@ export interface ResourceLimits {
  */
 export interface CellSpec {
   cell: string;
-  rootfs: { kind: 'host' } | { kind: 'directory'; path: string };
+  /** A directory rootfs may carry the cell's own writable layer over it (bwrap). */
+  rootfs: { kind: 'host' } | { kind: 'directory'; path: string; overlay?: { argvPrefix: string[]; merged: string } };
   workspace: {
     path: string;
     mode: 'direct' | 'readonly' | 'overlay';
-    /** For overlay: the argv prefix that mounts the layers, and the merged view to bind. */
-    overlay?: { argvPrefix: string[]; merged: string };
+    /**
+     * For overlay: the argv prefix that mounts the layers (bwrap), the merged view to bind,
+     * and the host-side mount an OCI engine can see (see host-overlay-mount.ts).
+     */
+    overlay?: { argvPrefix: string[]; merged: string; hostMount: { mount: string[]; unmount: string[] } };
   };
   masks: MaskSpec[];
   /** Existing workspace paths bound read-only over a writable workspace. */
@@ -53,6 +57,8 @@ export interface CellSpec {
   seccomp: boolean;
   /** The caller has a terminal: keep the session so job control and Ctrl-C work. */
   tty: boolean;
+  /** OCI backends: the cell image, resolved to its digest before the run. */
+  image?: { ref: string; digest: string };
 }
 
 /** The egress gateway's side of a cell, all host paths (see src/egress/proxy-environment.ts). */
@@ -82,6 +88,8 @@ export interface BackendPlan {
   gaps: string[];
   /** Cgroups the run creates for pids and memory limits, when it has any. */
   cgroups?: CgroupPlan;
+  /** Host commands run before and after `argv` (OCI: the workspace overlay's mount). */
+  hostSteps?: { before: string[][]; after: string[][] };
 }
 
 export interface RunOutcome {
@@ -102,6 +110,8 @@ export interface BackendProbe {
 
 export interface Backend {
   readonly name: BackendName;
+  /** The program whose `--version` the receipt records (bwrap, podman, docker, runsc). */
+  readonly tool: string;
   probe(): BackendProbe;
   plan(spec: CellSpec): BackendPlan;
   /** Executes `plan` (what `plan(spec)` returned) for `spec`. */

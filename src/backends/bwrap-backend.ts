@@ -23,6 +23,7 @@ export function createBwrapBackend(options: BwrapOptions = {}): Backend {
   const executable = options.executable ?? 'bwrap';
   return {
     name: 'bwrap',
+    tool: executable,
     probe: () => probeBwrap(executable),
     plan: (spec) => planBwrap(spec, executable),
     run: (spec, plan) => runBwrap(spec, plan),
@@ -73,6 +74,8 @@ export function planBwrap(spec: CellSpec, executable = 'bwrap'): BackendPlan {
       if (entry.kind === 'symlink') args.push('--symlink', entry.target, entry.link);
       else args.push('--ro-bind', entry.path, entry.path);
     }
+  } else if (spec.rootfs.overlay) {
+    args.push('--bind', spec.rootfs.overlay.merged, '/');
   } else {
     args.push('--ro-bind', spec.rootfs.path, '/');
   }
@@ -122,7 +125,9 @@ export function planBwrap(spec: CellSpec, executable = 'bwrap'): BackendPlan {
   }
   args.push('--chdir', spec.cwd, '--', ...argv);
   // The overlay wrapper mounts the layers in a namespace of its own, then execs bwrap.
-  const full = workspace.overlay ? [...workspace.overlay.argvPrefix, ...args] : args;
+  // The rootfs wrapper, if any, runs first: the workspace's then sees the merged root's mount.
+  const rootfsPrefix = spec.rootfs.kind === 'directory' ? (spec.rootfs.overlay?.argvPrefix ?? []) : [];
+  const full = [...rootfsPrefix, ...(workspace.overlay ? workspace.overlay.argvPrefix : []), ...args];
   const plan: BackendPlan = { backend: 'bwrap', argv: full, env: { ...spec.env }, fds, gaps };
   const { pids, memoryBytes, cpus } = spec.limits;
   if (pids !== undefined || memoryBytes !== undefined || cpus !== undefined) {

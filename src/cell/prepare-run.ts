@@ -2,7 +2,7 @@ import { existsSync, realpathSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { isAbsolute, join, relative, resolve, sep } from 'node:path';
 import type { Backend, BackendPlan, CellEgress, CellSpec, ExtraMount } from '../backends/backend.js';
-import { createBwrapBackend } from '../backends/bwrap-backend.js';
+import { createBackend, resolveCellImage } from '../backends/select-backend.js';
 import { AgentcellError } from '../errors.js';
 import { readJsonFile } from '../read-json-file.js';
 import type { AgentcellPaths } from '../paths.js';
@@ -29,6 +29,8 @@ import {
 } from '../workspace/overlay/overlay-mount.js';
 import { visibleInLayers } from '../workspace/overlay/layer-visibility.js';
 import { peekLayerStack, type LayerStack } from '../workspace/overlay/layer-stack.js';
+import { hostOverlayMount } from '../workspace/overlay/host-overlay-mount.js';
+import { rootfsOverlay } from '../workspace/overlay/rootfs-overlay.js';
 import { newProxyToken } from '../egress/proxy-auth.js';
 import { CELL_BRIDGE_NODE, proxyEnvironment } from '../egress/proxy-environment.js';
 import { bridgeScriptPath, cellNode, egressSocketDir, type RunEgress } from '../egress/run-gateway.js';
@@ -42,6 +44,7 @@ export interface CellOptions {
   cell?: string;
   policyFile?: string;
   backend?: string;
+  image?: string;
   mode?: string;
   workspaceMode?: string;
   network?: string;
@@ -102,6 +105,9 @@ export async function prepareRun(request: RunRequest): Promise<PreparedRun> {
   assertBreakglassAck(policy.cell.mode, request.ackBreakglass, localDate(request.now));
   assertModeAllows(policy, (key) => sourceOf(resolved, key));
   assertBuilt(policy, resolved);
+  // Started now, read when planning: the engine answers while the workspace is scanned.
+  const imageLookup = resolveCellImage(policy.cell.backend, policy.cell.image, hostEnv);
+  imageLookup.catch(() => undefined); // awaited below; a failure before then must not go unhandled
 
   const home = hostEnv['HOME'] ?? homedir();
   const workspaceMode = policy.workspace.mode;
@@ -127,7 +133,7 @@ export async function prepareRun(request: RunRequest): Promise<PreparedRun> {
   const masks = scan.masked.filter((m) => visible(relative(workspace, m.path)));
   timer.mark('scan');
   const rootfs: CellSpec['rootfs'] =
-    policy.cell.rootfs === 'host' ? { kind: 'host' } : { kind: 'directory', path: resolveRootfs(policy.cell.rootfs) };
+    policy.cell.rootfs === 'host' ? { kind: 'host' } : directoryRootfs(policy.cell.rootfs, request.paths, cell);
   const gateway = policy.network.mode === 'allowlist';
   const cellEnv = buildCellEnvironment({
     hostEnv,
@@ -178,7 +184,7 @@ export async function prepareRun(request: RunRequest): Promise<PreparedRun> {
     cell,
     rootfs,
     workspace: stack
-      ? { path: workspace, mode: workspaceMode, overlay: overlayWrapper(stack, workspace, requireOverlayTools()) }
+      ? { path: workspace, mode: workspaceMode, overlay: workspaceOverlay(stack, workspace) }
       : { path: workspace, mode: workspaceMode },
     masks: masks.map((m) => ({ target: m.path, kind: m.kind })),
     readonlyPaths:
@@ -208,7 +214,9 @@ export async function prepareRun(request: RunRequest): Promise<PreparedRun> {
   if (egressWiring) spec.egress = egressWiring;
   if (spec.argv.length === 0)
     throw new AgentcellError('USAGE', 'no command given: agentcell run [options] -- COMMAND [ARGS...]');
-  const backend = createBwrapBackend();
+  const image = await imageLookup;
+  if (image) spec.image = image;
+  const backend = createBackend(policy.cell.backend, { stateDir: request.paths.state, hostEnv });
   const plan = backend.plan(spec);
   timer.mark('plan');
   const extra = [
@@ -268,6 +276,7 @@ function flagsLayer(options: CellOptions): { layer: Record<string, unknown>; pas
     if (value !== undefined) (layer[table] ??= {})[key] = value;
   };
   set('cell', 'backend', options.backend);
+  set('cell', 'image', options.image);
   set('cell', 'mode', options.mode);
   if (options.root) set('cell', 'user', 'root');
   set('workspace', 'mode', options.workspaceMode);
@@ -288,9 +297,9 @@ function flagsLayer(options: CellOptions): { layer: Record<string, unknown>; pas
 /** Values the schema accepts whose machinery lands in later work: refuse them plainly. */
 function assertBuilt(policy: Policy, resolved: ResolvedPolicy): void {
   const missing: string[] = [];
-  if (policy.cell.backend !== 'bwrap')
+  if (policy.cell.backend !== 'bwrap' && policy.cell.rootfs !== 'host')
     missing.push(
-      `cell.backend = "${policy.cell.backend}" (from ${sourceOf(resolved, 'cell.backend')}): only bwrap is built so far`,
+      `cell.rootfs = "${policy.cell.rootfs}" (from ${sourceOf(resolved, 'cell.rootfs')}) with cell.backend = "${policy.cell.backend}": OCI cells run an image (cell.image); a directory rootfs is for bwrap`,
     );
   for (const [name, secret] of Object.entries(policy.secrets))
     if (secret.inject === 'file')
@@ -310,6 +319,13 @@ function resolveWorkspace(dir: string): string {
     throw new AgentcellError('WORKSPACE_INVALID', `workspace ${dir} is not a directory`);
   if (real === '/') throw new AgentcellError('WORKSPACE_INVALID', 'the root directory cannot be a workspace');
   return real;
+}
+
+/** A directory rootfs, read-only underneath and writable through the cell's own layer. */
+function directoryRootfs(dir: string, paths: AgentcellPaths, cell: string): CellSpec['rootfs'] {
+  const path = resolveRootfs(dir);
+  const { argvPrefix, merged } = rootfsOverlay(path, cellDir(paths, cell), requireOverlayTools());
+  return { kind: 'directory', path, overlay: { argvPrefix, merged } };
 }
 
 function resolveRootfs(dir: string): string {
@@ -360,6 +376,13 @@ function isInside(parent: string, child: string): boolean {
 function withDriver(stack: LayerStack, paths: AgentcellPaths, hostEnv: NodeJS.ProcessEnv): LayerStack {
   if (stack.driver !== undefined) return stack;
   return { ...stack, driver: chooseOverlayDriver(paths.state, hostEnv).driver };
+}
+
+/** The overlay of a layer stack over the workspace, as each backend mounts it. */
+export function workspaceOverlay(stack: LayerStack, workspace: string): NonNullable<CellSpec['workspace']['overlay']> {
+  const { argvPrefix, merged } = overlayWrapper(stack, workspace, requireOverlayTools());
+  const { mount, unmount } = hostOverlayMount(stack, workspace);
+  return { argvPrefix, merged, hostMount: { mount, unmount } };
 }
 
 function requireOverlayTools(): OverlayTools {

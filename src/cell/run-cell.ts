@@ -12,9 +12,8 @@ import { isProcessAlive } from '../receipts/process-identity.js';
 import { beginRun, finishRun, listJournal, updateRun, type RunDraft } from '../receipts/run-journal.js';
 import { countGitChanges, readGitState } from '../workspace/git-state.js';
 import { checkpoint, openLayerStack, type LayerStack } from '../workspace/overlay/layer-stack.js';
-import { overlayTools, overlayWrapper } from '../workspace/overlay/overlay-mount.js';
 import { lockCell, openReceipts } from './cell-transaction.js';
-import type { PreparedRun } from './prepare-run.js';
+import { workspaceOverlay, type PreparedRun } from './prepare-run.js';
 import { toolVersion } from './tool-versions.js';
 import { startRunGateway, type RunningGateway } from '../egress/run-gateway.js';
 import { serveEgressReload } from './egress-reload.js';
@@ -108,8 +107,8 @@ export async function runPrepared(
 /** The receipt fields known before the command starts (git state comes at the end, read meanwhile). */
 function runDraft(prepared: PreparedRun, paths: AgentcellPaths, before: string | null): RunDraft {
   const { spec, resolved, assurance, backend } = prepared;
-  const backendVersion = toolVersion(paths.state, 'bwrap', spec.env, (out) => out.trim().replace(/^bubblewrap\s+/, ''));
-  return {
+  const backendVersion = toolVersion(paths.state, backend.tool, process.env, parseVersion);
+  const draft: RunDraft = {
     command: spec.argv,
     policy: { hash: resolved.hash, mode: resolved.policy.cell.mode },
     assurance,
@@ -130,11 +129,19 @@ function runDraft(prepared: PreparedRun, paths: AgentcellPaths, before: string |
     tools: {
       agentcell: AGENTCELL_VERSION,
       node: process.version,
-      [backend.name]: backendVersion,
+      [backend.tool]: backendVersion,
       ...(prepared.agent ? { [prepared.agent.name]: prepared.agent.toolchain.version } : {}),
     },
     timings: {},
   };
+  if (spec.image) draft.image = { ...spec.image };
+  return draft;
+}
+
+/** `bubblewrap 0.8.0`, `podman version 4.3.1`, `Docker version 28.2.2, build …`, `runsc version 0.0~2022…`: the number. */
+function parseVersion(output: string): string {
+  const first = output.trim().split('\n')[0] ?? '';
+  return /(?:version\s+|^bubblewrap\s+)([^\s,]+)/i.exec(first)?.[1] ?? first;
 }
 
 async function startGateway(prepared: PreparedRun, run: string): Promise<RunningGateway | undefined> {
@@ -150,7 +157,7 @@ async function runBackend(prepared: PreparedRun): Promise<RunOutcome> {
     if ((cause as NodeJS.ErrnoException).code === 'ENOENT')
       throw new AgentcellError(
         'BACKEND_UNAVAILABLE',
-        `${prepared.backend.name} is not installed: sudo apt-get install bubblewrap (then: agentcell doctor)`,
+        `${prepared.backend.tool} is not installed (run agentcell doctor for the fix)`,
         { cause },
       );
     throw cause;
@@ -185,9 +192,7 @@ function topLayerId(stack: LayerStack): string | null {
 
 /** Another command may have changed the layers between planning and locking: plan again if so. */
 function replanIfLayersChanged(prepared: PreparedRun, stack: LayerStack): void {
-  const tools = overlayTools();
-  if (!tools) return; // prepareRun already required them
-  const overlay = overlayWrapper(stack, prepared.workspace, tools);
+  const overlay = workspaceOverlay(stack, prepared.workspace);
   if (prepared.spec.workspace.overlay?.argvPrefix.join('\0') === overlay.argvPrefix.join('\0')) return;
   prepared.spec.workspace.overlay = overlay;
   prepared.plan = prepared.backend.plan(prepared.spec);

@@ -11,6 +11,7 @@ export function addCellOptions(command: Command): Command {
     .option('--workspace <dir>', 'workspace directory (default: the current directory)')
     .option('--policy <file>', 'policy file instead of the workspace agentcell.toml')
     .addOption(new Option('--backend <name>', 'sandbox backend').choices([...BACKENDS]))
+    .option('--image <ref>', 'OCI image for podman, docker and gvisor cells')
     .addOption(new Option('--mode <mode>', 'assurance mode').choices([...MODES]))
     .addOption(new Option('--workspace-mode <mode>', 'how the workspace is exposed').choices([...WORKSPACE_MODES]))
     .addOption(new Option('--network <mode>', 'network access').choices([...NETWORK_MODES]))
@@ -28,6 +29,7 @@ export interface CellFlags {
   workspace?: string;
   policy?: string;
   backend?: string;
+  image?: string;
   mode?: string;
   workspaceMode?: string;
   network?: string;

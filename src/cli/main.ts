@@ -5,6 +5,7 @@ import { AGENTCELL_VERSION } from '../version.js';
 import { registerCellCommands } from './commands/cell-commands.js';
 import { registerEgressCommands } from './commands/egress-commands.js';
 import { registerHostCommands } from './commands/host-commands.js';
+import { registerImageCommands } from './commands/image-commands.js';
 import { registerReceiptCommands } from './commands/receipt-commands.js';
 import { registerTransactionCommands } from './commands/transaction-commands.js';
 import { registerPolicyCommands } from './commands/policy-commands.js';
@@ -32,6 +33,7 @@ export function buildProgram(ctx: CliContext): Command {
   registerHostCommands(program, ctx);
   registerSpyCommands(program);
   registerEgressCommands(program);
+  registerImageCommands(program);
   return program;
 }
 

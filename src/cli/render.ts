@@ -41,14 +41,25 @@ export function dryRunJson(p: PreparedRun): Record<string, unknown> {
   return {
     dryRun: true,
     ...runSummary(p),
-    plan: { argv: p.plan.argv, fds: p.plan.fds, gaps: p.plan.gaps, env: Object.keys(p.plan.env).sort() },
+    plan: {
+      argv: p.plan.argv,
+      fds: p.plan.fds,
+      gaps: p.plan.gaps,
+      env: Object.keys(p.plan.env).sort(),
+      ...(p.plan.hostSteps ? { hostSteps: p.plan.hostSteps } : {}),
+      ...(p.spec.image ? { image: p.spec.image } : {}),
+    },
     ...(p.agent ? { agent: p.agent } : {}),
     ...(inspection(p) ? { inspection: inspection(p) } : {}),
   };
 }
 
 export function dryRunText(p: PreparedRun): string {
-  const lines = [bannerLine(p), '', 'would run:', formatArgv(p.plan.argv), ''];
+  const lines = [bannerLine(p), ''];
+  for (const step of p.plan.hostSteps?.before ?? []) lines.push('first, on the host:', formatArgv(step), '');
+  lines.push('would run:', formatArgv(p.plan.argv), '');
+  for (const step of p.plan.hostSteps?.after ?? []) lines.push('then, on the host:', formatArgv(step), '');
+  if (p.spec.image) lines.push(`image: ${p.spec.image.ref} (${p.spec.image.digest})`);
   lines.push(`environment (names): ${Object.keys(p.plan.env).sort().join(' ')}`);
   for (const fd of p.plan.fds) lines.push(`fd ${fd.fd}: ${fd.purpose}`);
   if (p.spec.masks.length > 0) lines.push(`masked in the workspace: ${p.spec.masks.map((m) => m.target).join(', ')}`);

@@ -92,6 +92,8 @@ export const PolicySchema = z.strictObject({
       mode: z._default(z.enum(MODES), 'strict'),
       /** "host" (host /usr, /etc read-only) or a directory rootfs. */
       rootfs: z._default(z.string(), 'host'),
+      /** The OCI image for podman, docker and gvisor cells (default: what `agentcell image build` tags). */
+      image: z.optional(z.string().check(z.minLength(1))),
       /** Run as a non-root uid ("user") or as root inside the cell ("root"). */
       user: z._default(z.enum(['user', 'root']), 'user'),
     }),

@@ -1,0 +1,297 @@
+import { spawn, spawnSync } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { AgentcellError } from '../errors.js';
+import { CELL_BRIDGE_NODE, CELL_BRIDGE_SCRIPT, CELL_EGRESS_SOCKET, withBridge } from '../egress/proxy-environment.js';
+import { findExecutable } from '../find-executable.js';
+import type { Backend, BackendPlan, BackendProbe, CellSpec, MaskSpec, RunOutcome } from './backend.js';
+import { engineEnvironment, probeEngine, probeRunscRuntime, type OciEngine } from './oci-engine.js';
+import { superviseProcess } from './supervise-process.js';
+
+/** The backends built on an OCI engine: the engine itself, or gVisor's runsc through it. */
+export type OciBackendName = 'podman' | 'docker' | 'gvisor';
+
+export interface OciBackendOptions {
+  name: OciBackendName;
+  engine: OciEngine;
+  /** `--runtime` for the engine (gvisor: runsc). */
+  runtime?: string;
+  /** Where the run keeps the empty, mode-0000 file and dir bound over masked paths. */
+  maskDir: string;
+  /** The host environment: where the engine is and how to reach it. */
+  hostEnv: NodeJS.ProcessEnv;
+  /** agentcell's own uid/gid on the host (the workspace owner, as for bwrap). */
+  hostUid: number;
+  hostGid: number;
+}
+
+const PODMAN_NPROC_CEILING = 32768;
+/** Password hashes an image may carry: hidden like the host's are on bwrap (a root cell owns them). */
+const IMAGE_SECRETS: MaskSpec[] = [
+  { target: '/etc/shadow', kind: 'file' },
+  { target: '/etc/gshadow', kind: 'file' },
+];
+
+export function createOciBackend(options: OciBackendOptions): Backend {
+  return {
+    name: options.name,
+    tool: options.runtime ?? options.engine,
+    probe: () => probeOci(options),
+    plan: (spec) => planOci(spec, options),
+    run: (spec, plan) => runOci(spec, plan, options),
+  };
+}
+
+function probeOci(options: OciBackendOptions): BackendProbe {
+  const engine = probeEngine(options.engine, options.hostEnv);
+  if (!engine.available || options.runtime !== 'runsc') return engine;
+  return probeRunscRuntime(options.engine, options.hostEnv);
+}
+
+/**
+ * The exact engine invocation for a cell: no network but the gateway's socket, every
+ * capability dropped, no-new-privileges, a read-only image with tmpfs scratch dirs and
+ * an empty home, the workspace (or its overlay, mounted on the host: see
+ * host-overlay-mount.ts) bound at its own path, masks and control-plane paths bound over
+ * it. Values of the cell's variables are not in argv: `-e NAME` makes the engine CLI
+ * copy them from its own environment, which `plan.env` is. Reads the host; changes nothing.
+ */
+export function planOci(spec: CellSpec, options: OciBackendOptions): BackendPlan {
+  const { image } = spec;
+  if (!image) throw new Error('an OCI cell needs a resolved image');
+  const engine = findExecutable(options.engine, engineEnvironment(options.hostEnv)) ?? options.engine;
+  const gaps: string[] = [];
+  const args = [engine, 'run', '--rm', '-i', '--pull', 'never'];
+  if (spec.tty) args.push('-t');
+  if (options.runtime) args.push('--runtime', options.runtime);
+  const hostname = hostnameFor(spec.cell);
+  args.push('--name', `agentcell-${hostname}-${process.pid}`, '--hostname', hostname);
+  if (spec.network !== 'open') args.push('--network', 'none');
+  args.push('--cap-drop', 'ALL', '--security-opt', 'no-new-privileges');
+  if (!spec.seccomp) args.push('--security-opt', 'seccomp=unconfined');
+  args.push('--read-only');
+
+  const user = cellUser(spec, options, gaps);
+  args.push(...user.args);
+  // exec, as on bwrap: build tools and agents run what they write to /tmp and $HOME (engines default to noexec).
+  args.push('--tmpfs', '/tmp:mode=1777,exec', '--tmpfs', '/var/tmp:mode=1777,exec', '--tmpfs', '/run');
+  // Every home disappears; the cell's own is empty, private and the cell user's.
+  for (const dir of ['/home', '/root']) if (dir !== spec.home) args.push('--tmpfs', dir);
+  args.push('--tmpfs', `${checkPath(spec.home)}:${homeOptions(user, options)},exec`);
+
+  const { pids, memoryBytes, cpus } = spec.limits;
+  if (pids !== undefined) args.push('--pids-limit', String(pids));
+  if (pids !== undefined && options.runtime === 'runsc')
+    gaps.push(`resources.pids = ${pids} also counts gVisor's own threads (the sandbox needs about 30 to start)`);
+  if (memoryBytes !== undefined) args.push('--memory', String(memoryBytes));
+  if (cpus !== undefined) args.push('--cpus', String(cpus));
+  if (options.engine === 'podman' && options.hostUid !== 0) gaps.push(...rootlessLimitGaps(spec, engine, options));
+  // podman asks runc for ulimits above what this process may grant unless told.
+  if (options.engine === 'podman') for (const limit of currentUlimits()) args.push('--ulimit', limit);
+
+  const bind = (source: string, target: string, mode: 'ro' | 'rw'): void => {
+    args.push('-v', `${checkPath(source)}:${checkPath(target)}${mode === 'ro' ? ':ro' : ''}`);
+  };
+  const { workspace } = spec;
+  if (workspace.overlay) bind(workspace.overlay.merged, workspace.path, 'rw');
+  else bind(workspace.path, workspace.path, workspace.mode === 'direct' ? 'rw' : 'ro');
+  for (const path of spec.readonlyPaths) bind(path, path, 'ro');
+  for (const mount of spec.mounts) bind(mount.source, mount.target, mount.mode);
+  for (const mask of [...IMAGE_SECRETS, ...spec.masks])
+    bind(join(options.maskDir, `empty-${mask.kind}`), mask.target, 'ro');
+
+  let argv = spec.argv;
+  if (spec.network === 'gateway') {
+    const { egress } = spec;
+    if (!egress) throw new Error('a gateway cell needs its egress wiring');
+    bind(egress.socketPath, CELL_EGRESS_SOCKET, 'ro');
+    bind(egress.bridgeScript, CELL_BRIDGE_SCRIPT, 'ro');
+    if ('bind' in egress.node) bind(egress.node.bind, CELL_BRIDGE_NODE, 'ro');
+    argv = withBridge('bind' in egress.node ? CELL_BRIDGE_NODE : egress.node.path, spec.argv);
+  }
+  for (const name of Object.keys(spec.env).sort()) args.push('-e', name);
+  args.push('-w', spec.cwd);
+  const [command, ...rest] = argv;
+  if (command === undefined) throw new Error('empty command');
+  // The image's own entrypoint never runs: the cell runs exactly the command asked for.
+  args.push('--entrypoint', command, image.digest, ...rest);
+
+  const plan: BackendPlan = {
+    backend: options.name,
+    argv: args,
+    env: { ...engineEnvironment(options.hostEnv), ...spec.env },
+    fds: [],
+    gaps,
+  };
+  if (workspace.overlay) {
+    const { mount, unmount } = workspace.overlay.hostMount;
+    // Rootless podman's containers see the mounts of its own user namespace: mount there.
+    const via = options.engine === 'podman' && options.hostUid !== 0 ? [engine, 'unshare'] : [];
+    plan.hostSteps = { before: [[...via, ...mount]], after: [[...via, ...unmount]] };
+  }
+  return plan;
+}
+
+interface CellUser {
+  args: string[];
+  uid: number;
+  gid: number;
+}
+
+/**
+ * The cell's uid. The workspace belongs to agentcell's host user, so that user's files
+ * must stay writable, as on bwrap (where the cell's uid maps onto that user). Rootless
+ * podman maps it (`keep-id`). A rootful engine runs the cell as the host user's own uid:
+ * when agentcell runs as root that is uid 0 without capabilities (bwrap's cell is that
+ * too on the host, under another name); per-container uid maps (podman `--uidmap`) copy
+ * and chown the image's layers and fail on this podman, so the plan says so instead.
+ */
+function cellUser(spec: CellSpec, options: OciBackendOptions, gaps: string[]): CellUser {
+  const { uid, gid } = spec.identity;
+  const { hostUid, hostGid } = options;
+  if (options.engine === 'podman' && hostUid !== 0) {
+    // Rootless: podman's user namespace maps container root to the host user.
+    const keep = uid === 0 ? [] : ['--userns', `keep-id:uid=${uid},gid=${gid}`];
+    return { args: [...keep, '--user', `${uid}:${gid}`], uid, gid };
+  }
+  if (uid !== 0 && uid !== hostUid)
+    gaps.push(
+      `${options.name}: the cell runs as uid ${hostUid} (the workspace owner's), not ${uid}: a rootful engine maps no uids per container`,
+    );
+  const cellUid = uid === 0 ? 0 : hostUid;
+  const cellGid = uid === 0 ? 0 : hostGid;
+  return { args: ['--user', `${cellUid}:${cellGid}`], uid: cellUid, gid: cellGid };
+}
+
+/**
+ * Rootless podman enforces limits only through cgroup v2 controllers delegated to the
+ * user; without them it ignores the flags. Asked only when the policy sets limits.
+ */
+function rootlessLimitGaps(spec: CellSpec, engine: string, options: OciBackendOptions): string[] {
+  const asked = (['pids', 'memoryBytes', 'cpus'] as const).filter((k) => spec.limits[k] !== undefined);
+  if (asked.length === 0) return [];
+  const info = spawnSync(engine, ['info', '--format', '{{json .Host.CgroupControllers}}'], {
+    encoding: 'utf8',
+    env: engineEnvironment(options.hostEnv),
+    timeout: 10_000,
+  });
+  const controllers = info.status === 0 ? info.stdout : '';
+  const controller = { pids: 'pids', memoryBytes: 'memory', cpus: 'cpu' } as const;
+  const key = { pids: 'pids', memoryBytes: 'memory', cpus: 'cpus' } as const;
+  return asked
+    .filter((k) => !controllers.includes(`"${controller[k]}"`))
+    .map(
+      (k) =>
+        `resources.${key[k]} not enforced (rootless podman has no delegated ${controller[k]} cgroup controller: needs cgroup v2 and a systemd user session)`,
+    );
+}
+
+/** tmpfs options that give the home to the cell user (gVisor's tmpfs takes no uid=/gid=). */
+function homeOptions({ uid, gid }: CellUser, options: OciBackendOptions): string {
+  if (uid === 0) return 'mode=0700';
+  if (options.runtime === 'runsc') return 'mode=1777';
+  return options.engine === 'podman' ? 'mode=0700,U' : `mode=0700,uid=${uid},gid=${gid}`;
+}
+
+/**
+ * `--ulimit` values runc can set: this process's open-file limits, and its process limit
+ * capped at 32768, where podman 4's conmon (runc's parent) is seen to stand; podman's
+ * own defaults ask for more and runc, without CAP_SYS_RESOURCE, fails to raise them.
+ */
+function currentUlimits(): string[] {
+  let text: string;
+  try {
+    text = readFileSync('/proc/self/limits', 'utf8');
+  } catch {
+    return [];
+  }
+  const limits: string[] = [];
+  for (const [label, name, cap] of [
+    ['Max open files', 'nofile', Infinity],
+    ['Max processes', 'nproc', PODMAN_NPROC_CEILING],
+  ] as const) {
+    const match = new RegExp(`^${label}\\s+(\\S+)\\s+(\\S+)`, 'm').exec(text);
+    if (!match) continue;
+    const value = (v: string | undefined): number => Math.min(v === 'unlimited' ? Infinity : Number(v), cap);
+    const [soft, hard] = [value(match[1]), value(match[2])];
+    if (Number.isFinite(soft) && Number.isFinite(hard)) limits.push(`${name}=${soft}:${hard}`);
+  }
+  return limits;
+}
+
+/** `-v SOURCE:TARGET[:ro]` has no quoting: a path with `:` or `,` can't be said. */
+function checkPath(path: string): string {
+  if (/[:,\n]/.test(path))
+    throw new AgentcellError(
+      'WORKSPACE_INVALID',
+      `the path ${JSON.stringify(path)} contains ':' or ',', which OCI engines cannot bind; rename it or use --backend bwrap`,
+    );
+  return path;
+}
+
+/** Host names are at most 63 characters of [a-z0-9-]. */
+function hostnameFor(cell: string): string {
+  return (
+    cell
+      .toLowerCase()
+      .replace(/[^a-z0-9-]+/g, '-')
+      .replace(/^-+|-+$/g, '')
+      .slice(0, 40) || 'cell'
+  );
+}
+
+async function runOci(spec: CellSpec, plan: BackendPlan, options: OciBackendOptions): Promise<RunOutcome> {
+  const [executable, ...args] = plan.argv;
+  if (executable === undefined) throw new Error('empty OCI plan');
+  makeMaskSources(options.maskDir);
+  // The container's user is not agentcell's: the socket's private directory is the guard
+  // on the host (0700), and the cell binds the socket file itself.
+  if (spec.egress) chmodSync(spec.egress.socketPath, 0o666);
+  const env = engineEnvironment(options.hostEnv);
+  for (const step of plan.hostSteps?.before ?? []) runHostStep(step, env);
+  try {
+    const child = spawn(executable, args, { env: plan.env, stdio: 'inherit', detached: !spec.tty });
+    // The engine CLI forwards the signals it gets to the container (its sig-proxy).
+    const outcome = await superviseProcess(child, {
+      tty: spec.tty,
+      timeoutMs: spec.limits.timeoutMs,
+      commandPid: () => child.pid,
+    });
+    // A killed CLI leaves the container running: remove it by name.
+    if (outcome.timedOut || outcome.signal !== undefined) removeContainer(executable, plan.argv, env);
+    return outcome;
+  } finally {
+    for (const step of plan.hostSteps?.after ?? []) runHostStep(step, env, false);
+  }
+}
+
+function runHostStep(argv: string[], env: Record<string, string>, required = true): void {
+  const [command, ...args] = argv;
+  if (command === undefined) return;
+  const result = spawnSync(command, args, { env, encoding: 'utf8', stdio: ['ignore', 'ignore', 'pipe'] });
+  if (required && result.status !== 0) {
+    const reason = (result.error?.message ?? result.stderr.trim()) || `exit ${String(result.status)}`;
+    throw new AgentcellError(
+      'BACKEND_UNAVAILABLE',
+      `cannot prepare the cell on the host (${reason}); an overlay workspace on docker needs root on the host (or rootless podman): use --workspace-mode direct or --backend bwrap`,
+    );
+  }
+}
+
+function removeContainer(executable: string, argv: string[], env: Record<string, string>): void {
+  const name = argv[argv.indexOf('--name') + 1];
+  if (name) spawnSync(executable, ['rm', '--force', name], { env, stdio: 'ignore', timeout: 30_000 });
+}
+
+function makeMaskSources(dir: string): void {
+  const emptyDir = join(dir, 'empty-dir');
+  const emptyFile = join(dir, 'empty-file');
+  if (!existsSync(emptyDir)) {
+    mkdirSync(emptyDir, { recursive: true });
+    chmodSync(emptyDir, 0);
+  }
+  if (!existsSync(emptyFile)) {
+    writeFileSync(emptyFile, '', { mode: 0 });
+    chmodSync(emptyFile, 0);
+  }
+}

@@ -1,0 +1,150 @@
+import { execFile, spawnSync } from 'node:child_process';
+import { platform } from 'node:os';
+import { AgentcellError } from '../errors.js';
+import { findExecutable } from '../find-executable.js';
+import type { BackendProbe } from './backend.js';
+
+/** The container engines the OCI backend drives, through their CLIs. */
+export const OCI_ENGINES = ['podman', 'docker'] as const;
+export type OciEngine = (typeof OCI_ENGINES)[number];
+
+/** Host variables the engine CLI itself needs (where its daemon or machine is); never passed to the cell. */
+export const ENGINE_ENV = [
+  'DOCKER_HOST',
+  'DOCKER_CONTEXT',
+  'DOCKER_CONFIG',
+  'DOCKER_CERT_PATH',
+  'DOCKER_TLS_VERIFY',
+  'CONTAINER_HOST',
+  'CONTAINER_CONNECTION',
+  'CONTAINERS_CONF',
+  'CONTAINERS_STORAGE_CONF',
+  'XDG_RUNTIME_DIR',
+  'XDG_CONFIG_HOME',
+  'XDG_DATA_HOME',
+] as const;
+
+const PROBE_TIMEOUT_MS = 5000;
+
+/** The image digest an engine reports for `ref` (`sha256:` + the image id), or undefined when it has no such image. */
+export function inspectImage(engine: OciEngine, ref: string, env: NodeJS.ProcessEnv): string | undefined {
+  const result = spawnSync(engine, inspectArgs(ref), { encoding: 'utf8', env, timeout: PROBE_TIMEOUT_MS });
+  return inspectResult(engine, ref, result);
+}
+
+/** {@link inspectImage} without blocking: a run starts it early and reads it when it plans. */
+export function inspectImageAsync(engine: OciEngine, ref: string, env: NodeJS.ProcessEnv): Promise<string | undefined> {
+  return new Promise((resolve, reject) => {
+    execFile(
+      engine,
+      inspectArgs(ref),
+      { encoding: 'utf8', env, timeout: PROBE_TIMEOUT_MS },
+      (error, stdout, stderr) => {
+        const status = error ? (typeof error.code === 'number' ? error.code : 1) : 0;
+        const spawnError = error && typeof error.code === 'string' ? error : undefined;
+        try {
+          resolve(inspectResult(engine, ref, { status, stdout, stderr, error: spawnError }));
+        } catch (cause) {
+          reject(cause instanceof Error ? cause : new Error(String(cause)));
+        }
+      },
+    );
+  });
+}
+
+function inspectArgs(ref: string): string[] {
+  return ['image', 'inspect', '--format', '{{.Id}}', ref];
+}
+
+function inspectResult(
+  engine: OciEngine,
+  ref: string,
+  result: { status: number | null; stdout: string; stderr: string; error?: Error | undefined },
+): string | undefined {
+  if (result.error && (result.error as NodeJS.ErrnoException).code === 'ENOENT')
+    throw new AgentcellError('BACKEND_UNAVAILABLE', `${engine} is not installed (run agentcell doctor)`);
+  if (result.status !== 0) {
+    if (/no such image|image not known|failed to find image/i.test(result.stderr)) return undefined;
+    throw new AgentcellError(
+      'BACKEND_UNAVAILABLE',
+      `${engine} cannot inspect image ${ref}: ${result.stderr.trim() || `exit ${String(result.status)}`} (run agentcell doctor)`,
+    );
+  }
+  const id = result.stdout.trim().split('\n')[0] ?? '';
+  return id.startsWith('sha256:') ? id : `sha256:${id}`;
+}
+
+/** The host environment an engine CLI runs with: PATH and HOME plus its own settings. */
+export function engineEnvironment(hostEnv: NodeJS.ProcessEnv): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const name of ['PATH', 'HOME', ...ENGINE_ENV]) {
+    const value = hostEnv[name];
+    if (value !== undefined) env[name] = value;
+  }
+  return env;
+}
+
+/**
+ * Whether an engine answers: the CLI exists and its daemon (docker), machine (podman on
+ * macOS and Windows) or local storage (podman on Linux) responds. The fix is the exact
+ * command for what is missing.
+ */
+export function probeEngine(engine: OciEngine, hostEnv: NodeJS.ProcessEnv = process.env): BackendProbe {
+  const env = engineEnvironment(hostEnv);
+  if (!findExecutable(engine, env))
+    return {
+      available: false,
+      detail: `${engine} not found`,
+      fix:
+        engine === 'podman'
+          ? 'sudo apt-get install podman   (Fedora: sudo dnf install podman; macOS: brew install podman)'
+          : 'sudo apt-get install docker.io   (macOS/Windows: install Docker Desktop or Colima)',
+    };
+  const format = engine === 'docker' ? '{{.Server.Version}}' : '{{.Version.Version}}';
+  const info = spawnSync(engine, ['version', '--format', format], {
+    encoding: 'utf8',
+    env,
+    timeout: PROBE_TIMEOUT_MS,
+  });
+  const version = info.stdout.trim();
+  if (info.status === 0 && version !== '') return { available: true, version, detail: `${engine} ${version}` };
+  const reason = (info.stderr.trim().split('\n')[0] ?? '') || `exit ${String(info.status)}`;
+  return { available: false, detail: `${engine} does not answer: ${reason}`, fix: engineFix(engine) };
+}
+
+function engineFix(engine: OciEngine): string {
+  const os = platform();
+  if (engine === 'podman')
+    return os === 'linux'
+      ? 'podman info   (rootless podman needs /etc/subuid and /etc/subgid ranges: sudo usermod --add-subuids 100000-165535 --add-subgids 100000-165535 $USER)'
+      : 'podman machine init && podman machine start';
+  return os === 'linux'
+    ? 'sudo systemctl start docker   (or run dockerd; a non-root user needs access to /var/run/docker.sock)'
+    : 'start Docker Desktop, or: colima start';
+}
+
+/** Whether the engine has gVisor's runsc registered as a runtime named `runsc`. */
+export function probeRunscRuntime(engine: OciEngine, hostEnv: NodeJS.ProcessEnv = process.env): BackendProbe {
+  const env = engineEnvironment(hostEnv);
+  const runsc = findExecutable('runsc', env);
+  if (!runsc)
+    return {
+      available: false,
+      detail: 'runsc not found',
+      fix: 'sudo apt-get install runsc   (or the gVisor apt repository: https://gvisor.dev/docs/user_guide/install/)',
+    };
+  const version = spawnSync(runsc, ['--version'], { encoding: 'utf8', timeout: PROBE_TIMEOUT_MS });
+  const runscVersion = /runsc version (\S+)/.exec(version.stdout)?.[1] ?? 'unknown';
+  const format = engine === 'docker' ? '{{json .Runtimes}}' : '{{json .Host.OCIRuntime}}';
+  const info = spawnSync(engine, ['info', '--format', format], { encoding: 'utf8', env, timeout: PROBE_TIMEOUT_MS });
+  if (info.status !== 0)
+    return { available: false, version: runscVersion, detail: `${engine} does not answer`, fix: engineFix(engine) };
+  if (engine === 'docker' && !/"runsc"/.test(info.stdout))
+    return {
+      available: false,
+      version: runscVersion,
+      detail: `runsc ${runscVersion} is installed but docker has no runtime named runsc`,
+      fix: `add to /etc/docker/daemon.json: {"runtimes":{"runsc":{"path":"${runsc}","runtimeArgs":["--network=none","--host-uds=open"]}}} then restart dockerd`,
+    };
+  return { available: true, version: runscVersion, detail: `runsc ${runscVersion} registered with ${engine}` };
+}

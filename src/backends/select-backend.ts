@@ -1,0 +1,61 @@
+import { join } from 'node:path';
+import type { BackendName } from '../policy/schema.js';
+import type { Backend } from './backend.js';
+import { createBwrapBackend } from './bwrap-backend.js';
+import { createOciBackend } from './oci-backend.js';
+import { engineEnvironment, inspectImageAsync, type OciEngine } from './oci-engine.js';
+import { AgentcellError } from '../errors.js';
+
+export interface BackendContext {
+  /** agentcell's state dir (for the OCI backends' mask sources). */
+  stateDir: string;
+  hostEnv: NodeJS.ProcessEnv;
+  hostUid?: number;
+  hostGid?: number;
+}
+
+/**
+ * The backend a policy names. gVisor is the OCI backend on docker with `--runtime runsc`
+ * (docker is where runsc registers as a runtime; see scripts/start-dockerd.sh).
+ */
+export function createBackend(name: BackendName, context: BackendContext): Backend {
+  if (name === 'bwrap') return createBwrapBackend();
+  const common = {
+    maskDir: join(context.stateDir, 'oci', 'masks'),
+    hostEnv: context.hostEnv,
+    hostUid: context.hostUid ?? process.getuid?.() ?? 1000,
+    hostGid: context.hostGid ?? process.getgid?.() ?? 1000,
+  };
+  if (name === 'gvisor') return createOciBackend({ ...common, name, engine: 'docker', runtime: 'runsc' });
+  return createOciBackend({ ...common, name, engine: name });
+}
+
+/** The image an OCI cell runs when the policy names none (what `agentcell image build` tags by default). */
+export const DEFAULT_CELL_IMAGE = 'localhost/agentcell/cell:latest';
+
+/** The engine a backend drives, if it is an OCI one. */
+export function engineOf(name: BackendName): OciEngine | undefined {
+  return name === 'bwrap' ? undefined : name === 'gvisor' ? 'docker' : name;
+}
+
+/**
+ * The image an OCI cell runs, pinned to its digest before anything starts (the run uses
+ * the digest, the receipt records both). Undefined for bwrap. Reads the engine's image
+ * store only; asynchronous so a run can look it up while it scans the workspace.
+ */
+export async function resolveCellImage(
+  name: BackendName,
+  ref: string | undefined,
+  hostEnv: NodeJS.ProcessEnv,
+): Promise<{ ref: string; digest: string } | undefined> {
+  const engine = engineOf(name);
+  if (engine === undefined) return undefined;
+  const image = ref ?? DEFAULT_CELL_IMAGE;
+  const digest = await inspectImageAsync(engine, image, engineEnvironment(hostEnv));
+  if (digest === undefined)
+    throw new AgentcellError(
+      'BACKEND_UNAVAILABLE',
+      `${engine} has no image ${image}: build one with agentcell image build --from ROOTFS_DIR --tag ${image} --engine ${engine} (or set cell.image / --image)`,
+    );
+  return { ref: image, digest };
+}

@@ -1,0 +1,233 @@
+import { spawn, spawnSync, type ChildProcessByStdio } from 'node:child_process';
+import type { Readable, Writable } from 'node:stream';
+import { existsSync, mkdirSync, readdirSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { basename, dirname, join, resolve } from 'node:path';
+import { AgentcellError } from '../errors.js';
+import { engineEnvironment, inspectImage, type OciEngine } from '../backends/oci-engine.js';
+import { DEFAULT_CELL_IMAGE } from '../backends/select-backend.js';
+import { readJsonFile } from '../read-json-file.js';
+
+/** An image `agentcell image build` made, as recorded in the state dir. */
+export interface CellImageRecord {
+  tag: string;
+  engine: OciEngine;
+  /** `sha256:` + the image id: what receipts record as `image.digest`. */
+  digest: string;
+  /** The rootfs directory or Containerfile it was built from. */
+  source: string;
+  builtAt: string;
+}
+
+/** Where agentcell's own node goes in a cell image or rootfs: the egress bridge and `node` on PATH. */
+export const IMAGE_NODE_PATH = '/usr/local/bin/node';
+const DEFAULT_SUITE = 'bookworm';
+const DEFAULT_MIRROR = 'http://deb.debian.org/debian';
+/** What a cell needs beyond minbase: TLS roots and curl for the gateway, procps for ps. */
+const DEFAULT_INCLUDE = ['ca-certificates', 'curl', 'procps'];
+
+function recordsFile(stateDir: string): string {
+  return join(stateDir, 'images.json');
+}
+
+export function listImageRecords(stateDir: string): CellImageRecord[] {
+  return readJsonFile<CellImageRecord[]>(recordsFile(stateDir)) ?? [];
+}
+
+function saveRecords(stateDir: string, records: CellImageRecord[]): void {
+  mkdirSync(stateDir, { recursive: true });
+  const file = recordsFile(stateDir);
+  writeFileSync(`${file}.${process.pid}`, JSON.stringify(records, null, 2) + '\n');
+  renameSync(`${file}.${process.pid}`, file);
+}
+
+export interface RootfsBuild {
+  dir: string;
+  suite?: string;
+  mirror?: string;
+  include?: string[];
+}
+
+/** The debootstrap invocation that makes a directory rootfs (shown by --dry-run). */
+export function rootfsCommand(build: RootfsBuild): string[] {
+  const include = build.include ?? DEFAULT_INCLUDE;
+  return [
+    'debootstrap',
+    '--variant=minbase',
+    ...(include.length > 0 ? [`--include=${include.join(',')}`] : []),
+    build.suite ?? DEFAULT_SUITE,
+    resolve(build.dir),
+    build.mirror ?? DEFAULT_MIRROR,
+  ];
+}
+
+/**
+ * A directory rootfs for cells: debootstrap (minbase) into a temporary sibling of `dir`,
+ * agentcell's node copied in at /usr/local/bin/node, then renamed into place, so a
+ * failed build leaves no half rootfs. Needs root (debootstrap creates device nodes and
+ * chowns). The bwrap backend runs it as `cell.rootfs = DIR`; `--from DIR` imports it.
+ */
+export function buildRootfs(build: RootfsBuild): string {
+  const dir = resolve(build.dir);
+  if (existsSync(dir) && readdirSync(dir).length > 0)
+    throw new AgentcellError('FILE_EXISTS', `${dir} exists and is not empty: choose a new directory for the rootfs`);
+  const temp = join(dirname(dir), `.${basename(dir)}.building-${process.pid}`);
+  const [command, ...args] = rootfsCommand({ ...build, dir: temp });
+  const result = spawnSync(command!, args, { encoding: 'utf8', stdio: ['ignore', 'ignore', 'pipe'] });
+  if (result.error || result.status !== 0) {
+    spawnSync('rm', ['-rf', '--one-file-system', temp]);
+    throw new AgentcellError(
+      'BACKEND_UNAVAILABLE',
+      `debootstrap failed (${(result.error?.message ?? result.stderr.trim().split('\n').slice(-3).join(' ')) || `exit ${String(result.status)}`}); it needs root and a Debian mirror (--mirror URL): sudo apt-get install debootstrap`,
+    );
+  }
+  const copy = spawnSync('install', ['-m', '0755', process.execPath, join(temp, IMAGE_NODE_PATH)], {
+    encoding: 'utf8',
+  });
+  if (copy.status !== 0)
+    throw new AgentcellError('BACKEND_UNAVAILABLE', `cannot copy node into the rootfs: ${copy.stderr}`);
+  if (existsSync(dir)) spawnSync('rmdir', [dir]);
+  renameSync(temp, dir);
+  return dir;
+}
+
+export interface ImageBuild {
+  /** A rootfs directory (imported) or a Containerfile/Dockerfile (built). */
+  from: string;
+  tag?: string;
+  engine: OciEngine;
+  stateDir: string;
+  hostEnv?: NodeJS.ProcessEnv;
+}
+
+/** What `image build` would run, for --dry-run. */
+export function imageBuildPlan(build: ImageBuild): { tag: string; commands: string[][] } {
+  const tag = build.tag ?? DEFAULT_CELL_IMAGE;
+  const from = resolve(build.from);
+  if (!existsSync(from)) throw new AgentcellError('USAGE', `--from ${from}: no such directory or Containerfile`);
+  if (statSync(from).isDirectory()) return { tag, commands: [importTar(from), [build.engine, 'import', '-', tag]] };
+  return { tag, commands: [[build.engine, 'build', '--pull=false', '-f', from, '-t', tag, dirname(from)]] };
+}
+
+/**
+ * A directory rootfs as one tar stream with agentcell's node added at
+ * /usr/local/bin/node (unless the rootfs has one), so the bridge and `node` work in the cell.
+ */
+function importTar(dir: string): string[] {
+  const args = ['tar', '--numeric-owner', '-C', dir, '-c', '.'];
+  if (!existsSync(join(dir, IMAGE_NODE_PATH)))
+    args.push(
+      '--transform',
+      `s,^node$,.${IMAGE_NODE_PATH},`,
+      '-C',
+      dirname(process.execPath),
+      basename(process.execPath),
+    );
+  return args;
+}
+
+/** Builds or imports the image, records its digest, and returns the record. */
+export async function buildImage(build: ImageBuild): Promise<CellImageRecord> {
+  const env = engineEnvironment(build.hostEnv ?? process.env);
+  const { tag, commands } = imageBuildPlan(build);
+  const [first, second] = commands;
+  if (second) await pipe(first!, second, env);
+  else await pipe(first!, undefined, env);
+  const digest = inspectImage(build.engine, tag, env);
+  if (digest === undefined)
+    throw new AgentcellError('BACKEND_UNAVAILABLE', `${build.engine} built ${tag} but cannot find it afterwards`);
+  const record: CellImageRecord = {
+    tag,
+    engine: build.engine,
+    digest,
+    source: resolve(build.from),
+    builtAt: new Date().toISOString(),
+  };
+  const records = listImageRecords(build.stateDir).filter((r) => !(r.tag === tag && r.engine === build.engine));
+  saveRecords(build.stateDir, [...records, record]);
+  return record;
+}
+
+/** Runs `producer | consumer` (or `producer` alone); rejects with the failing side's stderr. */
+function pipe(producer: string[], consumer: string[] | undefined, env: Record<string, string>): Promise<void> {
+  return new Promise((resolvePipe, reject) => {
+    const errors: string[] = [];
+    const start = (
+      argv: string[],
+      stdin: 'ignore' | 'pipe',
+    ): ChildProcessByStdio<Writable | null, Readable, Readable> => {
+      const child = spawn(argv[0]!, argv.slice(1), { env, stdio: [stdin, 'pipe', 'pipe'] }) as ChildProcessByStdio<
+        Writable | null,
+        Readable,
+        Readable
+      >;
+      child.stderr.setEncoding('utf8').on('data', (d: string) => errors.push(d));
+      return child;
+    };
+    const first = start(producer, 'ignore');
+    const last = consumer ? start(consumer, 'pipe') : first;
+    if (consumer) first.stdout.pipe(last.stdin!);
+    else first.stdout.resume();
+    if (consumer) last.stdout.resume();
+    let pending = consumer ? 2 : 1;
+    let failed = false;
+    const done = (argv: string[]) => (code: number | null) => {
+      if (code !== 0 && !failed) {
+        failed = true;
+        reject(
+          new AgentcellError(
+            'BACKEND_UNAVAILABLE',
+            `${argv.slice(0, 2).join(' ')} failed (exit ${String(code)}): ${errors.join('').trim().split('\n').slice(-3).join(' ')}`,
+          ),
+        );
+      }
+      if (--pending === 0 && !failed) resolvePipe();
+    };
+    first.on('error', reject).on('close', done(producer));
+    if (consumer) last.on('error', reject).on('close', done(consumer));
+  });
+}
+
+export interface ImageListing extends CellImageRecord {
+  /** The engine still has an image under this tag with this digest. */
+  present: boolean;
+}
+
+export function listImages(stateDir: string, hostEnv: NodeJS.ProcessEnv = process.env): ImageListing[] {
+  const env = engineEnvironment(hostEnv);
+  return listImageRecords(stateDir).map((r) => {
+    let present = false;
+    try {
+      present = inspectImage(r.engine, r.tag, env) === r.digest;
+    } catch {
+      // engine gone or down: not present
+    }
+    return { ...r, present };
+  });
+}
+
+/** Removes the image from its engine(s) and forgets it; engines that lack it are skipped. */
+export function removeImage(
+  stateDir: string,
+  tag: string,
+  engine: OciEngine | undefined,
+  hostEnv: NodeJS.ProcessEnv = process.env,
+): CellImageRecord[] {
+  const records = listImageRecords(stateDir);
+  const removed = records.filter((r) => r.tag === tag && (engine === undefined || r.engine === engine));
+  if (removed.length === 0)
+    throw new AgentcellError(
+      'USAGE',
+      `no image ${tag}${engine ? ` on ${engine}` : ''} was built by agentcell (agentcell image list)`,
+    );
+  const env = engineEnvironment(hostEnv);
+  for (const r of removed) {
+    const result = spawnSync(r.engine, ['rmi', '--force', r.tag], { env, encoding: 'utf8' });
+    if (result.status !== 0 && !/no such image|image not known|not found/i.test(result.stderr))
+      throw new AgentcellError('BACKEND_UNAVAILABLE', `${r.engine} rmi ${r.tag} failed: ${result.stderr.trim()}`);
+  }
+  saveRecords(
+    stateDir,
+    records.filter((r) => !removed.includes(r)),
+  );
+  return removed;
+}

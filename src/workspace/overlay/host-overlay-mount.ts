@@ -1,0 +1,41 @@
+import type { LayerStack } from './layer-stack.js';
+import { layerDirName } from './layer-stack.js';
+
+/** The commands that mount a cell's layer stack on the host for a run and unmount it after. */
+export interface HostOverlayMount {
+  /** Where the merged view appears on the host, to bind at the workspace's path in the container. */
+  merged: string;
+  mount: string[];
+  unmount: string[];
+}
+
+/**
+ * An OCI engine resolves bind sources in its own mount namespace (dockerd is a daemon;
+ * podman's conmon outlives any namespace we could make for it), so the overlay the bwrap
+ * backend mounts privately (overlay-mount.ts) is invisible to it. For OCI the host mounts
+ * the same stack, with the same options (`userxattr`: whiteouts and opaque dirs as the
+ * bwrap cells write them), at the cell's `merged` dir for the length of the run. That
+ * needs root on the host, which rootful engines imply anyway.
+ *
+ * As in overlay-mount.ts, the script works in the cell dir and hands the workspace to
+ * the kernel as `/proc/self/fd/9`, so no character of its path needs escaping. A mount
+ * a killed run left behind is dropped first. A failed mount exits 125.
+ */
+const MOUNT_SCRIPT = [
+  'cd "$2" || exit 125',
+  'if mountpoint -q merged; then umount -l merged || exit 125; fi',
+  'if ! "$1" -t overlay overlay -o "lowerdir=$4/proc/self/fd/9,upperdir=upper,workdir=work,userxattr" merged 9<"$3"; then',
+  '  echo "agentcell-overlay: cannot mount the workspace overlay in $2" >&2; exit 125',
+  'fi',
+].join('\n');
+
+export function hostOverlayMount(stack: LayerStack, workspace: string): HostOverlayMount {
+  // Newest layer first, each followed by ':'; the script appends the workspace.
+  const lowers = stack.layers.map((l) => `layers/${layerDirName(l)}:`).reverse();
+  return {
+    merged: stack.merged,
+    mount: ['/bin/sh', '-c', MOUNT_SCRIPT, 'agentcell-overlay', 'mount', stack.cellDir, workspace, lowers.join('')],
+    // Lazy: a container runtime that has not quite let go must not leave the mount behind.
+    unmount: ['umount', '--lazy', stack.merged],
+  };
+}
