@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createServer, type Server } from 'node:https';
@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { proxySecretPlaceholder } from '../src/cell/resolve-secrets.js';
-import { CLI, cellDirOf, makeSandbox, type CliResult, type Sandbox } from './helpers.js';
+import { agentcellAsync, cellDirOf, makeSandbox, type CliResult, type Sandbox } from './helpers.js';
 import { anthropicStub, geminiStub, openaiResponsesStub, type StubRequest } from './provider-stubs.js';
 
 /**
@@ -24,24 +24,8 @@ const OPENAI_KEY = 'sk-proj-real-e2e-0a1b2c3d4e5f6a7b8c9d';
 const GEMINI_KEY = 'AIza-real-e2e-1c2d3e4f5a6b7c8d9e0f';
 
 function runCli(args: string[], sb: Sandbox, env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], {
-      cwd: sb.workspace,
-      env: { ...sb.env, ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    // A first run installs the CLI from npm.
-    const timer = setTimeout(() => child.kill('SIGKILL'), Number(process.env['E2E_KILL_MS'] ?? 600_000));
-    child.on('error', reject);
-    child.on('close', (status) => {
-      clearTimeout(timer);
-      resolve({ status, stdout, stderr });
-    });
-  });
+  // A first run installs the CLI from npm.
+  return agentcellAsync(sb, args, { env, timeoutMs: Number(process.env['E2E_KILL_MS'] ?? 600_000) });
 }
 
 /** A test CA and a leaf for `names`, with openssl. */

@@ -6,7 +6,7 @@ import { createServer as createHttpsServer, type Server } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { CLI, cellDirOf, listTree, makeSandbox, type CliResult, type Sandbox } from './helpers.js';
+import { agentcellAsync, CLI, cellDirOf, listTree, makeSandbox, type CliResult, type Sandbox } from './helpers.js';
 
 /**
  * TLS inspection, L7 rules, proxy-injected secrets and spy from inside real bwrap cells.
@@ -24,23 +24,7 @@ interface Seen {
 }
 
 function runCli(args: string[], sb: Sandbox, env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], {
-      cwd: sb.workspace,
-      env: { ...sb.env, ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 90_000);
-    child.on('error', reject);
-    child.on('close', (status) => {
-      clearTimeout(timer);
-      resolve({ status, stdout, stderr });
-    });
-  });
+  return agentcellAsync(sb, args, { env, timeoutMs: 90_000 });
 }
 
 function makeCerts(dir: string, prefix: string, names: string[]): { key: Buffer; cert: Buffer; ca: string } {

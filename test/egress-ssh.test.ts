@@ -5,7 +5,7 @@ import { connect, createServer, type AddressInfo } from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { CLI, cellDirOf, listTree, makeSandbox, type CliResult, type Sandbox } from './helpers.js';
+import { agentcellAsync, cellDirOf, listTree, makeSandbox, type CliResult, type Sandbox } from './helpers.js';
 
 /**
  * SSH egress: each cell has its own ed25519 key (`agentcell pubkey`), bound read-only
@@ -15,23 +15,7 @@ import { CLI, cellDirOf, listTree, makeSandbox, type CliResult, type Sandbox } f
  */
 
 function runCli(sb: Sandbox, args: string[]): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], {
-      cwd: sb.workspace,
-      env: sb.env,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
-    child.on('error', reject);
-    child.on('close', (status) => {
-      clearTimeout(timer);
-      resolve({ status, stdout, stderr });
-    });
-  });
+  return agentcellAsync(sb, args);
 }
 
 async function freePort(): Promise<number> {

@@ -86,6 +86,30 @@ export function startCli(args: string[], options: { cwd: string; env: NodeJS.Pro
 }
 
 /**
+ * The CLI in the sandbox without blocking this process, so servers the test runs keep
+ * answering while the cell uses them; killed after `timeoutMs`.
+ */
+export function agentcellAsync(
+  sb: Sandbox,
+  args: string[],
+  options: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {},
+): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    const child = startCli(args, { cwd: sb.workspace, env: { ...sb.env, ...options.env } });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 60_000);
+    child.on('error', reject);
+    child.on('close', (status) => {
+      clearTimeout(timer);
+      resolve({ status, stdout, stderr });
+    });
+  });
+}
+
+/**
  * Every entry below a directory, relative, for "nothing changed" assertions. A directory
  * this user cannot read (overlayfs's work dir is mode 000) is listed, not entered.
  */

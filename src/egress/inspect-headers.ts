@@ -1,26 +1,5 @@
 import type { IncomingMessage, OutgoingHttpHeaders } from 'node:http';
-
-/** Connection-scoped headers a proxy must not pass on. */
-const HOP_BY_HOP = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-authenticate',
-  'proxy-authorization',
-  'proxy-connection',
-  'te',
-  'trailer',
-  'transfer-encoding',
-  'upgrade',
-]);
-function connectionTokens(header: string | string[] | undefined): Set<string> {
-  const text = Array.isArray(header) ? header.join(',') : (header ?? '');
-  return new Set(
-    text
-      .split(',')
-      .map((t) => t.trim().toLowerCase())
-      .filter(Boolean),
-  );
-}
+import { connectionTokens, HOP_BY_HOP } from './hop-by-hop.js';
 
 /** The client's request headers for upstream, without hop-by-hop ones and the `drop` names (injected). */
 export function forwardHeaders(req: IncomingMessage, drop: Set<string>): OutgoingHttpHeaders {

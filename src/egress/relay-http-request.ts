@@ -1,19 +1,6 @@
 import { request, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
-
-/** Connection-scoped headers a proxy must not pass on, and the proxy credentials. */
-const HOP_BY_HOP = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-authenticate',
-  'proxy-authorization',
-  'proxy-connection',
-  'te',
-  'trailer',
-  'transfer-encoding',
-  'upgrade',
-  'host',
-]);
+import { connectionTokens, HOP_BY_HOP } from './hop-by-hop.js';
 
 /** The target of an absolute-form request (`GET http://host:port/path`), or a reason it is not one. */
 export function parseForwardUrl(raw: string | undefined): { url: URL } | { problem: 'bad-request' | 'unsupported' } {
@@ -45,7 +32,7 @@ export function relayHttpRequest(req: IncomingMessage, res: ServerResponse, upst
   for (let i = 0; i + 1 < req.rawHeaders.length; i += 2) {
     const name = (req.rawHeaders[i] ?? '').toLowerCase();
     const value = req.rawHeaders[i + 1] ?? '';
-    if (HOP_BY_HOP.has(name) || dropped.has(name)) continue;
+    if (HOP_BY_HOP.has(name) || name === 'host' || dropped.has(name)) continue; // host: set below
     const existing = headers[name];
     headers[name] =
       existing === undefined ? value : [...(Array.isArray(existing) ? existing : [String(existing)]), value];
@@ -95,13 +82,4 @@ export function relayHttpRequest(req: IncomingMessage, res: ServerResponse, upst
     });
     req.pipe(outgoing);
   });
-}
-
-function connectionTokens(value: string | undefined): Set<string> {
-  return new Set(
-    (value ?? '')
-      .split(',')
-      .map((token) => token.trim().toLowerCase())
-      .filter(Boolean),
-  );
 }
