@@ -2,6 +2,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { inMountNamespace } from '../src/workspace/overlay/overlay-mount.js';
 import { fmt, timeInterleaved, type Timing } from './measure.js';
 
 export interface Section {
@@ -56,24 +57,15 @@ export function startupBench(cli: string, runs: number): Section {
           // What agentcell's cell costs without agentcell: the same overlay mount in a user
           // namespace, then bwrap on the merged view. Node's start-up plus this is the floor.
           name: 'overlay mount + bwrap true (no node)',
-          argv: [
-            'unshare',
-            '--user',
-            '--map-root-user',
-            '--mount',
-            '--propagation',
-            'private',
-            '--',
-            '/bin/sh',
-            '-c',
+          argv: inMountNamespace(
+            { unshare: 'unshare' },
             [
               'cd "$1" && mount -t overlay overlay -o "lowerdir=$2,upperdir=upper,workdir=work,userxattr" merged',
               'exec bwrap --unshare-all --die-with-parent --new-session --ro-bind / / --dev /dev --proc /proc --bind "$1/merged" "$2" true',
             ].join(' && '),
             'sh',
-            layers,
-            workspace,
-          ],
+            [layers, workspace],
+          ),
           env,
         },
         { name: 'agentcell run -- true', argv: [cli, 'run', '--', 'true'], cwd: workspace, env },

@@ -1,4 +1,5 @@
 import type { AgentAdapter } from './agent-adapter.js';
+import { ANTHROPIC_API_KEY } from './provider-keys.js';
 
 /**
  * Claude Code. 2.1.197 is the last release whose engines allow Node 20 (npm picks it
@@ -12,13 +13,7 @@ export const claudeAdapter: AgentAdapter = {
   apiHosts: ['api.anthropic.com'],
   otherHosts: ['statsig.anthropic.com', 'console.anthropic.com', 'claude.ai'],
   credentials: [
-    {
-      secret: 'ANTHROPIC_API_KEY',
-      hostEnv: ['ANTHROPIC_API_KEY'],
-      host: 'api.anthropic.com',
-      header: 'x-api-key',
-      placeholderEnv: ['ANTHROPIC_API_KEY'],
-    },
+    ANTHROPIC_API_KEY,
     {
       // A subscription token from `claude setup-token` (or `agentcell login claude`).
       secret: 'CLAUDE_CODE_OAUTH_TOKEN',

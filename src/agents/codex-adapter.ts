@@ -1,4 +1,5 @@
 import type { AgentAdapter } from './agent-adapter.js';
+import { OPENAI_API_KEY } from './provider-keys.js';
 
 /** OpenAI Codex: the npm package carries the native binary for each platform. */
 export const codexAdapter: AgentAdapter = {
@@ -10,11 +11,8 @@ export const codexAdapter: AgentAdapter = {
   otherHosts: ['auth.openai.com'],
   credentials: [
     {
-      secret: 'OPENAI_API_KEY',
+      ...OPENAI_API_KEY,
       hostEnv: ['OPENAI_API_KEY', 'CODEX_API_KEY'],
-      host: 'api.openai.com',
-      header: 'authorization',
-      template: 'Bearer {value}',
       // `codex exec` reads CODEX_API_KEY, the interactive CLI OPENAI_API_KEY.
       placeholderEnv: ['CODEX_API_KEY', 'OPENAI_API_KEY'],
     },

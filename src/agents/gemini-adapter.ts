@@ -1,4 +1,5 @@
 import type { AgentAdapter } from './agent-adapter.js';
+import { GEMINI_API_KEY } from './provider-keys.js';
 
 /** Google's Gemini CLI, a Node bundle. */
 export const geminiAdapter: AgentAdapter = {
@@ -8,15 +9,7 @@ export const geminiAdapter: AgentAdapter = {
   bin: 'gemini',
   apiHosts: ['generativelanguage.googleapis.com'],
   otherHosts: ['oauth2.googleapis.com', 'cloudcode-pa.googleapis.com'],
-  credentials: [
-    {
-      secret: 'GEMINI_API_KEY',
-      hostEnv: ['GEMINI_API_KEY', 'GOOGLE_API_KEY'],
-      host: 'generativelanguage.googleapis.com',
-      header: 'x-goog-api-key',
-      placeholderEnv: ['GEMINI_API_KEY'],
-    },
-  ],
+  credentials: [{ ...GEMINI_API_KEY, hostEnv: ['GEMINI_API_KEY', 'GOOGLE_API_KEY'] }],
   env: { GEMINI_CLI_NO_RELAUNCH: 'true' },
   seed: () => [
     {

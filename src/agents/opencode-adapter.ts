@@ -1,4 +1,5 @@
 import type { AgentAdapter } from './agent-adapter.js';
+import { ANTHROPIC_API_KEY, OPENAI_API_KEY } from './provider-keys.js';
 
 /** opencode (npm `opencode-ai`): the package carries the native binary. */
 export const opencodeAdapter: AgentAdapter = {
@@ -8,23 +9,7 @@ export const opencodeAdapter: AgentAdapter = {
   bin: 'opencode',
   apiHosts: ['api.anthropic.com', 'api.openai.com'],
   otherHosts: ['models.dev'],
-  credentials: [
-    {
-      secret: 'ANTHROPIC_API_KEY',
-      hostEnv: ['ANTHROPIC_API_KEY'],
-      host: 'api.anthropic.com',
-      header: 'x-api-key',
-      placeholderEnv: ['ANTHROPIC_API_KEY'],
-    },
-    {
-      secret: 'OPENAI_API_KEY',
-      hostEnv: ['OPENAI_API_KEY'],
-      host: 'api.openai.com',
-      header: 'authorization',
-      template: 'Bearer {value}',
-      placeholderEnv: ['OPENAI_API_KEY'],
-    },
-  ],
+  credentials: [ANTHROPIC_API_KEY, OPENAI_API_KEY],
   env: { OPENCODE_DISABLE_AUTOUPDATE: 'true', OPENCODE_DISABLE_SHARE: 'true' },
   seed: () => [
     {

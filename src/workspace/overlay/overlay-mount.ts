@@ -127,27 +127,42 @@ export function overlayWrapper(
     ? [fuse.fuseOverlayfs, fuse.setpriv, fuse.mountpoint]
     : [tools.mount, '', ''];
   return {
-    argvPrefix: [
-      tools.unshare,
-      '--user',
-      '--map-root-user',
-      '--mount',
-      '--propagation',
-      'private',
-      '--',
-      '/bin/sh',
-      '-c',
-      fuse ? FUSE_SCRIPT : KERNEL_SCRIPT,
-      'agentcell-overlay',
+    argvPrefix: inMountNamespace(tools, fuse ? FUSE_SCRIPT : KERNEL_SCRIPT, 'agentcell-overlay', [
       program,
       stack.cellDir,
       workspace,
       lowers.join(''),
       setpriv,
       mountpoint,
-    ],
+    ]),
     merged: stack.merged,
   };
+}
+
+/**
+ * `sh -c SCRIPT NAME ARGS…` in a user + mount namespace of its own, where root is the host
+ * user who runs agentcell: the prefix every overlay wrapper puts before the backend's argv.
+ */
+export function inMountNamespace(
+  tools: Pick<OverlayTools, 'unshare'>,
+  script: string,
+  name: string,
+  args: string[],
+): string[] {
+  return [
+    tools.unshare,
+    '--user',
+    '--map-root-user',
+    '--mount',
+    '--propagation',
+    'private',
+    '--',
+    '/bin/sh',
+    '-c',
+    script,
+    name,
+    ...args,
+  ];
 }
 
 export interface OverlaySupport {

@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import type { OverlayTools } from './overlay-mount.js';
+import { inMountNamespace, type OverlayTools } from './overlay-mount.js';
 
 /** A directory rootfs made writable for one cell: its own upper layer over the shared, untouched rootfs. */
 export interface RootfsOverlay {
@@ -33,22 +33,7 @@ const SCRIPT = [
 export function rootfsOverlay(rootfs: string, cellDir: string, tools: OverlayTools): RootfsOverlay {
   const dir = join(cellDir, 'rootfs');
   return {
-    argvPrefix: [
-      tools.unshare,
-      '--user',
-      '--map-root-user',
-      '--mount',
-      '--propagation',
-      'private',
-      '--',
-      '/bin/sh',
-      '-c',
-      SCRIPT,
-      'agentcell-rootfs',
-      tools.mount,
-      dir,
-      rootfs,
-    ],
+    argvPrefix: inMountNamespace(tools, SCRIPT, 'agentcell-rootfs', [tools.mount, dir, rootfs]),
     merged: join(dir, 'merged'),
     upper: join(dir, 'upper'),
   };
