@@ -25,7 +25,7 @@ export {
   type FlaggedChange,
 } from './cell/cell-decisions.js';
 export { listCells, locateCell, readCell, type CellRecord } from './cell/cell-store.js';
-export type { Receipt } from './receipts/receipt.js';
+export type { EgressReload, Receipt } from './receipts/receipt.js';
 export { listReceipts, readReceipt, verifyCell } from './receipts/receipt-store.js';
 export { loadPublicKeys } from './receipts/signing-key.js';
 export { renderReceiptMarkdown } from './receipts/render-receipt.js';

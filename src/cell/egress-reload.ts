@@ -1,14 +1,17 @@
 import { rmSync } from 'node:fs';
+import { userInfo } from 'node:os';
 import { join, relative, isAbsolute } from 'node:path';
 import { AgentcellError } from '../errors.js';
 import type { AgentcellPaths } from '../paths.js';
 import type { Policy } from '../policy/schema.js';
+import type { EgressReload } from '../receipts/receipt.js';
 import {
   diffHostRules,
   requestEgressReload,
   startEgressControl,
   type EgressControl,
   type ReloadReport,
+  type Requester,
 } from '../egress/egress-control.js';
 import type { EgressGateway } from '../egress/egress-gateway.js';
 import type { HostRules } from '../egress/host-rules.js';
@@ -35,19 +38,21 @@ export function gatewayRules(network: Policy['network']): HostRules {
  * resolved again exactly as the run resolved it (same workspace, `--policy` file and
  * flags), refused if it now comes from a file the run did not read or from one the cell
  * could have written, and applied with `gateway.reload` (which revokes tunnels it refuses).
+ * `onApplied` gets each applied (not dry-run) reload, for the run's receipt.
  */
 export async function serveEgressReload(
   prepared: PreparedRun,
   run: string,
   paths: AgentcellPaths,
   gateway: EgressGateway,
+  onApplied: (report: ReloadReport) => void,
 ): Promise<EgressControl | undefined> {
   const source = prepared.policySource;
   if (!source || !prepared.egress) return undefined;
   let current = prepared.egress.rules;
   const dir = egressControlDir(cellDir(paths, prepared.cell));
   makePrivateDir(dir);
-  const control = await startEgressControl(join(dir, CONTROL_SOCKET), async ({ dryRun }) => {
+  const control = await startEgressControl(join(dir, CONTROL_SOCKET), async ({ dryRun, by }) => {
     const { workspace, resolved } = await resolveCellPolicy(source.options, paths, source.cwd);
     const newFiles = resolved.files.filter((file) => !prepared.resolved.files.includes(file));
     if (workspace !== prepared.workspace || newFiles.length > 0)
@@ -62,10 +67,30 @@ export async function serveEgressReload(
         `${writable.join(', ')} lies in a direct-mode workspace the cell can write; reloading from it could let the cell widen its own network`,
       );
     const next = gatewayRules(resolved.policy.network);
-    const report: ReloadReport = { run, dryRun, files: resolved.files, ...diffHostRules(current, next), revoked: 0 };
+    const report: ReloadReport = {
+      run,
+      dryRun,
+      time: new Date().toISOString(),
+      by,
+      policyHash: resolved.hash,
+      files: resolved.files,
+      ...diffHostRules(current, next),
+      revoked: 0,
+    };
     if (dryRun) return report;
     report.revoked = gateway.reload(next).revoked;
     current = next;
+    try {
+      onApplied(report);
+    } catch (cause) {
+      throw new AgentcellError(
+        'INTERNAL',
+        `reloaded, but could not journal the reload for the receipt: ${String(cause)}`,
+        {
+          cause,
+        },
+      );
+    }
     return report;
   });
   return {
@@ -74,6 +99,12 @@ export async function serveEgressReload(
       rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/** An applied reload as the run's receipt records it. */
+export function receiptReload(report: ReloadReport): EgressReload {
+  const { time, by, policyHash, files, added, removed, revoked } = report;
+  return { time, by: { ...by }, policyHash, files: [...files], added, removed, revoked };
 }
 
 /** A direct-mode cell writes the workspace live; only its read-only control files are safe from it. */
@@ -96,5 +127,15 @@ export async function reloadCellEgress(
       `cell ${cell} has no run going; agentcell allow reloads a running --network allowlist cell (a new run reads the policy anyway)`,
     );
   const socket = join(egressControlDir(cellDir(paths, cell)), CONTROL_SOCKET);
-  return requestEgressReload(socket, { op: 'reload', dryRun: options.dryRun ?? false });
+  return requestEgressReload(socket, { op: 'reload', dryRun: options.dryRun ?? false, by: requester() });
+}
+
+function requester(): Requester {
+  let user: string;
+  try {
+    user = userInfo().username;
+  } catch {
+    user = `uid ${process.getuid?.() ?? '?'}`; // a uid with no passwd entry (containers)
+  }
+  return { user, pid: process.pid };
 }

@@ -6,7 +6,8 @@ import { AGENTCELL_VERSION } from '../version.js';
 import { countChanges } from '../workspace/overlay/layer-diff.js';
 import { AgentcellError } from '../errors.js';
 import type { AgentcellPaths } from '../paths.js';
-import type { Receipt } from '../receipts/receipt.js';
+import type { EgressReload, EgressSummary, Receipt } from '../receipts/receipt.js';
+import type { ReloadReport } from '../egress/egress-control.js';
 import type { ReceiptStore } from '../receipts/receipt-store.js';
 import { isProcessAlive } from '../receipts/process-identity.js';
 import { beginRun, finishRun, listJournal, updateRun, type RunDraft } from '../receipts/run-journal.js';
@@ -16,7 +17,7 @@ import { lockCell, openReceipts } from './cell-transaction.js';
 import { workspaceOverlay, type PreparedRun } from './prepare-run.js';
 import { toolVersion } from './tool-versions.js';
 import { startRunGateway, type RunningGateway } from '../egress/run-gateway.js';
-import { serveEgressReload } from './egress-reload.js';
+import { receiptReload, serveEgressReload } from './egress-reload.js';
 
 export interface RunReport {
   outcome: RunOutcome;
@@ -54,14 +55,20 @@ export async function runPrepared(
 
     // Before the cell starts, so the bridge finds the socket; gateway down = no network.
     const gateway = await startGateway(prepared, journal.id);
+    const reloads: EgressReload[] = [];
+    const onReload = (report: ReloadReport): void => {
+      reloads.push(receiptReload(report));
+      // Journaled at once, so a run whose agentcell is killed still receipts its reloads.
+      updateRun(tx.dir, journal.id, { egress: { ...journal.draft.egress, reloads: [...reloads] } });
+    };
     const control =
       gateway &&
-      (await serveEgressReload(prepared, journal.id, paths, gateway.gateway).catch(async (error: unknown) => {
+      (await serveEgressReload(prepared, journal.id, paths, gateway.gateway, onReload).catch(async (error: unknown) => {
         await gateway.stop();
         throw error;
       }));
     if (gateway) prepared.timer.mark('gateway');
-    let egress = { allowed: 0, denied: 0 };
+    let egress: EgressSummary = { allowed: 0, denied: 0 };
     let outcome: RunOutcome;
     let store: ReceiptStore;
     try {
@@ -75,6 +82,7 @@ export async function runPrepared(
     } finally {
       await control?.close();
       if (gateway) egress = await gateway.stop();
+      if (reloads.length > 0) egress = { ...egress, reloads };
     }
     prepared.timer.mark('run');
 

@@ -13,12 +13,24 @@ import type { HostRules } from './host-rules.js';
 export interface ReloadRequest {
   op: 'reload';
   dryRun: boolean;
+  /** Who asks, for the run's receipt. Self-reported; only the cell owner's uid (or root) can reach the socket. */
+  by: Requester;
+}
+
+export interface Requester {
+  user: string;
+  pid: number;
 }
 
 /** What a reload changed (or would change, on a dry run). */
 export interface ReloadReport {
   run: string;
   dryRun: boolean;
+  /** ISO 8601, when the running process handled it. */
+  time: string;
+  by: Requester;
+  /** `sha256:` hash of the merged policy the reload read (applied unless a dry run). */
+  policyHash: string;
   /** The policy files read, lowest precedence first. */
   files: string[];
   added: RuleEntries;
@@ -131,9 +143,23 @@ function parseRequest(line: string): ReloadRequest {
     throw new AgentcellError('USAGE', 'control request: not JSON');
   }
   const request = value as Partial<ReloadRequest> | null;
-  if (request === null || typeof request !== 'object' || request.op !== 'reload' || typeof request.dryRun !== 'boolean')
-    throw new AgentcellError('USAGE', 'control request: expected {"op":"reload","dryRun":true|false}');
-  return { op: 'reload', dryRun: request.dryRun };
+  const by = request?.by as Partial<Requester> | null | undefined;
+  if (
+    request === null ||
+    typeof request !== 'object' ||
+    request.op !== 'reload' ||
+    typeof request.dryRun !== 'boolean' ||
+    typeof by !== 'object' ||
+    by === null ||
+    typeof by.user !== 'string' ||
+    by.user.length > 256 ||
+    !Number.isSafeInteger(by.pid)
+  )
+    throw new AgentcellError(
+      'USAGE',
+      'control request: expected {"op":"reload","dryRun":true|false,"by":{"user":NAME,"pid":N}}',
+    );
+  return { op: 'reload', dryRun: request.dryRun, by: { user: by.user, pid: by.pid as number } };
 }
 
 /** Sends one request to a control socket and returns the report; the run's own error is rethrown as is. */

@@ -69,7 +69,7 @@ export interface Receipt {
   workspace: { path: string; mode: WorkspaceMode; gitRef: string | null; gitDirty: boolean | null };
   checkpoint: { before: string | null; after: string | null };
   changes: { added: number; modified: number; deleted: number };
-  egress: { allowed: number; denied: number };
+  egress: EgressSummary;
   mounts: { source: string; target: string; mode: MountMode }[];
   /** Names only, never values. */
   env: string[];
@@ -78,6 +78,40 @@ export interface Receipt {
   /** Phase → milliseconds. */
   timings: Record<string, number>;
   signature: ReceiptSignature;
+}
+
+/** Host patterns, deny patterns and `name=IP` resolve entries, as the policy spells them. */
+export interface EgressRuleEntries {
+  allow: string[];
+  deny: string[];
+  resolve: string[];
+}
+
+/**
+ * One `agentcell allow` applied to the running cell: when, who asked (the host-side
+ * requester; the control socket is never reachable from the cell), the merged policy's
+ * hash after it, and what it widened (`added.allow`, `removed.deny`) or narrowed.
+ */
+export interface EgressReload {
+  /** ISO 8601. */
+  time: string;
+  /** The host user and agentcell process that asked, as that process reported them. */
+  by: { user: string; pid: number };
+  /** `sha256:` hash of the merged policy after the reload (the receipt's `policy.hash` is the one the run started with). */
+  policyHash: string;
+  /** The policy files read, lowest precedence first. */
+  files: string[];
+  added: EgressRuleEntries;
+  removed: EgressRuleEntries;
+  /** Open connections the narrowed rules closed. */
+  revoked: number;
+}
+
+/** Decision counts; `reloads` only when the allowlists were reloaded during the run. */
+export interface EgressSummary {
+  allowed: number;
+  denied: number;
+  reloads?: EgressReload[];
 }
 
 /** A receipt before it is signed. */
@@ -224,6 +258,11 @@ export function receiptShapeProblems(value: unknown): string[] {
   need('changes', (v) => hasCounts(v, ['added', 'modified', 'deleted']), '{added, modified, deleted} counts');
   need('egress', (v) => hasCounts(v, ['allowed', 'denied']), '{allowed, denied} counts');
   need(
+    'egress',
+    (v) => !isRecord(v) || v['reloads'] === undefined || (Array.isArray(v['reloads']) && v['reloads'].every(isReload)),
+    'reloads: [{time, by, policyHash, files, added, removed, revoked}]',
+  );
+  need(
     'mounts',
     (v) =>
       Array.isArray(v) &&
@@ -239,6 +278,24 @@ export function receiptShapeProblems(value: unknown): string[] {
     '{alg: ed25519, keyId, value}',
   );
   return problems;
+}
+
+function isReload(v: unknown): boolean {
+  const isStrings = (x: unknown): boolean => Array.isArray(x) && x.every(isString);
+  const isEntries = (x: unknown): boolean =>
+    isRecord(x) && isStrings(x['allow']) && isStrings(x['deny']) && isStrings(x['resolve']);
+  return (
+    isRecord(v) &&
+    isIsoDate(v['time']) &&
+    isRecord(v['by']) &&
+    isString(v['by']['user']) &&
+    Number.isSafeInteger(v['by']['pid']) &&
+    isString(v['policyHash']) &&
+    isStrings(v['files']) &&
+    isEntries(v['added']) &&
+    isEntries(v['removed']) &&
+    Number.isSafeInteger(v['revoked'])
+  );
 }
 
 function isRecord(v: unknown): v is Record<string, unknown> {

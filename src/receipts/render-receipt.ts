@@ -1,4 +1,4 @@
-import type { Decision, Receipt } from './receipt.js';
+import type { Decision, EgressReload, Receipt } from './receipt.js';
 
 /** `receipt show --format json`: the receipt itself, as stored. */
 export function renderReceiptJson(receipt: Receipt): string {
@@ -44,6 +44,8 @@ export function renderReceiptMarkdown(r: Receipt, options: { decision?: Decision
   if (r.env.length > 0) lines.push(`- **env** ${r.env.map((name) => `\`${name}\``).join(', ')}`);
 
   lines.push('', '## Egress', '', `${r.egress.allowed} allowed, ${r.egress.denied} denied`);
+  const reloads = r.egress.reloads ?? [];
+  if (reloads.length > 0) lines.push('', '### Allowlist reloads', '', ...reloads.flatMap(reloadLines));
 
   const tools = Object.entries(r.tools);
   if (tools.length > 0) lines.push('', '## Tools', '', ...tools.map(([name, version]) => `- ${name} ${version}`));
@@ -59,6 +61,23 @@ export function renderReceiptMarkdown(r: Receipt, options: { decision?: Decision
     '',
   );
   return lines.join('\n');
+}
+
+/** One reload: when, who, the new policy hash, then each entry that widened (+) or narrowed (−) the cell. */
+function reloadLines(reload: EgressReload): string[] {
+  const lines = [
+    `- ${reload.time} by ${reload.by.user} (pid ${reload.by.pid}): policy \`${reload.policyHash}\`, ${reload.revoked} open connection(s) revoked`,
+  ];
+  const entry = (sign: string, key: string, value: string, effect: string): string =>
+    `  - ${sign} ${key} \`${value}\` (${effect})`;
+  for (const value of reload.added.allow) lines.push(entry('+', 'allow', value, 'widened'));
+  for (const value of reload.removed.allow) lines.push(entry('−', 'allow', value, 'narrowed'));
+  for (const value of reload.added.deny) lines.push(entry('+', 'deny', value, 'narrowed'));
+  for (const value of reload.removed.deny) lines.push(entry('−', 'deny', value, 'widened'));
+  for (const value of reload.added.resolve) lines.push(entry('+', 'resolve', value, 'changed'));
+  for (const value of reload.removed.resolve) lines.push(entry('−', 'resolve', value, 'changed'));
+  if (lines.length === 1) lines.push('  - no change to the rules');
+  return lines;
 }
 
 function headline(r: Receipt, decision: Decision): string {

@@ -136,12 +136,13 @@ function bytes(n: number): string {
 function reloadLines(r: ReloadReport): string[] {
   const lines = [
     `${r.dryRun ? 'would reload' : 'reloaded'} run ${r.run} from ${r.files.join(', ') || 'built-in defaults and flags'}`,
+    `  policy ${r.policyHash}${r.dryRun ? '' : ' (recorded in the run’s receipt)'}`,
   ];
-  for (const key of ['allow', 'deny', 'resolve'] as const) {
-    for (const entry of r.added[key]) lines.push(`  + ${key} ${entry}`);
-    for (const entry of r.removed[key]) lines.push(`  - ${key} ${entry}`);
-  }
-  if (lines.length === 1) lines.push('  no change');
+  const changes = (['allow', 'deny', 'resolve'] as const).flatMap((key) => [
+    ...r.added[key].map((entry) => `  + ${key} ${entry}`),
+    ...r.removed[key].map((entry) => `  - ${key} ${entry}`),
+  ]);
+  lines.push(...(changes.length > 0 ? changes : ['  no change']));
   if (!r.dryRun) lines.push(`  ${r.revoked} open connection(s) revoked`);
   return lines;
 }
