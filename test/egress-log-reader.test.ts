@@ -53,6 +53,7 @@ describe('egress log reader', () => {
     );
     assert.equal(second.lines[0], next.trimEnd(), 'the raw line is kept as stored');
     assert.deepEqual(readEgressLogFrom(join(dir, 'missing.jsonl'), 0).events, []);
+    writeFileSync(join(dir, 'r-0000000000000000a.spy.jsonl'), ''); // an inspected run's spy log
     assert.deepEqual(listEgressLogs(dir), ['r-0000000000000000a']);
     assert.deepEqual(listEgressLogs(join(dir, 'none')), []);
   });

@@ -12,9 +12,10 @@ export function egressLogPath(logDir: string, run: string): string {
 /** The runs that have an egress log in `logDir`, oldest first (run ids sort by time). */
 export function listEgressLogs(logDir: string): string[] {
   try {
+    // Only `<run>.jsonl`: the spy log `<run>.spy.jsonl` sits beside it and is no egress log.
     return readdirSync(logDir)
-      .filter((name) => name.endsWith('.jsonl'))
-      .map((name) => name.slice(0, -'.jsonl'.length))
+      .map((name) => /^(r-[0-9a-z]{17})\.jsonl$/.exec(name)?.[1])
+      .filter((run): run is string => run !== undefined)
       .sort();
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
