@@ -1,4 +1,11 @@
-import { Agent, createServer, request, type IncomingMessage, type ServerResponse } from 'node:http';
+import {
+  Agent,
+  createServer,
+  request,
+  type IncomingMessage,
+  type OutgoingHttpHeaders,
+  type ServerResponse,
+} from 'node:http';
 import { isIP, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { connect as tlsConnect, TLSSocket, type SecureContext } from 'node:tls';
@@ -7,7 +14,8 @@ import { classifyFirstBytes, FIRST_BYTES_LIMIT } from './classify-first-bytes.js
 import { denyResponse, rawDenyResponse, type Denial } from './deny-response.js';
 import type { EgressEvent, EgressReason } from './egress-log.js';
 import { normalizeHost } from './host-rules.js';
-import type { InspectMatcher } from './inspect-rules.js';
+import type { InspectMatcher, ProxySecret } from './inspect-rules.js';
+import { isWebSocketUpgrade, relayUpgrade } from './inspect-upgrade.js';
 import { FrameError, readFrame } from './read-frame.js';
 import { forwardHeaders, responseHeaders } from './inspect-headers.js';
 import { withPrefix } from './prefixed-stream.js';
@@ -192,10 +200,12 @@ export function inspectTunnel(
             destroyAll(); // fail closed: a request we can't relay ends the tunnel
           }
         });
-        server.on('upgrade', (req: IncomingMessage, socket: Duplex) => {
-          const denial = refusalFor('unsupported', 'HTTP upgrade (WebSocket) to an inspected host');
-          context.recordRequest(Date.now(), requestRecord(req, denial, 0));
-          socket.end(rawDenyResponse(denial));
+        server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+          try {
+            handleUpgrade(req, socket, head);
+          } catch {
+            destroyAll();
+          }
         });
         server.on('clientError', (_error: Error, socket: Duplex) => socket.destroy());
         server.emit('connection', tls);
@@ -228,6 +238,71 @@ export function inspectTunnel(
     };
   }
 
+  /**
+   * The checks every request on the tunnel passes (origin-form, one Host naming the
+   * target, the L7 rules in force now), then the headers for upstream: the cell's own,
+   * hop-by-hop ones dropped, the proxy secrets for this host in place of same-named ones.
+   */
+  function checkRequest(req: IncomingMessage): CheckedRequest | { denial: Denial } {
+    if (!(req.url ?? '').startsWith('/'))
+      return { denial: refusalFor('bad-request', 'send an origin-form request (a path) to an inspected host') };
+    const hostHeader = typeof req.headers.host === 'string' ? req.headers.host : '';
+    const hostCount = req.rawHeaders.filter((value, i) => i % 2 === 0 && value.toLowerCase() === 'host').length;
+    if (hostCount > 1) return { denial: refusalFor('host-mismatch', '(sent more than once)') };
+    if (!hostMatches(hostHeader, target))
+      return {
+        denial: refusalFor('host-mismatch', `"${hostHeader.slice(0, 100).replace(/[^\x20-\x7e]/g, '?')}"`),
+      };
+    const inspection = context.inspection();
+    const decision = inspection.decideRequest(target.host, target.port, req.method ?? 'GET', pathOf(req.url));
+    if (!decision.allowed) return { denial: refusalFor(decision.reason, decision.detail, decision.rule) };
+    const injections = inspection.injections(target.host, target.port);
+    const headers = forwardHeaders(req, new Set(injections.map((s) => s.header.toLowerCase())));
+    for (const secret of injections) headers[secret.header] = secret.headerValue;
+    return { rule: decision.rule, injections, headers, masked: injections.map((secret) => secret.value) };
+  }
+
+  /** The record of an allowed request: its rule and the names of the secrets it got. */
+  function allowedRecord(req: IncomingMessage, checked: CheckedRequest, status: number): RequestRecord {
+    const record = requestRecord(req, undefined, status);
+    if (checked.rule !== null) record.rule = checked.rule;
+    if (checked.injections.length > 0) record.injected = checked.injections.map((s) => s.name);
+    return record;
+  }
+
+  /**
+   * A WebSocket upgrade gets the same checks and secrets as a request, then is relayed
+   * raw both ways once the upstream switches protocols; one `request` event when it
+   * closes, with the bytes relayed. Other upgrades (h2c…) are refused.
+   */
+  function handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    const started = Date.now();
+    const refuse = (denial: Denial): void => {
+      context.recordRequest(started, requestRecord(req, denial, denyResponse(denial).status));
+      socket.end(rawDenyResponse(denial));
+    };
+    if (!isWebSocketUpgrade(req))
+      return refuse(refusalFor('unsupported', 'an upgrade other than GET with Upgrade: websocket'));
+    const checked = checkRequest(req);
+    if ('denial' in checked) return refuse(checked.denial);
+    // Uncompressed frames, so a secret the upstream reflects is masked like in a body.
+    if (checked.masked.length > 0) delete checked.headers['sec-websocket-extensions'];
+    relayUpgrade(req, socket, head, { agent, headers: checked.headers, masked: checked.masked }, (result) => {
+      if (result.kind === 'failed') return refuse(upstreamRefusal(result.error));
+      const record = allowedRecord(req, checked, result.status);
+      if (result.kind === 'upgraded') record.bytesUp = result.bytesUp;
+      record.bytesDown = result.bytesDown;
+      context.recordRequest(started, record);
+    });
+  }
+
+  function upstreamRefusal(error: NodeJS.ErrnoException): Denial {
+    const code = error.code ?? '';
+    return UNTRUSTED_CODES.has(code)
+      ? refusalFor('upstream-cert-invalid', code)
+      : refusalFor('connect-failed', code || error.message);
+  }
+
   function handleRequest(req: IncomingMessage, res: ServerResponse): void {
     const started = Date.now();
     const method = req.method ?? 'GET';
@@ -238,22 +313,10 @@ export function inspectTunnel(
       req.resume();
       context.recordRequest(started, requestRecord(req, denial, response.status));
     };
-    if (!(req.url ?? '').startsWith('/'))
-      return refuse(refusalFor('bad-request', 'send an origin-form request (a path) to an inspected host'));
-    const hostHeader = typeof req.headers.host === 'string' ? req.headers.host : '';
-    const hostCount = req.rawHeaders.filter((value, i) => i % 2 === 0 && value.toLowerCase() === 'host').length;
-    if (hostCount > 1) return refuse(refusalFor('host-mismatch', '(sent more than once)'));
-    if (!hostMatches(hostHeader, target))
-      return refuse(refusalFor('host-mismatch', `"${hostHeader.slice(0, 100).replace(/[^\x20-\x7e]/g, '?')}"`));
-    const inspection = context.inspection();
-    const decision = inspection.decideRequest(target.host, target.port, method, path);
-    if (!decision.allowed) return refuse(refusalFor(decision.reason, decision.detail, decision.rule));
-
-    const injections = inspection.injections(target.host, target.port);
-    const headers = forwardHeaders(req, new Set(injections.map((s) => s.header.toLowerCase())));
-    for (const secret of injections) headers[secret.header] = secret.headerValue;
+    const checked = checkRequest(req);
+    if ('denial' in checked) return refuse(checked.denial);
+    const { headers, masked } = checked;
     // Where a secret went, its value is masked on the way back; compressed bodies would hide it.
-    const masked = injections.map((secret) => secret.value);
     if (masked.length > 0) headers['accept-encoding'] = 'identity';
     const provider = context.spy?.provider(target.host, path);
     const requestBody = provider ? new BodyCapture() : undefined;
@@ -267,10 +330,8 @@ export function inspectTunnel(
     const finish = (status: number, denial?: Denial): void => {
       if (recorded) return;
       recorded = true;
-      const record = { ...requestRecord(req, denial, status), bytesUp: sent, bytesDown: received };
-      if (decision.rule !== null && !denial) record.rule = decision.rule;
-      if (injections.length > 0) record.injected = injections.map((s) => s.name);
-      context.recordRequest(started, record);
+      const record = denial ? requestRecord(req, denial, status) : allowedRecord(req, checked, status);
+      context.recordRequest(started, { ...record, bytesUp: sent, bytesDown: received });
       if (provider && context.spy && requestBody && responseBody && !denial)
         context.spy.record({
           time: new Date(started).toISOString(),
@@ -315,10 +376,7 @@ export function inspectTunnel(
         finish(upstreamStatus);
         return;
       }
-      const code = error.code ?? '';
-      const denial = UNTRUSTED_CODES.has(code)
-        ? refusalFor('upstream-cert-invalid', code)
-        : refusalFor('connect-failed', code || error.message);
+      const denial = upstreamRefusal(error);
       const response = denyResponse(denial);
       res.writeHead(response.status, response.headers).end(response.body);
       finish(response.status, denial);
@@ -326,6 +384,15 @@ export function inspectTunnel(
   }
 
   return done;
+}
+
+/** A request that passed the checks, with its headers for upstream. */
+interface CheckedRequest {
+  rule: string | null;
+  injections: readonly ProxySecret[];
+  headers: OutgoingHttpHeaders;
+  /** Secret values to mask in what comes back. */
+  masked: string[];
 }
 
 /** An agent with one keep-alive connection, made by `open` (the first one is the CONNECT's own). */
