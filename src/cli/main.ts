@@ -32,7 +32,7 @@ export function buildProgram(ctx: CliContext): Command {
   registerCellCommands(program);
   registerHostCommands(program, ctx);
   registerSpyCommands(program);
-  registerEgressCommands(program);
+  registerEgressCommands(program, ctx.setExit);
   registerImageCommands(program);
   return program;
 }

@@ -3,12 +3,13 @@ import { followCellEgress, readCellEgress } from '../../cell/cell-egress-log.js'
 import { locateCell, openCell } from '../../cell/cell-store.js';
 import { cellSshDir, ensureCellSshKey } from '../../cell/cell-ssh-key.js';
 import { reloadCellEgress } from '../../cell/egress-reload.js';
+import { allowHosts } from '../../cell/allow-hosts.js';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ReloadReport } from '../../egress/egress-control.js';
 import type { EgressEvent } from '../../egress/egress-log.js';
 import type { EgressLogChunk } from '../../egress/egress-log-reader.js';
-import { agentcellPaths } from '../../paths.js';
+import { agentcellPaths, type AgentcellPaths } from '../../paths.js';
 import { note, print, printJson, type DryRunFlag, type JsonFlag } from '../output.js';
 
 interface CellFlag {
@@ -30,7 +31,7 @@ function withCellFlags(command: Command): Command {
 }
 
 /** `egress log` and `allow`: a cell's network decisions, and reloading its allowlists while it runs. */
-export function registerEgressCommands(program: Command): void {
+export function registerEgressCommands(program: Command, setExit: (code: number) => void): void {
   const egress = program.command('egress').description('the egress gateway: what a cell’s network did');
   withCellFlags(
     egress.command('log').description('one line per egress decision of a run (default: the live or latest run)'),
@@ -64,11 +65,15 @@ export function registerEgressCommands(program: Command): void {
   withCellFlags(
     program
       .command('allow')
-      .description('reload a running cell’s network allowlists from the host-side policy (never widens beyond it)'),
+      .description(
+        'reload a running cell’s network allowlists from the host-side policy (never widens beyond it); with HOST[:PORT]…, first add them to the workspace’s agentcell.toml',
+      )
+      .argument('[hosts...]', 'host patterns to add to [network] allow (e.g. api.example.com, *.example.org:443)'),
   )
-    .option('--dry-run', 'say what would change; change nothing')
-    .action(async (flags: CellFlag & JsonFlag & DryRunFlag) => {
+    .option('--dry-run', 'say what would change (the diff of agentcell.toml); change nothing')
+    .action(async (hosts: string[], flags: CellFlag & JsonFlag & DryRunFlag) => {
       const paths = agentcellPaths();
+      if (hosts.length > 0) return allowHostsCommand(paths, hosts, flags, setExit);
       const { cell } = locateCell(paths, flags);
       const report = await reloadCellEgress(paths, cell, { dryRun: Boolean(flags.dryRun) });
       if (flags.json) return printJson(report);
@@ -131,6 +136,38 @@ function bytes(n: number): string {
     unit++;
   }
   return `${value.toFixed(1)} ${units[unit]}`;
+}
+
+/** `allow HOST…`: edit agentcell.toml, then reload the workspace's running cells; a failed reload exits 2. */
+async function allowHostsCommand(
+  paths: AgentcellPaths,
+  hosts: string[],
+  flags: CellFlag & JsonFlag & DryRunFlag,
+  setExit: (code: number) => void,
+): Promise<void> {
+  const { workspace } = locateCell(paths, flags);
+  const result = await allowHosts(paths, workspace, hosts, {
+    dryRun: Boolean(flags.dryRun),
+    ...(flags.cell !== undefined ? { cell: flags.cell } : {}),
+  });
+  if (result.reloads.some((r) => 'error' in r)) setExit(2);
+  if (flags.json) return printJson(result);
+  if (result.present.length > 0) print(`already allowed in ${result.file}: ${result.present.join(', ')}`);
+  if (result.added.length === 0) print(`nothing to add to ${result.file}`);
+  else {
+    print(`${result.dryRun ? 'would add' : 'added'} to ${result.file}: ${result.added.join(', ')}`);
+    for (const line of result.diff) print(line);
+  }
+  if (result.networkMode !== 'allowlist')
+    note(
+      `network.mode is "${result.networkMode}" for this workspace: allow entries apply to runs with network.mode = "allowlist" (or --network allowlist)`,
+    );
+  if (result.cells.length === 0) print('no cell of this workspace is running; the next run reads the file');
+  else if (result.dryRun) print(`would reload running cell(s): ${result.cells.join(', ')}`);
+  for (const reload of result.reloads) {
+    if ('error' in reload) print(`cell ${reload.cell}: reload failed: ${reload.error.code}: ${reload.error.message}`);
+    else for (const line of reloadLines(reload.report)) print(`cell ${reload.cell}: ${line.trimStart()}`);
+  }
 }
 
 function reloadLines(r: ReloadReport): string[] {
