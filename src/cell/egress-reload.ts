@@ -83,13 +83,8 @@ export async function serveEgressReload(
     try {
       onApplied(report);
     } catch (cause) {
-      throw new AgentcellError(
-        'INTERNAL',
-        `reloaded, but could not journal the reload for the receipt: ${String(cause)}`,
-        {
-          cause,
-        },
-      );
+      const message = `reloaded, but could not journal the reload for the receipt: ${String(cause)}`;
+      throw new AgentcellError('INTERNAL', message, { cause });
     }
     return report;
   });

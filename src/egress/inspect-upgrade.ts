@@ -70,10 +70,13 @@ export function relayUpgrade(
       finished = true;
       done({ kind: 'upgraded', status: response.statusCode ?? 101, bytesUp, bytesDown });
     };
-    // Either side gone ends the other: the client's close ends the tunnel, which closes upstream.
+    // Either side gone ends the other. An upstream that ended cleanly ends the client through
+    // the pipe (after the mask stream's held-back tail); one that broke off cuts it.
+    let upstreamEnded = false;
+    upstream.once('end', () => (upstreamEnded = true));
     upstream.once('close', () => {
       finish();
-      client.end();
+      if (!upstreamEnded) client.destroy();
     });
     client.once('close', () => {
       finish();
