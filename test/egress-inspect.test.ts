@@ -275,6 +275,7 @@ describe('inspected HTTPS through the gateway', () => {
     assert.ok(requests.every((e) => e.bytesDown > 0));
     const tunnel = gw.events.find((e) => e.kind === 'connect');
     assert.equal(tunnel?.inspected, true);
+    assert.ok((tunnel?.bytesUp ?? 0) > 0 && (tunnel?.bytesDown ?? 0) > 0, 'the upstream TLS bytes are counted');
     await Promise.all(gateways.splice(gateways.length - 1).map((g) => g.close())); // flushes the log
     const logged = readFileSync(gw.logPath, 'utf8').trim().split('\n');
     assert.equal(logged.length, 3);

@@ -219,6 +219,10 @@ describe('WebSocket through an inspected host', () => {
     assert.ok(event.bytesUp > 200_000 && event.bytesUp < 210_000, `bytesUp ${event.bytesUp}`);
     assert.ok(event.bytesDown > 200_000 && event.bytesDown < 210_000, `bytesDown ${event.bytesDown}`);
     assert.ok(!JSON.stringify(gw.events).includes(SECRET));
+    const tunnelLine = gw.events.find((e) => e.kind === 'connect');
+    assert.equal(tunnelLine?.inspected, true);
+    assert.ok((tunnelLine?.bytesUp ?? 0) > event.bytesUp, 'the tunnel line counts the upstream TLS bytes');
+    assert.ok((tunnelLine?.bytesDown ?? 0) > event.bytesDown);
   });
 
   it('keeps compression when no secret goes to the host', async () => {

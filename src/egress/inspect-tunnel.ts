@@ -86,6 +86,8 @@ export function inspectTunnel(
     revoked: false,
   };
   const raws = new Set<Socket>();
+  /** Per upstream connection, settled once its bytes are counted (`closed` is true a tick before 'close'). */
+  const counted: Promise<void>[] = [];
   let bytesUp = 0;
   let bytesDown = 0;
   let spare: Socket | undefined = upstream;
@@ -114,16 +116,21 @@ export function inspectTunnel(
   function watch(raw: Socket): void {
     raws.add(raw);
     raw.on('error', () => raw.destroy());
-    raw.once('close', () => {
-      bytesUp += raw.bytesWritten;
-      bytesDown += raw.bytesRead;
-      raws.delete(raw);
-    });
+    counted.push(
+      new Promise((resolve) =>
+        raw.once('close', () => {
+          bytesUp += raw.bytesWritten;
+          bytesDown += raw.bytesRead;
+          raws.delete(raw);
+          resolve();
+        }),
+      ),
+    );
   }
 
   const done = closed(client).then(async () => {
     destroyAll();
-    await Promise.all([...raws].map(closed)); // their byte counts land in the tunnel's line
+    await Promise.all(counted); // their byte counts land in the tunnel's line
     hooks.closed(tunnel, { ...outcome, bytesUp, bytesDown });
   });
 
