@@ -1,11 +1,12 @@
-import { existsSync, lstatSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { existsSync, lstatSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { AgentcellError } from '../errors.js';
 import type { AgentcellPaths } from '../paths.js';
 import { decisionDraft, type Decision, type Receipt } from '../receipts/receipt.js';
 import { appendReceipt, latestReceipt, listReceipts, type ReceiptStore } from '../receipts/receipt-store.js';
-import { acceptChanges, type AcceptResult } from '../workspace/accept-changes.js';
-import { countChanges, diffLayers, type LayerChange } from '../workspace/overlay/layer-diff.js';
+import { acceptChanges, checkAccept, type AcceptResult } from '../workspace/accept-changes.js';
+import { countChanges, diffLayers, type LayerChange, type LayerEntry } from '../workspace/overlay/layer-diff.js';
 import {
   checkpoint as freezeLayer,
   findLayer,
@@ -16,6 +17,7 @@ import {
   type FrozenLayer,
   type LayerStack,
 } from '../workspace/overlay/layer-stack.js';
+import { purgeInBackground, trashDirOf } from '../workspace/overlay/layer-trash.js';
 import { cellDir, openCell, readCell } from './cell-store.js';
 import { openTransaction, type CellTransaction } from './cell-transaction.js';
 
@@ -36,15 +38,9 @@ export interface FlaggedChange extends LayerChange {
 export async function cellDiff(ref: CellRef): Promise<FlaggedChange[]> {
   const dir = cellDir(ref.paths, ref.cell);
   if (!readCell(ref.paths, ref.cell) || !existsSync(join(dir, 'layers'))) return [];
-  const stack = peekLayerStack(dir);
-  const changes = await diffLayers(stack, ref.workspace);
-  const check = acceptChanges({
-    workspace: ref.workspace,
-    changes,
-    sourceOf: (path) => sourceInLayers(stack, path),
-    force: false,
-    dryRun: true,
-  });
+  const sources = new Map<string, LayerEntry>();
+  const changes = await diffLayers(peekLayerStack(dir), ref.workspace, { sources });
+  const check = checkAccept({ workspace: ref.workspace, changes, sourceOf: (path) => sources.get(path), force: false });
   const flags = new Map(check.refused.map((r) => [r.path, r.reason]));
   return changes.map((c) => (flags.has(c.path) ? { ...c, flagged: flags.get(c.path)! } : c));
 }
@@ -63,11 +59,13 @@ export interface AcceptReport extends AcceptResult {
 export async function acceptCell(ref: CellRef, options: { force: boolean; dryRun: boolean }): Promise<AcceptReport> {
   const dir = cellDir(ref.paths, ref.cell);
   return withCell(ref, options.dryRun, async (tx, stack) => {
-    const changes = await diffLayers(stack, ref.workspace);
-    const sources = new Map<string, string | undefined>();
-    const sourceOf = (path: string): string | undefined => {
-      if (!sources.has(path)) sources.set(path, sourceInLayers(stack, path));
-      return sources.get(path);
+    const sources = new Map<string, LayerEntry>();
+    const changes = await diffLayers(stack, ref.workspace, { sources });
+    const request = {
+      workspace: ref.workspace,
+      changes,
+      sourceOf: (path: string) => sources.get(path),
+      force: options.force,
     };
     const failed = undecidedRuns(dir).find((r) => r.exitCode !== 0);
     if (!options.force && failed)
@@ -75,7 +73,7 @@ export async function acceptCell(ref: CellRef, options: { force: boolean; dryRun
         'ACCEPT_REFUSED',
         `run ${failed.id} (${failed.command.join(' ')}) ${failed.status === 'interrupted' ? 'was interrupted' : `exited ${String(failed.exitCode)}`}; review with agentcell diff, then accept --force or restore`,
       );
-    const check = acceptChanges({ workspace: ref.workspace, changes, sourceOf, force: options.force, dryRun: true });
+    const check = checkAccept(request);
     if (check.refused.length > 0 && !options.force)
       throw new AgentcellError(
         'ACCEPT_REFUSED',
@@ -83,10 +81,14 @@ export async function acceptCell(ref: CellRef, options: { force: boolean; dryRun
       );
     if (options.dryRun || !tx) return { ...check, dryRun: true };
     const startedAt = new Date().toISOString();
-    const result = acceptChanges({ workspace: ref.workspace, changes, sourceOf, force: options.force, dryRun: false });
+    // What accept replaces or deletes in the workspace goes to the trash too (see SetAside).
+    const setAside = join(trashDirOf(dir), `accept-${randomBytes(4).toString('hex')}`);
+    mkdirSync(setAside);
+    const result = await acceptChanges({ ...request, setAside });
     const before = topLayer(stack);
-    dropLayers(stack);
+    const { trashed } = dropLayers(stack);
     const receipt = await decide(tx, 'accepted', ref, startedAt, countChanges(result.applied), before);
+    purgeInBackground([...trashed, setAside]);
     return { ...result, dryRun: false, ...(receipt ? { receipt } : {}) };
   });
 }
@@ -110,8 +112,9 @@ export async function restoreCell(ref: CellRef, options: { to?: string; dryRun: 
     if (options.dryRun || !tx) return { dropped, changes, dryRun: true };
     const startedAt = new Date().toISOString();
     const top = topLayer(stack);
-    dropLayers(stack, options.to === undefined ? {} : { to: options.to });
+    const { trashed } = dropLayers(stack, options.to === undefined ? {} : { to: options.to });
     const receipt = await decide(tx, 'restored', ref, startedAt, countChanges(changes), top, keep.at(-1)?.id ?? null);
+    purgeInBackground(trashed);
     return { dropped, changes, dryRun: false, ...(receipt ? { receipt } : {}) };
   });
 }
@@ -228,20 +231,6 @@ function topmostLayerWith(stack: LayerStack, path: string): string | undefined {
       }
       if (depth === parts.length || (stat.isCharacterDevice() && stat.rdev === 0)) return dir;
       break;
-    }
-  }
-  return undefined;
-}
-
-/** The topmost layer entry for a path: where accept copies its new content from. */
-function sourceInLayers(stack: LayerStack, path: string): string | undefined {
-  for (const dir of [stack.upper, ...stack.layers.map((l) => l.dir).reverse()]) {
-    const candidate = join(dir, path);
-    try {
-      lstatSync(candidate);
-      return candidate;
-    } catch {
-      // not in this layer
     }
   }
   return undefined;

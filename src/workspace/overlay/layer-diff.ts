@@ -25,6 +25,17 @@ export interface DiffOptions {
    * not a change. Larger ones count as modified without reading them. Default 16 MiB.
    */
   compareLimit?: number;
+  /**
+   * Filled with the layer entry that holds each added or modified path's new content
+   * (the topmost one) and its lstat, so accept needn't look them up again.
+   */
+  sources?: Map<string, LayerEntry>;
+}
+
+/** A path's entry in the topmost layer that has it. */
+export interface LayerEntry {
+  path: string;
+  stats: Stats;
 }
 
 const DEFAULT_COMPARE_LIMIT = 16 * 1024 * 1024;
@@ -54,6 +65,7 @@ export async function diffLayers(
     xattrs,
     options.compareLimit ?? DEFAULT_COMPARE_LIMIT,
     stack.driver === 'fuse-overlayfs',
+    options.sources,
   );
   walk.visitDir('', roots, true, true);
   return walk.changes.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
@@ -78,6 +90,7 @@ class LayerWalk {
     private readonly compareLimit: number,
     /** fuse-overlayfs layers: `.wh.*` entries are its markers (it refuses such names to the cell). */
     private readonly fuse: boolean,
+    private readonly sources: Map<string, LayerEntry> | undefined,
   ) {}
 
   /**
@@ -131,19 +144,21 @@ class LayerWalk {
         }
       }
       const wsDir = ws?.isDirectory() ?? false;
-      if (!ws) this.record(path, 'added', 'dir');
-      else if (!wsDir) this.record(path, 'modified', 'dir');
-      else if (permissions(ws) !== permissions(top)) this.record(path, 'modified', 'dir');
+      const source = { path: childDirs[0]!, stats: top };
+      if (!ws) this.record(path, 'added', 'dir', source);
+      else if (!wsDir) this.record(path, 'modified', 'dir', source);
+      else if (permissions(ws) !== permissions(top)) this.record(path, 'modified', 'dir', source);
       this.visitDir(path, childDirs, wsVisible && !hidden && wsDir, wsDir);
       return;
     }
     const kind = kindOf(top);
-    const topPath = join(dirs[topIndex]!, name);
-    if (!ws) this.record(path, 'added', kind);
+    const source = { path: join(dirs[topIndex]!, name), stats: top };
+    if (!ws) this.record(path, 'added', kind, source);
     else if (ws.isDirectory()) {
-      this.record(path, 'modified', kind);
+      this.record(path, 'modified', kind, source);
       this.deletedContents(path);
-    } else if (!this.same(topPath, top, join(this.workspace, path), ws)) this.record(path, 'modified', kind);
+    } else if (!this.same(source.path, top, join(this.workspace, path), ws))
+      this.record(path, 'modified', kind, source);
   }
 
   /** The workspace entry at `path` (and everything under it) is gone. */
@@ -160,8 +175,9 @@ class LayerWalk {
     }
   }
 
-  private record(path: string, change: ChangeType, kind: EntryKind): void {
+  private record(path: string, change: ChangeType, kind: EntryKind, source?: LayerEntry): void {
     this.changes.push({ path, change, kind });
+    if (source) this.sources?.set(path, source);
   }
 
   private isOpaque(dir: string): boolean {

@@ -169,8 +169,10 @@ export function checkpoint(stack: LayerStack, options: CheckpointOptions): { sta
 
 /**
  * Drops the upper layer and every frozen layer above `to` (all of them without `to`).
- * The dropped directories are renamed into trash/ and deleted by a detached process,
- * so this returns in constant time.
+ * The dropped directories are renamed into trash/, so this returns in constant time;
+ * the caller deletes them with `purgeInBackground(trashed)` once it has nothing more
+ * urgent to do (starting that process is a fork, which costs more than the renames).
+ * Whatever is left in trash/ is purged by the next `openLayerStack`.
  */
 export function restore(stack: LayerStack, options: RestoreOptions = {}): Restored {
   const state = readState(stack.cellDir);
@@ -183,7 +185,6 @@ export function restore(stack: LayerStack, options: RestoreOptions = {}): Restor
   writeState(stack.cellDir, { ...next, pending });
   const trashed = finishPending(stack.cellDir, pending);
   writeState(stack.cellDir, next, SETTLED);
-  purgeInBackground(trashed);
   return { stack: stackOf(stack.cellDir, next), dropped, trashed };
 }
 
