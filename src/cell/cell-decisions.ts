@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { existsSync, lstatSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { AgentcellError } from '../errors.js';
 import type { AgentcellPaths } from '../paths.js';
@@ -104,9 +104,11 @@ export interface RestoreReport {
 export async function restoreCell(ref: CellRef, options: { to?: string; dryRun: boolean }): Promise<RestoreReport> {
   return withCell(ref, options.dryRun, async (tx, stack) => {
     const keep = options.to === undefined ? [] : stack.layers.slice(0, findLayer(stack.layers, options.to) + 1);
-    const droppedDirs = [stack.upper, ...stack.layers.slice(keep.length).map((l) => l.dir)];
-    const changes = (await diffLayers(stack, ref.workspace)).filter((c) =>
-      droppedDirs.includes(topmostLayerWith(stack, c.path) ?? ''),
+    // Levels 0 (upper) to the newest kept layer's, exclusive, are dropped.
+    const droppedLevels = 1 + stack.layers.length - keep.length;
+    const deciders = new Map<string, number>();
+    const changes = (await diffLayers(stack, ref.workspace, { deciders })).filter(
+      (c) => (deciders.get(c.path) ?? Infinity) < droppedLevels,
     );
     const dropped = stack.layers.slice(keep.length);
     if (options.dryRun || !tx) return { dropped, changes, dryRun: true };
@@ -212,28 +214,6 @@ function latestRun(store: ReceiptStore): Receipt | undefined {
   return listReceipts(store.cellDir)
     .filter((r) => r.kind === 'run')
     .at(-1);
-}
-
-/**
- * The layer dir (upper first, then newest frozen) that decides a path: the first with an
- * entry at the path, or a whiteout at one of its ancestors. (A deletion through a
- * re-created, opaque directory has neither, and is not attributed.)
- */
-function topmostLayerWith(stack: LayerStack, path: string): string | undefined {
-  const parts = path.split('/');
-  for (const dir of [stack.upper, ...stack.layers.map((l) => l.dir).reverse()]) {
-    for (let depth = parts.length; depth > 0; depth--) {
-      let stat;
-      try {
-        stat = lstatSync(join(dir, ...parts.slice(0, depth)));
-      } catch {
-        continue;
-      }
-      if (depth === parts.length || (stat.isCharacterDevice() && stat.rdev === 0)) return dir;
-      break;
-    }
-  }
-  return undefined;
 }
 
 function topLayer(stack: LayerStack): string | null {

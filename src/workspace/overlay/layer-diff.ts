@@ -30,6 +30,11 @@ export interface DiffOptions {
    * (the topmost one) and its lstat, so accept needn't look them up again.
    */
   sources?: Map<string, LayerEntry>;
+  /**
+   * Filled with the layer that decides each change: 0 for the upper layer, then 1 for the
+   * newest frozen layer, and so on (restore counts what the layers it drops changed).
+   */
+  deciders?: Map<string, number>;
 }
 
 /** A path's entry in the topmost layer that has it. */
@@ -66,8 +71,14 @@ export async function diffLayers(
     options.compareLimit ?? DEFAULT_COMPARE_LIMIT,
     stack.driver === 'fuse-overlayfs',
     options.sources,
+    options.deciders,
   );
-  walk.visitDir('', roots, true, true);
+  walk.visitDir(
+    '',
+    roots.map((dir, level) => ({ dir, level })),
+    undefined,
+    true,
+  );
   return walk.changes.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
 }
 
@@ -81,6 +92,12 @@ function refuseUnsupported(xattrs: OverlayXattrs): void {
   }
 }
 
+/** A directory in one of the layers, with the layer's level (0 = upper). */
+interface LayerDir {
+  dir: string;
+  level: number;
+}
+
 class LayerWalk {
   readonly changes: LayerChange[] = [];
 
@@ -91,92 +108,96 @@ class LayerWalk {
     /** fuse-overlayfs layers: `.wh.*` entries are its markers (it refuses such names to the cell). */
     private readonly fuse: boolean,
     private readonly sources: Map<string, LayerEntry> | undefined,
+    private readonly deciders: Map<string, number> | undefined,
   ) {}
 
   /**
    * `dirs`: this directory in each layer that contributes to it, top first.
-   * `wsVisible`: the workspace's directory shows through (nothing above hides it).
+   * `hiddenBy`: the level of the layer that hides the workspace's directory here
+   * (an opaque directory, or a non-directory below the top), undefined when it shows through.
    * `wsIsDir`: the workspace has a directory here (shown or not).
    */
-  visitDir(rel: string, dirs: string[], wsVisible: boolean, wsIsDir: boolean): void {
+  visitDir(rel: string, dirs: LayerDir[], hiddenBy: number | undefined, wsIsDir: boolean): void {
     const names = new Set<string>();
-    for (const dir of dirs)
+    for (const { dir } of dirs)
       for (const name of listDir(dir)) if (!this.fuse || !name.startsWith('.wh.')) names.add(name);
-    for (const name of names) this.visitName(rel, name, dirs, wsVisible, wsIsDir);
-    if (wsIsDir && !wsVisible) {
+    for (const name of names) this.visitName(rel, name, dirs, hiddenBy, wsIsDir);
+    if (wsIsDir && hiddenBy !== undefined) {
       // The workspace's directory is hidden: what only it has is gone.
       for (const name of listDir(join(this.workspace, rel))) {
         if (names.has(name)) continue;
         const path = joinRel(rel, name);
         const ws = lstatOrUndefined(join(this.workspace, path));
-        if (ws) this.deleted(path, ws);
+        if (ws) this.deleted(path, ws, hiddenBy);
       }
     }
   }
 
-  private visitName(rel: string, name: string, dirs: string[], wsVisible: boolean, wsIsDir: boolean): void {
+  private visitName(rel: string, name: string, dirs: LayerDir[], hiddenBy: number | undefined, wsIsDir: boolean): void {
     const path = joinRel(rel, name);
     let topIndex = -1;
     let top: Stats | undefined;
     for (let i = 0; i < dirs.length && !top; i++) {
-      top = lstatOrUndefined(join(dirs[i]!, name));
+      top = lstatOrUndefined(join(dirs[i]!.dir, name));
       topIndex = i;
     }
     if (!top) return; // listed but gone meanwhile
+    const level = dirs[topIndex]!.level;
     const ws = wsIsDir ? lstatOrUndefined(join(this.workspace, path)) : undefined;
 
     if (isWhiteout(top)) {
-      if (ws) this.deleted(path, ws);
+      if (ws) this.deleted(path, ws, level);
       return;
     }
     if (top.isDirectory()) {
-      const childDirs = [join(dirs[topIndex]!, name)];
-      let hidden = this.isOpaque(childDirs[0]!);
-      for (let i = topIndex + 1; i < dirs.length && !hidden; i++) {
-        const below = join(dirs[i]!, name);
-        const entry = lstatOrUndefined(below);
+      const childDirs = [{ dir: join(dirs[topIndex]!.dir, name), level }];
+      let hiddenHere = this.isOpaque(childDirs[0]!.dir) ? level : undefined;
+      for (let i = topIndex + 1; i < dirs.length && hiddenHere === undefined; i++) {
+        const below = { dir: join(dirs[i]!.dir, name), level: dirs[i]!.level };
+        const entry = lstatOrUndefined(below.dir);
         if (!entry) continue;
         if (!entry.isDirectory())
-          hidden = true; // a whiteout or a non-directory ends the merge
+          hiddenHere = below.level; // a whiteout or a non-directory ends the merge
         else {
           childDirs.push(below);
-          hidden = this.isOpaque(below);
+          if (this.isOpaque(below.dir)) hiddenHere = below.level;
         }
       }
       const wsDir = ws?.isDirectory() ?? false;
-      const source = { path: childDirs[0]!, stats: top };
-      if (!ws) this.record(path, 'added', 'dir', source);
-      else if (!wsDir) this.record(path, 'modified', 'dir', source);
-      else if (permissions(ws) !== permissions(top)) this.record(path, 'modified', 'dir', source);
-      this.visitDir(path, childDirs, wsVisible && !hidden && wsDir, wsDir);
+      const source = { path: childDirs[0]!.dir, stats: top };
+      if (!ws) this.record(path, 'added', 'dir', level, source);
+      else if (!wsDir) this.record(path, 'modified', 'dir', level, source);
+      else if (permissions(ws) !== permissions(top)) this.record(path, 'modified', 'dir', level, source);
+      this.visitDir(path, childDirs, deepest(hiddenBy, hiddenHere), wsDir);
       return;
     }
     const kind = kindOf(top);
-    const source = { path: join(dirs[topIndex]!, name), stats: top };
-    if (!ws) this.record(path, 'added', kind, source);
+    const source = { path: join(dirs[topIndex]!.dir, name), stats: top };
+    if (!ws) this.record(path, 'added', kind, level, source);
     else if (ws.isDirectory()) {
-      this.record(path, 'modified', kind, source);
-      this.deletedContents(path);
+      this.record(path, 'modified', kind, level, source);
+      this.deletedContents(path, level);
     } else if (!this.same(source.path, top, join(this.workspace, path), ws))
-      this.record(path, 'modified', kind, source);
+      this.record(path, 'modified', kind, level, source);
   }
 
   /** The workspace entry at `path` (and everything under it) is gone. */
-  private deleted(path: string, ws: Stats): void {
-    this.record(path, 'deleted', kindOf(ws));
-    if (ws.isDirectory()) this.deletedContents(path);
+  private deleted(path: string, ws: Stats, level: number): void {
+    this.record(path, 'deleted', kindOf(ws), level);
+    if (ws.isDirectory()) this.deletedContents(path, level);
   }
 
-  private deletedContents(path: string): void {
+  private deletedContents(path: string, level: number): void {
     for (const name of listDir(join(this.workspace, path))) {
       const child = joinRel(path, name);
       const entry = lstatOrUndefined(join(this.workspace, child));
-      if (entry) this.deleted(child, entry);
+      if (entry) this.deleted(child, entry, level);
     }
   }
 
-  private record(path: string, change: ChangeType, kind: EntryKind, source?: LayerEntry): void {
+  private record(path: string, change: ChangeType, kind: EntryKind, level: number, source?: LayerEntry): void {
     this.changes.push({ path, change, kind });
+    this.deciders?.set(path, level);
     if (source) this.sources?.set(path, source);
   }
 
@@ -201,6 +222,11 @@ class LayerWalk {
     if (layer.size > this.compareLimit) return false;
     return sameBytes(layerPath, wsPath);
   }
+}
+
+/** Of two hiding layers, the deeper one: what it hides stays hidden until it is dropped too. */
+function deepest(a: number | undefined, b: number | undefined): number | undefined {
+  return a === undefined ? b : b === undefined ? a : Math.max(a, b);
 }
 
 function sameBytes(a: string, b: string): boolean {
