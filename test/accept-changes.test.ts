@@ -17,7 +17,7 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { acceptChanges, checkAccept, type WorkspaceChange } from '../src/workspace/accept-changes.js';
+import { planAccept, type WorkspaceChange } from '../src/workspace/accept-changes.js';
 import type { LayerEntry } from '../src/workspace/overlay/layer-diff.js';
 import { removeTrees } from '../src/workspace/overlay/layer-trash.js';
 import { listTree, makeSandbox } from './helpers.js';
@@ -78,7 +78,7 @@ describe('accept', () => {
   it('applies ordinary changes and refuses every hostile one, leaving the host untouched by them', async () => {
     const { sb, sourceOf } = setup();
     try {
-      const result = await acceptChanges({ workspace: sb.workspace, changes: CHANGES, sourceOf, force: false });
+      const result = await planAccept({ workspace: sb.workspace, changes: CHANGES, sourceOf, force: false }).apply();
       assert.deepEqual(result.applied.map((c) => c.path).sort(), [
         'bin/tool',
         'links/ok',
@@ -115,10 +115,10 @@ describe('accept', () => {
     const { sb, sourceOf } = setup();
     try {
       const before = listTree(sb.workspace);
-      const dry = checkAccept({ workspace: sb.workspace, changes: CHANGES, sourceOf, force: true });
+      const dry = planAccept({ workspace: sb.workspace, changes: CHANGES, sourceOf, force: true });
       assert.ok(dry.applied.some((c) => c.path === '.git/hooks/pre-commit'));
       assert.deepEqual(listTree(sb.workspace), before);
-      await acceptChanges({ workspace: sb.workspace, changes: CHANGES, sourceOf, force: true });
+      await planAccept({ workspace: sb.workspace, changes: CHANGES, sourceOf, force: true }).apply();
       assert.match(readFileSync(join(sb.workspace, '.git/hooks/pre-commit'), 'utf8'), /curl evil/);
     } finally {
       sb.cleanup();
@@ -131,12 +131,12 @@ describe('accept', () => {
       const outside = join(sb.root, 'outside-dir');
       mkdirSync(outside);
       symlinkSync(outside, join(sb.workspace, 'src/new'));
-      const result = await acceptChanges({
+      const result = await planAccept({
         workspace: sb.workspace,
         changes: [{ path: 'src/new/b.ts', change: 'added' }],
         sourceOf,
         force: false,
-      });
+      }).apply();
       assert.match(result.refused[0]?.reason ?? '', /symlink on the host/);
       assert.deepEqual(listTree(outside), []);
     } finally {
@@ -173,7 +173,7 @@ describe('accept sets replaced and deleted entries aside', () => {
     try {
       const aside = join(sb.root, 'aside');
       mkdirSync(aside);
-      const result = await acceptChanges({ workspace: sb.workspace, changes, sourceOf, force: false, setAside: aside });
+      const result = await planAccept({ workspace: sb.workspace, changes, sourceOf, force: false }).apply(aside);
       assert.equal(result.refused.length, 0);
       assert.deepEqual(listTree(sb.workspace), ['a.txt']);
       assert.equal(readFileSync(join(sb.workspace, 'a.txt'), 'utf8'), 'new\n');
@@ -194,7 +194,7 @@ describe('accept sets replaced and deleted entries aside', () => {
     const aside = mkdtempSync('/dev/shm/agentcell-aside-');
     try {
       assert.notEqual(statSync(aside).dev, statSync(sb.workspace).dev, '/dev/shm must be another filesystem');
-      await acceptChanges({ workspace: sb.workspace, changes, sourceOf, force: false, setAside: aside });
+      await planAccept({ workspace: sb.workspace, changes, sourceOf, force: false }).apply(aside);
       assert.deepEqual(listTree(sb.workspace), ['a.txt']);
       assert.equal(readFileSync(join(sb.workspace, 'a.txt'), 'utf8'), 'new\n');
       assert.deepEqual(listTree(outside), ['keep.txt']);

@@ -5,7 +5,7 @@ import { AgentcellError } from '../errors.js';
 import type { AgentcellPaths } from '../paths.js';
 import { decisionDraft, type Decision, type Receipt } from '../receipts/receipt.js';
 import { appendReceipt, latestReceipt, listReceipts, type ReceiptStore } from '../receipts/receipt-store.js';
-import { acceptChanges, checkAccept, type AcceptResult } from '../workspace/accept-changes.js';
+import { planAccept, type AcceptResult } from '../workspace/accept-changes.js';
 import { countChanges, diffLayers, type LayerChange, type LayerEntry } from '../workspace/overlay/layer-diff.js';
 import {
   checkpoint as freezeLayer,
@@ -40,7 +40,7 @@ export async function cellDiff(ref: CellRef): Promise<FlaggedChange[]> {
   if (!readCell(ref.paths, ref.cell) || !existsSync(join(dir, 'layers'))) return [];
   const sources = new Map<string, LayerEntry>();
   const changes = await diffLayers(peekLayerStack(dir), ref.workspace, { sources });
-  const check = checkAccept({ workspace: ref.workspace, changes, sourceOf: (path) => sources.get(path), force: false });
+  const check = planAccept({ workspace: ref.workspace, changes, sourceOf: (path) => sources.get(path), force: false });
   const flags = new Map(check.refused.map((r) => [r.path, r.reason]));
   return changes.map((c) => (flags.has(c.path) ? { ...c, flagged: flags.get(c.path)! } : c));
 }
@@ -61,30 +61,29 @@ export async function acceptCell(ref: CellRef, options: { force: boolean; dryRun
   return withCell(ref, options.dryRun, async (tx, stack) => {
     const sources = new Map<string, LayerEntry>();
     const changes = await diffLayers(stack, ref.workspace, { sources });
-    const request = {
-      workspace: ref.workspace,
-      changes,
-      sourceOf: (path: string) => sources.get(path),
-      force: options.force,
-    };
     const failed = undecidedRuns(dir).find((r) => r.exitCode !== 0);
     if (!options.force && failed)
       throw new AgentcellError(
         'ACCEPT_REFUSED',
         `run ${failed.id} (${failed.command.join(' ')}) ${failed.status === 'interrupted' ? 'was interrupted' : `exited ${String(failed.exitCode)}`}; review with agentcell diff, then accept --force or restore`,
       );
-    const check = checkAccept(request);
-    if (check.refused.length > 0 && !options.force)
+    const plan = planAccept({
+      workspace: ref.workspace,
+      changes,
+      sourceOf: (path) => sources.get(path),
+      force: options.force,
+    });
+    if (plan.refused.length > 0 && !options.force)
       throw new AgentcellError(
         'ACCEPT_REFUSED',
-        `accept refused, nothing applied:\n${check.refused.map((r) => `  ${r.path}: ${r.reason}`).join('\n')}\nReview, then accept --force (unsafe entries are still never applied) or restore.`,
+        `accept refused, nothing applied:\n${plan.refused.map((r) => `  ${r.path}: ${r.reason}`).join('\n')}\nReview, then accept --force (unsafe entries are still never applied) or restore.`,
       );
-    if (options.dryRun || !tx) return { ...check, dryRun: true };
+    if (options.dryRun || !tx) return { applied: plan.applied, refused: plan.refused, dryRun: true };
     const startedAt = new Date().toISOString();
     // What accept replaces or deletes in the workspace goes to the trash too (see SetAside).
     const setAside = join(trashDirOf(dir), `accept-${randomBytes(4).toString('hex')}`);
     mkdirSync(setAside);
-    const result = await acceptChanges({ ...request, setAside });
+    const result = await plan.apply(setAside);
     const before = topLayer(stack);
     const { trashed } = dropLayers(stack);
     const receipt = await decide(tx, 'accepted', ref, startedAt, countChanges(result.applied), before);

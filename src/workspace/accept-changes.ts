@@ -20,12 +20,6 @@ export interface AcceptRequest {
   sourceOf: (path: string) => LayerEntry | undefined;
   /** Apply control-plane changes too. */
   force: boolean;
-  /**
-   * An empty directory on the workspace's filesystem that accept moves replaced and
-   * deleted entries into (see SetAside); the caller deletes it afterwards. Without it
-   * they are removed in place.
-   */
-  setAside?: string;
 }
 
 export interface AcceptResult {
@@ -37,67 +31,80 @@ export interface AcceptResult {
 const CONCURRENCY = 8;
 
 /**
- * Applies a cell's changes to the host workspace, one path at a time, each atomically
- * (written beside its target, then renamed over it). It never follows a symlink on the
- * host side, never writes outside the workspace, copies no device, fifo or socket, drops
- * setuid/setgid/sticky bits, and leaves the repo's control plane alone unless forced.
- *
- * Deletions come first, then directories (parents before children), serially; then the
- * files and symlinks, several at a time: each has its own target, its parent exists by
- * then, and nothing else of the accept touches it.
+ * Checks a cell's changes against the host workspace, changing nothing: what `apply`
+ * would apply, and what it refuses and why (`--dry-run`, and `diff`'s flags).
  */
-export async function acceptChanges(request: AcceptRequest): Promise<AcceptResult> {
-  const { result, host, planned } = plan(request);
-  const aside = new SetAside(request.setAside);
-  const files: PlannedChange[] = [];
-  for (const change of planned) {
-    if (change.change === 'deleted') {
-      const target = join(request.workspace, change.path);
-      aside.remove(target);
-      host.forget(target);
-    } else if (change.source!.stats.isDirectory()) applyDirectory(change, request.workspace, host, aside);
-    else {
-      host.makeParent(join(request.workspace, change.path));
-      files.push(change);
-    }
-  }
-  const temps = new TempNames();
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < files.length) await applyFile(files[next++]!, request.workspace, temps, aside);
-  };
-  await Promise.all(Array.from({ length: Math.min(CONCURRENCY, files.length) }, worker));
-  return result;
-}
-
-/** What accept would apply and refuse, changing nothing: `--dry-run` and `diff`'s flags. */
-export function checkAccept(request: AcceptRequest): AcceptResult {
-  return plan(request).result;
-}
-
-interface PlannedChange extends WorkspaceChange {
-  source?: LayerEntry;
-}
-
-function plan(request: AcceptRequest): { result: AcceptResult; host: HostDirs; planned: PlannedChange[] } {
-  const result: AcceptResult = { applied: [], refused: [] };
-  const host = new HostDirs(request.workspace);
-  const planned: PlannedChange[] = [];
+export function planAccept(request: AcceptRequest): AcceptPlan {
+  const plan = new AcceptPlan(request.workspace);
   // Deletions of a directory come before additions inside its replacement.
   const ordered = [...request.changes].sort(
     (a, b) => Number(b.change === 'deleted') - Number(a.change === 'deleted') || a.path.localeCompare(b.path),
   );
   for (const change of ordered) {
     const source = change.change === 'deleted' ? undefined : request.sourceOf(change.path);
-    const reason = refusal(change, source, request, host);
-    if (reason) {
-      result.refused.push({ path: change.path, reason });
-      continue;
-    }
-    planned.push({ ...change, ...(source ? { source } : {}) });
-    result.applied.push(change);
+    const reason = refusal(change, source, request, plan.host);
+    if (reason) plan.refused.push({ path: change.path, reason });
+    else plan.add(change, source);
   }
-  return { result, host, planned };
+  return plan;
+}
+
+interface PlannedChange extends WorkspaceChange {
+  source?: LayerEntry;
+}
+
+export class AcceptPlan implements AcceptResult {
+  readonly applied: WorkspaceChange[] = [];
+  readonly refused: { path: string; reason: string }[] = [];
+  /** What the checks learnt about the host's directories, which apply reuses. */
+  readonly host: HostDirs;
+  readonly #planned: PlannedChange[] = [];
+
+  constructor(private readonly workspace: string) {
+    this.host = new HostDirs(workspace);
+  }
+
+  add(change: WorkspaceChange, source: LayerEntry | undefined): void {
+    this.#planned.push({ ...change, ...(source ? { source } : {}) });
+    this.applied.push(change);
+  }
+
+  /**
+   * Applies the changes that passed the checks, one path at a time, each atomically
+   * (written beside its target, then renamed over it). It never follows a symlink on the
+   * host side, never writes outside the workspace, copies no device, fifo or socket, drops
+   * setuid/setgid/sticky bits, and leaves the repo's control plane alone unless forced.
+   *
+   * Deletions come first, then directories (parents before children), serially; then the
+   * files and symlinks, several at a time: each has its own target, its parent exists by
+   * then, and nothing else of the accept touches it.
+   *
+   * `setAside`: an empty directory on the workspace's filesystem that replaced and deleted
+   * entries are moved into (see SetAside), for the caller to delete afterwards. Without
+   * it they are removed in place.
+   */
+  async apply(setAside?: string): Promise<AcceptResult> {
+    const aside = new SetAside(setAside);
+    const files: PlannedChange[] = [];
+    for (const change of this.#planned) {
+      const target = join(this.workspace, change.path);
+      if (change.change === 'deleted') {
+        aside.remove(target);
+        this.host.forget(target);
+      } else if (change.source!.stats.isDirectory()) applyDirectory(change, target, this.host, aside);
+      else {
+        this.host.makeParent(target);
+        files.push(change);
+      }
+    }
+    const temps = new TempNames();
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      while (next < files.length) await applyFile(files[next++]!, this.workspace, temps, aside);
+    };
+    await Promise.all(Array.from({ length: Math.min(CONCURRENCY, files.length) }, worker));
+    return { applied: this.applied, refused: this.refused };
+  }
 }
 
 function refusal(
@@ -188,8 +195,7 @@ function symlinkProblem(workspace: string, path: string, target: string): string
   return undefined;
 }
 
-function applyDirectory(change: PlannedChange, workspace: string, host: HostDirs, aside: SetAside): void {
-  const target = join(workspace, change.path);
+function applyDirectory(change: PlannedChange, target: string, host: HostDirs, aside: SetAside): void {
   host.makeParent(target);
   const existing = lstatOrUndefined(target);
   if (existing && !existing.isDirectory()) aside.remove(target);
