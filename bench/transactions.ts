@@ -696,7 +696,7 @@ function render(results: readonly SizeResult[], runs: number, libRuns: number): 
     '`acceptCell` (`src/cell/cell-decisions.ts`) diffs the layers, checks every path, then applies: deletions and',
     'directories one by one, files eight at a time (renames in different directories overlap in the kernel).',
     'Each file is put beside its target (a hard link of the layer file when nothing else links it, as after a',
-    'real run; else a copy) and renamed over it; the file it replaces is first linked into the cell\'s trash, so',
+    "real run; else a copy) and renamed over it; the file it replaces is first linked into the cell's trash, so",
     'the rename frees no inode (freeing one is most of the cost of a replace on ext4), and a detached `rm` deletes',
     'the trash after the receipt is signed. Before each repetition the cell gets a fresh copy of the same layer and',
     'the workspace its original files back (untimed). `cp -a` creates the same 1,000 files and copies their data.',
