@@ -435,6 +435,32 @@ describe('checkpoint and restore --to', () => {
   );
 
   it(
+    'restore --to reports a deletion as dropped only when no kept layer deletes it too',
+    withSandbox({ 'd/x.txt': 'x\n', 'keep.txt': 'k\n' }, (sb) => {
+      runOk(sb, 'rm -r d'); // a whiteout for d
+      ac(sb, 'checkpoint', '--name', 'a');
+      runOk(sb, 'mkdir d && echo y > d/y.txt'); // d again, opaque: x.txt hidden by both layers
+      assert.deepEqual(
+        diff(sb),
+        changes([
+          ['d/x.txt', 'deleted', 'file'],
+          ['d/y.txt', 'added', 'file'],
+        ]),
+      );
+      const r = acJson<{ changes: Change[] }>(sb, 'restore', '--to', 'a', '--dry-run', '--json');
+      assert.deepEqual(r.changes, changes([['d/y.txt', 'added', 'file']]), 'd/x.txt stays deleted by layer a');
+      acJson(sb, 'restore', '--to', 'a', '--json');
+      assert.deepEqual(
+        diff(sb),
+        changes([
+          ['d', 'deleted', 'dir'],
+          ['d/x.txt', 'deleted', 'file'],
+        ]),
+      );
+    }),
+  );
+
+  it(
     'restore --to N resolves N the same way for the report, the receipt and the actual restore',
     withSandbox({ 'a.txt': 'a\n' }, (sb) => {
       runOk(sb, 'echo 1 > one.txt'); // layer seq 1

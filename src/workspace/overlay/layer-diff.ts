@@ -152,7 +152,8 @@ class LayerWalk {
     if (top.isDirectory()) {
       const childDirs = [{ dir: join(dirs[topIndex]!.dir, name), level }];
       let hiddenHere = this.isOpaque(childDirs[0]!.dir) ? level : undefined;
-      for (let i = topIndex + 1; i < dirs.length && hiddenHere === undefined; i++) {
+      let i = topIndex + 1;
+      for (; i < dirs.length && hiddenHere === undefined; i++) {
         const below = { dir: join(dirs[i]!.dir, name), level: dirs[i]!.level };
         const entry = lstatOrUndefined(below.dir);
         if (!entry) continue;
@@ -163,6 +164,7 @@ class LayerWalk {
           if (this.isOpaque(below.dir)) hiddenHere = below.level;
         }
       }
+      if (hiddenHere !== undefined) hiddenHere = this.deepestHider(name, dirs, i, hiddenHere);
       const wsDir = ws?.isDirectory() ?? false;
       const source = { path: childDirs[0]!.dir, stats: top };
       if (!ws) this.record(path, 'added', 'dir', level, source);
@@ -176,7 +178,7 @@ class LayerWalk {
     if (!ws) this.record(path, 'added', kind, level, source);
     else if (ws.isDirectory()) {
       this.record(path, 'modified', kind, level, source);
-      this.deletedContents(path, level);
+      this.deletedContents(path, this.deepestHider(name, dirs, topIndex + 1, level));
     } else if (!this.same(source.path, top, join(this.workspace, path), ws))
       this.record(path, 'modified', kind, level, source);
   }
@@ -199,6 +201,21 @@ class LayerWalk {
     this.changes.push({ path, change, kind });
     this.deciders?.set(path, level);
     if (source) this.sources?.set(path, source);
+  }
+
+  /**
+   * The level that decides that the workspace's directory `name` is hidden, given a hider
+   * at `level`: the deepest of it and any below (from `dirs[from]`) that would hide it too
+   * once the layers above were dropped (a whiteout, a non-directory, an opaque directory).
+   */
+  private deepestHider(name: string, dirs: LayerDir[], from: number, level: number): number {
+    let deepestLevel = level;
+    for (let i = from; i < dirs.length; i++) {
+      const below = join(dirs[i]!.dir, name);
+      const entry = lstatOrUndefined(below);
+      if (entry && (!entry.isDirectory() || this.isOpaque(below))) deepestLevel = dirs[i]!.level;
+    }
+    return deepestLevel;
   }
 
   private isOpaque(dir: string): boolean {
