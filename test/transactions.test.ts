@@ -437,9 +437,9 @@ describe('checkpoint and restore --to', () => {
   it(
     'restore --to reports a deletion as dropped only when no kept layer deletes it too',
     withSandbox({ 'd/x.txt': 'x\n', 'keep.txt': 'k\n' }, (sb) => {
-      runOk(sb, 'rm -r d'); // a whiteout for d
+      runOk(sb, 'rm -r d && mkdir d && echo z > d/z.txt'); // d re-made: opaque, x.txt hidden
       ac(sb, 'checkpoint', '--name', 'a');
-      runOk(sb, 'mkdir d && echo y > d/y.txt'); // d again, opaque: x.txt hidden by both layers
+      runOk(sb, 'rm -r d && mkdir d && echo y > d/y.txt'); // again: x.txt hidden by both layers
       assert.deepEqual(
         diff(sb),
         changes([
@@ -453,8 +453,8 @@ describe('checkpoint and restore --to', () => {
       assert.deepEqual(
         diff(sb),
         changes([
-          ['d', 'deleted', 'dir'],
           ['d/x.txt', 'deleted', 'file'],
+          ['d/z.txt', 'added', 'file'],
         ]),
       );
     }),
