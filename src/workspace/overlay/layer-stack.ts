@@ -13,6 +13,7 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import { AgentcellError } from '../../errors.js';
+import { captureCopy } from './copy-driver.js';
 import { purgeInBackground, trashDirOf } from './layer-trash.js';
 import type { OverlayDriver } from './overlay-mount.js';
 
@@ -121,6 +122,8 @@ export function openLayerStack(cellDir: string, driver?: OverlayDriver): LayerSt
   const trash = trashDirOf(cellDir);
   purgeInBackground(readdirSync(trash).map((name) => join(trash, name)));
   const stack = stackOf(cellDir, state);
+  // A copy-driver run a killed agentcell left: its changes are still only in the copy.
+  if (stack.driver === 'copy') captureCopy(stack);
   for (const layer of stack.layers) {
     if (!existsSync(layer.dir))
       throw new AgentcellError(
@@ -343,7 +346,7 @@ function parsePending(value: unknown): PendingOperation | undefined {
 }
 
 function isDriver(value: unknown): value is OverlayDriver {
-  return value === 'kernel' || value === 'fuse-overlayfs';
+  return value === 'kernel' || value === 'fuse-overlayfs' || value === 'copy';
 }
 
 function isObject(value: unknown): value is Record<string, unknown> {
