@@ -63,9 +63,14 @@ export async function diffLayers(
   options: DiffOptions = {},
 ): Promise<LayerChange[]> {
   const roots = [stack.upper, ...stack.layers.map((l) => l.dir).reverse()];
-  const xattrs = await readOverlayXattrs(roots, options.xattrReader);
+  // The xattr reader is a process of its own: the layers are read meanwhile.
+  const pending = readOverlayXattrs(roots, options.xattrReader);
+  const entries = new EntryCache();
+  entries.prefetch(roots, workspace);
+  const xattrs = await pending;
   refuseUnsupported(xattrs);
   const walk = new LayerWalk(
+    entries,
     workspace,
     xattrs,
     options.compareLimit ?? DEFAULT_COMPARE_LIMIT,
@@ -98,10 +103,49 @@ interface LayerDir {
   level: number;
 }
 
+/**
+ * lstat and readdir results for the layers and the workspace paths they name, read in
+ * one pass ahead of the walk (while the xattr reader runs); anything else is read live.
+ */
+class EntryCache {
+  readonly #stats = new Map<string, Stats | undefined>();
+  readonly #lists = new Map<string, string[]>();
+
+  prefetch(roots: readonly string[], workspace: string): void {
+    // `wsDir`: the workspace has a real directory at `rel` (never looked through a symlink).
+    const visit = (root: string, rel: string, wsDir: boolean): void => {
+      for (const name of this.list(rel === '' ? root : join(root, rel))) {
+        const path = rel === '' ? name : `${rel}/${name}`;
+        const stat = this.lstat(join(root, path));
+        const ws = wsDir ? this.lstat(join(workspace, path)) : undefined;
+        if (stat?.isDirectory()) visit(root, path, ws?.isDirectory() ?? false);
+      }
+    };
+    for (const root of roots) visit(root, '', true);
+  }
+
+  lstat(path: string): Stats | undefined {
+    if (this.#stats.has(path)) return this.#stats.get(path);
+    const stat = lstatOrUndefined(path);
+    this.#stats.set(path, stat);
+    return stat;
+  }
+
+  list(dir: string): string[] {
+    let names = this.#lists.get(dir);
+    if (names === undefined) {
+      names = listDir(dir);
+      this.#lists.set(dir, names);
+    }
+    return names;
+  }
+}
+
 class LayerWalk {
   readonly changes: LayerChange[] = [];
 
   constructor(
+    private readonly entries: EntryCache,
     private readonly workspace: string,
     private readonly xattrs: OverlayXattrs,
     private readonly compareLimit: number,
@@ -120,14 +164,14 @@ class LayerWalk {
   visitDir(rel: string, dirs: LayerDir[], hiddenBy: number | undefined, wsIsDir: boolean): void {
     const names = new Set<string>();
     for (const { dir } of dirs)
-      for (const name of listDir(dir)) if (!this.fuse || !name.startsWith('.wh.')) names.add(name);
+      for (const name of this.entries.list(dir)) if (!this.fuse || !name.startsWith('.wh.')) names.add(name);
     for (const name of names) this.visitName(rel, name, dirs, hiddenBy, wsIsDir);
     if (wsIsDir && hiddenBy !== undefined) {
       // The workspace's directory is hidden: what only it has is gone.
-      for (const name of listDir(join(this.workspace, rel))) {
+      for (const name of this.entries.list(join(this.workspace, rel))) {
         if (names.has(name)) continue;
         const path = joinRel(rel, name);
-        const ws = lstatOrUndefined(join(this.workspace, path));
+        const ws = this.entries.lstat(join(this.workspace, path));
         if (ws) this.deleted(path, ws, hiddenBy);
       }
     }
@@ -138,12 +182,12 @@ class LayerWalk {
     let topIndex = -1;
     let top: Stats | undefined;
     for (let i = 0; i < dirs.length && !top; i++) {
-      top = lstatOrUndefined(join(dirs[i]!.dir, name));
+      top = this.entries.lstat(join(dirs[i]!.dir, name));
       topIndex = i;
     }
     if (!top) return; // listed but gone meanwhile
     const level = dirs[topIndex]!.level;
-    const ws = wsIsDir ? lstatOrUndefined(join(this.workspace, path)) : undefined;
+    const ws = wsIsDir ? this.entries.lstat(join(this.workspace, path)) : undefined;
 
     if (isWhiteout(top)) {
       if (ws) this.deleted(path, ws, level);
@@ -155,7 +199,7 @@ class LayerWalk {
       let i = topIndex + 1;
       for (; i < dirs.length && hiddenHere === undefined; i++) {
         const below = { dir: join(dirs[i]!.dir, name), level: dirs[i]!.level };
-        const entry = lstatOrUndefined(below.dir);
+        const entry = this.entries.lstat(below.dir);
         if (!entry) continue;
         if (!entry.isDirectory())
           hiddenHere = below.level; // a whiteout or a non-directory ends the merge
@@ -190,9 +234,9 @@ class LayerWalk {
   }
 
   private deletedContents(path: string, level: number): void {
-    for (const name of listDir(join(this.workspace, path))) {
+    for (const name of this.entries.list(join(this.workspace, path))) {
       const child = joinRel(path, name);
-      const entry = lstatOrUndefined(join(this.workspace, child));
+      const entry = this.entries.lstat(join(this.workspace, child));
       if (entry) this.deleted(child, entry, level);
     }
   }
@@ -212,7 +256,7 @@ class LayerWalk {
     let deepestLevel = level;
     for (let i = from; i < dirs.length; i++) {
       const below = join(dirs[i]!.dir, name);
-      const entry = lstatOrUndefined(below);
+      const entry = this.entries.lstat(below);
       if (entry && (!entry.isDirectory() || this.isOpaque(below))) deepestLevel = dirs[i]!.level;
     }
     return deepestLevel;
@@ -224,7 +268,7 @@ class LayerWalk {
     if (!this.fuse) return false;
     return (
       xattrs?.get('user.fuseoverlayfs.opaque')?.toString('latin1') === 'y' ||
-      lstatOrUndefined(join(dir, '.wh..wh..opq')) !== undefined
+      this.entries.lstat(join(dir, '.wh..wh..opq')) !== undefined
     );
   }
 
