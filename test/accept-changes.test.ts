@@ -148,7 +148,12 @@ describe('accept', () => {
 describe('accept sets replaced and deleted entries aside', () => {
   /** A workspace with a file to replace, a tree and a symlink to delete, and a layer with the new file. */
   function scene() {
-    const sb = makeSandbox({ 'a.txt': 'old\n', 'tree/deep/f.txt': 'f\n' });
+    const sb = makeSandbox({
+      'a.txt': 'old\n',
+      'tree/deep/f.txt': 'f\n',
+      'dirx/inner.txt': 'i\n',
+      'late.txt': 'late\n',
+    });
     const outside = join(sb.root, 'outside');
     mkdirSync(outside);
     writeFileSync(join(outside, 'keep.txt'), 'keep\n');
@@ -156,14 +161,18 @@ describe('accept sets replaced and deleted entries aside', () => {
     const layer = join(sb.root, 'layer');
     mkdirSync(layer);
     writeFileSync(join(layer, 'a.txt'), 'new\n');
+    writeFileSync(join(layer, 'dirx'), 'a file now\n');
+    writeFileSync(join(layer, 'late.txt'), 'from the cell\n');
     const sourceOf = (path: string): LayerEntry | undefined =>
-      path === 'a.txt' ? { path: join(layer, path), stats: lstatSync(join(layer, path)) } : undefined;
+      existsSync(join(layer, path)) ? { path: join(layer, path), stats: lstatSync(join(layer, path)) } : undefined;
     const changes: WorkspaceChange[] = [
       { path: 'a.txt', change: 'modified' },
       { path: 'tree', change: 'deleted' },
       { path: 'tree/deep', change: 'deleted' },
       { path: 'tree/deep/f.txt', change: 'deleted' },
       { path: 'link', change: 'deleted' },
+      { path: 'dirx', change: 'modified' }, // a file where the workspace has a directory
+      { path: 'late.txt', change: 'added' }, // the host made one meanwhile: replaced, not failed
     ];
     return { sb, outside, sourceOf, changes, oldInode: statSync(join(sb.workspace, 'a.txt')).ino };
   }
@@ -175,8 +184,10 @@ describe('accept sets replaced and deleted entries aside', () => {
       mkdirSync(aside);
       const result = await planAccept({ workspace: sb.workspace, changes, sourceOf, force: false }).apply(aside);
       assert.equal(result.refused.length, 0);
-      assert.deepEqual(listTree(sb.workspace), ['a.txt']);
+      assert.deepEqual(listTree(sb.workspace).sort(), ['a.txt', 'dirx', 'late.txt']);
       assert.equal(readFileSync(join(sb.workspace, 'a.txt'), 'utf8'), 'new\n');
+      assert.equal(readFileSync(join(sb.workspace, 'dirx'), 'utf8'), 'a file now\n');
+      assert.equal(readFileSync(join(sb.workspace, 'late.txt'), 'utf8'), 'from the cell\n');
       assert.deepEqual(listTree(outside), ['keep.txt'], 'the symlink was moved, not what it points at');
       const kept = readdirSync(aside).map((name) => lstatSync(join(aside, name)));
       assert.ok(
@@ -195,7 +206,7 @@ describe('accept sets replaced and deleted entries aside', () => {
     try {
       assert.notEqual(statSync(aside).dev, statSync(sb.workspace).dev, '/dev/shm must be another filesystem');
       await planAccept({ workspace: sb.workspace, changes, sourceOf, force: false }).apply(aside);
-      assert.deepEqual(listTree(sb.workspace), ['a.txt']);
+      assert.deepEqual(listTree(sb.workspace).sort(), ['a.txt', 'dirx', 'late.txt']);
       assert.equal(readFileSync(join(sb.workspace, 'a.txt'), 'utf8'), 'new\n');
       assert.deepEqual(listTree(outside), ['keep.txt']);
       assert.deepEqual(readdirSync(aside), []);

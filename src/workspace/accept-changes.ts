@@ -207,13 +207,12 @@ function applyDirectory(change: PlannedChange, target: string, host: HostDirs, a
 async function applyFile(change: PlannedChange, workspace: string, temps: TempNames, aside: SetAside): Promise<void> {
   const target = join(workspace, change.path);
   const { path: source, stats } = change.source!;
-  // Only a copy keeps special bits (a link shares the layer's inode, whose mode is the agent's).
+  // No setuid, setgid or sticky bit survives (a link shares the layer file's mode, a copy copies it).
   const strip = (path: string): Promise<void> | undefined =>
     (stats.mode & 0o7000) !== 0 ? fs.chmod(path, stats.mode & 0o777) : undefined;
-  const existing = await lstatAsync(target);
-  // A new file can be linked straight into place: link(2) is atomic, so no temp and rename.
-  if (!existing && stats.isFile() && (await linkInto(source, target, stats.nlink))) {
-    await strip(target); // no setuid, setgid or sticky bit
+  // An added file is linked straight into place: link(2) is atomic, and fails if something is there now.
+  if (change.change === 'added' && stats.isFile() && (await linkInto(source, target, stats.nlink))) {
+    await strip(target);
     return;
   }
   const temp = join(dirname(target), temps.next());
@@ -222,9 +221,15 @@ async function applyFile(change: PlannedChange, workspace: string, temps: TempNa
     if (!(await linkInto(source, temp, stats.nlink))) await fs.copyFile(source, temp);
     await strip(temp);
   }
-  if (existing?.isDirectory()) aside.remove(target);
-  else if (existing?.isFile()) await aside.keep(target);
-  await fs.rename(temp, target);
+  await aside.keep(target);
+  try {
+    await fs.rename(temp, target);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code !== 'EISDIR' && code !== 'ENOTEMPTY' && code !== 'EEXIST') throw error;
+    aside.remove(target); // a directory in the way: set aside with what it holds
+    await fs.rename(temp, target);
+  }
 }
 
 /** Names for the files accept writes beside their targets: one random part per accept. */
@@ -238,7 +243,7 @@ class TempNames {
 
 /**
  * Hard-links a layer file that nothing else links; false where a link can't be made
- * (another filesystem), and the caller copies. A link costs no data copy, and the layer
+ * (another filesystem, or something is at the target), and the caller copies or replaces. A link costs no data copy, and the layer
  * is dropped right after accept, so the inode ends up the workspace's alone; a forked
  * cell hard-links its layers (links > 1) and must never see the workspace's later edits.
  */
@@ -249,7 +254,7 @@ async function linkInto(source: string, target: string, links: number): Promise<
     return true;
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
-    if (code === 'EXDEV' || code === 'EPERM' || code === 'EMLINK') return false;
+    if (code === 'EXDEV' || code === 'EPERM' || code === 'EMLINK' || code === 'EEXIST') return false;
     throw error;
   }
 }
@@ -257,14 +262,6 @@ async function linkInto(source: string, target: string, links: number): Promise<
 function lstatOrUndefined(path: string): Stats | undefined {
   try {
     return lstatSync(path);
-  } catch {
-    return undefined;
-  }
-}
-
-async function lstatAsync(path: string): Promise<Stats | undefined> {
-  try {
-    return await fs.lstat(path);
   } catch {
     return undefined;
   }

@@ -38,7 +38,10 @@ export class SetAside {
     else unlinkSync(target);
   }
 
-  /** Keeps a file that is about to be replaced alive here, so the rename over it frees nothing. */
+  /**
+   * Keeps a file that is about to be replaced alive here, so the rename over it frees
+   * nothing. A directory or a missing target is left alone (link fails; nothing to keep).
+   */
   async keep(target: string): Promise<void> {
     if (!this.#usable) return;
     try {
