@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { cpus, release } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -15,7 +15,8 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const cli = join(root, 'dist', 'agentcell.cjs');
 const runs = Number(process.env['BENCH_RUNS'] ?? 30);
 
-// BENCH_ONLY=startup,transactions runs some suites (the document then holds only those).
+// BENCH_ONLY=startup,transactions runs some suites; a partial run prints its sections
+// and leaves docs/benchmarks.md, which holds the last full run, alone.
 const only = process.env['BENCH_ONLY']?.split(',');
 const wanted = (name: string): boolean => only === undefined || only.includes(name);
 const sections: Section[] = [
@@ -43,14 +44,6 @@ const doc = [
   ...sections.flatMap((s) => s.verdicts.map((v) => `- ${v}`)),
   '',
 ].join('\n');
-const out = join(root, 'docs', 'benchmarks.md');
-const previous = (() => {
-  try {
-    return readFileSync(out, 'utf8');
-  } catch {
-    return '';
-  }
-})();
-writeFileSync(out, doc);
 process.stdout.write(doc);
-if (previous === doc) process.stdout.write('\n(unchanged)\n');
+if (only === undefined) writeFileSync(join(root, 'docs', 'benchmarks.md'), doc);
+else process.stdout.write('\n(BENCH_ONLY: docs/benchmarks.md left as it was)\n');

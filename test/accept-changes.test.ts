@@ -6,7 +6,10 @@ import {
   linkSync,
   lstatSync,
   mkdirSync,
+  mkdtempSync,
+  readdirSync,
   readFileSync,
+  rmSync,
   readlinkSync,
   statSync,
   symlinkSync,
@@ -14,7 +17,8 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { acceptChanges, type WorkspaceChange } from '../src/workspace/accept-changes.js';
+import { planAccept, type WorkspaceChange } from '../src/workspace/accept-changes.js';
+import type { LayerEntry } from '../src/workspace/overlay/layer-diff.js';
 import { removeTrees } from '../src/workspace/overlay/layer-trash.js';
 import { listTree, makeSandbox } from './helpers.js';
 
@@ -38,8 +42,10 @@ function setup() {
   symlinkSync('../src/a.ts', join(layer, 'links', 'ok'));
   execFileSync('mkfifo', [join(layer, 'fifo')]);
   execFileSync('mknod', [join(layer, 'dev'), 'c', '0', '0']);
-  const sourceOf = (path: string): string | undefined =>
-    existsSync(join(layer, path)) || isLink(join(layer, path)) ? join(layer, path) : undefined;
+  const sourceOf = (path: string): LayerEntry | undefined =>
+    existsSync(join(layer, path)) || isLink(join(layer, path))
+      ? { path: join(layer, path), stats: lstatSync(join(layer, path)) }
+      : undefined;
   return { sb, layer, sourceOf };
 }
 
@@ -69,16 +75,10 @@ const CHANGES: WorkspaceChange[] = [
 ];
 
 describe('accept', () => {
-  it('applies ordinary changes and refuses every hostile one, leaving the host untouched by them', () => {
+  it('applies ordinary changes and refuses every hostile one, leaving the host untouched by them', async () => {
     const { sb, sourceOf } = setup();
     try {
-      const result = acceptChanges({
-        workspace: sb.workspace,
-        changes: CHANGES,
-        sourceOf,
-        force: false,
-        dryRun: false,
-      });
+      const result = await planAccept({ workspace: sb.workspace, changes: CHANGES, sourceOf, force: false }).apply();
       assert.deepEqual(result.applied.map((c) => c.path).sort(), [
         'bin/tool',
         'links/ok',
@@ -111,36 +111,107 @@ describe('accept', () => {
     }
   });
 
-  it('--force applies the control plane too; --dry-run changes nothing', () => {
+  it('--force applies the control plane too; --dry-run changes nothing', async () => {
     const { sb, sourceOf } = setup();
     try {
       const before = listTree(sb.workspace);
-      const dry = acceptChanges({ workspace: sb.workspace, changes: CHANGES, sourceOf, force: true, dryRun: true });
+      const dry = planAccept({ workspace: sb.workspace, changes: CHANGES, sourceOf, force: true });
       assert.ok(dry.applied.some((c) => c.path === '.git/hooks/pre-commit'));
       assert.deepEqual(listTree(sb.workspace), before);
-      acceptChanges({ workspace: sb.workspace, changes: CHANGES, sourceOf, force: true, dryRun: false });
+      await planAccept({ workspace: sb.workspace, changes: CHANGES, sourceOf, force: true }).apply();
       assert.match(readFileSync(join(sb.workspace, '.git/hooks/pre-commit'), 'utf8'), /curl evil/);
     } finally {
       sb.cleanup();
     }
   });
 
-  it('never writes through a symlinked directory on the host', () => {
+  it('never writes through a symlinked directory on the host', async () => {
     const { sb, sourceOf } = setup();
     try {
       const outside = join(sb.root, 'outside-dir');
       mkdirSync(outside);
       symlinkSync(outside, join(sb.workspace, 'src/new'));
-      const result = acceptChanges({
+      const result = await planAccept({
         workspace: sb.workspace,
         changes: [{ path: 'src/new/b.ts', change: 'added' }],
         sourceOf,
         force: false,
-        dryRun: false,
-      });
+      }).apply();
       assert.match(result.refused[0]?.reason ?? '', /symlink on the host/);
       assert.deepEqual(listTree(outside), []);
     } finally {
+      sb.cleanup();
+    }
+  });
+});
+
+describe('accept sets replaced and deleted entries aside', () => {
+  /** A workspace with a file to replace, a tree and a symlink to delete, and a layer with the new file. */
+  function scene() {
+    const sb = makeSandbox({
+      'a.txt': 'old\n',
+      'tree/deep/f.txt': 'f\n',
+      'dirx/inner.txt': 'i\n',
+      'late.txt': 'late\n',
+    });
+    const outside = join(sb.root, 'outside');
+    mkdirSync(outside);
+    writeFileSync(join(outside, 'keep.txt'), 'keep\n');
+    symlinkSync(outside, join(sb.workspace, 'link'));
+    const layer = join(sb.root, 'layer');
+    mkdirSync(layer);
+    writeFileSync(join(layer, 'a.txt'), 'new\n');
+    writeFileSync(join(layer, 'dirx'), 'a file now\n');
+    writeFileSync(join(layer, 'late.txt'), 'from the cell\n');
+    const sourceOf = (path: string): LayerEntry | undefined =>
+      existsSync(join(layer, path)) ? { path: join(layer, path), stats: lstatSync(join(layer, path)) } : undefined;
+    const changes: WorkspaceChange[] = [
+      { path: 'a.txt', change: 'modified' },
+      { path: 'tree', change: 'deleted' },
+      { path: 'tree/deep', change: 'deleted' },
+      { path: 'tree/deep/f.txt', change: 'deleted' },
+      { path: 'link', change: 'deleted' },
+      { path: 'dirx', change: 'modified' }, // a file where the workspace has a directory
+      { path: 'late.txt', change: 'added' }, // the host made one meanwhile: replaced, not failed
+    ];
+    return { sb, outside, sourceOf, changes, oldInode: statSync(join(sb.workspace, 'a.txt')).ino };
+  }
+
+  it('moves them into the set-aside directory, never following a symlink, and leaves nothing else behind', async () => {
+    const { sb, outside, sourceOf, changes, oldInode } = scene();
+    try {
+      const aside = join(sb.root, 'aside');
+      mkdirSync(aside);
+      const result = await planAccept({ workspace: sb.workspace, changes, sourceOf, force: false }).apply(aside);
+      assert.equal(result.refused.length, 0);
+      assert.deepEqual(listTree(sb.workspace).sort(), ['a.txt', 'dirx', 'late.txt']);
+      assert.equal(readFileSync(join(sb.workspace, 'a.txt'), 'utf8'), 'new\n');
+      assert.equal(readFileSync(join(sb.workspace, 'dirx'), 'utf8'), 'a file now\n');
+      assert.equal(readFileSync(join(sb.workspace, 'late.txt'), 'utf8'), 'from the cell\n');
+      assert.deepEqual(listTree(outside), ['keep.txt'], 'the symlink was moved, not what it points at');
+      const kept = readdirSync(aside).map((name) => lstatSync(join(aside, name)));
+      assert.ok(
+        kept.some((s) => s.ino === oldInode),
+        'the replaced file is kept alive there, not freed in place',
+      );
+      assert.ok(kept.some((s) => s.isDirectory()) && kept.some((s) => s.isSymbolicLink()));
+    } finally {
+      sb.cleanup();
+    }
+  });
+
+  it('removes them in place when the set-aside directory is on another filesystem', async () => {
+    const { sb, outside, sourceOf, changes } = scene();
+    const aside = mkdtempSync('/dev/shm/agentcell-aside-');
+    try {
+      assert.notEqual(statSync(aside).dev, statSync(sb.workspace).dev, '/dev/shm must be another filesystem');
+      await planAccept({ workspace: sb.workspace, changes, sourceOf, force: false }).apply(aside);
+      assert.deepEqual(listTree(sb.workspace).sort(), ['a.txt', 'dirx', 'late.txt']);
+      assert.equal(readFileSync(join(sb.workspace, 'a.txt'), 'utf8'), 'new\n');
+      assert.deepEqual(listTree(outside), ['keep.txt']);
+      assert.deepEqual(readdirSync(aside), []);
+    } finally {
+      rmSync(aside, { recursive: true, force: true });
       sb.cleanup();
     }
   });

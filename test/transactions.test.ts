@@ -435,6 +435,32 @@ describe('checkpoint and restore --to', () => {
   );
 
   it(
+    'restore --to reports a deletion as dropped only when no kept layer deletes it too',
+    withSandbox({ 'd/x.txt': 'x\n', 'keep.txt': 'k\n' }, (sb) => {
+      runOk(sb, 'rm -r d && mkdir d && echo z > d/z.txt'); // d re-made: opaque, x.txt hidden
+      ac(sb, 'checkpoint', '--name', 'a');
+      runOk(sb, 'rm -r d && mkdir d && echo y > d/y.txt'); // again: x.txt hidden by both layers
+      assert.deepEqual(
+        diff(sb),
+        changes([
+          ['d/x.txt', 'deleted', 'file'],
+          ['d/y.txt', 'added', 'file'],
+        ]),
+      );
+      const r = acJson<{ changes: Change[] }>(sb, 'restore', '--to', 'a', '--dry-run', '--json');
+      assert.deepEqual(r.changes, changes([['d/y.txt', 'added', 'file']]), 'd/x.txt stays deleted by layer a');
+      acJson(sb, 'restore', '--to', 'a', '--json');
+      assert.deepEqual(
+        diff(sb),
+        changes([
+          ['d/x.txt', 'deleted', 'file'],
+          ['d/z.txt', 'added', 'file'],
+        ]),
+      );
+    }),
+  );
+
+  it(
     'restore --to N resolves N the same way for the report, the receipt and the actual restore',
     withSandbox({ 'a.txt': 'a\n' }, (sb) => {
       runOk(sb, 'echo 1 > one.txt'); // layer seq 1
@@ -843,6 +869,11 @@ describe('one command per cell at a time', () => {
       assert.equal(rm.status, 3);
       assert.match(rm.stderr, /is in use by agentcell pid/);
       assert.equal((acJson<{ locked: boolean }[]>(sb, 'cell', 'list', '--json')[0] ?? { locked: false }).locked, true);
+      // gc leaves a busy cell's trash alone (an accept may be setting entries aside in it).
+      const trash = join(cellDirOf(sb, cellNameOf(sb)), 'trash');
+      mkdirSync(join(trash, 'cafe0002-upper'), { recursive: true });
+      assert.deepEqual(acJson(sb, 'gc', '--json'), { cells: [cellNameOf(sb)], purged: true, busy: [cellNameOf(sb)] });
+      assert.deepEqual(readdirSync(trash), ['cafe0002-upper']);
 
       assert.equal(await exited, 0);
       assert.equal(existsSync(join(sb.workspace, 'two.txt')), false);
@@ -936,7 +967,11 @@ describe('--dry-run changes nothing', () => {
       unchanged('cell rm --force --dry-run');
       assert.match(ac(sb, 'cell', 'rm', 'spare', '--dry-run').stderr, /would remove cell spare/);
       unchanged('cell rm spare --dry-run');
-      assert.deepEqual(acJson(sb, 'gc', '--dry-run', '--json'), { cells: [name, 'spare'].sort(), purged: false });
+      assert.deepEqual(acJson(sb, 'gc', '--dry-run', '--json'), {
+        cells: [name, 'spare'].sort(),
+        purged: false,
+        busy: [],
+      });
       unchanged('gc --dry-run');
 
       // Positive counterparts: the same commands without --dry-run do change things.
@@ -1039,9 +1074,9 @@ describe('cell list, show, rm and gc', () => {
       const trash = join(cellDirOf(sb, main.name), 'trash');
       mkdirSync(join(trash, 'cafe0001-upper', 'deep'), { recursive: true });
       writeFileSync(join(trash, 'cafe0001-upper', 'deep', 'f'), 'x');
-      assert.deepEqual(acJson(sb, 'gc', '--dry-run', '--json'), { cells: [main.name], purged: false });
+      assert.deepEqual(acJson(sb, 'gc', '--dry-run', '--json'), { cells: [main.name], purged: false, busy: [] });
       assert.deepEqual(readdirSync(trash), ['cafe0001-upper']);
-      assert.deepEqual(acJson(sb, 'gc', '--json'), { cells: [main.name], purged: true });
+      assert.deepEqual(acJson(sb, 'gc', '--json'), { cells: [main.name], purged: true, busy: [] });
       assert.deepEqual(readdirSync(trash), []);
       assert.deepEqual(diff(sb), changes([['one.txt', 'added', 'file']]), 'gc leaves live layers alone');
 

@@ -33,9 +33,10 @@ export interface CellSpec {
     mode: 'direct' | 'readonly' | 'overlay';
     /**
      * For overlay: the argv prefix that mounts the layers (bwrap), the merged view to bind,
-     * and the host-side mount an OCI engine can see (see host-overlay-mount.ts).
+     * and the host-side mount an OCI engine can see (see host-overlay-mount.ts); the copy
+     * driver mounts nothing (no prefix, no host mount: `merged` is a plain directory).
      */
-    overlay?: { argvPrefix: string[]; merged: string; hostMount: { mount: string[]; unmount: string[] } };
+    overlay?: { argvPrefix: string[]; merged: string; hostMount?: { mount: string[]; unmount: string[] } };
   };
   masks: MaskSpec[];
   /** Existing workspace paths bound read-only over a writable workspace. */

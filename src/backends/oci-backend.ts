@@ -123,7 +123,7 @@ export function planOci(spec: CellSpec, options: OciBackendOptions): BackendPlan
     fds: [],
     gaps,
   };
-  if (workspace.overlay) {
+  if (workspace.overlay?.hostMount) {
     const { mount, unmount } = workspace.overlay.hostMount;
     // Rootless podman's containers see the mounts of its own user namespace: mount there.
     const via = options.engine === 'podman' && options.hostUid !== 0 ? [engine, 'unshare'] : [];

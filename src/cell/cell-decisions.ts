@@ -1,11 +1,12 @@
-import { existsSync, lstatSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { AgentcellError } from '../errors.js';
 import type { AgentcellPaths } from '../paths.js';
 import { decisionDraft, type Decision, type Receipt } from '../receipts/receipt.js';
 import { appendReceipt, latestReceipt, listReceipts, type ReceiptStore } from '../receipts/receipt-store.js';
-import { acceptChanges, type AcceptResult } from '../workspace/accept-changes.js';
-import { countChanges, diffLayers, type LayerChange } from '../workspace/overlay/layer-diff.js';
+import { planAccept, type AcceptResult } from '../workspace/accept-changes.js';
+import { countChanges, diffLayers, type LayerChange, type LayerEntry } from '../workspace/overlay/layer-diff.js';
 import {
   checkpoint as freezeLayer,
   findLayer,
@@ -16,6 +17,7 @@ import {
   type FrozenLayer,
   type LayerStack,
 } from '../workspace/overlay/layer-stack.js';
+import { purgeInBackground, trashDirOf } from '../workspace/overlay/layer-trash.js';
 import { cellDir, openCell, readCell } from './cell-store.js';
 import { openTransaction, type CellTransaction } from './cell-transaction.js';
 
@@ -36,15 +38,9 @@ export interface FlaggedChange extends LayerChange {
 export async function cellDiff(ref: CellRef): Promise<FlaggedChange[]> {
   const dir = cellDir(ref.paths, ref.cell);
   if (!readCell(ref.paths, ref.cell) || !existsSync(join(dir, 'layers'))) return [];
-  const stack = peekLayerStack(dir);
-  const changes = await diffLayers(stack, ref.workspace);
-  const check = acceptChanges({
-    workspace: ref.workspace,
-    changes,
-    sourceOf: (path) => sourceInLayers(stack, path),
-    force: false,
-    dryRun: true,
-  });
+  const sources = new Map<string, LayerEntry>();
+  const changes = await diffLayers(peekLayerStack(dir), ref.workspace, { sources });
+  const check = planAccept({ workspace: ref.workspace, changes, sourceOf: (path) => sources.get(path), force: false });
   const flags = new Map(check.refused.map((r) => [r.path, r.reason]));
   return changes.map((c) => (flags.has(c.path) ? { ...c, flagged: flags.get(c.path)! } : c));
 }
@@ -63,30 +59,35 @@ export interface AcceptReport extends AcceptResult {
 export async function acceptCell(ref: CellRef, options: { force: boolean; dryRun: boolean }): Promise<AcceptReport> {
   const dir = cellDir(ref.paths, ref.cell);
   return withCell(ref, options.dryRun, async (tx, stack) => {
-    const changes = await diffLayers(stack, ref.workspace);
-    const sources = new Map<string, string | undefined>();
-    const sourceOf = (path: string): string | undefined => {
-      if (!sources.has(path)) sources.set(path, sourceInLayers(stack, path));
-      return sources.get(path);
-    };
+    const sources = new Map<string, LayerEntry>();
+    const changes = await diffLayers(stack, ref.workspace, { sources });
     const failed = undecidedRuns(dir).find((r) => r.exitCode !== 0);
     if (!options.force && failed)
       throw new AgentcellError(
         'ACCEPT_REFUSED',
         `run ${failed.id} (${failed.command.join(' ')}) ${failed.status === 'interrupted' ? 'was interrupted' : `exited ${String(failed.exitCode)}`}; review with agentcell diff, then accept --force or restore`,
       );
-    const check = acceptChanges({ workspace: ref.workspace, changes, sourceOf, force: options.force, dryRun: true });
-    if (check.refused.length > 0 && !options.force)
+    const plan = planAccept({
+      workspace: ref.workspace,
+      changes,
+      sourceOf: (path) => sources.get(path),
+      force: options.force,
+    });
+    if (plan.refused.length > 0 && !options.force)
       throw new AgentcellError(
         'ACCEPT_REFUSED',
-        `accept refused, nothing applied:\n${check.refused.map((r) => `  ${r.path}: ${r.reason}`).join('\n')}\nReview, then accept --force (unsafe entries are still never applied) or restore.`,
+        `accept refused, nothing applied:\n${plan.refused.map((r) => `  ${r.path}: ${r.reason}`).join('\n')}\nReview, then accept --force (unsafe entries are still never applied) or restore.`,
       );
-    if (options.dryRun || !tx) return { ...check, dryRun: true };
+    if (options.dryRun || !tx) return { applied: plan.applied, refused: plan.refused, dryRun: true };
     const startedAt = new Date().toISOString();
-    const result = acceptChanges({ workspace: ref.workspace, changes, sourceOf, force: options.force, dryRun: false });
+    // What accept replaces or deletes in the workspace goes to the trash too (see SetAside).
+    const setAside = join(trashDirOf(dir), `accept-${randomBytes(4).toString('hex')}`);
+    mkdirSync(setAside);
+    const result = await plan.apply(setAside);
     const before = topLayer(stack);
-    dropLayers(stack);
+    const { trashed } = dropLayers(stack);
     const receipt = await decide(tx, 'accepted', ref, startedAt, countChanges(result.applied), before);
+    purgeInBackground([...trashed, setAside]);
     return { ...result, dryRun: false, ...(receipt ? { receipt } : {}) };
   });
 }
@@ -102,16 +103,19 @@ export interface RestoreReport {
 export async function restoreCell(ref: CellRef, options: { to?: string; dryRun: boolean }): Promise<RestoreReport> {
   return withCell(ref, options.dryRun, async (tx, stack) => {
     const keep = options.to === undefined ? [] : stack.layers.slice(0, findLayer(stack.layers, options.to) + 1);
-    const droppedDirs = [stack.upper, ...stack.layers.slice(keep.length).map((l) => l.dir)];
-    const changes = (await diffLayers(stack, ref.workspace)).filter((c) =>
-      droppedDirs.includes(topmostLayerWith(stack, c.path) ?? ''),
+    // Levels 0 (upper) to the newest kept layer's, exclusive, are dropped.
+    const droppedLevels = 1 + stack.layers.length - keep.length;
+    const deciders = new Map<string, number>();
+    const changes = (await diffLayers(stack, ref.workspace, { deciders })).filter(
+      (c) => (deciders.get(c.path) ?? Infinity) < droppedLevels,
     );
     const dropped = stack.layers.slice(keep.length);
     if (options.dryRun || !tx) return { dropped, changes, dryRun: true };
     const startedAt = new Date().toISOString();
     const top = topLayer(stack);
-    dropLayers(stack, options.to === undefined ? {} : { to: options.to });
+    const { trashed } = dropLayers(stack, options.to === undefined ? {} : { to: options.to });
     const receipt = await decide(tx, 'restored', ref, startedAt, countChanges(changes), top, keep.at(-1)?.id ?? null);
+    purgeInBackground(trashed);
     return { dropped, changes, dryRun: false, ...(receipt ? { receipt } : {}) };
   });
 }
@@ -209,42 +213,6 @@ function latestRun(store: ReceiptStore): Receipt | undefined {
   return listReceipts(store.cellDir)
     .filter((r) => r.kind === 'run')
     .at(-1);
-}
-
-/**
- * The layer dir (upper first, then newest frozen) that decides a path: the first with an
- * entry at the path, or a whiteout at one of its ancestors. (A deletion through a
- * re-created, opaque directory has neither, and is not attributed.)
- */
-function topmostLayerWith(stack: LayerStack, path: string): string | undefined {
-  const parts = path.split('/');
-  for (const dir of [stack.upper, ...stack.layers.map((l) => l.dir).reverse()]) {
-    for (let depth = parts.length; depth > 0; depth--) {
-      let stat;
-      try {
-        stat = lstatSync(join(dir, ...parts.slice(0, depth)));
-      } catch {
-        continue;
-      }
-      if (depth === parts.length || (stat.isCharacterDevice() && stat.rdev === 0)) return dir;
-      break;
-    }
-  }
-  return undefined;
-}
-
-/** The topmost layer entry for a path: where accept copies its new content from. */
-function sourceInLayers(stack: LayerStack, path: string): string | undefined {
-  for (const dir of [stack.upper, ...stack.layers.map((l) => l.dir).reverse()]) {
-    const candidate = join(dir, path);
-    try {
-      lstatSync(candidate);
-      return candidate;
-    } catch {
-      // not in this layer
-    }
-  }
-  return undefined;
 }
 
 function topLayer(stack: LayerStack): string | null {

@@ -222,6 +222,9 @@ export async function prepareRun(request: RunRequest): Promise<PreparedRun> {
   const extra = [
     ...plan.gaps,
     ...(stack?.driver === 'fuse-overlayfs' ? ['workspace overlay through fuse-overlayfs, not the kernel'] : []),
+    ...(stack?.driver === 'copy'
+      ? ['workspace overlay by the copy driver: no overlay mount here, a copy per run']
+      : []),
     ...passEnv.map((name) => `host variable ${name} passed in`),
     ...(spec.seccomp ? [] : ['seccomp filter off']),
     ...(agent ? agentAssuranceReasons(agent.agent) : []),
@@ -380,6 +383,7 @@ function withDriver(stack: LayerStack, paths: AgentcellPaths, hostEnv: NodeJS.Pr
 
 /** The overlay of a layer stack over the workspace, as each backend mounts it. */
 export function workspaceOverlay(stack: LayerStack, workspace: string): NonNullable<CellSpec['workspace']['overlay']> {
+  if (stack.driver === 'copy') return { argvPrefix: [], merged: stack.merged };
   const { argvPrefix, merged } = overlayWrapper(stack, workspace, requireOverlayTools());
   const { mount, unmount } = hostOverlayMount(stack, workspace);
   return { argvPrefix, merged, hostMount: { mount, unmount } };

@@ -3,6 +3,7 @@ import { dirname } from 'node:path';
 import type { SecretScanCache } from '../workspace/secret-scan.js';
 import type { RunOutcome } from '../backends/backend.js';
 import { AGENTCELL_VERSION } from '../version.js';
+import { captureCopy, materializeCopy } from '../workspace/overlay/copy-driver.js';
 import { countChanges } from '../workspace/overlay/layer-diff.js';
 import { AgentcellError } from '../errors.js';
 import type { AgentcellPaths } from '../paths.js';
@@ -72,6 +73,10 @@ export async function runPrepared(
     let outcome: RunOutcome;
     let store: ReceiptStore;
     try {
+      if (stack?.driver === 'copy') {
+        await materializeCopy(stack, prepared.workspace, prepared.spec.masks);
+        prepared.timer.mark('copy');
+      }
       onStart();
       const running = runBackend(prepared);
       if (prepared.scanCache) saveScanCache(prepared.scanCache.path, prepared.scanCache.cache);
@@ -84,6 +89,7 @@ export async function runPrepared(
       if (gateway) egress = await gateway.stop();
       if (reloads.length > 0) egress = { ...egress, reloads };
     }
+    if (stack?.driver === 'copy') captureCopy(stack);
     prepared.timer.mark('run');
 
     const git = await gitBefore;

@@ -194,7 +194,7 @@ async function checkOverlay(env: NodeJS.ProcessEnv): Promise<DoctorCheck> {
   const fuse = findExecutable('fuse-overlayfs', env);
   const fallback = fuse
     ? `fuse-overlayfs fallback: ${fuse}${existsSync('/dev/fuse') ? '' : ' (but no /dev/fuse)'}`
-    : 'no fuse-overlayfs fallback';
+    : 'no fuse-overlayfs fallback (the copy driver, a copy of the workspace per run, is the last resort)';
   if (platform() !== 'linux') return { name, ok: false, required: false, detail: 'not Linux' };
   const base = env['TMPDIR'] || tmpdir();
   let dir: string;

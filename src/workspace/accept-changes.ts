@@ -1,19 +1,9 @@
 import { randomBytes } from 'node:crypto';
-import {
-  chmodSync,
-  copyFileSync,
-  linkSync,
-  lstatSync,
-  mkdirSync,
-  readlinkSync,
-  renameSync,
-  rmSync,
-  symlinkSync,
-  unlinkSync,
-  type Stats,
-} from 'node:fs';
+import { chmodSync, promises as fs, lstatSync, mkdirSync, readlinkSync, type Stats } from 'node:fs';
 import { dirname, isAbsolute, join, normalize, resolve, sep } from 'node:path';
 import { isControlPlanePath } from './control-plane.js';
+import type { LayerEntry } from './overlay/layer-diff.js';
+import { SetAside } from './set-aside.js';
 
 export type ChangeKind = 'added' | 'modified' | 'deleted';
 
@@ -26,11 +16,10 @@ export interface WorkspaceChange {
 export interface AcceptRequest {
   workspace: string;
   changes: readonly WorkspaceChange[];
-  /** Where the new content of an added or modified path is (a file in a layer). */
-  sourceOf: (path: string) => string | undefined;
+  /** Where the new content of an added or modified path is (an entry in a layer) and its lstat. */
+  sourceOf: (path: string) => LayerEntry | undefined;
   /** Apply control-plane changes too. */
   force: boolean;
-  dryRun: boolean;
 }
 
 export interface AcceptResult {
@@ -38,32 +27,92 @@ export interface AcceptResult {
   refused: { path: string; reason: string }[];
 }
 
+/** Files applied at once: renames in different directories overlap in the kernel (about 2× on ext4). */
+const CONCURRENCY = 8;
+
 /**
- * Applies a cell's changes to the host workspace, one path at a time, each atomically
- * (written beside its target, then renamed over it). It never follows a symlink on the
- * host side, never writes outside the workspace, copies no device, fifo or socket, drops
- * setuid/setgid/sticky bits, and leaves the repo's control plane alone unless forced.
+ * Checks a cell's changes against the host workspace, changing nothing: what `apply`
+ * would apply, and what it refuses and why (`--dry-run`, and `diff`'s flags).
  */
-export function acceptChanges(request: AcceptRequest): AcceptResult {
-  const result: AcceptResult = { applied: [], refused: [] };
-  const host = new HostDirs(request.workspace);
+export function planAccept(request: AcceptRequest): AcceptPlan {
+  const plan = new AcceptPlan(request.workspace);
   // Deletions of a directory come before additions inside its replacement.
   const ordered = [...request.changes].sort(
     (a, b) => Number(b.change === 'deleted') - Number(a.change === 'deleted') || a.path.localeCompare(b.path),
   );
   for (const change of ordered) {
-    const reason = refusal(change, request, host);
-    if (reason) {
-      result.refused.push({ path: change.path, reason });
-      continue;
-    }
-    if (!request.dryRun) apply(change, request, host);
-    result.applied.push(change);
+    const source = change.change === 'deleted' ? undefined : request.sourceOf(change.path);
+    const reason = refusal(change, source, request, plan.host);
+    if (reason) plan.refused.push({ path: change.path, reason });
+    else plan.add(change, source);
   }
-  return result;
+  return plan;
 }
 
-function refusal(change: WorkspaceChange, request: AcceptRequest, host: HostDirs): string | undefined {
+interface PlannedChange extends WorkspaceChange {
+  source?: LayerEntry;
+}
+
+export class AcceptPlan implements AcceptResult {
+  readonly applied: WorkspaceChange[] = [];
+  readonly refused: { path: string; reason: string }[] = [];
+  /** What the checks learnt about the host's directories, which apply reuses. */
+  readonly host: HostDirs;
+  readonly #planned: PlannedChange[] = [];
+
+  constructor(private readonly workspace: string) {
+    this.host = new HostDirs(workspace);
+  }
+
+  add(change: WorkspaceChange, source: LayerEntry | undefined): void {
+    this.#planned.push({ ...change, ...(source ? { source } : {}) });
+    this.applied.push(change);
+  }
+
+  /**
+   * Applies the changes that passed the checks, one path at a time, each atomically
+   * (written beside its target, then renamed over it). It never follows a symlink on the
+   * host side, never writes outside the workspace, copies no device, fifo or socket, drops
+   * setuid/setgid/sticky bits, and leaves the repo's control plane alone unless forced.
+   *
+   * Deletions come first, then directories (parents before children), serially; then the
+   * files and symlinks, several at a time: each has its own target, its parent exists by
+   * then, and nothing else of the accept touches it.
+   *
+   * `setAside`: an empty directory on the workspace's filesystem that replaced and deleted
+   * entries are moved into (see SetAside), for the caller to delete afterwards. Without
+   * it they are removed in place.
+   */
+  async apply(setAside?: string): Promise<AcceptResult> {
+    const aside = new SetAside(setAside);
+    const files: PlannedChange[] = [];
+    for (const change of this.#planned) {
+      const target = join(this.workspace, change.path);
+      if (change.change === 'deleted') {
+        aside.remove(target);
+        this.host.forget(target);
+      } else if (change.source!.stats.isDirectory()) applyDirectory(change, target, this.host, aside);
+      else {
+        this.host.makeParent(target);
+        files.push(change);
+      }
+    }
+    const temps = new TempNames();
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      while (next < files.length) await applyFile(files[next++]!, this.workspace, temps, aside);
+    };
+    await Promise.all(Array.from({ length: Math.min(CONCURRENCY, files.length) }, worker));
+    return { applied: this.applied, refused: this.refused };
+  }
+}
+
+function refusal(
+  change: WorkspaceChange,
+  source: LayerEntry | undefined,
+  request: AcceptRequest,
+  host: HostDirs,
+): string | undefined {
   const path = change.path;
   if (path === '' || isAbsolute(path) || normalize(path) !== path || path.split('/').includes('..'))
     return 'path is not a plain relative path inside the workspace';
@@ -72,10 +121,9 @@ function refusal(change: WorkspaceChange, request: AcceptRequest, host: HostDirs
   const parentProblem = host.parentProblem(path);
   if (parentProblem) return parentProblem;
   if (change.change === 'deleted') return undefined;
-  const source = request.sourceOf(path);
   if (source === undefined) return 'no content for this change in the cell layers';
-  const stat = lstatSync(source);
-  if (stat.isSymbolicLink()) return symlinkProblem(request.workspace, path, readlinkSync(source));
+  const stat = source.stats;
+  if (stat.isSymbolicLink()) return symlinkProblem(request.workspace, path, readlinkSync(source.path));
   if (!stat.isFile() && !stat.isDirectory()) return `a ${fileType(stat)} cannot be accepted`;
   return undefined;
 }
@@ -109,17 +157,19 @@ class HostDirs {
     return undefined;
   }
 
-  /** mkdir -p of a target's parent, once per directory. */
+  /** mkdir -p of a target's parent, once per directory, and not for one the checks found. */
   makeParent(target: string): void {
     const dir = dirname(target);
-    if (this.#made.has(dir)) return;
+    if (this.#made.has(dir) || (this.#problems.has(dir) && this.#problems.get(dir) === undefined)) return;
     mkdirSync(dir, { recursive: true });
     this.#made.add(dir);
   }
 
-  /** A directory accept removed (to put a file there): its children's answers are void. */
+  /** A directory accept removed: what was known about it and below is void. */
   forget(target: string): void {
-    for (const dir of [...this.#made]) if (dir === target || dir.startsWith(target + sep)) this.#made.delete(dir);
+    const under = (dir: string): boolean => dir === target || dir.startsWith(target + sep);
+    for (const dir of [...this.#made]) if (under(dir)) this.#made.delete(dir);
+    for (const dir of [...this.#problems.keys()]) if (under(dir)) this.#problems.delete(dir);
   }
 }
 
@@ -145,72 +195,68 @@ function symlinkProblem(workspace: string, path: string, target: string): string
   return undefined;
 }
 
-function apply(change: WorkspaceChange, request: AcceptRequest, host: HostDirs): void {
-  const target = join(request.workspace, change.path);
-  if (change.change === 'deleted') {
-    removeHostPath(target);
-    host.forget(target);
-    return;
-  }
-  const source = request.sourceOf(change.path) as string;
-  const stat = lstatSync(source);
+function applyDirectory(change: PlannedChange, target: string, host: HostDirs, aside: SetAside): void {
   host.makeParent(target);
-  if (stat.isDirectory()) {
-    const existing = lstatOrUndefined(target);
-    if (existing && !existing.isDirectory()) removeHostPath(target);
-    if (!existing || !existing.isDirectory()) mkdirSync(target);
-    chmodSync(target, stat.mode & 0o777);
-    return;
-  }
   const existing = lstatOrUndefined(target);
-  // A new file can be linked straight into place: link(2) is atomic, so no temp and rename.
-  if (!existing && stat.isFile() && linkInto(source, target, stat.nlink)) {
-    if ((stat.mode & 0o7000) !== 0) chmodSync(target, stat.mode & 0o777); // no setuid, setgid or sticky bit
+  if (existing && !existing.isDirectory()) aside.remove(target);
+  if (!existing || !existing.isDirectory()) mkdirSync(target);
+  chmodSync(target, change.source!.stats.mode & 0o777);
+  host.forget(target); // made or replaced: a real directory now
+}
+
+async function applyFile(change: PlannedChange, workspace: string, temps: TempNames, aside: SetAside): Promise<void> {
+  const target = join(workspace, change.path);
+  const { path: source, stats } = change.source!;
+  // No setuid, setgid or sticky bit survives (a link shares the layer file's mode, a copy copies it).
+  const strip = (path: string): Promise<void> | undefined =>
+    (stats.mode & 0o7000) !== 0 ? fs.chmod(path, stats.mode & 0o777) : undefined;
+  // An added file is linked straight into place: link(2) is atomic, and fails if something is there now.
+  if (change.change === 'added' && stats.isFile() && (await linkInto(source, target, stats.nlink))) {
+    await strip(target);
     return;
   }
-  const temp = join(dirname(target), `.agentcell-accept-${randomBytes(6).toString('hex')}`);
-  if (stat.isSymbolicLink()) symlinkSync(readlinkSync(source), temp);
+  const temp = join(dirname(target), temps.next());
+  if (stats.isSymbolicLink()) await fs.symlink(await fs.readlink(source), temp);
   else {
-    placeFile(source, temp, stat.nlink);
-    chmodSync(temp, stat.mode & 0o777); // no setuid, setgid or sticky bit survives
+    if (!(await linkInto(source, temp, stats.nlink))) await fs.copyFile(source, temp);
+    await strip(temp);
   }
-  if (existing?.isDirectory()) {
-    removeHostPath(target);
-    host.forget(target);
+  await aside.keep(target);
+  try {
+    await fs.rename(temp, target);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code !== 'EISDIR' && code !== 'ENOTEMPTY' && code !== 'EEXIST') throw error;
+    aside.remove(target); // a directory in the way: set aside with what it holds
+    await fs.rename(temp, target);
   }
-  renameSync(temp, target);
+}
+
+/** Names for the files accept writes beside their targets: one random part per accept. */
+class TempNames {
+  readonly #prefix = `.agentcell-accept-${randomBytes(6).toString('hex')}-`;
+  #count = 0;
+  next(): string {
+    return `${this.#prefix}${this.#count++}`;
+  }
 }
 
 /**
- * Puts a layer file's content at `temp`. A hard link when the layer is on the
- * workspace's filesystem and nothing else links the file (no data copied; the layer is
- * dropped right after accept, so the inode ends up the workspace's alone), a copy
- * otherwise: a forked cell hard-links its layers, and must never see the workspace's
- * later edits.
+ * Hard-links a layer file that nothing else links; false where a link can't be made
+ * (another filesystem, or something is at the target), and the caller copies or replaces. A link costs no data copy, and the layer
+ * is dropped right after accept, so the inode ends up the workspace's alone; a forked
+ * cell hard-links its layers (links > 1) and must never see the workspace's later edits.
  */
-function placeFile(source: string, temp: string, links: number): void {
-  if (!linkInto(source, temp, links)) copyFileSync(source, temp);
-}
-
-/** Hard-links a layer file that nothing else links; false where a link can't be made (another filesystem). */
-function linkInto(source: string, target: string, links: number): boolean {
+async function linkInto(source: string, target: string, links: number): Promise<boolean> {
   if (links > 1) return false;
   try {
-    linkSync(source, target);
+    await fs.link(source, target);
     return true;
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
-    if (code === 'EXDEV' || code === 'EPERM' || code === 'EMLINK') return false;
+    if (code === 'EXDEV' || code === 'EPERM' || code === 'EMLINK' || code === 'EEXIST') return false;
     throw error;
   }
-}
-
-/** Removes a path without following it if it is a symlink. */
-function removeHostPath(target: string): void {
-  const stat = lstatOrUndefined(target);
-  if (!stat) return;
-  if (stat.isDirectory()) rmSync(target, { recursive: true, force: true });
-  else unlinkSync(target);
 }
 
 function lstatOrUndefined(path: string): Stats | undefined {

@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { cellDiff } from '../../cell/cell-decisions.js';
+import { collectGarbage } from '../../cell/cell-gc.js';
 import { cellDir, listCells, readCell, removeCellDir } from '../../cell/cell-store.js';
 import { lockCell } from '../../cell/cell-transaction.js';
 import { AgentcellError } from '../../errors.js';
@@ -11,7 +12,6 @@ import { describeHolder, type LockHolder } from '../../receipts/file-lock.js';
 import { isProcessAlive } from '../../receipts/process-identity.js';
 import { latestReceipt, listReceipts } from '../../receipts/receipt-store.js';
 import { openLayerStack } from '../../workspace/overlay/layer-stack.js';
-import { purgeTrash } from '../../workspace/overlay/layer-trash.js';
 import { note, print, printJson, type DryRunFlag, type JsonFlag } from '../output.js';
 
 /** Who holds a cell now; a lock left by a dead agentcell does not count. */
@@ -116,11 +116,12 @@ export function registerCellCommands(program: Command): void {
     .description('delete dropped layers that are still on disk')
     .option('--dry-run', 'change nothing')
     .option('--json', 'machine-readable output')
-    .action((flags: JsonFlag & DryRunFlag) => {
-      const paths = agentcellPaths();
-      const cells = listCells(paths).map((c) => c.name);
-      if (!flags.dryRun) for (const name of cells) purgeTrash(cellDir(paths, name));
-      if (flags.json) printJson({ cells, purged: !flags.dryRun });
-      else note(`${flags.dryRun ? 'would purge' : 'purged'} dropped layers in ${cells.length} cell(s)`);
+    .action(async (flags: JsonFlag & DryRunFlag) => {
+      const { cells, busy } = await collectGarbage(agentcellPaths(), { dryRun: flags.dryRun === true });
+      if (flags.json) printJson({ cells, purged: !flags.dryRun, busy });
+      else {
+        note(`${flags.dryRun ? 'would purge' : 'purged'} dropped layers in ${cells.length - busy.length} cell(s)`);
+        if (busy.length > 0) note(`skipped, in use: ${busy.join(', ')}`);
+      }
     });
 }

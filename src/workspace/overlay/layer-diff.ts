@@ -25,6 +25,22 @@ export interface DiffOptions {
    * not a change. Larger ones count as modified without reading them. Default 16 MiB.
    */
   compareLimit?: number;
+  /**
+   * Filled with the layer entry that holds each added or modified path's new content
+   * (the topmost one) and its lstat, so accept needn't look them up again.
+   */
+  sources?: Map<string, LayerEntry>;
+  /**
+   * Filled with the layer that decides each change: 0 for the upper layer, then 1 for the
+   * newest frozen layer, and so on (restore counts what the layers it drops changed).
+   */
+  deciders?: Map<string, number>;
+}
+
+/** A path's entry in the topmost layer that has it. */
+export interface LayerEntry {
+  path: string;
+  stats: Stats;
 }
 
 const DEFAULT_COMPARE_LIMIT = 16 * 1024 * 1024;
@@ -47,15 +63,27 @@ export async function diffLayers(
   options: DiffOptions = {},
 ): Promise<LayerChange[]> {
   const roots = [stack.upper, ...stack.layers.map((l) => l.dir).reverse()];
-  const xattrs = await readOverlayXattrs(roots, options.xattrReader);
+  // The xattr reader is a process of its own: the layers are read meanwhile.
+  const pending = readOverlayXattrs(roots, options.xattrReader);
+  const entries = new EntryCache();
+  entries.prefetch(roots, workspace);
+  const xattrs = await pending;
   refuseUnsupported(xattrs);
   const walk = new LayerWalk(
+    entries,
     workspace,
     xattrs,
     options.compareLimit ?? DEFAULT_COMPARE_LIMIT,
     stack.driver === 'fuse-overlayfs',
+    options.sources,
+    options.deciders,
   );
-  walk.visitDir('', roots, true, true);
+  walk.visitDir(
+    '',
+    roots.map((dir, level) => ({ dir, level })),
+    undefined,
+    true,
+  );
   return walk.changes.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
 }
 
@@ -69,99 +97,169 @@ function refuseUnsupported(xattrs: OverlayXattrs): void {
   }
 }
 
+/** A directory in one of the layers, with the layer's level (0 = upper). */
+interface LayerDir {
+  dir: string;
+  level: number;
+}
+
+/**
+ * lstat and readdir results for the layers and the workspace paths they name, read in
+ * one pass ahead of the walk (while the xattr reader runs); anything else is read live.
+ */
+class EntryCache {
+  readonly #stats = new Map<string, Stats | undefined>();
+  readonly #lists = new Map<string, string[]>();
+
+  prefetch(roots: readonly string[], workspace: string): void {
+    // `wsDir`: the workspace has a real directory at `rel` (never looked through a symlink).
+    const visit = (root: string, rel: string, wsDir: boolean): void => {
+      for (const name of this.list(rel === '' ? root : join(root, rel))) {
+        const path = rel === '' ? name : `${rel}/${name}`;
+        const stat = this.lstat(join(root, path));
+        const ws = wsDir ? this.lstat(join(workspace, path)) : undefined;
+        if (stat?.isDirectory()) visit(root, path, ws?.isDirectory() ?? false);
+      }
+    };
+    for (const root of roots) visit(root, '', true);
+  }
+
+  lstat(path: string): Stats | undefined {
+    if (this.#stats.has(path)) return this.#stats.get(path);
+    const stat = lstatOrUndefined(path);
+    this.#stats.set(path, stat);
+    return stat;
+  }
+
+  list(dir: string): string[] {
+    let names = this.#lists.get(dir);
+    if (names === undefined) {
+      names = listDir(dir);
+      this.#lists.set(dir, names);
+    }
+    return names;
+  }
+}
+
 class LayerWalk {
   readonly changes: LayerChange[] = [];
 
   constructor(
+    private readonly entries: EntryCache,
     private readonly workspace: string,
     private readonly xattrs: OverlayXattrs,
     private readonly compareLimit: number,
     /** fuse-overlayfs layers: `.wh.*` entries are its markers (it refuses such names to the cell). */
     private readonly fuse: boolean,
+    private readonly sources: Map<string, LayerEntry> | undefined,
+    private readonly deciders: Map<string, number> | undefined,
   ) {}
 
   /**
    * `dirs`: this directory in each layer that contributes to it, top first.
-   * `wsVisible`: the workspace's directory shows through (nothing above hides it).
+   * `hiddenBy`: the level of the layer that hides the workspace's directory here
+   * (an opaque directory, or a non-directory below the top), undefined when it shows through.
    * `wsIsDir`: the workspace has a directory here (shown or not).
    */
-  visitDir(rel: string, dirs: string[], wsVisible: boolean, wsIsDir: boolean): void {
+  visitDir(rel: string, dirs: LayerDir[], hiddenBy: number | undefined, wsIsDir: boolean): void {
     const names = new Set<string>();
-    for (const dir of dirs)
-      for (const name of listDir(dir)) if (!this.fuse || !name.startsWith('.wh.')) names.add(name);
-    for (const name of names) this.visitName(rel, name, dirs, wsVisible, wsIsDir);
-    if (wsIsDir && !wsVisible) {
+    for (const { dir } of dirs)
+      for (const name of this.entries.list(dir)) if (!this.fuse || !name.startsWith('.wh.')) names.add(name);
+    for (const name of names) this.visitName(rel, name, dirs, hiddenBy, wsIsDir);
+    if (wsIsDir && hiddenBy !== undefined) {
       // The workspace's directory is hidden: what only it has is gone.
-      for (const name of listDir(join(this.workspace, rel))) {
+      for (const name of this.entries.list(join(this.workspace, rel))) {
         if (names.has(name)) continue;
         const path = joinRel(rel, name);
-        const ws = lstatOrUndefined(join(this.workspace, path));
-        if (ws) this.deleted(path, ws);
+        const ws = this.entries.lstat(join(this.workspace, path));
+        if (ws) this.deleted(path, ws, hiddenBy);
       }
     }
   }
 
-  private visitName(rel: string, name: string, dirs: string[], wsVisible: boolean, wsIsDir: boolean): void {
+  private visitName(rel: string, name: string, dirs: LayerDir[], hiddenBy: number | undefined, wsIsDir: boolean): void {
     const path = joinRel(rel, name);
     let topIndex = -1;
     let top: Stats | undefined;
     for (let i = 0; i < dirs.length && !top; i++) {
-      top = lstatOrUndefined(join(dirs[i]!, name));
+      top = this.entries.lstat(join(dirs[i]!.dir, name));
       topIndex = i;
     }
     if (!top) return; // listed but gone meanwhile
-    const ws = wsIsDir ? lstatOrUndefined(join(this.workspace, path)) : undefined;
+    const level = dirs[topIndex]!.level;
+    const ws = wsIsDir ? this.entries.lstat(join(this.workspace, path)) : undefined;
 
     if (isWhiteout(top)) {
-      if (ws) this.deleted(path, ws);
+      if (ws) this.deleted(path, ws, level);
       return;
     }
     if (top.isDirectory()) {
-      const childDirs = [join(dirs[topIndex]!, name)];
-      let hidden = this.isOpaque(childDirs[0]!);
-      for (let i = topIndex + 1; i < dirs.length && !hidden; i++) {
-        const below = join(dirs[i]!, name);
-        const entry = lstatOrUndefined(below);
+      const childDirs = [{ dir: join(dirs[topIndex]!.dir, name), level }];
+      let hiddenHere = this.isOpaque(childDirs[0]!.dir) ? level : undefined;
+      let i = topIndex + 1;
+      for (; i < dirs.length && hiddenHere === undefined; i++) {
+        const below = { dir: join(dirs[i]!.dir, name), level: dirs[i]!.level };
+        const entry = this.entries.lstat(below.dir);
         if (!entry) continue;
         if (!entry.isDirectory())
-          hidden = true; // a whiteout or a non-directory ends the merge
+          hiddenHere = below.level; // a whiteout or a non-directory ends the merge
         else {
           childDirs.push(below);
-          hidden = this.isOpaque(below);
+          if (this.isOpaque(below.dir)) hiddenHere = below.level;
         }
       }
+      if (hiddenHere !== undefined) hiddenHere = this.deepestHider(name, dirs, i, hiddenHere);
       const wsDir = ws?.isDirectory() ?? false;
-      if (!ws) this.record(path, 'added', 'dir');
-      else if (!wsDir) this.record(path, 'modified', 'dir');
-      else if (permissions(ws) !== permissions(top)) this.record(path, 'modified', 'dir');
-      this.visitDir(path, childDirs, wsVisible && !hidden && wsDir, wsDir);
+      const source = { path: childDirs[0]!.dir, stats: top };
+      if (!ws) this.record(path, 'added', 'dir', level, source);
+      else if (!wsDir) this.record(path, 'modified', 'dir', level, source);
+      else if (permissions(ws) !== permissions(top)) this.record(path, 'modified', 'dir', level, source);
+      this.visitDir(path, childDirs, deepest(hiddenBy, hiddenHere), wsDir);
       return;
     }
     const kind = kindOf(top);
-    const topPath = join(dirs[topIndex]!, name);
-    if (!ws) this.record(path, 'added', kind);
+    const source = { path: join(dirs[topIndex]!.dir, name), stats: top };
+    if (!ws) this.record(path, 'added', kind, level, source);
     else if (ws.isDirectory()) {
-      this.record(path, 'modified', kind);
-      this.deletedContents(path);
-    } else if (!this.same(topPath, top, join(this.workspace, path), ws)) this.record(path, 'modified', kind);
+      this.record(path, 'modified', kind, level, source);
+      this.deletedContents(path, this.deepestHider(name, dirs, topIndex + 1, level));
+    } else if (!this.same(source.path, top, join(this.workspace, path), ws))
+      this.record(path, 'modified', kind, level, source);
   }
 
   /** The workspace entry at `path` (and everything under it) is gone. */
-  private deleted(path: string, ws: Stats): void {
-    this.record(path, 'deleted', kindOf(ws));
-    if (ws.isDirectory()) this.deletedContents(path);
+  private deleted(path: string, ws: Stats, level: number): void {
+    this.record(path, 'deleted', kindOf(ws), level);
+    if (ws.isDirectory()) this.deletedContents(path, level);
   }
 
-  private deletedContents(path: string): void {
-    for (const name of listDir(join(this.workspace, path))) {
+  private deletedContents(path: string, level: number): void {
+    for (const name of this.entries.list(join(this.workspace, path))) {
       const child = joinRel(path, name);
-      const entry = lstatOrUndefined(join(this.workspace, child));
-      if (entry) this.deleted(child, entry);
+      const entry = this.entries.lstat(join(this.workspace, child));
+      if (entry) this.deleted(child, entry, level);
     }
   }
 
-  private record(path: string, change: ChangeType, kind: EntryKind): void {
+  private record(path: string, change: ChangeType, kind: EntryKind, level: number, source?: LayerEntry): void {
     this.changes.push({ path, change, kind });
+    this.deciders?.set(path, level);
+    if (source) this.sources?.set(path, source);
+  }
+
+  /**
+   * The level that decides that the workspace's directory `name` is hidden, given a hider
+   * at `level`: the deepest of it and any below (from `dirs[from]`) that would hide it too
+   * once the layers above were dropped (a whiteout, a non-directory, an opaque directory).
+   */
+  private deepestHider(name: string, dirs: LayerDir[], from: number, level: number): number {
+    let deepestLevel = level;
+    for (let i = from; i < dirs.length; i++) {
+      const below = join(dirs[i]!.dir, name);
+      const entry = this.entries.lstat(below);
+      if (entry && (!entry.isDirectory() || this.isOpaque(below))) deepestLevel = dirs[i]!.level;
+    }
+    return deepestLevel;
   }
 
   private isOpaque(dir: string): boolean {
@@ -170,7 +268,7 @@ class LayerWalk {
     if (!this.fuse) return false;
     return (
       xattrs?.get('user.fuseoverlayfs.opaque')?.toString('latin1') === 'y' ||
-      lstatOrUndefined(join(dir, '.wh..wh..opq')) !== undefined
+      this.entries.lstat(join(dir, '.wh..wh..opq')) !== undefined
     );
   }
 
@@ -185,6 +283,11 @@ class LayerWalk {
     if (layer.size > this.compareLimit) return false;
     return sameBytes(layerPath, wsPath);
   }
+}
+
+/** Of two hiding layers, the deeper one: what it hides stays hidden until it is dropped too. */
+function deepest(a: number | undefined, b: number | undefined): number | undefined {
+  return a === undefined ? b : b === undefined ? a : Math.max(a, b);
 }
 
 function sameBytes(a: string, b: string): boolean {

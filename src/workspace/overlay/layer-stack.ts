@@ -13,6 +13,7 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import { AgentcellError } from '../../errors.js';
+import { captureCopy } from './copy-driver.js';
 import { purgeInBackground, trashDirOf } from './layer-trash.js';
 import type { OverlayDriver } from './overlay-mount.js';
 
@@ -121,6 +122,8 @@ export function openLayerStack(cellDir: string, driver?: OverlayDriver): LayerSt
   const trash = trashDirOf(cellDir);
   purgeInBackground(readdirSync(trash).map((name) => join(trash, name)));
   const stack = stackOf(cellDir, state);
+  // A copy-driver run a killed agentcell left: its changes are still only in the copy.
+  if (stack.driver === 'copy') captureCopy(stack);
   for (const layer of stack.layers) {
     if (!existsSync(layer.dir))
       throw new AgentcellError(
@@ -169,8 +172,10 @@ export function checkpoint(stack: LayerStack, options: CheckpointOptions): { sta
 
 /**
  * Drops the upper layer and every frozen layer above `to` (all of them without `to`).
- * The dropped directories are renamed into trash/ and deleted by a detached process,
- * so this returns in constant time.
+ * The dropped directories are renamed into trash/, so this returns in constant time;
+ * the caller deletes them with `purgeInBackground(trashed)` once it has nothing more
+ * urgent to do (starting that process is a fork, which costs more than the renames).
+ * Whatever is left in trash/ is purged by the next `openLayerStack`.
  */
 export function restore(stack: LayerStack, options: RestoreOptions = {}): Restored {
   const state = readState(stack.cellDir);
@@ -183,7 +188,6 @@ export function restore(stack: LayerStack, options: RestoreOptions = {}): Restor
   writeState(stack.cellDir, { ...next, pending });
   const trashed = finishPending(stack.cellDir, pending);
   writeState(stack.cellDir, next, SETTLED);
-  purgeInBackground(trashed);
   return { stack: stackOf(stack.cellDir, next), dropped, trashed };
 }
 
@@ -342,7 +346,7 @@ function parsePending(value: unknown): PendingOperation | undefined {
 }
 
 function isDriver(value: unknown): value is OverlayDriver {
-  return value === 'kernel' || value === 'fuse-overlayfs';
+  return value === 'kernel' || value === 'fuse-overlayfs' || value === 'copy';
 }
 
 function isObject(value: unknown): value is Record<string, unknown> {

@@ -10,9 +10,10 @@ import { findExecutable } from '../../find-executable.js';
 /**
  * How the overlay is mounted: the kernel's overlayfs, or fuse-overlayfs where the
  * kernel refuses one in a user namespace (older kernels, a state dir without user
- * xattrs). A cell keeps the driver its layers were written with (layers.json).
+ * xattrs), or no mount at all: a copy per run (copy-driver.ts) where neither works.
+ * A cell keeps the driver its layers were written with (layers.json).
  */
-export type OverlayDriver = 'kernel' | 'fuse-overlayfs';
+export type OverlayDriver = 'kernel' | 'fuse-overlayfs' | 'copy';
 
 /** Host programs the wrapper runs, by absolute path where known. */
 export interface OverlayTools {
@@ -117,6 +118,8 @@ export function overlayWrapper(
     );
   // Newest layer first, each followed by ':'; the script appends the workspace.
   const lowers = stack.layers.map((l) => `layers/${layerDirName(l)}:`).reverse();
+  // The copy driver mounts nothing: `merged` is a plain directory the run prepares.
+  if (stack.driver === 'copy') return { argvPrefix: [], merged: stack.merged };
   const fuse = stack.driver === 'fuse-overlayfs' ? tools.fuse : undefined;
   if (stack.driver === 'fuse-overlayfs' && !fuse)
     throw new AgentcellError(
@@ -201,16 +204,17 @@ export interface DriverChoice {
 
 /**
  * The driver a new cell's layers get: `AGENTCELL_OVERLAY_DRIVER` (kernel |
- * fuse-overlayfs) when set, else the kernel's overlayfs when a probe mount works,
- * else fuse-overlayfs when that works. Probes cost ~12 ms, once per new cell.
+ * fuse-overlayfs | copy) when set, else the kernel's overlayfs when a probe mount works,
+ * else fuse-overlayfs when that works, else the copy driver. Probes cost ~12 ms, once
+ * per new cell.
  */
 export function chooseOverlayDriver(stateDir: string, env: NodeJS.ProcessEnv = process.env): DriverChoice {
   const forced = env[OVERLAY_DRIVER_ENV];
   if (forced !== undefined && forced !== '' && forced !== 'auto') {
-    if (forced !== 'kernel' && forced !== 'fuse-overlayfs')
+    if (forced !== 'kernel' && forced !== 'fuse-overlayfs' && forced !== 'copy')
       throw new AgentcellError(
         'USAGE',
-        `${OVERLAY_DRIVER_ENV}=${forced}: expected "kernel", "fuse-overlayfs" or "auto"`,
+        `${OVERLAY_DRIVER_ENV}=${forced}: expected "kernel", "fuse-overlayfs", "copy" or "auto"`,
       );
     return forced === 'kernel' ? { driver: forced } : { driver: forced, fallback: `${OVERLAY_DRIVER_ENV}=${forced}` };
   }
@@ -218,13 +222,12 @@ export function chooseOverlayDriver(stateDir: string, env: NodeJS.ProcessEnv = p
   if (kernel.available) return { driver: 'kernel' };
   const fuse = overlaySupport(stateDir, 'fuse-overlayfs');
   if (fuse.available) return { driver: 'fuse-overlayfs', fallback: kernel.detail };
-  throw new AgentcellError(
-    'BACKEND_UNAVAILABLE',
-    `no overlay workspace on this host: ${kernel.detail}; ${fuse.detail}. Fix: ${kernel.fix ?? ''} Or run with --workspace-mode direct (changes land in the workspace, still receipted).`,
-  );
+  return { driver: 'copy', fallback: `${kernel.detail}; ${fuse.detail}` };
 }
 
 function probe(stateDir: string, driver: OverlayDriver): OverlaySupport {
+  if (driver === 'copy')
+    return { available: true, detail: 'a copy of the workspace per run, no overlay mount (slow: O(workspace))' };
   const tools = overlayTools();
   if (!tools)
     return {
