@@ -172,3 +172,17 @@ describe('pooled reads on accepted sockets', () => {
     assert.ok(got.equals(payload));
   });
 });
+
+describe('pooled reads: large buffers', () => {
+  it('hands a reader whose last read filled its buffer a large one, at most four in the process, never one twice', () => {
+    const readers = Array.from({ length: 10 }, () => createPooledReads());
+    const handed = readers.map((reads) => {
+      const first = reads.onread.buffer();
+      reads.onread.callback(first.length, first); // a full read: more is waiting
+      return reads.onread.buffer();
+    });
+    const large = handed.filter((buffer) => buffer.length > 64 * 1024);
+    assert.ok(large.length >= 1 && large.length <= 4, `${large.length} large buffers`);
+    assert.equal(new Set(handed).size, handed.length);
+  });
+});
