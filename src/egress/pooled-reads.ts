@@ -3,24 +3,33 @@ import { AgentcellError } from '../errors.js';
 
 /** Read size: what node itself reads per call. */
 const READ_SIZE = 64 * 1024;
-/** Buffers kept for reuse per socket; more are only made while writes are slow to finish. */
-const KEEP = 3;
 /**
  * A socket whose last read filled its buffer reads into a large one next, if one is free:
- * a bulk transfer then takes fewer system calls and callbacks per byte. Large buffers are
- * shared by the whole process and few, so however many tunnels are busy they add at most
- * LARGE_BUFFERS × LARGE_READ_SIZE (1 MiB) to its memory.
+ * a bulk transfer then takes fewer system calls and callbacks per byte. There are few, so
+ * however many tunnels are busy they add at most LARGE_BUFFERS × LARGE_READ_SIZE (1 MiB).
  */
 const LARGE_READ_SIZE = 256 * 1024;
 const LARGE_BUFFERS = 4;
-const largeSpare: Buffer[] = [];
+/** Free READ_SIZE buffers kept: enough for new connections to take one instead of allocating. */
+const SMALL_KEPT = 32;
+
+// Buffers no socket holds, shared by every socket (and gateway) in the process. Each buffer
+// is in exactly one place: free here, a socket's next read, or a write not yet finished.
+const freeSmall: Buffer[] = [];
+const freeLarge: Buffer[] = [];
 let largeMade = 0;
 
-function takeLarge(): Buffer | undefined {
-  const buffer = largeSpare.pop();
-  if (buffer !== undefined || largeMade === LARGE_BUFFERS) return buffer;
-  largeMade++;
-  return Buffer.allocUnsafe(LARGE_READ_SIZE);
+function take(large: boolean): Buffer {
+  if (large && freeLarge.length === 0 && largeMade < LARGE_BUFFERS) {
+    largeMade++;
+    return Buffer.allocUnsafe(LARGE_READ_SIZE);
+  }
+  return (large ? freeLarge.pop() : undefined) ?? freeSmall.pop() ?? Buffer.allocUnsafe(READ_SIZE);
+}
+
+function giveBack(buffer: Buffer): void {
+  if (buffer.length === LARGE_READ_SIZE) freeLarge.push(buffer);
+  else if (freeSmall.length < SMALL_KEPT) freeSmall.push(buffer);
 }
 
 /** node's `onread` socket option (`net.connect`, `new net.Socket`). */
@@ -30,8 +39,8 @@ export interface OnRead {
 }
 
 /**
- * A socket's reads into a few reused buffers (node's `onread` option) instead of the
- * fresh 64 KiB buffer node allocates for every read. Those are garbage as soon as they
+ * A socket's reads into reused buffers (node's `onread` option) instead of the fresh
+ * 64 KiB buffer node allocates for every read. Those are garbage as soon as they
  * are written, yet V8 frees them only when external memory passes its limits, so a busy
  * tunnel held tens of MiB of dead buffers. Make the socket with `onread`, `bind` it at
  * once, then:
@@ -52,7 +61,6 @@ export interface PooledReads {
 }
 
 export function createPooledReads(): PooledReads {
-  const spare: Buffer[] = [];
   let source: Socket | undefined;
   let sink: Socket | undefined;
   let discarding = false;
@@ -60,36 +68,32 @@ export function createPooledReads(): PooledReads {
   let filled = false;
   /** The buffer node will read into next (no write holds it). */
   let next: Buffer | undefined;
-  const release = (buffer: Buffer): void => {
-    if (buffer.length === LARGE_READ_SIZE) largeSpare.push(buffer);
-    else if (spare.length < KEEP) spare.push(buffer);
-  };
   const resume = (): void => void source?.resume();
   return {
     onread: {
       buffer: () => {
-        next = (filled ? takeLarge() : undefined) ?? spare.pop() ?? Buffer.allocUnsafe(READ_SIZE);
+        next = take(filled);
         return next;
       },
       callback: (bytes, buffer) => {
         filled = bytes === buffer.length;
         if (discarding || source === undefined) {
-          release(buffer);
+          giveBack(buffer);
           return true;
         }
         // The buffer is reused only once this write has left for the kernel.
-        if (sink !== undefined) return sink.write(buffer.subarray(0, bytes), () => release(buffer));
+        if (sink !== undefined) return sink.write(buffer.subarray(0, bytes), () => giveBack(buffer));
         const copy = Buffer.from(buffer.subarray(0, bytes));
-        release(buffer);
+        giveBack(buffer);
         return source.push(copy);
       },
     },
     bind(socket) {
       source = socket;
-      // A large buffer waiting for a read that will never come goes back to the process.
+      // The buffer waiting for a read that will never come goes to the next connection.
       socket.once('close', () => {
-        if (source !== socket) return;
-        if (next?.length === LARGE_READ_SIZE) largeSpare.push(next);
+        if (source !== socket || next === undefined) return;
+        giveBack(next);
         next = undefined;
       });
     },
