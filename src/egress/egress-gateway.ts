@@ -272,7 +272,6 @@ export function createEgressGateway(options: EgressGatewayOptions): EgressGatewa
   }
 
   /** Splices the tunnel, or terminates its TLS when the destination is inspected. */
-
   function joinTunnel(
     client: Socket,
     upstream: Socket,
