@@ -17,7 +17,7 @@ import type { Section } from './startup.js';
 
 const MiB = 1024 * 1024;
 const THROUGHPUT_BYTES = Number(process.env['BENCH_EGRESS_MIB'] ?? 512) * MiB;
-const THROUGHPUT_RUNS = 3;
+const THROUGHPUT_RUNS = 5;
 const LATENCY_RUNS = Number(process.env['BENCH_EGRESS_LATENCY_RUNS'] ?? 300);
 const CELLS = 50;
 const MEMORY_SECONDS = 5;
@@ -26,12 +26,16 @@ const RESPONSE = 'HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok';
 const REQUEST = 'GET / HTTP/1.1\r\nHost: bench\r\n\r\n';
 const TARGET_LATENCY_MS = 1;
 const TARGET_MEMORY_MIB = 80;
+/** Units of /proc/PID/stat's utime and stime. */
+const CLOCK_TICKS = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
 
 interface Proxy {
   name: string;
   port: number;
   /** Sends the token too (squid ignores it). */
   auth: boolean;
+  /** The proxy's process, whose CPU time the throughput runs read. */
+  pid: number;
 }
 
 export async function egressBench(): Promise<Section> {
@@ -44,8 +48,8 @@ export async function egressBench(): Promise<Section> {
   const squid = await startSquid(dir);
   const gateway = await startGateways(1, rules);
   const proxies: Proxy[] = [
-    { name: 'agentcell gateway', port: gateway.ports[0]!, auth: true },
-    { name: 'squid', port: squid.port, auth: false },
+    { name: 'agentcell gateway', port: gateway.ports[0]!, auth: true, pid: gateway.child.pid ?? 0 },
+    { name: 'squid', port: squid.port, auth: false, pid: squid.pid },
   ];
   try {
     const throughput = await measureThroughput(proxies, sink, source);
@@ -319,31 +323,60 @@ interface Rate {
   /** MiB/s client → server, and server → client. */
   up: number;
   down: number;
+  /** The proxy process's CPU time (user + system) per GiB relayed, each way; undefined for direct. */
+  cpuUp?: number;
+  cpuDown?: number;
 }
 
 async function measureThroughput(proxies: readonly Proxy[], sink: Sink, source: Source): Promise<Rate[]> {
   sink.expect = THROUGHPUT_BYTES;
   source.limit = THROUGHPUT_BYTES;
   const subjects = (port: number) => [
-    { name: 'direct', open: () => directSocket(port) },
-    ...proxies.map((p) => ({ name: p.name, open: () => openTunnel(p, port) })),
+    { name: 'direct', pid: undefined, open: () => directSocket(port) },
+    ...proxies.map((p) => ({ name: p.name, pid: p.pid, open: () => openTunnel(p, port) })),
   ];
   const up = subjects(sink.port);
   const down = subjects(source.port);
-  const samples = up.map(() => ({ up: [] as number[], down: [] as number[] }));
-  const rate = (started: bigint): number => THROUGHPUT_BYTES / MiB / (Number(process.hrtime.bigint() - started) / 1e9);
+  const samples = up.map(() => ({
+    up: [] as number[],
+    down: [] as number[],
+    cpuUp: [] as number[],
+    cpuDown: [] as number[],
+  }));
+  const GiB = THROUGHPUT_BYTES / (1024 * MiB);
+  // CPU time is what a noisy neighbour disturbs least: it says what a relayed byte costs.
+  const timed = async (pid: number | undefined, transfer: () => Promise<void>): Promise<[number, number]> => {
+    const cpu = pid === undefined ? 0 : cpuMs(pid);
+    const started = process.hrtime.bigint();
+    await transfer();
+    const rate = THROUGHPUT_BYTES / MiB / (Number(process.hrtime.bigint() - started) / 1e9);
+    await sleep(20); // the proxy's own close of the tunnel
+    return [rate, pid === undefined ? 0 : (cpuMs(pid) - cpu) / GiB];
+  };
   for (let round = 0; round < THROUGHPUT_RUNS; round++)
     for (let i = 0; i < up.length; i++) {
-      let started = process.hrtime.bigint();
-      await push(await up[i]!.open(), THROUGHPUT_BYTES);
-      samples[i]!.up.push(rate(started));
-      started = process.hrtime.bigint();
-      await pull(await down[i]!.open(), THROUGHPUT_BYTES);
-      samples[i]!.down.push(rate(started));
+      const sample = samples[i]!;
+      const [upRate, upCpu] = await timed(up[i]!.pid, async () => push(await up[i]!.open(), THROUGHPUT_BYTES));
+      const [downRate, downCpu] = await timed(down[i]!.pid, async () => pull(await down[i]!.open(), THROUGHPUT_BYTES));
+      sample.up.push(upRate);
+      sample.down.push(downRate);
+      sample.cpuUp.push(upCpu);
+      sample.cpuDown.push(downCpu);
     }
   sink.expect = 0;
   source.limit = 0;
-  return up.map((s, i) => ({ name: s.name, up: median(samples[i]!.up), down: median(samples[i]!.down) }));
+  return up.map((s, i) => ({
+    name: s.name,
+    up: median(samples[i]!.up),
+    down: median(samples[i]!.down),
+    ...(s.pid === undefined ? {} : { cpuUp: median(samples[i]!.cpuUp), cpuDown: median(samples[i]!.cpuDown) }),
+  }));
+}
+
+/** CPU time (user + system) a process has used, in ms. */
+function cpuMs(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS;
 }
 
 /** Reads until `bytes` have come. */
@@ -417,7 +450,8 @@ async function measureMemory(rules: object, sink: Sink, source: Source, squid: S
     for (const count of [1, CELLS]) {
       const gateways = await startGateways(count, rules);
       try {
-        const proxies = gateways.ports.map((port) => ({ name: 'agentcell gateway', port, auth: true }));
+        const pid = gateways.child.pid ?? 0;
+        const proxies = gateways.ports.map((port) => ({ name: 'agentcell gateway', port, auth: true, pid }));
         const measured = await busyTunnels(gateways.child.pid ?? 0, proxies, direction, sink, source);
         const label = count === 1 ? '1 gateway, 1 tunnel' : `${CELLS} gateways, one process`;
         rows.push({ name: `${direction}: agentcell, ${label}`, ...measured });
@@ -425,7 +459,12 @@ async function measureMemory(rules: object, sink: Sink, source: Source, squid: S
         gateways.stop();
       }
     }
-    const proxies = Array.from({ length: CELLS }, () => ({ name: 'squid', port: squid.port, auth: false }));
+    const proxies = Array.from({ length: CELLS }, () => ({
+      name: 'squid',
+      port: squid.port,
+      auth: false,
+      pid: squid.pid,
+    }));
     const measured = await busyTunnels(squid.pid, proxies, direction, sink, source);
     rows.push({ name: `${direction}: squid, one process, ${CELLS} tunnels`, ...measured });
   }
@@ -506,11 +545,14 @@ function render(throughput: Rate[], fresh: Latency[], kept: Latency[], memory: M
   const markdown = [
     `CONNECT tunnels on loopback. agentcell's gateway runs in a node process of its own, squid ${squidVersion()} from a temp config; client and servers share the bench process.`,
     '',
-    `Throughput: ${THROUGHPUT_BYTES / MiB} MiB through one tunnel, pushed to a sink (upload) and pulled from a source (download), median of ${THROUGHPUT_RUNS}.`,
+    `Throughput: ${THROUGHPUT_BYTES / MiB} MiB through one tunnel, pushed to a sink (upload) and pulled from a source (download), median of ${THROUGHPUT_RUNS}, interleaved. The client, sink and source share one process, which limits "direct" and can limit a proxy too; the proxy's CPU time (user + system, from /proc) per GiB relayed is what a byte costs it, and moves least with other load on the machine.`,
     '',
-    '| path | upload MiB/s | download MiB/s |',
-    '| --- | ---: | ---: |',
-    ...throughput.map((r) => `| ${r.name} | ${fmt(r.up)} | ${fmt(r.down)} |`),
+    '| path | upload MiB/s | download MiB/s | proxy CPU ms/GiB up | proxy CPU ms/GiB down |',
+    '| --- | ---: | ---: | ---: | ---: |',
+    ...throughput.map(
+      (r) =>
+        `| ${r.name} | ${fmt(r.up)} | ${fmt(r.down)} | ${r.cpuUp === undefined ? '—' : r.cpuUp.toFixed(0)} | ${r.cpuDown === undefined ? '—' : r.cpuDown.toFixed(0)} |`,
+    ),
     '',
     `Latency of one small HTTP request/response, ${LATENCY_RUNS} runs each, interleaved: "fresh" opens a new tunnel (TCP connect + CONNECT) per request, "keep-alive" reuses one.`,
     '',
@@ -519,7 +561,7 @@ function render(throughput: Rate[], fresh: Latency[], kept: Latency[], memory: M
     ...latencyRows('fresh', fresh),
     ...latencyRows('keep-alive', kept),
     '',
-    `Memory with ${CELLS} cells' traffic: for ${MEMORY_SECONDS} s each tunnel downloads from a source that sends as fast as it can (or uploads to a sink the same way); RSS of the proxy process, sampled every 100 ms. The download direction relays through reused buffers (src/egress/pooled-relay.ts); the upload direction gets node's fresh buffer per read, which waits for V8 to collect it.`,
+    `Memory with ${CELLS} cells' traffic: for ${MEMORY_SECONDS} s each tunnel downloads from a source that sends as fast as it can (or uploads to a sink the same way); RSS of the proxy process, sampled every 100 ms. Both directions read into reused buffers shared by the process (src/egress/pooled-reads.ts; accepted sockets are re-wrapped for it by pooled-accept.ts) instead of node's fresh buffer per read, which waits for V8 to collect it.`,
     '',
     '| proxy | RSS idle MiB | RSS peak MiB | total MiB/s |',
     '| --- | ---: | ---: | ---: |',

@@ -39,7 +39,8 @@ import {
   socksReply,
   type SocksReplyCode,
 } from './socks5-messages.js';
-import { createPooledRelay, type PooledRelay } from './pooled-relay.js';
+import { withPooledReads } from './pooled-accept.js';
+import { createPooledReads, type PooledReads } from './pooled-reads.js';
 import { spliceTunnel, type OpenTunnel, type TunnelHooks, type TunnelTarget } from './splice-tunnel.js';
 
 /** Everything the gateway enforces from `[network]`: host rules plus inspection and L7 rules. */
@@ -154,6 +155,8 @@ export function createEgressGateway(options: EgressGatewayOptions): EgressGatewa
   const clients = new Set<Socket>();
   const upstreams = new Set<Socket>();
   const tunnels = new Set<OpenTunnel>();
+  /** Accepted sockets that read into pooled buffers (all of them, unless node no longer allows it). */
+  const clientReads = new WeakMap<Socket, PooledReads>();
   const inspectedTunnels = new WeakSet<OpenTunnel>();
   let upstreamTrust: SecureContext | undefined;
   const pending = new Set<Promise<void>>();
@@ -259,26 +262,30 @@ export function createEgressGateway(options: EgressGatewayOptions): EgressGatewa
     };
   }
 
-  /** Splices the tunnel, or terminates its TLS when the destination is inspected. */
   /**
-   * A spliced tunnel reads its upstream into pooled buffers (`onread`), which leaves the
-   * socket no data events for TLS; an inspected one does not. So the choice is made
-   * before connecting (`relayFor`) and kept.
+   * A spliced tunnel reads its upstream into pooled buffers (`onread`); an inspected one
+   * keeps node's reads for its TLS socket. So the choice is made before connecting
+   * (`readsFor`) and kept.
    */
-  function relayFor(host: string, port: number): PooledRelay | undefined {
-    return inspection.inspects(host, port) ? undefined : createPooledRelay();
+  function readsFor(host: string, port: number): PooledReads | undefined {
+    return inspection.inspects(host, port) ? undefined : createPooledReads();
   }
 
+  /** Splices the tunnel, or terminates its TLS when the destination is inspected. */
   function joinTunnel(
     client: Socket,
     upstream: Socket,
     head: Buffer,
     target: TunnelTarget,
     started: number,
-    relay: PooledRelay | undefined,
+    reads: PooledReads | undefined,
   ): Promise<void> {
     const kind = target.kind;
-    if (relay) return spliceTunnel(client, upstream, head, target, tunnelHooks(kind, started, false), relay);
+    if (reads)
+      return spliceTunnel(client, upstream, head, target, tunnelHooks(kind, started, false), {
+        upstream: reads,
+        client: clientReads.get(client),
+      });
     return inspectTunnel(client, upstream, head, target, tunnelHooks(kind, started, true), inspectContext(target));
   }
 
@@ -313,12 +320,12 @@ export function createEgressGateway(options: EgressGatewayOptions): EgressGatewa
     const auth = authFailure(req);
     if (auth) return refuseRaw('connect', client, { host, port, reason: auth, rule: null }, started);
     if (!target) return refuseRaw('connect', client, { host, port, reason: 'bad-request', rule: null }, started);
-    const relay = relayFor(target.host, target.port);
-    const result = await destination({ ...target, ...(relay ? { onread: relay.onread } : {}) });
+    const reads = readsFor(target.host, target.port);
+    const result = await destination({ ...target, ...(reads ? { reads } : {}) });
     if (!result.ok) return refuseRaw('connect', client, result.denial, started, result.address);
     client.write(CONNECT_ESTABLISHED);
     const { upstream, ...rest } = result;
-    await joinTunnel(client, upstream, head, { kind: 'connect', ...rest }, started, relay);
+    await joinTunnel(client, upstream, head, { kind: 'connect', ...rest }, started, reads);
   }
 
   async function handleForward(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -404,17 +411,25 @@ export function createEgressGateway(options: EgressGatewayOptions): EgressGatewa
         return deny(socksReply(0x08), { ...anonymous, reason: 'unsupported', detail: 'SOCKS address type' });
       if (command !== COMMAND_CONNECT)
         return deny(socksReply(0x07), { host, port, rule: null, reason: 'unsupported', detail: 'SOCKS command' });
-      const relay = relayFor(host, port);
-      const result = await destination({ host, port, ...(relay ? { onread: relay.onread } : {}) });
+      const reads = readsFor(host, port);
+      const result = await destination({ host, port, ...(reads ? { reads } : {}) });
       if (!result.ok) return deny(socksReply(socksCode(result.denial.reason)), result.denial, result.address);
       client.write(socksReply(0x00));
       const { upstream, ...rest } = result;
-      await joinTunnel(client, upstream, request.rest, { kind: 'socks', ...rest }, started, relay);
+      await joinTunnel(client, upstream, request.rest, { kind: 'socks', ...rest }, started, reads);
     } catch (error) {
       if (error instanceof FrameError && error.why !== 'closed')
         record('socks', started, { ...anonymous, address: null, decision: 'deny', reason: 'bad-request' });
       client.destroy();
     }
+  }
+
+  /** The listeners pause new connections, so that they can be re-wrapped to read into pooled buffers. */
+  function acceptPaused(accepted: Socket): void {
+    const reads = createPooledReads();
+    const socket = withPooledReads(accepted, reads);
+    if (socket) clientReads.set(socket, reads);
+    accept(socket ?? accepted);
   }
 
   function accept(socket: Socket): void {
@@ -490,12 +505,14 @@ export function createEgressGateway(options: EgressGatewayOptions): EgressGatewa
         await spy?.open();
         if (options.socketPath !== undefined) {
           clearStaleSocket(options.socketPath);
-          await listenOn(createNetServer({ allowHalfOpen: true }, accept), { path: options.socketPath });
+          await listenOn(createNetServer({ allowHalfOpen: true, pauseOnConnect: true }, acceptPaused), {
+            path: options.socketPath,
+          });
           chmodSync(options.socketPath, options.socketMode ?? 0o600);
           address.socketPath = options.socketPath;
         }
         if (options.tcp !== undefined) {
-          const server = createNetServer({ allowHalfOpen: true }, accept);
+          const server = createNetServer({ allowHalfOpen: true, pauseOnConnect: true }, acceptPaused);
           await listenOn(server, { host: tcpHost, port: options.tcp.port ?? 0 });
           const bound = server.address();
           address.tcp = { host: tcpHost, port: typeof bound === 'object' && bound ? bound.port : 0 };

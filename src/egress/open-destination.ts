@@ -2,7 +2,7 @@ import { lookup as dnsLookup } from 'node:dns/promises';
 import { connect, isIP, type Socket } from 'node:net';
 import { guardAddress } from './address-guard.js';
 import type { Denial } from './deny-response.js';
-import type { PooledRelay } from './pooled-relay.js';
+import type { PooledReads } from './pooled-reads.js';
 import { normalizeHost, type HostMatcher } from './host-rules.js';
 
 /** Name to addresses, in the order to try them. */
@@ -13,8 +13,8 @@ export interface DestinationRequest {
   port: number;
   /** Cleartext HTTP: needs an allow entry with an explicit port. */
   cleartext?: boolean;
-  /** Reads into these buffers instead of node's (a tunnel's `PooledRelay`); the socket then emits no 'data'. */
-  onread?: PooledRelay['onread'];
+  /** The upstream reads into these buffers instead of node's (bound to the connected socket). */
+  reads?: PooledReads;
 }
 
 export type DestinationResult =
@@ -94,7 +94,7 @@ export async function openDestination(
   let lastError: unknown;
   for (const address of acceptable) {
     try {
-      const upstream = await connectTo(address, port, context, request.onread);
+      const upstream = await connectTo(address, port, context, request.reads);
       return { ok: true, host, port, address, rule: decision.rule ?? host, upstream };
     } catch (error) {
       lastError = error;
@@ -110,11 +110,12 @@ function connectTo(
   address: string,
   port: number,
   context: DestinationContext,
-  onread: PooledRelay['onread'] | undefined,
+  reads: PooledReads | undefined,
 ): Promise<Socket> {
   return new Promise((resolve, reject) => {
     // An IP literal: net.connect does not consult DNS for it.
-    const socket = connect({ host: address, port, allowHalfOpen: true, ...(onread ? { onread } : {}) });
+    const socket = connect({ host: address, port, allowHalfOpen: true, ...(reads ? { onread: reads.onread } : {}) });
+    reads?.bind(socket);
     context.track?.(socket);
     socket.on('error', () => socket.destroy()); // never an unhandled 'error': fail closed
     const timer = setTimeout(() => socket.destroy(new Error('ETIMEDOUT')), context.connectTimeoutMs);

@@ -1,6 +1,6 @@
 import { isIP, type Socket } from 'node:net';
 import { rawDenyResponse } from './deny-response.js';
-import type { PooledRelay } from './pooled-relay.js';
+import type { PooledReads } from './pooled-reads.js';
 import type { EgressKind, EgressReason } from './egress-log.js';
 import { normalizeHost, type HostMatcher } from './host-rules.js';
 import { FrameError, readFrame } from './read-frame.js';
@@ -42,8 +42,14 @@ export interface TunnelHooks {
 /** A fatal TLS `access_denied` alert: what a client gets instead of a 403 it could not read. */
 const TLS_ACCESS_DENIED = Buffer.from([0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x31]);
 
+/** The pooled reads of a tunnel's sockets; `client` is missing when node could not re-wrap it. */
+export interface TunnelReads {
+  upstream: PooledReads;
+  client: PooledReads | undefined;
+}
+
 /**
- * Joins an accepted client to its connected upstream (opened with `relay.onread`). The
+ * Joins an accepted client to its connected upstream (opened with `reads.upstream`). The
  * upstream's bytes flow at once (server-first protocols such as SSH banners and SMTP work); the client's are
  * held until its first bytes are classified:
  * - a TLS ClientHello must name the target (SNI, case-insensitive); no SNI is allowed
@@ -62,7 +68,7 @@ export function spliceTunnel(
   initial: Buffer,
   target: TunnelTarget,
   hooks: TunnelHooks,
-  relay: PooledRelay,
+  reads: TunnelReads,
 ): Promise<void> {
   let outcome: Omit<TunnelOutcome, 'bytesUp' | 'bytesDown'> = {
     decision: 'allow',
@@ -91,10 +97,10 @@ export function spliceTunnel(
   client.on('error', destroyBoth);
   upstream.on('error', destroyBoth);
   // A side that closes with an error takes the other down; a clean close leaves the
-  // other to finish flushing what it holds (half-close is carried by pipe's end()).
+  // other to finish flushing what it holds (a half-close is passed on as end()).
   client.once('close', (hadError) => hadError && upstream.destroy());
   upstream.once('close', (hadError) => hadError && client.destroy());
-  relay.attach(upstream, client);
+  reads.upstream.relayTo(client);
 
   const done = Promise.all([closed(client), closed(upstream)]).then(() => {
     hooks.closed(tunnel, { ...outcome, bytesUp: upstream.bytesWritten, bytesDown: upstream.bytesRead });
@@ -113,7 +119,7 @@ export function spliceTunnel(
       const refusal = firstBytesRefusal(value, target, hooks.matcher());
       if (refusal) {
         outcome = { ...outcome, decision: 'deny', ...refusal };
-        relay.detach();
+        reads.upstream.discard();
         upstream.destroy();
         if (value.kind === 'http') client.end(rawDenyResponse({ host: target.host, port: target.port, ...refusal }));
         else client.end(TLS_ACCESS_DENIED);
@@ -126,7 +132,8 @@ export function spliceTunnel(
         outcome = { ...outcome, rule: hooks.matcher().decide(target.host, target.port, { cleartext }).rule };
       }
       if (rest.length > 0) upstream.write(rest);
-      client.pipe(upstream);
+      if (reads.client) reads.client.relayTo(upstream);
+      else client.pipe(upstream);
     },
     // The client left before saying anything, or sent more than a ClientHello can be.
     (error: unknown) => {
