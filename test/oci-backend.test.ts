@@ -45,7 +45,7 @@ for (const backend of OCI) {
 
     it('--dry-run prints a hardened engine invocation, with no variable values in it, and writes nothing', () => {
       const before = listTree(sb.root);
-      const plan = acJson<{ plan: { argv: string[]; hostSteps?: { before: string[][] }; image: { digest: string } } }>(
+      const plan = acJson<{ plan: { argv: string[]; hostMount?: string[]; image: { digest: string } } }>(
         sb,
         'run',
         ...backendArgs(backend),
@@ -70,7 +70,7 @@ for (const backend of OCI) {
       assert.ok(plan.plan.argv.includes('SECRET_VALUE'), 'the variable is passed by name');
       assert.doesNotMatch(argv, /hunter2/);
       assert.ok(plan.plan.argv.includes(plan.plan.image.digest), 'the run is pinned to the digest');
-      assert.match(plan.plan.hostSteps?.before[0]?.join(' ') ?? '', /-t overlay overlay/);
+      assert.match(plan.plan.hostMount?.join(' ') ?? '', /-t overlay overlay/);
       assert.deepEqual(listTree(sb.root), before);
     });
 

@@ -33,9 +33,10 @@ export interface CellSpec {
     mode: 'direct' | 'readonly' | 'overlay';
     /**
      * For overlay: the argv prefix that mounts the layers (bwrap), the merged view to bind,
-     * and the host-side mount an OCI engine can see (see host-overlay-mount.ts).
+     * and the command that holds it mounted on the host, where an OCI engine can see it
+     * (see host-overlay-mount.ts).
      */
-    overlay?: { argvPrefix: string[]; merged: string; hostMount: { mount: string[]; unmount: string[] } };
+    overlay?: { argvPrefix: string[]; merged: string; hostMount: string[] };
   };
   masks: MaskSpec[];
   /** Existing workspace paths bound read-only over a writable workspace. */
@@ -88,8 +89,11 @@ export interface BackendPlan {
   gaps: string[];
   /** Cgroups the run creates for pids and memory limits, when it has any. */
   cgroups?: CgroupPlan;
-  /** Host commands run before and after `argv` (OCI: the workspace overlay's mount). */
-  hostSteps?: { before: string[][]; after: string[][] };
+  /**
+   * OCI: a host command that mounts the workspace overlay before `argv` runs and holds it
+   * until the run ends (see host-overlay-mount.ts).
+   */
+  hostMount?: string[];
 }
 
 export interface RunOutcome {

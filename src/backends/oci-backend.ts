@@ -7,6 +7,7 @@ import { findExecutable } from '../find-executable.js';
 import type { Backend, BackendPlan, BackendProbe, CellSpec, MaskSpec, RunOutcome } from './backend.js';
 import { engineEnvironment, probeEngine, probeRunscRuntime, type OciEngine } from './oci-engine.js';
 import { superviseProcess } from './supervise-process.js';
+import { holdHostMount } from './hold-host-mount.js';
 
 /** The backends built on an OCI engine: the engine itself, or gVisor's runsc through it. */
 export type OciBackendName = 'podman' | 'docker' | 'gvisor';
@@ -124,10 +125,9 @@ export function planOci(spec: CellSpec, options: OciBackendOptions): BackendPlan
     gaps,
   };
   if (workspace.overlay) {
-    const { mount, unmount } = workspace.overlay.hostMount;
     // Rootless podman's containers see the mounts of its own user namespace: mount there.
     const via = options.engine === 'podman' && options.hostUid !== 0 ? [engine, 'unshare'] : [];
-    plan.hostSteps = { before: [[...via, ...mount]], after: [[...via, ...unmount]] };
+    plan.hostMount = [...via, ...workspace.overlay.hostMount];
   }
   return plan;
 }
@@ -248,7 +248,8 @@ async function runOci(spec: CellSpec, plan: BackendPlan, options: OciBackendOpti
   // on the host (0700), and the cell binds the socket file itself.
   if (spec.egress) chmodSync(spec.egress.socketPath, 0o666);
   const env = engineEnvironment(options.hostEnv);
-  for (const step of plan.hostSteps?.before ?? []) runHostStep(step, env);
+  // Awaited here, so the run's own bookkeeping (receipt key, git state) goes on while the host mounts.
+  const mount = plan.hostMount && (await holdHostMount(plan.hostMount, env));
   try {
     const child = spawn(executable, args, { env: plan.env, stdio: 'inherit', detached: !spec.tty });
     // The engine CLI forwards the signals it gets to the container (its sig-proxy).
@@ -261,20 +262,7 @@ async function runOci(spec: CellSpec, plan: BackendPlan, options: OciBackendOpti
     if (outcome.timedOut || outcome.signal !== undefined) removeContainer(executable, plan.argv, env);
     return outcome;
   } finally {
-    for (const step of plan.hostSteps?.after ?? []) runHostStep(step, env, false);
-  }
-}
-
-function runHostStep(argv: string[], env: Record<string, string>, required = true): void {
-  const [command, ...args] = argv;
-  if (command === undefined) return;
-  const result = spawnSync(command, args, { env, encoding: 'utf8', stdio: ['ignore', 'ignore', 'pipe'] });
-  if (required && result.status !== 0) {
-    const reason = (result.error?.message ?? result.stderr.trim()) || `exit ${String(result.status)}`;
-    throw new AgentcellError(
-      'BACKEND_UNAVAILABLE',
-      `cannot prepare the cell on the host (${reason}); an overlay workspace on docker needs root on the host (or rootless podman): use --workspace-mode direct or --backend bwrap`,
-    );
+    await mount?.release();
   }
 }
 

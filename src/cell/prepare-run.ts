@@ -385,8 +385,7 @@ function withDriver(stack: LayerStack, paths: AgentcellPaths, hostEnv: NodeJS.Pr
 /** The overlay of a layer stack over the workspace, as each backend mounts it. */
 export function workspaceOverlay(stack: LayerStack, workspace: string): NonNullable<CellSpec['workspace']['overlay']> {
   const { argvPrefix, merged } = overlayWrapper(stack, workspace, requireOverlayTools());
-  const { mount, unmount } = hostOverlayMount(stack, workspace);
-  return { argvPrefix, merged, hostMount: { mount, unmount } };
+  return { argvPrefix, merged, hostMount: hostOverlayMount(stack, workspace).hold };
 }
 
 function requireOverlayTools(): OverlayTools {

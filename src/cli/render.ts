@@ -46,7 +46,7 @@ export function dryRunJson(p: PreparedRun): Record<string, unknown> {
       fds: p.plan.fds,
       gaps: p.plan.gaps,
       env: Object.keys(p.plan.env).sort(),
-      ...(p.plan.hostSteps ? { hostSteps: p.plan.hostSteps } : {}),
+      ...(p.plan.hostMount ? { hostMount: p.plan.hostMount } : {}),
       ...(p.spec.image ? { image: p.spec.image } : {}),
     },
     ...(p.agent ? { agent: p.agent } : {}),
@@ -56,9 +56,13 @@ export function dryRunJson(p: PreparedRun): Record<string, unknown> {
 
 export function dryRunText(p: PreparedRun): string {
   const lines = [bannerLine(p), ''];
-  for (const step of p.plan.hostSteps?.before ?? []) lines.push('first, on the host:', formatArgv(step), '');
+  if (p.plan.hostMount)
+    lines.push(
+      'first, on the host (mounts, then holds the mount until the run ends):',
+      formatArgv(p.plan.hostMount),
+      '',
+    );
   lines.push('would run:', formatArgv(p.plan.argv), '');
-  for (const step of p.plan.hostSteps?.after ?? []) lines.push('then, on the host:', formatArgv(step), '');
   if (p.spec.image) lines.push(`image: ${p.spec.image.ref} (${p.spec.image.digest})`);
   lines.push(`environment (names): ${Object.keys(p.plan.env).sort().join(' ')}`);
   for (const fd of p.plan.fds) lines.push(`fd ${fd.fd}: ${fd.purpose}`);
