@@ -88,7 +88,8 @@ export function backendsBench(cli: string, runs: number): Section {
     const markdown = [
       `Image ${IMAGE} (Debian bookworm minbase + node); workspace: 50 files, overlay mode (mounted on the host around`,
       `each run); ${runs} runs each, interleaved, after 3 warm-up rounds. agentcell's rows include node's start-up,`,
-      'policy, the secret scan, the image digest lookup, the journal and the signed receipt.',
+      'policy, the secret scan, the image digest lookup (docker: its API socket; podman: its digest cache, primed by',
+      'the warm-up, as on any second run of an unchanged image), the journal and the signed receipt.',
       '',
       '| command | median ms | p90 ms | min ms |',
       '|---|---|---|---|',

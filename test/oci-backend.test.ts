@@ -3,7 +3,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { ac, acJson, cellDirOf, inCell, listTree, makeSandbox, type Sandbox } from './helpers.js';
+import { ac, acJson, cellDirOf, inCell, listTree, makeSandbox, startCli, type Sandbox } from './helpers.js';
 import { backendArgs, prepareBackend, TEST_BACKENDS, TEST_IMAGE, TEST_ROOTFS } from './backends-under-test.js';
 
 /**
@@ -154,6 +154,53 @@ for (const backend of OCI) {
       if (/resources\.pids not enforced/.test(limited.stderr)) assert.match(limited.stderr, /assurance reduced/);
       else assert.ok(alive(limited.stdout) <= 60, `limited: ${limited.stdout} ${limited.stderr}`);
       assert.ok(alive(free.stdout) > 110, `free: ${free.stdout} ${free.stderr}`);
+    });
+
+    it('runs the image a ref names now: moving the ref to another image is never answered from a stale digest', () => {
+      const engine = engineOf(backend);
+      const ref = `localhost/agentcell/moved-${backend}:${process.pid}`;
+      const idOf = (image: string): string =>
+        spawnSync(engine, ['image', 'inspect', '--format', '{{.Id}}', image], { encoding: 'utf8' })
+          .stdout.trim()
+          .replace(/^sha256:/, '');
+      const digestRun = (): string | undefined => {
+        const r = run('true', ['--image', ref, '--workspace-mode', 'readonly']);
+        assert.equal(r.status, 0, r.stderr);
+        return acJson<Receipt>(sb, 'receipt', 'show', '--format', 'json').image?.digest.replace(/^sha256:/, '');
+      };
+      try {
+        assert.equal(spawnSync(engine, ['tag', TEST_IMAGE, ref]).status, 0);
+        assert.equal(digestRun(), idOf(TEST_IMAGE));
+        assert.equal(digestRun(), idOf(TEST_IMAGE), 'a second run, from the cache where there is one');
+        const file = join(sb.root, `Containerfile.${backend}`);
+        writeFileSync(file, `FROM ${TEST_IMAGE}\nLABEL agentcell.moved=${process.pid}\n`);
+        const built = ac(sb, 'image', 'build', '--from', file, '--engine', engine, '--tag', ref);
+        assert.equal(built.status, 0, built.stderr);
+        assert.notEqual(idOf(ref), idOf(TEST_IMAGE));
+        assert.equal(digestRun(), idOf(ref), 'the run follows the ref to its new image');
+      } finally {
+        spawnSync(engine, ['rmi', '--force', ref], { stdio: 'ignore' });
+      }
+    });
+
+    it('a killed agentcell leaves no overlay mounted on the host', async () => {
+      const merged = join(cellDirOf(sb), 'merged');
+      const child = startCli(['run', ...backendArgs(backend), '--', 'sleep', '30'], { cwd: sb.workspace, env: sb.env });
+      const waitFor = async (what: string, ok: () => boolean, ms: number): Promise<void> => {
+        for (const end = Date.now() + ms; !ok(); await new Promise((r) => setTimeout(r, 50)))
+          if (Date.now() > end) throw new Error(`timed out waiting: ${what}`);
+      };
+      try {
+        await waitFor('the overlay mount', () => isMountPoint(merged), 30_000);
+        child.kill('SIGKILL');
+        await waitFor('the overlay to go with agentcell', () => !isMountPoint(merged), 5_000);
+      } finally {
+        child.kill('SIGKILL');
+        // The engine's CLI is in a process group of its own: the container outlives a SIGKILLed agentcell.
+        const names = spawnSync(engineOf(backend), ['ps', '-a', '--format', '{{.Names}}'], { encoding: 'utf8' }).stdout;
+        for (const name of names.split('\n').filter((n) => n.endsWith(`-${String(child.pid)}`)))
+          spawnSync(engineOf(backend), ['rm', '--force', name], { stdio: 'ignore' });
+      }
     });
   });
 }
