@@ -22,6 +22,19 @@ interface Receipt {
   changes: { added: number; modified: number; deleted: number };
 }
 
+interface OciPlan {
+  argv: string[];
+  hostMount?: string[];
+  image: { digest: string };
+  dockerApi?: {
+    create: {
+      Env: string[];
+      Image: string;
+      HostConfig: Record<string, unknown> & { CapDrop: string[]; SecurityOpt: string[]; Runtime?: string };
+    };
+  };
+}
+
 function engineOf(backend: string): string {
   return backend === 'podman' ? 'podman' : 'docker';
 }
@@ -45,7 +58,7 @@ for (const backend of OCI) {
 
     it('--dry-run prints a hardened engine invocation, with no variable values in it, and writes nothing', () => {
       const before = listTree(sb.root);
-      const plan = acJson<{ plan: { argv: string[]; hostMount?: string[]; image: { digest: string } } }>(
+      const plan = acJson<{ plan: OciPlan }>(
         sb,
         'run',
         ...backendArgs(backend),
@@ -56,20 +69,35 @@ for (const backend of OCI) {
         '--',
         'true',
       );
-      const argv = plan.plan.argv.join(' ');
-      for (const flag of [
-        '--network none',
-        '--cap-drop ALL',
-        '--security-opt no-new-privileges',
-        '--read-only',
-        '--pull never',
-        '--rm',
-      ])
-        assert.ok(argv.includes(flag), `missing ${flag} in ${argv}`);
-      if (backend === 'gvisor') assert.ok(argv.includes('--runtime runsc'), argv);
-      assert.ok(plan.plan.argv.includes('SECRET_VALUE'), 'the variable is passed by name');
-      assert.doesNotMatch(argv, /hunter2/);
-      assert.ok(plan.plan.argv.includes(plan.plan.image.digest), 'the run is pinned to the digest');
+      assert.doesNotMatch(JSON.stringify(plan), /hunter2/);
+      const api = plan.plan.dockerApi;
+      if (backend === 'podman' || !api) {
+        const argv = plan.plan.argv.join(' ');
+        for (const flag of [
+          '--network none',
+          '--cap-drop ALL',
+          '--security-opt no-new-privileges',
+          '--read-only',
+          '--pull never',
+          '--rm',
+        ])
+          assert.ok(argv.includes(flag), `missing ${flag} in ${argv}`);
+        if (backend === 'gvisor') assert.ok(argv.includes('--runtime runsc'), argv);
+        assert.ok(plan.plan.argv.includes('SECRET_VALUE'), 'the variable is passed by name');
+        assert.ok(plan.plan.argv.includes(plan.plan.image.digest), 'the run is pinned to the digest');
+      } else {
+        // docker on its local socket: the same container as API requests (what `docker run` sends).
+        assert.deepEqual(plan.plan.argv, [], 'no CLI runs');
+        const host = api.create.HostConfig;
+        assert.equal(host.NetworkMode, 'none');
+        assert.deepEqual(host.CapDrop, ['ALL']);
+        assert.deepEqual(host.SecurityOpt, ['no-new-privileges']);
+        assert.equal(host.ReadonlyRootfs, true);
+        assert.equal(host.AutoRemove, true);
+        assert.equal(host.Runtime, backend === 'gvisor' ? 'runsc' : undefined);
+        assert.ok(api.create.Env.includes('SECRET_VALUE'), 'the variable is passed by name');
+        assert.equal(api.create.Image, plan.plan.image.digest, 'the run is pinned to the digest');
+      }
       assert.match(plan.plan.hostMount?.join(' ') ?? '', /-t overlay overlay/);
       assert.deepEqual(listTree(sb.root), before);
     });

@@ -1,5 +1,6 @@
 import type { BackendName } from '../policy/schema.js';
 import type { CgroupPlan } from './cgroup-limits.js';
+import type { DockerApiPlan } from './docker-api-container.js';
 
 /** A path hidden in the cell: present, empty and unreadable (mode 0000, read-only). */
 export interface MaskSpec {
@@ -81,7 +82,10 @@ export interface PlannedFd {
 /** The exact invocation `run` performs; `--dry-run` prints it. */
 export interface BackendPlan {
   backend: BackendName;
+  /** The process the run starts (empty when it talks to the engine's API instead: `dockerApi`). */
   argv: string[];
+  /** docker and gvisor on a local daemon: the Docker Engine API requests the run sends instead of `argv`. */
+  dockerApi?: DockerApiPlan;
   /** The environment the backend process (and so the cell) receives. */
   env: Record<string, string>;
   fds: PlannedFd[];

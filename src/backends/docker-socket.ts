@@ -31,15 +31,47 @@ export interface DockerResponse {
 
 /** One GET to the Docker Engine API over its unix socket (no CLI start-up: a few ms instead of tens). */
 export function dockerGet(socketPath: string, path: string): Promise<DockerResponse> {
+  return dockerRequest(socketPath, 'GET', path, undefined, REQUEST_TIMEOUT_MS);
+}
+
+/**
+ * One request to the Docker Engine API over its unix socket, on a connection of its own
+ * (a long wait must not hold up the others). `onHeaders` fires when the daemon has
+ * answered with its headers: for `wait`, that is once the wait is registered.
+ */
+export function dockerRequest(
+  socketPath: string,
+  method: 'GET' | 'POST' | 'DELETE',
+  path: string,
+  body?: string,
+  timeoutMs?: number,
+  onHeaders?: () => void,
+): Promise<DockerResponse> {
   return new Promise((resolve, reject) => {
-    const req = request({ socketPath, path, method: 'GET', headers: { Host: 'docker' } }, (res) => {
+    const headers: Record<string, string | number> = { Host: 'docker' };
+    if (body !== undefined)
+      Object.assign(headers, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) });
+    const req = request({ socketPath, path, method, headers, agent: false }, (res) => {
+      onHeaders?.();
       const chunks: Buffer[] = [];
       res.on('data', (chunk: Buffer) => chunks.push(chunk));
       res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
       res.on('error', reject);
     });
-    req.setTimeout(REQUEST_TIMEOUT_MS, () => req.destroy(new Error(`docker API ${path}: no answer`)));
+    if (timeoutMs !== undefined)
+      req.setTimeout(timeoutMs, () => req.destroy(new Error(`docker API ${path}: no answer`)));
     req.on('error', reject);
-    req.end();
+    req.end(body);
   });
+}
+
+/** The daemon's message in an error response (`{"message": …}`), or the body itself. */
+export function dockerMessage(response: DockerResponse): string {
+  try {
+    const { message } = JSON.parse(response.body) as { message?: unknown };
+    if (typeof message === 'string') return message;
+  } catch {
+    // not JSON
+  }
+  return response.body.trim() || `HTTP ${response.status}`;
 }
