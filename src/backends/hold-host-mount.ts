@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { AgentcellError } from '../errors.js';
-import { HOST_MOUNT_READY } from '../workspace/overlay/host-overlay-mount.js';
+import { HOST_MOUNT_READY, HOST_MOUNT_RELEASE } from '../workspace/overlay/host-overlay-mount.js';
 
 export interface HeldMount {
   /** Ends the hold (the command unmounts) and waits until it has. */
@@ -9,9 +9,8 @@ export interface HeldMount {
 
 /**
  * Starts a plan's `hostMount` command and resolves once it reports the mount in place.
- * The command holds the mount until its stdin closes: `release()` closes it, and so does
- * agentcell's death. It runs in its own process group, so a Ctrl-C at the terminal
- * cannot end it before it has unmounted.
+ * The command holds the mount until `release()` tells it to unmount. It runs in its own
+ * process group, so a Ctrl-C at the terminal cannot end it before it has unmounted.
  */
 export function holdHostMount(argv: string[], env: Record<string, string>): Promise<HeldMount> {
   const [command, ...args] = argv;
@@ -29,7 +28,7 @@ export function holdHostMount(argv: string[], env: Record<string, string>): Prom
       ready = true;
       resolve({
         release: async () => {
-          child.stdin.end();
+          child.stdin.end(`${HOST_MOUNT_RELEASE}\n`);
           await exited;
         },
       });

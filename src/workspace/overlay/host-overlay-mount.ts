@@ -7,14 +7,16 @@ export interface HostOverlayMount {
   merged: string;
   /**
    * Mounts, prints {@link HOST_MOUNT_READY} once the mount is in place, then holds it until
-   * its stdin closes (the run is over, or agentcell died) and unmounts it, lazily: a
-   * container runtime that has not quite let go must not leave the mount behind.
+   * it reads {@link HOST_MOUNT_RELEASE} and unmounts it, lazily: a container runtime that
+   * has not quite let go must not leave the mount behind.
    */
   hold: string[];
 }
 
 /** The line the held mount prints when the engine may bind it. */
 export const HOST_MOUNT_READY = 'mounted';
+/** The line that ends the hold, once the engine is done with the mount. */
+export const HOST_MOUNT_RELEASE = 'release';
 
 /**
  * An OCI engine resolves bind sources in its own mount namespace (dockerd is a daemon;
@@ -24,11 +26,13 @@ export const HOST_MOUNT_READY = 'mounted';
  * bwrap cells write them), at the cell's `merged` dir for the length of the run. That
  * needs root on the host, which rootful engines imply anyway.
  *
- * One process mounts and unmounts: the run spawns nothing more at its end, and the mount
- * goes with agentcell even when agentcell is killed (its end of the pipe closes). As in
- * overlay-mount.ts, the script works in the cell dir and hands the workspace to the
- * kernel as `/proc/self/fd/9`, so no character of its path needs escaping. A mount a
- * killed run left behind is dropped first. A failed mount exits 125.
+ * One process mounts and unmounts, so the run spawns nothing more at its end. If agentcell
+ * dies instead of releasing it (its end of the pipe closes without the word), the mount
+ * stays: the engine may still be starting the container, which must find the overlay, not
+ * the empty dir under it. A mount a killed run left behind is dropped before the next
+ * mount. As in overlay-mount.ts, the script works in the cell dir and hands the workspace
+ * to the kernel as `/proc/self/fd/9`, so no character of its path needs escaping. A
+ * failed mount exits 125.
  */
 const HOLD_SCRIPT = [
   'cd "$2" || exit 125',
@@ -37,8 +41,7 @@ const HOLD_SCRIPT = [
   '  echo "agentcell-overlay: cannot mount the workspace overlay in $2" >&2; exit 125',
   'fi',
   `echo ${HOST_MOUNT_READY}`,
-  'while read -r _; do :; done',
-  'umount --lazy merged',
+  `if read -r line && [ "$line" = ${HOST_MOUNT_RELEASE} ]; then umount --lazy merged; fi`,
 ].join('\n');
 
 export function hostOverlayMount(stack: LayerStack, workspace: string): HostOverlayMount {
