@@ -1,9 +1,8 @@
-import { request } from 'node:http';
 import type { Socket } from 'node:net';
 import { AgentcellError } from '../errors.js';
 import type { RunOutcome } from './backend.js';
 import type { DockerApiPlan } from './docker-api-container.js';
-import { dockerMessage, dockerRequest, type DockerResponse } from './docker-socket.js';
+import { dockerMessage, dockerRequest, dockerUpgrade, type DockerResponse } from './docker-socket.js';
 import { FORWARDED_SIGNALS, KILL_GRACE_MS, TIMEOUT_EXIT_CODE } from './supervise-process.js';
 
 /** What `docker run` exits with when the daemon refuses the container. */
@@ -83,34 +82,14 @@ function refused(response: DockerResponse): RunOutcome {
 }
 
 /** `attach` upgrades the connection to the container's raw stdio stream. */
-function attach(socketPath: string, path: string): Promise<Socket> {
-  return new Promise((resolve, reject) => {
-    const req = request({
-      socketPath,
-      path,
-      method: 'POST',
-      agent: false,
-      headers: { Host: 'docker', Connection: 'Upgrade', Upgrade: 'tcp' },
+async function attach(socketPath: string, path: string): Promise<Socket> {
+  try {
+    return await dockerUpgrade(socketPath, path);
+  } catch (cause) {
+    throw new AgentcellError('BACKEND_UNAVAILABLE', `docker cannot attach to the cell: ${(cause as Error).message}`, {
+      cause,
     });
-    req.on('upgrade', (_res, socket: Socket, head: Buffer) => {
-      if (head.length > 0) socket.unshift(head);
-      resolve(socket);
-    });
-    req.on('response', (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () =>
-        reject(
-          new AgentcellError(
-            'BACKEND_UNAVAILABLE',
-            `docker cannot attach to the cell: ${dockerMessage({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') })}`,
-          ),
-        ),
-      );
-    });
-    req.on('error', reject);
-    req.end();
-  });
+  }
 }
 
 interface Relay {
@@ -144,6 +123,7 @@ function relayStdio(stream: Socket, tty: boolean): Relay {
       }
     });
   }
+  stream.resume();
   const stdin = process.stdin;
   const raw = tty && stdin.isTTY;
   if (raw) stdin.setRawMode(true);
