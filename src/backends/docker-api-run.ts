@@ -47,6 +47,8 @@ export async function runDockerApi(plan: DockerApiPlan, options: DockerApiRunOpt
     const started = await call('POST', plan.startPath);
     if (started.status !== 204 && started.status !== 304) {
       relay.stop();
+      // Created but never started: AutoRemove does not apply, so remove it here.
+      await call('DELETE', `${container}?force=1`).catch(() => undefined);
       return refused(started);
     }
     const kill = (signal: NodeJS.Signals): void => {
@@ -56,10 +58,7 @@ export async function runDockerApi(plan: DockerApiPlan, options: DockerApiRunOpt
     const stopResizing = options.tty ? followTerminalSize(call, container) : () => undefined;
     try {
       const [result] = await Promise.all([exited, relay.done]);
-      const { StatusCode, Error: error } = JSON.parse(result.body) as {
-        StatusCode?: number;
-        Error?: { Message?: string } | null;
-      };
+      const { StatusCode, Error: error } = waitResult(result);
       if (error?.Message) process.stderr.write(`docker: ${error.Message}\n`);
       const exitCode = supervision.timedOut() ? TIMEOUT_EXIT_CODE : (StatusCode ?? ENGINE_ERROR_EXIT);
       return { exitCode, timedOut: supervision.timedOut() };
@@ -73,6 +72,22 @@ export async function runDockerApi(plan: DockerApiPlan, options: DockerApiRunOpt
     await call('DELETE', `${container}?force=1`).catch(() => undefined);
     throw error;
   }
+}
+
+interface WaitResult {
+  StatusCode?: number;
+  Error?: { Message?: string } | null;
+}
+
+/** The container's exit as `wait` reports it; anything else is the daemon's message. */
+function waitResult(response: DockerResponse): WaitResult {
+  if (response.status === 200)
+    try {
+      return JSON.parse(response.body) as WaitResult;
+    } catch {
+      // not JSON: reported below
+    }
+  return { Error: { Message: dockerMessage(response) } };
 }
 
 /** The daemon said no (no such image, a bind it cannot make, …): as the CLI says it, exit 125. */

@@ -58,8 +58,10 @@ function probeOci(options: OciBackendOptions): BackendProbe {
  * capability dropped, no-new-privileges, a read-only image with tmpfs scratch dirs and
  * an empty home, the workspace (or its overlay, mounted on the host: see
  * host-overlay-mount.ts) bound at its own path, masks and control-plane paths bound over
- * it. Values of the cell's variables are not in argv: `-e NAME` makes the engine CLI
- * copy them from its own environment, which `plan.env` is. Reads the host; changes nothing.
+ * it. Said as `ENGINE run` argv, or for docker on a local socket as the API requests that
+ * command sends (docker-api-container.ts). Values of the cell's variables are in neither:
+ * `-e NAME` makes the engine CLI copy them from its own environment, and the API run fills
+ * the named `Env` in the same way, from `plan.env`. Reads the host; changes nothing.
  */
 export function planOci(spec: CellSpec, options: OciBackendOptions): BackendPlan {
   const { image } = spec;
