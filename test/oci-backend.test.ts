@@ -3,7 +3,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { ac, acJson, cellDirOf, inCell, listTree, makeSandbox, type Sandbox } from './helpers.js';
+import { ac, acJson, cellDirOf, inCell, listTree, makeSandbox, startCli, type Sandbox } from './helpers.js';
 import { backendArgs, prepareBackend, TEST_BACKENDS, TEST_IMAGE, TEST_ROOTFS } from './backends-under-test.js';
 
 /**
@@ -22,14 +22,32 @@ interface Receipt {
   changes: { added: number; modified: number; deleted: number };
 }
 
+interface OciPlan {
+  argv: string[];
+  hostMount?: string[];
+  image: { digest: string };
+  dockerApi?: {
+    create: {
+      Env: string[];
+      Image: string;
+      HostConfig: Record<string, unknown> & { CapDrop: string[]; SecurityOpt: string[]; Runtime?: string };
+    };
+  };
+}
+
 function engineOf(backend: string): string {
   return backend === 'podman' ? 'podman' : 'docker';
 }
 
-function isMountPoint(path: string): boolean {
-  return readFileSync('/proc/self/mountinfo', 'utf8')
-    .split('\n')
-    .some((line) => line.split(' ')[4] === path);
+/** Rootless podman's cells mount in podman's user namespace: look there. */
+const ROOTLESS = process.getuid?.() !== 0;
+
+function isMountPoint(path: string, backend?: string): boolean {
+  const mountinfo =
+    backend === 'podman' && ROOTLESS
+      ? spawnSync('podman', ['unshare', 'cat', '/proc/self/mountinfo'], { encoding: 'utf8' }).stdout
+      : readFileSync('/proc/self/mountinfo', 'utf8');
+  return mountinfo.split('\n').some((line) => line.split(' ')[4] === path);
 }
 
 for (const backend of OCI) {
@@ -45,7 +63,7 @@ for (const backend of OCI) {
 
     it('--dry-run prints a hardened engine invocation, with no variable values in it, and writes nothing', () => {
       const before = listTree(sb.root);
-      const plan = acJson<{ plan: { argv: string[]; hostSteps?: { before: string[][] }; image: { digest: string } } }>(
+      const plan = acJson<{ plan: OciPlan }>(
         sb,
         'run',
         ...backendArgs(backend),
@@ -56,21 +74,36 @@ for (const backend of OCI) {
         '--',
         'true',
       );
-      const argv = plan.plan.argv.join(' ');
-      for (const flag of [
-        '--network none',
-        '--cap-drop ALL',
-        '--security-opt no-new-privileges',
-        '--read-only',
-        '--pull never',
-        '--rm',
-      ])
-        assert.ok(argv.includes(flag), `missing ${flag} in ${argv}`);
-      if (backend === 'gvisor') assert.ok(argv.includes('--runtime runsc'), argv);
-      assert.ok(plan.plan.argv.includes('SECRET_VALUE'), 'the variable is passed by name');
-      assert.doesNotMatch(argv, /hunter2/);
-      assert.ok(plan.plan.argv.includes(plan.plan.image.digest), 'the run is pinned to the digest');
-      assert.match(plan.plan.hostSteps?.before[0]?.join(' ') ?? '', /-t overlay overlay/);
+      assert.doesNotMatch(JSON.stringify(plan), /hunter2/);
+      const api = plan.plan.dockerApi;
+      if (backend === 'podman' || !api) {
+        const argv = plan.plan.argv.join(' ');
+        for (const flag of [
+          '--network none',
+          '--cap-drop ALL',
+          '--security-opt no-new-privileges',
+          '--read-only',
+          '--pull never',
+          '--rm',
+        ])
+          assert.ok(argv.includes(flag), `missing ${flag} in ${argv}`);
+        if (backend === 'gvisor') assert.ok(argv.includes('--runtime runsc'), argv);
+        assert.ok(plan.plan.argv.includes('SECRET_VALUE'), 'the variable is passed by name');
+        assert.ok(plan.plan.argv.includes(plan.plan.image.digest), 'the run is pinned to the digest');
+      } else {
+        // docker on its local socket: the same container as API requests (what `docker run` sends).
+        assert.deepEqual(plan.plan.argv, [], 'no CLI runs');
+        const host = api.create.HostConfig;
+        assert.equal(host.NetworkMode, 'none');
+        assert.deepEqual(host.CapDrop, ['ALL']);
+        assert.deepEqual(host.SecurityOpt, ['no-new-privileges']);
+        assert.equal(host.ReadonlyRootfs, true);
+        assert.equal(host.AutoRemove, true);
+        assert.equal(host.Runtime, backend === 'gvisor' ? 'runsc' : undefined);
+        assert.ok(api.create.Env.includes('SECRET_VALUE'), 'the variable is passed by name');
+        assert.equal(api.create.Image, plan.plan.image.digest, 'the run is pinned to the digest');
+      }
+      assert.match(plan.plan.hostMount?.join(' ') ?? '', /-t overlay overlay/);
       assert.deepEqual(listTree(sb.root), before);
     });
 
@@ -93,7 +126,7 @@ for (const backend of OCI) {
       assert.equal(readFileSync(join(sb.workspace, 'src/app.js'), 'utf8'), 'v1\n');
       assert.ok(existsSync(join(sb.workspace, 'old.txt')));
       assert.ok(!existsSync(join(sb.workspace, 'new.txt')));
-      assert.ok(!isMountPoint(join(cellDirOf(sb), 'merged')), 'the host overlay mount is gone after the run');
+      assert.ok(!isMountPoint(join(cellDirOf(sb), 'merged'), backend), 'the host overlay mount is gone after the run');
       const diff = acJson<{ path: string; change: string }[]>(sb, 'diff', '--json');
       assert.deepEqual(diff.map((d) => `${d.change} ${d.path}`).sort(), [
         'added new.txt',
@@ -154,6 +187,60 @@ for (const backend of OCI) {
       if (/resources\.pids not enforced/.test(limited.stderr)) assert.match(limited.stderr, /assurance reduced/);
       else assert.ok(alive(limited.stdout) <= 60, `limited: ${limited.stdout} ${limited.stderr}`);
       assert.ok(alive(free.stdout) > 110, `free: ${free.stdout} ${free.stderr}`);
+    });
+
+    it('runs the image a ref names now: moving the ref to another image is never answered from a stale digest', () => {
+      const engine = engineOf(backend);
+      const ref = `localhost/agentcell/moved-${backend}:${process.pid}`;
+      const idOf = (image: string): string =>
+        spawnSync(engine, ['image', 'inspect', '--format', '{{.Id}}', image], { encoding: 'utf8' })
+          .stdout.trim()
+          .replace(/^sha256:/, '');
+      const digestRun = (): string | undefined => {
+        const r = run('true', ['--image', ref, '--workspace-mode', 'readonly']);
+        assert.equal(r.status, 0, r.stderr);
+        return acJson<Receipt>(sb, 'receipt', 'show', '--format', 'json').image?.digest.replace(/^sha256:/, '');
+      };
+      try {
+        assert.equal(spawnSync(engine, ['tag', TEST_IMAGE, ref]).status, 0);
+        assert.equal(digestRun(), idOf(TEST_IMAGE));
+        assert.equal(digestRun(), idOf(TEST_IMAGE), 'a second run, from the cache where there is one');
+        const file = join(sb.root, `Containerfile.${backend}`);
+        writeFileSync(file, `FROM ${TEST_IMAGE}\nLABEL agentcell.moved=${process.pid}\n`);
+        const built = ac(sb, 'image', 'build', '--from', file, '--engine', engine, '--tag', ref);
+        assert.equal(built.status, 0, built.stderr);
+        assert.notEqual(idOf(ref), idOf(TEST_IMAGE));
+        assert.equal(digestRun(), idOf(ref), 'the run follows the ref to its new image');
+      } finally {
+        spawnSync(engine, ['rmi', '--force', ref], { stdio: 'ignore' });
+      }
+    });
+
+    it('a mount a SIGKILLed agentcell left is dropped by the next run, which leaves none', async () => {
+      const merged = join(cellDirOf(sb), 'merged');
+      const engine = engineOf(backend);
+      const child = startCli(['run', ...backendArgs(backend), '--', 'sleep', '30'], { cwd: sb.workspace, env: sb.env });
+      const containers = (): string[] =>
+        spawnSync(engine, ['ps', '-a', '--format', '{{.Names}}'], { encoding: 'utf8' })
+          .stdout.split('\n')
+          .filter((n) => n.endsWith(`-${String(child.pid)}`));
+      const waitFor = async (what: string, ok: () => boolean, ms: number): Promise<void> => {
+        for (const end = Date.now() + ms; !ok(); await new Promise((r) => setTimeout(r, 100)))
+          if (Date.now() > end) throw new Error(`timed out waiting: ${what}`);
+      };
+      try {
+        await waitFor('the cell', () => isMountPoint(merged, backend) && containers().length > 0, 30_000);
+        child.kill('SIGKILL');
+        await new Promise((r) => child.once('close', r));
+        // The container outlives a SIGKILLed agentcell (the engine runs it): it keeps its overlay.
+        assert.ok(isMountPoint(merged, backend), 'the mount stays for the container still running');
+      } finally {
+        child.kill('SIGKILL');
+        for (const name of containers()) spawnSync(engine, ['rm', '--force', name], { stdio: 'ignore' });
+      }
+      const next = run('cat README.md');
+      assert.equal(next.stdout, 'hello\n', next.stderr);
+      assert.ok(!isMountPoint(merged, backend), 'the next run dropped the old mount and left none');
     });
   });
 }

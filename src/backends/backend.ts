@@ -1,5 +1,6 @@
 import type { BackendName } from '../policy/schema.js';
 import type { CgroupPlan } from './cgroup-limits.js';
+import type { DockerApiPlan } from './docker-api-container.js';
 
 /** A path hidden in the cell: present, empty and unreadable (mode 0000, read-only). */
 export interface MaskSpec {
@@ -33,10 +34,11 @@ export interface CellSpec {
     mode: 'direct' | 'readonly' | 'overlay';
     /**
      * For overlay: the argv prefix that mounts the layers (bwrap), the merged view to bind,
-     * and the host-side mount an OCI engine can see (see host-overlay-mount.ts); the copy
-     * driver mounts nothing (no prefix, no host mount: `merged` is a plain directory).
+     * and the command that holds it mounted on the host, where an OCI engine can see it
+     * (see host-overlay-mount.ts); the copy driver mounts nothing (no prefix, no host
+     * mount: `merged` is a plain directory).
      */
-    overlay?: { argvPrefix: string[]; merged: string; hostMount?: { mount: string[]; unmount: string[] } };
+    overlay?: { argvPrefix: string[]; merged: string; hostMount?: string[] };
   };
   masks: MaskSpec[];
   /** Existing workspace paths bound read-only over a writable workspace. */
@@ -81,7 +83,10 @@ export interface PlannedFd {
 /** The exact invocation `run` performs; `--dry-run` prints it. */
 export interface BackendPlan {
   backend: BackendName;
+  /** The process the run starts (empty when it talks to the engine's API instead: `dockerApi`). */
   argv: string[];
+  /** docker and gvisor on a local daemon: the Docker Engine API requests the run sends instead of `argv`. */
+  dockerApi?: DockerApiPlan;
   /** The environment the backend process (and so the cell) receives. */
   env: Record<string, string>;
   fds: PlannedFd[];
@@ -89,8 +94,11 @@ export interface BackendPlan {
   gaps: string[];
   /** Cgroups the run creates for pids and memory limits, when it has any. */
   cgroups?: CgroupPlan;
-  /** Host commands run before and after `argv` (OCI: the workspace overlay's mount). */
-  hostSteps?: { before: string[][]; after: string[][] };
+  /**
+   * OCI: a host command that mounts the workspace overlay before `argv` runs and holds it
+   * until the run ends (see host-overlay-mount.ts).
+   */
+  hostMount?: string[];
 }
 
 export interface RunOutcome {

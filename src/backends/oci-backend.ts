@@ -7,6 +7,11 @@ import { findExecutable } from '../find-executable.js';
 import type { Backend, BackendPlan, BackendProbe, CellSpec, MaskSpec, RunOutcome } from './backend.js';
 import { engineEnvironment, probeEngine, probeRunscRuntime, type OciEngine } from './oci-engine.js';
 import { superviseProcess } from './supervise-process.js';
+import { holdHostMount } from './hold-host-mount.js';
+import { dockerApiPlan } from './docker-api-container.js';
+import { runDockerApi } from './docker-api-run.js';
+import { dockerSocketPath } from './docker-socket.js';
+import { runArgs, type OciContainer } from './oci-container.js';
 
 /** The backends built on an OCI engine: the engine itself, or gVisor's runsc through it. */
 export type OciBackendName = 'podman' | 'docker' | 'gvisor';
@@ -53,44 +58,37 @@ function probeOci(options: OciBackendOptions): BackendProbe {
  * capability dropped, no-new-privileges, a read-only image with tmpfs scratch dirs and
  * an empty home, the workspace (or its overlay, mounted on the host: see
  * host-overlay-mount.ts) bound at its own path, masks and control-plane paths bound over
- * it. Values of the cell's variables are not in argv: `-e NAME` makes the engine CLI
- * copy them from its own environment, which `plan.env` is. Reads the host; changes nothing.
+ * it. Said as `ENGINE run` argv, or for docker on a local socket as the API requests that
+ * command sends (docker-api-container.ts). Values of the cell's variables are in neither:
+ * `-e NAME` makes the engine CLI copy them from its own environment, and the API run fills
+ * the named `Env` in the same way, from `plan.env`. Reads the host; changes nothing.
  */
 export function planOci(spec: CellSpec, options: OciBackendOptions): BackendPlan {
   const { image } = spec;
   if (!image) throw new Error('an OCI cell needs a resolved image');
-  const engine = findExecutable(options.engine, engineEnvironment(options.hostEnv)) ?? options.engine;
+  const engineEnv = engineEnvironment(options.hostEnv);
+  const engine = findExecutable(options.engine, engineEnv) ?? options.engine;
   const gaps: string[] = [];
-  const args = [engine, 'run', '--rm', '-i', '--pull', 'never'];
-  if (spec.tty) args.push('-t');
-  if (options.runtime) args.push('--runtime', options.runtime);
   const hostname = hostnameFor(spec.cell);
-  args.push('--name', `agentcell-${hostname}-${process.pid}`, '--hostname', hostname);
-  if (spec.network !== 'open') args.push('--network', 'none');
-  args.push('--cap-drop', 'ALL', '--security-opt', 'no-new-privileges');
-  if (!spec.seccomp) args.push('--security-opt', 'seccomp=unconfined');
-  args.push('--read-only');
-
   const user = cellUser(spec, options, gaps);
-  args.push(...user.args);
   // exec, as on bwrap: build tools and agents run what they write to /tmp and $HOME (engines default to noexec).
-  args.push('--tmpfs', '/tmp:mode=1777,exec', '--tmpfs', '/var/tmp:mode=1777,exec', '--tmpfs', '/run');
+  const tmpfs: OciContainer['tmpfs'] = [
+    ['/tmp', 'mode=1777,exec'],
+    ['/var/tmp', 'mode=1777,exec'],
+    ['/run', ''],
+  ];
   // Every home disappears; the cell's own is empty, private and the cell user's.
-  for (const dir of ['/home', '/root']) if (dir !== spec.home) args.push('--tmpfs', dir);
-  args.push('--tmpfs', `${checkPath(spec.home)}:${homeOptions(user, options)},exec`);
+  for (const dir of ['/home', '/root']) if (dir !== spec.home) tmpfs.push([dir, '']);
+  tmpfs.push([checkPath(spec.home), `${homeOptions(user, options)},exec`]);
 
   const { pids, memoryBytes, cpus } = spec.limits;
-  if (pids !== undefined) args.push('--pids-limit', String(pids));
   if (pids !== undefined && options.runtime === 'runsc')
     gaps.push(`resources.pids = ${pids} also counts gVisor's own threads (the sandbox needs about 30 to start)`);
-  if (memoryBytes !== undefined) args.push('--memory', String(memoryBytes));
-  if (cpus !== undefined) args.push('--cpus', String(cpus));
   if (options.engine === 'podman' && options.hostUid !== 0) gaps.push(...rootlessLimitGaps(spec, engine, options));
-  // podman asks runc for ulimits above what this process may grant unless told.
-  if (options.engine === 'podman') for (const limit of currentUlimits()) args.push('--ulimit', limit);
 
+  const binds: string[] = [];
   const bind = (source: string, target: string, mode: 'ro' | 'rw'): void => {
-    args.push('-v', `${checkPath(source)}:${checkPath(target)}${mode === 'ro' ? ':ro' : ''}`);
+    binds.push(`${checkPath(source)}:${checkPath(target)}${mode === 'ro' ? ':ro' : ''}`);
   };
   const { workspace } = spec;
   if (workspace.overlay) bind(workspace.overlay.merged, workspace.path, 'rw');
@@ -109,33 +107,54 @@ export function planOci(spec: CellSpec, options: OciBackendOptions): BackendPlan
     if ('bind' in egress.node) bind(egress.node.bind, CELL_BRIDGE_NODE, 'ro');
     argv = withBridge('bind' in egress.node ? CELL_BRIDGE_NODE : egress.node.path, spec.argv);
   }
-  for (const name of Object.keys(spec.env).sort()) args.push('-e', name);
-  args.push('-w', spec.cwd);
   const [command, ...rest] = argv;
   if (command === undefined) throw new Error('empty command');
-  // The image's own entrypoint never runs: the cell runs exactly the command asked for.
-  args.push('--entrypoint', command, image.digest, ...rest);
+  const container: OciContainer = {
+    name: `agentcell-${hostname}-${process.pid}`,
+    hostname,
+    tty: spec.tty,
+    networkNone: spec.network !== 'open',
+    seccompUnconfined: !spec.seccomp,
+    user: `${user.uid}:${user.gid}`,
+    tmpfs,
+    // podman asks runc for ulimits above what this process may grant unless told.
+    ulimits: options.engine === 'podman' ? currentUlimits() : [],
+    binds,
+    env: Object.keys(spec.env).sort(),
+    workdir: spec.cwd,
+    entrypoint: command,
+    image: image.digest,
+    args: rest,
+  };
+  if (options.runtime) container.runtime = options.runtime;
+  if (user.userns) container.userns = user.userns;
+  if (pids !== undefined) container.pidsLimit = pids;
+  if (memoryBytes !== undefined) container.memoryBytes = memoryBytes;
+  if (cpus !== undefined) container.cpus = cpus;
 
+  // docker's own API when the CLI would reach a local socket: the same requests, without the CLI's start-up.
+  const socket = options.engine === 'docker' ? dockerSocketPath(engineEnv) : undefined;
   const plan: BackendPlan = {
     backend: options.name,
-    argv: args,
-    env: { ...engineEnvironment(options.hostEnv), ...spec.env },
+    argv: socket ? [] : [engine, ...runArgs(container)],
+    env: { ...engineEnv, ...spec.env },
     fds: [],
     gaps,
   };
+  if (socket) plan.dockerApi = dockerApiPlan(container, socket);
   if (workspace.overlay?.hostMount) {
-    const { mount, unmount } = workspace.overlay.hostMount;
     // Rootless podman's containers see the mounts of its own user namespace: mount there.
     const via = options.engine === 'podman' && options.hostUid !== 0 ? [engine, 'unshare'] : [];
-    plan.hostSteps = { before: [[...via, ...mount]], after: [[...via, ...unmount]] };
+    plan.hostMount = [...via, ...workspace.overlay.hostMount];
   }
   return plan;
 }
 
 interface CellUser {
-  args: string[];
   uid: number;
   gid: number;
+  /** Rootless podman: how the user namespace maps the cell user. */
+  userns?: string;
 }
 
 /**
@@ -151,8 +170,7 @@ function cellUser(spec: CellSpec, options: OciBackendOptions, gaps: string[]): C
   const { hostUid, hostGid } = options;
   if (options.engine === 'podman' && hostUid !== 0) {
     // Rootless: podman's user namespace maps container root to the host user.
-    const keep = uid === 0 ? [] : ['--userns', `keep-id:uid=${uid},gid=${gid}`];
-    return { args: [...keep, '--user', `${uid}:${gid}`], uid, gid };
+    return uid === 0 ? { uid, gid } : { uid, gid, userns: `keep-id:uid=${uid},gid=${gid}` };
   }
   if (uid !== 0 && uid !== hostUid)
     gaps.push(
@@ -160,7 +178,7 @@ function cellUser(spec: CellSpec, options: OciBackendOptions, gaps: string[]): C
     );
   const cellUid = uid === 0 ? 0 : hostUid;
   const cellGid = uid === 0 ? 0 : hostGid;
-  return { args: ['--user', `${cellUid}:${cellGid}`], uid: cellUid, gid: cellGid };
+  return { uid: cellUid, gid: cellGid };
 }
 
 /**
@@ -241,15 +259,18 @@ function hostnameFor(cell: string): string {
 }
 
 async function runOci(spec: CellSpec, plan: BackendPlan, options: OciBackendOptions): Promise<RunOutcome> {
-  const [executable, ...args] = plan.argv;
-  if (executable === undefined) throw new Error('empty OCI plan');
   makeMaskSources(options.maskDir);
   // The container's user is not agentcell's: the socket's private directory is the guard
   // on the host (0700), and the cell binds the socket file itself.
   if (spec.egress) chmodSync(spec.egress.socketPath, 0o666);
   const env = engineEnvironment(options.hostEnv);
-  for (const step of plan.hostSteps?.before ?? []) runHostStep(step, env);
+  // Awaited here, so the run's own bookkeeping (receipt key, git state) goes on while the host mounts.
+  const mount = plan.hostMount && (await holdHostMount(plan.hostMount, env));
   try {
+    if (plan.dockerApi)
+      return await runDockerApi(plan.dockerApi, { tty: spec.tty, timeoutMs: spec.limits.timeoutMs, env: plan.env });
+    const [executable, ...args] = plan.argv;
+    if (executable === undefined) throw new Error('empty OCI plan');
     const child = spawn(executable, args, { env: plan.env, stdio: 'inherit', detached: !spec.tty });
     // The engine CLI forwards the signals it gets to the container (its sig-proxy).
     const outcome = await superviseProcess(child, {
@@ -261,20 +282,7 @@ async function runOci(spec: CellSpec, plan: BackendPlan, options: OciBackendOpti
     if (outcome.timedOut || outcome.signal !== undefined) removeContainer(executable, plan.argv, env);
     return outcome;
   } finally {
-    for (const step of plan.hostSteps?.after ?? []) runHostStep(step, env, false);
-  }
-}
-
-function runHostStep(argv: string[], env: Record<string, string>, required = true): void {
-  const [command, ...args] = argv;
-  if (command === undefined) return;
-  const result = spawnSync(command, args, { env, encoding: 'utf8', stdio: ['ignore', 'ignore', 'pipe'] });
-  if (required && result.status !== 0) {
-    const reason = (result.error?.message ?? result.stderr.trim()) || `exit ${String(result.status)}`;
-    throw new AgentcellError(
-      'BACKEND_UNAVAILABLE',
-      `cannot prepare the cell on the host (${reason}); an overlay workspace on docker needs root on the host (or rootless podman): use --workspace-mode direct or --backend bwrap`,
-    );
+    await mount?.release();
   }
 }
 

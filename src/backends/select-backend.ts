@@ -3,7 +3,8 @@ import type { BackendName } from '../policy/schema.js';
 import type { Backend } from './backend.js';
 import { createBwrapBackend } from './bwrap-backend.js';
 import { createOciBackend } from './oci-backend.js';
-import { engineEnvironment, inspectImageAsync, type OciEngine } from './oci-engine.js';
+import { lookupImageDigest, type DigestLookup } from './image-digest.js';
+import { engineEnvironment, type OciEngine } from './oci-engine.js';
 import { AgentcellError } from '../errors.js';
 
 export interface BackendContext {
@@ -38,24 +39,33 @@ export function engineOf(name: BackendName): OciEngine | undefined {
   return name === 'bwrap' ? undefined : name === 'gvisor' ? 'docker' : name;
 }
 
+export interface ResolvedCellImage {
+  image: { ref: string; digest: string };
+  /** What the lookup learned, for a run (never a dry run) to save. */
+  cacheUpdate?: DigestLookup['cacheUpdate'];
+}
+
 /**
  * The image an OCI cell runs, pinned to its digest before anything starts (the run uses
  * the digest, the receipt records both). Undefined for bwrap. Reads the engine's image
- * store only; asynchronous so a run can look it up while it scans the workspace.
+ * store only (see image-digest.ts); asynchronous so a run can look it up while it scans
+ * the workspace.
  */
 export async function resolveCellImage(
   name: BackendName,
   ref: string | undefined,
   hostEnv: NodeJS.ProcessEnv,
-): Promise<{ ref: string; digest: string } | undefined> {
+  stateDir: string,
+): Promise<ResolvedCellImage | undefined> {
   const engine = engineOf(name);
   if (engine === undefined) return undefined;
   const image = ref ?? DEFAULT_CELL_IMAGE;
-  const digest = await inspectImageAsync(engine, image, engineEnvironment(hostEnv));
+  const uid = process.getuid?.() ?? 1000;
+  const { digest, cacheUpdate } = await lookupImageDigest(engine, image, engineEnvironment(hostEnv), stateDir, uid);
   if (digest === undefined)
     throw new AgentcellError(
       'BACKEND_UNAVAILABLE',
       `${engine} has no image ${image}: build one with agentcell image build --from ROOTFS_DIR --tag ${image} --engine ${engine} (or set cell.image / --image)`,
     );
-  return { ref: image, digest };
+  return cacheUpdate ? { image: { ref: image, digest }, cacheUpdate } : { image: { ref: image, digest } };
 }

@@ -2,9 +2,16 @@ import type { ChildProcess } from 'node:child_process';
 import { constants } from 'node:os';
 import type { RunOutcome } from './backend.js';
 
-const FORWARDED: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2'];
+export const FORWARDED_SIGNALS: readonly NodeJS.Signals[] = [
+  'SIGINT',
+  'SIGTERM',
+  'SIGHUP',
+  'SIGQUIT',
+  'SIGUSR1',
+  'SIGUSR2',
+];
 /** After a timeout's SIGTERM, how long the command gets before the cell is killed. */
-const KILL_GRACE_MS = 5000;
+export const KILL_GRACE_MS = 5000;
 export const TIMEOUT_EXIT_CODE = 124;
 
 export interface SuperviseOptions {
@@ -41,7 +48,7 @@ export function superviseProcess(child: ChildProcess, options: SuperviseOptions)
       }
     };
     const handlers = new Map<NodeJS.Signals, () => void>();
-    for (const signal of FORWARDED) {
+    for (const signal of FORWARDED_SIGNALS) {
       const handler = (): void => {
         if (options.tty && signal === 'SIGINT') return;
         signalCommand(signal);

@@ -3,6 +3,7 @@ import { homedir } from 'node:os';
 import { isAbsolute, join, relative, resolve, sep } from 'node:path';
 import type { Backend, BackendPlan, CellEgress, CellSpec, ExtraMount } from '../backends/backend.js';
 import { createBackend, resolveCellImage } from '../backends/select-backend.js';
+import type { PodmanDigestCache } from '../backends/podman-digest-cache.js';
 import { AgentcellError } from '../errors.js';
 import { readJsonFile } from '../read-json-file.js';
 import type { AgentcellPaths } from '../paths.js';
@@ -90,6 +91,8 @@ export interface PreparedRun {
   policySource?: { options: CellOptions; cwd: string };
   /** The secret scan's cache, to be saved when the run goes ahead. */
   scanCache?: { path: string; cache: SecretScanCache };
+  /** The image digest cache (podman), to be saved when the run goes ahead. */
+  digestCache?: { path: string; cache: PodmanDigestCache };
   /** An agent run: its toolchain and seeded home, readied by `readyAgent` before the run. */
   agent?: PreparedAgent;
 }
@@ -106,7 +109,7 @@ export async function prepareRun(request: RunRequest): Promise<PreparedRun> {
   assertModeAllows(policy, (key) => sourceOf(resolved, key));
   assertBuilt(policy, resolved);
   // Started now, read when planning: the engine answers while the workspace is scanned.
-  const imageLookup = resolveCellImage(policy.cell.backend, policy.cell.image, hostEnv);
+  const imageLookup = resolveCellImage(policy.cell.backend, policy.cell.image, hostEnv, request.paths.state);
   imageLookup.catch(() => undefined); // awaited below; a failure before then must not go unhandled
 
   const home = hostEnv['HOME'] ?? homedir();
@@ -215,7 +218,7 @@ export async function prepareRun(request: RunRequest): Promise<PreparedRun> {
   if (spec.argv.length === 0)
     throw new AgentcellError('USAGE', 'no command given: agentcell run [options] -- COMMAND [ARGS...]');
   const image = await imageLookup;
-  if (image) spec.image = image;
+  if (image) spec.image = image.image;
   const backend = createBackend(policy.cell.backend, { stateDir: request.paths.state, hostEnv });
   const plan = backend.plan(spec);
   timer.mark('plan');
@@ -244,6 +247,7 @@ export async function prepareRun(request: RunRequest): Promise<PreparedRun> {
   if (agent) prepared.agent = agent.agent;
   // Written by the run, not here: a dry run leaves no state behind.
   if (scan.changed) prepared.scanCache = { path: scanCacheFile, cache: scan.cache };
+  if (image?.cacheUpdate) prepared.digestCache = image.cacheUpdate;
   return prepared;
 }
 
@@ -385,8 +389,7 @@ function withDriver(stack: LayerStack, paths: AgentcellPaths, hostEnv: NodeJS.Pr
 export function workspaceOverlay(stack: LayerStack, workspace: string): NonNullable<CellSpec['workspace']['overlay']> {
   if (stack.driver === 'copy') return { argvPrefix: [], merged: stack.merged };
   const { argvPrefix, merged } = overlayWrapper(stack, workspace, requireOverlayTools());
-  const { mount, unmount } = hostOverlayMount(stack, workspace);
-  return { argvPrefix, merged, hostMount: { mount, unmount } };
+  return { argvPrefix, merged, hostMount: hostOverlayMount(stack, workspace).hold };
 }
 
 function requireOverlayTools(): OverlayTools {

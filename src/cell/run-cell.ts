@@ -1,9 +1,8 @@
-import { mkdirSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
-import { dirname } from 'node:path';
-import type { SecretScanCache } from '../workspace/secret-scan.js';
+import { readdirSync } from 'node:fs';
 import type { RunOutcome } from '../backends/backend.js';
 import { AGENTCELL_VERSION } from '../version.js';
 import { captureCopy, materializeCopy } from '../workspace/overlay/copy-driver.js';
+import { writeJsonCache } from '../write-json-cache.js';
 import { countChanges } from '../workspace/overlay/layer-diff.js';
 import { AgentcellError } from '../errors.js';
 import type { AgentcellPaths } from '../paths.js';
@@ -79,7 +78,8 @@ export async function runPrepared(
       }
       onStart();
       const running = runBackend(prepared);
-      if (prepared.scanCache) saveScanCache(prepared.scanCache.path, prepared.scanCache.cache);
+      if (prepared.scanCache) writeJsonCache(prepared.scanCache.path, prepared.scanCache.cache);
+      if (prepared.digestCache) writeJsonCache(prepared.digestCache.path, prepared.digestCache.cache);
       gitBefore ??= readGitState(prepared.workspace);
       // While the command runs: load the signing key and receipt any run a killed agentcell left.
       store = await openReceipts(paths, tx);
@@ -210,16 +210,4 @@ function replanIfLayersChanged(prepared: PreparedRun, stack: LayerStack): void {
   if (prepared.spec.workspace.overlay?.argvPrefix.join('\0') === overlay.argvPrefix.join('\0')) return;
   prepared.spec.workspace.overlay = overlay;
   prepared.plan = prepared.backend.plan(prepared.spec);
-}
-
-/** Best effort: a cache that cannot be written only costs the next run a full scan. */
-function saveScanCache(path: string, cache: SecretScanCache): void {
-  try {
-    mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-    const temp = `${path}.${process.pid}`;
-    writeFileSync(temp, JSON.stringify(cache));
-    renameSync(temp, path);
-  } catch {
-    // read-only state dir
-  }
 }

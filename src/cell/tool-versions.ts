@@ -1,8 +1,9 @@
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, renameSync, statSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { statSync } from 'node:fs';
+import { join } from 'node:path';
 import { findExecutable } from '../find-executable.js';
 import { readJsonFile } from '../read-json-file.js';
+import { writeJsonCache } from '../write-json-cache.js';
 
 interface CachedVersion {
   path: string;
@@ -31,14 +32,7 @@ export function toolVersion(
   const result = spawnSync(path, ['--version'], { encoding: 'utf8', timeout: 3000 });
   const version = result.status === 0 ? parse(result.stdout) : 'unknown';
   cache[tool] = { path, mtimeMs: stat.mtimeMs, size: stat.size, version };
-  try {
-    mkdirSync(dirname(cacheFile), { recursive: true });
-    const temp = `${cacheFile}.${process.pid}`;
-    writeFileSync(temp, JSON.stringify(cache));
-    renameSync(temp, cacheFile);
-  } catch {
-    // a read-only state dir only costs the next run a spawn
-  }
+  writeJsonCache(cacheFile, cache);
   return version;
 }
 

@@ -2,6 +2,7 @@ import type { Assurance } from '../policy/assurance.js';
 import type { PreparedAgent } from '../agents/prepare-agent.js';
 import type { PreparedRun } from '../cell/prepare-run.js';
 import { inspectionSummary } from '../cell/plan-inspection.js';
+import type { DockerApiPlan } from '../backends/docker-api-container.js';
 
 /** Quote for a POSIX shell only where needed, so a printed plan can be pasted. */
 export function shellQuote(word: string): string {
@@ -46,7 +47,8 @@ export function dryRunJson(p: PreparedRun): Record<string, unknown> {
       fds: p.plan.fds,
       gaps: p.plan.gaps,
       env: Object.keys(p.plan.env).sort(),
-      ...(p.plan.hostSteps ? { hostSteps: p.plan.hostSteps } : {}),
+      ...(p.plan.hostMount ? { hostMount: p.plan.hostMount } : {}),
+      ...(p.plan.dockerApi ? { dockerApi: p.plan.dockerApi } : {}),
       ...(p.spec.image ? { image: p.spec.image } : {}),
     },
     ...(p.agent ? { agent: p.agent } : {}),
@@ -56,9 +58,14 @@ export function dryRunJson(p: PreparedRun): Record<string, unknown> {
 
 export function dryRunText(p: PreparedRun): string {
   const lines = [bannerLine(p), ''];
-  for (const step of p.plan.hostSteps?.before ?? []) lines.push('first, on the host:', formatArgv(step), '');
-  lines.push('would run:', formatArgv(p.plan.argv), '');
-  for (const step of p.plan.hostSteps?.after ?? []) lines.push('then, on the host:', formatArgv(step), '');
+  if (p.plan.hostMount)
+    lines.push(
+      'first, on the host (mounts, then holds the mount until the run ends):',
+      formatArgv(p.plan.hostMount),
+      '',
+    );
+  if (p.plan.dockerApi) lines.push(...dockerApiLines(p.plan.dockerApi), '');
+  else lines.push('would run:', formatArgv(p.plan.argv), '');
   if (p.spec.image) lines.push(`image: ${p.spec.image.ref} (${p.spec.image.digest})`);
   lines.push(`environment (names): ${Object.keys(p.plan.env).sort().join(' ')}`);
   for (const fd of p.plan.fds) lines.push(`fd ${fd.fd}: ${fd.purpose}`);
@@ -91,6 +98,17 @@ function agentLine(agent: PreparedAgent): string {
  * One option and its values per line, each wrapped program (after a bare `--`) starting
  * a line of its own: readable, and still pasteable into a shell.
  */
+/** The Docker Engine API requests, in order; variables by name (the run sends each value). */
+function dockerApiLines(api: DockerApiPlan): string[] {
+  const body = JSON.stringify(api.create, null, 2).replace(/\n/g, '\n  ');
+  return [
+    `would send to the Docker Engine API at ${api.socket}:`,
+    `  POST ${api.createPath}`,
+    `  ${body}`,
+    ...[api.attachPath, api.waitPath, api.startPath].map((path) => `  POST ${path}`),
+  ];
+}
+
 function formatArgv(argv: readonly string[]): string {
   const lines: string[][] = [];
   const last = argv.lastIndexOf('--');

@@ -1,13 +1,22 @@
 import type { LayerStack } from './layer-stack.js';
 import { layerDirName } from './layer-stack.js';
 
-/** The commands that mount a cell's layer stack on the host for a run and unmount it after. */
+/** The command that holds a cell's layer stack mounted on the host for the length of a run. */
 export interface HostOverlayMount {
   /** Where the merged view appears on the host, to bind at the workspace's path in the container. */
   merged: string;
-  mount: string[];
-  unmount: string[];
+  /**
+   * Mounts, prints {@link HOST_MOUNT_READY} once the mount is in place, then holds it until
+   * it reads {@link HOST_MOUNT_RELEASE} and unmounts it, lazily: a container runtime that
+   * has not quite let go must not leave the mount behind.
+   */
+  hold: string[];
 }
+
+/** The line the held mount prints when the engine may bind it. */
+export const HOST_MOUNT_READY = 'mounted';
+/** The line that ends the hold, once the engine is done with the mount. */
+export const HOST_MOUNT_RELEASE = 'release';
 
 /**
  * An OCI engine resolves bind sources in its own mount namespace (dockerd is a daemon;
@@ -17,16 +26,22 @@ export interface HostOverlayMount {
  * bwrap cells write them), at the cell's `merged` dir for the length of the run. That
  * needs root on the host, which rootful engines imply anyway.
  *
- * As in overlay-mount.ts, the script works in the cell dir and hands the workspace to
- * the kernel as `/proc/self/fd/9`, so no character of its path needs escaping. A mount
- * a killed run left behind is dropped first. A failed mount exits 125.
+ * One process mounts and unmounts, so the run spawns nothing more at its end. If agentcell
+ * dies instead of releasing it (its end of the pipe closes without the word), the mount
+ * stays: the engine may still be starting the container, which must find the overlay, not
+ * the empty dir under it. A mount a killed run left behind is dropped before the next
+ * mount. As in overlay-mount.ts, the script works in the cell dir and hands the workspace
+ * to the kernel as `/proc/self/fd/9`, so no character of its path needs escaping. A
+ * failed mount exits 125.
  */
-const MOUNT_SCRIPT = [
+const HOLD_SCRIPT = [
   'cd "$2" || exit 125',
   'if mountpoint -q merged; then umount -l merged || exit 125; fi',
   'if ! "$1" -t overlay overlay -o "lowerdir=$4/proc/self/fd/9,upperdir=upper,workdir=work,userxattr" merged 9<"$3"; then',
   '  echo "agentcell-overlay: cannot mount the workspace overlay in $2" >&2; exit 125',
   'fi',
+  `echo ${HOST_MOUNT_READY}`,
+  `if read -r line && [ "$line" = ${HOST_MOUNT_RELEASE} ]; then umount --lazy merged; fi`,
 ].join('\n');
 
 export function hostOverlayMount(stack: LayerStack, workspace: string): HostOverlayMount {
@@ -34,8 +49,6 @@ export function hostOverlayMount(stack: LayerStack, workspace: string): HostOver
   const lowers = stack.layers.map((l) => `layers/${layerDirName(l)}:`).reverse();
   return {
     merged: stack.merged,
-    mount: ['/bin/sh', '-c', MOUNT_SCRIPT, 'agentcell-overlay', 'mount', stack.cellDir, workspace, lowers.join('')],
-    // Lazy: a container runtime that has not quite let go must not leave the mount behind.
-    unmount: ['umount', '--lazy', stack.merged],
+    hold: ['/bin/sh', '-c', HOLD_SCRIPT, 'agentcell-overlay', 'mount', stack.cellDir, workspace, lowers.join('')],
   };
 }

@@ -1,0 +1,60 @@
+/**
+ * One cell container as the OCI backend decides it, before it is said to an engine:
+ * as podman CLI arguments, or as a Docker Engine API request (docker-api-container.ts).
+ * Both say exactly these fields and nothing else, so the two stay equivalent.
+ */
+export interface OciContainer {
+  name: string;
+  hostname: string;
+  /** `--runtime` (gvisor: runsc). */
+  runtime?: string;
+  tty: boolean;
+  /** false only for network = open (the host's network). */
+  networkNone: boolean;
+  /** Besides `--cap-drop ALL`, no-new-privileges and a read-only image, which every cell gets. */
+  seccompUnconfined: boolean;
+  /** `--user UID:GID`. */
+  user: string;
+  /** Rootless podman: `--userns keep-id:…`. */
+  userns?: string;
+  /** Mount point and tmpfs options (empty: the engine's). */
+  tmpfs: [target: string, options: string][];
+  pidsLimit?: number;
+  memoryBytes?: number;
+  cpus?: number;
+  /** `nofile=SOFT:HARD` and the like. */
+  ulimits: string[];
+  /** `SOURCE:TARGET[:ro]`. */
+  binds: string[];
+  /** Variables by name: values come from the plan's env, never from the plan's text. */
+  env: string[];
+  workdir: string;
+  entrypoint: string;
+  image: string;
+  args: string[];
+}
+
+/** The container as `ENGINE run` arguments (after the executable). */
+export function runArgs(c: OciContainer): string[] {
+  const args = ['run', '--rm', '-i', '--pull', 'never'];
+  if (c.tty) args.push('-t');
+  if (c.runtime) args.push('--runtime', c.runtime);
+  args.push('--name', c.name, '--hostname', c.hostname);
+  if (c.networkNone) args.push('--network', 'none');
+  args.push('--cap-drop', 'ALL', '--security-opt', 'no-new-privileges');
+  if (c.seccompUnconfined) args.push('--security-opt', 'seccomp=unconfined');
+  args.push('--read-only');
+  if (c.userns) args.push('--userns', c.userns);
+  args.push('--user', c.user);
+  for (const [target, options] of c.tmpfs) args.push('--tmpfs', options ? `${target}:${options}` : target);
+  if (c.pidsLimit !== undefined) args.push('--pids-limit', String(c.pidsLimit));
+  if (c.memoryBytes !== undefined) args.push('--memory', String(c.memoryBytes));
+  if (c.cpus !== undefined) args.push('--cpus', String(c.cpus));
+  for (const limit of c.ulimits) args.push('--ulimit', limit);
+  for (const bind of c.binds) args.push('-v', bind);
+  for (const name of c.env) args.push('-e', name);
+  args.push('-w', c.workdir);
+  // The image's own entrypoint never runs: the cell runs exactly the command asked for.
+  args.push('--entrypoint', c.entrypoint, c.image, ...c.args);
+  return args;
+}
