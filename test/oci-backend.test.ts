@@ -216,7 +216,7 @@ for (const backend of OCI) {
       }
     });
 
-    it('a mount a SIGKILLed agentcell left is dropped by the next run, which leaves none', async () => {
+    it('a SIGKILLed agentcell’s container is removed by its watchdog; the mount it left, by the next run', async () => {
       const merged = join(cellDirOf(sb), 'merged');
       const engine = engineOf(backend);
       const child = startCli(['run', ...backendArgs(backend), '--', 'sleep', '30'], { cwd: sb.workspace, env: sb.env });
@@ -232,8 +232,10 @@ for (const backend of OCI) {
         await waitFor('the cell', () => isMountPoint(merged, backend) && containers().length > 0, 30_000);
         child.kill('SIGKILL');
         await new Promise((r) => child.once('close', r));
-        // The container outlives a SIGKILLed agentcell (the engine runs it): it keeps its overlay.
-        assert.ok(isMountPoint(merged, backend), 'the mount stays for the container still running');
+        // The engine, not agentcell, runs the container: without the watchdog it would sleep on (invariant 7).
+        await waitFor('the watchdog to remove the container', () => containers().length === 0, 30_000);
+        // The mount is never dropped under a container the engine may still be starting.
+        assert.ok(isMountPoint(merged, backend), 'the mount stays until the next run');
       } finally {
         child.kill('SIGKILL');
         for (const name of containers()) spawnSync(engine, ['rm', '--force', name], { stdio: 'ignore' });

@@ -6,6 +6,7 @@ import { CELL_BRIDGE_NODE, CELL_BRIDGE_SCRIPT, CELL_EGRESS_SOCKET, withBridge } 
 import { findExecutable } from '../find-executable.js';
 import type { Backend, BackendPlan, BackendProbe, CellSpec, MaskSpec, RunOutcome } from './backend.js';
 import { engineEnvironment, probeEngine, probeRunscRuntime, type OciEngine } from './oci-engine.js';
+import { startRunWatchdog } from './run-watchdog.js';
 import { superviseProcess } from './supervise-process.js';
 import { holdHostMount } from './hold-host-mount.js';
 import { dockerApiPlan } from './docker-api-container.js';
@@ -264,6 +265,10 @@ async function runOci(spec: CellSpec, plan: BackendPlan, options: OciBackendOpti
   // on the host (0700), and the cell binds the socket file itself.
   if (spec.egress) chmodSync(spec.egress.socketPath, 0o666);
   const env = engineEnvironment(options.hostEnv);
+  // The container outlives a SIGKILLed agentcell (the engine runs it, not us): removed then by a watchdog.
+  const nameAt = plan.argv.indexOf('--name');
+  const name = plan.dockerApi?.name ?? (nameAt >= 0 ? plan.argv[nameAt + 1] : undefined);
+  const watchdog = name !== undefined ? startRunWatchdog([[options.engine, 'rm', '--force', name]], env) : undefined;
   // Awaited here, so the run's own bookkeeping (receipt key, git state) goes on while the host mounts.
   const mount = plan.hostMount && (await holdHostMount(plan.hostMount, env));
   try {
@@ -282,6 +287,7 @@ async function runOci(spec: CellSpec, plan: BackendPlan, options: OciBackendOpti
     if (outcome.timedOut || outcome.signal !== undefined) removeContainer(executable, plan.argv, env);
     return outcome;
   } finally {
+    watchdog?.disarm();
     await mount?.release();
   }
 }
