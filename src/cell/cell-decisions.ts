@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { AgentcellError } from '../errors.js';
 import type { AgentcellPaths } from '../paths.js';
 import { decisionDraft, type Decision, type Receipt } from '../receipts/receipt.js';
-import { appendReceipt, latestReceipt, listReceipts, type ReceiptStore } from '../receipts/receipt-store.js';
+import { appendReceipt, receiptsNewestFirst, type ReceiptStore } from '../receipts/receipt-store.js';
 import { planAccept, type AcceptResult } from '../workspace/accept-changes.js';
 import { countChanges, diffLayers, type LayerChange, type LayerEntry } from '../workspace/overlay/layer-diff.js';
 import {
@@ -201,18 +201,17 @@ async function decide(
 
 /** The runs whose changes are still in the cell: those after the last accept or restore. */
 function undecidedRuns(dir: string): Receipt[] {
-  const receipts = listReceipts(dir);
-  const lastSettled = receipts.findLastIndex((r) => r.kind === 'decision' && r.decision !== 'forked');
-  return receipts.slice(lastSettled + 1).filter((r) => r.kind === 'run');
+  const runs: Receipt[] = [];
+  for (const receipt of receiptsNewestFirst(dir)) {
+    if (receipt.kind === 'decision' && receipt.decision !== 'forked') break;
+    if (receipt.kind === 'run') runs.unshift(receipt);
+  }
+  return runs;
 }
 
 function latestRun(store: ReceiptStore): Receipt | undefined {
-  const latest = latestReceipt(store.cellDir);
-  if (!latest) return undefined;
-  if (latest.kind === 'run') return latest;
-  return listReceipts(store.cellDir)
-    .filter((r) => r.kind === 'run')
-    .at(-1);
+  for (const receipt of receiptsNewestFirst(store.cellDir)) if (receipt.kind === 'run') return receipt;
+  return undefined;
 }
 
 function topLayer(stack: LayerStack): string | null {

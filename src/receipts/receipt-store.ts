@@ -69,6 +69,12 @@ export function listReceipts(cellDir: string): Receipt[] {
   return listReceiptFiles(cellDir).map(readReceiptFile);
 }
 
+/** The cell's receipts, newest first, each read only when asked for: the recent past costs what it is, not the chain. */
+export function* receiptsNewestFirst(cellDir: string): Generator<Receipt> {
+  const files = listReceiptFiles(cellDir);
+  for (let i = files.length - 1; i >= 0; i--) yield readReceiptFile(files[i]!);
+}
+
 export function latestReceipt(cellDir: string): Receipt | null {
   const last = listReceiptFiles(cellDir).at(-1);
   return last ? readReceiptFile(last) : null;

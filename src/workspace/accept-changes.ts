@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { chmodSync, promises as fs, lstatSync, mkdirSync, readlinkSync, type Stats } from 'node:fs';
 import { dirname, isAbsolute, join, normalize, resolve, sep } from 'node:path';
+import { childPath } from './child-path.js';
 import { isControlPlanePath } from './control-plane.js';
 import type { LayerEntry } from './overlay/layer-diff.js';
 import { SetAside } from './set-aside.js';
@@ -87,7 +88,7 @@ export class AcceptPlan implements AcceptResult {
     const aside = new SetAside(setAside);
     const files: PlannedChange[] = [];
     for (const change of this.#planned) {
-      const target = join(this.workspace, change.path);
+      const target = childPath(this.workspace, change.path);
       if (change.change === 'deleted') {
         aside.remove(target);
         this.host.forget(target);
@@ -145,7 +146,7 @@ class HostDirs {
     const parts = path.split('/');
     let current = this.workspace;
     for (const part of parts.slice(0, -1)) {
-      current = join(current, part);
+      current = childPath(current, part);
       let problem = this.#problems.get(current);
       if (!this.#problems.has(current)) {
         problem = directoryProblem(current);
@@ -205,7 +206,7 @@ function applyDirectory(change: PlannedChange, target: string, host: HostDirs, a
 }
 
 async function applyFile(change: PlannedChange, workspace: string, temps: TempNames, aside: SetAside): Promise<void> {
-  const target = join(workspace, change.path);
+  const target = childPath(workspace, change.path);
   const { path: source, stats } = change.source!;
   // No setuid, setgid or sticky bit survives (a link shares the layer file's mode, a copy copies it).
   const strip = (path: string): Promise<void> | undefined =>

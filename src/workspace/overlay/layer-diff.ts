@@ -1,7 +1,7 @@
 import type { Stats } from 'node:fs';
 import { closeSync, lstatSync, openSync, readdirSync, readlinkSync, readSync } from 'node:fs';
-import { join } from 'node:path';
 import { AgentcellError } from '../../errors.js';
+import { childPath } from '../child-path.js';
 import type { LayerStack } from './layer-stack.js';
 import type { OverlayXattrs, XattrReader } from './overlay-xattrs.js';
 import { readOverlayXattrs } from './overlay-xattrs.js';
@@ -114,10 +114,10 @@ class EntryCache {
   prefetch(roots: readonly string[], workspace: string): void {
     // `wsDir`: the workspace has a real directory at `rel` (never looked through a symlink).
     const visit = (root: string, rel: string, wsDir: boolean): void => {
-      for (const name of this.list(rel === '' ? root : join(root, rel))) {
+      for (const name of this.list(rel === '' ? root : childPath(root, rel))) {
         const path = rel === '' ? name : `${rel}/${name}`;
-        const stat = this.lstat(join(root, path));
-        const ws = wsDir ? this.lstat(join(workspace, path)) : undefined;
+        const stat = this.lstat(childPath(root, path));
+        const ws = wsDir ? this.lstat(childPath(workspace, path)) : undefined;
         if (stat?.isDirectory()) visit(root, path, ws?.isDirectory() ?? false);
       }
     };
@@ -168,10 +168,10 @@ class LayerWalk {
     for (const name of names) this.visitName(rel, name, dirs, hiddenBy, wsIsDir);
     if (wsIsDir && hiddenBy !== undefined) {
       // The workspace's directory is hidden: what only it has is gone.
-      for (const name of this.entries.list(join(this.workspace, rel))) {
+      for (const name of this.entries.list(childPath(this.workspace, rel))) {
         if (names.has(name)) continue;
         const path = joinRel(rel, name);
-        const ws = this.entries.lstat(join(this.workspace, path));
+        const ws = this.entries.lstat(childPath(this.workspace, path));
         if (ws) this.deleted(path, ws, hiddenBy);
       }
     }
@@ -182,23 +182,23 @@ class LayerWalk {
     let topIndex = -1;
     let top: Stats | undefined;
     for (let i = 0; i < dirs.length && !top; i++) {
-      top = this.entries.lstat(join(dirs[i]!.dir, name));
+      top = this.entries.lstat(childPath(dirs[i]!.dir, name));
       topIndex = i;
     }
     if (!top) return; // listed but gone meanwhile
     const level = dirs[topIndex]!.level;
-    const ws = wsIsDir ? this.entries.lstat(join(this.workspace, path)) : undefined;
+    const ws = wsIsDir ? this.entries.lstat(childPath(this.workspace, path)) : undefined;
 
     if (isWhiteout(top)) {
       if (ws) this.deleted(path, ws, level);
       return;
     }
     if (top.isDirectory()) {
-      const childDirs = [{ dir: join(dirs[topIndex]!.dir, name), level }];
+      const childDirs = [{ dir: childPath(dirs[topIndex]!.dir, name), level }];
       let hiddenHere = this.isOpaque(childDirs[0]!.dir) ? level : undefined;
       let i = topIndex + 1;
       for (; i < dirs.length && hiddenHere === undefined; i++) {
-        const below = { dir: join(dirs[i]!.dir, name), level: dirs[i]!.level };
+        const below = { dir: childPath(dirs[i]!.dir, name), level: dirs[i]!.level };
         const entry = this.entries.lstat(below.dir);
         if (!entry) continue;
         if (!entry.isDirectory())
@@ -218,12 +218,12 @@ class LayerWalk {
       return;
     }
     const kind = kindOf(top);
-    const source = { path: join(dirs[topIndex]!.dir, name), stats: top };
+    const source = { path: childPath(dirs[topIndex]!.dir, name), stats: top };
     if (!ws) this.record(path, 'added', kind, level, source);
     else if (ws.isDirectory()) {
       this.record(path, 'modified', kind, level, source);
       this.deletedContents(path, this.deepestHider(name, dirs, topIndex + 1, level));
-    } else if (!this.same(source.path, top, join(this.workspace, path), ws))
+    } else if (!this.same(source.path, top, childPath(this.workspace, path), ws))
       this.record(path, 'modified', kind, level, source);
   }
 
@@ -234,9 +234,9 @@ class LayerWalk {
   }
 
   private deletedContents(path: string, level: number): void {
-    for (const name of this.entries.list(join(this.workspace, path))) {
+    for (const name of this.entries.list(childPath(this.workspace, path))) {
       const child = joinRel(path, name);
-      const entry = this.entries.lstat(join(this.workspace, child));
+      const entry = this.entries.lstat(childPath(this.workspace, child));
       if (entry) this.deleted(child, entry, level);
     }
   }
@@ -255,7 +255,7 @@ class LayerWalk {
   private deepestHider(name: string, dirs: LayerDir[], from: number, level: number): number {
     let deepestLevel = level;
     for (let i = from; i < dirs.length; i++) {
-      const below = join(dirs[i]!.dir, name);
+      const below = childPath(dirs[i]!.dir, name);
       const entry = this.entries.lstat(below);
       if (entry && (!entry.isDirectory() || this.isOpaque(below))) deepestLevel = dirs[i]!.level;
     }
@@ -268,7 +268,7 @@ class LayerWalk {
     if (!this.fuse) return false;
     return (
       xattrs?.get('user.fuseoverlayfs.opaque')?.toString('latin1') === 'y' ||
-      this.entries.lstat(join(dir, '.wh..wh..opq')) !== undefined
+      this.entries.lstat(childPath(dir, '.wh..wh..opq')) !== undefined
     );
   }
 
@@ -335,7 +335,8 @@ function joinRel(rel: string, name: string): string {
 
 function lstatOrUndefined(path: string): Stats | undefined {
   try {
-    return lstatSync(path);
+    // No exception for the common miss (an added path): building one costs more than the call.
+    return lstatSync(path, { throwIfNoEntry: false });
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;

@@ -6,7 +6,20 @@ import { AgentcellError } from '../../errors.js';
 /** The program that reads xattrs: Node has no xattr API. */
 export type XattrReader = 'getfattr' | 'python3';
 
-/** Absolute path -> xattr name -> raw value, for every entry carrying a `user.overlay.*` (or fuse-overlayfs's `user.fuseoverlayfs.*`) xattr. */
+/**
+ * The xattrs a diff reads: the opaque markers (the kernel's and fuse-overlayfs's), and the
+ * ones agentcell's layers never carry and a diff refuses. Not `impure`, `origin` or `uuid`,
+ * which the kernel sets on every copied-up directory: reading them tripled the output.
+ */
+export const DIFF_XATTRS: readonly string[] = [
+  'user.overlay.opaque',
+  'user.overlay.redirect',
+  'user.overlay.metacopy',
+  'user.overlay.whiteout',
+  'user.fuseoverlayfs.opaque',
+];
+
+/** Absolute path -> xattr name -> raw value, for every entry carrying one of {@link DIFF_XATTRS}. */
 export type OverlayXattrs = Map<string, Map<string, Buffer>>;
 
 /**
@@ -26,12 +39,23 @@ export async function readOverlayXattrs(roots: readonly string[], reader?: Xattr
   if (chosen === 'getfattr') {
     const { stdout } = await capture(
       'getfattr',
-      ['-R', '-P', '--absolute-names', '-m', '^user\\.(overlay|fuseoverlayfs)\\.', '-d', '-e', 'hex', '--', ...roots],
+      [
+        '-R',
+        '-P',
+        '--absolute-names',
+        '-m',
+        `^(${DIFF_XATTRS.join('|').replaceAll('.', '\\.')})$`,
+        '-d',
+        '-e',
+        'hex',
+        '--',
+        ...roots,
+      ],
       [0, 1], // 1: some entry could not be read; the rest of the output is valid
     );
     return parseGetfattr(stdout);
   }
-  const { stdout } = await capture('python3', ['-c', PYTHON_WALK, ...roots], [0]);
+  const { stdout } = await capture('python3', ['-c', PYTHON_WALK, DIFF_XATTRS.join(','), ...roots], [0]);
   return parsePythonWalk(stdout);
 }
 
@@ -102,9 +126,10 @@ function unescapeOctal(bytes: Buffer): Buffer {
 /** One JSON line per entry with overlay xattrs; paths and values hex-encoded (any bytes are safe). */
 const PYTHON_WALK = `
 import json, os, sys
+wanted = set(sys.argv[1].split(','))
 def show(path):
     try:
-        names = [n for n in os.listxattr(path, follow_symlinks=False) if n.startswith(('user.overlay.', 'user.fuseoverlayfs.'))]
+        names = [n for n in os.listxattr(path, follow_symlinks=False) if n in wanted]
     except OSError:
         return
     if names:
@@ -115,7 +140,7 @@ def show(path):
             except OSError:
                 pass
         print(json.dumps({'p': os.fsencode(path).hex(), 'x': values}))
-for root in sys.argv[1:]:
+for root in sys.argv[2:]:
     show(root)
     for top, dirs, files in os.walk(root):
         for name in dirs + files:
