@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, type Stats } from 'node:fs';
 import { join } from 'node:path';
 import { AgentcellError } from '../errors.js';
 import type { AgentcellPaths } from '../paths.js';
@@ -60,7 +60,8 @@ export async function acceptCell(ref: CellRef, options: { force: boolean; dryRun
   const dir = cellDir(ref.paths, ref.cell);
   return withCell(ref, options.dryRun, async (tx, stack) => {
     const sources = new Map<string, LayerEntry>();
-    const changes = await diffLayers(stack, ref.workspace, { sources });
+    const stats = new Map<string, Stats | undefined>();
+    const changes = await diffLayers(stack, ref.workspace, { sources, stats });
     const failed = undecidedRuns(dir).find((r) => r.exitCode !== 0);
     if (!options.force && failed)
       throw new AgentcellError(
@@ -72,6 +73,7 @@ export async function acceptCell(ref: CellRef, options: { force: boolean; dryRun
       changes,
       sourceOf: (path) => sources.get(path),
       force: options.force,
+      knownStats: stats,
     });
     if (plan.refused.length > 0 && !options.force)
       throw new AgentcellError(

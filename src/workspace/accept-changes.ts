@@ -21,6 +21,11 @@ export interface AcceptRequest {
   sourceOf: (path: string) => LayerEntry | undefined;
   /** Apply control-plane changes too. */
   force: boolean;
+  /**
+   * lstat results for host paths, from the diff that found the changes moments before,
+   * under the same cell lock (undefined: nothing there). Paths not in it are read now.
+   */
+  knownStats?: ReadonlyMap<string, Stats | undefined>;
 }
 
 export interface AcceptResult {
@@ -36,7 +41,7 @@ const CONCURRENCY = 8;
  * would apply, and what it refuses and why (`--dry-run`, and `diff`'s flags).
  */
 export function planAccept(request: AcceptRequest): AcceptPlan {
-  const plan = new AcceptPlan(request.workspace);
+  const plan = new AcceptPlan(request.workspace, request.knownStats);
   // Deletions of a directory come before additions inside its replacement; then by path,
   // in code-unit order, which puts a directory before what is in it (and, unlike
   // localeCompare, costs nothing: that sort was 20 ms of a cold accept of 1,000 files).
@@ -65,8 +70,11 @@ export class AcceptPlan implements AcceptResult {
   readonly host: HostDirs;
   readonly #planned: PlannedChange[] = [];
 
-  constructor(private readonly workspace: string) {
-    this.host = new HostDirs(workspace);
+  constructor(
+    private readonly workspace: string,
+    knownStats?: ReadonlyMap<string, Stats | undefined>,
+  ) {
+    this.host = new HostDirs(workspace, knownStats);
   }
 
   add(change: WorkspaceChange, source: LayerEntry | undefined): void {
@@ -143,7 +151,10 @@ class HostDirs {
   readonly #problems = new Map<string, string | undefined>();
   readonly #made = new Set<string>();
 
-  constructor(private readonly workspace: string) {}
+  constructor(
+    private readonly workspace: string,
+    private readonly knownStats?: ReadonlyMap<string, Stats | undefined>,
+  ) {}
 
   /** Every existing ancestor of the target must be a real directory inside the workspace. */
   parentProblem(path: string): string | undefined {
@@ -153,7 +164,7 @@ class HostDirs {
       current = childPath(current, part);
       let problem = this.#problems.get(current);
       if (!this.#problems.has(current)) {
-        problem = directoryProblem(current);
+        problem = directoryProblem(current, this.knownStats);
         this.#problems.set(current, problem);
       }
       if (problem === MISSING) return undefined; // created as a real directory on apply
@@ -180,13 +191,17 @@ class HostDirs {
 
 const MISSING = '';
 
-function directoryProblem(path: string): string | undefined {
-  let stat: Stats;
-  try {
-    stat = lstatSync(path);
-  } catch {
-    return MISSING;
+function directoryProblem(path: string, known?: ReadonlyMap<string, Stats | undefined>): string | undefined {
+  let stat: Stats | undefined;
+  if (known?.has(path)) stat = known.get(path);
+  else {
+    try {
+      stat = lstatSync(path);
+    } catch {
+      stat = undefined;
+    }
   }
+  if (!stat) return MISSING;
   if (stat.isSymbolicLink()) return `${path} is a symlink on the host; refusing to write through it`;
   if (!stat.isDirectory()) return `${path} is not a directory on the host`;
   return undefined;

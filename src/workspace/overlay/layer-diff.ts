@@ -35,6 +35,11 @@ export interface DiffOptions {
    * newest frozen layer, and so on (restore counts what the layers it drops changed).
    */
   deciders?: Map<string, number>;
+  /**
+   * Filled with every lstat the diff made (undefined: nothing there), layer and workspace
+   * paths alike, so accept's checks of the host's directories reuse them.
+   */
+  stats?: Map<string, Stats | undefined>;
 }
 
 /** A path's entry in the topmost layer that has it. */
@@ -65,7 +70,7 @@ export async function diffLayers(
   const roots = [stack.upper, ...stack.layers.map((l) => l.dir).reverse()];
   // The xattr reader is a process of its own: the layers are read meanwhile.
   const pending = readOverlayXattrs(roots, options.xattrReader);
-  const entries = new EntryCache();
+  const entries = new EntryCache(options.stats);
   entries.prefetch(roots, workspace);
   const xattrs = await pending;
   refuseUnsupported(xattrs);
@@ -108,8 +113,12 @@ interface LayerDir {
  * one pass ahead of the walk (while the xattr reader runs); anything else is read live.
  */
 class EntryCache {
-  readonly #stats = new Map<string, Stats | undefined>();
+  readonly #stats: Map<string, Stats | undefined>;
   readonly #lists = new Map<string, string[]>();
+
+  constructor(stats = new Map<string, Stats | undefined>()) {
+    this.#stats = stats;
+  }
 
   prefetch(roots: readonly string[], workspace: string): void {
     // `wsDir`: the workspace has a real directory at `rel` (never looked through a symlink).
