@@ -1,7 +1,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
-import { tmpdir } from 'node:os';
+import { cpus, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { fmt, quantile } from './measure.js';
@@ -38,7 +38,32 @@ interface Proxy {
   pid: number;
 }
 
+/**
+ * With two cores or more, each proxy runs on core 0 and this process (the client, sink and
+ * source of every tunnel) on core 1. Unpinned, the one process that drives both ends of a
+ * tunnel is the bottleneck on a 2-core machine, and the throughput rows would compare it
+ * with itself; pinned, the proxy's own core is what limits the rate, the same for both proxies.
+ */
+const PINNED = cpus().length >= 2 && spawnSync('taskset', ['-V'], { stdio: 'ignore' }).status === 0;
+
+function onProxyCore(argv: string[]): string[] {
+  return PINNED ? ['taskset', '-c', '0', ...argv] : argv;
+}
+
+function pinThisProcess(cores: string): void {
+  if (PINNED) spawnSync('taskset', ['-a', '-p', '-c', cores, String(process.pid)], { stdio: 'ignore' });
+}
+
 export async function egressBench(): Promise<Section> {
+  pinThisProcess('1');
+  try {
+    return await egressSection();
+  } finally {
+    pinThisProcess(`0-${cpus().length - 1}`);
+  }
+}
+
+async function egressSection(): Promise<Section> {
   ensureSquid();
   const dir = mkdtempSync(join(tmpdir(), 'agentcell-bench-egress-'));
   const sink = await startSink();
@@ -188,7 +213,8 @@ async function startSquid(dir: string): Promise<Squid> {
       '',
     ].join('\n'),
   );
-  const child = spawn('squid', ['-N', '-f', config], { stdio: 'ignore' });
+  const [command, ...args] = onProxyCore(['squid', '-N', '-f', config]);
+  const child = spawn(command!, args, { stdio: 'ignore' });
   const stop = (): void => void child.kill('SIGKILL');
   for (let i = 0; i < 200; i++) {
     if (await accepts(port)) return { port, pid: child.pid ?? 0, stop };
@@ -225,9 +251,8 @@ interface Gateways {
 /** COUNT gateways in one process of their own (bench/egress-gateway-process.ts). */
 async function startGateways(count: number, rules: object): Promise<Gateways> {
   const script = join(dirname(fileURLToPath(import.meta.url)), 'egress-gateway-process.js');
-  const child = spawn(process.execPath, [script, String(count), JSON.stringify(rules), TOKEN], {
-    stdio: ['pipe', 'pipe', 'inherit'],
-  });
+  const [command, ...args] = onProxyCore([process.execPath, script, String(count), JSON.stringify(rules), TOKEN]);
+  const child = spawn(command!, args, { stdio: ['pipe', 'pipe', 'inherit'] });
   const ports = await new Promise<number[]>((resolve, reject) => {
     let out = '';
     child.stdout?.setEncoding('utf8').on('data', (d: string) => {
@@ -543,9 +568,9 @@ function render(throughput: Rate[], fresh: Latency[], kept: Latency[], memory: M
         `| ${how} | ${r.name} | ${r.medianMs.toFixed(3)} | ${r.p90Ms.toFixed(3)} | ${r.name === 'direct' ? '—' : `+${(r.medianMs - direct(rows)).toFixed(3)}`} |`,
     );
   const markdown = [
-    `CONNECT tunnels on loopback. agentcell's gateway runs in a node process of its own, squid ${squidVersion()} from a temp config; client and servers share the bench process.`,
+    `CONNECT tunnels on loopback. agentcell's gateway runs in a node process of its own, squid ${squidVersion()} from a temp config; client and servers share the bench process.${PINNED ? ' Each proxy runs pinned to core 0, the bench process to core 1 (taskset), so the proxy is what limits a tunnel.' : ''}`,
     '',
-    `Throughput: ${THROUGHPUT_BYTES / MiB} MiB through one tunnel, pushed to a sink (upload) and pulled from a source (download), median of ${THROUGHPUT_RUNS}, interleaved. The client, sink and source share one process, which limits "direct" and can limit a proxy too; the proxy's CPU time (user + system, from /proc) per GiB relayed is what a byte costs it, and moves least with other load on the machine.`,
+    `Throughput: ${THROUGHPUT_BYTES / MiB} MiB through one tunnel, pushed to a sink (upload) and pulled from a source (download), median of ${THROUGHPUT_RUNS}, interleaved. The client, sink and source share one process, which limits "direct"; the proxy's CPU time (user + system, from /proc) per GiB relayed is what a byte costs it, and moves least with other load on the machine.`,
     '',
     '| path | upload MiB/s | download MiB/s | proxy CPU ms/GiB up | proxy CPU ms/GiB down |',
     '| --- | ---: | ---: | ---: | ---: |',
