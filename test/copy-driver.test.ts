@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { ac, acJson, cellDirOf, makeSandbox, snapshot, startCli, type Sandbox } from './helpers.js';
+import { ac, acJson, cellDirOf, makeSandbox, snapshot, startReadyRun, type Sandbox } from './helpers.js';
 
 /**
  * The copy driver (no overlay mount: a copy of the merged view per run, its changes
@@ -17,20 +17,6 @@ function copySandbox(files: Record<string, string>): Sandbox {
   const sb = makeSandbox(files);
   sb.env['AGENTCELL_OVERLAY_DRIVER'] = 'copy';
   return sb;
-}
-
-/** Starts a run that says ready and waits; resolves once it is ready. */
-async function startWaiting(sb: Sandbox, script: string) {
-  const child = startCli(['run', '--', 'sh', '-c', `${script}; echo ready; sleep 30`], {
-    cwd: sb.workspace,
-    env: sb.env,
-  });
-  let out = '';
-  await new Promise<void>((resolve, reject) => {
-    child.stdout.on('data', (d: Buffer) => ((out += d.toString()), out.includes('ready') && resolve()));
-    child.on('exit', (code) => reject(new Error(`run ended before ready (exit ${String(code)}): ${out}`)));
-  });
-  return child;
 }
 
 describe('copy overlay driver', () => {
@@ -71,7 +57,7 @@ describe('copy overlay driver', () => {
   it('keeps no copy of a masked secret in the state dir, even while the cell runs', async () => {
     const sb = copySandbox({ '.env': 'API_KEY=canary-copy\n', 'a.txt': 'a\n' });
     try {
-      const child = await startWaiting(sb, 'cat .env | wc -c');
+      const child = await startReadyRun(sb, 'cat .env | wc -c');
       const exited = new Promise((resolve) => child.on('exit', resolve));
       const copy = join(cellDirOf(sb), 'merged', '.env');
       assert.ok(existsSync(join(cellDirOf(sb), 'merged', 'a.txt')), 'positive control: the copy is there');
@@ -89,7 +75,7 @@ describe('copy overlay driver', () => {
     const sb = copySandbox({ 'a.txt': 'a\n' });
     try {
       const pristine = snapshot(sb.workspace);
-      const child = await startWaiting(sb, 'echo x > f');
+      const child = await startReadyRun(sb, 'echo x > f');
       const exited = new Promise((resolve) => child.on('exit', (_code, signal) => resolve(signal)));
       child.kill('SIGKILL');
       assert.equal(await exited, 'SIGKILL');

@@ -6,7 +6,17 @@ import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { Receipt } from '../src/receipts/receipt.js';
-import { ac, acJson, agentcellAsync, cellDirOf, makeSandbox, startCli, type Sandbox } from './helpers.js';
+import {
+  ac,
+  acJson,
+  agentcellAsync,
+  cellDirOf,
+  makeSandbox,
+  startCli,
+  type Sandbox,
+  waitFor,
+  writeAllowlistPolicy,
+} from './helpers.js';
 
 /**
  * `agentcell allow` on a running bwrap cell is recorded in that run's signed receipt:
@@ -36,14 +46,6 @@ function live(sb: Sandbox, script: string): Live {
   return { stdout: () => out, done, kill: () => child.kill('SIGKILL') };
 }
 
-async function waitFor(what: string, check: () => boolean, timeoutMs = 60_000): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
 function latest(sb: Sandbox): Receipt {
   return acJson<Receipt>(sb, 'receipt', 'show', '--latest', '--format', 'json');
 }
@@ -54,17 +56,7 @@ describe('allowlist reloads in the receipt (bwrap, a running cell)', () => {
   let port: number;
   const user = userInfo().username;
 
-  const policy = (allow: string[]): void =>
-    writeFileSync(
-      join(sb.workspace, 'agentcell.toml'),
-      [
-        '[network]',
-        'mode = "allowlist"',
-        `allow = [${allow.map((h) => JSON.stringify(h)).join(', ')}]`,
-        'resolve = { "a.test" = "127.0.0.1", "b.test" = "127.0.0.1" }',
-        '',
-      ].join('\n'),
-    );
+  const policy = (allow: string[]): void => writeAllowlistPolicy(sb, allow);
 
   /** The cell polls b.test and stops after it has seen it allowed and then refused again. */
   const loop = (): string =>

@@ -5,7 +5,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { CLI, cellDirOf, makeSandbox, type CliResult, type Sandbox } from './helpers.js';
+import { CLI, cellDirOf, makeSandbox, type CliResult, type Sandbox, waitFor, writeAllowlistPolicy } from './helpers.js';
 
 /**
  * `agentcell allow` (reload a running cell's allowlists from the host-side policy) and
@@ -44,14 +44,6 @@ function runCli(sb: Sandbox, ...args: string[]): Promise<CliResult> {
   return startCli(sb, args).done;
 }
 
-async function waitFor(what: string, check: () => boolean, timeoutMs = 30_000): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
 /** The `tick a=… b=…` lines the cell's loop printed so far. */
 function ticks(out: string): string[] {
   return out.split('\n').filter((l) => l.startsWith('tick '));
@@ -77,17 +69,7 @@ describe('agentcell allow and egress log (bwrap, a running cell)', () => {
   let pa: number;
   let pb: number;
 
-  const policy = (allow: string[]): void =>
-    writeFileSync(
-      join(sb.workspace, 'agentcell.toml'),
-      [
-        '[network]',
-        'mode = "allowlist"',
-        `allow = [${allow.map((h) => JSON.stringify(h)).join(', ')}]`,
-        'resolve = { "a.test" = "127.0.0.1", "b.test" = "127.0.0.1" }',
-        '',
-      ].join('\n'),
-    );
+  const policy = (allow: string[]): void => writeAllowlistPolicy(sb, allow);
 
   before(async () => {
     a = createServer((req, res) => {

@@ -85,6 +85,43 @@ export function startCli(args: string[], options: { cwd: string; env: NodeJS.Pro
   });
 }
 
+/** Polls `check` every 50 ms until it holds; fails naming `what` after `timeoutMs`. */
+export async function waitFor(what: string, check: () => boolean, timeoutMs = 60_000): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** Starts `agentcell run -- sh -c SCRIPT; echo ready; sleep 30` and resolves once it printed ready. */
+export async function startReadyRun(sb: Sandbox, script: string): Promise<ReturnType<typeof startCli>> {
+  const child = startCli(['run', '--', 'sh', '-c', `${script}; echo ready; sleep 30`], {
+    cwd: sb.workspace,
+    env: sb.env,
+  });
+  let out = '';
+  await new Promise<void>((resolve, reject) => {
+    child.stdout.on('data', (d: Buffer) => ((out += d.toString()), out.includes('ready') && resolve()));
+    child.on('exit', (code) => reject(new Error(`run ended before ready (exit ${String(code)}): ${out}`)));
+  });
+  return child;
+}
+
+/** An allowlist policy for the a.test / b.test servers the reload tests run on loopback. */
+export function writeAllowlistPolicy(sb: Sandbox, allow: string[]): void {
+  writeFileSync(
+    join(sb.workspace, 'agentcell.toml'),
+    [
+      '[network]',
+      'mode = "allowlist"',
+      `allow = [${allow.map((h) => JSON.stringify(h)).join(', ')}]`,
+      'resolve = { "a.test" = "127.0.0.1", "b.test" = "127.0.0.1" }',
+      '',
+    ].join('\n'),
+  );
+}
+
 /**
  * The CLI in the sandbox without blocking this process, so servers the test runs keep
  * answering while the cell uses them; killed after `timeoutMs`.
