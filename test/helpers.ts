@@ -196,7 +196,10 @@ export function snapshot(root: string): Map<string, string> {
   const entries = new Map<string, string>();
   const walk = (rel: string): void => {
     const full = rel ? join(root, rel) : root;
-    const st = lstatSync(full);
+    // Gone while walking: a background purge of a cell's trash/ (a state that changes
+    // under the walk still differs from any snapshot taken before it).
+    const st = lstatSync(full, { throwIfNoEntry: false });
+    if (!st) return;
     let detail = `${(st.mode & 0o177777).toString(8)} ${st.mtimeMs} ${st.size}`;
     if (st.isFile()) {
       try {
