@@ -1,9 +1,9 @@
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
 import { removeTrees } from '../src/workspace/overlay/layer-trash.js';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fmt, timeInterleaved, type Subject, type Timing } from './measure.js';
+import { fmt, writeSmallWorkspace, timeInterleaved, type Subject, type Timing } from './measure.js';
 import type { Section } from './startup.js';
 
 const TARGET = 1.15;
@@ -21,10 +21,7 @@ export function backendsBench(cli: string, runs: number): Section {
   const root = mkdtempSync(join(tmpdir(), 'agentcell-bench-'));
   const workspace = join(root, 'repo');
   try {
-    for (let i = 0; i < 50; i++) {
-      mkdirSync(join(workspace, `dir${i % 5}`), { recursive: true });
-      writeFileSync(join(workspace, `dir${i % 5}`, `file${i}.ts`), `export const x${i} = ${i};\n`);
-    }
+    writeSmallWorkspace(workspace);
     const env = {
       PATH: process.env['PATH'] ?? '/usr/bin:/bin',
       HOME: join(root, 'home'),

@@ -1,4 +1,6 @@
 import { spawnSync } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 
 export interface Subject {
   name: string;
@@ -52,4 +54,12 @@ export function quantile(sorted: number[], q: number): number {
 
 export function fmt(ms: number): string {
   return ms.toFixed(1);
+}
+
+/** The small workspace the start-up benches run in: 50 source files in 5 directories. */
+export function writeSmallWorkspace(workspace: string): void {
+  for (let i = 0; i < 50; i++) {
+    mkdirSync(join(workspace, `dir${i % 5}`), { recursive: true });
+    writeFileSync(join(workspace, `dir${i % 5}`, `file${i}.ts`), `export const x${i} = ${i};\n`);
+  }
 }

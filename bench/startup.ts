@@ -3,7 +3,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { inMountNamespace } from '../src/workspace/overlay/overlay-mount.js';
-import { fmt, timeInterleaved, type Timing } from './measure.js';
+import { fmt, writeSmallWorkspace, timeInterleaved, type Timing } from './measure.js';
 
 export interface Section {
   title: string;
@@ -19,10 +19,7 @@ export function startupBench(cli: string, runs: number): Section {
   const root = mkdtempSync(join(tmpdir(), 'agentcell-bench-'));
   const workspace = join(root, 'repo');
   try {
-    for (let i = 0; i < 50; i++) {
-      mkdirSync(join(workspace, `dir${i % 5}`), { recursive: true });
-      writeFileSync(join(workspace, `dir${i % 5}`, `file${i}.ts`), `export const x${i} = ${i};\n`);
-    }
+    writeSmallWorkspace(workspace);
     writeFileSync(join(workspace, '.env'), 'TOKEN=bench\n');
     const layers = join(root, 'cell');
     for (const dir of ['upper', 'work', 'merged']) mkdirSync(join(layers, dir), { recursive: true });

@@ -2,6 +2,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { closeSync, openSync, readFileSync } from 'node:fs';
 import type { Writable } from 'node:stream';
 import { AgentcellError } from '../errors.js';
+import { cellHostname } from './cell-hostname.js';
 import type { CgroupPlan } from './cgroup-limits.js';
 import type { Backend, BackendPlan, BackendProbe, CellSpec, RunOutcome } from './backend.js';
 import { createCgroups, planCgroupLimits, removeCgroups, wrapInCgroups } from './cgroup-limits.js';
@@ -66,7 +67,7 @@ export function planBwrap(spec: CellSpec, executable = 'bwrap'): BackendPlan {
   // (job control, Ctrl-C) and the seccomp filter blocks TIOCSTI instead.
   if (!spec.tty || !spec.seccomp) args.push('--new-session');
   args.push('--uid', String(spec.identity.uid), '--gid', String(spec.identity.gid));
-  args.push('--hostname', hostnameFor(spec.cell));
+  args.push('--hostname', cellHostname(spec.cell));
   if (spec.identity.uid === 0) args.push('--cap-drop', 'ALL');
 
   if (spec.rootfs.kind === 'host') {
@@ -137,17 +138,6 @@ export function planBwrap(spec: CellSpec, executable = 'bwrap'): BackendPlan {
     gaps.push(...cgroups.gaps);
   }
   return plan;
-}
-
-/** Host names are at most 63 characters of [a-z0-9-]. */
-function hostnameFor(cell: string): string {
-  return (
-    cell
-      .toLowerCase()
-      .replace(/[^a-z0-9-]+/g, '-')
-      .replace(/^-+|-+$/g, '')
-      .slice(0, 63) || 'cell'
-  );
 }
 
 async function runBwrap(spec: CellSpec, plan: BackendPlan): Promise<RunOutcome> {

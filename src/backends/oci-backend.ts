@@ -2,6 +2,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { AgentcellError } from '../errors.js';
+import { cellHostname } from './cell-hostname.js';
 import { CELL_BRIDGE_NODE, CELL_BRIDGE_SCRIPT, CELL_EGRESS_SOCKET, withBridge } from '../egress/proxy-environment.js';
 import { findExecutable } from '../find-executable.js';
 import type { Backend, BackendPlan, BackendProbe, CellSpec, MaskSpec, RunOutcome } from './backend.js';
@@ -70,7 +71,8 @@ export function planOci(spec: CellSpec, options: OciBackendOptions): BackendPlan
   const engineEnv = engineEnvironment(options.hostEnv);
   const engine = findExecutable(options.engine, engineEnv) ?? options.engine;
   const gaps: string[] = [];
-  const hostname = hostnameFor(spec.cell);
+  // 40: it names the container too (`agentcell-HOST-PID`), which the engines list.
+  const hostname = cellHostname(spec.cell, 40);
   const user = cellUser(spec, options, gaps);
   // exec, as on bwrap: build tools and agents run what they write to /tmp and $HOME (engines default to noexec).
   const tmpfs: OciContainer['tmpfs'] = [
@@ -246,17 +248,6 @@ function checkPath(path: string): string {
       `the path ${JSON.stringify(path)} contains ':' or ',', which OCI engines cannot bind; rename it or use --backend bwrap`,
     );
   return path;
-}
-
-/** Host names are at most 63 characters of [a-z0-9-]. */
-function hostnameFor(cell: string): string {
-  return (
-    cell
-      .toLowerCase()
-      .replace(/[^a-z0-9-]+/g, '-')
-      .replace(/^-+|-+$/g, '')
-      .slice(0, 40) || 'cell'
-  );
 }
 
 async function runOci(spec: CellSpec, plan: BackendPlan, options: OciBackendOptions): Promise<RunOutcome> {

@@ -148,12 +148,13 @@ class Capture {
       if (parent !== '') this.#upperDir(parent);
       this.#whiteouts.push(join(this.stack.upper, path));
     }
-    run('/bin/sh', [
-      '-c',
-      'for p; do rm -rf -- "$p" && mknod "$p" c 0 0 || exit 1; done',
-      'whiteout',
-      ...this.#whiteouts,
-    ]);
+    if (this.#whiteouts.length > 0)
+      run('/bin/sh', [
+        '-c',
+        'for p; do rm -rf -- "$p" && mknod "$p" c 0 0 || exit 1; done',
+        'whiteout',
+        ...this.#whiteouts,
+      ]);
     if (this.#opaque.length > 0) run('setfattr', ['-n', 'user.overlay.opaque', '-v', 'y', '--', ...this.#opaque]);
   }
 
@@ -228,7 +229,6 @@ const inodeOf = (sig: string): string => sig.split(':')[1]!;
 const modeOf = (sig: string): string => sig.split(':')[3]!;
 
 function run(command: string, args: string[]): void {
-  if (args.length === 0) return;
   const result = spawnSync(command, args, { encoding: 'utf8' });
   if (result.error || result.status !== 0)
     throw new AgentcellError(
