@@ -219,7 +219,11 @@ for (const backend of OCI) {
     it('a SIGKILLed agentcell’s container is removed by its watchdog; the mount it left, by the next run', async () => {
       const merged = join(cellDirOf(sb), 'merged');
       const engine = engineOf(backend);
-      const child = startCli(['run', ...backendArgs(backend), '--', 'sleep', '30'], { cwd: sb.workspace, env: sb.env });
+      // Longer than the wait below: the container must be removed, not merely finish.
+      const child = startCli(['run', ...backendArgs(backend), '--', 'sleep', '300'], {
+        cwd: sb.workspace,
+        env: sb.env,
+      });
       const containers = (): string[] =>
         spawnSync(engine, ['ps', '-a', '--format', '{{.Names}}'], { encoding: 'utf8' })
           .stdout.split('\n')
@@ -231,9 +235,10 @@ for (const backend of OCI) {
       try {
         await waitFor('the cell', () => isMountPoint(merged, backend) && containers().length > 0, 30_000);
         child.kill('SIGKILL');
-        await new Promise((r) => child.once('close', r));
+        // 'exit', not 'close': the engine's client still holds agentcell's stdout until the container ends.
+        await new Promise((r) => child.once('exit', r));
         // The engine, not agentcell, runs the container: without the watchdog it would sleep on (invariant 7).
-        await waitFor('the watchdog to remove the container', () => containers().length === 0, 30_000);
+        await waitFor('the watchdog to remove the container', () => containers().length === 0, 20_000);
         // The mount is never dropped under a container the engine may still be starting.
         assert.ok(isMountPoint(merged, backend), 'the mount stays until the next run');
       } finally {
