@@ -18,6 +18,10 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 PACKAGES=(bubblewrap git python3 perl procps util-linux attr curl openssl ca-certificates fuse-overlayfs)
 PACKAGES+=(openssh-client openssh-server)
 PACKAGES+=(podman docker.io runc runsc uidmap debootstrap)
+# podman's network stack as a full install has it (containers-common recommends netavark; with
+# --no-install-recommends apt picks the CNI plugins instead). podman settles on a backend at its
+# first use, so this comes before any podman command; agentcell itself works with either.
+PACKAGES+=(netavark aardvark-dns)
 
 missing=()
 for p in "${PACKAGES[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p"); done

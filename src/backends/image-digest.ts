@@ -1,6 +1,6 @@
-import { execFile } from 'node:child_process';
 import { AgentcellError } from '../errors.js';
 import { dockerGet, dockerSocketPath } from './docker-socket.js';
+import { queryEngine } from './engine-query.js';
 import { inspectImageAsync, type OciEngine } from './oci-engine.js';
 import {
   fileStamp,
@@ -87,16 +87,12 @@ function imageId(body: string): unknown {
 }
 
 /** podman's image metadata file: `GRAPHROOT/DRIVER-images/images.json`. */
-function podmanStorePath(env: Record<string, string>): Promise<string | undefined> {
-  return new Promise((resolve) => {
-    execFile(
-      'podman',
-      ['info', '--format', '{{.Store.GraphRoot}}\t{{.Store.GraphDriverName}}'],
-      { encoding: 'utf8', env, timeout: 10_000 },
-      (error, stdout) => {
-        const [root, driver] = stdout.trim().split('\t');
-        resolve(error || !root || !driver ? undefined : `${root}/${driver}-images/images.json`);
-      },
-    );
-  });
+async function podmanStorePath(env: Record<string, string>): Promise<string | undefined> {
+  const { error, stdout } = await queryEngine(
+    'podman',
+    ['info', '--format', '{{.Store.GraphRoot}}\t{{.Store.GraphDriverName}}'],
+    { env, timeout: 10_000 },
+  );
+  const [root, driver] = stdout.trim().split('\t');
+  return error || !root || !driver ? undefined : `${root}/${driver}-images/images.json`;
 }

@@ -14,6 +14,7 @@ import { dockerApiPlan } from './docker-api-container.js';
 import { runDockerApi } from './docker-api-run.js';
 import { dockerSocketPath } from './docker-socket.js';
 import { runArgs, type OciContainer } from './oci-container.js';
+import { queryEngineSync } from './engine-query.js';
 
 /** The backends built on an OCI engine: the engine itself, or gVisor's runsc through it. */
 export type OciBackendName = 'podman' | 'docker' | 'gvisor';
@@ -191,8 +192,7 @@ function cellUser(spec: CellSpec, options: OciBackendOptions, gaps: string[]): C
 function rootlessLimitGaps(spec: CellSpec, engine: string, options: OciBackendOptions): string[] {
   const asked = (['pids', 'memoryBytes', 'cpus'] as const).filter((k) => spec.limits[k] !== undefined);
   if (asked.length === 0) return [];
-  const info = spawnSync(engine, ['info', '--format', '{{json .Host.CgroupControllers}}'], {
-    encoding: 'utf8',
+  const info = queryEngineSync(engine, ['info', '--format', '{{json .Host.CgroupControllers}}'], {
     env: engineEnvironment(options.hostEnv),
     timeout: 10_000,
   });

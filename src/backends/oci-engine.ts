@@ -1,8 +1,9 @@
-import { execFile, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { platform } from 'node:os';
 import { AgentcellError } from '../errors.js';
 import { findExecutable } from '../find-executable.js';
 import type { BackendProbe } from './backend.js';
+import { queryEngine, queryEngineSync } from './engine-query.js';
 
 /** The container engines the OCI backend drives, through their CLIs. */
 export const OCI_ENGINES = ['podman', 'docker'] as const;
@@ -28,28 +29,20 @@ const PROBE_TIMEOUT_MS = 5000;
 
 /** The image digest an engine reports for `ref` (`sha256:` + the image id), or undefined when it has no such image. */
 export function inspectImage(engine: OciEngine, ref: string, env: NodeJS.ProcessEnv): string | undefined {
-  const result = spawnSync(engine, inspectArgs(ref), { encoding: 'utf8', env, timeout: PROBE_TIMEOUT_MS });
+  const result = queryEngineSync(engine, inspectArgs(ref), { env, timeout: PROBE_TIMEOUT_MS });
   return inspectResult(engine, ref, result);
 }
 
 /** {@link inspectImage} without blocking: a run starts it early and reads it when it plans. */
-export function inspectImageAsync(engine: OciEngine, ref: string, env: NodeJS.ProcessEnv): Promise<string | undefined> {
-  return new Promise((resolve, reject) => {
-    execFile(
-      engine,
-      inspectArgs(ref),
-      { encoding: 'utf8', env, timeout: PROBE_TIMEOUT_MS },
-      (error, stdout, stderr) => {
-        const status = error ? (typeof error.code === 'number' ? error.code : 1) : 0;
-        const spawnError = error && typeof error.code === 'string' ? error : undefined;
-        try {
-          resolve(inspectResult(engine, ref, { status, stdout, stderr, error: spawnError }));
-        } catch (cause) {
-          reject(cause instanceof Error ? cause : new Error(String(cause)));
-        }
-      },
-    );
-  });
+export async function inspectImageAsync(
+  engine: OciEngine,
+  ref: string,
+  env: NodeJS.ProcessEnv,
+): Promise<string | undefined> {
+  const { error, stdout, stderr } = await queryEngine(engine, inspectArgs(ref), { env, timeout: PROBE_TIMEOUT_MS });
+  const status = error ? (typeof error.code === 'number' ? error.code : 1) : 0;
+  const spawnError = error && typeof error.code === 'string' ? error : undefined;
+  return inspectResult(engine, ref, { status, stdout, stderr, error: spawnError });
 }
 
 function inspectArgs(ref: string): string[] {
@@ -101,11 +94,7 @@ export function probeEngine(engine: OciEngine, hostEnv: NodeJS.ProcessEnv = proc
           : 'sudo apt-get install docker.io   (macOS/Windows: install Docker Desktop or Colima)',
     };
   const format = engine === 'docker' ? '{{.Server.Version}}' : '{{.Version.Version}}';
-  const info = spawnSync(engine, ['version', '--format', format], {
-    encoding: 'utf8',
-    env,
-    timeout: PROBE_TIMEOUT_MS,
-  });
+  const info = queryEngineSync(engine, ['version', '--format', format], { env, timeout: PROBE_TIMEOUT_MS });
   const version = info.stdout.trim();
   if (info.status === 0 && version !== '') return { available: true, version, detail: `${engine} ${version}` };
   const reason = (info.stderr.trim().split('\n')[0] ?? '') || `exit ${String(info.status)}`;
@@ -136,7 +125,7 @@ export function probeRunscRuntime(engine: OciEngine, hostEnv: NodeJS.ProcessEnv 
   const version = spawnSync(runsc, ['--version'], { encoding: 'utf8', timeout: PROBE_TIMEOUT_MS });
   const runscVersion = /runsc version (\S+)/.exec(version.stdout)?.[1] ?? 'unknown';
   const format = engine === 'docker' ? '{{json .Runtimes}}' : '{{json .Host.OCIRuntime}}';
-  const info = spawnSync(engine, ['info', '--format', format], { encoding: 'utf8', env, timeout: PROBE_TIMEOUT_MS });
+  const info = queryEngineSync(engine, ['info', '--format', format], { env, timeout: PROBE_TIMEOUT_MS });
   if (info.status !== 0)
     return { available: false, version: runscVersion, detail: `${engine} does not answer`, fix: engineFix(engine) };
   if (engine === 'docker' && !/"runsc"/.test(info.stdout))
