@@ -190,6 +190,26 @@ for (const backend of TEST_BACKENDS) {
       }
     });
 
+    it('cannot use the kernel keyring, create a user namespace or inject terminal input (seccomp)', () => {
+      const key = `agentcell-probe-${process.pid}-${backend}`;
+      const outside = kernelProbe(execFileSync('perl', ['-e', kernelProbeScript(key)], { encoding: 'utf8' }));
+      // Positive control: on the host the same probe reaches all of it (and cleans up its key).
+      assert.equal(outside['keyctl'], 'ok');
+      assert.equal(outside['add_key'], 'ok');
+      assert.equal(outside['unshare-user'], 'ok');
+      assert.equal(outside['clone3-user'], 'ok');
+      for (const ioctl of ['tiocsti', 'tiocsti-high', 'tioclinux']) assert.equal(outside[ioctl], 'ENOTTY', ioctl);
+      const r = run(`perl -e '${kernelProbeScript(key)}'; unshare -U true 2>/dev/null; echo "unshare-tool $?"`);
+      assert.equal(r.status, 0, r.stderr);
+      const inside = kernelProbe(r.stdout);
+      for (const call of ['keyctl', 'add_key', 'unshare-user', 'clone3-user'])
+        assert.match(inside[call] ?? 'missing', /^(EPERM|EACCES|ENOSYS|ENOSPC)$/, `${call}: ${r.stdout}`);
+      assert.notEqual(inside['unshare-tool'], '0', 'unshare -U failed');
+      // EPERM, not ENOTTY: the filter refused the request before the kernel looked at the fd.
+      for (const ioctl of ['tiocsti', 'tiocsti-high', 'tioclinux']) assert.equal(inside[ioctl], 'EPERM', ioctl);
+      assert.doesNotMatch(readFileSync('/proc/keys', 'utf8'), new RegExp(key), 'no key was left');
+    });
+
     it('leaves no process behind after the run', () => {
       const marker = `4242.${process.pid}`;
       const r = run(`setsid sleep ${marker} >/dev/null 2>&1 & nohup sleep ${marker} >/dev/null 2>&1 & echo started`);
@@ -204,4 +224,43 @@ for (const backend of TEST_BACKENDS) {
 /** Full command lines of every host process. */
 function readProcesses(): string[] {
   return execFileSync('ps', ['-eo', 'args='], { encoding: 'utf8' }).split('\n').filter(Boolean);
+}
+
+/** Syscall numbers the kernel probe needs (x86_64, arm64). */
+const SYSCALLS =
+  process.arch === 'arm64'
+    ? { keyctl: 219, addKey: 217, unshare: 97, clone3: 435 }
+    : { keyctl: 250, addKey: 248, unshare: 272, clone3: 435 };
+
+/**
+ * A perl probe (perl is in the host rootfs and the test image; python3 is not in the
+ * image): the session keyring's id, a new key (invalidated at once if it got one), a
+ * user namespace by unshare and by clone3, and TIOCSTI / TIOCLINUX (and TIOCSTI with the
+ * request's upper 32 bits set, which the kernel ignores) on /dev/null, where the kernel
+ * answers ENOTTY and a seccomp filter EPERM. No single quotes: it goes inside sh -c '…'.
+ */
+function kernelProbeScript(key: string): string {
+  const { keyctl, addKey, unshare, clone3 } = SYSCALLS;
+  return [
+    'use strict; use Errno; use POSIX; $| = 1;',
+    'sub res { my $r = shift; return $r >= 0 ? "ok" : ($!{EPERM} ? "EPERM" : $!{EACCES} ? "EACCES" : $!{ENOTTY} ? "ENOTTY" : $!{ENOSYS} ? "ENOSYS" : $!{ENOSPC} ? "ENOSPC" : "errno" . ($! + 0)); }',
+    `print "keyctl ", res(syscall(${keyctl}, 0, -3, 0)), "\n";`,
+    `my ($t, $d, $p) = ("user", "${key}", "x"); my $id = syscall(${addKey}, $t, $d, $p, 1, -3);`,
+    `print "add_key ", res($id), "\n"; syscall(${keyctl}, 21, $id) if $id > 0;`,
+    `my $pid = fork(); if ($pid == 0) { print "unshare-user ", res(syscall(${unshare}, 0x10000000)), "\n"; POSIX::_exit(0); } waitpid($pid, 0);`,
+    `my $args = pack("Q8", 0x10000000, 0, 0, 0, 17, 0, 0, 0); my $c = syscall(${clone3}, $args, 64);`,
+    'if ($c == 0) { POSIX::_exit(0); } print "clone3-user ", res($c), "\n"; waitpid($c, 0) if $c > 0;',
+    'open(my $fh, "<", "/dev/null") or die;',
+    'for my $q (["tiocsti", 0x5412], ["tiocsti-high", 0x100005412], ["tioclinux", 0x541c]) { my $b = "x"; my $r = ioctl($fh, $q->[1], $b); print $q->[0], " ", (defined $r ? "ok" : res(-1)), "\n"; }',
+  ].join(' ');
+}
+
+/** `name result` lines as a map. */
+function kernelProbe(output: string): Record<string, string> {
+  return Object.fromEntries(
+    output
+      .trim()
+      .split('\n')
+      .map((line) => line.split(' ') as [string, string]),
+  );
 }

@@ -88,6 +88,7 @@ for (const backend of OCI) {
         ])
           assert.ok(argv.includes(flag), `missing ${flag} in ${argv}`);
         if (backend === 'gvisor') assert.ok(argv.includes('--runtime runsc'), argv);
+        assert.match(argv, /--security-opt seccomp=\S+\/seccomp-[0-9a-f]{16}\.json/, "agentcell's seccomp profile");
         assert.ok(plan.plan.argv.includes('SECRET_VALUE'), 'the variable is passed by name');
         assert.ok(plan.plan.argv.includes(plan.plan.image.digest), 'the run is pinned to the digest');
       } else {
@@ -96,7 +97,12 @@ for (const backend of OCI) {
         const host = api.create.HostConfig;
         assert.equal(host.NetworkMode, 'none');
         assert.deepEqual(host.CapDrop, ['ALL']);
-        assert.deepEqual(host.SecurityOpt, ['no-new-privileges']);
+        const [noNewPrivileges, seccomp, ...more] = host.SecurityOpt;
+        assert.equal(noNewPrivileges, 'no-new-privileges');
+        assert.deepEqual(more, []);
+        const profile = JSON.parse(seccomp?.replace(/^seccomp=/, '') ?? '') as { syscalls: { names: string[] }[] };
+        const named = profile.syscalls.flatMap((rule) => rule.names);
+        for (const name of ['keyctl', 'ioctl', 'unshare', 'clone']) assert.ok(named.includes(name), name);
         assert.equal(host.ReadonlyRootfs, true);
         assert.equal(host.AutoRemove, true);
         assert.equal(host.Runtime, backend === 'gvisor' ? 'runsc' : undefined);
@@ -187,6 +193,24 @@ for (const backend of OCI) {
       if (/resources\.pids not enforced/.test(limited.stderr)) assert.match(limited.stderr, /assurance reduced/);
       else assert.ok(alive(limited.stdout) <= 60, `limited: ${limited.stdout} ${limited.stderr}`);
       assert.ok(alive(free.stdout) > 110, `free: ${free.stdout} ${free.stderr}`);
+    });
+
+    it("[resources] pids counts the cell's processes, not the sandbox's: a gateway cell (node bridge) starts under pids = 100", () => {
+      writeFileSync(join(sb.workspace, 'agentcell.toml'), '[resources]\npids = 100\n');
+      try {
+        const r = run('echo started', [
+          '--workspace-mode',
+          'readonly',
+          '--network',
+          'allowlist',
+          '--allow',
+          'example.com',
+        ]);
+        assert.equal(r.status, 0, r.stderr);
+        assert.equal(r.stdout, 'started\n');
+      } finally {
+        writeFileSync(join(sb.workspace, 'agentcell.toml'), '');
+      }
     });
 
     it('runs the image a ref names now: moving the ref to another image is never answered from a stale digest', () => {

@@ -59,7 +59,7 @@ export function dockerApiPlan(c: OciContainer, socket: string): DockerApiPlan {
     AutoRemove: true,
     NetworkMode: c.networkNone ? 'none' : 'default',
     CapDrop: ['ALL'],
-    SecurityOpt: ['no-new-privileges', ...(c.seccompUnconfined ? ['seccomp=unconfined'] : [])],
+    SecurityOpt: ['no-new-privileges', ...seccompOption(c.seccomp)],
     ReadonlyRootfs: true,
     Binds: c.binds,
     Tmpfs: Object.fromEntries(c.tmpfs),
@@ -95,6 +95,12 @@ export function dockerApiPlan(c: OciContainer, socket: string): DockerApiPlan {
     waitPath: `${path}/wait?condition=removed`,
     startPath: `${path}/start`,
   };
+}
+
+/** The API takes the profile's text where the CLI reads a file. */
+function seccompOption(seccomp: OciContainer['seccomp']): string[] {
+  if (seccomp.kind === 'unconfined') return ['seccomp=unconfined'];
+  return seccomp.kind === 'agentcell' ? [`seccomp=${seccomp.json}`] : [];
 }
 
 /** `nofile=1024:2048` (or `nofile=1024`) as the API's ulimit. */

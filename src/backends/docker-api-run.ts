@@ -5,7 +5,7 @@ import type { DockerApiPlan } from './docker-api-container.js';
 import { dockerMessage, dockerRequest, dockerUpgrade, type DockerResponse } from './docker-socket.js';
 import { FORWARDED_SIGNALS, KILL_GRACE_MS, TIMEOUT_EXIT_CODE } from './supervise-process.js';
 
-/** What `docker run` exits with when the daemon refuses the container. */
+/** What `docker run` exits with when the daemon reports no exit status. */
 const ENGINE_ERROR_EXIT = 125;
 
 export interface DockerApiRunOptions {
@@ -34,7 +34,7 @@ export async function runDockerApi(plan: DockerApiPlan, options: DockerApiRunOpt
     (name) => `${name}=${options.env[name]}`,
   );
   const created = await call('POST', plan.createPath, JSON.stringify({ ...plan.create, Env: env }));
-  if (created.status !== 201) return refused(created);
+  if (created.status !== 201) refused(created);
   const container = `/containers/${plan.name}`;
   try {
     const stream = await attach(plan.socket, plan.attachPath);
@@ -49,7 +49,7 @@ export async function runDockerApi(plan: DockerApiPlan, options: DockerApiRunOpt
       relay.stop();
       // Created but never started: AutoRemove does not apply, so remove it here.
       await call('DELETE', `${container}?force=1`).catch(() => undefined);
-      return refused(started);
+      refused(started);
     }
     const kill = (signal: NodeJS.Signals): void => {
       void call('POST', `${container}/kill?signal=${signal}`).catch(() => undefined);
@@ -90,10 +90,12 @@ function waitResult(response: DockerResponse): WaitResult {
   return { Error: { Message: dockerMessage(response) } };
 }
 
-/** The daemon said no (no such image, a bind it cannot make, …): as the CLI says it, exit 125. */
-function refused(response: DockerResponse): RunOutcome {
-  process.stderr.write(`docker: Error response from daemon: ${dockerMessage(response)}\n`);
-  return { exitCode: ENGINE_ERROR_EXIT, timedOut: false };
+/** The daemon said no (no such image, a bind it cannot make, a sandbox that cannot start): nothing ran. */
+function refused(response: DockerResponse): never {
+  throw new AgentcellError(
+    'BACKEND_UNAVAILABLE',
+    `docker could not start the cell: ${dockerMessage(response)} (run agentcell doctor)`,
+  );
 }
 
 /** `attach` upgrades the connection to the container's raw stdio stream. */

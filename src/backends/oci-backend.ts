@@ -1,5 +1,5 @@
 import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { AgentcellError } from '../errors.js';
 import { cellHostname } from './cell-hostname.js';
@@ -15,6 +15,7 @@ import { runDockerApi } from './docker-api-run.js';
 import { dockerSocketPath } from './docker-socket.js';
 import { runArgs, type OciContainer } from './oci-container.js';
 import { queryEngineSync } from './engine-query.js';
+import { ociSeccompProfile, serializeOciSeccompProfile } from './oci-seccomp-profile.js';
 
 /** The backends built on an OCI engine: the engine itself, or gVisor's runsc through it. */
 export type OciBackendName = 'podman' | 'docker' | 'gvisor';
@@ -26,6 +27,8 @@ export interface OciBackendOptions {
   runtime?: string;
   /** Where the run keeps the empty, mode-0000 file and dir bound over masked paths. */
   maskDir: string;
+  /** Where the run keeps agentcell's seccomp profile for the engine CLI to read. */
+  seccompDir: string;
   /** The host environment: where the engine is and how to reach it. */
   hostEnv: NodeJS.ProcessEnv;
   /** agentcell's own uid/gid on the host (the workspace owner, as for bwrap). */
@@ -34,6 +37,12 @@ export interface OciBackendOptions {
 }
 
 const PODMAN_NPROC_CEILING = 32768;
+/**
+ * Host tasks of a gVisor sandbox (runsc, ptrace platform, measured): about 44 idle, and
+ * about 8 more per process in it (50 sleeping processes: 443).
+ */
+const GVISOR_SANDBOX_TASKS = 64;
+const GVISOR_TASKS_PER_PROCESS = 10;
 /** Password hashes an image may carry: hidden like the host's are on bwrap (a root cell owns them). */
 const IMAGE_SECRETS: MaskSpec[] = [
   { target: '/etc/shadow', kind: 'file' },
@@ -86,8 +95,6 @@ export function planOci(spec: CellSpec, options: OciBackendOptions): BackendPlan
   tmpfs.push([checkPath(spec.home), `${homeOptions(user, options)},exec`]);
 
   const { pids, memoryBytes, cpus } = spec.limits;
-  if (pids !== undefined && options.runtime === 'runsc')
-    gaps.push(`resources.pids = ${pids} also counts gVisor's own threads (the sandbox needs about 30 to start)`);
   if (options.engine === 'podman' && options.hostUid !== 0) gaps.push(...rootlessLimitGaps(spec, engine, options));
 
   const binds: string[] = [];
@@ -118,7 +125,7 @@ export function planOci(spec: CellSpec, options: OciBackendOptions): BackendPlan
     hostname,
     tty: spec.tty,
     networkNone: spec.network !== 'open',
-    seccompUnconfined: !spec.seccomp,
+    seccomp: cellSeccomp(spec, options, gaps),
     user: `${user.uid}:${user.gid}`,
     tmpfs,
     // podman asks runc for ulimits above what this process may grant unless told.
@@ -132,7 +139,13 @@ export function planOci(spec: CellSpec, options: OciBackendOptions): BackendPlan
   };
   if (options.runtime) container.runtime = options.runtime;
   if (user.userns) container.userns = user.userns;
-  if (pids !== undefined) container.pidsLimit = pids;
+  if (pids !== undefined && options.runtime === 'runsc') {
+    // gVisor's kernel counts the cell's processes (RLIMIT_NPROC, which it enforces for root
+    // too); the host cgroup holds gVisor's own threads, several per cell process, so it
+    // only bounds the sandbox as a whole.
+    container.ulimits.push(`nproc=${pids}:${pids}`);
+    container.pidsLimit = GVISOR_SANDBOX_TASKS + pids * GVISOR_TASKS_PER_PROCESS;
+  } else if (pids !== undefined) container.pidsLimit = pids;
   if (memoryBytes !== undefined) container.memoryBytes = memoryBytes;
   if (cpus !== undefined) container.cpus = cpus;
 
@@ -152,6 +165,18 @@ export function planOci(spec: CellSpec, options: OciBackendOptions): BackendPlan
     plan.hostMount = [...via, ...workspace.overlay.hostMount];
   }
   return plan;
+}
+
+/** agentcell's seccomp profile, named by its content so the plan needs no write. */
+function cellSeccomp(spec: CellSpec, options: OciBackendOptions, gaps: string[]): OciContainer['seccomp'] {
+  if (!spec.seccomp) return { kind: 'unconfined' };
+  const profile = ociSeccompProfile(options.runtime === 'runsc' ? 'kernel' : 'enosys');
+  if (!profile) {
+    gaps.push(`${options.name}: no agentcell seccomp profile for this CPU architecture (the engine's own applies)`);
+    return { kind: 'engine' };
+  }
+  const { json, fileName } = serializeOciSeccompProfile(profile);
+  return { kind: 'agentcell', path: join(options.seccompDir, fileName), json };
 }
 
 interface CellUser {
@@ -252,6 +277,7 @@ function checkPath(path: string): string {
 
 async function runOci(spec: CellSpec, plan: BackendPlan, options: OciBackendOptions): Promise<RunOutcome> {
   makeMaskSources(options.maskDir);
+  if (!plan.dockerApi && spec.seccomp) writeSeccompProfile(options);
   // The container's user is not agentcell's: the socket's private directory is the guard
   // on the host (0700), and the cell binds the socket file itself.
   if (spec.egress) chmodSync(spec.egress.socketPath, 0o666);
@@ -286,6 +312,20 @@ async function runOci(spec: CellSpec, plan: BackendPlan, options: OciBackendOpti
 function removeContainer(executable: string, argv: string[], env: Record<string, string>): void {
   const name = argv[argv.indexOf('--name') + 1];
   if (name) spawnSync(executable, ['rm', '--force', name], { env, stdio: 'ignore', timeout: 30_000 });
+}
+
+/** The profile the plan names, written once per content (the name is its hash), atomically. */
+function writeSeccompProfile(options: OciBackendOptions): void {
+  const dir = options.seccompDir;
+  const profile = ociSeccompProfile(options.runtime === 'runsc' ? 'kernel' : 'enosys');
+  if (!profile) return;
+  const { json, fileName } = serializeOciSeccompProfile(profile);
+  const path = join(dir, fileName);
+  if (existsSync(path)) return;
+  mkdirSync(dir, { recursive: true });
+  const temp = `${path}.${process.pid}.tmp`;
+  writeFileSync(temp, json, { mode: 0o644 });
+  renameSync(temp, path);
 }
 
 function makeMaskSources(dir: string): void {

@@ -11,8 +11,12 @@ export interface OciContainer {
   tty: boolean;
   /** false only for network = open (the host's network). */
   networkNone: boolean;
-  /** Besides `--cap-drop ALL`, no-new-privileges and a read-only image, which every cell gets. */
-  seccompUnconfined: boolean;
+  /**
+   * Besides `--cap-drop ALL`, no-new-privileges and a read-only image, which every cell gets:
+   * agentcell's seccomp profile (a file for the CLI, its text for the API), none (breakglass),
+   * or the engine's own where agentcell has no table for the CPU.
+   */
+  seccomp: { kind: 'agentcell'; path: string; json: string } | { kind: 'unconfined' } | { kind: 'engine' };
   /** `--user UID:GID`. */
   user: string;
   /** Rootless podman: `--userns keep-id:…`. */
@@ -42,7 +46,8 @@ export function runArgs(c: OciContainer): string[] {
   args.push('--name', c.name, '--hostname', c.hostname);
   if (c.networkNone) args.push('--network', 'none');
   args.push('--cap-drop', 'ALL', '--security-opt', 'no-new-privileges');
-  if (c.seccompUnconfined) args.push('--security-opt', 'seccomp=unconfined');
+  if (c.seccomp.kind === 'unconfined') args.push('--security-opt', 'seccomp=unconfined');
+  if (c.seccomp.kind === 'agentcell') args.push('--security-opt', `seccomp=${c.seccomp.path}`);
   args.push('--read-only');
   if (c.userns) args.push('--userns', c.userns);
   args.push('--user', c.user);

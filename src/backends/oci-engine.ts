@@ -112,6 +112,9 @@ function engineFix(engine: OciEngine): string {
     : 'start Docker Desktop, or: colima start';
 }
 
+/** How runsc should be registered: no netstack, the gateway's socket only, and the container's seccomp profile applied. */
+const RUNSC_ARGS = ['--network=none', '--host-uds=open', '--oci-seccomp'];
+
 /** Whether the engine has gVisor's runsc registered as a runtime named `runsc`. */
 export function probeRunscRuntime(engine: OciEngine, hostEnv: NodeJS.ProcessEnv = process.env): BackendProbe {
   const env = engineEnvironment(hostEnv);
@@ -133,7 +136,15 @@ export function probeRunscRuntime(engine: OciEngine, hostEnv: NodeJS.ProcessEnv 
       available: false,
       version: runscVersion,
       detail: `runsc ${runscVersion} is installed but docker has no runtime named runsc`,
-      fix: `add to /etc/docker/daemon.json: {"runtimes":{"runsc":{"path":"${runsc}","runtimeArgs":["--network=none","--host-uds=open"]}}} then restart dockerd`,
+      fix: `add to /etc/docker/daemon.json: {"runtimes":{"runsc":{"path":"${runsc}","runtimeArgs":[${RUNSC_ARGS.map((a) => `"${a}"`).join(',')}]}}} then restart dockerd`,
+    };
+  // Without --oci-seccomp runsc ignores the container's seccomp profile (gVisor's own kernel still has no host keyring).
+  if (engine === 'docker' && !info.stdout.includes('--oci-seccomp'))
+    return {
+      available: true,
+      version: runscVersion,
+      detail: `runsc ${runscVersion} registered with docker without --oci-seccomp: agentcell's seccomp profile does not apply inside gVisor`,
+      fix: `add "--oci-seccomp" to the runsc runtimeArgs in /etc/docker/daemon.json, then: sudo kill -HUP $(pidof dockerd)`,
     };
   return { available: true, version: runscVersion, detail: `runsc ${runscVersion} registered with ${engine}` };
 }

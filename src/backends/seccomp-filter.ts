@@ -7,19 +7,46 @@ import { arch as hostArch } from 'node:os';
  * session), the kernel keyring, BPF, perf, userfaultfd, kexec and module loading.
  * Syscalls of a foreign ABI (i386 or x32 on x86_64, arm32 on arm64) are refused, so
  * the table cannot be bypassed through another syscall numbering.
+ *
+ * The blocked set is the one source of truth for every backend: OCI engines get the
+ * same set as a seccomp profile (oci-seccomp-profile.ts).
  */
+
+/** Syscalls a cell may never make, by name (the OCI profile) and number (this filter). */
+export const BLOCKED_SYSCALLS = [
+  'add_key',
+  'request_key',
+  'keyctl',
+  'bpf',
+  'perf_event_open',
+  'userfaultfd',
+  'kexec_load',
+  'kexec_file_load',
+  'init_module',
+  'finit_module',
+  'delete_module',
+] as const;
+export type BlockedSyscall = (typeof BLOCKED_SYSCALLS)[number];
+
+/** ioctl requests a cell may never make: terminal input injection. */
+export const BLOCKED_IOCTLS = { TIOCSTI: 0x5412, TIOCLINUX: 0x541c } as const;
+
+export const EPERM = 1;
 
 interface ArchTable {
   audit: number;
+  /** The architecture as OCI seccomp profiles name it. */
+  oci: string;
   /** x86_64 marks x32 syscalls with this bit; they are refused. */
   x32Bit?: number;
   ioctl: number;
-  blocked: Record<string, number>;
+  blocked: Record<BlockedSyscall, number>;
 }
 
 const ARCHES: Partial<Record<string, ArchTable>> = {
   x64: {
     audit: 0xc000003e,
+    oci: 'SCMP_ARCH_X86_64',
     x32Bit: 0x40000000,
     ioctl: 16,
     blocked: {
@@ -38,6 +65,7 @@ const ARCHES: Partial<Record<string, ArchTable>> = {
   },
   arm64: {
     audit: 0xc00000b7,
+    oci: 'SCMP_ARCH_AARCH64',
     ioctl: 29,
     blocked: {
       add_key: 217,
@@ -55,9 +83,10 @@ const ARCHES: Partial<Record<string, ArchTable>> = {
   },
 };
 
-const TIOCSTI = 0x5412;
-const TIOCLINUX = 0x541c;
-const EPERM = 1;
+/** The OCI name of this host's architecture, where agentcell has a table for it. */
+export function seccompArch(arch: string = hostArch()): string | undefined {
+  return ARCHES[arch]?.oci;
+}
 
 const LD_W_ABS = 0x20;
 const JEQ_K = 0x15;
@@ -89,14 +118,13 @@ export function buildSeccompFilter(arch: string = hostArch()): SeccompFilter | u
     { code: LD_W_ABS, k: NR },
   ];
   if (table.x32Bit !== undefined) ops.push({ code: JGE_K, k: table.x32Bit, jt: 'deny' });
-  for (const nr of Object.values(table.blocked)) ops.push({ code: JEQ_K, k: nr, jt: 'deny' });
+  for (const name of BLOCKED_SYSCALLS) ops.push({ code: JEQ_K, k: table.blocked[name], jt: 'deny' });
   ops.push(
     { code: JEQ_K, k: table.ioctl, jt: 'ioctl' },
     { code: RET_K, k: RET_ALLOW },
     { label: 'ioctl' },
     { code: LD_W_ABS, k: ARG1_LOW },
-    { code: JEQ_K, k: TIOCSTI, jt: 'deny' },
-    { code: JEQ_K, k: TIOCLINUX, jt: 'deny' },
+    ...Object.values(BLOCKED_IOCTLS).map((request) => ({ code: JEQ_K, k: request, jt: 'deny' })),
     { code: RET_K, k: RET_ALLOW },
     { label: 'deny' },
     { code: RET_K, k: RET_EPERM },
@@ -105,7 +133,11 @@ export function buildSeccompFilter(arch: string = hostArch()): SeccompFilter | u
   return {
     program,
     instructions: program.length / 8,
-    blocked: ['ioctl(TIOCSTI)', 'ioctl(TIOCLINUX)', ...Object.keys(table.blocked), 'foreign-ABI syscalls'],
+    blocked: [
+      ...Object.keys(BLOCKED_IOCTLS).map((name) => `ioctl(${name})`),
+      ...BLOCKED_SYSCALLS,
+      'foreign-ABI syscalls',
+    ],
   };
 }
 

@@ -23,6 +23,7 @@ export function createBackend(name: BackendName, context: BackendContext): Backe
   if (name === 'bwrap') return createBwrapBackend();
   const common = {
     maskDir: join(context.stateDir, 'oci', 'masks'),
+    seccompDir: join(context.stateDir, 'oci', 'seccomp'),
     hostEnv: context.hostEnv,
     hostUid: context.hostUid ?? process.getuid?.() ?? 1000,
     hostGid: context.hostGid ?? process.getgid?.() ?? 1000,
