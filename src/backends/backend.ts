@@ -1,4 +1,5 @@
 import type { BackendName } from '../policy/schema.js';
+import type { LimitHit } from '../receipts/receipt.js';
 import type { CgroupPlan } from './cgroup-limits.js';
 import type { DockerApiPlan } from './docker-api-container.js';
 
@@ -19,6 +20,17 @@ export interface ResourceLimits {
   pids?: number;
   memoryBytes?: number;
   cpus?: number;
+  /**
+   * What the cell may write: each of its scratch tmpfs is this size, and no single file it
+   * writes grows past it (RLIMIT_FSIZE); the run watches its writable layer for the total.
+   */
+  diskBytes?: number;
+}
+
+/** How the run pipeline talks to a running backend. */
+export interface RunControl {
+  /** Aborting it kills the cell at once (a bound was passed: see run-disk-watch.ts). */
+  stop?: AbortSignal;
 }
 
 /**
@@ -108,6 +120,9 @@ export interface RunOutcome {
   timedOut: boolean;
   /** Host pid of the backend process, for diagnostics. */
   pid?: number;
+  /** The bound that ended the run, and what it was, for the receipt and the user. */
+  limitHit?: LimitHit;
+  limitDetail?: string;
 }
 
 export interface BackendProbe {
@@ -124,5 +139,5 @@ export interface Backend {
   probe(): BackendProbe;
   plan(spec: CellSpec): BackendPlan;
   /** Executes `plan` (what `plan(spec)` returned) for `spec`. */
-  run(spec: CellSpec, plan: BackendPlan): Promise<RunOutcome>;
+  run(spec: CellSpec, plan: BackendPlan, control?: RunControl): Promise<RunOutcome>;
 }

@@ -4,7 +4,7 @@ import type { Writable } from 'node:stream';
 import { AgentcellError } from '../errors.js';
 import { cellHostname } from './cell-hostname.js';
 import type { CgroupPlan } from './cgroup-limits.js';
-import type { Backend, BackendPlan, BackendProbe, CellSpec, RunOutcome } from './backend.js';
+import type { Backend, BackendPlan, BackendProbe, CellSpec, RunControl, RunOutcome } from './backend.js';
 import { createCgroups, planCgroupLimits, removeCgroups, wrapInCgroups } from './cgroup-limits.js';
 import { hostEtcSecrets, hostSystemDirs } from './host-rootfs.js';
 import { CELL_BRIDGE_NODE, CELL_BRIDGE_SCRIPT, CELL_EGRESS_SOCKET, withBridge } from '../egress/proxy-environment.js';
@@ -27,7 +27,7 @@ export function createBwrapBackend(options: BwrapOptions = {}): Backend {
     tool: executable,
     probe: () => probeBwrap(executable),
     plan: (spec) => planBwrap(spec, executable),
-    run: (spec, plan) => runBwrap(spec, plan),
+    run: (spec, plan, control) => runBwrap(spec, plan, control),
   };
 }
 
@@ -81,7 +81,9 @@ export function planBwrap(spec: CellSpec, executable = 'bwrap'): BackendPlan {
     args.push('--ro-bind', spec.rootfs.path, '/');
   }
   args.push('--proc', '/proc', '--dev', '/dev');
-  args.push('--tmpfs', '/tmp', '--tmpfs', '/run', '--dir', '/var', '--tmpfs', '/var/tmp');
+  // Scratch dirs live in memory: each is at most the disk limit (and the memory limit's, where set).
+  const sized = spec.limits.diskBytes === undefined ? [] : ['--size', String(spec.limits.diskBytes)];
+  args.push(...sized, '--tmpfs', '/tmp', ...sized, '--tmpfs', '/run', '--dir', '/var', ...sized, '--tmpfs', '/var/tmp');
   let argv = spec.argv;
   if (spec.network === 'gateway') {
     const { egress } = spec;
@@ -93,8 +95,8 @@ export function planBwrap(spec: CellSpec, executable = 'bwrap'): BackendPlan {
     argv = withBridge('bind' in egress.node ? CELL_BRIDGE_NODE : egress.node.path, spec.argv);
   }
   // Every home on the host disappears, not only the caller's.
-  args.push('--tmpfs', '/home', '--tmpfs', '/root');
-  if (!spec.home.startsWith('/home/') && spec.home !== '/root') args.push('--tmpfs', spec.home);
+  args.push(...sized, '--tmpfs', '/home', ...sized, '--tmpfs', '/root');
+  if (!spec.home.startsWith('/home/') && spec.home !== '/root') args.push(...sized, '--tmpfs', spec.home);
   else args.push('--dir', spec.home);
 
   const masks = [...(spec.rootfs.kind === 'host' ? hostEtcSecrets() : []), ...spec.masks];
@@ -128,7 +130,10 @@ export function planBwrap(spec: CellSpec, executable = 'bwrap'): BackendPlan {
   // The overlay wrapper mounts the layers in a namespace of its own, then execs bwrap.
   // The rootfs wrapper, if any, runs first: the workspace's then sees the merged root's mount.
   const rootfsPrefix = spec.rootfs.kind === 'directory' ? (spec.rootfs.overlay?.argvPrefix ?? []) : [];
-  const full = [...rootfsPrefix, ...(workspace.overlay ? workspace.overlay.argvPrefix : []), ...args];
+  // No file the cell writes grows past the disk limit (RLIMIT_FSIZE, inherited by the cell;
+  // set after the overlay wrappers, so a fuse-overlayfs daemon they start is not bound by it).
+  const fsize = spec.limits.diskBytes === undefined ? [] : ['prlimit', `--fsize=${spec.limits.diskBytes}`, '--'];
+  const full = [...rootfsPrefix, ...(workspace.overlay ? workspace.overlay.argvPrefix : []), ...fsize, ...args];
   const plan: BackendPlan = { backend: 'bwrap', argv: full, env: { ...spec.env }, fds, gaps };
   const { pids, memoryBytes, cpus } = spec.limits;
   if (pids !== undefined || memoryBytes !== undefined || cpus !== undefined) {
@@ -140,7 +145,7 @@ export function planBwrap(spec: CellSpec, executable = 'bwrap'): BackendPlan {
   return plan;
 }
 
-async function runBwrap(spec: CellSpec, plan: BackendPlan): Promise<RunOutcome> {
+async function runBwrap(spec: CellSpec, plan: BackendPlan, control: RunControl = {}): Promise<RunOutcome> {
   const [executable, ...args] = plan.argv;
   if (executable === undefined) throw new Error('empty bwrap plan');
   const filter = spec.seccomp ? buildSeccompFilter() : undefined;
@@ -166,6 +171,7 @@ async function runBwrap(spec: CellSpec, plan: BackendPlan): Promise<RunOutcome> 
       // itself is detached: a later child of pid 1, never the first). bwrap's own child is
       // its last: a fuse-overlayfs workspace's daemon was started before bwrap, in its process.
       commandPid: () => childOf(childOf(child.pid, 'last'), 'first'),
+      stop: control.stop,
     });
   } finally {
     closeSync(emptyFd);

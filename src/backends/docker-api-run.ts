@@ -13,6 +13,8 @@ export interface DockerApiRunOptions {
   timeoutMs?: number;
   /** Where each variable named in the plan's `Env` gets its value (the plan's env). */
   env: Record<string, string>;
+  /** Aborted: the cell is killed at once. */
+  stop?: AbortSignal | undefined;
 }
 
 /**
@@ -178,9 +180,12 @@ function supervise(
           kill('SIGTERM');
           killTimer = setTimeout(() => kill('SIGKILL'), KILL_GRACE_MS);
         }, options.timeoutMs);
+  const stopCell = (): void => kill('SIGKILL');
+  options.stop?.addEventListener('abort', stopCell, { once: true });
   return {
     timedOut: () => timedOut,
     stop: () => {
+      options.stop?.removeEventListener('abort', stopCell);
       for (const [signal, handler] of handlers) process.off(signal, handler);
       if (timeout) clearTimeout(timeout);
       if (killTimer) clearTimeout(killTimer);

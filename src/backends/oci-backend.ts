@@ -5,7 +5,7 @@ import { AgentcellError } from '../errors.js';
 import { cellHostname } from './cell-hostname.js';
 import { CELL_BRIDGE_NODE, CELL_BRIDGE_SCRIPT, CELL_EGRESS_SOCKET, withBridge } from '../egress/proxy-environment.js';
 import { findExecutable } from '../find-executable.js';
-import type { Backend, BackendPlan, BackendProbe, CellSpec, MaskSpec, RunOutcome } from './backend.js';
+import type { Backend, BackendPlan, BackendProbe, CellSpec, MaskSpec, RunControl, RunOutcome } from './backend.js';
 import { engineEnvironment, probeEngine, probeRunscRuntime, type OciEngine } from './oci-engine.js';
 import { startRunWatchdog } from './run-watchdog.js';
 import { superviseProcess } from './supervise-process.js';
@@ -55,7 +55,7 @@ export function createOciBackend(options: OciBackendOptions): Backend {
     tool: options.runtime ?? options.engine,
     probe: () => probeOci(options),
     plan: (spec) => planOci(spec, options),
-    run: (spec, plan) => runOci(spec, plan, options),
+    run: (spec, plan, control) => runOci(spec, plan, options, control),
   };
 }
 
@@ -93,6 +93,10 @@ export function planOci(spec: CellSpec, options: OciBackendOptions): BackendPlan
   // Every home disappears; the cell's own is empty, private and the cell user's.
   for (const dir of ['/home', '/root']) if (dir !== spec.home) tmpfs.push([dir, '']);
   tmpfs.push([checkPath(spec.home), `${homeOptions(user, options)},exec`]);
+  // Scratch dirs live in memory: each is at most the disk limit (and counts to the memory limit).
+  const { diskBytes } = spec.limits;
+  if (diskBytes !== undefined)
+    for (const entry of tmpfs) entry[1] = [entry[1], `size=${diskBytes}`].filter(Boolean).join(',');
 
   const { pids, memoryBytes, cpus } = spec.limits;
   if (options.engine === 'podman' && options.hostUid !== 0) gaps.push(...rootlessLimitGaps(spec, engine, options));
@@ -148,6 +152,8 @@ export function planOci(spec: CellSpec, options: OciBackendOptions): BackendPlan
   } else if (pids !== undefined) container.pidsLimit = pids;
   if (memoryBytes !== undefined) container.memoryBytes = memoryBytes;
   if (cpus !== undefined) container.cpus = cpus;
+  // No file the cell writes grows past the disk limit.
+  if (diskBytes !== undefined) container.ulimits.push(`fsize=${diskBytes}:${diskBytes}`);
 
   // docker's own API when the CLI would reach a local socket: the same requests, without the CLI's start-up.
   const socket = options.engine === 'docker' ? dockerSocketPath(engineEnv) : undefined;
@@ -275,7 +281,12 @@ function checkPath(path: string): string {
   return path;
 }
 
-async function runOci(spec: CellSpec, plan: BackendPlan, options: OciBackendOptions): Promise<RunOutcome> {
+async function runOci(
+  spec: CellSpec,
+  plan: BackendPlan,
+  options: OciBackendOptions,
+  control: RunControl = {},
+): Promise<RunOutcome> {
   makeMaskSources(options.maskDir);
   if (!plan.dockerApi && spec.seccomp) writeSeccompProfile(options);
   // The container's user is not agentcell's: the socket's private directory is the guard
@@ -290,15 +301,27 @@ async function runOci(spec: CellSpec, plan: BackendPlan, options: OciBackendOpti
   const mount = plan.hostMount && (await holdHostMount(plan.hostMount, env));
   try {
     if (plan.dockerApi)
-      return await runDockerApi(plan.dockerApi, { tty: spec.tty, timeoutMs: spec.limits.timeoutMs, env: plan.env });
+      return await runDockerApi(plan.dockerApi, {
+        tty: spec.tty,
+        timeoutMs: spec.limits.timeoutMs,
+        env: plan.env,
+        stop: control.stop,
+      });
     const [executable, ...args] = plan.argv;
     if (executable === undefined) throw new Error('empty OCI plan');
     const child = spawn(executable, args, { env: plan.env, stdio: 'inherit', detached: !spec.tty });
+    // A bound passed: the container stops now (the CLI's own death would leave it running a while).
+    const killContainer = (): void => {
+      if (name !== undefined)
+        spawn(executable, ['kill', '--signal', 'KILL', name], { env, stdio: 'ignore' }).on('error', () => undefined);
+    };
+    control.stop?.addEventListener('abort', killContainer, { once: true });
     // The engine CLI forwards the signals it gets to the container (its sig-proxy).
     const outcome = await superviseProcess(child, {
       tty: spec.tty,
       timeoutMs: spec.limits.timeoutMs,
       commandPid: () => child.pid,
+      stop: control.stop,
     });
     // A killed CLI leaves the container running: remove it by name.
     if (outcome.timedOut || outcome.signal !== undefined) removeContainer(executable, plan.argv, env);

@@ -19,6 +19,8 @@ export interface SuperviseOptions {
   timeoutMs?: number;
   /** The command's host pid, where signals are forwarded (the backend knows how to find it). */
   commandPid: () => number | undefined;
+  /** Aborted: the whole cell is killed at once. */
+  stop?: AbortSignal | undefined;
 }
 
 /**
@@ -65,7 +67,9 @@ export function superviseProcess(child: ChildProcess, options: SuperviseOptions)
             killTimer = setTimeout(killCell, KILL_GRACE_MS);
           }, options.timeoutMs);
 
+    options.stop?.addEventListener('abort', killCell, { once: true });
     const cleanup = (): void => {
+      options.stop?.removeEventListener('abort', killCell);
       for (const [signal, handler] of handlers) process.off(signal, handler);
       if (timeout) clearTimeout(timeout);
       if (killTimer) clearTimeout(killTimer);

@@ -360,12 +360,13 @@ function resolveMount(mount: Policy['mount'][number], home: string): ExtraMount 
 }
 
 function limitsOf(policy: Policy): CellSpec['limits'] {
-  const { timeout, pids, memory, cpus } = policy.resources;
+  const { timeout, pids, memory, cpus, disk } = policy.resources;
   const limits: CellSpec['limits'] = {};
   if (timeout !== undefined) limits.timeoutMs = parseDuration(timeout);
   if (pids !== undefined) limits.pids = pids;
   if (memory !== undefined) limits.memoryBytes = parseSize(memory);
   if (cpus !== undefined) limits.cpus = cpus;
+  limits.diskBytes = parseSize(disk);
   return limits;
 }
 

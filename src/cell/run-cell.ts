@@ -1,5 +1,6 @@
 import { readdirSync } from 'node:fs';
-import type { RunOutcome } from '../backends/backend.js';
+import type { RunControl, RunOutcome } from '../backends/backend.js';
+import { startDiskWatch } from './run-disk-watch.js';
 import { AGENTCELL_VERSION } from '../version.js';
 import { captureCopy, materializeCopy } from '../workspace/overlay/copy-driver.js';
 import { writeJsonCache } from '../write-json-cache.js';
@@ -76,14 +77,31 @@ export async function runPrepared(
         await materializeCopy(stack, prepared.workspace, prepared.spec.masks);
         prepared.timer.mark('copy');
       }
+      const stop = new AbortController();
+      const { diskBytes } = prepared.spec.limits;
+      const diskWatch =
+        diskBytes === undefined
+          ? undefined
+          : await startDiskWatch({
+              dir: tx.dir,
+              limitBytes: diskBytes,
+              ...(stack && stack.driver !== 'copy' ? { confirmDir: stack.upper } : {}),
+              onHit: () => stop.abort(),
+            });
       onStart();
-      const running = runBackend(prepared);
+      const running = runBackend(prepared, { stop: stop.signal });
       if (prepared.scanCache) writeJsonCache(prepared.scanCache.path, prepared.scanCache.cache);
       if (prepared.digestCache) writeJsonCache(prepared.digestCache.path, prepared.digestCache.cache);
       gitBefore ??= readGitState(prepared.workspace);
       // While the command runs: load the signing key and receipt any run a killed agentcell left.
       store = await openReceipts(paths, tx);
-      outcome = await running;
+      outcome = await running.finally(() => diskWatch?.stop());
+      const diskHit = await diskWatch?.stop();
+      // 153 = 128 + SIGXFSZ, what a shell reports for a file past its size limit: also when the
+      // command finished before the watcher's stop reached it (the writes happened all the same).
+      if (diskHit !== undefined) outcome = { ...outcome, exitCode: 153, limitHit: 'disk', limitDetail: diskHit };
+      else if (outcome.timedOut)
+        outcome = { ...outcome, limitHit: 'timeout', limitDetail: 'the run passed [resources] timeout' };
     } finally {
       await control?.close();
       if (gateway) egress = await gateway.stop();
@@ -111,6 +129,9 @@ export async function runPrepared(
       egress,
       workspace: { ...journal.draft.workspace, gitRef: git.gitRef, gitDirty: git.gitDirty },
       timings: { ...prepared.timer.timings },
+      ...(outcome.limitHit
+        ? { limit: { hit: outcome.limitHit, detail: outcome.limitDetail ?? outcome.limitHit } }
+        : {}),
     });
     return { outcome, receipt };
   } finally {
@@ -164,9 +185,9 @@ async function startGateway(prepared: PreparedRun, run: string): Promise<Running
   return startRunGateway(egress, spec.egress.socketPath, { cell: prepared.cell, run });
 }
 
-async function runBackend(prepared: PreparedRun): Promise<RunOutcome> {
+async function runBackend(prepared: PreparedRun, control: RunControl): Promise<RunOutcome> {
   try {
-    return await prepared.backend.run(prepared.spec, prepared.plan);
+    return await prepared.backend.run(prepared.spec, prepared.plan, control);
   } catch (cause) {
     if ((cause as NodeJS.ErrnoException).code === 'ENOENT')
       throw new AgentcellError(

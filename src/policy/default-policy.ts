@@ -1,4 +1,4 @@
-import type { Policy } from './schema.js';
+import { DEFAULT_DISK_LIMIT, type Policy } from './schema.js';
 
 /**
  * What the schema's defaults produce for an empty policy, written out so that a run with
@@ -11,7 +11,7 @@ export function defaultPolicy(): Policy {
     mount: [],
     network: { allow: [], deny: [], inspect: [], resolve: {}, upstream_ca: [], rule: [] },
     secrets: {},
-    resources: {},
+    resources: { disk: DEFAULT_DISK_LIMIT },
     env: {},
     agent: { args: [] },
   };

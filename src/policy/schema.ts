@@ -14,6 +14,9 @@ const hostPattern = z.string().check(
   }),
 );
 
+/** The default `[resources] disk`: room for builds and dependency trees, not for filling a disk. */
+export const DEFAULT_DISK_LIMIT = '8GiB';
+
 const envName = z.string().check(z.regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'expected an environment variable name'));
 const size = z
   .union([z.string(), z.number()])
@@ -134,6 +137,8 @@ export const PolicySchema = z.strictObject({
       pids: z.optional(z.number().check(z.int(), z.positive())),
       cpus: z.optional(z.number().check(z.positive())),
       timeout: z.optional(duration),
+      /** What a run may write to the host's disk and the cell's scratch dirs (see docs/security.md). */
+      disk: z._default(size, DEFAULT_DISK_LIMIT),
     }),
     {},
   ),

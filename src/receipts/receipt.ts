@@ -27,6 +27,10 @@ export type MountMode = 'ro' | 'rw';
 
 export const RECEIPT_KINDS: readonly ReceiptKind[] = ['run', 'decision'];
 export const RUN_STATUSES: readonly RunStatus[] = ['completed', 'interrupted'];
+
+/** A bound of `[resources]` that ended a run. */
+export type LimitHit = 'disk' | 'memory' | 'pids' | 'timeout';
+export const LIMITS_HIT: readonly LimitHit[] = ['disk', 'memory', 'pids', 'timeout'];
 export const DECISIONS: readonly Decision[] = ['pending', 'accepted', 'restored', 'forked'];
 
 export interface ReceiptSignature {
@@ -77,6 +81,8 @@ export interface Receipt {
   tools: Record<string, string>;
   /** Phase → milliseconds. */
   timings: Record<string, number>;
+  /** Only when a bound of `[resources]` ended the run: which, and what agentcell saw. */
+  limit?: { hit: LimitHit; detail: string };
   signature: ReceiptSignature;
 }
 
@@ -227,6 +233,11 @@ export function receiptShapeProblems(value: unknown): string[] {
   need('endedAt', isIsoDate, 'an ISO date');
   need('durationMs', (v) => typeof v === 'number' && Number.isFinite(v) && v >= 0, 'a number >= 0');
   need('status', (v) => RUN_STATUSES.includes(v as RunStatus), 'completed or interrupted');
+  need(
+    'limit',
+    (v) => v === undefined || (isRecord(v) && LIMITS_HIT.includes(v['hit'] as LimitHit) && isString(v['detail'])),
+    '{hit: disk, memory, pids or timeout, detail}',
+  );
   need('decision', (v) => DECISIONS.includes(v as Decision), 'pending, accepted, restored or forked');
   need('policy', (v) => isRecord(v) && isString(v['hash']) && isString(v['mode']), '{hash, mode}');
   need(

@@ -49,6 +49,8 @@ async function runCommand(ctx: CliContext, argv: string[], flags: RunFlags): Pro
     );
   else if (outcome.timedOut)
     note(`agentcell: timed out after ${prepared.resolved.policy.resources.timeout ?? ''}; exit ${outcome.exitCode}`);
+  else if (outcome.limitHit !== undefined)
+    note(`agentcell: stopped the run: ${outcome.limitDetail ?? outcome.limitHit}; exit ${outcome.exitCode}`);
   return outcome.exitCode;
 }
 
