@@ -21,7 +21,7 @@ const WRITE =
  * How far past the limit a writer at page-cache speed (GB/s) gets before the cell dies:
  * the watcher samples every 25 ms from agentcell's event loop, which the run's own start
  * keeps busy at first, then the kill must reach the cell (an engine's `kill` is slowest).
- * Measured here: 75-450 MiB past the limit for dd at full speed. A labeled limit (docs/security.md).
+ * Measured here: 75-500 MiB past the limit for dd at full speed. A labeled limit (docs/security.md).
  */
 const SLACK_MIB = 1024;
 
