@@ -87,7 +87,7 @@ describe('accept', () => {
         'src/new/b.ts',
       ]);
       const refused = new Map(result.refused.map((r) => [r.path, r.reason]));
-      assert.match(refused.get('.git/hooks/pre-commit') ?? '', /control-plane/);
+      assert.match(refused.get('.git/hooks/pre-commit') ?? '', /git control plane/);
       assert.match(refused.get('agentcell.toml') ?? '', /control-plane/);
       assert.match(refused.get('links/passwd') ?? '', /absolute path/);
       assert.match(refused.get('links/up') ?? '', /outside the workspace/);
@@ -182,7 +182,7 @@ describe('accept sets replaced and deleted entries aside', () => {
     try {
       const aside = join(sb.root, 'aside');
       mkdirSync(aside);
-      const result = await planAccept({ workspace: sb.workspace, changes, sourceOf, force: false }).apply(aside);
+      const result = await planAccept({ workspace: sb.workspace, changes, sourceOf, force: false }).apply({ setAside: aside });
       assert.equal(result.refused.length, 0);
       assert.deepEqual(listTree(sb.workspace).sort(), ['a.txt', 'dirx', 'late.txt']);
       assert.equal(readFileSync(join(sb.workspace, 'a.txt'), 'utf8'), 'new\n');
@@ -205,7 +205,7 @@ describe('accept sets replaced and deleted entries aside', () => {
     const aside = mkdtempSync('/dev/shm/agentcell-aside-');
     try {
       assert.notEqual(statSync(aside).dev, statSync(sb.workspace).dev, '/dev/shm must be another filesystem');
-      await planAccept({ workspace: sb.workspace, changes, sourceOf, force: false }).apply(aside);
+      await planAccept({ workspace: sb.workspace, changes, sourceOf, force: false }).apply({ setAside: aside });
       assert.deepEqual(listTree(sb.workspace).sort(), ['a.txt', 'dirx', 'late.txt']);
       assert.equal(readFileSync(join(sb.workspace, 'a.txt'), 'utf8'), 'new\n');
       assert.deepEqual(listTree(outside), ['keep.txt']);

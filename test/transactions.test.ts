@@ -40,7 +40,7 @@ interface Change {
   path: string;
   change: 'added' | 'modified' | 'deleted';
   kind: 'file' | 'dir' | 'symlink' | 'other';
-  flagged?: string;
+  flagged?: { tier: 'unsafe' | 'refused' | 'conflict' | 'review'; reason: string };
 }
 
 interface ReceiptRow {
@@ -83,7 +83,7 @@ function assertVerifies(sb: Sandbox, count: number, ...args: string[]): void {
 }
 
 /** Changes in diff's order (sorted by path), from compact tuples. */
-function changes(list: [string, Change['change'], Change['kind'], string?][]): Change[] {
+function changes(list: [string, Change['change'], Change['kind'], Change['flagged']?][]): Change[] {
   return list
     .map(([path, change, kind, flagged]) => ({ path, change, kind, ...(flagged ? { flagged } : {}) }))
     .sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
@@ -535,7 +535,8 @@ describe('fork', () => {
         [[1, 'run', 'pending']],
       );
 
-      // Accepting b changes the host; a still holds its own changes, now against the new host.
+      // Accepting b changes the host; a still holds its own changes, now against the new host,
+      // where its change to a.txt conflicts with b's.
       assert.deepEqual(snapshot(sb.workspace), pristine);
       acJson(sb, 'accept', '--cell', 'b', '--json');
       assert.deepEqual(contents(sb.workspace), { 'a.txt': 'a\na2\nb\n', 'b-only.txt': 'inb\n' });
@@ -543,7 +544,12 @@ describe('fork', () => {
       assert.deepEqual(
         diff(sb),
         changes([
-          ['a.txt', 'modified', 'file'],
+          [
+            'a.txt',
+            'modified',
+            'file',
+            { tier: 'conflict', reason: 'the host changed this path since the run; accept --force to overwrite it' },
+          ],
           ['one.txt', 'added', 'file'],
         ]),
       );
@@ -566,7 +572,15 @@ describe('fork', () => {
 // ---------------------------------------------------------------- 5. accept safety
 
 describe('accept safety through real cells', () => {
-  const CONTROL = 'control-plane file (executed or trusted by the host); accept with --force after review';
+  const control = (why: string): Change['flagged'] => ({
+    tier: 'refused',
+    reason: `control-plane file (${why}); accept with --force after review`,
+  });
+  const GIT_CONTROL: Change['flagged'] = {
+    tier: 'refused',
+    reason: 'git control plane (.git is data only for objects, refs, logs and the index); accept with --force after review',
+  };
+  const unsafe = (reason: string): Change['flagged'] => ({ tier: 'unsafe', reason });
 
   it(
     'control-plane files, escaping symlinks, fifos and setuid files: flagged, refused whole, --force applies only what is safe',
@@ -596,14 +610,14 @@ describe('accept safety through real cells', () => {
         assert.match(r.stderr, /\.git\/hooks\/post-checkout: Read-only file system/);
 
         const expected = changes([
-          ['.envrc', 'added', 'file', CONTROL],
+          ['.envrc', 'added', 'file', control('direnv runs it on cd')],
           ['.git/description', 'added', 'file'],
-          ['agentcell.toml', 'added', 'file', CONTROL],
-          ['ff', 'added', 'other', 'a fifo cannot be accepted'],
+          ['agentcell.toml', 'added', 'file', control('agentcell reads its policy from it')],
+          ['ff', 'added', 'other', unsafe('a fifo cannot be accepted')],
           ['okl', 'added', 'symlink'],
           ['plain.txt', 'added', 'file'],
-          ['pw', 'added', 'symlink', 'symlink to an absolute path (/etc/passwd)'],
-          ['sub/esc', 'added', 'symlink', 'symlink pointing outside the workspace (../../outside)'],
+          ['pw', 'added', 'symlink', unsafe('symlink to an absolute path (/etc/passwd)')],
+          ['sub/esc', 'added', 'symlink', unsafe('symlink pointing outside the workspace (../../outside)')],
           // Not flagged: accept drops the setuid bit instead (asserted below).
           ['suid', 'added', 'file'],
         ]);
@@ -686,8 +700,8 @@ describe('accept safety through real cells', () => {
       assert.deepEqual(
         diff(sb),
         changes([
-          ['.git/hooks', 'added', 'dir', CONTROL],
-          ['.git/hooks/pre-commit', 'added', 'file', CONTROL],
+          ['.git/hooks', 'added', 'dir', GIT_CONTROL],
+          ['.git/hooks/pre-commit', 'added', 'file', GIT_CONTROL],
         ]),
       );
       const before = snapshot(sb.workspace);
