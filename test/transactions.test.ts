@@ -578,7 +578,8 @@ describe('accept safety through real cells', () => {
   });
   const GIT_CONTROL: Change['flagged'] = {
     tier: 'refused',
-    reason: 'git control plane (.git is data only for objects, refs, logs and the index); accept with --force after review',
+    reason:
+      'git control plane (.git is data only for objects, refs, logs and the index); accept with --force after review',
   };
   const unsafe = (reason: string): Change['flagged'] => ({ tier: 'unsafe', reason });
 

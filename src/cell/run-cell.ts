@@ -201,7 +201,13 @@ async function freezeLeftovers(stack: LayerStack, workspace: string, policyHash:
     .sort((a, b) => a.startedAt.localeCompare(b.startedAt))
     .at(-1);
   // Without the killed run's start, any host edit since the stack's previous layer counts as during it.
-  recordRunBaselines(frozen, workspace, killed?.startedAt ?? stack.layers.at(-1)?.createdAt ?? new Date(0).toISOString(), runChanges, hostStats);
+  recordRunBaselines(
+    frozen,
+    workspace,
+    killed?.startedAt ?? stack.layers.at(-1)?.createdAt ?? new Date(0).toISOString(),
+    runChanges,
+    hostStats,
+  );
   if (killed)
     updateRun(stack.cellDir, killed.id, {
       changes,

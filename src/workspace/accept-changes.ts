@@ -1,5 +1,14 @@
 import { randomBytes } from 'node:crypto';
-import { chmodSync, constants, promises as fs, lstatSync, mkdirSync, readFileSync, readlinkSync, type Stats } from 'node:fs';
+import {
+  chmodSync,
+  constants,
+  promises as fs,
+  lstatSync,
+  mkdirSync,
+  readFileSync,
+  readlinkSync,
+  type Stats,
+} from 'node:fs';
 import { isAbsolute, normalize } from 'node:path';
 import { AgentcellError } from '../errors.js';
 import { childPath } from './child-path.js';
@@ -91,7 +100,7 @@ export function planAccept(request: AcceptRequest): AcceptPlan {
     const flag = own && own.tier !== 'review' ? own : (inRefusedDir(change.path, refusedDirs) ?? own);
     if (flag && (flag.tier === 'unsafe' || (flag.tier !== 'review' && !request.force))) {
       plan.refused.push({ path: change.path, ...flag });
-      if (source?.stats.isDirectory()) refusedDirs.set(change.path, flag.tier);
+      if (source?.stats.isDirectory() && change.change === 'added') refusedDirs.set(change.path, flag.tier);
       continue;
     }
     if (flag) plan.flagged.push({ path: change.path, ...flag });
@@ -228,7 +237,10 @@ function check(
   if (control?.tier === 'refused') return control;
   const conflict = request.conflicts?.get(path);
   if (conflict) return { tier: 'conflict', reason: `${conflict}; accept --force to overwrite it` };
-  if (control && !(change.change !== 'deleted' && isPackageJson(path) && !scriptsChanged(request.workspace, path, source!)))
+  if (
+    control &&
+    !(change.change !== 'deleted' && isPackageJson(path) && !scriptsChanged(request.workspace, path, source!))
+  )
     return change.change === 'deleted' ? undefined : control;
   return undefined;
 }
@@ -261,7 +273,7 @@ function judgeSymlinks(
   for (const c of candidates) entries.set(c.path, finalEntry(c));
   const tree = new FinalTree(workspace, entries);
   const refused = new Set<string>();
-  for (let again = true; again; ) {
+  for (let again = true; again;) {
     again = false;
     for (const link of links) {
       if (refused.has(link.path)) continue;

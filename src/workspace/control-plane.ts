@@ -121,7 +121,10 @@ export class ControlPlane {
     if (git) return { tier: 'refused', reason: `${git}; accept with --force after review` };
     for (const [configured, key] of this.fromGitConfig)
       if (path === configured || path.startsWith(`${configured}/`))
-        return { tier: 'refused', reason: `run by git (${key} in the host's git config); accept with --force after review` };
+        return {
+          tier: 'refused',
+          reason: `run by git (${key} in the host's git config); accept with --force after review`,
+        };
     for (const { rule, regex } of this.#matchers)
       if (regex.test(path))
         return {
@@ -149,7 +152,9 @@ function gitControl(path: string): string | undefined {
 function patternRegex(pattern: string): RegExp {
   const body = pattern
     .split('/')
-    .map((part) => (part === '**' ? '(?:.+/)?' : `${part.replace(/[.+?^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '[^/]*')}/`))
+    .map((part) =>
+      part === '**' ? '(?:.+/)?' : `${part.replace(/[.+?^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '[^/]*')}/`,
+    )
     .join('');
   return new RegExp(`^${body.slice(0, -1)}(?:/|$)`);
 }
@@ -174,7 +179,9 @@ export function readControlPlane(workspace: string): ControlPlane {
   const found = new Map<string, string>();
   const add = (absolute: string, key: string): void => {
     const rel = relative(workspace, absolute);
-    if (rel !== '' && !rel.startsWith('..') && !isAbsolute(rel)) found.set(rel.split(sep).join('/'), key);
+    if (rel === '' || rel.startsWith('..') || isAbsolute(rel)) return;
+    const path = rel.split(sep).join('/');
+    if (!found.has(path)) found.set(path, key);
   };
   const located = git(['rev-parse', '--show-toplevel', '--git-path', 'hooks']);
   if (located === undefined) return new ControlPlane(found);

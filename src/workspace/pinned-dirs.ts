@@ -1,4 +1,14 @@
-import { closeSync, constants, lstatSync, mkdirSync, openSync, readdirSync, rmdirSync, unlinkSync, type Stats } from 'node:fs';
+import {
+  closeSync,
+  constants,
+  lstatSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  rmdirSync,
+  unlinkSync,
+  type Stats,
+} from 'node:fs';
 import { AgentcellError } from '../errors.js';
 
 /** Linux's O_PATH (Node does not export it): a handle for lookups, needing no read permission. */
@@ -68,7 +78,8 @@ export class PinnedDirs {
     try {
       path = this.at(rel);
     } catch (error) {
-      if ((error as Error).cause && ((error as Error).cause as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      if ((error as Error).cause && ((error as Error).cause as NodeJS.ErrnoException).code === 'ENOENT')
+        return undefined;
       throw error;
     }
     return lstatSync(path, { throwIfNoEntry: false });

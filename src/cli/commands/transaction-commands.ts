@@ -61,7 +61,9 @@ export function registerTransactionCommands(program: Command): void {
       }
       for (const r of report.refused) note(`skipped ${r.path}: ${r.reason}`);
       if (report.flagged.length > 0)
-        note(`${report.flagged.length} change(s) marked ${FLAG_MARK.review} are run by tools on the host: read them before you run those tools`);
+        note(
+          `${report.flagged.length} change(s) marked ${FLAG_MARK.review} are run by tools on the host: read them before you run those tools`,
+        );
       note(
         `${report.dryRun ? 'would apply' : 'applied'} ${report.applied.length} change(s)` +
           (report.receipt ? `; receipt ${report.receipt.id}` : ''),
