@@ -11,6 +11,7 @@ import {
   readFileSync,
   rmSync,
   readlinkSync,
+  renameSync,
   statSync,
   symlinkSync,
   writeFileSync,
@@ -414,6 +415,121 @@ describe('the control plane is data, and read from the host repo’s own git con
       assert.equal(forced.refused.length, 0);
       assert.ok(forced.flagged.some((f) => f.path === '.githooks/pre-commit' && f.tier === 'refused'));
       assert.ok(forced.flagged.some((f) => f.path === 'Makefile' && f.tier === 'review'));
+    } finally {
+      sb.cleanup();
+    }
+  });
+});
+
+describe('accept races a host that swaps a directory for a symlink', () => {
+  /** Swaps `ws/d` for a symlink to `outside` and back, as fast as it can, counting swaps in `counter`. */
+  const SWAPPER = `
+    const fs = require('node:fs');
+    const [ws, outside, counter] = process.argv.slice(1);
+    let swaps = 0;
+    const stopAt = Date.now() + 60000;
+    while (Date.now() < stopAt) {
+      try {
+        fs.renameSync(ws + '/d', ws + '/d.real');
+        fs.symlinkSync(outside, ws + '/d');
+        fs.unlinkSync(ws + '/d');
+        fs.renameSync(ws + '/d.real', ws + '/d');
+        if (++swaps % 100 === 0) fs.writeFileSync(counter, String(swaps));
+      } catch {}
+    }`;
+
+  function restoreD(ws: string): void {
+    if (isLink(join(ws, 'd'))) rmSync(join(ws, 'd'));
+    if (existsSync(join(ws, 'd.real')) && !existsSync(join(ws, 'd'))) renameSync(join(ws, 'd.real'), join(ws, 'd'));
+  }
+
+  it('never writes outside and never crashes; what it could not write it reports, and a naive writer does leak', async () => {
+    const sb = makeSandbox({ 'd/keep.txt': 'k\n' });
+    const outside = join(sb.root, 'outside');
+    const counter = join(sb.root, 'swaps');
+    mkdirSync(outside);
+    const { spawn } = await import('node:child_process');
+    const swapper = spawn(process.execPath, ['-e', SWAPPER, sb.workspace, outside, counter], { stdio: 'ignore' });
+    try {
+      while (!existsSync(counter)) await new Promise((r) => setTimeout(r, 10));
+      // Positive control: the same swap redirects a plain path-based write out of the workspace.
+      let leaked = 0;
+      for (let i = 0; i < 2000 && leaked === 0; i++) {
+        try {
+          writeFileSync(join(sb.workspace, 'd', `probe-${i}`), 'x');
+        } catch {
+          // d was mid-swap
+        }
+        leaked = readdirSync(outside).length;
+      }
+      assert.ok(leaked > 0, 'the swap can redirect a naive write (the probe can see a leak)');
+      for (const name of readdirSync(outside)) rmSync(join(outside, name));
+
+      let failedTotal = 0;
+      let refusedTotal = 0;
+      // At least 30 rounds, and more until accept has met the swap (a loaded machine swaps slowly).
+      for (let round = 0; round < 30 || (refusedTotal + failedTotal === 0 && round < 300); round++) {
+        const layer = join(sb.root, `layer-${round}`);
+        const changes: WorkspaceChange[] = [{ path: `d/r${round}`, change: 'added' }];
+        mkdirSync(join(layer, 'd', `r${round}`, 'sub'), { recursive: true });
+        for (let i = 0; i < 40; i++) {
+          const rel = `d/r${round}/${i % 2 ? 'sub/' : ''}f${i}`;
+          writeFileSync(join(layer, rel), `${round}:${i}\n`);
+          changes.push({ path: rel, change: 'added' });
+        }
+        changes.push({ path: `d/r${round}/sub`, change: 'added' });
+        changes.push({ path: 'd/keep.txt', change: 'modified' });
+        writeFileSync(join(layer, 'd/keep.txt'), `round ${round}\n`);
+        const sourceOf = (path: string): LayerEntry | undefined =>
+          existsSync(join(layer, path)) ? { path: join(layer, path), stats: lstatSync(join(layer, path)) } : undefined;
+        const plan = planAccept({ workspace: sb.workspace, changes, sourceOf, force: false });
+        refusedTotal += plan.refused.length;
+        const result = await plan.apply(); // must not throw
+        failedTotal += result.failed.length;
+        assert.equal(
+          result.applied.length + result.failed.length,
+          plan.applied.length,
+          'every change is applied or reported',
+        );
+        assert.deepEqual(readdirSync(outside), [], `round ${round}: nothing written outside`);
+      }
+      const swaps = Number(readFileSync(counter, 'utf8'));
+      assert.ok(swaps >= 100, `the directory was swapped (${swaps} times)`);
+      assert.ok(refusedTotal + failedTotal > 0, 'accept met the swap (refused in planning or failed in applying)');
+    } finally {
+      swapper.kill();
+      await new Promise((r) => swapper.once('exit', r));
+      restoreD(sb.workspace);
+      sb.cleanup();
+    }
+  });
+});
+
+describe('a killed accept’s temporary files', () => {
+  it('are removed by the next decision: only its own, only in the directories it named, never through a symlink', async () => {
+    const sb = makeSandbox({ 'a/x.txt': 'x\n' });
+    const cellDir = join(sb.root, 'cell');
+    const outside = join(sb.root, 'outside');
+    mkdirSync(cellDir);
+    mkdirSync(outside);
+    const { markTemps, removeStaleTemps } = await import('../src/workspace/accept-temps.js');
+    const { newTempPrefix } = await import('../src/workspace/accept-changes.js');
+    const prefix = newTempPrefix();
+    const other = newTempPrefix();
+    try {
+      writeFileSync(join(sb.workspace, `${prefix}0`), 'stale');
+      writeFileSync(join(sb.workspace, 'a', `${prefix}1`), 'stale');
+      symlinkSync('/etc/passwd', join(sb.workspace, 'a', `${prefix}2`));
+      mkdirSync(join(sb.workspace, 'a', `${prefix}3`)); // not a file accept writes: left alone
+      writeFileSync(join(sb.workspace, 'a', `${other}0`), 'another accept’s'); // not ours
+      writeFileSync(join(outside, `${prefix}9`), 'outside');
+      symlinkSync(outside, join(sb.workspace, 'l'));
+      markTemps(cellDir, prefix, ['', 'a', 'l']);
+      assert.equal(removeStaleTemps(cellDir, sb.workspace), 3);
+      assert.deepEqual(listTree(sb.workspace).sort(), ['a', `a/${prefix}3`, `a/${other}0`, 'a/x.txt', 'l'].sort());
+      assert.deepEqual(readdirSync(outside), [`${prefix}9`], 'the symlinked directory was not followed');
+      assert.equal(existsSync(join(cellDir, 'accept-temps.json')), false);
+      assert.equal(removeStaleTemps(cellDir, sb.workspace), 0, 'nothing recorded: nothing to do');
     } finally {
       sb.cleanup();
     }
