@@ -131,7 +131,10 @@ export class AcceptPlan implements AcceptResult {
 
   add(change: PlannedChange): void {
     this.#planned.push(change);
-    this.applied.push({ path: change.path, change: change.change });
+    // The change as the caller gave it (a diff's has its kind), without the layer entry.
+    const applied: WorkspaceChange & { source?: LayerEntry } = { ...change };
+    delete applied.source;
+    this.applied.push(applied);
   }
 
   /** The directories apply writes temporary files into (for cleaning up after a killed accept). */
