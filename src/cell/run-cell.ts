@@ -1,4 +1,4 @@
-import { readdirSync } from 'node:fs';
+import { readdirSync, type Stats } from 'node:fs';
 import type { RunControl, RunOutcome } from '../backends/backend.js';
 import { startDiskWatch } from './run-disk-watch.js';
 import { AGENTCELL_VERSION } from '../version.js';
@@ -12,6 +12,7 @@ import type { ReloadReport } from '../egress/egress-control.js';
 import type { ReceiptStore } from '../receipts/receipt-store.js';
 import { isProcessAlive } from '../receipts/process-identity.js';
 import { beginRun, finishRun, listJournal, updateRun, type RunDraft } from '../receipts/run-journal.js';
+import { recordBaselines } from '../workspace/accept-baseline.js';
 import { countGitChanges, readGitState } from '../workspace/git-state.js';
 import { checkpoint, openLayerStack, type LayerStack } from '../workspace/overlay/layer-stack.js';
 import { lockCell, openReceipts } from './cell-transaction.js';
@@ -115,9 +116,14 @@ export async function runPrepared(
     let after = before;
     if (stack && readdirSync(stack.upper).length > 0) {
       const { diffLayers } = await import('../workspace/overlay/layer-diff.js');
-      const runChanges = await diffLayers({ ...stack, layers: [] }, prepared.workspace);
+      const hostStats = new Map<string, Stats | undefined>();
+      const runChanges = await diffLayers({ ...stack, layers: [] }, prepared.workspace, { stats: hostStats });
       changes = countChanges(runChanges);
-      if (runChanges.length > 0) after = checkpoint(stack, { policyHash: prepared.resolved.hash }).layer.id;
+      if (runChanges.length > 0) {
+        const frozen = checkpoint(stack, { policyHash: prepared.resolved.hash });
+        after = frozen.layer.id;
+        recordRunBaselines(frozen, prepared.workspace, startedAt, runChanges, hostStats);
+      }
     } else if (!stack) {
       changes = countGitChanges(git, await readGitState(prepared.workspace));
     }
@@ -207,18 +213,46 @@ async function runBackend(prepared: PreparedRun, control: RunControl): Promise<R
 async function freezeLeftovers(stack: LayerStack, workspace: string, policyHash: string): Promise<LayerStack> {
   if (readdirSync(stack.upper).length === 0) return stack;
   const { diffLayers } = await import('../workspace/overlay/layer-diff.js');
-  const changes = countChanges(await diffLayers({ ...stack, layers: [] }, workspace));
+  const hostStats = new Map<string, Stats | undefined>();
+  const runChanges = await diffLayers({ ...stack, layers: [] }, workspace, { stats: hostStats });
+  const changes = countChanges(runChanges);
   const frozen = checkpoint(stack, { policyHash });
   const killed = listJournal(stack.cellDir)
     .entries.filter((e) => !isProcessAlive(e.owner))
     .sort((a, b) => a.startedAt.localeCompare(b.startedAt))
     .at(-1);
+  // Without the killed run's start, any host edit since the stack's previous layer counts as during it.
+  recordRunBaselines(
+    frozen,
+    workspace,
+    killed?.startedAt ?? stack.layers.at(-1)?.createdAt ?? new Date(0).toISOString(),
+    runChanges,
+    hostStats,
+  );
   if (killed)
     updateRun(stack.cellDir, killed.id, {
       changes,
       checkpoint: { before: killed.draft.checkpoint.before, after: frozen.layer.id },
     });
   return frozen.stack;
+}
+
+/** What each changed path looked like on the host, for accept's conflict check (see accept-baseline). */
+function recordRunBaselines(
+  frozen: { stack: LayerStack; layer: { id: string } },
+  workspace: string,
+  startedAt: string,
+  changes: readonly { path: string }[],
+  hostStats: ReadonlyMap<string, Stats | undefined>,
+): void {
+  recordBaselines(frozen.stack.cellDir, {
+    layer: frozen.layer.id,
+    liveLayers: frozen.stack.layers.map((l) => l.id),
+    runStartedAt: Date.parse(startedAt),
+    workspace,
+    paths: changes.map((c) => c.path),
+    hostStats,
+  });
 }
 
 function topLayerId(stack: LayerStack): string | null {

@@ -31,6 +31,8 @@ function withCellFlags(command: Command): Command {
 }
 
 const SYMBOL = { added: 'A', modified: 'M', deleted: 'D' } as const;
+/** How each flag tier shows in human output: refused ones with `!`, review ones with `?`. */
+const FLAG_MARK = { unsafe: '!', refused: '!', conflict: '!', review: '?' } as const;
 
 /** `diff`, `accept`, `restore`, `checkpoint`, `fork`: review and decide what a cell changed. */
 export function registerTransactionCommands(program: Command): void {
@@ -40,7 +42,9 @@ export function registerTransactionCommands(program: Command): void {
       if (flags.json) return printJson(changes);
       if (changes.length === 0) return note('no pending changes');
       for (const c of changes)
-        print(`${SYMBOL[c.change]} ${c.path}${c.kind === 'dir' ? '/' : ''}${c.flagged ? `    ! ${c.flagged}` : ''}`);
+        print(
+          `${SYMBOL[c.change]} ${c.path}${c.kind === 'dir' ? '/' : ''}${c.flagged ? `    ${FLAG_MARK[c.flagged.tier]} ${c.flagged.reason}` : ''}`,
+        );
     },
   );
 
@@ -50,8 +54,16 @@ export function registerTransactionCommands(program: Command): void {
     .action(async (flags: CellFlag & JsonFlag & DryRunFlag & { force?: boolean }) => {
       const report = await acceptCell(cellRef(flags), { force: Boolean(flags.force), dryRun: Boolean(flags.dryRun) });
       if (flags.json) return printJson(report);
-      for (const c of report.applied) print(`${SYMBOL[c.change]} ${c.path}`);
+      const marked = new Map(report.flagged.map((f) => [f.path, f]));
+      for (const c of report.applied) {
+        const flag = marked.get(c.path);
+        print(`${SYMBOL[c.change]} ${c.path}${flag ? `    ${FLAG_MARK[flag.tier]} ${flag.reason}` : ''}`);
+      }
       for (const r of report.refused) note(`skipped ${r.path}: ${r.reason}`);
+      if (report.flagged.length > 0)
+        note(
+          `${report.flagged.length} change(s) marked ${FLAG_MARK.review} are run by tools on the host: read them before you run those tools`,
+        );
       note(
         `${report.dryRun ? 'would apply' : 'applied'} ${report.applied.length} change(s)` +
           (report.receipt ? `; receipt ${report.receipt.id}` : ''),
