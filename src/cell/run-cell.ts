@@ -1,4 +1,4 @@
-import { readdirSync } from 'node:fs';
+import { mkdirSync, readdirSync } from 'node:fs';
 import type { RunOutcome } from '../backends/backend.js';
 import { AGENTCELL_VERSION } from '../version.js';
 import { captureCopy, materializeCopy } from '../workspace/overlay/copy-driver.js';
@@ -36,6 +36,8 @@ export async function runPrepared(
 ): Promise<RunReport> {
   const tx = await lockCell(paths, prepared.cell, prepared.workspace, prepared.spec.argv);
   try {
+    // Masked in the cell already: made now so the mask covers what this run puts there (a first run's signing key).
+    for (const dir of prepared.createOwnDirs ?? []) mkdirSync(dir, { recursive: true, mode: 0o700 });
     const overlay = prepared.spec.workspace.mode === 'overlay';
     const stack = overlay
       ? await freezeLeftovers(
