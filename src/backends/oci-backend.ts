@@ -82,7 +82,8 @@ export function planOci(spec: CellSpec, options: OciBackendOptions): BackendPlan
   ];
   // Every home disappears; the cell's own is empty, private and the cell user's.
   for (const dir of ['/home', '/root']) if (dir !== spec.home) tmpfs.push([dir, '']);
-  tmpfs.push([checkPath(spec.home), `${homeOptions(user, options)},exec`]);
+  // A workspace that is the home (run in $HOME) is the home, as on bwrap: one mount per path.
+  if (spec.home !== spec.workspace.path) tmpfs.push([checkPath(spec.home), `${homeOptions(user, options)},exec`]);
 
   const { pids, memoryBytes, cpus } = spec.limits;
   if (pids !== undefined && options.runtime === 'runsc')
