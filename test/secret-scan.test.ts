@@ -4,7 +4,7 @@ import { existsSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { BUILT_IN_HIDE, scanSecrets } from '../src/workspace/secret-scan.js';
-import { makeSandbox } from './helpers.js';
+import { ac, acJson, makeSandbox } from './helpers.js';
 
 describe('secret scan', () => {
   it('finds built-in and policy patterns at any depth, by name or by path, and honours expose and skip', () => {
@@ -304,6 +304,63 @@ describe('secret scan: secrets git tracks', () => {
       const found = scanSecrets(ws, { hide: BUILT_IN_HIDE, expose: [], skip: ['.git'] });
       assert.deepEqual(found.tracked, ['.env']);
       assert.equal(existsSync(marker), false, 'the scan ran the repo fsmonitor');
+    } finally {
+      sb.cleanup();
+    }
+  });
+});
+
+describe('secret scan: a repo that commits a secret, through the CLI', () => {
+  const CANARY = `tracked-canary-${process.pid}`;
+
+  it('strict refuses it; development runs, labels it (banner, --json, dry run, receipt); expose lets strict run', () => {
+    const sb = makeSandbox({ 'README.md': 'hi\n', '.ENV': `TOKEN=${CANARY}\n` });
+    try {
+      git(sb.workspace, 'init', '-q');
+      git(sb.workspace, 'add', '.');
+      git(sb.workspace, 'commit', '-qm', 'oops');
+      const refused = ac(sb, 'run', '--json', '--', 'true');
+      assert.equal(refused.status, 2);
+      const error = (JSON.parse(refused.stdout) as { error: { code: string; message: string } }).error;
+      assert.equal(error.code, 'MODE_REFUSED');
+      assert.match(error.message, /\.ENV/);
+      assert.match(error.message, /expose = \["\.ENV"\]/);
+
+      const dry = acJson<{ assurance: { reasons: string[] }; trackedSecrets: string[] }>(
+        sb,
+        'run',
+        '--mode',
+        'development',
+        '--dry-run',
+        '--json',
+        '--',
+        'true',
+      );
+      assert.deepEqual(dry.trackedSecrets, ['.ENV']);
+      assert.ok(dry.assurance.reasons.some((r) => /tracked by git.*\.ENV/.test(r)));
+
+      // The label is true: the file is masked, its blob is not.
+      const run = ac(sb, 'run', '--mode', 'development', '--', 'sh', '-c', 'cat .ENV; git cat-file -p HEAD:.ENV');
+      assert.equal(run.status, 0, run.stderr);
+      assert.match(
+        run.stderr,
+        /assurance reduced \(.*secret-named file\(s\) tracked by git, readable in the cell from \.git: \.ENV/,
+      );
+      assert.equal(run.stdout, `TOKEN=${CANARY}\n`, 'only git could read it');
+      const receipt = acJson<{ assurance: { reasons: string[] } }>(
+        sb,
+        'receipt',
+        'show',
+        '--latest',
+        '--format',
+        'json',
+      );
+      assert.ok(receipt.assurance.reasons.some((r) => /tracked by git.*\.ENV/.test(r)));
+
+      writeFileSync(join(sb.workspace, 'agentcell.toml'), '[workspace]\nexpose = [".ENV"]\n');
+      const exposed = ac(sb, 'run', '--json', '--', 'cat', '.ENV');
+      assert.equal(exposed.status, 0, exposed.stderr);
+      assert.match(exposed.stdout, new RegExp(CANARY));
     } finally {
       sb.cleanup();
     }
