@@ -187,6 +187,13 @@ for (const backend of TEST_BACKENDS) {
         const config = join(first, 'home', '.config', 'agentcell');
         const key = join(config, 'keys', 'receipts-ed25519.pem');
         assert.equal(existsSync(config), false);
+        // The dry run plans the mask of the dir that is not there yet, and makes nothing.
+        const dry = agentcell(['run', ...backendArgs(backend), '--dry-run', '--json', '--', 'true'], {
+          cwd: join(first, 'home'),
+          env: fresh,
+        });
+        assert.ok((JSON.parse(dry.stdout) as { masked: string[] }).masked.includes(config), dry.stdout + dry.stderr);
+        assert.equal(existsSync(config), false);
         // The cell polls for the key for 3 s; agentcell makes it just after the cell starts.
         const script = `for i in $(seq 30); do cat ${key} 2>/dev/null && break; sleep 0.1; done; ls -A ${config} ${config}/keys 2>&1; cat notes.txt; echo end`;
         const r = agentcell(['run', ...backendArgs(backend), '--', 'sh', '-c', script], {
