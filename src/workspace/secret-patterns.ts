@@ -107,7 +107,7 @@ export const BUILT_IN_HIDE: readonly string[] = [
   '**/.config/NuGet/NuGet.Config',
   '**/.circleci/cli.yml',
   '**/.local/share/keyrings',
-  '**/.mozilla',
+  '.mozilla',
   '**/.config/google-chrome',
   '**/.config/chromium',
   '**/.config/BraveSoftware',
@@ -139,41 +139,124 @@ const IN_NAMED_DIR = /^\*\*\/((?:[^*?[\]{}()!+@/\\]+\/)+)([^/]+)$/;
  */
 export function compileGlobs(globs: readonly string[], options: { nocase: boolean }): GlobSet {
   const fold = (s: string): string => (options.nocase ? s.toLowerCase() : s);
-  const byName: string[] = [];
-  const byPath: string[] = [];
-  const inNamedDir: { dir: string; name: RegExp | undefined }[] = [];
-  const namesByDir = new Map<string, string[]>();
-  for (const glob of globs) {
-    const named = IN_NAMED_DIR.exec(glob);
-    if (named) {
-      const dir = fold(named[1]!.slice(0, -1));
-      namesByDir.set(dir, [...(namesByDir.get(dir) ?? []), named[2]!]);
-    } else (glob.includes('/') ? byPath : byName).push(glob);
-  }
-  for (const [dir, names] of namesByDir) inNamedDir.push({ dir, name: oneRegExp(names, options.nocase) });
-  const name = oneRegExp(byName, options.nocase);
-  const path = oneRegExp(byPath, options.nocase);
+  // Compiled on first use: a scan whose directories are all unchanged since its cache needs none.
+  let compiled:
+    { name?: NameMatcher; path?: RegExp; inNamedDir: Map<string, { dir: string; name: NameMatcher }[]> } | undefined;
+  const compile = (): NonNullable<typeof compiled> => {
+    const byName: string[] = [];
+    const byPath: string[] = [];
+    const namesByDir = new Map<string, string[]>();
+    for (const glob of globs) {
+      const named = IN_NAMED_DIR.exec(glob);
+      if (named) {
+        const dir = fold(named[1]!.slice(0, -1));
+        namesByDir.set(dir, [...(namesByDir.get(dir) ?? []), named[2]!]);
+      } else (glob.includes('/') ? byPath : byName).push(glob);
+    }
+    // By the directory's last name: a directory's lookup is one map get, not a test per pattern.
+    const inNamedDir = new Map<string, { dir: string; name: NameMatcher }[]>();
+    for (const [dir, names] of namesByDir) {
+      const last = dir.slice(dir.lastIndexOf('/') + 1);
+      inNamedDir.set(last, [...(inNamedDir.get(last) ?? []), { dir, name: nameMatcher(names, options.nocase) }]);
+    }
+    const result: NonNullable<typeof compiled> = { inNamedDir };
+    if (byName.length > 0) result.name = nameMatcher(byName, options.nocase);
+    const path = oneRegExp(byPath, options.nocase);
+    if (path) result.path = path;
+    return result;
+  };
   return {
     inDir(dir) {
+      compiled ??= compile();
+      const { name, path, inNamedDir } = compiled;
       const folded = fold(dir);
-      const here = inNamedDir
+      const here = (inNamedDir.get(folded.slice(folded.lastIndexOf('/') + 1)) ?? [])
         .filter((d) => folded === d.dir || folded.endsWith(`/${d.dir}`))
-        .map((d) => d.name)
-        .filter((re): re is RegExp => re !== undefined);
-      if (!path && here.length === 0) return name ? (entry) => name.test(entry) : () => false;
+        .map((d) => d.name);
+      if (!path && here.length === 0) return name ?? (() => false);
       return (entry) =>
-        (name?.test(entry) ?? false) ||
-        here.some((re) => re.test(entry)) ||
+        (name?.(entry) ?? false) ||
+        here.some((matches) => matches(entry)) ||
         (path?.test(dir ? `${dir}/${entry}` : entry) ?? false);
     },
   };
 }
 
-/** Globs as one regular expression (picomatch's, joined): one test instead of one per glob. */
+const GLOB_CHARS = /[*?[\]{}()!+@\\]/;
+const SUFFIX_GLOB = /^\*[^*?[\]{}()!+@\\]+$/;
+const PREFIX_GLOB = /^[^*?[\]{}()!+@\\]+\*$/;
+
+/**
+ * Name globs as string tests where they are plain names, `*SUFFIX` or `PREFIX*` (most
+ * secret patterns), and one regular expression for the rest: a large alternation tests
+ * each name once per `*`-led branch, these test it in a set lookup and a few compares.
+ */
+function nameMatcher(globs: readonly string[], nocase: boolean): NameMatcher {
+  const exact = new Set<string>();
+  /** `*.EXT` with one dot: a set lookup of the name's extension. */
+  const extensions = new Set<string>();
+  const suffixes: string[] = [];
+  const prefixes: string[] = [];
+  const rest: string[] = [];
+  for (const glob of globs) {
+    const folded = nocase ? glob.toLowerCase() : glob;
+    if (!GLOB_CHARS.test(glob)) exact.add(folded);
+    else if (SUFFIX_GLOB.test(glob) && folded.lastIndexOf('.') === 1) extensions.add(folded.slice(1));
+    else if (SUFFIX_GLOB.test(glob)) suffixes.push(folded.slice(1));
+    else if (PREFIX_GLOB.test(glob)) prefixes.push(folded.slice(0, -1));
+    else rest.push(glob);
+  }
+  // Each other glob runs only on names holding its longest literal part (`credentials`, `secrets.`).
+  const others = rest.map((glob) => ({
+    literal: longestLiteral(nocase ? glob.toLowerCase() : glob),
+    re: oneRegExp([glob], nocase)!,
+  }));
+  return (name) => {
+    const folded = nocase ? name.toLowerCase() : name;
+    if (exact.has(folded)) return true;
+    const dot = folded.lastIndexOf('.');
+    if (dot !== -1 && extensions.has(folded.slice(dot))) return true;
+    for (const s of suffixes) if (folded.endsWith(s)) return true;
+    for (const p of prefixes) if (folded.startsWith(p)) return true;
+    for (const o of others) if (folded.includes(o.literal) && o.re.test(name)) return true;
+    return false;
+  };
+}
+
+/** The longest run of plain characters outside braces: every name the glob matches contains it. */
+function longestLiteral(glob: string): string {
+  return glob
+    .replace(/\{[^}]*\}/g, '*')
+    .split(/[*?[\]{}()!+@\\]+/)
+    .reduce((a, b) => (b.length > a.length ? b : a), '');
+}
+
+/** Globs as one regular expression: one test per entry instead of one per glob. */
 function oneRegExp(globs: readonly string[], nocase: boolean): RegExp | undefined {
   if (globs.length === 0) return undefined;
-  const sources = globs.map((g) => picomatch.makeRe(g, { dot: true, nocase }).source);
-  return new RegExp(sources.join('|'), nocase ? 'i' : '');
+  return new RegExp(`^(?:${globs.map((g) => globSource(g, nocase)).join('|')})$`, nocase ? 'i' : '');
+}
+
+/** Literals, `*`, `?` and flat `{a,b}`: what nearly every secret pattern is, compiled without a glob parser. */
+const SIMPLE_GLOB = /^(?:[^*?[\]{}()!+@\\]|\*(?!\*)|\?|\{[^{}/*?[\]\\]*\})+$/;
+
+/**
+ * A regular expression source for one glob, unanchored. Simple globs are translated
+ * here (`*` and `?` never match `/`, dotfiles included): parsing ~130 globs with
+ * picomatch costs milliseconds on every start; the rest go through picomatch.
+ */
+function globSource(glob: string, nocase: boolean): string {
+  if (!SIMPLE_GLOB.test(glob)) return picomatch.makeRe(glob, { dot: true, nocase }).source;
+  return glob.replace(/\{([^{}]*)\}|\*|\?|[.+^$|()[\]\\]/g, (token, alternatives: string | undefined) => {
+    if (alternatives !== undefined) return `(?:${alternatives.split(',').map(escapeRegExp).join('|')})`;
+    if (token === '*') return '[^/]*';
+    if (token === '?') return '[^/]';
+    return `\\${token}`;
+  });
+}
+
+function escapeRegExp(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
 
 /**
@@ -183,6 +266,7 @@ function oneRegExp(globs: readonly string[], nocase: boolean): RegExp | undefine
  */
 export function secretMatcher(hide: readonly string[], expose: readonly string[]): GlobSet {
   const hidden = compileGlobs(hide, { nocase: true });
+  if (expose.length === 0) return hidden;
   const exposed = compileGlobs(expose, { nocase: false });
   return {
     inDir(dir) {
