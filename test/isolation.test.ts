@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { homedir, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -135,7 +135,7 @@ for (const backend of TEST_BACKENDS) {
         /PRIVATE KEY|^(?:receipts-ed25519\.pem|receipts-ed25519\.pub|keys|credentials|config|state|cells)$/m;
       const PROBE = (root: string) => {
         const o = own(root);
-        return `cat ${o.key} ${o.login} ${o.cell} .config/gh/hosts.yml .CONFIG/GH/hosts.yml 2>&1; ls -A ${root} ${root}/config ${root}/config/keys 2>&1; cat notes.txt; echo end`;
+        return `cat ${o.key} ${o.login} ${o.cell} .env .config/gh/hosts.yml .CONFIG/GH/hosts.yml 2>&1; ls -A ${root} ${root}/config ${root}/config/keys 2>&1; cat notes.txt; echo end`;
       };
 
       before(() => {
@@ -152,6 +152,8 @@ for (const backend of TEST_BACKENDS) {
           mkdirSync(dirname(path), { recursive: true });
           writeFileSync(path, content);
         }
+        // A secret-named link into the key dir: masked by the dir's mask, and no mask inside it breaks the run.
+        symlinkSync('.agentcell/config/keys/receipts-ed25519.pem', join(home, '.env'));
         env = { ...sb.env, HOME: home, AGENTCELL_HOME: acHome };
       });
 

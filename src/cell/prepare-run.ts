@@ -158,7 +158,11 @@ export async function prepareRun(request: RunRequest): Promise<PreparedRun> {
   );
   assertNoTrackedSecrets(policy.cell.mode, scan.tracked);
   const inWorkspace = (target: string): boolean => isInside(workspace, target, false);
-  const masks = [...scan.masked.map((m) => ({ target: m.path, kind: m.kind })), ...own.masks].filter(
+  // A secret-named link into agentcell's own dirs needs no mask of its own: one can't go inside another.
+  const scanMasks = scan.masked
+    .map((m) => ({ target: m.path, kind: m.kind }))
+    .filter((m) => !own.masks.some((o) => isInside(o.target, m.target, false)));
+  const masks = [...scanMasks, ...own.masks].filter(
     (m) => !inWorkspace(m.target) || visible(relative(workspace, m.target)),
   );
   timer.mark('scan');
