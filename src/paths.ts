@@ -21,3 +21,32 @@ export function agentcellPaths(env: NodeJS.ProcessEnv = process.env): AgentcellP
     config: join(env['XDG_CONFIG_HOME'] || join(home, '.config'), 'agentcell'),
   };
 }
+
+/** One of agentcell's own directories, which no cell may see. */
+export interface OwnDir {
+  path: string;
+  /** In use by this process: it may be created while a cell runs (the signing key on a first run). */
+  active: boolean;
+}
+
+/**
+ * Every directory agentcell keeps keys, logins, cells or config in: the ones this
+ * process uses (`paths`, and AGENTCELL_HOME around them), and the default locations
+ * another invocation (without AGENTCELL_HOME, with another HOME or XDG dirs) would use.
+ */
+export function agentcellOwnDirs(paths: AgentcellPaths, env: NodeJS.ProcessEnv = process.env): OwnDir[] {
+  const override = env['AGENTCELL_HOME'];
+  const active = [...(override ? [override] : []), paths.config, paths.state];
+  const homes = [env['HOME'], homedir()].filter((home): home is string => Boolean(home));
+  const others: string[] = [];
+  for (const home of homes)
+    for (const alternative of [
+      agentcellPaths({ ...env, HOME: home, AGENTCELL_HOME: '' }),
+      agentcellPaths({ HOME: home }),
+    ])
+      others.push(alternative.config, alternative.state);
+  const dirs = new Map<string, OwnDir>();
+  for (const path of active) dirs.set(path, { path, active: true });
+  for (const path of others) if (!dirs.has(path)) dirs.set(path, { path, active: false });
+  return [...dirs.values()];
+}

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { homedir, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -117,6 +117,101 @@ for (const backend of TEST_BACKENDS) {
       } finally {
         rmSync(join(sb.workspace, 'agentcell.toml'));
       }
+    });
+
+    describe("a workspace that is a home holding agentcell's own dirs", () => {
+      let home: string;
+      let env: NodeJS.ProcessEnv;
+      const inHome = (script: string, args: string[], extraEnv: NodeJS.ProcessEnv = env) =>
+        agentcell(['run', ...backendArgs(backend), ...args, '--', 'sh', '-c', script], { cwd: home, env: extraEnv });
+      // Everything a cell must not read there: agentcell's key, a stored login, another cell's state, gh's token.
+      const own = (root: string) => ({
+        key: join(root, 'config/keys/receipts-ed25519.pem'),
+        login: join(root, 'config/credentials/claude/.claude/.credentials.json'),
+        cell: join(root, 'state/cells/other-cell/secret-note'),
+      });
+      // Key material or a listing of agentcell's dirs (ls prints one name per line when piped).
+      const LISTED =
+        /PRIVATE KEY|^(?:receipts-ed25519\.pem|receipts-ed25519\.pub|keys|credentials|config|state|cells)$/m;
+      const PROBE = (root: string) => {
+        const o = own(root);
+        return `cat ${o.key} ${o.login} ${o.cell} .env .config/gh/hosts.yml .CONFIG/GH/hosts.yml 2>&1; ls -A ${root} ${root}/config ${root}/config/keys 2>&1; cat notes.txt; echo end`;
+      };
+
+      before(() => {
+        home = join(sb.root, `home-ws-${backend}`);
+        const acHome = join(home, '.agentcell');
+        const o = own(acHome);
+        for (const [path, content] of [
+          [o.login, CANARY],
+          [o.cell, CANARY],
+          [join(home, '.config/gh/hosts.yml'), `oauth_token: ${CANARY}`],
+          [join(home, '.CONFIG/GH/hosts.yml'), `oauth_token: ${CANARY}`],
+          [join(home, 'notes.txt'), 'readable notes\n'],
+        ] as const) {
+          mkdirSync(dirname(path), { recursive: true });
+          writeFileSync(path, content);
+        }
+        // A secret-named link into the key dir: masked by the dir's mask, and no mask inside it breaks the run.
+        symlinkSync('.agentcell/config/keys/receipts-ed25519.pem', join(home, '.env'));
+        env = { ...sb.env, HOME: home, AGENTCELL_HOME: acHome };
+      });
+
+      it('cannot read or list its signing key, logins, cells, nor gh tokens (readonly and direct)', () => {
+        const acHome = join(home, '.agentcell');
+        for (const args of [
+          ['--workspace-mode', 'readonly'],
+          ['--mode', 'development', '--workspace-mode', 'direct'],
+        ]) {
+          const r = inHome(PROBE(acHome), args);
+          assert.match(
+            r.stdout,
+            /readable notes\nend/,
+            `positive control: the home is the workspace (${args.join(' ')}): ${r.stderr}`,
+          );
+          assert.doesNotMatch(r.stdout + r.stderr, new RegExp(CANARY), args.join(' '));
+          assert.doesNotMatch(r.stdout, LISTED, args.join(' '));
+        }
+        // Control: the files are there and readable outside the cell (the first run made the key).
+        const o = own(acHome);
+        assert.match(readFileSync(o.key, 'utf8'), /PRIVATE KEY/);
+        assert.equal(readFileSync(o.login, 'utf8'), CANARY);
+        assert.match(readFileSync(join(home, '.config/gh/hosts.yml'), 'utf8'), new RegExp(CANARY));
+      });
+
+      it('a first-ever run cannot read the signing key it creates while the cell runs', () => {
+        // No AGENTCELL_HOME: the XDG dirs in the home (state outside: an overlay cell's layers can't be in its workspace).
+        const first = join(sb.root, `first-run-${backend}`);
+        mkdirSync(join(first, 'home'), { recursive: true });
+        writeFileSync(join(first, 'home', 'notes.txt'), 'readable notes\n');
+        const fresh: NodeJS.ProcessEnv = { ...sb.env, HOME: join(first, 'home'), XDG_STATE_HOME: join(first, 'state') };
+        delete fresh['AGENTCELL_HOME'];
+        const config = join(first, 'home', '.config', 'agentcell');
+        const key = join(config, 'keys', 'receipts-ed25519.pem');
+        assert.equal(existsSync(config), false);
+        // The dry run plans the mask of the dir that is not there yet, and makes nothing.
+        const dry = agentcell(['run', ...backendArgs(backend), '--dry-run', '--json', '--', 'true'], {
+          cwd: join(first, 'home'),
+          env: fresh,
+        });
+        assert.ok((JSON.parse(dry.stdout) as { masked: string[] }).masked.includes(config), dry.stdout + dry.stderr);
+        assert.equal(existsSync(config), false);
+        // The cell polls for the key for 3 s; agentcell makes it just after the cell starts.
+        const script = `for i in $(seq 30); do cat ${key} 2>/dev/null && break; sleep 0.1; done; ls -A ${config} ${config}/keys 2>&1; cat notes.txt; echo end`;
+        const r = agentcell(['run', ...backendArgs(backend), '--', 'sh', '-c', script], {
+          cwd: join(first, 'home'),
+          env: fresh,
+        });
+        assert.match(r.stdout, /readable notes\nend/, r.stderr);
+        assert.doesNotMatch(r.stdout, LISTED);
+        // Control: the run did create the key, on the host, during the run.
+        assert.match(readFileSync(key, 'utf8'), /PRIVATE KEY/);
+        const receipt = JSON.parse(
+          agentcell(['receipt', 'show', '--latest', '--format', 'json'], { cwd: join(first, 'home'), env: fresh })
+            .stdout,
+        ) as { exitCode: number };
+        assert.equal(receipt.exitCode, 0);
+      });
     });
 
     it('cannot create files outside the workspace', () => {

@@ -92,7 +92,8 @@ export function planOci(spec: CellSpec, options: OciBackendOptions): BackendPlan
   ];
   // Every home disappears; the cell's own is empty, private and the cell user's.
   for (const dir of ['/home', '/root']) if (dir !== spec.home) tmpfs.push([dir, '']);
-  tmpfs.push([checkPath(spec.home), `${homeOptions(user, options)},exec`]);
+  // A workspace that is the home (run in $HOME) is the home, as on bwrap: one mount per path.
+  if (spec.home !== spec.workspace.path) tmpfs.push([checkPath(spec.home), `${homeOptions(user, options)},exec`]);
   // Scratch dirs live in memory: each is at most the disk limit (and counts to the memory limit).
   const { diskBytes } = spec.limits;
   if (diskBytes !== undefined)

@@ -6,13 +6,23 @@ import { createBackend, resolveCellImage } from '../backends/select-backend.js';
 import type { PodmanDigestCache } from '../backends/podman-digest-cache.js';
 import { AgentcellError } from '../errors.js';
 import { readJsonFile } from '../read-json-file.js';
-import type { AgentcellPaths } from '../paths.js';
-import { assertBreakglassAck, assertModeAllows, assess, localDate, type Assurance } from '../policy/assurance.js';
+import {
+  assertBreakglassAck,
+  assertModeAllows,
+  assertNoTrackedSecrets,
+  assess,
+  localDate,
+  trackedSecretReasons,
+  type Assurance,
+} from '../policy/assurance.js';
 import { resolvePolicy, sourceOf, type ResolvedPolicy } from '../policy/resolve-policy.js';
 import type { Policy } from '../policy/schema.js';
 import { parseDuration, parseSize } from '../policy/units.js';
 import { existingControlPlane } from '../workspace/control-plane.js';
 import { BUILT_IN_HIDE, scanSecrets, type SecretScanCache } from '../workspace/secret-scan.js';
+import { hostSystemDirs } from '../backends/host-rootfs.js';
+import { agentcellOwnDirs, type AgentcellPaths } from '../paths.js';
+import { ownDirMasks, type BoundSource } from './own-dir-masks.js';
 import { sha256 } from '../policy/canonical-hash.js';
 import { buildCellEnvironment } from './cell-environment.js';
 import { checkCellName, defaultCellName } from './cell-name.js';
@@ -91,6 +101,10 @@ export interface PreparedRun {
   policySource?: { options: CellOptions; cwd: string };
   /** The secret scan's cache, to be saved when the run goes ahead. */
   scanCache?: { path: string; cache: SecretScanCache };
+  /** agentcell's own dirs masked in the cell that don't exist yet: the run makes them before the cell starts. */
+  createOwnDirs?: string[];
+  /** Secret-named paths git tracks in the workspace (readable from `.git/objects`); labeled, refused in strict. */
+  trackedSecrets?: string[];
   /** The image digest cache (podman), to be saved when the run goes ahead. */
   digestCache?: { path: string; cache: PodmanDigestCache };
   /** An agent run: its toolchain and seeded home, readied by `readyAgent` before the run. */
@@ -123,6 +137,14 @@ export async function prepareRun(request: RunRequest): Promise<PreparedRun> {
       : undefined;
   // In an overlay cell a path deleted by an earlier run is gone; binding onto it would recreate it.
   const visible = (rel: string): boolean => stack === undefined || visibleInLayers(stack, rel);
+  const rootfs: CellSpec['rootfs'] =
+    policy.cell.rootfs === 'host' ? { kind: 'host' } : directoryRootfs(policy.cell.rootfs, request.paths, cell);
+  const policyMounts = policy.mount.map((m) => resolveMount(m, home));
+  const own = ownDirMasks(
+    agentcellOwnDirs(request.paths, hostEnv),
+    boundSources(workspace, policyMounts, rootfs, policy.cell.backend),
+    workspace,
+  );
   const scanCacheFile = join(request.paths.state, 'scan-cache', `${sha256(workspace).slice(0, 16)}.json`);
   const scan = scanSecrets(
     workspace,
@@ -130,13 +152,20 @@ export async function prepareRun(request: RunRequest): Promise<PreparedRun> {
       hide: [...BUILT_IN_HIDE, ...policy.workspace.hide],
       expose: policy.workspace.expose,
       skip: policy.workspace.scan_skip,
+      prune: own.inWorkspace,
     },
     readJsonFile<SecretScanCache>(scanCacheFile),
   );
-  const masks = scan.masked.filter((m) => visible(relative(workspace, m.path)));
+  assertNoTrackedSecrets(policy.cell.mode, scan.tracked);
+  const inWorkspace = (target: string): boolean => isInside(workspace, target, false);
+  // A secret-named link into agentcell's own dirs needs no mask of its own: one can't go inside another.
+  const scanMasks = scan.masked
+    .map((m) => ({ target: m.path, kind: m.kind }))
+    .filter((m) => !own.masks.some((o) => isInside(o.target, m.target, false)));
+  const masks = [...scanMasks, ...own.masks].filter(
+    (m) => !inWorkspace(m.target) || visible(relative(workspace, m.target)),
+  );
   timer.mark('scan');
-  const rootfs: CellSpec['rootfs'] =
-    policy.cell.rootfs === 'host' ? { kind: 'host' } : directoryRootfs(policy.cell.rootfs, request.paths, cell);
   const gateway = policy.network.mode === 'allowlist';
   const cellEnv = buildCellEnvironment({
     hostEnv,
@@ -189,7 +218,7 @@ export async function prepareRun(request: RunRequest): Promise<PreparedRun> {
     workspace: stack
       ? { path: workspace, mode: workspaceMode, overlay: workspaceOverlay(stack, workspace) }
       : { path: workspace, mode: workspaceMode },
-    masks: masks.map((m) => ({ target: m.path, kind: m.kind })),
+    masks,
     readonlyPaths:
       workspaceMode === 'readonly'
         ? []
@@ -198,7 +227,7 @@ export async function prepareRun(request: RunRequest): Promise<PreparedRun> {
             .map((p) => join(workspace, p)),
     mounts: [
       ...(agent?.mounts ?? []),
-      ...policy.mount.map((m) => resolveMount(m, home)),
+      ...policyMounts,
       ...trustMounts,
       ...(policy.network.mode === 'none'
         ? []
@@ -231,6 +260,7 @@ export async function prepareRun(request: RunRequest): Promise<PreparedRun> {
     ...passEnv.map((name) => `host variable ${name} passed in`),
     ...(spec.seccomp ? [] : ['seccomp filter off']),
     ...(agent ? agentAssuranceReasons(agent.agent) : []),
+    ...trackedSecretReasons(scan.tracked, scan.unchecked),
   ];
   const prepared: PreparedRun = {
     cell,
@@ -247,6 +277,8 @@ export async function prepareRun(request: RunRequest): Promise<PreparedRun> {
   if (agent) prepared.agent = agent.agent;
   // Written by the run, not here: a dry run leaves no state behind.
   if (scan.changed) prepared.scanCache = { path: scanCacheFile, cache: scan.cache };
+  if (own.create.length > 0) prepared.createOwnDirs = own.create;
+  if (scan.tracked.length > 0) prepared.trackedSecrets = scan.tracked;
   if (image?.cacheUpdate) prepared.digestCache = image.cacheUpdate;
   return prepared;
 }
@@ -359,6 +391,24 @@ function resolveMount(mount: Policy['mount'][number], home: string): ExtraMount 
   return { source: realpathSync(source), target, mode: mount.mode };
 }
 
+/** Host directories bound into the cell, where agentcell's own dirs must not show. */
+function boundSources(
+  workspace: string,
+  mounts: readonly ExtraMount[],
+  rootfs: CellSpec['rootfs'],
+  backend: Policy['cell']['backend'],
+): BoundSource[] {
+  const sources: BoundSource[] = [{ source: workspace, target: workspace, what: 'the workspace' }];
+  for (const m of mounts) sources.push({ source: m.source, target: m.target, what: `[[mount]] ${m.source}` });
+  if (rootfs.kind === 'directory')
+    sources.push({ source: rootfs.path, target: '/', what: `cell.rootfs ${rootfs.path}` });
+  else if (backend === 'bwrap')
+    for (const entry of hostSystemDirs())
+      if (entry.kind === 'dir')
+        sources.push({ source: entry.path, target: entry.path, what: `the host's ${entry.path}` });
+  return sources;
+}
+
 function limitsOf(policy: Policy): CellSpec['limits'] {
   const { timeout, pids, memory, cpus, disk } = policy.resources;
   const limits: CellSpec['limits'] = {};
@@ -370,9 +420,9 @@ function limitsOf(policy: Policy): CellSpec['limits'] {
   return limits;
 }
 
-function isInside(parent: string, child: string): boolean {
+function isInside(parent: string, child: string, resolveChild = true): boolean {
   try {
-    const real = realpathSync(child);
+    const real = resolveChild ? realpathSync(child) : child;
     const rel = relative(parent, real);
     return rel === '' || (!rel.startsWith('..') && !isAbsolute(rel) && !rel.startsWith(`..${sep}`));
   } catch {

@@ -32,6 +32,7 @@ export function runSummary(p: PreparedRun): Record<string, unknown> {
     assurance: p.assurance,
     network: p.resolved.policy.network.mode,
     masked: p.spec.masks.map((m) => m.target),
+    ...(p.trackedSecrets ? { trackedSecrets: p.trackedSecrets } : {}),
     readonly: p.spec.readonlyPaths,
     env: Object.keys(p.spec.env).sort(),
     command: p.spec.argv,

@@ -45,6 +45,42 @@ export function assertModeAllows(policy: Policy, sourceOf: (key: string) => stri
     );
 }
 
+const SHOWN = 5;
+
+/** Paths for a message: the first few, then how many more. */
+function listed(paths: readonly string[]): string {
+  const more = paths.length - SHOWN;
+  return paths.slice(0, SHOWN).join(', ') + (more > 0 ? ` and ${more} more` : '');
+}
+
+/**
+ * Why a run's assurance is lower when git holds secrets: a file the scan masks is still
+ * readable from `.git/objects` if git tracks it (or has it staged), and git needs its
+ * objects, so they can't be masked.
+ */
+export function trackedSecretReasons(tracked: readonly string[], unchecked: readonly string[]): string[] {
+  return [
+    ...(tracked.length > 0
+      ? [`${tracked.length} secret-named file(s) tracked by git, readable in the cell from .git: ${listed(tracked)}`]
+      : []),
+    ...unchecked.map((reason) => `git's tracked files not checked for secrets (${reason})`),
+  ];
+}
+
+/** Strict mode refuses a workspace whose git holds secret-named files, unless the policy exposes them. */
+export function assertNoTrackedSecrets(mode: Mode, tracked: readonly string[]): void {
+  if (mode !== 'strict' || tracked.length === 0) return;
+  const expose = tracked.slice(0, SHOWN).map((p) => JSON.stringify(p));
+  throw new AgentcellError(
+    'MODE_REFUSED',
+    `mode "strict" refuses this workspace: git tracks secret-named files, whose content the cell could read from .git/objects even though the files are masked: ${listed(tracked)}.
+` +
+      `If they hold secrets: remove them from git (git rm --cached, then purge them from history) and rotate them. ` +
+      `If they are not secrets: expose them on purpose in agentcell.toml ([workspace] expose = [${expose.join(', ')}]). ` +
+      `Or choose --mode development, which runs and labels it.`,
+  );
+}
+
 /** Breakglass must be acknowledged with today's date, so it is never a habit or a saved default. */
 export function assertBreakglassAck(mode: Mode, ack: string | undefined, today: string): void {
   if (mode !== 'breakglass') return;

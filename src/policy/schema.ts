@@ -105,9 +105,9 @@ export const PolicySchema = z.strictObject({
   workspace: z.prefault(
     z.strictObject({
       mode: z._default(z.enum(WORKSPACE_MODES), 'overlay'),
-      /** Extra secret-file patterns, added to the built-in list. */
+      /** Extra secret-file patterns, added to the built-in list; matched in any case, like it. */
       hide: stringList,
-      /** Patterns that un-hide what hide would mask. */
+      /** Patterns that un-hide what hide would mask (and the secrets git tracks); matched exactly as written. */
       expose: stringList,
       /** Directories the secret scan does not descend into. */
       scan_skip: z._default(z.array(z.string().check(z.minLength(1))), ['.git', 'node_modules']),

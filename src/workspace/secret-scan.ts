@@ -1,36 +1,17 @@
 import { readdirSync, realpathSync, statSync, type Dirent } from 'node:fs';
-import { join, sep } from 'node:path';
-import picomatch from 'picomatch';
+import { join, relative, sep } from 'node:path';
+import { indexStamp, trackedPaths, workspaceRepository } from './git-index.js';
+import { secretMatcher, type GlobSet } from './secret-patterns.js';
 
-/** Secret-looking names masked in every cell unless the policy exposes them. */
-export const BUILT_IN_HIDE: readonly string[] = [
-  '.env',
-  '.env.*',
-  '*.pem',
-  '*.key',
-  '*.p12',
-  '*.pfx',
-  'id_rsa*',
-  'id_dsa*',
-  'id_ecdsa*',
-  'id_ed25519*',
-  '.ssh',
-  '.aws',
-  '.azure',
-  '.gnupg',
-  '.kube',
-  '.docker',
-  '.npmrc',
-  '.pypirc',
-  '.netrc',
-  '.git-credentials',
-];
+export { BUILT_IN_HIDE } from './secret-patterns.js';
 
 export interface SecretScanOptions {
   hide: readonly string[];
   expose: readonly string[];
   /** Directory names not descended into. */
   skip: readonly string[];
+  /** Workspace-relative paths neither walked nor reported: the caller masks them (agentcell's own dirs). */
+  prune?: readonly string[];
 }
 
 export interface MaskedPath {
@@ -46,6 +27,14 @@ interface ScannedDir {
   mtimeNs: string;
   masked: MaskedPath[];
   subdirs: string[];
+  /** It holds a `.git`: a repository whose index is checked for secrets. */
+  repo?: true;
+}
+
+/** The secret-named paths of one version of a repository's index. */
+interface ScannedIndex {
+  stamp: string;
+  secrets: string[];
 }
 
 /**
@@ -58,27 +47,37 @@ export interface SecretScanCache {
   /** The workspace and the patterns the cache was made with. */
   key: string;
   dirs: Record<string, ScannedDir>;
+  /** By git dir, workspace-relative. */
+  indexes?: Record<string, ScannedIndex>;
 }
 
 export interface SecretScan {
   masked: MaskedPath[];
+  /**
+   * Paths the scan would mask that git tracks or has staged, workspace-relative: masking
+   * the file does not hide them, their content is in `.git/objects`, which git needs.
+   */
+  tracked: string[];
+  /** Repositories whose index could not be listed, each with the reason. */
+  unchecked: string[];
   cache: SecretScanCache;
   /** Whether the cache differs from the one passed in (worth writing back). */
   changed: boolean;
 }
 
 /**
- * Finds the workspace entries to mask. Patterns without a slash match a name at any
- * depth, like .gitignore. A masked directory is not descended into. A matching symlink
- * is resolved: its target is masked if it is inside the workspace, and ignored otherwise
- * (outside targets are not in the cell unless a mount puts them there).
+ * Finds the workspace entries to mask (see secret-patterns.ts for how patterns match).
+ * A masked directory is not descended into. A matching symlink is resolved: its target
+ * is masked if it is inside the workspace, and ignored otherwise (outside targets are not
+ * in the cell unless a mount puts them there). Then, for each repository whose git dir is
+ * in the workspace, which of the paths its index holds the patterns would mask.
  */
 export function scanSecrets(workspace: string, options: SecretScanOptions, previous?: SecretScanCache): SecretScan {
-  const hidden = globMatcher(options.hide);
-  const exposed = globMatcher(options.expose);
+  const matcher = secretMatcher(options.hide, options.expose);
   const skip = new Set(options.skip);
+  const prune = new Set(options.prune);
   const realWorkspace = realpathSync(workspace);
-  const key = JSON.stringify([realWorkspace, options.hide, options.expose, options.skip]);
+  const key = JSON.stringify([realWorkspace, options.hide, options.expose, options.skip, options.prune ?? []]);
   const reusable = previous?.key === key ? previous.dirs : {};
   const dirs: Record<string, ScannedDir> = {};
   let changed = previous?.key !== key;
@@ -107,9 +106,12 @@ export function scanSecrets(workspace: string, options: SecretScanOptions, previ
     } catch {
       return scanned; // unreadable by this user: the cell user cannot read it either
     }
+    const masks = matcher.inDir(rel);
     for (const entry of entries) {
       const entryRel = rel ? `${rel}/${entry.name}` : entry.name;
-      if (hidden(entryRel) && !exposed(entryRel)) {
+      if (entry.name === '.git') scanned.repo = true;
+      if (prune.has(entryRel)) continue;
+      if (masks(entry.name)) {
         const masked = maskable(join(dir, entry.name), entryRel, entry, realWorkspace);
         if (masked) scanned.masked.push(masked);
         continue;
@@ -121,7 +123,78 @@ export function scanSecrets(workspace: string, options: SecretScanOptions, previ
 
   visit(workspace, '');
   if (Object.keys(reusable).length !== Object.keys(dirs).length) changed = true;
-  return { masked: Object.values(dirs).flatMap((d) => d.masked), cache: { key, dirs }, changed };
+  const repos = Object.entries(dirs).flatMap(([rel, d]) => (d.repo ? [rel] : []));
+  const index = scanIndexes(realWorkspace, repos, matcher, previous?.key === key ? previous.indexes : undefined);
+  if (index.changed) changed = true;
+  return {
+    masked: Object.values(dirs).flatMap((d) => d.masked),
+    tracked: index.tracked,
+    unchecked: index.unchecked,
+    cache: { key, dirs, indexes: index.indexes },
+    changed,
+  };
+}
+
+/** The secret-named paths in each repository's index, listed again only when the index changed. */
+function scanIndexes(
+  realWorkspace: string,
+  repos: readonly string[],
+  matcher: GlobSet,
+  previous: Record<string, ScannedIndex> | undefined,
+): { tracked: string[]; unchecked: string[]; indexes: Record<string, ScannedIndex>; changed: boolean } {
+  const indexes: Record<string, ScannedIndex> = {};
+  const tracked: string[] = [];
+  const unchecked: string[] = [];
+  let changed = false;
+  for (const dir of repos) {
+    const repo = workspaceRepository(realWorkspace, dir);
+    const stamp = repo && indexStamp(repo.gitDir);
+    if (!repo || stamp === undefined) continue;
+    const id = relative(realWorkspace, repo.gitDir);
+    let scanned = previous?.[id];
+    if (scanned?.stamp !== stamp) {
+      changed = true;
+      try {
+        const prefix = dir ? `${dir}/` : '';
+        scanned = { stamp, secrets: secretPaths(trackedPaths(repo, realWorkspace), prefix, matcher) };
+      } catch (error) {
+        unchecked.push(`${dir || '.'}: ${(error as Error).message}`);
+        continue;
+      }
+    }
+    indexes[id] = scanned;
+    tracked.push(...scanned.secrets);
+  }
+  if (Object.keys(previous ?? {}).length !== Object.keys(indexes).length) changed = true;
+  return { tracked: [...new Set(tracked)].sort(), unchecked, indexes, changed };
+}
+
+/**
+ * The paths (prefixed to be workspace-relative) that the matcher masks, by their own
+ * name or by a directory above them, judged top-down as the walk does. Each directory is
+ * judged once.
+ */
+function secretPaths(paths: readonly string[], prefix: string, matcher: GlobSet): string[] {
+  // For each directory: whether it or one above it is masked, and the matcher of its entries.
+  const judged = new Map<string, { masked: boolean; inDir: (name: string) => boolean }>();
+  const judge = (dir: string): { masked: boolean; inDir: (name: string) => boolean } => {
+    let known = judged.get(dir);
+    if (known) return known;
+    const slash = dir.lastIndexOf('/');
+    const parent = slash === -1 ? '' : dir.slice(0, slash);
+    const above = dir === '' ? undefined : judge(parent);
+    const masked = above !== undefined && (above.masked || above.inDir(dir.slice(slash + 1)));
+    known = { masked, inDir: masked ? () => true : matcher.inDir(dir) };
+    judged.set(dir, known);
+    return known;
+  };
+  const found: string[] = [];
+  for (const path of paths) {
+    const full = prefix + path;
+    const slash = full.lastIndexOf('/');
+    if (judge(slash === -1 ? '' : full.slice(0, slash)).inDir(full.slice(slash + 1))) found.push(full);
+  }
+  return found;
 }
 
 function maskable(path: string, rel: string, entry: Dirent, realWorkspace: string): MaskedPath | undefined {
@@ -134,22 +207,4 @@ function maskable(path: string, rel: string, entry: Dirent, realWorkspace: strin
   } catch {
     return undefined; // dangling link: nothing to read through it
   }
-}
-
-/**
- * A .gitignore-style matcher: a glob without a slash matches a name at any depth, one
- * with a slash matches the path from the workspace root. Name globs compile as one brace
- * pattern where they allow it: a single parse is ~5x faster than one per glob, and this
- * runs on every start.
- */
-function globMatcher(globs: readonly string[]): (path: string) => boolean {
-  const byName = compileGlobs(globs.filter((g) => !g.includes('/')));
-  const byPath = compileGlobs(globs.filter((g) => g.includes('/')));
-  return (path) => byName(path.slice(path.lastIndexOf('/') + 1)) || byPath(path);
-}
-
-function compileGlobs(globs: readonly string[]): (path: string) => boolean {
-  if (globs.length === 0) return () => false;
-  if (globs.length === 1 || globs.some((g) => /[{},\\]/.test(g))) return picomatch([...globs], { dot: true });
-  return picomatch(`{${globs.join(',')}}`, { dot: true });
 }
