@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { locateCell, cellDir } from '../../cell/cell-store.js';
 import { AgentcellError } from '../../errors.js';
 import { agentcellPaths } from '../../paths.js';
+import { anchorPath } from '../../receipts/chain-anchor.js';
 import { decisionFor } from '../../receipts/receipt.js';
 import { latestReceipt, listReceipts, readReceipt, verifyCell } from '../../receipts/receipt-store.js';
 import { renderReceiptJson, renderReceiptMarkdown } from '../../receipts/render-receipt.js';
@@ -69,7 +70,8 @@ export function registerReceiptCommands(program: Command, setExit: (code: number
     .option('--json', 'machine-readable output')
     .action((flags: CellFlag & JsonFlag) => {
       const { dir, cell } = receiptsOf(flags);
-      const result = verifyCell(dir, loadPublicKeys(agentcellPaths().config), { cell });
+      const { config } = agentcellPaths();
+      const result = verifyCell(dir, loadPublicKeys(config), { cell, anchor: anchorPath(config, dir, cell) });
       if (flags.json) printJson(result);
       else if (result.ok) note(`ok: ${result.checked} receipt(s) in cell ${cell} verify`);
       else for (const p of result.problems) note(`receipt #${p.seq} ${p.id}: ${p.problem}`);
