@@ -369,6 +369,30 @@ describe('receipt store', () => {
     assert.equal(decisionFor(all, run3.id), 'pending');
     assert.equal(verifyCell(store.cellDir, loadPublicKeys(paths.config)).ok, true);
   });
+
+  it('restore --to a checkpoint marks restored only the runs above it; those below stay pending', async () => {
+    const run1 = await appendReceipt(store, runDraft({ checkpoint: { before: null, after: 'l1' } }));
+    const run2 = await appendReceipt(store, runDraft({ checkpoint: { before: 'l1', after: 'l2' } }));
+    const run3 = await appendReceipt(store, runDraft({ checkpoint: { before: 'l2', after: 'l3' } }));
+    const now = new Date().toISOString();
+    const restore = (to: string | null): Parameters<typeof decisionDraft>[1] => ({
+      decision: 'restored',
+      command: ['agentcell', 'restore'],
+      startedAt: now,
+      endedAt: now,
+      checkpoint: { before: 'l3', after: to },
+    });
+    await appendReceipt(store, decisionDraft(run3, restore('l1')));
+    let all = listReceipts(store.cellDir);
+    assert.deepEqual(
+      [run1, run2, run3].map((r) => decisionFor(all, r.id)),
+      ['pending', 'restored', 'restored'],
+    );
+    // A later full restore drops what was kept.
+    await appendReceipt(store, decisionDraft(run3, restore(null)));
+    all = listReceipts(store.cellDir);
+    assert.equal(decisionFor(all, run1.id), 'restored');
+  });
 });
 
 describe('receipt rendering', () => {

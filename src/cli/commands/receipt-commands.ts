@@ -3,7 +3,8 @@ import { locateCell, cellDir } from '../../cell/cell-store.js';
 import { AgentcellError } from '../../errors.js';
 import { agentcellPaths } from '../../paths.js';
 import { anchorPath } from '../../receipts/chain-anchor.js';
-import { decisionFor } from '../../receipts/receipt.js';
+import { decisionFor, type Receipt } from '../../receipts/receipt.js';
+import { unreceiptedRuns } from '../../receipts/run-journal.js';
 import { latestReceipt, listReceipts, readReceipt, verifyCell } from '../../receipts/receipt-store.js';
 import { renderReceiptJson, renderReceiptMarkdown } from '../../receipts/render-receipt.js';
 import { loadPublicKeys } from '../../receipts/signing-key.js';
@@ -50,20 +51,38 @@ export function registerReceiptCommands(program: Command, setExit: (code: number
       const all = listReceipts(dir);
       const rows = all.map((r) => ({
         id: r.id,
-        seq: r.seq,
+        seq: r.seq as number | null,
         kind: r.kind,
         command: r.command,
-        status: r.status,
+        status: r.status as Receipt['status'] | 'running',
         exitCode: r.exitCode,
         decision: decisionFor(all, r.id),
         startedAt: r.startedAt,
-        changes: r.changes,
+        changes: r.changes as Receipt['changes'] | null,
+        signed: true,
       }));
+      for (const run of unreceiptedRuns(dir))
+        rows.push({
+          id: run.id,
+          seq: null,
+          kind: 'run',
+          command: run.command,
+          status: run.state,
+          exitCode: null,
+          decision: 'pending',
+          startedAt: run.startedAt,
+          changes: null,
+          signed: false,
+        });
       if (flags.json) return printJson(rows);
-      for (const r of rows)
+      for (const r of rows) {
+        const exit = r.exitCode === null ? '-' : String(r.exitCode);
+        const what = r.kind === 'run' ? `exit ${exit} ${r.status}` : 'decision';
+        const unsigned = r.signed ? '' : '  (not receipted yet: the next run or decision receipts it)';
         print(
-          `${String(r.seq).padStart(4)} ${r.id} ${r.startedAt} ${r.kind === 'run' ? `exit ${String(r.exitCode)} ${r.status}` : 'decision'} ${r.decision}  ${r.command.join(' ')}`,
+          `${(r.seq === null ? '-' : String(r.seq)).padStart(4)} ${r.id} ${r.startedAt} ${what} ${r.decision}  ${r.command.join(' ')}${unsigned}`,
         );
+      }
     });
 
   withCellFlags(receipt.command('verify').description('check every signature and the chain'))
