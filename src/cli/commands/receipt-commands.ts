@@ -10,6 +10,20 @@ import { renderReceiptJson, renderReceiptMarkdown } from '../../receipts/render-
 import { loadPublicKeys } from '../../receipts/signing-key.js';
 import { note, print, printJson, type JsonFlag } from '../output.js';
 
+/** One line of `receipt list`: a receipt, or a begun run not receipted yet (`signed: false`). */
+interface ListRow {
+  id: string;
+  seq: number | null;
+  kind: Receipt['kind'];
+  command: string[];
+  status: Receipt['status'] | 'running';
+  exitCode: number | null;
+  decision: Receipt['decision'];
+  startedAt: string;
+  changes: Receipt['changes'] | null;
+  signed: boolean;
+}
+
 interface CellFlag {
   cell?: string;
   workspace?: string;
@@ -49,16 +63,16 @@ export function registerReceiptCommands(program: Command, setExit: (code: number
     .action((flags: CellFlag & JsonFlag) => {
       const { dir } = receiptsOf(flags);
       const all = listReceipts(dir);
-      const rows = all.map((r) => ({
+      const rows = all.map((r): ListRow => ({
         id: r.id,
-        seq: r.seq as number | null,
+        seq: r.seq,
         kind: r.kind,
         command: r.command,
-        status: r.status as Receipt['status'] | 'running',
+        status: r.status,
         exitCode: r.exitCode,
         decision: decisionFor(all, r.id),
         startedAt: r.startedAt,
-        changes: r.changes as Receipt['changes'] | null,
+        changes: r.changes,
         signed: true,
       }));
       for (const run of unreceiptedRuns(dir))
