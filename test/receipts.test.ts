@@ -25,6 +25,7 @@ import {
   type ReceiptDraft,
   type UnsignedReceipt,
 } from '../src/receipts/receipt.js';
+import { anchorPath } from '../src/receipts/chain-anchor.js';
 import { receiptHash, signReceipt, verifyReceipts } from '../src/receipts/receipt-chain.js';
 import {
   appendReceipt,
@@ -117,7 +118,8 @@ describe('receipt signing key', () => {
 
   it('trusts keys in keys/trusted/*.pub, e.g. a rotated-out key', async () => {
     const other = otherKey();
-    const old = receiptStore(join(paths.state, 'cells', 'old'), other);
+    const oldDir = join(paths.state, 'cells', 'old');
+    const old = receiptStore(oldDir, other, 'old', anchorPath(paths.config, oldDir, 'old'));
     await appendReceipt(old, runDraft());
     assert.equal(verifyCell(old.cellDir, loadPublicKeys(paths.config)).ok, false);
     mkdirSync(keyPaths(paths.config).trusted, { recursive: true });

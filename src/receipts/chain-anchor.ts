@@ -1,6 +1,7 @@
 import { sign, verify } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
+import { dirname, isAbsolute, join, resolve } from 'node:path';
+import { AgentcellError } from '../errors.js';
 import { canonicalJson, sha256 } from '../policy/canonical-hash.js';
 import { ensureDir, writeFileAtomic } from './atomic-file.js';
 import type { PublicKeyRing, SigningKey } from './signing-key.js';
@@ -31,8 +32,13 @@ export function anchorPath(configDir: string, cellDir: string, cell: string): st
   return join(configDir, 'anchors', `${cell}-${sha256(resolve(cellDir)).slice(0, 12)}.json`);
 }
 
-/** The anchor path for a store whose key lives in `<config>/keys/`. */
+/** The anchor path for a store whose key lives in `<config>/keys/` (a key held only in memory must be given one). */
 export function anchorPathForKey(key: SigningKey, cellDir: string, cell: string): string {
+  if (!isAbsolute(key.path))
+    throw new AgentcellError(
+      'INTERNAL',
+      `the signing key ${key.path} has no config dir: give the receipt store an anchor path`,
+    );
   return anchorPath(dirname(dirname(key.path)), cellDir, cell);
 }
 
