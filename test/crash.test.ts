@@ -106,9 +106,17 @@ describe('agentcell killed mid-run (invariant 6)', () => {
       const dir = cellDirOf(sb);
       assert.equal(readFileSync(join(dir, 'upper', 'f'), 'utf8'), 'x\n', 'the killed run’s write is in the cell');
 
-      // Read-only commands read; they neither finalize nor lose anything.
+      // Read-only commands read; they neither finalize nor lose anything, and show the killed run at once.
       assert.deepEqual(diffPaths(sb), ['added f'], 'f is pending: not lost, not applied');
-      assert.deepEqual(receipts(sb), []);
+      assert.deepEqual(
+        acJson<{ id: string; seq: number | null; status: string; signed: boolean }[]>(
+          sb,
+          'receipt',
+          'list',
+          '--json',
+        ).map((r) => [r.id, r.seq, r.status, r.signed]),
+        [[runId, null, 'interrupted', false]],
+      );
       const show = acJson<{ inUseBy: string | null; pendingChanges: number }>(
         sb,
         'cell',

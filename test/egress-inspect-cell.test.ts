@@ -73,10 +73,10 @@ function findFile(dir: string, name: string): string | undefined {
   return undefined;
 }
 
-/** `agentcell spy --follow --json`: its first line, then SIGINT (it must stop on it). */
-function followFirstLine(sb: Sandbox): Promise<string> {
+/** `agentcell spy --follow --json --run RUN`: its first line, then SIGINT (it must stop on it). */
+function followFirstLine(sb: Sandbox, run: string): Promise<string> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, 'spy', '--follow', '--json'], {
+    const child = spawn(process.execPath, [CLI, 'spy', '--follow', '--json', '--run', run], {
       cwd: sb.workspace,
       env: sb.env,
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -384,11 +384,15 @@ describe('inspected egress from a real cell (bwrap)', () => {
       assert.match(spy.stdout, /→ assistant: tool call read_file \{"path":"README\.md"\}/);
       assert.match(spy.stdout, /tokens: in 42, out 9/);
       const spyJson = await runCli(['spy', '--json'], sb);
-      const parsed = JSON.parse(spyJson.stdout) as { calls: { model: string; usage: { input: number } }[] };
+      const parsed = JSON.parse(spyJson.stdout) as {
+        run: string;
+        calls: { model: string; usage: { input: number } }[];
+      };
       assert.equal(parsed.calls[0]?.model, 'claude-stub-1');
       assert.equal(parsed.calls[0]?.usage.input, 42);
       assert.ok(!(spy.stdout + spyJson.stdout).includes(SECRET));
-      const follow = await followFirstLine(sb);
+      // Following a named run reads it from the start (without --run, follow waits for the next run).
+      const follow = await followFirstLine(sb, parsed.run);
       assert.match(follow, /"model":"claude-stub-1"/);
     } finally {
       sb.cleanup();

@@ -4,6 +4,16 @@ import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync }
 import { createServer as createHttpsServer, type Server } from 'node:https';
 import { request as httpRequest, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
 import { connect as tlsConnect } from 'node:tls';
+import {
+  brotliCompressSync,
+  brotliDecompressSync,
+  deflateRawSync,
+  deflateSync,
+  gunzipSync,
+  gzipSync,
+  inflateRawSync,
+  inflateSync,
+} from 'node:zlib';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -40,7 +50,15 @@ let trustedPort: number;
 let untrustedPort: number;
 const seen: Seen[] = [];
 const gateways: EgressGateway[] = [];
-let responder: (req: Seen) => { status: number; type: string; body: string } = () => ({
+/** What the upstream answers: `body`, or `chunks` written one by one (a tick apart) under `headers`. */
+interface Reply {
+  status: number;
+  type: string;
+  body: string;
+  headers?: Record<string, string>;
+  chunks?: Buffer[];
+}
+let responder: (req: Seen) => Reply = () => ({
   status: 200,
   type: 'text/plain',
   body: 'ok\n',
@@ -98,8 +116,16 @@ function handler(req: IncomingMessage, res: ServerResponse): void {
     const entry = { method: req.method ?? '', url: req.url ?? '', headers: req.headers, body };
     seen.push(entry);
     const reply = responder(entry);
-    res.writeHead(reply.status, { 'content-type': reply.type });
-    res.end(reply.body);
+    res.writeHead(reply.status, { 'content-type': reply.type, ...reply.headers });
+    if (!reply.chunks) return void res.end(reply.body);
+    const chunks = [...reply.chunks];
+    const next = (): void => {
+      const chunk = chunks.shift();
+      if (chunk === undefined) return void res.end();
+      res.write(chunk);
+      setTimeout(next, 2);
+    };
+    next();
   });
 }
 
@@ -536,6 +562,123 @@ describe('proxy-injected secrets', () => {
     const log = readFileSync(gw.logPath, 'utf8');
     assert.ok(!log.includes(SECRET));
     assert.match(log, /"injected":\["API_KEY"\]/);
+  });
+});
+
+describe('proxy-injected secrets, reflected encoded', () => {
+  const secret: ProxySecret = {
+    name: 'API_KEY',
+    host: 'api.test',
+    header: 'Authorization',
+    headerValue: `Bearer ${SECRET}`,
+    value: SECRET,
+  };
+  const PROBE = 'probe-not-secret-value-9876543210fedcba';
+
+  /** Every reading of `body` a cell could try: raw, decompressed, base64 at each offset, hex, URL and JSON decoded. */
+  function readings(body: Buffer): string[] {
+    const out: string[] = [body.toString('latin1')];
+    for (const inflate of [gunzipSync, inflateSync, inflateRawSync, brotliDecompressSync])
+      try {
+        out.push(inflate(body).toString('latin1'));
+      } catch {
+        // not this coding
+      }
+    for (const text of [...out]) {
+      for (const alphabet of ['base64', 'base64url'] as const)
+        for (let skip = 0; skip < 4; skip++) out.push(Buffer.from(text.slice(skip), alphabet).toString('latin1'));
+      out.push(Buffer.from(text.replace(/[^0-9a-fA-F]/g, ''), 'hex').toString('latin1'));
+      try {
+        out.push(decodeURIComponent(text));
+      } catch {
+        // not URL-encoded
+      }
+      try {
+        out.push(String(JSON.parse(text)));
+      } catch {
+        // not JSON
+      }
+    }
+    return out;
+  }
+
+  const encodings: Record<string, (value: string) => Omit<Reply, 'status' | 'type' | 'body'> & { body?: string }> = {
+    gzip: (v) => ({ headers: { 'content-encoding': 'gzip' }, chunks: [gzipSync(v)] }),
+    deflate: (v) => ({ headers: { 'content-encoding': 'deflate' }, chunks: [deflateSync(v)] }),
+    'raw deflate': (v) => ({ headers: { 'content-encoding': 'deflate' }, chunks: [deflateRawSync(v)] }),
+    brotli: (v) => ({ headers: { 'content-encoding': 'br' }, chunks: [brotliCompressSync(v)] }),
+    'gzip transfer-coding': (v) => ({ headers: { 'transfer-encoding': 'gzip, chunked' }, chunks: [gzipSync(v)] }),
+    'gzip in 1-byte writes': (v) => ({
+      headers: { 'content-encoding': 'gzip' },
+      chunks: [...gzipSync(v)].map((b) => Buffer.from([b])),
+    }),
+    'base64 offset 0': (v) => ({ body: Buffer.from(v).toString('base64') }),
+    'base64 offset 1': (v) => ({ body: Buffer.from(`x${v}`).toString('base64') }),
+    'base64 offset 2': (v) => ({ body: Buffer.from(`xy${v}`).toString('base64') }),
+    'base64url offset 1': (v) => ({ body: Buffer.from(`x${v}`).toString('base64url') }),
+    'hex lower': (v) => ({ body: Buffer.from(v).toString('hex') }),
+    'hex upper': (v) => ({ body: Buffer.from(v).toString('hex').toUpperCase() }),
+    'url-encoded': (v) => ({ body: encodeURIComponent(v) }),
+    'json \\u-escaped': (v) => ({
+      body: JSON.stringify(v).replace(/[^"]/g, (c) => `\\u00${c.charCodeAt(0).toString(16)}`),
+    }),
+    'hex split across writes': (v) => ({
+      chunks: [...Buffer.from(Buffer.from(v).toString('hex'))].map((b) => Buffer.from([b])),
+    }),
+  };
+
+  it('never hands the cell the secret gzipped, deflated, brotli, base64, hex, URL- or JSON-encoded, split or not', async () => {
+    let echo: 'authorization' | 'x-probe' = 'authorization';
+    let encode = encodings['gzip']!;
+    responder = (req) => {
+      const value = String(req.headers[echo] ?? '');
+      const reply = encode(value);
+      return { status: 200, type: 'application/octet-stream', body: reply.body ?? '', ...reply };
+    };
+    try {
+      const gw = await startGateway({ allow: ['api.test'] }, [secret]);
+      for (const [name, how] of Object.entries(encodings)) {
+        encode = how;
+        for (const which of ['authorization', 'x-probe'] as const) {
+          echo = which;
+          seen.length = 0;
+          const out = join(dir, 'reflected.bin');
+          rmSync(out, { force: true });
+          const r = await curl(gw, ['-o', out, '-H', `x-probe: ${PROBE}`, `https://api.test:${trustedPort}/echo`]);
+          assert.equal(r.code, 0, `${name}: ${r.stderr}`);
+          assert.equal(seen[0]?.headers.authorization, `Bearer ${SECRET}`, 'the upstream got the secret');
+          assert.equal(seen[0]?.headers['accept-encoding'], 'identity', 'the gateway asked for no compression');
+          const found = readings(readFileSync(out)).some((text) => text.includes(which === 'x-probe' ? PROBE : SECRET));
+          if (which === 'x-probe') assert.ok(found, `${name}: positive control: a non-secret header comes back intact`);
+          else assert.ok(!found, `${name}: the secret came back`);
+        }
+      }
+    } finally {
+      responder = () => ({ status: 200, type: 'text/plain', body: 'ok\n' });
+    }
+  });
+
+  it('refuses a compressed answer it can not decode (502 response-encoding); other hosts pass as sent', async () => {
+    responder = (req) => ({
+      status: 200,
+      type: 'application/octet-stream',
+      body: String(req.headers.authorization),
+      headers: { 'content-encoding': 'zstd' },
+    });
+    try {
+      const gw = await startGateway({ allow: ['api.test', 'second.test'] }, [secret]);
+      const r = await curl(gw, ['-i', `https://api.test:${trustedPort}/echo`]);
+      assert.match(r.stdout, /^HTTP\/1\.1 502/m);
+      assert.match(r.stdout, /X-Agentcell-Denied: response-encoding/i);
+      assert.ok(!r.stdout.includes(SECRET));
+      // Control: a host without a secret gets the upstream's answer as it is.
+      const plain = await curl(gw, ['-i', '-H', 'Authorization: mine', `https://second.test:${trustedPort}/echo`]);
+      assert.match(plain.stdout, /^HTTP\/1\.1 200 OK/m);
+      assert.match(plain.stdout, /content-encoding: zstd/i);
+      assert.ok(plain.stdout.endsWith('mine'));
+    } finally {
+      responder = () => ({ status: 200, type: 'text/plain', body: 'ok\n' });
+    }
   });
 });
 

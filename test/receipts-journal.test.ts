@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, it } from 'node:test';
@@ -52,8 +52,9 @@ beforeEach(() => {
 });
 afterEach(() => rmSync(root, { recursive: true, force: true }));
 
+/** The chain verifies, its end against the anchor too (an interrupted receipt advances it like any). */
 function verified(): void {
-  const result = verifyCell(cellDir, loadPublicKeys(config));
+  const result = verifyCell(cellDir, loadPublicKeys(config), { anchor: store.anchor });
   assert.deepEqual(result.problems, []);
   assert.equal(result.ok, true);
 }
@@ -134,6 +135,7 @@ describe('run journal', () => {
     assert.ok(Date.parse(r.endedAt) >= Date.parse(r.startedAt));
     assert.deepEqual(listJournal(cellDir).entries, []);
     assert.deepEqual((await recoverInterrupted(store)).recovered, []);
+    assert.equal((JSON.parse(readFileSync(store.anchor, 'utf8')) as { headId: string }).headId, entry.id);
     verified();
   });
 

@@ -25,6 +25,7 @@ import {
   type ReceiptDraft,
   type UnsignedReceipt,
 } from '../src/receipts/receipt.js';
+import { anchorPath } from '../src/receipts/chain-anchor.js';
 import { receiptHash, signReceipt, verifyReceipts } from '../src/receipts/receipt-chain.js';
 import {
   appendReceipt,
@@ -117,7 +118,8 @@ describe('receipt signing key', () => {
 
   it('trusts keys in keys/trusted/*.pub, e.g. a rotated-out key', async () => {
     const other = otherKey();
-    const old = receiptStore(join(paths.state, 'cells', 'old'), other);
+    const oldDir = join(paths.state, 'cells', 'old');
+    const old = receiptStore(oldDir, other, 'old', anchorPath(paths.config, oldDir, 'old'));
     await appendReceipt(old, runDraft());
     assert.equal(verifyCell(old.cellDir, loadPublicKeys(paths.config)).ok, false);
     mkdirSync(keyPaths(paths.config).trusted, { recursive: true });
@@ -250,6 +252,74 @@ describe('receipt chain', () => {
   });
 });
 
+describe('receipt chain anchor', () => {
+  const verify = (): ReturnType<typeof verifyCell> =>
+    verifyCell(store.cellDir, loadPublicKeys(paths.config), { anchor: store.anchor });
+
+  it('lives outside the cell dir, under the config dir, and verifies a whole chain', async () => {
+    await chainOf(3);
+    assert.ok(store.anchor.startsWith(join(paths.config, 'anchors')), store.anchor);
+    assert.ok(!store.anchor.startsWith(paths.state));
+    assert.equal(statSync(store.anchor).mode & 0o777, 0o600);
+    assert.deepEqual(verify(), { ok: true, checked: 3, problems: [] });
+  });
+
+  it('a deleted newest receipt is named: the anchor says 7, found 6; and a later append keeps saying so', async () => {
+    const receipts = await chainOf(7);
+    // Control: the chain alone can't see it.
+    unlinkSync(filesOf().at(-1)!);
+    assert.equal(verifyCell(store.cellDir, loadPublicKeys(paths.config)).ok, true);
+    const cut = verify();
+    assert.equal(cut.ok, false);
+    assert.deepEqual(
+      cut.problems.map((p) => p.problem),
+      ['receipt 7 missing: the anchor says 7 receipt(s), found 6'],
+    );
+    // The next receipt takes seq 7 again; the anchor moves on but carries the finding.
+    const next = await appendReceipt(store, runDraft());
+    assert.equal(next.seq, 7);
+    assert.notEqual(next.id, receipts[6]!.id);
+    const after = verify();
+    assert.equal(after.ok, false);
+    assert.match(after.problems[0]?.problem ?? '', /before receipt 7: receipt 7 missing: the anchor says 7/);
+  });
+
+  it('a replaced newest receipt, a deleted anchor and a rolled-back anchor are reported', async () => {
+    await chainOf(3);
+    const saved = readFileSync(store.anchor);
+    await chainOf(2);
+    // Rolled back: an older anchor put back.
+    writeFileSync(store.anchor, saved);
+    assert.match(
+      verify().problems[0]?.problem ?? '',
+      /anchor says 3 receipt\(s\), found 5: the anchor was rolled back/,
+    );
+    // Deleted: an error, not a warning (deleting it with the newest receipts would pass otherwise).
+    unlinkSync(store.anchor);
+    assert.match(verify().problems[0]?.problem ?? '', /anchor .* is missing/);
+    // Forged: a changed count without the key.
+    await appendReceipt(store, runDraft());
+    const anchor = JSON.parse(readFileSync(store.anchor, 'utf8')) as { seq: number };
+    writeFileSync(store.anchor, JSON.stringify({ ...anchor, seq: anchor.seq - 1 }));
+    assert.ok(verify().problems.some((p) => /signature does not match/.test(p.problem)));
+  });
+
+  it('an anchor one receipt behind (a crash between receipt and anchor) is not a problem', async () => {
+    await chainOf(2);
+    const saved = readFileSync(store.anchor);
+    await chainOf(1);
+    writeFileSync(store.anchor, saved);
+    assert.deepEqual(verify().problems, []);
+  });
+
+  it('an empty cell needs no anchor; the first receipt makes one', async () => {
+    assert.deepEqual(verify(), { ok: true, checked: 0, problems: [] });
+    assert.ok(!existsSync(store.anchor));
+    await chainOf(1);
+    assert.ok(existsSync(store.anchor));
+  });
+});
+
 describe('receipt store', () => {
   it('reads receipts by id, id prefix and seq; the latest; refuses a duplicate id', async () => {
     assert.equal(latestReceipt(store.cellDir), null);
@@ -300,6 +370,30 @@ describe('receipt store', () => {
     assert.equal(decisionFor(all, run2!.id), 'accepted');
     assert.equal(decisionFor(all, run3.id), 'pending');
     assert.equal(verifyCell(store.cellDir, loadPublicKeys(paths.config)).ok, true);
+  });
+
+  it('restore --to a checkpoint marks restored only the runs above it; those below stay pending', async () => {
+    const run1 = await appendReceipt(store, runDraft({ checkpoint: { before: null, after: 'l1' } }));
+    const run2 = await appendReceipt(store, runDraft({ checkpoint: { before: 'l1', after: 'l2' } }));
+    const run3 = await appendReceipt(store, runDraft({ checkpoint: { before: 'l2', after: 'l3' } }));
+    const now = new Date().toISOString();
+    const restore = (to: string | null): Parameters<typeof decisionDraft>[1] => ({
+      decision: 'restored',
+      command: ['agentcell', 'restore'],
+      startedAt: now,
+      endedAt: now,
+      checkpoint: { before: 'l3', after: to },
+    });
+    await appendReceipt(store, decisionDraft(run3, restore('l1')));
+    let all = listReceipts(store.cellDir);
+    assert.deepEqual(
+      [run1, run2, run3].map((r) => decisionFor(all, r.id)),
+      ['pending', 'restored', 'restored'],
+    );
+    // A later full restore drops what was kept.
+    await appendReceipt(store, decisionDraft(run3, restore(null)));
+    all = listReceipts(store.cellDir);
+    assert.equal(decisionFor(all, run1.id), 'restored');
   });
 });
 

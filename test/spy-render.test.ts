@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
-import { appendFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { gzipSync } from 'node:zlib';
-import { followSpyLog } from '../src/egress/spy-files.js';
+import { followLiveSpy, followSpyLog, spyLogPath } from '../src/egress/spy-files.js';
 import { createSpyLog, llmProvider, type LlmProvider, type SpyRecord } from '../src/egress/spy-log.js';
 import { parseSpyRecord, readSpyLog, renderSpyRecord } from '../src/egress/spy-render.js';
 
@@ -233,6 +233,50 @@ describe('spy log', () => {
       writeFileSync(path, 'not json\n');
       assert.deepEqual(readSpyLog(path), []);
     } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('follow started between runs waits for the next run and shows it, not the ended one; no listener pile-up', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'agentcell-spy-live-'));
+    const warnings: Error[] = [];
+    const onWarning = (w: Error): void => void warnings.push(w);
+    process.on('warning', onWarning);
+    try {
+      const cellDir = join(dir, 'cell');
+      mkdirSync(join(cellDir, 'egress'), { recursive: true });
+      const old = 'r-0000000000aaaaaaa';
+      const next = 'r-0000000000bbbbbbb';
+      const line = (run: string): string =>
+        `${JSON.stringify({ ...record('anthropic', '/v1/messages', {}, '{}'), run })}\n`;
+      writeFileSync(spyLogPath(cellDir, old), line(old));
+      let live: string[] = [];
+      const seen: string[] = [];
+      const stop = new AbortController();
+      const following = followLiveSpy(
+        cellDir,
+        () => live,
+        (r) => seen.push(r.run),
+        { signal: stop.signal, intervalMs: 10 },
+      );
+      // Longer than 11 polls: each poll used to leave an abort listener behind (MaxListenersExceededWarning).
+      await new Promise((r) => setTimeout(r, 200));
+      assert.deepEqual(seen, [], 'the ended run is not replayed');
+      live = [next];
+      await new Promise((r) => setTimeout(r, 50));
+      appendFileSync(spyLogPath(cellDir, next), line(next));
+      for (let i = 0; i < 50 && seen.length < 1; i++) await new Promise((r) => setTimeout(r, 20));
+      live = [];
+      await new Promise((r) => setTimeout(r, 50));
+      stop.abort();
+      await following;
+      assert.deepEqual(seen, [next]);
+      assert.deepEqual(
+        warnings.filter((w) => w.name === 'MaxListenersExceededWarning'),
+        [],
+      );
+    } finally {
+      process.off('warning', onWarning);
       rmSync(dir, { recursive: true, force: true });
     }
   });

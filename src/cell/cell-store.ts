@@ -3,6 +3,8 @@ import { join, resolve } from 'node:path';
 import { AgentcellError } from '../errors.js';
 import type { AgentcellPaths } from '../paths.js';
 import { readJsonFile } from '../read-json-file.js';
+import { anchorPath } from '../receipts/chain-anchor.js';
+import { removeQuietly } from '../receipts/atomic-file.js';
 import { removeTrees } from '../workspace/overlay/layer-trash.js';
 import { checkCellName, defaultCellName } from './cell-name.js';
 
@@ -67,6 +69,8 @@ export function listCells(paths: AgentcellPaths): CellRecord[] {
 export function removeCellDir(paths: AgentcellPaths, name: string): void {
   // removeTrees also enters overlayfs's mode-000 work dir, which rm -rf cannot as non-root.
   removeTrees([cellDir(paths, name)]);
+  // The chain's anchor goes with it: a new cell of the same name starts a new chain.
+  removeQuietly(anchorPath(paths.config, cellDir(paths, name), name));
 }
 
 /**

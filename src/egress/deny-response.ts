@@ -62,6 +62,7 @@ function statusFor(reason: EgressReason): number {
     case 'gateway-closing':
       return 503;
     case 'upstream-cert-invalid':
+    case 'response-encoding':
       return 502;
     default:
       return 403;
@@ -108,6 +109,8 @@ function explain({ reason, rule, detail }: Denial): string {
       return `the server's certificate is not trusted${detail ? ` (${detail})` : ''}; add its CA to [network] upstream_ca if it is expected`;
     case 'inspect-needs-tls':
       return 'this host is inspected and reachable over TLS (HTTPS) only';
+    case 'response-encoding':
+      return `the server answered in an encoding (${detail ?? '?'}) the gateway can't decode to mask the injected secret; ask it for identity or gzip`;
     case 'allow-rule':
       return 'allowed';
   }

@@ -32,7 +32,9 @@ export type EgressReason =
   /** Inspected host: the upstream's certificate is not trusted (system CAs + `upstream_ca`) or names another host. */
   | 'upstream-cert-invalid'
   /** Inspected host: only TLS can reach it (cleartext or other protocols would skip the checks). */
-  | 'inspect-needs-tls';
+  | 'inspect-needs-tls'
+  /** A host with an injected secret answered in an encoding the gateway can't undo, so can't mask the secret in. */
+  | 'response-encoding';
 
 /** `request`: one HTTP request inside an inspected TLS tunnel. */
 export type EgressKind = 'connect' | 'http' | 'socks' | 'request';

@@ -1,5 +1,6 @@
 import type { IncomingMessage, OutgoingHttpHeaders } from 'node:http';
 import { connectionTokens, HOP_BY_HOP } from './hop-by-hop.js';
+import { maskText } from './redact-stream.js';
 
 /** The client's request headers for upstream, without hop-by-hop ones and the `drop` names (injected). */
 export function forwardHeaders(req: IncomingMessage, drop: Set<string>): OutgoingHttpHeaders {
@@ -14,16 +15,21 @@ export function forwardHeaders(req: IncomingMessage, drop: Set<string>): Outgoin
   return headers;
 }
 
-/** The upstream's response headers for the client, without hop-by-hop ones, `masked` values starred. */
-export function responseHeaders(response: IncomingMessage, masked: readonly string[]): OutgoingHttpHeaders {
+/**
+ * The upstream's response headers for the client, without hop-by-hop ones and the `drop`
+ * names, the `masked` forms starred.
+ */
+export function responseHeaders(
+  response: IncomingMessage,
+  masked: readonly Buffer[],
+  drop: ReadonlySet<string> = new Set(),
+): OutgoingHttpHeaders {
   const headers: OutgoingHttpHeaders = {};
   const named = connectionTokens(response.headers.connection);
   for (let i = 0; i + 1 < response.rawHeaders.length; i += 2) {
     const lower = (response.rawHeaders[i] ?? '').toLowerCase();
-    if (HOP_BY_HOP.has(lower) || named.has(lower)) continue;
-    let value = response.rawHeaders[i + 1] ?? '';
-    for (const secret of masked) value = value.split(secret).join('*'.repeat(secret.length));
-    append(headers, lower, value);
+    if (HOP_BY_HOP.has(lower) || named.has(lower) || drop.has(lower)) continue;
+    append(headers, lower, maskText(response.rawHeaders[i + 1] ?? '', masked));
   }
   return headers;
 }

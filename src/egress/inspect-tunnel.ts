@@ -19,7 +19,8 @@ import { isWebSocketUpgrade, relayUpgrade } from './inspect-upgrade.js';
 import { FrameError, readFrame } from './read-frame.js';
 import { forwardHeaders, responseHeaders } from './inspect-headers.js';
 import { withPrefix } from './prefixed-stream.js';
-import { createMaskStream } from './redact-stream.js';
+import { createMaskStream, maskedForms } from './redact-stream.js';
+import { bodyDecoding, decodeBody } from './decode-response.js';
 import type { OpenTunnel, TunnelHooks, TunnelOutcome, TunnelTarget } from './splice-tunnel.js';
 import type { CapturedBody, SpyRecorder } from './spy-log.js';
 
@@ -266,7 +267,10 @@ export function inspectTunnel(
     const injections = inspection.injections(target.host, target.port);
     const headers = forwardHeaders(req, new Set(injections.map((s) => s.header.toLowerCase())));
     for (const secret of injections) headers[secret.header] = secret.headerValue;
-    return { rule: decision.rule, injections, headers, masked: injections.map((secret) => secret.value) };
+    const masked = maskedForms(injections.map((secret) => secret.value));
+    // Where a secret went, its value is masked on the way back; ask for bodies it can be found in.
+    if (masked.length > 0) headers['accept-encoding'] = 'identity';
+    return { rule: decision.rule, injections, headers, masked };
   }
 
   /** The record of an allowed request: its rule and the names of the secrets it got. */
@@ -323,8 +327,6 @@ export function inspectTunnel(
     const checked = checkRequest(req);
     if ('denial' in checked) return refuse(checked.denial);
     const { headers, masked } = checked;
-    // Where a secret went, its value is masked on the way back; compressed bodies would hide it.
-    if (masked.length > 0) headers['accept-encoding'] = 'identity';
     const provider = context.spy?.provider(target.host, path);
     const requestBody = provider ? new BodyCapture() : undefined;
     const responseBody = provider ? new BodyCapture() : undefined;
@@ -364,14 +366,30 @@ export function inspectTunnel(
     });
     upstreamRequest.on('response', (response: IncomingMessage) => {
       upstreamStatus = response.statusCode ?? 0;
-      res.writeHead(response.statusCode ?? 502, responseHeaders(response, masked));
       responseBody?.setHeaders(response.headers);
       response.on('data', (chunk: Buffer) => {
         received += chunk.length;
         responseBody?.add(chunk);
       });
-      if (masked.length > 0) response.pipe(createMaskStream(masked.map((v) => Buffer.from(v)))).pipe(res);
-      else response.pipe(res);
+      const decoding =
+        masked.length > 0 && hasBody(method, upstreamStatus) ? bodyDecoding(response.headers) : undefined;
+      if (decoding?.kind === 'refuse') {
+        response.resume();
+        res.once('finish', () => response.destroy());
+        const denial = refusalFor('response-encoding', decoding.coding);
+        const refusal = denyResponse(denial);
+        res.writeHead(refusal.status, refusal.headers).end(refusal.body);
+        finish(refusal.status, denial);
+        return;
+      }
+      const drop = new Set(decoding?.kind === 'decode' ? ['content-encoding', 'content-length'] : []);
+      res.writeHead(response.statusCode ?? 502, responseHeaders(response, masked, drop));
+      if (masked.length === 0) response.pipe(res);
+      else {
+        const body = decoding?.kind === 'decode' ? decodeBody(response, decoding.codings) : response;
+        body.once('error', () => res.destroy());
+        body.pipe(createMaskStream(masked)).pipe(res);
+      }
       response.once('end', () => finish(response.statusCode ?? 0));
       response.once('aborted', () => res.destroy());
       response.once('error', () => res.destroy());
@@ -398,8 +416,8 @@ interface CheckedRequest {
   rule: string | null;
   injections: readonly ProxySecret[];
   headers: OutgoingHttpHeaders;
-  /** Secret values to mask in what comes back. */
-  masked: string[];
+  /** The secrets' forms (raw and encoded) to mask in what comes back. */
+  masked: Buffer[];
 }
 
 /** An agent with one keep-alive connection, made by `open` (the first one is the CONNECT's own). */
@@ -477,6 +495,11 @@ function hostMatches(header: string, target: TunnelTarget): boolean {
   if (port !== undefined && !/^\d{1,5}$/.test(port)) return false;
   const number = port === undefined ? 443 : Number(port);
   return normalizeHost(host) === target.host && number === target.port;
+}
+
+/** Whether a response to `method` with `status` carries a body (RFC 9110 §6.4.1). */
+function hasBody(method: string, status: number): boolean {
+  return method !== 'HEAD' && status >= 200 && status !== 204 && status !== 304;
 }
 
 function pathOf(url: string | undefined): string {

@@ -1,5 +1,6 @@
 import { request, type Agent, type IncomingMessage, type OutgoingHttpHeaders } from 'node:http';
 import type { Duplex } from 'node:stream';
+import { bodyDecoding } from './decode-response.js';
 import { connectionTokens, HOP_BY_HOP } from './hop-by-hop.js';
 import { createMaskStream, maskValues } from './redact-stream.js';
 
@@ -14,8 +15,8 @@ export interface UpgradeRelay {
   agent: Agent;
   /** The checked request's headers for upstream, secrets already injected. */
   headers: OutgoingHttpHeaders;
-  /** Secret values masked on the way back to the cell. */
-  masked: readonly string[];
+  /** The secrets' forms (raw and encoded) masked on the way back to the cell. */
+  masked: readonly Buffer[];
 }
 
 /** `GET` with `Upgrade: websocket` (RFC 6455 §4.1): the one upgrade an inspected host gets. */
@@ -40,7 +41,7 @@ export function relayUpgrade(
 ): void {
   const headers: OutgoingHttpHeaders = { ...relay.headers, connection: 'Upgrade', upgrade: 'websocket' };
   const outgoing = request({ agent: relay.agent, method: 'GET', path: req.url, headers, setHost: false });
-  const secrets = relay.masked.map((value) => Buffer.from(value));
+  const secrets = relay.masked;
   let answered = false;
   let abandoned = false;
   const gone = (): void => {
@@ -53,6 +54,13 @@ export function relayUpgrade(
   outgoing.once('upgrade', (response: IncomingMessage, upstream: Duplex, upstreamHead: Buffer) => {
     answered = true;
     client.off('close', gone);
+    // Extensions were not offered where a secret went (compressed frames would hide it): one the upstream imposes is cut.
+    if (secrets.length > 0 && response.headers['sec-websocket-extensions'] !== undefined) {
+      upstream.destroy();
+      client.destroy();
+      done({ kind: 'answered', status: 0, bytesDown: 0 });
+      return;
+    }
     const upgrade = response.headers.upgrade ?? 'websocket';
     client.write(responseHead(response, secrets, ['Connection: Upgrade', `Upgrade: ${upgrade}`]));
     let bytesUp = head.length;
@@ -87,6 +95,13 @@ export function relayUpgrade(
   outgoing.once('response', (response: IncomingMessage) => {
     answered = true;
     client.off('close', gone);
+    // A body the gateway would have to decode to mask is not relayed (the cell asked to upgrade, not to download).
+    if (secrets.length > 0 && bodyDecoding(response.headers).kind !== 'plain') {
+      response.destroy();
+      client.destroy();
+      done({ kind: 'answered', status: response.statusCode ?? 0, bytesDown: 0 });
+      return;
+    }
     let bytesDown = 0;
     client.write(responseHead(response, secrets, ['Connection: close']));
     response.on('data', (chunk: Buffer) => (bytesDown += chunk.length));

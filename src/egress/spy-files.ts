@@ -1,5 +1,6 @@
 import { closeSync, openSync, readdirSync, readSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { AgentcellError } from '../errors.js';
 import { isReceiptId } from '../receipts/receipt.js';
 import type { SpyRecord } from './spy-log.js';
@@ -47,28 +48,38 @@ export function findSpyLog(cellDir: string, cell: string, run?: string): { run: 
 
 /**
  * Calls `onRecord` for every record in the log, then for each one appended, polling
- * every `intervalMs` until `signal` aborts. Partial lines wait for their end.
+ * every `intervalMs` until `signal` aborts or, when given, `running` says the run has
+ * ended (the rest of the log is read first). The log may not exist yet: a run makes it
+ * at its first inspected call. Partial lines wait for their end.
  */
 export async function followSpyLog(
   path: string,
   onRecord: (record: SpyRecord) => void,
-  options: { signal: AbortSignal; intervalMs?: number },
+  options: { signal: AbortSignal; intervalMs?: number; running?: () => boolean },
 ): Promise<void> {
   let offset = 0;
   let pending = '';
   const buffer = Buffer.alloc(64 * 1024);
   while (!options.signal.aborted) {
-    const fd = openSync(path, 'r');
+    // Asked before reading, so what the run wrote just before it ended is still read.
+    const live = options.running?.() ?? true;
+    let fd: number | undefined;
     try {
-      for (;;) {
-        const read = readSync(fd, buffer, 0, buffer.length, offset);
-        if (read === 0) break;
-        offset += read;
-        pending += buffer.subarray(0, read).toString('utf8');
-      }
-    } finally {
-      closeSync(fd);
+      fd = openSync(path, 'r');
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
     }
+    if (fd !== undefined)
+      try {
+        for (;;) {
+          const read = readSync(fd, buffer, 0, buffer.length, offset);
+          if (read === 0) break;
+          offset += read;
+          pending += buffer.subarray(0, read).toString('utf8');
+        }
+      } finally {
+        closeSync(fd);
+      }
     const lines = pending.split('\n');
     pending = lines.pop() ?? '';
     for (const line of lines) {
@@ -79,12 +90,31 @@ export async function followSpyLog(
         // not JSON: skipped, as readSpyLog does
       }
     }
-    await new Promise<void>((resolve) => {
-      const timer = setTimeout(resolve, options.intervalMs ?? 250);
-      options.signal.addEventListener('abort', () => {
-        clearTimeout(timer);
-        resolve();
-      });
+    if (!live) return;
+    // timers/promises removes its abort listener when the timer ends: one per poll would pile up.
+    await sleep(options.intervalMs ?? 250, undefined, { signal: options.signal }).catch(() => undefined);
+  }
+}
+
+/**
+ * `spy --follow` without `--run`: the cell's live run, then each next one, until `signal`
+ * aborts. Started between runs it waits for the next run: an ended run is not replayed.
+ */
+export async function followLiveSpy(
+  cellDir: string,
+  liveRuns: () => string[],
+  onRecord: (record: SpyRecord) => void,
+  options: { signal: AbortSignal; intervalMs?: number },
+): Promise<void> {
+  while (!options.signal.aborted) {
+    const run = liveRuns().at(-1);
+    if (run === undefined) {
+      await sleep(options.intervalMs ?? 250, undefined, { signal: options.signal }).catch(() => undefined);
+      continue;
+    }
+    await followSpyLog(spyLogPath(cellDir, run), onRecord, {
+      ...options,
+      running: () => liveRuns().includes(run),
     });
   }
 }

@@ -13,6 +13,7 @@ import {
   type ChainVerification,
 } from './receipt-chain.js';
 import type { PublicKeyRing, SigningKey } from './signing-key.js';
+import { anchorPathForKey, anchorProblems, anchorSignatureProblem, readAnchor, writeAnchor } from './chain-anchor.js';
 
 /** Where one cell's receipts go and the key that signs them. */
 export interface ReceiptStore {
@@ -20,10 +21,17 @@ export interface ReceiptStore {
   cellDir: string;
   cell: string;
   key: SigningKey;
+  /** The chain's anchor file, outside the cell's state dir (see chain-anchor.ts). */
+  anchor: string;
 }
 
-export function receiptStore(cellDir: string, key: SigningKey, cell: string = basename(cellDir)): ReceiptStore {
-  return { cellDir, cell, key };
+export function receiptStore(
+  cellDir: string,
+  key: SigningKey,
+  cell: string = basename(cellDir),
+  anchor: string = anchorPathForKey(key, cellDir, cell),
+): ReceiptStore {
+  return { cellDir, cell, key, anchor };
 }
 
 export function receiptsDir(cellDir: string): string {
@@ -177,6 +185,7 @@ export function appendReceiptLocked(store: ReceiptStore, draft: ReceiptDraft, op
   const last = files.at(-1);
   const seq = last ? last.seq + 1 : 1;
   const prev = last ? hashOfFile(last, store.cell) : null;
+  const breaks = anchorBreaks(store, last, prev, seq);
   const receipt = signReceipt({ ...draft, id, cell: store.cell, seq, prev }, store.key);
   const problems = receiptShapeProblems(receipt);
   if (problems.length > 0)
@@ -184,7 +193,43 @@ export function appendReceiptLocked(store: ReceiptStore, draft: ReceiptDraft, op
   const path = join(receiptsDir(store.cellDir), receiptFileName(seq, id));
   if (!createFileAtomic(path, `${JSON.stringify(receipt, null, 2)}\n`, 0o600))
     throw new AgentcellError('RECEIPT_INVALID', `${path} already exists`);
+  writeAnchor(
+    store.anchor,
+    { version: 1, cell: store.cell, seq, head: receiptHash(receipt), headId: id, breaks },
+    store.key,
+  );
   return receipt;
+}
+
+/**
+ * What the anchor shows wrong with the chain about to be appended to, added to what it
+ * already carried: the append must go on (every run leaves a receipt), and re-anchoring
+ * the chain as found would hide a cut end, so the finding is signed into the new anchor
+ * and `receipt verify` reports it from then on. No anchor with receipts present counts:
+ * it can't be told from a deleted one.
+ */
+function anchorBreaks(store: ReceiptStore, last: ReceiptFile | undefined, prev: string | null, seq: number): string[] {
+  const found = readAnchor(store.anchor);
+  const at = (problem: string): string => `before receipt ${seq}: ${problem}`;
+  if (found.kind === 'missing')
+    return last ? [at(`no anchor for the ${last.seq} receipt(s) before it (deleted, or made before anchors)`)] : [];
+  if (found.kind === 'invalid') return [at(found.why)];
+  const { anchor } = found;
+  const signature = anchorSignatureProblem(anchor, new Map([[store.key.keyId, store.key.publicKey]]));
+  const end = last ? { seq: last.seq, head: prev ?? undefined, id: last.id } : undefined;
+  const problems = signature ? [signature] : anchorProblems(anchor, end, last ? prevOfFile(last) : null);
+  return [...(signature ? [] : anchor.breaks), ...problems.map(at)];
+}
+
+/** The `prev` recorded in a receipt file, or undefined when it can't be read. */
+function prevOfFile(file: ReceiptFile): string | null | undefined {
+  try {
+    const value = JSON.parse(readFileSync(file.path, 'utf8')) as Record<string, unknown> | null;
+    const prev = value?.['prev'];
+    return typeof prev === 'string' || prev === null ? prev : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /**
@@ -217,7 +262,7 @@ function hashOfFile(file: ReceiptFile, cell: string): string {
 export function verifyCell(
   cellDir: string,
   publicKeys: PublicKeyRing,
-  options: { cell?: string } = {},
+  options: { cell?: string; anchor?: string } = {},
 ): ChainVerification {
   const fileProblems: ChainProblem[] = [];
   const values: unknown[] = [];
@@ -240,6 +285,36 @@ export function verifyCell(
     values.push(value);
   }
   const chain = verifyReceipts(values, publicKeys, { cell: options.cell ?? basename(cellDir) });
-  const problems = [...fileProblems, ...chain.problems].sort((a, b) => a.seq - b.seq);
+  const anchored = options.anchor === undefined ? [] : verifyAnchor(options.anchor, files, values, publicKeys);
+  const problems = [...fileProblems, ...chain.problems, ...anchored].sort((a, b) => a.seq - b.seq);
   return { ok: problems.length === 0, checked: files.length, problems };
+}
+
+/**
+ * The chain's end against its anchor. A missing anchor is a problem, not a warning, once
+ * the cell has receipts: deleting it with the newest receipts would otherwise pass.
+ */
+function verifyAnchor(
+  path: string,
+  files: readonly ReceiptFile[],
+  values: readonly unknown[],
+  publicKeys: PublicKeyRing,
+): ChainProblem[] {
+  const last = files.at(-1);
+  const label = { id: 'anchor', seq: (last?.seq ?? 0) + 1 };
+  const found = readAnchor(path);
+  if (found.kind === 'missing')
+    return last
+      ? [{ ...label, problem: `the chain's anchor ${path} is missing: receipts cut off the end can't be ruled out` }]
+      : [];
+  if (found.kind === 'invalid') return [{ ...label, problem: found.why }];
+  const signature = anchorSignatureProblem(found.anchor, publicKeys);
+  if (signature) return [{ ...label, problem: signature }];
+  const lastValue = values.at(-1);
+  const receipt = last && receiptShapeProblems(lastValue).length === 0 ? (lastValue as Receipt) : undefined;
+  const end = last ? { seq: last.seq, head: receipt ? receiptHash(receipt) : undefined, id: last.id } : undefined;
+  return [...found.anchor.breaks, ...anchorProblems(found.anchor, end, receipt?.prev)].map((problem) => ({
+    ...label,
+    problem,
+  }));
 }

@@ -163,9 +163,27 @@ export function decisionFor(receipts: readonly Receipt[], runId: string): Decisi
     const decidedSeq = seqOf.get(r.decides);
     if (decidedSeq === undefined || decidedSeq < run.seq) continue;
     if (r.decision === 'forked') forked = true;
+    else if (r.decision === 'restored' && keptBy(receipts, run, r)) continue;
     else return r.decision;
   }
   return forked ? 'forked' : 'pending';
+}
+
+/**
+ * Whether `restore --to K` (`checkpoint.after` = K, the newest layer kept) left `run`'s
+ * changes in the cell: they are below K when the run ended before K was on top, i.e. it
+ * came before the first run that started on K (`checkpoint.before` = K), or, when no run
+ * started on K, it is not after the last run that made K (`checkpoint.after` = K).
+ * A full restore (K null) keeps nothing.
+ */
+function keptBy(receipts: readonly Receipt[], run: Receipt, restore: Receipt): boolean {
+  const kept = restore.checkpoint.after;
+  if (kept === null) return false;
+  const runs = receipts.filter((r) => r.kind === 'run' && r.seq < restore.seq);
+  const startedOn = runs.find((r) => r.checkpoint.before === kept);
+  if (startedOn) return run.seq < startedOn.seq;
+  const made = runs.filter((r) => r.checkpoint.after === kept).at(-1);
+  return made !== undefined && run.seq <= made.seq;
 }
 
 export interface DecisionInput {

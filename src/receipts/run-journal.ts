@@ -104,6 +104,33 @@ export function listJournal(cellDir: string): { entries: RunJournalEntry[]; unre
   return { entries, unreadable };
 }
 
+/** A begun run not receipted yet, as the read-only commands show it. */
+export interface UnreceiptedRun {
+  id: string;
+  startedAt: string;
+  command: string[];
+  /** `running`: its agentcell is alive; `interrupted`: it was killed, and the next run or decision receipts it. */
+  state: 'running' | 'interrupted';
+}
+
+/**
+ * The cell's journal as `receipt list` and `diff` show it. These commands only read: a
+ * killed run is shown at once as `interrupted` from its journal entry, and receipted by
+ * the next command that changes the cell (a run or a decision), which also credits it
+ * with the changes it left (freezing its upper layer, a change no reader should make).
+ */
+export function unreceiptedRuns(
+  cellDir: string,
+  isAlive: (owner: ProcessOwner) => boolean = isProcessAlive,
+): UnreceiptedRun[] {
+  return listJournal(cellDir).entries.map((e) => ({
+    id: e.id,
+    startedAt: e.startedAt,
+    command: e.draft.command,
+    state: isAlive(e.owner) ? 'running' : 'interrupted',
+  }));
+}
+
 /** Signs the run's receipt (status `completed`) into the chain and removes its journal entry. */
 export async function finishRun(store: ReceiptStore, id: string, result: RunResult): Promise<Receipt> {
   return withReceiptLock(store.cellDir, () => {

@@ -2,11 +2,27 @@ import type { Command } from 'commander';
 import { locateCell, cellDir } from '../../cell/cell-store.js';
 import { AgentcellError } from '../../errors.js';
 import { agentcellPaths } from '../../paths.js';
-import { decisionFor } from '../../receipts/receipt.js';
+import { anchorPath } from '../../receipts/chain-anchor.js';
+import { decisionFor, type Receipt } from '../../receipts/receipt.js';
+import { unreceiptedRuns } from '../../receipts/run-journal.js';
 import { latestReceipt, listReceipts, readReceipt, verifyCell } from '../../receipts/receipt-store.js';
 import { renderReceiptJson, renderReceiptMarkdown } from '../../receipts/render-receipt.js';
 import { loadPublicKeys } from '../../receipts/signing-key.js';
 import { note, print, printJson, type JsonFlag } from '../output.js';
+
+/** One line of `receipt list`: a receipt, or a begun run not receipted yet (`signed: false`). */
+interface ListRow {
+  id: string;
+  seq: number | null;
+  kind: Receipt['kind'];
+  command: string[];
+  status: Receipt['status'] | 'running';
+  exitCode: number | null;
+  decision: Receipt['decision'];
+  startedAt: string;
+  changes: Receipt['changes'] | null;
+  signed: boolean;
+}
 
 interface CellFlag {
   cell?: string;
@@ -47,7 +63,7 @@ export function registerReceiptCommands(program: Command, setExit: (code: number
     .action((flags: CellFlag & JsonFlag) => {
       const { dir } = receiptsOf(flags);
       const all = listReceipts(dir);
-      const rows = all.map((r) => ({
+      const rows = all.map((r): ListRow => ({
         id: r.id,
         seq: r.seq,
         kind: r.kind,
@@ -57,19 +73,38 @@ export function registerReceiptCommands(program: Command, setExit: (code: number
         decision: decisionFor(all, r.id),
         startedAt: r.startedAt,
         changes: r.changes,
+        signed: true,
       }));
+      for (const run of unreceiptedRuns(dir))
+        rows.push({
+          id: run.id,
+          seq: null,
+          kind: 'run',
+          command: run.command,
+          status: run.state,
+          exitCode: null,
+          decision: 'pending',
+          startedAt: run.startedAt,
+          changes: null,
+          signed: false,
+        });
       if (flags.json) return printJson(rows);
-      for (const r of rows)
+      for (const r of rows) {
+        const exit = r.exitCode === null ? '-' : String(r.exitCode);
+        const what = r.kind === 'run' ? `exit ${exit} ${r.status}` : 'decision';
+        const unsigned = r.signed ? '' : '  (not receipted yet: the next run or decision receipts it)';
         print(
-          `${String(r.seq).padStart(4)} ${r.id} ${r.startedAt} ${r.kind === 'run' ? `exit ${String(r.exitCode)} ${r.status}` : 'decision'} ${r.decision}  ${r.command.join(' ')}`,
+          `${(r.seq === null ? '-' : String(r.seq)).padStart(4)} ${r.id} ${r.startedAt} ${what} ${r.decision}  ${r.command.join(' ')}${unsigned}`,
         );
+      }
     });
 
   withCellFlags(receipt.command('verify').description('check every signature and the chain'))
     .option('--json', 'machine-readable output')
     .action((flags: CellFlag & JsonFlag) => {
       const { dir, cell } = receiptsOf(flags);
-      const result = verifyCell(dir, loadPublicKeys(agentcellPaths().config), { cell });
+      const { config } = agentcellPaths();
+      const result = verifyCell(dir, loadPublicKeys(config), { cell, anchor: anchorPath(config, dir, cell) });
       if (flags.json) printJson(result);
       else if (result.ok) note(`ok: ${result.checked} receipt(s) in cell ${cell} verify`);
       else for (const p of result.problems) note(`receipt #${p.seq} ${p.id}: ${p.problem}`);

@@ -1,6 +1,8 @@
 import type { Command } from 'commander';
 import { cellDir, locateCell } from '../../cell/cell-store.js';
-import { findSpyLog, followSpyLog } from '../../egress/spy-files.js';
+import { liveRuns } from '../../cell/cell-egress-log.js';
+import { findSpyLog, followLiveSpy, followSpyLog } from '../../egress/spy-files.js';
+import type { SpyRecord } from '../../egress/spy-log.js';
 import { parseSpyRecord, readSpyLog, renderSpyRecord } from '../../egress/spy-render.js';
 import { agentcellPaths } from '../../paths.js';
 import { print, printJson, type JsonFlag } from '../output.js';
@@ -25,8 +27,11 @@ export function registerSpyCommands(program: Command): void {
     .action(async (flags: SpyFlags) => {
       const paths = agentcellPaths();
       const { cell } = locateCell(paths, flags);
-      const { run, path } = findSpyLog(cellDir(paths, cell), cell, flags.run);
+      const dir = cellDir(paths, cell);
+      const show = (record: SpyRecord): void =>
+        print(flags.json ? JSON.stringify(parseSpyRecord(record)) : renderSpyRecord(record));
       if (!flags.follow) {
+        const { run, path } = findSpyLog(dir, cell, flags.run);
         const records = readSpyLog(path);
         if (flags.json) return printJson({ cell, run, calls: records.map(parseSpyRecord) });
         for (const record of records) print(renderSpyRecord(record));
@@ -34,12 +39,13 @@ export function registerSpyCommands(program: Command): void {
       }
       const stop = new AbortController();
       const onSignal = (): void => stop.abort();
-      process.once('SIGINT', onSignal);
-      process.once('SIGTERM', onSignal);
-      await followSpyLog(
-        path,
-        (record) => print(flags.json ? JSON.stringify(parseSpyRecord(record)) : renderSpyRecord(record)),
-        { signal: stop.signal },
-      );
+      process.once('SIGINT', onSignal).once('SIGTERM', onSignal);
+      try {
+        if (flags.run !== undefined)
+          await followSpyLog(findSpyLog(dir, cell, flags.run).path, show, { signal: stop.signal });
+        else await followLiveSpy(dir, () => liveRuns(paths, cell), show, { signal: stop.signal });
+      } finally {
+        process.off('SIGINT', onSignal).off('SIGTERM', onSignal);
+      }
     });
 }

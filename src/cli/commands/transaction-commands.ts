@@ -8,7 +8,8 @@ import {
   type CellRef,
 } from '../../cell/cell-decisions.js';
 import { checkCellName } from '../../cell/cell-name.js';
-import { locateCell } from '../../cell/cell-store.js';
+import { cellDir, locateCell } from '../../cell/cell-store.js';
+import { unreceiptedRuns } from '../../receipts/run-journal.js';
 import { resolveCellPolicy } from '../../cell/prepare-run.js';
 import { agentcellPaths } from '../../paths.js';
 import { note, print, printJson, type DryRunFlag, type JsonFlag } from '../output.js';
@@ -38,7 +39,13 @@ const FLAG_MARK = { unsafe: '!', refused: '!', conflict: '!', review: '?' } as c
 export function registerTransactionCommands(program: Command): void {
   withCellFlags(program.command('diff').description('what the cell changed that is not yet in the workspace')).action(
     async (flags: CellFlag & JsonFlag) => {
-      const changes = await cellDiff(cellRef(flags));
+      const ref = cellRef(flags);
+      const changes = await cellDiff(ref);
+      // A killed run is shown at once (its receipt comes with the next run or decision).
+      for (const run of unreceiptedRuns(cellDir(ref.paths, ref.cell)).filter((r) => r.state === 'interrupted'))
+        note(
+          `run ${run.id} (${run.command.join(' ')}) was interrupted: agentcell was killed; its changes are included, not receipted yet`,
+        );
       if (flags.json) return printJson(changes);
       if (changes.length === 0) return note('no pending changes');
       for (const c of changes)
