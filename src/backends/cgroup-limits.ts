@@ -1,7 +1,8 @@
-import { mkdirSync, rmdirSync, writeFileSync } from 'node:fs';
+import { rmdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ResourceLimits } from './backend.js';
 import { detectCgroupSupport, type CgroupSupport } from './cgroup-support.js';
+import { makeDirs } from '../make-dirs.js';
 
 /** The cgroups a cell's process tree is placed in, and what they limit. */
 export interface CgroupPlan {
@@ -62,7 +63,7 @@ export function wrapInCgroups(plan: CgroupPlan, argv: readonly string[]): string
 }
 
 export function createCgroups(plan: CgroupPlan): void {
-  for (const dir of plan.dirs) mkdirSync(dir, { recursive: true });
+  for (const dir of plan.dirs) makeDirs(dir);
   for (const s of plan.settings) writeFileSync(s.path, s.value);
 }
 

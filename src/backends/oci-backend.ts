@@ -1,5 +1,5 @@
 import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { AgentcellError } from '../errors.js';
 import { cellHostname } from './cell-hostname.js';
@@ -14,6 +14,7 @@ import { dockerApiPlan } from './docker-api-container.js';
 import { runDockerApi } from './docker-api-run.js';
 import { dockerSocketPath } from './docker-socket.js';
 import { runArgs, type OciContainer } from './oci-container.js';
+import { makeDirs } from '../make-dirs.js';
 
 /** The backends built on an OCI engine: the engine itself, or gVisor's runsc through it. */
 export type OciBackendName = 'podman' | 'docker' | 'gvisor';
@@ -292,7 +293,7 @@ function makeMaskSources(dir: string): void {
   const emptyDir = join(dir, 'empty-dir');
   const emptyFile = join(dir, 'empty-file');
   if (!existsSync(emptyDir)) {
-    mkdirSync(emptyDir, { recursive: true });
+    makeDirs(emptyDir);
     chmodSync(emptyDir, 0);
   }
   if (!existsSync(emptyFile)) {

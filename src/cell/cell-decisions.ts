@@ -8,6 +8,7 @@ import { appendReceipt, receiptsNewestFirst, type ReceiptStore } from '../receip
 import { planAccept, type AcceptResult } from '../workspace/accept-changes.js';
 import { countChanges, diffLayers, type LayerChange, type LayerEntry } from '../workspace/overlay/layer-diff.js';
 import {
+  checkCheckpointName,
   checkpoint as freezeLayer,
   findLayer,
   fork as forkLayers,
@@ -127,6 +128,7 @@ export async function checkpointCell(
   ref: CellRef,
   options: { name?: string; policyHash: string; dryRun: boolean },
 ): Promise<{ layer?: FrozenLayer; dryRun: boolean }> {
+  if (options.name !== undefined) checkCheckpointName(options.name); // a dry run refuses it too
   return withCell(ref, options.dryRun, (tx, stack): Promise<{ layer?: FrozenLayer; dryRun: boolean }> => {
     if (options.dryRun || !tx) return Promise.resolve({ dryRun: true });
     const frozen = freezeLayer(stack, {

@@ -1,11 +1,12 @@
 import { spawn, spawnSync, type ChildProcessByStdio } from 'node:child_process';
 import type { Readable, Writable } from 'node:stream';
-import { existsSync, mkdirSync, readdirSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { AgentcellError } from '../errors.js';
 import { engineEnvironment, inspectImage, type OciEngine } from '../backends/oci-engine.js';
 import { DEFAULT_CELL_IMAGE } from '../backends/select-backend.js';
 import { readJsonFile } from '../read-json-file.js';
+import { makeDirs } from '../make-dirs.js';
 
 /** An image `agentcell image build` made, as recorded in the state dir. */
 export interface CellImageRecord {
@@ -34,7 +35,7 @@ export function listImageRecords(stateDir: string): CellImageRecord[] {
 }
 
 function saveRecords(stateDir: string, records: CellImageRecord[]): void {
-  mkdirSync(stateDir, { recursive: true });
+  makeDirs(stateDir);
   const file = recordsFile(stateDir);
   writeFileSync(`${file}.${process.pid}`, JSON.stringify(records, null, 2) + '\n');
   renameSync(`${file}.${process.pid}`, file);

@@ -5,6 +5,7 @@ import { childPath } from './child-path.js';
 import { isControlPlanePath } from './control-plane.js';
 import type { LayerEntry } from './overlay/layer-diff.js';
 import { SetAside } from './set-aside.js';
+import { makeDirs } from '../make-dirs.js';
 
 export type ChangeKind = 'added' | 'modified' | 'deleted';
 
@@ -177,7 +178,7 @@ class HostDirs {
   makeParent(target: string): void {
     const dir = dirname(target);
     if (this.#made.has(dir) || (this.#problems.has(dir) && this.#problems.get(dir) === undefined)) return;
-    mkdirSync(dir, { recursive: true });
+    makeDirs(dir);
     this.#made.add(dir);
   }
 

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { cellDir, locateCell } from '../../cell/cell-store.js';
+import { cellDir, locateExistingCell } from '../../cell/cell-store.js';
 import { findSpyLog, followSpyLog } from '../../egress/spy-files.js';
 import { parseSpyRecord, readSpyLog, renderSpyRecord } from '../../egress/spy-render.js';
 import { agentcellPaths } from '../../paths.js';
@@ -24,7 +24,7 @@ export function registerSpyCommands(program: Command): void {
     .option('--follow', 'keep printing calls as they are made, until interrupted')
     .action(async (flags: SpyFlags) => {
       const paths = agentcellPaths();
-      const { cell } = locateCell(paths, flags);
+      const { cell } = locateExistingCell(paths, flags);
       const { run, path } = findSpyLog(cellDir(paths, cell), cell, flags.run);
       if (!flags.follow) {
         const records = readSpyLog(path);

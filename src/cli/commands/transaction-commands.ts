@@ -8,7 +8,7 @@ import {
   type CellRef,
 } from '../../cell/cell-decisions.js';
 import { checkCellName } from '../../cell/cell-name.js';
-import { locateCell } from '../../cell/cell-store.js';
+import { locateExistingCell } from '../../cell/cell-store.js';
 import { resolveCellPolicy } from '../../cell/prepare-run.js';
 import { agentcellPaths } from '../../paths.js';
 import { note, print, printJson, type DryRunFlag, type JsonFlag } from '../output.js';
@@ -20,7 +20,7 @@ interface CellFlag {
 
 function cellRef(flags: CellFlag): CellRef {
   const paths = agentcellPaths();
-  return { paths, ...locateCell(paths, flags), command: ['agentcell', ...process.argv.slice(2)] };
+  return { paths, ...locateExistingCell(paths, flags), command: ['agentcell', ...process.argv.slice(2)] };
 }
 
 function withCellFlags(command: Command): Command {
