@@ -3,6 +3,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, it } from 'node:test';
+import { assuranceText } from '../src/cli/render.js';
 import { CLI, ac, acJson, makeSandbox, type Sandbox } from './helpers.js';
 
 let sb: Sandbox | undefined;
@@ -156,4 +157,16 @@ describe('an unusable state directory fails fast', () => {
       assert.ok(body.error.message.includes(home), body.error.message);
       assert.match(body.error.message, /AGENTCELL_HOME/);
     });
+});
+
+describe('strict labels what the host imposes', () => {
+  it('a strict run’s remaining reasons are called host limits, labeled not refused; development’s are not', () => {
+    const reasons = ['workspace overlay by the copy driver: no overlay mount here, a copy per run'];
+    assert.match(
+      assuranceText({ mode: 'strict', level: 'reduced', reasons }),
+      /^reduced \(host limits, labeled not refused: workspace overlay by the copy driver/,
+    );
+    assert.equal(assuranceText({ mode: 'development', level: 'reduced', reasons }), `reduced (${reasons[0]!})`);
+    assert.equal(assuranceText({ mode: 'strict', level: 'high', reasons: [] }), 'high');
+  });
 });

@@ -10,7 +10,10 @@ export function shellQuote(word: string): string {
 }
 
 export function assuranceText(a: Assurance): string {
-  return a.reasons.length === 0 ? a.level : `${a.level} (${a.reasons.join('; ')})`;
+  if (a.reasons.length === 0) return a.level;
+  // strict has already refused every lowering the user chose; what is left is the host's.
+  const whose = a.mode === 'strict' ? 'host limits, labeled not refused: ' : '';
+  return `${a.level} (${whose}${a.reasons.join('; ')})`;
 }
 
 /** The one-line banner every run prints on stderr before the command starts. */
