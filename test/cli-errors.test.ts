@@ -170,3 +170,41 @@ describe('strict labels what the host imposes', () => {
     assert.equal(assuranceText({ mode: 'strict', level: 'high', reasons: [] }), 'high');
   });
 });
+
+describe('hitting a resource bound is said, not just exit 137', () => {
+  it('bwrap: an OOM kill and a refused fork name the limit on stderr and in the --json exit event', () => {
+    sb = makeSandbox({ 'agentcell.toml': '[resources]\nmemory = "64M"\npids = 64\n' });
+    const memory = ac(
+      sb,
+      'run',
+      '--backend',
+      'bwrap',
+      '--',
+      'sh',
+      '-c',
+      'head -c 300000000 /dev/zero | tail > /dev/null',
+    );
+    // Where no writable cgroup exists the limit is not enforced, and the run must say that instead.
+    if (/resources\.memory not enforced/.test(memory.stderr)) return;
+    assert.notEqual(memory.status, 0);
+    assert.match(memory.stderr, /agentcell: the run hit the memory limit \(64 MiB, \[resources\] memory\)/);
+    const pids = ac(
+      sb,
+      'run',
+      '--backend',
+      'bwrap',
+      '--json',
+      '--',
+      'sh',
+      '-c',
+      'for i in $(seq 100); do sleep 2 & done; wait',
+    );
+    const exit = JSON.parse(pids.stderr.trim().split('\n').at(-1)!) as { limitHit?: unknown; message?: string };
+    assert.deepEqual(exit.limitHit, { resource: 'pids', limit: 64 });
+    assert.match(exit.message ?? '', /process limit \(64 processes, \[resources\] pids\)/);
+    // Positive control: the same cell under its limits says nothing of the kind.
+    const fine = ac(sb, 'run', '--backend', 'bwrap', '--', 'true');
+    assert.equal(fine.status, 0);
+    assert.doesNotMatch(fine.stderr, /hit the/);
+  });
+});

@@ -101,11 +101,19 @@ export interface BackendPlan {
   hostMount?: string[];
 }
 
+export interface LimitHit {
+  resource: 'memory' | 'pids';
+  /** The bound as the policy set it: bytes for memory, a count for pids. */
+  limit: number;
+}
+
 export interface RunOutcome {
   exitCode: number;
   /** The signal that ended the command, if one did. */
   signal?: NodeJS.Signals;
   timedOut: boolean;
+  /** A resource bound the kernel or engine reports the run hit (invariant 12: say which). */
+  limitHit?: LimitHit;
   /** Host pid of the backend process, for diagnostics. */
   pid?: number;
 }

@@ -1,6 +1,6 @@
-import { rmdirSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { ResourceLimits } from './backend.js';
+import type { LimitHit, ResourceLimits } from './backend.js';
 import { detectCgroupSupport, type CgroupSupport } from './cgroup-support.js';
 import { makeDirs } from '../make-dirs.js';
 
@@ -65,6 +65,41 @@ export function wrapInCgroups(plan: CgroupPlan, argv: readonly string[]): string
 export function createCgroups(plan: CgroupPlan): void {
   for (const dir of plan.dirs) makeDirs(dir);
   for (const s of plan.settings) writeFileSync(s.path, s.value);
+}
+
+/**
+ * The bound the run hit, read from the run's cgroups before they are removed: an OOM kill
+ * (memory.events oom_kill on v2, memory.oom_control oom_kill on v1) or a refused fork
+ * (pids.events max). Undefined when none was hit or the kernel doesn't say.
+ */
+export function readLimitHit(plan: CgroupPlan, limits: ResourceLimits): LimitHit | undefined {
+  for (const setting of plan.settings) {
+    const dir = setting.path.slice(0, setting.path.lastIndexOf('/'));
+    const memory = setting.path.endsWith('memory.max')
+      ? eventCount(join(dir, 'memory.events'), 'oom_kill')
+      : setting.path.endsWith('memory.limit_in_bytes')
+        ? eventCount(join(dir, 'memory.oom_control'), 'oom_kill')
+        : 0;
+    if (memory > 0 && limits.memoryBytes !== undefined) return { resource: 'memory', limit: limits.memoryBytes };
+    if (
+      setting.path.endsWith('pids.max') &&
+      limits.pids !== undefined &&
+      eventCount(join(dir, 'pids.events'), 'max') > 0
+    )
+      return { resource: 'pids', limit: limits.pids };
+  }
+  return undefined;
+}
+
+function eventCount(file: string, key: string): number {
+  try {
+    const line = readFileSync(file, 'utf8')
+      .split('\n')
+      .find((l) => l.startsWith(`${key} `));
+    return line ? Number(line.slice(key.length + 1)) || 0 : 0;
+  } catch {
+    return 0;
+  }
 }
 
 /** Removes the run's cgroups; the kernel refuses while a process remains, so retry briefly. */

@@ -1,4 +1,5 @@
 import type { Assurance } from '../policy/assurance.js';
+import type { LimitHit } from '../backends/backend.js';
 import type { PreparedAgent } from '../agents/prepare-agent.js';
 import type { PreparedRun } from '../cell/prepare-run.js';
 import { inspectionSummary } from '../cell/plan-inspection.js';
@@ -126,4 +127,10 @@ function formatArgv(argv: readonly string[]): string {
 
 function inspection(p: PreparedRun): ReturnType<typeof inspectionSummary> {
   return inspectionSummary(p.resolved.policy, p.egress?.inspect);
+}
+
+/** What agentcell says when a run hit a resource bound (one place, so every backend's report reads the same). */
+export function limitHitLine(hit: LimitHit): string {
+  const value = hit.resource === 'memory' ? `${Math.round(hit.limit / 2 ** 20)} MiB` : `${hit.limit} processes`;
+  return `agentcell: the run hit the ${hit.resource === 'memory' ? 'memory' : 'process'} limit (${value}, [resources] ${hit.resource})`;
 }

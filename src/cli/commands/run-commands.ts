@@ -12,7 +12,7 @@ import { readyAgent } from '../../agents/prepare-agent.js';
 import { agentcellPaths } from '../../paths.js';
 import { addCellOptions, toCellOptions, type CellFlags } from '../cell-options.js';
 import { note, print, printJson, type CliContext, type DryRunFlag, type JsonFlag } from '../output.js';
-import { bannerLine, dryRunJson, dryRunText, runSummary } from '../render.js';
+import { bannerLine, dryRunJson, dryRunText, limitHitLine, runSummary } from '../render.js';
 
 type RunFlags = CellFlags & JsonFlag & DryRunFlag & { restoreOnFail?: boolean; acceptOnSuccess?: boolean };
 
@@ -44,9 +44,11 @@ async function runCommand(ctx: CliContext, argv: string[], flags: RunFlags): Pro
         cell: prepared.cell,
         receipt: receipt.id,
         ...outcome,
+        ...(outcome.limitHit ? { message: limitHitLine(outcome.limitHit) } : {}),
         timings: { ...prepared.timer.timings },
       }),
     );
+  else if (outcome.limitHit) note(limitHitLine(outcome.limitHit));
   else if (outcome.timedOut)
     note(`agentcell: timed out after ${prepared.resolved.policy.resources.timeout ?? ''}; exit ${outcome.exitCode}`);
   return outcome.exitCode;
