@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, it } from 'node:test';
 import { assuranceText } from '../src/cli/render.js';
-import { CLI, ac, acJson, makeSandbox, type Sandbox } from './helpers.js';
+import { CLI, ac, acJson, agentcell, makeSandbox, type Sandbox } from './helpers.js';
 
 let sb: Sandbox | undefined;
 afterEach(() => {
@@ -206,5 +206,28 @@ describe('hitting a resource bound is said, not just exit 137', () => {
     const fine = ac(sb, 'run', '--backend', 'bwrap', '--', 'true');
     assert.equal(fine.status, 0);
     assert.doesNotMatch(fine.stderr, /hit the/);
+  });
+});
+
+describe('an agent with nothing to log in with says how to fix it', () => {
+  it('no key and no stored login: the hint names agentcell login and the key variable, before and after a failed run', () => {
+    sb = makeSandbox({ 'agentcell.toml': '[agent]\nsource = "host"\n' });
+    // A stand-in for the agent CLI on the host's PATH that fails the way an unauthenticated one does.
+    const bin = join(sb.root, 'bin');
+    mkdirSync(bin);
+    writeFileSync(join(bin, 'claude'), '#!/bin/sh\necho "Not logged in" >&2\nexit 1\n', { mode: 0o755 });
+    const env = { ...sb.env, PATH: `${bin}:${sb.env['PATH'] ?? ''}` };
+    const r = agentcell(['claude', '--backend', 'bwrap', '--', '-p', 'hi'], { cwd: sb.workspace, env });
+    assert.equal(r.status, 1, r.stderr);
+    const hint = /claude has no credentials in this cell: run agentcell login claude, or set [A-Z_ ]*ANTHROPIC_API_KEY/;
+    assert.match(r.stderr, new RegExp(`agentcell: ${hint.source}`));
+    assert.match(r.stderr, new RegExp(`agentcell: claude exited 1; ${hint.source}`));
+    // Positive control: with a key on the host the same run gives no hint.
+    const keyed = agentcell(['claude', '--backend', 'bwrap', '--', '-p', 'hi'], {
+      cwd: sb.workspace,
+      env: { ...env, ANTHROPIC_API_KEY: 'sk-ant-test' },
+    });
+    assert.equal(keyed.status, 1, keyed.stderr);
+    assert.doesNotMatch(keyed.stderr, /no credentials/);
   });
 });

@@ -16,6 +16,7 @@ import {
   type AgentToolchain,
 } from './agent-toolchain.js';
 import { makeDirs } from '../make-dirs.js';
+import { missingCredentialHint } from './credential-hint.js';
 
 /** An agent run, decided before anything runs (`--dry-run` shows it; nothing is installed or written yet). */
 export interface PreparedAgent {
@@ -29,6 +30,8 @@ export interface PreparedAgent {
   seeds: SeedFile[];
   /** Files `agentcell login` stored for this agent, copied into the home before each run. */
   logins: { source: string; path: string }[];
+  /** Set when the agent has nothing to authenticate with: what to do about it. */
+  credentialHint?: string;
 }
 
 export interface AgentCellParts {
@@ -74,13 +77,16 @@ export async function prepareAgent(request: AgentRequest): Promise<AgentCellPart
     toolchain = npmToolchain(adapter, version, toolchainsRoot(request.stateDir, request.hostEnv));
   }
   const home = join(request.cellDir, 'agent-home');
+  const logins = storedLogins(adapter, request.configDir);
+  const credentialHint = missingCredentialHint(adapter, policy, logins.length);
   return {
     agent: {
       name: adapter.name,
       toolchain,
       home,
       seeds: adapter.seed({ workspace: request.workspace, placeholder: proxySecretPlaceholder }),
-      logins: storedLogins(adapter, request.configDir),
+      logins,
+      ...(credentialHint !== undefined ? { credentialHint } : {}),
     },
     mounts: [
       { source: home, target: request.cellHome, mode: 'rw' },

@@ -32,6 +32,8 @@ async function runCommand(ctx: CliContext, argv: string[], flags: RunFlags): Pro
     return 0;
   }
   if (prepared.agent) await readyAgent(prepared.agent, note);
+  const credentialHint = prepared.agent?.credentialHint;
+  if (credentialHint && !flags.json) note(`agentcell: ${credentialHint}`);
   const { outcome, receipt } = await runPrepared(prepared, paths, () =>
     note(flags.json ? JSON.stringify({ event: 'start', ...runSummary(prepared) }) : bannerLine(prepared)),
   );
@@ -45,10 +47,13 @@ async function runCommand(ctx: CliContext, argv: string[], flags: RunFlags): Pro
         receipt: receipt.id,
         ...outcome,
         ...(outcome.limitHit ? { message: limitHitLine(outcome.limitHit) } : {}),
+        ...(credentialHint ? { credentialHint } : {}),
         timings: { ...prepared.timer.timings },
       }),
     );
   else if (outcome.limitHit) note(limitHitLine(outcome.limitHit));
+  else if (credentialHint && outcome.exitCode !== 0)
+    note(`agentcell: ${prepared.agent?.name ?? 'the agent'} exited ${outcome.exitCode}; ${credentialHint}`);
   else if (outcome.timedOut)
     note(`agentcell: timed out after ${prepared.resolved.policy.resources.timeout ?? ''}; exit ${outcome.exitCode}`);
   return outcome.exitCode;
