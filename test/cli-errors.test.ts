@@ -188,6 +188,9 @@ describe('hitting a resource bound is said, not just exit 137', () => {
     if (/resources\.memory not enforced/.test(memory.stderr)) return;
     assert.notEqual(memory.status, 0);
     assert.match(memory.stderr, /agentcell: the run hit the memory limit \(64 MiB, \[resources\] memory\)/);
+    const receipt = acJson<{ limitHit?: unknown }>(sb, 'receipt', 'show', '--json');
+    assert.deepEqual(receipt.limitHit, { resource: 'memory', limit: 64 * 2 ** 20 });
+    assert.equal(ac(sb, 'receipt', 'verify').status, 0, 'the signed receipt with limitHit verifies');
     const pids = ac(
       sb,
       'run',

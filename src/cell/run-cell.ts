@@ -111,6 +111,7 @@ export async function runPrepared(
       egress,
       workspace: { ...journal.draft.workspace, gitRef: git.gitRef, gitDirty: git.gitDirty },
       timings: { ...prepared.timer.timings },
+      ...(outcome.limitHit ? { limitHit: { ...outcome.limitHit } } : {}),
     });
     return { outcome, receipt };
   } finally {

@@ -77,6 +77,8 @@ export interface Receipt {
   tools: Record<string, string>;
   /** Phase → milliseconds. */
   timings: Record<string, number>;
+  /** The resource bound the run hit, when the kernel or engine said so (bytes for memory, a count for pids). */
+  limitHit?: { resource: string; limit: number };
   signature: ReceiptSignature;
 }
 
@@ -235,6 +237,11 @@ export function receiptShapeProblems(value: unknown): string[] {
     '{mode, level, reasons}',
   );
   need('backend', (v) => isRecord(v) && isString(v['name']) && isString(v['version']), '{name, version}');
+  need(
+    'limitHit',
+    (v) => v === undefined || (isRecord(v) && isString(v['resource']) && Number.isSafeInteger(v['limit'])),
+    '{resource, limit}',
+  );
   need(
     'image',
     (v) => v === undefined || (isRecord(v) && isString(v['ref']) && isString(v['digest'])),
