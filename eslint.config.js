@@ -13,6 +13,23 @@ export default tseslint.config(
     },
   },
   {
+    files: ['src/**'],
+    rules: {
+      'no-restricted-syntax': [
+        'error',
+        {
+          // Node's recursive mkdir spins forever where a parent exists but mkdir says ENOENT (/proc).
+          selector: "CallExpression[callee.name=/^mkdir/] Property[key.name='recursive']",
+          message: 'use makeDirs (src/make-dirs.ts): recursive mkdir can loop forever',
+        },
+        {
+          selector: "CallExpression[callee.property.name=/^mkdir/] Property[key.name='recursive']",
+          message: 'use makeDirs (src/make-dirs.ts): recursive mkdir can loop forever',
+        },
+      ],
+    },
+  },
+  {
     files: ['test/**', 'bench/**'],
     // node:test's describe/it return promises the runner itself awaits.
     rules: { '@typescript-eslint/no-non-null-assertion': 'off', '@typescript-eslint/no-floating-promises': 'off' },

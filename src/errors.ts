@@ -22,6 +22,7 @@ export type ErrorCode =
   | 'EGRESS_LOG_INVALID'
   | 'CELL_NOT_RUNNING'
   | 'RELOAD_REFUSED'
+  | 'PATH_UNUSABLE'
   | 'INTERNAL';
 
 /** agentcell's own failures: 2 for usage and policy, 3 for host or backend not ready. */
@@ -48,6 +49,7 @@ const EXIT_CODES: Record<ErrorCode, number> = {
   CELL_NOT_RUNNING: 2,
   RELOAD_REFUSED: 2,
   BACKEND_UNAVAILABLE: 3,
+  PATH_UNUSABLE: 3,
   INTERNAL: 3,
 };
 
@@ -65,4 +67,17 @@ export class AgentcellError extends Error {
   toJSON(): { error: { code: ErrorCode; message: string } } {
     return { error: { code: this.code, message: this.message } };
   }
+}
+
+/**
+ * A file system error on a named path (ENOTDIR, EACCES, EROFS, ENOSPC, …) is the host's
+ * state, not a bug in agentcell: it becomes PATH_UNUSABLE (exit 3) naming the path.
+ */
+export function pathErrorOf(error: unknown, hint = ''): AgentcellError | undefined {
+  if (!(error instanceof Error)) return undefined;
+  const { code, path, syscall } = error as NodeJS.ErrnoException;
+  if (typeof code !== 'string' || !/^E[A-Z]+$/.test(code) || typeof path !== 'string') return undefined;
+  return new AgentcellError('PATH_UNUSABLE', `cannot use ${path} (${syscall ?? 'access'}: ${code})${hint}`, {
+    cause: error,
+  });
 }

@@ -1,5 +1,6 @@
-import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { renameSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { makeDirs } from './make-dirs.js';
 
 /**
  * Replaces a cache file atomically (temp file + rename, so a concurrent reader sees the
@@ -8,7 +9,7 @@ import { dirname } from 'node:path';
  */
 export function writeJsonCache(path: string, value: unknown): void {
   try {
-    mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+    makeDirs(dirname(path), 0o700);
     const temp = `${path}.${process.pid}`;
     writeFileSync(temp, JSON.stringify(value));
     renameSync(temp, path);

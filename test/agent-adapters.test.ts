@@ -200,7 +200,12 @@ describe('agent adapters: policy layer, flags, seeded home, login', () => {
       const ran = acSlow(sb, [...base, '--', '-p', 'hi']);
       assert.doesNotMatch(ran.stdout + ran.stderr, /root\/sudo/);
       // It got past the check to authentication (no key on this host, no network).
-      assert.match(ran.stdout + ran.stderr, /Not logged in|API key|login/i);
+      // The agent's own words, not agentcell's no-credentials hint (which names `agentcell login`).
+      const own = (ran.stdout + ran.stderr)
+        .split('\n')
+        .filter((line) => !line.startsWith('agentcell: '))
+        .join('\n');
+      assert.match(own, /Not logged in|API key|login/i);
     } finally {
       sb.cleanup();
     }

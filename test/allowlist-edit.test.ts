@@ -123,7 +123,7 @@ describe('planAllowlistEdit', () => {
     refused(undefined, ['*'], 'USAGE', /bare wildcard/);
     refused(undefined, ['ok.test', '*.com'], 'USAGE', /top-level domain/);
     refused(undefined, ['a.test:99999'], 'USAGE', /out of range/);
-    refused(undefined, ['a.test/path'], 'USAGE', /not a host name/);
+    refused(undefined, ['a.test/path'], 'USAGE', /give a host name, not a path: did you mean a\.test\?/);
     refused(undefined, [], 'USAGE', /at least one/);
   });
 

@@ -60,24 +60,35 @@ describe('agentcell init profiles', () => {
     });
   }
 
-  it('strict is read-only and offline; development is direct and offline', () => {
+  it('strict is read-only and offline; development is an overlay (transactions on) and offline', () => {
     const strict = PolicySchema.parse(parseRendered('strict'));
     assert.equal(strict.cell.mode, 'strict');
     assert.equal(strict.workspace.mode, 'readonly');
     assert.equal(strict.network.mode, 'none');
     const dev = PolicySchema.parse(parseRendered('development'));
     assert.equal(dev.cell.mode, 'development');
-    assert.equal(dev.workspace.mode, 'direct');
+    assert.equal(dev.workspace.mode, 'overlay');
     assert.equal(dev.network.mode, 'none');
+    for (const profile of ['node', 'python'])
+      assert.equal(PolicySchema.parse(parseRendered(profile)).workspace.mode, 'overlay', profile);
   });
 
-  it('node and python show their registries, commented out until the egress gateway', () => {
+  it('no profile promises what is not there or offers what a run refuses', () => {
+    for (const profile of PROFILES) {
+      const text = renderProfile(profile);
+      assert.doesNotMatch(text, /arrive/, `${profile}: everything it describes is built`);
+      assert.doesNotMatch(text, /"file"/, `${profile}: inject = "file" is refused by runs`);
+      assert.match(text, /"overlay": changes stay in the cell until `agentcell accept`/);
+    }
+  });
+
+  it('node and python show their registries, commented out, with how to switch them on', () => {
     const node = renderProfile('node');
     assert.match(node, /^# allow = \["registry\.npmjs\.org"\]$/m);
-    assert.match(node, /arrives with the\s*\n?#?\s*egress gateway/);
+    assert.match(node, /set mode = "allowlist" above and uncomment/);
     const python = renderProfile('python');
     assert.match(python, /^# allow = \["pypi\.org", "files\.pythonhosted\.org"\]$/m);
-    assert.match(python, /arrives with the\s*\n?#?\s*egress gateway/);
+    assert.match(python, /set mode = "allowlist" above and uncomment/);
     assert.ok(PolicySchema.parse(parseRendered('node')).workspace.hide.length > 0);
     assert.ok(PolicySchema.parse(parseRendered('python')).workspace.scan_skip.includes('.venv'));
   });

@@ -310,9 +310,14 @@ for (const engine of [...new Set(OCI.map(engineOf))]) {
       assert.match(dry.stdout, new RegExp(`${engine} import - ${tag}`));
       assert.notEqual(spawnSync(engine, ['image', 'inspect', tag], { stdio: 'ignore' }).status, 0, 'dry run built');
 
-      const built = acJson<{ image: { digest: string; tag: string } }>(
-        sb,
-        ...['image', 'build', '--from', TEST_ROOTFS, '--engine', engine, '--tag', tag, '--json'],
+      const build = ac(sb, ...['image', 'build', '--from', TEST_ROOTFS, '--engine', engine, '--tag', tag, '--json']);
+      assert.equal(build.status, 0, build.stderr);
+      const built = JSON.parse(build.stdout) as { image: { digest: string; tag: string } };
+      // Progress on stderr while it works: the step, then the time taken and the bytes sent.
+      assert.match(build.stderr, new RegExp(`agentcell: importing the rootfs ${TEST_ROOTFS} into ${engine} as ${tag}`));
+      assert.match(
+        build.stderr,
+        new RegExp(`agentcell: built ${tag} in \\d+\\.\\d s, \\d+\\.\\d MiB sent to the engine`),
       );
       const id = spawnSync(engine, ['image', 'inspect', '--format', '{{.Id}}', tag], {
         encoding: 'utf8',

@@ -1,4 +1,4 @@
-import { chmodSync, copyFileSync, existsSync, mkdirSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { removeCellDir } from '../cell/cell-store.js';
 import { defaultCellName } from '../cell/cell-name.js';
@@ -10,6 +10,7 @@ import type { AgentName } from './agent-adapter.js';
 import { agentAdapter } from './agent-registry.js';
 import { loginStore } from './login-store.js';
 import { readyAgent } from './prepare-agent.js';
+import { makeDirs } from '../make-dirs.js';
 
 export interface LoginRequest extends Pick<CellOptions, 'workspace' | 'mode' | 'timeout' | 'ackBreakglass'> {
   agent: string;
@@ -86,7 +87,7 @@ export async function runLogin(
       );
     for (const file of stored) {
       const target = join(login.store, file);
-      mkdirSync(dirname(target), { recursive: true, mode: 0o700 });
+      makeDirs(dirname(target), 0o700);
       chmodSync(login.store, 0o700);
       copyFileSync(join(home, file), target);
       chmodSync(target, 0o600);

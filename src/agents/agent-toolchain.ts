@@ -1,10 +1,11 @@
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, realpathSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, realpathSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { AgentcellError } from '../errors.js';
 import { findExecutable } from '../find-executable.js';
 import { removeTrees } from '../workspace/overlay/layer-trash.js';
 import type { AgentAdapter } from './agent-adapter.js';
+import { makeDirs } from '../make-dirs.js';
 
 /** Where a toolchain appears in every cell (read-only). */
 export const CELL_TOOLCHAINS = '/opt/agentcell/toolchains';
@@ -93,7 +94,7 @@ export async function installToolchain(toolchain: AgentToolchain, progress: (lin
   if (toolchain.source !== 'npm' || existsSync(join(toolchain.dir, COMPLETE_MARK))) return;
   const temp = `${toolchain.dir}.partial-${process.pid}`;
   try {
-    mkdirSync(temp, { recursive: true });
+    makeDirs(temp);
   } catch (cause) {
     throw new AgentcellError(
       'BACKEND_UNAVAILABLE',

@@ -1,4 +1,4 @@
-import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, join, posix } from 'node:path';
 import type { ExtraMount } from '../backends/backend.js';
 import { AgentcellError } from '../errors.js';
@@ -15,6 +15,8 @@ import {
   toolchainsRoot,
   type AgentToolchain,
 } from './agent-toolchain.js';
+import { makeDirs } from '../make-dirs.js';
+import { missingCredentialHint } from './credential-hint.js';
 
 /** An agent run, decided before anything runs (`--dry-run` shows it; nothing is installed or written yet). */
 export interface PreparedAgent {
@@ -28,6 +30,8 @@ export interface PreparedAgent {
   seeds: SeedFile[];
   /** Files `agentcell login` stored for this agent, copied into the home before each run. */
   logins: { source: string; path: string }[];
+  /** Set when the agent has nothing to authenticate with: what to do about it. */
+  credentialHint?: string;
 }
 
 export interface AgentCellParts {
@@ -73,13 +77,16 @@ export async function prepareAgent(request: AgentRequest): Promise<AgentCellPart
     toolchain = npmToolchain(adapter, version, toolchainsRoot(request.stateDir, request.hostEnv));
   }
   const home = join(request.cellDir, 'agent-home');
+  const logins = storedLogins(adapter, request.configDir);
+  const credentialHint = missingCredentialHint(adapter, policy, logins.length);
   return {
     agent: {
       name: adapter.name,
       toolchain,
       home,
       seeds: adapter.seed({ workspace: request.workspace, placeholder: proxySecretPlaceholder }),
-      logins: storedLogins(adapter, request.configDir),
+      logins,
+      ...(credentialHint !== undefined ? { credentialHint } : {}),
     },
     mounts: [
       { source: home, target: request.cellHome, mode: 'rw' },
@@ -96,10 +103,10 @@ export async function prepareAgent(request: AgentRequest): Promise<AgentCellPart
  */
 export async function readyAgent(agent: PreparedAgent, progress: (line: string) => void): Promise<void> {
   await installToolchain(agent.toolchain, progress);
-  mkdirSync(agent.home, { recursive: true, mode: 0o700 });
+  makeDirs(agent.home, 0o700);
   for (const login of agent.logins) {
     const target = join(agent.home, login.path);
-    mkdirSync(dirname(target), { recursive: true, mode: 0o700 });
+    makeDirs(dirname(target), 0o700);
     copyFileSync(login.source, target);
     chmodSync(target, 0o600);
   }
@@ -123,7 +130,7 @@ function storedLogins(adapter: AgentAdapter, configDir: string): { source: strin
 /** JSON seeds are merged into what the agent wrote earlier; agentcell's keys win. */
 function writeSeed(home: string, seed: SeedFile): void {
   const path = join(home, seed.path);
-  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+  makeDirs(dirname(path), 0o700);
   let text: string;
   if ('json' in seed) {
     let existing: Record<string, unknown> = {};

@@ -1,5 +1,4 @@
 import type { BackendName } from '../policy/schema.js';
-import type { LimitHit } from '../receipts/receipt.js';
 import type { CgroupPlan } from './cgroup-limits.js';
 import type { DockerApiPlan } from './docker-api-container.js';
 
@@ -113,6 +112,9 @@ export interface BackendPlan {
   hostMount?: string[];
 }
 
+/** Which bound of `[resources]` ended a run (receipts keep the same names). */
+export type LimitHit = 'disk' | 'memory' | 'pids' | 'timeout';
+
 export interface RunOutcome {
   exitCode: number;
   /** The signal that ended the command, if one did. */
@@ -120,7 +122,7 @@ export interface RunOutcome {
   timedOut: boolean;
   /** Host pid of the backend process, for diagnostics. */
   pid?: number;
-  /** The bound that ended the run, and what it was, for the receipt and the user. */
+  /** The bound that ended the run (invariant 12: say which), and what it was, for the receipt and the user. */
   limitHit?: LimitHit;
   limitDetail?: string;
 }

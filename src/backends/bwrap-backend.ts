@@ -5,7 +5,7 @@ import { AgentcellError } from '../errors.js';
 import { cellHostname } from './cell-hostname.js';
 import type { CgroupPlan } from './cgroup-limits.js';
 import type { Backend, BackendPlan, BackendProbe, CellSpec, RunControl, RunOutcome } from './backend.js';
-import { createCgroups, planCgroupLimits, removeCgroups, wrapInCgroups } from './cgroup-limits.js';
+import { createCgroups, planCgroupLimits, readLimitHit, removeCgroups, wrapInCgroups } from './cgroup-limits.js';
 import { hostEtcSecrets, hostSystemDirs } from './host-rootfs.js';
 import { CELL_BRIDGE_NODE, CELL_BRIDGE_SCRIPT, CELL_EGRESS_SOCKET, withBridge } from '../egress/proxy-environment.js';
 import { buildSeccompFilter } from './seccomp-filter.js';
@@ -163,7 +163,7 @@ async function runBwrap(spec: CellSpec, plan: BackendPlan, control: RunControl =
       seccompPipe.on('error', () => undefined); // bwrap failing early closes its end
       seccompPipe.end(filter.program);
     }
-    return await superviseProcess(child, {
+    const outcome = await superviseProcess(child, {
       tty: spec.tty,
       timeoutMs: spec.limits.timeoutMs,
       // bwrap forks the cell's init (pid 1 inside), which forks the command. In a gateway
@@ -173,6 +173,8 @@ async function runBwrap(spec: CellSpec, plan: BackendPlan, control: RunControl =
       commandPid: () => childOf(childOf(child.pid, 'last'), 'first'),
       stop: control.stop,
     });
+    const limitHit = plan.cgroups && outcome.exitCode !== 0 ? readLimitHit(plan.cgroups, spec.limits) : undefined;
+    return limitHit ? { ...outcome, ...limitHit } : outcome;
   } finally {
     closeSync(emptyFd);
     if (plan.cgroups) await removeCgroups(plan.cgroups);

@@ -1,7 +1,8 @@
-import { mkdirSync, rmdirSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { ResourceLimits } from './backend.js';
+import type { LimitHit, ResourceLimits } from './backend.js';
 import { detectCgroupSupport, type CgroupSupport } from './cgroup-support.js';
+import { makeDirs } from '../make-dirs.js';
 
 /** The cgroups a cell's process tree is placed in, and what they limit. */
 export interface CgroupPlan {
@@ -62,8 +63,53 @@ export function wrapInCgroups(plan: CgroupPlan, argv: readonly string[]): string
 }
 
 export function createCgroups(plan: CgroupPlan): void {
-  for (const dir of plan.dirs) mkdirSync(dir, { recursive: true });
+  for (const dir of plan.dirs) makeDirs(dir);
   for (const s of plan.settings) writeFileSync(s.path, s.value);
+}
+
+/**
+ * The bound the run hit, read from the run's cgroups before they are removed: an OOM kill
+ * (memory.events oom_kill on v2, memory.oom_control oom_kill on v1) or a refused fork
+ * (pids.events max). Undefined when none was hit or the kernel doesn't say.
+ */
+export function readLimitHit(
+  plan: CgroupPlan,
+  limits: ResourceLimits,
+): { limitHit: LimitHit; limitDetail: string } | undefined {
+  for (const setting of plan.settings) {
+    const dir = setting.path.slice(0, setting.path.lastIndexOf('/'));
+    const memory = setting.path.endsWith('memory.max')
+      ? eventCount(join(dir, 'memory.events'), 'oom_kill')
+      : setting.path.endsWith('memory.limit_in_bytes')
+        ? eventCount(join(dir, 'memory.oom_control'), 'oom_kill')
+        : 0;
+    if (memory > 0 && limits.memoryBytes !== undefined)
+      return {
+        limitHit: 'memory',
+        limitDetail: `the run hit the memory limit (${Math.round(limits.memoryBytes / 2 ** 20)} MiB, [resources] memory)`,
+      };
+    if (
+      setting.path.endsWith('pids.max') &&
+      limits.pids !== undefined &&
+      eventCount(join(dir, 'pids.events'), 'max') > 0
+    )
+      return {
+        limitHit: 'pids',
+        limitDetail: `the run hit the process limit (${limits.pids} processes, [resources] pids)`,
+      };
+  }
+  return undefined;
+}
+
+function eventCount(file: string, key: string): number {
+  try {
+    const line = readFileSync(file, 'utf8')
+      .split('\n')
+      .find((l) => l.startsWith(`${key} `));
+    return line ? Number(line.slice(key.length + 1)) || 0 : 0;
+  } catch {
+    return 0;
+  }
 }
 
 /** Removes the run's cgroups; the kernel refuses while a process remains, so retry briefly. */

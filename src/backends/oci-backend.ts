@@ -1,5 +1,5 @@
 import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { AgentcellError } from '../errors.js';
 import { cellHostname } from './cell-hostname.js';
@@ -16,6 +16,7 @@ import { dockerSocketPath } from './docker-socket.js';
 import { runArgs, type OciContainer } from './oci-container.js';
 import { queryEngineSync } from './engine-query.js';
 import { ociSeccompProfile, serializeOciSeccompProfile } from './oci-seccomp-profile.js';
+import { makeDirs } from '../make-dirs.js';
 
 /** The backends built on an OCI engine: the engine itself, or gVisor's runsc through it. */
 export type OciBackendName = 'podman' | 'docker' | 'gvisor';
@@ -346,7 +347,7 @@ function writeSeccompProfile(options: OciBackendOptions): void {
   const { json, fileName } = serializeOciSeccompProfile(profile);
   const path = join(dir, fileName);
   if (existsSync(path)) return;
-  mkdirSync(dir, { recursive: true });
+  makeDirs(dir);
   const temp = `${path}.${process.pid}.tmp`;
   writeFileSync(temp, json, { mode: 0o644 });
   renameSync(temp, path);
@@ -356,7 +357,7 @@ function makeMaskSources(dir: string): void {
   const emptyDir = join(dir, 'empty-dir');
   const emptyFile = join(dir, 'empty-file');
   if (!existsSync(emptyDir)) {
-    mkdirSync(emptyDir, { recursive: true });
+    makeDirs(emptyDir);
     chmodSync(emptyDir, 0);
   }
   if (!existsSync(emptyFile)) {

@@ -11,6 +11,7 @@ import { markTemps, removeStaleTemps, unmarkTemps } from '../workspace/accept-te
 import { readControlPlane } from '../workspace/control-plane.js';
 import { countChanges, diffLayers, type LayerChange, type LayerEntry } from '../workspace/overlay/layer-diff.js';
 import {
+  checkCheckpointName,
   checkpoint as freezeLayer,
   findLayer,
   fork as forkLayers,
@@ -180,6 +181,7 @@ export async function checkpointCell(
   ref: CellRef,
   options: { name?: string; policyHash: string; dryRun: boolean },
 ): Promise<{ layer?: FrozenLayer; dryRun: boolean }> {
+  if (options.name !== undefined) checkCheckpointName(options.name); // a dry run refuses it too
   return withCell(ref, options.dryRun, (tx, stack): Promise<{ layer?: FrozenLayer; dryRun: boolean }> => {
     if (options.dryRun || !tx) return Promise.resolve({ dryRun: true });
     const frozen = freezeLayer(stack, {

@@ -1,11 +1,12 @@
 import { spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ExtraMount } from '../backends/backend.js';
 import { AgentcellError } from '../errors.js';
 import type { AgentcellPaths } from '../paths.js';
 import { CELL_BRIDGE_NODE, CELL_BRIDGE_SCRIPT, CELL_EGRESS_SOCKET } from '../egress/proxy-environment.js';
 import { cellDir } from './cell-store.js';
+import { makeDirs } from '../make-dirs.js';
 
 /** A cell's own SSH identity: the public half is for the user to register, the private half only ever in that cell. */
 export interface CellSshKey {
@@ -49,7 +50,7 @@ export function ensureCellSshKey(paths: AgentcellPaths, cell: string): CellSshKe
   const privateKeyPath = join(dir, KEY);
   let created = false;
   if (!existsSync(privateKeyPath)) {
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    makeDirs(dir, 0o700);
     chmodSync(dir, 0o700);
     // Made under a temp name and renamed, so a half-made key is never bound into a cell.
     const temp = join(dir, `.${KEY}.${process.pid}`);

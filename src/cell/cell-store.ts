@@ -1,4 +1,4 @@
-import { mkdirSync, readdirSync, realpathSync, renameSync, writeFileSync } from 'node:fs';
+import { readdirSync, realpathSync, renameSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { AgentcellError } from '../errors.js';
 import type { AgentcellPaths } from '../paths.js';
@@ -7,6 +7,7 @@ import { anchorPath } from '../receipts/chain-anchor.js';
 import { removeQuietly } from '../receipts/atomic-file.js';
 import { removeTrees } from '../workspace/overlay/layer-trash.js';
 import { checkCellName, defaultCellName } from './cell-name.js';
+import { makeDirs } from '../make-dirs.js';
 
 /** What a cell remembers about itself; its layers, receipts and runs live beside it. */
 export interface CellRecord {
@@ -46,7 +47,7 @@ export function openCell(paths: AgentcellPaths, name: string, workspace: string,
   const record: CellRecord = { name, workspace, createdAt: new Date().toISOString() };
   if (forkedFrom !== undefined) record.forkedFrom = forkedFrom;
   const dir = cellDir(paths, name);
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  makeDirs(dir, 0o700);
   const temp = join(dir, `.cell.json.${process.pid}`);
   writeFileSync(temp, `${JSON.stringify(record, null, 2)}\n`);
   renameSync(temp, join(dir, 'cell.json'));
@@ -82,8 +83,9 @@ export function locateCell(
   options: { cell?: string; workspace?: string },
   cwd: string = process.cwd(),
 ): { cell: string; workspace: string } {
-  if (options.cell !== undefined) {
-    const existing = readCell(paths, checkCellName(options.cell));
+  const named = options.cell !== undefined ? checkCellName(options.cell) : undefined;
+  if (named !== undefined) {
+    const existing = readCell(paths, named);
     if (existing) return { cell: existing.name, workspace: existing.workspace };
   }
   let workspace: string;
@@ -92,5 +94,32 @@ export function locateCell(
   } catch {
     throw new AgentcellError('WORKSPACE_INVALID', `workspace ${options.workspace ?? cwd} does not exist`);
   }
-  return { cell: options.cell ?? defaultCellName(workspace), workspace };
+  return { cell: named ?? defaultCellName(workspace), workspace };
+}
+
+/**
+ * locateCell for commands that read or decide about a cell and never create one: a cell
+ * named with `--cell` must exist (a typo must not read as "nothing here"). The
+ * workspace's own cell may not exist yet; it then reads as empty.
+ */
+export function locateExistingCell(
+  paths: AgentcellPaths,
+  options: { cell?: string; workspace?: string },
+  cwd: string = process.cwd(),
+): { cell: string; workspace: string } {
+  const located = locateCell(paths, options, cwd);
+  if (options.cell !== undefined && !readCell(paths, located.cell)) throw cellNotFound(paths, located.cell);
+  return located;
+}
+
+export function cellNotFound(paths: AgentcellPaths, name: string): AgentcellError {
+  const known = listCells(paths).map((c) => c.name);
+  return new AgentcellError(
+    'CELL_NOT_FOUND',
+    `no cell ${name}` +
+      (known.length > 0
+        ? ` (cells: ${known.slice(0, 10).join(', ')}${known.length > 10 ? ', …' : ''})`
+        : ' (there are no cells yet)') +
+      '; agentcell run --cell NAME creates one',
+  );
 }

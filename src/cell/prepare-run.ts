@@ -46,6 +46,7 @@ import { newProxyToken } from '../egress/proxy-auth.js';
 import { CELL_BRIDGE_NODE, proxyEnvironment } from '../egress/proxy-environment.js';
 import { bridgeScriptPath, cellNode, egressSocketDir, type RunEgress } from '../egress/run-gateway.js';
 import { agentAdapter } from '../agents/agent-registry.js';
+import { listImageRecords } from '../images/cell-image.js';
 import { agentPolicyLayer } from '../agents/agent-policy-layer.js';
 import { agentAssuranceReasons, prepareAgent, type PreparedAgent } from '../agents/prepare-agent.js';
 
@@ -121,7 +122,7 @@ export async function prepareRun(request: RunRequest): Promise<PreparedRun> {
   const { policy } = resolved;
   assertBreakglassAck(policy.cell.mode, request.ackBreakglass, localDate(request.now));
   assertModeAllows(policy, (key) => sourceOf(resolved, key));
-  assertBuilt(policy, resolved);
+  assertBuilt(policy, resolved, request.paths.state);
   // Started now, read when planning: the engine answers while the workspace is scanned.
   const imageLookup = resolveCellImage(policy.cell.backend, policy.cell.image, hostEnv, request.paths.state);
   imageLookup.catch(() => undefined); // awaited below; a failure before then must not go unhandled
@@ -334,17 +335,37 @@ function flagsLayer(options: CellOptions): { layer: Record<string, unknown>; pas
 }
 
 /** Values the schema accepts whose machinery lands in later work: refuse them plainly. */
-function assertBuilt(policy: Policy, resolved: ResolvedPolicy): void {
+function assertBuilt(policy: Policy, resolved: ResolvedPolicy, stateDir: string): void {
   const missing: string[] = [];
   if (policy.cell.backend !== 'bwrap' && policy.cell.rootfs !== 'host')
     missing.push(
       `cell.rootfs = "${policy.cell.rootfs}" (from ${sourceOf(resolved, 'cell.rootfs')}) with cell.backend = "${policy.cell.backend}": OCI cells run an image (cell.image); a directory rootfs is for bwrap`,
+    );
+  if (
+    policy.cell.backend === 'bwrap' &&
+    policy.cell.image !== undefined &&
+    sourceOf(resolved, 'cell.image') === 'command line'
+  )
+    throw new AgentcellError(
+      'USAGE',
+      bwrapImageRefusal(policy.cell.image, sourceOf(resolved, 'cell.backend'), stateDir),
     );
   for (const [name, secret] of Object.entries(policy.secrets))
     if (secret.inject === 'file')
       missing.push(`secrets.${name}.inject = "file": only "env" and "proxy" injection are built so far`);
   if (missing.length > 0)
     throw new AgentcellError('NOT_AVAILABLE_YET', `not available yet:\n  ${missing.join('\n  ')}`);
+}
+
+/** `--image` on bwrap: an image is for OCI cells; bwrap runs the host or a directory rootfs. */
+function bwrapImageRefusal(image: string, backendSource: string, stateDir: string): string {
+  const built = listImageRecords(stateDir).find(
+    (r) => r.tag === image && statSync(r.source, { throwIfNoEntry: false })?.isDirectory(),
+  );
+  const rootfs = built
+    ? `set [cell] rootfs = "${built.source}" in agentcell.toml (the directory ${image} was built from) to run it on bwrap`
+    : 'set [cell] rootfs = "DIR" in agentcell.toml to give bwrap a directory rootfs (agentcell image build --rootfs DIR makes one)';
+  return `--image ${image}: bwrap cells (cell.backend from ${backendSource}) run no OCI image; use --backend podman|docker|gvisor for the image, or ${rootfs}`;
 }
 
 function resolveWorkspace(dir: string): string {

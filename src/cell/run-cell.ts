@@ -1,4 +1,5 @@
-import { mkdirSync, readdirSync, type Stats } from 'node:fs';
+import { readdirSync, type Stats } from 'node:fs';
+import { makeDirs } from '../make-dirs.js';
 import type { RunControl, RunOutcome } from '../backends/backend.js';
 import { startDiskWatch } from './run-disk-watch.js';
 import { AGENTCELL_VERSION } from '../version.js';
@@ -39,7 +40,7 @@ export async function runPrepared(
   const tx = await lockCell(paths, prepared.cell, prepared.workspace, prepared.spec.argv);
   try {
     // Masked in the cell already: made now so the mask covers what this run puts there (a first run's signing key).
-    for (const dir of prepared.createOwnDirs ?? []) mkdirSync(dir, { recursive: true, mode: 0o700 });
+    for (const dir of prepared.createOwnDirs ?? []) makeDirs(dir, 0o700);
     const overlay = prepared.spec.workspace.mode === 'overlay';
     const stack = overlay
       ? await freezeLeftovers(

@@ -1,6 +1,7 @@
 import { Command, CommanderError } from 'commander';
 import { PhaseTimer } from '../cell/phase-timer.js';
-import { AgentcellError } from '../errors.js';
+import { AgentcellError, pathErrorOf } from '../errors.js';
+import { agentcellPaths } from '../paths.js';
 import { AGENTCELL_VERSION } from '../version.js';
 import { registerCellCommands } from './commands/cell-commands.js';
 import { registerEgressCommands } from './commands/egress-commands.js';
@@ -61,10 +62,11 @@ function report(error: unknown, json: boolean): number {
     if (json) printJson({ error: { code: 'USAGE', message: error.message } });
     return 2;
   }
-  if (error instanceof AgentcellError) {
-    if (json) printJson(error.toJSON());
-    else note(`agentcell: ${error.message}`);
-    return error.exitCode;
+  const failure = pathErrorOf(error, stateHint(error)) ?? error;
+  if (failure instanceof AgentcellError) {
+    if (json) printJson(failure.toJSON());
+    else note(`agentcell: ${failure.message}`);
+    return failure.exitCode;
   }
   const internal = new AgentcellError('INTERNAL', `unexpected failure: ${(error as Error).stack ?? String(error)}`);
   if (json) printJson(internal.toJSON());
@@ -73,3 +75,11 @@ function report(error: unknown, json: boolean): number {
 }
 
 void main();
+
+/** Where to look when a path under agentcell's own state or config fails. */
+function stateHint(error: unknown): string {
+  const path = (error as NodeJS.ErrnoException).path ?? '';
+  const { state, config } = agentcellPaths();
+  if (!path.startsWith(state) && !path.startsWith(config)) return '';
+  return `: agentcell keeps its state in ${state} and config in ${config}; if AGENTCELL_HOME, XDG_STATE_HOME or XDG_CONFIG_HOME is set, point it at a writable directory`;
+}

@@ -1,4 +1,5 @@
 import type { Assurance } from '../policy/assurance.js';
+import type { RunOutcome } from '../backends/backend.js';
 import type { PreparedAgent } from '../agents/prepare-agent.js';
 import type { PreparedRun } from '../cell/prepare-run.js';
 import { inspectionSummary } from '../cell/plan-inspection.js';
@@ -10,7 +11,10 @@ export function shellQuote(word: string): string {
 }
 
 export function assuranceText(a: Assurance): string {
-  return a.reasons.length === 0 ? a.level : `${a.level} (${a.reasons.join('; ')})`;
+  if (a.reasons.length === 0) return a.level;
+  // strict has already refused every lowering the user chose; what is left is the host's.
+  const whose = a.mode === 'strict' ? 'host limits, labeled not refused: ' : '';
+  return `${a.level} (${whose}${a.reasons.join('; ')})`;
 }
 
 /** The one-line banner every run prints on stderr before the command starts. */
@@ -124,4 +128,13 @@ function formatArgv(argv: readonly string[]): string {
 
 function inspection(p: PreparedRun): ReturnType<typeof inspectionSummary> {
   return inspectionSummary(p.resolved.policy, p.egress?.inspect);
+}
+
+/** What agentcell says when a bound of `[resources]` ended a run (one place, so every backend's report reads the same). */
+export function limitHitLine(outcome: RunOutcome): string | undefined {
+  if (outcome.limitHit === undefined) return undefined;
+  const detail = outcome.limitDetail ?? `the run hit the ${outcome.limitHit} limit`;
+  return outcome.limitHit === 'memory' || outcome.limitHit === 'pids'
+    ? `agentcell: ${detail}`
+    : `agentcell: stopped the run: ${detail}; exit ${outcome.exitCode}`;
 }

@@ -1,12 +1,13 @@
 // @peculiar/x509 resolves its algorithm providers through tsyringe, which needs the Reflect metadata polyfill.
 import 'reflect-metadata';
-import { chmodSync, existsSync, lstatSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, lstatSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { randomBytes, webcrypto } from 'node:crypto';
 import { createSecureContext, type SecureContext } from 'node:tls';
 import * as x509 from '@peculiar/x509';
 import { AgentcellError } from '../errors.js';
 import type { CellCaFiles } from './cell-trust.js';
+import { makeDirs } from '../make-dirs.js';
 
 x509.cryptoProvider.set(webcrypto as unknown as Crypto);
 
@@ -32,7 +33,7 @@ export interface CellCa {
  * host, and only the certificate is ever bound into the cell.
  */
 export async function loadOrCreateCellCa(files: CellCaFiles, cell: string, now = new Date()): Promise<CellCa> {
-  mkdirSync(files.dir, { recursive: true, mode: 0o700 });
+  makeDirs(files.dir, 0o700);
   chmodSync(files.dir, 0o700);
   if (existsSync(files.cert) && existsSync(files.key)) {
     const loaded = await loadCa(files);

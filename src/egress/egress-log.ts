@@ -1,7 +1,8 @@
 import { once } from 'node:events';
-import { createWriteStream, mkdirSync, type WriteStream } from 'node:fs';
+import { createWriteStream, type WriteStream } from 'node:fs';
 import { dirname } from 'node:path';
 import type { HostReason } from './host-rules.js';
+import { makeDirs } from '../make-dirs.js';
 
 /**
  * Why a connection went the way it did; stable codes that scripts, the 403's
@@ -103,7 +104,7 @@ export function createEgressLog(options: {
   return {
     async open() {
       if (options.path === undefined || stream) return;
-      mkdirSync(dirname(options.path), { recursive: true, mode: 0o700 });
+      makeDirs(dirname(options.path), 0o700);
       const opened = createWriteStream(options.path, { flags: 'a', mode: 0o600 });
       await once(opened, 'open');
       opened.on('error', fail);

@@ -1,4 +1,4 @@
-import { existsSync, lstatSync, mkdirSync, rmSync } from 'node:fs';
+import { existsSync, lstatSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { delimiter, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -11,6 +11,7 @@ import type { EgressGateway, GatewayInspectOptions, GatewayRules } from './egres
 import type { EgressCounters } from './egress-log.js';
 import { normalizeHost } from './host-rules.js';
 import type { ProxySecret } from './inspect-rules.js';
+import { makeDirs } from '../make-dirs.js';
 
 /** A unix socket path is at most 107 bytes on Linux; leave room. */
 const MAX_SOCKET_PATH = 100;
@@ -112,7 +113,7 @@ export async function startRunGateway(
   ids: { cell: string; run: string },
 ): Promise<RunningGateway> {
   makePrivateDir(egress.socketDir);
-  mkdirSync(egress.logDir, { recursive: true, mode: 0o700 });
+  makeDirs(egress.logDir, 0o700);
   const logPath = join(egress.logDir, `${ids.run}.jsonl`);
   rmSync(socketPath, { force: true }); // a killed run's leftover
   // Loaded here, not at the top: it brings node:http and node:dns, which runs without network never need.
@@ -191,7 +192,7 @@ function literalNames(rules: GatewayRules, inspection: RunInspection): Set<strin
 
 /** mkdir -m 700, refusing a path someone else made (it may sit in a shared temp dir). */
 export function makePrivateDir(dir: string): void {
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  makeDirs(dir, 0o700);
   const uid = process.getuid?.();
   const private_ = (path: string): boolean => {
     const stat = lstatSync(path);

@@ -1,7 +1,8 @@
 import { once } from 'node:events';
-import { createWriteStream, mkdirSync, type WriteStream } from 'node:fs';
+import { createWriteStream, type WriteStream } from 'node:fs';
 import { dirname } from 'node:path';
 import { brotliDecompressSync, gunzipSync, inflateSync } from 'node:zlib';
+import { makeDirs } from '../make-dirs.js';
 
 /** The LLM APIs `spy` recognises, by request path. */
 export type LlmProvider = 'anthropic' | 'openai-chat' | 'openai-responses' | 'gemini' | 'bedrock';
@@ -86,7 +87,7 @@ export function createSpyLog(options: {
 
   return {
     async open() {
-      mkdirSync(dirname(options.path), { recursive: true, mode: 0o700 });
+      makeDirs(dirname(options.path), 0o700);
       const opened = createWriteStream(options.path, { flags: 'a', mode: 0o600 });
       await once(opened, 'open');
       opened.on('error', () => {

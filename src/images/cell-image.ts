@@ -1,11 +1,12 @@
 import { spawn, spawnSync, type ChildProcessByStdio } from 'node:child_process';
 import type { Readable, Writable } from 'node:stream';
-import { existsSync, mkdirSync, readdirSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { AgentcellError } from '../errors.js';
 import { engineEnvironment, inspectImage, type OciEngine } from '../backends/oci-engine.js';
 import { DEFAULT_CELL_IMAGE } from '../backends/select-backend.js';
 import { readJsonFile } from '../read-json-file.js';
+import { makeDirs } from '../make-dirs.js';
 
 /** An image `agentcell image build` made, as recorded in the state dir. */
 export interface CellImageRecord {
@@ -34,7 +35,7 @@ export function listImageRecords(stateDir: string): CellImageRecord[] {
 }
 
 function saveRecords(stateDir: string, records: CellImageRecord[]): void {
-  mkdirSync(stateDir, { recursive: true });
+  makeDirs(stateDir);
   const file = recordsFile(stateDir);
   writeFileSync(`${file}.${process.pid}`, JSON.stringify(records, null, 2) + '\n');
   renameSync(`${file}.${process.pid}`, file);
@@ -42,6 +43,8 @@ function saveRecords(stateDir: string, records: CellImageRecord[]): void {
 
 export interface RootfsBuild {
   dir: string;
+  /** Stream debootstrap's output to stderr. */
+  verbose?: boolean;
   suite?: string;
   mirror?: string;
   include?: string[];
@@ -72,12 +75,16 @@ export function buildRootfs(build: RootfsBuild): string {
     throw new AgentcellError('FILE_EXISTS', `${dir} exists and is not empty: choose a new directory for the rootfs`);
   const temp = join(dirname(dir), `.${basename(dir)}.building-${process.pid}`);
   const [command, ...args] = rootfsCommand({ ...build, dir: temp });
-  const result = spawnSync(command!, args, { encoding: 'utf8', stdio: ['ignore', 'ignore', 'pipe'] });
+  // Verbose: debootstrap's own progress straight to our stderr (its failure is then on screen too).
+  const result = spawnSync(command!, args, {
+    encoding: 'utf8',
+    stdio: ['ignore', build.verbose ? 2 : 'ignore', build.verbose ? 'inherit' : 'pipe'],
+  });
   if (result.error || result.status !== 0) {
     spawnSync('rm', ['-rf', '--one-file-system', temp]);
     throw new AgentcellError(
       'BACKEND_UNAVAILABLE',
-      `debootstrap failed (${(result.error?.message ?? result.stderr.trim().split('\n').slice(-3).join(' ')) || `exit ${String(result.status)}`}); it needs root and a Debian mirror (--mirror URL): sudo apt-get install debootstrap`,
+      `debootstrap failed (${(result.error?.message ?? (result.stderr ?? '').trim().split('\n').slice(-3).join(' ')) || `exit ${String(result.status)}`}); it needs root and a Debian mirror (--mirror URL): sudo apt-get install debootstrap`,
     );
   }
   const copy = spawnSync('install', ['-m', '0755', process.execPath, join(temp, IMAGE_NODE_PATH)], {
@@ -97,6 +104,9 @@ export interface ImageBuild {
   engine: OciEngine;
   stateDir: string;
   hostEnv?: NodeJS.ProcessEnv;
+  /** Progress lines (steps, elapsed time, bytes sent to the engine); the engine's own output too when verbose. */
+  progress?: (line: string) => void;
+  verbose?: boolean;
 }
 
 /** What `image build` would run, for --dry-run. */
@@ -130,8 +140,17 @@ export async function buildImage(build: ImageBuild): Promise<CellImageRecord> {
   const env = engineEnvironment(build.hostEnv ?? process.env);
   const { tag, commands } = imageBuildPlan(build);
   const [first, second] = commands;
-  if (second) await pipe(first!, second, env);
-  else await pipe(first!, undefined, env);
+  const progress = build.progress ?? ((): void => undefined);
+  const started = Date.now();
+  progress(`${second ? 'importing the rootfs' : 'building'} ${resolve(build.from)} into ${build.engine} as ${tag}…`);
+  const watch = { bytes: 0, verbose: build.verbose === true, progress };
+  const timer = setInterval(() => progress(`  ${elapsed(started)}${sent(watch.bytes)}`), 2_000);
+  try {
+    await pipe(first!, second, env, watch);
+  } finally {
+    clearInterval(timer);
+  }
+  progress(`built ${tag} in ${elapsed(started)}${sent(watch.bytes)}`);
   const digest = inspectImage(build.engine, tag, env);
   if (digest === undefined)
     throw new AgentcellError('BACKEND_UNAVAILABLE', `${build.engine} built ${tag} but cannot find it afterwards`);
@@ -147,8 +166,22 @@ export async function buildImage(build: ImageBuild): Promise<CellImageRecord> {
   return record;
 }
 
+const elapsed = (since: number): string => `${((Date.now() - since) / 1000).toFixed(1)} s`;
+const sent = (bytes: number): string => (bytes > 0 ? `, ${(bytes / 2 ** 20).toFixed(1)} MiB sent to the engine` : '');
+
+interface PipeWatch {
+  bytes: number;
+  verbose: boolean;
+  progress: (line: string) => void;
+}
+
 /** Runs `producer | consumer` (or `producer` alone); rejects with the failing side's stderr. */
-function pipe(producer: string[], consumer: string[] | undefined, env: Record<string, string>): Promise<void> {
+function pipe(
+  producer: string[],
+  consumer: string[] | undefined,
+  env: Record<string, string>,
+  watch: PipeWatch,
+): Promise<void> {
   return new Promise((resolvePipe, reject) => {
     const errors: string[] = [];
     const start = (
@@ -160,14 +193,22 @@ function pipe(producer: string[], consumer: string[] | undefined, env: Record<st
         Readable,
         Readable
       >;
-      child.stderr.setEncoding('utf8').on('data', (d: string) => errors.push(d));
+      child.stderr.setEncoding('utf8').on('data', (d: string) => {
+        errors.push(d);
+        if (watch.verbose) for (const line of d.trimEnd().split('\n')) watch.progress(`  ${line}`);
+      });
       return child;
     };
     const first = start(producer, 'ignore');
     const last = consumer ? start(consumer, 'pipe') : first;
-    if (consumer) first.stdout.pipe(last.stdin!);
-    else first.stdout.resume();
-    if (consumer) last.stdout.resume();
+    if (consumer) {
+      first.stdout.on('data', (chunk: Buffer) => (watch.bytes += chunk.length));
+      first.stdout.pipe(last.stdin!);
+    }
+    // The engine's own output (build steps, the new image id): shown when verbose.
+    last.stdout.setEncoding('utf8').on('data', (d: string) => {
+      if (watch.verbose) for (const line of d.trimEnd().split('\n')) watch.progress(`  ${line}`);
+    });
     let pending = consumer ? 2 : 1;
     let failed = false;
     const done = (argv: string[]) => (code: number | null) => {

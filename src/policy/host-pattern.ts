@@ -7,6 +7,11 @@ import { isIP } from 'node:net';
  * open network spelled as an allowlist.
  */
 export function hostPatternProblem(pattern: string): string | undefined {
+  if (pattern.trim() === '') return 'empty host: name a host, e.g. api.example.com or *.example.com:443';
+  const url = /^[a-z][a-z0-9+.-]*:\/\/([^/?#]*)/i.exec(pattern);
+  if (url) return `give a host name, not a URL: did you mean ${suggestHost(url[1] ?? '')}?`;
+  const slash = pattern.indexOf('/');
+  if (slash > 0) return `give a host name, not a path: did you mean ${suggestHost(pattern.slice(0, slash))}?`;
   const { host, port } = splitHostPort(pattern);
   if (port !== undefined && !/^\d{1,5}$/.test(port)) return `port "${port}" is not a number`;
   if (port !== undefined && (Number(port) < 1 || Number(port) > 65535)) return `port ${port} is out of range`;
@@ -27,4 +32,9 @@ export function splitHostPort(pattern: string): { host: string; port?: string } 
   const colon = pattern.lastIndexOf(':');
   if (colon === -1) return { host: pattern };
   return { host: pattern.slice(0, colon), port: pattern.slice(colon + 1) };
+}
+
+/** The host[:port] of a URL's authority, without any user info. */
+function suggestHost(authority: string): string {
+  return authority.slice(authority.lastIndexOf('@') + 1) || 'the host name alone';
 }

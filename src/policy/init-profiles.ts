@@ -38,7 +38,7 @@ export interface InitResult {
 
 interface ProfileShape {
   mode: 'strict' | 'development';
-  workspaceMode: 'readonly' | 'direct';
+  workspaceMode: 'readonly' | 'overlay';
   hide: string[];
   hideNotes: string[];
   scanSkip: string[];
@@ -62,7 +62,7 @@ const SHAPES: Record<ProfileName, ProfileShape> = {
   },
   development: {
     mode: 'development',
-    workspaceMode: 'direct',
+    workspaceMode: 'overlay',
     hide: [],
     hideNotes: [],
     scanSkip: ['.git', 'node_modules'],
@@ -73,15 +73,14 @@ const SHAPES: Record<ProfileName, ProfileShape> = {
   },
   node: {
     mode: 'development',
-    workspaceMode: 'direct',
+    workspaceMode: 'overlay',
     hide: ['service-account*.json', 'firebase-adminsdk*.json'],
     hideNotes: ['".yarnrc.yml" can hold npmAuthToken; hiding it also hides yarnPath, so it is not hidden by default'],
     scanSkip: ['.git', 'node_modules'],
     mountExample: { source: '~/.npm/_cacache', note: 'a read-only npm cache speeds up `npm ci --offline`' },
     network: [
-      '# npm install / npm ci need the registry. Allowlist networking arrives with the',
-      '# egress gateway; then set mode = "allowlist" above and uncomment this line. Until',
-      '# then, install dependencies before the run, or use --network open for that one run.',
+      '# npm install / npm ci need the registry: set mode = "allowlist" above and uncomment',
+      '# this line (or install dependencies before the run).',
       '# allow = ["registry.npmjs.org"]',
     ],
     env: { NPM_CONFIG_UPDATE_NOTIFIER: 'false', NPM_CONFIG_FUND: 'false' },
@@ -89,15 +88,14 @@ const SHAPES: Record<ProfileName, ProfileShape> = {
   },
   python: {
     mode: 'development',
-    workspaceMode: 'direct',
+    workspaceMode: 'overlay',
     hide: ['pip.conf', 'service-account*.json'],
     hideNotes: ['pip.conf can hold an index-url with credentials'],
     scanSkip: ['.git', 'node_modules', '.venv', 'venv', '.tox', '__pycache__'],
     mountExample: { source: '~/.cache/pip', note: 'a read-only pip cache speeds up installs' },
     network: [
-      '# pip install needs the package index. Allowlist networking arrives with the',
-      '# egress gateway; then set mode = "allowlist" above and uncomment this line. Until',
-      '# then, install dependencies before the run, or use --network open for that one run.',
+      '# pip install needs the package index: set mode = "allowlist" above and uncomment',
+      '# this line (or install dependencies before the run).',
       '# allow = ["pypi.org", "files.pythonhosted.org"]',
     ],
     env: { PIP_DISABLE_PIP_VERSION_CHECK: '1', PYTHONDONTWRITEBYTECODE: '1' },
@@ -134,9 +132,9 @@ export function renderProfile(name: string): string {
     '',
     '# [workspace]: how the cell sees this repository.',
     '[workspace]',
-    '# "readonly": the agent reads and runs but cannot change files; "direct": read-write,',
-    '# changes land in the repository live (receipted, labeled); "overlay" (changes held',
-    '# until `agentcell accept`) arrives with workspace transactions.',
+    '# "overlay": changes stay in the cell until `agentcell accept` (or `restore` drops',
+    '# them); "readonly": the agent reads and runs but cannot change files; "direct":',
+    `# read-write, changes land in the repository live (receipted, ${strict ? 'strict refuses it' : 'labeled'}).`,
     `mode = "${shape.workspaceMode}"`,
     '# Secret-looking files are masked in the cell: .env, .env.*, *.pem, *.key, id_*, .ssh,',
     '# .aws, .npmrc, .pypirc, .netrc and more. Add your own patterns:',
@@ -159,8 +157,8 @@ export function renderProfile(name: string): string {
     '# through the agentcell egress gateway, which denies by default.',
     '[network]',
     strict
-      ? '# "none": no network at all; "allowlist": only the hosts in allow (arrives with the\n# egress gateway); strict refuses "open".'
-      : '# "none": no network at all; "open": unfiltered (labeled); "allowlist": only the hosts in\n# allow (arrives with the egress gateway).',
+      ? '# "none": no network at all; "allowlist": only the hosts in allow, through the\n# egress gateway; strict refuses "open".'
+      : '# "none": no network at all; "allowlist": only the hosts in allow, through the\n# egress gateway; "open": unfiltered (labeled).',
     'mode = "none"',
     ...(shape.network.length > 0
       ? []
@@ -172,9 +170,9 @@ export function renderProfile(name: string): string {
     ...shape.network,
     '',
     '# [secrets.NAME]: credentials for the agent, from "env:VAR", "file:PATH" or "cmd:COMMAND".',
-    '# inject = "proxy" (the default; arrives with the egress gateway) has the gateway add a',
-    '# header, so the cell never sees the value; "env" and "file" put it in the cell',
-    `# ${strict ? '(strict refuses them)' : '(labeled lower assurance)'}.`,
+    '# inject = "proxy" (the default; needs network mode = "allowlist") has the egress gateway',
+    '# add a header, so the cell never sees the value; "env" puts it in the cell\'s environment',
+    `# ${strict ? '(strict refuses it)' : '(labeled lower assurance)'}.`,
     '# [secrets.ANTHROPIC_API_KEY]',
     '# from = "env:ANTHROPIC_API_KEY"',
     '# inject = "proxy"',

@@ -1,10 +1,11 @@
 import { randomBytes } from 'node:crypto';
-import { closeSync, fsyncSync, linkSync, mkdirSync, openSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, fsyncSync, linkSync, openSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
+import { makeDirs } from '../make-dirs.js';
 
 /** Creates a directory (and its parents) with `mode` for the ones it creates. */
 export function ensureDir(path: string, mode = 0o700): void {
-  mkdirSync(path, { recursive: true, mode });
+  makeDirs(path, mode);
 }
 
 /** A temp file name beside `path`, hidden from listings that match real names. */

@@ -54,12 +54,12 @@ export async function acquireFileLock(path: string, options: FileLockOptions = {
   for (let attempt = 0; ; attempt++) {
     if (createFileAtomic(path, content, 0o600, NOT_DURABLE)) return releaser(path, me.nonce);
     const raw = readRaw(path);
-    if (raw === null) continue; // released meanwhile
-    const holder = parseHolder(raw);
-    if (holder === null || !isAlive(holder)) {
+    if (raw === null && attempt < 100) continue; // released meanwhile (bounded: the deadline is checked below)
+    const holder = raw === null ? null : parseHolder(raw);
+    if (raw !== null && (holder === null || !isAlive(holder))) {
       breakStaleLock(path, raw, isAlive);
       // A stale lock is gone or being broken by another process: try again, even without wait.
-    } else if (!options.wait) {
+    } else if (holder !== null && !options.wait) {
       throw new AgentcellError(
         'CELL_LOCKED',
         `${what} is in use by ${describeHolder(holder)}; wait for it to finish or stop it`,

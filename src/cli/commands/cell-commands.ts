@@ -3,7 +3,8 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { cellDiff } from '../../cell/cell-decisions.js';
 import { collectGarbage } from '../../cell/cell-gc.js';
-import { cellDir, listCells, readCell, removeCellDir } from '../../cell/cell-store.js';
+import { checkCellName } from '../../cell/cell-name.js';
+import { cellDir, cellNotFound, listCells, readCell, removeCellDir } from '../../cell/cell-store.js';
 import { lockCell } from '../../cell/cell-transaction.js';
 import { AgentcellError } from '../../errors.js';
 import { agentcellPaths } from '../../paths.js';
@@ -47,10 +48,11 @@ export function registerCellCommands(program: Command): void {
     .command('show')
     .argument('<name>')
     .option('--json', 'machine-readable output')
-    .action(async (name: string, flags: JsonFlag) => {
+    .action(async (given: string, flags: JsonFlag) => {
       const paths = agentcellPaths();
+      const name = checkCellName(given);
       const record = readCell(paths, name);
-      if (!record) throw new AgentcellError('CELL_NOT_FOUND', `no cell ${name} (agentcell cell list)`);
+      if (!record) throw cellNotFound(paths, name);
       const dir = cellDir(paths, name);
       const layers = existsSync(join(dir, 'layers.json')) ? openLayerStack(dir).layers : [];
       const holder = liveHolder(dir);
@@ -84,10 +86,11 @@ export function registerCellCommands(program: Command): void {
     .option('--force', 'remove even with pending changes')
     .option('--dry-run', 'say what would be removed; change nothing')
     .option('--json', 'machine-readable output')
-    .action(async (name: string, flags: JsonFlag & DryRunFlag & { force?: boolean }) => {
+    .action(async (given: string, flags: JsonFlag & DryRunFlag & { force?: boolean }) => {
       const paths = agentcellPaths();
+      const name = checkCellName(given);
       const record = readCell(paths, name);
-      if (!record) throw new AgentcellError('CELL_NOT_FOUND', `no cell ${name} (agentcell cell list)`);
+      if (!record) throw cellNotFound(paths, name);
       const dir = cellDir(paths, name);
       const pending = await cellDiff({ paths, cell: name, workspace: record.workspace, command: [] });
       if (pending.length > 0 && !flags.force)

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { followCellEgress, readCellEgress } from '../../cell/cell-egress-log.js';
-import { locateCell, openCell } from '../../cell/cell-store.js';
+import { locateCell, locateExistingCell, openCell, readCell } from '../../cell/cell-store.js';
 import { cellSshDir, ensureCellSshKey } from '../../cell/cell-ssh-key.js';
 import { reloadCellEgress } from '../../cell/egress-reload.js';
 import { allowHosts } from '../../cell/allow-hosts.js';
@@ -41,7 +41,9 @@ export function registerEgressCommands(program: Command, setExit: (code: number)
     .option('--follow', 'follow the live run (or wait for the next) until it ends')
     .action(async (flags: LogFlags) => {
       const paths = agentcellPaths();
-      const { cell } = locateCell(paths, flags);
+      // --follow may wait for a cell's first run; anything else reads a cell that must exist.
+      const { cell } = flags.follow ? locateCell(paths, flags) : locateExistingCell(paths, flags);
+      if (flags.follow && !readCell(paths, cell)) note(`agentcell: no cell ${cell} yet; waiting for its first run`);
       const show = (chunk: EgressLogChunk): void => {
         if (flags.json) for (const line of chunk.lines) print(line);
         else for (const event of chunk.events) print(eventLine(event, Boolean(flags.all)));
@@ -74,7 +76,7 @@ export function registerEgressCommands(program: Command, setExit: (code: number)
     .action(async (hosts: string[], flags: CellFlag & JsonFlag & DryRunFlag) => {
       const paths = agentcellPaths();
       if (hosts.length > 0) return allowHostsCommand(paths, hosts, flags, setExit);
-      const { cell } = locateCell(paths, flags);
+      const { cell } = locateExistingCell(paths, flags);
       const report = await reloadCellEgress(paths, cell, { dryRun: Boolean(flags.dryRun) });
       if (flags.json) return printJson(report);
       for (const line of reloadLines(report)) print(line);
@@ -145,10 +147,10 @@ async function allowHostsCommand(
   flags: CellFlag & JsonFlag & DryRunFlag,
   setExit: (code: number) => void,
 ): Promise<void> {
-  const { workspace } = locateCell(paths, flags);
+  const { cell, workspace } = locateExistingCell(paths, flags);
   const result = await allowHosts(paths, workspace, hosts, {
     dryRun: Boolean(flags.dryRun),
-    ...(flags.cell !== undefined ? { cell: flags.cell } : {}),
+    ...(flags.cell !== undefined ? { cell } : {}),
   });
   if (result.reloads.some((r) => 'error' in r)) setExit(2);
   if (flags.json) return printJson(result);

@@ -13,7 +13,15 @@ import { agentcellPaths } from '../../paths.js';
 import { note, print, printJson, type DryRunFlag, type JsonFlag } from '../output.js';
 
 type BuildFlags = JsonFlag &
-  DryRunFlag & { from?: string; rootfs?: string; tag?: string; engine?: OciEngine; mirror?: string; suite?: string };
+  DryRunFlag & {
+    from?: string;
+    rootfs?: string;
+    tag?: string;
+    engine?: OciEngine;
+    mirror?: string;
+    suite?: string;
+    verbose?: boolean;
+  };
 
 /** The engine asked for, or the first that answers (podman, then docker). */
 function chooseEngine(engine: OciEngine | undefined): OciEngine {
@@ -32,11 +40,16 @@ async function build(flags: BuildFlags): Promise<void> {
       dir: flags.rootfs,
       ...(flags.mirror ? { mirror: flags.mirror } : {}),
       ...(flags.suite ? { suite: flags.suite } : {}),
+      verbose: flags.verbose === true,
     };
     if (flags.dryRun) result['rootfs'] = { dir: flags.rootfs, command: rootfsCommand(spec) };
     else {
-      note(`agentcell: building a ${flags.suite ?? 'bookworm'} rootfs in ${flags.rootfs} (debootstrap)…`);
+      const started = Date.now();
+      note(
+        `agentcell: building a ${flags.suite ?? 'bookworm'} rootfs in ${flags.rootfs} (debootstrap, a few minutes${flags.verbose ? '' : '; --verbose shows its output'})…`,
+      );
       result['rootfs'] = { dir: buildRootfs(spec) };
+      note(`agentcell: rootfs built in ${((Date.now() - started) / 1000).toFixed(1)} s`);
     }
   }
   const from = flags.from ?? (flags.rootfs && (flags.engine || flags.tag) ? flags.rootfs : undefined);
@@ -46,6 +59,8 @@ async function build(flags: BuildFlags): Promise<void> {
       engine: chooseEngine(flags.engine),
       stateDir: paths.state,
       ...(flags.tag ? { tag: flags.tag } : {}),
+      progress: (line: string) => note(`agentcell: ${line}`),
+      verbose: flags.verbose === true,
     };
     result['image'] = flags.dryRun ? { engine: request.engine, ...imageBuildPlan(request) } : await buildImage(request);
   }
@@ -81,6 +96,7 @@ export function registerImageCommands(program: Command): void {
     )
     .option('--suite <name>', 'Debian suite for --rootfs (default: bookworm)')
     .option('--mirror <url>', 'Debian mirror for --rootfs (default: http://deb.debian.org/debian)')
+    .option('--verbose', 'stream the engine’s (or debootstrap’s) own output to stderr')
     .option('--dry-run', 'print the commands and build nothing')
     .option('--json', 'machine-readable output')
     .action(build);

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { locateCell, cellDir } from '../../cell/cell-store.js';
+import { locateExistingCell, cellDir } from '../../cell/cell-store.js';
 import { AgentcellError } from '../../errors.js';
 import { agentcellPaths } from '../../paths.js';
 import { anchorPath } from '../../receipts/chain-anchor.js';
@@ -31,7 +31,7 @@ interface CellFlag {
 
 function receiptsOf(flags: CellFlag): { dir: string; cell: string } {
   const paths = agentcellPaths();
-  const { cell } = locateCell(paths, flags);
+  const { cell } = locateExistingCell(paths, flags);
   return { dir: cellDir(paths, cell), cell };
 }
 
@@ -48,7 +48,9 @@ export function registerReceiptCommands(program: Command, setExit: (code: number
   withCellFlags(receipt.command('show').description('one receipt (default: the latest)').argument('[id]'))
     .option('--latest', 'the latest receipt (the default)')
     .option('--format <format>', 'md or json', 'md')
-    .action((id: string | undefined, flags: CellFlag & { format: string }) => {
+    .option('--json', 'the same as --format json')
+    .action((id: string | undefined, flags: CellFlag & JsonFlag & { format: string }) => {
+      if (flags.json) flags.format = 'json';
       const { dir, cell } = receiptsOf(flags);
       const r = id === undefined ? latestReceipt(dir) : readReceipt(dir, id);
       if (!r) throw new AgentcellError('RECEIPT_NOT_FOUND', `cell ${cell} has no receipts yet`);

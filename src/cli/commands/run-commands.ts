@@ -12,7 +12,7 @@ import { readyAgent } from '../../agents/prepare-agent.js';
 import { agentcellPaths } from '../../paths.js';
 import { addCellOptions, toCellOptions, type CellFlags } from '../cell-options.js';
 import { note, print, printJson, type CliContext, type DryRunFlag, type JsonFlag } from '../output.js';
-import { bannerLine, dryRunJson, dryRunText, runSummary } from '../render.js';
+import { bannerLine, dryRunJson, dryRunText, limitHitLine, runSummary } from '../render.js';
 
 type RunFlags = CellFlags & JsonFlag & DryRunFlag & { restoreOnFail?: boolean; acceptOnSuccess?: boolean };
 
@@ -32,6 +32,8 @@ async function runCommand(ctx: CliContext, argv: string[], flags: RunFlags): Pro
     return 0;
   }
   if (prepared.agent) await readyAgent(prepared.agent, note);
+  const credentialHint = prepared.agent?.credentialHint;
+  if (credentialHint && !flags.json) note(`agentcell: ${credentialHint}`);
   const { outcome, receipt } = await runPrepared(prepared, paths, () =>
     note(flags.json ? JSON.stringify({ event: 'start', ...runSummary(prepared) }) : bannerLine(prepared)),
   );
@@ -44,13 +46,16 @@ async function runCommand(ctx: CliContext, argv: string[], flags: RunFlags): Pro
         cell: prepared.cell,
         receipt: receipt.id,
         ...outcome,
+        ...(outcome.limitHit ? { message: limitHitLine(outcome) } : {}),
+        ...(credentialHint ? { credentialHint } : {}),
         timings: { ...prepared.timer.timings },
       }),
     );
+  else if (outcome.limitHit && outcome.limitHit !== 'timeout') note(limitHitLine(outcome) ?? '');
+  else if (credentialHint && outcome.exitCode !== 0)
+    note(`agentcell: ${prepared.agent?.name ?? 'the agent'} exited ${outcome.exitCode}; ${credentialHint}`);
   else if (outcome.timedOut)
     note(`agentcell: timed out after ${prepared.resolved.policy.resources.timeout ?? ''}; exit ${outcome.exitCode}`);
-  else if (outcome.limitHit !== undefined)
-    note(`agentcell: stopped the run: ${outcome.limitDetail ?? outcome.limitHit}; exit ${outcome.exitCode}`);
   return outcome.exitCode;
 }
 

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { cellDir, locateCell } from '../../cell/cell-store.js';
+import { cellDir, locateExistingCell } from '../../cell/cell-store.js';
 import { liveRuns } from '../../cell/cell-egress-log.js';
 import { findSpyLog, followLiveSpy, followSpyLog } from '../../egress/spy-files.js';
 import type { SpyRecord } from '../../egress/spy-log.js';
@@ -26,7 +26,7 @@ export function registerSpyCommands(program: Command): void {
     .option('--follow', 'keep printing calls as they are made, until interrupted')
     .action(async (flags: SpyFlags) => {
       const paths = agentcellPaths();
-      const { cell } = locateCell(paths, flags);
+      const { cell } = locateExistingCell(paths, flags);
       const dir = cellDir(paths, cell);
       const show = (record: SpyRecord): void =>
         print(flags.json ? JSON.stringify(parseSpyRecord(record)) : renderSpyRecord(record));

@@ -8,7 +8,7 @@ import {
   type CellRef,
 } from '../../cell/cell-decisions.js';
 import { checkCellName } from '../../cell/cell-name.js';
-import { cellDir, locateCell } from '../../cell/cell-store.js';
+import { cellDir, locateExistingCell } from '../../cell/cell-store.js';
 import { unreceiptedRuns } from '../../receipts/run-journal.js';
 import { resolveCellPolicy } from '../../cell/prepare-run.js';
 import { agentcellPaths } from '../../paths.js';
@@ -21,7 +21,7 @@ interface CellFlag {
 
 function cellRef(flags: CellFlag): CellRef {
   const paths = agentcellPaths();
-  return { paths, ...locateCell(paths, flags), command: ['agentcell', ...process.argv.slice(2)] };
+  return { paths, ...locateExistingCell(paths, flags), command: ['agentcell', ...process.argv.slice(2)] };
 }
 
 function withCellFlags(command: Command): Command {

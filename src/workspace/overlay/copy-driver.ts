@@ -23,6 +23,7 @@ import { AgentcellError } from '../../errors.js';
 import type { LayerStack } from './layer-stack.js';
 import { removeTrees } from './layer-trash.js';
 import { readOverlayXattrs, type OverlayXattrs } from './overlay-xattrs.js';
+import { makeDirs } from '../../make-dirs.js';
 
 /**
  * The copy driver, the last resort where neither the kernel's overlayfs nor
@@ -53,7 +54,7 @@ export interface CopyMask {
 export async function materializeCopy(stack: LayerStack, workspace: string, masks: readonly CopyMask[]): Promise<void> {
   const merged = stack.merged;
   if (existsSync(merged)) removeTrees([merged]);
-  mkdirSync(merged, { recursive: true });
+  makeDirs(merged);
   const copied = spawnSync('cp', ['-a', '--reflink=auto', '--', `${workspace}/.`, merged], { encoding: 'utf8' });
   if (copied.error || copied.status !== 0)
     throw new AgentcellError(

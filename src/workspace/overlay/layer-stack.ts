@@ -16,6 +16,7 @@ import { AgentcellError } from '../../errors.js';
 import { captureCopy } from './copy-driver.js';
 import { purgeInBackground, trashDirOf } from './layer-trash.js';
 import type { OverlayDriver } from './overlay-mount.js';
+import { makeDirs } from '../../make-dirs.js';
 
 /**
  * A cell's workspace layers, kept in the cell's state dir:
@@ -106,7 +107,7 @@ type PendingOperation =
  * operation. A run passes its `driver`, which a new stack records; an existing one keeps its own.
  */
 export function openLayerStack(cellDir: string, driver?: OverlayDriver): LayerStack {
-  mkdirSync(join(cellDir, 'layers'), { recursive: true });
+  makeDirs(join(cellDir, 'layers'));
   let state = readState(cellDir);
   if (state.driver === undefined && driver !== undefined) {
     state = { ...state, driver };
@@ -117,7 +118,7 @@ export function openLayerStack(cellDir: string, driver?: OverlayDriver): LayerSt
     state = { ...state, pending: undefined };
     writeState(cellDir, state);
   }
-  for (const dir of ['upper', 'work', 'merged', 'trash']) mkdirSync(join(cellDir, dir), { recursive: true });
+  for (const dir of ['upper', 'work', 'merged', 'trash']) makeDirs(join(cellDir, dir));
   // Leftovers of a purge that did not finish (a reboot); deleting twice is harmless.
   const trash = trashDirOf(cellDir);
   purgeInBackground(readdirSync(trash).map((name) => join(trash, name)));
@@ -151,6 +152,7 @@ export function checkpoint(stack: LayerStack, options: CheckpointOptions): { sta
       'USAGE',
       `cell already has ${MAX_LAYERS} checkpoints, the most one overlay can stack; accept or restore first`,
     );
+  if (options.name !== undefined) checkCheckpointName(options.name);
   if (options.name !== undefined && state.layers.some((l) => l.name === options.name))
     throw new AgentcellError('FILE_EXISTS', `a checkpoint named "${options.name}" already exists in this cell`);
   const record: LayerRecord = {
@@ -210,7 +212,7 @@ export function fork(stack: LayerStack, newCellDir: string): LayerStack {
     throw new AgentcellError('FILE_EXISTS', `${newCellDir} already has a layer stack`);
   const state = readState(stack.cellDir);
   const layersDir = join(newCellDir, 'layers');
-  mkdirSync(layersDir, { recursive: true });
+  makeDirs(layersDir);
   // Marked pending so that a crash mid-copy leaves a stack openLayerStack refuses, not a half copy.
   writeState(newCellDir, { ...state, pending: { op: 'fork', from: stack.cellDir } });
   const source = stackOf(stack.cellDir, state);
@@ -241,6 +243,18 @@ function stackOf(cellDir: string, state: StackState): LayerStack {
   };
 }
 
+const CHECKPOINT_NAME = /^[A-Za-z][A-Za-z0-9._-]{0,62}$/;
+const LAYER_ID = /^[0-9a-f]{8}$/;
+
+/** A name `restore --to` can find unambiguously: not empty, not a number (a seq), not id-shaped. */
+export function checkCheckpointName(name: string): void {
+  if (!CHECKPOINT_NAME.test(name) || LAYER_ID.test(name))
+    throw new AgentcellError(
+      'USAGE',
+      `invalid checkpoint name ${JSON.stringify(name)}: use 1-63 letters, digits, ".", "_" or "-", starting with a letter, and not 8 hex digits (that is how checkpoint ids look)`,
+    );
+}
+
 /** Index of a checkpoint by id, then name, then seq (the one lookup every command uses). */
 export function findLayer(layers: readonly LayerRecord[], ref: string): number {
   let index = layers.findIndex((l) => l.id === ref);
@@ -267,12 +281,12 @@ function finishPending(cellDir: string, pending: PendingOperation): string[] {
         if (existsSync(upper)) renameSync(upper, frozen);
         else mkdirSync(frozen);
       }
-      mkdirSync(upper, { recursive: true });
+      makeDirs(upper);
       return [];
     }
     case 'restore': {
       const trash = trashDirOf(cellDir);
-      mkdirSync(trash, { recursive: true });
+      makeDirs(trash);
       const trashed: string[] = [];
       for (const dir of pending.dirs) {
         const target = join(trash, `${pending.token}-${dir}`);
@@ -283,7 +297,7 @@ function finishPending(cellDir: string, pending: PendingOperation): string[] {
       const upperTarget = join(trash, `${pending.token}-upper`);
       if (!existsSync(upperTarget) && existsSync(upper)) renameSync(upper, upperTarget);
       trashed.push(upperTarget);
-      mkdirSync(upper, { recursive: true });
+      makeDirs(upper);
       return trashed;
     }
     case 'fork':

@@ -1,0 +1,20 @@
+import type { Policy } from '../policy/schema.js';
+import type { AgentAdapter } from './agent-adapter.js';
+
+/**
+ * Why an agent will likely ask to log in, and what to do, when it has nothing to
+ * authenticate with: no credential of its adapter in the policy's secrets (set from a
+ * host variable or declared) and no login stored by `agentcell login`. Undefined when it has one.
+ */
+export function missingCredentialHint(adapter: AgentAdapter, policy: Policy, storedLogins: number): string | undefined {
+  if (storedLogins > 0 || adapter.credentials.length === 0) return undefined;
+  if (adapter.credentials.some((c) => policy.secrets[c.secret] !== undefined)) return undefined;
+  const variables = [...new Set(adapter.credentials.flatMap((c) => c.hostEnv))];
+  const ways = [
+    ...(adapter.login ? [`run agentcell login ${adapter.name}`] : []),
+    ...(variables.length > 0 ? [`set ${variables.join(' or ')} in this shell`] : []),
+  ];
+  const network =
+    policy.network.mode === 'allowlist' ? '' : ` (and keep network.mode = "allowlist": it is "${policy.network.mode}")`;
+  return `${adapter.name} has no credentials in this cell: ${ways.join(', or ')}${network}`;
+}
