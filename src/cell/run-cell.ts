@@ -18,6 +18,7 @@ import { workspaceOverlay, type PreparedRun } from './prepare-run.js';
 import { toolVersion } from './tool-versions.js';
 import { startRunGateway, type RunningGateway } from '../egress/run-gateway.js';
 import { receiptReload, serveEgressReload } from './egress-reload.js';
+import { closeInheritedFds } from '../inherited-fds.js';
 
 export interface RunReport {
   outcome: RunOutcome;
@@ -34,6 +35,7 @@ export async function runPrepared(
   paths: AgentcellPaths,
   onStart: () => void = () => undefined,
 ): Promise<RunReport> {
+  closeInheritedFds(); // for library callers too: only 0–2 may reach the backend (DESIGN.md invariant 10)
   const tx = await lockCell(paths, prepared.cell, prepared.workspace, prepared.spec.argv);
   try {
     const overlay = prepared.spec.workspace.mode === 'overlay';
