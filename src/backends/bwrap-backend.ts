@@ -80,7 +80,11 @@ export function planBwrap(spec: CellSpec, executable = 'bwrap'): BackendPlan {
   } else {
     args.push('--ro-bind', spec.rootfs.path, '/');
   }
-  args.push('--proc', '/proc', '--dev', '/dev');
+  // The whole of /proc read-only: bwrap covers /proc/sys and /proc/sysrq-trigger only when
+  // it finds them writable, and its check misses both (a root caller's cell could change
+  // host sysctls such as kernel.core_pattern). Writes through /proc/self/fd/N still work:
+  // they reach the file's own mount.
+  args.push('--proc', '/proc', '--remount-ro', '/proc', '--dev', '/dev');
   // Scratch dirs live in memory: each is at most the disk limit (and the memory limit's, where set).
   const sized = spec.limits.diskBytes === undefined ? [] : ['--size', String(spec.limits.diskBytes)];
   args.push(...sized, '--tmpfs', '/tmp', ...sized, '--tmpfs', '/run', '--dir', '/var', ...sized, '--tmpfs', '/var/tmp');

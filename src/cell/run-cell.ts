@@ -21,6 +21,7 @@ import { workspaceOverlay, type PreparedRun } from './prepare-run.js';
 import { toolVersion } from './tool-versions.js';
 import { startRunGateway, type RunningGateway } from '../egress/run-gateway.js';
 import { receiptReload, serveEgressReload } from './egress-reload.js';
+import { closeInheritedFds } from '../inherited-fds.js';
 
 export interface RunReport {
   outcome: RunOutcome;
@@ -37,6 +38,7 @@ export async function runPrepared(
   paths: AgentcellPaths,
   onStart: () => void = () => undefined,
 ): Promise<RunReport> {
+  closeInheritedFds(); // for library callers too: only 0–2 may reach the backend (DESIGN.md invariant 10)
   const tx = await lockCell(paths, prepared.cell, prepared.workspace, prepared.spec.argv);
   try {
     // Masked in the cell already: made now so the mask covers what this run puts there (a first run's signing key).

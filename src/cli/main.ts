@@ -1,6 +1,7 @@
 import { Command, CommanderError } from 'commander';
 import { PhaseTimer } from '../cell/phase-timer.js';
 import { AgentcellError, pathErrorOf } from '../errors.js';
+import { closeInheritedFds } from '../inherited-fds.js';
 import { agentcellPaths } from '../paths.js';
 import { AGENTCELL_VERSION } from '../version.js';
 import { registerCellCommands } from './commands/cell-commands.js';
@@ -39,6 +40,7 @@ export function buildProgram(ctx: CliContext): Command {
 }
 
 async function main(): Promise<void> {
+  closeInheritedFds(); // before anything is spawned (DESIGN.md invariant 10)
   const json = jsonRequested(process.argv.slice(2));
   let code = 0;
   try {

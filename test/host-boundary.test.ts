@@ -1,0 +1,93 @@
+import assert from 'node:assert/strict';
+import { spawnSync, type StdioOptions } from 'node:child_process';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { CLI, inCell, makeSandbox, type Sandbox } from './helpers.js';
+import { backendArgs, prepareBackend, TEST_BACKENDS } from './backends-under-test.js';
+
+/**
+ * The cell's process boundary (DESIGN.md invariant 10), attacked from inside a cell on
+ * every backend under test: the kernel's tunables under /proc, and descriptors the caller
+ * left open. Each attack sits beside a control showing the probe detects the leak.
+ */
+
+// Writes a tunable's own value back (no change even where it works), and opens
+// sysrq-trigger for writing without writing a byte.
+const PROC_PROBE = [
+  'f=/proc/sys/kernel/printk_ratelimit_burst',
+  'v=$(cat $f)',
+  '(echo "$v" > $f) 2>/dev/null && echo SYSCTL-WRITABLE',
+  '(printf "" > /proc/sysrq-trigger) 2>/dev/null && echo SYSRQ-WRITABLE',
+  'echo probed',
+].join('; ');
+
+const FD_PROBE = [
+  'ls /proc/self/fd | tr "\\n" " "; echo',
+  '(ls /proc/self/fd/300/ >/dev/null 2>&1) && echo DIR-FD-OPEN',
+  '(echo leaked >> /proc/self/fd/301) 2>/dev/null && echo FILE-FD-WRITABLE',
+  'echo probed',
+].join('; ');
+
+for (const backend of TEST_BACKENDS) {
+  describe(`host boundary on ${backend}`, () => {
+    let sb: Sandbox;
+    before(() => {
+      prepareBackend(backend);
+      sb = makeSandbox({ 'README.md': 'hello\n' });
+    });
+    after(() => sb.cleanup());
+
+    it('cannot write /proc/sys or /proc/sysrq-trigger, whoever runs agentcell', () => {
+      if (process.getuid?.() === 0) {
+        // Control: the probe sees a writable tunable where one is (root on the host).
+        const outside = spawnSync('sh', ['-c', PROC_PROBE], { encoding: 'utf8' });
+        assert.match(outside.stdout, /SYSCTL-WRITABLE\n/); // sysrq-trigger only where the host kernel has one
+      }
+      for (const extra of [[], ['--mode', 'development', '--root']]) {
+        const r = inCell(sb, PROC_PROBE, [...backendArgs(backend), ...extra]);
+        assert.equal(r.status, 0, r.stderr);
+        assert.equal(r.stdout, 'probed\n', `${extra.join(' ')}: ${r.stdout}`);
+      }
+    });
+
+    it('descriptors the caller left open do not reach the cell', () => {
+      const dir = mkdtempSync(join(tmpdir(), 'agentcell-fd-'));
+      const file = join(dir, 'host-file');
+      const dirFd = openSync(dir, 'r');
+      const fileFd = openSync(file, 'a');
+      try {
+        // High numbers, as a shell's `exec 300</root` leaves them (low ones a shell may reuse on the way).
+        const stdio: StdioOptions = [
+          ...(['pipe', 'pipe', 'pipe'] as const),
+          ...Array<'ignore'>(297).fill('ignore'),
+          dirFd,
+          fileFd,
+        ];
+        // Control: the same probe, started the same way outside a cell, sees both.
+        const outside = spawnSync('sh', ['-c', FD_PROBE], { encoding: 'utf8', stdio });
+        assert.match(outside.stdout, /DIR-FD-OPEN\nFILE-FD-WRITABLE/);
+        rmSync(file);
+        closeSync(openSync(file, 'a'));
+        const r = spawnSync(process.execPath, [CLI, 'run', ...backendArgs(backend), '--', 'sh', '-c', FD_PROBE], {
+          cwd: sb.workspace,
+          env: sb.env,
+          encoding: 'utf8',
+          stdio,
+          timeout: 60_000,
+        });
+        assert.equal(r.status, 0, r.stderr);
+        assert.doesNotMatch(r.stdout, /DIR-FD-OPEN|FILE-FD-WRITABLE/);
+        assert.match(r.stdout, /probed/);
+        const listed = (r.stdout.split('\n')[0] ?? '').trim().split(/\s+/).map(Number);
+        assert.ok(!listed.includes(300) && !listed.includes(301), `fds in the cell: ${listed.join(' ')}`);
+        assert.equal(readFileSync(file, 'utf8'), '', 'nothing was written through the fd');
+      } finally {
+        closeSync(dirFd);
+        closeSync(fileFd);
+        rmSync(dir, { recursive: true, force: true });
+      }
+    });
+  });
+}
