@@ -5,7 +5,7 @@ import { lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkS
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { removeTrees } from '../src/workspace/overlay/layer-trash.js';
+import { removeTrees } from '../src/_internal/remove-trees.js';
 
 /** The bundled CLI, as users run it. */
 export const CLI = join(dirname(fileURLToPath(import.meta.url)), '..', 'agentcell.cjs');

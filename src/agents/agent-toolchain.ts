@@ -2,8 +2,8 @@ import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, realpathSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { AgentcellError } from '../errors.js';
-import { findExecutable } from '../find-executable.js';
-import { removeTrees } from '../workspace/overlay/layer-trash.js';
+import { findExecutable } from '../_internal/find-executable.js';
+import { removeTrees } from '../_internal/remove-trees.js';
 import type { AgentAdapter } from './agent-adapter.js';
 
 /** Where a toolchain appears in every cell (read-only). */

@@ -1,7 +1,7 @@
 import { execFile, spawnSync } from 'node:child_process';
 import { platform } from 'node:os';
 import { AgentcellError } from '../errors.js';
-import { findExecutable } from '../find-executable.js';
+import { findExecutable } from '../_internal/find-executable.js';
 import type { BackendProbe } from './backend.js';
 
 /** The container engines the OCI backend drives, through their CLIs. */

@@ -2,8 +2,8 @@ import { mkdirSync, readdirSync, realpathSync, renameSync, writeFileSync } from 
 import { join, resolve } from 'node:path';
 import { AgentcellError } from '../errors.js';
 import type { AgentcellPaths } from '../paths.js';
-import { readJsonFile } from '../read-json-file.js';
-import { removeTrees } from '../workspace/overlay/layer-trash.js';
+import { readJsonFile } from '../_internal/read-json-file.js';
+import { removeTrees } from '../_internal/remove-trees.js';
 import { checkCellName, defaultCellName } from './cell-name.js';
 
 /** What a cell remembers about itself; its layers, receipts and runs live beside it. */

@@ -5,7 +5,7 @@ import type { Backend, BackendPlan, CellEgress, CellSpec, ExtraMount } from '../
 import { createBackend, resolveCellImage } from '../backends/select-backend.js';
 import type { PodmanDigestCache } from '../backends/podman-digest-cache.js';
 import { AgentcellError } from '../errors.js';
-import { readJsonFile } from '../read-json-file.js';
+import { readJsonFile } from '../_internal/read-json-file.js';
 import type { AgentcellPaths } from '../paths.js';
 import { assertBreakglassAck, assertModeAllows, assess, localDate, type Assurance } from '../policy/assurance.js';
 import { resolvePolicy, sourceOf, type ResolvedPolicy } from '../policy/resolve-policy.js';
@@ -13,7 +13,7 @@ import type { Policy } from '../policy/schema.js';
 import { parseDuration, parseSize } from '../policy/units.js';
 import { existingControlPlane } from '../workspace/control-plane.js';
 import { BUILT_IN_HIDE, scanSecrets, type SecretScanCache } from '../workspace/secret-scan.js';
-import { sha256 } from '../policy/canonical-hash.js';
+import { sha256 } from '../_internal/canonical-hash.js';
 import { buildCellEnvironment } from './cell-environment.js';
 import { checkCellName, defaultCellName } from './cell-name.js';
 import { PhaseTimer } from './phase-timer.js';
@@ -33,7 +33,7 @@ import { peekLayerStack, type LayerStack } from '../workspace/overlay/layer-stac
 import { hostOverlayMount } from '../workspace/overlay/host-overlay-mount.js';
 import { rootfsOverlay } from '../workspace/overlay/rootfs-overlay.js';
 import { newProxyToken } from '../egress/proxy-auth.js';
-import { CELL_BRIDGE_NODE, proxyEnvironment } from '../egress/proxy-environment.js';
+import { CELL_BRIDGE_NODE, cellEgressWiring, proxyEnvironment } from '../egress/proxy-environment.js';
 import { bridgeScriptPath, cellNode, egressSocketDir, type RunEgress } from '../egress/run-gateway.js';
 import { agentAdapter } from '../agents/agent-registry.js';
 import { agentPolicyLayer } from '../agents/agent-policy-layer.js';
@@ -181,7 +181,7 @@ export async function prepareRun(request: RunRequest): Promise<PreparedRun> {
       Object.assign(cellEnv, inspection.env);
       trustMounts = inspection.mounts;
     }
-    egressWiring = { socketPath: join(socketDir, 'egress.sock'), bridgeScript: bridgeScriptPath(), node };
+    egressWiring = cellEgressWiring(join(socketDir, 'egress.sock'), bridgeScriptPath(), node);
   }
   const spec: CellSpec = {
     cell,

@@ -21,7 +21,7 @@ import {
 import { dirname, join, relative } from 'node:path';
 import { AgentcellError } from '../../errors.js';
 import type { LayerStack } from './layer-stack.js';
-import { removeTrees } from './layer-trash.js';
+import { removeTrees } from '../../_internal/remove-trees.js';
 import { readOverlayXattrs, type OverlayXattrs } from './overlay-xattrs.js';
 
 /**

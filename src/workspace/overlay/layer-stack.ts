@@ -14,7 +14,8 @@ import {
 import { join } from 'node:path';
 import { AgentcellError } from '../../errors.js';
 import { captureCopy } from './copy-driver.js';
-import { purgeInBackground, trashDirOf } from './layer-trash.js';
+import { purgeInBackground } from '../../_internal/remove-trees.js';
+import { trashDirOf } from './layer-trash.js';
 import type { OverlayDriver } from './overlay-mount.js';
 
 /**
