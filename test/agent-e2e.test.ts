@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { proxySecretPlaceholder } from '../src/cell/resolve-secrets.js';
-import { agentcellAsync, cellDirOf, makeSandbox, type CliResult, type Sandbox } from './helpers.js';
+import { agentcellAsync, cellDirOf, makeSandbox, type CliResult, type Sandbox, listen } from './helpers.js';
 import { anthropicStub, geminiStub, openaiResponsesStub, type StubRequest } from './provider-stubs.js';
 
 /**
@@ -44,15 +44,6 @@ function makeCerts(dir: string, names: string[]): { key: Buffer; cert: Buffer; c
     cert: readFileSync(join(dir, 'leaf.crt')),
     ca: join(dir, 'ca.crt'),
   };
-}
-
-function listen(server: Server): Promise<number> {
-  return new Promise((resolve) =>
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      resolve(typeof address === 'object' && address ? address.port : 0);
-    }),
-  );
 }
 
 /** A file the cell wrote, found in the cell's overlay layers (it is not on the host until accepted). */

@@ -3,11 +3,10 @@ import { spawnSync } from 'node:child_process';
 import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpServer, type Server } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { agentcellAsync, listTree, makeSandbox, type CliResult, type Sandbox } from './helpers.js';
+import { agentcellAsync, listTree, makeSandbox, type CliResult, type Sandbox, listen } from './helpers.js';
 import { backendArgs, prepareBackend, TEST_BACKENDS, type TestBackend } from './backends-under-test.js';
 
 /**
@@ -27,10 +26,6 @@ function inGatewayCell(
   env: NodeJS.ProcessEnv = {},
 ): Promise<CliResult> {
   return runCli(['run', ...backendArgs(backend), '--network', 'allowlist', '--', 'sh', '-c', script], sb, env);
-}
-
-function listen(server: Server): Promise<number> {
-  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve((server.address() as AddressInfo).port)));
 }
 
 /** A CA and a certificate for api.test it signed, made with the openssl CLI. */

@@ -6,7 +6,16 @@ import { createServer as createHttpsServer, type Server } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { agentcellAsync, CLI, cellDirOf, listTree, makeSandbox, type CliResult, type Sandbox } from './helpers.js';
+import {
+  agentcellAsync,
+  CLI,
+  cellDirOf,
+  listTree,
+  makeSandbox,
+  type CliResult,
+  type Sandbox,
+  listen,
+} from './helpers.js';
 
 /**
  * TLS inspection, L7 rules, proxy-injected secrets and spy from inside real bwrap cells.
@@ -94,15 +103,6 @@ function followFirstLine(sb: Sandbox): Promise<string> {
       else resolve(out.split('\n')[0] ?? '');
     });
   });
-}
-
-function listen(server: Server): Promise<number> {
-  return new Promise((resolve) =>
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      resolve(typeof address === 'object' && address ? address.port : 0);
-    }),
-  );
 }
 
 describe('inspected egress from a real cell (bwrap)', () => {

@@ -7,6 +7,7 @@ import { connect as tlsConnect } from 'node:tls';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { listen } from './helpers.js';
 import { createLeafMinter, loadOrCreateCellCa } from '../src/egress/cell-ca.js';
 import { cellCaFiles } from '../src/egress/cell-trust.js';
 import { createEgressGateway, type EgressGateway, type GatewayRules } from '../src/egress/egress-gateway.js';
@@ -79,15 +80,6 @@ function makeServerCert(cwd: string, prefix: string, names: string[]): { key: Bu
     cert: readFileSync(join(cwd, `${prefix}.pem`)),
     ca: join(cwd, `${prefix}-ca.pem`),
   };
-}
-
-function listen(server: Server): Promise<number> {
-  return new Promise((resolve) =>
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      resolve(typeof address === 'object' && address ? address.port : 0);
-    }),
-  );
 }
 
 function handler(req: IncomingMessage, res: ServerResponse): void {
