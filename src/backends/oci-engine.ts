@@ -100,7 +100,8 @@ export function probeEngine(engine: OciEngine, hostEnv: NodeJS.ProcessEnv = proc
           ? 'sudo apt-get install podman   (Fedora: sudo dnf install podman; macOS: brew install podman)'
           : 'sudo apt-get install docker.io   (macOS/Windows: install Docker Desktop or Colima)',
     };
-  const format = engine === 'docker' ? '{{.Server.Version}}' : '{{.Version.Version}}';
+  // podman 4 answers {{.Client.Version}}; {{.Version.Version}} is an error there.
+  const format = engine === 'docker' ? '{{.Server.Version}}' : '{{.Client.Version}}';
   const info = spawnSync(engine, ['version', '--format', format], {
     encoding: 'utf8',
     env,
