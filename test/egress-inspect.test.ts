@@ -7,6 +7,7 @@ import { connect as tlsConnect } from 'node:tls';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { makeCerts } from './make-certs.js';
 import { listen } from './helpers.js';
 import { createLeafMinter, loadOrCreateCellCa } from '../src/egress/cell-ca.js';
 import { cellCaFiles } from '../src/egress/cell-trust.js';
@@ -18,7 +19,7 @@ import { createMaskStream } from '../src/egress/redact-stream.js';
 import { readSpyLog, renderSpyRecord } from '../src/egress/spy-render.js';
 
 /*
- * TLS inspection on loopback: real TLS both ways (a test CA made by openssl signs the
+ * TLS inspection on loopback: real TLS both ways (a test CA made by test/make-certs.ts signs the
  * upstream servers; the cell CA made by agentcell signs what curl sees), real curl as
  * the client, names mapped to 127.0.0.1 by `resolve`.
  */
@@ -46,41 +47,6 @@ let responder: (req: Seen) => { status: number; type: string; body: string } = (
   type: 'text/plain',
   body: 'ok\n',
 });
-
-function openssl(cwd: string, ...args: string[]): void {
-  execFileSync('openssl', args, { cwd, stdio: 'pipe' });
-}
-
-/** A CA and a server certificate for the given names, signed by it. */
-function makeServerCert(cwd: string, prefix: string, names: string[]): { key: Buffer; cert: Buffer; ca: string } {
-  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
-  openssl(
-    cwd,
-    'req',
-    '-x509',
-    ...ec,
-    '-keyout',
-    `${prefix}-ca.key`,
-    '-out',
-    `${prefix}-ca.pem`,
-    '-days',
-    '2',
-    '-subj',
-    `/CN=${prefix} test CA`,
-  );
-  openssl(cwd, 'req', ...ec, '-keyout', `${prefix}.key`, '-out', `${prefix}.csr`, '-subj', `/CN=${names[0]}`);
-  writeFileSync(join(cwd, `${prefix}.ext`), `subjectAltName=${names.map((n) => `DNS:${n}`).join(',')}\n`);
-  openssl(
-    cwd,
-    ...['x509', '-req', '-in', `${prefix}.csr`, '-CA', `${prefix}-ca.pem`, '-CAkey', `${prefix}-ca.key`],
-    ...['-CAcreateserial', '-out', `${prefix}.pem`, '-days', '2', '-extfile', `${prefix}.ext`],
-  );
-  return {
-    key: readFileSync(join(cwd, `${prefix}.key`)),
-    cert: readFileSync(join(cwd, `${prefix}.pem`)),
-    ca: join(cwd, `${prefix}-ca.pem`),
-  };
-}
 
 function handler(req: IncomingMessage, res: ServerResponse): void {
   let body = '';
@@ -190,8 +156,8 @@ async function settle(events: EgressEvent[], count: number): Promise<void> {
 
 before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'agentcell-inspect-'));
-  const good = makeServerCert(dir, 'good', ['api.test', 'second.test']);
-  const bad = makeServerCert(dir, 'bad', ['bad.test']);
+  const good = await makeCerts(dir, 'good', ['api.test', 'second.test']);
+  const bad = await makeCerts(dir, 'bad', ['bad.test']);
   upstreamCa = good.ca;
   trusted = createHttpsServer({ key: good.key, cert: good.cert }, handler);
   untrusted = createHttpsServer({ key: bad.key, cert: bad.cert }, handler);
