@@ -1,12 +1,14 @@
 import assert from 'node:assert/strict';
-import { execFile, execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
+import { execFile } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer as createHttpServer } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import { connect, createServer as createNetServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { listen } from './helpers.js';
+import { makeCerts } from './make-certs.js';
 import { connect as tlsConnect } from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import { startCellBridge } from '../src/egress/cell-bridge.js';
@@ -36,60 +38,16 @@ interface Fixture {
 
 let fx: Fixture;
 
-function makeCertificates(dir: string): { key: Buffer; cert: Buffer; caPath: string } {
-  const openssl = (...args: string[]): void => {
-    execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
-  };
-  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
-  openssl('req', '-x509', ...ec, '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '2', '-subj', '/CN=agentcell test CA');
-  openssl('req', ...ec, '-keyout', 'server.key', '-out', 'server.csr', '-subj', '/CN=ok.agentcell.test');
-  writeFileSync(
-    join(dir, 'server.ext'),
-    [
-      'basicConstraints=CA:FALSE',
-      'keyUsage=digitalSignature',
-      'extendedKeyUsage=serverAuth',
-      'subjectAltName=DNS:ok.agentcell.test,DNS:other.agentcell.test,DNS:evil.agentcell.test,' +
-        'DNS:rebind.agentcell.test,DNS:localhost,IP:127.0.0.1',
-      '',
-    ].join('\n'),
-  );
-  openssl(
-    'x509',
-    '-req',
-    '-in',
-    'server.csr',
-    '-CA',
-    'ca.pem',
-    '-CAkey',
-    'ca.key',
-    '-CAcreateserial',
-    '-out',
-    'server.pem',
-    '-days',
-    '2',
-    '-extfile',
-    'server.ext',
-  );
-  return {
-    key: readFileSync(join(dir, 'server.key')),
-    cert: readFileSync(join(dir, 'server.pem')),
-    caPath: join(dir, 'ca.pem'),
-  };
-}
-
-function listenLoopback(server: Server | HttpServer): Promise<number> {
-  return new Promise((resolve) =>
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      resolve(typeof address === 'object' && address ? address.port : 0);
-    }),
-  );
-}
-
 async function setupFixture(): Promise<Fixture> {
   const dir = mkdtempSync(join(tmpdir(), 'agentcell-egress-'));
-  const { key, cert, caPath } = makeCertificates(dir);
+  const {
+    key,
+    cert,
+    ca: caPath,
+  } = await makeCerts(dir, 'agentcell', [
+    ...['ok.agentcell.test', 'other.agentcell.test', 'evil.agentcell.test', 'rebind.agentcell.test'],
+    ...['localhost', '127.0.0.1'],
+  ]);
   const leakedAuth: string[] = [];
   const note = (header: string | undefined): void => {
     if (header !== undefined) leakedAuth.push(header);
@@ -107,11 +65,7 @@ async function setupFixture(): Promise<Fixture> {
     socket.write('SSH-2.0-echo\r\n');
     socket.pipe(socket);
   });
-  const [httpsPort, httpPort, echoPort] = await Promise.all([
-    listenLoopback(https),
-    listenLoopback(http),
-    listenLoopback(echo),
-  ]);
+  const [httpsPort, httpPort, echoPort] = await Promise.all([listen(https), listen(http), listen(echo)]);
   return { dir, caPath, httpsPort, httpPort, echoPort, leakedAuth, servers: [https, http, echo] };
 }
 
@@ -447,7 +401,7 @@ describe('egress gateway: HTTPS through CONNECT', () => {
 
   it('answers 502 connect-failed when the allowed destination does not answer', async () => {
     const closed = createNetServer();
-    const port = await listenLoopback(closed);
+    const port = await listen(closed);
     await new Promise((resolve) => closed.close(resolve));
     const gw = await startGateway({ allow: ['ok.agentcell.test'] });
     const reply = await rawRequest(gw.port, connectHead(`ok.agentcell.test:${port}`, gw.token));

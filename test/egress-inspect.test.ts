@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { makeCerts } from './make-certs.js';
+import { startTestGateway } from './test-gateway.js';
 import { listen } from './helpers.js';
 import { createLeafMinter, loadOrCreateCellCa } from '../src/egress/cell-ca.js';
 import { cellCaFiles } from '../src/egress/cell-trust.js';
@@ -67,20 +68,10 @@ async function startGateway(
   rules: GatewayRules,
   secrets: ProxySecret[] = [],
 ): Promise<{ port: number; token: string; events: EgressEvent[]; logPath: string; spyPath: string }> {
-  const gwDir = mkdtempSync(join(dir, 'gw-'));
-  const token = newProxyToken();
-  const events: EgressEvent[] = [];
   const ca = await loadOrCreateCellCa(cellCaFiles(join(dir, 'cell-ca')), 'test');
-  const logPath = join(gwDir, 'run.jsonl');
-  const spyPath = join(gwDir, 'run.spy.jsonl');
-  const gateway = createEgressGateway({
+  const spyPath = join(dir, `spy-${gateways.length}.jsonl`);
+  const gw = await startTestGateway(dir, {
     rules: { resolve: RESOLVE, ...rules },
-    token,
-    tcp: { host: '127.0.0.1', port: 0 },
-    logPath,
-    cell: 'test-cell',
-    run: 'run-1',
-    onEvent: (event) => events.push(event),
     inspect: {
       leaves: createLeafMinter(ca),
       upstreamCa: [readFileSync(upstreamCa, 'utf8')],
@@ -88,9 +79,8 @@ async function startGateway(
       spyLogPath: spyPath,
     },
   });
-  const address = await gateway.listen();
-  gateways.push(gateway);
-  return { port: address.tcp?.port ?? 0, token, events, logPath, spyPath };
+  gateways.push(gw.gateway);
+  return { port: gw.port, token: gw.token, events: gw.events, logPath: gw.logPath, spyPath };
 }
 
 interface Ran {

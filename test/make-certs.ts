@@ -2,6 +2,7 @@
 import 'reflect-metadata';
 import { webcrypto } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { join } from 'node:path';
 import * as x509 from '@peculiar/x509';
 
@@ -12,7 +13,7 @@ const DAY_MS = 86_400_000;
 
 /**
  * A test CA (its certificate written to DIR/PREFIX-ca.crt) and a server certificate it
- * signed for `names` (the first is the CN, all are DNS SANs), valid for two days.
+ * signed for `names` (the first is the CN; all are SANs, DNS or IP), valid for two days.
  */
 export async function makeCerts(
   dir: string,
@@ -46,7 +47,9 @@ export async function makeCerts(
     signingAlgorithm: ALGORITHM,
     extensions: [
       new x509.BasicConstraintsExtension(false, undefined, true),
-      new x509.SubjectAlternativeNameExtension(names.map((value) => ({ type: 'dns' as const, value }))),
+      new x509.SubjectAlternativeNameExtension(
+        names.map((value) => ({ type: isIP(value) ? ('ip' as const) : ('dns' as const), value })),
+      ),
       new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
     ],
   });
