@@ -12,10 +12,10 @@ import { startTestGateway } from './test-gateway.js';
 import { listen } from './helpers.js';
 import { createLeafMinter, loadOrCreateCellCa } from '../src/egress/cell-ca.js';
 import { cellCaFiles } from '../src/egress/cell-trust.js';
-import { createEgressGateway, type EgressGateway, type GatewayRules } from '../src/egress/egress-gateway.js';
+import type { EgressGateway, GatewayRules } from '../src/egress/egress-gateway.js';
 import type { EgressEvent } from '../src/egress/egress-log.js';
 import type { ProxySecret } from '../src/egress/inspect-rules.js';
-import { newProxyToken, proxyAuthorization } from '../src/egress/proxy-auth.js';
+import { proxyAuthorization } from '../src/egress/proxy-auth.js';
 import { createMaskStream } from '../src/egress/redact-stream.js';
 import { readSpyLog, renderSpyRecord } from '../src/egress/spy-render.js';
 

@@ -12,10 +12,10 @@ import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { WebSocket, WebSocketServer } from 'ws';
 import { createLeafMinter, loadOrCreateCellCa } from '../src/egress/cell-ca.js';
 import { cellCaFiles } from '../src/egress/cell-trust.js';
-import { createEgressGateway, type EgressGateway, type GatewayRules } from '../src/egress/egress-gateway.js';
+import type { EgressGateway, GatewayRules } from '../src/egress/egress-gateway.js';
 import type { EgressEvent } from '../src/egress/egress-log.js';
 import type { ProxySecret } from '../src/egress/inspect-rules.js';
-import { newProxyToken, proxyAuthorization } from '../src/egress/proxy-auth.js';
+import { proxyAuthorization } from '../src/egress/proxy-auth.js';
 import { agentcellAsync, makeSandbox } from './helpers.js';
 
 /*
