@@ -9,13 +9,13 @@ import { dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { listen } from './helpers.js';
 import { makeCerts } from './make-certs.js';
+import { startTestGateway, type TestGateway } from './test-gateway.js';
 import { connect as tlsConnect } from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import { startCellBridge } from '../src/egress/cell-bridge.js';
-import { createEgressGateway, type EgressGateway, type EgressGatewayOptions } from '../src/egress/egress-gateway.js';
+import type { EgressGatewayOptions } from '../src/egress/egress-gateway.js';
 import type { EgressEvent } from '../src/egress/egress-log.js';
 import type { HostRules } from '../src/egress/host-rules.js';
-import { newProxyToken } from '../src/egress/proxy-auth.js';
 
 /*
  * Real sockets, loopback only: every test server listens on 127.0.0.1, every name is
@@ -69,13 +69,8 @@ async function setupFixture(): Promise<Fixture> {
   return { dir, caPath, httpsPort, httpPort, echoPort, leakedAuth, servers: [https, http, echo] };
 }
 
-interface TestGateway {
-  gateway: EgressGateway;
-  port: number;
-  token: string;
+interface UnixGateway extends TestGateway {
   socketPath: string;
-  logPath: string;
-  events: EgressEvent[];
   lookups: string[];
 }
 
@@ -85,28 +80,18 @@ const RESOLVE = {
   'evil.agentcell.test': '127.0.0.1',
   'echo.agentcell.test': '127.0.0.1',
 };
-const gateways: TestGateway[] = [];
+const gateways: UnixGateway[] = [];
 
 /** A gateway on a unix socket and 127.0.0.1:0, names resolved only by `resolve` or `dns`. */
 async function startGateway(
   rules: HostRules,
   options: { dns?: Record<string, string[]>; gateway?: Partial<EgressGatewayOptions> } = {},
-): Promise<TestGateway> {
-  const dir = mkdtempSync(join(fx.dir, 'gw-'));
-  const token = newProxyToken();
-  const events: EgressEvent[] = [];
+): Promise<UnixGateway> {
   const lookups: string[] = [];
-  const socketPath = join(dir, 'gateway.sock');
-  const logPath = join(dir, 'egress.jsonl');
-  const gateway = createEgressGateway({
+  const socketPath = join(fx.dir, `gw-${gateways.length}.sock`);
+  const gw = await startTestGateway(fx.dir, {
     rules: { resolve: RESOLVE, ...rules },
-    token,
     socketPath,
-    tcp: { host: '127.0.0.1', port: 0 },
-    logPath,
-    cell: 'test-cell',
-    run: 'run-1',
-    onEvent: (event) => events.push(event),
     lookup: (host) => {
       lookups.push(host);
       const found = options.dns?.[host];
@@ -116,8 +101,7 @@ async function startGateway(
     },
     ...options.gateway,
   });
-  const address = await gateway.listen();
-  const started: TestGateway = { gateway, port: address.tcp!.port, token, socketPath, logPath, events, lookups };
+  const started: UnixGateway = { ...gw, socketPath, lookups };
   gateways.push(started);
   return started;
 }
