@@ -1,7 +1,8 @@
 import tseslint from 'typescript-eslint';
+import { layersPlugin } from './eslint-layers.js';
 
 export default tseslint.config(
-  { ignores: ['dist/', 'node_modules/', 'scripts/', 'eslint.config.js'] },
+  { ignores: ['dist/', 'node_modules/', 'scripts/', 'eslint.config.js', 'eslint-layers.js'] },
   ...tseslint.configs.recommendedTypeChecked,
   {
     languageOptions: { parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname } },
@@ -13,18 +14,20 @@ export default tseslint.config(
     },
   },
   {
-    files: ['src/**'],
+    files: ['src/**/*.ts'],
+    plugins: { agentcell: layersPlugin },
     rules: {
+      'agentcell/layers': 'error',
       'no-restricted-syntax': [
         'error',
         {
           // Node's recursive mkdir spins forever where a parent exists but mkdir says ENOENT (/proc).
           selector: "CallExpression[callee.name=/^mkdir/] Property[key.name='recursive']",
-          message: 'use makeDirs (src/make-dirs.ts): recursive mkdir can loop forever',
+          message: 'use makeDirs (src/_internal/make-dirs.ts): recursive mkdir can loop forever',
         },
         {
           selector: "CallExpression[callee.property.name=/^mkdir/] Property[key.name='recursive']",
-          message: 'use makeDirs (src/make-dirs.ts): recursive mkdir can loop forever',
+          message: 'use makeDirs (src/_internal/make-dirs.ts): recursive mkdir can loop forever',
         },
       ],
     },

@@ -1,6 +1,6 @@
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
-import { removeTrees } from '../src/workspace/overlay/layer-trash.js';
+import { removeTrees } from '../src/_internal/remove-trees.js';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fmt, writeSmallWorkspace, timeInterleaved, type Subject, type Timing } from './measure.js';

@@ -20,7 +20,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { acceptCell, type CellRef } from '../src/cell/cell-decisions.js';
 import { agentcellPaths } from '../src/paths.js';
 import { checkpoint, openLayerStack, restore, type LayerStack } from '../src/workspace/overlay/layer-stack.js';
-import { purgeInBackground, removeTrees } from '../src/workspace/overlay/layer-trash.js';
+import { purgeInBackground, removeTrees } from '../src/_internal/remove-trees.js';
 import { fmt } from './measure.js';
 import type { Section } from './startup.js';
 

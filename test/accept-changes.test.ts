@@ -20,7 +20,7 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { planAccept, type WorkspaceChange } from '../src/workspace/accept-changes.js';
 import type { LayerEntry } from '../src/workspace/overlay/layer-diff.js';
-import { removeTrees } from '../src/workspace/overlay/layer-trash.js';
+import { removeTrees } from '../src/_internal/remove-trees.js';
 import { listTree, makeSandbox } from './helpers.js';
 
 /** A hand-made layer holding what an agent left behind, hostile entries included. */

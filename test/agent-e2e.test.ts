@@ -1,13 +1,13 @@
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createServer, type Server } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { makeCerts } from './make-certs.js';
 import { proxySecretPlaceholder } from '../src/cell/resolve-secrets.js';
-import { agentcellAsync, cellDirOf, makeSandbox, type CliResult, type Sandbox } from './helpers.js';
+import { agentcellAsync, cellDirOf, makeSandbox, type CliResult, type Sandbox, listen } from './helpers.js';
 import { anthropicStub, geminiStub, openaiResponsesStub, type StubRequest } from './provider-stubs.js';
 
 /**
@@ -27,34 +27,6 @@ function runCli(args: string[], sb: Sandbox, env: NodeJS.ProcessEnv = {}): Promi
   // A first run installs the CLI from npm.
   return agentcellAsync(sb, args, { env, timeoutMs: Number(process.env['E2E_KILL_MS'] ?? 600_000) });
 }
-
-/** A test CA and a leaf for `names`, with openssl. */
-function makeCerts(dir: string, names: string[]): { key: Buffer; cert: Buffer; ca: string } {
-  const openssl = (...args: string[]): void => void execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
-  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
-  openssl('req', '-x509', ...ec, '-keyout', 'ca.key', '-out', 'ca.crt', '-days', '2', '-subj', '/CN=stub provider CA');
-  openssl('req', ...ec, '-keyout', 'leaf.key', '-out', 'leaf.csr', '-subj', `/CN=${names[0]}`);
-  writeFileSync(join(dir, 'leaf.ext'), `subjectAltName=${names.map((n) => `DNS:${n}`).join(',')}\n`);
-  openssl(
-    ...['x509', '-req', '-in', 'leaf.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial'],
-    ...['-out', 'leaf.crt', '-days', '2', '-extfile', 'leaf.ext'],
-  );
-  return {
-    key: readFileSync(join(dir, 'leaf.key')),
-    cert: readFileSync(join(dir, 'leaf.crt')),
-    ca: join(dir, 'ca.crt'),
-  };
-}
-
-function listen(server: Server): Promise<number> {
-  return new Promise((resolve) =>
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      resolve(typeof address === 'object' && address ? address.port : 0);
-    }),
-  );
-}
-
 /** A file the cell wrote, found in the cell's overlay layers (it is not on the host until accepted). */
 function layerFile(sb: Sandbox, name: string): string {
   const found = findFile(join(cellDirOf(sb), 'layers'), name);
@@ -93,7 +65,11 @@ describe('agents end to end: real CLIs in a cell, stub providers through the gat
 
   before(async () => {
     certDir = mkdtempSync(join(tmpdir(), 'agentcell-agent-e2e-'));
-    const certs = makeCerts(certDir, ['api.anthropic.com', 'api.openai.com', 'generativelanguage.googleapis.com']);
+    const certs = await makeCerts(certDir, 'stub provider', [
+      'api.anthropic.com',
+      'api.openai.com',
+      'generativelanguage.googleapis.com',
+    ]);
     ca = certs.ca;
     server = createServer({ key: certs.key, cert: certs.cert }, (req, res) => handlers[route](req, res));
     port = await listen(server);

@@ -1,13 +1,12 @@
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpServer, type Server } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { agentcellAsync, listTree, makeSandbox, type CliResult, type Sandbox } from './helpers.js';
+import { makeCerts } from './make-certs.js';
+import { agentcellAsync, listTree, makeSandbox, type CliResult, type Sandbox, listen } from './helpers.js';
 import { backendArgs, prepareBackend, TEST_BACKENDS, type TestBackend } from './backends-under-test.js';
 
 /**
@@ -29,41 +28,6 @@ function inGatewayCell(
   return runCli(['run', ...backendArgs(backend), '--network', 'allowlist', '--', 'sh', '-c', script], sb, env);
 }
 
-function listen(server: Server): Promise<number> {
-  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve((server.address() as AddressInfo).port)));
-}
-
-/** A CA and a certificate for api.test it signed, made with the openssl CLI. */
-function makeCertificates(dir: string): { ca: string; key: string; cert: string } {
-  const openssl = (...args: string[]): void => {
-    const r = spawnSync('openssl', args, { cwd: dir, encoding: 'utf8' });
-    assert.equal(r.status, 0, r.stderr);
-  };
-  const p = (name: string): string => join(dir, name);
-  openssl(
-    ...['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=agentcell test CA'],
-    ...['-keyout', p('ca.key'), '-out', p('ca.crt')],
-  );
-  openssl(
-    'req',
-    '-newkey',
-    'rsa:2048',
-    '-nodes',
-    '-subj',
-    '/CN=api.test',
-    '-keyout',
-    p('srv.key'),
-    '-out',
-    p('srv.csr'),
-  );
-  writeFileSync(p('ext.cnf'), 'subjectAltName=DNS:api.test\n');
-  openssl(
-    ...['x509', '-req', '-in', p('srv.csr'), '-CA', p('ca.crt'), '-CAkey', p('ca.key'), '-CAcreateserial'],
-    ...['-days', '2', '-extfile', p('ext.cnf'), '-out', p('srv.crt')],
-  );
-  return { ca: p('ca.crt'), key: p('srv.key'), cert: p('srv.crt') };
-}
-
 for (const backend of TEST_BACKENDS)
   describe(`agentcell run --network allowlist (${backend})`, () => {
     let sb: Sandbox;
@@ -76,10 +40,8 @@ for (const backend of TEST_BACKENDS)
     before(async () => {
       prepareBackend(backend);
       certDir = mkdtempSync(join(tmpdir(), 'agentcell-ca-'));
-      const certs = makeCertificates(certDir);
-      https = createHttpsServer({ key: readFileSync(certs.key), cert: readFileSync(certs.cert) }, (_req, res) =>
-        res.end('hello from api.test\n'),
-      );
+      const certs = await makeCerts(certDir, 'agentcell', ['api.test']);
+      https = createHttpsServer({ key: certs.key, cert: certs.cert }, (_req, res) => res.end('hello from api.test\n'));
       http = createHttpServer((_req, res) => res.end('plain hello\n'));
       httpsPort = await listen(https);
       httpPort = await listen(http);

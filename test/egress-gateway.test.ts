@@ -1,19 +1,21 @@
 import assert from 'node:assert/strict';
-import { execFile, execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
+import { execFile } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer as createHttpServer } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import { connect, createServer as createNetServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { listen } from './helpers.js';
+import { makeCerts } from './make-certs.js';
+import { startTestGateway, type TestGateway } from './test-gateway.js';
 import { connect as tlsConnect } from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import { startCellBridge } from '../src/egress/cell-bridge.js';
-import { createEgressGateway, type EgressGateway, type EgressGatewayOptions } from '../src/egress/egress-gateway.js';
+import type { EgressGatewayOptions } from '../src/egress/egress-gateway.js';
 import type { EgressEvent } from '../src/egress/egress-log.js';
 import type { HostRules } from '../src/egress/host-rules.js';
-import { newProxyToken } from '../src/egress/proxy-auth.js';
 
 /*
  * Real sockets, loopback only: every test server listens on 127.0.0.1, every name is
@@ -36,60 +38,16 @@ interface Fixture {
 
 let fx: Fixture;
 
-function makeCertificates(dir: string): { key: Buffer; cert: Buffer; caPath: string } {
-  const openssl = (...args: string[]): void => {
-    execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
-  };
-  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
-  openssl('req', '-x509', ...ec, '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '2', '-subj', '/CN=agentcell test CA');
-  openssl('req', ...ec, '-keyout', 'server.key', '-out', 'server.csr', '-subj', '/CN=ok.agentcell.test');
-  writeFileSync(
-    join(dir, 'server.ext'),
-    [
-      'basicConstraints=CA:FALSE',
-      'keyUsage=digitalSignature',
-      'extendedKeyUsage=serverAuth',
-      'subjectAltName=DNS:ok.agentcell.test,DNS:other.agentcell.test,DNS:evil.agentcell.test,' +
-        'DNS:rebind.agentcell.test,DNS:localhost,IP:127.0.0.1',
-      '',
-    ].join('\n'),
-  );
-  openssl(
-    'x509',
-    '-req',
-    '-in',
-    'server.csr',
-    '-CA',
-    'ca.pem',
-    '-CAkey',
-    'ca.key',
-    '-CAcreateserial',
-    '-out',
-    'server.pem',
-    '-days',
-    '2',
-    '-extfile',
-    'server.ext',
-  );
-  return {
-    key: readFileSync(join(dir, 'server.key')),
-    cert: readFileSync(join(dir, 'server.pem')),
-    caPath: join(dir, 'ca.pem'),
-  };
-}
-
-function listenLoopback(server: Server | HttpServer): Promise<number> {
-  return new Promise((resolve) =>
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      resolve(typeof address === 'object' && address ? address.port : 0);
-    }),
-  );
-}
-
 async function setupFixture(): Promise<Fixture> {
   const dir = mkdtempSync(join(tmpdir(), 'agentcell-egress-'));
-  const { key, cert, caPath } = makeCertificates(dir);
+  const {
+    key,
+    cert,
+    ca: caPath,
+  } = await makeCerts(dir, 'agentcell', [
+    ...['ok.agentcell.test', 'other.agentcell.test', 'evil.agentcell.test', 'rebind.agentcell.test'],
+    ...['localhost', '127.0.0.1'],
+  ]);
   const leakedAuth: string[] = [];
   const note = (header: string | undefined): void => {
     if (header !== undefined) leakedAuth.push(header);
@@ -107,21 +65,12 @@ async function setupFixture(): Promise<Fixture> {
     socket.write('SSH-2.0-echo\r\n');
     socket.pipe(socket);
   });
-  const [httpsPort, httpPort, echoPort] = await Promise.all([
-    listenLoopback(https),
-    listenLoopback(http),
-    listenLoopback(echo),
-  ]);
+  const [httpsPort, httpPort, echoPort] = await Promise.all([listen(https), listen(http), listen(echo)]);
   return { dir, caPath, httpsPort, httpPort, echoPort, leakedAuth, servers: [https, http, echo] };
 }
 
-interface TestGateway {
-  gateway: EgressGateway;
-  port: number;
-  token: string;
+interface UnixGateway extends TestGateway {
   socketPath: string;
-  logPath: string;
-  events: EgressEvent[];
   lookups: string[];
 }
 
@@ -131,28 +80,18 @@ const RESOLVE = {
   'evil.agentcell.test': '127.0.0.1',
   'echo.agentcell.test': '127.0.0.1',
 };
-const gateways: TestGateway[] = [];
+const gateways: UnixGateway[] = [];
 
 /** A gateway on a unix socket and 127.0.0.1:0, names resolved only by `resolve` or `dns`. */
 async function startGateway(
   rules: HostRules,
   options: { dns?: Record<string, string[]>; gateway?: Partial<EgressGatewayOptions> } = {},
-): Promise<TestGateway> {
-  const dir = mkdtempSync(join(fx.dir, 'gw-'));
-  const token = newProxyToken();
-  const events: EgressEvent[] = [];
+): Promise<UnixGateway> {
   const lookups: string[] = [];
-  const socketPath = join(dir, 'gateway.sock');
-  const logPath = join(dir, 'egress.jsonl');
-  const gateway = createEgressGateway({
+  const socketPath = join(fx.dir, `gw-${gateways.length}.sock`);
+  const gw = await startTestGateway(fx.dir, {
     rules: { resolve: RESOLVE, ...rules },
-    token,
     socketPath,
-    tcp: { host: '127.0.0.1', port: 0 },
-    logPath,
-    cell: 'test-cell',
-    run: 'run-1',
-    onEvent: (event) => events.push(event),
     lookup: (host) => {
       lookups.push(host);
       const found = options.dns?.[host];
@@ -162,8 +101,7 @@ async function startGateway(
     },
     ...options.gateway,
   });
-  const address = await gateway.listen();
-  const started: TestGateway = { gateway, port: address.tcp!.port, token, socketPath, logPath, events, lookups };
+  const started: UnixGateway = { ...gw, socketPath, lookups };
   gateways.push(started);
   return started;
 }
@@ -447,7 +385,7 @@ describe('egress gateway: HTTPS through CONNECT', () => {
 
   it('answers 502 connect-failed when the allowed destination does not answer', async () => {
     const closed = createNetServer();
-    const port = await listenLoopback(closed);
+    const port = await listen(closed);
     await new Promise((resolve) => closed.close(resolve));
     const gw = await startGateway({ allow: ['ok.agentcell.test'] });
     const reply = await rawRequest(gw.port, connectHead(`ok.agentcell.test:${port}`, gw.token));

@@ -1,12 +1,22 @@
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import { createServer as createHttpsServer, type Server } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { agentcellAsync, CLI, cellDirOf, listTree, makeSandbox, type CliResult, type Sandbox } from './helpers.js';
+import { makeCerts } from './make-certs.js';
+import {
+  agentcellAsync,
+  CLI,
+  cellDirOf,
+  listTree,
+  makeSandbox,
+  type CliResult,
+  type Sandbox,
+  listen,
+} from './helpers.js';
 
 /**
  * TLS inspection, L7 rules, proxy-injected secrets and spy from inside real bwrap cells.
@@ -25,35 +35,6 @@ interface Seen {
 
 function runCli(args: string[], sb: Sandbox, env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
   return agentcellAsync(sb, args, { env, timeoutMs: 90_000 });
-}
-
-function makeCerts(dir: string, prefix: string, names: string[]): { key: Buffer; cert: Buffer; ca: string } {
-  const openssl = (...args: string[]): void => void execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
-  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
-  openssl(
-    'req',
-    '-x509',
-    ...ec,
-    '-keyout',
-    `${prefix}-ca.key`,
-    '-out',
-    `${prefix}-ca.crt`,
-    '-days',
-    '2',
-    '-subj',
-    `/CN=${prefix} CA`,
-  );
-  openssl('req', ...ec, '-keyout', `${prefix}.key`, '-out', `${prefix}.csr`, '-subj', `/CN=${names[0]}`);
-  writeFileSync(join(dir, `${prefix}.ext`), `subjectAltName=${names.map((n) => `DNS:${n}`).join(',')}\n`);
-  openssl(
-    ...['x509', '-req', '-in', `${prefix}.csr`, '-CA', `${prefix}-ca.crt`, '-CAkey', `${prefix}-ca.key`],
-    ...['-CAcreateserial', '-out', `${prefix}.crt`, '-days', '2', '-extfile', `${prefix}.ext`],
-  );
-  return {
-    key: readFileSync(join(dir, `${prefix}.key`)),
-    cert: readFileSync(join(dir, `${prefix}.crt`)),
-    ca: join(dir, `${prefix}-ca.crt`),
-  };
 }
 
 function findFile(dir: string, name: string): string | undefined {
@@ -96,15 +77,6 @@ function followFirstLine(sb: Sandbox, run: string): Promise<string> {
   });
 }
 
-function listen(server: Server): Promise<number> {
-  return new Promise((resolve) =>
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      resolve(typeof address === 'object' && address ? address.port : 0);
-    }),
-  );
-}
-
 describe('inspected egress from a real cell (bwrap)', () => {
   let certDir: string;
   let upstreamCa: string;
@@ -138,8 +110,8 @@ describe('inspected egress from a real cell (bwrap)', () => {
 
   before(async () => {
     certDir = mkdtempSync(join(tmpdir(), 'agentcell-inspect-cell-'));
-    const good = makeCerts(certDir, 'good', ['api.test', 'second.test']);
-    const bad = makeCerts(certDir, 'bad', ['bad.test']);
+    const good = await makeCerts(certDir, 'good', ['api.test', 'second.test']);
+    const bad = await makeCerts(certDir, 'bad', ['bad.test']);
     upstreamCa = good.ca;
     trusted = createHttpsServer({ key: good.key, cert: good.cert }, handler);
     untrusted = createHttpsServer({ key: bad.key, cert: bad.cert }, handler);

@@ -17,17 +17,20 @@ import {
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { makeCerts } from './make-certs.js';
+import { startTestGateway } from './test-gateway.js';
+import { listen } from './helpers.js';
 import { createLeafMinter, loadOrCreateCellCa } from '../src/egress/cell-ca.js';
 import { cellCaFiles } from '../src/egress/cell-trust.js';
-import { createEgressGateway, type EgressGateway, type GatewayRules } from '../src/egress/egress-gateway.js';
+import type { EgressGateway, GatewayRules } from '../src/egress/egress-gateway.js';
 import type { EgressEvent } from '../src/egress/egress-log.js';
 import type { ProxySecret } from '../src/egress/inspect-rules.js';
-import { newProxyToken, proxyAuthorization } from '../src/egress/proxy-auth.js';
+import { proxyAuthorization } from '../src/egress/proxy-auth.js';
 import { createMaskStream } from '../src/egress/redact-stream.js';
 import { readSpyLog, renderSpyRecord } from '../src/egress/spy-render.js';
 
 /*
- * TLS inspection on loopback: real TLS both ways (a test CA made by openssl signs the
+ * TLS inspection on loopback: real TLS both ways (a test CA made by test/make-certs.ts signs the
  * upstream servers; the cell CA made by agentcell signs what curl sees), real curl as
  * the client, names mapped to 127.0.0.1 by `resolve`.
  */
@@ -64,50 +67,6 @@ let responder: (req: Seen) => Reply = () => ({
   body: 'ok\n',
 });
 
-function openssl(cwd: string, ...args: string[]): void {
-  execFileSync('openssl', args, { cwd, stdio: 'pipe' });
-}
-
-/** A CA and a server certificate for the given names, signed by it. */
-function makeServerCert(cwd: string, prefix: string, names: string[]): { key: Buffer; cert: Buffer; ca: string } {
-  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
-  openssl(
-    cwd,
-    'req',
-    '-x509',
-    ...ec,
-    '-keyout',
-    `${prefix}-ca.key`,
-    '-out',
-    `${prefix}-ca.pem`,
-    '-days',
-    '2',
-    '-subj',
-    `/CN=${prefix} test CA`,
-  );
-  openssl(cwd, 'req', ...ec, '-keyout', `${prefix}.key`, '-out', `${prefix}.csr`, '-subj', `/CN=${names[0]}`);
-  writeFileSync(join(cwd, `${prefix}.ext`), `subjectAltName=${names.map((n) => `DNS:${n}`).join(',')}\n`);
-  openssl(
-    cwd,
-    ...['x509', '-req', '-in', `${prefix}.csr`, '-CA', `${prefix}-ca.pem`, '-CAkey', `${prefix}-ca.key`],
-    ...['-CAcreateserial', '-out', `${prefix}.pem`, '-days', '2', '-extfile', `${prefix}.ext`],
-  );
-  return {
-    key: readFileSync(join(cwd, `${prefix}.key`)),
-    cert: readFileSync(join(cwd, `${prefix}.pem`)),
-    ca: join(cwd, `${prefix}-ca.pem`),
-  };
-}
-
-function listen(server: Server): Promise<number> {
-  return new Promise((resolve) =>
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      resolve(typeof address === 'object' && address ? address.port : 0);
-    }),
-  );
-}
-
 function handler(req: IncomingMessage, res: ServerResponse): void {
   let body = '';
   req.setEncoding('utf8');
@@ -135,20 +94,10 @@ async function startGateway(
   rules: GatewayRules,
   secrets: ProxySecret[] = [],
 ): Promise<{ port: number; token: string; events: EgressEvent[]; logPath: string; spyPath: string }> {
-  const gwDir = mkdtempSync(join(dir, 'gw-'));
-  const token = newProxyToken();
-  const events: EgressEvent[] = [];
   const ca = await loadOrCreateCellCa(cellCaFiles(join(dir, 'cell-ca')), 'test');
-  const logPath = join(gwDir, 'run.jsonl');
-  const spyPath = join(gwDir, 'run.spy.jsonl');
-  const gateway = createEgressGateway({
+  const spyPath = join(dir, `spy-${gateways.length}.jsonl`);
+  const gw = await startTestGateway(dir, {
     rules: { resolve: RESOLVE, ...rules },
-    token,
-    tcp: { host: '127.0.0.1', port: 0 },
-    logPath,
-    cell: 'test-cell',
-    run: 'run-1',
-    onEvent: (event) => events.push(event),
     inspect: {
       leaves: createLeafMinter(ca),
       upstreamCa: [readFileSync(upstreamCa, 'utf8')],
@@ -156,9 +105,8 @@ async function startGateway(
       spyLogPath: spyPath,
     },
   });
-  const address = await gateway.listen();
-  gateways.push(gateway);
-  return { port: address.tcp?.port ?? 0, token, events, logPath, spyPath };
+  gateways.push(gw.gateway);
+  return { port: gw.port, token: gw.token, events: gw.events, logPath: gw.logPath, spyPath };
 }
 
 interface Ran {
@@ -224,8 +172,8 @@ async function settle(events: EgressEvent[], count: number): Promise<void> {
 
 before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'agentcell-inspect-'));
-  const good = makeServerCert(dir, 'good', ['api.test', 'second.test']);
-  const bad = makeServerCert(dir, 'bad', ['bad.test']);
+  const good = await makeCerts(dir, 'good', ['api.test', 'second.test']);
+  const bad = await makeCerts(dir, 'bad', ['bad.test']);
   upstreamCa = good.ca;
   trusted = createHttpsServer({ key: good.key, cert: good.cert }, handler);
   untrusted = createHttpsServer({ key: bad.key, cert: bad.cert }, handler);

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { connect, createServer, type Server, type Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
+import { listen } from './helpers.js';
 import { createEgressGateway, type EgressGateway } from '../src/egress/egress-gateway.js';
 import { withPooledReads } from '../src/egress/pooled-accept.js';
 import { createPooledReads } from '../src/egress/pooled-reads.js';
@@ -48,10 +49,6 @@ function readSlowly(socket: Socket): Promise<{ received: number; hash: string }>
     socket.once('error', reject);
     socket.resume();
   });
-}
-
-function listen(server: Server): Promise<number> {
-  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve((server.address() as AddressInfo).port)));
 }
 
 function tunnel(gatewayPort: number, port: number): Promise<Socket> {

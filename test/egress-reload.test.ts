@@ -2,10 +2,18 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { CLI, cellDirOf, makeSandbox, type CliResult, type Sandbox, waitFor, writeAllowlistPolicy } from './helpers.js';
+import {
+  CLI,
+  cellDirOf,
+  makeSandbox,
+  type CliResult,
+  type Sandbox,
+  waitFor,
+  writeAllowlistPolicy,
+  listen,
+} from './helpers.js';
 
 /**
  * `agentcell allow` (reload a running cell's allowlists from the host-side policy) and
@@ -47,10 +55,6 @@ function runCli(sb: Sandbox, ...args: string[]): Promise<CliResult> {
 /** The `tick a=… b=…` lines the cell's loop printed so far. */
 function ticks(out: string): string[] {
   return out.split('\n').filter((l) => l.startsWith('tick '));
-}
-
-function listen(server: Server): Promise<number> {
-  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve((server.address() as AddressInfo).port)));
 }
 
 interface Report {

@@ -7,14 +7,15 @@ import { createServer as createHttpsServer, type Server } from 'node:https';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { startTestGateway } from './test-gateway.js';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { WebSocket, WebSocketServer } from 'ws';
 import { createLeafMinter, loadOrCreateCellCa } from '../src/egress/cell-ca.js';
 import { cellCaFiles } from '../src/egress/cell-trust.js';
-import { createEgressGateway, type EgressGateway, type GatewayRules } from '../src/egress/egress-gateway.js';
+import type { EgressGateway, GatewayRules } from '../src/egress/egress-gateway.js';
 import type { EgressEvent } from '../src/egress/egress-log.js';
 import type { ProxySecret } from '../src/egress/inspect-rules.js';
-import { newProxyToken, proxyAuthorization } from '../src/egress/proxy-auth.js';
+import { proxyAuthorization } from '../src/egress/proxy-auth.js';
 import { agentcellAsync, makeSandbox } from './helpers.js';
 
 /*
@@ -50,26 +51,17 @@ interface Gw {
 }
 
 async function startGateway(rules: GatewayRules, secrets: ProxySecret[] = [], trustUpstream = true): Promise<Gw> {
-  const token = newProxyToken();
-  const events: EgressEvent[] = [];
   const ca = await loadOrCreateCellCa(cellCaFiles(join(dir, 'cell-ca')), 'test');
-  const gateway = createEgressGateway({
+  const gw = await startTestGateway(dir, {
     rules: { resolve: RESOLVE, inspect: ['api.test'], ...rules },
-    token,
-    tcp: { host: '127.0.0.1', port: 0 },
-    logPath: join(mkdtempSync(join(dir, 'gw-')), 'run.jsonl'),
-    cell: 'test-cell',
-    run: 'run-1',
-    onEvent: (event) => events.push(event),
     inspect: {
       leaves: createLeafMinter(ca),
       upstreamCa: trustUpstream ? [readFileSync(upstreamCa, 'utf8')] : [],
       secrets,
     },
   });
-  const address = await gateway.listen();
-  gateways.push(gateway);
-  return { port: address.tcp?.port ?? 0, token, events, gateway };
+  gateways.push(gw.gateway);
+  return gw;
 }
 
 /** CONNECT through the gateway, then TLS to `api.test` trusting the cell CA, offering `alpn`. */

@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict';
+import type { AddressInfo, Server } from 'node:net';
 import { spawn, spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { removeTrees } from '../src/workspace/overlay/layer-trash.js';
+import { removeTrees } from '../src/_internal/remove-trees.js';
 
 /** The bundled CLI, as users run it. */
 export const CLI = join(dirname(fileURLToPath(import.meta.url)), '..', 'agentcell.cjs');
@@ -221,4 +222,12 @@ export function snapshot(root: string): Map<string, string> {
   };
   walk('');
   return entries;
+}
+
+/** Starts `server` on an ephemeral loopback port and resolves with the port. */
+export function listen(server: Server): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => resolve((server.address() as AddressInfo).port));
+  });
 }

@@ -33,7 +33,8 @@ import {
   peekLayerStack,
   restore,
 } from '../src/workspace/overlay/layer-stack.js';
-import { purgeTrash, removeTrees } from '../src/workspace/overlay/layer-trash.js';
+import { removeTrees } from '../src/_internal/remove-trees.js';
+import { purgeTrash } from '../src/workspace/overlay/layer-trash.js';
 import { overlaySupport, overlayWrapper } from '../src/workspace/overlay/overlay-mount.js';
 import { readOverlayXattrs } from '../src/workspace/overlay/overlay-xattrs.js';
 

@@ -7,7 +7,7 @@ import { afterEach, beforeEach, describe, it } from 'node:test';
 import { AgentcellError } from '../src/errors.js';
 import { agentcellPaths } from '../src/paths.js';
 import { acquireCellLock, cellLockHolder, cellLockPath } from '../src/receipts/cell-lock.js';
-import { currentProcess, isProcessAlive, processStartTime } from '../src/receipts/process-identity.js';
+import { currentProcess, isProcessAlive, processStartTime } from '../src/_internal/process-identity.js';
 import { listReceipts, receiptStore, verifyCell, type ReceiptStore } from '../src/receipts/receipt-store.js';
 import {
   beginRun,

@@ -10,7 +10,7 @@ import type { AgentName } from './agent-adapter.js';
 import { agentAdapter } from './agent-registry.js';
 import { loginStore } from './login-store.js';
 import { readyAgent } from './prepare-agent.js';
-import { makeDirs } from '../make-dirs.js';
+import { makeDirs } from '../_internal/make-dirs.js';
 
 export interface LoginRequest extends Pick<CellOptions, 'workspace' | 'mode' | 'timeout' | 'ackBreakglass'> {
   agent: string;

@@ -2,10 +2,10 @@ import { spawn } from 'node:child_process';
 import { existsSync, realpathSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { AgentcellError } from '../errors.js';
-import { findExecutable } from '../find-executable.js';
-import { removeTrees } from '../workspace/overlay/layer-trash.js';
+import { findExecutable } from '../_internal/find-executable.js';
+import { removeTrees } from '../_internal/remove-trees.js';
 import type { AgentAdapter } from './agent-adapter.js';
-import { makeDirs } from '../make-dirs.js';
+import { makeDirs } from '../_internal/make-dirs.js';
 
 /** Where a toolchain appears in every cell (read-only). */
 export const CELL_TOOLCHAINS = '/opt/agentcell/toolchains';

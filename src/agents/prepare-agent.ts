@@ -15,7 +15,7 @@ import {
   toolchainsRoot,
   type AgentToolchain,
 } from './agent-toolchain.js';
-import { makeDirs } from '../make-dirs.js';
+import { makeDirs } from '../_internal/make-dirs.js';
 import { missingCredentialHint } from './credential-hint.js';
 
 /** An agent run, decided before anything runs (`--dry-run` shows it; nothing is installed or written yet). */

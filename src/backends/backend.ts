@@ -1,4 +1,4 @@
-import type { BackendName } from '../policy/schema.js';
+import type { BackendName } from '../_internal/vocabulary.js';
 import type { CgroupPlan } from './cgroup-limits.js';
 import type { DockerApiPlan } from './docker-api-container.js';
 
@@ -75,14 +75,14 @@ export interface CellSpec {
   image?: { ref: string; digest: string };
 }
 
-/** The egress gateway's side of a cell, all host paths (see src/egress/proxy-environment.ts). */
+/** The egress gateway's side of a cell, resolved by the run (see src/egress/proxy-environment.ts). */
 export interface CellEgress {
-  /** The gateway's unix socket, in a private (0700) directory; made by the run before the cell starts. */
+  /** The gateway's unix socket on the host, in a private (0700) directory; made by the run before the cell starts. */
   socketPath: string;
-  /** The self-contained bridge script (`cell-bridge.js`), bound read-only as an `.mjs`. */
-  bridgeScript: string;
-  /** node for the bridge: a host binary to bind in, or a path inside a directory rootfs. */
-  node: { bind: string } | { path: string };
+  /** Host paths bound read-only into the cell for the bridge: the socket, the bridge script, node when the host's. */
+  binds: { source: string; target: string }[];
+  /** Runs in front of the command: starts the bridge in the cell, waits for it, then execs the command. */
+  argvPrefix: string[];
 }
 
 /** A descriptor handed to the backend process, shown in --dry-run. */

@@ -7,7 +7,6 @@ import type { CgroupPlan } from './cgroup-limits.js';
 import type { Backend, BackendPlan, BackendProbe, CellSpec, RunControl, RunOutcome } from './backend.js';
 import { createCgroups, planCgroupLimits, readLimitHit, removeCgroups, wrapInCgroups } from './cgroup-limits.js';
 import { hostEtcSecrets, hostSystemDirs } from './host-rootfs.js';
-import { CELL_BRIDGE_NODE, CELL_BRIDGE_SCRIPT, CELL_EGRESS_SOCKET, withBridge } from '../egress/proxy-environment.js';
 import { buildSeccompFilter } from './seccomp-filter.js';
 import { superviseProcess } from './supervise-process.js';
 
@@ -93,10 +92,8 @@ export function planBwrap(spec: CellSpec, executable = 'bwrap'): BackendPlan {
     const { egress } = spec;
     if (!egress) throw new Error('a gateway cell needs its egress wiring');
     // Still no network namespace of the host's: the socket is the only way out.
-    args.push('--ro-bind', egress.socketPath, CELL_EGRESS_SOCKET);
-    args.push('--ro-bind', egress.bridgeScript, CELL_BRIDGE_SCRIPT);
-    if ('bind' in egress.node) args.push('--ro-bind', egress.node.bind, CELL_BRIDGE_NODE);
-    argv = withBridge('bind' in egress.node ? CELL_BRIDGE_NODE : egress.node.path, spec.argv);
+    for (const { source, target } of egress.binds) args.push('--ro-bind', source, target);
+    argv = [...egress.argvPrefix, ...spec.argv];
   }
   // Every home on the host disappears, not only the caller's.
   args.push(...sized, '--tmpfs', '/home', ...sized, '--tmpfs', '/root');

@@ -2,7 +2,7 @@ import { readFileSync, rmdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { LimitHit, ResourceLimits } from './backend.js';
 import { detectCgroupSupport, type CgroupSupport } from './cgroup-support.js';
-import { makeDirs } from '../make-dirs.js';
+import { makeDirs } from '../_internal/make-dirs.js';
 
 /** The cgroups a cell's process tree is placed in, and what they limit. */
 export interface CgroupPlan {

@@ -1,7 +1,7 @@
 import { connect, type Socket } from 'node:net';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { readJsonFile } from '../read-json-file.js';
+import { readJsonFile } from '../_internal/read-json-file.js';
 
 const DEFAULT_SOCKET = '/var/run/docker.sock';
 const REQUEST_TIMEOUT_MS = 5000;

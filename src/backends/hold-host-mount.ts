@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { AgentcellError } from '../errors.js';
-import { HOST_MOUNT_READY, HOST_MOUNT_RELEASE } from '../workspace/overlay/host-overlay-mount.js';
+import { HOST_MOUNT_READY, HOST_MOUNT_RELEASE } from '../_internal/held-mount-protocol.js';
 
 export interface HeldMount {
   /** Ends the hold (the command unmounts) and waits until it has. */

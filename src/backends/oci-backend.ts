@@ -3,8 +3,7 @@ import { chmodSync, existsSync, readFileSync, renameSync, writeFileSync } from '
 import { join } from 'node:path';
 import { AgentcellError } from '../errors.js';
 import { cellHostname } from './cell-hostname.js';
-import { CELL_BRIDGE_NODE, CELL_BRIDGE_SCRIPT, CELL_EGRESS_SOCKET, withBridge } from '../egress/proxy-environment.js';
-import { findExecutable } from '../find-executable.js';
+import { findExecutable } from '../_internal/find-executable.js';
 import type { Backend, BackendPlan, BackendProbe, CellSpec, MaskSpec, RunControl, RunOutcome } from './backend.js';
 import { engineEnvironment, probeEngine, probeRunscRuntime, type OciEngine } from './oci-engine.js';
 import { startRunWatchdog } from './run-watchdog.js';
@@ -16,7 +15,7 @@ import { dockerSocketPath } from './docker-socket.js';
 import { runArgs, type OciContainer } from './oci-container.js';
 import { queryEngineSync } from './engine-query.js';
 import { ociSeccompProfile, serializeOciSeccompProfile } from './oci-seccomp-profile.js';
-import { makeDirs } from '../make-dirs.js';
+import { makeDirs } from '../_internal/make-dirs.js';
 
 /** The backends built on an OCI engine: the engine itself, or gVisor's runsc through it. */
 export type OciBackendName = 'podman' | 'docker' | 'gvisor';
@@ -119,10 +118,8 @@ export function planOci(spec: CellSpec, options: OciBackendOptions): BackendPlan
   if (spec.network === 'gateway') {
     const { egress } = spec;
     if (!egress) throw new Error('a gateway cell needs its egress wiring');
-    bind(egress.socketPath, CELL_EGRESS_SOCKET, 'ro');
-    bind(egress.bridgeScript, CELL_BRIDGE_SCRIPT, 'ro');
-    if ('bind' in egress.node) bind(egress.node.bind, CELL_BRIDGE_NODE, 'ro');
-    argv = withBridge('bind' in egress.node ? CELL_BRIDGE_NODE : egress.node.path, spec.argv);
+    for (const { source, target } of egress.binds) bind(source, target, 'ro');
+    argv = [...egress.argvPrefix, ...spec.argv];
   }
   const [command, ...rest] = argv;
   if (command === undefined) throw new Error('empty command');

@@ -1,7 +1,7 @@
 import { spawnSync } from 'node:child_process';
 import { platform } from 'node:os';
 import { AgentcellError } from '../errors.js';
-import { findExecutable } from '../find-executable.js';
+import { findExecutable } from '../_internal/find-executable.js';
 import type { BackendProbe } from './backend.js';
 import { queryEngine, queryEngineSync } from './engine-query.js';
 
@@ -93,7 +93,8 @@ export function probeEngine(engine: OciEngine, hostEnv: NodeJS.ProcessEnv = proc
           ? 'sudo apt-get install podman   (Fedora: sudo dnf install podman; macOS: brew install podman)'
           : 'sudo apt-get install docker.io   (macOS/Windows: install Docker Desktop or Colima)',
     };
-  const format = engine === 'docker' ? '{{.Server.Version}}' : '{{.Version.Version}}';
+  // podman 4 answers {{.Client.Version}}; {{.Version.Version}} is an error there.
+  const format = engine === 'docker' ? '{{.Server.Version}}' : '{{.Client.Version}}';
   const info = queryEngineSync(engine, ['version', '--format', format], { env, timeout: PROBE_TIMEOUT_MS });
   const version = info.stdout.trim();
   if (info.status === 0 && version !== '') return { available: true, version, detail: `${engine} ${version}` };

@@ -1,6 +1,6 @@
 import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { readJsonFile } from '../read-json-file.js';
+import { readJsonFile } from '../_internal/read-json-file.js';
 
 /**
  * Podman has no daemon to ask cheaply: `podman image inspect` is a 60–90 ms process on

@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import type { BackendName } from '../policy/schema.js';
+import type { BackendName } from '../_internal/vocabulary.js';
 import type { Backend } from './backend.js';
 import { createBwrapBackend } from './bwrap-backend.js';
 import { createOciBackend } from './oci-backend.js';

@@ -6,7 +6,7 @@ import type { AgentcellPaths } from '../paths.js';
 import { editDiff, planAllowlistEdit } from '../policy/allowlist-edit.js';
 import { PROJECT_POLICY_FILE, resolvePolicy } from '../policy/resolve-policy.js';
 import type { NetworkMode } from '../policy/schema.js';
-import { writeFileAtomic } from '../receipts/atomic-file.js';
+import { writeFileAtomic } from '../_internal/atomic-file.js';
 import { liveRuns } from './cell-egress-log.js';
 import { listCells } from './cell-store.js';
 import { reloadCellEgress } from './egress-reload.js';

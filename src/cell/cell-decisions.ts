@@ -21,7 +21,8 @@ import {
   type FrozenLayer,
   type LayerStack,
 } from '../workspace/overlay/layer-stack.js';
-import { purgeInBackground, trashDirOf } from '../workspace/overlay/layer-trash.js';
+import { purgeInBackground } from '../_internal/remove-trees.js';
+import { trashDirOf } from '../workspace/overlay/layer-trash.js';
 import { cellDir, openCell, readCell } from './cell-store.js';
 import { openTransaction, type CellTransaction } from './cell-transaction.js';
 

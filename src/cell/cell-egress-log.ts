@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { AgentcellError } from '../errors.js';
 import type { AgentcellPaths } from '../paths.js';
-import { isProcessAlive } from '../receipts/process-identity.js';
+import { isProcessAlive } from '../_internal/process-identity.js';
 import { isReceiptId } from '../receipts/receipt.js';
 import { listJournal } from '../receipts/run-journal.js';
 import {

@@ -1,6 +1,6 @@
 import { basename } from 'node:path';
 import { AgentcellError } from '../errors.js';
-import { sha256 } from '../policy/canonical-hash.js';
+import { sha256 } from '../_internal/canonical-hash.js';
 
 const CELL_NAME = /^[a-zA-Z0-9][a-zA-Z0-9._-]{0,62}$/;
 

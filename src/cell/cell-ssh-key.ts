@@ -6,7 +6,7 @@ import { AgentcellError } from '../errors.js';
 import type { AgentcellPaths } from '../paths.js';
 import { CELL_BRIDGE_NODE, CELL_BRIDGE_SCRIPT, CELL_EGRESS_SOCKET } from '../egress/proxy-environment.js';
 import { cellDir } from './cell-store.js';
-import { makeDirs } from '../make-dirs.js';
+import { makeDirs } from '../_internal/make-dirs.js';
 
 /** A cell's own SSH identity: the public half is for the user to register, the private half only ever in that cell. */
 export interface CellSshKey {

@@ -2,12 +2,12 @@ import { readdirSync, realpathSync, renameSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { AgentcellError } from '../errors.js';
 import type { AgentcellPaths } from '../paths.js';
-import { readJsonFile } from '../read-json-file.js';
+import { readJsonFile } from '../_internal/read-json-file.js';
 import { anchorPath } from '../receipts/chain-anchor.js';
-import { removeQuietly } from '../receipts/atomic-file.js';
-import { removeTrees } from '../workspace/overlay/layer-trash.js';
+import { removeQuietly } from '../_internal/atomic-file.js';
+import { removeTrees } from '../_internal/remove-trees.js';
 import { checkCellName, defaultCellName } from './cell-name.js';
-import { makeDirs } from '../make-dirs.js';
+import { makeDirs } from '../_internal/make-dirs.js';
 
 /** What a cell remembers about itself; its layers, receipts and runs live beside it. */
 export interface CellRecord {

@@ -5,7 +5,7 @@ import type { Backend, BackendPlan, CellEgress, CellSpec, ExtraMount } from '../
 import { createBackend, resolveCellImage } from '../backends/select-backend.js';
 import type { PodmanDigestCache } from '../backends/podman-digest-cache.js';
 import { AgentcellError } from '../errors.js';
-import { readJsonFile } from '../read-json-file.js';
+import { readJsonFile } from '../_internal/read-json-file.js';
 import {
   assertBreakglassAck,
   assertModeAllows,
@@ -23,7 +23,7 @@ import { BUILT_IN_HIDE, scanSecrets, type SecretScanCache } from '../workspace/s
 import { hostSystemDirs } from '../backends/host-rootfs.js';
 import { agentcellOwnDirs, type AgentcellPaths } from '../paths.js';
 import { ownDirMasks, type BoundSource } from './own-dir-masks.js';
-import { sha256 } from '../policy/canonical-hash.js';
+import { sha256 } from '../_internal/canonical-hash.js';
 import { buildCellEnvironment } from './cell-environment.js';
 import { checkCellName, defaultCellName } from './cell-name.js';
 import { PhaseTimer } from './phase-timer.js';
@@ -43,7 +43,7 @@ import { peekLayerStack, type LayerStack } from '../workspace/overlay/layer-stac
 import { hostOverlayMount } from '../workspace/overlay/host-overlay-mount.js';
 import { rootfsOverlay } from '../workspace/overlay/rootfs-overlay.js';
 import { newProxyToken } from '../egress/proxy-auth.js';
-import { CELL_BRIDGE_NODE, proxyEnvironment } from '../egress/proxy-environment.js';
+import { CELL_BRIDGE_NODE, cellEgressWiring, proxyEnvironment } from '../egress/proxy-environment.js';
 import { bridgeScriptPath, cellNode, egressSocketDir, type RunEgress } from '../egress/run-gateway.js';
 import { agentAdapter } from '../agents/agent-registry.js';
 import { listImageRecords } from '../images/cell-image.js';
@@ -211,7 +211,7 @@ export async function prepareRun(request: RunRequest): Promise<PreparedRun> {
       Object.assign(cellEnv, inspection.env);
       trustMounts = inspection.mounts;
     }
-    egressWiring = { socketPath: join(socketDir, 'egress.sock'), bridgeScript: bridgeScriptPath(), node };
+    egressWiring = cellEgressWiring(join(socketDir, 'egress.sock'), bridgeScriptPath(), node);
   }
   const spec: CellSpec = {
     cell,

@@ -1,17 +1,17 @@
 import { readdirSync, type Stats } from 'node:fs';
-import { makeDirs } from '../make-dirs.js';
+import { makeDirs } from '../_internal/make-dirs.js';
 import type { RunControl, RunOutcome } from '../backends/backend.js';
 import { startDiskWatch } from './run-disk-watch.js';
 import { AGENTCELL_VERSION } from '../version.js';
 import { captureCopy, materializeCopy } from '../workspace/overlay/copy-driver.js';
-import { writeJsonCache } from '../write-json-cache.js';
+import { writeJsonCache } from '../_internal/write-json-cache.js';
 import { countChanges } from '../workspace/overlay/layer-diff.js';
 import { AgentcellError } from '../errors.js';
 import type { AgentcellPaths } from '../paths.js';
 import type { EgressReload, EgressSummary, Receipt } from '../receipts/receipt.js';
 import type { ReloadReport } from '../egress/egress-control.js';
 import type { ReceiptStore } from '../receipts/receipt-store.js';
-import { isProcessAlive } from '../receipts/process-identity.js';
+import { isProcessAlive } from '../_internal/process-identity.js';
 import { beginRun, finishRun, listJournal, updateRun, type RunDraft } from '../receipts/run-journal.js';
 import { recordBaselines } from '../workspace/accept-baseline.js';
 import { countGitChanges, readGitState } from '../workspace/git-state.js';
@@ -21,7 +21,7 @@ import { workspaceOverlay, type PreparedRun } from './prepare-run.js';
 import { toolVersion } from './tool-versions.js';
 import { startRunGateway, type RunningGateway } from '../egress/run-gateway.js';
 import { receiptReload, serveEgressReload } from './egress-reload.js';
-import { closeInheritedFds } from '../inherited-fds.js';
+import { closeInheritedFds } from '../_internal/inherited-fds.js';
 
 export interface RunReport {
   outcome: RunOutcome;

@@ -1,9 +1,9 @@
 import { spawnSync } from 'node:child_process';
 import { statSync } from 'node:fs';
 import { join } from 'node:path';
-import { findExecutable } from '../find-executable.js';
-import { readJsonFile } from '../read-json-file.js';
-import { writeJsonCache } from '../write-json-cache.js';
+import { findExecutable } from '../_internal/find-executable.js';
+import { readJsonFile } from '../_internal/read-json-file.js';
+import { writeJsonCache } from '../_internal/write-json-cache.js';
 
 interface CachedVersion {
   path: string;

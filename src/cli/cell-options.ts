@@ -1,5 +1,5 @@
 import { Option, type Command } from 'commander';
-import { BACKENDS, MODES, NETWORK_MODES, WORKSPACE_MODES } from '../policy/vocabulary.js';
+import { BACKENDS, MODES, NETWORK_MODES, WORKSPACE_MODES } from '../_internal/vocabulary.js';
 import type { CellOptions } from '../cell/prepare-run.js';
 
 const collect = (value: string, previous: string[]): string[] => [...previous, value];

@@ -1,7 +1,7 @@
 import { Command, CommanderError } from 'commander';
 import { PhaseTimer } from '../cell/phase-timer.js';
 import { AgentcellError, pathErrorOf } from '../errors.js';
-import { closeInheritedFds } from '../inherited-fds.js';
+import { closeInheritedFds } from '../_internal/inherited-fds.js';
 import { agentcellPaths } from '../paths.js';
 import { AGENTCELL_VERSION } from '../version.js';
 import { registerCellCommands } from './commands/cell-commands.js';

@@ -1,3 +1,4 @@
+import type { CellEgress } from '../backends/backend.js';
 import { PROXY_USER } from './proxy-auth.js';
 
 /** Where the gateway wiring appears inside a cell (a tmpfs `/run`, so nothing of the host's). */
@@ -57,4 +58,17 @@ export function withBridge(node: string, argv: readonly string[]): string[] {
     'exec "$@"',
   ].join('\n');
   return ['/bin/sh', '-c', script, 'agentcell-cell', ...argv];
+}
+
+/** node for the bridge: a host binary to bind in, or a path inside a directory rootfs. */
+export type BridgeNode = { bind: string } | { path: string };
+
+/** What a gateway cell's backend binds in and runs in front of the command (CellSpec.egress). */
+export function cellEgressWiring(socketPath: string, bridgeScript: string, node: BridgeNode): CellEgress {
+  const binds = [
+    { source: socketPath, target: CELL_EGRESS_SOCKET },
+    { source: bridgeScript, target: CELL_BRIDGE_SCRIPT },
+  ];
+  if ('bind' in node) binds.push({ source: node.bind, target: CELL_BRIDGE_NODE });
+  return { socketPath, binds, argvPrefix: withBridge('bind' in node ? CELL_BRIDGE_NODE : node.path, []) };
 }

@@ -2,16 +2,17 @@ import { existsSync, lstatSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { delimiter, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { CellEgress, CellSpec } from '../backends/backend.js';
-import { sha256 } from '../policy/canonical-hash.js';
+import type { CellSpec } from '../backends/backend.js';
+import { sha256 } from '../_internal/canonical-hash.js';
 import { splitHostPort } from '../policy/host-pattern.js';
 import { AgentcellError } from '../errors.js';
 import type { CellCaFiles } from './cell-trust.js';
 import type { EgressGateway, GatewayInspectOptions, GatewayRules } from './egress-gateway.js';
 import type { EgressCounters } from './egress-log.js';
 import { normalizeHost } from './host-rules.js';
+import type { BridgeNode } from './proxy-environment.js';
 import type { ProxySecret } from './inspect-rules.js';
-import { makeDirs } from '../make-dirs.js';
+import { makeDirs } from '../_internal/make-dirs.js';
 
 /** A unix socket path is at most 107 bytes on Linux; leave room. */
 const MAX_SOCKET_PATH = 100;
@@ -69,7 +70,7 @@ export function bridgeScriptPath(): string {
  * node to run the bridge in the cell: on the host rootfs agentcell's own node is bound
  * in (it runs the bridge for sure); a directory rootfs must bring its own.
  */
-export function cellNode(rootfs: CellSpec['rootfs'], path: string | undefined): CellEgress['node'] {
+export function cellNode(rootfs: CellSpec['rootfs'], path: string | undefined): BridgeNode {
   if (rootfs.kind === 'host') return { bind: process.execPath };
   for (const dir of (path ?? '/usr/local/bin:/usr/bin:/bin').split(delimiter)) {
     if (!dir.startsWith('/')) continue;

@@ -3,7 +3,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, statfsSync } from 'node:
 import { arch, machine, platform, release, tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { probeBwrap } from '../backends/bwrap-backend.js';
-import { findExecutable } from '../find-executable.js';
+import { findExecutable } from '../_internal/find-executable.js';
 import { detectCgroupSupport } from '../backends/cgroup-support.js';
 import { buildSeccompFilter } from '../backends/seccomp-filter.js';
 

@@ -5,8 +5,8 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { AgentcellError } from '../errors.js';
 import { engineEnvironment, inspectImage, type OciEngine } from '../backends/oci-engine.js';
 import { DEFAULT_CELL_IMAGE } from '../backends/select-backend.js';
-import { readJsonFile } from '../read-json-file.js';
-import { makeDirs } from '../make-dirs.js';
+import { readJsonFile } from '../_internal/read-json-file.js';
+import { makeDirs } from '../_internal/make-dirs.js';
 
 /** An image `agentcell image build` made, as recorded in the state dir. */
 export interface CellImageRecord {

@@ -1,7 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { parse, TomlError } from 'smol-toml';
 import { AgentcellError } from '../errors.js';
-import { canonicalJson } from './canonical-hash.js';
+import { canonicalJson } from '../_internal/canonical-hash.js';
 import { hostPatternProblem } from './host-pattern.js';
 import { validateLayer } from './policy-layer.js';
 

@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { AgentcellPaths } from '../paths.js';
 import { defaultNetworkMode } from './assurance.js';
-import { hashPolicy } from './canonical-hash.js';
+import { canonicalJson, sha256 } from '../_internal/canonical-hash.js';
 import { mergeLayers, type Provenance } from './merge-layers.js';
 import { defaultPolicy } from './default-policy.js';
 import type { PolicyLayer } from './policy-layer.js';
@@ -67,7 +67,7 @@ export async function resolvePolicy(request: PolicyRequest): Promise<ResolvedPol
     policy.network.mode = defaultNetworkMode(policy.cell.mode);
     provenance.set('network.mode', [`${BUILT_IN} (default for mode ${policy.cell.mode})`]);
   }
-  return { policy, hash: hashPolicy(policy), provenance, files };
+  return { policy, hash: `sha256:${sha256(canonicalJson(policy))}`, provenance, files };
 }
 
 /** A value as the layers set it, the last one winning (before validation). */

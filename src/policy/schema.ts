@@ -3,9 +3,9 @@ import { isIP } from 'node:net';
 import * as z from 'zod/mini';
 import { hostPatternProblem } from './host-pattern.js';
 import { parseDuration, parseSize } from './units.js';
-import { BACKENDS, MODES, NETWORK_MODES, WORKSPACE_MODES } from './vocabulary.js';
+import { BACKENDS, MODES, NETWORK_MODES, WORKSPACE_MODES } from '../_internal/vocabulary.js';
 
-export type { BackendName, Mode, NetworkMode, WorkspaceMode } from './vocabulary.js';
+export type { BackendName, Mode, NetworkMode, WorkspaceMode } from '../_internal/vocabulary.js';
 
 const hostPattern = z.string().check(
   z.superRefine((value, ctx) => {

@@ -1,7 +1,7 @@
 import { basename, join } from 'node:path';
-import { ensureDir } from './atomic-file.js';
-import { acquireFileLock, readLockHolder, type LockHolder, type ReleaseLock } from './file-lock.js';
-import type { ProcessOwner } from './process-identity.js';
+import { ensureDir } from '../_internal/atomic-file.js';
+import { acquireFileLock, readLockHolder, type LockHolder, type ReleaseLock } from '../_internal/file-lock.js';
+import type { ProcessOwner } from '../_internal/process-identity.js';
 
 export interface CellLockOptions {
   /** Wait for the cell to become free instead of failing at once (default false). */

@@ -2,8 +2,8 @@ import { sign, verify } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { AgentcellError } from '../errors.js';
-import { canonicalJson, sha256 } from '../policy/canonical-hash.js';
-import { ensureDir, writeFileAtomic } from './atomic-file.js';
+import { canonicalJson, sha256 } from '../_internal/canonical-hash.js';
+import { ensureDir, writeFileAtomic } from '../_internal/atomic-file.js';
 import type { PublicKeyRing, SigningKey } from './signing-key.js';
 
 /**

@@ -1,5 +1,5 @@
 import { sign, verify } from 'node:crypto';
-import { canonicalJson, sha256 } from '../policy/canonical-hash.js';
+import { canonicalJson, sha256 } from '../_internal/canonical-hash.js';
 import type { Receipt, UnsignedReceipt } from './receipt.js';
 import { receiptShapeProblems } from './receipt.js';
 import type { PublicKeyRing, SigningKey } from './signing-key.js';

@@ -1,9 +1,9 @@
 import { AgentcellError } from '../errors.js';
 import { readdirSync, readFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
-import { sha256 } from '../policy/canonical-hash.js';
-import { createFileAtomic, ensureDir } from './atomic-file.js';
-import { acquireFileLock } from './file-lock.js';
+import { sha256 } from '../_internal/canonical-hash.js';
+import { createFileAtomic, ensureDir } from '../_internal/atomic-file.js';
+import { acquireFileLock } from '../_internal/file-lock.js';
 import { isReceiptId, newReceiptId, receiptShapeProblems, type Receipt, type ReceiptDraft } from './receipt.js';
 import {
   receiptHash,

@@ -1,8 +1,8 @@
 import { AgentcellError } from '../errors.js';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { ensureDir, removeQuietly, writeFileAtomic } from './atomic-file.js';
-import { currentProcess, isProcessAlive, type ProcessOwner } from './process-identity.js';
+import { ensureDir, removeQuietly, writeFileAtomic } from '../_internal/atomic-file.js';
+import { currentProcess, isProcessAlive, type ProcessOwner } from '../_internal/process-identity.js';
 import { isReceiptId, newReceiptId, type Receipt, type ReceiptDraft } from './receipt.js';
 import { appendReceiptLocked, withReceiptLock, type ReceiptStore } from './receipt-store.js';
 

@@ -2,8 +2,8 @@ import { AgentcellError } from '../errors.js';
 import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { sha256 } from '../policy/canonical-hash.js';
-import { createFileAtomic, ensureDir, writeFileAtomic } from './atomic-file.js';
+import { sha256 } from '../_internal/canonical-hash.js';
+import { createFileAtomic, ensureDir, writeFileAtomic } from '../_internal/atomic-file.js';
 
 /** The key this host signs receipts with. */
 export interface SigningKey {

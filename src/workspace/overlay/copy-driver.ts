@@ -21,9 +21,9 @@ import {
 import { dirname, join, relative } from 'node:path';
 import { AgentcellError } from '../../errors.js';
 import type { LayerStack } from './layer-stack.js';
-import { removeTrees } from './layer-trash.js';
+import { removeTrees } from '../../_internal/remove-trees.js';
 import { readOverlayXattrs, type OverlayXattrs } from './overlay-xattrs.js';
-import { makeDirs } from '../../make-dirs.js';
+import { makeDirs } from '../../_internal/make-dirs.js';
 
 /**
  * The copy driver, the last resort where neither the kernel's overlayfs nor

@@ -1,3 +1,4 @@
+import { HOST_MOUNT_READY, HOST_MOUNT_RELEASE } from '../../_internal/held-mount-protocol.js';
 import type { LayerStack } from './layer-stack.js';
 import { layerDirName } from './layer-stack.js';
 
@@ -12,11 +13,6 @@ export interface HostOverlayMount {
    */
   hold: string[];
 }
-
-/** The line the held mount prints when the engine may bind it. */
-export const HOST_MOUNT_READY = 'mounted';
-/** The line that ends the hold, once the engine is done with the mount. */
-export const HOST_MOUNT_RELEASE = 'release';
 
 /**
  * An OCI engine resolves bind sources in its own mount namespace (dockerd is a daemon;

@@ -14,9 +14,10 @@ import {
 import { join } from 'node:path';
 import { AgentcellError } from '../../errors.js';
 import { captureCopy } from './copy-driver.js';
-import { purgeInBackground, trashDirOf } from './layer-trash.js';
+import { purgeInBackground } from '../../_internal/remove-trees.js';
+import { trashDirOf } from './layer-trash.js';
 import type { OverlayDriver } from './overlay-mount.js';
-import { makeDirs } from '../../make-dirs.js';
+import { makeDirs } from '../../_internal/make-dirs.js';
 
 /**
  * A cell's workspace layers, kept in the cell's state dir:

@@ -1,30 +1,13 @@
-import { spawn, spawnSync } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { AgentcellError } from '../../errors.js';
+import { removeTrees } from '../../_internal/remove-trees.js';
 
 /**
  * Dropped layers are renamed into the cell's trash/ (constant time) and deleted
- * afterwards. A layer can hold directories the agent made unreadable (mode 000,
- * still owned by the host user), so deletion makes them accessible first.
+ * afterwards, in the background (purgeInBackground in _internal/remove-trees.ts).
  */
-// Only directories are opened up (pre-order, so find can then enter them): files may be
-// hard-linked into the workspace by accept, and their modes are the workspace's now.
-const REMOVE_SCRIPT = 'find "$@" -type d ! -perm -u=rwx -exec chmod u+rwx {} \\; 2>/dev/null; exec rm -rf -- "$@"';
-
 export function trashDirOf(cellDir: string): string {
   return join(cellDir, 'trash');
-}
-
-/** Deletes directories in a detached process that outlives agentcell; returns at once. */
-export function purgeInBackground(paths: readonly string[]): void {
-  if (paths.length === 0) return;
-  const child = spawn('/bin/sh', ['-c', REMOVE_SCRIPT, 'agentcell-purge', ...paths], {
-    detached: true,
-    stdio: 'ignore',
-  });
-  child.on('error', () => undefined); // the next purgeTrash retries
-  child.unref();
 }
 
 /** Deletes everything in a cell's trash/ now (leftovers of interrupted purges; tests). */
@@ -38,18 +21,4 @@ export function purgeTrash(cellDir: string): void {
     throw error;
   }
   removeTrees(names.map((n) => join(trash, n)));
-}
-
-/**
- * Deletes directory trees now, including what a plain recursive rm cannot: the
- * mode-000 directories overlayfs leaves in work/ and the agent may leave in a layer.
- */
-export function removeTrees(paths: readonly string[]): void {
-  if (paths.length === 0) return;
-  const result = spawnSync('/bin/sh', ['-c', REMOVE_SCRIPT, 'agentcell-purge', ...paths], { encoding: 'utf8' });
-  if (result.error || result.status !== 0)
-    throw new AgentcellError(
-      'INTERNAL',
-      `cannot delete ${paths.join(', ')}: ${result.error?.message ?? result.stderr.trim()}; remove it by hand`,
-    );
 }

@@ -5,7 +5,7 @@ import { dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import { AgentcellError } from '../../errors.js';
 import type { LayerStack } from './layer-stack.js';
 import { layerDirName } from './layer-stack.js';
-import { findExecutable } from '../../find-executable.js';
+import { findExecutable } from '../../_internal/find-executable.js';
 
 /**
  * How the overlay is mounted: the kernel's overlayfs, or fuse-overlayfs where the

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 
-/** JSON with object keys sorted at every depth, so equal policies hash equal. */
+/** JSON with object keys sorted at every depth, so equal values (policies, receipts) hash equal. */
 export function canonicalJson(value: unknown): string {
   return JSON.stringify(sortKeys(value));
 }
@@ -18,8 +18,4 @@ function sortKeys(value: unknown): unknown {
 
 export function sha256(text: string | Uint8Array): string {
   return createHash('sha256').update(text).digest('hex');
-}
-
-export function hashPolicy(policy: unknown): string {
-  return `sha256:${sha256(canonicalJson(policy))}`;
 }

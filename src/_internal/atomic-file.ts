@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { closeSync, fsyncSync, linkSync, openSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
-import { makeDirs } from '../make-dirs.js';
+import { makeDirs } from './make-dirs.js';
 
 /** Creates a directory (and its parents) with `mode` for the ones it creates. */
 export function ensureDir(path: string, mode = 0o700): void {

@@ -1,6 +1,6 @@
 import { mkdirSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { AgentcellError } from './errors.js';
+import { AgentcellError } from '../errors.js';
 
 /**
  * `mkdir -p` that fails instead of spinning. Node's own `mkdirSync(…, { recursive: true })`

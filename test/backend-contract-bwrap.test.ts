@@ -1,0 +1,3 @@
+import { backendContract } from './contract/backend.js';
+
+backendContract('bwrap');
