@@ -435,7 +435,18 @@ describe('accept races a host that swaps a directory for a symlink', () => {
         fs.unlinkSync(ws + '/d');
         fs.renameSync(ws + '/d.real', ws + '/d');
         if (++swaps % 100 === 0) fs.writeFileSync(counter, String(swaps));
-      } catch {}
+      } catch {
+        // Accept may make a new d while the real one is set aside: set that one aside
+        // too and put the real one back, or every later swap would fail.
+        try {
+          if (fs.existsSync(ws + '/d.real')) {
+            const st = fs.lstatSync(ws + '/d', { throwIfNoEntry: false });
+            if (st && st.isSymbolicLink()) fs.unlinkSync(ws + '/d');
+            else if (st) fs.renameSync(ws + '/d', ws + '/d.stray-' + swaps + '-' + Date.now());
+            fs.renameSync(ws + '/d.real', ws + '/d');
+          }
+        } catch {}
+      }
     }`;
 
   function restoreD(ws: string): void {
