@@ -434,7 +434,10 @@ describe('accept races a host that swaps a directory for a symlink', () => {
         fs.symlinkSync(outside, ws + '/d');
         fs.unlinkSync(ws + '/d');
         fs.renameSync(ws + '/d.real', ws + '/d');
-        if (++swaps % 100 === 0) fs.writeFileSync(counter, String(swaps));
+        if (++swaps % 100 === 0) {
+          fs.writeFileSync(counter + '.new', String(swaps)); // renamed, so a reader never sees it half-written
+          fs.renameSync(counter + '.new', counter);
+        }
       } catch {
         // Accept may make a new d while the real one is set aside: set that one aside
         // too and put the real one back, or every later swap would fail.
