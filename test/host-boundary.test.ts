@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawnSync, type StdioOptions } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -91,3 +91,56 @@ for (const backend of TEST_BACKENDS) {
     });
   });
 }
+
+describe('root-only files under the host /etc (bwrap host rootfs; OCI cells see their image’s /etc)', () => {
+  it('the walk finds what an ordinary user could not read, and masks a closed directory whole', async () => {
+    const { unreadableEtcEntries } = await import('../src/backends/host-rootfs.js');
+    const root = mkdtempSync(join(tmpdir(), 'agentcell-etc-'));
+    try {
+      writeFileSync(join(root, 'open.conf'), 'x', { mode: 0o644 });
+      writeFileSync(join(root, 'closed.conf'), 'x', { mode: 0o600 });
+      mkdirSync(join(root, 'open.d'), { mode: 0o755 });
+      writeFileSync(join(root, 'open.d', 'key'), 'x', { mode: 0o640 });
+      mkdirSync(join(root, 'closed.d'), { mode: 0o700 });
+      writeFileSync(join(root, 'closed.d', 'inner'), 'x', { mode: 0o644 });
+      const found = unreadableEtcEntries(root).map((m) => `${m.kind} ${m.target.slice(root.length)}`);
+      assert.deepEqual(found.sort(), ['dir /closed.d', 'file /closed.conf', 'file /open.d/key']);
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+
+  it('a root-only file and directory in /etc are unreadable from a cell, as user and as --root', () => {
+    const sb = makeSandbox({ 'README.md': 'hello\n' });
+    const tag = `${process.pid}-${Date.now()}`;
+    const file = `/etc/agentcell-test-secret-${tag}`;
+    const dir = `/etc/agentcell-test-dir-${tag}`;
+    const probe = `cat ${file} 2>/dev/null && echo FILE-READ; cat ${dir}/inner 2>/dev/null && echo DIR-READ; echo probed`;
+    try {
+      if (process.getuid?.() !== 0) {
+        // Unprivileged: no file can be made in /etc; the kernel's permission check is the guard.
+        const r = inCell(sb, 'cat /etc/shadow 2>/dev/null && echo READ; echo probed', ['--backend', 'bwrap']);
+        assert.equal(r.stdout, 'probed\n', r.stderr);
+        return;
+      }
+      writeFileSync(file, 'canary-etc\n', { mode: 0o600 });
+      mkdirSync(dir, { mode: 0o700 });
+      writeFileSync(join(dir, 'inner'), 'canary-dir\n', { mode: 0o644 });
+      // Control: root reads both outside a cell.
+      assert.match(
+        spawnSync('sh', ['-c', probe], { encoding: 'utf8' }).stdout,
+        /canary-etc\nFILE-READ\ncanary-dir\nDIR-READ/,
+      );
+      for (const extra of [[], ['--mode', 'development', '--root']]) {
+        const r = inCell(sb, probe, ['--backend', 'bwrap', ...extra]);
+        assert.equal(r.status, 0, r.stderr);
+        assert.equal(r.stdout, 'probed\n', `${extra.join(' ')}: ${r.stdout}`);
+      }
+      assert.equal(readFileSync(file, 'utf8'), 'canary-etc\n', 'the host file is unchanged');
+    } finally {
+      rmSync(file, { force: true });
+      rmSync(dir, { recursive: true, force: true });
+      sb.cleanup();
+    }
+  });
+});

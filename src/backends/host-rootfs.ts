@@ -46,9 +46,15 @@ export function hostSystemDirs(root = '/'): RootfsEntry[] {
   return entries;
 }
 
-/** Existing secret files under the host's /etc, including SSH host private keys. */
-export function hostEtcSecrets(etc = '/etc'): { target: string; kind: 'file' | 'dir' }[] {
-  const found: { target: string; kind: 'file' | 'dir' }[] = [];
+type EtcMask = { target: string; kind: 'file' | 'dir' };
+
+/**
+ * Secret files under the host's /etc: the fixed list and SSH host private keys, and, for a
+ * root caller, everything an ordinary user could not read (a root caller's cell carries the
+ * host's kernel uid 0, so file modes alone would not keep root-only files out).
+ */
+export function hostEtcSecrets(etc = '/etc', callerIsRoot = process.getuid?.() === 0): EtcMask[] {
+  const found: EtcMask[] = [];
   const add = (path: string): void => {
     try {
       found.push({ target: path, kind: lstatSync(path).isDirectory() ? 'dir' : 'file' });
@@ -61,7 +67,45 @@ export function hostEtcSecrets(etc = '/etc'): { target: string; kind: 'file' | '
   if (existsSync(sshDir)) {
     for (const name of safeReaddir(sshDir)) if (/^ssh_host_.*_key$/.test(name)) add(join(sshDir, name));
   }
+  if (callerIsRoot) found.push(...unreadableEtcEntries(etc));
+  return withoutNested(found);
+}
+
+/**
+ * Entries under `etc` that an ordinary user could not read: a file without the read bit for
+ * others, a directory without read and search for others (masked whole, not descended).
+ * Only /etc is walked: /usr, /bin and /lib* are large and world-readable by design.
+ */
+export function unreadableEtcEntries(etc = '/etc'): EtcMask[] {
+  const found: EtcMask[] = [];
+  const walk = (dir: string): void => {
+    for (const name of safeReaddir(dir)) {
+      const path = join(dir, name);
+      let stat;
+      try {
+        stat = lstatSync(path);
+      } catch {
+        continue;
+      }
+      if (stat.isDirectory()) {
+        if ((stat.mode & 0o005) !== 0o005) found.push({ target: path, kind: 'dir' });
+        else walk(path);
+      } else if (stat.isFile() && (stat.mode & 0o004) === 0) found.push({ target: path, kind: 'file' });
+    }
+  };
+  walk(etc);
   return found;
+}
+
+/** One mask per path, and none inside a masked directory (bwrap can't bind into its empty tmpfs). */
+function withoutNested(masks: EtcMask[]): EtcMask[] {
+  const dirs = masks.filter((m) => m.kind === 'dir').map((m) => m.target);
+  const seen = new Set<string>();
+  return masks.filter((m) => {
+    if (seen.has(m.target) || dirs.some((d) => m.target.startsWith(d + '/'))) return false;
+    seen.add(m.target);
+    return true;
+  });
 }
 
 function safeReaddir(dir: string): string[] {
