@@ -453,15 +453,16 @@ describe('inspected HTTPS through the gateway', () => {
   });
 });
 
-describe('proxy-injected secrets', () => {
-  const secret: ProxySecret = {
-    name: 'API_KEY',
-    host: 'api.test',
-    header: 'Authorization',
-    headerValue: `Bearer ${SECRET}`,
-    value: SECRET,
-  };
+/** The secret the gateway injects for api.test in the suites below. */
+const secret: ProxySecret = {
+  name: 'API_KEY',
+  host: 'api.test',
+  header: 'Authorization',
+  headerValue: `Bearer ${SECRET}`,
+  value: SECRET,
+};
 
+describe('proxy-injected secrets', () => {
   it('masks the secret in what an upstream reflects back (headers and body, also split across chunks)', async () => {
     seen.length = 0;
     responder = (req) => ({
@@ -514,13 +515,6 @@ describe('proxy-injected secrets', () => {
 });
 
 describe('proxy-injected secrets, reflected encoded', () => {
-  const secret: ProxySecret = {
-    name: 'API_KEY',
-    host: 'api.test',
-    header: 'Authorization',
-    headerValue: `Bearer ${SECRET}`,
-    value: SECRET,
-  };
   const PROBE = 'probe-not-secret-value-9876543210fedcba';
 
   /** Every reading of `body` a cell could try: raw, decompressed, base64 at each offset, hex, URL and JSON decoded. */
