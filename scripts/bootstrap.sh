@@ -22,6 +22,8 @@ PACKAGES+=(podman docker.io runc runsc uidmap debootstrap)
 # --no-install-recommends apt picks the CNI plugins instead). podman settles on a backend at its
 # first use, so this comes before any podman command; agentcell itself works with either.
 PACKAGES+=(netavark aardvark-dns)
+# The completion tests load `agentcell completion zsh|fish` in a real zsh and fish (bash is always there).
+PACKAGES+=(zsh fish)
 
 missing=()
 for p in "${PACKAGES[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p"); done

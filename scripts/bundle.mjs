@@ -4,7 +4,7 @@
 // CommonJS one, and compiling the bundle without a cache another ~19 ms.
 import { build } from 'esbuild';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -48,6 +48,21 @@ try {
     encoding: 'utf8',
   });
   if (warm.status !== 0) throw new Error(`warming the code cache failed: ${warm.stderr}`);
+  // The man page is rendered from the commander definitions, so it ships matching the CLI.
+  const man = spawnSync(process.execPath, [launcher, 'man'], {
+    env: { PATH: process.env.PATH, HOME: scratch, AGENTCELL_HOME: join(scratch, 'home') },
+    encoding: 'utf8',
+  });
+  if (man.status !== 0) throw new Error(`rendering the man page failed: ${man.stderr}`);
+  writeFileSync('dist/agentcell.1', man.stdout);
+  // So is the JSON Schema of agentcell.toml (from the zod schema), which `init` points editors at.
+  const schema = spawnSync(process.execPath, [launcher, 'policy', 'schema'], {
+    env: { PATH: process.env.PATH, HOME: scratch, AGENTCELL_HOME: join(scratch, 'home') },
+    encoding: 'utf8',
+  });
+  if (schema.status !== 0) throw new Error(`rendering the policy schema failed: ${schema.stderr}`);
+  mkdirSync('schemas', { recursive: true });
+  writeFileSync('schemas/agentcell.schema.json', schema.stdout);
 } finally {
   rmSync(scratch, { recursive: true, force: true });
 }

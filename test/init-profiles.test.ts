@@ -7,6 +7,7 @@ import { AgentcellError } from '../src/errors.js';
 import { agentcellPaths } from '../src/paths.js';
 import { DEFAULT_PROFILE, PROFILES, renderProfile, writeInitFile } from '../src/policy/init-profiles.js';
 import { readPolicyFile } from '../src/policy/policy-layer.js';
+import { policySchemaUrl } from '../src/policy/policy-json-schema.js';
 import { PolicySchema } from '../src/policy/schema.js';
 import { makeSandbox, type Sandbox } from './helpers.js';
 
@@ -162,7 +163,7 @@ describe('agentcell init profiles', () => {
     const dry = writeInitFile(box.workspace, { profile: 'node', dryRun: true });
     assert.equal(dry.written, false);
     assert.equal(dry.path, join(box.workspace, 'agentcell.toml'));
-    assert.equal(dry.content, renderProfile('node'));
+    assert.equal(dry.content, renderProfile('node', policySchemaUrl()));
     assert.deepEqual(readdirSync(box.workspace), []);
   });
 
@@ -171,7 +172,7 @@ describe('agentcell init profiles', () => {
     const box = sb;
     const result = writeInitFile(box.workspace, {});
     assert.equal(result.profile, 'development');
-    assert.equal(result.content, renderProfile('development'));
+    assert.equal(result.content, renderProfile('development', policySchemaUrl()));
     assert.equal(readFileSync(result.path, 'utf8'), result.content);
     assert.deepEqual(readdirSync(box.workspace), ['agentcell.toml']);
   });

@@ -331,6 +331,13 @@ for (const engine of [...new Set(OCI.map(engineOf))]) {
       const ran = inCell(sb, 'node -e "console.log(1+1)"', ['--backend', engine, '--image', tag]);
       assert.equal(ran.stdout, '2\n', ran.stderr);
 
+      const dryRm = acJson<{ dryRun: boolean; commands: string[][] }>(
+        sb,
+        ...['image', 'rm', tag, '--engine', engine, '--dry-run', '--json'],
+      );
+      assert.deepEqual(dryRm.commands, [[engine, 'rmi', '--force', tag]]);
+      assert.equal(spawnSync(engine, ['image', 'inspect', tag], { stdio: 'ignore' }).status, 0, 'dry run removed');
+      assert.equal(acJson<unknown[]>(sb, 'image', 'list', '--json').length, 1, 'dry run dropped the record');
       assert.equal(ac(sb, 'image', 'rm', tag, '--engine', engine).status, 0);
       assert.notEqual(spawnSync(engine, ['image', 'inspect', tag], { stdio: 'ignore' }).status, 0, 'still there');
       assert.deepEqual(acJson<unknown[]>(sb, 'image', 'list', '--json'), []);

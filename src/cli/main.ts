@@ -1,43 +1,13 @@
-import { Command, CommanderError } from 'commander';
+import { CommanderError } from 'commander';
 import { PhaseTimer } from '../cell/phase-timer.js';
 import { AgentcellError, pathErrorOf } from '../errors.js';
 import { closeInheritedFds } from '../_internal/inherited-fds.js';
 import { agentcellPaths } from '../paths.js';
-import { AGENTCELL_VERSION } from '../version.js';
-import { registerCellCommands } from './commands/cell-commands.js';
-import { registerEgressCommands } from './commands/egress-commands.js';
-import { registerHostCommands } from './commands/host-commands.js';
-import { registerImageCommands } from './commands/image-commands.js';
-import { registerReceiptCommands } from './commands/receipt-commands.js';
-import { registerTransactionCommands } from './commands/transaction-commands.js';
-import { registerPolicyCommands } from './commands/policy-commands.js';
-import { registerRunCommands } from './commands/run-commands.js';
-import { registerAgentCommands } from './commands/agent-commands.js';
-import { registerSpyCommands } from './commands/spy-commands.js';
-import { note, printJson, type CliContext } from './output.js';
+import { buildProgram } from './program.js';
+import { note, printJson } from './output.js';
 
 // Started before anything else so the phases add up to the whole run.
 const timer = new PhaseTimer();
-
-export function buildProgram(ctx: CliContext): Command {
-  const program = new Command('agentcell')
-    .description('Run AI coding agents in a bounded local cell.')
-    .version(AGENTCELL_VERSION)
-    .enablePositionalOptions()
-    .showHelpAfterError('(run agentcell help for usage)')
-    .exitOverride();
-  registerRunCommands(program, ctx);
-  registerAgentCommands(program, ctx);
-  registerPolicyCommands(program);
-  registerTransactionCommands(program);
-  registerReceiptCommands(program, ctx.setExit);
-  registerCellCommands(program);
-  registerHostCommands(program, ctx);
-  registerSpyCommands(program);
-  registerEgressCommands(program, ctx.setExit);
-  registerImageCommands(program);
-  return program;
-}
 
 async function main(): Promise<void> {
   closeInheritedFds(); // before anything is spawned (DESIGN.md invariant 10)

@@ -251,8 +251,8 @@ export function removeImage(
   stateDir: string,
   tag: string,
   engine: OciEngine | undefined,
-  hostEnv: NodeJS.ProcessEnv = process.env,
-): CellImageRecord[] {
+  options: { dryRun?: boolean; hostEnv?: NodeJS.ProcessEnv } = {},
+): { removed: CellImageRecord[]; commands: string[][] } {
   const records = listImageRecords(stateDir);
   const removed = records.filter((r) => r.tag === tag && (engine === undefined || r.engine === engine));
   if (removed.length === 0)
@@ -260,7 +260,9 @@ export function removeImage(
       'USAGE',
       `no image ${tag}${engine ? ` on ${engine}` : ''} was built by agentcell (agentcell image list)`,
     );
-  const env = engineEnvironment(hostEnv);
+  const commands = removed.map((r) => [r.engine, 'rmi', '--force', r.tag]);
+  if (options.dryRun) return { removed, commands };
+  const env = engineEnvironment(options.hostEnv ?? process.env);
   for (const r of removed) {
     const result = spawnSync(r.engine, ['rmi', '--force', r.tag], { env, encoding: 'utf8' });
     if (result.status !== 0 && !/no such image|image not known|not found/i.test(result.stderr))
@@ -270,5 +272,5 @@ export function removeImage(
     stateDir,
     records.filter((r) => !removed.includes(r)),
   );
-  return removed;
+  return { removed, commands };
 }

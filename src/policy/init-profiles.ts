@@ -3,6 +3,7 @@ import { closeSync, fsyncSync, linkSync, lstatSync, openSync, renameSync, rmSync
 import { join, resolve } from 'node:path';
 import { AgentcellError } from '../errors.js';
 import { PROJECT_POLICY_FILE } from './resolve-policy.js';
+import { policySchemaUrl } from './policy-json-schema.js';
 
 /** The starting points `agentcell init --profile NAME` offers. */
 export const PROFILES = ['strict', 'development', 'node', 'python'] as const;
@@ -27,6 +28,8 @@ export interface InitOptions {
   force?: boolean;
   /** Check and render, write nothing. */
   dryRun?: boolean;
+  /** The JSON Schema editors validate the file with (default: the one this install ships). */
+  schemaUrl?: string;
 }
 
 export interface InitResult {
@@ -104,11 +107,13 @@ const SHAPES: Record<ProfileName, ProfileShape> = {
 };
 
 /** The commented `agentcell.toml` for a profile; every one validates against the schema. */
-export function renderProfile(name: string): string {
+export function renderProfile(name: string, schemaUrl?: string): string {
   const profile = checkProfile(name);
   const shape = SHAPES[profile];
   const strict = shape.mode === 'strict';
   const lines: string[] = [
+    // taplo's directive: editors using it (VS Code's Even Better TOML, …) validate and complete keys.
+    ...(schemaUrl !== undefined ? [`#:schema ${schemaUrl}`] : []),
     `# agentcell.toml: the policy for cells that run in this workspace.`,
     `# Written by \`agentcell init --profile ${profile}\`:`,
     `#   ${PROFILE_SUMMARIES[profile]}.`,
@@ -210,7 +215,7 @@ export function renderProfile(name: string): string {
  */
 export function writeInitFile(workspace: string, options: InitOptions = {}): InitResult {
   const profile = checkProfile(options.profile ?? DEFAULT_PROFILE);
-  const content = renderProfile(profile);
+  const content = renderProfile(profile, options.schemaUrl ?? policySchemaUrl());
   const dir = resolve(workspace);
   let isDir = false;
   try {

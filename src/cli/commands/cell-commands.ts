@@ -1,11 +1,14 @@
 import type { Command } from 'commander';
 import { existsSync } from 'node:fs';
+import { createInterface } from 'node:readline/promises';
+import { isatty } from 'node:tty';
 import { join } from 'node:path';
 import { cellDiff } from '../../cell/cell-decisions.js';
 import { collectGarbage } from '../../cell/cell-gc.js';
 import { checkCellName } from '../../cell/cell-name.js';
 import { cellDir, cellNotFound, listCells, readCell, removeCellDir } from '../../cell/cell-store.js';
 import { lockCell } from '../../cell/cell-transaction.js';
+import { keepReceipts, receiptCount } from '../../cell/keep-receipts.js';
 import { AgentcellError } from '../../errors.js';
 import { agentcellPaths } from '../../paths.js';
 import { cellLockHolder } from '../../receipts/cell-lock.js';
@@ -84,9 +87,11 @@ export function registerCellCommands(program: Command): void {
     .command('rm')
     .argument('<name>')
     .option('--force', 'remove even with pending changes')
+    .option('--keep-receipts', "copy the cell's receipts (with their anchor and public key) out before removing it")
+    .option('--no-keep-receipts', 'delete the receipts without asking')
     .option('--dry-run', 'say what would be removed; change nothing')
     .option('--json', 'machine-readable output')
-    .action(async (given: string, flags: JsonFlag & DryRunFlag & { force?: boolean }) => {
+    .action(async (given: string, flags: JsonFlag & DryRunFlag & { force?: boolean; keepReceipts?: boolean }) => {
       const paths = agentcellPaths();
       const name = checkCellName(given);
       const record = readCell(paths, name);
@@ -98,20 +103,37 @@ export function registerCellCommands(program: Command): void {
           'USAGE',
           `cell ${name} has ${pending.length} pending change(s); accept or restore them, or rm --force to drop them`,
         );
+      const receipts = receiptCount(paths, name);
+      let kept: string | null = null;
       if (flags.dryRun) {
         const holder = liveHolder(dir);
         if (holder) throw new AgentcellError('CELL_LOCKED', `cell ${name} is in use by ${describeHolder(holder)}`);
       } else {
+        const keep = flags.keepReceipts ?? (receipts > 0 && !flags.json && (await askToKeep(name, receipts)));
         // Holding the lock while removing: no run can start in between (a dead holder's lock is broken).
         const locked = await lockCell(paths, name, record.workspace, ['agentcell', 'cell', 'rm', name]);
         try {
+          if (keep) kept = keepReceipts(paths, name);
           removeCellDir(paths, name);
         } finally {
           locked.release();
         }
       }
-      if (flags.json) printJson({ cell: name, dir, removed: !flags.dryRun, droppedChanges: pending.length });
-      else note(`${flags.dryRun ? 'would remove' : 'removed'} cell ${name} (${dir})`);
+      if (flags.json)
+        printJson({
+          cell: name,
+          dir,
+          removed: !flags.dryRun,
+          droppedChanges: pending.length,
+          receipts,
+          keptReceipts: kept,
+        });
+      else {
+        note(`${flags.dryRun ? 'would remove' : 'removed'} cell ${name} (${dir})`);
+        if (kept) note(`kept its ${receipts} receipt(s) in ${kept}`);
+        else if (receipts > 0)
+          note(`${flags.dryRun ? 'would delete' : 'deleted'} its ${receipts} receipt(s) (--keep-receipts keeps them)`);
+      }
     });
 
   program
@@ -127,4 +149,16 @@ export function registerCellCommands(program: Command): void {
         if (busy.length > 0) note(`skipped, in use: ${busy.join(', ')}`);
       }
     });
+}
+
+/** On a terminal, `cell rm` offers to keep the receipts it would delete; elsewhere it never waits. */
+async function askToKeep(name: string, receipts: number): Promise<boolean> {
+  if (!isatty(0) || !isatty(2)) return false;
+  const rl = createInterface({ input: process.stdin, output: process.stderr });
+  try {
+    const answer = await rl.question(`cell ${name} has ${receipts} receipt(s); keep a copy before removing it? [Y/n] `);
+    return !/^n/i.test(answer.trim());
+  } finally {
+    rl.close();
+  }
 }

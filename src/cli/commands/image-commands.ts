@@ -114,10 +114,15 @@ export function registerImageCommands(program: Command): void {
     .description('remove an image agentcell built')
     .argument('<tag>')
     .addOption(new Option('--engine <engine>', 'only from this engine').choices([...OCI_ENGINES]))
+    .option('--dry-run', 'print the engine commands and remove nothing')
     .option('--json', 'machine-readable output')
-    .action((tag: string, flags: JsonFlag & { engine?: OciEngine }) => {
-      const removed = removeImage(agentcellPaths().state, tag, flags.engine);
-      if (flags.json) printJson(removed);
-      else for (const r of removed) print(`removed ${r.engine} ${r.tag}`);
+    .action((tag: string, flags: JsonFlag & DryRunFlag & { engine?: OciEngine }) => {
+      const dryRun = flags.dryRun === true;
+      const { removed, commands } = removeImage(agentcellPaths().state, tag, flags.engine, { dryRun });
+      if (flags.json) printJson(dryRun ? { dryRun, removed, commands } : removed);
+      else if (dryRun) {
+        for (const c of commands) print(c.join(' '));
+        print('(dry run: nothing was removed)');
+      } else for (const r of removed) print(`removed ${r.engine} ${r.tag}`);
     });
 }

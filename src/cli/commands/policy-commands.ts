@@ -3,6 +3,7 @@ import { resolveCellPolicy } from '../../cell/prepare-run.js';
 import { AgentcellError } from '../../errors.js';
 import { agentcellPaths } from '../../paths.js';
 import { explainPolicy } from '../../policy/explain-policy.js';
+import { policyJsonSchema } from '../../policy/policy-json-schema.js';
 import type { ResolvedPolicy } from '../../policy/resolve-policy.js';
 import { addCellOptions, toCellOptions, type CellFlags } from '../cell-options.js';
 import { print, printJson, type JsonFlag } from '../output.js';
@@ -41,6 +42,10 @@ export function registerPolicyCommands(program: Command): void {
       if (flags.json) printJson({ valid: true, files });
       else print(`valid: ${files.length ? files.join(', ') : 'built-in defaults only'}`);
     });
+  policy
+    .command('schema')
+    .description('print the JSON Schema of agentcell.toml (for editors; init points at the shipped copy)')
+    .action(() => printJson(policyJsonSchema()));
   addCellOptions(policy.command('explain').description('where each effective value came from').argument('[key]'))
     .option('--json', 'machine-readable output')
     .action(async (key: string | undefined, flags: CellFlags & JsonFlag) => {
