@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { Ajv } from 'ajv';
@@ -10,7 +10,7 @@ import { describeCommand } from '../src/cli/command-tree.js';
 import { complete, type CompletionSources } from '../src/cli/completion.js';
 import { PROFILES, renderProfile } from '../src/policy/init-profiles.js';
 import { policyJsonSchema, policySchemaUrl } from '../src/policy/policy-json-schema.js';
-import { ac, acJson, CLI, makeSandbox, type Sandbox } from './helpers.js';
+import { ac, acJson, agentcell, CLI, makeSandbox, type Sandbox } from './helpers.js';
 
 /** The program exactly as the CLI builds it. */
 async function programTree(): Promise<ReturnType<typeof describeCommand>> {
@@ -170,5 +170,65 @@ describe('help and man page', () => {
     for (const command of tree.commands) assert.match(built, new RegExp(`^\\\\fB${command.name}\\\\fR`, 'm'));
     assert.match(built, /^\.B \\-\\-workspace\\-mode <mode>$/m);
     assert.match(built, /\(one of: bwrap, podman, docker, gvisor\)/);
+  });
+});
+
+describe('login status and logout', () => {
+  it('login status --json names each source of a credential and never its value', () => {
+    const sb = makeSandbox({
+      'agentcell.toml':
+        '[secrets.OPENAI_API_KEY]\nfrom = "cmd:pass show openai --token sk-inline"\ninject = "proxy"\nhost = "api.openai.com"\nheader = "authorization"\n',
+    });
+    try {
+      const key = 'sk-ant-test-VALUE-must-not-show';
+      const r = agentcell(['login', 'status', '--json'], {
+        cwd: sb.workspace,
+        env: { ...sb.env, ANTHROPIC_API_KEY: key },
+      });
+      assert.equal(r.status, 0, r.stderr);
+      assert.ok(!r.stdout.includes(key) && !r.stdout.includes('sk-inline'), 'a value leaked into login status');
+      const rows = JSON.parse(r.stdout) as { agent: string; ready: boolean; sources: { kind: string }[] }[];
+      const claude = rows.find((row) => row.agent === 'claude');
+      assert.deepEqual(claude?.sources, [
+        { kind: 'host-variable', variable: 'ANTHROPIC_API_KEY', injectedAs: 'x-api-key', host: 'api.anthropic.com' },
+      ]);
+      const codex = rows.find((row) => row.agent === 'codex');
+      assert.deepEqual(codex?.sources, [
+        { kind: 'policy-secret', secret: 'OPENAI_API_KEY', from: 'cmd:pass …', inject: 'proxy' },
+      ]);
+      assert.equal(rows.find((row) => row.agent === 'gemini')?.ready, false);
+    } finally {
+      sb.cleanup();
+    }
+  });
+
+  it('logout deletes the stored login and the copies in cells, and --dry-run deletes nothing', () => {
+    const sb = makeSandbox();
+    try {
+      const stored = join(sb.agentcellHome, 'config', 'credentials', 'claude', '.claude', '.credentials.json');
+      const copy = join(sb.agentcellHome, 'state', 'cells', 'c1', 'agent-home', '.claude', '.credentials.json');
+      for (const file of [stored, copy]) {
+        mkdirSync(dirname(file), { recursive: true });
+        writeFileSync(file, '{"token":"x"}');
+      }
+      const status = acJson<{ agent: string; sources: { kind: string; path?: string }[] }[]>(
+        sb,
+        'login',
+        'status',
+        '--json',
+      );
+      assert.deepEqual(
+        status.find((s) => s.agent === 'claude')?.sources.map((s) => [s.kind, s.path]),
+        [['stored-login', stored]],
+      );
+      const dry = acJson<{ removed: string[] }>(sb, 'logout', 'claude', '--dry-run', '--json');
+      assert.deepEqual(dry.removed.sort(), [copy, stored].sort());
+      assert.ok(existsSync(stored) && existsSync(copy), 'dry run deleted');
+      assert.equal(ac(sb, 'logout', 'claude').status, 0);
+      assert.equal(existsSync(stored) || existsSync(copy), false);
+      assert.equal(ac(sb, 'logout', 'nosuch').status, 2);
+    } finally {
+      sb.cleanup();
+    }
   });
 });

@@ -9,12 +9,17 @@ import type { AgentAdapter } from './agent-adapter.js';
 export function missingCredentialHint(adapter: AgentAdapter, policy: Policy, storedLogins: number): string | undefined {
   if (storedLogins > 0 || adapter.credentials.length === 0) return undefined;
   if (adapter.credentials.some((c) => policy.secrets[c.secret] !== undefined)) return undefined;
-  const variables = [...new Set(adapter.credentials.flatMap((c) => c.hostEnv))];
-  const ways = [
-    ...(adapter.login ? [`run agentcell login ${adapter.name}`] : []),
-    ...(variables.length > 0 ? [`set ${variables.join(' or ')} in this shell`] : []),
-  ];
+  const ways = credentialWays(adapter);
   const network =
     policy.network.mode === 'allowlist' ? '' : ` (and keep network.mode = "allowlist": it is "${policy.network.mode}")`;
   return `${adapter.name} has no credentials in this cell: ${ways.join(', or ')}${network}`;
+}
+
+/** How a user gives an agent credentials: its login, or its provider key variables on the host. */
+export function credentialWays(adapter: AgentAdapter): string[] {
+  const variables = [...new Set(adapter.credentials.flatMap((c) => c.hostEnv))];
+  return [
+    ...(adapter.login ? [`run agentcell login ${adapter.name}`] : []),
+    ...(variables.length > 0 ? [`set ${variables.join(' or ')} in this shell`] : []),
+  ];
 }
