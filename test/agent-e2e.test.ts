@@ -127,6 +127,8 @@ describe('agents end to end: real CLIs in a cell, stub providers through the gat
       const messages = anthropicSeen.filter((s) => s.url.startsWith('/v1/messages'));
       assert.ok(messages.length >= 3, `the stub saw ${anthropicSeen.map((s) => s.url).join(', ')}`);
       for (const m of messages) assert.equal(m.headers['x-api-key'], ANTHROPIC_KEY, 'the gateway injected the key');
+      // The cell brief reached the model through Claude Code's own user instructions (~/.claude/CLAUDE.md).
+      assert.match(JSON.stringify(messages[0]?.body), /You are working inside an agentcell cell/);
 
       // The agent's own shell saw a placeholder, never the key.
       const cellEnv = layerFile(sb, 'cell-env.txt');
@@ -141,8 +143,17 @@ describe('agents end to end: real CLIs in a cell, stub providers through the gat
       assert.ok(!spy.stdout.includes(ANTHROPIC_KEY));
       const receipt = JSON.parse((await runCli(['receipt', 'show', '--format', 'json'], sb)).stdout) as {
         tools: Record<string, string>;
+        mounts: { source: string; target: string; mode: string }[];
       };
       assert.equal(receipt.tools['claude'], '2.1.197');
+      const briefMounts = receipt.mounts.filter((m) => m.source.endsWith('agent-brief.md'));
+      assert.deepEqual(
+        briefMounts.map((m) => [m.target, m.mode]),
+        [
+          [join(sb.home, 'AGENTCELL.md'), 'ro'],
+          [join(sb.home, '.claude/CLAUDE.md'), 'ro'],
+        ],
+      );
     } finally {
       sb.cleanup();
     }
@@ -187,6 +198,9 @@ describe('agents end to end: real CLIs in a cell, stub providers through the gat
       const responses = openaiSeen.filter((s) => s.url.startsWith('/v1/responses'));
       assert.ok(responses.length >= 3, `the stub saw ${openaiSeen.map((s) => s.url).join(', ')}`);
       for (const q of responses) assert.equal(q.headers['authorization'], `Bearer ${OPENAI_KEY}`);
+      // Codex reads ~/.codex/AGENTS.md as the user's instructions: the cell brief is there.
+      // (the first request may be a WebSocket upgrade with no body; the POSTs carry the instructions)
+      assert.match(JSON.stringify(responses.find((q) => q.body)?.body), /You are working inside an agentcell cell/);
 
       const cellEnv = layerFile(sb, 'cell-env.txt');
       assert.match(cellEnv, new RegExp(`^OPENAI_API_KEY=${proxySecretPlaceholder('OPENAI_API_KEY')}$`, 'm'));

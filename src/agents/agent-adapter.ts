@@ -60,6 +60,8 @@ export interface AgentAdapter {
   /** Variables that turn off telemetry, update checks and the like. */
   env: Record<string, string>;
   seed(context: SeedContext): SeedFile[];
+  /** Files (relative to home) the CLI reads as the user's own instructions; the cell brief is bound there. */
+  briefPaths: string[];
   /** Flags put before the user's arguments so it never stops to ask. */
   unattendedArgs: string[];
   login?: AgentLogin;

@@ -53,6 +53,8 @@ export const claudeAdapter: AgentAdapter = {
       },
     },
   ],
+  // Where the CLI reads user-level instructions: agentcell's brief is bound there read-only.
+  briefPaths: ['.claude/CLAUDE.md'],
   unattendedArgs: ['--dangerously-skip-permissions'],
   login: {
     argv: ['claude', 'auth', 'login'],

@@ -37,6 +37,8 @@ export const codexAdapter: AgentAdapter = {
       ].join('\n'),
     },
   ],
+  // Where the CLI reads user-level instructions: agentcell's brief is bound there read-only.
+  briefPaths: ['.codex/AGENTS.md'],
   unattendedArgs: [],
   login: {
     argv: ['codex', 'login', '--device-auth'],

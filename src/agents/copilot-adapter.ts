@@ -22,6 +22,8 @@ export const copilotAdapter: AgentAdapter = {
   seed: ({ workspace }) => [
     { path: '.copilot/config.json', json: { trusted_folders: [workspace], banner: 'never', auto_update: false } },
   ],
+  // Where the CLI reads user-level instructions: agentcell's brief is bound there read-only.
+  briefPaths: ['.copilot/copilot-instructions.md'],
   unattendedArgs: ['--allow-all-tools', '--allow-all-paths', '--disable-client-telemetry'],
   login: { argv: ['copilot', 'login'], hosts: ['github.com', 'api.github.com'], files: ['.copilot/config.json'] },
 };

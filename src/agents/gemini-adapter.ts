@@ -22,6 +22,8 @@ export const geminiAdapter: AgentAdapter = {
       },
     },
   ],
+  // Where the CLI reads user-level instructions: agentcell's brief is bound there read-only.
+  briefPaths: ['.gemini/GEMINI.md'],
   unattendedArgs: ['--approval-mode', 'yolo'],
   login: {
     argv: ['gemini'],

@@ -17,6 +17,8 @@ export const opencodeAdapter: AgentAdapter = {
       json: { autoupdate: false, share: 'disabled', permission: { edit: 'allow', bash: 'allow', webfetch: 'allow' } },
     },
   ],
+  // Where the CLI reads user-level instructions: agentcell's brief is bound there read-only.
+  briefPaths: ['.config/opencode/AGENTS.md'],
   unattendedArgs: [],
   login: {
     argv: ['opencode', 'auth', 'login'],

@@ -13,5 +13,7 @@ export const piAdapter: AgentAdapter = {
   // Skips pi's start-up version check and package downloads.
   env: { PI_OFFLINE: '1' },
   seed: () => [],
+  // Where the CLI reads user-level instructions: agentcell's brief is bound there read-only.
+  briefPaths: ['.pi/agent/AGENTS.md'],
   unattendedArgs: [],
 };

@@ -6,6 +6,7 @@ import type { Policy } from '../policy/schema.js';
 import { proxySecretPlaceholder } from '../cell/resolve-secrets.js';
 import type { AgentAdapter, AgentName, SeedFile } from './agent-adapter.js';
 import { loginStore } from './login-store.js';
+import { agentBrief, BRIEF_FILE } from './agent-brief.js';
 import { agentAdapter } from './agent-registry.js';
 import {
   hostToolchain,
@@ -16,6 +17,7 @@ import {
   type AgentToolchain,
 } from './agent-toolchain.js';
 import { makeDirs } from '../_internal/make-dirs.js';
+import { writeFileAtomic } from '../_internal/atomic-file.js';
 import { missingCredentialHint } from './credential-hint.js';
 
 /** An agent run, decided before anything runs (`--dry-run` shows it; nothing is installed or written yet). */
@@ -32,6 +34,8 @@ export interface PreparedAgent {
   logins: { source: string; path: string }[];
   /** Set when the agent has nothing to authenticate with: what to do about it. */
   credentialHint?: string;
+  /** The cell brief (`[agent] brief`): written to this host file, bound read-only into the home. */
+  brief?: { file: string; text: string };
 }
 
 export interface AgentCellParts {
@@ -79,6 +83,9 @@ export async function prepareAgent(request: AgentRequest): Promise<AgentCellPart
   const home = join(request.cellDir, 'agent-home');
   const logins = storedLogins(adapter, request.configDir);
   const credentialHint = missingCredentialHint(adapter, policy, logins.length);
+  const brief = policy.agent.brief
+    ? { file: join(request.cellDir, 'agent-brief.md'), text: agentBrief(policy) }
+    : undefined;
   return {
     agent: {
       name: adapter.name,
@@ -87,10 +94,19 @@ export async function prepareAgent(request: AgentRequest): Promise<AgentCellPart
       seeds: adapter.seed({ workspace: request.workspace, placeholder: proxySecretPlaceholder }),
       logins,
       ...(credentialHint !== undefined ? { credentialHint } : {}),
+      ...(brief ? { brief } : {}),
     },
     mounts: [
       { source: home, target: request.cellHome, mode: 'rw' },
       { source: toolchain.dir, target: toolchain.cellDir, mode: 'ro' },
+      // Bound over the rw home, read-only: the agent reads it and can't rewrite its own brief.
+      ...(brief
+        ? [BRIEF_FILE, ...adapter.briefPaths].map((path) => ({
+            source: brief.file,
+            target: posix.join(request.cellHome, path),
+            mode: 'ro' as const,
+          }))
+        : []),
     ],
     path: posix.dirname(toolchain.executable),
     argv: [toolchain.executable, ...adapter.unattendedArgs, ...policy.agent.args, ...request.argv],
@@ -111,6 +127,8 @@ export async function readyAgent(agent: PreparedAgent, progress: (line: string) 
     chmodSync(target, 0o600);
   }
   for (const seed of agent.seeds) writeSeed(agent.home, seed);
+  // Bound into the home from this file (read-only), so it is written before the cell starts.
+  if (agent.brief) writeFileAtomic(agent.brief.file, agent.brief.text, 0o644);
 }
 
 /** Why an agent run's assurance is lower: a stored login is a credential the cell can read. */

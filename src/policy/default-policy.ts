@@ -13,6 +13,6 @@ export function defaultPolicy(): Policy {
     secrets: {},
     resources: { disk: DEFAULT_DISK_LIMIT },
     env: {},
-    agent: { args: [] },
+    agent: { args: [], brief: true },
   };
 }

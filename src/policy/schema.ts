@@ -151,6 +151,8 @@ export const PolicySchema = z.strictObject({
       version: z.optional(z.string().check(z.minLength(1))),
       /** "npm": a cached toolchain agentcell installs; "host": the host's own binary, bound read-only. */
       source: z.optional(z.enum(['npm', 'host'])),
+      /** A read-only note in the agent's home (and its native instructions file) saying it is in a cell. */
+      brief: z._default(z.boolean(), true),
     }),
     {},
   ),
