@@ -1096,6 +1096,8 @@ describe('--dry-run changes nothing', () => {
         dir: cellDirOf(sb, name),
         removed: false,
         droppedChanges: 4,
+        receipts: 2,
+        keptReceipts: null,
       });
       unchanged('cell rm --force --dry-run');
       assert.match(ac(sb, 'cell', 'rm', 'spare', '--dry-run').stderr, /would remove cell spare/);
@@ -1222,7 +1224,14 @@ describe('cell list, show, rm and gc', () => {
         '--force',
         '--json',
       );
-      assert.deepEqual(forced, { cell: main.name, dir: cellDirOf(sb, main.name), removed: true, droppedChanges: 1 });
+      assert.deepEqual(forced, {
+        cell: main.name,
+        dir: cellDirOf(sb, main.name),
+        removed: true,
+        droppedChanges: 1,
+        receipts: 1,
+        keptReceipts: null,
+      });
       assert.equal(existsSync(cellDirOf(sb, main.name)), false);
       assert.deepEqual(acJson(sb, 'cell', 'list', '--json'), []);
       assert.deepEqual(snapshot(sb.workspace), work, 'removing a cell never touches the workspace');

@@ -9,6 +9,7 @@ import { clearBaselines, copyBaselines, findConflicts } from '../workspace/accep
 import { newTempPrefix, planAccept, type AcceptResult, type Flag } from '../workspace/accept-changes.js';
 import { markTemps, removeStaleTemps, unmarkTemps } from '../workspace/accept-temps.js';
 import { readControlPlane } from '../workspace/control-plane.js';
+import { changePatch, matchesPaths, type ChangePatch } from '../workspace/change-patch.js';
 import { countChanges, diffLayers, type LayerChange, type LayerEntry } from '../workspace/overlay/layer-diff.js';
 import {
   checkCheckpointName,
@@ -60,6 +61,37 @@ export async function cellDiff(ref: CellRef): Promise<FlaggedChange[]> {
   return changes.map((c) => (flags.has(c.path) ? { ...c, flagged: flags.get(c.path)! } : c));
 }
 
+/** The pending changes as unified diffs (`diff --patch`), limited to `paths` when given. Reads only. */
+export async function cellPatch(ref: CellRef, paths: readonly string[] = []): Promise<ChangePatch[]> {
+  const dir = cellDir(ref.paths, ref.cell);
+  if (!readCell(ref.paths, ref.cell) || !existsSync(join(dir, 'layers'))) return [];
+  const sources = new Map<string, LayerEntry>();
+  const changes = await diffLayers(peekLayerStack(dir), ref.workspace, { sources });
+  return changes
+    .filter((c) => paths.length === 0 || matchesPaths(c.path, paths))
+    .flatMap((c) => changePatch(c, ref.workspace, sources.get(c.path)?.path) ?? []);
+}
+
+/**
+ * The changes `accept PATH… --exclude PATH…` applies: those under a named path and not
+ * under an excluded one, with the new directories above them (a file can't land without
+ * its parent).
+ */
+function selectChanges(
+  changes: readonly LayerChange[],
+  paths: readonly string[],
+  exclude: readonly string[],
+): LayerChange[] {
+  if (paths.length === 0 && exclude.length === 0) return [...changes];
+  const chosen = changes.filter(
+    (c) => (paths.length === 0 || matchesPaths(c.path, paths)) && !matchesPaths(c.path, exclude),
+  );
+  const needed = new Set(chosen.map((c) => c.path));
+  for (const c of chosen)
+    for (let i = c.path.indexOf('/'); i !== -1; i = c.path.indexOf('/', i + 1)) needed.add(c.path.slice(0, i));
+  return changes.filter((c) => needed.has(c.path) && (c.change !== 'deleted' || chosen.includes(c)));
+}
+
 function conflictsOf(
   stack: LayerStack,
   workspace: string,
@@ -78,6 +110,8 @@ function conflictsOf(
 export interface AcceptReport extends AcceptResult {
   receipt?: Receipt;
   dryRun: boolean;
+  /** A partial accept: how many changes it left pending in the cell. */
+  pending?: number;
 }
 
 /**
@@ -86,12 +120,23 @@ export interface AcceptReport extends AcceptResult {
  * failed; `force` applies control-plane changes and a failed run's changes, and skips
  * (never applies) what is unsafe.
  */
-export async function acceptCell(ref: CellRef, options: { force: boolean; dryRun: boolean }): Promise<AcceptReport> {
+export interface AcceptOptions {
+  force: boolean;
+  dryRun: boolean;
+  /** Only these paths (and what is under them); the rest stays pending in the cell. */
+  paths?: readonly string[];
+  /** Not these paths (nor what is under them); they stay pending. */
+  exclude?: readonly string[];
+}
+
+export async function acceptCell(ref: CellRef, options: AcceptOptions): Promise<AcceptReport> {
   const dir = cellDir(ref.paths, ref.cell);
   return withCell(ref, options.dryRun, async (tx, stack) => {
     const sources = new Map<string, LayerEntry>();
     const stats = new Map<string, Stats | undefined>();
-    const changes = await diffLayers(stack, ref.workspace, { sources, stats });
+    const all = await diffLayers(stack, ref.workspace, { sources, stats });
+    const changes = selectChanges(all, options.paths ?? [], options.exclude ?? []);
+    const partial = changes.length < all.length;
     const failed = undecidedRuns(dir).find((r) => r.exitCode !== 0);
     if (!options.force && failed)
       throw new AgentcellError(
@@ -119,7 +164,13 @@ export async function acceptCell(ref: CellRef, options: { force: boolean; dryRun
         `accept refused, nothing applied:\n${plan.refused.map((r) => `  ${r.path}: ${r.reason}`).join('\n')}\nReview, then accept --force (unsafe entries are still never applied) or restore.`,
       );
     if (options.dryRun || !tx)
-      return { applied: plan.applied, refused: plan.refused, flagged: plan.flagged, dryRun: true };
+      return {
+        applied: plan.applied,
+        refused: plan.refused,
+        flagged: plan.flagged,
+        dryRun: true,
+        ...(partial ? { pending: all.length - changes.length } : {}),
+      };
     removeStaleTemps(dir, ref.workspace);
     const startedAt = new Date().toISOString();
     // What accept replaces or deletes in the workspace goes to the trash too (see SetAside).
@@ -138,8 +189,17 @@ export async function acceptCell(ref: CellRef, options: { force: boolean; dryRun
       );
     }
     unmarkTemps(dir);
-    clearBaselines(dir);
     const before = topLayer(stack);
+    if (partial) {
+      // The layers stay: what was applied now matches the workspace (no longer a change),
+      // and the rest is still pending, with its baselines.
+      const receipt = await decide(tx, 'accepted', ref, startedAt, countChanges(result.applied), before, before, {
+        scope: result.applied.map((c) => c.path),
+      });
+      purgeInBackground([setAside]);
+      return { ...result, dryRun: false, pending: all.length - changes.length, ...(receipt ? { receipt } : {}) };
+    }
+    clearBaselines(dir);
     const { trashed } = dropLayers(stack);
     const receipt = await decide(tx, 'accepted', ref, startedAt, countChanges(result.applied), before);
     purgeInBackground([...trashed, setAside]);
@@ -242,6 +302,7 @@ async function decide(
   changes: Receipt['changes'],
   before: string | null,
   after: string | null = null,
+  extra: { scope?: string[] } = {},
 ): Promise<Receipt | undefined> {
   const run = latestRun(tx.store);
   if (!run) return undefined; // nothing was ever run in the cell: nothing to decide
@@ -254,6 +315,7 @@ async function decide(
       endedAt: new Date().toISOString(),
       changes,
       checkpoint: { before, after },
+      ...extra,
     }),
   );
 }
@@ -262,7 +324,7 @@ async function decide(
 function undecidedRuns(dir: string): Receipt[] {
   const runs: Receipt[] = [];
   for (const receipt of receiptsNewestFirst(dir)) {
-    if (receipt.kind === 'decision' && receipt.decision !== 'forked') break;
+    if (receipt.kind === 'decision' && receipt.decision !== 'forked' && receipt.scope === undefined) break;
     if (receipt.kind === 'run') runs.unshift(receipt);
   }
   return runs;

@@ -83,6 +83,11 @@ export interface Receipt {
   timings: Record<string, number>;
   /** Only when a bound of `[resources]` ended the run: which, and what agentcell saw. */
   limit?: { hit: LimitHit; detail: string };
+  /**
+   * Only on a partial accept (`accept PATH…`, `--exclude`): the paths it applied. The other
+   * pending changes stay in the cell, undecided; without it a decision covers them all.
+   */
+  scope?: { paths: string[] };
   signature: ReceiptSignature;
 }
 
@@ -159,7 +164,7 @@ export function decisionFor(receipts: readonly Receipt[], runId: string): Decisi
   if (run.kind === 'decision') return run.decision;
   let forked = false;
   for (const r of receipts) {
-    if (r.kind !== 'decision' || r.seq <= run.seq || r.decides === undefined) continue;
+    if (r.kind !== 'decision' || r.seq <= run.seq || r.decides === undefined || r.scope !== undefined) continue;
     const decidedSeq = seqOf.get(r.decides);
     if (decidedSeq === undefined || decidedSeq < run.seq) continue;
     if (r.decision === 'forked') forked = true;
@@ -196,6 +201,8 @@ export interface DecisionInput {
   checkpoint?: Receipt['checkpoint'];
   timings?: Record<string, number>;
   id?: string;
+  /** A partial accept: the paths applied (see Receipt.scope). */
+  scope?: string[];
 }
 
 /** A decision receipt's draft, describing the environment of the run it decides. */
@@ -224,6 +231,7 @@ export function decisionDraft(decided: Receipt, input: DecisionInput): ReceiptDr
   };
   if (decided.image) draft.image = { ...decided.image };
   if (input.id !== undefined) draft.id = input.id;
+  if (input.scope !== undefined) draft.scope = { paths: [...input.scope] };
   return draft;
 }
 
@@ -257,6 +265,11 @@ export function receiptShapeProblems(value: unknown): string[] {
     '{hit: disk, memory, pids or timeout, detail}',
   );
   need('decision', (v) => DECISIONS.includes(v as Decision), 'pending, accepted, restored or forked');
+  need(
+    'scope',
+    (v) => v === undefined || (isRecord(v) && Array.isArray(v['paths']) && v['paths'].every(isString)),
+    '{paths: [string]}',
+  );
   need('policy', (v) => isRecord(v) && isString(v['hash']) && isString(v['mode']), '{hash, mode}');
   need(
     'assurance',

@@ -18,6 +18,8 @@ export function renderReceiptMarkdown(r: Receipt, options: { decision?: Decision
     `- **command** \`${r.command.map(shellQuote).join(' ')}\``,
   );
   if (r.kind === 'decision' && r.decides) lines.push(`- **decides** run \`${r.decides}\``);
+  if (r.scope)
+    lines.push(`- **partial**: only ${r.scope.paths.map((p) => `\`${p}\``).join(', ')}; the rest stayed pending`);
   lines.push(
     `- **time** ${r.startedAt} → ${r.endedAt} (${formatDuration(r.durationMs)})`,
     `- **policy** \`${r.policy.hash}\` (mode ${r.policy.mode})`,

@@ -22,6 +22,8 @@ interface ListRow {
   startedAt: string;
   changes: Receipt['changes'] | null;
   signed: boolean;
+  /** A partial accept's paths. */
+  scope?: Receipt['scope'];
 }
 
 interface CellFlag {
@@ -76,6 +78,7 @@ export function registerReceiptCommands(program: Command, setExit: (code: number
         startedAt: r.startedAt,
         changes: r.changes,
         signed: true,
+        ...(r.scope ? { scope: r.scope } : {}),
       }));
       for (const run of unreceiptedRuns(dir))
         rows.push({
@@ -93,7 +96,12 @@ export function registerReceiptCommands(program: Command, setExit: (code: number
       if (flags.json) return printJson(rows);
       for (const r of rows) {
         const exit = r.exitCode === null ? '-' : String(r.exitCode);
-        const what = r.kind === 'run' ? `exit ${exit} ${r.status}` : 'decision';
+        const what =
+          r.kind === 'run'
+            ? `exit ${exit} ${r.status}`
+            : r.scope
+              ? `decision (${r.scope.paths.length} path(s))`
+              : 'decision';
         const unsigned = r.signed ? '' : '  (not receipted yet: the next run or decision receipts it)';
         print(
           `${(r.seq === null ? '-' : String(r.seq)).padStart(4)} ${r.id} ${r.startedAt} ${what} ${r.decision}  ${r.command.join(' ')}${unsigned}`,

@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import {
   acceptCell,
   cellDiff,
+  cellPatch,
   checkpointCell,
   forkCell,
   restoreCell,
@@ -12,6 +13,7 @@ import { cellDir, locateExistingCell } from '../../cell/cell-store.js';
 import { unreceiptedRuns } from '../../receipts/run-journal.js';
 import { resolveCellPolicy } from '../../cell/prepare-run.js';
 import { agentcellPaths } from '../../paths.js';
+import { matchesPaths, patchStat } from '../../workspace/change-patch.js';
 import { note, print, printJson, type DryRunFlag, type JsonFlag } from '../output.js';
 
 interface CellFlag {
@@ -31,51 +33,84 @@ function withCellFlags(command: Command): Command {
     .option('--json', 'machine-readable output');
 }
 
+const collect = (value: string, previous: string[]): string[] => [...previous, value];
+
 const SYMBOL = { added: 'A', modified: 'M', deleted: 'D' } as const;
 /** How each flag tier shows in human output: refused ones with `!`, review ones with `?`. */
 const FLAG_MARK = { unsafe: '!', refused: '!', conflict: '!', review: '?' } as const;
 
 /** `diff`, `accept`, `restore`, `checkpoint`, `fork`: review and decide what a cell changed. */
 export function registerTransactionCommands(program: Command): void {
-  withCellFlags(program.command('diff').description('what the cell changed that is not yet in the workspace')).action(
-    async (flags: CellFlag & JsonFlag) => {
+  withCellFlags(
+    program
+      .command('diff')
+      .description('what the cell changed that is not yet in the workspace')
+      .argument('[paths...]', 'only these paths (files, or directories and everything under them)'),
+  )
+    .option('--patch', 'unified diffs of the changes (binary files named)')
+    .option('--stat', 'per-file counts of changed lines, like git diff --stat')
+    .action(async (paths: string[], flags: CellFlag & JsonFlag & { patch?: boolean; stat?: boolean }) => {
       const ref = cellRef(flags);
-      const changes = await cellDiff(ref);
       // A killed run is shown at once (its receipt comes with the next run or decision).
       for (const run of unreceiptedRuns(cellDir(ref.paths, ref.cell)).filter((r) => r.state === 'interrupted'))
         note(
           `run ${run.id} (${run.command.join(' ')}) was interrupted: agentcell was killed; its changes are included, not receipted yet`,
         );
+      if (flags.patch || flags.stat) {
+        const patches = await cellPatch(ref, paths);
+        if (flags.json) return printJson(patches);
+        if (patches.length === 0) return note('no pending changes');
+        if (flags.stat) print(patchStat(patches));
+        if (flags.patch) process.stdout.write(patches.map((p) => p.patch).join(''));
+        return;
+      }
+      const changes = (await cellDiff(ref)).filter((c) => paths.length === 0 || matchesPaths(c.path, paths));
       if (flags.json) return printJson(changes);
       if (changes.length === 0) return note('no pending changes');
       for (const c of changes)
         print(
           `${SYMBOL[c.change]} ${c.path}${c.kind === 'dir' ? '/' : ''}${c.flagged ? `    ${FLAG_MARK[c.flagged.tier]} ${c.flagged.reason}` : ''}`,
         );
-    },
-  );
+    });
 
-  withCellFlags(program.command('accept').description('apply the cell’s changes to the workspace'))
+  withCellFlags(
+    program
+      .command('accept')
+      .description('apply the cell’s changes to the workspace (all, or the paths named)')
+      .argument(
+        '[paths...]',
+        'only these paths (files, or directories and everything under them); the rest stays pending',
+      ),
+  )
+    .option('--exclude <path>', 'leave this path (and what is under it) pending (repeatable)', collect, [])
     .option('--force', 'also apply control-plane changes and a failed run’s changes')
     .option('--dry-run', 'say what would be applied; change nothing')
-    .action(async (flags: CellFlag & JsonFlag & DryRunFlag & { force?: boolean }) => {
-      const report = await acceptCell(cellRef(flags), { force: Boolean(flags.force), dryRun: Boolean(flags.dryRun) });
-      if (flags.json) return printJson(report);
-      const marked = new Map(report.flagged.map((f) => [f.path, f]));
-      for (const c of report.applied) {
-        const flag = marked.get(c.path);
-        print(`${SYMBOL[c.change]} ${c.path}${flag ? `    ${FLAG_MARK[flag.tier]} ${flag.reason}` : ''}`);
-      }
-      for (const r of report.refused) note(`skipped ${r.path}: ${r.reason}`);
-      if (report.flagged.length > 0)
+    .action(
+      async (paths: string[], flags: CellFlag & JsonFlag & DryRunFlag & { force?: boolean; exclude: string[] }) => {
+        const report = await acceptCell(cellRef(flags), {
+          force: Boolean(flags.force),
+          dryRun: Boolean(flags.dryRun),
+          paths,
+          exclude: flags.exclude,
+        });
+        if (flags.json) return printJson(report);
+        const marked = new Map(report.flagged.map((f) => [f.path, f]));
+        for (const c of report.applied) {
+          const flag = marked.get(c.path);
+          print(`${SYMBOL[c.change]} ${c.path}${flag ? `    ${FLAG_MARK[flag.tier]} ${flag.reason}` : ''}`);
+        }
+        for (const r of report.refused) note(`skipped ${r.path}: ${r.reason}`);
+        if (report.flagged.length > 0)
+          note(
+            `${report.flagged.length} change(s) marked ${FLAG_MARK.review} are run by tools on the host: read them before you run those tools`,
+          );
         note(
-          `${report.flagged.length} change(s) marked ${FLAG_MARK.review} are run by tools on the host: read them before you run those tools`,
+          `${report.dryRun ? 'would apply' : 'applied'} ${report.applied.length} change(s)` +
+            (report.pending !== undefined ? `, ${report.pending} left pending in the cell` : '') +
+            (report.receipt ? `; receipt ${report.receipt.id}` : ''),
         );
-      note(
-        `${report.dryRun ? 'would apply' : 'applied'} ${report.applied.length} change(s)` +
-          (report.receipt ? `; receipt ${report.receipt.id}` : ''),
-      );
-    });
+      },
+    );
 
   withCellFlags(program.command('restore').description('drop the cell’s changes (all, or those after a checkpoint)'))
     .option('--to <checkpoint>', 'keep the layers up to this checkpoint (id, name or number)')
