@@ -131,3 +131,54 @@ describe('accept PATH… and --exclude', () => {
     assert.equal(ac(sb, 'receipt', 'verify').status, 0);
   });
 });
+
+describe('accept --merge', () => {
+  it('refuses a host edit made after the run by name, then merges it three ways; overlapping edits get git’s markers', () => {
+    sb = makeSandbox({ 'f.txt': '1\n2\n3\n4\n5\n6\n7\n8\n9\n10\n', 'g.txt': 'a\nb\n', 'h.txt': 'same\n' });
+    assert.equal(
+      ac(sb, 'run', '--', 'sh', '-c', 'sed -i s/^2$/TWO/ f.txt; echo cell > g.txt; echo h2 > h.txt').status,
+      0,
+    );
+    // Host edits after the run: f.txt far from the cell's change, g.txt on the same line.
+    writeFileSync(join(sb.workspace, 'f.txt'), '1\n2\n3\n4\n5\n6\n7\n8\nNINE\n10\n');
+    writeFileSync(join(sb.workspace, 'g.txt'), 'host\n');
+
+    const refused = ac(sb, 'accept');
+    assert.equal(refused.status, 2);
+    assert.match(refused.stderr, /ACCEPT_CONFLICT|the host changed 2 path\(s\)/);
+    assert.match(refused.stderr, /^ {2}f\.txt: the host changed this path since the run/m);
+    assert.match(refused.stderr, /^ {2}g\.txt: /m);
+    assert.equal(readFileSync(join(sb.workspace, 'h.txt'), 'utf8'), 'same\n', 'a refused accept applied something');
+
+    const dry = acJson<{ merged: { path: string; conflicts: number }[] }>(
+      sb,
+      'accept',
+      '--merge',
+      '--dry-run',
+      '--json',
+    );
+    assert.deepEqual(dry.merged, [
+      { path: 'f.txt', conflicts: 0 },
+      { path: 'g.txt', conflicts: 1 },
+    ]);
+    assert.equal(
+      readFileSync(join(sb.workspace, 'f.txt'), 'utf8'),
+      '1\n2\n3\n4\n5\n6\n7\n8\nNINE\n10\n',
+      'dry run merged',
+    );
+
+    assert.equal(ac(sb, 'accept', '--merge').status, 0);
+    assert.equal(
+      readFileSync(join(sb.workspace, 'f.txt'), 'utf8'),
+      '1\nTWO\n3\n4\n5\n6\n7\n8\nNINE\n10\n',
+      'both edits kept',
+    );
+    assert.equal(
+      readFileSync(join(sb.workspace, 'g.txt'), 'utf8'),
+      '<<<<<<< g.txt (host)\nhost\n=======\ncell\n>>>>>>> g.txt (cell)\n',
+      'nothing lost: both sides in git’s markers',
+    );
+    assert.equal(readFileSync(join(sb.workspace, 'h.txt'), 'utf8'), 'h2\n');
+    assert.deepEqual(acJson<unknown[]>(sb, 'diff', '--json'), []);
+  });
+});

@@ -1,11 +1,13 @@
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, type Stats } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, rmSync, type Stats } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AgentcellError } from '../errors.js';
 import type { AgentcellPaths } from '../paths.js';
 import { decisionDraft, type Decision, type Receipt } from '../receipts/receipt.js';
 import { appendReceipt, receiptsNewestFirst, type ReceiptStore } from '../receipts/receipt-store.js';
-import { clearBaselines, copyBaselines, findConflicts } from '../workspace/accept-baseline.js';
+import { baseContent, clearBaselines, copyBaselines, findConflicts } from '../workspace/accept-baseline.js';
+import { mergeWithHost, type MergeOutcome } from '../workspace/three-way-merge.js';
 import { newTempPrefix, planAccept, type AcceptResult, type Flag } from '../workspace/accept-changes.js';
 import { markTemps, removeStaleTemps, unmarkTemps } from '../workspace/accept-temps.js';
 import { readControlPlane } from '../workspace/control-plane.js';
@@ -92,6 +94,45 @@ function selectChanges(
   return changes.filter((c) => needed.has(c.path) && (c.change !== 'deleted' || chosen.includes(c)));
 }
 
+/** Three-way merges of the conflicting files the cell modified, each from the host's content at run start. */
+function mergeConflicts(
+  stack: LayerStack,
+  workspace: string,
+  changes: readonly LayerChange[],
+  conflicts: ReadonlyMap<string, string>,
+  sources: ReadonlyMap<string, LayerEntry>,
+): MergeOutcome[] {
+  const live = stack.layers.map((l) => l.id);
+  const conflicting = changes.filter((c) => conflicts.has(c.path));
+  if (conflicting.length === 0) return [];
+  const scratch = mkdtempSync(join(tmpdir(), 'agentcell-merge-'));
+  return conflicting
+    .map((c): MergeOutcome => {
+      const base = baseContent(stack.cellDir, live, c.path);
+      const cellFile = sources.get(c.path)?.path;
+      if (c.change !== 'modified' || cellFile === undefined)
+        return { path: c.path, merged: false, reason: `the cell ${c.change === 'deleted' ? 'deleted' : 'created'} it` };
+      if (base === undefined)
+        return {
+          path: c.path,
+          merged: false,
+          reason: "its content at run start wasn't kept (large, or changed during the run)",
+        };
+      return mergeWithHost({ scratchDir: scratch, workspace, path: c.path, base, cellFile });
+    })
+    .map((m) => ({ ...m, scratch }));
+}
+
+function mergedEntry(merged: readonly MergeOutcome[], path: string): LayerEntry | undefined {
+  const m = merged.find((o) => o.path === path);
+  return m?.merged ? { path: m.file, stats: lstatSync(m.file) } : undefined;
+}
+
+function removeMergeScratch(merges: readonly (MergeOutcome & { scratch?: string })[]): void {
+  const dir = merges[0]?.scratch;
+  if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
+}
+
 function conflictsOf(
   stack: LayerStack,
   workspace: string,
@@ -112,6 +153,8 @@ export interface AcceptReport extends AcceptResult {
   dryRun: boolean;
   /** A partial accept: how many changes it left pending in the cell. */
   pending?: number;
+  /** `--merge`: the paths merged with a host edit, and how many conflict blocks each holds. */
+  merged?: { path: string; conflicts: number }[];
 }
 
 /**
@@ -127,6 +170,8 @@ export interface AcceptOptions {
   paths?: readonly string[];
   /** Not these paths (nor what is under them); they stay pending. */
   exclude?: readonly string[];
+  /** Merge host edits made since the run with the cell's changes, three ways, instead of refusing them. */
+  merge?: boolean;
 }
 
 export async function acceptCell(ref: CellRef, options: AcceptOptions): Promise<AcceptReport> {
@@ -143,34 +188,45 @@ export async function acceptCell(ref: CellRef, options: AcceptOptions): Promise<
         'ACCEPT_REFUSED',
         `run ${failed.id} (${failed.command.join(' ')}) ${failed.status === 'interrupted' ? 'was interrupted' : `exited ${String(failed.exitCode)}`}; review with agentcell diff, then accept --force or restore`,
       );
+    const conflicting = conflictsOf(stack, ref.workspace, changes, stats);
+    const merges =
+      options.merge && !options.force ? mergeConflicts(stack, ref.workspace, changes, conflicting, sources) : [];
+    const merged = merges.filter((m) => m.merged);
     const plan = planAccept({
       workspace: ref.workspace,
       changes,
-      sourceOf: (path) => sources.get(path),
+      sourceOf: (path) => mergedEntry(merged, path) ?? sources.get(path),
       force: options.force,
       knownStats: stats,
       controlPlane: readControlPlane(ref.workspace),
-      conflicts: conflictsOf(stack, ref.workspace, changes, stats),
+      conflicts: new Map([...conflicting].filter(([path]) => !merged.some((m) => m.path === path))),
     });
     const conflicts = plan.refused.filter((r) => r.tier === 'conflict');
-    if (conflicts.length > 0)
+    if (conflicts.length > 0) {
+      removeMergeScratch(merges);
+      const unmerged = new Map(merges.flatMap((m) => (m.merged ? [] : [[m.path, m.reason] as const])));
       throw new AgentcellError(
         'ACCEPT_CONFLICT',
-        `accept refused, nothing applied: the host changed ${conflicts.length} path(s) the cell also changed:\n${conflicts.map((r) => `  ${r.path}: ${r.reason}`).join('\n')}\nKeep the host's version (agentcell restore), or overwrite it with accept --force.`,
+        `accept refused, nothing applied: the host changed ${conflicts.length} path(s) the cell also changed:\n${conflicts.map((r) => `  ${r.path}: ${r.reason}${unmerged.has(r.path) ? ` (no merge: ${unmerged.get(r.path)})` : ''}`).join('\n')}\nKeep the host's version (agentcell restore), ${options.merge ? '' : 'merge both with accept --merge, '}or overwrite it with accept --force.`,
       );
+    }
+    const mergeReport = merged.map((m) => ({ path: m.path, conflicts: m.conflicts }));
     if (plan.refused.length > 0 && !options.force)
       throw new AgentcellError(
         'ACCEPT_REFUSED',
         `accept refused, nothing applied:\n${plan.refused.map((r) => `  ${r.path}: ${r.reason}`).join('\n')}\nReview, then accept --force (unsafe entries are still never applied) or restore.`,
       );
-    if (options.dryRun || !tx)
+    if (options.dryRun || !tx) {
+      removeMergeScratch(merges);
       return {
         applied: plan.applied,
         refused: plan.refused,
         flagged: plan.flagged,
         dryRun: true,
         ...(partial ? { pending: all.length - changes.length } : {}),
+        ...(options.merge ? { merged: mergeReport } : {}),
       };
+    }
     removeStaleTemps(dir, ref.workspace);
     const startedAt = new Date().toISOString();
     // What accept replaces or deletes in the workspace goes to the trash too (see SetAside).
@@ -178,7 +234,9 @@ export async function acceptCell(ref: CellRef, options: AcceptOptions): Promise<
     mkdirSync(setAside);
     const tempPrefix = newTempPrefix();
     markTemps(dir, tempPrefix, plan.tempDirs());
-    const { failed: notWritten, ...result } = await plan.apply({ setAside, tempPrefix });
+    const { failed: notWritten, ...result } = await plan
+      .apply({ setAside, tempPrefix })
+      .finally(() => removeMergeScratch(merges));
     if (notWritten.length > 0) {
       // Nothing is lost: the cell keeps every change (those applied now show as no change).
       removeStaleTemps(dir, ref.workspace);
@@ -197,13 +255,24 @@ export async function acceptCell(ref: CellRef, options: AcceptOptions): Promise<
         scope: result.applied.map((c) => c.path),
       });
       purgeInBackground([setAside]);
-      return { ...result, dryRun: false, pending: all.length - changes.length, ...(receipt ? { receipt } : {}) };
+      return {
+        ...result,
+        dryRun: false,
+        pending: all.length - changes.length,
+        ...(options.merge ? { merged: mergeReport } : {}),
+        ...(receipt ? { receipt } : {}),
+      };
     }
     clearBaselines(dir);
     const { trashed } = dropLayers(stack);
     const receipt = await decide(tx, 'accepted', ref, startedAt, countChanges(result.applied), before);
     purgeInBackground([...trashed, setAside]);
-    return { ...result, dryRun: false, ...(receipt ? { receipt } : {}) };
+    return {
+      ...result,
+      dryRun: false,
+      ...(options.merge ? { merged: mergeReport } : {}),
+      ...(receipt ? { receipt } : {}),
+    };
   });
 }
 

@@ -1,5 +1,19 @@
-import { copyFileSync, lstatSync, readFileSync, renameSync, rmSync, writeFileSync, type Stats } from 'node:fs';
+import {
+  copyFileSync,
+  cpSync,
+  existsSync,
+  lstatSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  writeFileSync,
+  type Stats,
+} from 'node:fs';
+import { createHash } from 'node:crypto';
 import { join } from 'node:path';
+import { writeFileAtomic } from '../_internal/atomic-file.js';
+import { makeDirs } from '../_internal/make-dirs.js';
+import { removeTrees } from '../_internal/remove-trees.js';
 import * as z from 'zod/mini';
 import { AgentcellError } from '../errors.js';
 import { childPath } from './child-path.js';
@@ -29,12 +43,17 @@ const baselineFile = z.object({
       layer: z.string(),
       host: z.nullable(identity),
       changedDuringRun: z.optional(z.boolean()),
+      /** sha256 of the host file's content then, kept in baseline-blobs/ for `accept --merge`. */
+      blob: z.optional(z.string()),
     }),
   ),
 });
 type BaselineFile = z.infer<typeof baselineFile>;
 
 const FILE = 'accept-baseline.json';
+const BLOBS = 'baseline-blobs';
+/** Bigger host files get no base copy: `accept --merge` leaves them to --force or restore. */
+const MAX_BASE_BYTES = 4 * 1024 * 1024;
 
 /**
  * Records the host's side of a run's changed paths, keeping an older live record of a
@@ -56,10 +75,14 @@ export function recordBaselines(
   for (const path of record.paths) {
     if (state.paths[path]) continue;
     const host = hostIdentity(record.workspace, path, record.hostStats);
+    const changedDuringRun = host !== null && host.ctimeMs > record.runStartedAt;
+    const blob =
+      host?.kind === 'file' && !changedDuringRun ? keepBaseBlob(cellDir, record.workspace, path, host) : undefined;
     state.paths[path] = {
       layer: record.layer,
       host,
-      ...(host && host.ctimeMs > record.runStartedAt ? { changedDuringRun: true } : {}),
+      ...(changedDuringRun ? { changedDuringRun: true } : {}),
+      ...(blob ? { blob } : {}),
     };
   }
   const file = join(cellDir, FILE);
@@ -98,9 +121,20 @@ export function findConflicts(
   return conflicts;
 }
 
+/**
+ * The host's content of a path when the run began (what the cell's change and a host edit
+ * since both started from), for a three-way merge; undefined when it wasn't kept (not a
+ * regular file then, too big, changed while the run ran, or recorded before blobs existed).
+ */
+export function baseContent(cellDir: string, liveLayers: readonly string[], path: string): string | undefined {
+  const blob = readBaselines(cellDir, liveLayers).paths[path]?.blob;
+  return blob === undefined ? undefined : join(cellDir, BLOBS, blob);
+}
+
 /** A decision empties the cell: its baselines go with its layers. */
 export function clearBaselines(cellDir: string): void {
   rmSync(join(cellDir, FILE), { force: true });
+  removeTrees([join(cellDir, BLOBS)]);
 }
 
 /** A fork keeps the layers' ids, so their baselines hold for it too. */
@@ -110,6 +144,8 @@ export function copyBaselines(fromCellDir: string, toCellDir: string): void {
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
   }
+  if (existsSync(join(fromCellDir, BLOBS)))
+    cpSync(join(fromCellDir, BLOBS), join(toCellDir, BLOBS), { recursive: true });
 }
 
 function readBaselines(cellDir: string, liveLayers: readonly string[]): BaselineFile {
@@ -128,6 +164,22 @@ function readBaselines(cellDir: string, liveLayers: readonly string[]): Baseline
   const paths: BaselineFile['paths'] = {};
   for (const [p, b] of Object.entries(parsed.data.paths)) if (live.has(b.layer)) paths[p] = b;
   return { version: 1, paths };
+}
+
+/** Copies a host file's content into the cell, named by its sha256, if it still is the file the run saw. */
+function keepBaseBlob(cellDir: string, workspace: string, path: string, seen: Identity): string | undefined {
+  if (seen.size > MAX_BASE_BYTES) return undefined;
+  let content: Buffer;
+  try {
+    content = readFileSync(childPath(workspace, path));
+  } catch {
+    return undefined;
+  }
+  if (!sameEntry(seen, hostIdentity(workspace, path))) return undefined; // changed while being read
+  const sha = createHash('sha256').update(content).digest('hex');
+  makeDirs(join(cellDir, BLOBS), 0o700);
+  writeFileAtomic(join(cellDir, BLOBS, sha), content, 0o600);
+  return sha;
 }
 
 function hostIdentity(

@@ -83,15 +83,23 @@ export function registerTransactionCommands(program: Command): void {
       ),
   )
     .option('--exclude <path>', 'leave this path (and what is under it) pending (repeatable)', collect, [])
-    .option('--force', 'also apply control-plane changes and a failed run’s changes')
+    .option('--merge', 'merge host edits made since the run with the cell’s changes (three-way, like git)')
+    .option(
+      '--force',
+      'also apply control-plane changes, conflicts (overwriting host edits) and a failed run’s changes',
+    )
     .option('--dry-run', 'say what would be applied; change nothing')
     .action(
-      async (paths: string[], flags: CellFlag & JsonFlag & DryRunFlag & { force?: boolean; exclude: string[] }) => {
+      async (
+        paths: string[],
+        flags: CellFlag & JsonFlag & DryRunFlag & { force?: boolean; merge?: boolean; exclude: string[] },
+      ) => {
         const report = await acceptCell(cellRef(flags), {
           force: Boolean(flags.force),
           dryRun: Boolean(flags.dryRun),
           paths,
           exclude: flags.exclude,
+          merge: Boolean(flags.merge),
         });
         if (flags.json) return printJson(report);
         const marked = new Map(report.flagged.map((f) => [f.path, f]));
@@ -100,6 +108,12 @@ export function registerTransactionCommands(program: Command): void {
           print(`${SYMBOL[c.change]} ${c.path}${flag ? `    ${FLAG_MARK[flag.tier]} ${flag.reason}` : ''}`);
         }
         for (const r of report.refused) note(`skipped ${r.path}: ${r.reason}`);
+        for (const m of report.merged ?? [])
+          note(
+            m.conflicts === 0
+              ? `merged ${m.path}: the host's edit and the cell's change`
+              : `merged ${m.path} with ${m.conflicts} conflict(s): resolve the <<<<<<< markers in it`,
+          );
         if (report.flagged.length > 0)
           note(
             `${report.flagged.length} change(s) marked ${FLAG_MARK.review} are run by tools on the host: read them before you run those tools`,
