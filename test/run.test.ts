@@ -4,8 +4,15 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { detectCgroupSupport } from '../src/backends/cgroup-support.js';
+import { hostRootGap } from '../src/backends/host-uid.js';
+import { assuranceText } from '../src/cli/render.js';
 import { localDate } from '../src/policy/assurance.js';
 import { agentcell, CLI, inCell, listTree, makeSandbox, startCli, type Sandbox } from './helpers.js';
+
+/** What a strict bwrap run's assurance says on this host: a root caller's cell is labeled (host-uid.ts). */
+const HOST_REASONS = hostRootGap(process.getuid?.() ?? 1000);
+const STRICT = { mode: 'strict', level: HOST_REASONS.length > 0 ? 'reduced' : 'high', reasons: HOST_REASONS } as const;
+const escape = (text: string): string => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
 describe('agentcell run', () => {
   let sb: Sandbox;
@@ -28,7 +35,10 @@ describe('agentcell run', () => {
     assert.equal(r.stdout, 'HELLO\n');
     assert.match(
       r.stderr,
-      /^agentcell: cell work-[0-9a-f]{6} · bwrap · mode strict · workspace overlay · network none · assurance high$/m,
+      new RegExp(
+        `^agentcell: cell work-[0-9a-f]{6} · bwrap · mode strict · workspace overlay · network none · assurance ${escape(assuranceText(STRICT))}$`,
+        'm',
+      ),
     );
   });
 
@@ -43,7 +53,7 @@ describe('agentcell run', () => {
     };
     const strict = events([]);
     assert.equal(strict[0]?.['event'], 'start');
-    assert.deepEqual(strict[0]?.['assurance'], { mode: 'strict', level: 'high', reasons: [] });
+    assert.deepEqual(strict[0]?.['assurance'], STRICT);
     assert.equal(strict[1]?.['event'], 'exit');
     assert.equal(strict[1]?.['exitCode'], 3);
     assert.match(String(strict[1]?.['receipt']), /^r-/);
@@ -51,6 +61,7 @@ describe('agentcell run', () => {
     assert.deepEqual((lowered[0]?.['assurance'] as { reasons: string[] }).reasons, [
       'mode development',
       'workspace direct (host files change live)',
+      ...HOST_REASONS,
     ]);
   });
 
@@ -136,7 +147,7 @@ describe('agentcell run', () => {
     assert.match(r.stderr, /strict" refuses.*\n.*workspace\.mode = "direct" \(from command line\)/);
     const ok = inCell(sb, 'true', ['--mode', 'strict', '--workspace-mode', 'readonly']);
     assert.equal(ok.status, 0, ok.stderr);
-    assert.match(ok.stderr, /assurance high$/m);
+    assert.match(ok.stderr, new RegExp(`assurance ${escape(assuranceText(STRICT))}$`, 'm'));
   });
 
   it('refuses what is not built yet instead of pretending', () => {

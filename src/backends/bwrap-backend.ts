@@ -7,6 +7,7 @@ import type { CgroupPlan } from './cgroup-limits.js';
 import type { Backend, BackendPlan, BackendProbe, CellSpec, RunControl, RunOutcome } from './backend.js';
 import { createCgroups, planCgroupLimits, readLimitHit, removeCgroups, wrapInCgroups } from './cgroup-limits.js';
 import { hostEtcSecrets, hostSystemDirs } from './host-rootfs.js';
+import { hostRootGap } from './host-uid.js';
 import { buildSeccompFilter } from './seccomp-filter.js';
 import { superviseProcess } from './supervise-process.js';
 
@@ -17,15 +18,18 @@ const EMPTY_FD = 4;
 export interface BwrapOptions {
   /** The bwrap executable (default: `bwrap` on PATH). */
   executable?: string;
+  /** The uid agentcell runs as: bwrap maps the cell's uid onto it (default: this process's). */
+  hostUid?: number;
 }
 
 export function createBwrapBackend(options: BwrapOptions = {}): Backend {
   const executable = options.executable ?? 'bwrap';
+  const hostUid = options.hostUid ?? process.getuid?.() ?? 1000;
   return {
     name: 'bwrap',
     tool: executable,
     probe: () => probeBwrap(executable),
-    plan: (spec) => planBwrap(spec, executable),
+    plan: (spec) => planBwrap(spec, executable, hostUid),
     run: (spec, plan, control) => runBwrap(spec, plan, control),
   };
 }
@@ -54,10 +58,11 @@ export function probeBwrap(executable = 'bwrap'): BackendProbe {
 }
 
 /** The exact bwrap invocation for a cell. Reads the host layout; changes nothing. */
-export function planBwrap(spec: CellSpec, executable = 'bwrap'): BackendPlan {
+export function planBwrap(spec: CellSpec, executable = 'bwrap', hostUid = process.getuid?.() ?? 1000): BackendPlan {
   const args: string[] = [executable];
   const fds: BackendPlan['fds'] = [];
-  const gaps: string[] = [];
+  // Whatever uid the cell has inside, on the host it is the caller's (bwrap maps only that one).
+  const gaps: string[] = hostRootGap(hostUid);
 
   args.push('--unshare-all', '--unshare-user', '--disable-userns');
   if (spec.network === 'open') args.push('--share-net');

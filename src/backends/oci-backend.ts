@@ -12,6 +12,7 @@ import { holdHostMount } from './hold-host-mount.js';
 import { dockerApiPlan } from './docker-api-container.js';
 import { runDockerApi } from './docker-api-run.js';
 import { dockerSocketPath } from './docker-socket.js';
+import { hostRootGap } from './host-uid.js';
 import { runArgs, type OciContainer } from './oci-container.js';
 import { queryEngineSync } from './engine-query.js';
 import { ociSeccompProfile, serializeOciSeccompProfile } from './oci-seccomp-profile.js';
@@ -212,6 +213,8 @@ function cellUser(spec: CellSpec, options: OciBackendOptions, gaps: string[]): C
     );
   const cellUid = uid === 0 ? 0 : hostUid;
   const cellGid = uid === 0 ? 0 : hostGid;
+  // A rootful engine maps no uids: the cell's uid 0 is the host's (gVisor's gofer too writes as it).
+  gaps.push(...hostRootGap(cellUid));
   return { uid: cellUid, gid: cellGid };
 }
 

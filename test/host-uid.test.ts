@@ -1,0 +1,177 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { CELL_MAPS_TO_HOST_ROOT } from '../src/backends/host-uid.js';
+import { acJson, agentcell, makeSandbox, type Sandbox } from './helpers.js';
+import { backendArgs, prepareBackend, TEST_BACKENDS, type TestBackend } from './backends-under-test.js';
+
+/**
+ * The cell's uid on the host (DESIGN.md invariant 10: never the host's uid 0, even when
+ * agentcell runs as root), attacked from inside cells as the default user and as --root.
+ * bwrap maps the cell's uid onto its caller's and a rootful engine maps none, so a root
+ * caller's cell is still host uid 0 (without capabilities): until it runs under an
+ * unprivileged host uid (docs/security.md, "sec-userns"), every such run must carry the
+ * label, and the tests hold the two together: a cell that is host uid 0 is labeled, a
+ * labeled one is. The host's own view decides (the owner of a file the cell made): the
+ * cell's /proc/self/uid_map shows only the map into bwrap's first-level namespace, whose
+ * uid 0 is the caller, root or not.
+ */
+
+const CALLER = process.getuid?.() ?? 1000;
+const AS = [
+  { name: 'the default user', args: [] as string[] },
+  { name: '--root', args: ['--mode', 'development', '--root'] },
+];
+
+interface Started {
+  stdout: string;
+  reasons: string[];
+}
+
+/** `run --json -- sh -c SCRIPT`: the command's stdout and the assurance reasons of its start event. */
+function runJson(sb: Sandbox, script: string, args: string[], backend: TestBackend = 'bwrap'): Started {
+  const r = agentcell(['run', '--json', ...backendArgs(backend), ...args, '--', 'sh', '-c', script], {
+    cwd: sb.workspace,
+    env: sb.env,
+  });
+  assert.equal(r.status, 0, r.stderr);
+  const start = JSON.parse(r.stderr.trim().split('\n')[0] ?? '{}') as {
+    event?: string;
+    assurance?: { reasons: string[] };
+  };
+  assert.equal(start.event, 'start', r.stderr);
+  return { stdout: r.stdout, reasons: start.assurance?.reasons ?? [] };
+}
+
+/** A policy binding each `[source, target]` read-write. */
+function rwMounts(sb: Sandbox, name: string, mounts: [string, string][]): string {
+  const policy = join(sb.root, `${name}.toml`);
+  writeFileSync(
+    policy,
+    mounts.map(([source, target]) => `[[mount]]\nsource = "${source}"\ntarget = "${target}"\nmode = "rw"\n`).join('\n'),
+  );
+  return policy;
+}
+
+for (const backend of TEST_BACKENDS) {
+  describe(`the cell's host uid on ${backend}`, () => {
+    let sb: Sandbox;
+    let shared: string;
+    before(() => {
+      prepareBackend(backend);
+      sb = makeSandbox({ 'README.md': 'hello\n' });
+      shared = mkdtempSync(join(tmpdir(), 'agentcell-hostuid-own-'));
+      chmodSync(shared, 0o777); // a cell of any uid may make its file here; the host then tells whose it is
+    });
+    after(() => {
+      sb.cleanup();
+      rmSync(shared, { recursive: true, force: true });
+    });
+
+    for (const as of AS) {
+      it(`as ${as.name}: a file the cell makes is host uid 0's only in a run labeled so, there and in its receipt`, () => {
+        const policy = rwMounts(sb, 'own', [[shared, '/mnt/own']]);
+        const name = `made-${as.args.length}`;
+        // Control: the host sees the caller's uid on a file the caller makes.
+        const control = join(shared, 'control');
+        writeFileSync(control, '');
+        assert.equal(statSync(control).uid, CALLER);
+        rmSync(control);
+        const run = runJson(
+          sb,
+          `touch /mnt/own/${name} && echo made`,
+          ['--mode', 'development', '--policy', policy, ...as.args],
+          backend,
+        );
+        assert.equal(run.stdout, 'made\n');
+        const owner = statSync(join(shared, name)).uid;
+        rmSync(join(shared, name));
+        const labeled = run.reasons.includes(CELL_MAPS_TO_HOST_ROOT);
+        assert.equal(labeled, owner === 0, `host owner ${owner}; reasons ${run.reasons.join('; ')}`);
+        const receipt = acJson<{ assurance: { reasons: string[] } }>(sb, 'receipt', 'show', '--format', 'json');
+        assert.equal(receipt.assurance.reasons.includes(CELL_MAPS_TO_HOST_ROOT), owner === 0);
+        // Where it stands: an ordinary caller's cell is never host uid 0 (rootless podman maps
+        // in-cell root onto the caller too); a root caller's still is on every backend.
+        if (CALLER !== 0) assert.notEqual(owner, 0);
+        if (backend === 'bwrap') assert.equal(owner, CALLER);
+      });
+    }
+  });
+}
+
+describe('host uid 0 seen from inside a bwrap cell', () => {
+  let sb: Sandbox;
+  before(() => {
+    sb = makeSandbox({ 'README.md': 'hello\n' });
+  });
+  after(() => sb.cleanup());
+
+  // /usr is the host's own, root-owned: the cell sees it as the overflow uid unless host uid
+  // 0 is mapped into its namespace, and as its own uid when the cell is host uid 0.
+  const probe = 'echo "$(stat -c %u /usr) $(id -u) $(cat /proc/sys/kernel/overflowuid)"';
+
+  it('the probe sees host uid 0 mapped where it is', () => {
+    // Control: on the host, /usr's owner (0) is mapped, not the overflow uid.
+    const [owner, , overflow] = spawnSync('sh', ['-c', probe], { encoding: 'utf8' }).stdout.trim().split(' ');
+    assert.equal(owner, '0');
+    assert.notEqual(owner, overflow);
+  });
+
+  for (const as of AS) {
+    it(`as ${as.name}: host uid 0 is mapped into the cell only in a run labeled so`, () => {
+      const run = runJson(sb, probe, as.args);
+      const [owner, self, overflow] = run.stdout.trim().split(' ');
+      const mapped = owner !== overflow;
+      assert.equal(run.reasons.includes(CELL_MAPS_TO_HOST_ROOT), mapped, `${run.stdout}; ${run.reasons.join('; ')}`);
+      // Mapped means the cell's own uid is host uid 0's: it owns root's files.
+      if (mapped) assert.equal(owner, self);
+      assert.equal(mapped, CALLER === 0);
+    });
+  }
+
+  it('root-owned files in a rw [[mount]] are refused by DAC unless the run is labeled', () => {
+    // As root the probe gets a root-owned copy to attack (the cell may write it today: the
+    // labeled limit); unprivileged, a root-owned system directory the caller can't change.
+    const scratch = mkdtempSync(join(tmpdir(), 'agentcell-hostuid-'));
+    const rootOwned = CALLER === 0 ? scratch : '/usr/share/doc/bubblewrap';
+    if (CALLER === 0) {
+      chmodSync(scratch, 0o755);
+      writeFileSync(join(scratch, 'copyright'), 'root-owned\n', { mode: 0o644 });
+    }
+    const policy = rwMounts(sb, 'root-owned', [[rootOwned, '/mnt/root-owned']]);
+    // `: >>` opens for writing and writes nothing: the host file is unchanged even where it works.
+    const probe = [
+      '(: >> /mnt/root-owned/copyright) 2>/dev/null && echo FILE-WRITABLE',
+      '(mkdir /mnt/root-owned/made-in-cell) 2>/dev/null && echo DIR-WRITABLE',
+      'echo probed',
+    ].join('; ');
+    const before = statSync(join(rootOwned, 'copyright'));
+    const entries = readdirSync(rootOwned).sort();
+    try {
+      assert.equal(before.uid, 0, `${rootOwned}/copyright belongs to root`);
+      // Control: the same probe outside a cell, as the caller: root writes root's files.
+      const outside = spawnSync('sh', ['-c', probe.replace(/\/mnt\/root-owned/g, rootOwned)], { encoding: 'utf8' });
+      assert.equal(/FILE-WRITABLE\nDIR-WRITABLE/.test(outside.stdout), CALLER === 0, outside.stdout);
+      rmSync(join(rootOwned, 'made-in-cell'), { recursive: true, force: true });
+      for (const as of AS) {
+        const run = runJson(sb, probe, ['--mode', 'development', '--policy', policy, ...as.args]);
+        assert.match(run.stdout, /probed\n$/);
+        const wrote = /FILE-WRITABLE|DIR-WRITABLE/.test(run.stdout);
+        const labeled = run.reasons.includes(CELL_MAPS_TO_HOST_ROOT);
+        assert.equal(wrote, labeled, `${as.name}: ${run.stdout}; reasons ${run.reasons.join('; ')}`);
+        if (CALLER === 0) rmSync(join(rootOwned, 'made-in-cell'), { recursive: true, force: true });
+      }
+      // No host side effect: the root-owned file and directory are as they were.
+      const now = statSync(join(rootOwned, 'copyright'));
+      assert.equal(now.size, before.size);
+      assert.equal(now.mtimeMs, before.mtimeMs);
+      assert.equal(readFileSync(join(rootOwned, 'copyright')).length, before.size);
+      assert.deepEqual(readdirSync(rootOwned).sort(), entries);
+    } finally {
+      rmSync(scratch, { recursive: true, force: true });
+    }
+  });
+});
