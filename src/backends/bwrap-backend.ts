@@ -4,6 +4,7 @@ import type { Writable } from 'node:stream';
 import { AgentcellError } from '../errors.js';
 import { cellHostname } from './cell-hostname.js';
 import type { CgroupPlan } from './cgroup-limits.js';
+import type { DeepReadonly } from '../_internal/deep-readonly.js';
 import type { Backend, BackendPlan, BackendProbe, CellSpec, RunControl, RunOutcome } from './backend.js';
 import { createCgroups, planCgroupLimits, readLimitHit, removeCgroups, wrapInCgroups } from './cgroup-limits.js';
 import { hostEtcSecrets, hostSystemDirs } from './host-rootfs.js';
@@ -54,7 +55,7 @@ export function probeBwrap(executable = 'bwrap'): BackendProbe {
 }
 
 /** The exact bwrap invocation for a cell. Reads the host layout; changes nothing. */
-export function planBwrap(spec: CellSpec, executable = 'bwrap'): BackendPlan {
+export function planBwrap(spec: DeepReadonly<CellSpec>, executable = 'bwrap'): BackendPlan {
   const args: string[] = [executable];
   const fds: BackendPlan['fds'] = [];
   const gaps: string[] = [];
@@ -146,7 +147,11 @@ export function planBwrap(spec: CellSpec, executable = 'bwrap'): BackendPlan {
   return plan;
 }
 
-async function runBwrap(spec: CellSpec, plan: BackendPlan, control: RunControl = {}): Promise<RunOutcome> {
+async function runBwrap(
+  spec: DeepReadonly<CellSpec>,
+  plan: DeepReadonly<BackendPlan>,
+  control: RunControl = {},
+): Promise<RunOutcome> {
   const [executable, ...args] = plan.argv;
   if (executable === undefined) throw new Error('empty bwrap plan');
   const filter = spec.seccomp ? buildSeccompFilter() : undefined;
@@ -182,7 +187,7 @@ async function runBwrap(spec: CellSpec, plan: BackendPlan, control: RunControl =
   }
 }
 
-function createCgroupsOrExplain(plan: CgroupPlan): void {
+function createCgroupsOrExplain(plan: DeepReadonly<CgroupPlan>): void {
   try {
     createCgroups(plan);
   } catch (cause) {

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { isatty } from 'node:tty';
 import { AGENT_NAMES } from '../../agents/agent-adapter.js';
-import { prepareLogin, runLogin } from '../../agents/agent-login.js';
+import { prepareLogin, runLogin } from '../../run/agent-login.js';
 import { agentcellPaths } from '../../paths.js';
 import { note, print, printJson, type CliContext, type DryRunFlag, type JsonFlag } from '../output.js';
 import { dryRunJson, dryRunText } from '../render.js';
