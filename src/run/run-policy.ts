@@ -52,10 +52,14 @@ export async function resolveCellPolicy(
   return { workspace, resolved, passEnv };
 }
 
-/** The options `agentcell allow` resolves the policy again with, as the run did (no agent: its layer is the run's). */
+/**
+ * The options `agentcell allow` resolves the policy again with, as the run did (no agent:
+ * its layer is the run's). The lists are copies: the prepared run freezes what it holds.
+ */
 export function cellOptionsOf(request: CellOptions): CellOptions {
   const { workspace, cell, policyFile, backend, mode, workspaceMode, network, allow, env, timeout, root } = request;
-  return { workspace, cell, policyFile, backend, mode, workspaceMode, network, allow, env, timeout, root };
+  const lists = { allow: allow && [...allow], env: env && [...env] };
+  return { workspace, cell, policyFile, backend, mode, workspaceMode, network, ...lists, timeout, root };
 }
 
 /** Command-line flags as the highest policy layer; `--env NAME` stays out of it (values may be secrets). */
