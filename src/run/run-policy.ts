@@ -62,7 +62,10 @@ export function cellOptionsOf(request: CellOptions): CellOptions {
   return { workspace, cell, policyFile, backend, mode, workspaceMode, network, ...lists, timeout, root };
 }
 
-/** Command-line flags as the highest policy layer; `--env NAME` stays out of it (values may be secrets). */
+/**
+ * Command-line flags as the highest policy layer; `--env NAME` stays out of it (values may
+ * be secrets). Lists are copied: the resolved policy is frozen with the run, the caller's are not.
+ */
 function flagsLayer(options: DeepReadonly<CellOptions>): { layer: Record<string, unknown>; passEnv: string[] } {
   const layer: Record<string, Record<string, unknown>> = {};
   const set = (table: string, key: string, value: unknown): void => {
@@ -74,10 +77,10 @@ function flagsLayer(options: DeepReadonly<CellOptions>): { layer: Record<string,
   if (options.root) set('cell', 'user', 'root');
   set('workspace', 'mode', options.workspaceMode);
   set('network', 'mode', options.network ?? (options.allow?.length ? 'allowlist' : undefined));
-  if (options.allow?.length) set('network', 'allow', options.allow);
+  if (options.allow?.length) set('network', 'allow', [...options.allow]);
   set('resources', 'timeout', options.timeout);
   set('agent', 'name', options.agent);
-  if (options.agentArgs?.length) set('agent', 'args', options.agentArgs);
+  if (options.agentArgs?.length) set('agent', 'args', [...options.agentArgs]);
   const passEnv: string[] = [];
   for (const item of options.env ?? []) {
     const eq = item.indexOf('=');
