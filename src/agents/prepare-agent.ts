@@ -115,7 +115,7 @@ export async function readyAgent(agent: DeepReadonly<PreparedAgent>, progress: (
 }
 
 /** Why an agent run's assurance is lower: a stored login is a credential the cell can read. */
-export function agentAssuranceReasons(agent: DeepReadonly<PreparedAgent>): string[] {
+export function agentAssuranceReasons(agent: PreparedAgent): string[] {
   return agent.logins.length > 0
     ? [`agentcell login ${agent.name}: its credential is readable in the cell (API keys are injected instead)`]
     : [];
