@@ -27,13 +27,11 @@ export const LAYERS = [
 ];
 
 /**
- * Edges that break the order today, each with why it stays for now. An entry that no
- * longer matches any import is harmless; delete it when its fix lands.
+ * Edges that break the order today, each with why it stays for now (none since the run
+ * pipeline moved to src/run/). An entry that no longer matches any import is harmless;
+ * delete it when its fix lands.
  */
-export const KNOWN_BREAKS = [
-  // prepare-run.ts and run-cell.ts are the run pipeline: they move to src/run/ (issue 12, after the merge).
-  { from: 'src/cell/prepare-run.ts', to: 'agents' },
-];
+export const KNOWN_BREAKS = [];
 
 const ROOT = import.meta.dirname;
 

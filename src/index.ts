@@ -12,9 +12,14 @@ export { resolvePolicy, sourceOf, type ResolvedPolicy } from './policy/resolve-p
 export { explainPolicy, type ExplainedValue } from './policy/explain-policy.js';
 export { readPolicyFile } from './policy/policy-layer.js';
 export { assess, type Assurance } from './policy/assurance.js';
-export { prepareRun, type CellOptions, type PreparedRun, type RunRequest } from './cell/prepare-run.js';
+export { prepareRun, type CellOptions, type PreparedRun, type RunPlan, type RunRequest } from './run/prepare-run.js';
+export { resolveCellPolicy } from './run/run-policy.js';
+export { replan, withCommand, withLayerStack } from './run/replan.js';
+export { PhaseTimer, type Timings } from './run/phase-timer.js';
+export { decideAfterRun, type AfterRun, type AfterRunOptions } from './run/decide-after-run.js';
 export { scanSecrets, BUILT_IN_HIDE } from './workspace/secret-scan.js';
-export { runPrepared, type RunReport } from './cell/run-cell.js';
+export { runPrepared, type RunReport } from './run/run-cell.js';
+export type { DeepReadonly } from './_internal/deep-readonly.js';
 export {
   acceptCell,
   cellDiff,
@@ -49,5 +54,5 @@ export { agentAdapter, allAgentAdapters } from './agents/agent-registry.js';
 export { agentPolicyLayer } from './agents/agent-policy-layer.js';
 export { installToolchain, npmToolchain, toolchainsRoot, type AgentToolchain } from './agents/agent-toolchain.js';
 export { prepareAgent, readyAgent, type PreparedAgent } from './agents/prepare-agent.js';
-export { prepareLogin, runLogin, type PreparedLogin } from './agents/agent-login.js';
+export { prepareLogin, runLogin, type PreparedLogin } from './run/agent-login.js';
 export { loginStore } from './agents/login-store.js';

@@ -6,8 +6,9 @@ import { describe, it } from 'node:test';
 import { agentcellPaths } from '../src/paths.js';
 import { allAgentAdapters } from '../src/agents/agent-registry.js';
 import { readyAgent } from '../src/agents/prepare-agent.js';
-import { prepareRun } from '../src/cell/prepare-run.js';
-import { runPrepared } from '../src/cell/run-cell.js';
+import { prepareRun } from '../src/run/prepare-run.js';
+import { runPrepared } from '../src/run/run-cell.js';
+import { withCommand } from '../src/run/replan.js';
 import { acJson, CLI, makeSandbox, snapshot, type Sandbox } from './helpers.js';
 
 /**
@@ -107,7 +108,7 @@ describe('agent CLIs installed from npm run in a cell, offline', () => {
     writeFileSync(join(sb.home, '.claude', '.credentials.json'), '{"accessToken":"host-secret"}');
     try {
       const paths = agentcellPaths(sb.env);
-      const prepared = await prepareRun({
+      const planned = await prepareRun({
         agent: 'claude',
         network: 'none',
         argv: ['--version'],
@@ -116,12 +117,12 @@ describe('agent CLIs installed from npm run in a cell, offline', () => {
         hostEnv: sb.env,
         cwd: sb.workspace,
       });
-      await readyAgent(prepared.agent!, () => undefined);
-      const toolchainDir = prepared.agent!.toolchain.dir;
+      await readyAgent(planned.agent!, () => undefined);
+      const toolchainDir = planned.agent!.toolchain.dir;
       const before = snapshot(toolchainDir);
       const bin = '/opt/agentcell/toolchains/claude/node_modules/.bin/claude';
       // Same cell, same mounts; the command is a script that tries to tamper with the CLI.
-      prepared.spec.argv = [
+      const prepared = withCommand(planned, [
         'sh',
         '-c',
         [
@@ -135,8 +136,7 @@ describe('agent CLIs installed from npm run in a cell, offline', () => {
           'grep -q bypassPermissions ~/.claude/settings.json && echo SEEDED',
           'echo mine > ~/.claude/note && echo HOME-WRITABLE',
         ].join('; '),
-      ];
-      prepared.plan = prepared.backend.plan(prepared.spec);
+      ]);
       const { outcome } = await runPrepared(prepared, paths);
       const text = readFileSync(join(prepared.agent!.home, 'result.txt'), 'utf8');
       assert.equal(outcome.exitCode, 0, text);

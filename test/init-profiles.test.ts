@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, it } from 'node:test';
-import { prepareRun } from '../src/cell/prepare-run.js';
+import { prepareRun } from '../src/run/prepare-run.js';
 import { AgentcellError } from '../src/errors.js';
 import { agentcellPaths } from '../src/paths.js';
 import { DEFAULT_PROFILE, PROFILES, renderProfile, writeInitFile } from '../src/policy/init-profiles.js';

@@ -15,7 +15,7 @@ import { ac, acJson, agentcell, CLI, makeSandbox, type Sandbox } from './helpers
 /** The program exactly as the CLI builds it. */
 async function programTree(): Promise<ReturnType<typeof describeCommand>> {
   const { buildProgram } = await import('../src/cli/program.js');
-  const { PhaseTimer } = await import('../src/cell/phase-timer.js');
+  const { PhaseTimer } = await import('../src/run/phase-timer.js');
   return describeCommand(buildProgram({ timer: new PhaseTimer(), setExit: () => undefined }));
 }
 

@@ -1,6 +1,7 @@
 import { chmodSync, copyFileSync, existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, join, posix } from 'node:path';
 import type { ExtraMount } from '../backends/backend.js';
+import type { DeepReadonly } from '../_internal/deep-readonly.js';
 import { AgentcellError } from '../errors.js';
 import type { Policy } from '../policy/schema.js';
 import { proxySecretPlaceholder } from '../cell/resolve-secrets.js';
@@ -117,7 +118,7 @@ export async function prepareAgent(request: AgentRequest): Promise<AgentCellPart
  * What a run does before its cell starts: install the toolchain if the cache lacks it
  * (progress on `progress`), make the agent's home and seed its native config there.
  */
-export async function readyAgent(agent: PreparedAgent, progress: (line: string) => void): Promise<void> {
+export async function readyAgent(agent: DeepReadonly<PreparedAgent>, progress: (line: string) => void): Promise<void> {
   await installToolchain(agent.toolchain, progress);
   makeDirs(agent.home, 0o700);
   for (const login of agent.logins) {

@@ -1,3 +1,4 @@
+import type { DeepReadonly } from '../_internal/deep-readonly.js';
 import type { BackendName } from '../_internal/vocabulary.js';
 import type { CgroupPlan } from './cgroup-limits.js';
 import type { DockerApiPlan } from './docker-api-container.js';
@@ -139,7 +140,8 @@ export interface Backend {
   /** The program whose `--version` the receipt records (bwrap, podman, docker, runsc). */
   readonly tool: string;
   probe(): BackendProbe;
-  plan(spec: CellSpec): BackendPlan;
+  /** Pure: reads the spec, changes nothing (a prepared run is immutable). */
+  plan(spec: DeepReadonly<CellSpec>): BackendPlan;
   /** Executes `plan` (what `plan(spec)` returned) for `spec`. */
-  run(spec: CellSpec, plan: BackendPlan, control?: RunControl): Promise<RunOutcome>;
+  run(spec: DeepReadonly<CellSpec>, plan: DeepReadonly<BackendPlan>, control?: RunControl): Promise<RunOutcome>;
 }

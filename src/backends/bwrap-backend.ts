@@ -4,6 +4,7 @@ import type { Writable } from 'node:stream';
 import { AgentcellError } from '../errors.js';
 import { cellHostname } from './cell-hostname.js';
 import type { CgroupPlan } from './cgroup-limits.js';
+import type { DeepReadonly } from '../_internal/deep-readonly.js';
 import type { Backend, BackendPlan, BackendProbe, CellSpec, RunControl, RunOutcome } from './backend.js';
 import { createCgroups, planCgroupLimits, readLimitHit, removeCgroups, wrapInCgroups } from './cgroup-limits.js';
 import { hostEtcSecrets, hostSystemDirs } from './host-rootfs.js';
@@ -58,7 +59,11 @@ export function probeBwrap(executable = 'bwrap'): BackendProbe {
 }
 
 /** The exact bwrap invocation for a cell. Reads the host layout; changes nothing. */
-export function planBwrap(spec: CellSpec, executable = 'bwrap', hostUid = process.getuid?.() ?? 1000): BackendPlan {
+export function planBwrap(
+  spec: DeepReadonly<CellSpec>,
+  executable = 'bwrap',
+  hostUid = process.getuid?.() ?? 1000,
+): BackendPlan {
   const args: string[] = [executable];
   const fds: BackendPlan['fds'] = [];
   // Whatever uid the cell has inside, on the host it is the caller's (bwrap maps only that one).
@@ -151,7 +156,11 @@ export function planBwrap(spec: CellSpec, executable = 'bwrap', hostUid = proces
   return plan;
 }
 
-async function runBwrap(spec: CellSpec, plan: BackendPlan, control: RunControl = {}): Promise<RunOutcome> {
+async function runBwrap(
+  spec: DeepReadonly<CellSpec>,
+  plan: DeepReadonly<BackendPlan>,
+  control: RunControl = {},
+): Promise<RunOutcome> {
   const [executable, ...args] = plan.argv;
   if (executable === undefined) throw new Error('empty bwrap plan');
   const filter = spec.seccomp ? buildSeccompFilter() : undefined;
@@ -187,7 +196,7 @@ async function runBwrap(spec: CellSpec, plan: BackendPlan, control: RunControl =
   }
 }
 
-function createCgroupsOrExplain(plan: CgroupPlan): void {
+function createCgroupsOrExplain(plan: DeepReadonly<CgroupPlan>): void {
   try {
     createCgroups(plan);
   } catch (cause) {

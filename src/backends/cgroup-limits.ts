@@ -1,3 +1,4 @@
+import type { DeepReadonly } from '../_internal/deep-readonly.js';
 import { readFileSync, rmdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { LimitHit, ResourceLimits } from './backend.js';
@@ -62,7 +63,7 @@ export function wrapInCgroups(plan: CgroupPlan, argv: readonly string[]): string
   return ['/bin/sh', '-c', script, 'agentcell-cgroup', ...procs, '--', ...argv];
 }
 
-export function createCgroups(plan: CgroupPlan): void {
+export function createCgroups(plan: DeepReadonly<CgroupPlan>): void {
   for (const dir of plan.dirs) makeDirs(dir);
   for (const s of plan.settings) writeFileSync(s.path, s.value);
 }
@@ -73,7 +74,7 @@ export function createCgroups(plan: CgroupPlan): void {
  * (pids.events max). Undefined when none was hit or the kernel doesn't say.
  */
 export function readLimitHit(
-  plan: CgroupPlan,
+  plan: DeepReadonly<CgroupPlan>,
   limits: ResourceLimits,
 ): { limitHit: LimitHit; limitDetail: string } | undefined {
   for (const setting of plan.settings) {
@@ -113,7 +114,7 @@ function eventCount(file: string, key: string): number {
 }
 
 /** Removes the run's cgroups; the kernel refuses while a process remains, so retry briefly. */
-export async function removeCgroups(plan: CgroupPlan): Promise<void> {
+export async function removeCgroups(plan: DeepReadonly<CgroupPlan>): Promise<void> {
   for (const dir of plan.dirs) {
     for (let attempt = 0; attempt < 20; attempt++) {
       try {

@@ -1,3 +1,4 @@
+import type { DeepReadonly } from '../_internal/deep-readonly.js';
 import type { Socket } from 'node:net';
 import { AgentcellError } from '../errors.js';
 import type { RunOutcome } from './backend.js';
@@ -23,7 +24,10 @@ export interface DockerApiRunOptions {
  * terminal), forwards agentcell's signals and the timeout as `kill` requests, and returns
  * once the container has exited and is removed.
  */
-export async function runDockerApi(plan: DockerApiPlan, options: DockerApiRunOptions): Promise<RunOutcome> {
+export async function runDockerApi(
+  plan: DeepReadonly<DockerApiPlan>,
+  options: DockerApiRunOptions,
+): Promise<RunOutcome> {
   const call = (method: 'POST' | 'DELETE', path: string, body?: string): Promise<DockerResponse> =>
     dockerRequest(plan.socket, method, path, body).catch((cause: unknown) => {
       throw new AgentcellError(

@@ -12,7 +12,7 @@ export interface HeldMount {
  * The command holds the mount until `release()` tells it to unmount. It runs in its own
  * process group, so a Ctrl-C at the terminal cannot end it before it has unmounted.
  */
-export function holdHostMount(argv: string[], env: Record<string, string>): Promise<HeldMount> {
+export function holdHostMount(argv: readonly string[], env: Record<string, string>): Promise<HeldMount> {
   const [command, ...args] = argv;
   if (command === undefined) throw new Error('empty host mount command');
   return new Promise((resolve, reject) => {

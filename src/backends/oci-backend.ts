@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { AgentcellError } from '../errors.js';
 import { cellHostname } from './cell-hostname.js';
 import { findExecutable } from '../_internal/find-executable.js';
+import type { DeepReadonly } from '../_internal/deep-readonly.js';
 import type { Backend, BackendPlan, BackendProbe, CellSpec, MaskSpec, RunControl, RunOutcome } from './backend.js';
 import { engineEnvironment, probeEngine, probeRunscRuntime, type OciEngine } from './oci-engine.js';
 import { startRunWatchdog } from './run-watchdog.js';
@@ -76,7 +77,7 @@ function probeOci(options: OciBackendOptions): BackendProbe {
  * `-e NAME` makes the engine CLI copy them from its own environment, and the API run fills
  * the named `Env` in the same way, from `plan.env`. Reads the host; changes nothing.
  */
-export function planOci(spec: CellSpec, options: OciBackendOptions): BackendPlan {
+export function planOci(spec: DeepReadonly<CellSpec>, options: OciBackendOptions): BackendPlan {
   const { image } = spec;
   if (!image) throw new Error('an OCI cell needs a resolved image');
   const engineEnv = engineEnvironment(options.hostEnv);
@@ -174,7 +175,11 @@ export function planOci(spec: CellSpec, options: OciBackendOptions): BackendPlan
 }
 
 /** agentcell's seccomp profile, named by its content so the plan needs no write. */
-function cellSeccomp(spec: CellSpec, options: OciBackendOptions, gaps: string[]): OciContainer['seccomp'] {
+function cellSeccomp(
+  spec: DeepReadonly<CellSpec>,
+  options: OciBackendOptions,
+  gaps: string[],
+): OciContainer['seccomp'] {
   if (!spec.seccomp) return { kind: 'unconfined' };
   const profile = ociSeccompProfile(options.runtime === 'runsc' ? 'kernel' : 'enosys');
   if (!profile) {
@@ -200,7 +205,7 @@ interface CellUser {
  * too on the host, under another name); per-container uid maps (podman `--uidmap`) copy
  * and chown the image's layers and fail on this podman, so the plan says so instead.
  */
-function cellUser(spec: CellSpec, options: OciBackendOptions, gaps: string[]): CellUser {
+function cellUser(spec: DeepReadonly<CellSpec>, options: OciBackendOptions, gaps: string[]): CellUser {
   const { uid, gid } = spec.identity;
   const { hostUid, hostGid } = options;
   if (options.engine === 'podman' && hostUid !== 0) {
@@ -222,7 +227,7 @@ function cellUser(spec: CellSpec, options: OciBackendOptions, gaps: string[]): C
  * Rootless podman enforces limits only through cgroup v2 controllers delegated to the
  * user; without them it ignores the flags. Asked only when the policy sets limits.
  */
-function rootlessLimitGaps(spec: CellSpec, engine: string, options: OciBackendOptions): string[] {
+function rootlessLimitGaps(spec: DeepReadonly<CellSpec>, engine: string, options: OciBackendOptions): string[] {
   const asked = (['pids', 'memoryBytes', 'cpus'] as const).filter((k) => spec.limits[k] !== undefined);
   if (asked.length === 0) return [];
   const info = queryEngineSync(engine, ['info', '--format', '{{json .Host.CgroupControllers}}'], {
@@ -284,8 +289,8 @@ function checkPath(path: string): string {
 }
 
 async function runOci(
-  spec: CellSpec,
-  plan: BackendPlan,
+  spec: DeepReadonly<CellSpec>,
+  plan: DeepReadonly<BackendPlan>,
   options: OciBackendOptions,
   control: RunControl = {},
 ): Promise<RunOutcome> {
@@ -334,7 +339,7 @@ async function runOci(
   }
 }
 
-function removeContainer(executable: string, argv: string[], env: Record<string, string>): void {
+function removeContainer(executable: string, argv: readonly string[], env: Record<string, string>): void {
   const name = argv[argv.indexOf('--name') + 1];
   if (name) spawnSync(executable, ['rm', '--force', name], { env, stdio: 'ignore', timeout: 30_000 });
 }

@@ -1,113 +1,16 @@
-import { rmSync } from 'node:fs';
 import { userInfo } from 'node:os';
-import { join, relative, isAbsolute } from 'node:path';
+import { join } from 'node:path';
 import { AgentcellError } from '../errors.js';
 import type { AgentcellPaths } from '../paths.js';
-import type { Policy } from '../policy/schema.js';
-import type { EgressReload } from '../receipts/receipt.js';
-import {
-  diffHostRules,
-  requestEgressReload,
-  startEgressControl,
-  type EgressControl,
-  type ReloadReport,
-  type Requester,
-} from '../egress/egress-control.js';
-import type { EgressGateway } from '../egress/egress-gateway.js';
-import type { HostRules } from '../egress/host-rules.js';
-import { egressControlDir, makePrivateDir } from '../egress/run-gateway.js';
+import { requestEgressReload, type ReloadReport, type Requester } from '../egress/egress-control.js';
+import { egressControlDir } from '../egress/run-gateway.js';
 import { liveRuns } from './cell-egress-log.js';
 import { cellDir } from './cell-store.js';
-import { resolveCellPolicy, type PreparedRun } from './prepare-run.js';
 
-const CONTROL_SOCKET = 'control.sock';
-
-/** The gateway rules a policy gives a running allowlist cell; a reload can't turn it into an open one. */
-export function gatewayRules(network: Policy['network']): HostRules {
-  if (network.mode === 'open')
-    throw new AgentcellError(
-      'RELOAD_REFUSED',
-      'network.mode is now "open": a reload never widens a running cell to an open network; start a new run for that',
-    );
-  if (network.mode !== 'allowlist') return { allow: [], deny: [], resolve: {} };
-  return { allow: network.allow, deny: network.deny, resolve: network.resolve };
-}
-
-/**
- * Serves `agentcell allow` for a running gateway cell: on each request the policy is
- * resolved again exactly as the run resolved it (same workspace, `--policy` file and
- * flags), refused if it now comes from a file the run did not read or from one the cell
- * could have written, and applied with `gateway.reload` (which revokes tunnels it refuses).
- * `onApplied` gets each applied (not dry-run) reload, for the run's receipt.
- */
-export async function serveEgressReload(
-  prepared: PreparedRun,
-  run: string,
-  paths: AgentcellPaths,
-  gateway: EgressGateway,
-  onApplied: (report: ReloadReport) => void,
-): Promise<EgressControl | undefined> {
-  const source = prepared.policySource;
-  if (!source || !prepared.egress) return undefined;
-  let current = prepared.egress.rules;
-  const dir = egressControlDir(cellDir(paths, prepared.cell));
-  makePrivateDir(dir);
-  const control = await startEgressControl(join(dir, CONTROL_SOCKET), async ({ dryRun, by }) => {
-    const { workspace, resolved } = await resolveCellPolicy(source.options, paths, source.cwd);
-    const newFiles = resolved.files.filter((file) => !prepared.resolved.files.includes(file));
-    if (workspace !== prepared.workspace || newFiles.length > 0)
-      throw new AgentcellError(
-        'RELOAD_REFUSED',
-        `the policy now comes from ${newFiles.join(', ') || workspace}, which the run did not read when it started; start a new run to use it`,
-      );
-    const writable = resolved.files.filter((file) => cellCanWrite(prepared, file));
-    if (writable.length > 0)
-      throw new AgentcellError(
-        'RELOAD_REFUSED',
-        `${writable.join(', ')} lies in a direct-mode workspace the cell can write; reloading from it could let the cell widen its own network`,
-      );
-    const next = gatewayRules(resolved.policy.network);
-    const report: ReloadReport = {
-      run,
-      dryRun,
-      time: new Date().toISOString(),
-      by,
-      policyHash: resolved.hash,
-      files: resolved.files,
-      ...diffHostRules(current, next),
-      revoked: 0,
-    };
-    if (dryRun) return report;
-    report.revoked = gateway.reload(next).revoked;
-    current = next;
-    try {
-      onApplied(report);
-    } catch (cause) {
-      const message = `reloaded, but could not journal the reload for the receipt: ${String(cause)}`;
-      throw new AgentcellError('INTERNAL', message, { cause });
-    }
-    return report;
-  });
-  return {
-    close: async () => {
-      await control.close();
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
-}
-
-/** An applied reload as the run's receipt records it. */
-export function receiptReload(report: ReloadReport): EgressReload {
-  const { time, by, policyHash, files, added, removed, revoked } = report;
-  return { time, by: { ...by }, policyHash, files: [...files], added, removed, revoked };
-}
-
-/** A direct-mode cell writes the workspace live; only its read-only control files are safe from it. */
-function cellCanWrite(prepared: PreparedRun, file: string): boolean {
-  if (prepared.spec.workspace.mode !== 'direct') return false;
-  const rel = relative(prepared.workspace, file);
-  if (rel === '' || rel.startsWith('..') || isAbsolute(rel)) return false;
-  return !prepared.spec.readonlyPaths.some((path) => file === path || file.startsWith(`${path}/`));
+/** Where a running gateway cell's agentcell listens for reloads (served by run/serve-egress-reload.ts). */
+export function egressControlSocket(paths: AgentcellPaths, cell: string): { dir: string; socket: string } {
+  const dir = egressControlDir(cellDir(paths, cell));
+  return { dir, socket: join(dir, 'control.sock') };
 }
 
 /** Asks the cell's running agentcell process to reload its allowlists from the host-side policy. */
@@ -121,7 +24,7 @@ export async function reloadCellEgress(
       'CELL_NOT_RUNNING',
       `cell ${cell} has no run going; agentcell allow reloads a running --network allowlist cell (a new run reads the policy anyway)`,
     );
-  const socket = join(egressControlDir(cellDir(paths, cell)), CONTROL_SOCKET);
+  const { socket } = egressControlSocket(paths, cell);
   return requestEgressReload(socket, { op: 'reload', dryRun: options.dryRun ?? false, by: requester() });
 }
 

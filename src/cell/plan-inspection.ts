@@ -6,6 +6,7 @@ import type { CellSpec, ExtraMount } from '../backends/backend.js';
 import { cellCaFiles, systemBundleOf, trustEnvironment, trustMounts } from '../egress/cell-trust.js';
 import type { RunInspection } from '../egress/run-gateway.js';
 import { AgentcellError } from '../errors.js';
+import type { DeepReadonly } from '../_internal/deep-readonly.js';
 import type { Policy } from '../policy/schema.js';
 import { proxySecrets } from './resolve-secrets.js';
 
@@ -100,7 +101,10 @@ export interface InspectionSummary {
   ca: string;
 }
 
-export function inspectionSummary(policy: Policy, run: RunInspection | undefined): InspectionSummary | undefined {
+export function inspectionSummary(
+  policy: DeepReadonly<Policy>,
+  run: DeepReadonly<RunInspection> | undefined,
+): InspectionSummary | undefined {
   if (!run) return undefined;
   return {
     inspect: [...policy.network.inspect],

@@ -1,6 +1,6 @@
 import { Option, type Command } from 'commander';
 import { BACKENDS, MODES, NETWORK_MODES, WORKSPACE_MODES } from '../_internal/vocabulary.js';
-import type { CellOptions } from '../cell/prepare-run.js';
+import type { CellOptions } from '../run/prepare-run.js';
 
 const collect = (value: string, previous: string[]): string[] => [...previous, value];
 

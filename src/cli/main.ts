@@ -1,5 +1,5 @@
 import { CommanderError } from 'commander';
-import { PhaseTimer } from '../cell/phase-timer.js';
+import { PhaseTimer } from '../run/phase-timer.js';
 import { AgentcellError, pathErrorOf } from '../errors.js';
 import { closeInheritedFds } from '../_internal/inherited-fds.js';
 import { agentcellPaths } from '../paths.js';

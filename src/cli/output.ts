@@ -1,5 +1,5 @@
 import { writeSync } from 'node:fs';
-import type { PhaseTimer } from '../cell/phase-timer.js';
+import type { PhaseTimer } from '../run/phase-timer.js';
 
 export interface JsonFlag {
   json?: boolean;

@@ -1,16 +1,18 @@
 import type { Assurance } from '../policy/assurance.js';
 import type { RunOutcome } from '../backends/backend.js';
 import type { PreparedAgent } from '../agents/prepare-agent.js';
-import type { PreparedRun } from '../cell/prepare-run.js';
+import type { PreparedRun } from '../run/prepare-run.js';
+import type { AfterRun } from '../run/decide-after-run.js';
 import { inspectionSummary } from '../cell/plan-inspection.js';
 import type { DockerApiPlan } from '../backends/docker-api-container.js';
+import type { DeepReadonly } from '../_internal/deep-readonly.js';
 
 /** Quote for a POSIX shell only where needed, so a printed plan can be pasted. */
 export function shellQuote(word: string): string {
   return /^[A-Za-z0-9_@%+=:,./-]+$/.test(word) ? word : `'${word.replace(/'/g, `'\\''`)}'`;
 }
 
-export function assuranceText(a: Assurance): string {
+export function assuranceText(a: DeepReadonly<Assurance>): string {
   if (a.reasons.length === 0) return a.level;
   // strict has already refused every lowering the user chose; what is left is the host's.
   const whose = a.mode === 'strict' ? 'host limits, labeled not refused: ' : '';
@@ -90,7 +92,7 @@ export function dryRunText(p: PreparedRun): string {
   return lines.join('\n');
 }
 
-function agentLine(agent: PreparedAgent): string {
+function agentLine(agent: DeepReadonly<PreparedAgent>): string {
   const { toolchain } = agent;
   const from =
     toolchain.source === 'npm'
@@ -104,7 +106,7 @@ function agentLine(agent: PreparedAgent): string {
  * a line of its own: readable, and still pasteable into a shell.
  */
 /** The Docker Engine API requests, in order; variables by name (the run sends each value). */
-function dockerApiLines(api: DockerApiPlan): string[] {
+function dockerApiLines(api: DeepReadonly<DockerApiPlan>): string[] {
   const body = JSON.stringify(api.create, null, 2).replace(/\n/g, '\n  ');
   return [
     `would send to the Docker Engine API at ${api.socket}:`,
@@ -128,6 +130,22 @@ function formatArgv(argv: readonly string[]): string {
 
 function inspection(p: PreparedRun): ReturnType<typeof inspectionSummary> {
   return inspectionSummary(p.resolved.policy, p.egress?.inspect);
+}
+
+/** What agentcell says about the decision taken after a run, if any. */
+export function afterRunLine(after: AfterRun): string | undefined {
+  switch (after.decision) {
+    case 'none':
+      return undefined;
+    case 'live':
+      return `agentcell: --restore-on-fail and --accept-on-success need an overlay workspace; ${after.workspaceMode} changes are live`;
+    case 'restored':
+      return `agentcell: exit ${after.exitCode}: restored, ${after.dropped} change(s) dropped`;
+    case 'accepted':
+      return `agentcell: accepted ${after.applied} change(s)`;
+    case 'not-accepted':
+      return `agentcell: not accepted: ${after.reason}`;
+  }
 }
 
 /** What agentcell says when a bound of `[resources]` ended a run (one place, so every backend's report reads the same). */

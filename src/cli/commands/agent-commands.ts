@@ -1,9 +1,9 @@
 import type { Command } from 'commander';
 import { isatty } from 'node:tty';
 import { AGENT_NAMES } from '../../agents/agent-adapter.js';
-import { prepareLogin, runLogin } from '../../agents/agent-login.js';
+import { prepareLogin, runLogin } from '../../run/agent-login.js';
 import { loginStatus, logout, type LoginSource } from '../../agents/login-status.js';
-import { resolveCellPolicy } from '../../cell/prepare-run.js';
+import { resolveCellPolicy } from '../../run/run-policy.js';
 import { cellsDir } from '../../cell/cell-store.js';
 import { agentcellPaths } from '../../paths.js';
 import { note, print, printJson, type CliContext, type DryRunFlag, type JsonFlag } from '../output.js';

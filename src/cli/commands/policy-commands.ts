@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { resolveCellPolicy } from '../../cell/prepare-run.js';
+import { resolveCellPolicy } from '../../run/run-policy.js';
 import { AgentcellError } from '../../errors.js';
 import { agentcellPaths } from '../../paths.js';
 import { explainPolicy } from '../../policy/explain-policy.js';

@@ -1,18 +1,16 @@
 import type { Command } from 'commander';
 import { existsSync } from 'node:fs';
 import { isatty } from 'node:tty';
-import { acceptCell, restoreCell } from '../../cell/cell-decisions.js';
-import { prepareRun, type PreparedRun } from '../../cell/prepare-run.js';
+import { decideAfterRun } from '../../run/decide-after-run.js';
+import { prepareRun } from '../../run/prepare-run.js';
 import { AgentcellError } from '../../errors.js';
-import type { AgentcellPaths } from '../../paths.js';
-import type { Receipt } from '../../receipts/receipt.js';
-import { runPrepared } from '../../cell/run-cell.js';
+import { runPrepared } from '../../run/run-cell.js';
 import { AGENT_NAMES } from '../../agents/agent-adapter.js';
 import { readyAgent } from '../../agents/prepare-agent.js';
 import { agentcellPaths } from '../../paths.js';
 import { addCellOptions, toCellOptions, type CellFlags } from '../cell-options.js';
 import { note, print, printJson, type CliContext, type DryRunFlag, type JsonFlag } from '../output.js';
-import { bannerLine, dryRunJson, dryRunText, limitHitLine, runSummary } from '../render.js';
+import { afterRunLine, bannerLine, dryRunJson, dryRunText, limitHitLine, runSummary } from '../render.js';
 
 type RunFlags = CellFlags & JsonFlag & DryRunFlag & { restoreOnFail?: boolean; acceptOnSuccess?: boolean };
 
@@ -38,7 +36,13 @@ async function runCommand(ctx: CliContext, argv: string[], flags: RunFlags): Pro
     note(flags.json ? JSON.stringify({ event: 'start', ...runSummary(prepared) }) : bannerLine(prepared)),
   );
   prepared.timer.mark('receipt'); // signing and writing it: after the receipt's own timings
-  await decideAfterRun(prepared, paths, receipt, flags);
+  const after = await decideAfterRun(prepared, paths, receipt, {
+    restoreOnFail: flags.restoreOnFail,
+    acceptOnSuccess: flags.acceptOnSuccess,
+    command: ['agentcell', ...process.argv.slice(2)],
+  });
+  const afterLine = afterRunLine(after);
+  if (afterLine !== undefined) note(afterLine);
   if (flags.json)
     note(
       JSON.stringify({
@@ -57,45 +61,6 @@ async function runCommand(ctx: CliContext, argv: string[], flags: RunFlags): Pro
   else if (outcome.timedOut)
     note(`agentcell: timed out after ${prepared.resolved.policy.resources.timeout ?? ''}; exit ${outcome.exitCode}`);
   return outcome.exitCode;
-}
-
-/** `--restore-on-fail` and `--accept-on-success`: the decision, taken right after the run. */
-async function decideAfterRun(
-  prepared: PreparedRun,
-  paths: AgentcellPaths,
-  receipt: Receipt,
-  flags: RunFlags,
-): Promise<void> {
-  const exitCode = receipt.exitCode;
-  const ref = {
-    paths,
-    cell: prepared.cell,
-    workspace: prepared.workspace,
-    command: ['agentcell', ...process.argv.slice(2)],
-  };
-  if (prepared.spec.workspace.mode !== 'overlay') {
-    if (flags.restoreOnFail || flags.acceptOnSuccess)
-      note(
-        `agentcell: --restore-on-fail and --accept-on-success need an overlay workspace; ${prepared.spec.workspace.mode} changes are live`,
-      );
-    return;
-  }
-  if (flags.restoreOnFail && exitCode !== 0) {
-    // Only this run's changes: back to the checkpoint it started from.
-    const before = receipt.checkpoint.before;
-    const r = await restoreCell(ref, { dryRun: false, ...(before !== null ? { to: before } : {}) });
-    note(`agentcell: exit ${exitCode}: restored, ${r.changes.length} change(s) dropped`);
-  }
-  if (flags.acceptOnSuccess && exitCode === 0) {
-    try {
-      const r = await acceptCell(ref, { force: false, dryRun: false });
-      note(`agentcell: accepted ${r.applied.length} change(s)`);
-    } catch (error) {
-      // The run succeeded; its changes stay in the cell for review.
-      if (error instanceof AgentcellError) note(`agentcell: not accepted: ${error.message}`);
-      else throw error;
-    }
-  }
 }
 
 export function registerRunCommands(program: Command, ctx: CliContext): void {

@@ -11,7 +11,7 @@ import {
 import { checkCellName } from '../../cell/cell-name.js';
 import { cellDir, locateExistingCell } from '../../cell/cell-store.js';
 import { unreceiptedRuns } from '../../receipts/run-journal.js';
-import { resolveCellPolicy } from '../../cell/prepare-run.js';
+import { resolveCellPolicy } from '../../run/run-policy.js';
 import { agentcellPaths } from '../../paths.js';
 import { matchesPaths, patchStat } from '../../workspace/change-patch.js';
 import { note, print, printJson, type DryRunFlag, type JsonFlag } from '../output.js';

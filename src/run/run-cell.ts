@@ -16,11 +16,13 @@ import { beginRun, finishRun, listJournal, updateRun, type RunDraft } from '../r
 import { recordBaselines } from '../workspace/accept-baseline.js';
 import { countGitChanges, readGitState } from '../workspace/git-state.js';
 import { checkpoint, openLayerStack, type LayerStack } from '../workspace/overlay/layer-stack.js';
-import { lockCell, openReceipts } from './cell-transaction.js';
-import { workspaceOverlay, type PreparedRun } from './prepare-run.js';
-import { toolVersion } from './tool-versions.js';
-import { startRunGateway, type RunningGateway } from '../egress/run-gateway.js';
-import { receiptReload, serveEgressReload } from './egress-reload.js';
+import { lockCell, openReceipts } from '../cell/cell-transaction.js';
+import type { PreparedRun } from './prepare-run.js';
+import { withLayerStack } from './replan.js';
+import { toolVersion } from '../cell/tool-versions.js';
+import { startRunGateway, type RunEgress, type RunningGateway } from '../egress/run-gateway.js';
+import { mutableCopy } from '../_internal/deep-readonly.js';
+import { receiptReload, serveEgressReload } from './serve-egress-reload.js';
 import { closeInheritedFds } from '../_internal/inherited-fds.js';
 
 export interface RunReport {
@@ -34,24 +36,21 @@ export interface RunReport {
  * (overlay), and sign its receipt into the cell's chain.
  */
 export async function runPrepared(
-  prepared: PreparedRun,
+  planned: PreparedRun,
   paths: AgentcellPaths,
   onStart: () => void = () => undefined,
 ): Promise<RunReport> {
   closeInheritedFds(); // for library callers too: only 0–2 may reach the backend (DESIGN.md invariant 10)
-  const tx = await lockCell(paths, prepared.cell, prepared.workspace, prepared.spec.argv);
+  const tx = await lockCell(paths, planned.cell, planned.workspace, [...planned.spec.argv]);
   try {
     // Masked in the cell already: made now so the mask covers what this run puts there (a first run's signing key).
-    for (const dir of prepared.createOwnDirs ?? []) makeDirs(dir, 0o700);
-    const overlay = prepared.spec.workspace.mode === 'overlay';
+    for (const dir of planned.createOwnDirs ?? []) makeDirs(dir, 0o700);
+    const overlay = planned.spec.workspace.mode === 'overlay';
     const stack = overlay
-      ? await freezeLeftovers(
-          openLayerStack(tx.dir, prepared.overlayDriver),
-          prepared.workspace,
-          prepared.resolved.hash,
-        )
+      ? await freezeLeftovers(openLayerStack(tx.dir, planned.overlayDriver), planned.workspace, planned.resolved.hash)
       : undefined;
-    if (stack) replanIfLayersChanged(prepared, stack);
+    // Another command may have changed the layers between planning and locking: the run goes by them.
+    const prepared = stack ? withLayerStack(planned, stack) : planned;
     // A direct run changes the workspace, so its git state is read before the command
     // starts; an overlay run leaves it alone, so git can read while the command runs.
     let gitBefore = overlay ? undefined : readGitState(prepared.workspace);
@@ -155,9 +154,9 @@ function runDraft(prepared: PreparedRun, paths: AgentcellPaths, before: string |
   const { spec, resolved, assurance, backend } = prepared;
   const backendVersion = toolVersion(paths.state, backend.tool, process.env, parseVersion);
   const draft: RunDraft = {
-    command: spec.argv,
+    command: [...spec.argv],
     policy: { hash: resolved.hash, mode: resolved.policy.cell.mode },
-    assurance,
+    assurance: { ...assurance, reasons: [...assurance.reasons] },
     backend: { name: backend.name, version: backendVersion },
     workspace: { path: prepared.workspace, mode: spec.workspace.mode, gitRef: null, gitDirty: null },
     checkpoint: { before, after: null },
@@ -193,7 +192,8 @@ function parseVersion(output: string): string {
 async function startGateway(prepared: PreparedRun, run: string): Promise<RunningGateway | undefined> {
   const { egress, spec } = prepared;
   if (!egress || !spec.egress) return undefined;
-  return startRunGateway(egress, spec.egress.socketPath, { cell: prepared.cell, run });
+  // A copy for the gateway, whose types take mutable rules.
+  return startRunGateway(mutableCopy<RunEgress>(egress), spec.egress.socketPath, { cell: prepared.cell, run });
 }
 
 async function runBackend(prepared: PreparedRun, control: RunControl): Promise<RunOutcome> {
@@ -262,12 +262,4 @@ function recordRunBaselines(
 
 function topLayerId(stack: LayerStack): string | null {
   return stack.layers[stack.layers.length - 1]?.id ?? null;
-}
-
-/** Another command may have changed the layers between planning and locking: plan again if so. */
-function replanIfLayersChanged(prepared: PreparedRun, stack: LayerStack): void {
-  const overlay = workspaceOverlay(stack, prepared.workspace);
-  if (prepared.spec.workspace.overlay?.argvPrefix.join('\0') === overlay.argvPrefix.join('\0')) return;
-  prepared.spec.workspace.overlay = overlay;
-  prepared.plan = prepared.backend.plan(prepared.spec);
 }

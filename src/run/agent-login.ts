@@ -2,14 +2,16 @@ import { chmodSync, copyFileSync, existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { removeCellDir } from '../cell/cell-store.js';
 import { defaultCellName } from '../cell/cell-name.js';
-import { prepareRun, resolveCellPolicy, type CellOptions, type PreparedRun } from '../cell/prepare-run.js';
-import { runPrepared } from '../cell/run-cell.js';
+import { prepareRun, type CellOptions, type PreparedRun } from './prepare-run.js';
+import { withCommand } from './replan.js';
+import { runPrepared } from './run-cell.js';
+import { resolveCellPolicy } from './run-policy.js';
 import { AgentcellError } from '../errors.js';
 import type { AgentcellPaths } from '../paths.js';
-import type { AgentName } from './agent-adapter.js';
-import { agentAdapter } from './agent-registry.js';
-import { loginStore } from './login-store.js';
-import { readyAgent } from './prepare-agent.js';
+import type { AgentName } from '../agents/agent-adapter.js';
+import { agentAdapter } from '../agents/agent-registry.js';
+import { loginStore } from '../agents/login-store.js';
+import { readyAgent } from '../agents/prepare-agent.js';
 import { makeDirs } from '../_internal/make-dirs.js';
 
 export interface LoginRequest extends Pick<CellOptions, 'workspace' | 'mode' | 'timeout' | 'ackBreakglass'> {
@@ -43,7 +45,7 @@ export async function prepareLogin(request: LoginRequest): Promise<PreparedLogin
     );
   const cwd = request.cwd ?? process.cwd();
   const { workspace } = await resolveCellPolicy(request, request.paths, cwd, request.hostEnv);
-  const prepared = await prepareRun({
+  const session = await prepareRun({
     ...request,
     cwd,
     cell: `${defaultCellName(workspace)}-login-${adapter.name}`,
@@ -55,10 +57,7 @@ export async function prepareLogin(request: LoginRequest): Promise<PreparedLogin
   });
   const args = request.args?.length ? request.args : login.argv.slice(1);
   // The login command itself, not the unattended flags of a coding session.
-  if (prepared.agent) {
-    prepared.spec.argv = [prepared.agent.toolchain.executable, ...args];
-    prepared.plan = prepared.backend.plan(prepared.spec);
-  }
+  const prepared = session.agent ? withCommand(session, [session.agent.toolchain.executable, ...args]) : session;
   return { agent: adapter.name, prepared, store: loginStore(request.paths.config, adapter.name), files: login.files };
 }
 
