@@ -53,6 +53,6 @@ export type { AgentAdapter, AgentCredential, AgentName, SeedFile } from './agent
 export { agentAdapter, allAgentAdapters } from './agents/agent-registry.js';
 export { agentPolicyLayer } from './agents/agent-policy-layer.js';
 export { installToolchain, npmToolchain, toolchainsRoot, type AgentToolchain } from './agents/agent-toolchain.js';
-export { prepareAgent, readyAgent, type PreparedAgent } from './agents/prepare-agent.js';
+export { prepareAgent, readyAgent, settleAgentLogins, type PreparedAgent } from './agents/prepare-agent.js';
 export { prepareLogin, runLogin, type PreparedLogin } from './run/agent-login.js';
 export { loginStore } from './agents/login-store.js';

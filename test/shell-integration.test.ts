@@ -232,3 +232,45 @@ describe('login status and logout', () => {
     }
   });
 });
+
+describe('a login the agent refreshes in the cell', () => {
+  it('is written back to the store after the run, and no copy stays in the cell', () => {
+    const sb = makeSandbox({ 'agentcell.toml': '[agent]\nsource = "host"\n' });
+    try {
+      // A stand-in for the agent's CLI (the mechanism under test is agentcell's, not Claude's):
+      // it reads the login it was given, then refreshes it, as an OAuth client does.
+      const bin = join(sb.root, 'bin');
+      mkdirSync(bin);
+      writeFileSync(
+        join(bin, 'claude'),
+        '#!/bin/sh\ncat ~/.claude/.credentials.json > seen-login.txt\nprintf \'{"token":"refreshed"}\' > ~/.claude/.credentials.json\n',
+        { mode: 0o755 },
+      );
+      const stored = join(sb.agentcellHome, 'config', 'credentials', 'claude', '.claude', '.credentials.json');
+      mkdirSync(dirname(stored), { recursive: true });
+      writeFileSync(stored, '{"token":"old"}');
+      const r = agentcell(['claude', '-p', 'hi'], {
+        cwd: sb.workspace,
+        env: { ...sb.env, PATH: `${bin}:${sb.env['PATH'] ?? ''}` },
+      });
+      assert.equal(r.status, 0, r.stderr);
+      assert.equal(readFileSync(stored, 'utf8'), '{"token":"refreshed"}', 'the refresh went back to the store');
+      const cells = join(sb.agentcellHome, 'state', 'cells');
+      for (const cell of readdirSync(cells))
+        assert.equal(
+          existsSync(join(cells, cell, 'agent-home', '.claude', '.credentials.json')),
+          false,
+          'a copy stayed',
+        );
+      assert.equal(existsSync(join(sb.workspace, 'seen-login.txt')), false, 'the run wrote to the workspace');
+      const diff = acJson<{ path: string }[]>(sb, 'diff', '--json');
+      assert.deepEqual(
+        diff.map((c) => c.path),
+        ['seen-login.txt'],
+      );
+      assert.match(ac(sb, 'diff', '--patch').stdout, /^\+\{"token":"old"\}$/m, 'the cell got the stored login');
+    } finally {
+      sb.cleanup();
+    }
+  });
+});

@@ -1,4 +1,4 @@
-import { chmodSync, copyFileSync, existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, posix } from 'node:path';
 import type { ExtraMount } from '../backends/backend.js';
 import type { DeepReadonly } from '../_internal/deep-readonly.js';
@@ -33,6 +33,8 @@ export interface PreparedAgent {
   seeds: SeedFile[];
   /** Files `agentcell login` stored for this agent, copied into the home before each run. */
   logins: { source: string; path: string }[];
+  /** Where the agent's login files live in agentcell's store, and which (home-relative) they are. */
+  loginStore: { dir: string; files: string[] };
   /** Set when the agent has nothing to authenticate with: what to do about it. */
   credentialHint?: string;
   /** The cell brief (`[agent] brief`): written to this host file, bound read-only into the home. */
@@ -83,6 +85,7 @@ export async function prepareAgent(request: AgentRequest): Promise<AgentCellPart
   }
   const home = join(request.cellDir, 'agent-home');
   const logins = storedLogins(adapter, request.configDir);
+  const loginFiles = { dir: loginStore(request.configDir, adapter.name), files: [...(adapter.login?.files ?? [])] };
   const credentialHint = missingCredentialHint(adapter, policy, logins.length);
   const brief = policy.agent.brief
     ? { file: join(request.cellDir, 'agent-brief.md'), text: agentBrief(policy) }
@@ -94,6 +97,7 @@ export async function prepareAgent(request: AgentRequest): Promise<AgentCellPart
       home,
       seeds: adapter.seed({ workspace: request.workspace, placeholder: proxySecretPlaceholder }),
       logins,
+      loginStore: loginFiles,
       ...(credentialHint !== undefined ? { credentialHint } : {}),
       ...(brief ? { brief } : {}),
     },
@@ -121,7 +125,10 @@ export async function prepareAgent(request: AgentRequest): Promise<AgentCellPart
 export async function readyAgent(agent: DeepReadonly<PreparedAgent>, progress: (line: string) => void): Promise<void> {
   await installToolchain(agent.toolchain, progress);
   makeDirs(agent.home, 0o700);
+  // A run agentcell didn't see end (killed) may have left a refreshed login in the home.
+  settleAgentLogins(agent);
   for (const login of agent.logins) {
+    if (!existsSync(login.source)) continue; // logged out since the run was planned
     const target = join(agent.home, login.path);
     makeDirs(dirname(target), 0o700);
     copyFileSync(login.source, target);
@@ -130,6 +137,32 @@ export async function readyAgent(agent: DeepReadonly<PreparedAgent>, progress: (
   for (const seed of agent.seeds) writeSeed(agent.home, seed);
   // Bound into the home from this file (read-only), so it is written before the cell starts.
   if (agent.brief) writeFileAtomic(agent.brief.file, agent.brief.text, 0o644);
+}
+
+/**
+ * After a run: a login the agent created or refreshed in the cell's home is written back
+ * to agentcell's store, and the copy leaves the home, so the store stays its only copy
+ * between runs (never the workspace, never cell state). Returns the store files written.
+ */
+export function settleAgentLogins(agent: DeepReadonly<PreparedAgent>): string[] {
+  const written: string[] = [];
+  for (const file of agent.loginStore.files) {
+    const copy = join(agent.home, file);
+    let content: Buffer;
+    try {
+      content = readFileSync(copy);
+    } catch {
+      continue; // none in the home
+    }
+    const stored = join(agent.loginStore.dir, file);
+    if (!existsSync(stored) || !readFileSync(stored).equals(content)) {
+      makeDirs(dirname(stored), 0o700);
+      writeFileAtomic(stored, content, 0o600);
+      written.push(stored);
+    }
+    rmSync(copy, { force: true });
+  }
+  return written;
 }
 
 /** Why an agent run's assurance is lower: a stored login is a credential the cell can read. */

@@ -6,7 +6,7 @@ import { prepareRun } from '../../run/prepare-run.js';
 import { AgentcellError } from '../../errors.js';
 import { runPrepared } from '../../run/run-cell.js';
 import { AGENT_NAMES } from '../../agents/agent-adapter.js';
-import { readyAgent } from '../../agents/prepare-agent.js';
+import { readyAgent, settleAgentLogins } from '../../agents/prepare-agent.js';
 import { agentcellPaths } from '../../paths.js';
 import { addCellOptions, toCellOptions, type CellFlags } from '../cell-options.js';
 import { note, print, printJson, type CliContext, type DryRunFlag, type JsonFlag } from '../output.js';
@@ -34,7 +34,7 @@ async function runCommand(ctx: CliContext, argv: string[], flags: RunFlags): Pro
   if (credentialHint && !flags.json) note(`agentcell: ${credentialHint}`);
   const { outcome, receipt } = await runPrepared(prepared, paths, () =>
     note(flags.json ? JSON.stringify({ event: 'start', ...runSummary(prepared) }) : bannerLine(prepared)),
-  );
+  ).finally(() => prepared.agent && settleAgentLogins(prepared.agent));
   prepared.timer.mark('receipt'); // signing and writing it: after the receipt's own timings
   const after = await decideAfterRun(prepared, paths, receipt, {
     restoreOnFail: flags.restoreOnFail,
