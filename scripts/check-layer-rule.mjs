@@ -13,7 +13,9 @@ const eslint = new ESLint({
 const fixture = join(root, 'src', 'backends', 'layer-rule-fixture.ts');
 const lint = async (code) => (await eslint.lintText(code, { filePath: fixture }))[0].messages;
 
-const upward = await lint("import { withBridge } from '../egress/proxy-environment.js';\nexport { withBridge };\n");
+const upward = await lint(
+  "import { withBridge } from '../egress/cell/proxy-environment.js';\nexport { withBridge };\n",
+);
 const downward = await lint("import { sha256 } from '../_internal/canonical-hash.js';\nexport { sha256 };\n");
 const ok = upward.length === 1 && upward[0].ruleId === 'agentcell/layers' && downward.length === 0;
 if (!ok) {

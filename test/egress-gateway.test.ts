@@ -12,10 +12,10 @@ import { makeCerts } from './make-certs.js';
 import { startTestGateway, type TestGateway } from './test-gateway.js';
 import { connect as tlsConnect } from 'node:tls';
 import { fileURLToPath } from 'node:url';
-import { startCellBridge } from '../src/egress/cell-bridge.js';
-import type { EgressGatewayOptions } from '../src/egress/egress-gateway.js';
-import type { EgressEvent } from '../src/egress/egress-log.js';
-import type { HostRules } from '../src/egress/host-rules.js';
+import { startCellBridge } from '../src/egress/cell/cell-bridge.js';
+import type { EgressGatewayOptions } from '../src/egress/gateway/egress-gateway.js';
+import type { EgressEvent } from '../src/egress/log/egress-log.js';
+import type { HostRules } from '../src/egress/rules/host-rules.js';
 
 /*
  * Real sockets, loopback only: every test server listens on 127.0.0.1, every name is

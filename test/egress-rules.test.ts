@@ -2,16 +2,16 @@ import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:net';
 import { describe, it } from 'node:test';
 import { connect as tlsConnect } from 'node:tls';
-import { canonicalAddress, classifyAddress, guardAddress } from '../src/egress/address-guard.js';
-import { compileHostRules, normalizeHost } from '../src/egress/host-rules.js';
+import { canonicalAddress, classifyAddress, guardAddress } from '../src/egress/rules/address-guard.js';
+import { compileHostRules, normalizeHost } from '../src/egress/rules/host-rules.js';
 import {
   checkCredentials,
   checkProxyAuthorization,
   newProxyToken,
   proxyAuthorization,
-} from '../src/egress/proxy-auth.js';
-import { parseGreeting, parseRequest, parseUserPassword } from '../src/egress/socks5-messages.js';
-import { classifyFirstBytes } from '../src/egress/classify-first-bytes.js';
+} from '../src/egress/gateway/proxy-auth.js';
+import { parseGreeting, parseRequest, parseUserPassword } from '../src/egress/protocols/socks5-messages.js';
+import { classifyFirstBytes } from '../src/egress/protocols/classify-first-bytes.js';
 
 describe('host rules', () => {
   const rules = compileHostRules({

@@ -12,10 +12,10 @@ import {
   type EgressControl,
   type ReloadReport,
   type Requester,
-} from '../egress/egress-control.js';
-import type { EgressGateway } from '../egress/egress-gateway.js';
-import type { HostRules } from '../egress/host-rules.js';
-import { egressControlDir, makePrivateDir } from '../egress/run-gateway.js';
+} from '../egress/gateway/egress-control.js';
+import type { EgressGateway } from '../egress/gateway/egress-gateway.js';
+import type { HostRules } from '../egress/rules/host-rules.js';
+import { egressControlDir, makePrivateDir } from '../egress/gateway/run-gateway.js';
 import { liveRuns } from './cell-egress-log.js';
 import { cellDir } from './cell-store.js';
 import { resolveCellPolicy, type PreparedRun } from './prepare-run.js';

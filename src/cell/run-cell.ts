@@ -9,7 +9,7 @@ import { countChanges } from '../workspace/overlay/layer-diff.js';
 import { AgentcellError } from '../errors.js';
 import type { AgentcellPaths } from '../paths.js';
 import type { EgressReload, EgressSummary, Receipt } from '../receipts/receipt.js';
-import type { ReloadReport } from '../egress/egress-control.js';
+import type { ReloadReport } from '../egress/gateway/egress-control.js';
 import type { ReceiptStore } from '../receipts/receipt-store.js';
 import { isProcessAlive } from '../_internal/process-identity.js';
 import { beginRun, finishRun, listJournal, updateRun, type RunDraft } from '../receipts/run-journal.js';
@@ -19,7 +19,7 @@ import { checkpoint, openLayerStack, type LayerStack } from '../workspace/overla
 import { lockCell, openReceipts } from './cell-transaction.js';
 import { workspaceOverlay, type PreparedRun } from './prepare-run.js';
 import { toolVersion } from './tool-versions.js';
-import { startRunGateway, type RunningGateway } from '../egress/run-gateway.js';
+import { startRunGateway, type RunningGateway } from '../egress/gateway/run-gateway.js';
 import { receiptReload, serveEgressReload } from './egress-reload.js';
 import { closeInheritedFds } from '../_internal/inherited-fds.js';
 

@@ -1,6 +1,6 @@
 import { STATUS_CODES } from 'node:http';
 import { isIP } from 'node:net';
-import type { EgressReason } from './egress-log.js';
+import type { EgressReason } from '../log/egress-log.js';
 
 export interface Denial {
   host: string;

@@ -1,9 +1,9 @@
 import { isIP, type Socket } from 'node:net';
 import { rawDenyResponse } from './deny-response.js';
-import type { PooledReads } from './pooled-reads.js';
-import type { EgressKind, EgressReason } from './egress-log.js';
-import { normalizeHost, type HostMatcher } from './host-rules.js';
-import { FrameError, readFrame } from './read-frame.js';
+import type { PooledReads } from '../stream/pooled-reads.js';
+import type { EgressKind, EgressReason } from '../log/egress-log.js';
+import { normalizeHost, type HostMatcher } from '../rules/host-rules.js';
+import { FrameError, readFrame } from '../stream/read-frame.js';
 import { classifyFirstBytes, FIRST_BYTES_LIMIT, type FirstBytes } from './classify-first-bytes.js';
 
 export interface TunnelTarget {

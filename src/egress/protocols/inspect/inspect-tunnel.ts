@@ -9,20 +9,20 @@ import {
 import { isIP, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { connect as tlsConnect, TLSSocket, type SecureContext } from 'node:tls';
-import { splitHostPort } from '../policy/host-pattern.js';
-import { classifyFirstBytes, FIRST_BYTES_LIMIT } from './classify-first-bytes.js';
-import { denyResponse, rawDenyResponse, type Denial } from './deny-response.js';
-import type { EgressEvent, EgressReason } from './egress-log.js';
-import { normalizeHost } from './host-rules.js';
-import type { InspectMatcher, ProxySecret } from './inspect-rules.js';
+import { splitHostPort } from '../../../policy/host-pattern.js';
+import { classifyFirstBytes, FIRST_BYTES_LIMIT } from '../classify-first-bytes.js';
+import { denyResponse, rawDenyResponse, type Denial } from '../deny-response.js';
+import type { EgressEvent, EgressReason } from '../../log/egress-log.js';
+import { normalizeHost } from '../../rules/host-rules.js';
+import type { InspectMatcher, ProxySecret } from '../../rules/inspect-rules.js';
 import { isWebSocketUpgrade, relayUpgrade } from './inspect-upgrade.js';
-import { FrameError, readFrame } from './read-frame.js';
+import { FrameError, readFrame } from '../../stream/read-frame.js';
 import { forwardHeaders, responseHeaders } from './inspect-headers.js';
-import { withPrefix } from './prefixed-stream.js';
+import { withPrefix } from '../../stream/prefixed-stream.js';
 import { createMaskStream, maskedForms } from './redact-stream.js';
 import { bodyDecoding, decodeBody } from './decode-response.js';
-import type { OpenTunnel, TunnelHooks, TunnelOutcome, TunnelTarget } from './splice-tunnel.js';
-import type { CapturedBody, SpyRecorder } from './spy-log.js';
+import type { OpenTunnel, TunnelHooks, TunnelOutcome, TunnelTarget } from '../splice-tunnel.js';
+import type { CapturedBody, SpyRecorder } from '../../log/spy-log.js';
 
 /** The fields of a `request` event the tunnel knows; the gateway stamps time, cell, run. */
 export type RequestRecord = Pick<

@@ -3,21 +3,26 @@ import { createServer as createHttpServer, type IncomingMessage, type ServerResp
 import { createServer as createNetServer, type Server, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { createSecureContext, type SecureContext } from 'node:tls';
-import { AgentcellError } from '../errors.js';
-import { splitHostPort } from '../policy/host-pattern.js';
-import { guardAddress } from './address-guard.js';
-import { denyResponse, rawDenyResponse, type Denial } from './deny-response.js';
+import { AgentcellError } from '../../errors.js';
+import { splitHostPort } from '../../policy/host-pattern.js';
+import { guardAddress } from '../rules/address-guard.js';
+import { denyResponse, rawDenyResponse, type Denial } from '../protocols/deny-response.js';
 import {
   createEgressLog,
   type EgressCounters,
   type EgressEvent,
   type EgressKind,
   type EgressReason,
-} from './egress-log.js';
-import { compileHostRules, normalizeHost, type HostMatcher, type HostRules } from './host-rules.js';
-import { compileInspectRules, type InspectMatcher, type InspectRules, type ProxySecret } from './inspect-rules.js';
-import { inspectTunnel, type InspectContext } from './inspect-tunnel.js';
-import { createSpyLog, redactSecrets, type SpyLog } from './spy-log.js';
+} from '../log/egress-log.js';
+import { compileHostRules, normalizeHost, type HostMatcher, type HostRules } from '../rules/host-rules.js';
+import {
+  compileInspectRules,
+  type InspectMatcher,
+  type InspectRules,
+  type ProxySecret,
+} from '../rules/inspect-rules.js';
+import { inspectTunnel, type InspectContext } from '../protocols/inspect/inspect-tunnel.js';
+import { createSpyLog, redactSecrets, type SpyLog } from '../log/spy-log.js';
 import {
   openDestination,
   systemLookup,
@@ -26,8 +31,8 @@ import {
   type LookupFunction,
 } from './open-destination.js';
 import { checkCredentials, checkProxyAuthorization } from './proxy-auth.js';
-import { FrameError, readFrame } from './read-frame.js';
-import { forwardTarget, parseForwardUrl, relayHttpRequest } from './relay-http-request.js';
+import { FrameError, readFrame } from '../stream/read-frame.js';
+import { forwardTarget, parseForwardUrl, relayHttpRequest } from '../protocols/relay-http-request.js';
 import {
   COMMAND_CONNECT,
   METHOD_NONE_ACCEPTABLE,
@@ -38,10 +43,10 @@ import {
   SOCKS_VERSION,
   socksReply,
   type SocksReplyCode,
-} from './socks5-messages.js';
-import { withPooledReads } from './pooled-accept.js';
-import { createPooledReads, type PooledReads } from './pooled-reads.js';
-import { spliceTunnel, type OpenTunnel, type TunnelHooks, type TunnelTarget } from './splice-tunnel.js';
+} from '../protocols/socks5-messages.js';
+import { withPooledReads } from '../stream/pooled-accept.js';
+import { createPooledReads, type PooledReads } from '../stream/pooled-reads.js';
+import { spliceTunnel, type OpenTunnel, type TunnelHooks, type TunnelTarget } from '../protocols/splice-tunnel.js';
 
 /** Everything the gateway enforces from `[network]`: host rules plus inspection and L7 rules. */
 export type GatewayRules = HostRules & InspectRules;
