@@ -1,10 +1,11 @@
-import { isIP, type Socket } from 'node:net';
-import { rawDenyResponse } from './deny-response.js';
+import type { Socket } from 'node:net';
+import { endRefused, rawDenyResponse, TLS_ACCESS_DENIED } from './deny-response.js';
 import type { PooledReads } from '../stream/pooled-reads.js';
 import type { EgressKind, EgressReason } from '../log/egress-log.js';
-import { normalizeHost, type HostMatcher } from '../rules/host-rules.js';
-import { FrameError, readFrame } from '../stream/read-frame.js';
-import { classifyFirstBytes, FIRST_BYTES_LIMIT, type FirstBytes } from './classify-first-bytes.js';
+import type { HostMatcher } from '../rules/host-rules.js';
+import { FrameError } from '../stream/read-frame.js';
+import { socketClosed } from '../stream/socket-closed.js';
+import { readFirstBytes, sniRefusal, type FirstBytes } from './classify-first-bytes.js';
 
 export interface TunnelTarget {
   kind: EgressKind;
@@ -38,9 +39,6 @@ export interface TunnelHooks {
   opened(tunnel: OpenTunnel): void;
   closed(tunnel: OpenTunnel, outcome: TunnelOutcome): void;
 }
-
-/** A fatal TLS `access_denied` alert: what a client gets instead of a 403 it could not read. */
-const TLS_ACCESS_DENIED = Buffer.from([0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x31]);
 
 /** The pooled reads of a tunnel's sockets; `client` is missing when node could not re-wrap it. */
 export interface TunnelReads {
@@ -102,29 +100,19 @@ export function spliceTunnel(
   upstream.once('close', (hadError) => hadError && client.destroy());
   reads.upstream.relayTo(client);
 
-  const done = Promise.all([closed(client), closed(upstream)]).then(() => {
+  const done = Promise.all([socketClosed(client), socketClosed(upstream)]).then(() => {
     hooks.closed(tunnel, { ...outcome, bytesUp: upstream.bytesWritten, bytesDown: upstream.bytesRead });
   });
 
-  readFrame(
-    client,
-    initial,
-    (data) => {
-      const first = classifyFirstBytes(data);
-      return first.kind === 'more' ? 'more' : { value: first, used: 0 };
-    },
-    FIRST_BYTES_LIMIT,
-  ).then(
+  readFirstBytes(client, initial).then(
     ({ value, rest }) => {
       const refusal = firstBytesRefusal(value, target, hooks.matcher());
       if (refusal) {
         outcome = { ...outcome, decision: 'deny', ...refusal };
         reads.upstream.discard();
         upstream.destroy();
-        if (value.kind === 'http') client.end(rawDenyResponse({ host: target.host, port: target.port, ...refusal }));
-        else client.end(TLS_ACCESS_DENIED);
-        client.resume(); // discard what else it sends, so its close is seen and logged
-        client.setTimeout(5000, () => client.destroy());
+        const denial = { host: target.host, port: target.port, ...refusal };
+        endRefused(client, value.kind === 'http' ? rawDenyResponse(denial) : TLS_ACCESS_DENIED);
         return;
       }
       if (value.kind === 'http') {
@@ -152,9 +140,8 @@ function firstBytesRefusal(
 ): { reason: EgressReason; rule: string | null } | undefined {
   switch (first.kind) {
     case 'tls': {
-      if (first.sni === undefined)
-        return isIP(target.host) === 0 ? { reason: 'sni-missing', rule: target.rule } : undefined;
-      return normalizeHost(first.sni) === target.host ? undefined : { reason: 'sni-mismatch', rule: target.rule };
+      const reason = sniRefusal(first.sni, target.host);
+      return reason ? { reason, rule: target.rule } : undefined;
     }
     case 'tls-unreadable':
       return { reason: 'tls-unreadable', rule: target.rule };
@@ -166,8 +153,4 @@ function firstBytesRefusal(
     case 'more':
       return undefined;
   }
-}
-
-function closed(socket: Socket): Promise<void> {
-  return socket.closed ? Promise.resolve() : new Promise((resolve) => socket.once('close', () => resolve()));
 }
