@@ -1,4 +1,4 @@
-import { isIP } from 'node:net';
+import { BlockList, isIP, SocketAddress } from 'node:net';
 
 /**
  * What kind of destination an IP address is. Only `public` addresses are reachable
@@ -27,149 +27,125 @@ export function guardAddress(ip: string, listed: (canonical: string) => boolean)
   return { address, class: cls, allowed: cls === 'public' || listed(address) };
 }
 
-/** The class of an IPv4 or IPv6 address; anything unparseable is `reserved`. */
+type Subnet = readonly [network: string, prefix: number];
+
+/**
+ * The classes, in the order they are tried (the first that holds the address wins, so
+ * 169.254.169.254 is `metadata`, not `link-local`). IPv4 subnets are also entered in
+ * their IPv6 spellings (below), IPv6 ones as they are.
+ */
+const CLASSES: readonly { class: AddressClass; ipv4: readonly Subnet[]; ipv6: readonly Subnet[] }[] = [
+  {
+    class: 'metadata',
+    // AWS/GCP/Azure/OCI, Alibaba Cloud; AWS over IPv6.
+    ipv4: [
+      ['169.254.169.254', 32],
+      ['100.100.100.200', 32],
+    ],
+    ipv6: [['fd00:ec2::254', 128]],
+  },
+  { class: 'unspecified', ipv4: [['0.0.0.0', 8]], ipv6: [['::', 128]] },
+  { class: 'loopback', ipv4: [['127.0.0.0', 8]], ipv6: [['::1', 128]] },
+  {
+    class: 'private',
+    ipv4: [
+      ['10.0.0.0', 8],
+      ['172.16.0.0', 12],
+      ['192.168.0.0', 16],
+    ],
+    ipv6: [
+      ['fc00::', 7], // unique local
+      ['fec0::', 10], // site-local (deprecated)
+      ['64:ff9b:1::', 48], // local-use NAT64
+    ],
+  },
+  { class: 'cgnat', ipv4: [['100.64.0.0', 10]], ipv6: [] },
+  { class: 'link-local', ipv4: [['169.254.0.0', 16]], ipv6: [['fe80::', 10]] },
+  { class: 'multicast', ipv4: [['224.0.0.0', 4]], ipv6: [['ff00::', 8]] },
+  {
+    class: 'reserved',
+    ipv4: [
+      ['240.0.0.0', 4], // includes 255.255.255.255
+      ['192.0.0.0', 24], // IETF protocol assignments
+      ['192.0.2.0', 24], // documentation
+      ['198.51.100.0', 24],
+      ['203.0.113.0', 24],
+      ['198.18.0.0', 15], // benchmarking, used inside some networks
+      ['192.88.99.0', 24], // 6to4 relay anycast (deprecated)
+    ],
+    ipv6: [
+      ['::', 96], // IPv4-compatible (deprecated)
+      ['2001:db8::', 32], // documentation
+      ['3fff::', 20], // documentation (RFC 9637)
+      ['2001::', 23], // IETF protocol assignments, Teredo (2001::/32) among them
+      ['100::', 64], // discard
+    ],
+  },
+  {
+    // Global unicast is 2000::/3; NAT64 of an IPv4 address none of the above holds is public too.
+    class: 'public',
+    ipv4: [],
+    ipv6: [
+      ['2000::', 3],
+      ['64:ff9b::', 96],
+    ],
+  },
+];
+
+/**
+ * Each class as a `net.BlockList`. A BlockList matches an IPv4-mapped IPv6 address
+ * (`::ffff:127.0.0.1`) against IPv4 subnets itself; the prefixes that reach an IPv4
+ * address by other means are entered here for each IPv4 subnet: NAT64 (64:ff9b::/96)
+ * and 6to4 (2002::/16), so `64:ff9b::7f00:1` is as much loopback as `127.0.0.1`.
+ */
+const LISTS: readonly (readonly [AddressClass, BlockList])[] = CLASSES.map((entry) => {
+  const list = new BlockList();
+  for (const [network, prefix] of entry.ipv4) {
+    list.addSubnet(network, prefix, 'ipv4');
+    list.addSubnet(`64:ff9b::${network}`, 96 + prefix, 'ipv6');
+    list.addSubnet(sixToFour(network), 16 + prefix, 'ipv6');
+  }
+  for (const [network, prefix] of entry.ipv6) list.addSubnet(network, prefix, 'ipv6');
+  return [entry.class, list] as const;
+});
+
+/** `2002:AABB:CCDD::` for `A.B.C.D`: the 6to4 prefix that embeds an IPv4 network. */
+function sixToFour(ipv4: string): string {
+  const hex = ipv4.split('.').map((byte) => Number(byte).toString(16).padStart(2, '0'));
+  return `2002:${hex.slice(0, 2).join('')}:${hex.slice(2).join('')}::`;
+}
+
+/**
+ * The class of an IPv4 or IPv6 address; anything unparseable is `reserved`. An IPv4
+ * address no class holds is public; an IPv6 one is public only inside 2000::/3 (or
+ * NAT64 of a public IPv4 address): anything else is no place to connect to.
+ */
 export function classifyAddress(ip: string): AddressClass {
-  const v4 = parseIPv4(ip);
-  if (v4) return classifyIPv4(v4);
-  const v6 = parseIPv6(ip);
-  return v6 ? classifyIPv6(v6) : 'reserved';
+  // Canonical first: an IPv4-mapped address is judged as the IPv4 address it is.
+  const address = canonicalAddress(ip)?.split('%')[0];
+  if (address === undefined) return 'reserved';
+  const family = isIP(address);
+  const type = family === 4 ? 'ipv4' : 'ipv6';
+  for (const [cls, list] of LISTS) if (list.check(address, type)) return cls;
+  return family === 4 ? 'public' : 'reserved';
 }
 
 /**
  * One spelling per address, so rules, `resolve` targets and connected addresses
- * compare equal: `::ffff:127.0.0.1` becomes `127.0.0.1`, `0:0::1` becomes `::1`.
- * A zone (`fe80::1%eth0`) is kept. Undefined for anything that is not an IP.
+ * compare equal: `::ffff:127.0.0.1` becomes `127.0.0.1`, `0:0::1` becomes `::1`
+ * (node's inet_ntop, RFC 5952). A zone (`fe80::1%eth0`) is kept, lower-cased.
+ * Undefined for anything that is not an IP.
  */
 export function canonicalAddress(ip: string): string | undefined {
   const bare = ip.startsWith('[') && ip.endsWith(']') ? ip.slice(1, -1) : ip;
-  if (isIP(bare) === 0) return undefined;
-  const v4 = parseIPv4(bare);
-  if (v4) return v4.join('.');
   const zoneAt = bare.indexOf('%');
+  const address = zoneAt === -1 ? bare : bare.slice(0, zoneAt);
   const zone = zoneAt === -1 ? '' : bare.slice(zoneAt).toLowerCase();
-  const v6 = parseIPv6(bare);
-  if (!v6) return undefined;
-  const mapped = mappedIPv4(v6);
-  if (mapped && zone === '') return mapped.join('.');
-  return formatIPv6(v6) + zone;
-}
-
-type Bytes = readonly number[];
-
-function parseIPv4(ip: string): Bytes | undefined {
-  if (isIP(ip) !== 4) return undefined;
-  return ip.split('.').map(Number);
-}
-
-/** 16 bytes, or undefined. Accepts `::`, embedded IPv4 tails and a `%zone`. */
-function parseIPv6(ip: string): Bytes | undefined {
-  const address = ip.split('%')[0] ?? '';
-  if (isIP(address) !== 6) return undefined;
-  let text = address;
-  const tail: number[] = [];
-  const lastColon = text.lastIndexOf(':');
-  const last = text.slice(lastColon + 1);
-  if (last.includes('.')) {
-    const v4 = parseIPv4(last);
-    if (!v4) return undefined;
-    tail.push(...v4);
-    text = text.slice(0, lastColon + 1) + '0:0';
-  }
-  const [head = '', rest] = text.split('::');
-  const groups = (part: string | undefined): number[] =>
-    part === undefined || part === '' ? [] : part.split(':').map((g) => parseInt(g, 16));
-  const left = groups(head);
-  const right = groups(rest);
-  const fill = rest === undefined ? 0 : 8 - left.length - right.length;
-  const words = [...left, ...new Array<number>(fill).fill(0), ...right];
-  if (words.length !== 8) return undefined;
-  const bytes = words.flatMap((w) => [w >> 8, w & 0xff]);
-  if (tail.length === 4) bytes.splice(12, 4, ...tail);
-  return bytes;
-}
-
-function formatIPv6(bytes: Bytes): string {
-  const words: number[] = [];
-  for (let i = 0; i < 16; i += 2) words.push(((bytes[i] ?? 0) << 8) | (bytes[i + 1] ?? 0));
-  // The longest run of two or more zero words becomes `::` (RFC 5952).
-  let bestStart = -1;
-  let bestLength = 0;
-  for (let i = 0; i < 8;) {
-    if (words[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && words[j] === 0) j++;
-    if (j - i > bestLength && j - i >= 2) [bestStart, bestLength] = [i, j - i];
-    i = j;
-  }
-  const hex = words.map((w) => w.toString(16));
-  if (bestStart === -1) return hex.join(':');
-  return `${hex.slice(0, bestStart).join(':')}::${hex.slice(bestStart + bestLength).join(':')}`;
-}
-
-/** The IPv4 address inside `::ffff:a.b.c.d`, if that is what this is. */
-function mappedIPv4(bytes: Bytes): Bytes | undefined {
-  const prefix = bytes.slice(0, 12);
-  const isMapped = prefix.slice(0, 10).every((b) => b === 0) && prefix[10] === 0xff && prefix[11] === 0xff;
-  return isMapped ? bytes.slice(12) : undefined;
-}
-
-function inPrefix(bytes: Bytes, prefix: Bytes, bits: number): boolean {
-  for (let i = 0; i < bits; i += 8) {
-    const take = Math.min(8, bits - i);
-    const mask = (0xff << (8 - take)) & 0xff;
-    if (((bytes[i / 8] ?? 0) & mask) !== ((prefix[i / 8] ?? 0) & mask)) return false;
-  }
-  return true;
-}
-
-const V4_RULES: readonly [Bytes, number, AddressClass][] = [
-  [[169, 254, 169, 254], 32, 'metadata'],
-  [[0, 0, 0, 0], 8, 'unspecified'],
-  [[127, 0, 0, 0], 8, 'loopback'],
-  [[10, 0, 0, 0], 8, 'private'],
-  [[172, 16, 0, 0], 12, 'private'],
-  [[192, 168, 0, 0], 16, 'private'],
-  [[100, 64, 0, 0], 10, 'cgnat'],
-  [[169, 254, 0, 0], 16, 'link-local'],
-  [[224, 0, 0, 0], 4, 'multicast'],
-  [[240, 0, 0, 0], 4, 'reserved'], // includes 255.255.255.255
-  [[192, 0, 0, 0], 24, 'reserved'], // IETF protocol assignments
-  [[192, 0, 2, 0], 24, 'reserved'], // documentation
-  [[198, 51, 100, 0], 24, 'reserved'],
-  [[203, 0, 113, 0], 24, 'reserved'],
-  [[198, 18, 0, 0], 15, 'reserved'], // benchmarking, used inside some networks
-];
-
-function classifyIPv4(bytes: Bytes): AddressClass {
-  for (const [prefix, bits, cls] of V4_RULES) if (inPrefix(bytes, prefix, bits)) return cls;
-  return 'public';
-}
-
-const FD00_EC2_254: Bytes = [0xfd, 0, 0x0e, 0xc2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x02, 0x54];
-
-function classifyIPv6(bytes: Bytes): AddressClass {
-  const zeroFirst = (n: number): boolean => bytes.slice(0, n).every((b) => b === 0);
-  if (zeroFirst(16)) return 'unspecified';
-  if (zeroFirst(15) && bytes[15] === 1) return 'loopback';
-  const mapped = mappedIPv4(bytes);
-  if (mapped) return classifyIPv4(mapped);
-  if (zeroFirst(12)) return 'reserved'; // IPv4-compatible (deprecated)
-  // NAT64 (64:ff9b::/96) and 6to4 (2002::/16) reach the IPv4 address they embed.
-  if (inPrefix(bytes, [0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0], 96)) return classifyIPv4(bytes.slice(12));
-  if (inPrefix(bytes, [0x20, 0x02], 16)) return classifyIPv4(bytes.slice(2, 6));
-  if (bytes.every((b, i) => b === FD00_EC2_254[i])) return 'metadata';
-  if (inPrefix(bytes, [0xff], 8)) return 'multicast';
-  if (inPrefix(bytes, [0xfe, 0x80], 10)) return 'link-local';
-  if (inPrefix(bytes, [0xfe, 0xc0], 10)) return 'private'; // site-local (deprecated)
-  if (inPrefix(bytes, [0xfc], 7)) return 'private'; // unique local
-  if (inPrefix(bytes, [0, 0x64, 0xff, 0x9b, 0, 1], 48)) return 'private'; // local-use NAT64
-  if (inPrefix(bytes, [0x20, 0x01, 0x0d, 0xb8], 32)) return 'reserved'; // documentation
-  if (inPrefix(bytes, [0x20, 0x01, 0, 0], 32)) return 'reserved'; // Teredo
-  if (inPrefix(bytes, [0x20, 0x01, 0, 0], 23)) return 'reserved'; // IETF protocol assignments
-  if (inPrefix(bytes, [0x01, 0, 0, 0, 0, 0, 0, 0], 64)) return 'reserved'; // discard
-  // Only 2000::/3 is global unicast; everything else is not a place to connect to.
-  return inPrefix(bytes, [0x20], 3) ? 'public' : 'reserved';
+  const family = isIP(address);
+  if (family === 0 || (family === 4 && zone !== '')) return undefined;
+  const canonical = new SocketAddress({ address, family: family === 4 ? 'ipv4' : 'ipv6' }).address;
+  // inet_ntop writes an IPv4-mapped address as ::ffff:a.b.c.d: the IPv4 address is its one spelling.
+  const mapped = canonical.startsWith('::ffff:') ? canonical.slice('::ffff:'.length) : undefined;
+  if (mapped !== undefined && isIP(mapped) === 4 && zone === '') return mapped;
+  return canonical + zone;
 }
