@@ -77,7 +77,7 @@ export interface GatewayState extends GatewayContext {
  */
 export function createGatewayContext(
   options: EgressGatewayOptions,
-  lifecycle: { listening(): boolean; failClosed(error: Error): void },
+  lifecycle: { listening: () => boolean; failClosed: (error: Error) => void },
 ): GatewayState {
   let matcher: HostMatcher = compileHostRules(options.rules);
   const secrets = options.inspect?.secrets ?? [];
