@@ -40,6 +40,45 @@ export interface TunnelHooks {
   closed(tunnel: OpenTunnel, outcome: TunnelOutcome): void;
 }
 
+/** What both kinds of tunnel keep: the outcome so far, and the handle a reload revokes it by. */
+export interface TunnelState {
+  readonly tunnel: OpenTunnel;
+  outcome: Omit<TunnelOutcome, 'bytesUp' | 'bytesDown'>;
+  /** Tells `hooks.closed` the outcome, with the byte counts. */
+  close(bytes: Pick<TunnelOutcome, 'bytesUp' | 'bytesDown'>): void;
+}
+
+/**
+ * Opens a tunnel's books (allowed by its rule, until something refuses it) and hands
+ * `hooks.opened` the handle a reload revokes it by; `destroy` ends it, on revocation or
+ * a client error. The client's handshake timeout ends here: a tunnel may idle.
+ */
+export function startTunnel(
+  client: Socket,
+  target: TunnelTarget,
+  hooks: TunnelHooks,
+  sides: { cleartext: () => boolean; destroy: () => void },
+): TunnelState {
+  const state: TunnelState = {
+    outcome: { decision: 'allow', rule: target.rule, reason: 'allow-rule', revoked: false },
+    tunnel: {
+      target,
+      get cleartext() {
+        return sides.cleartext();
+      },
+      revoke() {
+        state.outcome = { ...state.outcome, revoked: true };
+        sides.destroy();
+      },
+    },
+    close: (bytes) => hooks.closed(state.tunnel, { ...state.outcome, ...bytes }),
+  };
+  hooks.opened(state.tunnel);
+  client.setTimeout(0);
+  client.on('error', sides.destroy);
+  return state;
+}
+
 /** The pooled reads of a tunnel's sockets; `client` is missing when node could not re-wrap it. */
 export interface TunnelReads {
   upstream: PooledReads;
@@ -68,31 +107,12 @@ export function spliceTunnel(
   hooks: TunnelHooks,
   reads: TunnelReads,
 ): Promise<void> {
-  let outcome: Omit<TunnelOutcome, 'bytesUp' | 'bytesDown'> = {
-    decision: 'allow',
-    rule: target.rule,
-    reason: 'allow-rule',
-    revoked: false,
-  };
   let cleartext = false;
   const destroyBoth = (): void => {
     client.destroy();
     upstream.destroy();
   };
-  const tunnel: OpenTunnel = {
-    target,
-    get cleartext() {
-      return cleartext;
-    },
-    revoke() {
-      outcome = { ...outcome, revoked: true };
-      destroyBoth();
-    },
-  };
-  hooks.opened(tunnel);
-
-  client.setTimeout(0);
-  client.on('error', destroyBoth);
+  const state = startTunnel(client, target, hooks, { cleartext: () => cleartext, destroy: destroyBoth });
   upstream.on('error', destroyBoth);
   // A side that closes with an error takes the other down; a clean close leaves the
   // other to finish flushing what it holds (a half-close is passed on as end()).
@@ -101,14 +121,14 @@ export function spliceTunnel(
   reads.upstream.relayTo(client);
 
   const done = Promise.all([socketClosed(client), socketClosed(upstream)]).then(() => {
-    hooks.closed(tunnel, { ...outcome, bytesUp: upstream.bytesWritten, bytesDown: upstream.bytesRead });
+    state.close({ bytesUp: upstream.bytesWritten, bytesDown: upstream.bytesRead });
   });
 
   readFirstBytes(client, initial).then(
     ({ value, rest }) => {
       const refusal = firstBytesRefusal(value, target, hooks.matcher());
       if (refusal) {
-        outcome = { ...outcome, decision: 'deny', ...refusal };
+        state.outcome = { ...state.outcome, decision: 'deny', ...refusal };
         reads.upstream.discard();
         upstream.destroy();
         const denial = { host: target.host, port: target.port, ...refusal };
@@ -117,7 +137,10 @@ export function spliceTunnel(
       }
       if (value.kind === 'http') {
         cleartext = true;
-        outcome = { ...outcome, rule: hooks.matcher().decide(target.host, target.port, { cleartext }).rule };
+        state.outcome = {
+          ...state.outcome,
+          rule: hooks.matcher().decide(target.host, target.port, { cleartext }).rule,
+        };
       }
       if (rest.length > 0) upstream.write(rest);
       if (reads.client) reads.client.relayTo(upstream);
@@ -126,7 +149,7 @@ export function spliceTunnel(
     // The client left before saying anything, or sent more than a ClientHello can be.
     (error: unknown) => {
       if (error instanceof FrameError && error.why !== 'closed')
-        outcome = { ...outcome, decision: 'deny', reason: 'tls-unreadable' };
+        state.outcome = { ...state.outcome, decision: 'deny', reason: 'tls-unreadable' };
       destroyBoth();
     },
   );

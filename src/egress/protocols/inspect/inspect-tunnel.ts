@@ -8,7 +8,7 @@ import { FrameError } from '../../stream/read-frame.js';
 import { socketClosed } from '../../stream/socket-closed.js';
 import { readFirstBytes, sniRefusal, type FirstBytes } from '../classify-first-bytes.js';
 import { endRefused, rawDenyResponse, TLS_ACCESS_DENIED } from '../deny-response.js';
-import type { OpenTunnel, TunnelHooks, TunnelOutcome, TunnelTarget } from '../splice-tunnel.js';
+import { startTunnel, type TunnelHooks, type TunnelTarget } from '../splice-tunnel.js';
 import type { InspectContext } from './inspect-context.js';
 import { inspectedRequests } from './inspect-request.js';
 import { UpstreamAgent } from './upstream-agent.js';
@@ -31,12 +31,6 @@ export function inspectTunnel(
   hooks: TunnelHooks,
   context: InspectContext,
 ): Promise<void> {
-  let outcome: Omit<TunnelOutcome, 'bytesUp' | 'bytesDown'> = {
-    decision: 'allow',
-    rule: target.rule,
-    reason: 'allow-rule',
-    revoked: false,
-  };
   const raws = new Set<Socket>();
   /** Per upstream connection, settled once its bytes are counted (`closed` is true a tick before 'close'). */
   const counted: Promise<void>[] = [];
@@ -52,17 +46,7 @@ export function inspectTunnel(
     agent.destroy();
     for (const raw of raws) raw.destroy();
   };
-  const tunnel: OpenTunnel = {
-    target,
-    cleartext: false,
-    revoke() {
-      outcome = { ...outcome, revoked: true };
-      destroyAll();
-    },
-  };
-  hooks.opened(tunnel);
-  client.setTimeout(0);
-  client.on('error', destroyAll);
+  const state = startTunnel(client, target, hooks, { cleartext: () => false, destroy: destroyAll });
   watch(upstream);
 
   function watch(raw: Socket): void {
@@ -83,7 +67,7 @@ export function inspectTunnel(
   const done = socketClosed(client).then(async () => {
     destroyAll();
     await Promise.all(counted); // their byte counts land in the tunnel's line
-    hooks.closed(tunnel, { ...outcome, bytesUp, bytesDown });
+    state.close({ bytesUp, bytesDown });
   });
 
   async function openUpstream(): Promise<Duplex> {
@@ -151,14 +135,14 @@ export function inspectTunnel(
       async ({ value, rest }) => {
         const refusal = firstBytesRefusal(value, target);
         if (!refusal) return terminate(rest);
-        outcome = { ...outcome, decision: 'deny', reason: refusal, rule: target.rule };
+        state.outcome = { ...state.outcome, decision: 'deny', reason: refusal, rule: target.rule };
         spare?.destroy();
         const denial = { host: target.host, port: target.port, reason: refusal, rule: target.rule };
         endRefused(client, value.kind === 'http' ? rawDenyResponse(denial) : TLS_ACCESS_DENIED);
       },
       (error: unknown) => {
         if (error instanceof FrameError && error.why !== 'closed')
-          outcome = { ...outcome, decision: 'deny', reason: 'tls-unreadable' };
+          state.outcome = { ...state.outcome, decision: 'deny', reason: 'tls-unreadable' };
         destroyAll();
       },
     )
