@@ -1,5 +1,5 @@
-import { createEgressGateway, type EgressGateway } from '../src/egress/egress-gateway.js';
-import type { HostRules } from '../src/egress/host-rules.js';
+import { createEgressGateway, type EgressGateway } from '../src/egress/gateway/egress-gateway.js';
+import type { HostRules } from '../src/egress/rules/host-rules.js';
 
 // The gateway side of bench/egress.ts, in a process of its own so its CPU and memory are
 // its own: `node egress-gateway-process.js COUNT RULES_JSON TOKEN` starts COUNT gateways

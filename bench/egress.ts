@@ -586,7 +586,7 @@ function render(throughput: Rate[], fresh: Latency[], kept: Latency[], memory: M
     ...latencyRows('fresh', fresh),
     ...latencyRows('keep-alive', kept),
     '',
-    `Memory with ${CELLS} cells' traffic: for ${MEMORY_SECONDS} s each tunnel downloads from a source that sends as fast as it can (or uploads to a sink the same way); RSS of the proxy process, sampled every 100 ms. Both directions read into reused buffers shared by the process (src/egress/pooled-reads.ts; accepted sockets are re-wrapped for it by pooled-accept.ts) instead of node's fresh buffer per read, which waits for V8 to collect it.`,
+    `Memory with ${CELLS} cells' traffic: for ${MEMORY_SECONDS} s each tunnel downloads from a source that sends as fast as it can (or uploads to a sink the same way); RSS of the proxy process, sampled every 100 ms. Both directions read into reused buffers shared by the process (src/egress/stream/pooled-reads.ts; accepted sockets are re-wrapped for it by pooled-accept.ts) instead of node's fresh buffer per read, which waits for V8 to collect it.`,
     '',
     '| proxy | RSS idle MiB | RSS peak MiB | total MiB/s |',
     '| --- | ---: | ---: | ---: |',

@@ -4,10 +4,10 @@ import { createServer as createHttpsServer, type Server } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect as tlsConnect } from 'node:tls';
-import { createLeafMinter, loadOrCreateCellCa } from '../src/egress/cell-ca.js';
-import { cellCaFiles } from '../src/egress/cell-trust.js';
-import { createEgressGateway } from '../src/egress/egress-gateway.js';
-import { newProxyToken, proxyAuthorization } from '../src/egress/proxy-auth.js';
+import { createLeafMinter, loadOrCreateCellCa } from '../src/egress/cell/cell-ca.js';
+import { cellCaFiles } from '../src/egress/cell/cell-trust.js';
+import { createEgressGateway } from '../src/egress/gateway/egress-gateway.js';
+import { newProxyToken, proxyAuthorization } from '../src/egress/gateway/proxy-auth.js';
 import { fmt } from './measure.js';
 import type { Section } from './startup.js';
 

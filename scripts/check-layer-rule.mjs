@@ -16,7 +16,7 @@ const lint = async (layer, code) =>
 
 const upward = await lint(
   'backends',
-  "import { withBridge } from '../egress/proxy-environment.js';\nexport { withBridge };\n",
+  "import { withBridge } from '../egress/cell/proxy-environment.js';\nexport { withBridge };\n",
 );
 const cycle = await lint('agents', "import { prepareRun } from '../run/prepare-run.js';\nexport { prepareRun };\n");
 const downward = await lint(

@@ -86,6 +86,34 @@ for (const backend of TEST_BACKENDS)
       assert.deepEqual(receipt.egress, { allowed: 2, denied: 1 });
     });
 
+    it('prints no node warning (MaxListenersExceededWarning) on a run with many connections through the gateway', async () => {
+      // More connections of each kind than node's default of 10 listeners per emitter, one after another and at once.
+      const each = [
+        `curl -sS -o /dev/null --cacert test-ca.crt https://api.test:${httpsPort}/`,
+        `curl -sS -o /dev/null http://plain.test:${httpPort}/`,
+        `curl -sS -o /dev/null http://other.test:${httpPort}/`,
+        `curl -sS -o /dev/null https://other.test:${httpsPort}/ 2>/dev/null`,
+      ].join('; ');
+      const r = await inGatewayCell(
+        backend,
+        sb,
+        `for i in $(seq 12); do ${each}; done; for i in $(seq 12); do (${each}) & done; wait; echo done`,
+      );
+      assert.equal(r.status, 0, r.stderr);
+      assert.match(r.stdout, /^done$/m);
+      assert.doesNotMatch(r.stderr, /Warning|MaxListeners/, r.stderr);
+
+      // Control: a warning raised in agentcell's own process does reach this stderr.
+      const leak = join(certDir, 'leak-listeners.cjs');
+      writeFileSync(
+        leak,
+        "const e = new (require('node:events'))(); for (let i = 0; i < 11; i++) e.on('x', () => {});\n",
+      );
+      const control = await inGatewayCell(backend, sb, 'true', { NODE_OPTIONS: `--require ${leak}` });
+      assert.equal(control.status, 0, control.stderr);
+      assert.match(control.stderr, /MaxListenersExceededWarning/);
+    });
+
     it('refuses unlisted names over HTTPS too, and a listed name that resolves to loopback (rebinding guard)', async () => {
       const r = await inGatewayCell(
         backend,

@@ -12,10 +12,10 @@ import { makeCerts } from './make-certs.js';
 import { startTestGateway, type TestGateway } from './test-gateway.js';
 import { connect as tlsConnect } from 'node:tls';
 import { fileURLToPath } from 'node:url';
-import { startCellBridge } from '../src/egress/cell-bridge.js';
-import type { EgressGatewayOptions } from '../src/egress/egress-gateway.js';
-import type { EgressEvent } from '../src/egress/egress-log.js';
-import type { HostRules } from '../src/egress/host-rules.js';
+import { startCellBridge } from '../src/egress/cell/cell-bridge.js';
+import type { EgressGatewayOptions } from '../src/egress/gateway/egress-gateway.js';
+import type { EgressEvent } from '../src/egress/log/egress-log.js';
+import type { HostRules } from '../src/egress/rules/host-rules.js';
 
 /*
  * Real sockets, loopback only: every test server listens on 127.0.0.1, every name is
@@ -414,6 +414,88 @@ describe('egress gateway: addresses (DNS rebinding guard)', () => {
     const ok = await curl(listedGw, `https://rebind.agentcell.test:${fx.httpsPort}/r`);
     assert.equal(ok.code, 0, ok.stderr);
     assert.match(ok.stdout, /hello over tls from rebind\.agentcell\.test/);
+  });
+
+  it('denies a name resolving to any non-public class, in any spelling, over CONNECT, SOCKS5 and http://', async () => {
+    // [address the name resolves to, its class]: every class, and IPv4 classes through
+    // every IPv6 spelling that reaches them (mapped, NAT64, 6to4).
+    const classes: [string, string][] = [
+      ['127.0.0.1', 'loopback'],
+      ['127.8.9.10', 'loopback'],
+      ['::1', 'loopback'],
+      ['::ffff:7f00:1', 'loopback'],
+      ['64:ff9b::7f00:1', 'loopback'],
+      ['2002:7f00:1::1', 'loopback'],
+      ['10.1.2.3', 'private'],
+      ['172.16.5.4', 'private'],
+      ['192.168.0.10', 'private'],
+      ['fd12:3456::1', 'private'],
+      ['64:ff9b::10.0.0.1', 'private'],
+      ['169.254.169.254', 'metadata'],
+      ['::ffff:169.254.169.254', 'metadata'],
+      ['64:ff9b::a9fe:a9fe', 'metadata'],
+      ['2002:a9fe:a9fe::1', 'metadata'],
+      ['fd00:ec2::254', 'metadata'],
+      ['100.100.100.200', 'metadata'],
+      ['169.254.10.1', 'link-local'],
+      ['fe80::1', 'link-local'],
+      ['100.64.0.1', 'cgnat'],
+      ['100.127.255.254', 'cgnat'],
+      ['::ffff:100.64.0.1', 'cgnat'],
+      ['0.0.0.0', 'unspecified'],
+      ['0.1.2.3', 'unspecified'],
+      ['::', 'unspecified'],
+      ['::ffff:0.0.0.0', 'unspecified'],
+      ['224.0.0.251', 'multicast'],
+      ['239.255.255.250', 'multicast'],
+      ['ff02::fb', 'multicast'],
+      ['64:ff9b::e000:fb', 'multicast'],
+      ['255.255.255.255', 'reserved'],
+      ['240.0.0.1', 'reserved'],
+      ['::127.0.0.1', 'reserved'],
+      ['2001:db8::1', 'reserved'],
+    ];
+    const names = classes.map((_, i) => `class-${i}.agentcell.test`);
+    const classDns = Object.fromEntries(classes.map(([ip], i) => [names[i] ?? '', [ip]]));
+    const gw = await startGateway({ allow: ['*.agentcell.test'] }, { dns: classDns });
+    for (const [i, [ip, cls]] of classes.entries()) {
+      const name = names[i] ?? '';
+      const reply = await rawRequest(gw.port, connectHead(`${name}:${fx.httpsPort}`, gw.token));
+      assert.equal(reply.status, 403, `${name} → ${ip}`);
+      assert.equal(reply.headers['x-agentcell-denied'], 'blocked-address', `${name} → ${ip}`);
+      assert.match(reply.body, new RegExp(` is a ${cls} address the policy does not list`), `${ip}`);
+      const socks = await socks5(
+        gw.port,
+        { host: name, port: fx.httpsPort },
+        { user: 'agentcell', password: gw.token },
+      );
+      assert.deepEqual([socks.stage, socks.code], ['reply', 2], `SOCKS5 ${name} → ${ip}`);
+      socks.reader.socket.destroy();
+    }
+    const denials = gw.events.filter((e) => e.reason === 'blocked-address');
+    assert.equal(denials.length, classes.length * 2);
+    assert.ok(
+      gw.events.every((e) => e.decision === 'deny'),
+      'nothing was let through',
+    );
+
+    // Cleartext forwarding takes the same path (an allow entry naming the port).
+    const cleartext = await startGateway({ allow: [`*.agentcell.test:${fx.httpPort}`] }, { dns: classDns });
+    const forwarded = await curl(cleartext, `http://${names[0] ?? ''}:${fx.httpPort}/plain`, ['-i']);
+    assert.match(forwarded.stdout, /^HTTP\/1\.1 403 [\s\S]*X-Agentcell-Denied: blocked-address/i);
+
+    // Control: the same names with each address listed are no longer refused for their class
+    // (they connect, or fail to connect: the guard let them through).
+    const listed = classes.map(([ip]) => (ip.includes(':') ? `[${ip}]` : ip));
+    const open = await startGateway(
+      { allow: ['*.agentcell.test', ...listed] },
+      { dns: classDns, gateway: { connectTimeoutMs: 200 } },
+    );
+    for (const [i, [ip]] of classes.entries()) {
+      const reply = await rawRequest(open.port, connectHead(`${names[i] ?? ''}:${fx.httpsPort}`, open.token));
+      assert.notEqual(reply.headers['x-agentcell-denied'], 'blocked-address', `listed ${ip}`);
+      reply.reader.socket.destroy();
+    }
   });
 
   it('an address listed for another port does not open this one', async () => {

@@ -20,14 +20,14 @@ import { after, before, describe, it } from 'node:test';
 import { makeCerts } from './make-certs.js';
 import { startTestGateway } from './test-gateway.js';
 import { listen } from './helpers.js';
-import { createLeafMinter, loadOrCreateCellCa } from '../src/egress/cell-ca.js';
-import { cellCaFiles } from '../src/egress/cell-trust.js';
-import type { EgressGateway, GatewayRules } from '../src/egress/egress-gateway.js';
-import type { EgressEvent } from '../src/egress/egress-log.js';
-import type { ProxySecret } from '../src/egress/inspect-rules.js';
-import { proxyAuthorization } from '../src/egress/proxy-auth.js';
-import { createMaskStream } from '../src/egress/redact-stream.js';
-import { readSpyLog, renderSpyRecord } from '../src/egress/spy-render.js';
+import { createLeafMinter, loadOrCreateCellCa } from '../src/egress/cell/cell-ca.js';
+import { cellCaFiles } from '../src/egress/cell/cell-trust.js';
+import type { EgressGateway, GatewayRules } from '../src/egress/gateway/egress-gateway.js';
+import type { EgressEvent } from '../src/egress/log/egress-log.js';
+import type { ProxySecret } from '../src/egress/rules/inspect-rules.js';
+import { proxyAuthorization } from '../src/egress/gateway/proxy-auth.js';
+import { createMaskStream } from '../src/egress/protocols/inspect/redact-stream.js';
+import { readSpyLog, renderSpyRecord } from '../src/egress/log/spy-render.js';
 
 /*
  * TLS inspection on loopback: real TLS both ways (a test CA made by test/make-certs.ts signs the

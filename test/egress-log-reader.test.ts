@@ -4,14 +4,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { AgentcellError } from '../src/errors.js';
-import type { EgressEvent } from '../src/egress/egress-log.js';
+import type { EgressEvent } from '../src/egress/log/egress-log.js';
 import {
   followEgressLog,
   listEgressLogs,
   readEgressLog,
   readEgressLogFrom,
   type EgressLogChunk,
-} from '../src/egress/egress-log-reader.js';
+} from '../src/egress/log/egress-log-reader.js';
 
 const event = (host: string, decision: 'allow' | 'deny' = 'allow'): EgressEvent => ({
   time: '2026-01-01T00:00:00.000Z',

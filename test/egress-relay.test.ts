@@ -3,9 +3,9 @@ import { createHash, randomBytes } from 'node:crypto';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { listen } from './helpers.js';
-import { createEgressGateway, type EgressGateway } from '../src/egress/egress-gateway.js';
-import { withPooledReads } from '../src/egress/pooled-accept.js';
-import { createPooledReads } from '../src/egress/pooled-reads.js';
+import { createEgressGateway, type EgressGateway } from '../src/egress/gateway/egress-gateway.js';
+import { withPooledReads } from '../src/egress/stream/pooled-accept.js';
+import { createPooledReads } from '../src/egress/stream/pooled-reads.js';
 
 /**
  * Both directions of a tunnel reuse a few read buffers (pooled-reads.ts): a buffer reused

@@ -2,16 +2,16 @@ import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:net';
 import { describe, it } from 'node:test';
 import { connect as tlsConnect } from 'node:tls';
-import { canonicalAddress, classifyAddress, guardAddress } from '../src/egress/address-guard.js';
-import { compileHostRules, normalizeHost } from '../src/egress/host-rules.js';
+import { canonicalAddress, classifyAddress, guardAddress } from '../src/egress/rules/address-guard.js';
+import { compileHostRules, normalizeHost } from '../src/egress/rules/host-rules.js';
 import {
   checkCredentials,
   checkProxyAuthorization,
   newProxyToken,
   proxyAuthorization,
-} from '../src/egress/proxy-auth.js';
-import { parseGreeting, parseRequest, parseUserPassword } from '../src/egress/socks5-messages.js';
-import { classifyFirstBytes } from '../src/egress/classify-first-bytes.js';
+} from '../src/egress/gateway/proxy-auth.js';
+import { parseGreeting, parseRequest, parseUserPassword } from '../src/egress/protocols/socks5-messages.js';
+import { classifyFirstBytes } from '../src/egress/protocols/classify-first-bytes.js';
 
 describe('host rules', () => {
   const rules = compileHostRules({
@@ -132,6 +132,34 @@ describe('address guard', () => {
     ['2001:db8::1', 'reserved'],
     ['2606:4700::1111', 'public'],
     ['not-an-ip', 'reserved'],
+    // Every IPv6 spelling that reaches an IPv4 address is judged by that address.
+    ['::ffff:0.0.0.0', 'unspecified'],
+    ['::ffff:100.64.0.1', 'cgnat'],
+    ['::ffff:e000:1', 'multicast'],
+    ['64:ff9b::7f00:1', 'loopback'],
+    ['64:ff9b::169.254.169.254', 'metadata'],
+    ['64:ff9b::100.64.0.1', 'cgnat'],
+    ['64:ff9b::0.0.0.0', 'unspecified'],
+    ['64:ff9b::224.0.0.1', 'multicast'],
+    ['64:ff9b::8.8.8.8', 'public'],
+    ['2002:7f00:1::', 'loopback'],
+    ['2002:a9fe:a9fe::1', 'metadata'],
+    ['2002:6440:1::', 'cgnat'],
+    ['2002:808:808::1', 'public'],
+    ['64:ff9b:1::a00:1', 'private'], // local-use NAT64
+    ['::127.0.0.1', 'reserved'], // IPv4-compatible: deprecated, nothing to connect to
+    ['::2', 'reserved'],
+    ['0.1.2.3', 'unspecified'],
+    ['100.100.100.200', 'metadata'], // Alibaba Cloud
+    ['239.255.255.250', 'multicast'],
+    ['ff05::1:3', 'multicast'],
+    ['fec0::1', 'private'],
+    ['192.88.99.1', 'reserved'],
+    ['198.18.0.1', 'reserved'],
+    ['3fff::1', 'reserved'],
+    ['2001::1', 'reserved'], // Teredo
+    ['5f00::1', 'reserved'], // outside 2000::/3
+    ['1.2.3.4%eth0', 'reserved'], // a zone on IPv4 is no address
   ];
   for (const [ip, expected] of cases) it(`${ip} is ${expected}`, () => assert.equal(classifyAddress(ip), expected));
 
@@ -160,6 +188,10 @@ describe('address guard', () => {
     assert.equal(canonicalAddress('1:2:3:4:5:6:7:8'), '1:2:3:4:5:6:7:8');
     assert.equal(canonicalAddress('example.com'), undefined);
     assert.equal(canonicalAddress('127.1'), undefined);
+    assert.equal(canonicalAddress('::FFFF:7F00:1'), '127.0.0.1');
+    assert.equal(canonicalAddress('FE80::1%ETH0'), 'fe80::1%eth0');
+    assert.equal(canonicalAddress('0:0:0:0:0:0:0:0'), '::');
+    assert.equal(canonicalAddress('64:ff9b::7f00:1'), '64:ff9b::7f00:1');
   });
 });
 

@@ -10,12 +10,12 @@ import { after, before, describe, it } from 'node:test';
 import { startTestGateway } from './test-gateway.js';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { WebSocket, WebSocketServer } from 'ws';
-import { createLeafMinter, loadOrCreateCellCa } from '../src/egress/cell-ca.js';
-import { cellCaFiles } from '../src/egress/cell-trust.js';
-import type { EgressGateway, GatewayRules } from '../src/egress/egress-gateway.js';
-import type { EgressEvent } from '../src/egress/egress-log.js';
-import type { ProxySecret } from '../src/egress/inspect-rules.js';
-import { proxyAuthorization } from '../src/egress/proxy-auth.js';
+import { createLeafMinter, loadOrCreateCellCa } from '../src/egress/cell/cell-ca.js';
+import { cellCaFiles } from '../src/egress/cell/cell-trust.js';
+import type { EgressGateway, GatewayRules } from '../src/egress/gateway/egress-gateway.js';
+import type { EgressEvent } from '../src/egress/log/egress-log.js';
+import type { ProxySecret } from '../src/egress/rules/inspect-rules.js';
+import { proxyAuthorization } from '../src/egress/gateway/proxy-auth.js';
 import { agentcellAsync, makeSandbox } from './helpers.js';
 
 /*

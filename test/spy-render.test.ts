@@ -4,9 +4,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { gzipSync } from 'node:zlib';
-import { followLiveSpy, followSpyLog, spyLogPath } from '../src/egress/spy-files.js';
-import { createSpyLog, llmProvider, type LlmProvider, type SpyRecord } from '../src/egress/spy-log.js';
-import { parseSpyRecord, readSpyLog, renderSpyRecord } from '../src/egress/spy-render.js';
+import { followLiveSpy, followSpyLog, spyLogPath } from '../src/egress/log/spy-files.js';
+import { createSpyLog, llmProvider, type LlmProvider, type SpyRecord } from '../src/egress/log/spy-log.js';
+import { parseSpyRecord, readSpyLog, renderSpyRecord } from '../src/egress/log/spy-render.js';
 
 /*
  * The spy renderer on the shapes each provider really sends: JSON responses and SSE

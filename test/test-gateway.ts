@@ -1,8 +1,12 @@
 import { mkdtempSync } from 'node:fs';
 import { join } from 'node:path';
-import { createEgressGateway, type EgressGateway, type EgressGatewayOptions } from '../src/egress/egress-gateway.js';
-import type { EgressEvent } from '../src/egress/egress-log.js';
-import { newProxyToken } from '../src/egress/proxy-auth.js';
+import {
+  createEgressGateway,
+  type EgressGateway,
+  type EgressGatewayOptions,
+} from '../src/egress/gateway/egress-gateway.js';
+import type { EgressEvent } from '../src/egress/log/egress-log.js';
+import { newProxyToken } from '../src/egress/gateway/proxy-auth.js';
 
 export interface TestGateway {
   gateway: EgressGateway;

@@ -76,7 +76,7 @@ export interface CellSpec {
   image?: { ref: string; digest: string };
 }
 
-/** The egress gateway's side of a cell, resolved by the run (see src/egress/proxy-environment.ts). */
+/** The egress gateway's side of a cell, resolved by the run (see src/egress/cell/proxy-environment.ts). */
 export interface CellEgress {
   /** The gateway's unix socket on the host, in a private (0700) directory; made by the run before the cell starts. */
   socketPath: string;

@@ -1,7 +1,7 @@
 import { chownSync, realpathSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { AgentcellError, type ErrorCode } from '../errors.js';
-import type { ReloadReport } from '../egress/egress-control.js';
+import type { ReloadReport } from '../egress/gateway/egress-control.js';
 import type { AgentcellPaths } from '../paths.js';
 import { editDiff, planAllowlistEdit } from '../policy/allowlist-edit.js';
 import { PROJECT_POLICY_FILE, resolvePolicy } from '../policy/resolve-policy.js';

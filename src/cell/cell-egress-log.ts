@@ -11,7 +11,7 @@ import {
   listEgressLogs,
   readEgressLog,
   type EgressLogChunk,
-} from '../egress/egress-log-reader.js';
+} from '../egress/log/egress-log-reader.js';
 import { cellDir } from './cell-store.js';
 
 /** Which runs' egress logs to read: one run, all of them, or (neither) the live or latest run. */

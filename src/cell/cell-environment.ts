@@ -13,7 +13,7 @@ export interface CellEnvironmentInput {
   passEnv: readonly string[];
   /** Secrets with inject = "env", already resolved. */
   secretEnv: Record<string, string>;
-  /** network = allowlist: the proxy variables (src/egress/proxy-environment.ts); they win over everything. */
+  /** network = allowlist: the proxy variables (src/egress/cell/proxy-environment.ts); they win over everything. */
   proxyEnv?: Record<string, string>;
 }
 

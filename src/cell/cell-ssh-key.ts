@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import type { ExtraMount } from '../backends/backend.js';
 import { AgentcellError } from '../errors.js';
 import type { AgentcellPaths } from '../paths.js';
-import { CELL_BRIDGE_NODE, CELL_BRIDGE_SCRIPT, CELL_EGRESS_SOCKET } from '../egress/proxy-environment.js';
+import { CELL_BRIDGE_NODE, CELL_BRIDGE_SCRIPT, CELL_EGRESS_SOCKET } from '../egress/cell/proxy-environment.js';
 import { cellDir } from './cell-store.js';
 import { makeDirs } from '../_internal/make-dirs.js';
 

@@ -2,8 +2,8 @@ import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import { AgentcellError } from '../errors.js';
 import type { AgentcellPaths } from '../paths.js';
-import { requestEgressReload, type ReloadReport, type Requester } from '../egress/egress-control.js';
-import { egressControlDir } from '../egress/run-gateway.js';
+import { requestEgressReload, type ReloadReport, type Requester } from '../egress/gateway/egress-control.js';
+import { egressControlDir } from '../egress/gateway/run-gateway.js';
 import { liveRuns } from './cell-egress-log.js';
 import { cellDir } from './cell-store.js';
 

@@ -1,7 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { AgentcellError } from '../errors.js';
-import type { ProxySecret } from '../egress/inspect-rules.js';
+import type { ProxySecret } from '../egress/rules/inspect-rules.js';
 import type { Policy } from '../policy/schema.js';
 
 /** Reads a secret's value on the host from `env:VAR`, `file:PATH` or `cmd:COMMAND`. */

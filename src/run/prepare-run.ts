@@ -8,7 +8,7 @@ import type { Assurance } from '../policy/assurance.js';
 import { sourceOf, type ResolvedPolicy } from '../policy/resolve-policy.js';
 import type { SecretScanCache } from '../workspace/secret-scan.js';
 import type { OverlayDriver } from '../workspace/overlay/overlay-mount.js';
-import type { RunEgress } from '../egress/run-gateway.js';
+import type { RunEgress } from '../egress/gateway/run-gateway.js';
 import { prepareAgent, type AgentCellParts, type PreparedAgent } from '../agents/prepare-agent.js';
 import { buildCellEnvironment } from '../cell/cell-environment.js';
 import { cellDir } from '../cell/cell-store.js';

@@ -2,9 +2,9 @@ import { join } from 'node:path';
 import type { CellEgress, CellSpec, ExtraMount } from '../backends/backend.js';
 import type { AgentcellPaths } from '../paths.js';
 import type { Policy } from '../policy/schema.js';
-import { newProxyToken } from '../egress/proxy-auth.js';
-import { CELL_BRIDGE_NODE, cellEgressWiring, proxyEnvironment } from '../egress/proxy-environment.js';
-import { bridgeScriptPath, cellNode, egressSocketDir, type RunEgress } from '../egress/run-gateway.js';
+import { newProxyToken } from '../egress/gateway/proxy-auth.js';
+import { CELL_BRIDGE_NODE, cellEgressWiring, proxyEnvironment } from '../egress/cell/proxy-environment.js';
+import { bridgeScriptPath, cellNode, egressSocketDir, type RunEgress } from '../egress/gateway/run-gateway.js';
 import { cellDir } from '../cell/cell-store.js';
 import { planInspection, refuseWithoutGateway } from '../cell/plan-inspection.js';
 

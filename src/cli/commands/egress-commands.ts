@@ -6,9 +6,9 @@ import { reloadCellEgress } from '../../cell/egress-reload.js';
 import { allowHosts } from '../../cell/allow-hosts.js';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import type { ReloadReport } from '../../egress/egress-control.js';
-import type { EgressEvent } from '../../egress/egress-log.js';
-import type { EgressLogChunk } from '../../egress/egress-log-reader.js';
+import type { ReloadReport } from '../../egress/gateway/egress-control.js';
+import type { EgressEvent } from '../../egress/log/egress-log.js';
+import type { EgressLogChunk } from '../../egress/log/egress-log-reader.js';
 import { agentcellPaths, type AgentcellPaths } from '../../paths.js';
 import { note, print, printJson, type DryRunFlag, type JsonFlag } from '../output.js';
 

@@ -1,9 +1,9 @@
 import type { Command } from 'commander';
 import { cellDir, locateExistingCell } from '../../cell/cell-store.js';
 import { liveRuns } from '../../cell/cell-egress-log.js';
-import { findSpyLog, followLiveSpy, followSpyLog } from '../../egress/spy-files.js';
-import type { SpyRecord } from '../../egress/spy-log.js';
-import { parseSpyRecord, readSpyLog, renderSpyRecord } from '../../egress/spy-render.js';
+import { findSpyLog, followLiveSpy, followSpyLog } from '../../egress/log/spy-files.js';
+import type { SpyRecord } from '../../egress/log/spy-log.js';
+import { parseSpyRecord, readSpyLog, renderSpyRecord } from '../../egress/log/spy-render.js';
 import { agentcellPaths } from '../../paths.js';
 import { print, printJson, type JsonFlag } from '../output.js';
 

@@ -1,8 +1,8 @@
 import { once } from 'node:events';
 import { createWriteStream, type WriteStream } from 'node:fs';
 import { dirname } from 'node:path';
-import type { HostReason } from './host-rules.js';
-import { makeDirs } from '../_internal/make-dirs.js';
+import type { HostReason } from '../rules/host-rules.js';
+import { makeDirs } from '../../_internal/make-dirs.js';
 
 /**
  * Why a connection went the way it did; stable codes that scripts, the 403's

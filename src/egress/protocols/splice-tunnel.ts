@@ -1,10 +1,11 @@
-import { isIP, type Socket } from 'node:net';
-import { rawDenyResponse } from './deny-response.js';
-import type { PooledReads } from './pooled-reads.js';
-import type { EgressKind, EgressReason } from './egress-log.js';
-import { normalizeHost, type HostMatcher } from './host-rules.js';
-import { FrameError, readFrame } from './read-frame.js';
-import { classifyFirstBytes, FIRST_BYTES_LIMIT, type FirstBytes } from './classify-first-bytes.js';
+import type { Socket } from 'node:net';
+import { endRefused, rawDenyResponse, TLS_ACCESS_DENIED } from './deny-response.js';
+import type { PooledReads } from '../stream/pooled-reads.js';
+import type { EgressKind, EgressReason } from '../log/egress-log.js';
+import type { HostMatcher } from '../rules/host-rules.js';
+import { FrameError } from '../stream/read-frame.js';
+import { socketClosed } from '../stream/socket-closed.js';
+import { readFirstBytes, sniRefusal, type FirstBytes } from './classify-first-bytes.js';
 
 export interface TunnelTarget {
   kind: EgressKind;
@@ -39,8 +40,44 @@ export interface TunnelHooks {
   closed(tunnel: OpenTunnel, outcome: TunnelOutcome): void;
 }
 
-/** A fatal TLS `access_denied` alert: what a client gets instead of a 403 it could not read. */
-const TLS_ACCESS_DENIED = Buffer.from([0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x31]);
+/** What both kinds of tunnel keep: the outcome so far, and the handle a reload revokes it by. */
+export interface TunnelState {
+  readonly tunnel: OpenTunnel;
+  outcome: Omit<TunnelOutcome, 'bytesUp' | 'bytesDown'>;
+  /** Tells `hooks.closed` the outcome, with the byte counts. */
+  close(bytes: Pick<TunnelOutcome, 'bytesUp' | 'bytesDown'>): void;
+}
+
+/**
+ * Opens a tunnel's books (allowed by its rule, until something refuses it) and hands
+ * `hooks.opened` the handle a reload revokes it by; `destroy` ends it, on revocation or
+ * a client error. The client's handshake timeout ends here: a tunnel may idle.
+ */
+export function startTunnel(
+  client: Socket,
+  target: TunnelTarget,
+  hooks: TunnelHooks,
+  sides: { cleartext: () => boolean; destroy: () => void },
+): TunnelState {
+  const state: TunnelState = {
+    outcome: { decision: 'allow', rule: target.rule, reason: 'allow-rule', revoked: false },
+    tunnel: {
+      target,
+      get cleartext() {
+        return sides.cleartext();
+      },
+      revoke() {
+        state.outcome = { ...state.outcome, revoked: true };
+        sides.destroy();
+      },
+    },
+    close: (bytes) => hooks.closed(state.tunnel, { ...state.outcome, ...bytes }),
+  };
+  hooks.opened(state.tunnel);
+  client.setTimeout(0);
+  client.on('error', sides.destroy);
+  return state;
+}
 
 /** The pooled reads of a tunnel's sockets; `client` is missing when node could not re-wrap it. */
 export interface TunnelReads {
@@ -70,31 +107,12 @@ export function spliceTunnel(
   hooks: TunnelHooks,
   reads: TunnelReads,
 ): Promise<void> {
-  let outcome: Omit<TunnelOutcome, 'bytesUp' | 'bytesDown'> = {
-    decision: 'allow',
-    rule: target.rule,
-    reason: 'allow-rule',
-    revoked: false,
-  };
   let cleartext = false;
   const destroyBoth = (): void => {
     client.destroy();
     upstream.destroy();
   };
-  const tunnel: OpenTunnel = {
-    target,
-    get cleartext() {
-      return cleartext;
-    },
-    revoke() {
-      outcome = { ...outcome, revoked: true };
-      destroyBoth();
-    },
-  };
-  hooks.opened(tunnel);
-
-  client.setTimeout(0);
-  client.on('error', destroyBoth);
+  const state = startTunnel(client, target, hooks, { cleartext: () => cleartext, destroy: destroyBoth });
   upstream.on('error', destroyBoth);
   // A side that closes with an error takes the other down; a clean close leaves the
   // other to finish flushing what it holds (a half-close is passed on as end()).
@@ -102,34 +120,27 @@ export function spliceTunnel(
   upstream.once('close', (hadError) => hadError && client.destroy());
   reads.upstream.relayTo(client);
 
-  const done = Promise.all([closed(client), closed(upstream)]).then(() => {
-    hooks.closed(tunnel, { ...outcome, bytesUp: upstream.bytesWritten, bytesDown: upstream.bytesRead });
+  const done = Promise.all([socketClosed(client), socketClosed(upstream)]).then(() => {
+    state.close({ bytesUp: upstream.bytesWritten, bytesDown: upstream.bytesRead });
   });
 
-  readFrame(
-    client,
-    initial,
-    (data) => {
-      const first = classifyFirstBytes(data);
-      return first.kind === 'more' ? 'more' : { value: first, used: 0 };
-    },
-    FIRST_BYTES_LIMIT,
-  ).then(
+  readFirstBytes(client, initial).then(
     ({ value, rest }) => {
       const refusal = firstBytesRefusal(value, target, hooks.matcher());
       if (refusal) {
-        outcome = { ...outcome, decision: 'deny', ...refusal };
+        state.outcome = { ...state.outcome, decision: 'deny', ...refusal };
         reads.upstream.discard();
         upstream.destroy();
-        if (value.kind === 'http') client.end(rawDenyResponse({ host: target.host, port: target.port, ...refusal }));
-        else client.end(TLS_ACCESS_DENIED);
-        client.resume(); // discard what else it sends, so its close is seen and logged
-        client.setTimeout(5000, () => client.destroy());
+        const denial = { host: target.host, port: target.port, ...refusal };
+        endRefused(client, value.kind === 'http' ? rawDenyResponse(denial) : TLS_ACCESS_DENIED);
         return;
       }
       if (value.kind === 'http') {
         cleartext = true;
-        outcome = { ...outcome, rule: hooks.matcher().decide(target.host, target.port, { cleartext }).rule };
+        state.outcome = {
+          ...state.outcome,
+          rule: hooks.matcher().decide(target.host, target.port, { cleartext }).rule,
+        };
       }
       if (rest.length > 0) upstream.write(rest);
       if (reads.client) reads.client.relayTo(upstream);
@@ -138,7 +149,7 @@ export function spliceTunnel(
     // The client left before saying anything, or sent more than a ClientHello can be.
     (error: unknown) => {
       if (error instanceof FrameError && error.why !== 'closed')
-        outcome = { ...outcome, decision: 'deny', reason: 'tls-unreadable' };
+        state.outcome = { ...state.outcome, decision: 'deny', reason: 'tls-unreadable' };
       destroyBoth();
     },
   );
@@ -152,9 +163,8 @@ function firstBytesRefusal(
 ): { reason: EgressReason; rule: string | null } | undefined {
   switch (first.kind) {
     case 'tls': {
-      if (first.sni === undefined)
-        return isIP(target.host) === 0 ? { reason: 'sni-missing', rule: target.rule } : undefined;
-      return normalizeHost(first.sni) === target.host ? undefined : { reason: 'sni-mismatch', rule: target.rule };
+      const reason = sniRefusal(first.sni, target.host);
+      return reason ? { reason, rule: target.rule } : undefined;
     }
     case 'tls-unreadable':
       return { reason: 'tls-unreadable', rule: target.rule };
@@ -166,8 +176,4 @@ function firstBytesRefusal(
     case 'more':
       return undefined;
   }
-}
-
-function closed(socket: Socket): Promise<void> {
-  return socket.closed ? Promise.resolve() : new Promise((resolve) => socket.once('close', () => resolve()));
 }

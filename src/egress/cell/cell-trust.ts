@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import type { CellSpec, ExtraMount } from '../backends/backend.js';
+import type { CellSpec, ExtraMount } from '../../backends/backend.js';
 import { CELL_EGRESS_DIR } from './proxy-environment.js';
 
 /** Where the cell CA appears in a cell: the certificate alone, and system CAs + it. */

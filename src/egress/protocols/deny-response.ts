@@ -1,6 +1,6 @@
 import { STATUS_CODES } from 'node:http';
-import { isIP } from 'node:net';
-import type { EgressReason } from './egress-log.js';
+import { isIP, type Socket } from 'node:net';
+import type { EgressReason } from '../log/egress-log.js';
 
 export interface Denial {
   host: string;
@@ -33,6 +33,20 @@ export function denyResponse(denial: Denial): DenyResponse {
   if (status === 407) headers['Proxy-Authenticate'] = 'Basic realm="agentcell"';
   const body = `agentcell: denied ${hostPort(denial.host, denial.port)}: ${denial.reason} (${explain(denial)})\n`;
   return { status, headers, body };
+}
+
+/** A fatal TLS `access_denied` alert: what a TLS client gets instead of a 403 it could not read. */
+export const TLS_ACCESS_DENIED = Buffer.from([0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x31]);
+
+/**
+ * Ends a refused client with `reply` (a raw response, an alert, a SOCKS reply), then
+ * discards what else it sends so its close is seen (and its line logged), for 5 s at most.
+ */
+export function endRefused(client: Socket, reply: string | Buffer): void {
+  if (client.writable) client.end(reply);
+  else client.destroy();
+  client.resume();
+  client.setTimeout(5000, () => client.destroy());
 }
 
 /** The same response as raw bytes, for CONNECT and for cleartext inside a tunnel. */

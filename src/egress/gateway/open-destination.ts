@@ -1,9 +1,9 @@
 import { lookup as dnsLookup } from 'node:dns/promises';
 import { connect, isIP, type Socket } from 'node:net';
-import { guardAddress } from './address-guard.js';
-import type { Denial } from './deny-response.js';
-import type { PooledReads } from './pooled-reads.js';
-import { normalizeHost, type HostMatcher } from './host-rules.js';
+import { guardAddress } from '../rules/address-guard.js';
+import type { Denial } from '../protocols/deny-response.js';
+import type { PooledReads } from '../stream/pooled-reads.js';
+import { normalizeHost, type HostMatcher } from '../rules/host-rules.js';
 
 /** Name to addresses, in the order to try them. */
 export type LookupFunction = (host: string) => Promise<string[]>;

@@ -1,3 +1,7 @@
+import { isIP, type Socket } from 'node:net';
+import { normalizeHost } from '../rules/host-rules.js';
+import { readFrame } from '../stream/read-frame.js';
+
 /**
  * What the first bytes a client sends into a tunnel say about it:
  * - `tls`: a complete ClientHello, with its SNI host name when it carries one;
@@ -163,4 +167,26 @@ class Reader {
     this.offset = this.buffer.length;
     return out;
   }
+}
+
+/** Reads a tunnel client's first bytes (after `initial`) until they can be classified. */
+export function readFirstBytes(client: Socket, initial: Buffer): Promise<{ value: FirstBytes; rest: Buffer }> {
+  return readFrame(
+    client,
+    initial,
+    (data) => {
+      const first = classifyFirstBytes(data);
+      return first.kind === 'more' ? 'more' : { value: first, used: 0 };
+    },
+    FIRST_BYTES_LIMIT,
+  );
+}
+
+/**
+ * Why a ClientHello doesn't fit a tunnel to `host` (normalized), or undefined when it does:
+ * its SNI must name the host (ignoring case); no SNI is accepted only for an IP target.
+ */
+export function sniRefusal(sni: string | undefined, host: string): 'sni-missing' | 'sni-mismatch' | undefined {
+  if (sni === undefined) return isIP(host) === 0 ? 'sni-missing' : undefined;
+  return normalizeHost(sni) === host ? undefined : 'sni-mismatch';
 }

@@ -1,6 +1,6 @@
 import { isIP } from 'node:net';
-import { AgentcellError } from '../errors.js';
-import { hostPatternProblem, splitHostPort } from '../policy/host-pattern.js';
+import { AgentcellError } from '../../errors.js';
+import { hostPatternProblem, splitHostPort } from '../../policy/host-pattern.js';
 import { canonicalAddress } from './address-guard.js';
 
 /** The `[network]` keys the gateway enforces; `policy.network` fits as it is. */

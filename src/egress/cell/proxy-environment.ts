@@ -1,5 +1,5 @@
-import type { CellEgress } from '../backends/backend.js';
-import { PROXY_USER } from './proxy-auth.js';
+import type { CellEgress } from '../../backends/backend.js';
+import { PROXY_USER } from '../gateway/proxy-auth.js';
 
 /** Where the gateway wiring appears inside a cell (a tmpfs `/run`, so nothing of the host's). */
 export const CELL_EGRESS_DIR = '/run/agentcell';

@@ -1,8 +1,8 @@
 import { closeSync, openSync, readdirSync, readSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { AgentcellError } from '../errors.js';
-import { isReceiptId } from '../receipts/receipt.js';
+import { AgentcellError } from '../../errors.js';
+import { isReceiptId } from '../../receipts/receipt.js';
 import type { SpyRecord } from './spy-log.js';
 
 const SUFFIX = '.spy.jsonl';

@@ -5,9 +5,9 @@ import { isIP } from 'node:net';
 import { randomBytes, webcrypto } from 'node:crypto';
 import { createSecureContext, type SecureContext } from 'node:tls';
 import * as x509 from '@peculiar/x509';
-import { AgentcellError } from '../errors.js';
+import { AgentcellError } from '../../errors.js';
 import type { CellCaFiles } from './cell-trust.js';
-import { makeDirs } from '../_internal/make-dirs.js';
+import { makeDirs } from '../../_internal/make-dirs.js';
 
 x509.cryptoProvider.set(webcrypto as unknown as Crypto);
 

@@ -1,7 +1,7 @@
 import { chmodSync, rmSync } from 'node:fs';
 import { connect, createServer, type Socket } from 'node:net';
-import { AgentcellError, type ErrorCode } from '../errors.js';
-import type { HostRules } from './host-rules.js';
+import { AgentcellError, type ErrorCode } from '../../errors.js';
+import type { HostRules } from '../rules/host-rules.js';
 
 /**
  * The host-side control channel of a running gateway: a unix socket (0600, in a private

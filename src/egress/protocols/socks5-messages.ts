@@ -1,4 +1,4 @@
-import type { FrameParse } from './read-frame.js';
+import type { FrameParse } from '../stream/read-frame.js';
 
 /** SOCKS5 (RFC 1928) with username/password authentication (RFC 1929), CONNECT only. */
 export const SOCKS_VERSION = 0x05;

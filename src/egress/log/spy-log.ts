@@ -2,7 +2,7 @@ import { once } from 'node:events';
 import { createWriteStream, type WriteStream } from 'node:fs';
 import { dirname } from 'node:path';
 import { brotliDecompressSync, gunzipSync, inflateSync } from 'node:zlib';
-import { makeDirs } from '../_internal/make-dirs.js';
+import { makeDirs } from '../../_internal/make-dirs.js';
 
 /** The LLM APIs `spy` recognises, by request path. */
 export type LlmProvider = 'anthropic' | 'openai-chat' | 'openai-responses' | 'gemini' | 'bedrock';

@@ -1,5 +1,5 @@
 import type { Socket } from 'node:net';
-import { AgentcellError } from '../errors.js';
+import { AgentcellError } from '../../errors.js';
 
 /** Read size: what node itself reads per call. */
 const READ_SIZE = 64 * 1024;

@@ -1,7 +1,7 @@
 import { request, type Agent, type IncomingMessage, type OutgoingHttpHeaders } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { bodyDecoding } from './decode-response.js';
-import { connectionTokens, HOP_BY_HOP } from './hop-by-hop.js';
+import { connectionTokens, HOP_BY_HOP } from '../hop-by-hop.js';
 import { createMaskStream, maskValues } from './redact-stream.js';
 
 /** How a relayed upgrade ended, for its `request` event. */

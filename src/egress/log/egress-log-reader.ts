@@ -1,7 +1,7 @@
 import { closeSync, openSync, readdirSync, readSync, fstatSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { AgentcellError } from '../errors.js';
+import { AgentcellError } from '../../errors.js';
 import type { EgressEvent } from './egress-log.js';
 
 /** `<logDir>/<run>.jsonl`, as `startRunGateway` writes it. */

@@ -2,17 +2,17 @@ import { existsSync, lstatSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { delimiter, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { CellSpec } from '../backends/backend.js';
-import { sha256 } from '../_internal/canonical-hash.js';
-import { splitHostPort } from '../policy/host-pattern.js';
-import { AgentcellError } from '../errors.js';
-import type { CellCaFiles } from './cell-trust.js';
+import type { CellSpec } from '../../backends/backend.js';
+import { sha256 } from '../../_internal/canonical-hash.js';
+import { splitHostPort } from '../../policy/host-pattern.js';
+import { AgentcellError } from '../../errors.js';
+import type { CellCaFiles } from '../cell/cell-trust.js';
 import type { EgressGateway, GatewayInspectOptions, GatewayRules } from './egress-gateway.js';
-import type { EgressCounters } from './egress-log.js';
-import { normalizeHost } from './host-rules.js';
-import type { BridgeNode } from './proxy-environment.js';
-import type { ProxySecret } from './inspect-rules.js';
-import { makeDirs } from '../_internal/make-dirs.js';
+import type { EgressCounters } from '../log/egress-log.js';
+import { normalizeHost } from '../rules/host-rules.js';
+import type { BridgeNode } from '../cell/proxy-environment.js';
+import type { ProxySecret } from '../rules/inspect-rules.js';
+import { makeDirs } from '../../_internal/make-dirs.js';
 
 /** A unix socket path is at most 107 bytes on Linux; leave room. */
 const MAX_SOCKET_PATH = 100;
@@ -56,8 +56,8 @@ function privateSocketDir(cellDir: string, name: string, socket: string): string
 
 /** The bridge script on the host (compiled `cell-bridge.js`: node builtins only, ESM). */
 export function bridgeScriptPath(): string {
-  // From dist/src/egress/ (the library) or dist/ (the bundled CLI, where import.meta.url is the bundle).
-  const candidates = ['./cell-bridge.js', './src/egress/cell-bridge.js'].map((p) =>
+  // From dist/src/egress/gateway/ (the library) or dist/ (the bundled CLI, where import.meta.url is the bundle).
+  const candidates = ['../cell/cell-bridge.js', './src/egress/cell/cell-bridge.js'].map((p) =>
     fileURLToPath(new URL(p, import.meta.url)),
   );
   const found = candidates.find((p) => existsSync(p));
@@ -162,7 +162,7 @@ async function prepareInspection(
   cell: string,
   spyLogPath: string | undefined,
 ): Promise<GatewayInspectOptions> {
-  const { createLeafMinter, loadOrCreateCellCa, writeTrustBundle } = await import('./cell-ca.js');
+  const { createLeafMinter, loadOrCreateCellCa, writeTrustBundle } = await import('../cell/cell-ca.js');
   const ca = await loadOrCreateCellCa(inspection.ca, cell);
   writeTrustBundle(inspection.ca, ca, inspection.systemBundle);
   const leaves = createLeafMinter(ca);

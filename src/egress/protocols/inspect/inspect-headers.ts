@@ -1,5 +1,5 @@
 import type { IncomingMessage, OutgoingHttpHeaders } from 'node:http';
-import { connectionTokens, HOP_BY_HOP } from './hop-by-hop.js';
+import { connectionTokens, HOP_BY_HOP } from '../hop-by-hop.js';
 import { maskText } from './redact-stream.js';
 
 /** The client's request headers for upstream, without hop-by-hop ones and the `drop` names (injected). */

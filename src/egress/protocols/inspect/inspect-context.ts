@@ -1,0 +1,29 @@
+import type { Socket } from 'node:net';
+import type { SecureContext } from 'node:tls';
+import type { EgressEvent } from '../../log/egress-log.js';
+import type { SpyRecorder } from '../../log/spy-log.js';
+import type { InspectMatcher } from '../../rules/inspect-rules.js';
+
+/** The fields of a `request` event the tunnel knows; the gateway stamps time, cell, run. */
+export type RequestRecord = Pick<
+  EgressEvent,
+  'host' | 'port' | 'address' | 'decision' | 'rule' | 'reason' | 'bytesUp' | 'bytesDown' | 'method' | 'path' | 'status'
+> & { injected?: string[] };
+
+/** What an inspected tunnel gets from its gateway. */
+export interface InspectContext {
+  /** The leaf certificate for a host, signed by the cell CA (cached). */
+  secureContext(host: string): Promise<SecureContext>;
+  /** Trusts what an upstream certificate must chain to (system CAs plus `upstream_ca`); made once per gateway. */
+  upstreamTrust(): SecureContext;
+  /** The inspect rules in force now (a reload may replace them). */
+  inspection(): InspectMatcher;
+  /** A new checked TCP connection to the same destination, for requests after the first connection closed. */
+  reopen(): Promise<Socket>;
+  /** Logs one request decision (`request` event) that started at `started`. */
+  recordRequest(started: number, record: RequestRecord): void;
+  /** Captures LLM API exchanges when given. */
+  spy?: SpyRecorder;
+  /** Replaces secret values in anything logged. */
+  redact(text: string): string;
+}
