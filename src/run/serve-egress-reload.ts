@@ -4,7 +4,12 @@ import { AgentcellError } from '../errors.js';
 import type { AgentcellPaths } from '../paths.js';
 import type { Policy } from '../policy/schema.js';
 import type { EgressReload } from '../receipts/receipt.js';
-import { diffHostRules, startEgressControl, type EgressControl, type ReloadReport } from '../egress/gateway/egress-control.js';
+import {
+  diffHostRules,
+  startEgressControl,
+  type EgressControl,
+  type ReloadReport,
+} from '../egress/gateway/egress-control.js';
 import type { EgressGateway } from '../egress/gateway/egress-gateway.js';
 import type { HostRules } from '../egress/rules/host-rules.js';
 import { makePrivateDir } from '../egress/gateway/run-gateway.js';
