@@ -1,4 +1,4 @@
-import { chmodSync, copyFileSync, existsSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { removeCellDir } from '../cell/cell-store.js';
 import { defaultCellName } from '../cell/cell-name.js';
@@ -11,6 +11,7 @@ import { agentAdapter } from './agent-registry.js';
 import { loginStore } from './login-store.js';
 import { readyAgent } from './prepare-agent.js';
 import { makeDirs } from '../_internal/make-dirs.js';
+import { writeFileAtomic } from '../_internal/atomic-file.js';
 
 export interface LoginRequest extends Pick<CellOptions, 'workspace' | 'mode' | 'timeout' | 'ackBreakglass'> {
   agent: string;
@@ -89,8 +90,7 @@ export async function runLogin(
       const target = join(login.store, file);
       makeDirs(dirname(target), 0o700);
       chmodSync(login.store, 0o700);
-      copyFileSync(join(home, file), target);
-      chmodSync(target, 0o600);
+      writeFileAtomic(target, readFileSync(join(home, file)), 0o600);
     }
     return { exitCode: 0, stored: stored.map((file) => join(login.store, file)) };
   } finally {

@@ -1,4 +1,4 @@
-import { chmodSync, copyFileSync, existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join, posix } from 'node:path';
 import type { ExtraMount } from '../backends/backend.js';
 import { AgentcellError } from '../errors.js';
@@ -16,6 +16,7 @@ import {
   type AgentToolchain,
 } from './agent-toolchain.js';
 import { makeDirs } from '../_internal/make-dirs.js';
+import { writeFileAtomic } from '../_internal/atomic-file.js';
 import { missingCredentialHint } from './credential-hint.js';
 
 /** An agent run, decided before anything runs (`--dry-run` shows it; nothing is installed or written yet). */
@@ -107,8 +108,7 @@ export async function readyAgent(agent: PreparedAgent, progress: (line: string) 
   for (const login of agent.logins) {
     const target = join(agent.home, login.path);
     makeDirs(dirname(target), 0o700);
-    copyFileSync(login.source, target);
-    chmodSync(target, 0o600);
+    writeFileAtomic(target, readFileSync(login.source), 0o600);
   }
   for (const seed of agent.seeds) writeSeed(agent.home, seed);
 }
@@ -143,9 +143,7 @@ function writeSeed(home: string, seed: SeedFile): void {
   } else {
     text = seed.text;
   }
-  const temp = `${path}.agentcell-${process.pid}`;
-  writeFileSync(temp, text, { mode: 0o600 });
-  renameSync(temp, path);
+  writeFileAtomic(path, text, 0o600);
 }
 
 function mergeJson(base: Record<string, unknown>, over: Record<string, unknown>): Record<string, unknown> {

@@ -5,7 +5,6 @@ import type { Backend, BackendPlan, CellEgress, CellSpec, ExtraMount } from '../
 import { createBackend, resolveCellImage } from '../backends/select-backend.js';
 import type { PodmanDigestCache } from '../backends/podman-digest-cache.js';
 import { AgentcellError } from '../errors.js';
-import { readJsonFile } from '../_internal/read-json-file.js';
 import {
   assertBreakglassAck,
   assertModeAllows,
@@ -19,7 +18,7 @@ import { resolvePolicy, sourceOf, type ResolvedPolicy } from '../policy/resolve-
 import type { Policy } from '../policy/schema.js';
 import { parseDuration, parseSize } from '../policy/units.js';
 import { existingControlPlane } from '../workspace/control-plane.js';
-import { BUILT_IN_HIDE, scanSecrets, type SecretScanCache } from '../workspace/secret-scan.js';
+import { BUILT_IN_HIDE, readScanCache, scanSecrets, type SecretScanCache } from '../workspace/secret-scan.js';
 import { hostSystemDirs } from '../backends/host-rootfs.js';
 import { agentcellOwnDirs, type AgentcellPaths } from '../paths.js';
 import { ownDirMasks, type BoundSource } from './own-dir-masks.js';
@@ -155,7 +154,7 @@ export async function prepareRun(request: RunRequest): Promise<PreparedRun> {
       skip: policy.workspace.scan_skip,
       prune: own.inWorkspace,
     },
-    readJsonFile<SecretScanCache>(scanCacheFile),
+    readScanCache(scanCacheFile),
   );
   assertNoTrackedSecrets(policy.cell.mode, scan.tracked);
   const inWorkspace = (target: string): boolean => isInside(workspace, target, false);
