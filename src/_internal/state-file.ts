@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import type * as z from 'zod/mini';
-import { AgentcellError, pathErrorOf, type ErrorCode } from '../errors.js';
+import { AgentcellError, type ErrorCode } from '../errors.js';
 import { createFileAtomic, writeFileAtomic, type WriteOptions } from './atomic-file.js';
 
 /**
@@ -43,7 +43,7 @@ export function readStateFile<S extends z.ZodMiniType>(path: string, kind: State
     text = readFileSync(path, 'utf8');
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw pathErrorOf(error) ?? error;
+    throw error; // the host's state (EACCES, ENOTDIR…): the CLI names the path (pathErrorOf)
   }
   return parseStateFile(path, text, kind);
 }

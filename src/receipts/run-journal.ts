@@ -86,6 +86,8 @@ export function beginRun(
     draft,
   };
   ensureDir(runsDir(cellDir), 0o700);
+  // A damaged entry stops the run here, before it starts: later, its command would already have run.
+  listJournal(cellDir);
   writeStateFile(entryPath(cellDir, entry.id), JOURNAL_FILE, entry, JOURNAL_WRITE);
   return entry;
 }
