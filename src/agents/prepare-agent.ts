@@ -1,5 +1,5 @@
 import { existsSync, readFileSync } from 'node:fs';
-import { dirname, join, posix } from 'node:path';
+import { join, posix } from 'node:path';
 import type { ExtraMount } from '../backends/backend.js';
 import { AgentcellError } from '../errors.js';
 import type { Policy } from '../policy/schema.js';
@@ -15,8 +15,7 @@ import {
   toolchainsRoot,
   type AgentToolchain,
 } from './agent-toolchain.js';
-import { makeDirs } from '../_internal/make-dirs.js';
-import { writeFileAtomic } from '../_internal/atomic-file.js';
+import { AgentHome } from './agent-home.js';
 import { missingCredentialHint } from './credential-hint.js';
 
 /** An agent run, decided before anything runs (`--dry-run` shows it; nothing is installed or written yet). */
@@ -104,13 +103,13 @@ export async function prepareAgent(request: AgentRequest): Promise<AgentCellPart
  */
 export async function readyAgent(agent: PreparedAgent, progress: (line: string) => void): Promise<void> {
   await installToolchain(agent.toolchain, progress);
-  makeDirs(agent.home, 0o700);
-  for (const login of agent.logins) {
-    const target = join(agent.home, login.path);
-    makeDirs(dirname(target), 0o700);
-    writeFileAtomic(target, readFileSync(login.source), 0o600);
+  const home = new AgentHome(agent.home);
+  try {
+    for (const login of agent.logins) home.write(login.path, readFileSync(login.source), 0o600);
+    for (const seed of agent.seeds) writeSeed(home, seed);
+  } finally {
+    home.close();
   }
-  for (const seed of agent.seeds) writeSeed(agent.home, seed);
 }
 
 /** Why an agent run's assurance is lower: a stored login is a credential the cell can read. */
@@ -128,22 +127,21 @@ function storedLogins(adapter: AgentAdapter, configDir: string): { source: strin
 }
 
 /** JSON seeds are merged into what the agent wrote earlier; agentcell's keys win. */
-function writeSeed(home: string, seed: SeedFile): void {
-  const path = join(home, seed.path);
-  makeDirs(dirname(path), 0o700);
+function writeSeed(home: AgentHome, seed: SeedFile): void {
   let text: string;
   if ('json' in seed) {
     let existing: Record<string, unknown> = {};
     try {
-      existing = JSON.parse(readFileSync(path, 'utf8')) as Record<string, unknown>;
+      // The agent's own file, not agentcell state: absent or broken by the agent, it starts over.
+      existing = JSON.parse(home.read(seed.path)?.toString('utf8') ?? '{}') as Record<string, unknown>;
     } catch {
-      // absent, or broken by the agent: start over
+      // broken by the agent
     }
     text = `${JSON.stringify(mergeJson(existing, seed.json), null, 2)}\n`;
   } else {
     text = seed.text;
   }
-  writeFileAtomic(path, text, 0o600);
+  home.write(seed.path, text, 0o600);
 }
 
 function mergeJson(base: Record<string, unknown>, over: Record<string, unknown>): Record<string, unknown> {
