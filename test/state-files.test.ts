@@ -87,44 +87,37 @@ describe('a damaged state file', () => {
     }
   }
 
+  /** `file` with `field` set to `value`: well-formed JSON its schema refuses. */
+  const withField = (file: string, field: string, value: unknown): string =>
+    JSON.stringify({ ...(JSON.parse(readFileSync(file, 'utf8')) as object), [field]: value });
+  const deciders = (): string[][] => [
+    ['accept', '--json'],
+    ['restore', '--json'],
+    ['run', '--json', '--', 'true'],
+  ];
+
   it('cell.json (its workspace decides where accept writes): every command refuses, naming the file and field', () => {
-    const record = JSON.parse(readFileSync(join(dir, 'cell.json'), 'utf8')) as Record<string, unknown>;
-    assertRefused(
-      join(dir, 'cell.json'),
-      JSON.stringify({ ...record, workspace: 'relative/elsewhere' }),
-      'STATE_CORRUPT',
-      /workspace: an absolute, normalized path.*agentcell cell rm .* --force/,
-      [
-        ['cell', 'show', name, '--json'],
-        ['diff', '--json'],
-        ['accept', '--json'],
-        ['restore', '--json'],
-        ['run', '--json', '--', 'true'],
-        ['cell', 'rm', name, '--json'],
-      ],
-    );
-    assertRefused(join(dir, 'cell.json'), '{"name": "x", "worksp', 'STATE_CORRUPT', /not valid JSON/, [
+    const file = join(dir, 'cell.json');
+    const commands = [
+      ['cell', 'show', name, '--json'],
+      ['diff', '--json'],
+      ...deciders(),
+      ['cell', 'rm', name, '--json'],
+    ];
+    const what = /workspace: an absolute, normalized path.*agentcell cell rm .* --force/;
+    assertRefused(file, withField(file, 'workspace', 'relative/elsewhere'), 'STATE_CORRUPT', what, commands);
+    const listers = [
       ['cell', 'list', '--json'],
       ['diff', '--json'],
-    ]);
+    ];
+    assertRefused(file, '{"name": "x", "worksp', 'STATE_CORRUPT', /not valid JSON/, listers);
   });
 
   it('layers.json: read and write commands refuse, naming the file and field', () => {
-    const state = JSON.parse(readFileSync(join(dir, 'layers.json'), 'utf8')) as Record<string, unknown>;
-    assertRefused(
-      join(dir, 'layers.json'),
-      JSON.stringify({ ...state, nextSeq: 'two' }),
-      'STATE_CORRUPT',
-      /nextSeq: expected number, got "two"/,
-      [
-        ['cell', 'show', name, '--json'],
-        ['diff', '--json'],
-        ['checkpoint', '--json'],
-        ['accept', '--json'],
-        ['restore', '--json'],
-        ['run', '--json', '--', 'true'],
-      ],
-    );
+    const file = join(dir, 'layers.json');
+    const commands = [['cell', 'show', name, '--json'], ['diff', '--json'], ['checkpoint', '--json'], ...deciders()];
+    const what = /nextSeq: expected number, got "two"/;
+    assertRefused(file, withField(file, 'nextSeq', 'two'), 'STATE_CORRUPT', what, commands);
   });
 
   it('a receipt: show and list refuse naming it, verify reports it; runs go on being receipted after it', () => {

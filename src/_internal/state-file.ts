@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import type * as z from 'zod/mini';
 import { AgentcellError, type ErrorCode } from '../errors.js';
-import { createFileAtomic, writeFileAtomic, type WriteOptions } from './atomic-file.js';
+import { writeFileAtomic, type WriteOptions } from './atomic-file.js';
 
 /**
  * agentcell's state files (cell.json, layers.json, receipts, the run journal, anchors,
@@ -88,20 +88,15 @@ export function writeStateFile<S extends z.ZodMiniType>(
   value: z.input<S>,
   options: StateWriteOptions = {},
 ): void {
-  writeFileAtomic(path, checkedText(path, kind, value), options.mode ?? 0o600, options);
+  writeFileAtomic(path, stateFileText(path, kind, value), options.mode ?? 0o600, options);
 }
 
-/** writeStateFile that never replaces: false (nothing written) when `path` exists. */
-export function createStateFile<S extends z.ZodMiniType>(
+/** What a state file holding `value` says, checked against its schema (refused before anything is written). */
+export function stateFileText<S extends z.ZodMiniType>(
   path: string,
   kind: StateFileKind<S>,
   value: z.input<S>,
-  options: StateWriteOptions = {},
-): boolean {
-  return createFileAtomic(path, checkedText(path, kind, value), options.mode ?? 0o600, options);
-}
-
-function checkedText<S extends z.ZodMiniType>(path: string, kind: StateFileKind<S>, value: z.input<S>): string {
+): string {
   const result = kind.schema.safeParse(value, { reportInput: true });
   if (!result.success)
     throw new AgentcellError(

@@ -2,9 +2,9 @@ import { AgentcellError } from '../errors.js';
 import { readdirSync, readFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { sha256 } from '../_internal/canonical-hash.js';
-import { ensureDir } from '../_internal/atomic-file.js';
+import { createFileAtomic, ensureDir } from '../_internal/atomic-file.js';
 import { acquireFileLock } from '../_internal/file-lock.js';
-import { createStateFile, parseStateFile, type StateFileKind } from '../_internal/state-file.js';
+import { parseStateFile, stateFileText, type StateFileKind } from '../_internal/state-file.js';
 import {
   isReceiptId,
   newReceiptId,
@@ -191,7 +191,7 @@ export function appendReceiptLocked(store: ReceiptStore, draft: ReceiptDraft, op
   const breaks = anchorBreaks(store, last, prev, seq);
   const receipt = signReceipt({ ...draft, id, cell: store.cell, seq, prev }, store.key);
   const path = join(receiptsDir(store.cellDir), receiptFileName(seq, id));
-  if (!createStateFile(path, RECEIPT_FILE, receipt))
+  if (!createFileAtomic(path, stateFileText(path, RECEIPT_FILE, receipt), 0o600))
     throw new AgentcellError('RECEIPT_INVALID', `${path} already exists`);
   writeAnchor(
     store.anchor,
