@@ -56,9 +56,18 @@ export function parseStateFile<S extends z.ZodMiniType>(
 ): z.output<S> {
   const problem = stateFileProblem(text, kind.schema);
   if (problem.ok) return problem.value;
-  throw new AgentcellError(
+  throw damagedStateFile(path, kind, problem.why);
+}
+
+/** The error for a damaged state file: which, what is wrong, what to do. */
+export function damagedStateFile<S extends z.ZodMiniType>(
+  path: string,
+  kind: StateFileKind<S>,
+  why: string,
+): AgentcellError {
+  return new AgentcellError(
     kind.code ?? 'STATE_CORRUPT',
-    `${path} (${kind.what}) is damaged: ${problem.why}; nothing was changed. ${kind.fix(path)}`,
+    `${path} (${kind.what}) is damaged: ${why}. ${kind.fix(path)}`,
   );
 }
 

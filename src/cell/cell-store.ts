@@ -3,7 +3,13 @@ import { isAbsolute, join, resolve } from 'node:path';
 import * as z from 'zod/mini';
 import { AgentcellError } from '../errors.js';
 import type { AgentcellPaths } from '../paths.js';
-import { cellStateFix, readStateFile, writeStateFile, type StateFileKind } from '../_internal/state-file.js';
+import {
+  cellStateFix,
+  damagedStateFile,
+  readStateFile,
+  writeStateFile,
+  type StateFileKind,
+} from '../_internal/state-file.js';
 import { anchorPath } from '../receipts/chain-anchor.js';
 import { removeQuietly } from '../_internal/atomic-file.js';
 import { removeTrees } from '../_internal/remove-trees.js';
@@ -49,9 +55,10 @@ export function readCell(paths: AgentcellPaths, name: string): CellRecord | unde
   const path = cellFile(paths, name);
   const record = readStateFile(path, CELL_FILE);
   if (record && record.name !== name)
-    throw new AgentcellError(
-      'STATE_CORRUPT',
-      `${path} (the cell record) is damaged: name: expected ${JSON.stringify(name)}, got ${JSON.stringify(record.name)}; nothing was changed. ${cellStateFix(path)}`,
+    throw damagedStateFile(
+      path,
+      CELL_FILE,
+      `name: expected ${JSON.stringify(name)}, got ${JSON.stringify(record.name)}`,
     );
   return record;
 }

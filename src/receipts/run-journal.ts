@@ -9,7 +9,7 @@ import {
   ProcessOwnerSchema,
   type ProcessOwner,
 } from '../_internal/process-identity.js';
-import { readStateFile, writeStateFile, type StateFileKind } from '../_internal/state-file.js';
+import { damagedStateFile, readStateFile, writeStateFile, type StateFileKind } from '../_internal/state-file.js';
 import { isReceiptId, newReceiptId, RunDraftSchema, type Receipt, type ReceiptDraft } from './receipt.js';
 import { appendReceiptLocked, withReceiptLock, type ReceiptStore } from './receipt-store.js';
 
@@ -231,10 +231,7 @@ function readEntry(cellDir: string, id: string): RunJournalEntry {
   const entry = readStateFile(entryPath(cellDir, id), JOURNAL_FILE);
   if (!entry) throw new AgentcellError('RECEIPT_INVALID', `run ${id} has no journal entry in ${runsDir(cellDir)}`);
   if (entry.id !== id)
-    throw new AgentcellError(
-      'RECEIPT_INVALID',
-      `${entryPath(cellDir, id)} holds run ${entry.id}, not ${id}: moved or renamed; ${JOURNAL_FILE.fix(entryPath(cellDir, id))}`,
-    );
+    throw damagedStateFile(entryPath(cellDir, id), JOURNAL_FILE, `id: expected ${id} (its file name), got ${entry.id}`);
   return entry;
 }
 
