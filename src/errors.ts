@@ -23,6 +23,7 @@ export type ErrorCode =
   | 'CELL_NOT_RUNNING'
   | 'RELOAD_REFUSED'
   | 'PATH_UNUSABLE'
+  | 'STATE_CORRUPT'
   | 'INTERNAL';
 
 /** agentcell's own failures: 2 for usage and policy, 3 for host or backend not ready. */
@@ -50,6 +51,8 @@ const EXIT_CODES: Record<ErrorCode, number> = {
   RELOAD_REFUSED: 2,
   BACKEND_UNAVAILABLE: 3,
   PATH_UNUSABLE: 3,
+  /** A state file agentcell wrote no longer parses: the host's state, not a usage error. */
+  STATE_CORRUPT: 3,
   INTERNAL: 3,
 };
 

@@ -1,6 +1,16 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { CLI, ac, acJson, cellDirOf, makeSandbox, snapshot, type CliResult, type Sandbox } from './helpers.js';
@@ -186,6 +196,38 @@ describe('agent adapters: policy layer, flags, seeded home, login', () => {
       assert.equal(gemini.privacy.usageStatisticsEnabled, false);
       // Instruction files are the repo's: nothing is written in the workspace.
       assert.deepEqual(readdirSync(sb.workspace), []);
+    } finally {
+      sb.cleanup();
+    }
+  });
+
+  it('a symlink the agent planted in its home is never read or written through by the next run’s seeding', () => {
+    const sb = agentSandbox();
+    try {
+      assert.equal(acSlow(sb, ['claude', '--network', 'none', '--', '--version']).status, 0);
+      const home = join(cellDirOf(sb), 'agent-home');
+      // Host files the cell can't reach, and what the agent leaves in its (rw) home to reach them.
+      const hostSecret = join(sb.root, 'host-config.json');
+      writeFileSync(hostSecret, JSON.stringify({ auths: { registry: 'token-host-only-5150' } }));
+      const hostDir = join(sb.root, 'host-dir');
+      mkdirSync(hostDir);
+      rmSync(join(home, '.claude.json'));
+      symlinkSync(hostSecret, join(home, '.claude.json'));
+      // Positive control: read through the link (what the seeding did), the host's token comes out.
+      assert.match(readFileSync(join(home, '.claude.json'), 'utf8'), /token-host-only-5150/);
+
+      assert.equal(acSlow(sb, ['claude', '--network', 'none', '--', '--version']).status, 0);
+      assert.ok(lstatSync(join(home, '.claude.json')).isFile(), 'the link is replaced, not followed');
+      assert.doesNotMatch(readFileSync(join(home, '.claude.json'), 'utf8'), /token-host-only/);
+      assert.equal(readFileSync(hostSecret, 'utf8'), JSON.stringify({ auths: { registry: 'token-host-only-5150' } }));
+
+      // A directory on the way swapped for a link: refused, nothing written through it.
+      rmSync(join(home, '.claude'), { recursive: true });
+      symlinkSync(hostDir, join(home, '.claude'));
+      const refused = acSlow(sb, ['claude', '--network', 'none', '--', '--version']);
+      assert.equal(refused.status, 3, refused.stderr);
+      assert.match(refused.stderr, /agent-home\/\.claude\/settings\.json: a directory on the way .* is a symlink/);
+      assert.deepEqual(readdirSync(hostDir), []);
     } finally {
       sb.cleanup();
     }

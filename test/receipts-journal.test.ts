@@ -123,8 +123,7 @@ describe('run journal', () => {
     await finishRun(store, first.id, { exitCode: 0 });
     const pid = await deadPid();
     const entry = beginRun(cellDir, runDraft(), { owner: { pid, startTime: null, host: hostname() } });
-    const { recovered, unreadable } = await recoverInterrupted(store);
-    assert.deepEqual(unreadable, []);
+    const { recovered } = await recoverInterrupted(store);
     assert.equal(recovered.length, 1);
     const r = recovered[0]!;
     assert.equal(r.id, entry.id);

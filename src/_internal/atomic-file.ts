@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { closeSync, fsyncSync, linkSync, openSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, fchmodSync, fsyncSync, linkSync, openSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { makeDirs } from './make-dirs.js';
 
@@ -22,7 +22,11 @@ export interface WriteOptions {
   durable?: boolean;
 }
 
-/** Writes a new file with `mode`, flushed to disk unless not durable; fails if `path` exists. */
+/**
+ * Writes a new file with exactly `mode` (not narrowed by the umask: a 0644 trust bundle
+ * must stay readable to a cell's user), flushed to disk unless not durable; fails if
+ * `path` exists (O_EXCL, so never through a symlink planted there).
+ */
 export function writeNewFileSync(
   path: string,
   data: string | Uint8Array,
@@ -31,6 +35,7 @@ export function writeNewFileSync(
 ): void {
   const fd = openSync(path, 'wx', mode);
   try {
+    fchmodSync(fd, mode);
     writeFileSync(fd, data);
     if (options.durable !== false) fsyncSync(fd);
   } finally {

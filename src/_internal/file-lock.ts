@@ -2,19 +2,23 @@ import { AgentcellError } from '../errors.js';
 import { randomBytes } from 'node:crypto';
 import { linkSync, readFileSync, renameSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
+import * as z from 'zod/mini';
 import { createFileAtomic, removeQuietly } from './atomic-file.js';
+import { currentProcess, isProcessAlive, ProcessOwnerSchema, type ProcessOwner } from './process-identity.js';
+import { stateFileProblem } from './state-file.js';
+
+/** What a lock file holds: who has it, since when, doing what. */
+const LockHolderSchema = z.object({
+  ...ProcessOwnerSchema.shape,
+  command: z.array(z.string()),
+  acquiredAt: z.string(),
+  /** Tells this holding apart from an earlier one by a process with the same pid. */
+  nonce: z.string(),
+});
+export type LockHolder = z.infer<typeof LockHolderSchema>;
 
 /** A lock only matters while its owner lives, and a machine crash ends every owner. */
 const NOT_DURABLE = { durable: false };
-import { currentProcess, isProcessAlive, type ProcessOwner } from './process-identity.js';
-
-/** What a lock file holds: who has it, since when, doing what. */
-export interface LockHolder extends ProcessOwner {
-  command: string[];
-  acquiredAt: string;
-  /** Tells this holding apart from an earlier one by a process with the same pid. */
-  nonce: string;
-}
 
 export interface FileLockOptions {
   /** Wait for the holder to finish instead of failing at once (default false). */
@@ -48,11 +52,10 @@ export async function acquireFileLock(path: string, options: FileLockOptions = {
     acquiredAt: new Date().toISOString(),
     nonce: randomBytes(12).toString('hex'),
   };
-  const content = `${JSON.stringify(me)}\n`;
   const started = Date.now();
   const deadline = options.wait ? started + (options.timeoutMs ?? Number.POSITIVE_INFINITY) : started + 2_000;
   for (let attempt = 0; ; attempt++) {
-    if (createFileAtomic(path, content, 0o600, NOT_DURABLE)) return releaser(path, me.nonce);
+    if (createFileAtomic(path, `${JSON.stringify(me)}\n`, 0o600, NOT_DURABLE)) return releaser(path, me.nonce);
     const raw = readRaw(path);
     if (raw === null && attempt < 100) continue; // released meanwhile (bounded: the deadline is checked below)
     const holder = raw === null ? null : parseHolder(raw);
@@ -140,22 +143,8 @@ function readRaw(path: string): string | null {
   }
 }
 
+/** A lock that does not parse has no holder anyone could wait for: it is broken like a dead one's. */
 function parseHolder(raw: string): LockHolder | null {
-  let value: unknown;
-  try {
-    value = JSON.parse(raw);
-  } catch {
-    return null;
-  }
-  if (value === null || typeof value !== 'object') return null;
-  const v = value as Record<string, unknown>;
-  if (!Number.isSafeInteger(v['pid']) || typeof v['nonce'] !== 'string') return null;
-  return {
-    pid: v['pid'] as number,
-    startTime: typeof v['startTime'] === 'string' ? v['startTime'] : null,
-    host: typeof v['host'] === 'string' ? v['host'] : '',
-    command: Array.isArray(v['command']) ? v['command'].filter((a): a is string => typeof a === 'string') : [],
-    acquiredAt: typeof v['acquiredAt'] === 'string' ? v['acquiredAt'] : '?',
-    nonce: v['nonce'],
-  };
+  const found = stateFileProblem(raw, LockHolderSchema);
+  return found.ok ? found.value : null;
 }

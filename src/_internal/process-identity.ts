@@ -1,17 +1,19 @@
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
+import * as z from 'zod/mini';
 
 /**
  * A process as other agentcell processes can recognise it later: the pid alone can be
  * reused after the process dies, so the kernel's start time of the process
  * (/proc/<pid>/stat field 22, clock ticks since boot) goes with it where there is one.
  */
-export interface ProcessOwner {
-  pid: number;
+export const ProcessOwnerSchema = z.object({
+  pid: z.int(),
   /** null where /proc is not available (macOS): then only the pid is compared. */
-  startTime: string | null;
-  host: string;
-}
+  startTime: z.nullable(z.string()),
+  host: z.string(),
+});
+export type ProcessOwner = z.infer<typeof ProcessOwnerSchema>;
 
 /** Field 22 of /proc/<pid>/stat, or null when the process or /proc is not there. */
 export function processStartTime(pid: number): string | null {

@@ -1,9 +1,10 @@
 import { spawn } from 'node:child_process';
-import { existsSync, realpathSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, realpathSync, renameSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { AgentcellError } from '../errors.js';
 import { findExecutable } from '../_internal/find-executable.js';
 import { removeTrees } from '../_internal/remove-trees.js';
+import { writeFileAtomic } from '../_internal/atomic-file.js';
 import type { AgentAdapter } from './agent-adapter.js';
 import { makeDirs } from '../_internal/make-dirs.js';
 
@@ -110,9 +111,10 @@ export async function installToolchain(toolchain: AgentToolchain, progress: (lin
       ['install', '--prefix', temp, '--no-audit', '--no-fund', '--no-save', '--loglevel', 'error', spec],
       progress,
     );
-    writeFileSync(
+    writeFileAtomic(
       join(temp, COMPLETE_MARK),
       `${JSON.stringify({ package: toolchain.npmPackage, version: toolchain.version, installedAt: new Date().toISOString() })}\n`,
+      0o644,
     );
     try {
       renameSync(temp, toolchain.dir);

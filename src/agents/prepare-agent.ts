@@ -1,4 +1,4 @@
-import { chmodSync, copyFileSync, existsSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join, posix } from 'node:path';
 import type { ExtraMount } from '../backends/backend.js';
 import type { DeepReadonly } from '../_internal/deep-readonly.js';
@@ -19,6 +19,7 @@ import {
 } from './agent-toolchain.js';
 import { makeDirs } from '../_internal/make-dirs.js';
 import { writeFileAtomic } from '../_internal/atomic-file.js';
+import { AgentHome } from './agent-home.js';
 import { missingCredentialHint } from './credential-hint.js';
 
 /** An agent run, decided before anything runs (`--dry-run` shows it; nothing is installed or written yet). */
@@ -124,17 +125,16 @@ export async function prepareAgent(request: AgentRequest): Promise<AgentCellPart
  */
 export async function readyAgent(agent: DeepReadonly<PreparedAgent>, progress: (line: string) => void): Promise<void> {
   await installToolchain(agent.toolchain, progress);
-  makeDirs(agent.home, 0o700);
   // A run agentcell didn't see end (killed) may have left a refreshed login in the home.
   settleAgentLogins(agent);
-  for (const login of agent.logins) {
-    if (!existsSync(login.source)) continue; // logged out since the run was planned
-    const target = join(agent.home, login.path);
-    makeDirs(dirname(target), 0o700);
-    copyFileSync(login.source, target);
-    chmodSync(target, 0o600);
+  const home = new AgentHome(agent.home);
+  try {
+    for (const login of agent.logins)
+      if (existsSync(login.source)) home.write(login.path, readFileSync(login.source), 0o600); // else logged out since
+    for (const seed of agent.seeds) writeSeed(home, seed);
+  } finally {
+    home.close();
   }
-  for (const seed of agent.seeds) writeSeed(agent.home, seed);
   // Bound into the home from this file (read-only), so it is written before the cell starts.
   if (agent.brief) writeFileAtomic(agent.brief.file, agent.brief.text, 0o644);
 }
@@ -142,25 +142,28 @@ export async function readyAgent(agent: DeepReadonly<PreparedAgent>, progress: (
 /**
  * After a run: a login the agent created or refreshed in the cell's home is written back
  * to agentcell's store, and the copy leaves the home, so the store stays its only copy
- * between runs (never the workspace, never cell state). Returns the store files written.
+ * between runs (never the workspace, never cell state). Read without following links:
+ * a symlink the agent planted there is not a login. Returns the store files written.
  */
 export function settleAgentLogins(agent: DeepReadonly<PreparedAgent>): string[] {
+  if (!existsSync(agent.home)) return [];
   const written: string[] = [];
-  for (const file of agent.loginStore.files) {
-    const copy = join(agent.home, file);
-    let content: Buffer;
-    try {
-      content = readFileSync(copy);
-    } catch {
-      continue; // none in the home
+  const home = new AgentHome(agent.home);
+  try {
+    for (const file of agent.loginStore.files) {
+      const content = home.read(file);
+      if (content !== undefined) {
+        const stored = join(agent.loginStore.dir, file);
+        if (!existsSync(stored) || !readFileSync(stored).equals(content)) {
+          makeDirs(dirname(stored), 0o700);
+          writeFileAtomic(stored, content, 0o600);
+          written.push(stored);
+        }
+      }
+      home.remove(file);
     }
-    const stored = join(agent.loginStore.dir, file);
-    if (!existsSync(stored) || !readFileSync(stored).equals(content)) {
-      makeDirs(dirname(stored), 0o700);
-      writeFileAtomic(stored, content, 0o600);
-      written.push(stored);
-    }
-    rmSync(copy, { force: true });
+  } finally {
+    home.close();
   }
   return written;
 }
@@ -180,24 +183,21 @@ function storedLogins(adapter: AgentAdapter, configDir: string): { source: strin
 }
 
 /** JSON seeds are merged into what the agent wrote earlier; agentcell's keys win. */
-function writeSeed(home: string, seed: SeedFile): void {
-  const path = join(home, seed.path);
-  makeDirs(dirname(path), 0o700);
+function writeSeed(home: AgentHome, seed: SeedFile): void {
   let text: string;
   if ('json' in seed) {
     let existing: Record<string, unknown> = {};
     try {
-      existing = JSON.parse(readFileSync(path, 'utf8')) as Record<string, unknown>;
+      // The agent's own file, not agentcell state: absent or broken by the agent, it starts over.
+      existing = JSON.parse(home.read(seed.path)?.toString('utf8') ?? '{}') as Record<string, unknown>;
     } catch {
-      // absent, or broken by the agent: start over
+      // broken by the agent
     }
     text = `${JSON.stringify(mergeJson(existing, seed.json), null, 2)}\n`;
   } else {
     text = seed.text;
   }
-  const temp = `${path}.agentcell-${process.pid}`;
-  writeFileSync(temp, text, { mode: 0o600 });
-  renameSync(temp, path);
+  home.write(seed.path, text, 0o600);
 }
 
 function mergeJson(base: Record<string, unknown>, over: Record<string, unknown>): Record<string, unknown> {

@@ -1,9 +1,12 @@
 import { connect, type Socket } from 'node:net';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { readJsonFile } from '../_internal/read-json-file.js';
+import * as z from 'zod/mini';
+import { readJsonCache } from '../_internal/state-file.js';
 
 const DEFAULT_SOCKET = '/var/run/docker.sock';
+/** The part of the docker CLI's own config.json read here; any other content reads as no context. */
+const DockerConfigSchema = z.object({ currentContext: z.optional(z.unknown()) });
 const REQUEST_TIMEOUT_MS = 5000;
 
 /**
@@ -19,7 +22,7 @@ export function dockerSocketPath(env: Record<string, string | undefined>): strin
   const host = env['DOCKER_HOST'];
   if (host !== undefined && host !== '') return host.startsWith('unix://') ? host.slice('unix://'.length) : undefined;
   const configDir = env['DOCKER_CONFIG'] ?? join(env['HOME'] ?? homedir(), '.docker');
-  const current = readJsonFile<{ currentContext?: unknown }>(join(configDir, 'config.json'))?.currentContext;
+  const current = readJsonCache(join(configDir, 'config.json'), DockerConfigSchema)?.currentContext;
   if (current !== undefined && current !== '' && current !== 'default') return undefined;
   return DEFAULT_SOCKET;
 }

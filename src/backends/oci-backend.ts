@@ -1,5 +1,5 @@
 import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { AgentcellError } from '../errors.js';
 import { cellHostname } from './cell-hostname.js';
@@ -18,6 +18,7 @@ import { runArgs, type OciContainer } from './oci-container.js';
 import { queryEngineSync } from './engine-query.js';
 import { ociSeccompProfile, serializeOciSeccompProfile } from './oci-seccomp-profile.js';
 import { makeDirs } from '../_internal/make-dirs.js';
+import { writeFileAtomic } from '../_internal/atomic-file.js';
 
 /** The backends built on an OCI engine: the engine itself, or gVisor's runsc through it. */
 export type OciBackendName = 'podman' | 'docker' | 'gvisor';
@@ -353,9 +354,7 @@ function writeSeccompProfile(options: OciBackendOptions): void {
   const path = join(dir, fileName);
   if (existsSync(path)) return;
   makeDirs(dir);
-  const temp = `${path}.${process.pid}.tmp`;
-  writeFileSync(temp, json, { mode: 0o644 });
-  renameSync(temp, path);
+  writeFileAtomic(path, json, 0o644);
 }
 
 function makeMaskSources(dir: string): void {
@@ -365,8 +364,5 @@ function makeMaskSources(dir: string): void {
     makeDirs(emptyDir);
     chmodSync(emptyDir, 0);
   }
-  if (!existsSync(emptyFile)) {
-    writeFileSync(emptyFile, '', { mode: 0 });
-    chmodSync(emptyFile, 0);
-  }
+  if (!existsSync(emptyFile)) writeFileAtomic(emptyFile, '', 0);
 }

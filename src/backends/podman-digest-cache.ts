@@ -1,6 +1,7 @@
 import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { readJsonFile } from '../_internal/read-json-file.js';
+import * as z from 'zod/mini';
+import { readJsonCache } from '../_internal/state-file.js';
 
 /**
  * Podman has no daemon to ask cheaply: `podman image inspect` is a 60–90 ms process on
@@ -11,20 +12,21 @@ import { readJsonFile } from '../_internal/read-json-file.js';
  * was looked up; any change is a miss and a fresh lookup. The run still runs by digest
  * (`--pull never`), so the receipt always names the image that ran.
  */
-export interface PodmanDigestCache {
+const PodmanDigestCacheSchema = z.object({
   /** The store's metadata file for one engine setup (from `podman info`, asked once per setup). */
-  store?: { setup: string; path: string };
+  store: z.optional(z.object({ setup: z.string(), path: z.string() })),
   /** By image ref: the digest, and the setup and store stamp it was looked up under. */
-  digests: Record<string, { digest: string; setup: string; stamp: string }>;
-}
+  digests: z.record(z.string(), z.object({ digest: z.string(), setup: z.string(), stamp: z.string() })),
+});
+export type PodmanDigestCache = z.infer<typeof PodmanDigestCacheSchema>;
 
 export function podmanDigestCacheFile(stateDir: string): string {
   return join(stateDir, 'oci', 'podman-digests.json');
 }
 
+/** Missing or damaged, the cache starts empty and is rebuilt: it only saves lookups. */
 export function readPodmanDigestCache(path: string): PodmanDigestCache {
-  const cache = readJsonFile<PodmanDigestCache>(path);
-  return cache && typeof cache.digests === 'object' ? cache : { digests: {} };
+  return readJsonCache(path, PodmanDigestCacheSchema) ?? { digests: {} };
 }
 
 /**

@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ExtraMount } from '../backends/backend.js';
 import { AgentcellError } from '../errors.js';
@@ -7,6 +7,8 @@ import type { AgentcellPaths } from '../paths.js';
 import { CELL_BRIDGE_NODE, CELL_BRIDGE_SCRIPT, CELL_EGRESS_SOCKET } from '../egress/cell/proxy-environment.js';
 import { cellDir } from './cell-store.js';
 import { makeDirs } from '../_internal/make-dirs.js';
+import { writeFileAtomic } from '../_internal/atomic-file.js';
+import { removeTrees } from '../_internal/remove-trees.js';
 
 /** A cell's own SSH identity: the public half is for the user to register, the private half only ever in that cell. */
 export interface CellSshKey {
@@ -52,27 +54,29 @@ export function ensureCellSshKey(paths: AgentcellPaths, cell: string): CellSshKe
   if (!existsSync(privateKeyPath)) {
     makeDirs(dir, 0o700);
     chmodSync(dir, 0o700);
-    // Made under a temp name and renamed, so a half-made key is never bound into a cell.
-    const temp = join(dir, `.${KEY}.${process.pid}`);
-    rmSync(temp, { force: true });
-    rmSync(`${temp}.pub`, { force: true });
-    const keygen = spawnSync(
-      'ssh-keygen',
-      ['-q', '-t', 'ed25519', '-N', '', '-C', `agentcell-cell-${cell}`, '-f', temp],
-      {
-        encoding: 'utf8',
-        stdio: ['ignore', 'pipe', 'pipe'],
-      },
-    );
-    if (keygen.error || keygen.status !== 0)
-      throw new AgentcellError(
-        'BACKEND_UNAVAILABLE',
-        `ssh-keygen could not make the cell's key: ${keygen.error?.message ?? keygen.stderr.trim()} (sudo apt-get install openssh-client)`,
+    // Made in a scratch dir, then written whole (public half first): a half-made key is never bound into a cell.
+    const scratch = mkdtempSync(join(dir, '.keygen-'));
+    try {
+      const made = join(scratch, KEY);
+      const keygen = spawnSync(
+        'ssh-keygen',
+        ['-q', '-t', 'ed25519', '-N', '', '-C', `agentcell-cell-${cell}`, '-f', made],
+        {
+          encoding: 'utf8',
+          stdio: ['ignore', 'pipe', 'pipe'],
+        },
       );
-    chmodSync(temp, 0o600);
-    writeFileSync(join(dir, 'config'), SSH_CONFIG, { mode: 0o600 });
-    renameSync(`${temp}.pub`, `${privateKeyPath}.pub`);
-    renameSync(temp, privateKeyPath);
+      if (keygen.error || keygen.status !== 0)
+        throw new AgentcellError(
+          'BACKEND_UNAVAILABLE',
+          `ssh-keygen could not make the cell's key: ${keygen.error?.message ?? keygen.stderr.trim()} (sudo apt-get install openssh-client)`,
+        );
+      writeFileAtomic(join(dir, 'config'), SSH_CONFIG, 0o600);
+      writeFileAtomic(`${privateKeyPath}.pub`, readFileSync(`${made}.pub`), 0o644);
+      writeFileAtomic(privateKeyPath, readFileSync(made), 0o600);
+    } finally {
+      removeTrees([scratch]);
+    }
     created = true;
   }
   const publicKey = readFileSync(`${privateKeyPath}.pub`, 'utf8').trim();

@@ -1,22 +1,42 @@
-import { readdirSync, realpathSync, renameSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { existsSync, readdirSync, realpathSync } from 'node:fs';
+import { isAbsolute, join, resolve } from 'node:path';
+import * as z from 'zod/mini';
 import { AgentcellError } from '../errors.js';
 import type { AgentcellPaths } from '../paths.js';
-import { readJsonFile } from '../_internal/read-json-file.js';
+import {
+  cellStateFix,
+  damagedStateFile,
+  readStateFile,
+  writeStateFile,
+  type StateFileKind,
+} from '../_internal/state-file.js';
 import { anchorPath } from '../receipts/chain-anchor.js';
 import { removeQuietly } from '../_internal/atomic-file.js';
 import { removeTrees } from '../_internal/remove-trees.js';
 import { checkCellName, defaultCellName } from './cell-name.js';
 import { makeDirs } from '../_internal/make-dirs.js';
 
-/** What a cell remembers about itself; its layers, receipts and runs live beside it. */
-export interface CellRecord {
-  name: string;
-  workspace: string;
-  createdAt: string;
+/**
+ * What a cell remembers about itself (`<cell>/cell.json`); its layers, receipts and runs
+ * live beside it. `workspace` decides where `accept` writes, so it is checked on every
+ * read: an absolute path, never taken on trust.
+ */
+export const CellRecordSchema = z.strictObject({
+  name: z.string().check(z.minLength(1)),
+  workspace: z
+    .string()
+    .check(z.refine((path) => isAbsolute(path) && resolve(path) === path, 'an absolute, normalized path')),
+  createdAt: z.iso.datetime(),
   /** The cell this one was forked from, if any. */
-  forkedFrom?: string;
-}
+  forkedFrom: z.optional(z.string()),
+});
+export type CellRecord = z.infer<typeof CellRecordSchema>;
+
+const CELL_FILE: StateFileKind<typeof CellRecordSchema> = {
+  schema: CellRecordSchema,
+  what: 'the cell record',
+  fix: cellStateFix,
+};
 
 export function cellsDir(paths: AgentcellPaths): string {
   return join(paths.state, 'cells');
@@ -26,8 +46,21 @@ export function cellDir(paths: AgentcellPaths, name: string): string {
   return join(cellsDir(paths), name);
 }
 
+export function cellFile(paths: AgentcellPaths, name: string): string {
+  return join(cellDir(paths, name), 'cell.json');
+}
+
+/** The cell's record; undefined when there is no such cell, STATE_CORRUPT when its cell.json is damaged. */
 export function readCell(paths: AgentcellPaths, name: string): CellRecord | undefined {
-  return readJsonFile<CellRecord>(join(cellDir(paths, name), 'cell.json'));
+  const path = cellFile(paths, name);
+  const record = readStateFile(path, CELL_FILE);
+  if (record && record.name !== name)
+    throw damagedStateFile(
+      path,
+      CELL_FILE,
+      `name: expected ${JSON.stringify(name)}, got ${JSON.stringify(record.name)}`,
+    );
+  return record;
 }
 
 /**
@@ -46,11 +79,8 @@ export function openCell(paths: AgentcellPaths, name: string, workspace: string,
   }
   const record: CellRecord = { name, workspace, createdAt: new Date().toISOString() };
   if (forkedFrom !== undefined) record.forkedFrom = forkedFrom;
-  const dir = cellDir(paths, name);
-  makeDirs(dir, 0o700);
-  const temp = join(dir, `.cell.json.${process.pid}`);
-  writeFileSync(temp, `${JSON.stringify(record, null, 2)}\n`);
-  renameSync(temp, join(dir, 'cell.json'));
+  makeDirs(cellDir(paths, name), 0o700);
+  writeStateFile(cellFile(paths, name), CELL_FILE, record, { mode: 0o644 });
   return record;
 }
 
@@ -113,7 +143,15 @@ export function locateExistingCell(
 }
 
 export function cellNotFound(paths: AgentcellPaths, name: string): AgentcellError {
-  const known = listCells(paths).map((c) => c.name);
+  // By directory: one cell's damaged record must not hide which cells there are.
+  let known: string[];
+  try {
+    known = readdirSync(cellsDir(paths))
+      .filter((cell) => existsSync(cellFile(paths, cell)))
+      .sort();
+  } catch {
+    known = [];
+  }
   return new AgentcellError(
     'CELL_NOT_FOUND',
     `no cell ${name}` +

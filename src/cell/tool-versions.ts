@@ -1,16 +1,16 @@
 import { spawnSync } from 'node:child_process';
 import { statSync } from 'node:fs';
 import { join } from 'node:path';
+import * as z from 'zod/mini';
 import { findExecutable } from '../_internal/find-executable.js';
-import { readJsonFile } from '../_internal/read-json-file.js';
+import { readJsonCache } from '../_internal/state-file.js';
 import { writeJsonCache } from '../_internal/write-json-cache.js';
 
-interface CachedVersion {
-  path: string;
-  mtimeMs: number;
-  size: number;
-  version: string;
-}
+/** `tool-versions.json`, a cache: damaged, it is rebuilt. */
+const ToolVersionsSchema = z.record(
+  z.string(),
+  z.object({ path: z.string(), mtimeMs: z.number(), size: z.number(), version: z.string() }),
+);
 
 /**
  * A tool's `--version`, remembered per binary (path, size and mtime) in the state dir:
@@ -26,7 +26,7 @@ export function toolVersion(
   if (!path) return 'not found';
   const stat = statSync(path);
   const cacheFile = join(stateDir, 'tool-versions.json');
-  const cache = readJsonFile<Record<string, CachedVersion>>(cacheFile) ?? {};
+  const cache = readJsonCache(cacheFile, ToolVersionsSchema) ?? {};
   const hit = cache[tool];
   if (hit && hit.path === path && hit.mtimeMs === stat.mtimeMs && hit.size === stat.size) return hit.version;
   const result = spawnSync(path, ['--version'], { encoding: 'utf8', timeout: 3000 });

@@ -1,23 +1,33 @@
 import { spawn, spawnSync, type ChildProcessByStdio } from 'node:child_process';
 import type { Readable, Writable } from 'node:stream';
-import { existsSync, readdirSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, renameSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
+import * as z from 'zod/mini';
 import { AgentcellError } from '../errors.js';
-import { engineEnvironment, inspectImage, type OciEngine } from '../backends/oci-engine.js';
+import { engineEnvironment, inspectImage, OCI_ENGINES, type OciEngine } from '../backends/oci-engine.js';
 import { DEFAULT_CELL_IMAGE } from '../backends/select-backend.js';
-import { readJsonFile } from '../_internal/read-json-file.js';
+import { readStateFile, writeStateFile, type StateFileKind } from '../_internal/state-file.js';
 import { makeDirs } from '../_internal/make-dirs.js';
 
-/** An image `agentcell image build` made, as recorded in the state dir. */
-export interface CellImageRecord {
-  tag: string;
-  engine: OciEngine;
+/** An image `agentcell image build` made, as recorded in the state dir (`images.json`). */
+const CellImageRecordSchema = z.strictObject({
+  tag: z.string(),
+  engine: z.enum(OCI_ENGINES),
   /** `sha256:` + the image id: what receipts record as `image.digest`. */
-  digest: string;
+  digest: z.string(),
   /** The rootfs directory or Containerfile it was built from. */
-  source: string;
-  builtAt: string;
-}
+  source: z.string(),
+  builtAt: z.string(),
+});
+export type CellImageRecord = z.infer<typeof CellImageRecordSchema>;
+
+/** Damaged, it is an error: read as empty, the next build would overwrite every record. */
+const IMAGES_FILE: StateFileKind<z.ZodMiniArray<typeof CellImageRecordSchema>> = {
+  schema: z.array(CellImageRecordSchema),
+  what: 'the records of images agentcell built',
+  fix: (path) =>
+    `Restore it from a backup, or remove it (rm ${path}): the images stay in their engine, and agentcell image build records them again`,
+};
 
 /** Where agentcell's own node goes in a cell image or rootfs: the egress bridge and `node` on PATH. */
 export const IMAGE_NODE_PATH = '/usr/local/bin/node';
@@ -31,14 +41,12 @@ function recordsFile(stateDir: string): string {
 }
 
 export function listImageRecords(stateDir: string): CellImageRecord[] {
-  return readJsonFile<CellImageRecord[]>(recordsFile(stateDir)) ?? [];
+  return readStateFile(recordsFile(stateDir), IMAGES_FILE) ?? [];
 }
 
 function saveRecords(stateDir: string, records: CellImageRecord[]): void {
   makeDirs(stateDir);
-  const file = recordsFile(stateDir);
-  writeFileSync(`${file}.${process.pid}`, JSON.stringify(records, null, 2) + '\n');
-  renameSync(`${file}.${process.pid}`, file);
+  writeStateFile(recordsFile(stateDir), IMAGES_FILE, records, { mode: 0o644 });
 }
 
 export interface RootfsBuild {

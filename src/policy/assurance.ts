@@ -1,14 +1,18 @@
 import { AgentcellError } from '../errors.js';
+import * as z from 'zod/mini';
+import { MODES } from '../_internal/vocabulary.js';
 import type { Mode, NetworkMode, Policy } from './schema.js';
 
-export type AssuranceLevel = 'high' | 'reduced' | 'breakglass';
+export const ASSURANCE_LEVELS = ['high', 'reduced', 'breakglass'] as const;
+export type AssuranceLevel = (typeof ASSURANCE_LEVELS)[number];
 
-/** How much a run can be trusted to have stayed inside its cell, and why not more. */
-export interface Assurance {
-  mode: Mode;
-  level: AssuranceLevel;
-  reasons: string[];
-}
+/** How much a run can be trusted to have stayed inside its cell, and why not more (receipts record it). */
+export const AssuranceSchema = z.strictObject({
+  mode: z.enum(MODES),
+  level: z.enum(ASSURANCE_LEVELS),
+  reasons: z.array(z.string()),
+});
+export type Assurance = z.infer<typeof AssuranceSchema>;
 
 /** What each mode starts from when the policy says nothing about the network. */
 export function defaultNetworkMode(mode: Mode): NetworkMode {

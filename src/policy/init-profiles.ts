@@ -1,7 +1,7 @@
-import { randomBytes } from 'node:crypto';
-import { closeSync, fsyncSync, linkSync, lstatSync, openSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
+import { lstatSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { AgentcellError } from '../errors.js';
+import { createFileAtomic, writeFileAtomic } from '../_internal/atomic-file.js';
 import { PROJECT_POLICY_FILE } from './resolve-policy.js';
 import { policySchemaUrl } from './policy-json-schema.js';
 
@@ -210,7 +210,7 @@ export function renderProfile(name: string, schemaUrl?: string): string {
 }
 
 /**
- * Writes `agentcell.toml` into a workspace atomically (temp file, then link or rename).
+ * Writes `agentcell.toml` into a workspace atomically (atomic-file.ts: temp file, then link or rename).
  * Refuses to replace an existing file unless `force`; `dryRun` checks and renders only.
  */
 export function writeInitFile(workspace: string, options: InitOptions = {}): InitResult {
@@ -228,33 +228,20 @@ export function writeInitFile(workspace: string, options: InitOptions = {}): Ini
   if (!options.force && exists(path)) throw fileExists(path);
   if (options.dryRun) return { path, profile, content, written: false };
 
-  const temp = join(dir, `.${PROJECT_POLICY_FILE}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
-  const fd = openSync(temp, 'wx', 0o644);
-  try {
-    try {
-      writeSync(fd, content);
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-    if (options.force) renameSync(temp, path);
-    else publishNew(temp, path);
-  } finally {
-    rmSync(temp, { force: true });
-  }
+  if (options.force) writeFileAtomic(path, content, 0o644);
+  else publishNew(path, content);
   return { path, profile, content, written: true };
 }
 
-/** Without force, link() makes "create only if absent" atomic; rename() where links are unsupported. */
-function publishNew(temp: string, path: string): void {
+/** Without force, a link makes "create only if absent" atomic; where links are unsupported, a checked replace. */
+function publishNew(path: string, content: string): void {
   try {
-    linkSync(temp, path);
+    if (!createFileAtomic(path, content, 0o644)) throw fileExists(path);
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
-    if (code === 'EEXIST') throw fileExists(path);
     if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP' && code !== 'EXDEV') throw error;
     if (exists(path)) throw fileExists(path);
-    renameSync(temp, path);
+    writeFileAtomic(path, content, 0o644);
   }
 }
 

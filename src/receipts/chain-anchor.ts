@@ -1,9 +1,12 @@
 import { sign, verify } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
+import * as z from 'zod/mini';
 import { AgentcellError } from '../errors.js';
 import { canonicalJson, sha256 } from '../_internal/canonical-hash.js';
-import { ensureDir, writeFileAtomic } from '../_internal/atomic-file.js';
+import { ensureDir } from '../_internal/atomic-file.js';
+import { stateFileProblem, writeStateFile, type StateFileKind } from '../_internal/state-file.js';
+import { ReceiptSignatureSchema } from './receipt.js';
 import type { PublicKeyRing, SigningKey } from './signing-key.js';
 
 /**
@@ -12,18 +15,29 @@ import type { PublicKeyRing, SigningKey } from './signing-key.js';
  * off the end of the chain are seen: the chain alone can't show them (DESIGN: Evidence).
  * Written after each receipt, under the receipt lock; signed with the receipt key.
  */
-export interface ChainAnchor {
-  version: 1;
-  cell: string;
+export const ChainAnchorSchema = z.strictObject({
+  version: z.literal(1),
+  cell: z.string(),
   /** The seq of the newest receipt (= how many receipts the chain has). */
-  seq: number;
+  seq: z.int().check(z.gte(0)),
   /** Hash of the newest receipt (its successor's `prev`). */
-  head: string;
-  headId: string;
+  head: z.string(),
+  headId: z.string(),
   /** What an append found wrong with the chain before it (signed in, so a later append can't hide it). */
-  breaks: string[];
-  signature: { alg: 'ed25519'; keyId: string; value: string };
-}
+  breaks: z.array(z.string()),
+  signature: ReceiptSignatureSchema,
+});
+export type ChainAnchor = z.infer<typeof ChainAnchorSchema>;
+
+/**
+ * Never an error on read: a damaged anchor is a finding `receipt verify` reports, and
+ * the next append signs into the new anchor (see readAnchor), so runs go on.
+ */
+const ANCHOR_FILE: StateFileKind<typeof ChainAnchorSchema> = {
+  schema: ChainAnchorSchema,
+  what: "the receipt chain's anchor",
+  fix: () => 'agentcell receipt verify reports it',
+};
 
 export type UnsignedAnchor = Omit<ChainAnchor, 'signature'>;
 
@@ -53,34 +67,17 @@ export function readAnchor(path: string): AnchorRead {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return { kind: 'missing' };
     return { kind: 'invalid', why: `cannot read ${path}: ${String(error)}` };
   }
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch {
-    return { kind: 'invalid', why: `${path} is not valid JSON` };
-  }
-  const a = value as Partial<ChainAnchor> | null;
-  if (
-    !a ||
-    a.version !== 1 ||
-    typeof a.cell !== 'string' ||
-    !Number.isSafeInteger(a.seq) ||
-    typeof a.head !== 'string' ||
-    typeof a.headId !== 'string' ||
-    !Array.isArray(a.breaks) ||
-    !a.breaks.every((b) => typeof b === 'string') ||
-    typeof a.signature?.keyId !== 'string' ||
-    typeof a.signature.value !== 'string'
-  )
-    return { kind: 'invalid', why: `${path} is not a chain anchor` };
-  return { kind: 'found', anchor: a as ChainAnchor };
+  const found = stateFileProblem(text, ChainAnchorSchema);
+  return found.ok
+    ? { kind: 'found', anchor: found.value }
+    : { kind: 'invalid', why: `${path} is damaged: ${found.why}` };
 }
 
 export function writeAnchor(path: string, unsigned: UnsignedAnchor, key: SigningKey): void {
   const value = sign(null, Buffer.from(canonicalJson(unsigned), 'utf8'), key.privateKey).toString('base64');
   const anchor: ChainAnchor = { ...unsigned, signature: { alg: 'ed25519', keyId: key.keyId, value } };
   ensureDir(dirname(path), 0o700);
-  writeFileAtomic(path, `${JSON.stringify(anchor, null, 2)}\n`, 0o600);
+  writeStateFile(path, ANCHOR_FILE, anchor);
 }
 
 /** Why the anchor's signature does not hold, or undefined when it does. */

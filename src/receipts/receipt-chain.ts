@@ -1,7 +1,7 @@
 import { sign, verify } from 'node:crypto';
 import { canonicalJson, sha256 } from '../_internal/canonical-hash.js';
 import type { Receipt, UnsignedReceipt } from './receipt.js';
-import { receiptShapeProblems } from './receipt.js';
+import { receiptShapeProblem } from './receipt.js';
 import type { PublicKeyRing, SigningKey } from './signing-key.js';
 
 /** `sha256:` + sha256 of the receipt's canonical JSON, signature included; the next receipt's `prev`. */
@@ -60,9 +60,9 @@ export function verifyReceipts(
     const report = (problem: string): void => {
       problems.push({ id, seq, problem });
     };
-    const shape = receiptShapeProblems(value);
-    if (shape.length > 0) {
-      report(`malformed receipt: ${shape.join('; ')}`);
+    const shape = receiptShapeProblem(value);
+    if (shape !== undefined) {
+      report(`malformed receipt: ${shape}`);
       previous = undefined;
       previousSeq = seq > 0 ? seq : previousSeq + 1;
       continue;

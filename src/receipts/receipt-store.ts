@@ -4,7 +4,15 @@ import { basename, join } from 'node:path';
 import { sha256 } from '../_internal/canonical-hash.js';
 import { createFileAtomic, ensureDir } from '../_internal/atomic-file.js';
 import { acquireFileLock } from '../_internal/file-lock.js';
-import { isReceiptId, newReceiptId, receiptShapeProblems, type Receipt, type ReceiptDraft } from './receipt.js';
+import { parseStateFile, stateFileText, type StateFileKind } from '../_internal/state-file.js';
+import {
+  isReceiptId,
+  newReceiptId,
+  receiptShapeProblem,
+  ReceiptSchema,
+  type Receipt,
+  type ReceiptDraft,
+} from './receipt.js';
 import {
   receiptHash,
   signReceipt,
@@ -117,22 +125,17 @@ export function readReceipt(cellDir: string, ref: string): Receipt {
   );
 }
 
+/** A receipt file; damaged is RECEIPT_INVALID, the code receipt errors always had. */
+const RECEIPT_FILE: StateFileKind<typeof ReceiptSchema> = {
+  schema: ReceiptSchema,
+  what: 'a receipt',
+  code: 'RECEIPT_INVALID',
+  fix: () =>
+    'Restore it from a backup; agentcell receipt verify shows what the chain lost. Runs go on being receipted after it.',
+};
+
 function readReceiptFile(file: ReceiptFile): Receipt {
-  let value: unknown;
-  try {
-    value = JSON.parse(readFileSync(file.path, 'utf8'));
-  } catch (cause) {
-    throw new AgentcellError('RECEIPT_INVALID', `${file.path} is not valid JSON; run agentcell receipt verify`, {
-      cause,
-    });
-  }
-  const problems = receiptShapeProblems(value);
-  if (problems.length > 0)
-    throw new AgentcellError(
-      'RECEIPT_INVALID',
-      `${file.path} is not a well-formed receipt (${problems.join('; ')}); run agentcell receipt verify`,
-    );
-  return value as Receipt;
+  return parseStateFile(file.path, readFileSync(file.path, 'utf8'), RECEIPT_FILE);
 }
 
 /**
@@ -187,11 +190,8 @@ export function appendReceiptLocked(store: ReceiptStore, draft: ReceiptDraft, op
   const prev = last ? hashOfFile(last, store.cell) : null;
   const breaks = anchorBreaks(store, last, prev, seq);
   const receipt = signReceipt({ ...draft, id, cell: store.cell, seq, prev }, store.key);
-  const problems = receiptShapeProblems(receipt);
-  if (problems.length > 0)
-    throw new AgentcellError('RECEIPT_INVALID', `refusing to write a malformed receipt: ${problems.join('; ')}`);
   const path = join(receiptsDir(store.cellDir), receiptFileName(seq, id));
-  if (!createFileAtomic(path, `${JSON.stringify(receipt, null, 2)}\n`, 0o600))
+  if (!createFileAtomic(path, stateFileText(path, RECEIPT_FILE, receipt), 0o600))
     throw new AgentcellError('RECEIPT_INVALID', `${path} already exists`);
   writeAnchor(
     store.anchor,
@@ -311,7 +311,7 @@ function verifyAnchor(
   const signature = anchorSignatureProblem(found.anchor, publicKeys);
   if (signature) return [{ ...label, problem: signature }];
   const lastValue = values.at(-1);
-  const receipt = last && receiptShapeProblems(lastValue).length === 0 ? (lastValue as Receipt) : undefined;
+  const receipt = last && receiptShapeProblem(lastValue) === undefined ? (lastValue as Receipt) : undefined;
   const end = last ? { seq: last.seq, head: receipt ? receiptHash(receipt) : undefined, id: last.id } : undefined;
   return [...found.anchor.breaks, ...anchorProblems(found.anchor, end, receipt?.prev)].map((problem) => ({
     ...label,

@@ -1,6 +1,8 @@
 import { randomInt } from 'node:crypto';
-import type { Assurance } from '../policy/assurance.js';
-import type { Mode, WorkspaceMode } from '../policy/schema.js';
+import * as z from 'zod/mini';
+import { AssuranceSchema } from '../policy/assurance.js';
+import { MODES, WORKSPACE_MODES } from '../_internal/vocabulary.js';
+import { describeIssues } from '../_internal/state-file.js';
 
 /**
  * What a receipt records about the command: a `run` is a command executed in the
@@ -20,110 +22,158 @@ import type { Mode, WorkspaceMode } from '../policy/schema.js';
  * - copies `policy`, `assurance`, `backend`, `image`, `workspace`, `mounts`, `env` and
  *   `tools` from the run it decides (see {@link decisionDraft}); `egress` is zero.
  */
-export type ReceiptKind = 'run' | 'decision';
-export type RunStatus = 'completed' | 'interrupted';
-export type Decision = 'pending' | 'accepted' | 'restored' | 'forked';
-export type MountMode = 'ro' | 'rw';
-
-export const RECEIPT_KINDS: readonly ReceiptKind[] = ['run', 'decision'];
-export const RUN_STATUSES: readonly RunStatus[] = ['completed', 'interrupted'];
-
+export const RECEIPT_KINDS = ['run', 'decision'] as const;
+export const RUN_STATUSES = ['completed', 'interrupted'] as const;
 /** A bound of `[resources]` that ended a run. */
-export type LimitHit = 'disk' | 'memory' | 'pids' | 'timeout';
-export const LIMITS_HIT: readonly LimitHit[] = ['disk', 'memory', 'pids', 'timeout'];
-export const DECISIONS: readonly Decision[] = ['pending', 'accepted', 'restored', 'forked'];
+export const LIMITS_HIT = ['disk', 'memory', 'pids', 'timeout'] as const;
+export const DECISIONS = ['pending', 'accepted', 'restored', 'forked'] as const;
+export type ReceiptKind = (typeof RECEIPT_KINDS)[number];
+export type RunStatus = (typeof RUN_STATUSES)[number];
+export type LimitHit = (typeof LIMITS_HIT)[number];
+export type Decision = (typeof DECISIONS)[number];
 
-export interface ReceiptSignature {
-  alg: 'ed25519';
+const ID_PATTERN = /^r-[0-9a-z]{9}[0-9a-z]{8}$/;
+
+const isoDate = z.string().check(z.refine((v) => !Number.isNaN(Date.parse(v)), 'an ISO date'));
+const count = z.int().check(z.gte(0));
+const strings = z.array(z.string());
+
+export const ReceiptSignatureSchema = z.strictObject({
+  alg: z.literal('ed25519'),
   /** First 16 hex digits of sha256 of the signing public key (SPKI DER). */
-  keyId: string;
+  keyId: z.string(),
   /** base64 ed25519 signature over canonicalJson(receipt without `signature`). */
-  value: string;
-}
-
-/** One signed, chained record per run or decision (DESIGN: Receipt). */
-export interface Receipt {
-  /** Time-sortable, unique: `r-` + base36 milliseconds + random (see newReceiptId). */
-  id: string;
-  kind: ReceiptKind;
-  /** For `kind: 'decision'`: the id of the run receipt decided. */
-  decides?: string;
-  cell: string;
-  /** 1, 2, 3… within the cell's chain, without gaps. */
-  seq: number;
-  /** `sha256:` + hash of the previous receipt in this cell's chain; null for seq 1. */
-  prev: string | null;
-  /** argv of the command run in the cell (for a decision: agentcell's argv). */
-  command: string[];
-  /** null when the command never reported one (interrupted runs). */
-  exitCode: number | null;
-  /** ISO 8601. */
-  startedAt: string;
-  /** ISO 8601; for an interrupted run, the last sign of life agentcell saw. */
-  endedAt: string;
-  durationMs: number;
-  status: RunStatus;
-  decision: Decision;
-  policy: { hash: string; mode: Mode };
-  /** The label (`level`) and the reasons it is lowered. */
-  assurance: Assurance;
-  backend: { name: string; version: string };
-  /** Only for image-based cells. */
-  image?: { ref: string; digest: string };
-  workspace: { path: string; mode: WorkspaceMode; gitRef: string | null; gitDirty: boolean | null };
-  checkpoint: { before: string | null; after: string | null };
-  changes: { added: number; modified: number; deleted: number };
-  egress: EgressSummary;
-  mounts: { source: string; target: string; mode: MountMode }[];
-  /** Names only, never values. */
-  env: string[];
-  /** Tool name → version (agent CLI, backend, engine…). */
-  tools: Record<string, string>;
-  /** Phase → milliseconds. */
-  timings: Record<string, number>;
-  /** Only when a bound of `[resources]` ended the run: which, and what agentcell saw. */
-  limit?: { hit: LimitHit; detail: string };
-  /**
-   * Only on a partial accept (`accept PATH…`, `--exclude`): the paths it applied. The other
-   * pending changes stay in the cell, undecided; without it a decision covers them all.
-   */
-  scope?: { paths: string[] };
-  signature: ReceiptSignature;
-}
+  value: z.string(),
+});
+export type ReceiptSignature = z.infer<typeof ReceiptSignatureSchema>;
 
 /** Host patterns, deny patterns and `name=IP` resolve entries, as the policy spells them. */
-export interface EgressRuleEntries {
-  allow: string[];
-  deny: string[];
-  resolve: string[];
-}
+const EgressRuleEntriesSchema = z.strictObject({ allow: strings, deny: strings, resolve: strings });
+export type EgressRuleEntries = z.infer<typeof EgressRuleEntriesSchema>;
 
 /**
  * One `agentcell allow` applied to the running cell: when, who asked (the host-side
  * requester; the control socket is never reachable from the cell), the merged policy's
  * hash after it, and what it widened (`added.allow`, `removed.deny`) or narrowed.
  */
-export interface EgressReload {
+const EgressReloadSchema = z.strictObject({
   /** ISO 8601. */
-  time: string;
+  time: isoDate,
   /** The host user and agentcell process that asked, as that process reported them. */
-  by: { user: string; pid: number };
+  by: z.strictObject({ user: z.string(), pid: z.int() }),
   /** `sha256:` hash of the merged policy after the reload (the receipt's `policy.hash` is the one the run started with). */
-  policyHash: string;
+  policyHash: z.string(),
   /** The policy files read, lowest precedence first. */
-  files: string[];
-  added: EgressRuleEntries;
-  removed: EgressRuleEntries;
+  files: strings,
+  added: EgressRuleEntriesSchema,
+  removed: EgressRuleEntriesSchema,
   /** Open connections the narrowed rules closed. */
-  revoked: number;
-}
+  revoked: z.int(),
+});
+export type EgressReload = z.infer<typeof EgressReloadSchema>;
 
 /** Decision counts; `reloads` only when the allowlists were reloaded during the run. */
-export interface EgressSummary {
-  allowed: number;
-  denied: number;
-  reloads?: EgressReload[];
-}
+const EgressSummarySchema = z.strictObject({
+  allowed: count,
+  denied: count,
+  reloads: z.optional(z.array(EgressReloadSchema)),
+});
+export type EgressSummary = z.infer<typeof EgressSummarySchema>;
+
+/**
+ * One signed, chained record per run or decision (DESIGN: Receipt): the one definition
+ * of a receipt, checked when one is written and whenever one is read. Strict at every
+ * level: a field this version does not know could not be shown or vouched for, so it
+ * makes the receipt malformed rather than silently dropped.
+ */
+const ReceiptFields = z.strictObject({
+  /** Time-sortable, unique: `r-` + base36 milliseconds + random (see newReceiptId). */
+  id: z.string().check(z.regex(ID_PATTERN)),
+  kind: z.enum(RECEIPT_KINDS),
+  /** For `kind: 'decision'`: the id of the run receipt decided. */
+  decides: z.optional(z.string()),
+  cell: z.string(),
+  /** 1, 2, 3… within the cell's chain, without gaps. */
+  seq: z.int().check(z.gte(1)),
+  /** `sha256:` + hash of the previous receipt in this cell's chain; null for seq 1. */
+  prev: z.nullable(z.string().check(z.regex(/^sha256:[0-9a-f]{64}$/))),
+  /** argv of the command run in the cell (for a decision: agentcell's argv). */
+  command: strings,
+  /** null when the command never reported one (interrupted runs). */
+  exitCode: z.nullable(z.int()),
+  /** ISO 8601. */
+  startedAt: isoDate,
+  /** ISO 8601; for an interrupted run, the last sign of life agentcell saw. */
+  endedAt: isoDate,
+  durationMs: z.number().check(z.gte(0)),
+  status: z.enum(RUN_STATUSES),
+  decision: z.enum(DECISIONS),
+  policy: z.strictObject({ hash: z.string(), mode: z.enum(MODES) }),
+  /** The label (`level`) and the reasons it is lowered. */
+  assurance: AssuranceSchema,
+  backend: z.strictObject({ name: z.string(), version: z.string() }),
+  /** Only for image-based cells. */
+  image: z.optional(z.strictObject({ ref: z.string(), digest: z.string() })),
+  workspace: z.strictObject({
+    path: z.string(),
+    mode: z.enum(WORKSPACE_MODES),
+    gitRef: z.nullable(z.string()),
+    gitDirty: z.nullable(z.boolean()),
+  }),
+  checkpoint: z.strictObject({ before: z.nullable(z.string()), after: z.nullable(z.string()) }),
+  changes: z.strictObject({ added: count, modified: count, deleted: count }),
+  egress: EgressSummarySchema,
+  mounts: z.array(z.strictObject({ source: z.string(), target: z.string(), mode: z.enum(['ro', 'rw']) })),
+  /** Names only, never values. */
+  env: strings,
+  /** Tool name → version (agent CLI, backend, engine…). */
+  tools: z.record(z.string(), z.string()),
+  /** Phase → milliseconds. */
+  timings: z.record(z.string(), z.number()),
+  /** Only when a bound of `[resources]` ended the run: which, and what agentcell saw. */
+  limit: z.optional(z.strictObject({ hit: z.enum(LIMITS_HIT), detail: z.string() })),
+  /**
+   * Only on a partial accept (`accept PATH…`, `--exclude`): the paths it applied. The other
+   * pending changes stay in the cell, undecided; without it a decision covers them all.
+   */
+  scope: z.optional(z.strictObject({ paths: z.array(z.string()) })),
+  signature: ReceiptSignatureSchema,
+});
+
+export const ReceiptSchema = ReceiptFields.check(
+  z.superRefine((r, ctx) => {
+    if ((r.kind === 'decision') !== (r.decides !== undefined))
+      ctx.issues.push({
+        code: 'custom',
+        path: ['decides'],
+        message: r.kind === 'decision' ? 'a decision names the run it decides' : 'a run decides nothing',
+        input: r.decides,
+      });
+  }),
+);
+export type Receipt = z.infer<typeof ReceiptSchema>;
+export type MountMode = Receipt['mounts'][number]['mode'];
+
+/**
+ * The fields of a run's receipt known before it starts (the run journal holds them;
+ * the rest come from its result).
+ */
+export const RunDraftSchema = z.omit(ReceiptFields, {
+  id: true,
+  kind: true,
+  decides: true,
+  cell: true,
+  seq: true,
+  prev: true,
+  exitCode: true,
+  startedAt: true,
+  endedAt: true,
+  durationMs: true,
+  status: true,
+  decision: true,
+  signature: true,
+  scope: true,
+});
 
 /** A receipt before it is signed. */
 export type UnsignedReceipt = Omit<Receipt, 'signature'>;
@@ -133,8 +183,6 @@ export type UnsignedReceipt = Omit<Receipt, 'signature'>;
  * and `signature`, and `id` when it is missing.
  */
 export type ReceiptDraft = Omit<UnsignedReceipt, 'id' | 'cell' | 'seq' | 'prev'> & { id?: string };
-
-const ID_PATTERN = /^r-[0-9a-z]{9}[0-9a-z]{8}$/;
 
 /**
  * `r-` + 9 base36 digits of epoch milliseconds (fixed width, so ids sort by time
@@ -236,126 +284,11 @@ export function decisionDraft(decided: Receipt, input: DecisionInput): ReceiptDr
 }
 
 /**
- * What is wrong with the shape of a value read from disk as a receipt, one line per
- * problem (empty when it is well-formed). Content integrity is the signature's job;
- * this keeps renderers and the chain check from tripping over a mangled file.
+ * What is wrong with the shape of a value read from disk as a receipt, in words, or
+ * undefined when it is well-formed. Content integrity is the signature's job; this
+ * keeps renderers and the chain check from tripping over a mangled file.
  */
-export function receiptShapeProblems(value: unknown): string[] {
-  if (!isRecord(value)) return ['not a JSON object'];
-  const problems: string[] = [];
-  const need = (key: string, ok: (v: unknown) => boolean, what: string): void => {
-    if (!ok(value[key])) problems.push(`${key}: expected ${what}`);
-  };
-  need('id', (v) => typeof v === 'string' && isReceiptId(v), 'a receipt id (r-…)');
-  need('kind', (v) => RECEIPT_KINDS.includes(v as ReceiptKind), 'run or decision');
-  if (value['kind'] === 'decision') need('decides', isString, 'the decided run id');
-  else need('decides', (v) => v === undefined, 'no decides on a run');
-  need('cell', isString, 'a cell name');
-  need('seq', (v) => Number.isSafeInteger(v) && (v as number) >= 1, 'an integer >= 1');
-  need('prev', (v) => v === null || (typeof v === 'string' && /^sha256:[0-9a-f]{64}$/.test(v)), 'null or sha256:…');
-  need('command', (v) => Array.isArray(v) && v.every(isString), 'an array of strings');
-  need('exitCode', (v) => v === null || Number.isInteger(v), 'an integer or null');
-  need('startedAt', isIsoDate, 'an ISO date');
-  need('endedAt', isIsoDate, 'an ISO date');
-  need('durationMs', (v) => typeof v === 'number' && Number.isFinite(v) && v >= 0, 'a number >= 0');
-  need('status', (v) => RUN_STATUSES.includes(v as RunStatus), 'completed or interrupted');
-  need(
-    'limit',
-    (v) => v === undefined || (isRecord(v) && LIMITS_HIT.includes(v['hit'] as LimitHit) && isString(v['detail'])),
-    '{hit: disk, memory, pids or timeout, detail}',
-  );
-  need('decision', (v) => DECISIONS.includes(v as Decision), 'pending, accepted, restored or forked');
-  need(
-    'scope',
-    (v) => v === undefined || (isRecord(v) && Array.isArray(v['paths']) && v['paths'].every(isString)),
-    '{paths: [string]}',
-  );
-  need('policy', (v) => isRecord(v) && isString(v['hash']) && isString(v['mode']), '{hash, mode}');
-  need(
-    'assurance',
-    (v) => isRecord(v) && isString(v['level']) && Array.isArray(v['reasons']) && v['reasons'].every(isString),
-    '{mode, level, reasons}',
-  );
-  need('backend', (v) => isRecord(v) && isString(v['name']) && isString(v['version']), '{name, version}');
-  need(
-    'image',
-    (v) => v === undefined || (isRecord(v) && isString(v['ref']) && isString(v['digest'])),
-    '{ref, digest}',
-  );
-  need(
-    'workspace',
-    (v) =>
-      isRecord(v) &&
-      isString(v['path']) &&
-      isString(v['mode']) &&
-      (v['gitRef'] === null || isString(v['gitRef'])) &&
-      (v['gitDirty'] === null || typeof v['gitDirty'] === 'boolean'),
-    '{path, mode, gitRef, gitDirty}',
-  );
-  need(
-    'checkpoint',
-    (v) => isRecord(v) && isNullableString(v['before']) && isNullableString(v['after']),
-    '{before, after}',
-  );
-  need('changes', (v) => hasCounts(v, ['added', 'modified', 'deleted']), '{added, modified, deleted} counts');
-  need('egress', (v) => hasCounts(v, ['allowed', 'denied']), '{allowed, denied} counts');
-  need(
-    'egress',
-    (v) => !isRecord(v) || v['reloads'] === undefined || (Array.isArray(v['reloads']) && v['reloads'].every(isReload)),
-    'reloads: [{time, by, policyHash, files, added, removed, revoked}]',
-  );
-  need(
-    'mounts',
-    (v) =>
-      Array.isArray(v) &&
-      v.every((m) => isRecord(m) && isString(m['source']) && isString(m['target']) && isString(m['mode'])),
-    '[{source, target, mode}]',
-  );
-  need('env', (v) => Array.isArray(v) && v.every(isString), 'an array of names');
-  need('tools', (v) => isRecord(v) && Object.values(v).every(isString), 'name → version strings');
-  need('timings', (v) => isRecord(v) && Object.values(v).every((n) => typeof n === 'number'), 'phase → ms');
-  need(
-    'signature',
-    (v) => isRecord(v) && v['alg'] === 'ed25519' && isString(v['keyId']) && isString(v['value']),
-    '{alg: ed25519, keyId, value}',
-  );
-  return problems;
-}
-
-function isReload(v: unknown): boolean {
-  const isStrings = (x: unknown): boolean => Array.isArray(x) && x.every(isString);
-  const isEntries = (x: unknown): boolean =>
-    isRecord(x) && isStrings(x['allow']) && isStrings(x['deny']) && isStrings(x['resolve']);
-  return (
-    isRecord(v) &&
-    isIsoDate(v['time']) &&
-    isRecord(v['by']) &&
-    isString(v['by']['user']) &&
-    Number.isSafeInteger(v['by']['pid']) &&
-    isString(v['policyHash']) &&
-    isStrings(v['files']) &&
-    isEntries(v['added']) &&
-    isEntries(v['removed']) &&
-    Number.isSafeInteger(v['revoked'])
-  );
-}
-
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return v !== null && typeof v === 'object' && !Array.isArray(v);
-}
-
-function isString(v: unknown): v is string {
-  return typeof v === 'string';
-}
-
-function isNullableString(v: unknown): boolean {
-  return v === null || typeof v === 'string';
-}
-
-function isIsoDate(v: unknown): boolean {
-  return typeof v === 'string' && !Number.isNaN(Date.parse(v));
-}
-
-function hasCounts(v: unknown, keys: string[]): boolean {
-  return isRecord(v) && keys.every((k) => Number.isSafeInteger(v[k]) && (v[k] as number) >= 0);
+export function receiptShapeProblem(value: unknown): string | undefined {
+  const result = ReceiptSchema.safeParse(value, { reportInput: true });
+  return result.success ? undefined : describeIssues(result.error.issues);
 }

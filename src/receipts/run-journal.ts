@@ -1,9 +1,16 @@
 import { AgentcellError } from '../errors.js';
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { ensureDir, removeQuietly, writeFileAtomic } from '../_internal/atomic-file.js';
-import { currentProcess, isProcessAlive, type ProcessOwner } from '../_internal/process-identity.js';
-import { isReceiptId, newReceiptId, type Receipt, type ReceiptDraft } from './receipt.js';
+import * as z from 'zod/mini';
+import { ensureDir, removeQuietly } from '../_internal/atomic-file.js';
+import {
+  currentProcess,
+  isProcessAlive,
+  ProcessOwnerSchema,
+  type ProcessOwner,
+} from '../_internal/process-identity.js';
+import { damagedStateFile, readStateFile, writeStateFile, type StateFileKind } from '../_internal/state-file.js';
+import { isReceiptId, newReceiptId, RunDraftSchema, type Receipt, type ReceiptDraft } from './receipt.js';
 import { appendReceiptLocked, withReceiptLock, type ReceiptStore } from './receipt-store.js';
 
 /**
@@ -21,19 +28,29 @@ import { appendReceiptLocked, withReceiptLock, type ReceiptStore } from './recei
 const JOURNAL_WRITE = { durable: false };
 
 /** The receipt fields of a run known before it starts (the rest come from its result). */
-export type RunDraft = Omit<
-  ReceiptDraft,
-  'id' | 'kind' | 'decides' | 'exitCode' | 'endedAt' | 'durationMs' | 'status' | 'decision' | 'startedAt'
->;
+export type RunDraft = z.infer<typeof RunDraftSchema>;
 
-export interface RunJournalEntry {
-  version: 1;
-  id: string;
-  startedAt: string;
+const RunJournalEntrySchema = z.strictObject({
+  version: z.literal(1),
+  id: z.string().check(z.refine(isReceiptId, 'a receipt id (r-…)')),
+  startedAt: z.iso.datetime(),
   /** The agentcell process running it: pid, process start time, host. */
-  owner: ProcessOwner;
-  draft: RunDraft;
-}
+  owner: ProcessOwnerSchema,
+  draft: RunDraftSchema,
+});
+export type RunJournalEntry = z.infer<typeof RunJournalEntrySchema>;
+
+/**
+ * A damaged entry is an error, never skipped: skipping it would leave a run that no
+ * receipt ever records (DESIGN invariant 6), silently.
+ */
+const JOURNAL_FILE: StateFileKind<typeof RunJournalEntrySchema> = {
+  schema: RunJournalEntrySchema,
+  what: 'a run journal entry: a run not receipted yet',
+  code: 'RECEIPT_INVALID',
+  fix: (path) =>
+    `Restore it from a backup; or, to go on without a receipt for that run, remove it: rm ${path} (a machine crash while a run started can leave one damaged)`,
+};
 
 /**
  * How a run ended. Any run field may be updated too; `timings` and `tools` are merged
@@ -69,7 +86,9 @@ export function beginRun(
     draft,
   };
   ensureDir(runsDir(cellDir), 0o700);
-  writeFileAtomic(entryPath(cellDir, entry.id), `${JSON.stringify(entry, null, 2)}\n`, 0o600, JOURNAL_WRITE);
+  // A damaged entry stops the run here, before it starts: later, its command would already have run.
+  listJournal(cellDir);
+  writeStateFile(entryPath(cellDir, entry.id), JOURNAL_FILE, entry, JOURNAL_WRITE);
   return entry;
 }
 
@@ -77,31 +96,26 @@ export function beginRun(
 export function updateRun(cellDir: string, id: string, patch: Partial<RunDraft>): RunJournalEntry {
   const entry = readEntry(cellDir, id);
   const updated: RunJournalEntry = { ...entry, draft: mergeDraft(entry.draft, patch) };
-  writeFileAtomic(entryPath(cellDir, id), `${JSON.stringify(updated, null, 2)}\n`, 0o600, JOURNAL_WRITE);
+  writeStateFile(entryPath(cellDir, id), JOURNAL_FILE, updated, JOURNAL_WRITE);
   return updated;
 }
 
-/** The runs of a cell that have begun and not been receipted yet. */
-export function listJournal(cellDir: string): { entries: RunJournalEntry[]; unreadable: string[] } {
-  const entries: RunJournalEntry[] = [];
-  const unreadable: string[] = [];
+/** The runs of a cell that have begun and not been receipted yet; a damaged entry is an error. */
+export function listJournal(cellDir: string): { entries: RunJournalEntry[] } {
   let names: string[];
   try {
     names = readdirSync(runsDir(cellDir));
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return { entries, unreadable };
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return { entries: [] };
     throw error;
   }
+  const entries: RunJournalEntry[] = [];
   for (const name of names.sort()) {
     const id = /^(r-[0-9a-z]{17})\.json$/.exec(name)?.[1];
-    if (!id) continue;
-    try {
-      entries.push(readEntry(cellDir, id));
-    } catch {
-      unreadable.push(join(runsDir(cellDir), name));
-    }
+    const entry = id === undefined ? undefined : readStateFile(entryPath(cellDir, id), JOURNAL_FILE);
+    if (entry) entries.push(entry); // undefined: receipted and removed since the listing
   }
-  return { entries, unreadable };
+  return { entries };
 }
 
 /** A begun run not receipted yet, as the read-only commands show it. */
@@ -146,13 +160,6 @@ export async function finishRun(store: ReceiptStore, id: string, result: RunResu
   });
 }
 
-export interface Recovery {
-  /** The receipts written for runs whose agentcell died. */
-  recovered: Receipt[];
-  /** Journal files that could not be read; left in place. */
-  unreadable: string[];
-}
-
 /**
  * Receipts, as `interrupted`, every begun run whose agentcell process is gone (dead,
  * a zombie, or its pid now belongs to a later process): exitCode null and endedAt the
@@ -162,9 +169,9 @@ export interface Recovery {
 export async function recoverInterrupted(
   store: ReceiptStore,
   options: { isAlive?: (owner: ProcessOwner) => boolean } = {},
-): Promise<Recovery> {
+): Promise<{ recovered: Receipt[] }> {
   const isAlive = options.isAlive ?? isProcessAlive;
-  const { entries, unreadable } = listJournal(store.cellDir);
+  const { entries } = listJournal(store.cellDir);
   const recovered: Receipt[] = [];
   for (const found of entries) {
     if (isAlive(found.owner)) continue;
@@ -189,7 +196,7 @@ export async function recoverInterrupted(
     });
     if (receipt?.status === 'interrupted') recovered.push(receipt); // not a finished run whose entry a crash brought back
   }
-  return { recovered, unreadable };
+  return { recovered };
 }
 
 function runReceiptDraft(
@@ -221,31 +228,11 @@ function mergeDraft(draft: RunDraft, patch: Partial<RunDraft>): RunDraft {
 }
 
 function readEntry(cellDir: string, id: string): RunJournalEntry {
-  const path = entryPath(cellDir, id);
-  let value: unknown;
-  try {
-    value = JSON.parse(readFileSync(path, 'utf8'));
-  } catch (cause) {
-    const missing = (cause as NodeJS.ErrnoException).code === 'ENOENT';
-    throw new AgentcellError(
-      'RECEIPT_INVALID',
-      missing ? `run ${id} has no journal entry in ${runsDir(cellDir)}` : `cannot read ${path}: ${String(cause)}`,
-      { cause },
-    );
-  }
-  const v = value as Partial<RunJournalEntry> | null;
-  if (
-    !v ||
-    v.version !== 1 ||
-    v.id !== id ||
-    typeof v.startedAt !== 'string' ||
-    !v.owner ||
-    !Number.isSafeInteger(v.owner.pid) ||
-    !v.draft ||
-    typeof v.draft !== 'object'
-  )
-    throw new AgentcellError('RECEIPT_INVALID', `${path} is not a run journal entry`);
-  return v as RunJournalEntry;
+  const entry = readStateFile(entryPath(cellDir, id), JOURNAL_FILE);
+  if (!entry) throw new AgentcellError('RECEIPT_INVALID', `run ${id} has no journal entry in ${runsDir(cellDir)}`);
+  if (entry.id !== id)
+    throw damagedStateFile(entryPath(cellDir, id), JOURNAL_FILE, `id: expected ${id} (its file name), got ${entry.id}`);
+  return entry;
 }
 
 /**

@@ -1,4 +1,4 @@
-import { chmodSync, copyFileSync, existsSync } from 'node:fs';
+import { chmodSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { removeCellDir } from '../cell/cell-store.js';
 import { defaultCellName } from '../cell/cell-name.js';
@@ -12,7 +12,9 @@ import type { AgentName } from '../agents/agent-adapter.js';
 import { agentAdapter } from '../agents/agent-registry.js';
 import { loginStore } from '../agents/login-store.js';
 import { readyAgent } from '../agents/prepare-agent.js';
+import { AgentHome } from '../agents/agent-home.js';
 import { makeDirs } from '../_internal/make-dirs.js';
+import { writeFileAtomic } from '../_internal/atomic-file.js';
 
 export interface LoginRequest extends Pick<CellOptions, 'workspace' | 'mode' | 'timeout' | 'ackBreakglass'> {
   agent: string;
@@ -77,19 +79,28 @@ export async function runLogin(
   try {
     const { outcome } = await runPrepared(prepared, paths);
     if (outcome.exitCode !== 0) return { exitCode: outcome.exitCode, stored };
-    const home = prepared.agent.home;
-    stored = login.files.filter((file) => existsSync(join(home, file)));
+    // Read from the cell's home without following a link the agent planted there (a host file it points at is not its login).
+    const home = new AgentHome(prepared.agent.home);
+    let found: { file: string; content: Buffer }[];
+    try {
+      found = login.files.flatMap((file) => {
+        const content = home.read(file);
+        return content === undefined ? [] : [{ file, content }];
+      });
+    } finally {
+      home.close();
+    }
+    stored = found.map((f) => f.file);
     if (stored.length === 0)
       throw new AgentcellError(
         'INTERNAL',
         `${login.agent}'s login finished but wrote none of ${login.files.map((f) => `~/${f}`).join(', ')}; nothing was stored`,
       );
-    for (const file of stored) {
+    for (const { file, content } of found) {
       const target = join(login.store, file);
       makeDirs(dirname(target), 0o700);
       chmodSync(login.store, 0o700);
-      copyFileSync(join(home, file), target);
-      chmodSync(target, 0o600);
+      writeFileAtomic(target, content, 0o600);
     }
     return { exitCode: 0, stored: stored.map((file) => join(login.store, file)) };
   } finally {

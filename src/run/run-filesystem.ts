@@ -4,12 +4,11 @@ import type { CellSpec, ExtraMount, MaskSpec } from '../backends/backend.js';
 import { hostSystemDirs } from '../backends/host-rootfs.js';
 import { AgentcellError } from '../errors.js';
 import { sha256 } from '../_internal/canonical-hash.js';
-import { readJsonFile } from '../_internal/read-json-file.js';
 import { agentcellOwnDirs, type AgentcellPaths } from '../paths.js';
 import { assertNoTrackedSecrets } from '../policy/assurance.js';
 import type { Policy } from '../policy/schema.js';
 import { existingControlPlane } from '../workspace/control-plane.js';
-import { BUILT_IN_HIDE, scanSecrets, type SecretScanCache } from '../workspace/secret-scan.js';
+import { BUILT_IN_HIDE, readScanCache, scanSecrets, type SecretScanCache } from '../workspace/secret-scan.js';
 import {
   chooseOverlayDriver,
   overlayTools,
@@ -96,7 +95,7 @@ export function hiddenPaths(context: {
       skip: policy.workspace.scan_skip,
       prune: own.inWorkspace,
     },
-    readJsonFile<SecretScanCache>(scanCacheFile),
+    readScanCache(scanCacheFile),
   );
   assertNoTrackedSecrets(policy.cell.mode, scan.tracked);
   const inWorkspace = (target: string): boolean => isInside(workspace, target, false);

@@ -1,21 +1,11 @@
-import {
-  copyFileSync,
-  cpSync,
-  existsSync,
-  lstatSync,
-  readFileSync,
-  renameSync,
-  rmSync,
-  writeFileSync,
-  type Stats,
-} from 'node:fs';
+import { cpSync, existsSync, lstatSync, readFileSync, rmSync, type Stats } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../_internal/atomic-file.js';
 import { makeDirs } from '../_internal/make-dirs.js';
 import { removeTrees } from '../_internal/remove-trees.js';
 import * as z from 'zod/mini';
-import { AgentcellError } from '../errors.js';
+import { cellStateFix, readStateFile, writeStateFile, type StateFileKind } from '../_internal/state-file.js';
 import { childPath } from './child-path.js';
 
 /**
@@ -34,11 +24,11 @@ const identity = z.object({
 });
 type Identity = z.infer<typeof identity>;
 
-const baselineFile = z.object({
+const BaselineSchema = z.strictObject({
   version: z.literal(1),
   paths: z.record(
     z.string(),
-    z.object({
+    z.strictObject({
       /** The frozen layer of the run that recorded it: a baseline whose layer was dropped is void. */
       layer: z.string(),
       host: z.nullable(identity),
@@ -48,12 +38,19 @@ const baselineFile = z.object({
     }),
   ),
 });
-type BaselineFile = z.infer<typeof baselineFile>;
+type BaselineFile = z.infer<typeof BaselineSchema>;
 
 const FILE = 'accept-baseline.json';
 const BLOBS = 'baseline-blobs';
 /** Bigger host files get no base copy: `accept --merge` leaves them to --force or restore. */
 const MAX_BASE_BYTES = 4 * 1024 * 1024;
+
+/** Damaged, it can't tell a host edit from the cell's own: an error, never "no baseline". */
+const BASELINE_FILE: StateFileKind<typeof BaselineSchema> = {
+  schema: BaselineSchema,
+  what: "accept's record of the host's side of changed paths",
+  fix: cellStateFix,
+};
 
 /**
  * Records the host's side of a run's changed paths, keeping an older live record of a
@@ -85,9 +82,7 @@ export function recordBaselines(
       ...(blob ? { blob } : {}),
     };
   }
-  const file = join(cellDir, FILE);
-  writeFileSync(`${file}.tmp`, JSON.stringify(state));
-  renameSync(`${file}.tmp`, file);
+  writeStateFile(join(cellDir, FILE), BASELINE_FILE, state, { mode: 0o644 });
 }
 
 /** Paths the host changed since their baseline, each with why; paths without a baseline are not judged. */
@@ -139,30 +134,18 @@ export function clearBaselines(cellDir: string): void {
 
 /** A fork keeps the layers' ids, so their baselines hold for it too. */
 export function copyBaselines(fromCellDir: string, toCellDir: string): void {
-  try {
-    copyFileSync(join(fromCellDir, FILE), join(toCellDir, FILE));
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
-  }
+  const state = readStateFile(join(fromCellDir, FILE), BASELINE_FILE);
+  if (state) writeStateFile(join(toCellDir, FILE), BASELINE_FILE, state, { mode: 0o644 });
   if (existsSync(join(fromCellDir, BLOBS)))
     cpSync(join(fromCellDir, BLOBS), join(toCellDir, BLOBS), { recursive: true });
 }
 
 function readBaselines(cellDir: string, liveLayers: readonly string[]): BaselineFile {
-  const path = join(cellDir, FILE);
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return { version: 1, paths: {} };
-    throw error;
-  }
-  const parsed = baselineFile.safeParse(JSON.parse(text));
-  if (!parsed.success)
-    throw new AgentcellError('INTERNAL', `${path} is not a valid baseline record; restore the cell or remove the file`);
+  const found = readStateFile(join(cellDir, FILE), BASELINE_FILE);
+  if (!found) return { version: 1, paths: {} };
   const live = new Set(liveLayers);
   const paths: BaselineFile['paths'] = {};
-  for (const [p, b] of Object.entries(parsed.data.paths)) if (live.has(b.layer)) paths[p] = b;
+  for (const [p, b] of Object.entries(found.paths)) if (live.has(b.layer)) paths[p] = b;
   return { version: 1, paths };
 }
 

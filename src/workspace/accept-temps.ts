@@ -1,6 +1,7 @@
-import { readdirSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
+import { readdirSync, rmSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import * as z from 'zod/mini';
+import { readStateFile, writeStateFile, type StateFileKind } from '../_internal/state-file.js';
 import { TEMP_MARK } from './accept-changes.js';
 import { PinnedDirs } from './pinned-dirs.js';
 
@@ -11,15 +12,21 @@ import { PinnedDirs } from './pinned-dirs.js';
  * files (its own prefix, in the directories it named; never a directory, never through
  * a symlink).
  */
-const marker = z.object({
+const MarkerSchema = z.strictObject({
   prefix: z.string().check(z.regex(/^\.agentcell-accept-[0-9a-f]+-$/)),
   dirs: z.array(z.string()),
 });
 
 const FILE = 'accept-temps.json';
 
+const MARKER_FILE: StateFileKind<typeof MarkerSchema> = {
+  schema: MarkerSchema,
+  what: 'the record of an interrupted accept’s temporary files',
+  fix: (path) => `Remove it (rm ${path}) and delete any .agentcell-accept-* files left in the workspace by hand`,
+};
+
 export function markTemps(cellDir: string, prefix: string, dirs: readonly string[]): void {
-  writeFileSync(join(cellDir, FILE), JSON.stringify({ prefix, dirs }));
+  writeStateFile(join(cellDir, FILE), MARKER_FILE, { prefix, dirs: [...dirs] }, { mode: 0o644 });
 }
 
 export function unmarkTemps(cellDir: string): void {
@@ -28,18 +35,13 @@ export function unmarkTemps(cellDir: string): void {
 
 /** Removes what a killed accept left in the workspace; returns how many files. */
 export function removeStaleTemps(cellDir: string, workspace: string): number {
-  let text: string;
-  try {
-    text = readFileSync(join(cellDir, FILE), 'utf8');
-  } catch {
-    return 0;
-  }
-  const parsed = marker.safeParse(JSON.parse(text));
+  const marker = readStateFile(join(cellDir, FILE), MARKER_FILE);
+  if (!marker) return 0;
   let removed = 0;
-  if (parsed.success && parsed.data.prefix.startsWith(TEMP_MARK)) {
+  if (marker.prefix.startsWith(TEMP_MARK)) {
     const dirs = new PinnedDirs(workspace);
     try {
-      for (const dir of parsed.data.dirs) {
+      for (const dir of marker.dirs) {
         let fd: number;
         try {
           fd = dirs.dir(dir);
@@ -47,7 +49,7 @@ export function removeStaleTemps(cellDir: string, workspace: string): number {
           continue; // gone, or not a directory any more
         }
         for (const name of readdirSync(`/proc/self/fd/${fd}`)) {
-          if (!name.startsWith(parsed.data.prefix)) continue;
+          if (!name.startsWith(marker.prefix)) continue;
           const rel = dir === '' ? name : `${dir}/${name}`;
           if (dirs.lstat(rel)?.isDirectory() === false) {
             unlinkSync(dirs.at(rel));

@@ -1,5 +1,7 @@
 import { readdirSync, realpathSync, statSync, type Dirent } from 'node:fs';
 import { join, relative, sep } from 'node:path';
+import * as z from 'zod/mini';
+import { readJsonCache } from '../_internal/state-file.js';
 import { indexStamp, trackedPaths, workspaceRepository } from './git-index.js';
 import { secretMatcher, type GlobSet } from './secret-patterns.js';
 
@@ -14,28 +16,28 @@ export interface SecretScanOptions {
   prune?: readonly string[];
 }
 
-export interface MaskedPath {
+const MaskedPathSchema = z.strictObject({
   /** Absolute host path of the file or directory to mask (a symlink's in-workspace target). */
-  path: string;
+  path: z.string(),
   /** Relative to the workspace, as the user named it. */
-  relative: string;
-  kind: 'file' | 'dir';
-}
+  relative: z.string(),
+  kind: z.enum(['file', 'dir']),
+});
+export type MaskedPath = z.infer<typeof MaskedPathSchema>;
 
 /** What one directory held last time, valid while its mtime is unchanged. */
-interface ScannedDir {
-  mtimeNs: string;
-  masked: MaskedPath[];
-  subdirs: string[];
+const ScannedDirSchema = z.strictObject({
+  mtimeNs: z.string(),
+  masked: z.array(MaskedPathSchema),
+  subdirs: z.array(z.string()),
   /** It holds a `.git`: a repository whose index is checked for secrets. */
-  repo?: true;
-}
+  repo: z.optional(z.literal(true)),
+});
+type ScannedDir = z.infer<typeof ScannedDirSchema>;
 
 /** The secret-named paths of one version of a repository's index. */
-interface ScannedIndex {
-  stamp: string;
-  secrets: string[];
-}
+const ScannedIndexSchema = z.strictObject({ stamp: z.string(), secrets: z.array(z.string()) });
+type ScannedIndex = z.infer<typeof ScannedIndexSchema>;
 
 /**
  * The previous scan of a workspace. A directory's mtime changes whenever an entry is
@@ -43,12 +45,18 @@ interface ScannedIndex {
  * unchanged directory is not read again, and a scan of a large repo costs one stat per
  * directory instead of a readdir.
  */
-export interface SecretScanCache {
+const SecretScanCacheSchema = z.strictObject({
   /** The workspace and the patterns the cache was made with. */
-  key: string;
-  dirs: Record<string, ScannedDir>;
+  key: z.string(),
+  dirs: z.record(z.string(), ScannedDirSchema),
   /** By git dir, workspace-relative. */
-  indexes?: Record<string, ScannedIndex>;
+  indexes: z.optional(z.record(z.string(), ScannedIndexSchema)),
+});
+export type SecretScanCache = z.infer<typeof SecretScanCacheSchema>;
+
+/** The cache a scan saved (`<state>/scan-cache/…`); missing or damaged, the scan starts afresh. */
+export function readScanCache(path: string): SecretScanCache | undefined {
+  return readJsonCache(path, SecretScanCacheSchema);
 }
 
 export interface SecretScan {

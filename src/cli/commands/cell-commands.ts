@@ -6,16 +6,14 @@ import { join } from 'node:path';
 import { cellDiff } from '../../cell/cell-decisions.js';
 import { collectGarbage } from '../../cell/cell-gc.js';
 import { checkCellName } from '../../cell/cell-name.js';
-import { cellDir, cellNotFound, listCells, readCell, removeCellDir } from '../../cell/cell-store.js';
-import { lockCell } from '../../cell/cell-transaction.js';
-import { keepReceipts, receiptCount } from '../../cell/keep-receipts.js';
-import { AgentcellError } from '../../errors.js';
+import { removeCell } from '../../cell/cell-remove.js';
+import { cellDir, cellNotFound, listCells, readCell } from '../../cell/cell-store.js';
 import { agentcellPaths } from '../../paths.js';
 import { cellLockHolder } from '../../receipts/cell-lock.js';
 import { describeHolder, type LockHolder } from '../../_internal/file-lock.js';
 import { isProcessAlive } from '../../_internal/process-identity.js';
 import { latestReceipt, listReceipts } from '../../receipts/receipt-store.js';
-import { openLayerStack } from '../../workspace/overlay/layer-stack.js';
+import { peekLayerStack } from '../../workspace/overlay/layer-stack.js';
 import { note, print, printJson, type DryRunFlag, type JsonFlag } from '../output.js';
 
 /** Who holds a cell now; a lock left by a dead agentcell does not count. */
@@ -57,7 +55,8 @@ export function registerCellCommands(program: Command): void {
       const record = readCell(paths, name);
       if (!record) throw cellNotFound(paths, name);
       const dir = cellDir(paths, name);
-      const layers = existsSync(join(dir, 'layers.json')) ? openLayerStack(dir).layers : [];
+      // Peek: a read never finishes an interrupted operation or starts a purge.
+      const layers = existsSync(join(dir, 'layers.json')) ? peekLayerStack(dir).layers : [];
       const holder = liveHolder(dir);
       const pending = await cellDiff({ paths, cell: name, workspace: record.workspace, command: [] });
       const details = {
@@ -92,48 +91,20 @@ export function registerCellCommands(program: Command): void {
     .option('--dry-run', 'say what would be removed; change nothing')
     .option('--json', 'machine-readable output')
     .action(async (given: string, flags: JsonFlag & DryRunFlag & { force?: boolean; keepReceipts?: boolean }) => {
-      const paths = agentcellPaths();
       const name = checkCellName(given);
-      const record = readCell(paths, name);
-      if (!record) throw cellNotFound(paths, name);
-      const dir = cellDir(paths, name);
-      const pending = await cellDiff({ paths, cell: name, workspace: record.workspace, command: [] });
-      if (pending.length > 0 && !flags.force)
-        throw new AgentcellError(
-          'USAGE',
-          `cell ${name} has ${pending.length} pending change(s); accept or restore them, or rm --force to drop them`,
+      const removal = await removeCell(agentcellPaths(), name, {
+        force: flags.force === true,
+        dryRun: flags.dryRun === true,
+        command: ['agentcell', 'cell', 'rm', name],
+        keepReceipts: flags.keepReceipts ?? (flags.json ? false : (count) => askToKeep(name, count)),
+      });
+      if (flags.json) return printJson(removal);
+      note(`${flags.dryRun ? 'would remove' : 'removed'} cell ${name} (${removal.dir})`);
+      if (removal.keptReceipts) note(`kept its ${removal.receipts} receipt(s) in ${removal.keptReceipts}`);
+      else if (removal.receipts > 0)
+        note(
+          `${flags.dryRun ? 'would delete' : 'deleted'} its ${removal.receipts} receipt(s) (--keep-receipts keeps them)`,
         );
-      const receipts = receiptCount(paths, name);
-      let kept: string | null = null;
-      if (flags.dryRun) {
-        const holder = liveHolder(dir);
-        if (holder) throw new AgentcellError('CELL_LOCKED', `cell ${name} is in use by ${describeHolder(holder)}`);
-      } else {
-        const keep = flags.keepReceipts ?? (receipts > 0 && !flags.json && (await askToKeep(name, receipts)));
-        // Holding the lock while removing: no run can start in between (a dead holder's lock is broken).
-        const locked = await lockCell(paths, name, record.workspace, ['agentcell', 'cell', 'rm', name]);
-        try {
-          if (keep) kept = keepReceipts(paths, name);
-          removeCellDir(paths, name);
-        } finally {
-          locked.release();
-        }
-      }
-      if (flags.json)
-        printJson({
-          cell: name,
-          dir,
-          removed: !flags.dryRun,
-          droppedChanges: pending.length,
-          receipts,
-          keptReceipts: kept,
-        });
-      else {
-        note(`${flags.dryRun ? 'would remove' : 'removed'} cell ${name} (${dir})`);
-        if (kept) note(`kept its ${receipts} receipt(s) in ${kept}`);
-        else if (receipts > 0)
-          note(`${flags.dryRun ? 'would delete' : 'deleted'} its ${receipts} receipt(s) (--keep-receipts keeps them)`);
-      }
     });
 
   program

@@ -1,6 +1,6 @@
 // @peculiar/x509 resolves its algorithm providers through tsyringe, which needs the Reflect metadata polyfill.
 import 'reflect-metadata';
-import { chmodSync, existsSync, lstatSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, lstatSync, readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { randomBytes, webcrypto } from 'node:crypto';
 import { createSecureContext, type SecureContext } from 'node:tls';
@@ -8,6 +8,7 @@ import * as x509 from '@peculiar/x509';
 import { AgentcellError } from '../../errors.js';
 import type { CellCaFiles } from './cell-trust.js';
 import { makeDirs } from '../../_internal/make-dirs.js';
+import { writeFileAtomic } from '../../_internal/atomic-file.js';
 
 x509.cryptoProvider.set(webcrypto as unknown as Crypto);
 
@@ -55,8 +56,8 @@ export async function loadOrCreateCellCa(files: CellCaFiles, cell: string, now =
     ],
   });
   const pkcs8 = Buffer.from(await webcrypto.subtle.exportKey('pkcs8', keys.privateKey));
-  writePrivate(files.key, pem('PRIVATE KEY', pkcs8));
-  writePrivate(files.cert, certificate.toString('pem') + '\n', 0o644);
+  writeFileAtomic(files.key, pem('PRIVATE KEY', pkcs8), 0o600);
+  writeFileAtomic(files.cert, certificate.toString('pem') + '\n', 0o644);
   return { certPem: certificate.toString('pem') + '\n', certificate, privateKey: keys.privateKey };
 }
 
@@ -90,7 +91,8 @@ export function writeTrustBundle(files: CellCaFiles, ca: CellCa, systemBundle: s
   let system = '';
   if (systemBundle !== undefined && existsSync(systemBundle)) system = readFileSync(systemBundle, 'utf8');
   if (system.length > 0 && !system.endsWith('\n')) system += '\n';
-  writePrivate(files.bundle, `${system}# agentcell cell CA\n${ca.certPem}`, 0o644);
+  // Made afresh each run: no fsync needed.
+  writeFileAtomic(files.bundle, `${system}# agentcell cell CA\n${ca.certPem}`, 0o644, { durable: false });
 }
 
 /**
@@ -156,12 +158,4 @@ function serialNumber(): string {
 function pem(label: string, der: Buffer): string {
   const lines = der.toString('base64').match(/.{1,64}/g) ?? [];
   return `-----BEGIN ${label}-----\n${lines.join('\n')}\n-----END ${label}-----\n`;
-}
-
-/** Written to a temp file first and renamed: a reader never sees half a key. */
-function writePrivate(path: string, content: string, mode = 0o600): void {
-  const temp = `${path}.${process.pid}.tmp`;
-  writeFileSync(temp, content, { mode });
-  chmodSync(temp, mode);
-  renameSync(temp, path);
 }

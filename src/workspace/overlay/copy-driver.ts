@@ -7,23 +7,23 @@ import {
   lstatSync,
   mkdirSync,
   readdirSync,
-  readFileSync,
   readlinkSync,
   rmSync,
   symlinkSync,
   truncateSync,
   unlinkSync,
   utimesSync,
-  writeFileSync,
   type BigIntStats,
   type Stats,
 } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
+import * as z from 'zod/mini';
 import { AgentcellError } from '../../errors.js';
 import type { LayerStack } from './layer-stack.js';
 import { removeTrees } from '../../_internal/remove-trees.js';
 import { readOverlayXattrs, type OverlayXattrs } from './overlay-xattrs.js';
 import { makeDirs } from '../../_internal/make-dirs.js';
+import { cellStateFix, readStateFile, writeStateFile, type StateFileKind } from '../../_internal/state-file.js';
 
 /**
  * The copy driver, the last resort where neither the kernel's overlayfs nor
@@ -42,7 +42,16 @@ import { makeDirs } from '../../_internal/make-dirs.js';
 
 const MANIFEST = 'copy-manifest.json';
 
-type Manifest = Record<string, string>;
+/** Workspace-relative path → signature (see `signature`) of every path right after the copy. */
+const ManifestSchema = z.record(z.string(), z.string());
+type Manifest = z.infer<typeof ManifestSchema>;
+
+/** While it exists a copy run's changes are only in `merged`: damaged, they can't be told, so it is an error. */
+const MANIFEST_FILE: StateFileKind<typeof ManifestSchema> = {
+  schema: ManifestSchema,
+  what: "the copy driver's record of a run's starting point",
+  fix: cellStateFix,
+};
 
 /** A masked path in the workspace: its copy is emptied, so the cell's bind hides nothing the state dir keeps. */
 export interface CopyMask {
@@ -76,7 +85,7 @@ export async function materializeCopy(stack: LayerStack, workspace: string, mask
   }
   const manifest: Manifest = {};
   walk(merged, '', (rel, stat) => (manifest[rel] = signature(stat)));
-  writeFileSync(join(stack.cellDir, MANIFEST), JSON.stringify(manifest));
+  writeStateFile(join(stack.cellDir, MANIFEST), MANIFEST_FILE, manifest, { mode: 0o644 });
 }
 
 /**
@@ -86,12 +95,8 @@ export async function materializeCopy(stack: LayerStack, workspace: string, mask
  */
 export function captureCopy(stack: LayerStack): boolean {
   const manifestPath = join(stack.cellDir, MANIFEST);
-  let manifest: Manifest;
-  try {
-    manifest = JSON.parse(readFileSync(manifestPath, 'utf8')) as Manifest;
-  } catch {
-    return false;
-  }
+  const manifest = readStateFile(manifestPath, MANIFEST_FILE);
+  if (!manifest) return false;
   const capture = new Capture(stack, manifest);
   capture.visit('', false);
   capture.finish();

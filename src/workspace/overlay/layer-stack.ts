@@ -1,23 +1,23 @@
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import {
-  closeSync,
-  existsSync,
-  fsyncSync,
-  mkdirSync,
-  openSync,
-  readdirSync,
-  readFileSync,
-  renameSync,
-  writeSync,
-} from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
+import * as z from 'zod/mini';
 import { AgentcellError } from '../../errors.js';
 import { captureCopy } from './copy-driver.js';
 import { purgeInBackground } from '../../_internal/remove-trees.js';
 import { trashDirOf } from './layer-trash.js';
-import type { OverlayDriver } from './overlay-mount.js';
 import { makeDirs } from '../../_internal/make-dirs.js';
+import { cellStateFix, readStateFile, writeStateFile, type StateFileKind } from '../../_internal/state-file.js';
+
+/**
+ * How the overlay is mounted: the kernel's overlayfs, or fuse-overlayfs where the
+ * kernel refuses one in a user namespace (older kernels, a state dir without user
+ * xattrs), or no mount at all: a copy per run (copy-driver.ts) where neither works.
+ * A cell keeps the driver its layers were written with (layers.json).
+ */
+export const OVERLAY_DRIVERS = ['kernel', 'fuse-overlayfs', 'copy'] as const;
+export type OverlayDriver = (typeof OVERLAY_DRIVERS)[number];
 
 /**
  * A cell's workspace layers, kept in the cell's state dir:
@@ -36,16 +36,17 @@ import { makeDirs } from '../../_internal/make-dirs.js';
  * of the layers. The caller holds the cell's lock: a run must not be using the stack
  * while it changes.
  */
-export interface LayerRecord {
+export const LayerRecordSchema = z.strictObject({
   /** Random hex id; stable for the life of the checkpoint (receipts refer to it). */
-  id: string;
+  id: z.string().check(z.regex(/^[0-9a-f]+$/)),
   /** Position in the cell's history; never reused, even after a restore. */
-  seq: number;
-  name?: string;
-  createdAt: string;
+  seq: z.int(),
+  name: z.optional(z.string()),
+  createdAt: z.string(),
   /** Hash of the policy the run that wrote this layer ran under. */
-  policyHash: string;
-}
+  policyHash: z.string(),
+});
+export type LayerRecord = z.infer<typeof LayerRecordSchema>;
 
 export interface FrozenLayer extends LayerRecord {
   /** Absolute path of the layer's directory. */
@@ -90,18 +91,32 @@ export const MAX_LAYERS = 128;
 const STATE_FILE = 'layers.json';
 const FORMAT_VERSION = 1;
 
-/** What layers.json holds. `pending` is an operation to finish if a crash cut it short. */
-interface StackState {
-  version: number;
-  nextSeq: number;
-  layers: LayerRecord[];
-  /** Absent before the first run; layers.json files written before drivers existed are kernel ones. */
-  driver?: OverlayDriver;
-  pending?: PendingOperation;
-}
+const layerDir = z.string().check(z.regex(/^[0-9]+-[0-9a-f]+$/));
+const hex = z.string().check(z.regex(/^[0-9a-f]+$/));
 
-type PendingOperation =
-  { op: 'checkpoint'; dir: string } | { op: 'restore'; token: string; dirs: string[] } | { op: 'fork'; from: string };
+const PendingSchema = z.discriminatedUnion('op', [
+  z.strictObject({ op: z.literal('checkpoint'), dir: layerDir }),
+  z.strictObject({ op: z.literal('restore'), token: hex, dirs: z.array(layerDir) }),
+  z.strictObject({ op: z.literal('fork'), from: z.string() }),
+]);
+type PendingOperation = z.infer<typeof PendingSchema>;
+
+/** What layers.json holds. `pending` is an operation to finish if a crash cut it short. */
+export const LayerStackStateSchema = z.strictObject({
+  version: z.literal(FORMAT_VERSION),
+  nextSeq: z.int().check(z.gte(1)),
+  layers: z.array(LayerRecordSchema),
+  /** Absent before the first run. */
+  driver: z.optional(z.enum(OVERLAY_DRIVERS)),
+  pending: z.optional(PendingSchema),
+});
+type StackState = z.infer<typeof LayerStackStateSchema>;
+
+const LAYERS_FILE: StateFileKind<typeof LayerStackStateSchema> = {
+  schema: LayerStackStateSchema,
+  what: "the cell's layer list",
+  fix: cellStateFix,
+};
 
 /**
  * Opens (creating when needed) the layer stack in a cell dir, finishing an interrupted
@@ -310,62 +325,10 @@ function finishPending(cellDir: string, pending: PendingOperation): string[] {
 }
 
 function readState(cellDir: string): StackState {
-  const path = join(cellDir, STATE_FILE);
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return { version: FORMAT_VERSION, nextSeq: 1, layers: [] };
-    throw error;
-  }
-  const state = parseState(JSON.parse(text) as unknown);
-  if (!state) throw new AgentcellError('INTERNAL', `${path} is not a valid layer list; remove the cell`);
-  return state;
-}
-
-function parseState(value: unknown): StackState | undefined {
-  if (!isObject(value) || value['version'] !== FORMAT_VERSION) return undefined;
-  const { nextSeq, layers, pending } = value;
-  if (typeof nextSeq !== 'number' || !Array.isArray(layers)) return undefined;
-  const records: LayerRecord[] = [];
-  for (const layer of layers as unknown[]) {
-    if (!isObject(layer)) return undefined;
-    const { id, seq, name, createdAt, policyHash } = layer;
-    if (typeof id !== 'string' || !/^[0-9a-f]+$/.test(id) || typeof seq !== 'number' || !Number.isInteger(seq))
-      return undefined;
-    if (typeof createdAt !== 'string' || typeof policyHash !== 'string') return undefined;
-    if (name !== undefined && typeof name !== 'string') return undefined;
-    records.push({ id, seq, ...(name !== undefined ? { name } : {}), createdAt, policyHash });
-  }
-  const driver = value['driver'] ?? 'kernel';
-  if (!isDriver(driver)) return undefined;
-  const state: StackState = { version: FORMAT_VERSION, nextSeq, layers: records, driver };
-  if (pending !== undefined) {
-    const parsed = parsePending(pending);
-    if (!parsed) return undefined;
-    state.pending = parsed;
-  }
-  return state;
-}
-
-function parsePending(value: unknown): PendingOperation | undefined {
-  if (!isObject(value)) return undefined;
-  const safe = (dir: unknown): dir is string => typeof dir === 'string' && /^[0-9]+-[0-9a-f]+$/.test(dir);
-  if (value['op'] === 'checkpoint' && safe(value['dir'])) return { op: 'checkpoint', dir: value['dir'] };
-  if (value['op'] === 'restore' && typeof value['token'] === 'string' && /^[0-9a-f]+$/.test(value['token'])) {
-    const dirs = value['dirs'];
-    if (Array.isArray(dirs) && dirs.every(safe)) return { op: 'restore', token: value['token'], dirs };
-  }
-  if (value['op'] === 'fork' && typeof value['from'] === 'string') return { op: 'fork', from: value['from'] };
-  return undefined;
-}
-
-function isDriver(value: unknown): value is OverlayDriver {
-  return value === 'kernel' || value === 'fuse-overlayfs' || value === 'copy';
-}
-
-function isObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
+  const state = readStateFile(join(cellDir, STATE_FILE), LAYERS_FILE);
+  if (!state) return { version: FORMAT_VERSION, nextSeq: 1, layers: [] };
+  // layers.json files written before drivers existed are kernel ones.
+  return { ...state, driver: state.driver ?? 'kernel' };
 }
 
 /**
@@ -375,19 +338,13 @@ function isObject(value: unknown): value is Record<string, unknown> {
  */
 const SETTLED = { durable: false };
 
-/** Writes layers.json through a temporary file and a rename, so readers see the old or the new list. */
+/** Rewrites layers.json whole (temp, rename), so readers see the old or the new list. */
 function writeState(cellDir: string, state: StackState, options: { durable?: boolean } = {}): void {
-  const path = join(cellDir, STATE_FILE);
-  const temp = `${path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
   const { pending, ...rest } = state;
-  const fd = openSync(temp, 'w', 0o644);
-  try {
-    writeSync(fd, JSON.stringify(pending ? { ...rest, pending } : rest, null, 2) + '\n');
-    if (options.durable !== false) fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  renameSync(temp, path);
+  writeStateFile(join(cellDir, STATE_FILE), LAYERS_FILE, pending ? { ...rest, pending } : rest, {
+    ...options,
+    mode: 0o644,
+  });
 }
 
 function copy(args: string[]): void {

@@ -3,17 +3,11 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, wr
 import { tmpdir } from 'node:os';
 import { dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import { AgentcellError } from '../../errors.js';
-import type { LayerStack } from './layer-stack.js';
+import type { LayerStack, OverlayDriver } from './layer-stack.js';
 import { layerDirName } from './layer-stack.js';
 import { findExecutable } from '../../_internal/find-executable.js';
 
-/**
- * How the overlay is mounted: the kernel's overlayfs, or fuse-overlayfs where the
- * kernel refuses one in a user namespace (older kernels, a state dir without user
- * xattrs), or no mount at all: a copy per run (copy-driver.ts) where neither works.
- * A cell keeps the driver its layers were written with (layers.json).
- */
-export type OverlayDriver = 'kernel' | 'fuse-overlayfs' | 'copy';
+export type { OverlayDriver } from './layer-stack.js';
 
 /** Host programs the wrapper runs, by absolute path where known. */
 export interface OverlayTools {
