@@ -53,7 +53,7 @@ export function dryRunJson(p: PreparedRun): Record<string, unknown> {
       gaps: p.plan.gaps,
       env: Object.keys(p.plan.env).sort(),
       ...(p.plan.hostMount ? { hostMount: p.plan.hostMount } : {}),
-      ...(p.plan.dockerApi ? { dockerApi: p.plan.dockerApi } : {}),
+      ...(p.plan.api ? { dockerApi: p.plan.api } : {}),
       ...(p.spec.image ? { image: p.spec.image } : {}),
     },
     ...(p.agent ? { agent: p.agent } : {}),
@@ -69,7 +69,7 @@ export function dryRunText(p: PreparedRun): string {
       formatArgv(p.plan.hostMount),
       '',
     );
-  if (p.plan.dockerApi) lines.push(...dockerApiLines(p.plan.dockerApi), '');
+  if (p.plan.api) lines.push(...dockerApiLines(p.plan.api), '');
   else lines.push('would run:', formatArgv(p.plan.argv), '');
   if (p.spec.image) lines.push(`image: ${p.spec.image.ref} (${p.spec.image.digest})`);
   lines.push(`environment (names): ${Object.keys(p.plan.env).sort().join(' ')}`);
@@ -111,6 +111,8 @@ function dockerApiLines(api: DockerApiPlan): string[] {
     `  POST ${api.createPath}`,
     `  ${body}`,
     ...[api.attachPath, api.waitPath, api.startPath].map((path) => `  POST ${path}`),
+    ...(api.inspectPath ? [`  GET ${api.inspectPath}   (after the exit: OOMKilled)`] : []),
+    ...(api.removePath ? [`  DELETE ${api.removePath}`] : []),
   ];
 }
 
