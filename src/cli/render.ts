@@ -54,6 +54,7 @@ export function dryRunJson(p: PreparedRun): Record<string, unknown> {
       env: Object.keys(p.plan.env).sort(),
       ...(p.plan.hostMount ? { hostMount: p.plan.hostMount } : {}),
       ...(p.plan.api ? { dockerApi: p.plan.api } : {}),
+      ...(p.plan.cgroups ? { cgroups: p.plan.cgroups } : {}),
       ...(p.spec.image ? { image: p.spec.image } : {}),
     },
     ...(p.agent ? { agent: p.agent } : {}),
@@ -71,6 +72,7 @@ export function dryRunText(p: PreparedRun): string {
     );
   if (p.plan.api) lines.push(...dockerApiLines(p.plan.api), '');
   else lines.push('would run:', formatArgv(p.plan.argv), '');
+  for (const setting of p.plan.cgroups?.settings ?? []) lines.push(`cgroup limit: ${setting.path} = ${setting.value}`);
   if (p.spec.image) lines.push(`image: ${p.spec.image.ref} (${p.spec.image.digest})`);
   lines.push(`environment (names): ${Object.keys(p.plan.env).sort().join(' ')}`);
   for (const fd of p.plan.fds) lines.push(`fd ${fd.fd}: ${fd.purpose}`);
