@@ -138,7 +138,9 @@ describe('agentcell doctor deadlines', () => {
       assert.equal(docker?.ok, false);
       assert.equal(docker?.detail, 'docker does not answer: no answer within 5s');
       assert.match(docker?.fix ?? '', /systemctl start docker/);
-      assert.ok(elapsed < 10_000, `doctor took ${elapsed} ms`);
+      // The engine checks are the backends' own (synchronous) probes, one after another, each
+      // bounded at 5 s; a dead daemon is asked once (runsc reuses docker's answer).
+      assert.ok(elapsed < 15_000, `doctor took ${elapsed} ms`);
     } finally {
       rmSync(bin, { recursive: true, force: true });
     }

@@ -64,6 +64,12 @@ function inspectResult(
     );
   }
   const id = result.stdout.trim().split('\n')[0] ?? '';
+  // An empty answer (seen from rootless podman under load) is no digest: never run `sha256:`.
+  if (id === '')
+    throw new AgentcellError(
+      'BACKEND_UNAVAILABLE',
+      `${engine} gave no id for image ${ref}; try again (or run agentcell doctor)`,
+    );
   return id.startsWith('sha256:') ? id : `sha256:${id}`;
 }
 
