@@ -95,8 +95,8 @@ export function backendContract(name: TestBackend): void {
 
     it('ends a run that outlives its timeout with 124', async () => {
       const started = Date.now();
-      // Long enough for rootless podman to have started the container: a timeout while it is
-      // still being created leaves it behind (a known bug, reported with issue 12).
+      // Long enough for rootless podman to have started the container (a timeout during its
+      // creation is the next test's).
       const outcome = await run(spec(['sleep', '60'], { limits: { timeoutMs: 6000 } }));
       assert.equal(outcome.exitCode, 124);
       assert.equal(outcome.timedOut, true);
