@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { detectCgroupSupport, parseMountinfo, parseProcCgroup } from '../src/backends/cgroup-support.js';
 import { DOCTOR_CHECKS, runDoctor, type DoctorReport } from '../src/evidence/doctor.js';
+import { agentcell, listTree, makeSandbox } from './helpers.js';
 
 function doctorLeftovers(dir: string): string[] {
   return readdirSync(dir).filter((name) => name.startsWith('agentcell-doctor-'));
@@ -75,6 +76,49 @@ describe('agentcell doctor', () => {
   });
 });
 
+describe('agentcell doctor on the backends’ own probes', () => {
+  it('doctor --json keeps its shape and changes nothing in the state dir or the home (a run there as the control)', () => {
+    const sb = makeSandbox({ 'README.md': 'hi\n' });
+    try {
+      const before = listTree(sb.root);
+      const r = agentcell(['doctor', '--json'], { cwd: sb.workspace, env: sb.env });
+      const report = JSON.parse(r.stdout) as DoctorReport;
+      assert.deepEqual(
+        report.checks.map((c) => c.name),
+        [...DOCTOR_CHECKS],
+      );
+      assert.equal(r.status, report.ok ? 0 : 3);
+      const bubblewrap = report.checks.find((c) => c.name === 'bubblewrap');
+      assert.match(bubblewrap?.version ?? '', /^\d/, 'the probe’s version is reported');
+      assert.deepEqual(listTree(sb.root), before, 'doctor wrote nothing');
+      // Control: the same listing sees what a command that writes state leaves.
+      agentcell(['run', '--backend', 'bwrap', '--', 'true'], { cwd: sb.workspace, env: sb.env });
+      assert.notDeepEqual(listTree(sb.root), before);
+    } finally {
+      sb.cleanup();
+    }
+  });
+
+  it('a run the engine cannot start names the fix doctor gives for it (one place: the backend’s probe)', () => {
+    const sb = makeSandbox({ 'README.md': 'hi\n' });
+    try {
+      const env = { ...sb.env, DOCKER_HOST: `unix://${join(sb.root, 'no-daemon.sock')}` };
+      const report = JSON.parse(agentcell(['doctor', '--json'], { cwd: sb.workspace, env }).stdout) as DoctorReport;
+      const docker = report.checks.find((c) => c.name === 'docker');
+      assert.equal(docker?.ok, false, docker?.detail);
+      assert.ok(docker?.fix, 'doctor has a fix for docker');
+      const run = agentcell(['run', '--backend', 'docker', '--image', 'localhost/agentcell/cell:test', '--', 'true'], {
+        cwd: sb.workspace,
+        env,
+      });
+      assert.equal(run.status, 3, run.stderr);
+      assert.ok(run.stderr.includes(`fix: ${docker.fix}`), `the run names doctor's fix: ${run.stderr}`);
+    } finally {
+      sb.cleanup();
+    }
+  });
+});
+
 describe('agentcell doctor deadlines', () => {
   it('gives up on a docker daemon that does not answer within seconds, grandchildren included', async () => {
     const bin = mkdtempSync(join(tmpdir(), 'agentcell-test-bin-'));
@@ -92,12 +136,11 @@ describe('agentcell doctor deadlines', () => {
       const elapsed = Date.now() - start;
       const docker = report.checks.find((c) => c.name === 'docker');
       assert.equal(docker?.ok, false);
-      assert.match(
-        docker?.detail ?? '',
-        /^Docker version 99\.0\.0, build test; daemon not reachable: no answer within 3s$/,
-      );
+      assert.equal(docker?.detail, 'docker does not answer: no answer within 5s');
       assert.match(docker?.fix ?? '', /systemctl start docker/);
-      assert.ok(elapsed < 10_000, `doctor took ${elapsed} ms`);
+      // The engine checks are the backends' own (synchronous) probes, one after another, each
+      // bounded at 5 s; a dead daemon is asked once (runsc reuses docker's answer).
+      assert.ok(elapsed < 15_000, `doctor took ${elapsed} ms`);
     } finally {
       rmSync(bin, { recursive: true, force: true });
     }

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { ac, acJson, cellDirOf, inCell, listTree, makeSandbox, startCli, type Sandbox } from './helpers.js';
 import { backendArgs, prepareBackend, TEST_BACKENDS, TEST_IMAGE, TEST_ROOTFS } from './backends-under-test.js';
@@ -173,6 +173,43 @@ for (const backend of OCI) {
       assert.equal(receipt.image?.ref, TEST_IMAGE);
       assert.equal(receipt.image?.digest.replace(/^sha256:/, ''), id.replace(/^sha256:/, ''));
       assert.equal(acJson<{ ok: boolean }>(sb, 'receipt', 'verify', '--json').ok, true);
+    });
+
+    it('a memory-limit kill is said by agentcell and in the receipt, not just exit 137 (control: a run under the limit says nothing)', () => {
+      writeFileSync(join(sb.workspace, 'agentcell.toml'), '[resources]\nmemory = "64M"\n');
+      let killed;
+      let receipt;
+      let under;
+      try {
+        killed = run('head -c 300000000 /dev/zero | tail > /dev/null', ['--workspace-mode', 'readonly']);
+        // Rootless podman without delegated cgroups enforces no limit, and says so.
+        if (/resources\.memory not enforced/.test(killed.stderr)) {
+          assert.match(killed.stderr, /assurance reduced/);
+          return;
+        }
+        assert.equal(killed.status, 137, killed.stderr);
+        receipt = acJson<{ limit?: unknown }>(sb, 'receipt', 'show', '--format', 'json');
+        under = run('head -c 1000000 /dev/zero | tail > /dev/null; echo fine', ['--workspace-mode', 'readonly']);
+      } finally {
+        writeFileSync(join(sb.workspace, 'agentcell.toml'), '');
+      }
+      assert.match(killed.stderr, /agentcell: the run hit the memory limit \(64 MiB, \[resources\] memory\)/);
+      assert.deepEqual(receipt.limit, {
+        hit: 'memory',
+        detail: 'the run hit the memory limit (64 MiB, [resources] memory)',
+      });
+      assert.equal(under.status, 0, under.stderr);
+      assert.equal(under.stdout, 'fine\n');
+      assert.doesNotMatch(under.stderr, /memory limit/);
+      const cell = basename(cellDirOf(sb));
+      const left = spawnSync(
+        engineOf(backend),
+        ['ps', '-a', '--filter', `label=io.agentcell.cell=${cell}`, '--format', '{{.Names}}'],
+        {
+          encoding: 'utf8',
+        },
+      );
+      assert.equal(left.stdout.trim(), '', 'no container of the cell is left behind');
     });
 
     it('enforces [resources] pids: a process flood stops at the limit (positive control: without it, it does not)', () => {

@@ -95,16 +95,21 @@ export interface PlannedFd {
 /** The exact invocation `run` performs; `--dry-run` prints it. */
 export interface BackendPlan {
   backend: BackendName;
-  /** The process the run starts (empty when it talks to the engine's API instead: `dockerApi`). */
+  /** The process the run starts (empty when it talks to the engine's API instead: `api`). */
   argv: string[];
-  /** docker and gvisor on a local daemon: the Docker Engine API requests the run sends instead of `argv`. */
-  dockerApi?: DockerApiPlan;
+  /**
+   * An engine with a local daemon: the requests the run sends it instead of `argv`, in the
+   * Docker Engine API (the protocol, which docker's daemon and podman's service speak).
+   */
+  api?: DockerApiPlan;
+  /** OCI: the container the run creates, by name (removed by a watchdog if agentcell dies). */
+  container?: string;
   /** The environment the backend process (and so the cell) receives. */
   env: Record<string, string>;
   fds: PlannedFd[];
   /** What the plan cannot enforce on this host, one line each (lowers assurance). */
   gaps: string[];
-  /** Cgroups the run creates for pids and memory limits, when it has any. */
+  /** Cgroups the run creates for pids and memory limits (OCI: memory, as the container's parent), when it has any. */
   cgroups?: CgroupPlan;
   /**
    * OCI: a host command that mounts the workspace overlay before `argv` runs and holds it

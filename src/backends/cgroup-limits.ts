@@ -84,11 +84,7 @@ export function readLimitHit(
       : setting.path.endsWith('memory.limit_in_bytes')
         ? eventCount(join(dir, 'memory.oom_control'), 'oom_kill')
         : 0;
-    if (memory > 0 && limits.memoryBytes !== undefined)
-      return {
-        limitHit: 'memory',
-        limitDetail: `the run hit the memory limit (${Math.round(limits.memoryBytes / 2 ** 20)} MiB, [resources] memory)`,
-      };
+    if (memory > 0 && limits.memoryBytes !== undefined) return memoryLimitHit(limits.memoryBytes);
     if (
       setting.path.endsWith('pids.max') &&
       limits.pids !== undefined &&
@@ -100,6 +96,14 @@ export function readLimitHit(
       };
   }
   return undefined;
+}
+
+/** What a run that hit `[resources] memory` reports, on every backend. */
+export function memoryLimitHit(memoryBytes: number): { limitHit: 'memory'; limitDetail: string } {
+  return {
+    limitHit: 'memory',
+    limitDetail: `the run hit the memory limit (${Math.round(memoryBytes / 2 ** 20)} MiB, [resources] memory)`,
+  };
 }
 
 function eventCount(file: string, key: string): number {

@@ -9,6 +9,7 @@ export interface DockerCreateBody {
   Cmd: string[];
   Entrypoint: string[];
   Image: string;
+  Labels: Record<string, string>;
   WorkingDir: string;
   Tty: boolean;
   OpenStdin: true;
@@ -17,7 +18,7 @@ export interface DockerCreateBody {
   AttachStdout: true;
   AttachStderr: true;
   HostConfig: {
-    AutoRemove: true;
+    AutoRemove: boolean;
     NetworkMode: string;
     CapDrop: string[];
     SecurityOpt: string[];
@@ -28,6 +29,7 @@ export interface DockerCreateBody {
     UsernsMode?: string;
     PidsLimit?: number;
     Memory?: number;
+    CgroupParent?: string;
     NanoCpus?: number;
     Ulimits?: { Name: string; Soft: number; Hard: number }[];
   };
@@ -46,17 +48,24 @@ export interface DockerApiPlan {
   attachPath: string;
   waitPath: string;
   startPath: string;
+  /**
+   * Without `AutoRemove`: after the exit, `GET` this for the container's state (its
+   * `OOMKilled`, when the exit was a SIGKILL), then `DELETE` {@link removePath}.
+   */
+  inspectPath?: string;
+  removePath?: string;
 }
 
 /**
  * The cell's container as API requests: what `docker run --rm -i --pull never …` sends
  * (the CLI is a client of this API), without the CLI's own start-up. Attach and wait come
  * before start, as the CLI orders them, so no output and no exit is missed; waiting for
- * `removed` returns once the container is gone, as `--rm` does.
+ * `removed` returns once the container is gone, as `--rm` does. Without auto-removal the
+ * wait is for the exit, and the run reads the state and removes the container itself.
  */
 export function dockerApiPlan(c: OciContainer, socket: string): DockerApiPlan {
   const hostConfig: DockerCreateBody['HostConfig'] = {
-    AutoRemove: true,
+    AutoRemove: c.autoRemove,
     NetworkMode: c.networkNone ? 'none' : 'default',
     CapDrop: ['ALL'],
     SecurityOpt: ['no-new-privileges', ...seccompOption(c.seccomp)],
@@ -68,10 +77,11 @@ export function dockerApiPlan(c: OciContainer, socket: string): DockerApiPlan {
   if (c.userns) hostConfig.UsernsMode = c.userns;
   if (c.pidsLimit !== undefined) hostConfig.PidsLimit = c.pidsLimit;
   if (c.memoryBytes !== undefined) hostConfig.Memory = c.memoryBytes;
+  if (c.cgroupParent !== undefined) hostConfig.CgroupParent = c.cgroupParent;
   if (c.cpus !== undefined) hostConfig.NanoCpus = Math.round(c.cpus * 1e9);
   if (c.ulimits.length > 0) hostConfig.Ulimits = c.ulimits.map(parseUlimit);
   const path = `/containers/${c.name}`;
-  return {
+  const plan: DockerApiPlan = {
     socket,
     name: c.name,
     createPath: `/containers/create?name=${encodeURIComponent(c.name)}`,
@@ -82,6 +92,7 @@ export function dockerApiPlan(c: OciContainer, socket: string): DockerApiPlan {
       Cmd: c.args,
       Entrypoint: [c.entrypoint],
       Image: c.image,
+      Labels: c.labels,
       WorkingDir: c.workdir,
       Tty: c.tty,
       OpenStdin: true,
@@ -92,9 +103,14 @@ export function dockerApiPlan(c: OciContainer, socket: string): DockerApiPlan {
       HostConfig: hostConfig,
     },
     attachPath: `${path}/attach?stream=1&stdin=1&stdout=1&stderr=1`,
-    waitPath: `${path}/wait?condition=removed`,
+    waitPath: `${path}/wait?condition=${c.autoRemove ? 'removed' : 'next-exit'}`,
     startPath: `${path}/start`,
   };
+  if (!c.autoRemove) {
+    plan.inspectPath = `${path}/json`;
+    plan.removePath = `${path}?force=1`;
+  }
+  return plan;
 }
 
 /** The API takes the profile's text where the CLI reads a file. */

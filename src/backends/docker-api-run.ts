@@ -2,12 +2,16 @@ import type { DeepReadonly } from '../_internal/deep-readonly.js';
 import type { Socket } from 'node:net';
 import { AgentcellError } from '../errors.js';
 import type { RunOutcome } from './backend.js';
+import { memoryLimitHit } from './cgroup-limits.js';
 import type { DockerApiPlan } from './docker-api-container.js';
-import { dockerMessage, dockerRequest, dockerUpgrade, type DockerResponse } from './docker-socket.js';
+import { dockerGet, dockerMessage, dockerRequest, dockerUpgrade, type DockerResponse } from './docker-socket.js';
+import { CELL_LABEL } from './oci-container.js';
 import { FORWARDED_SIGNALS, KILL_GRACE_MS, TIMEOUT_EXIT_CODE } from './supervise-process.js';
 
 /** What `docker run` exits with when the daemon reports no exit status. */
 const ENGINE_ERROR_EXIT = 125;
+/** 128 + SIGKILL: how the kernel's OOM killer ends a process. */
+const SIGKILL_EXIT = 137;
 
 export interface DockerApiRunOptions {
   tty: boolean;
@@ -16,6 +20,8 @@ export interface DockerApiRunOptions {
   env: Record<string, string>;
   /** Aborted: the cell is killed at once. */
   stop?: AbortSignal | undefined;
+  /** `[resources] memory`, to name in the outcome when the container was OOM-killed. */
+  memoryBytes?: number | undefined;
 }
 
 /**
@@ -39,7 +45,11 @@ export async function runDockerApi(
   const env = plan.create.Env.filter((name) => options.env[name] !== undefined).map(
     (name) => `${name}=${options.env[name]}`,
   );
-  const created = await call('POST', plan.createPath, JSON.stringify({ ...plan.create, Env: env }));
+  const create = (): Promise<DockerResponse> =>
+    call('POST', plan.createPath, JSON.stringify({ ...plan.create, Env: env }));
+  let created = await create();
+  // The name is taken: a container a killed agentcell left (same cell, same pid) goes, if it is a cell's.
+  if (created.status === 409 && (await removeLeftover(plan, call))) created = await create();
   if (created.status !== 201) refused(created);
   const container = `/containers/${plan.name}`;
   try {
@@ -67,7 +77,12 @@ export async function runDockerApi(
       const { StatusCode, Error: error } = waitResult(result);
       if (error?.Message) process.stderr.write(`docker: ${error.Message}\n`);
       const exitCode = supervision.timedOut() ? TIMEOUT_EXIT_CODE : (StatusCode ?? ENGINE_ERROR_EXIT);
-      return { exitCode, timedOut: supervision.timedOut() };
+      const oomKilled = StatusCode === SIGKILL_EXIT && plan.inspectPath !== undefined && (await wasOomKilled(plan));
+      if (plan.removePath) await call('DELETE', plan.removePath).catch(() => undefined);
+      const outcome: RunOutcome = { exitCode, timedOut: supervision.timedOut() };
+      return oomKilled && options.memoryBytes !== undefined
+        ? { ...outcome, ...memoryLimitHit(options.memoryBytes) }
+        : outcome;
     } finally {
       stopResizing();
       supervision.stop();
@@ -78,6 +93,36 @@ export async function runDockerApi(
     await call('DELETE', `${container}?force=1`).catch(() => undefined);
     throw error;
   }
+}
+
+/** The container's `State.OOMKilled`: the daemon saw the kernel kill in its cgroup. */
+async function wasOomKilled(plan: DeepReadonly<DockerApiPlan>): Promise<boolean> {
+  if (plan.inspectPath === undefined) return false;
+  try {
+    const response = await dockerGet(plan.socket, plan.inspectPath);
+    return (JSON.parse(response.body) as { State?: { OOMKilled?: unknown } }).State?.OOMKilled === true;
+  } catch {
+    return false;
+  }
+}
+
+/** Removes the container holding the cell's name if agentcell made it for the same cell (its label says so). */
+async function removeLeftover(
+  plan: DeepReadonly<DockerApiPlan>,
+  call: (method: 'POST' | 'DELETE', path: string) => Promise<DockerResponse>,
+): Promise<boolean> {
+  const container = `/containers/${plan.name}`;
+  let labels: Record<string, string> | undefined;
+  try {
+    const response = await dockerGet(plan.socket, `${container}/json`);
+    labels = (JSON.parse(response.body) as { Config?: { Labels?: Record<string, string> } }).Config?.Labels;
+  } catch {
+    return false;
+  }
+  const cell = plan.create.Labels[CELL_LABEL];
+  if (cell === undefined || labels?.[CELL_LABEL] !== cell) return false;
+  const removed = await call('DELETE', `${container}?force=1`);
+  return removed.status === 204 || removed.status === 404;
 }
 
 interface WaitResult {

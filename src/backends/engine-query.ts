@@ -1,7 +1,7 @@
 import { execFile, spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 
 /**
  * A read-only question to an engine CLI (`image inspect`, `info`, `version`), which a
@@ -45,13 +45,13 @@ export function queryEngine(
   });
 }
 
-/** The `engine` of a path (`/usr/bin/podman`) or a name. */
-function isPodman(engine: string): boolean {
-  return engine === 'podman' || engine.endsWith('/podman');
+/** An engine CLI (a path or a name) that takes a network lock in its config dir on every command: podman's. */
+function locksNetworkConfig(engine: string): boolean {
+  return basename(engine) === 'podman';
 }
 
 function queryScratch(engine: string): { args: string[]; remove: () => void } {
-  if (!isPodman(engine)) return { args: [], remove: () => undefined };
+  if (!locksNetworkConfig(engine)) return { args: [], remove: () => undefined };
   const dir = mkdtempSync(join(tmpdir(), 'agentcell-podman-query-'));
   return {
     args: ['--network-config-dir', dir],

@@ -2,6 +2,7 @@ import { AgentcellError } from '../errors.js';
 import { dockerGet, dockerSocketPath } from './docker-socket.js';
 import { queryEngine } from './engine-query.js';
 import { inspectImageAsync, type OciEngine } from './oci-engine.js';
+import type { OciCapabilities } from './oci-capabilities.js';
 import {
   fileStamp,
   isQualifiedRef,
@@ -27,12 +28,13 @@ export interface DigestLookup {
  */
 export async function lookupImageDigest(
   engine: OciEngine,
+  how: OciCapabilities['digestLookup'],
   ref: string,
   env: Record<string, string>,
   stateDir: string,
   uid: number,
 ): Promise<DigestLookup> {
-  if (engine === 'docker') return { digest: await dockerDigest(ref, env) };
+  if (how === 'daemon-api') return { digest: await dockerDigest(ref, env) };
   const setup = isQualifiedRef(ref) ? podmanSetup(env, uid) : undefined;
   if (setup === undefined) return { digest: await inspectImageAsync(engine, ref, env) };
   const path = podmanDigestCacheFile(stateDir);

@@ -1,12 +1,18 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { userInfo } from 'node:os';
+import { subordinateIds } from './subordinate-ids.js';
+import { withProbeFix } from './probe-fix.js';
 import { AgentcellError } from '../errors.js';
 import { cellHostname } from './cell-hostname.js';
 import { findExecutable } from '../_internal/find-executable.js';
 import type { DeepReadonly } from '../_internal/deep-readonly.js';
 import type { Backend, BackendPlan, BackendProbe, CellSpec, MaskSpec, RunControl, RunOutcome } from './backend.js';
-import { engineEnvironment, probeEngine, probeRunscRuntime, type OciEngine } from './oci-engine.js';
+import { engineEnvironment, probeEngine, probeRunscRuntime } from './oci-engine.js';
+import { ociCapabilities, type OciBackendName, type OciCapabilities } from './oci-capabilities.js';
+import { memoryCgroupHit, planOciMemoryCgroup } from './oci-memory-cgroup.js';
+import { createCgroups, memoryLimitHit, removeCgroups } from './cgroup-limits.js';
 import { startRunWatchdog } from './run-watchdog.js';
 import { superviseProcess } from './supervise-process.js';
 import { holdHostMount } from './hold-host-mount.js';
@@ -14,20 +20,18 @@ import { dockerApiPlan } from './docker-api-container.js';
 import { runDockerApi } from './docker-api-run.js';
 import { dockerSocketPath } from './docker-socket.js';
 import { hostRootGap } from './host-uid.js';
-import { runArgs, type OciContainer } from './oci-container.js';
+import { CELL_LABEL, runArgs, type OciContainer } from './oci-container.js';
 import { queryEngineSync } from './engine-query.js';
 import { ociSeccompProfile, serializeOciSeccompProfile } from './oci-seccomp-profile.js';
 import { makeDirs } from '../_internal/make-dirs.js';
 import { writeFileAtomic } from '../_internal/atomic-file.js';
 
-/** The backends built on an OCI engine: the engine itself, or gVisor's runsc through it. */
-export type OciBackendName = 'podman' | 'docker' | 'gvisor';
+export type { OciBackendName } from './oci-capabilities.js';
 
 export interface OciBackendOptions {
   name: OciBackendName;
-  engine: OciEngine;
-  /** `--runtime` for the engine (gvisor: runsc). */
-  runtime?: string;
+  /** What the engine can and must be told (default: {@link ociCapabilities} for `name` and `hostUid`). */
+  capabilities?: OciCapabilities;
   /** Where the run keeps the empty, mode-0000 file and dir bound over masked paths. */
   maskDir: string;
   /** Where the run keeps agentcell's seccomp profile for the engine CLI to read. */
@@ -53,19 +57,45 @@ const IMAGE_SECRETS: MaskSpec[] = [
 ];
 
 export function createOciBackend(options: OciBackendOptions): Backend {
+  const resolved = resolve(options);
   return {
     name: options.name,
-    tool: options.runtime ?? options.engine,
-    probe: () => probeOci(options),
-    plan: (spec) => planOci(spec, options),
-    run: (spec, plan, control) => runOci(spec, plan, options, control),
+    tool: resolved.caps.runtime ?? resolved.caps.engine,
+    probe: () => probeOci(resolved),
+    plan: (spec) => planWith(spec, resolved),
+    run: (spec, plan, control) => runOci(spec, plan, resolved, control),
   };
 }
 
-function probeOci(options: OciBackendOptions): BackendProbe {
-  const engine = probeEngine(options.engine, options.hostEnv);
-  if (!engine.available || options.runtime !== 'runsc') return engine;
-  return probeRunscRuntime(options.engine, options.hostEnv);
+interface ResolvedOptions extends OciBackendOptions {
+  caps: OciCapabilities;
+}
+
+function resolve(options: OciBackendOptions): ResolvedOptions {
+  return { ...options, caps: options.capabilities ?? ociCapabilities(options.name, options.hostUid, options.hostEnv) };
+}
+
+/**
+ * The engine answers and, where the backend runs through a runtime of its, has that runtime;
+ * a rootless engine's user has the subordinate ids it maps the cell from. Read-only: what
+ * `doctor` reports and what a failing run names as the fix.
+ */
+function probeOci({ caps, hostEnv, hostUid }: ResolvedOptions): BackendProbe {
+  if (caps.rootless) {
+    const user = userInfo().username;
+    const ids = subordinateIds(user, hostUid);
+    if (!ids.uids || !ids.gids)
+      return {
+        available: false,
+        detail: `rootless ${caps.engine} needs subordinate ids and ${user} has none`,
+        fix: `sudo usermod --add-subuids 100000-165535 --add-subgids 100000-165535 ${user} && ${caps.engine} system migrate`,
+      };
+    const engine = probeEngine(caps.engine, hostEnv);
+    return { ...engine, detail: `${engine.detail}; rootless, ids ${ids.uids}` };
+  }
+  const engine = probeEngine(caps.engine, hostEnv);
+  if (!engine.available || caps.runtime === undefined) return engine;
+  return probeRunscRuntime(caps.engine, hostEnv);
 }
 
 /**
@@ -79,10 +109,15 @@ function probeOci(options: OciBackendOptions): BackendProbe {
  * the named `Env` in the same way, from `plan.env`. Reads the host; changes nothing.
  */
 export function planOci(spec: DeepReadonly<CellSpec>, options: OciBackendOptions): BackendPlan {
+  return planWith(spec, resolve(options));
+}
+
+function planWith(spec: DeepReadonly<CellSpec>, options: ResolvedOptions): BackendPlan {
+  const { caps } = options;
   const { image } = spec;
   if (!image) throw new Error('an OCI cell needs a resolved image');
   const engineEnv = engineEnvironment(options.hostEnv);
-  const engine = findExecutable(options.engine, engineEnv) ?? options.engine;
+  const engine = findExecutable(caps.engine, engineEnv) ?? caps.engine;
   const gaps: string[] = [];
   // 40: it names the container too (`agentcell-HOST-PID`), which the engines list.
   const hostname = cellHostname(spec.cell, 40);
@@ -103,7 +138,7 @@ export function planOci(spec: DeepReadonly<CellSpec>, options: OciBackendOptions
     for (const entry of tmpfs) entry[1] = [entry[1], `size=${diskBytes}`].filter(Boolean).join(',');
 
   const { pids, memoryBytes, cpus } = spec.limits;
-  if (options.engine === 'podman' && options.hostUid !== 0) gaps.push(...rootlessLimitGaps(spec, engine, options));
+  if (caps.rootless) gaps.push(...rootlessLimitGaps(spec, engine, options));
 
   const binds: string[] = [];
   const bind = (source: string, target: string, mode: 'ro' | 'rw'): void => {
@@ -126,16 +161,19 @@ export function planOci(spec: DeepReadonly<CellSpec>, options: OciBackendOptions
   }
   const [command, ...rest] = argv;
   if (command === undefined) throw new Error('empty command');
+  // The engine's memory kill is read from the container's state, so the run removes it (see OciCapabilities.oomReport).
+  const readsState = memoryBytes !== undefined && caps.oomReport === 'container-state';
   const container: OciContainer = {
     name: `agentcell-${hostname}-${process.pid}`,
     hostname,
+    autoRemove: !readsState,
+    labels: { [CELL_LABEL]: spec.cell },
     tty: spec.tty,
     networkNone: spec.network !== 'open',
     seccomp: cellSeccomp(spec, options, gaps),
     user: `${user.uid}:${user.gid}`,
     tmpfs,
-    // podman asks runc for ulimits above what this process may grant unless told.
-    ulimits: options.engine === 'podman' ? currentUlimits() : [],
+    ulimits: caps.explicitUlimits ? currentUlimits() : [],
     binds,
     env: Object.keys(spec.env).sort(),
     workdir: spec.cwd,
@@ -143,46 +181,50 @@ export function planOci(spec: DeepReadonly<CellSpec>, options: OciBackendOptions
     image: image.digest,
     args: rest,
   };
-  if (options.runtime) container.runtime = options.runtime;
+  if (caps.runtime) container.runtime = caps.runtime;
   if (user.userns) container.userns = user.userns;
-  if (pids !== undefined && options.runtime === 'runsc') {
+  if (pids !== undefined && caps.pidsLimit === 'sandbox-nproc') {
     // gVisor's kernel counts the cell's processes (RLIMIT_NPROC, which it enforces for root
     // too); the host cgroup holds gVisor's own threads, several per cell process, so it
     // only bounds the sandbox as a whole.
     container.ulimits.push(`nproc=${pids}:${pids}`);
     container.pidsLimit = GVISOR_SANDBOX_TASKS + pids * GVISOR_TASKS_PER_PROCESS;
   } else if (pids !== undefined) container.pidsLimit = pids;
-  if (memoryBytes !== undefined) container.memoryBytes = memoryBytes;
+  // The memory limit on a cgroup of agentcell's holding the container, where that is how a kill is learned.
+  const memoryCgroup =
+    memoryBytes !== undefined && caps.oomReport === 'parent-cgroup'
+      ? planOciMemoryCgroup(`${hostname}-${process.pid}`, memoryBytes)
+      : undefined;
+  if (memoryCgroup) container.cgroupParent = memoryCgroup.parent;
+  else if (memoryBytes !== undefined) container.memoryBytes = memoryBytes;
   if (cpus !== undefined) container.cpus = cpus;
   // No file the cell writes grows past the disk limit.
   if (diskBytes !== undefined) container.ulimits.push(`fsize=${diskBytes}:${diskBytes}`);
 
-  // docker's own API when the CLI would reach a local socket: the same requests, without the CLI's start-up.
-  const socket = options.engine === 'docker' ? dockerSocketPath(engineEnv) : undefined;
+  // The engine's own API when the CLI would reach a local socket: the same requests, without the CLI's start-up.
+  const socket = caps.localApi ? dockerSocketPath(engineEnv) : undefined;
   const plan: BackendPlan = {
     backend: options.name,
     argv: socket ? [] : [engine, ...runArgs(container)],
     env: { ...engineEnv, ...spec.env },
     fds: [],
     gaps,
+    container: container.name,
   };
-  if (socket) plan.dockerApi = dockerApiPlan(container, socket);
+  if (socket) plan.api = dockerApiPlan(container, socket);
+  if (memoryCgroup) plan.cgroups = memoryCgroup.cgroups;
   if (workspace.overlay?.hostMount) {
-    // Rootless podman's containers see the mounts of its own user namespace: mount there.
-    const via = options.engine === 'podman' && options.hostUid !== 0 ? [engine, 'unshare'] : [];
+    // A rootless engine's containers see the mounts of its own user namespace: mount there.
+    const via = caps.rootless ? [engine, 'unshare'] : [];
     plan.hostMount = [...via, ...workspace.overlay.hostMount];
   }
   return plan;
 }
 
 /** agentcell's seccomp profile, named by its content so the plan needs no write. */
-function cellSeccomp(
-  spec: DeepReadonly<CellSpec>,
-  options: OciBackendOptions,
-  gaps: string[],
-): OciContainer['seccomp'] {
+function cellSeccomp(spec: DeepReadonly<CellSpec>, options: ResolvedOptions, gaps: string[]): OciContainer['seccomp'] {
   if (!spec.seccomp) return { kind: 'unconfined' };
-  const profile = ociSeccompProfile(options.runtime === 'runsc' ? 'kernel' : 'enosys');
+  const profile = ociSeccompProfile(options.caps.seccompClone3);
   if (!profile) {
     gaps.push(`${options.name}: no agentcell seccomp profile for this CPU architecture (the engine's own applies)`);
     return { kind: 'engine' };
@@ -194,7 +236,7 @@ function cellSeccomp(
 interface CellUser {
   uid: number;
   gid: number;
-  /** Rootless podman: how the user namespace maps the cell user. */
+  /** A rootless engine: how the user namespace maps the cell user. */
   userns?: string;
 }
 
@@ -206,10 +248,10 @@ interface CellUser {
  * too on the host, under another name); per-container uid maps (podman `--uidmap`) copy
  * and chown the image's layers and fail on this podman, so the plan says so instead.
  */
-function cellUser(spec: DeepReadonly<CellSpec>, options: OciBackendOptions, gaps: string[]): CellUser {
+function cellUser(spec: DeepReadonly<CellSpec>, options: ResolvedOptions, gaps: string[]): CellUser {
   const { uid, gid } = spec.identity;
   const { hostUid, hostGid } = options;
-  if (options.engine === 'podman' && hostUid !== 0) {
+  if (options.caps.rootless) {
     // Rootless: podman's user namespace maps container root to the host user.
     return uid === 0 ? { uid, gid } : { uid, gid, userns: `keep-id:uid=${uid},gid=${gid}` };
   }
@@ -228,7 +270,7 @@ function cellUser(spec: DeepReadonly<CellSpec>, options: OciBackendOptions, gaps
  * Rootless podman enforces limits only through cgroup v2 controllers delegated to the
  * user; without them it ignores the flags. Asked only when the policy sets limits.
  */
-function rootlessLimitGaps(spec: DeepReadonly<CellSpec>, engine: string, options: OciBackendOptions): string[] {
+function rootlessLimitGaps(spec: DeepReadonly<CellSpec>, engine: string, options: ResolvedOptions): string[] {
   const asked = (['pids', 'memoryBytes', 'cpus'] as const).filter((k) => spec.limits[k] !== undefined);
   if (asked.length === 0) return [];
   const info = queryEngineSync(engine, ['info', '--format', '{{json .Host.CgroupControllers}}'], {
@@ -247,10 +289,16 @@ function rootlessLimitGaps(spec: DeepReadonly<CellSpec>, engine: string, options
 }
 
 /** tmpfs options that give the home to the cell user (gVisor's tmpfs takes no uid=/gid=). */
-function homeOptions({ uid, gid }: CellUser, options: OciBackendOptions): string {
+function homeOptions({ uid, gid }: CellUser, options: ResolvedOptions): string {
   if (uid === 0) return 'mode=0700';
-  if (options.runtime === 'runsc') return 'mode=1777';
-  return options.engine === 'podman' ? 'mode=0700,U' : `mode=0700,uid=${uid},gid=${gid}`;
+  switch (options.caps.homeOwner) {
+    case 'world-sticky':
+      return 'mode=1777';
+    case 'chown-option':
+      return 'mode=0700,U';
+    case 'uid-option':
+      return `mode=0700,uid=${uid},gid=${gid}`;
+  }
 }
 
 /**
@@ -292,63 +340,153 @@ function checkPath(path: string): string {
 async function runOci(
   spec: DeepReadonly<CellSpec>,
   plan: DeepReadonly<BackendPlan>,
-  options: OciBackendOptions,
+  options: ResolvedOptions,
   control: RunControl = {},
 ): Promise<RunOutcome> {
+  const { caps } = options;
   makeMaskSources(options.maskDir);
-  if (!plan.dockerApi && spec.seccomp) writeSeccompProfile(options);
+  if (!plan.api && spec.seccomp) writeSeccompProfile(options);
   // The container's user is not agentcell's: the socket's private directory is the guard
   // on the host (0700), and the cell binds the socket file itself.
   if (spec.egress) chmodSync(spec.egress.socketPath, 0o666);
   const env = engineEnvironment(options.hostEnv);
+  const name = plan.container;
   // The container outlives a SIGKILLed agentcell (the engine runs it, not us): removed then by a watchdog.
-  const nameAt = plan.argv.indexOf('--name');
-  const name = plan.dockerApi?.name ?? (nameAt >= 0 ? plan.argv[nameAt + 1] : undefined);
-  const watchdog = name !== undefined ? startRunWatchdog([[options.engine, 'rm', '--force', name]], env) : undefined;
-  // Awaited here, so the run's own bookkeeping (receipt key, git state) goes on while the host mounts.
-  const mount = plan.hostMount && (await holdHostMount(plan.hostMount, env));
+  const watchdog = name !== undefined ? startRunWatchdog([[caps.engine, 'rm', '--force', name]], env) : undefined;
+  if (plan.cgroups) createCgroups(plan.cgroups);
   try {
-    if (plan.dockerApi)
-      return await runDockerApi(plan.dockerApi, {
-        tty: spec.tty,
-        timeoutMs: spec.limits.timeoutMs,
-        env: plan.env,
-        stop: control.stop,
-      });
-    const [executable, ...args] = plan.argv;
-    if (executable === undefined) throw new Error('empty OCI plan');
-    const child = spawn(executable, args, { env: plan.env, stdio: 'inherit', detached: !spec.tty });
-    // A bound passed: the container stops now (the CLI's own death would leave it running a while).
-    const killContainer = (): void => {
-      if (name !== undefined)
-        spawn(executable, ['kill', '--signal', 'KILL', name], { env, stdio: 'ignore' }).on('error', () => undefined);
-    };
-    control.stop?.addEventListener('abort', killContainer, { once: true });
-    // The engine CLI forwards the signals it gets to the container (its sig-proxy).
-    const outcome = await superviseProcess(child, {
-      tty: spec.tty,
-      timeoutMs: spec.limits.timeoutMs,
-      commandPid: () => child.pid,
-      stop: control.stop,
-    });
-    // A killed CLI leaves the container running: remove it by name.
-    if (outcome.timedOut || outcome.signal !== undefined) removeContainer(executable, plan.argv, env);
-    return outcome;
+    // Awaited here, so the run's own bookkeeping (receipt key, git state) goes on while the host mounts.
+    const mount = plan.hostMount && (await holdHostMount(plan.hostMount, env));
+    try {
+      if (plan.api)
+        return await runDockerApi(plan.api, {
+          tty: spec.tty,
+          timeoutMs: spec.limits.timeoutMs,
+          env: plan.env,
+          stop: control.stop,
+          memoryBytes: spec.limits.memoryBytes,
+        }).catch((error: unknown) => {
+          throw withProbeFix(error, () => probeOci(options));
+        });
+      let outcome = await runEngineCli(spec, plan, env, control);
+      // The name was taken by a container a killed agentcell left: removed if it is a cell's, then run again.
+      if (outcome.exitCode === ENGINE_ERROR_EXIT && !outcome.timedOut && removeLeftover(plan, spec.cell, env))
+        outcome = await runEngineCli(spec, plan, env, control);
+      return outcome;
+    } finally {
+      await mount?.release();
+    }
   } finally {
     watchdog?.disarm();
-    await mount?.release();
+    if (plan.cgroups) await removeCgroups(plan.cgroups);
   }
 }
 
-function removeContainer(executable: string, argv: readonly string[], env: Record<string, string>): void {
-  const name = argv[argv.indexOf('--name') + 1];
-  if (name) spawnSync(executable, ['rm', '--force', name], { env, stdio: 'ignore', timeout: 30_000 });
+/** What `podman run` / `docker run` exit with when the engine itself failed (nothing ran). */
+const ENGINE_ERROR_EXIT = 125;
+/** 128 + SIGKILL: how the kernel's OOM killer ends a process. */
+const SIGKILL_EXIT = 137;
+
+/** One `ENGINE run` of the plan's argv, supervised; the container is gone when it returns. */
+async function runEngineCli(
+  spec: DeepReadonly<CellSpec>,
+  plan: DeepReadonly<BackendPlan>,
+  env: Record<string, string>,
+  control: RunControl,
+): Promise<RunOutcome> {
+  const [executable, ...args] = plan.argv;
+  if (executable === undefined) throw new Error('empty OCI plan');
+  const name = plan.container;
+  const child = spawn(executable, args, { env: plan.env, stdio: 'inherit', detached: !spec.tty });
+  // A bound passed: the container stops now (the CLI's own death would leave it running a while).
+  const killContainer = (): void => {
+    if (name !== undefined)
+      spawn(executable, ['kill', '--signal', 'KILL', name], { env, stdio: 'ignore' }).on('error', () => undefined);
+  };
+  control.stop?.addEventListener('abort', killContainer, { once: true });
+  // The engine CLI forwards the signals it gets to the container (its sig-proxy).
+  const outcome = await superviseProcess(child, {
+    tty: spec.tty,
+    timeoutMs: spec.limits.timeoutMs,
+    commandPid: () => child.pid,
+    stop: control.stop,
+  });
+  control.stop?.removeEventListener('abort', killContainer);
+  const { memoryBytes } = spec.limits;
+  if (outcome.timedOut || outcome.signal !== undefined) {
+    // A killed CLI leaves the container running, or (rootless podman) a process of its still
+    // creating it: end the CLI's whole process group first, then remove the container by name.
+    if (!spec.tty && child.pid !== undefined) killGroup(child.pid);
+    if (name !== undefined) removeContainer(executable, name, env);
+    return outcome;
+  }
+  const hit =
+    memoryBytes !== undefined &&
+    outcome.exitCode === SIGKILL_EXIT &&
+    (plan.cgroups
+      ? memoryCgroupHit(plan.cgroups, outcome.exitCode)
+      : name !== undefined && oomKilled(executable, name, env));
+  // Not auto-removed (its state was to be read): removed now.
+  if (name !== undefined && !plan.argv.includes('--rm')) removeContainer(executable, name, env);
+  return hit && memoryBytes !== undefined ? { ...outcome, ...memoryLimitHit(memoryBytes) } : outcome;
+}
+
+function killGroup(pid: number): void {
+  try {
+    process.kill(-pid, 'SIGKILL');
+  } catch {
+    // the group is gone already
+  }
+}
+
+/** The container's `State.OOMKilled`, read before it is removed. */
+function oomKilled(executable: string, name: string, env: Record<string, string>): boolean {
+  const inspect = spawnSync(executable, ['container', 'inspect', '--format', '{{.State.OOMKilled}}', name], {
+    env,
+    encoding: 'utf8',
+    timeout: 30_000,
+  });
+  return inspect.status === 0 && inspect.stdout.trim() === 'true';
+}
+
+/**
+ * Removes the container by name and checks it is gone: a removal that races the engine's
+ * own creation (a CLI killed while creating) can find it half made, so it is tried again.
+ */
+function removeContainer(executable: string, name: string, env: Record<string, string>): void {
+  for (let attempt = 0; attempt < 3; attempt++) {
+    spawnSync(executable, ['rm', '--force', name], { env, stdio: 'ignore', timeout: 30_000 });
+    const exists = spawnSync(executable, ['container', 'inspect', '--format', '{{.Id}}', name], {
+      env,
+      stdio: 'ignore',
+      timeout: 30_000,
+    });
+    if (exists.status !== 0) return;
+  }
+}
+
+/** A container holding the plan's name that agentcell made for the same cell (its label says so), removed. */
+function removeLeftover(plan: DeepReadonly<BackendPlan>, cell: string, env: Record<string, string>): boolean {
+  const [executable] = plan.argv;
+  const name = plan.container;
+  if (executable === undefined || name === undefined) return false;
+  const inspect = spawnSync(
+    executable,
+    ['container', 'inspect', '--format', `{{index .Config.Labels "${CELL_LABEL}"}}`, name],
+    { env, encoding: 'utf8', timeout: 30_000 },
+  );
+  if (inspect.status !== 0 || inspect.stdout.trim() !== cell) return false;
+  process.stderr.write(
+    `agentcell: removed ${name}, a container of cell ${cell} left by an earlier run; running again\n`,
+  );
+  removeContainer(executable, name, env);
+  return true;
 }
 
 /** The profile the plan names, written once per content (the name is its hash), atomically. */
-function writeSeccompProfile(options: OciBackendOptions): void {
+function writeSeccompProfile(options: ResolvedOptions): void {
   const dir = options.seccompDir;
-  const profile = ociSeccompProfile(options.runtime === 'runsc' ? 'kernel' : 'enosys');
+  const profile = ociSeccompProfile(options.caps.seccompClone3);
   if (!profile) return;
   const { json, fileName } = serializeOciSeccompProfile(profile);
   const path = join(dir, fileName);

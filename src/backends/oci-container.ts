@@ -6,6 +6,13 @@
 export interface OciContainer {
   name: string;
   hostname: string;
+  /**
+   * `--rm`: the engine removes the container when it exits. Off where the run must read the
+   * container's state first (a memory limit's `OOMKilled`); the run removes it then.
+   */
+  autoRemove: boolean;
+  /** `--label`: marks the container as agentcell's cell (see {@link CELL_LABEL}). */
+  labels: Record<string, string>;
   /** `--runtime` (gvisor: runsc). */
   runtime?: string;
   tty: boolean;
@@ -25,6 +32,8 @@ export interface OciContainer {
   tmpfs: [target: string, options: string][];
   pidsLimit?: number;
   memoryBytes?: number;
+  /** `--cgroup-parent`: a cgroup of agentcell's that holds the memory limit (oci-memory-cgroup.ts). */
+  cgroupParent?: string;
   cpus?: number;
   /** `nofile=SOFT:HARD` and the like. */
   ulimits: string[];
@@ -38,12 +47,19 @@ export interface OciContainer {
   args: string[];
 }
 
+/**
+ * The label naming the cell a container runs: a container of agentcell's name left by a
+ * killed run is removed before the name is taken again only when it carries this label.
+ */
+export const CELL_LABEL = 'io.agentcell.cell';
+
 /** The container as `ENGINE run` arguments (after the executable). */
 export function runArgs(c: OciContainer): string[] {
-  const args = ['run', '--rm', '-i', '--pull', 'never'];
+  const args = ['run', ...(c.autoRemove ? ['--rm'] : []), '-i', '--pull', 'never'];
   if (c.tty) args.push('-t');
   if (c.runtime) args.push('--runtime', c.runtime);
   args.push('--name', c.name, '--hostname', c.hostname);
+  for (const [key, value] of Object.entries(c.labels)) args.push('--label', `${key}=${value}`);
   if (c.networkNone) args.push('--network', 'none');
   args.push('--cap-drop', 'ALL', '--security-opt', 'no-new-privileges');
   if (c.seccomp.kind === 'unconfined') args.push('--security-opt', 'seccomp=unconfined');
@@ -54,6 +70,7 @@ export function runArgs(c: OciContainer): string[] {
   for (const [target, options] of c.tmpfs) args.push('--tmpfs', options ? `${target}:${options}` : target);
   if (c.pidsLimit !== undefined) args.push('--pids-limit', String(c.pidsLimit));
   if (c.memoryBytes !== undefined) args.push('--memory', String(c.memoryBytes));
+  if (c.cgroupParent !== undefined) args.push('--cgroup-parent', c.cgroupParent);
   if (c.cpus !== undefined) args.push('--cpus', String(c.cpus));
   for (const limit of c.ulimits) args.push('--ulimit', limit);
   for (const bind of c.binds) args.push('-v', bind);

@@ -64,6 +64,12 @@ function inspectResult(
     );
   }
   const id = result.stdout.trim().split('\n')[0] ?? '';
+  // An empty answer (seen from rootless podman under load) is no digest: never run `sha256:`.
+  if (id === '')
+    throw new AgentcellError(
+      'BACKEND_UNAVAILABLE',
+      `${engine} gave no id for image ${ref}; try again (or run agentcell doctor)`,
+    );
   return id.startsWith('sha256:') ? id : `sha256:${id}`;
 }
 
@@ -84,37 +90,81 @@ export function engineEnvironment(hostEnv: NodeJS.ProcessEnv): Record<string, st
  */
 export function probeEngine(engine: OciEngine, hostEnv: NodeJS.ProcessEnv = process.env): BackendProbe {
   const env = engineEnvironment(hostEnv);
-  if (!findExecutable(engine, env))
-    return {
-      available: false,
-      detail: `${engine} not found`,
-      fix:
-        engine === 'podman'
-          ? 'sudo apt-get install podman   (Fedora: sudo dnf install podman; macOS: brew install podman)'
-          : 'sudo apt-get install docker.io   (macOS/Windows: install Docker Desktop or Colima)',
-    };
-  // podman 4 answers {{.Client.Version}}; {{.Version.Version}} is an error there.
-  const format = engine === 'docker' ? '{{.Server.Version}}' : '{{.Client.Version}}';
-  const info = queryEngineSync(engine, ['version', '--format', format], { env, timeout: PROBE_TIMEOUT_MS });
+  const facts = ENGINE_FACTS[engine];
+  if (!findExecutable(engine, env)) return { available: false, detail: `${engine} not found`, fix: facts.installFix };
+  const info = queryEngineSync(engine, ['version', '--format', facts.versionFormat], {
+    env,
+    timeout: PROBE_TIMEOUT_MS,
+  });
   const version = info.stdout.trim();
   if (info.status === 0 && version !== '') return { available: true, version, detail: `${engine} ${version}` };
-  const reason = (info.stderr.trim().split('\n')[0] ?? '') || `exit ${String(info.status)}`;
-  return { available: false, detail: `${engine} does not answer: ${reason}`, fix: engineFix(engine) };
+  const timedOut = info.error !== undefined && 'code' in info.error && info.error.code === 'ETIMEDOUT';
+  const reason = timedOut
+    ? `no answer within ${PROBE_TIMEOUT_MS / 1000}s`
+    : (info.stderr.trim().split('\n')[0] ?? '') || `exit ${String(info.status)}`;
+  const denied = /permission denied/i.test(info.stderr) && facts.permissionFix !== undefined;
+  return {
+    available: false,
+    detail: `${engine} does not answer: ${reason}`,
+    fix: denied ? (facts.permissionFix ?? '') : engineFix(engine),
+  };
 }
 
-function engineFix(engine: OciEngine): string {
-  const os = platform();
-  if (engine === 'podman')
-    return os === 'linux'
-      ? 'podman info   (rootless podman needs /etc/subuid and /etc/subgid ranges: sudo usermod --add-subuids 100000-165535 --add-subgids 100000-165535 $USER)'
-      : 'podman machine init && podman machine start';
-  return os === 'linux'
-    ? 'sudo systemctl start docker   (or run dockerd; a non-root user needs access to /var/run/docker.sock)'
-    : 'start Docker Desktop, or: colima start';
+/** What agentcell asks each engine CLI, and how it is installed and started: one record per engine. */
+interface EngineFacts {
+  installFix: string;
+  /** `version --format`: the engine's (docker: the daemon's) version. */
+  versionFormat: string;
+  /** `info --format`: the runtimes the engine knows, as JSON. */
+  runtimesFormat: string;
+  /** The engine has a daemon whose runtimes are registered in its config (daemon.json). */
+  daemonRuntimes: boolean;
+  /** The command that makes the engine answer, on Linux and elsewhere. */
+  startFix: { linux: string; other: string };
+  /** When the engine refuses this user (its socket's permissions). */
+  permissionFix?: string;
+}
+
+const ENGINE_FACTS: Readonly<Record<OciEngine, EngineFacts>> = {
+  podman: {
+    installFix: 'sudo apt-get install podman   (Fedora: sudo dnf install podman; macOS: brew install podman)',
+    // podman 4 answers {{.Client.Version}}; {{.Version.Version}} is an error there.
+    versionFormat: '{{.Client.Version}}',
+    runtimesFormat: '{{json .Host.OCIRuntime}}',
+    daemonRuntimes: false,
+    startFix: {
+      linux:
+        'podman info   (rootless podman needs /etc/subuid and /etc/subgid ranges: sudo usermod --add-subuids 100000-165535 --add-subgids 100000-165535 $USER)',
+      other: 'podman machine init && podman machine start',
+    },
+  },
+  docker: {
+    installFix: 'sudo apt-get install docker.io   (macOS/Windows: install Docker Desktop or Colima)',
+    versionFormat: '{{.Server.Version}}',
+    runtimesFormat: '{{json .Runtimes}}',
+    daemonRuntimes: true,
+    startFix: {
+      linux: 'sudo systemctl start docker   (or run dockerd; a non-root user needs access to /var/run/docker.sock)',
+      other: 'start Docker Desktop, or: colima start',
+    },
+    permissionFix: 'sudo usermod -aG docker "$USER" and log in again (or use rootless podman)',
+  },
+};
+
+/** The command that makes `engine` answer on this OS. */
+export function engineFix(engine: OciEngine): string {
+  const { startFix } = ENGINE_FACTS[engine];
+  return platform() === 'linux' ? startFix.linux : startFix.other;
 }
 
 /** How runsc should be registered: no netstack, the gateway's socket only, and the container's seccomp profile applied. */
 const RUNSC_ARGS = ['--network=none', '--host-uds=open', '--oci-seccomp'];
+
+/** The one fix for runsc's registration, wherever it is missing or incomplete. */
+function runscRegistration(runsc: string): string {
+  const args = RUNSC_ARGS.map((a) => `"${a}"`).join(',');
+  return `add to /etc/docker/daemon.json: {"runtimes":{"runsc":{"path":"${runsc}","runtimeArgs":[${args}]}}} then restart dockerd (scripts/start-dockerd.sh does this)`;
+}
 
 /** Whether the engine has gVisor's runsc registered as a runtime named `runsc`. */
 export function probeRunscRuntime(engine: OciEngine, hostEnv: NodeJS.ProcessEnv = process.env): BackendProbe {
@@ -128,24 +178,32 @@ export function probeRunscRuntime(engine: OciEngine, hostEnv: NodeJS.ProcessEnv 
     };
   const version = spawnSync(runsc, ['--version'], { encoding: 'utf8', timeout: PROBE_TIMEOUT_MS });
   const runscVersion = /runsc version (\S+)/.exec(version.stdout)?.[1] ?? 'unknown';
-  const format = engine === 'docker' ? '{{json .Runtimes}}' : '{{json .Host.OCIRuntime}}';
-  const info = queryEngineSync(engine, ['info', '--format', format], { env, timeout: PROBE_TIMEOUT_MS });
+  const facts = ENGINE_FACTS[engine];
+  const info = queryEngineSync(engine, ['info', '--format', facts.runtimesFormat], { env, timeout: PROBE_TIMEOUT_MS });
   if (info.status !== 0)
     return { available: false, version: runscVersion, detail: `${engine} does not answer`, fix: engineFix(engine) };
-  if (engine === 'docker' && !/"runsc"/.test(info.stdout))
+  if (facts.daemonRuntimes && !/"runsc"/.test(info.stdout))
     return {
       available: false,
       version: runscVersion,
       detail: `runsc ${runscVersion} is installed but docker has no runtime named runsc`,
-      fix: `add to /etc/docker/daemon.json: {"runtimes":{"runsc":{"path":"${runsc}","runtimeArgs":[${RUNSC_ARGS.map((a) => `"${a}"`).join(',')}]}}} then restart dockerd`,
+      fix: runscRegistration(runsc),
+    };
+  // Without --host-uds=open no allowlist cell reaches the gateway's socket.
+  if (facts.daemonRuntimes && !info.stdout.includes('--host-uds=open'))
+    return {
+      available: false,
+      version: runscVersion,
+      detail: `runsc ${runscVersion} registered with docker without --host-uds=open: allowlist cells cannot reach the gateway`,
+      fix: runscRegistration(runsc),
     };
   // Without --oci-seccomp runsc ignores the container's seccomp profile (gVisor's own kernel still has no host keyring).
-  if (engine === 'docker' && !info.stdout.includes('--oci-seccomp'))
+  if (facts.daemonRuntimes && !info.stdout.includes('--oci-seccomp'))
     return {
       available: true,
       version: runscVersion,
       detail: `runsc ${runscVersion} registered with docker without --oci-seccomp: agentcell's seccomp profile does not apply inside gVisor`,
-      fix: `add "--oci-seccomp" to the runsc runtimeArgs in /etc/docker/daemon.json, then: sudo kill -HUP $(pidof dockerd)`,
+      fix: runscRegistration(runsc),
     };
   return { available: true, version: runscVersion, detail: `runsc ${runscVersion} registered with ${engine}` };
 }

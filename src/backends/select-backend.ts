@@ -1,11 +1,13 @@
 import { join } from 'node:path';
 import type { BackendName } from '../_internal/vocabulary.js';
-import type { Backend } from './backend.js';
+import type { Backend, BackendProbe } from './backend.js';
 import { createBwrapBackend } from './bwrap-backend.js';
 import { createOciBackend } from './oci-backend.js';
+import { ENGINE_OF, ociCapabilities } from './oci-capabilities.js';
 import { lookupImageDigest, type DigestLookup } from './image-digest.js';
 import { engineEnvironment, type OciEngine } from './oci-engine.js';
 import { AgentcellError } from '../errors.js';
+import { withProbeFix } from './probe-fix.js';
 
 export interface BackendContext {
   /** agentcell's state dir (for the OCI backends' mask sources). */
@@ -16,8 +18,9 @@ export interface BackendContext {
 }
 
 /**
- * The backend a policy names. gVisor is the OCI backend on docker with `--runtime runsc`
- * (docker is where runsc registers as a runtime; see scripts/start-dockerd.sh).
+ * The backend a policy names. The OCI ones differ only by their capabilities
+ * (oci-capabilities.ts): gVisor is docker with `--runtime runsc` (docker is where runsc
+ * registers as a runtime; see scripts/start-dockerd.sh).
  */
 export function createBackend(name: BackendName, context: BackendContext): Backend {
   if (name === 'bwrap') return createBwrapBackend();
@@ -28,8 +31,15 @@ export function createBackend(name: BackendName, context: BackendContext): Backe
     hostUid: context.hostUid ?? process.getuid?.() ?? 1000,
     hostGid: context.hostGid ?? process.getgid?.() ?? 1000,
   };
-  if (name === 'gvisor') return createOciBackend({ ...common, name, engine: 'docker', runtime: 'runsc' });
-  return createOciBackend({ ...common, name, engine: name });
+  return createOciBackend({ ...common, name });
+}
+
+/**
+ * A backend's own probe, as `doctor` reports it and a failing run names its fix. Probes
+ * read the host and ask the engine; they never touch agentcell's state dir, so none is given.
+ */
+export function probeBackend(name: BackendName, hostEnv: NodeJS.ProcessEnv): BackendProbe {
+  return createBackend(name, { stateDir: '/nonexistent/agentcell-probe', hostEnv }).probe();
 }
 
 /** The image an OCI cell runs when the policy names none (what `agentcell image build` tags by default). */
@@ -37,7 +47,7 @@ export const DEFAULT_CELL_IMAGE = 'localhost/agentcell/cell:latest';
 
 /** The engine a backend drives, if it is an OCI one. */
 export function engineOf(name: BackendName): OciEngine | undefined {
-  return name === 'bwrap' ? undefined : name === 'gvisor' ? 'docker' : name;
+  return name === 'bwrap' ? undefined : ENGINE_OF[name];
 }
 
 export interface ResolvedCellImage {
@@ -58,11 +68,16 @@ export async function resolveCellImage(
   hostEnv: NodeJS.ProcessEnv,
   stateDir: string,
 ): Promise<ResolvedCellImage | undefined> {
-  const engine = engineOf(name);
-  if (engine === undefined) return undefined;
+  if (name === 'bwrap') return undefined;
   const image = ref ?? DEFAULT_CELL_IMAGE;
   const uid = process.getuid?.() ?? 1000;
-  const { digest, cacheUpdate } = await lookupImageDigest(engine, image, engineEnvironment(hostEnv), stateDir, uid);
+  const { engine, digestLookup } = ociCapabilities(name, uid, hostEnv);
+  const env = engineEnvironment(hostEnv);
+  const { digest, cacheUpdate } = await lookupImageDigest(engine, digestLookup, image, env, stateDir, uid).catch(
+    (error: unknown) => {
+      throw withProbeFix(error, () => probeBackend(name, hostEnv));
+    },
+  );
   if (digest === undefined)
     throw new AgentcellError(
       'BACKEND_UNAVAILABLE',

@@ -55,7 +55,8 @@ export function dryRunJson(p: PreparedRun): Record<string, unknown> {
       gaps: p.plan.gaps,
       env: Object.keys(p.plan.env).sort(),
       ...(p.plan.hostMount ? { hostMount: p.plan.hostMount } : {}),
-      ...(p.plan.dockerApi ? { dockerApi: p.plan.dockerApi } : {}),
+      ...(p.plan.api ? { dockerApi: p.plan.api } : {}),
+      ...(p.plan.cgroups ? { cgroups: p.plan.cgroups } : {}),
       ...(p.spec.image ? { image: p.spec.image } : {}),
     },
     ...(p.agent ? { agent: p.agent } : {}),
@@ -71,8 +72,9 @@ export function dryRunText(p: PreparedRun): string {
       formatArgv(p.plan.hostMount),
       '',
     );
-  if (p.plan.dockerApi) lines.push(...dockerApiLines(p.plan.dockerApi), '');
+  if (p.plan.api) lines.push(...dockerApiLines(p.plan.api), '');
   else lines.push('would run:', formatArgv(p.plan.argv), '');
+  for (const setting of p.plan.cgroups?.settings ?? []) lines.push(`cgroup limit: ${setting.path} = ${setting.value}`);
   if (p.spec.image) lines.push(`image: ${p.spec.image.ref} (${p.spec.image.digest})`);
   lines.push(`environment (names): ${Object.keys(p.plan.env).sort().join(' ')}`);
   for (const fd of p.plan.fds) lines.push(`fd ${fd.fd}: ${fd.purpose}`);
@@ -113,6 +115,8 @@ function dockerApiLines(api: DeepReadonly<DockerApiPlan>): string[] {
     `  POST ${api.createPath}`,
     `  ${body}`,
     ...[api.attachPath, api.waitPath, api.startPath].map((path) => `  POST ${path}`),
+    ...(api.inspectPath ? [`  GET ${api.inspectPath}   (after the exit: OOMKilled)`] : []),
+    ...(api.removePath ? [`  DELETE ${api.removePath}`] : []),
   ];
 }
 

@@ -1,8 +1,9 @@
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, statfsSync } from 'node:fs';
-import { arch, machine, platform, release, tmpdir, userInfo } from 'node:os';
+import { arch, machine, platform, release, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { probeBwrap } from '../backends/bwrap-backend.js';
+import { probeBackend } from '../backends/select-backend.js';
+import type { BackendName } from '../_internal/vocabulary.js';
 import { findExecutable } from '../_internal/find-executable.js';
 import { detectCgroupSupport } from '../backends/cgroup-support.js';
 import { buildSeccompFilter } from '../backends/seccomp-filter.js';
@@ -14,6 +15,8 @@ export interface DoctorCheck {
   fix?: string;
   /** A failed required check means agentcell cannot run cells on this host. */
   required?: boolean;
+  /** The tool's version, where the check found one (the backends' probes). */
+  version?: string;
 }
 
 export interface DoctorReport {
@@ -57,30 +60,33 @@ export async function runDoctor(options: DoctorOptions = {}): Promise<DoctorRepo
   // Checks that spawn start first, so they run while the synchronous ones work.
   const userns = checkUserNamespaces(env);
   const overlay = checkOverlay(env);
-  const podman = checkPodman(env);
-  const docker = checkDocker(env);
-  const runsc = checkRunsc(env);
   const git = checkTool(env, 'git', ['--version'], 'sudo apt-get install git   (Fedora: sudo dnf install git)');
   const sync = {
     os: checkOs(),
     arch: checkArch(),
     kernel: checkKernel(),
-    bubblewrap: checkBubblewrap(),
+    bubblewrap: checkBubblewrap(env),
+    podman: checkBackend('podman', 'podman', env),
+    docker: checkBackend('docker', 'docker', env),
     resources: checkResourceLimits(),
     tty: checkTtyInjection(),
   };
-  const spawned = await Promise.all([userns, overlay, podman, docker, runsc, git]);
+  // gVisor runs through docker: a daemon that did not answer is not asked twice.
+  const runsc = sync.docker.detail.includes('does not answer')
+    ? { ...sync.docker, name: 'runsc', detail: `${sync.docker.detail}; --backend gvisor needs it` }
+    : checkBackend('runsc', 'gvisor', env);
+  const [userNamespaces, overlayfs, gitCheck] = await Promise.all([userns, overlay, git]);
   const checks: DoctorCheck[] = [
     sync.os,
     sync.arch,
     sync.kernel,
-    spawned[0],
+    userNamespaces,
     sync.bubblewrap,
-    spawned[1],
-    spawned[2],
-    spawned[3],
-    spawned[4],
-    spawned[5],
+    overlayfs,
+    sync.podman,
+    sync.docker,
+    runsc,
+    gitCheck,
     sync.resources,
     sync.tty,
   ];
@@ -177,15 +183,8 @@ function sysctlFix(key: string, value: string): string {
   return `sudo sysctl -w ${key}=${value} && echo '${key}=${value}' | sudo tee -a ${SYSCTL_FILE}`;
 }
 
-function checkBubblewrap(): DoctorCheck {
-  const probe = probeBwrap();
-  return {
-    name: 'bubblewrap',
-    ok: probe.available,
-    required: true,
-    detail: probe.detail,
-    ...(probe.fix !== undefined ? { fix: probe.fix } : {}),
-  };
+function checkBubblewrap(env: NodeJS.ProcessEnv): DoctorCheck {
+  return { ...checkBackend('bubblewrap', 'bwrap', env), required: true };
 }
 
 /** Mounts an overlay in a throwaway user+mount namespace on a scratch directory, then removes it. */
@@ -262,120 +261,21 @@ async function checkTool(env: NodeJS.ProcessEnv, tool: string, args: string[], f
   return { name: tool, ok: true, required: false, detail: firstLine(result.stdout) || firstLine(result.stderr) };
 }
 
-async function checkDocker(env: NodeJS.ProcessEnv): Promise<DoctorCheck> {
-  const client = await checkTool(
-    env,
-    'docker',
-    ['--version'],
-    'sudo apt-get install docker.io   (or Docker Engine from https://docs.docker.com/engine/install/)',
-  );
-  if (!client.ok) return client;
-  const info = await runCommand(['docker', 'info', '--format', '{{.ServerVersion}}'], env, VERSION_TIMEOUT_MS);
-  if (info.ok && info.stdout.trim() !== '')
-    return { ...client, detail: `${client.detail}; daemon ${info.stdout.trim()} answers` };
-  const why = info.timedOut ? `no answer within ${VERSION_TIMEOUT_MS / 1000}s` : info.summary;
-  const permission = /permission denied/i.test(info.stderr);
+/**
+ * An engine check is its backend's own probe (src/backends): the detail and the fix a
+ * failing run names too. Probes are synchronous, so each runs once the spawned checks are
+ * under way.
+ */
+function checkBackend(name: string, backend: BackendName, env: NodeJS.ProcessEnv): DoctorCheck {
+  const probe = probeBackend(backend, env);
   return {
-    name: 'docker',
-    ok: false,
+    name,
+    // Available with a fix: it runs, with less than agentcell asks (runsc without --oci-seccomp).
+    ok: probe.available && probe.fix === undefined,
     required: false,
-    detail: `${client.detail}; daemon not reachable: ${why}`,
-    fix: permission
-      ? 'sudo usermod -aG docker "$USER" and log in again (or use rootless Docker / podman)'
-      : 'sudo systemctl start docker   (no systemd: sudo dockerd &; rootless Docker: systemctl --user start docker)',
-  };
-}
-
-/** podman: the CLI, then whether it can run containers here (machine on macOS/Windows, storage and subuids on Linux). */
-async function checkPodman(env: NodeJS.ProcessEnv): Promise<DoctorCheck> {
-  // Rootless podman makes its runtime dirs under TMPDIR even for --version: give it a scratch one.
-  const scratch = mkdtempSync(join(tmpdir(), 'agentcell-doctor-podman-'));
-  let client: DoctorCheck;
-  try {
-    client = await checkTool(
-      { ...env, TMPDIR: scratch },
-      'podman',
-      ['--version'],
-      'sudo apt-get install podman   (Fedora: sudo dnf install podman; macOS: brew install podman)',
-    );
-  } finally {
-    rmSync(scratch, { recursive: true, force: true });
-  }
-  if (!client.ok) return client;
-  if (platform() !== 'linux') {
-    const machines = await runCommand(
-      ['podman', 'machine', 'list', '--format', '{{.Name}} {{.Running}}'],
-      env,
-      VERSION_TIMEOUT_MS,
-    );
-    const running = machines.stdout.split('\n').some((l) => / true$/.test(l.trim()));
-    if (running) return { ...client, detail: `${client.detail}; podman machine running` };
-    return {
-      ...client,
-      ok: false,
-      detail: `${client.detail}; no podman machine running`,
-      fix: machines.stdout.trim() ? 'podman machine start' : 'podman machine init && podman machine start',
-    };
-  }
-  // Rootless `podman info` would create its runtime dirs: doctor reads the id ranges instead.
-  if (rootless()) {
-    const user = userInfo().username;
-    const ranges = ['/etc/subuid', '/etc/subgid'].map((f) =>
-      (readText(f) ?? '').split('\n').find((l) => l.startsWith(`${user}:`) || l.startsWith(`${process.getuid?.()}:`)),
-    );
-    if (ranges.every(Boolean)) return { ...client, detail: `${client.detail}; rootless, ids ${ranges[0]}` };
-    return {
-      ...client,
-      ok: false,
-      detail: `${client.detail}; rootless podman needs subordinate ids and ${user} has none`,
-      fix: `sudo usermod --add-subuids 100000-165535 --add-subgids 100000-165535 ${user} && podman system migrate`,
-    };
-  }
-  const info = await runCommand(['podman', 'info', '--format', '{{.Host.OCIRuntime.Name}}'], env, VERSION_TIMEOUT_MS);
-  if (info.ok) return { ...client, detail: `${client.detail}; runtime ${info.stdout.trim()}, rootful` };
-  return {
-    ...client,
-    ok: false,
-    detail: `${client.detail}; podman info failed: ${info.timedOut ? 'no answer' : info.summary}`,
-    fix: 'sudo apt-get install runc   (podman needs an OCI runtime: runc or crun)',
-  };
-}
-
-function rootless(): boolean {
-  return (process.getuid?.() ?? 0) !== 0;
-}
-
-/** gVisor: runsc itself, and whether docker has it as a runtime (how `--backend gvisor` runs). */
-async function checkRunsc(env: NodeJS.ProcessEnv): Promise<DoctorCheck> {
-  const tool = await checkTool(
-    env,
-    'runsc',
-    ['--version'],
-    'install gVisor: add the apt repository from https://gvisor.dev/docs/user_guide/install/ then sudo apt-get install runsc',
-  );
-  if (!tool.ok) return tool;
-  const info = await runCommand(['docker', 'info', '--format', '{{json .Runtimes}}'], env, VERSION_TIMEOUT_MS);
-  const fix =
-    'register it with docker: /etc/docker/daemon.json {"runtimes":{"runsc":{"path":"/usr/bin/runsc","runtimeArgs":["--network=none","--host-uds=open"]}}} then restart dockerd (scripts/start-dockerd.sh does this)';
-  if (!info.ok)
-    return {
-      ...tool,
-      ok: false,
-      detail: `${tool.detail}; docker does not answer, --backend gvisor needs it`,
-      fix: 'make docker answer first (see the docker check), then run agentcell doctor again',
-    };
-  const runtime = /"runsc":\{[^}]*\}/.exec(info.stdout)?.[0];
-  if (!runtime) return { ...tool, ok: false, detail: `${tool.detail}; docker has no runtime named runsc`, fix };
-  if (!runtime.includes('--host-uds=open'))
-    return {
-      ...tool,
-      ok: false,
-      detail: `${tool.detail}; docker's runsc lacks --host-uds=open: allowlist cells cannot reach the gateway`,
-      fix,
-    };
-  return {
-    ...tool,
-    detail: `${tool.detail}; registered with docker (platform ${/--platform=(\w+)/.exec(runtime)?.[1] ?? 'ptrace'})`,
+    detail: probe.detail,
+    ...(probe.version !== undefined ? { version: probe.version } : {}),
+    ...(probe.fix !== undefined ? { fix: probe.fix } : {}),
   };
 }
 

@@ -59,6 +59,9 @@ export function backendContract(name: TestBackend): void {
     after(() => removeTrees([root]));
 
     const spec = (argv: string[], more: Partial<CellSpec> = {}): CellSpec => ({ ...base, argv, ...more });
+    const engine = (): string => (name === 'podman' ? 'podman' : 'docker');
+    const containerExists = (container: string): boolean =>
+      spawnSync(engine(), ['container', 'inspect', container], { stdio: 'ignore' }).status === 0;
     const run = (s: CellSpec): Promise<RunOutcome> => backend.run(s, backend.plan(s));
     /** Runs `sh -c SCRIPT` with its output in a host directory bound rw at /out (the run's stdio is the host's). */
     const output = async (script: string, more: Partial<CellSpec> = {}): Promise<string> => {
@@ -92,13 +95,57 @@ export function backendContract(name: TestBackend): void {
 
     it('ends a run that outlives its timeout with 124', async () => {
       const started = Date.now();
-      // Long enough for rootless podman to have started the container: a timeout while it is
-      // still being created leaves it behind (a known bug, reported with issue 12).
+      // Long enough for rootless podman to have started the container (a timeout during its
+      // creation is the next test's).
       const outcome = await run(spec(['sleep', '60'], { limits: { timeoutMs: 6000 } }));
       assert.equal(outcome.exitCode, 124);
       assert.equal(outcome.timedOut, true);
       assert.ok(Date.now() - started < 45_000, 'the timeout ended the run long before the command would have');
     });
+
+    it('a timeout while the engine may still be creating the cell leaves nothing behind: the next run starts', async () => {
+      // Rootless podman takes seconds to create a container: these land before, during and after.
+      for (const timeoutMs of [300, 1500, 3000]) {
+        const s = spec(['sleep', '60'], { limits: { timeoutMs } });
+        const outcome = await run(s);
+        assert.equal(outcome.exitCode, 124, `timeout ${timeoutMs} ms`);
+        const next = await run(spec(['true']));
+        assert.equal(next.exitCode, 0, `the run after a ${timeoutMs} ms timeout`);
+        const container = backend.plan(s).container;
+        if (container !== undefined) assert.equal(containerExists(container), false, `${container} was left behind`);
+      }
+    });
+
+    const ociOnly = name === 'bwrap' ? 'bwrap runs no container' : false;
+    it(
+      'a container a killed run left under the cell’s name is removed if its label says it is the cell’s, kept if not',
+      { skip: ociOnly },
+      async () => {
+        const s = spec(['sh', '-c', 'exit 3']);
+        const container = backend.plan(s).container ?? '';
+        const create = (labels: string[]): void => {
+          const made = spawnSync(engine(), ['create', '--name', container, ...labels, TEST_IMAGE, 'true'], {
+            encoding: 'utf8',
+          });
+          assert.equal(made.status, 0, made.stderr);
+        };
+        create(['--label', `io.agentcell.cell=${s.cell}`]);
+        assert.equal((await run(s)).exitCode, 3, 'the run took the name of the cell’s own leftover');
+        assert.equal(containerExists(container), false);
+        // Control: a container of the same name that is not a cell's is never removed; the run fails instead.
+        create(['--label', 'io.agentcell.cell=another-cell']);
+        try {
+          const failed = await run(s).then(
+            (o) => o.exitCode,
+            () => 'refused',
+          );
+          assert.ok(failed === 125 || failed === 'refused', `the run should fail on the taken name, got ${failed}`);
+          assert.equal(containerExists(container), true, 'a container that is not the cell’s was removed');
+        } finally {
+          spawnSync(engine(), ['rm', '--force', container], { stdio: 'ignore' });
+        }
+      },
+    );
 
     it('reports a process a signal ended as 128+N', async () => {
       // Not the command itself: OCI engines run it as the pid namespace's init, which the
