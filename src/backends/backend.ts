@@ -1,6 +1,7 @@
 import type { BackendName } from '../_internal/vocabulary.js';
 import type { CgroupPlan } from './cgroup-limits.js';
 import type { DockerApiPlan } from './docker-api-container.js';
+import type { FileStaging } from './staged-files.js';
 
 /** A path hidden in the cell: present, empty and unreadable (mode 0000, read-only). */
 export interface MaskSpec {
@@ -96,6 +97,13 @@ export interface BackendPlan {
   backend: BackendName;
   /** The process the run starts (empty when it talks to the engine's API instead: `dockerApi`). */
   argv: string[];
+  /**
+   * bwrap: the run hands `argv.slice(start, end)` (bwrap's options, up to the `--` before
+   * the command) to bwrap through descriptor `fd` (`bwrap --args FD`) instead of its
+   * command line, which the cell can read as /proc/1/cmdline; `argv` keeps them all for
+   * --dry-run.
+   */
+  argsFd?: { fd: number; start: number; end: number };
   /** docker and gvisor on a local daemon: the Docker Engine API requests the run sends instead of `argv`. */
   dockerApi?: DockerApiPlan;
   /** The environment the backend process (and so the cell) receives. */
@@ -103,6 +111,8 @@ export interface BackendPlan {
   fds: PlannedFd[];
   /** What the plan cannot enforce on this host, one line each (lowers assurance). */
   gaps: string[];
+  /** Copies of small files the run makes before the cell starts and binds instead of their host paths. */
+  staging?: FileStaging;
   /** Cgroups the run creates for pids and memory limits, when it has any. */
   cgroups?: CgroupPlan;
   /**

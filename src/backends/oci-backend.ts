@@ -16,6 +16,7 @@ import { runArgs, type OciContainer } from './oci-container.js';
 import { queryEngineSync } from './engine-query.js';
 import { ociSeccompProfile, serializeOciSeccompProfile } from './oci-seccomp-profile.js';
 import { makeDirs } from '../_internal/make-dirs.js';
+import { makeStagedFiles, removeStagedFiles, stageSmallFiles } from './staged-files.js';
 
 /** The backends built on an OCI engine: the engine itself, or gVisor's runsc through it. */
 export type OciBackendName = 'podman' | 'docker' | 'gvisor';
@@ -110,7 +111,10 @@ export function planOci(spec: CellSpec, options: OciBackendOptions): BackendPlan
   if (workspace.overlay) bind(workspace.overlay.merged, workspace.path, 'rw');
   else bind(workspace.path, workspace.path, workspace.mode === 'direct' ? 'rw' : 'ro');
   for (const path of spec.readonlyPaths) bind(path, path, 'ro');
-  for (const mount of spec.mounts) bind(mount.source, mount.target, mount.mode);
+  // Small files come as copies on /dev/shm, so mountinfo shows no host path of agentcell's (staged-files.ts).
+  const staged = stageSmallFiles(spec);
+  if (staged.gap) gaps.push(staged.gap);
+  for (const mount of staged.binds.slice(0, spec.mounts.length)) bind(mount.source, mount.target, mount.mode);
   for (const mask of [...IMAGE_SECRETS, ...spec.masks])
     bind(join(options.maskDir, `empty-${mask.kind}`), mask.target, 'ro');
 
@@ -118,7 +122,7 @@ export function planOci(spec: CellSpec, options: OciBackendOptions): BackendPlan
   if (spec.network === 'gateway') {
     const { egress } = spec;
     if (!egress) throw new Error('a gateway cell needs its egress wiring');
-    for (const { source, target } of egress.binds) bind(source, target, 'ro');
+    for (const { source, target } of staged.binds.slice(spec.mounts.length)) bind(source, target, 'ro');
     argv = [...egress.argvPrefix, ...spec.argv];
   }
   const [command, ...rest] = argv;
@@ -164,6 +168,7 @@ export function planOci(spec: CellSpec, options: OciBackendOptions): BackendPlan
     gaps,
   };
   if (socket) plan.dockerApi = dockerApiPlan(container, socket);
+  if (staged.staging) plan.staging = staged.staging;
   if (workspace.overlay?.hostMount) {
     // Rootless podman's containers see the mounts of its own user namespace: mount there.
     const via = options.engine === 'podman' && options.hostUid !== 0 ? [engine, 'unshare'] : [];
@@ -299,6 +304,7 @@ async function runOci(
   // Awaited here, so the run's own bookkeeping (receipt key, git state) goes on while the host mounts.
   const mount = plan.hostMount && (await holdHostMount(plan.hostMount, env));
   try {
+    if (plan.staging) makeStagedFiles(plan.staging);
     if (plan.dockerApi)
       return await runDockerApi(plan.dockerApi, {
         tty: spec.tty,
@@ -328,6 +334,7 @@ async function runOci(
   } finally {
     watchdog?.disarm();
     await mount?.release();
+    if (plan.staging) removeStagedFiles(plan.staging);
   }
 }
 
@@ -350,15 +357,21 @@ function writeSeccompProfile(options: OciBackendOptions): void {
   renameSync(temp, path);
 }
 
+/** The empty dir and file bound over masked paths; two runs may make them at once. */
 function makeMaskSources(dir: string): void {
   const emptyDir = join(dir, 'empty-dir');
   const emptyFile = join(dir, 'empty-file');
+  makeDirs(dir, 0o700);
   if (!existsSync(emptyDir)) {
     makeDirs(emptyDir);
     chmodSync(emptyDir, 0);
   }
   if (!existsSync(emptyFile)) {
-    writeFileSync(emptyFile, '', { mode: 0 });
+    try {
+      writeFileSync(emptyFile, '', { mode: 0, flag: 'wx' });
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+    }
     chmodSync(emptyFile, 0);
   }
 }

@@ -6,6 +6,7 @@ import { createOciBackend } from './oci-backend.js';
 import { lookupImageDigest, type DigestLookup } from './image-digest.js';
 import { engineEnvironment, type OciEngine } from './oci-engine.js';
 import { AgentcellError } from '../errors.js';
+import { neutralRuntimeDir } from '../_internal/neutral-dir.js';
 
 export interface BackendContext {
   /** agentcell's state dir (for the OCI backends' mask sources). */
@@ -22,7 +23,8 @@ export interface BackendContext {
 export function createBackend(name: BackendName, context: BackendContext): Backend {
   if (name === 'bwrap') return createBwrapBackend();
   const common = {
-    maskDir: join(context.stateDir, 'oci', 'masks'),
+    // Bound into every cell: on /dev/shm, its mountinfo shows no path of the state dir's (neutral-dir.ts).
+    maskDir: join(neutralRuntimeDir() ?? join(context.stateDir, 'oci'), 'masks'),
     seccompDir: join(context.stateDir, 'oci', 'seccomp'),
     hostEnv: context.hostEnv,
     hostUid: context.hostUid ?? process.getuid?.() ?? 1000,
