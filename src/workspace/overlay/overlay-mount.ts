@@ -44,8 +44,9 @@ export interface OverlayWrapper {
  * (`/proc/self/fd/9`) so any character in its path (`,` `:` `"` newline) is safe.
  * unshare and sh both exec, so the backend's pid, its descriptors (seccomp filter,
  * masks) and its exit status pass through unchanged. A failed mount exits 125. The
- * `cd` back leaves the cell dir in OLDPWD, which the exec'd backend would carry into the
- * cell's environment: unset. The layer paths it mounts with are relative, so the overlay's
+ * `cd`s leave the cell dir in OLDPWD and the caller's cwd in PWD, which the exec'd
+ * backend would carry into the cell (bwrap's pid 1 keeps the environment it was started
+ * with): unset. The layer paths it mounts with are relative, so the overlay's
  * options in the cell's mountinfo (`lowerdir=layers/…:/proc/self/fd/9,upperdir=upper`)
  * name no host path.
  */
@@ -55,7 +56,7 @@ const KERNEL_SCRIPT = [
   '  echo "agentcell-overlay: cannot mount the workspace overlay in $2" >&2; exit 125',
   'fi',
   'cd "$OLDPWD" || cd /',
-  'unset OLDPWD',
+  'unset OLDPWD PWD',
   'shift 6',
   'exec "$@"',
 ].join('\n');
@@ -81,7 +82,7 @@ const FUSE_SCRIPT = [
   '  sleep 0.005',
   'done',
   'cd "$OLDPWD" || cd /',
-  'unset OLDPWD',
+  'unset OLDPWD PWD',
   'shift 6',
   'exec "$@"',
 ].join('\n');
