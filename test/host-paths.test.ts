@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { agentcellInstallDir } from '../src/_internal/install-dir.js';
@@ -185,6 +185,30 @@ for (const backend of TEST_BACKENDS) {
         assert.ok(dry.stdout.includes(sb.agentcellHome), dry.stdout);
       } finally {
         control.cleanup();
+      }
+    });
+
+    it("a [[mount]] of the host's /dev/shm shows no egress socket or staged copy of any cell", () => {
+      const other = makeSandbox({ 'README.md': 'hello\n' });
+      const control = `/dev/shm/host-paths-control-${process.pid}`;
+      writeFileSync(control, 'control\n');
+      try {
+        writePolicy(other, ['[[mount]]', 'source = "/dev/shm"', 'target = "/hostshm"', 'mode = "ro"']);
+        const key = agentcell(['pubkey'], { cwd: other.workspace, env: other.env });
+        assert.equal(key.status, 0, key.stderr);
+        // While this cell runs, its own socket and copies (ssh key included) are in /dev/shm/agentcell-UID.
+        const r = runIn(
+          callerCwd,
+          ['--', 'sh', '-c', 'ls /hostshm; echo @@; find /hostshm/agentcell-* 2>&1; true'],
+          other,
+        );
+        assert.equal(r.status, 0, r.stderr);
+        const [listing = '', inside = ''] = r.stdout.split('@@');
+        assert.match(listing, new RegExp(`host-paths-control-${process.pid}`), 'control: the bind shows /dev/shm');
+        assert.doesNotMatch(inside, /egress\.sock|id_ed25519|ca\.crt|bridge|run-|egress-/, inside);
+      } finally {
+        rmSync(control, { force: true });
+        other.cleanup();
       }
     });
 
