@@ -1,5 +1,6 @@
 import { homedir } from 'node:os';
 import { join } from 'node:path';
+import { neutralRuntimeDir } from './_internal/neutral-dir.js';
 
 export interface AgentcellPaths {
   /** Cells, runs and other state. */
@@ -30,13 +31,15 @@ export interface OwnDir {
 }
 
 /**
- * Every directory agentcell keeps keys, logins, cells or config in: the ones this
+ * Every directory agentcell keeps keys, logins, cells, config or a run's sockets in: the ones this
  * process uses (`paths`, and AGENTCELL_HOME around them), and the default locations
  * another invocation (without AGENTCELL_HOME, with another HOME or XDG dirs) would use.
  */
 export function agentcellOwnDirs(paths: AgentcellPaths, env: NodeJS.ProcessEnv = process.env): OwnDir[] {
   const override = env['AGENTCELL_HOME'];
-  const active = [...(override ? [override] : []), paths.config, paths.state];
+  // And the /dev/shm dir of egress sockets and staged copies (the cell's ssh key among them): neutral-dir.ts.
+  const neutral = neutralRuntimeDir();
+  const active = [...(override ? [override] : []), paths.config, paths.state, ...(neutral ? [neutral] : [])];
   const homes = [env['HOME'], homedir()].filter((home): home is string => Boolean(home));
   const others: string[] = [];
   for (const home of homes)

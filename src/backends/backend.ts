@@ -2,6 +2,7 @@ import type { DeepReadonly } from '../_internal/deep-readonly.js';
 import type { BackendName } from '../_internal/vocabulary.js';
 import type { CgroupPlan } from './cgroup-limits.js';
 import type { DockerApiPlan } from './docker-api-container.js';
+import type { FileStaging } from './staged-files.js';
 
 /** A path hidden in the cell: present, empty and unreadable (mode 0000, read-only). */
 export interface MaskSpec {
@@ -98,6 +99,13 @@ export interface BackendPlan {
   /** The process the run starts (empty when it talks to the engine's API instead: `api`). */
   argv: string[];
   /**
+   * bwrap: the run hands `argv.slice(start, end)` (bwrap's options, up to the `--` before
+   * the command) to bwrap through descriptor `fd` (`bwrap --args FD`) instead of its
+   * command line, which the cell can read as /proc/1/cmdline; `argv` keeps them all for
+   * --dry-run.
+   */
+  argsFd?: { fd: number; start: number; end: number };
+  /**
    * An engine with a local daemon: the requests the run sends it instead of `argv`, in the
    * Docker Engine API (the protocol, which docker's daemon and podman's service speak).
    */
@@ -109,6 +117,8 @@ export interface BackendPlan {
   fds: PlannedFd[];
   /** What the plan cannot enforce on this host, one line each (lowers assurance). */
   gaps: string[];
+  /** Copies of small files the run makes before the cell starts and binds instead of their host paths. */
+  staging?: FileStaging;
   /** Cgroups the run creates for pids and memory limits (OCI: memory, as the container's parent), when it has any. */
   cgroups?: CgroupPlan;
   /**

@@ -10,11 +10,13 @@ import { createCgroups, planCgroupLimits, readLimitHit, removeCgroups, wrapInCgr
 import { hostEtcSecrets, hostSystemDirs } from './host-rootfs.js';
 import { hostRootGap } from './host-uid.js';
 import { buildSeccompFilter } from './seccomp-filter.js';
+import { makeStagedFiles, removeStagedFiles, stageSmallFiles } from './staged-files.js';
 import { superviseProcess } from './supervise-process.js';
 
 /** Descriptor numbers bwrap reads from; fixed so --dry-run output is stable. */
 const SECCOMP_FD = 3;
 const EMPTY_FD = 4;
+const ARGS_FD = 5;
 
 export interface BwrapOptions {
   /** The bwrap executable (default: `bwrap` on PATH). */
@@ -97,12 +99,16 @@ export function planBwrap(
   // Scratch dirs live in memory: each is at most the disk limit (and the memory limit's, where set).
   const sized = spec.limits.diskBytes === undefined ? [] : ['--size', String(spec.limits.diskBytes)];
   args.push(...sized, '--tmpfs', '/tmp', ...sized, '--tmpfs', '/run', '--dir', '/var', ...sized, '--tmpfs', '/var/tmp');
+  // Small files come as copies on /dev/shm, so mountinfo shows no host path of agentcell's (staged-files.ts).
+  const staged = stageSmallFiles(spec);
+  if (staged.gap) gaps.push(staged.gap);
+  const mounts = staged.binds.slice(0, spec.mounts.length);
   let argv = spec.argv;
   if (spec.network === 'gateway') {
     const { egress } = spec;
     if (!egress) throw new Error('a gateway cell needs its egress wiring');
     // Still no network namespace of the host's: the socket is the only way out.
-    for (const { source, target } of egress.binds) args.push('--ro-bind', source, target);
+    for (const { source, target } of staged.binds.slice(spec.mounts.length)) args.push('--ro-bind', source, target);
     argv = [...egress.argvPrefix, ...spec.argv];
   }
   // Every home on the host disappears, not only the caller's.
@@ -115,7 +121,7 @@ export function planBwrap(
   if (workspace.overlay) args.push('--bind', workspace.overlay.merged, workspace.path);
   else args.push(workspace.mode === 'direct' ? '--bind' : '--ro-bind', workspace.path, workspace.path);
   for (const path of spec.readonlyPaths) args.push('--ro-bind', path, path);
-  for (const mount of spec.mounts) {
+  for (const mount of mounts) {
     args.push(mount.mode === 'rw' ? '--bind' : '--ro-bind', mount.source, mount.target);
   }
   for (const mask of masks) {
@@ -145,11 +151,30 @@ export function planBwrap(
   // set after the overlay wrappers, so a fuse-overlayfs daemon they start is not bound by it).
   const fsize = spec.limits.diskBytes === undefined ? [] : ['prlimit', `--fsize=${spec.limits.diskBytes}`, '--'];
   const full = [...rootfsPrefix, ...(workspace.overlay ? workspace.overlay.argvPrefix : []), ...fsize, ...args];
-  const plan: BackendPlan = { backend: 'bwrap', argv: full, env: { ...spec.env }, fds, gaps };
+  // The run passes bwrap's arguments through a pipe: the cell's pid 1 is bwrap, and its
+  // command line would show every host path bound in (state dir, install path, layers).
+  // (bwrap reads only options there: the command stays on its command line.)
+  fds.push({ fd: ARGS_FD, purpose: `bwrap's options (--args): argv from ${executable} to the -- before the command` });
+  // Where bwrap's options sit in an argv that ends with `args`: after the executable, up to the `--`.
+  const optionsIn = (all: string[]): BackendPlan['argsFd'] => ({
+    fd: ARGS_FD,
+    start: all.length - args.length + 1,
+    end: all.length - argv.length - 1,
+  });
+  const plan: BackendPlan = {
+    backend: 'bwrap',
+    argv: full,
+    argsFd: optionsIn(full),
+    env: { ...spec.env },
+    fds,
+    gaps,
+  };
+  if (staged.staging) plan.staging = staged.staging;
   const { pids, memoryBytes, cpus } = spec.limits;
   if (pids !== undefined || memoryBytes !== undefined || cpus !== undefined) {
     const cgroups = planCgroupLimits(spec.limits, `${spec.cell}-${process.pid}`);
     plan.argv = wrapInCgroups(cgroups, full);
+    plan.argsFd = optionsIn(plan.argv);
     plan.cgroups = cgroups;
     gaps.push(...cgroups.gaps);
   }
@@ -161,15 +186,17 @@ async function runBwrap(
   plan: DeepReadonly<BackendPlan>,
   control: RunControl = {},
 ): Promise<RunOutcome> {
-  const [executable, ...args] = plan.argv;
+  const { argv, byFd } = commandLine(plan);
+  const [executable, ...args] = argv;
   if (executable === undefined) throw new Error('empty bwrap plan');
   const filter = spec.seccomp ? buildSeccompFilter() : undefined;
   if (plan.cgroups) createCgroupsOrExplain(plan.cgroups);
   const emptyFd = openSync('/dev/null', 'r');
   try {
+    if (plan.staging) makeStagedFiles(plan.staging);
     const child = spawn(executable, args, {
       env: plan.env,
-      stdio: ['inherit', 'inherit', 'inherit', filter ? 'pipe' : 'ignore', emptyFd],
+      stdio: ['inherit', 'inherit', 'inherit', filter ? 'pipe' : 'ignore', emptyFd, byFd ? 'pipe' : 'ignore'],
       // Without a terminal, bwrap leads its own process group so signals reach only it.
       detached: !spec.tty,
     });
@@ -177,6 +204,11 @@ async function runBwrap(
     if (filter && seccompPipe) {
       seccompPipe.on('error', () => undefined); // bwrap failing early closes its end
       seccompPipe.end(filter.program);
+    }
+    const argsPipe = plan.argsFd ? (child.stdio[plan.argsFd.fd] as Writable | null) : null;
+    if (byFd && argsPipe) {
+      argsPipe.on('error', () => undefined);
+      argsPipe.end(byFd);
     }
     const outcome = await superviseProcess(child, {
       tty: spec.tty,
@@ -192,8 +224,24 @@ async function runBwrap(
     return limitHit ? { ...outcome, ...limitHit } : outcome;
   } finally {
     closeSync(emptyFd);
+    if (plan.staging) removeStagedFiles(plan.staging);
     if (plan.cgroups) await removeCgroups(plan.cgroups);
   }
+}
+
+/** The argv the run executes: bwrap's options moved to their descriptor (NUL-terminated each). */
+function commandLine(plan: DeepReadonly<BackendPlan>): { argv: string[]; byFd?: Buffer } {
+  if (!plan.argsFd) return { argv: [...plan.argv] };
+  const { fd, start, end } = plan.argsFd;
+  return {
+    argv: [...plan.argv.slice(0, start), '--args', String(fd), ...plan.argv.slice(end)],
+    byFd: Buffer.from(
+      plan.argv
+        .slice(start, end)
+        .map((a) => `${a}\0`)
+        .join(''),
+    ),
+  };
 }
 
 function createCgroupsOrExplain(plan: DeepReadonly<CgroupPlan>): void {

@@ -59,7 +59,8 @@ function reasonFor(controller: 'pids' | 'memory', support: CgroupSupport): strin
 export function wrapInCgroups(plan: CgroupPlan, argv: readonly string[]): string[] {
   if (plan.dirs.length === 0) return [...argv];
   const procs = plan.dirs.map((d) => join(d, 'cgroup.procs'));
-  const script = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"';
+  // sh exports PWD (the caller's cwd) even when it was not set: unset, or bwrap's pid 1 shows it to the cell.
+  const script = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; unset PWD; exec "$@"';
   return ['/bin/sh', '-c', script, 'agentcell-cgroup', ...procs, '--', ...argv];
 }
 

@@ -25,6 +25,7 @@ import { queryEngineSync } from './engine-query.js';
 import { ociSeccompProfile, serializeOciSeccompProfile } from './oci-seccomp-profile.js';
 import { makeDirs } from '../_internal/make-dirs.js';
 import { writeFileAtomic } from '../_internal/atomic-file.js';
+import { makeStagedFiles, removeStagedFiles, stageSmallFiles } from './staged-files.js';
 
 export type { OciBackendName } from './oci-capabilities.js';
 
@@ -148,7 +149,10 @@ function planWith(spec: DeepReadonly<CellSpec>, options: ResolvedOptions): Backe
   if (workspace.overlay) bind(workspace.overlay.merged, workspace.path, 'rw');
   else bind(workspace.path, workspace.path, workspace.mode === 'direct' ? 'rw' : 'ro');
   for (const path of spec.readonlyPaths) bind(path, path, 'ro');
-  for (const mount of spec.mounts) bind(mount.source, mount.target, mount.mode);
+  // Small files come as copies on /dev/shm, so mountinfo shows no host path of agentcell's (staged-files.ts).
+  const staged = stageSmallFiles(spec);
+  if (staged.gap) gaps.push(staged.gap);
+  for (const mount of staged.binds.slice(0, spec.mounts.length)) bind(mount.source, mount.target, mount.mode);
   for (const mask of [...IMAGE_SECRETS, ...spec.masks])
     bind(join(options.maskDir, `empty-${mask.kind}`), mask.target, 'ro');
 
@@ -156,7 +160,7 @@ function planWith(spec: DeepReadonly<CellSpec>, options: ResolvedOptions): Backe
   if (spec.network === 'gateway') {
     const { egress } = spec;
     if (!egress) throw new Error('a gateway cell needs its egress wiring');
-    for (const { source, target } of egress.binds) bind(source, target, 'ro');
+    for (const { source, target } of staged.binds.slice(spec.mounts.length)) bind(source, target, 'ro');
     argv = [...egress.argvPrefix, ...spec.argv];
   }
   const [command, ...rest] = argv;
@@ -213,6 +217,7 @@ function planWith(spec: DeepReadonly<CellSpec>, options: ResolvedOptions): Backe
   };
   if (socket) plan.api = dockerApiPlan(container, socket);
   if (memoryCgroup) plan.cgroups = memoryCgroup.cgroups;
+  if (staged.staging) plan.staging = staged.staging;
   if (workspace.overlay?.hostMount) {
     // A rootless engine's containers see the mounts of its own user namespace: mount there.
     const via = caps.rootless ? [engine, 'unshare'] : [];
@@ -355,6 +360,7 @@ async function runOci(
   const watchdog = name !== undefined ? startRunWatchdog([[caps.engine, 'rm', '--force', name]], env) : undefined;
   if (plan.cgroups) createCgroups(plan.cgroups);
   try {
+    if (plan.staging) makeStagedFiles(plan.staging);
     // Awaited here, so the run's own bookkeeping (receipt key, git state) goes on while the host mounts.
     const mount = plan.hostMount && (await holdHostMount(plan.hostMount, env));
     try {
@@ -379,6 +385,7 @@ async function runOci(
   } finally {
     watchdog?.disarm();
     if (plan.cgroups) await removeCgroups(plan.cgroups);
+    if (plan.staging) removeStagedFiles(plan.staging);
   }
 }
 
@@ -495,9 +502,11 @@ function writeSeccompProfile(options: ResolvedOptions): void {
   writeFileAtomic(path, json, 0o644);
 }
 
+/** The empty dir and file bound over masked paths; two runs may make them at once. */
 function makeMaskSources(dir: string): void {
   const emptyDir = join(dir, 'empty-dir');
   const emptyFile = join(dir, 'empty-file');
+  makeDirs(dir, 0o700);
   if (!existsSync(emptyDir)) {
     makeDirs(emptyDir);
     chmodSync(emptyDir, 0);

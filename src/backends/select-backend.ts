@@ -8,6 +8,7 @@ import { lookupImageDigest, type DigestLookup } from './image-digest.js';
 import { engineEnvironment, type OciEngine } from './oci-engine.js';
 import { AgentcellError } from '../errors.js';
 import { withProbeFix } from './probe-fix.js';
+import { neutralRuntimeDir } from '../_internal/neutral-dir.js';
 
 export interface BackendContext {
   /** agentcell's state dir (for the OCI backends' mask sources). */
@@ -25,7 +26,8 @@ export interface BackendContext {
 export function createBackend(name: BackendName, context: BackendContext): Backend {
   if (name === 'bwrap') return createBwrapBackend();
   const common = {
-    maskDir: join(context.stateDir, 'oci', 'masks'),
+    // Bound into every cell: on /dev/shm, its mountinfo shows no path of the state dir's (neutral-dir.ts).
+    maskDir: join(neutralRuntimeDir() ?? join(context.stateDir, 'oci'), 'masks'),
     seccompDir: join(context.stateDir, 'oci', 'seccomp'),
     hostEnv: context.hostEnv,
     hostUid: context.hostUid ?? process.getuid?.() ?? 1000,

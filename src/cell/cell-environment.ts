@@ -1,4 +1,5 @@
 import { AgentcellError } from '../errors.js';
+import { agentcellInstallDir } from '../_internal/install-dir.js';
 
 const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 /** The only host variables that reach a cell by default: none of them carries a credential. */
@@ -29,7 +30,7 @@ export function buildCellEnvironment(input: CellEnvironmentInput): Record<string
   }
   for (const [name, value] of Object.entries(input.hostEnv))
     if ((name === 'LC_ALL' || name.startsWith('LC_')) && value !== undefined) env[name] = value;
-  env['PATH'] ??= DEFAULT_PATH;
+  env['PATH'] = cellPath(env['PATH'], input.home);
   env['HOME'] = input.home;
   Object.assign(env, input.policyEnv);
   for (const name of input.passEnv) {
@@ -42,4 +43,17 @@ export function buildCellEnvironment(input: CellEnvironmentInput): Record<string
   // Applied last: a policy or host value can't point the cell's tools past the bridge.
   Object.assign(env, input.proxyEnv);
   return env;
+}
+
+/**
+ * The host's PATH without the entries that name the host's layout and lead nowhere in the
+ * cell: those inside the caller's home (an empty tmpfs in the cell) or agentcell's install
+ * dir (its `node_modules/.bin` when npm or npx started it), and relative ones.
+ */
+function cellPath(hostPath: string | undefined, home: string): string {
+  const hidden = [home, agentcellInstallDir()].filter((d): d is string => d !== undefined && d !== '/');
+  const kept = (hostPath ?? '')
+    .split(':')
+    .filter((dir) => dir.startsWith('/') && !hidden.some((h) => dir === h || dir.startsWith(`${h}/`)));
+  return kept.length > 0 ? kept.join(':') : DEFAULT_PATH;
 }

@@ -13,6 +13,7 @@ import { normalizeHost } from '../rules/host-rules.js';
 import type { BridgeNode } from '../cell/proxy-environment.js';
 import type { ProxySecret } from '../rules/inspect-rules.js';
 import { makeDirs } from '../../_internal/make-dirs.js';
+import { neutralRuntimeDir } from '../../_internal/neutral-dir.js';
 
 /** A unix socket path is at most 107 bytes on Linux; leave room. */
 const MAX_SOCKET_PATH = 100;
@@ -30,12 +31,16 @@ export interface RunEgress {
 }
 
 /**
- * The private socket directory of a cell: `<cellDir>/egress/socket`. A cell runs one
- * command at a time (the cell lock), so the path is fixed and a dry run shows the real
- * one. When it would make the socket path too long, a per-user directory under the
- * system temp dir stands in (checked to be ours and private before use).
+ * The private socket directory of a cell: `egress-<hash of the cell dir>` in agentcell's
+ * directory on /dev/shm (the cell binds the socket, and its mountinfo shows the source's
+ * path within its filesystem: see neutral-dir.ts), else `<cellDir>/egress/socket`. A cell
+ * runs one command at a time (the cell lock), so the path is fixed and a dry run shows
+ * the real one. When it would make the socket path too long, a per-user directory under
+ * the system temp dir stands in (checked to be ours and private before use).
  */
 export function egressSocketDir(cellDir: string): string {
+  const neutral = neutralRuntimeDir();
+  if (neutral) return join(neutral, `egress-${sha256(cellDir).slice(0, 16)}`);
   return privateSocketDir(cellDir, 'socket', 'egress.sock');
 }
 

@@ -37,7 +37,12 @@ export interface OverlayWrapper {
  * escaping, and hands the workspace to the kernel as an open descriptor
  * (`/proc/self/fd/9`) so any character in its path (`,` `:` `"` newline) is safe.
  * unshare and sh both exec, so the backend's pid, its descriptors (seccomp filter,
- * masks) and its exit status pass through unchanged. A failed mount exits 125.
+ * masks) and its exit status pass through unchanged. A failed mount exits 125. The
+ * `cd`s leave the cell dir in OLDPWD and the caller's cwd in PWD, which the exec'd
+ * backend would carry into the cell (bwrap's pid 1 keeps the environment it was started
+ * with): unset. The layer paths it mounts with are relative, so the overlay's
+ * options in the cell's mountinfo (`lowerdir=layers/…:/proc/self/fd/9,upperdir=upper`)
+ * name no host path.
  */
 const KERNEL_SCRIPT = [
   'cd "$2" || exit 125',
@@ -45,6 +50,7 @@ const KERNEL_SCRIPT = [
   '  echo "agentcell-overlay: cannot mount the workspace overlay in $2" >&2; exit 125',
   'fi',
   'cd "$OLDPWD" || cd /',
+  'unset OLDPWD PWD',
   'shift 6',
   'exec "$@"',
 ].join('\n');
@@ -70,6 +76,7 @@ const FUSE_SCRIPT = [
   '  sleep 0.005',
   'done',
   'cd "$OLDPWD" || cd /',
+  'unset OLDPWD PWD',
   'shift 6',
   'exec "$@"',
 ].join('\n');

@@ -26,6 +26,7 @@ const SCRIPT = [
   '  echo "agentcell-rootfs: cannot mount an overlay over the rootfs $3 in $2" >&2; exit 125',
   'fi',
   'cd "$OLDPWD" || cd /',
+  'unset OLDPWD PWD',
   'shift 3',
   'exec "$@"',
 ].join('\n');
