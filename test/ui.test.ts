@@ -1,13 +1,13 @@
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { backendArgs } from './backends-under-test.js';
-import { ac, acJson, makeSandbox, startCli, writeAllowlistPolicy, type Sandbox } from './helpers.js';
+import { ac, acJson, cellDirOf, makeSandbox, startCli, writeAllowlistPolicy, type Sandbox } from './helpers.js';
 
 /** Screenshots of each page, kept as test artifacts (gitignored). */
 const ARTIFACTS = join(process.cwd(), 'test-artifacts', 'ui');
@@ -278,9 +278,14 @@ describe('agentcell ui', () => {
       { cwd: sb.workspace, env: sb.env },
     );
     const exited = new Promise((resolve) => run.on('exit', resolve));
+    let output = '';
+    run.stdout.on('data', (d: Buffer) => (output += d.toString()));
+    run.stderr.on('data', (d: Buffer) => (output += d.toString()));
     try {
       const denied = page.locator('#egress tr.deny', { hasText: 'denied.test' });
-      await denied.waitFor({ timeout: 30_000 });
+      await denied.waitFor({ timeout: 30_000 }).catch((error: Error) => {
+        throw new Error(`${error.message}\nthe run printed: ${output}\nthe page shows: ${page.url()}`);
+      });
       await page.screenshot({ path: join(ARTIFACTS, 'egress.png'), fullPage: true });
       await page.uncheck('#show-deny');
       assert.equal(await denied.isVisible(), false, 'the denied filter hides it');
@@ -291,5 +296,43 @@ describe('agentcell ui', () => {
       await exited;
     }
     assert.deepEqual(dialogs, [], 'no page ever ran a dialog');
+  });
+
+  it('renders a run’s LLM calls as spy does, a transcript’s markup as text', async () => {
+    const run = acJson<{ id: string; kind: string }[]>(sb, 'receipt', 'list', '--json').find((r) => r.kind === 'run')!;
+    const record = {
+      time: '2026-11-23T12:00:00.000Z',
+      cell,
+      run: run.id,
+      host: 'api.anthropic.com',
+      method: 'POST',
+      path: '/v1/messages',
+      status: 200,
+      provider: 'anthropic',
+      durationMs: 12,
+      request: {
+        contentType: 'application/json',
+        body: JSON.stringify({
+          model: 'claude-test',
+          messages: [{ role: 'user', content: '<script>alert(2)</script>' }],
+        }),
+        truncated: false,
+      },
+      response: {
+        contentType: 'application/json',
+        body: JSON.stringify({
+          content: [{ type: 'text', text: 'done' }],
+          usage: { input_tokens: 3, output_tokens: 1 },
+        }),
+        truncated: false,
+      },
+    };
+    // The egress dir is the gateway's (the live run above made it), as a run with spy's would be.
+    writeFileSync(join(cellDirOf(sb, cell), 'egress', `${run.id}.spy.jsonl`), `${JSON.stringify(record)}\n`);
+    await page.goto(`http://127.0.0.1:${ui.port}/cell/${cell}/egress`);
+    const spy = await page.locator('pre.spy').innerText();
+    assert.match(spy, /claude-test/);
+    assert.ok(spy.includes('<script>alert(2)</script>'), 'the message shows as text');
+    assert.equal(await page.locator('main script').count(), 0);
   });
 });
