@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { connect } from 'node:net';
 import { join } from 'node:path';
@@ -334,5 +334,16 @@ describe('agentcell ui', () => {
     assert.match(spy, /claude-test/);
     assert.ok(spy.includes('<script>alert(2)</script>'), 'the message shows as text');
     assert.equal(await page.locator('main script').count(), 0);
+  });
+
+  it('shows a tampered receipt as failing verification', async () => {
+    const dir = join(cellDirOf(sb, cell), 'receipts');
+    const file = readdirSync(dir).find((f) => f.startsWith('000001-'))!;
+    const receipt = JSON.parse(readFileSync(join(dir, file), 'utf8')) as { id: string; exitCode: number };
+    writeFileSync(join(dir, file), JSON.stringify({ ...receipt, exitCode: 7 }));
+    await page.goto(`http://127.0.0.1:${ui.port}/cell/${cell}/receipt/${receipt.id}`);
+    const verdict = page.locator('#verify');
+    assert.equal(await verdict.getAttribute('class'), 'bad');
+    assert.match(await verdict.innerText(), new RegExp(`failed for this receipt[\\s\\S]*#1 ${receipt.id}`));
   });
 });

@@ -14,11 +14,10 @@ import { openLayerStack } from '../workspace/overlay/layer-stack.js';
 import { html, page, seg, type Html } from './html.js';
 import { uiCellRef, type UiContext } from './ui-context.js';
 
-const cellNav = (cell: string): Html =>
+/** The links every page about one cell carries. */
+export const cellNav = (cell: string): Html =>
   html` · <a href="/cell/${seg(cell)}">${cell}</a> · <a href="/cell/${seg(cell)}/diff">diff</a> ·
     <a href="/cell/${seg(cell)}/egress">egress</a>`;
-
-export { cellNav };
 
 function inUse(dir: string): boolean {
   const holder = cellLockHolder(dir);
