@@ -24,6 +24,8 @@ PACKAGES+=(podman docker.io runc runsc uidmap debootstrap)
 PACKAGES+=(netavark aardvark-dns)
 # The completion tests load `agentcell completion zsh|fish` in a real zsh and fish (bash is always there).
 PACKAGES+=(zsh fish)
+# The dashboard's browser tests (test/ui.test.ts) drive Debian's Chromium through playwright-core.
+PACKAGES+=(chromium)
 
 missing=()
 for p in "${PACKAGES[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p"); done

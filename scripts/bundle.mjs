@@ -29,6 +29,9 @@ await build({
   banner: { js: "var importMetaUrl=require('node:url').pathToFileURL(__filename).href;" },
 });
 copyFileSync('scripts/launcher.cjs', launcher);
+// V8 accepts a code cache whose source has the same length (it checks no more), so the
+// warm-up below would reuse the last build's bytecode for a same-length change: start afresh.
+rmSync(`${main}.cache`, { force: true });
 chmodSync(launcher, 0o755);
 
 // Warm the cache on the path that matters: a dry run compiles everything `run` uses

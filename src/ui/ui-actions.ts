@@ -1,0 +1,161 @@
+import { acceptCell, forkCell, restoreCell } from '../cell/cell-decisions.js';
+import { checkCellName } from '../cell/cell-name.js';
+import { AgentcellError } from '../errors.js';
+import type { Receipt } from '../receipts/receipt.js';
+import { html, page, seg, type Html } from './html.js';
+import { cellNav } from './ui-cell-pages.js';
+import { uiCellRef, type UiContext } from './ui-context.js';
+import { sameSecret } from './ui-guard.js';
+
+/**
+ * The dashboard's decisions: each is asked for with a GET that only dry-runs it and shows
+ * what it would do (the confirmation), and done by the POST that page's form sends with
+ * the CSRF token. Each calls the library function its CLI twin calls, so it takes the
+ * same lock and leaves the same receipt, its `command` saying it came from the ui.
+ * Stopping a session (issue 9) and exporting evidence (issue 11) join this table.
+ */
+export type ActionName = 'accept' | 'restore' | 'fork';
+
+interface Action {
+  /** The choice from the query (GET) or form (POST), and agentcell's argv for it (after `agentcell ui`). */
+  parse(params: URLSearchParams): { argv: string[]; describe: Html };
+  run(ctx: UiContext, cell: string, params: URLSearchParams, dryRun: boolean): Promise<Outcome>;
+}
+
+interface Outcome {
+  summary: Html;
+  receipt?: Receipt | undefined;
+}
+
+const list = (items: readonly string[]): Html =>
+  items.length > 0
+    ? html`<ul class="paths">
+        ${items.map((p) => html`<li class="path">${p}</li>`)}
+      </ul>`
+    : html``;
+
+function acceptChoice(params: URLSearchParams): { paths: string[]; force: boolean } {
+  const paths = params.getAll('path');
+  if (params.get('scope') !== 'all' && paths.length === 0)
+    throw new AgentcellError('USAGE', 'choose at least one file to accept, or accept all');
+  return { paths: params.get('scope') === 'all' ? [] : paths, force: params.get('force') === '1' };
+}
+
+const ACTIONS: Record<ActionName, Action> = {
+  accept: {
+    parse(params) {
+      const { paths, force } = acceptChoice(params);
+      return {
+        argv: ['accept', ...paths, ...(force ? ['--force'] : [])],
+        describe: html`accept
+        ${paths.length === 0 ? 'all pending changes' : `${paths.length} chosen path(s)`}${force ? ' (force)' : ''}`,
+      };
+    },
+    async run(ctx, cell, params, dryRun) {
+      const { paths, force } = acceptChoice(params);
+      const argv = ACTIONS.accept.parse(params).argv;
+      const report = await acceptCell(uiCellRef(ctx, cell, argv), { paths, force, dryRun });
+      return {
+        summary: html`<p>
+            ${dryRun ? 'would apply' : 'applied'} ${report.applied.length}
+            change(s)${report.pending !== undefined ? `, ${report.pending} left pending in the cell` : ''}:
+          </p>
+          ${list(report.applied.map((c) => `${c.change} ${c.path}`))}
+          ${
+            report.refused.length > 0
+              ? html`<p class="bad">skipped:</p>
+                  ${list(report.refused.map((r) => `${r.path}: ${r.reason}`))}`
+              : ''
+          }
+          ${
+            report.flagged.length > 0
+              ? html`<p class="warn">for review before the host runs them:</p>
+                  ${list(report.flagged.map((f) => `${f.path}: ${f.reason}`))}`
+              : ''
+          }`,
+        receipt: report.receipt,
+      };
+    },
+  },
+  restore: {
+    parse(params) {
+      const to = params.get('to');
+      return {
+        argv: ['restore', ...(to ? ['--to', to] : [])],
+        describe: html`restore
+        ${to ? html`to checkpoint <code>${to}</code>` : 'the workspace’s state (drop every change)'}`,
+      };
+    },
+    async run(ctx, cell, params, dryRun) {
+      const to = params.get('to');
+      const report = await restoreCell(uiCellRef(ctx, cell, ACTIONS.restore.parse(params).argv), {
+        dryRun,
+        ...(to ? { to } : {}),
+      });
+      return {
+        summary: html`<p>
+            ${dryRun ? 'would drop' : 'dropped'} ${report.changes.length} change(s) in ${report.dropped.length}
+            layer(s):
+          </p>
+          ${list(report.changes.map((c) => `${c.change} ${c.path}`))}`,
+        receipt: report.receipt,
+      };
+    },
+  },
+  fork: {
+    parse(params) {
+      const name = checkCellName(params.get('name') ?? '');
+      return { argv: ['fork', name], describe: html`fork into a new cell <code>${name}</code>` };
+    },
+    async run(ctx, cell, params, dryRun) {
+      const { argv } = ACTIONS.fork.parse(params);
+      const report = await forkCell(uiCellRef(ctx, cell, argv), argv[1]!, { dryRun });
+      return {
+        summary: html`<p>
+          ${dryRun ? 'would fork' : 'forked'} into
+          <a href="/cell/${seg(report.cell)}">${report.cell}</a> (${report.layers} layer(s))
+        </p>`,
+        receipt: report.receipt,
+      };
+    },
+  },
+};
+
+export const isActionName = (name: string): name is ActionName => Object.hasOwn(ACTIONS, name);
+
+/** The confirmation: what the action would do (a dry run), and the form that does it. */
+export async function confirmPage(
+  ctx: UiContext,
+  name: ActionName,
+  cell: string,
+  params: URLSearchParams,
+): Promise<string> {
+  const action = ACTIONS[name];
+  const { argv, describe } = action.parse(params);
+  const outcome = await action.run(ctx, cell, params, true);
+  const hidden = [...params].map(([k, v]) => html`<input type="hidden" name="${k}" value="${v}" />`);
+  const body = html`<p>
+      Confirm: ${describe} in cell <b>${cell}</b>. Its receipt records <code>agentcell ui ${argv.join(' ')}</code>.
+    </p>
+    ${outcome.summary}
+    <form method="post" action="/cell/${seg(cell)}/${name}" id="confirm">
+      <input type="hidden" name="csrf" value="${ctx.secrets.csrf}" />${hidden} <button class="danger">${name}</button>
+      <a href="/cell/${seg(cell)}">cancel</a>
+    </form>`;
+  return page(`Confirm ${name}`, body, cellNav(cell));
+}
+
+/** Whether a POSTed form carries this launch's CSRF token (the server answers 403 when not). */
+export const hasCsrfToken = (ctx: UiContext, form: URLSearchParams): boolean =>
+  sameSecret(form.get('csrf') ?? undefined, ctx.secrets.csrf);
+
+/** The POST (its CSRF token already checked): the action done. */
+export async function doAction(ctx: UiContext, name: ActionName, cell: string, form: URLSearchParams): Promise<string> {
+  form.delete('csrf');
+  const outcome = await ACTIONS[name].run(ctx, cell, form, false);
+  const receipt = outcome.receipt;
+  const body = html`<div id="done">${outcome.summary}</div>
+    ${receipt ? html`<p>receipt <a href="/cell/${seg(cell)}/receipt/${seg(receipt.id)}">#${receipt.seq} ${receipt.id}</a></p>` : ''}
+    <p><a href="/cell/${seg(cell)}">back to the cell</a></p>`;
+  return page(`Done: ${name}`, body, cellNav(cell));
+}
