@@ -23,6 +23,10 @@ export type ErrorCode =
   | 'CELL_NOT_RUNNING'
   | 'RELOAD_REFUSED'
   | 'PATH_UNUSABLE'
+  | 'SESSION_NOT_FOUND'
+  | 'SESSION_INVALID'
+  | 'SESSION_NOT_RUNNING'
+  | 'PTY_UNAVAILABLE'
   | 'INTERNAL';
 
 /** agentcell's own failures: 2 for usage and policy, 3 for host or backend not ready. */
@@ -50,6 +54,10 @@ const EXIT_CODES: Record<ErrorCode, number> = {
   RELOAD_REFUSED: 2,
   BACKEND_UNAVAILABLE: 3,
   PATH_UNUSABLE: 3,
+  SESSION_NOT_FOUND: 2,
+  SESSION_INVALID: 2,
+  SESSION_NOT_RUNNING: 2,
+  PTY_UNAVAILABLE: 3,
   INTERNAL: 3,
 };
 

@@ -83,6 +83,8 @@ export interface Receipt {
   timings: Record<string, number>;
   /** Only when a bound of `[resources]` ended the run: which, and what agentcell saw. */
   limit?: { hit: LimitHit; detail: string };
+  /** Only for a session's run: what its terminal printed (the stored transcript's sha256 and size). */
+  transcript?: { sha256: string; bytes: number };
   signature: ReceiptSignature;
 }
 
