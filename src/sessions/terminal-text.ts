@@ -1,7 +1,7 @@
 /**
  * A terminal's output as plain text: escape sequences (CSI, OSC, DCS and the short
- * two-byte ones) removed, `\r\n` as `\n`, a line rewritten with `\r` kept as its last
- * version, other control characters dropped. Streaming: a sequence split across chunks
+ * two-byte ones) removed, cursor moves as spaces or line breaks, `\r\n` as `\n` and a line
+ * rewritten after `\r` as a new line, runs of empty lines as one, other control characters dropped. Streaming: a sequence split across chunks
  * waits for its end.
  */
 // CSI ... final; OSC/DCS/SOS/PM/APC ... BEL or ST; ESC + one char (charset picks take two).
@@ -19,6 +19,7 @@ export function terminalTextStream(): TerminalTextStream {
   let carry = '';
   let line = '';
   let blank = false;
+  let cr = false;
   const convert = (text: string, final: boolean): string => {
     let input = carry + text;
     carry = '';
@@ -31,17 +32,27 @@ export function terminalTextStream(): TerminalTextStream {
     }
     const plain = input.replace(SEQUENCE, cursorText).replace(/[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]/g, '');
     let out = '';
+    const endLine = (): void => {
+      // A redrawing TUI leaves runs of empty lines: one is kept.
+      const text = line.trimEnd();
+      if (text !== '' || !blank) out += `${text}\n`;
+      blank = text === '';
+      line = '';
+    };
     for (const ch of plain) {
-      if (ch === '\n') {
-        // A redrawing TUI leaves runs of empty lines: one is kept.
-        const text = lastRewrite(line).trimEnd();
-        if (text !== '' || !blank) out += `${text}\n`;
-        blank = text === '';
-        line = '';
-      } else line += ch;
+      if (ch === '\r') cr = true;
+      else if (ch === '\n') {
+        endLine();
+        cr = false;
+      } else {
+        // A carriage return not ending a line starts a rewrite of it: a line of its own, nothing is lost.
+        if (cr && line !== '') endLine();
+        cr = false;
+        line += ch;
+      }
     }
     if (final) {
-      out += lastRewrite(line);
+      out += line;
       line = '';
     }
     return out;
@@ -57,12 +68,6 @@ function cursorText(sequence: string): string {
   if (csi[2] === 'C') return ' '.repeat(n);
   if (csi[2] === 'G') return ' ';
   return 'ABEFHfd'.includes(csi[2] ?? '') ? '\n' : '';
-}
-
-/** `abc\rxy` shows as `xyc` on a terminal; the last non-empty rewrite is close enough for a log. */
-function lastRewrite(line: string): string {
-  const parts = line.split('\r').filter((p) => p !== '');
-  return parts.at(-1) ?? '';
 }
 
 export function terminalText(raw: string): string {
