@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createServer, type Server } from 'node:https';
 import { tmpdir } from 'node:os';
@@ -108,6 +108,13 @@ function processesWith(marker: string): string[] {
   return r.stdout.split('\n').filter((l) => l.trim() !== '' && !l.includes('pgrep'));
 }
 
+function mountsUnder(root: string): string[] {
+  return readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .map((line) => line.split(' ')[4] ?? '')
+    .filter((target) => target.startsWith(root));
+}
+
 /** The session's podman container: named `agentcell-HOST-PID` after the supervisor, which runs the engine CLI. */
 function containersOf(supervisorPid: number, sb: Sandbox): string[] {
   const r = spawnSync('podman', ['ps', '-a', '--format', '{{.Names}}'], { env: sb.env, encoding: 'utf8' });
@@ -119,7 +126,10 @@ async function nothingLeft(sb: Sandbox, backend: TestBackend, session: SessionJs
   await waitFor(`no process of session ${session.id}`, () => processesWith(session.id).length === 0, 20_000).catch(() =>
     assert.deepEqual(processesWith(session.id), [], 'no process of the session (supervisor, pty helper) runs'),
   );
-  assert.deepEqual(processesWith(marker), [], 'nothing of the cell runs');
+  // An OCI cell is removed by the run's watchdog (src/backends/run-watchdog.ts), a moment after the supervisor's death.
+  await waitFor('nothing of the cell', () => processesWith(marker).length === 0, 20_000).catch(() =>
+    assert.deepEqual(processesWith(marker), [], 'nothing of the cell runs'),
+  );
   if (backend === 'podman' && session.supervisor) {
     const pid = session.supervisor.pid;
     await waitFor('the container removed', () => containersOf(pid, sb).length === 0, 30_000).catch(() =>
@@ -319,6 +329,8 @@ for (const backend of BACKENDS) {
         await nothingLeft(sb, backend, started, marker);
         assert.equal(acJson<SessionJson>(sb, 'session', 'show', started.id, '--json').state, 'lost');
       } finally {
+        // A killed run's host overlay mount (OCI) stays until the cell's next run drops it (host-overlay-mount.ts).
+        for (const target of mountsUnder(sb.root)) spawnSync('umount', ['--lazy', target]);
         sb.cleanup();
       }
     });

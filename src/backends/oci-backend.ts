@@ -93,7 +93,10 @@ export function planOci(spec: CellSpec, options: OciBackendOptions): BackendPlan
   // Every home disappears; the cell's own is empty, private and the cell user's.
   for (const dir of ['/home', '/root']) if (dir !== spec.home) tmpfs.push([dir, '']);
   // A workspace that is the home (run in $HOME) is the home, as on bwrap: one mount per path.
-  if (spec.home !== spec.workspace.path) tmpfs.push([checkPath(spec.home), `${homeOptions(user, options)},exec`]);
+  // An agent's seeded home is bound there instead (one mount per path: engines refuse two).
+  const homeBound = spec.mounts.some((m) => m.target === spec.home);
+  if (spec.home !== spec.workspace.path && !homeBound)
+    tmpfs.push([checkPath(spec.home), `${homeOptions(user, options)},exec`]);
   // Scratch dirs live in memory: each is at most the disk limit (and counts to the memory limit).
   const { diskBytes } = spec.limits;
   if (diskBytes !== undefined)
@@ -295,7 +298,9 @@ async function runOci(
   // The container outlives a SIGKILLed agentcell (the engine runs it, not us): removed then by a watchdog.
   const nameAt = plan.argv.indexOf('--name');
   const name = plan.dockerApi?.name ?? (nameAt >= 0 ? plan.argv[nameAt + 1] : undefined);
-  const watchdog = name !== undefined ? startRunWatchdog([[options.engine, 'rm', '--force', name]], env) : undefined;
+  // podman's rm --force stops the container first (10 s of grace by default): a dead run's cell goes at once.
+  const rm = [options.engine, 'rm', '--force', ...(options.engine === 'podman' ? ['--time', '0'] : [])];
+  const watchdog = name !== undefined ? startRunWatchdog([[...rm, name]], env) : undefined;
   // Awaited here, so the run's own bookkeeping (receipt key, git state) goes on while the host mounts.
   const mount = plan.hostMount && (await holdHostMount(plan.hostMount, env));
   try {
