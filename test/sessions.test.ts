@@ -138,6 +138,29 @@ async function nothingLeft(sb: Sandbox, backend: TestBackend, session: SessionJs
   }
 }
 
+/** `session start -- sh -c SCRIPT`, once the session's terminal has printed `printed`. */
+async function startShellSession(
+  sb: Sandbox,
+  backend: TestBackend,
+  script: string,
+  printed: string,
+): Promise<SessionJson> {
+  const started = acJson<SessionJson>(
+    sb,
+    'session',
+    'start',
+    ...backendArgs(backend),
+    '--json',
+    '--',
+    'sh',
+    '-c',
+    script,
+  );
+  assert.equal(started.state, 'running');
+  await waitFor(`the session printing ${printed}`, () => rawLogs(sb, started.id).includes(printed), 30_000);
+  return started;
+}
+
 for (const backend of BACKENDS) {
   describe(`sessions on ${backend}`, () => {
     let certDir: string;
@@ -291,22 +314,11 @@ for (const backend of BACKENDS) {
       const sb = makeSandbox({ 'README.md': '# a repo\n' });
       const marker = `sleep 4321.${process.pid}`;
       try {
-        const started = acJson<SessionJson>(
+        const started = await startShellSession(
           sb,
-          'session',
-          'start',
-          ...backendArgs(backend),
-          '--json',
-          '--',
-          'sh',
-          '-c',
+          backend,
           `echo session-is-up > up.txt; echo printed-before-the-kill; ${marker}`,
-        );
-        assert.equal(started.state, 'running');
-        await waitFor(
-          'the command printing',
-          () => rawLogs(sb, started.id).includes('printed-before-the-kill'),
-          30_000,
+          'printed-before-the-kill',
         );
         assert.ok(processesWith(started.id).length > 0, 'the positive control: its supervisor is seen running');
         assert.ok(processesWith(marker).length > 0, 'the positive control: its command is seen running');
@@ -340,18 +352,7 @@ for (const backend of BACKENDS) {
       const sessions = join(sb.agentcellHome, 'state', 'cells', defaultCellName(sb.workspace), 'sessions');
       const probe = `for s in ${sessions}/*/control.sock; do [ -e "$s" ] && echo "VISIBLE $s"; done; echo PROBE-DONE`;
       try {
-        const started = acJson<SessionJson>(
-          sb,
-          'session',
-          'start',
-          ...backendArgs(backend),
-          '--json',
-          '--',
-          'sh',
-          '-c',
-          `${probe}; sleep 4322.${process.pid}`,
-        );
-        await waitFor('the probe', () => rawLogs(sb, started.id).includes('PROBE-DONE'), 30_000);
+        const started = await startShellSession(sb, backend, `${probe}; sleep 4322.${process.pid}`, 'PROBE-DONE');
         const host = spawnSync('sh', ['-c', probe], { encoding: 'utf8' });
         assert.match(
           host.stdout,
