@@ -40,10 +40,10 @@ interface SessionJson {
 /** A tmux server of the test's own (its socket name), whose shells get `env`. */
 class Terminal {
   private readonly socket = `agentcell-test-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
-  constructor(
-    private readonly env: NodeJS.ProcessEnv,
-    cwd: string,
-  ) {
+  private readonly env: NodeJS.ProcessEnv;
+  constructor(env: NodeJS.ProcessEnv, cwd: string) {
+    // No history file: a shell writing it as the server dies would race the sandbox's removal.
+    this.env = { ...env, HISTFILE: '/dev/null' };
     this.tmux(
       '-f',
       '/dev/null',
