@@ -4,7 +4,7 @@ import * as z from 'zod/mini';
 /**
  * What a session's control socket carries: one JSON object per line each way. Terminal
  * bytes travel base64 in `d`. A client says what it wants first (`attach`, `follow`,
- * `send`, `stop`, `status`); the supervisor answers and, for attach and follow, streams
+ * `send`, `stop`); the supervisor answers and, for attach and follow, streams
  * `out` until the session ends with `exit`.
  */
 const size = {
@@ -19,7 +19,6 @@ export const ClientMessageSchema = z.discriminatedUnion('t', [
   z.object({ t: z.literal('resize'), ...size }),
   z.object({ t: z.literal('send'), text: z.string() }),
   z.object({ t: z.literal('stop'), graceMs: z.number().check(z.gte(0)) }),
-  z.object({ t: z.literal('status') }),
 ]);
 export type ClientMessage = z.infer<typeof ClientMessageSchema>;
 

@@ -161,9 +161,6 @@ export async function superviseSession(dir: string, paths: AgentcellPaths, env: 
         requestStop(message.graceMs);
         writeMessage(socket, { t: 'ok' });
         return;
-      case 'status':
-        writeMessage(socket, { t: 'ok' });
-        return;
     }
   };
   await listenControl(server, record.socket);
