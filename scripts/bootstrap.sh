@@ -17,6 +17,8 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 # builds their test image (no registry is needed).
 PACKAGES=(bubblewrap git python3 perl procps util-linux attr curl openssl ca-certificates fuse-overlayfs)
 PACKAGES+=(openssh-client openssh-server)
+# tmux: the sessions tests drive `session attach` from a real terminal (send-keys, capture-pane).
+PACKAGES+=(tmux)
 PACKAGES+=(podman docker.io runc runsc uidmap debootstrap)
 # podman's network stack as a full install has it (containers-common recommends netavark; with
 # --no-install-recommends apt picks the CNI plugins instead). podman settles on a backend at its

@@ -24,6 +24,10 @@ export type ErrorCode =
   | 'RELOAD_REFUSED'
   | 'PATH_UNUSABLE'
   | 'STATE_CORRUPT'
+  | 'SESSION_NOT_FOUND'
+  | 'SESSION_INVALID'
+  | 'SESSION_NOT_RUNNING'
+  | 'PTY_UNAVAILABLE'
   | 'INTERNAL';
 
 /** agentcell's own failures: 2 for usage and policy, 3 for host or backend not ready. */
@@ -53,6 +57,10 @@ const EXIT_CODES: Record<ErrorCode, number> = {
   PATH_UNUSABLE: 3,
   /** A state file agentcell wrote no longer parses: the host's state, not a usage error. */
   STATE_CORRUPT: 3,
+  SESSION_NOT_FOUND: 2,
+  SESSION_INVALID: 2,
+  SESSION_NOT_RUNNING: 2,
+  PTY_UNAVAILABLE: 3,
   INTERNAL: 3,
 };
 

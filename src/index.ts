@@ -56,3 +56,15 @@ export { installToolchain, npmToolchain, toolchainsRoot, type AgentToolchain } f
 export { prepareAgent, readyAgent, settleAgentLogins, type PreparedAgent } from './agents/prepare-agent.js';
 export { prepareLogin, runLogin, type PreparedLogin } from './run/agent-login.js';
 export { loginStore } from './agents/login-store.js';
+export { startSession, type SessionStartRequest } from './sessions/session-start.js';
+export { superviseSession } from './sessions/session-supervisor.js';
+export {
+  attachSession,
+  sendToSession,
+  sessionLogs,
+  stopSession,
+  type AttachResult,
+} from './sessions/session-client.js';
+export { listSessions, settleSession, type SessionView } from './sessions/session-status.js';
+export { findSession, allSessions, type SessionRecord, type SessionState } from './sessions/session-record.js';
+export { sessionTimeline, type TimelineEvent } from './sessions/session-timeline.js';

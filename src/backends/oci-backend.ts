@@ -132,7 +132,10 @@ function planWith(spec: DeepReadonly<CellSpec>, options: ResolvedOptions): Backe
   // Every home disappears; the cell's own is empty, private and the cell user's.
   for (const dir of ['/home', '/root']) if (dir !== spec.home) tmpfs.push([dir, '']);
   // A workspace that is the home (run in $HOME) is the home, as on bwrap: one mount per path.
-  if (spec.home !== spec.workspace.path) tmpfs.push([checkPath(spec.home), `${homeOptions(user, options)},exec`]);
+  // An agent's seeded home is bound there instead (one mount per path: engines refuse two).
+  const homeBound = spec.mounts.some((m) => m.target === spec.home);
+  if (spec.home !== spec.workspace.path && !homeBound)
+    tmpfs.push([checkPath(spec.home), `${homeOptions(user, options)},exec`]);
   // Scratch dirs live in memory: each is at most the disk limit (and counts to the memory limit).
   const { diskBytes } = spec.limits;
   if (diskBytes !== undefined)
@@ -357,7 +360,10 @@ async function runOci(
   const env = engineEnvironment(options.hostEnv);
   const name = plan.container;
   // The container outlives a SIGKILLed agentcell (the engine runs it, not us): removed then by a watchdog.
-  const watchdog = name !== undefined ? startRunWatchdog([[caps.engine, 'rm', '--force', name]], env) : undefined;
+  const watchdog =
+    name !== undefined
+      ? startRunWatchdog([[caps.engine, 'rm', '--force', ...caps.forceRemoveArgs, name]], env)
+      : undefined;
   if (plan.cgroups) createCgroups(plan.cgroups);
   try {
     if (plan.staging) makeStagedFiles(plan.staging);

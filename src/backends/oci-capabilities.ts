@@ -37,6 +37,8 @@ export interface OciCapabilities {
    * (`podman unshare`), and limits hold only where cgroup controllers are delegated.
    */
   rootless: boolean;
+  /** What `ENGINE rm --force` needs to kill at once (podman otherwise stops a container with 10 s of grace). */
+  forceRemoveArgs: readonly string[];
   /**
    * How a memory-limit kill is learned (the engines auto-remove a container, and its
    * `OOMKilled` with it): `container-state`: the container is removed by the run after its
@@ -81,6 +83,7 @@ export function ociCapabilities(
         pidsLimit: 'cgroup',
         homeOwner: 'chown-option',
         rootless,
+        forceRemoveArgs: ['--time', '0'],
         oomReport,
       };
     }
@@ -94,6 +97,7 @@ export function ociCapabilities(
         pidsLimit: 'cgroup',
         homeOwner: 'uid-option',
         rootless: false,
+        forceRemoveArgs: [],
         oomReport: 'container-state',
       };
     case 'gvisor':
@@ -107,6 +111,7 @@ export function ociCapabilities(
         pidsLimit: 'sandbox-nproc',
         homeOwner: 'world-sticky',
         rootless: false,
+        forceRemoveArgs: [],
         oomReport: 'container-state',
       };
   }

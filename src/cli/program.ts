@@ -11,6 +11,7 @@ import { registerRunCommands } from './commands/run-commands.js';
 import { registerAgentCommands } from './commands/agent-commands.js';
 import { registerSpyCommands } from './commands/spy-commands.js';
 import { registerShellCommands } from './commands/shell-commands.js';
+import { registerSessionCommands } from './commands/session-commands.js';
 import { registerUiCommands } from './commands/ui-commands.js';
 import { EXAMPLE_WORKFLOW } from './example-workflow.js';
 import type { CliContext } from './output.js';
@@ -35,6 +36,7 @@ export function buildProgram(ctx: CliContext): Command {
   registerEgressCommands(program, ctx.setExit);
   registerImageCommands(program);
   registerShellCommands(program);
+  registerSessionCommands(program, ctx);
   registerUiCommands(program);
   return program;
 }

@@ -137,6 +137,8 @@ const ReceiptFields = z.strictObject({
    * pending changes stay in the cell, undecided; without it a decision covers them all.
    */
   scope: z.optional(z.strictObject({ paths: z.array(z.string()) })),
+  /** Only for a session's run: what its terminal printed (the stored transcript's sha256 and size). */
+  transcript: z.optional(z.strictObject({ sha256: z.string(), bytes: z.number() })),
   signature: ReceiptSignatureSchema,
 });
 

@@ -30,6 +30,14 @@ export interface RunReport {
   receipt: Receipt;
 }
 
+/** What a caller that holds the run (a session's supervisor) adds to it. */
+export interface RunHooks {
+  /** Aborting it kills the cell at once (`session stop` after its grace). */
+  stop?: AbortSignal;
+  /** After the command ended, before the receipt is signed: fields the receipt adds (a session's transcript). */
+  beforeReceipt?: () => Promise<Pick<RunDraft, 'transcript'>>;
+}
+
 /**
  * Runs a prepared cell as a transaction: lock the cell, receipt any run a killed
  * agentcell left behind, journal this run, run it, freeze what it wrote as a layer
@@ -39,6 +47,7 @@ export async function runPrepared(
   planned: PreparedRun,
   paths: AgentcellPaths,
   onStart: () => void = () => undefined,
+  hooks: RunHooks = {},
 ): Promise<RunReport> {
   closeInheritedFds(); // for library callers too: only 0–2 may reach the backend (DESIGN.md invariant 10)
   const tx = await lockCell(paths, planned.cell, planned.workspace, [...planned.spec.argv]);
@@ -83,6 +92,7 @@ export async function runPrepared(
         prepared.timer.mark('copy');
       }
       const stop = new AbortController();
+      hooks.stop?.addEventListener('abort', () => stop.abort(), { once: true });
       const { diskBytes } = prepared.spec.limits;
       const diskWatch =
         diskBytes === undefined
@@ -132,7 +142,9 @@ export async function runPrepared(
       changes = countGitChanges(git, await readGitState(prepared.workspace));
     }
     prepared.timer.mark('finalize');
+    const added = await hooks.beforeReceipt?.();
     const receipt = await finishRun(store, journal.id, {
+      ...added,
       exitCode: outcome.exitCode,
       changes,
       checkpoint: { before, after },
