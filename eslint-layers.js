@@ -33,6 +33,8 @@ export const LAYERS = [
 export const KNOWN_BREAKS = [
   // prepare-run.ts and run-cell.ts are the run pipeline: they move to src/run/ (issue 12, after the merge).
   { from: 'src/cell/prepare-run.ts', to: 'agents' },
+  { from: 'src/cell/prepare-run.ts', to: 'evidence' },
+  { from: 'src/cell/run-cell.ts', to: 'evidence' },
 ];
 
 const ROOT = import.meta.dirname;

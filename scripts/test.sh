@@ -28,7 +28,7 @@ if [ "$(id -u)" -eq 0 ]; then
   id "$user" >/dev/null 2>&1 || useradd --create-home --shell /bin/bash "$user"
   copy=$(mktemp -d /tmp/agentcell-unprivileged-XXXXXX)
   trap 'rm -rf "$copy"' EXIT
-  cp -a package.json dist node_modules "$copy"/
+  cp -a package.json dist node_modules schemas "$copy"/
   chown -R "$user:" "$copy"
   backends=bwrap,podman
   AGENTCELL_TEST_BACKENDS=$backends scripts/test-images.sh "$user"

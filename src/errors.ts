@@ -23,6 +23,9 @@ export type ErrorCode =
   | 'CELL_NOT_RUNNING'
   | 'RELOAD_REFUSED'
   | 'PATH_UNUSABLE'
+  | 'ENFORCEMENT_FAILED'
+  | 'EVIDENCE_INVALID'
+  | 'LAYER_TAMPERED'
   | 'INTERNAL';
 
 /** agentcell's own failures: 2 for usage and policy, 3 for host or backend not ready. */
@@ -50,6 +53,9 @@ const EXIT_CODES: Record<ErrorCode, number> = {
   RELOAD_REFUSED: 2,
   BACKEND_UNAVAILABLE: 3,
   PATH_UNUSABLE: 3,
+  ENFORCEMENT_FAILED: 3,
+  EVIDENCE_INVALID: 2,
+  LAYER_TAMPERED: 3,
   INTERNAL: 3,
 };
 

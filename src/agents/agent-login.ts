@@ -11,6 +11,7 @@ import { agentAdapter } from './agent-registry.js';
 import { loginStore } from './login-store.js';
 import { readyAgent } from './prepare-agent.js';
 import { makeDirs } from '../_internal/make-dirs.js';
+import { withCanaryPrelude } from '../evidence/canary-script.js';
 
 export interface LoginRequest extends Pick<CellOptions, 'workspace' | 'mode' | 'timeout' | 'ackBreakglass'> {
   agent: string;
@@ -56,7 +57,7 @@ export async function prepareLogin(request: LoginRequest): Promise<PreparedLogin
   const args = request.args?.length ? request.args : login.argv.slice(1);
   // The login command itself, not the unattended flags of a coding session.
   if (prepared.agent) {
-    prepared.spec.argv = [prepared.agent.toolchain.executable, ...args];
+    prepared.spec.argv = withCanaryPrelude([prepared.agent.toolchain.executable, ...args]);
     prepared.plan = prepared.backend.plan(prepared.spec);
   }
   return { agent: adapter.name, prepared, store: loginStore(request.paths.config, adapter.name), files: login.files };

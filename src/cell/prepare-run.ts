@@ -49,6 +49,8 @@ import { agentAdapter } from '../agents/agent-registry.js';
 import { listImageRecords } from '../images/cell-image.js';
 import { agentPolicyLayer } from '../agents/agent-policy-layer.js';
 import { agentAssuranceReasons, prepareAgent, type PreparedAgent } from '../agents/prepare-agent.js';
+import { withCanaries, type CanaryPlan } from '../evidence/canaries.js';
+import { keyPaths } from '../receipts/signing-key.js';
 
 /** What a user can say about one run; the CLI maps flags onto this one to one. */
 export interface CellOptions {
@@ -110,6 +112,8 @@ export interface PreparedRun {
   digestCache?: { path: string; cache: PodmanDigestCache };
   /** An agent run: its toolchain and seeded home, readied by `readyAgent` before the run. */
   agent?: PreparedAgent;
+  /** The enforcement canaries the prelude in `spec.argv` runs (src/evidence/canaries.ts). */
+  canaries: CanaryPlan;
 }
 
 export async function prepareRun(request: RunRequest): Promise<PreparedRun> {
@@ -213,7 +217,7 @@ export async function prepareRun(request: RunRequest): Promise<PreparedRun> {
     }
     egressWiring = cellEgressWiring(join(socketDir, 'egress.sock'), bridgeScriptPath(), node);
   }
-  const spec: CellSpec = {
+  const cellSpec: CellSpec = {
     cell,
     rootfs,
     workspace: stack
@@ -244,9 +248,18 @@ export async function prepareRun(request: RunRequest): Promise<PreparedRun> {
     seccomp: policy.cell.mode !== 'breakglass',
     tty: request.tty,
   };
-  if (egressWiring) spec.egress = egressWiring;
-  if (spec.argv.length === 0)
+  if (egressWiring) cellSpec.egress = egressWiring;
+  if (cellSpec.argv.length === 0)
     throw new AgentcellError('USAGE', 'no command given: agentcell run [options] -- COMMAND [ARGS...]');
+  // Enforcement canaries (src/evidence/canaries.ts): the probe prelude in front of the command, and its dir.
+  const { spec, canaries } = withCanaries(cellSpec, {
+    cellDir: cellDir(request.paths, cell),
+    mode: policy.cell.mode,
+    hostPaths: [keyPaths(request.paths.config).dir, request.paths.state],
+    hostHome: home,
+    rootWritable: rootfs.kind === 'directory' && rootfs.overlay !== undefined,
+    image: policy.cell.backend !== 'bwrap',
+  });
   const image = await imageLookup;
   if (image) spec.image = image.image;
   const backend = createBackend(policy.cell.backend, { stateDir: request.paths.state, hostEnv });
@@ -272,6 +285,7 @@ export async function prepareRun(request: RunRequest): Promise<PreparedRun> {
     assurance: assess(policy, extra),
     backend,
     timer,
+    canaries,
   };
   if (egress) Object.assign(prepared, { egress, policySource: { options: cellOptionsOf(request), cwd } });
   if (stack?.driver) prepared.overlayDriver = stack.driver;

@@ -14,6 +14,7 @@ import { registerPolicyCommands } from './commands/policy-commands.js';
 import { registerRunCommands } from './commands/run-commands.js';
 import { registerAgentCommands } from './commands/agent-commands.js';
 import { registerSpyCommands } from './commands/spy-commands.js';
+import { registerEvidenceCommands } from './commands/evidence-commands.js';
 import { note, printJson, type CliContext } from './output.js';
 
 // Started before anything else so the phases add up to the whole run.
@@ -36,6 +37,7 @@ export function buildProgram(ctx: CliContext): Command {
   registerSpyCommands(program);
   registerEgressCommands(program, ctx.setExit);
   registerImageCommands(program);
+  registerEvidenceCommands(program);
   return program;
 }
 

@@ -4,6 +4,7 @@ import type { PreparedAgent } from '../agents/prepare-agent.js';
 import type { PreparedRun } from '../cell/prepare-run.js';
 import { inspectionSummary } from '../cell/plan-inspection.js';
 import type { DockerApiPlan } from '../backends/docker-api-container.js';
+import { unwrapCanaryPrelude } from '../evidence/canary-script.js';
 
 /** Quote for a POSIX shell only where needed, so a printed plan can be pasted. */
 export function shellQuote(word: string): string {
@@ -39,7 +40,7 @@ export function runSummary(p: PreparedRun): Record<string, unknown> {
     ...(p.trackedSecrets ? { trackedSecrets: p.trackedSecrets } : {}),
     readonly: p.spec.readonlyPaths,
     env: Object.keys(p.spec.env).sort(),
-    command: p.spec.argv,
+    command: unwrapCanaryPrelude(p.spec.argv),
   };
 }
 
@@ -55,6 +56,7 @@ export function dryRunJson(p: PreparedRun): Record<string, unknown> {
       ...(p.plan.hostMount ? { hostMount: p.plan.hostMount } : {}),
       ...(p.plan.dockerApi ? { dockerApi: p.plan.dockerApi } : {}),
       ...(p.spec.image ? { image: p.spec.image } : {}),
+      canaries: p.canaries.plan,
     },
     ...(p.agent ? { agent: p.agent } : {}),
     ...(inspection(p) ? { inspection: inspection(p) } : {}),

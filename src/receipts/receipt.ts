@@ -83,6 +83,10 @@ export interface Receipt {
   timings: Record<string, number>;
   /** Only when a bound of `[resources]` ended the run: which, and what agentcell saw. */
   limit?: { hit: LimitHit; detail: string };
+  /** Enforcement canaries: what each probe of the cell's boundary found before the command (src/evidence/canaries.ts). */
+  enforcement?: { probe: string; result: string; detail: string }[];
+  /** `sha256:` of the canonical JSON of the host and cell fingerprint the run had (agentcell fingerprint --json). */
+  fingerprint?: string;
   signature: ReceiptSignature;
 }
 
@@ -256,6 +260,15 @@ export function receiptShapeProblems(value: unknown): string[] {
     (v) => v === undefined || (isRecord(v) && LIMITS_HIT.includes(v['hit'] as LimitHit) && isString(v['detail'])),
     '{hit: disk, memory, pids or timeout, detail}',
   );
+  need(
+    'enforcement',
+    (v) =>
+      v === undefined ||
+      (Array.isArray(v) &&
+        v.every((p) => isRecord(p) && isString(p['probe']) && isString(p['result']) && isString(p['detail']))),
+    '[{probe, result, detail}]',
+  );
+  need('fingerprint', (v) => v === undefined || (typeof v === 'string' && /^sha256:[0-9a-f]{64}$/.test(v)), 'sha256:…');
   need('decision', (v) => DECISIONS.includes(v as Decision), 'pending, accepted, restored or forked');
   need('policy', (v) => isRecord(v) && isString(v['hash']) && isString(v['mode']), '{hash, mode}');
   need(
