@@ -37,7 +37,7 @@ export function buildProgram(ctx: CliContext): Command {
   registerSpyCommands(program);
   registerEgressCommands(program, ctx.setExit);
   registerImageCommands(program);
-  registerEvidenceCommands(program);
+  registerEvidenceCommands(program, ctx.setExit);
   return program;
 }
 

@@ -1,5 +1,7 @@
 import type { Fingerprint } from '../evidence/fingerprint-schema.js';
 import { fingerprintHash } from '../evidence/fingerprint.js';
+import type { BundleSummary } from '../evidence/inspect-bundle.js';
+import type { BundleVerification } from '../evidence/verify-bundle.js';
 
 export function fingerprintText(f: Fingerprint): string {
   const b = f.backend;
@@ -24,4 +26,39 @@ export function fingerprintText(f: Fingerprint): string {
       .join(', ')}`,
     `hash       ${fingerprintHash(f)} (what receipts record)`,
   ].join('\n');
+}
+
+export function verificationText(v: BundleVerification): string {
+  const key = v.key
+    ? `key ${v.key.keyId} (${v.key.source === 'given' ? 'the one given' : 'the bundle’s own: pass --key to pin yours'})`
+    : 'no key';
+  if (!v.ok && v.failure) return `FAILED ${v.failure.file}: ${v.failure.problem}`;
+  return `ok: every byte, hash and signature holds; ${v.receipts} receipt(s) chained and anchored; ${key}`;
+}
+
+export function bundleSummaryText(s: BundleSummary): string {
+  const lines = [
+    s.verified.ok
+      ? `verified: yes (key ${s.verified.key?.keyId ?? '?'}, ${s.verified.key?.source === 'given' ? 'given' : 'the bundle’s own'})`
+      : `verified: NO — ${s.verified.failure?.file ?? '?'}: ${s.verified.failure?.problem ?? ''}`,
+    `cell ${s.cell}${s.run ? `, run ${s.run}` : ''}${s.createdAt ? `, exported ${s.createdAt}` : ''}`,
+    '',
+    'what ran:',
+    ...s.runs.map((r) => {
+      const e = r.enforcement;
+      const canaries = e
+        ? e.through.length > 0
+          ? `canaries THROUGH: ${e.through.join(', ')}`
+          : `canaries held (${e.held})`
+        : 'no canaries';
+      return `  #${r.seq} ${r.command.join(' ')} → exit ${r.exitCode ?? '?'} (${r.status}) on ${r.backend}; assurance ${r.assurance.level}${r.assurance.reasons.length ? ` (${r.assurance.reasons.join('; ')})` : ''}; ${canaries}; +${r.changes.added} ~${r.changes.modified} -${r.changes.deleted}; egress ${r.egress.allowed} allowed, ${r.egress.denied} denied`;
+    }),
+    ...(s.decisions.length
+      ? ['decisions:', ...s.decisions.map((d) => `  ${d.decision} (${d.id}, deciding ${d.decides ?? '?'})`)]
+      : []),
+    `what changed (pending in the cell): ${s.changedFiles.length ? s.changedFiles.join(', ') : 'nothing'}`,
+    `what was reached: ${s.reached.length ? s.reached.map((r) => `${r.host} (${r.decision})`).join(', ') : 'nothing'}`,
+    `landing: ${s.landing}`,
+  ];
+  return lines.join('\n');
 }

@@ -53,11 +53,16 @@ export function readAnchor(path: string): AnchorRead {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return { kind: 'missing' };
     return { kind: 'invalid', why: `cannot read ${path}: ${String(error)}` };
   }
+  return readAnchorText(text, path);
+}
+
+/** An anchor from its text (`label` names where it came from: a file, a bundle member). */
+export function readAnchorText(text: string, label: string): AnchorRead {
   let value: unknown;
   try {
     value = JSON.parse(text);
   } catch {
-    return { kind: 'invalid', why: `${path} is not valid JSON` };
+    return { kind: 'invalid', why: `${label} is not valid JSON` };
   }
   const a = value as Partial<ChainAnchor> | null;
   if (
@@ -72,7 +77,7 @@ export function readAnchor(path: string): AnchorRead {
     typeof a.signature?.keyId !== 'string' ||
     typeof a.signature.value !== 'string'
   )
-    return { kind: 'invalid', why: `${path} is not a chain anchor` };
+    return { kind: 'invalid', why: `${label} is not a chain anchor` };
   return { kind: 'found', anchor: a as ChainAnchor };
 }
 
