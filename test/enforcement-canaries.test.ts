@@ -118,6 +118,24 @@ for (const backend of TEST_BACKENDS) {
       assert.equal(receipt.assurance.level, 'breakglass');
       assert.ok(receipt.assurance.reasons.some((r) => r.includes('masked-file got through')));
     });
+
+    it('doctor --probe runs the same canaries on demand', () => {
+      const image = backend === 'bwrap' ? '' : `image = "${TEST_IMAGE}"\n`;
+      writeFileSync(join(sb.workspace, 'agentcell.toml'), `[cell]\nbackend = "${backend}"\n${image}`);
+      const r = spawnSync(
+        process.execPath,
+        [join(import.meta.dirname, '..', 'agentcell.cjs'), 'doctor', '--probe', '--json'],
+        {
+          cwd: sb.workspace,
+          env: sb.env,
+          encoding: 'utf8',
+        },
+      );
+      const report = JSON.parse(r.stdout) as { enforcement: { held: boolean; backend: string; probes: Probe[] } };
+      assert.equal(report.enforcement.backend, backend);
+      assert.equal(report.enforcement.held, true, JSON.stringify(report.enforcement.probes));
+      assert.deepEqual(resultOf(report.enforcement.probes, 'masked-file'), ['blocked']);
+    });
   });
 }
 

@@ -2,6 +2,7 @@ import type { Fingerprint } from '../evidence/fingerprint-schema.js';
 import { fingerprintHash } from '../evidence/fingerprint.js';
 import type { BundleSummary } from '../evidence/inspect-bundle.js';
 import type { BundleVerification } from '../evidence/verify-bundle.js';
+import type { EnforcementReport } from './enforcement-probe.js';
 
 export function fingerprintText(f: Fingerprint): string {
   const b = f.backend;
@@ -61,4 +62,12 @@ export function bundleSummaryText(s: BundleSummary): string {
     `landing: ${s.landing}`,
   ];
   return lines.join('\n');
+}
+
+export function enforcementText(e: EnforcementReport): string {
+  const mark = { blocked: 'held', through: 'FAIL', skipped: 'skip', inconclusive: 'warn' } as const;
+  return [
+    `enforcement canaries (cell ${e.cell}, ${e.backend}, receipt ${e.receipt ?? 'none'}):`,
+    ...e.probes.map((p) => `  ${mark[p.result]} ${p.probe}: ${p.detail}`),
+  ].join('\n');
 }
