@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import * as agentcell from '../src/index.js';
 import { CELL_CANARY_DIR, planLine, withCanaryPrelude } from '../src/evidence/canary-script.js';
+import { CANARY_PROBES } from '../src/evidence/canaries.js';
 import { acJson, listen, makeSandbox, type Sandbox } from './helpers.js';
 import { backendArgs, prepareBackend, TEST_BACKENDS, TEST_IMAGE } from './backends-under-test.js';
 
@@ -64,15 +65,7 @@ for (const backend of TEST_BACKENDS) {
           [],
           'nothing got through',
         );
-        for (const probe of [
-          'masked-file',
-          'masked-dir',
-          'host-path',
-          'write-outside',
-          'direct-tcp',
-          'metadata',
-          'dns',
-        ])
+        for (const probe of CANARY_PROBES.filter((p) => p !== 'gateway-deny'))
           assert.ok(resultOf(probes, probe).includes('blocked'), `${probe} ran and held: ${JSON.stringify(probes)}`);
         assert.deepEqual(resultOf(probes, 'gateway-deny'), [network.length > 0 ? 'blocked' : 'skipped']);
         assert.ok(
