@@ -100,7 +100,7 @@ for (const backend of TEST_BACKENDS) {
       const paths = agentcell.agentcellPaths(sb.env);
       const today = new Date().toLocaleDateString('sv');
       const prepared = await agentcell.prepareRun(
-        request(['sh', '-c', 'echo ran > ran.txt'], { mode: 'breakglass', ackBreakglass: today }),
+        request(['sh', '-c', 'echo ran > ran.txt'], { mode: 'breakglass', ackBreakglass: today, network: 'none' }),
       );
       prepared.spec.masks = prepared.spec.masks.filter((m) => !m.target.endsWith('/.env'));
       prepared.plan = prepared.backend.plan(prepared.spec);
