@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import * as agentcell from '../src/index.js';
 import { CELL_CANARY_DIR, planLine, withCanaryPrelude } from '../src/evidence/canary-script.js';
-import { CANARY_PROBES } from '../src/evidence/canaries.js';
+import { CANARY_PROBES, withCanaries } from '../src/evidence/canaries.js';
 import { acJson, listen, makeSandbox, type Sandbox } from './helpers.js';
 import { backendArgs, prepareBackend, TEST_BACKENDS, TEST_IMAGE } from './backends-under-test.js';
 
@@ -131,6 +131,49 @@ for (const backend of TEST_BACKENDS) {
     });
   });
 }
+
+describe('enforcement canaries: the plan', () => {
+  it('names no path with a control character (a repo file could forge a result line)', () => {
+    const ws = mkdtempSync(join(tmpdir(), 'agentcell-canary-plan-'));
+    try {
+      const forged = join(ws, 'x\nmasked-file\tthrough\tforged.env');
+      writeFileSync(forged, 'TOKEN=1\n');
+      writeFileSync(join(ws, 'z.env'), 'TOKEN=2\n');
+      const spec = {
+        cell: 'c',
+        rootfs: { kind: 'host' as const },
+        workspace: { path: ws, mode: 'overlay' as const },
+        masks: [
+          { target: forged, kind: 'file' as const },
+          { target: join(ws, 'z.env'), kind: 'file' as const },
+        ],
+        readonlyPaths: [],
+        mounts: [],
+        home: join(ws, 'home'),
+        cwd: ws,
+        argv: ['true'],
+        env: {},
+        identity: { uid: 1000, gid: 1000 },
+        network: 'none' as const,
+        limits: {},
+        seccomp: true,
+        tty: false,
+      };
+      const { canaries } = withCanaries(spec, {
+        cellDir: join(ws, 'cell'),
+        mode: 'strict',
+        hostPaths: [],
+        hostHome: join(ws, 'home'),
+        rootWritable: false,
+        image: false,
+      });
+      assert.ok(canaries.plan.includes(planLine('masked_file', join(ws, 'z.env'))), canaries.plan.join('\n'));
+      assert.equal(canaries.plan.join('\n').includes('forged'), false);
+    } finally {
+      rmSync(ws, { recursive: true, force: true });
+    }
+  });
+});
 
 describe('enforcement canaries: positive control (the same probes outside any cell)', () => {
   let dir: string;

@@ -165,7 +165,7 @@ function isResult(value: string): value is CanaryResult {
 
 /** The first masked workspace file and dir that hold something on the host (an empty one proves nothing). */
 function maskProbes(spec: CellSpec): string[] {
-  const inWorkspace = spec.masks.filter((m) => isInside(spec.workspace.path, m.target));
+  const inWorkspace = spec.masks.filter((m) => isInside(spec.workspace.path, m.target) && plain(m.target));
   const file = inWorkspace.find((m) => m.kind === 'file' && (statOf(m.target)?.size ?? 0) > 0);
   const dir = inWorkspace.find((m) => m.kind === 'dir' && nonEmptyDir(m.target));
   return [
@@ -178,8 +178,8 @@ function maskProbes(spec: CellSpec): string[] {
 function hostPathProbes(spec: CellSpec, input: CanaryInput): string[] {
   const bound = [spec.workspace.path, ...spec.mounts.map((m) => m.target), ...spec.masks.map((m) => m.target)];
   const shown = (path: string): boolean => bound.some((b) => isInside(path, b) || isInside(b, path));
-  const paths = input.hostPaths.filter((p) => (statOf(p) !== undefined ? !shown(p) : false));
-  const entry = firstEntry(input.hostHome, (path) => !shown(path));
+  const paths = input.hostPaths.filter((p) => plain(p) && statOf(p) !== undefined && !shown(p));
+  const entry = firstEntry(input.hostHome, (path) => plain(path) && !shown(path));
   if (entry) paths.push(entry);
   if (paths.length === 0) return [planLine('skip', 'host-path', 'no host path to look for')];
   return paths.map((p) => planLine('host_path', p));
@@ -191,7 +191,7 @@ function writeProbes(spec: CellSpec, input: CanaryInput): string[] {
     ...(input.rootWritable ? [] : ['/usr']),
     ...spec.readonlyPaths.slice(0, 1),
     ...(spec.workspace.mode === 'readonly' ? [spec.workspace.path] : []),
-  ];
+  ].filter(plain);
   if (targets.length === 0) return [planLine('skip', 'write-outside', 'nothing read-only to write to')];
   return targets.map((t) => planLine('write_refused', t));
 }
@@ -205,6 +205,14 @@ function networkProbes(spec: CellSpec): string[] {
     planLine('net', ...groups),
     ...(spec.network === 'gateway' ? [] : [planLine('skip', 'gateway-deny', 'no gateway (network none)')]),
   ];
+}
+
+/**
+ * A path a probe may name: no control characters, since results are lines of tab-separated
+ * fields (a repo's file named with a newline could otherwise forge a result line).
+ */
+function plain(path: string): boolean {
+  return !/[\x00-\x1f]/.test(path);
 }
 
 function firstEntry(dir: string, keep: (path: string) => boolean): string | undefined {
