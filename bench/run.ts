@@ -8,6 +8,7 @@ import { transactionsBench } from './transactions.js';
 import { inspectBench } from './inspect.js';
 import { egressBench } from './egress.js';
 import { backendsBench } from './backends.js';
+import { canariesBench } from './canaries.js';
 
 // npm run bench: every suite measures agentcell and its baseline side by side in the
 // same run, and docs/benchmarks.md is rewritten with the ratios.
@@ -25,6 +26,14 @@ const sections: Section[] = [
   ...(wanted('inspect') ? [await inspectBench()] : []),
   ...(wanted('egress') ? [await egressBench()] : []),
   ...(wanted('backends') ? [backendsBench(cli, Number(process.env['BENCH_BACKEND_RUNS'] ?? 15))] : []),
+  ...(wanted('canaries')
+    ? [
+        await canariesBench(
+          Number(process.env['BENCH_CANARY_RUNS'] ?? 20),
+          (process.env['BENCH_CANARY_BACKENDS'] ?? 'bwrap,podman,docker,gvisor').split(','),
+        ),
+      ]
+    : []),
 ];
 
 const bwrapVersion = spawnSync('bwrap', ['--version'], { encoding: 'utf8' }).stdout.trim();

@@ -28,6 +28,9 @@ export type ErrorCode =
   | 'SESSION_INVALID'
   | 'SESSION_NOT_RUNNING'
   | 'PTY_UNAVAILABLE'
+  | 'ENFORCEMENT_FAILED'
+  | 'EVIDENCE_INVALID'
+  | 'LAYER_TAMPERED'
   | 'INTERNAL';
 
 /** agentcell's own failures: 2 for usage and policy, 3 for host or backend not ready. */
@@ -61,6 +64,9 @@ const EXIT_CODES: Record<ErrorCode, number> = {
   SESSION_INVALID: 2,
   SESSION_NOT_RUNNING: 2,
   PTY_UNAVAILABLE: 3,
+  ENFORCEMENT_FAILED: 3,
+  EVIDENCE_INVALID: 2,
+  LAYER_TAMPERED: 3,
   INTERNAL: 3,
 };
 

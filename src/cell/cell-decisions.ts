@@ -23,6 +23,7 @@ import {
   restore as dropLayers,
   type FrozenLayer,
   type LayerStack,
+  verifyLayers,
 } from '../workspace/overlay/layer-stack.js';
 import { purgeInBackground } from '../_internal/remove-trees.js';
 import { trashDirOf } from '../workspace/overlay/layer-trash.js';
@@ -332,6 +333,7 @@ export async function forkCell(
   return withCell(ref, options.dryRun, async (tx, stack) => {
     if (options.dryRun || !tx) return { cell: newCell, layers: stack.layers.length, dryRun: true };
     const startedAt = new Date().toISOString();
+    verifyLayers(stack.layers); // before the new cell exists: a refused fork leaves nothing behind
     openCell(ref.paths, newCell, ref.workspace, ref.cell);
     forkLayers(stack, cellDir(ref.paths, newCell));
     copyBaselines(stack.cellDir, cellDir(ref.paths, newCell));

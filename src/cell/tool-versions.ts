@@ -39,3 +39,9 @@ export function toolVersion(
 function firstLine(output: string): string {
   return output.trim().split('\n')[0] ?? '';
 }
+
+/** `bubblewrap 0.8.0`, `podman version 4.3.1`, `Docker version 28.2.2, build …`, `runsc version 0.0~2022…`: the number. */
+export function versionNumber(output: string): string {
+  const first = output.trim().split('\n')[0] ?? '';
+  return /(?:version\s+|^bubblewrap\s+)([^\s,]+)/i.exec(first)?.[1] ?? first;
+}

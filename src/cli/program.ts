@@ -11,6 +11,7 @@ import { registerRunCommands } from './commands/run-commands.js';
 import { registerAgentCommands } from './commands/agent-commands.js';
 import { registerSpyCommands } from './commands/spy-commands.js';
 import { registerShellCommands } from './commands/shell-commands.js';
+import { registerEvidenceCommands } from './commands/evidence-commands.js';
 import { registerSessionCommands } from './commands/session-commands.js';
 import { registerUiCommands } from './commands/ui-commands.js';
 import { EXAMPLE_WORKFLOW } from './example-workflow.js';
@@ -36,6 +37,7 @@ export function buildProgram(ctx: CliContext): Command {
   registerEgressCommands(program, ctx.setExit);
   registerImageCommands(program);
   registerShellCommands(program);
+  registerEvidenceCommands(program, ctx.setExit);
   registerSessionCommands(program, ctx);
   registerUiCommands(program);
   return program;

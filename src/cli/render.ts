@@ -6,6 +6,7 @@ import type { AfterRun } from '../run/decide-after-run.js';
 import { inspectionSummary } from '../cell/plan-inspection.js';
 import type { DockerApiPlan } from '../backends/docker-api-container.js';
 import type { DeepReadonly } from '../_internal/deep-readonly.js';
+import { unwrapCanaryPrelude } from '../evidence/canary-script.js';
 
 /** Quote for a POSIX shell only where needed, so a printed plan can be pasted. */
 export function shellQuote(word: string): string {
@@ -41,7 +42,7 @@ export function runSummary(p: PreparedRun): Record<string, unknown> {
     ...(p.trackedSecrets ? { trackedSecrets: p.trackedSecrets } : {}),
     readonly: p.spec.readonlyPaths,
     env: Object.keys(p.spec.env).sort(),
-    command: p.spec.argv,
+    command: unwrapCanaryPrelude(p.spec.argv),
   };
 }
 
@@ -58,6 +59,7 @@ export function dryRunJson(p: PreparedRun): Record<string, unknown> {
       ...(p.plan.api ? { dockerApi: p.plan.api } : {}),
       ...(p.plan.cgroups ? { cgroups: p.plan.cgroups } : {}),
       ...(p.spec.image ? { image: p.spec.image } : {}),
+      canaries: p.canaries.plan,
     },
     ...(p.agent ? { agent: p.agent } : {}),
     ...(inspection(p) ? { inspection: inspection(p) } : {}),

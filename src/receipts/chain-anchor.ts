@@ -67,10 +67,15 @@ export function readAnchor(path: string): AnchorRead {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return { kind: 'missing' };
     return { kind: 'invalid', why: `cannot read ${path}: ${String(error)}` };
   }
+  return readAnchorText(text, path);
+}
+
+/** An anchor from its text (`label` names where it came from: a file, a bundle member). */
+export function readAnchorText(text: string, label: string): AnchorRead {
   const found = stateFileProblem(text, ChainAnchorSchema);
   return found.ok
     ? { kind: 'found', anchor: found.value }
-    : { kind: 'invalid', why: `${path} is damaged: ${found.why}` };
+    : { kind: 'invalid', why: `${label} is damaged: ${found.why}` };
 }
 
 export function writeAnchor(path: string, unsigned: UnsignedAnchor, key: SigningKey): void {

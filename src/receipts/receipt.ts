@@ -137,6 +137,18 @@ const ReceiptFields = z.strictObject({
    * pending changes stay in the cell, undecided; without it a decision covers them all.
    */
   scope: z.optional(z.strictObject({ paths: z.array(z.string()) })),
+  /** The enforcement canaries' results before the command (src/evidence/canaries.ts). */
+  enforcement: z.optional(
+    z.array(
+      z.strictObject({
+        probe: z.string(),
+        result: z.enum(['blocked', 'through', 'skipped', 'inconclusive']),
+        detail: z.string(),
+      }),
+    ),
+  ),
+  /** `sha256:` of the canonical JSON of the host and cell fingerprint the run had (agentcell fingerprint --json). */
+  fingerprint: z.optional(z.string().check(z.regex(/^sha256:[0-9a-f]{64}$/))),
   /** Only for a session's run: what its terminal printed (the stored transcript's sha256 and size). */
   transcript: z.optional(z.strictObject({ sha256: z.string(), bytes: z.number() })),
   signature: ReceiptSignatureSchema,

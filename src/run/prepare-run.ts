@@ -20,6 +20,8 @@ import { egressParts } from './run-egress.js';
 import { cellSpec } from './run-spec.js';
 import { runAssurance } from './run-assurance.js';
 import { sealRun } from './replan.js';
+import { withCanaries, type CanaryPlan } from '../evidence/canaries.js';
+import { keyPaths } from '../receipts/signing-key.js';
 
 /** What a user can say about one run; the CLI maps flags onto this one to one. */
 export interface CellOptions {
@@ -79,6 +81,8 @@ export interface RunPlan {
   digestCache?: { path: string; cache: PodmanDigestCache };
   /** An agent run: its toolchain and seeded home, readied by `readyAgent` before the run. */
   agent?: PreparedAgent;
+  /** The enforcement canaries the prelude in `spec.argv` runs (src/evidence/canaries.ts). */
+  canaries: CanaryPlan;
 }
 
 /**
@@ -136,8 +140,17 @@ export async function prepareRun(request: RunRequest): Promise<PreparedRun> {
     argv: request.argv,
     tty: request.tty,
   });
+  // Enforcement canaries: the probe prelude in front of the command, and its dir (src/evidence/canaries.ts).
+  const { spec: guarded, canaries } = withCanaries(spec, {
+    cellDir: cellDir(paths, cell),
+    mode: policy.cell.mode,
+    hostPaths: [keyPaths(paths.config).dir, paths.state],
+    hostHome: home,
+    rootWritable: rootfs.kind === 'directory' && rootfs.overlay !== undefined,
+    image: policy.cell.backend !== 'bwrap',
+  });
   const image = await imageLookup;
-  const planned = image ? { ...spec, image: image.image } : spec;
+  const planned = image ? { ...guarded, image: image.image } : guarded;
   const backend = createBackend(policy.cell.backend, { stateDir: paths.state, hostEnv });
   const plan = backend.plan(planned);
   timer.mark('plan');
@@ -160,6 +173,7 @@ export async function prepareRun(request: RunRequest): Promise<PreparedRun> {
     assurance,
     backend,
     timer,
+    canaries,
     // The gateway's, and what `agentcell allow` needs to resolve the policy again as this run did.
     ...(egress.egress ? { egress: egress.egress, policySource: { options: cellOptionsOf(request), cwd } } : {}),
     ...(stack?.driver ? { overlayDriver: stack.driver } : {}),

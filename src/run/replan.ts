@@ -4,6 +4,7 @@ import type { LayerStack } from '../workspace/overlay/layer-stack.js';
 import type { PhaseTimer } from './phase-timer.js';
 import type { PreparedRun, RunPlan } from './prepare-run.js';
 import { workspaceOverlay } from './run-filesystem.js';
+import { replaceCanaryCommand } from '../evidence/canary-script.js';
 
 /** A prepared run made immutable: its data frozen all the way down; the backend and the timer are not data. */
 export function sealRun(run: DeepReadonly<RunPlan> & { backend: Backend; timer: PhaseTimer }): PreparedRun {
@@ -16,9 +17,9 @@ export function replan(prepared: PreparedRun, spec: DeepReadonly<CellSpec>): Pre
   return sealRun({ ...prepared, spec, plan: prepared.backend.plan(spec) });
 }
 
-/** The same run with another command (a login's own, not a coding session's). */
+/** The same run with another command (a login's own, not a coding session's), still behind the canary prelude. */
 export function withCommand(prepared: PreparedRun, argv: readonly string[]): PreparedRun {
-  return replan(prepared, { ...prepared.spec, argv });
+  return replan(prepared, { ...prepared.spec, argv: replaceCanaryCommand(prepared.spec.argv, argv) });
 }
 
 /**

@@ -19,11 +19,20 @@ import { checkpoint, openLayerStack, type LayerStack } from '../workspace/overla
 import { lockCell, openReceipts } from '../cell/cell-transaction.js';
 import type { PreparedRun } from './prepare-run.js';
 import { withLayerStack } from './replan.js';
-import { toolVersion } from '../cell/tool-versions.js';
+import { toolVersion, versionNumber } from '../cell/tool-versions.js';
 import { startRunGateway, type RunEgress, type RunningGateway } from '../egress/gateway/run-gateway.js';
 import { mutableCopy } from '../_internal/deep-readonly.js';
 import { receiptReload, serveEgressReload } from './serve-egress-reload.js';
 import { closeInheritedFds } from '../_internal/inherited-fds.js';
+import {
+  canaryAssuranceReasons,
+  canaryStopError,
+  readCanaryResults,
+  startCanaries,
+  type CanaryReport,
+} from '../evidence/canaries.js';
+import { unwrapCanaryPrelude } from '../evidence/canary-script.js';
+import { fingerprintHash, runFingerprint } from '../evidence/fingerprint.js';
 
 export interface RunReport {
   outcome: RunOutcome;
@@ -50,7 +59,7 @@ export async function runPrepared(
   hooks: RunHooks = {},
 ): Promise<RunReport> {
   closeInheritedFds(); // for library callers too: only 0–2 may reach the backend (DESIGN.md invariant 10)
-  const tx = await lockCell(paths, planned.cell, planned.workspace, [...planned.spec.argv]);
+  const tx = await lockCell(paths, planned.cell, planned.workspace, unwrapCanaryPrelude(planned.spec.argv));
   try {
     // Masked in the cell already: made now so the mask covers what this run puts there (a first run's signing key).
     for (const dir of planned.createOwnDirs ?? []) makeDirs(dir, 0o700);
@@ -103,6 +112,7 @@ export async function runPrepared(
               ...(stack && stack.driver !== 'copy' ? { confirmDir: stack.upper } : {}),
               onHit: () => stop.abort(),
             });
+      startCanaries(prepared.canaries);
       onStart();
       const running = runBackend(prepared, { stop: stop.signal });
       if (prepared.scanCache) writeJsonCache(prepared.scanCache.path, prepared.scanCache.cache);
@@ -124,6 +134,8 @@ export async function runPrepared(
     }
     if (stack?.driver === 'copy') captureCopy(stack);
     prepared.timer.mark('run');
+    // Enforcement canaries: what the prelude found before the command (src/evidence/canaries.ts).
+    const canaries = readCanaryResults(prepared.canaries);
 
     const git = await gitBefore;
     let changes = { added: 0, modified: 0, deleted: 0 };
@@ -151,10 +163,12 @@ export async function runPrepared(
       egress,
       workspace: { ...journal.draft.workspace, gitRef: git.gitRef, gitDirty: git.gitDirty },
       timings: { ...prepared.timer.timings },
+      ...enforcementFields(prepared, canaries),
       ...(outcome.limitHit
         ? { limit: { hit: outcome.limitHit, detail: outcome.limitDetail ?? outcome.limitHit } }
         : {}),
     });
+    if (canaries?.stopped) throw canaryStopError(canaries, receipt.id);
     return { outcome, receipt };
   } finally {
     tx.release();
@@ -164,9 +178,9 @@ export async function runPrepared(
 /** The receipt fields known before the command starts (git state comes at the end, read meanwhile). */
 function runDraft(prepared: PreparedRun, paths: AgentcellPaths, before: string | null): RunDraft {
   const { spec, resolved, assurance, backend } = prepared;
-  const backendVersion = toolVersion(paths.state, backend.tool, process.env, parseVersion);
+  const backendVersion = toolVersion(paths.state, backend.tool, process.env, versionNumber);
   const draft: RunDraft = {
-    command: [...spec.argv],
+    command: unwrapCanaryPrelude(spec.argv),
     policy: { hash: resolved.hash, mode: resolved.policy.cell.mode },
     assurance: { ...assurance, reasons: [...assurance.reasons] },
     backend: { name: backend.name, version: backendVersion },
@@ -190,15 +204,22 @@ function runDraft(prepared: PreparedRun, paths: AgentcellPaths, before: string |
       ...(prepared.agent ? { [prepared.agent.name]: prepared.agent.toolchain.version } : {}),
     },
     timings: {},
+    fingerprint: fingerprintHash(runFingerprint(prepared, paths.state, process.env)),
   };
   if (spec.image) draft.image = { ...spec.image };
   return draft;
 }
 
-/** `bubblewrap 0.8.0`, `podman version 4.3.1`, `Docker version 28.2.2, build …`, `runsc version 0.0~2022…`: the number. */
-function parseVersion(output: string): string {
-  const first = output.trim().split('\n')[0] ?? '';
-  return /(?:version\s+|^bubblewrap\s+)([^\s,]+)/i.exec(first)?.[1] ?? first;
+/** The receipt's `enforcement`, and the assurance reasons of what got through or could not be told. */
+function enforcementFields(prepared: PreparedRun, report: CanaryReport | undefined): Partial<RunDraft> {
+  const reasons = canaryAssuranceReasons(report);
+  const fields: Partial<RunDraft> = report ? { enforcement: report.probes } : {};
+  if (reasons.length > 0) {
+    const { assurance } = prepared;
+    const level = assurance.level === 'breakglass' ? 'breakglass' : 'reduced';
+    fields.assurance = { ...assurance, level, reasons: [...assurance.reasons, ...reasons] };
+  }
+  return fields;
 }
 
 async function startGateway(prepared: PreparedRun, run: string): Promise<RunningGateway | undefined> {

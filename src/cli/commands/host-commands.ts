@@ -2,21 +2,28 @@ import type { Command } from 'commander';
 import { runDoctor } from '../../evidence/doctor.js';
 import { writeInitFile } from '../../policy/init-profiles.js';
 import { note, print, printJson, type CliContext, type JsonFlag } from '../output.js';
+import { probeEnforcement } from '../enforcement-probe.js';
+import { enforcementText } from '../render-evidence.js';
+import { agentcellPaths } from '../../paths.js';
 
 export function registerHostCommands(program: Command, ctx: CliContext): void {
   program
     .command('doctor')
     .description('check this host (read-only)')
     .option('--json', 'machine-readable output')
-    .action(async (flags: JsonFlag) => {
+    .option('--probe', "also run the enforcement canaries in this workspace's cell (a run of `true`, receipted)")
+    .action(async (flags: JsonFlag & { probe?: boolean }) => {
       const report = await runDoctor();
-      if (flags.json) printJson(report);
-      else
+      const enforcement = flags.probe ? await probeEnforcement(agentcellPaths()) : undefined;
+      if (flags.json) printJson(enforcement ? { ...report, enforcement } : report);
+      else {
         for (const c of report.checks) {
           print(`${c.ok ? 'ok  ' : c.required ? 'FAIL' : 'warn'} ${c.name}: ${c.detail}`);
           if (!c.ok && c.fix) print(`     fix: ${c.fix}`);
         }
-      ctx.setExit(report.ok ? 0 : 3);
+        if (enforcement) print(enforcementText(enforcement));
+      }
+      ctx.setExit(report.ok && (enforcement?.held ?? true) ? 0 : 3);
     });
 
   program

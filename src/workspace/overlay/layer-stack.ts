@@ -18,6 +18,7 @@ import { cellStateFix, readStateFile, writeStateFile, type StateFileKind } from 
  */
 export const OVERLAY_DRIVERS = ['kernel', 'fuse-overlayfs', 'copy'] as const;
 export type OverlayDriver = (typeof OVERLAY_DRIVERS)[number];
+import { layerContentHash } from './layer-hash.js';
 
 /**
  * A cell's workspace layers, kept in the cell's state dir:
@@ -45,6 +46,8 @@ export const LayerRecordSchema = z.strictObject({
   createdAt: z.string(),
   /** Hash of the policy the run that wrote this layer ran under. */
   policyHash: z.string(),
+  /** Its content as frozen (layer-hash.ts); a restore or fork checks it before keeping the layer. Absent on older layers. */
+  contentHash: z.optional(z.string()),
 });
 export type LayerRecord = z.infer<typeof LayerRecordSchema>;
 
@@ -179,6 +182,8 @@ export function checkpoint(stack: LayerStack, options: CheckpointOptions): { sta
     policyHash: options.policyHash,
   };
   const dir = layerDirName(record);
+  // Hashed before the freeze: the upper layer is what the frozen one will be (the caller holds the lock).
+  record.contentHash = layerContentHash(stack.upper);
   const next: StackState = { ...state, nextSeq: state.nextSeq + 1, layers: [...state.layers, record] };
   // Commit first, then rename: after a crash, openLayerStack finishes the renames.
   writeState(stack.cellDir, { ...next, pending: { op: 'checkpoint', dir } });
@@ -198,6 +203,7 @@ export function checkpoint(stack: LayerStack, options: CheckpointOptions): { sta
 export function restore(stack: LayerStack, options: RestoreOptions = {}): Restored {
   const state = readState(stack.cellDir);
   const keep = options.to === undefined ? 0 : findLayer(state.layers, options.to) + 1;
+  verifyLayers(stackOf(stack.cellDir, state).layers.slice(0, keep));
   const droppedRecords = state.layers.slice(keep);
   const token = randomBytes(4).toString('hex');
   const pending: PendingOperation = { op: 'restore', token, dirs: droppedRecords.map(layerDirName) };
@@ -231,11 +237,27 @@ export function fork(stack: LayerStack, newCellDir: string): LayerStack {
   makeDirs(layersDir);
   // Marked pending so that a crash mid-copy leaves a stack openLayerStack refuses, not a half copy.
   writeState(newCellDir, { ...state, pending: { op: 'fork', from: stack.cellDir } });
-  const source = stackOf(stack.cellDir, state);
+  const source = stackOf(stack.cellDir, state); // its layers verified by the caller, before it made the new cell
   if (source.layers.length > 0) copy(['-al', ...source.layers.map((l) => l.dir), layersDir]);
   copy(['-a', '--reflink=auto', '--no-target-directory', source.upper, join(newCellDir, 'upper')]);
   writeState(newCellDir, { ...state, pending: undefined });
   return openLayerStack(newCellDir);
+}
+
+/**
+ * Verified restores: each layer a restore or fork keeps still has the content recorded
+ * when it was frozen, or the operation stops, naming the layer, before anything changes.
+ */
+export function verifyLayers(layers: readonly FrozenLayer[]): void {
+  for (const layer of layers) {
+    if (layer.contentHash === undefined) continue;
+    const now = layerContentHash(layer.dir);
+    if (now !== layer.contentHash)
+      throw new AgentcellError(
+        'LAYER_TAMPERED',
+        `checkpoint ${layer.name ?? layer.id} (layer ${layerDirName(layer)}, ${layer.dir}) changed since it was frozen (content ${now}, recorded ${layer.contentHash}): something outside agentcell wrote to it; restore to a checkpoint below it, or remove the cell`,
+      );
+  }
 }
 
 /** The overlayfs lowerdir list, top to bottom: frozen layers newest first, then the workspace. */

@@ -1,0 +1,61 @@
+import assert from 'node:assert/strict';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { ac, cellDirOf, makeSandbox, type Sandbox } from './helpers.js';
+
+/**
+ * Verified restores (src/workspace/overlay/layer-hash.ts): a checkpoint records its
+ * layer's content; a restore or fork that keeps the layer checks it first, and a layer
+ * changed behind agentcell's back stops it, naming the layer, with nothing changed.
+ */
+describe('verified restores', () => {
+  let sb: Sandbox;
+  before(() => {
+    sb = makeSandbox({ 'README.md': 'hello\n' });
+    for (const script of ['echo one > one.txt', 'echo two > two.txt', 'echo three > three.txt'])
+      assert.equal(ac(sb, 'run', '--', 'sh', '-c', script).status, 0);
+  });
+  after(() => sb.cleanup());
+
+  const layers = (): { id: string; seq: number; contentHash?: string }[] =>
+    (
+      JSON.parse(readFileSync(join(cellDirOf(sb), 'layers.json'), 'utf8')) as {
+        layers: { id: string; seq: number; contentHash?: string }[];
+      }
+    ).layers;
+
+  it('each checkpoint records its layer’s content hash', () => {
+    const recorded = layers();
+    assert.equal(recorded.length, 3);
+    for (const l of recorded) assert.match(l.contentHash ?? '', /^sha256:[0-9a-f]{64}$/);
+  });
+
+  it('positive control: an untouched layer restores', () => {
+    const [, second] = layers();
+    const r = ac(sb, 'restore', '--to', second!.id);
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(layers().length, 2);
+  });
+
+  it('a frozen layer tampered with: restore and fork stop, naming the layer, and change nothing', () => {
+    const [first] = layers();
+    const dir = join(cellDirOf(sb), 'layers', `${String(first!.seq).padStart(4, '0')}-${first!.id}`);
+    assert.deepEqual(readdirSync(dir), ['one.txt']);
+    writeFileSync(join(dir, 'one.txt'), 'planted\n');
+    const before = readFileSync(join(cellDirOf(sb), 'layers.json'), 'utf8');
+    for (const args of [
+      ['restore', '--to', first!.id],
+      ['fork', 'forked'],
+    ]) {
+      const r = ac(sb, ...args, '--json');
+      assert.equal(r.status, 3, `${args.join(' ')}: ${r.stderr}`);
+      const error = (JSON.parse(r.stderr || r.stdout) as { error: { code: string; message: string } }).error;
+      assert.equal(error.code, 'LAYER_TAMPERED');
+      assert.match(error.message, new RegExp(`layer ${String(first!.seq).padStart(4, '0')}-${first!.id}`));
+      assert.equal(readFileSync(join(cellDirOf(sb), 'layers.json'), 'utf8'), before, 'nothing changed');
+    }
+    // Restoring below the tampered layer (dropping it) is the way out, and works.
+    assert.equal(ac(sb, 'restore').status, 0);
+  });
+});
