@@ -1,10 +1,7 @@
 import type { Command } from 'commander';
 import { prepareRun } from '../../run/prepare-run.js';
 import { resolveCellPolicy } from '../../run/run-policy.js';
-import { exportEvidence } from '../../evidence/evidence-bundle.js';
 import { runFingerprint } from '../../evidence/fingerprint.js';
-import { summarizeBundle } from '../../evidence/inspect-bundle.js';
-import { verifyBundle } from '../../evidence/verify-bundle.js';
 import { agentcellPaths } from '../../paths.js';
 import { addCellOptions, toCellOptions, type CellFlags } from '../cell-options.js';
 import { note, print, printJson, type JsonFlag } from '../output.js';
@@ -38,6 +35,8 @@ export function registerEvidenceCommands(program: Command, setExit: (code: numbe
     .option('--json', 'machine-readable output')
     .action(async (flags: { run?: string; session?: string; cell?: string; output: string } & JsonFlag) => {
       const paths = agentcellPaths();
+      // Loaded when used: the bundle code (tar, the manifest schema) stays off every other command's start.
+      const { exportEvidence } = await import('../../evidence/evidence-bundle.js');
       const report = await exportEvidence({
         paths,
         ...(flags.run !== undefined ? { run: flags.run } : {}),
@@ -66,7 +65,8 @@ export function registerEvidenceCommands(program: Command, setExit: (code: numbe
     .argument('<file>', 'the bundle')
     .option('--key <pub>', 'the public key it must be signed with (PEM); default: the bundle’s own')
     .option('--json', 'machine-readable output')
-    .action((file: string, flags: { key?: string } & JsonFlag) => {
+    .action(async (file: string, flags: { key?: string } & JsonFlag) => {
+      const { verifyBundle } = await import('../../evidence/verify-bundle.js');
       const result = verifyBundle(file, flags.key);
       if (flags.json) printJson({ ok: result.ok, failure: result.failure, key: result.key, receipts: result.receipts });
       else print(verificationText(result));
@@ -78,7 +78,9 @@ export function registerEvidenceCommands(program: Command, setExit: (code: numbe
     .argument('<file>', 'the bundle')
     .option('--key <pub>', 'the public key it must be signed with (PEM)')
     .option('--json', 'machine-readable output')
-    .action((file: string, flags: { key?: string } & JsonFlag) => {
+    .action(async (file: string, flags: { key?: string } & JsonFlag) => {
+      const { verifyBundle } = await import('../../evidence/verify-bundle.js');
+      const { summarizeBundle } = await import('../../evidence/inspect-bundle.js');
       const summary = summarizeBundle(verifyBundle(file, flags.key));
       if (flags.json) printJson(summary);
       else print(bundleSummaryText(summary));
