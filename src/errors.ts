@@ -23,6 +23,7 @@ export type ErrorCode =
   | 'CELL_NOT_RUNNING'
   | 'RELOAD_REFUSED'
   | 'PATH_UNUSABLE'
+  | 'PUBLISH_REFUSED'
   | 'INTERNAL';
 
 /** agentcell's own failures: 2 for usage and policy, 3 for host or backend not ready. */
@@ -50,6 +51,7 @@ const EXIT_CODES: Record<ErrorCode, number> = {
   RELOAD_REFUSED: 2,
   BACKEND_UNAVAILABLE: 3,
   PATH_UNUSABLE: 3,
+  PUBLISH_REFUSED: 2,
   INTERNAL: 3,
 };
 

@@ -38,6 +38,7 @@ export {
   type BranchRecord,
   type LandReport,
 } from './cell/branch-cell.js';
+export { publishBranch, type PublishReport } from './cell/publish.js';
 export type { EgressReload, Receipt } from './receipts/receipt.js';
 export { listReceipts, readReceipt, verifyCell } from './receipts/receipt-store.js';
 export { loadPublicKeys } from './receipts/signing-key.js';

@@ -3,7 +3,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, it } from 'node:test';
-import { ac, acJson, agentcellAsync, makeSandbox, snapshot, type Sandbox } from './helpers.js';
+import { ac, acJson, agentcell, agentcellAsync, makeSandbox, snapshot, type Sandbox } from './helpers.js';
 
 let sb: Sandbox | undefined;
 afterEach(() => {
@@ -159,5 +159,64 @@ describe('branch cells (bwrap)', () => {
     assert.equal(dry.status, 0, dry.stderr);
     assert.match(dry.stdout, /would check out HEAD/);
     assert.equal(existsSync(`${sb.workspace}.cells`), false, '--dry-run made the checkout');
+  });
+  it('publish pushes the landed branch to a remote with the host git, shows it with --dry-run, and refuses inside a cell', () => {
+    sb = hostRepo();
+    const remote = join(sb.root, 'remote.git');
+    git(sb.root, 'init', '-q', '--bare', remote);
+    git(sb.workspace, 'remote', 'add', 'origin', remote);
+    const run = ac(
+      sb,
+      'run',
+      '--backend',
+      'bwrap',
+      '--branch',
+      'pub',
+      '--',
+      'sh',
+      '-c',
+      'echo p > p; git add p; git commit -q -m "add p"; echo "marker=$AGENTCELL_IN_CELL"',
+    );
+    assert.equal(run.status, 0, run.stderr);
+    assert.match(run.stdout, /^marker=1$/m, 'a cell carries the in-cell marker');
+    const early = ac(sb, 'publish', '--cell', 'pub');
+    assert.equal(early.status, 2);
+    assert.match(early.stderr, /land it first/);
+    assert.equal(ac(sb, 'accept', '--cell', 'pub').status, 0);
+
+    const dry = acJson<{ push: string[]; pushed: boolean; prBody: string }>(
+      sb,
+      'publish',
+      '--cell',
+      'pub',
+      '--dry-run',
+      '--json',
+    );
+    assert.equal(dry.pushed, false);
+    assert.deepEqual(dry.push.slice(-2), ['origin', 'refs/heads/pub:refs/heads/pub']);
+    assert.match(dry.prBody, /git add p; git commit/);
+    assert.match(dry.prBody, /Egress: 0 allowed, 0 denied/);
+    assert.equal(
+      spawnSync('git', ['-C', remote, 'rev-parse', '--verify', '-q', 'refs/heads/pub']).status,
+      1,
+      '--dry-run pushed',
+    );
+
+    const inCell = agentcell(['publish', '--cell', 'pub'], {
+      cwd: sb.workspace,
+      env: { ...sb.env, AGENTCELL_IN_CELL: '1' },
+    });
+    assert.equal(inCell.status, 2);
+    assert.match(inCell.stderr, /never inside a cell/);
+    assert.equal(
+      spawnSync('git', ['-C', remote, 'rev-parse', '--verify', '-q', 'refs/heads/pub']).status,
+      1,
+      'pushed from a cell',
+    );
+
+    const published = acJson<{ pushed: boolean; commit: string }>(sb, 'publish', '--cell', 'pub', '--json');
+    assert.equal(published.pushed, true);
+    assert.equal(git(remote, 'rev-parse', 'refs/heads/pub'), published.commit);
+    assert.equal(git(remote, 'log', '-1', '--format=%s', 'pub'), 'add p');
   });
 });

@@ -11,6 +11,7 @@ import { registerRunCommands } from './commands/run-commands.js';
 import { registerAgentCommands } from './commands/agent-commands.js';
 import { registerSpyCommands } from './commands/spy-commands.js';
 import { registerShellCommands } from './commands/shell-commands.js';
+import { registerPublishCommands } from './commands/publish-commands.js';
 import { EXAMPLE_WORKFLOW } from './example-workflow.js';
 import type { CliContext } from './output.js';
 
@@ -27,6 +28,7 @@ export function buildProgram(ctx: CliContext): Command {
   registerAgentCommands(program, ctx);
   registerPolicyCommands(program);
   registerTransactionCommands(program);
+  registerPublishCommands(program);
   registerReceiptCommands(program, ctx.setExit);
   registerCellCommands(program);
   registerHostCommands(program, ctx);
