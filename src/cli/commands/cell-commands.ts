@@ -46,9 +46,13 @@ export function registerCellCommands(program: Command): void {
             lastRun: last?.startedAt ?? null,
             locked,
             state: locked ? 'running' : 'idle',
+            // null: in use (its layers are moving) or unreadable (cell show says why)
             pending: locked
               ? null
-              : (await cellDiff({ paths, cell: c.name, workspace: c.workspace, command: [] })).length,
+              : await cellDiff({ paths, cell: c.name, workspace: c.workspace, command: [] }).then(
+                  (changes) => changes.length,
+                  () => null,
+                ),
             branch: branch?.branch ?? null,
             base: branch?.base ?? null,
           };
