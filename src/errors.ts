@@ -31,6 +31,7 @@ export type ErrorCode =
   | 'ENFORCEMENT_FAILED'
   | 'EVIDENCE_INVALID'
   | 'LAYER_TAMPERED'
+  | 'PUBLISH_REFUSED'
   | 'INTERNAL';
 
 /** agentcell's own failures: 2 for usage and policy, 3 for host or backend not ready. */
@@ -67,6 +68,7 @@ const EXIT_CODES: Record<ErrorCode, number> = {
   ENFORCEMENT_FAILED: 3,
   EVIDENCE_INVALID: 2,
   LAYER_TAMPERED: 3,
+  PUBLISH_REFUSED: 2,
   INTERNAL: 3,
 };
 

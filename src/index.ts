@@ -30,6 +30,15 @@ export {
   type FlaggedChange,
 } from './cell/cell-decisions.js';
 export { listCells, locateCell, readCell, type CellRecord } from './cell/cell-store.js';
+export {
+  landBranch,
+  openBranchCell,
+  readBranchRecord,
+  type BranchCell,
+  type BranchRecord,
+  type LandReport,
+} from './cell/branch-cell.js';
+export { publishBranch, type PublishReport } from './cell/publish.js';
 export type { EgressReload, Receipt } from './receipts/receipt.js';
 export { listReceipts, readReceipt, verifyCell } from './receipts/receipt-store.js';
 export { loadPublicKeys } from './receipts/signing-key.js';

@@ -1165,7 +1165,10 @@ describe('cell list, show, rm and gc', () => {
         ].sort((a, b) => String(a[0]).localeCompare(String(b[0]))),
       );
       const text = ac(sb, 'cell', 'list');
-      assert.match(text.stdout, new RegExp(`^${main.name} {2}${sb.workspace} {2}1 receipt\\(s\\)$`, 'm'));
+      assert.match(
+        text.stdout,
+        new RegExp(`^${main.name} {2}${sb.workspace} {2}1 receipt\\(s\\) {2}idle {2}1 pending$`, 'm'),
+      );
 
       const show = acJson<{
         name: string;

@@ -28,6 +28,7 @@ import {
 import { purgeInBackground } from '../_internal/remove-trees.js';
 import { trashDirOf } from '../workspace/overlay/layer-trash.js';
 import { cellDir, openCell, readCell } from './cell-store.js';
+import { landBranch, readBranchRecord, type LandReport } from './branch-cell.js';
 import { openTransaction, type CellTransaction } from './cell-transaction.js';
 
 /** Which cell a decision is about, and who asks (agentcell's argv, for the receipt). */
@@ -156,6 +157,8 @@ export interface AcceptReport extends AcceptResult {
   pending?: number;
   /** `--merge`: the paths merged with a host edit, and how many conflict blocks each holds. */
   merged?: { path: string; conflicts: number }[];
+  /** A branch cell: its branch as landed in the host repo by a whole accept (src/cell/branch-cell.ts). */
+  landed?: LandReport;
 }
 
 /**
@@ -268,9 +271,12 @@ export async function acceptCell(ref: CellRef, options: AcceptOptions): Promise<
     const { trashed } = dropLayers(stack);
     const receipt = await decide(tx, 'accepted', ref, startedAt, countChanges(result.applied), before);
     purgeInBackground([...trashed, setAside]);
+    // After the receipt: the changes are in the cell's checkout whatever landing says, and a later accept lands again.
+    const landed = readBranchRecord(ref.paths, ref.cell) ? landBranch(ref.paths, ref.cell) : undefined;
     return {
       ...result,
       dryRun: false,
+      ...(landed ? { landed } : {}),
       ...(options.merge ? { merged: mergeReport } : {}),
       ...(receipt ? { receipt } : {}),
     };

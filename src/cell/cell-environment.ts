@@ -5,6 +5,9 @@ const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/b
 /** The only host variables that reach a cell by default: none of them carries a credential. */
 const PASSED_THROUGH = ['PATH', 'TERM', 'LANG', 'TZ', 'COLORTERM', 'NO_COLOR'] as const;
 
+/** Set in every cell's environment. */
+export const IN_CELL_MARKER = 'AGENTCELL_IN_CELL';
+
 export interface CellEnvironmentInput {
   hostEnv: NodeJS.ProcessEnv;
   home: string;
@@ -42,6 +45,9 @@ export function buildCellEnvironment(input: CellEnvironmentInput): Record<string
   Object.assign(env, input.secretEnv);
   // Applied last: a policy or host value can't point the cell's tools past the bridge.
   Object.assign(env, input.proxyEnv);
+  // Tells agentcell run inside a cell that it is there (publish refuses); a guard against
+  // mistakes, not a boundary: the cell holds no host credentials to push with anyway.
+  env[IN_CELL_MARKER] = '1';
   return env;
 }
 

@@ -1,5 +1,6 @@
 import { Option, type Command } from 'commander';
 import { BACKENDS, MODES, NETWORK_MODES, WORKSPACE_MODES } from '../_internal/vocabulary.js';
+import { AgentcellError } from '../errors.js';
 import type { CellOptions } from '../run/prepare-run.js';
 
 const collect = (value: string, previous: string[]): string[] => [...previous, value];
@@ -21,7 +22,12 @@ export function addCellOptions(command: Command): Command {
     .option('--root', 'run as root inside the cell (never root on the host)')
     .option('--ack-breakglass <date>', 'acknowledge breakglass mode for today (YYYY-MM-DD)')
     .option('--agent <name>', 'run an agent through its adapter; the command is its arguments')
-    .option('--agent-arg <arg>', 'an extra argument for the agent (repeatable)', collect, []);
+    .option('--agent-arg <arg>', 'an extra argument for the agent (repeatable)', collect, [])
+    .option(
+      '--branch <name>',
+      'a branch cell: work on a checkout of --from owned by the cell; accept lands branch NAME',
+    )
+    .option('--from <ref>', 'with --branch: the ref to check out (default: the branch if it exists, else HEAD)');
 }
 
 export interface CellFlags {
@@ -40,10 +46,14 @@ export interface CellFlags {
   ackBreakglass?: string;
   agent?: string;
   agentArg: string[];
+  branch?: string;
+  from?: string;
 }
 
 export function toCellOptions(flags: CellFlags): CellOptions {
-  const { policy, agentArg, ...rest } = flags;
+  // --branch and --from pick the workspace (the branch cell's checkout): the caller opens the cell first.
+  const { policy, agentArg, branch, from, ...rest } = flags;
+  if (from !== undefined && branch === undefined) throw new AgentcellError('USAGE', '--from needs --branch NAME');
   const options: CellOptions = { ...rest, agentArgs: agentArg };
   if (policy !== undefined) options.policyFile = policy;
   return options;

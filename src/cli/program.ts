@@ -14,6 +14,7 @@ import { registerShellCommands } from './commands/shell-commands.js';
 import { registerEvidenceCommands } from './commands/evidence-commands.js';
 import { registerSessionCommands } from './commands/session-commands.js';
 import { registerUiCommands } from './commands/ui-commands.js';
+import { registerPublishCommands } from './commands/publish-commands.js';
 import { EXAMPLE_WORKFLOW } from './example-workflow.js';
 import type { CliContext } from './output.js';
 
@@ -30,6 +31,7 @@ export function buildProgram(ctx: CliContext): Command {
   registerAgentCommands(program, ctx);
   registerPolicyCommands(program);
   registerTransactionCommands(program);
+  registerPublishCommands(program);
   registerReceiptCommands(program, ctx.setExit);
   registerCellCommands(program);
   registerHostCommands(program, ctx);

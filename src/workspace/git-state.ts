@@ -74,8 +74,13 @@ function parsePorcelain(output: string): Map<string, string> {
 
 function git(workspace: string, args: string[]): Promise<string | null> {
   return new Promise((resolve) => {
-    execFile('git', ['-C', workspace, ...args], { encoding: 'utf8', timeout: 10_000 }, (error, stdout) =>
-      resolve(error ? null : stdout),
+    // --no-optional-locks: reading the state never rewrites the index (a cell's baseline
+    // would see .git/index "changed by the host" during the run); no fsmonitor runs.
+    execFile(
+      'git',
+      ['--no-optional-locks', '-c', 'core.fsmonitor=false', '-C', workspace, ...args],
+      { encoding: 'utf8', timeout: 10_000 },
+      (error, stdout) => resolve(error ? null : stdout),
     );
   });
 }

@@ -8,6 +8,7 @@ import { collectGarbage } from '../../cell/cell-gc.js';
 import { checkCellName } from '../../cell/cell-name.js';
 import { removeCell } from '../../cell/cell-remove.js';
 import { cellDir, cellNotFound, listCells, readCell } from '../../cell/cell-store.js';
+import { readBranchRecord } from '../../cell/branch-cell.js';
 import { agentcellPaths } from '../../paths.js';
 import { cellLockHolder } from '../../receipts/cell-lock.js';
 import { describeHolder, type LockHolder } from '../../_internal/file-lock.js';
@@ -29,20 +30,37 @@ export function registerCellCommands(program: Command): void {
   cell
     .command('list')
     .option('--json', 'machine-readable output')
-    .action((flags: JsonFlag) => {
+    .action(async (flags: JsonFlag) => {
       const paths = agentcellPaths();
-      const rows = listCells(paths).map((c) => {
-        const dir = cellDir(paths, c.name);
-        const last = latestReceipt(dir);
-        return {
-          ...c,
-          receipts: last?.seq ?? 0,
-          lastRun: last?.startedAt ?? null,
-          locked: liveHolder(dir) !== null,
-        };
-      });
+      const rows = await Promise.all(
+        listCells(paths).map(async (c) => {
+          const dir = cellDir(paths, c.name);
+          const last = latestReceipt(dir);
+          const locked = liveHolder(dir) !== null;
+          const branch = readBranchRecord(paths, c.name);
+          return {
+            ...c,
+            receipts: last?.seq ?? 0,
+            lastRun: last?.startedAt ?? null,
+            locked,
+            state: locked ? 'running' : 'idle',
+            // null: in use (its layers are moving) or unreadable (cell show says why)
+            pending: locked
+              ? null
+              : await cellDiff({ paths, cell: c.name, workspace: c.workspace, command: [] }).then(
+                  (changes) => changes.length,
+                  () => null,
+                ),
+            branch: branch?.branch ?? null,
+            base: branch?.base ?? null,
+          };
+        }),
+      );
       if (flags.json) return printJson(rows);
-      for (const r of rows) print(`${r.name}  ${r.workspace}  ${r.receipts} receipt(s)${r.locked ? '  (in use)' : ''}`);
+      for (const r of rows)
+        print(
+          `${r.name}  ${r.workspace}  ${r.receipts} receipt(s)  ${r.state}${r.pending !== null ? `  ${r.pending} pending` : ''}${r.branch !== null ? `  branch ${r.branch} from ${(r.base ?? '').slice(0, 12)}` : ''}`,
+        );
     });
 
   cell

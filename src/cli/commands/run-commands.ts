@@ -1,6 +1,8 @@
 import type { Command } from 'commander';
 import { existsSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { isatty } from 'node:tty';
+import { openBranchCell } from '../../cell/branch-cell.js';
 import { decideAfterRun } from '../../run/decide-after-run.js';
 import { prepareRun } from '../../run/prepare-run.js';
 import { AgentcellError } from '../../errors.js';
@@ -17,9 +19,30 @@ type RunFlags = CellFlags & JsonFlag & DryRunFlag & { restoreOnFail?: boolean; a
 async function runCommand(ctx: CliContext, argv: string[], flags: RunFlags): Promise<number> {
   ctx.timer.mark('cli');
   const paths = agentcellPaths();
+  const options = toCellOptions(flags);
+  if (flags.branch !== undefined) {
+    const branched = openBranchCell({
+      paths,
+      workspace: resolve(flags.workspace ?? '.'),
+      branch: flags.branch,
+      ...(flags.from !== undefined ? { from: flags.from } : {}),
+      ...(flags.cell !== undefined ? { cell: flags.cell } : {}),
+      dryRun: Boolean(flags.dryRun),
+    });
+    if (flags.dryRun && branched.created) {
+      if (flags.json) printJson({ branchCell: branched.cell, wouldCreate: branched.record });
+      else
+        print(
+          `would check out ${branched.record.from} (${branched.record.base.slice(0, 12)}) of ${branched.record.repo} into ${branched.record.checkout} as branch ${branched.record.branch}, for cell ${branched.cell}; the run's plan follows once it exists`,
+        );
+      return 0;
+    }
+    options.workspace = branched.record.checkout;
+    options.cell = branched.cell;
+  }
   const prepared = await prepareRun({
     timer: ctx.timer,
-    ...toCellOptions(flags),
+    ...options,
     argv,
     tty: isatty(0),
     paths,

@@ -123,6 +123,12 @@ export function registerTransactionCommands(program: Command): void {
             (report.pending !== undefined ? `, ${report.pending} left pending in the cell` : '') +
             (report.receipt ? `; receipt ${report.receipt.id}` : ''),
         );
+        if (report.landed)
+          note(
+            report.landed.commit
+              ? `landed branch ${report.landed.branch} at ${report.landed.commit.slice(0, 12)} in the host repo`
+              : `branch ${report.landed.branch}: no new commits to land (uncommitted changes stay in the cell's checkout)`,
+          );
       },
     );
 
