@@ -13,19 +13,17 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { CLI, ac, acJson, cellDirOf, makeSandbox, snapshot, type CliResult, type Sandbox } from './helpers.js';
-
-const CACHE = process.env['AGENTCELL_TOOLCHAIN_CACHE'] || '/var/tmp/agentcell-toolchains';
-
-function agentSandbox(files: Record<string, string> = {}): Sandbox {
-  const sb = makeSandbox(files);
-  sb.env['AGENTCELL_TOOLCHAIN_CACHE'] = CACHE;
-  for (const name of ['NODE_EXTRA_CA_CERTS', 'HTTPS_PROXY', 'https_proxy', 'NO_PROXY', 'no_proxy']) {
-    const value = process.env[name];
-    if (value !== undefined) sb.env[name] = value; // npm on the host, for a first install
-  }
-  return sb;
-}
+import {
+  CLI,
+  ac,
+  acJson,
+  cellDirOf,
+  snapshot,
+  type CliResult,
+  type Sandbox,
+  agentSandbox,
+  TOOLCHAIN_CACHE as CACHE,
+} from './helpers.js';
 
 /** The CLI with room for a first install and with stdin. */
 function acSlow(sb: Sandbox, args: string[], input = '', env: NodeJS.ProcessEnv = {}): CliResult {

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createServer, type Server } from 'node:https';
 import { tmpdir } from 'node:os';
@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { makeCerts } from './make-certs.js';
 import { proxySecretPlaceholder } from '../src/cell/resolve-secrets.js';
-import { agentcellAsync, cellDirOf, makeSandbox, type CliResult, type Sandbox, listen } from './helpers.js';
+import { agentcellAsync, cellDirOf, type CliResult, type Sandbox, listen, agentSandbox } from './helpers.js';
 import { anthropicStub, geminiStub, openaiResponsesStub, type StubRequest } from './provider-stubs.js';
 
 /**
@@ -18,7 +18,6 @@ import { anthropicStub, geminiStub, openaiResponsesStub, type StubRequest } from
  * gateway adds it, the cell holds a placeholder.
  */
 
-const CACHE = process.env['AGENTCELL_TOOLCHAIN_CACHE'] || '/var/tmp/agentcell-toolchains';
 const ANTHROPIC_KEY = 'sk-ant-real-e2e-5b1f0c9d8e7a6b5c4d3e';
 const OPENAI_KEY = 'sk-proj-real-e2e-0a1b2c3d4e5f6a7b8c9d';
 const GEMINI_KEY = 'AIza-real-e2e-1c2d3e4f5a6b7c8d9e0f';
@@ -80,21 +79,15 @@ describe('agents end to end: real CLIs in a cell, stub providers through the gat
     rmSync(certDir, { recursive: true, force: true });
   });
 
-  function agentSandbox(policy: string[]): Sandbox {
-    const sb = makeSandbox({ 'README.md': '# a repo\n' });
-    sb.env['AGENTCELL_TOOLCHAIN_CACHE'] = CACHE;
-    for (const name of ['NODE_EXTRA_CA_CERTS', 'HTTPS_PROXY', 'https_proxy', 'NO_PROXY', 'no_proxy']) {
-      const value = process.env[name];
-      if (value !== undefined) sb.env[name] = value; // npm on the host, for a first install
-    }
-    writeFileSync(join(sb.workspace, 'agentcell.toml'), [...policy, ''].join('\n'));
+  function policySandbox(policy: string[]): Sandbox {
+    const sb = agentSandbox({ 'README.md': '# a repo\n', 'agentcell.toml': [...policy, ''].join('\n') });
     return sb;
   }
 
   it('claude -p: the stub’s Write tool call lands in the cell, the key only at the stub, spy shows it', async () => {
     route = 'anthropic';
     anthropicSeen.length = 0;
-    const sb = agentSandbox([
+    const sb = policySandbox([
       '[network]',
       'resolve = { "api.anthropic.com" = "127.0.0.1" }',
       `upstream_ca = [${JSON.stringify(ca)}]`,
@@ -162,7 +155,7 @@ describe('agents end to end: real CLIs in a cell, stub providers through the gat
   it('codex exec: the stub’s shell call lands in the cell, the key only at the stub, spy shows it', async () => {
     route = 'openai';
     openaiSeen.length = 0;
-    const sb = agentSandbox([
+    const sb = policySandbox([
       '[network]',
       'resolve = { "api.openai.com" = "127.0.0.1" }',
       `upstream_ca = [${JSON.stringify(ca)}]`,
@@ -218,7 +211,7 @@ describe('agents end to end: real CLIs in a cell, stub providers through the gat
   it('gemini -p: the stub’s write_file call lands in the cell, the key only at the stub, spy shows it', async () => {
     route = 'gemini';
     geminiSeen.length = 0;
-    const sb = agentSandbox([
+    const sb = policySandbox([
       '[network]',
       'resolve = { "generativelanguage.googleapis.com" = "127.0.0.1" }',
       `upstream_ca = [${JSON.stringify(ca)}]`,

@@ -9,24 +9,12 @@ import { readyAgent } from '../src/agents/prepare-agent.js';
 import { prepareRun } from '../src/run/prepare-run.js';
 import { runPrepared } from '../src/run/run-cell.js';
 import { withCommand } from '../src/run/replan.js';
-import { acJson, CLI, makeSandbox, snapshot, type Sandbox } from './helpers.js';
+import { acJson, CLI, snapshot, type Sandbox, agentSandbox, TOOLCHAIN_CACHE as CACHE } from './helpers.js';
 
 /**
  * The real CLIs from npm, installed once per machine into a cache both test passes share
  * (scripts/test.sh sets AGENTCELL_TOOLCHAIN_CACHE; the unprivileged pass only reads it).
  */
-const CACHE = process.env['AGENTCELL_TOOLCHAIN_CACHE'] || '/var/tmp/agentcell-toolchains';
-
-function agentSandbox(files: Record<string, string> = {}): Sandbox {
-  const sb = makeSandbox(files);
-  sb.env['AGENTCELL_TOOLCHAIN_CACHE'] = CACHE;
-  // npm installs on the host with the host's network settings (a CA for a proxy, say).
-  for (const name of ['NODE_EXTRA_CA_CERTS', 'HTTPS_PROXY', 'https_proxy', 'NO_PROXY', 'no_proxy']) {
-    const value = process.env[name];
-    if (value !== undefined) sb.env[name] = value;
-  }
-  return sb;
-}
 
 /** The CLI with room for a first install (minutes on a slow registry). */
 function acSlow(sb: Sandbox, args: string[]): { status: number | null; stdout: string; stderr: string } {

@@ -3,7 +3,7 @@ import { execFileSync } from 'node:child_process';
 import { chmodSync, existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { inCell, makeSandbox, startCli, type Sandbox, ac, acJson, cellDirOf, snapshot } from './helpers.js';
+import { inCell, makeSandbox, startReadyRun, type Sandbox, ac, acJson, cellDirOf, snapshot } from './helpers.js';
 
 /**
  * DESIGN invariant 6 for real: agentcell is SIGKILLed mid-run. The cell dies with it,
@@ -62,15 +62,7 @@ function makeRemovable(dir: string): void {
  */
 async function killMidRun(sb: Sandbox): Promise<{ pid: number; runId: string }> {
   const marker = `30.${process.pid}${Date.now() % 100000}`;
-  const child = startCli(['run', '--', 'sh', '-c', `echo x > f; echo ready; sleep ${marker}`], {
-    cwd: sb.workspace,
-    env: sb.env,
-  });
-  let out = '';
-  await new Promise<void>((resolve, reject) => {
-    child.stdout.on('data', (d: Buffer) => ((out += d.toString()), out.includes('ready') && resolve()));
-    child.on('exit', (code) => reject(new Error(`run ended before ready (exit ${String(code)}): ${out}`)));
-  });
+  const child = await startReadyRun(sb, 'echo x > f', marker);
   // "ready" is printed just before the shell starts the sleep: give it a moment under load.
   let sleeping = hostProcesses(marker).filter((args) => args.startsWith('sleep '));
   for (let i = 0; i < 100 && sleeping.length === 0; i++) {
@@ -82,7 +74,9 @@ async function killMidRun(sb: Sandbox): Promise<{ pid: number; runId: string }> 
   assert.equal(journal.length, 1, 'the run is journaled before the command starts');
   const runId = journal[0]!.replace(/\.json$/, '');
 
-  const exited = new Promise<NodeJS.Signals | null>((resolve) => child.on('exit', (_code, signal) => resolve(signal)));
+  const exited = new Promise<NodeJS.Signals | null>((resolve) =>
+    child.on('exit', (_code: number | null, signal: NodeJS.Signals | null) => resolve(signal)),
+  );
   child.kill('SIGKILL');
   assert.equal(await exited, 'SIGKILL');
   // bwrap, the shell and the sleep all carry the marker in their command lines.

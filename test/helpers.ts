@@ -95,9 +95,9 @@ export async function waitFor(what: string, check: () => boolean, timeoutMs = 60
   }
 }
 
-/** Starts `agentcell run -- sh -c SCRIPT; echo ready; sleep 30` and resolves once it printed ready. */
-export async function startReadyRun(sb: Sandbox, script: string): Promise<ReturnType<typeof startCli>> {
-  const child = startCli(['run', '--', 'sh', '-c', `${script}; echo ready; sleep 30`], {
+/** Starts `agentcell run -- sh -c SCRIPT; echo ready; sleep SECONDS` and resolves once it printed ready. */
+export async function startReadyRun(sb: Sandbox, script: string, seconds = '30'): Promise<ReturnType<typeof startCli>> {
+  const child = startCli(['run', '--', 'sh', '-c', `${script}; echo ready; sleep ${seconds}`], {
     cwd: sb.workspace,
     env: sb.env,
   });
@@ -230,4 +230,18 @@ export function listen(server: Server): Promise<number> {
     server.once('error', reject);
     server.listen(0, '127.0.0.1', () => resolve((server.address() as AddressInfo).port));
   });
+}
+
+/** Where the agent CLIs the tests install from npm are cached (scripts/test.sh sets it for both passes). */
+export const TOOLCHAIN_CACHE = process.env['AGENTCELL_TOOLCHAIN_CACHE'] || '/var/tmp/agentcell-toolchains';
+
+/** A sandbox for agent runs: the shared toolchain cache, and npm's host network settings for a first install. */
+export function agentSandbox(files: Record<string, string> = {}): Sandbox {
+  const sb = makeSandbox(files);
+  sb.env['AGENTCELL_TOOLCHAIN_CACHE'] = TOOLCHAIN_CACHE;
+  for (const name of ['NODE_EXTRA_CA_CERTS', 'HTTPS_PROXY', 'https_proxy', 'NO_PROXY', 'no_proxy']) {
+    const value = process.env[name];
+    if (value !== undefined) sb.env[name] = value;
+  }
+  return sb;
 }

@@ -1,3 +1,4 @@
+import { unwrapCanaryPrelude } from '../src/evidence/canary-script.js';
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -47,9 +48,9 @@ describe('the run pipeline', () => {
 
       const login = withCommand(prepared, ['echo', 'replanned']);
       assert.notEqual(login, prepared);
-      assert.deepEqual(login.spec.argv, ['echo', 'replanned']);
+      assert.deepEqual(unwrapCanaryPrelude(login.spec.argv), ['echo', 'replanned']);
       assert.ok(login.plan.argv.includes('replanned'), 'the backend planned the new command');
-      assert.deepEqual(prepared.spec.argv, ['true'], 'the old value is unchanged');
+      assert.deepEqual(unwrapCanaryPrelude(prepared.spec.argv), ['true'], 'the old value is unchanged');
       assert.ok(!prepared.plan.argv.includes('replanned'));
       assert.equal(login.backend, prepared.backend);
       assert.equal(login.timer, prepared.timer, 'one timer records the whole run');

@@ -76,7 +76,9 @@ describe('agentcell run', () => {
     assert.ok(plan.plan.argv.includes('bwrap'));
     for (const flag of ['--unshare-all', '--die-with-parent', '--new-session', '--seccomp'])
       assert.ok(plan.plan.argv.includes(flag), flag);
-    assert.deepEqual(plan.plan.argv.slice(-3), ['--', 'touch', 'ran']);
+    // The command comes last, behind the enforcement canaries' prelude (src/evidence/canaries.ts).
+    assert.deepEqual(plan.plan.argv.slice(-2), ['touch', 'ran']);
+    assert.ok(plan.plan.argv.includes('--'));
     assert.deepEqual(listTree(sb.root), before);
     const text = agentcell(['run', '--dry-run', '--', 'touch', 'ran'], { cwd: sb.workspace, env: sb.env });
     assert.match(text.stdout, /would run:\n {2}\/\S*unshare \\\n {4}--user/);

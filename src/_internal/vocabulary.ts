@@ -4,6 +4,12 @@ export const BACKENDS = ['bwrap', 'podman', 'docker', 'gvisor'] as const;
 export const WORKSPACE_MODES = ['overlay', 'direct', 'readonly'] as const;
 export const NETWORK_MODES = ['none', 'allowlist', 'open'] as const;
 
+/**
+ * The name the enforcement canary asks the gateway for (`.invalid` is reserved, so no policy can
+ * allow it): the gateway logs the refusal but doesn't count it among the run's denials.
+ */
+export const CANARY_HOST = 'agentcell-canary.invalid';
+
 export type Mode = (typeof MODES)[number];
 export type BackendName = (typeof BACKENDS)[number];
 export type WorkspaceMode = (typeof WORKSPACE_MODES)[number];

@@ -1,9 +1,11 @@
 import { randomBytes } from 'node:crypto';
 import { chmodSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { join, relative, sep } from 'node:path';
+import { dirname, join, relative, sep } from 'node:path';
 import type { CellSpec } from '../backends/backend.js';
 import { AgentcellError } from '../errors.js';
 import { makeDirs } from '../_internal/make-dirs.js';
+import { makeNeutralDir, neutralRuntimeDir } from '../_internal/neutral-dir.js';
+import { CANARY_HOST } from '../_internal/vocabulary.js';
 import { CELL_CANARY_DIR, planLine, withCanaryPrelude, type PreludeShell } from './canary-script.js';
 
 /**
@@ -72,11 +74,14 @@ const DIRECT_TARGETS: [CanaryProbe, string, string][] = [
 /** A name that resolves wherever DNS works; the cell must not resolve it itself. */
 const DNS_NAME = 'example.com';
 /** A name no policy can allow (`.invalid` is reserved): the gateway must refuse it. */
-const DENIED_HOST = 'agentcell-canary.invalid';
+const DENIED_HOST = CANARY_HOST;
 
 /** The spec with the canary prelude in front of its command, and the plan the run gives it. */
 export function withCanaries(spec: CellSpec, input: CanaryInput): { spec: CellSpec; canaries: CanaryPlan } {
-  const hostDir = join(input.cellDir, 'enforcement', randomBytes(8).toString('hex'));
+  // On the host's /dev/shm where there is one, so the bind names no host path in the cell's mountinfo.
+  const neutral = neutralRuntimeDir();
+  const name = randomBytes(8).toString('hex');
+  const hostDir = neutral ? join(neutral, `enforcement-${name}`) : join(input.cellDir, 'enforcement', name);
   const plan = [...maskProbes(spec), ...hostPathProbes(spec, input), ...writeProbes(spec, input)];
   plan.push(...networkProbes(spec));
   if (input.mode === 'breakglass') plan.push('STOP=0');
@@ -92,8 +97,10 @@ export function withCanaries(spec: CellSpec, input: CanaryInput): { spec: CellSp
 
 /** Makes the run's canary dir (writable by the cell's user, whichever host uid it maps to) and writes the plan. */
 export function startCanaries(canaries: CanaryPlan): void {
+  const parent = dirname(canaries.hostDir);
+  if (parent === neutralRuntimeDir()) makeNeutralDir(parent);
   makeDirs(canaries.hostDir, 0o700);
-  // Under the cell's 0700 state dir: only the cell (any uid it runs as) and the host user reach it.
+  // Under a 0700 dir of this user (the neutral dir or the cell's state dir): only the cell (any uid it runs as) and the host user reach it.
   chmodSync(canaries.hostDir, 0o777);
   writeFileSync(join(canaries.hostDir, 'plan'), `${canaries.plan.join('\n')}\n`, { mode: 0o644 });
 }

@@ -1,3 +1,4 @@
+import { CANARY_HOST } from '../../_internal/vocabulary.js';
 import { once } from 'node:events';
 import { createWriteStream, type WriteStream } from 'node:fs';
 import { dirname } from 'node:path';
@@ -111,8 +112,9 @@ export function createEgressLog(options: {
       stream = opened;
     },
     record(event) {
+      // The canary's own probe is the cell checking itself, not something the command tried.
       if (event.decision === 'allow') counts.allowed++;
-      else counts.denied++;
+      else if (event.host !== CANARY_HOST) counts.denied++;
       stream?.write(`${JSON.stringify(event)}\n`);
       try {
         options.onEvent?.(event);
