@@ -6,8 +6,9 @@ import { createServer as createHttpsServer } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { compileHostRules, learningMatcher } from '../src/egress/rules/host-rules.js';
 import { makeCerts } from './make-certs.js';
-import { agentcellAsync, listen, makeSandbox, type CliResult, type Sandbox } from './helpers.js';
+import { agentcellAsync, listen, makeSandbox, startCli, waitFor, type CliResult, type Sandbox } from './helpers.js';
 import { backendArgs, prepareBackend, TEST_BACKENDS } from './backends-under-test.js';
 
 /**
@@ -36,6 +37,31 @@ function egressEvents(out: string): LoggedEvent[] {
     .filter((line) => line.trim() !== '')
     .map((line) => JSON.parse(line) as LoggedEvent);
 }
+
+describe('learningMatcher', () => {
+  it('relaxes only the missing allow entry: deny entries and invalid hosts still refuse', () => {
+    const allowlist = compileHostRules({ allow: ['a.test'], deny: ['*.evil.test', 'b.test:22'] });
+    const learning = learningMatcher(allowlist);
+    // Positive control: the allow list alone refuses what learning allows.
+    assert.equal(allowlist.decide('c.test', 443).reason, 'not-allowed');
+    assert.deepEqual(learning.decide('c.test', 443), { decision: 'allow', rule: null, reason: 'learned' });
+    assert.equal(allowlist.decide('a.test', 80, { cleartext: true }).reason, 'cleartext-not-allowed');
+    assert.equal(learning.decide('a.test', 80, { cleartext: true }).reason, 'learned');
+    assert.deepEqual(learning.decide('a.test', 443), allowlist.decide('a.test', 443));
+    for (const [host, port, reason] of [
+      ['x.evil.test', 443, 'deny-rule'],
+      ['b.test', 22, 'deny-rule'],
+      ['bad host', 443, 'invalid-host'],
+      ['c.test', 0, 'invalid-host'],
+    ] as const) {
+      const decision = learning.decide(host, port);
+      assert.equal(decision.decision, 'deny', host);
+      assert.equal(decision.reason, reason, host);
+    }
+    // The address guard's input is untouched: loopback is listed only where the policy lists it.
+    assert.equal(learning.listsAddress('127.0.0.1', 443, 'c.test'), false);
+  });
+});
 
 for (const backend of TEST_BACKENDS)
   describe(`agentcell run --network learn (${backend})`, () => {
@@ -200,5 +226,29 @@ for (const backend of TEST_BACKENDS)
       } finally {
         writeFileSync(policyFile, before);
       }
+    });
+
+    it('a reload never turns a running allowlist cell into a learning one', async () => {
+      const original = readFileSync(policyFile, 'utf8');
+      const withMode = (mode: string): string => original.replace('[network]\n', `[network]\nmode = "${mode}"\n`);
+      writeFileSync(policyFile, withMode('allowlist'));
+      const args = ['run', ...backendArgs(backend), '--mode', 'development', '--', 'sh', '-c', 'echo ready; sleep 3'];
+      const child = startCli(args, { cwd: sb.workspace, env: sb.env });
+      let out = '';
+      child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
+      try {
+        await waitFor('the run', () => out.includes('ready'));
+        // Positive control: the same reload from an unchanged policy goes through.
+        const same = await cli(['allow']);
+        assert.equal(same.status, 0, same.stderr);
+        writeFileSync(policyFile, withMode('learn'));
+        const r = await cli(['allow']);
+        assert.equal(r.status, 2, r.stdout);
+        assert.match(r.stderr, /network\.mode is now "learn": a reload never widens/);
+      } finally {
+        writeFileSync(policyFile, original);
+      }
+      assert.equal(await exited, 0);
     });
   });
