@@ -177,7 +177,7 @@ for (const backend of TEST_BACKENDS)
         'true',
       ]);
       assert.equal(dry.status, 0, dry.stderr);
-      assert.match(dry.stdout + dry.stderr, /network learn/);
+      assert.match(dry.stdout + dry.stderr, /assurance reduced \(.*network learn \(hosts outside the allowlist/);
     });
 
     it('allow --from-log --dry-run prints the entries and the diff and changes nothing', async () => {
