@@ -169,6 +169,7 @@ describe('enforcement canaries: the plan', () => {
         hostPaths: [],
         hostHome: join(ws, 'home'),
         rootWritable: false,
+        learn: false,
         image: false,
       });
       assert.ok(canaries.plan.includes(planLine('masked_file', join(ws, 'z.env'))), canaries.plan.join('\n'));

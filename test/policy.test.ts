@@ -78,7 +78,7 @@ describe('policy', () => {
         e.code === 'POLICY_INVALID' &&
         e.message.includes(file) &&
         e.message.includes('network.mode') &&
-        e.message.includes('"none"|"allowlist"|"open"'),
+        e.message.includes('"none"|"allowlist"|"learn"|"open"'),
     );
   });
 

@@ -2,7 +2,7 @@
 export const MODES = ['strict', 'development', 'build', 'breakglass'] as const;
 export const BACKENDS = ['bwrap', 'podman', 'docker', 'gvisor'] as const;
 export const WORKSPACE_MODES = ['overlay', 'direct', 'readonly'] as const;
-export const NETWORK_MODES = ['none', 'allowlist', 'open'] as const;
+export const NETWORK_MODES = ['none', 'allowlist', 'learn', 'open'] as const;
 
 /**
  * The name the enforcement canary asks the gateway for (`.invalid` is reserved, so no policy can
@@ -14,3 +14,8 @@ export type Mode = (typeof MODES)[number];
 export type BackendName = (typeof BACKENDS)[number];
 export type WorkspaceMode = (typeof WORKSPACE_MODES)[number];
 export type NetworkMode = (typeof NETWORK_MODES)[number];
+
+/** The network modes whose traffic leaves through the egress gateway (learn: allowlist's gateway, logging instead of refusing). */
+export function usesGateway(mode: unknown): boolean {
+  return mode === 'allowlist' || mode === 'learn';
+}

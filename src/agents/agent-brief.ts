@@ -17,7 +17,9 @@ export function agentBrief(policy: Policy): string {
         ? '- The network is open (a lower-assurance choice the user made).'
         : [
             '- The network goes only through the agentcell egress gateway (HTTPS_PROXY is set for you).',
-            `- Allowed hosts: ${network.allow.length > 0 ? network.allow.join(', ') : 'none'}.`,
+            network.mode === 'learn'
+              ? '- The user is learning which hosts you need: hosts outside the allowlist are reached and logged.'
+              : `- Allowed hosts: ${network.allow.length > 0 ? network.allow.join(', ') : 'none'}.`,
           ].join('\n');
   const writes =
     workspace.mode === 'overlay'

@@ -1,4 +1,5 @@
 import type { PolicyLayer } from '../policy/policy-layer.js';
+import { usesGateway } from '../_internal/vocabulary.js';
 import { proxySecretPlaceholder } from '../cell/resolve-secrets.js';
 import type { AgentAdapter } from './agent-adapter.js';
 
@@ -23,7 +24,7 @@ export function agentPolicyLayer(
 ): PolicyLayer {
   const secrets: Record<string, Record<string, string>> = {};
   const env: Record<string, string> = { ...adapter.env };
-  const gateway = networkMode === undefined || networkMode === 'allowlist';
+  const gateway = networkMode === undefined || usesGateway(networkMode);
   for (const credential of gateway ? adapter.credentials : []) {
     const variable = credential.hostEnv.find((name) => hostEnv[name]);
     if (variable === undefined && !declaredSecrets.has(credential.secret)) continue;

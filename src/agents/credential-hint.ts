@@ -1,4 +1,5 @@
 import type { Policy } from '../policy/schema.js';
+import { usesGateway } from '../_internal/vocabulary.js';
 import type { AgentAdapter } from './agent-adapter.js';
 
 /**
@@ -10,8 +11,9 @@ export function missingCredentialHint(adapter: AgentAdapter, policy: Policy, sto
   if (storedLogins > 0 || adapter.credentials.length === 0) return undefined;
   if (adapter.credentials.some((c) => policy.secrets[c.secret] !== undefined)) return undefined;
   const ways = credentialWays(adapter);
-  const network =
-    policy.network.mode === 'allowlist' ? '' : ` (and keep network.mode = "allowlist": it is "${policy.network.mode}")`;
+  const network = usesGateway(policy.network.mode)
+    ? ''
+    : ` (and keep network.mode = "allowlist": it is "${policy.network.mode}")`;
   return `${adapter.name} has no credentials in this cell: ${ways.join(', or ')}${network}`;
 }
 

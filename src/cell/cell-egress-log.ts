@@ -42,7 +42,7 @@ export function chooseEgressRuns(paths: AgentcellPaths, cell: string, choice: Eg
     if (!logged.includes(choice.run) && !liveRuns(paths, cell).includes(choice.run))
       throw new AgentcellError(
         'RECEIPT_NOT_FOUND',
-        `run ${choice.run} of cell ${cell} has no egress log (only --network allowlist runs have one)`,
+        `run ${choice.run} of cell ${cell} has no egress log (only --network allowlist or learn runs have one)`,
       );
     return [choice.run];
   }

@@ -62,6 +62,8 @@ export interface CanaryInput {
   hostHome: string;
   /** The cell's root is writable (a directory rootfs with its own layer): /usr is no canary there. */
   rootWritable: boolean;
+  /** network.mode = "learn": the gateway refuses no name for lack of an allow entry, so it has no gateway-deny to prove. */
+  learn: boolean;
   /** An OCI cell: its image's root, which the host can't look into, so the prelude runs in /bin/sh. */
   image: boolean;
 }
@@ -83,7 +85,7 @@ export function withCanaries(spec: CellSpec, input: CanaryInput): { spec: CellSp
   const name = randomBytes(8).toString('hex');
   const hostDir = neutral ? join(neutral, `enforcement-${name}`) : join(input.cellDir, 'enforcement', name);
   const plan = [...maskProbes(spec), ...hostPathProbes(spec, input), ...writeProbes(spec, input)];
-  plan.push(...networkProbes(spec));
+  plan.push(...networkProbes(spec, input.learn));
   if (input.mode === 'breakglass') plan.push('STOP=0');
   return {
     spec: {
@@ -203,15 +205,14 @@ function writeProbes(spec: CellSpec, input: CanaryInput): string[] {
   return targets.map((t) => planLine('write_refused', t));
 }
 
-function networkProbes(spec: CellSpec): string[] {
+function networkProbes(spec: CellSpec, learn: boolean): string[] {
   if (spec.network === 'open')
     return ['direct-tcp', 'metadata', 'dns', 'gateway-deny'].map((p) => planLine('skip', p, 'network open'));
   const groups = [...DIRECT_TARGETS.flatMap(([probe, host, port]) => ['tcp', probe, host, port]), 'dns', DNS_NAME];
-  if (spec.network === 'gateway') groups.push('gateway', DENIED_HOST);
-  return [
-    planLine('net', ...groups),
-    ...(spec.network === 'gateway' ? [] : [planLine('skip', 'gateway-deny', 'no gateway (network none)')]),
-  ];
+  const denies = spec.network === 'gateway' && !learn;
+  if (denies) groups.push('gateway', DENIED_HOST);
+  const why = spec.network === 'gateway' ? 'network learn (the gateway refuses no name)' : 'no gateway (network none)';
+  return [planLine('net', ...groups), ...(denies ? [] : [planLine('skip', 'gateway-deny', why)])];
 }
 
 /**

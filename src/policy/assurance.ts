@@ -24,6 +24,8 @@ export function loweringChoices(policy: Policy): string[] {
   const reasons: string[] = [];
   if (policy.cell.mode !== 'strict') reasons.push(`mode ${policy.cell.mode}`);
   if (policy.network.mode === 'open') reasons.push('network open (no egress control)');
+  if (policy.network.mode === 'learn')
+    reasons.push('network learn (hosts outside the allowlist are reached and logged, not refused)');
   if (policy.workspace.mode === 'direct') reasons.push('workspace direct (host files change live)');
   for (const m of policy.mount) if (m.mode === 'rw') reasons.push(`rw mount ${m.source}`);
   for (const [name, s] of Object.entries(policy.secrets))
@@ -35,7 +37,8 @@ export function loweringChoices(policy: Policy): string[] {
 export function assertModeAllows(policy: Policy, sourceOf: (key: string) => string): void {
   if (policy.cell.mode !== 'strict') return;
   const refusals: string[] = [];
-  if (policy.network.mode === 'open') refusals.push(`network.mode = "open" (from ${sourceOf('network.mode')})`);
+  if (policy.network.mode === 'open' || policy.network.mode === 'learn')
+    refusals.push(`network.mode = "${policy.network.mode}" (from ${sourceOf('network.mode')}); use "allowlist"`);
   if (policy.workspace.mode === 'direct')
     refusals.push(`workspace.mode = "direct" (from ${sourceOf('workspace.mode')}); use "readonly" or "overlay"`);
   for (const m of policy.mount)

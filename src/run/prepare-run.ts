@@ -147,6 +147,7 @@ export async function prepareRun(request: RunRequest): Promise<PreparedRun> {
     hostPaths: [keyPaths(paths.config).dir, paths.state],
     hostHome: home,
     rootWritable: rootfs.kind === 'directory' && rootfs.overlay !== undefined,
+    learn: policy.network.mode === 'learn',
     image: policy.cell.backend !== 'bwrap',
   });
   const image = await imageLookup;

@@ -2,6 +2,7 @@ import { join } from 'node:path';
 import type { CellEgress, CellSpec, ExtraMount } from '../backends/backend.js';
 import type { AgentcellPaths } from '../paths.js';
 import type { Policy } from '../policy/schema.js';
+import { usesGateway } from '../_internal/vocabulary.js';
 import { newProxyToken } from '../egress/gateway/proxy-auth.js';
 import { CELL_BRIDGE_NODE, cellEgressWiring, proxyEnvironment } from '../egress/cell/proxy-environment.js';
 import { bridgeScriptPath, cellNode, egressSocketDir, type RunEgress } from '../egress/gateway/run-gateway.js';
@@ -21,7 +22,7 @@ export interface EgressParts {
 }
 
 /**
- * network = allowlist: the run's gateway (token, rules, socket and log dirs, TLS
+ * network = allowlist (or learn): the run's gateway (token, rules, socket and log dirs, TLS
  * inspection) and how the cell reaches it. Otherwise nothing, and what only the gateway
  * can apply (proxy secrets, L7 rules) is refused rather than dropped.
  */
@@ -36,7 +37,7 @@ export function egressParts(context: {
   workspace: string;
 }): EgressParts {
   const { policy, rootfs } = context;
-  if (policy.network.mode !== 'allowlist') {
+  if (!usesGateway(policy.network.mode)) {
     refuseWithoutGateway(policy);
     return { env: {}, mounts: [] };
   }
@@ -54,7 +55,7 @@ export function egressParts(context: {
   return {
     egress: {
       token,
-      rules: { allow, deny, resolve, inspect, rule },
+      rules: { allow, deny, resolve, inspect, rule, learn: policy.network.mode === 'learn' },
       socketDir,
       logDir: join(dir, 'egress'),
       ...(inspection ? { inspect: inspection.run } : {}),

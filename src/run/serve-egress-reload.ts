@@ -3,6 +3,7 @@ import { isAbsolute, relative } from 'node:path';
 import { AgentcellError } from '../errors.js';
 import type { AgentcellPaths } from '../paths.js';
 import type { Policy } from '../policy/schema.js';
+import { usesGateway } from '../_internal/vocabulary.js';
 import type { EgressReload } from '../receipts/receipt.js';
 import {
   diffHostRules,
@@ -17,15 +18,18 @@ import { egressControlSocket } from '../cell/egress-reload.js';
 import type { PreparedRun } from './prepare-run.js';
 import { resolveCellPolicy } from './run-policy.js';
 
-/** The gateway rules a policy gives a running allowlist cell; a reload can't turn it into an open one. */
-function gatewayRules(network: Policy['network']): HostRules {
-  if (network.mode === 'open')
+/**
+ * The gateway rules a policy gives a running gateway cell; a reload can't turn it into an
+ * open one, nor an allowlist cell into a learning one (learning → allowlist narrows: fine).
+ */
+function gatewayRules(network: Policy['network'], learning: boolean): HostRules {
+  if (network.mode === 'open' || (network.mode === 'learn' && !learning))
     throw new AgentcellError(
       'RELOAD_REFUSED',
-      'network.mode is now "open": a reload never widens a running cell to an open network; start a new run for that',
+      `network.mode is now "${network.mode}": a reload never widens a running cell's network that way; start a new run for that`,
     );
-  if (network.mode !== 'allowlist') return { allow: [], deny: [], resolve: {} };
-  return { allow: network.allow, deny: network.deny, resolve: network.resolve };
+  if (!usesGateway(network.mode)) return { allow: [], deny: [], resolve: {} };
+  return { allow: network.allow, deny: network.deny, resolve: network.resolve, learn: network.mode === 'learn' };
 }
 
 /**
@@ -61,7 +65,7 @@ export async function serveEgressReload(
         'RELOAD_REFUSED',
         `${writable.join(', ')} lies in a direct-mode workspace the cell can write; reloading from it could let the cell widen its own network`,
       );
-    const next = gatewayRules(resolved.policy.network);
+    const next = gatewayRules(resolved.policy.network, current.learn === true);
     const report: ReloadReport = {
       run,
       dryRun,

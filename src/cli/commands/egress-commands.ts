@@ -3,7 +3,10 @@ import { followCellEgress, readCellEgress } from '../../cell/cell-egress-log.js'
 import { locateCell, locateExistingCell, openCell, readCell } from '../../cell/cell-store.js';
 import { cellSshDir, ensureCellSshKey } from '../../cell/cell-ssh-key.js';
 import { reloadCellEgress } from '../../cell/egress-reload.js';
-import { allowHosts } from '../../cell/allow-hosts.js';
+import { allowHosts, type AllowHostsResult } from '../../cell/allow-hosts.js';
+import { allowFromLog } from '../../cell/allow-from-log.js';
+import { AgentcellError } from '../../errors.js';
+import { usesGateway } from '../../_internal/vocabulary.js';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ReloadReport } from '../../egress/gateway/egress-control.js';
@@ -15,6 +18,11 @@ import { note, print, printJson, type DryRunFlag, type JsonFlag } from '../outpu
 interface CellFlag {
   cell?: string;
   workspace?: string;
+}
+
+interface AllowFlags extends CellFlag, JsonFlag, DryRunFlag {
+  fromLog?: boolean;
+  run?: string;
 }
 
 interface LogFlags extends CellFlag, JsonFlag {
@@ -73,8 +81,11 @@ export function registerEgressCommands(program: Command, setExit: (code: number)
       .argument('[hosts...]', 'host patterns to add to [network] allow (e.g. api.example.com, *.example.org:443)'),
   )
     .option('--dry-run', 'say what would change (the diff of agentcell.toml); change nothing')
-    .action(async (hosts: string[], flags: CellFlag & JsonFlag & DryRunFlag) => {
+    .option('--from-log', 'add the hosts a --network learn run reached that the policy would refuse')
+    .option('--run <id>', 'with --from-log: this run (default: the cell’s latest run that learned something)')
+    .action(async (hosts: string[], flags: AllowFlags) => {
       const paths = agentcellPaths();
+      if (flags.fromLog || flags.run !== undefined) return allowFromLogCommand(paths, hosts, flags, setExit);
       if (hosts.length > 0) return allowHostsCommand(paths, hosts, flags, setExit);
       const { cell } = locateExistingCell(paths, flags);
       const report = await reloadCellEgress(paths, cell, { dryRun: Boolean(flags.dryRun) });
@@ -114,11 +125,16 @@ function registerPubkey(program: Command): void {
 
 function eventLine(e: EgressEvent, withRun: boolean): string {
   const target = `${e.host.includes(':') ? `[${e.host}]` : e.host}:${e.port}`;
-  const why = e.rule === null ? e.reason : `${e.reason} ${e.rule}`;
+  const why = e.wouldBe
+    ? `would be denied: ${e.wouldBe.reason}${e.wouldBe.rule === null ? '' : ` ${e.wouldBe.rule}`}`
+    : e.rule === null
+      ? e.reason
+      : `${e.reason} ${e.rule}`;
   return [
     ...(withRun ? [e.run] : []),
     e.time,
-    e.decision.padEnd(5),
+    // A learn-mode allowance the allow list would have refused: never shown as a plain allow.
+    (e.wouldBe ? 'learn' : e.decision).padEnd(5),
     e.kind.padEnd(7),
     target,
     e.address ?? '-',
@@ -154,13 +170,38 @@ async function allowHostsCommand(
   });
   if (result.reloads.some((r) => 'error' in r)) setExit(2);
   if (flags.json) return printJson(result);
+  printAllowHosts(result);
+}
+
+/** `allow --from-log [--run ID]`: what a learn-mode run reached, as allow entries (same edit and reloads). */
+async function allowFromLogCommand(
+  paths: AgentcellPaths,
+  hosts: string[],
+  flags: AllowFlags,
+  setExit: (code: number) => void,
+): Promise<void> {
+  if (hosts.length > 0 || !flags.fromLog)
+    throw new AgentcellError('USAGE', 'use either agentcell allow HOST… or agentcell allow --from-log [--run ID]');
+  const { cell, workspace } = locateExistingCell(paths, flags);
+  const result = await allowFromLog(paths, cell, workspace, {
+    dryRun: Boolean(flags.dryRun),
+    onlyCell: flags.cell !== undefined,
+    ...(flags.run !== undefined ? { run: flags.run } : {}),
+  });
+  if (result.reloads.some((r) => 'error' in r)) setExit(2);
+  if (flags.json) return printJson(result);
+  print(`run ${result.run} learned ${result.learned.length} host(s) the policy would refuse`);
+  printAllowHosts(result);
+}
+
+function printAllowHosts(result: AllowHostsResult): void {
   if (result.present.length > 0) print(`already allowed in ${result.file}: ${result.present.join(', ')}`);
   if (result.added.length === 0) print(`nothing to add to ${result.file}`);
   else {
     print(`${result.dryRun ? 'would add' : 'added'} to ${result.file}: ${result.added.join(', ')}`);
     for (const line of result.diff) print(line);
   }
-  if (result.networkMode !== 'allowlist')
+  if (!usesGateway(result.networkMode))
     note(
       `network.mode is "${result.networkMode}" for this workspace: allow entries apply to runs with network.mode = "allowlist" (or --network allowlist)`,
     );

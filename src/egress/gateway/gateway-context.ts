@@ -8,7 +8,7 @@ import type { InspectContext } from '../protocols/inspect/inspect-context.js';
 import { inspectTunnel } from '../protocols/inspect/inspect-tunnel.js';
 import { spliceTunnel, type OpenTunnel, type TunnelHooks, type TunnelTarget } from '../protocols/splice-tunnel.js';
 import { guardAddress } from '../rules/address-guard.js';
-import { compileHostRules, normalizeHost, type HostMatcher } from '../rules/host-rules.js';
+import { compileHostRules, learningMatcher, normalizeHost, type HostMatcher } from '../rules/host-rules.js';
 import { compileInspectRules, type InspectMatcher, type InspectRules } from '../rules/inspect-rules.js';
 import { createPooledReads, type PooledReads } from '../stream/pooled-reads.js';
 import type { EgressGatewayOptions, GatewayInspectOptions, GatewayRules } from './egress-gateway.js';
@@ -20,6 +20,8 @@ export type Outcome = Pick<EgressEvent, 'host' | 'port' | 'address' | 'decision'
   Partial<Pick<EgressEvent, 'bytesUp' | 'bytesDown' | 'method' | 'path' | 'status' | 'injected'>> & {
     revoked?: boolean;
     inspected?: boolean;
+    /** The traffic was cleartext HTTP (what the allow list needs an explicit port for). */
+    cleartext?: boolean;
   };
 
 /** A checked, connected upstream for a CONNECT or SOCKS tunnel, and how its reads are buffered. */
@@ -79,7 +81,10 @@ export function createGatewayContext(
   options: EgressGatewayOptions,
   lifecycle: { listening: () => boolean; failClosed: (error: Error) => void },
 ): GatewayState {
-  let matcher: HostMatcher = compileHostRules(options.rules);
+  // Learn mode decides with `matcher` and logs what `allowlist` alone would have decided.
+  let allowlist: HostMatcher = compileHostRules(options.rules);
+  let learn = options.rules.learn === true;
+  let matcher: HostMatcher = learn ? learningMatcher(allowlist) : allowlist;
   const secrets = options.inspect?.secrets ?? [];
   let inspectRules: InspectRules = { inspect: options.rules.inspect ?? [], rule: options.rules.rule ?? [] };
   let inspection: InspectMatcher = compileInspection(inspectRules, options.inspect);
@@ -106,6 +111,10 @@ export function createGatewayContext(
   let upstreamTrust: SecureContext | undefined;
 
   function record(kind: EgressKind, started: number, outcome: Outcome): void {
+    const cleartext = kind === 'http' || outcome.cleartext === true;
+    const strict =
+      learn && outcome.decision === 'allow' ? allowlist.decide(outcome.host, outcome.port, { cleartext }) : undefined;
+    const learned = strict?.decision === 'deny' ? strict : undefined;
     log.record({
       time: new Date(started).toISOString(),
       cell: options.cell ?? '',
@@ -115,8 +124,8 @@ export function createGatewayContext(
       port: outcome.port,
       address: outcome.address,
       decision: outcome.decision,
-      rule: outcome.rule,
-      reason: outcome.reason,
+      rule: learned ? null : outcome.rule,
+      reason: learned ? 'learned' : outcome.reason,
       bytesUp: outcome.bytesUp ?? 0,
       bytesDown: outcome.bytesDown ?? 0,
       durationMs: Date.now() - started,
@@ -124,6 +133,7 @@ export function createGatewayContext(
       ...(outcome.inspected ? { inspected: true as const } : {}),
       ...(outcome.method !== undefined ? { method: outcome.method, path: outcome.path, status: outcome.status } : {}),
       ...(outcome.injected ? { injected: outcome.injected } : {}),
+      ...(learned ? { wouldBe: { decision: 'deny' as const, reason: learned.reason, rule: learned.rule } } : {}),
     });
   }
 
@@ -159,7 +169,7 @@ export function createGatewayContext(
       closed: (tunnel, outcome) => {
         tunnels.delete(tunnel);
         const { host, port, address } = tunnel.target;
-        record(kind, started, { ...outcome, host, port, address, inspected });
+        record(kind, started, { ...outcome, host, port, address, inspected, cleartext: tunnel.cleartext });
       },
     };
   }
@@ -234,10 +244,14 @@ export function createGatewayContext(
       for (const socket of upstreams) socket.destroy();
     },
     reload(rules) {
-      const next = compileHostRules(rules);
+      const nextAllowlist = compileHostRules(rules);
+      const nextLearn = rules.learn === true;
+      const next = nextLearn ? learningMatcher(nextAllowlist) : nextAllowlist;
       // Keys a reload leaves out keep their value: a reload of allow/deny alone never drops L7 rules.
       const nextRules = { inspect: rules.inspect ?? inspectRules.inspect, rule: rules.rule ?? inspectRules.rule };
       const nextInspection = compileInspection(nextRules, options.inspect);
+      allowlist = nextAllowlist;
+      learn = nextLearn;
       matcher = next;
       inspectRules = nextRules;
       inspection = nextInspection;

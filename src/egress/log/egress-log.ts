@@ -68,6 +68,11 @@ export interface EgressEvent {
   status?: number;
   /** `request` events: the names of the `[secrets]` the gateway added as headers (never their values). */
   injected?: string[];
+  /**
+   * Learn mode, on an allowed event (reason `learned`): what the policy's allow list
+   * would have decided, so `allow --from-log` can turn it into an entry.
+   */
+  wouldBe?: { decision: 'deny'; reason: HostReason; rule: string | null };
 }
 
 export interface EgressCounters {

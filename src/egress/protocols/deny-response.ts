@@ -127,5 +127,7 @@ function explain({ reason, rule, detail }: Denial): string {
       return `the server answered in an encoding (${detail ?? '?'}) the gateway can't decode to mask the injected secret; ask it for identity or gzip`;
     case 'allow-rule':
       return 'allowed';
+    case 'learned':
+      return 'reached in learn mode';
   }
 }

@@ -9,9 +9,13 @@ export interface HostRules {
   deny?: readonly string[];
   /** `{ name: IP }`, like curl's --resolve; the IP counts as listed for that name. */
   resolve?: Readonly<Record<string, string>>;
+  /** network.mode = "learn": what the allow list lacks is reached and logged (see `learningMatcher`). */
+  learn?: boolean;
 }
 
-export type HostReason = 'allow-rule' | 'deny-rule' | 'not-allowed' | 'cleartext-not-allowed' | 'invalid-host';
+/** `learned`: allowed only because the run is in learn mode; the allow list would have refused it. */
+export type HostReason =
+  'allow-rule' | 'learned' | 'deny-rule' | 'not-allowed' | 'cleartext-not-allowed' | 'invalid-host';
 
 export interface HostDecision {
   decision: 'allow' | 'deny';
@@ -111,6 +115,25 @@ export function compileHostRules(rules: HostRules): HostMatcher {
     resolveOverride(name) {
       const host = normalizeHost(name);
       return host === undefined ? undefined : resolve.get(host);
+    },
+  };
+}
+
+/**
+ * Learn mode: allows what `allowlist` refuses only for lack of an allow entry
+ * (`not-allowed`, `cleartext-not-allowed`), as `learned`. Everything else is decided by
+ * `allowlist` unchanged: deny entries and invalid hosts still refuse, and the address
+ * guard (which only `listsAddress` feeds) still keeps loopback, private, link-local and
+ * metadata addresses out unless the policy lists them, so learning never opens the host
+ * or the LAN to the cell.
+ */
+export function learningMatcher(allowlist: HostMatcher): HostMatcher {
+  return {
+    ...allowlist,
+    decide(host, port, options) {
+      const decision = allowlist.decide(host, port, options);
+      const learnable = decision.reason === 'not-allowed' || decision.reason === 'cleartext-not-allowed';
+      return learnable ? { decision: 'allow', rule: null, reason: 'learned' } : decision;
     },
   };
 }
