@@ -1,8 +1,8 @@
 import type { Command } from 'commander';
 import { prepareRun } from '../../run/prepare-run.js';
-import { resolveCellPolicy } from '../../run/run-policy.js';
 import { runFingerprint } from '../../evidence/fingerprint.js';
 import { agentcellPaths } from '../../paths.js';
+import { currentEvidence } from '../../run/evidence-current.js';
 import { sessionExport } from '../../sessions/session-evidence.js';
 import { addCellOptions, toCellOptions, type CellFlags } from '../cell-options.js';
 import { note, print, printJson, type JsonFlag } from '../output.js';
@@ -44,15 +44,7 @@ export function registerEvidenceCommands(program: Command, setExit: (code: numbe
         ...(flags.session !== undefined ? { session: sessionExport(paths, flags.session) } : {}),
         ...(flags.cell !== undefined ? { cell: flags.cell } : {}),
         out: flags.output,
-        current: async (workspace, cell) => {
-          const options = { workspace, cell };
-          const { resolved } = await resolveCellPolicy(options, paths, workspace);
-          const prepared = await prepareRun({ ...options, argv: ['true'], tty: false, paths, cwd: workspace });
-          return {
-            policy: { hash: resolved.hash, policy: resolved.policy },
-            fingerprint: runFingerprint(prepared, paths.state, process.env),
-          };
-        },
+        current: currentEvidence(paths),
       });
       if (flags.json) printJson(report);
       else
