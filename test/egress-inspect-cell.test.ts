@@ -77,6 +77,37 @@ function followFirstLine(sb: Sandbox, run: string): Promise<string> {
   });
 }
 
+/**
+ * `agentcell spy --follow --raw --pager --run RUN` on a terminal (`script` makes one):
+ * less shows the call live; Ctrl-C stops following, `q` then quits less and spy.
+ */
+function pagedFollow(sb: Sandbox, run: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const command = ['exec', process.execPath, CLI, 'spy', '--follow', '--raw', '--pager', '--run', run].join(' ');
+    const child = spawn('script', ['-qec', command, '/dev/null'], {
+      cwd: sb.workspace,
+      env: { ...sb.env, TERM: 'xterm', LESSSECURE: '1' },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    let out = '';
+    let typed = false;
+    const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+    child.stdout.setEncoding('utf8').on('data', (d: string) => {
+      out += d;
+      if (typed || !out.includes('claude-stub-1')) return;
+      typed = true;
+      child.stdin.write('\u0003');
+      setTimeout(() => child.stdin.write('q'), 500);
+    });
+    child.on('error', reject);
+    child.on('close', (status) => {
+      clearTimeout(timer);
+      if (status !== 0) reject(new Error(`spy --follow --pager exited ${String(status)}: ${out}`));
+      else resolve(out);
+    });
+  });
+}
+
 describe('inspected egress from a real cell (bwrap)', () => {
   let certDir: string;
   let upstreamCa: string;
@@ -100,6 +131,8 @@ describe('inspected egress from a real cell (bwrap)', () => {
               { type: 'tool_use', id: 't1', name: 'read_file', input: { path: 'README.md' } },
             ],
             usage: { input_tokens: 42, output_tokens: 9 },
+            // A provider echoing the key it got: spy --raw must show it redacted.
+            echoed_key: req.headers['x-api-key'],
           }),
         );
         return;
@@ -363,9 +396,29 @@ describe('inspected egress from a real cell (bwrap)', () => {
       assert.equal(parsed.calls[0]?.model, 'claude-stub-1');
       assert.equal(parsed.calls[0]?.usage.input, 42);
       assert.ok(!(spy.stdout + spyJson.stdout).includes(SECRET));
+      // spy --raw: the bodies as recorded, JSON pretty-printed; the echoed key redacted, never shown.
+      const raw = await runCli(['spy', '--raw'], sb);
+      assert.equal(raw.status, 0, raw.stderr);
+      assert.match(raw.stdout, /── request \(application\/json\)\n\{\n {2}"model": "claude-stub-1",/);
+      assert.match(raw.stdout, /"role": "user",\n\s*"content": "read the readme"/);
+      assert.match(raw.stdout, /── response \(application\/json\)\n[^]*"text": "Reading it\."/);
+      assert.match(raw.stdout, /"echoed_key": "\[redacted:(ANTHROPIC_API_KEY|GH)\]"/, 'the provider did echo it');
+      const rawJson = await runCli(['spy', '--raw', '--json'], sb);
+      const rawCalls = (
+        JSON.parse(rawJson.stdout) as { calls: { request: { body: string }; response: { body: string } }[] }
+      ).calls;
+      assert.equal((JSON.parse(rawCalls[0]?.request.body ?? '') as { model: string }).model, 'claude-stub-1');
+      assert.match(rawCalls[0]?.response.body ?? '', /"input_tokens":42/);
+      const paged = await runCli(['spy', '--raw', '--pager'], sb);
+      assert.equal(paged.stdout, raw.stdout, '--pager on a pipe prints plainly');
+      assert.ok(!(raw.stdout + rawJson.stdout + paged.stdout).includes(SECRET));
       // Following a named run reads it from the start (without --run, follow waits for the next run).
       const follow = await followFirstLine(sb, parsed.run);
       assert.match(follow, /"model":"claude-stub-1"/);
+      const pagedLive = await pagedFollow(sb, parsed.run);
+      assert.match(pagedLive, /\u001b\[\?1049h/, 'less took the terminal');
+      assert.match(pagedLive, /"model": "claude-stub-1"/);
+      assert.ok(!pagedLive.includes(SECRET));
     } finally {
       sb.cleanup();
     }

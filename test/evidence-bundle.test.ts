@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { gunzipSync, gzipSync } from 'node:zlib';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { ac, acJson, agentcell, cellDirOf, makeSandbox, type Sandbox } from './helpers.js';
+import { ac, acJson, agentcell, cellDirOf, makeSandbox, waitFor, type Sandbox } from './helpers.js';
 
 /**
  * Evidence bundles (src/evidence/evidence-bundle.ts): export → verify on a machine with
@@ -192,5 +193,58 @@ describe('evidence bundles', () => {
     assert.equal(v.ok, false);
     assert.equal(v.failure?.file, 'anchor.json');
     assert.match(v.failure?.problem ?? '', /receipt 2 missing/);
+  });
+});
+
+describe('evidence bundles of a session', () => {
+  it('export --session carries its transcript; verify checks the raw one against the run receipt’s sha256', async () => {
+    const sb = makeSandbox({ 'README.md': 'hello\n' });
+    const dir = mkdtempSync(join(tmpdir(), 'agentcell-evidence-session-'));
+    try {
+      const env = { ...sb.env, AGENTCELL_HOME: join(dir, 'empty-home'), HOME: join(dir, 'reviewer') };
+      const started = acJson<{ id: string }>(
+        sb,
+        ...['session', 'start', '--json', '--', 'sh', '-c'],
+        'printf "\\033[31mhi-from-session\\033[0m\\n"; sleep 1',
+      );
+      const show = (): { state: string; receipt: string | null } =>
+        acJson<{ state: string; receipt: string | null }>(sb, 'session', 'show', started.id, '--json');
+      await waitFor('the session ended with a receipt', () => show().receipt !== null, 60_000);
+      assert.equal(show().state, 'exited');
+      const bundle = join(dir, 'session.tar');
+      const exported = ac(sb, 'evidence', 'export', '--session', started.id, '-o', bundle);
+      assert.equal(exported.status, 0, exported.stderr);
+      const archive = readFileSync(bundle);
+      const member = (name: string): string => {
+        const m = tarLayout(archive).find((e) => e.name === name);
+        assert.ok(m, `${name} in the bundle`);
+        return archive.toString('utf8', m.data, m.data + m.size);
+      };
+      assert.match(member('transcript.txt'), /^hi-from-session$/m);
+      assert.ok(!member('transcript.txt').includes('\u001b'), 'the text one is ANSI-free');
+      assert.ok(member('transcript.raw').includes('\u001b[31mhi-from-session'), 'the raw one is as printed');
+      const manifest = JSON.parse(member('manifest.json')) as { subject: { run: string; session: string } };
+      assert.equal(manifest.subject.session, started.id);
+      assert.equal(manifest.subject.run, show().receipt);
+      const ok = agentcell(['evidence', 'verify', bundle, '--json'], { cwd: dir, env });
+      assert.equal(ok.status, 0, ok.stdout + ok.stderr);
+
+      // The stored transcript edited before export: the bundle is well signed, but not what the run signed.
+      const sessionDir = join(cellDirOf(sb), 'sessions', started.id);
+      const segment = readdirSync(sessionDir).find((n) => n.startsWith('transcript-'));
+      assert.ok(segment);
+      const text = gunzipSync(readFileSync(join(sessionDir, segment))).toString('utf8');
+      writeFileSync(join(sessionDir, segment), gzipSync(text.replace('hi-from-session', 'hi-from-attack!')));
+      const forged = join(dir, 'forged.tar');
+      assert.equal(ac(sb, 'evidence', 'export', '--session', started.id, '-o', forged).status, 0);
+      const bad = agentcell(['evidence', 'verify', forged, '--json'], { cwd: dir, env });
+      assert.equal(bad.status, 1, bad.stdout + bad.stderr);
+      const v = JSON.parse(bad.stdout) as Verification;
+      assert.equal(v.failure?.file, 'transcript.raw');
+      assert.match(v.failure?.problem ?? '', /is not the run receipt's transcript\.sha256/);
+    } finally {
+      sb.cleanup();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -6,6 +6,7 @@ import { describe, it } from 'node:test';
 import { gzipSync } from 'node:zlib';
 import { followLiveSpy, followSpyLog, spyLogPath } from '../src/egress/log/spy-files.js';
 import { createSpyLog, llmProvider, type LlmProvider, type SpyRecord } from '../src/egress/log/spy-log.js';
+import { renderSpyRaw } from '../src/egress/log/spy-raw.js';
 import { parseSpyRecord, readSpyLog, renderSpyRecord } from '../src/egress/log/spy-render.js';
 
 /*
@@ -38,6 +39,28 @@ function record(
 
 const sse = (events: unknown[]): string =>
   events.map((e) => `data: ${JSON.stringify(e)}\n\n`).join('') + 'data: [DONE]\n\n';
+
+describe('spy --raw', () => {
+  it('pretty-prints JSON bodies, shows an SSE body as is, and never sends a control character to the terminal', () => {
+    const stream = sse([{ type: 'content_block_delta', delta: { type: 'text_delta', text: 'hi' } }]);
+    const hostile = `${stream}\u001b]0;owned\u0007\u001b[2J\r\u009b31m`;
+    const out = renderSpyRaw(
+      record(
+        'anthropic',
+        '/v1/messages',
+        { model: 'm', messages: [{ role: 'user', content: 'a\u001b[31mb' }] },
+        hostile,
+        'text/event-stream',
+      ),
+    );
+    assert.match(out, /^── 2026-11-23T12:00:00\.000Z anthropic POST api\.test\/v1\/messages → 200 \(12 ms\)\n/);
+    assert.match(out, /── request \(application\/json\)\n\{\n {2}"model": "m",/);
+    assert.match(out, /── response \(text\/event-stream\)\ndata: \{"type":"content_block_delta"/);
+    assert.match(out, /\\u\{1b\}\]0;owned\\u\{7\}\\u\{1b\}\[2J\\u\{d\}\\u\{9b\}31m$/);
+    assert.doesNotMatch(out, /[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/);
+    assert.doesNotMatch(renderSpyRecord(record('anthropic', '/v1/messages', { system: '\u001b[2J' }, '{}')), /\u001b/);
+  });
+});
 
 describe('spy: providers by path', () => {
   it('recognises each API and nothing else', () => {

@@ -7,7 +7,16 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { backendArgs } from './backends-under-test.js';
-import { ac, acJson, cellDirOf, makeSandbox, startCli, writeAllowlistPolicy, type Sandbox } from './helpers.js';
+import {
+  ac,
+  acJson,
+  agentcell,
+  cellDirOf,
+  makeSandbox,
+  startCli,
+  writeAllowlistPolicy,
+  type Sandbox,
+} from './helpers.js';
 
 /** Screenshots of each page, kept as test artifacts (gitignored). */
 const ARTIFACTS = join(process.cwd(), 'test-artifacts', 'ui');
@@ -334,6 +343,37 @@ describe('agentcell ui', () => {
     assert.match(spy, /claude-test/);
     assert.ok(spy.includes('<script>alert(2)</script>'), 'the message shows as text');
     assert.equal(await page.locator('main script').count(), 0);
+  });
+
+  it('shows a session live, stops it through a confirmation, and downloads a run’s evidence that verifies', async () => {
+    const started = acJson<{ id: string }>(
+      sb,
+      ...['session', 'start', ...backendArgs('bwrap'), '--json', '--', 'sh', '-c'],
+      'echo session-says-hi; sleep 60',
+    );
+    await page.goto(`http://127.0.0.1:${ui.port}/cell/${cell}`);
+    const row = page.locator('#sessions tr', { hasText: started.id });
+    assert.match(await row.innerText(), /running/);
+    await row.locator(`a[href$="/session/${started.id}"]`).click();
+    await page.locator('#transcript', { hasText: 'session-says-hi' }).waitFor({ timeout: 30_000 });
+    assert.equal(await page.locator('#live-state').innerText(), 'live');
+    await page.click('a[href*="/stop-session?id="]');
+    assert.match(await page.locator('main, body').first().innerText(), /would stop session/);
+    await page.click('#confirm button');
+    assert.match(await page.locator('#done').innerText(), /stopped session s-[0-9a-z]+: (exited|failed)/);
+    const shown = acJson<{ state: string; receipt: string | null }>(sb, 'session', 'show', started.id, '--json');
+    assert.notEqual(shown.state, 'running');
+    assert.ok(shown.receipt, 'the stop left the run’s receipt');
+
+    await page.goto(`http://127.0.0.1:${ui.port}/cell/${cell}`);
+    await page.click(`a[href$="/evidence?run=${shown.receipt}"]`);
+    const [download] = await Promise.all([page.waitForEvent('download'), page.click('#confirm button')]);
+    const file = join(ARTIFACTS, 'ui-evidence.tar');
+    await download.saveAs(file);
+    assert.match(download.suggestedFilename(), /^evidence-r-[0-9a-z]+\.tar$/);
+    const verified = agentcell(['evidence', 'verify', file, '--json'], { cwd: sb.workspace, env: sb.env });
+    assert.equal(verified.status, 0, verified.stdout + verified.stderr);
+    assert.equal((JSON.parse(verified.stdout) as { ok: boolean }).ok, true);
   });
 
   it('shows a tampered receipt as failing verification', async () => {

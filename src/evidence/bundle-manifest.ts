@@ -11,7 +11,7 @@ export const BundleManifestSchema = z
     version: z.literal(1),
     createdAt: z.string(),
     agentcell: z.string(),
-    subject: z.object({ cell: z.string(), run: z.string().nullable() }).strict(),
+    subject: z.object({ cell: z.string(), run: z.string().nullable(), session: z.string().optional() }).strict(),
     members: z.array(z.object({ path: z.string(), sha256: Sha256, size: z.number().int().nonnegative() }).strict()),
     /** Slots with nothing in them (a transcript outside a session, a landed commit), and why. */
     absent: z.record(z.string(), z.string()),

@@ -34,16 +34,31 @@ import { BUNDLE_KIND, type BundleManifest, type UnsignedManifest } from './bundl
  * - `policy.json`, `fingerprint.json`: the policy and fingerprint a run here would get now
  *   (their hashes, compared with the receipts', say whether they changed since);
  * - `enforcement.json`: each run's canary results, as its receipt has them;
- * - `transcript.txt` for a session, `landed.json` for a landed commit: slots the sessions and
- *   branch-cell work fill; the manifest says why each is absent.
+ * - `transcript.txt` (plain text) and `transcript.raw` (the bytes the run's receipt hashed)
+ *   for a session, `landed.json` for a landed commit; the manifest says why each is absent.
  *
- * Every member but the receipts has the host's home directories written as `~`.
+ * Every member but the receipts and `transcript.raw` (both byte for byte as hashed) has
+ * the host's home directories written as `~`.
  */
+export interface SessionExport {
+  id: string;
+  run: string;
+  /** Absent when the run's receipt has no transcript hash. */
+  transcript?: {
+    /** The stream from `offset` up to the receipt's `transcript.bytes`. */
+    raw: Buffer;
+    /** > 0: the transcript cap dropped the first bytes, so the receipt's sha256 can't be checked. */
+    offset: number;
+    text: string;
+  };
+}
+
 export interface ExportRequest {
   paths: AgentcellPaths;
   /** Exactly one. */
   run?: string;
-  session?: string;
+  /** Read by the caller (sessions sit above evidence): src/sessions/session-evidence.ts. */
+  session?: SessionExport;
   cell?: string;
   out: string;
   /** The policy and fingerprint a run in the cell's workspace gets now (the caller prepares one). */
@@ -63,11 +78,6 @@ export interface ExportReport {
 }
 
 export async function exportEvidence(request: ExportRequest): Promise<ExportReport> {
-  if (request.session !== undefined)
-    throw new AgentcellError(
-      'NOT_AVAILABLE_YET',
-      `--session ${request.session}: detached sessions are not built yet; export the session's cell with --cell, or a run with --run`,
-    );
   const { paths } = request;
   const { cell, run } = subjectOf(request);
   const record = readCell(paths, cell);
@@ -94,14 +104,14 @@ export async function exportEvidence(request: ExportRequest): Promise<ExportRepo
     members.set('policy.json', redact(json(current.policy)));
     members.set('fingerprint.json', redact(json(current.fingerprint)));
     members.set('enforcement.json', redact(json(enforcementOf(receipts, run))));
-    slots['transcript.txt'] = 'not a session export';
+    addTranscript(members, slots, request.session, redact);
     slots['landed.json'] = landing(receipts);
     const unsigned: UnsignedManifest = {
       kind: BUNDLE_KIND,
       version: 1,
       createdAt: new Date().toISOString(),
       agentcell: AGENTCELL_VERSION,
-      subject: { cell, run },
+      subject: { cell, run, ...(request.session ? { session: request.session.id } : {}) },
       members: [...members].map(([path, data]) => ({ path, sha256: sha256(data), size: data.length })),
       absent: slots,
       keyId: key.keyId,
@@ -124,14 +134,37 @@ export async function exportEvidence(request: ExportRequest): Promise<ExportRepo
 }
 
 function subjectOf(request: ExportRequest): { cell: string; run: string | null } {
-  const given = [request.run, request.cell].filter((v) => v !== undefined).length;
+  const given = [request.run, request.session, request.cell].filter((v) => v !== undefined).length;
   if (given !== 1)
     throw new AgentcellError('USAGE', 'evidence export needs exactly one of --run ID, --session ID or --cell NAME');
   if (request.cell !== undefined) return { cell: request.cell, run: null };
-  const run = request.run ?? '';
+  const run = request.session?.run ?? request.run ?? '';
   for (const c of listCells(request.paths))
     if (listReceiptFiles(cellDirOf(request.paths, c.name)).some((f) => f.id === run)) return { cell: c.name, run };
   throw new AgentcellError('RECEIPT_NOT_FOUND', `no run ${run} in any cell (agentcell receipt list shows them)`);
+}
+
+function addTranscript(
+  members: Map<string, Buffer>,
+  slots: Record<string, string>,
+  session: SessionExport | undefined,
+  redact: (data: Buffer) => Buffer,
+): void {
+  if (!session) {
+    slots['transcript.txt'] = 'not a session export';
+    return;
+  }
+  const transcript = session.transcript;
+  if (!transcript) {
+    slots['transcript.txt'] = `session ${session.id}'s run receipt has no transcript`;
+    return;
+  }
+  members.set('transcript.txt', redact(Buffer.from(transcript.text)));
+  // Verbatim: it is what the receipt's transcript.sha256 covers (home paths stay, as in the receipts).
+  if (transcript.offset === 0) members.set('transcript.raw', transcript.raw);
+  else
+    slots['transcript.raw'] =
+      `the transcript cap dropped its first ${transcript.offset} bytes: the receipt's transcript.sha256 can't be checked`;
 }
 
 function json(value: unknown): Buffer {

@@ -111,7 +111,24 @@ export function verifyBundle(file: string, keyFile?: string): BundleVerification
     if (problem) return fail('anchor.json', problem, { ...withKey, receipts: receipts.length });
   } else if (!manifest.absent['anchor.json'])
     return fail('anchor.json', 'missing, and the manifest does not say why', withKey);
+  const transcriptProblem = transcriptMismatch(byName.get('transcript.raw'), receipts as Receipt[], manifest);
+  if (transcriptProblem) return fail('transcript.raw', transcriptProblem, { ...withKey, receipts: receipts.length });
   return { ok: true, ...withKey, receipts: receipts.length };
+}
+
+/** A session's raw transcript must be what its run's (signed) receipt hashed. */
+function transcriptMismatch(
+  raw: Buffer | undefined,
+  receipts: readonly Receipt[],
+  manifest: BundleManifest,
+): string | undefined {
+  if (!raw) return undefined;
+  const run = manifest.subject.run;
+  const signed = receipts.find((r) => r.id === run)?.transcript;
+  if (!signed) return `run ${run ?? '(none)'}'s receipt has no transcript sha256 to check it against`;
+  if (raw.length !== signed.bytes || sha256(raw) !== signed.sha256)
+    return `its sha256 (${sha256(raw)}, ${raw.length} bytes) is not the run receipt's transcript.sha256 (${signed.sha256}, ${signed.bytes} bytes)`;
+  return undefined;
 }
 
 function chainEnd(receipts: readonly Receipt[]): { seq: number; head: string; id: string } | undefined {

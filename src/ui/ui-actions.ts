@@ -1,20 +1,33 @@
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { acceptCell, forkCell, restoreCell } from '../cell/cell-decisions.js';
 import { checkCellName } from '../cell/cell-name.js';
+import { cellDir } from '../cell/cell-store.js';
 import { AgentcellError } from '../errors.js';
+import { stopSession } from '../index.js';
+import { listReceipts } from '../receipts/receipt-store.js';
+import { currentEvidence } from '../run/evidence-current.js';
+import { sessionExport } from '../sessions/session-evidence.js';
+import { removeTrees } from '../_internal/remove-trees.js';
 import type { Receipt } from '../receipts/receipt.js';
 import { html, page, seg, type Html } from './html.js';
 import { cellNav } from './ui-cell-pages.js';
 import { uiCellRef, type UiContext } from './ui-context.js';
 import { sameSecret } from './ui-guard.js';
+import { cellSession } from './ui-session-pages.js';
 
 /**
  * The dashboard's decisions: each is asked for with a GET that only dry-runs it and shows
  * what it would do (the confirmation), and done by the POST that page's form sends with
  * the CSRF token. Each calls the library function its CLI twin calls, so it takes the
  * same lock and leaves the same receipt, its `command` saying it came from the ui.
- * Stopping a session (issue 9) and exporting evidence (issue 11) join this table.
+ * `evidence`'s POST is a download (`exportDownload`), not a page.
  */
-export type ActionName = 'accept' | 'restore' | 'fork';
+export type ActionName = 'accept' | 'restore' | 'fork' | 'stop-session' | 'evidence';
+
+/** How long a session stopped from the dashboard gets to exit (`session stop`'s default). */
+const STOP_GRACE_MS = 10_000;
 
 interface Action {
   /** The choice from the query (GET) or form (POST), and agentcell's argv for it (after `agentcell ui`). */
@@ -33,6 +46,56 @@ const list = (items: readonly string[]): Html =>
         ${items.map((p) => html`<li class="path">${p}</li>`)}
       </ul>`
     : html``;
+
+function sessionId(params: URLSearchParams): string {
+  const id = params.get('id') ?? params.get('session') ?? '';
+  if (!/^s-[0-9a-z]{17}$/.test(id)) throw new AgentcellError('USAGE', `${JSON.stringify(id)} is not a session id`);
+  return id;
+}
+
+/** What `evidence` exports: a run, or a session (its run and transcript). */
+function evidenceChoice(params: URLSearchParams): { run: string } | { session: string } {
+  if (params.has('session')) return { session: sessionId(params) };
+  const run = params.get('run') ?? '';
+  if (!/^r-[0-9a-z]+$/.test(run)) throw new AgentcellError('USAGE', `${JSON.stringify(run)} is not a run id`);
+  return { run };
+}
+
+async function evidenceSubject(ctx: UiContext, cell: string, params: URLSearchParams): Promise<string> {
+  const choice = evidenceChoice(params);
+  const run = 'run' in choice ? choice.run : (await cellSession(ctx, cell, choice.session)).run;
+  if (run === null || !listReceipts(cellDir(ctx.paths, cell)).some((r) => r.id === run))
+    throw new AgentcellError('RECEIPT_NOT_FOUND', `no receipted run ${run ?? '(not started)'} in cell ${cell}`);
+  return run;
+}
+
+/**
+ * The `evidence` POST: the bundle `evidence export` writes, read back for the browser
+ * to download (written to a private temp dir, removed after).
+ */
+export async function exportDownload(
+  ctx: UiContext,
+  cell: string,
+  form: URLSearchParams,
+): Promise<{ name: string; data: Buffer }> {
+  uiCellRef(ctx, cell);
+  const run = await evidenceSubject(ctx, cell, form);
+  const choice = evidenceChoice(form);
+  const { exportEvidence } = await import('../evidence/evidence-bundle.js');
+  const dir = mkdtempSync(join(tmpdir(), 'agentcell-ui-evidence-'));
+  try {
+    const out = join(dir, 'bundle.tar');
+    await exportEvidence({
+      paths: ctx.paths,
+      ...('session' in choice ? { session: sessionExport(ctx.paths, choice.session) } : { run }),
+      out,
+      current: currentEvidence(ctx.paths),
+    });
+    return { name: `evidence-${'session' in choice ? choice.session : run}.tar`, data: readFileSync(out) };
+  } finally {
+    removeTrees([dir]);
+  }
+}
 
 function acceptChoice(params: URLSearchParams): { paths: string[]; force: boolean } {
   const paths = params.getAll('path');
@@ -116,6 +179,54 @@ const ACTIONS: Record<ActionName, Action> = {
           <a href="/cell/${seg(report.cell)}">${report.cell}</a> (${report.layers} layer(s))
         </p>`,
         receipt: report.receipt,
+      };
+    },
+  },
+  'stop-session': {
+    parse(params) {
+      const id = sessionId(params);
+      return { argv: ['session', 'stop', id], describe: html`stop session <code>${id}</code>` };
+    },
+    async run(ctx, cell, params, dryRun) {
+      const id = sessionId(params);
+      const session = await cellSession(ctx, cell, id);
+      if (dryRun)
+        return {
+          summary: html`<p>
+            would stop session ${id} (${session.state}): SIGTERM to its command, its cell killed after
+            ${STOP_GRACE_MS / 1000} s
+          </p>`,
+        };
+      const record = await stopSession(ctx.paths, id, STOP_GRACE_MS);
+      return {
+        summary: html`<p>
+          stopped session <a href="/cell/${seg(cell)}/session/${seg(id)}">${id}</a>: ${record.state}, exit
+          ${record.exitCode ?? 'none'}${record.receipt ? html`, receipt <a href="/cell/${seg(cell)}/receipt/${seg(record.receipt)}">${record.receipt}</a>` : ''}
+        </p>`,
+      };
+    },
+  },
+
+  evidence: {
+    parse(params) {
+      const choice = evidenceChoice(params);
+      const argv =
+        'run' in choice
+          ? ['evidence', 'export', '--run', choice.run]
+          : ['evidence', 'export', '--session', choice.session];
+      return {
+        argv,
+        describe: html`export the evidence bundle of ${'run' in choice ? 'run' : 'session'}
+          <code>${argv[3] ?? ''}</code>`,
+      };
+    },
+    async run(ctx, cell, params) {
+      const run = await evidenceSubject(ctx, cell, params);
+      return {
+        summary: html`<p>
+          would write one signed tar of run ${run} (the cell's receipt chain, key, anchor, egress and spy logs, patch,
+          policy, fingerprint${params.has('session') ? ', the session transcript' : ''}) for you to download
+        </p>`,
       };
     },
   },

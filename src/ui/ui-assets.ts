@@ -57,4 +57,18 @@ export const UI_JS = `'use strict';
     table.tBodies[0].appendChild(row);
   };
 })();
+// Session page: the transcript as it is printed (text from the server-sent events, appended as text).
+(function () {
+  var pre = document.getElementById('transcript');
+  if (!pre) return;
+  var state = document.getElementById('live-state');
+  var source = new EventSource(pre.getAttribute('data-stream'));
+  source.onopen = function () { state.textContent = 'live'; };
+  source.onerror = function () { state.textContent = 'disconnected (retrying)'; };
+  source.onmessage = function (message) {
+    pre.appendChild(document.createTextNode(JSON.parse(message.data)));
+    window.scrollTo(0, document.body.scrollHeight);
+  };
+  source.addEventListener('end', function () { source.close(); state.textContent = 'ended'; });
+})();
 `;

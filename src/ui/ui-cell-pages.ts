@@ -13,6 +13,7 @@ import { loadPublicKeys } from '../receipts/signing-key.js';
 import { openLayerStack } from '../workspace/overlay/layer-stack.js';
 import { html, page, seg, type Html } from './html.js';
 import { uiCellRef, type UiContext } from './ui-context.js';
+import { sessionsSection } from './ui-session-pages.js';
 
 /** The links every page about one cell carries. */
 export const cellNav = (cell: string): Html =>
@@ -97,11 +98,11 @@ export async function cellPage(ctx: UiContext, given: string): Promise<string> {
       html`<li class="${r.kind}">
         <time>${r.startedAt}</time> <a href="/cell/${seg(ref.cell)}/receipt/${seg(r.id)}">#${r.seq}</a> ${what}
         <code>${r.command.join(' ')}</code>
+        ${r.kind === 'run' ? html`<a class="action" href="/cell/${seg(ref.cell)}/evidence?run=${seg(r.id)}">export evidence…</a>` : ''}
       </li>`,
     );
   }
-  // Sessions (issue 9, src/sessions/) join this timeline, with their transcript and a
-  // "stop" action, when that layer lands; evidence export joins the actions below.
+  const sessions = await sessionsSection(ctx, ref.cell);
   const layers = existsSync(join(dir, 'layers.json')) ? openLayerStack(dir).layers : [];
   const checkpoints = layers.map(
     (l) =>
@@ -129,6 +130,7 @@ export async function cellPage(ctx: UiContext, given: string): Promise<string> {
           </ul>`
         : html`<p class="muted">none</p>`
     }
+    ${sessions}
     <h2>Timeline</h2>
     ${
       timeline.length > 0

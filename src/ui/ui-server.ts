@@ -3,13 +3,14 @@ import type { AddressInfo } from 'node:net';
 import { AgentcellError } from '../errors.js';
 import type { AgentcellPaths } from '../paths.js';
 import { html, page } from './html.js';
-import { confirmPage, doAction, hasCsrfToken, isActionName } from './ui-actions.js';
+import { confirmPage, doAction, exportDownload, hasCsrfToken, isActionName } from './ui-actions.js';
 import { UI_CSS, UI_JS } from './ui-assets.js';
 import { cellPage, cellsPage, receiptPage } from './ui-cell-pages.js';
 import type { UiContext } from './ui-context.js';
 import { diffPage } from './ui-diff-page.js';
 import { egressPage, streamEgress } from './ui-egress-page.js';
 import { guardRequest, newUiSecrets, SECURITY_HEADERS } from './ui-guard.js';
+import { sessionPage, streamSession } from './ui-session-pages.js';
 
 /** The only address the dashboard listens on: loopback, never a LAN or wildcard address. */
 export const UI_BIND = '127.0.0.1';
@@ -73,6 +74,10 @@ async function route(ctx: UiContext, req: IncomingMessage, res: ServerResponse, 
     if (get && what === 'diff' && parts.length === 3) return send(res, 200, HTML, await diffPage(ctx, cell));
     if (get && what === 'egress' && parts.length === 3) return send(res, 200, HTML, egressPage(ctx, cell));
     if (get && what === 'egress' && id === 'stream' && parts.length === 4) return streamEgress(ctx, cell, res);
+    if (get && what === 'session' && id !== undefined && parts.length === 4)
+      return send(res, 200, HTML, await sessionPage(ctx, cell, id));
+    if (get && what === 'session' && id !== undefined && parts[4] === 'stream' && parts.length === 5)
+      return streamSession(ctx, cell, id, res);
     if (what !== undefined && isActionName(what) && parts.length === 3) {
       if (get) return send(res, 200, HTML, await confirmPage(ctx, what, cell, url.searchParams));
       if (req.method === 'POST') {
@@ -83,6 +88,15 @@ async function route(ctx: UiContext, req: IncomingMessage, res: ServerResponse, 
             403,
             'this form is not from this dashboard (CSRF token missing or wrong): reload the page',
           );
+        if (what === 'evidence') {
+          form.delete('csrf');
+          const bundle = await exportDownload(ctx, cell, form);
+          res.writeHead(200, {
+            'content-type': 'application/x-tar',
+            'content-disposition': `attachment; filename="${bundle.name}"`,
+          });
+          return void res.end(bundle.data);
+        }
         return send(res, 200, HTML, await doAction(ctx, what, cell, form));
       }
     }

@@ -1,8 +1,9 @@
 import type { Command } from 'commander';
 import { prepareRun } from '../../run/prepare-run.js';
-import { resolveCellPolicy } from '../../run/run-policy.js';
 import { runFingerprint } from '../../evidence/fingerprint.js';
 import { agentcellPaths } from '../../paths.js';
+import { currentEvidence } from '../../run/evidence-current.js';
+import { sessionExport } from '../../sessions/session-evidence.js';
 import { addCellOptions, toCellOptions, type CellFlags } from '../cell-options.js';
 import { note, print, printJson, type JsonFlag } from '../output.js';
 import { bundleSummaryText, fingerprintText, verificationText } from '../render-evidence.js';
@@ -29,7 +30,7 @@ export function registerEvidenceCommands(program: Command, setExit: (code: numbe
       'write one signed tar of a run, session or cell: receipts, key, anchor, egress, patch, policy, fingerprint',
     )
     .option('--run <id>', 'a run (its cell’s whole chain comes along, for the links)')
-    .option('--session <id>', 'a detached session')
+    .option('--session <id>', 'a detached session: its run, with its transcript (ended sessions)')
     .option('--cell <name>', 'a whole cell')
     .requiredOption('-o, --output <file>', 'the bundle to write')
     .option('--json', 'machine-readable output')
@@ -40,18 +41,10 @@ export function registerEvidenceCommands(program: Command, setExit: (code: numbe
       const report = await exportEvidence({
         paths,
         ...(flags.run !== undefined ? { run: flags.run } : {}),
-        ...(flags.session !== undefined ? { session: flags.session } : {}),
+        ...(flags.session !== undefined ? { session: sessionExport(paths, flags.session) } : {}),
         ...(flags.cell !== undefined ? { cell: flags.cell } : {}),
         out: flags.output,
-        current: async (workspace, cell) => {
-          const options = { workspace, cell };
-          const { resolved } = await resolveCellPolicy(options, paths, workspace);
-          const prepared = await prepareRun({ ...options, argv: ['true'], tty: false, paths, cwd: workspace });
-          return {
-            policy: { hash: resolved.hash, policy: resolved.policy },
-            fingerprint: runFingerprint(prepared, paths.state, process.env),
-          };
-        },
+        current: currentEvidence(paths),
       });
       if (flags.json) printJson(report);
       else

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import type { LlmProvider, SpyRecord } from './spy-log.js';
+import { terminalSafe } from './spy-raw.js';
 
 export interface ToolCall {
   name: string;
@@ -116,7 +117,7 @@ export function renderSpyRecord(record: SpyRecord, options: { width?: number } =
     call.usage.output !== undefined ? `out ${call.usage.output}` : undefined,
   ].filter(Boolean);
   if (tokens.length > 0) lines.push(`  tokens: ${tokens.join(', ')}`);
-  return lines.join('\n');
+  return terminalSafe(lines.join('\n'));
 }
 
 /** `data:` payloads of a server-sent-event stream (or Bedrock's decoded event lines), as JSON. */
