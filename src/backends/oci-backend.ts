@@ -380,10 +380,10 @@ async function runOci(
         }).catch((error: unknown) => {
           throw withProbeFix(error, () => probeOci(options));
         });
-      let outcome = await runEngineCli(spec, plan, env, control);
+      let outcome = await runEngineCli(spec, plan, env, control, caps);
       // The name was taken by a container a killed agentcell left: removed if it is a cell's, then run again.
       if (outcome.exitCode === ENGINE_ERROR_EXIT && !outcome.timedOut && removeLeftover(plan, spec.cell, env))
-        outcome = await runEngineCli(spec, plan, env, control);
+        outcome = await runEngineCli(spec, plan, env, control, caps);
       return outcome;
     } finally {
       await mount?.release();
@@ -406,7 +406,9 @@ async function runEngineCli(
   plan: DeepReadonly<BackendPlan>,
   env: Record<string, string>,
   control: RunControl,
+  caps: Pick<OciCapabilities, 'forceRemoveArgs' | 'rootless'>,
 ): Promise<RunOutcome> {
+  const { forceRemoveArgs } = caps;
   const [executable, ...args] = plan.argv;
   if (executable === undefined) throw new Error('empty OCI plan');
   const name = plan.container;
@@ -426,11 +428,19 @@ async function runEngineCli(
   });
   control.stop?.removeEventListener('abort', killContainer);
   const { memoryBytes } = spec.limits;
-  if (outcome.timedOut || outcome.signal !== undefined) {
+  // 128+N: a signal ended the CLI (or the command in it). A CLI ended that way can leave the
+  // container behind (rootless podman's inner `run` outlives its outer process), so check.
+  const signalled = outcome.signal !== undefined || outcome.exitCode > 128;
+  // Rootless podman on a terminal: a signal to the CLI (session stop) can end its outer process
+  // with any status while the inner one and the container run on: always make sure it is gone.
+  const orphanable = caps.rootless && spec.tty;
+  if (outcome.timedOut || signalled || orphanable || control.stop?.aborted === true) {
     // A killed CLI leaves the container running, or (rootless podman) a process of its still
     // creating it: end the CLI's whole process group first, then remove the container by name.
+    // With a terminal the CLI shares agentcell's group: removing the container ends what the
+    // CLI left (rootless podman's inner `run` exits with its container).
     if (!spec.tty && child.pid !== undefined) killGroup(child.pid);
-    if (name !== undefined) removeContainer(executable, name, env);
+    if (name !== undefined) removeContainer(executable, name, env, forceRemoveArgs);
     return outcome;
   }
   const hit =
@@ -440,7 +450,7 @@ async function runEngineCli(
       ? memoryCgroupHit(plan.cgroups, outcome.exitCode)
       : name !== undefined && oomKilled(executable, name, env));
   // Not auto-removed (its state was to be read): removed now.
-  if (name !== undefined && !plan.argv.includes('--rm')) removeContainer(executable, name, env);
+  if (name !== undefined && !plan.argv.includes('--rm')) removeContainer(executable, name, env, forceRemoveArgs);
   return hit && memoryBytes !== undefined ? { ...outcome, ...memoryLimitHit(memoryBytes) } : outcome;
 }
 
@@ -466,9 +476,14 @@ function oomKilled(executable: string, name: string, env: Record<string, string>
  * Removes the container by name and checks it is gone: a removal that races the engine's
  * own creation (a CLI killed while creating) can find it half made, so it is tried again.
  */
-function removeContainer(executable: string, name: string, env: Record<string, string>): void {
+function removeContainer(
+  executable: string,
+  name: string,
+  env: Record<string, string>,
+  forceRemoveArgs: readonly string[] = [],
+): void {
   for (let attempt = 0; attempt < 3; attempt++) {
-    spawnSync(executable, ['rm', '--force', name], { env, stdio: 'ignore', timeout: 30_000 });
+    spawnSync(executable, ['rm', '--force', ...forceRemoveArgs, name], { env, stdio: 'ignore', timeout: 30_000 });
     const exists = spawnSync(executable, ['container', 'inspect', '--format', '{{.Id}}', name], {
       env,
       stdio: 'ignore',
