@@ -428,17 +428,9 @@ async function runEngineCli(
   });
   control.stop?.removeEventListener('abort', killContainer);
   const { memoryBytes } = spec.limits;
-  // 128+N: a signal ended the CLI (or the command in it). A CLI ended that way can leave the
-  // container behind (rootless podman's inner `run` outlives its outer process), so check.
-  const signalled = outcome.signal !== undefined || outcome.exitCode > 128;
-  // Rootless podman on a terminal: a signal to the CLI (session stop) can end its outer process
-  // with any status while the inner one and the container run on: always make sure it is gone.
-  const orphanable = caps.rootless && spec.tty;
-  if (outcome.timedOut || signalled || orphanable || control.stop?.aborted === true) {
+  if (outcome.timedOut || outcome.signal !== undefined) {
     // A killed CLI leaves the container running, or (rootless podman) a process of its still
     // creating it: end the CLI's whole process group first, then remove the container by name.
-    // With a terminal the CLI shares agentcell's group: removing the container ends what the
-    // CLI left (rootless podman's inner `run` exits with its container).
     if (!spec.tty && child.pid !== undefined) killGroup(child.pid);
     if (name !== undefined) removeContainer(executable, name, env, forceRemoveArgs);
     return outcome;
@@ -449,8 +441,13 @@ async function runEngineCli(
     (plan.cgroups
       ? memoryCgroupHit(plan.cgroups, outcome.exitCode)
       : name !== undefined && oomKilled(executable, name, env));
-  // Not auto-removed (its state was to be read): removed now.
-  if (name !== undefined && !plan.argv.includes('--rm')) removeContainer(executable, name, env, forceRemoveArgs);
+  // Removed now when not auto-removed (its state was to be read), and made sure of when the
+  // CLI may have left it: a status of 128+N (a signal ended the CLI or the command), a stopped
+  // run, or rootless podman on a terminal, whose inner `run` can outlive the CLI a signal ended
+  // (session stop) and keep the cell running.
+  const mayBeLeft = outcome.exitCode > 128 || control.stop?.aborted === true || (caps.rootless && spec.tty);
+  if (name !== undefined && (mayBeLeft || !plan.argv.includes('--rm')))
+    removeContainer(executable, name, env, forceRemoveArgs);
   return hit && memoryBytes !== undefined ? { ...outcome, ...memoryLimitHit(memoryBytes) } : outcome;
 }
 
