@@ -9,7 +9,7 @@ import { dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { listen } from './helpers.js';
 import { makeCerts } from './make-certs.js';
-import { startTestGateway, type TestGateway } from './test-gateway.js';
+import { assertLogReadsBack, startTestGateway, type TestGateway } from './test-gateway.js';
 import { connect as tlsConnect } from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import { startCellBridge } from '../src/egress/cell/cell-bridge.js';
@@ -290,6 +290,7 @@ before(async () => {
 
 after(async () => {
   await Promise.all(gateways.map((gw) => gw.gateway.close()));
+  for (const gw of gateways) assertLogReadsBack(gw);
   for (const server of fx.servers) server.close();
   rmSync(fx.dir, { recursive: true, force: true });
 });

@@ -18,7 +18,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { makeCerts } from './make-certs.js';
-import { startTestGateway } from './test-gateway.js';
+import { assertLogReadsBack, startTestGateway } from './test-gateway.js';
 import { listen } from './helpers.js';
 import { createLeafMinter, loadOrCreateCellCa } from '../src/egress/cell/cell-ca.js';
 import { cellCaFiles } from '../src/egress/cell/cell-trust.js';
@@ -53,6 +53,8 @@ let trustedPort: number;
 let untrustedPort: number;
 const seen: Seen[] = [];
 const gateways: EgressGateway[] = [];
+/** Every gateway's logs and the events it reported, read back once all are closed. */
+const logs: { events: EgressEvent[]; logPath: string; spyPath: string }[] = [];
 /** What the upstream answers: `body`, or `chunks` written one by one (a tick apart) under `headers`. */
 interface Reply {
   status: number;
@@ -106,6 +108,7 @@ async function startGateway(
     },
   });
   gateways.push(gw.gateway);
+  logs.push({ events: gw.events, logPath: gw.logPath, spyPath });
   return { port: gw.port, token: gw.token, events: gw.events, logPath: gw.logPath, spyPath };
 }
 
@@ -186,6 +189,10 @@ before(async () => {
 
 after(async () => {
   await Promise.all(gateways.map((g) => g.close()));
+  for (const log of logs) {
+    assertLogReadsBack(log);
+    readSpyLog(log.spyPath); // every spy record the real writer made passes its schema, or SPY_LOG_INVALID
+  }
   for (const server of [trusted, untrusted]) {
     server.closeAllConnections();
     server.close();

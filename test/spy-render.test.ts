@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { gzipSync } from 'node:zlib';
+import { AgentcellError } from '../src/errors.js';
 import { followLiveSpy, followSpyLog, spyLogPath } from '../src/egress/log/spy-files.js';
 import { createSpyLog, llmProvider, type LlmProvider, type SpyRecord } from '../src/egress/log/spy-log.js';
 import { renderSpyRaw } from '../src/egress/log/spy-raw.js';
@@ -253,8 +254,32 @@ describe('spy log', () => {
       stop.abort();
       await following;
       assert.deepEqual(seen, ['r', 'second']);
-      writeFileSync(path, 'not json\n');
-      assert.deepEqual(readSpyLog(path), []);
+      const damaged = (line: number, why: RegExp) => (error: unknown) =>
+        error instanceof AgentcellError &&
+        error.code === 'SPY_LOG_INVALID' &&
+        error.message.includes(`${path} line ${line} is not a spy record`) &&
+        why.test(error.message);
+      const good = `${JSON.stringify(first)}\n`;
+      const cases: [string, RegExp][] = [
+        ['not json', /not valid JSON/],
+        ['', /empty/],
+        [JSON.stringify({ ...first, provider: 'other' }), /provider: expected "anthropic" or/],
+        [
+          JSON.stringify({ ...first, response: { ...first.response, body: 7 } }),
+          /response\.body: expected string, got 7/,
+        ],
+        [JSON.stringify({ ...first, headers: {} }), /unknown key "headers"/],
+      ];
+      for (const [bad, why] of cases) {
+        writeFileSync(path, `${good}${bad}\n`);
+        assert.throws(() => readSpyLog(path), damaged(2, why), bad);
+      }
+      writeFileSync(path, `${good}${good.slice(0, 40)}`);
+      assert.equal(readSpyLog(path).length, 1, 'a last line without its newline is not read yet');
+      const halted = new AbortController();
+      const rejected = followSpyLog(path, () => undefined, { signal: halted.signal, intervalMs: 10 });
+      appendFileSync(path, '\n');
+      await assert.rejects(rejected, damaged(2, /not valid JSON/));
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

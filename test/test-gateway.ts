@@ -1,3 +1,4 @@
+import assert from 'node:assert/strict';
 import { mkdtempSync } from 'node:fs';
 import { join } from 'node:path';
 import {
@@ -6,6 +7,7 @@ import {
   type EgressGatewayOptions,
 } from '../src/egress/gateway/egress-gateway.js';
 import type { EgressEvent } from '../src/egress/log/egress-log.js';
+import { readEgressLog } from '../src/egress/log/egress-log-reader.js';
 import { newProxyToken } from '../src/egress/gateway/proxy-auth.js';
 
 export interface TestGateway {
@@ -43,4 +45,12 @@ export async function startTestGateway(
   });
   const address = await gateway.listen();
   return { gateway, port: address.tcp?.port ?? 0, token, events, logPath, dir };
+}
+
+/**
+ * After the gateway closed: its log reads back through the egress event schema as exactly
+ * the events it reported, so the reader accepts every shape the real writer produces.
+ */
+export function assertLogReadsBack(gw: Pick<TestGateway, 'events' | 'logPath'>): void {
+  assert.deepEqual(readEgressLog(gw.logPath).events, JSON.parse(JSON.stringify(gw.events)), gw.logPath);
 }

@@ -1,8 +1,8 @@
-import { closeSync, openSync, readdirSync, readSync, fstatSync } from 'node:fs';
+import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { AgentcellError } from '../../errors.js';
-import type { EgressEvent } from './egress-log.js';
+import { EgressEventSchema, type EgressEvent } from './egress-log.js';
+import { LOG_START, readJsonlFrom, type JsonlLogKind, type LogPosition } from './jsonl-log.js';
 
 /** `<logDir>/<run>.jsonl`, as `startRunGateway` writes it. */
 export function egressLogPath(logDir: string, run: string): string {
@@ -23,32 +23,11 @@ export function listEgressLogs(logDir: string): string[] {
   }
 }
 
-/** One line of an egress log, checked field by field; a broken line is an error naming the file and line. */
-export function parseEgressLine(line: string, where: string): EgressEvent {
-  let value: unknown;
-  try {
-    value = JSON.parse(line);
-  } catch {
-    throw new AgentcellError('EGRESS_LOG_INVALID', `${where}: not a JSON line`);
-  }
-  const event = value as Record<string, unknown>;
-  const need = (key: string, ok: (v: unknown) => boolean, expected: string): void => {
-    if (typeof value !== 'object' || value === null || !ok(event[key]))
-      throw new AgentcellError('EGRESS_LOG_INVALID', `${where}: "${key}" should be ${expected}`);
-  };
-  const str = (v: unknown): boolean => typeof v === 'string';
-  const num = (v: unknown): boolean => typeof v === 'number' && Number.isFinite(v);
-  need('time', str, 'an ISO time');
-  need('host', str, 'a string');
-  need('port', num, 'a number');
-  need('address', (v) => v === null || str(v), 'a string or null');
-  need('decision', (v) => v === 'allow' || v === 'deny', '"allow" or "deny"');
-  need('rule', (v) => v === null || str(v), 'a string or null');
-  need('reason', str, 'a reason code');
-  need('bytesUp', num, 'a number');
-  need('bytesDown', num, 'a number');
-  return value as EgressEvent;
-}
+const EGRESS_LINE: JsonlLogKind<typeof EgressEventSchema> = {
+  schema: EgressEventSchema,
+  what: 'an egress event',
+  code: 'EGRESS_LOG_INVALID',
+};
 
 export interface EgressLogChunk {
   events: EgressEvent[];
@@ -57,36 +36,18 @@ export interface EgressLogChunk {
 }
 
 /**
- * Reads an egress log from `offset` on: the complete lines, parsed, and the offset after
- * the last one. A line still being written (no newline yet) is left for the next read.
- * A missing file reads as empty.
+ * Reads an egress log from `from` on: the complete lines, checked (jsonl-log.ts: a line
+ * still being written is left for the next read, a damaged one is EGRESS_LOG_INVALID
+ * naming the line), and where the next read starts. A missing file reads as empty.
  */
-export function readEgressLogFrom(path: string, offset: number): EgressLogChunk & { offset: number } {
-  let fd: number;
-  try {
-    fd = openSync(path, 'r');
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return { events: [], lines: [], offset };
-    throw error;
-  }
-  try {
-    const size = fstatSync(fd).size;
-    if (size <= offset) return { events: [], lines: [], offset };
-    const buffer = Buffer.alloc(size - offset);
-    const read = readSync(fd, buffer, 0, buffer.length, offset);
-    const end = buffer.subarray(0, read).lastIndexOf(0x0a);
-    if (end === -1) return { events: [], lines: [], offset };
-    const lines = buffer.subarray(0, end).toString('utf8').split('\n');
-    const events = lines.map((line, i) => parseEgressLine(line, `${path} (byte ${offset}, line ${i + 1})`));
-    return { events, lines, offset: offset + end + 1 };
-  } finally {
-    closeSync(fd);
-  }
+export function readEgressLogFrom(path: string, from: LogPosition = LOG_START): EgressLogChunk & { next: LogPosition } {
+  const { values, lines, next } = readJsonlFrom(path, EGRESS_LINE, from);
+  return { events: values, lines, next };
 }
 
 /** A whole egress log. */
 export function readEgressLog(path: string): EgressLogChunk {
-  const { events, lines } = readEgressLogFrom(path, 0);
+  const { events, lines } = readEgressLogFrom(path);
   return { events, lines };
 }
 
@@ -106,10 +67,10 @@ export interface FollowOptions {
  */
 export async function followEgressLog(path: string, options: FollowOptions): Promise<void> {
   const pollMs = options.pollMs ?? 100;
-  let offset = 0;
+  let position = LOG_START;
   const drain = (): void => {
-    const chunk = readEgressLogFrom(path, offset);
-    offset = chunk.offset;
+    const chunk = readEgressLogFrom(path, position);
+    position = chunk.next;
     if (chunk.lines.length > 0) options.onChunk({ events: chunk.events, lines: chunk.lines });
   };
   while (!options.signal?.aborted) {

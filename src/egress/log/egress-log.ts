@@ -2,6 +2,7 @@ import { CANARY_HOST } from '../../_internal/vocabulary.js';
 import { once } from 'node:events';
 import { createWriteStream, type WriteStream } from 'node:fs';
 import { dirname } from 'node:path';
+import * as z from 'zod/mini';
 import type { HostReason } from '../rules/host-rules.js';
 import { makeDirs } from '../../_internal/make-dirs.js';
 
@@ -74,6 +75,67 @@ export interface EgressEvent {
    */
   wouldBe?: { decision: 'deny'; reason: HostReason; rule: string | null };
 }
+
+/** Every reason, once: one missing here, or not in the type, does not compile. */
+const HOST_REASONS = {
+  'allow-rule': true,
+  learned: true,
+  'deny-rule': true,
+  'not-allowed': true,
+  'cleartext-not-allowed': true,
+  'invalid-host': true,
+} satisfies Record<HostReason, true>;
+const EGRESS_REASONS = {
+  ...HOST_REASONS,
+  'blocked-address': true,
+  'resolve-failed': true,
+  'connect-failed': true,
+  'sni-mismatch': true,
+  'sni-missing': true,
+  'tls-unreadable': true,
+  'proxy-auth-required': true,
+  'proxy-auth-invalid': true,
+  'bad-request': true,
+  unsupported: true,
+  'gateway-closing': true,
+  'host-mismatch': true,
+  'no-matching-rule': true,
+  'upstream-cert-invalid': true,
+  'inspect-needs-tls': true,
+  'response-encoding': true,
+} satisfies Record<EgressReason, true>;
+const reasonOf = <R extends string>(all: Record<R, true>) => z.enum(Object.keys(all) as [R, ...R[]]);
+const count = z.number().check(z.nonnegative());
+
+/** An egress log line as read back (`log/egress-log-reader.ts`); typed so it can only hold an `EgressEvent`. */
+export const EgressEventSchema: z.ZodMiniType<EgressEvent> = z.strictObject({
+  time: z.iso.datetime(),
+  cell: z.string(),
+  run: z.string(),
+  kind: z.enum(['connect', 'http', 'socks', 'request']),
+  host: z.string(),
+  port: z.int().check(z.gte(0), z.lte(65535)),
+  address: z.nullable(z.string()),
+  decision: z.enum(['allow', 'deny']),
+  rule: z.nullable(z.string()),
+  reason: reasonOf<EgressReason>(EGRESS_REASONS),
+  bytesUp: count,
+  bytesDown: count,
+  durationMs: count,
+  revoked: z.optional(z.literal(true)),
+  inspected: z.optional(z.literal(true)),
+  method: z.optional(z.string()),
+  path: z.optional(z.string()),
+  status: z.optional(z.int()),
+  injected: z.optional(z.array(z.string())),
+  wouldBe: z.optional(
+    z.strictObject({
+      decision: z.literal('deny'),
+      reason: reasonOf<HostReason>(HOST_REASONS),
+      rule: z.nullable(z.string()),
+    }),
+  ),
+});
 
 export interface EgressCounters {
   allowed: number;

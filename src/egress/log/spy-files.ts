@@ -1,9 +1,10 @@
-import { closeSync, openSync, readdirSync, readSync, statSync } from 'node:fs';
+import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { AgentcellError } from '../../errors.js';
 import { isReceiptId } from '../../receipts/receipt.js';
-import type { SpyRecord } from './spy-log.js';
+import { LOG_START, readJsonlFrom, type JsonlLogKind } from './jsonl-log.js';
+import { SpyRecordSchema, type SpyRecord } from './spy-log.js';
 
 const SUFFIX = '.spy.jsonl';
 
@@ -46,50 +47,31 @@ export function findSpyLog(cellDir: string, cell: string, run?: string): { run: 
   return { run: chosen, path };
 }
 
+/** A spy log line: checked as jsonl-log.ts says (a damaged line is SPY_LOG_INVALID naming it). */
+export const SPY_LINE: JsonlLogKind<typeof SpyRecordSchema> = {
+  schema: SpyRecordSchema,
+  what: 'a spy record',
+  code: 'SPY_LOG_INVALID',
+};
+
 /**
  * Calls `onRecord` for every record in the log, then for each one appended, polling
  * every `intervalMs` until `signal` aborts or, when given, `running` says the run has
  * ended (the rest of the log is read first). The log may not exist yet: a run makes it
- * at its first inspected call. Partial lines wait for their end.
+ * at its first inspected call. Partial lines wait for their end; a damaged line rejects.
  */
 export async function followSpyLog(
   path: string,
   onRecord: (record: SpyRecord) => void,
   options: { signal: AbortSignal; intervalMs?: number; running?: () => boolean },
 ): Promise<void> {
-  let offset = 0;
-  let pending = '';
-  const buffer = Buffer.alloc(64 * 1024);
+  let position = LOG_START;
   while (!options.signal.aborted) {
     // Asked before reading, so what the run wrote just before it ended is still read.
     const live = options.running?.() ?? true;
-    let fd: number | undefined;
-    try {
-      fd = openSync(path, 'r');
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
-    }
-    if (fd !== undefined)
-      try {
-        for (;;) {
-          const read = readSync(fd, buffer, 0, buffer.length, offset);
-          if (read === 0) break;
-          offset += read;
-          pending += buffer.subarray(0, read).toString('utf8');
-        }
-      } finally {
-        closeSync(fd);
-      }
-    const lines = pending.split('\n');
-    pending = lines.pop() ?? '';
-    for (const line of lines) {
-      if (line.trim() === '') continue;
-      try {
-        onRecord(JSON.parse(line) as SpyRecord);
-      } catch {
-        // not JSON: skipped, as readSpyLog does
-      }
-    }
+    const chunk = readJsonlFrom(path, SPY_LINE, position);
+    position = chunk.next;
+    for (const record of chunk.values) onRecord(record);
     if (!live) return;
     // timers/promises removes its abort listener when the timer ends: one per poll would pile up.
     await sleep(options.intervalMs ?? 250, undefined, { signal: options.signal }).catch(() => undefined);

@@ -2,10 +2,12 @@ import { once } from 'node:events';
 import { createWriteStream, type WriteStream } from 'node:fs';
 import { dirname } from 'node:path';
 import { brotliDecompressSync, gunzipSync, inflateSync } from 'node:zlib';
+import * as z from 'zod/mini';
 import { makeDirs } from '../../_internal/make-dirs.js';
 
 /** The LLM APIs `spy` recognises, by request path. */
-export type LlmProvider = 'anthropic' | 'openai-chat' | 'openai-responses' | 'gemini' | 'bedrock';
+const LLM_PROVIDERS = ['anthropic', 'openai-chat', 'openai-responses', 'gemini', 'bedrock'] as const;
+export type LlmProvider = (typeof LLM_PROVIDERS)[number];
 
 /** A body as the gateway saw it (possibly compressed, possibly cut at the capture cap). */
 export interface CapturedBody {
@@ -41,6 +43,23 @@ export interface SpyRecord {
   request: { contentType: string; body: string; truncated: boolean };
   response: { contentType: string; body: string; truncated: boolean };
 }
+
+const bodySchema = z.strictObject({ contentType: z.string(), body: z.string(), truncated: z.boolean() });
+
+/** A spy log line as read back (`spy-files.ts`); typed so it can only hold a `SpyRecord`. */
+export const SpyRecordSchema: z.ZodMiniType<SpyRecord> = z.strictObject({
+  time: z.iso.datetime(),
+  cell: z.string(),
+  run: z.string(),
+  host: z.string(),
+  method: z.string(),
+  path: z.string(),
+  status: z.int(),
+  provider: z.enum(LLM_PROVIDERS),
+  durationMs: z.number().check(z.nonnegative()),
+  request: bodySchema,
+  response: bodySchema,
+});
 
 export interface SpyRecorder {
   /** Which LLM API this request is, if any (only those are captured). */

@@ -1,4 +1,5 @@
-import { readFileSync } from 'node:fs';
+import { readJsonlFrom } from './jsonl-log.js';
+import { SPY_LINE } from './spy-files.js';
 import type { LlmProvider, SpyRecord } from './spy-log.js';
 import { terminalSafe } from './spy-raw.js';
 
@@ -36,18 +37,12 @@ export interface LlmCall {
 
 type Json = Record<string, unknown>;
 
-/** Reads a spy log; a line that isn't JSON (a write cut short) is skipped. */
+/**
+ * Reads a spy log's complete lines, checked (jsonl-log.ts): a last line without its
+ * newline is not read yet, a damaged one is SPY_LOG_INVALID naming it.
+ */
 export function readSpyLog(path: string): SpyRecord[] {
-  const records: SpyRecord[] = [];
-  for (const line of readFileSync(path, 'utf8').split('\n')) {
-    if (line.trim() === '') continue;
-    try {
-      records.push(JSON.parse(line) as SpyRecord);
-    } catch {
-      // a partial last line
-    }
-  }
-  return records;
+  return readJsonlFrom(path, SPY_LINE).values;
 }
 
 /** The provider-neutral reading of one record (request, and response JSON or SSE stream). */
