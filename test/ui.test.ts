@@ -117,7 +117,7 @@ describe('agentcell ui', () => {
 
   before(async () => {
     mkdirSync(ARTIFACTS, { recursive: true });
-    sb = makeSandbox({ 'keep.txt': 'k\n' });
+    sb = makeSandbox({ 'keep.txt': 'first\nold line\nlast\n' });
     const run = ac(
       sb,
       'run',
@@ -125,7 +125,8 @@ describe('agentcell ui', () => {
       '--',
       'sh',
       '-c',
-      `echo one > one.txt; echo two > two.txt; echo xss > '${XSS_NAME}'`,
+      // Added, modified, binary and control-plane (.envrc: direnv runs it) changes for the diff page.
+      `echo one > one.txt; echo two > two.txt; echo xss > '${XSS_NAME}'; printf 'first\\nnew line\\nlast\\nadded\\n' > keep.txt; printf 'a\\0b' > blob.bin; echo 'echo hi' > .envrc`,
     );
     assert.equal(run.status, 0, run.stderr);
     cell = acJson<{ name: string }[]>(sb, 'cell', 'list', '--json')[0]!.name;
@@ -211,7 +212,7 @@ describe('agentcell ui', () => {
     assert.equal(new URL(page.url()).search, '', 'the token leaves the URL for a cookie');
     assert.match(first.headers()['content-security-policy'] ?? '', /^default-src 'self'/);
     await page.screenshot({ path: join(ARTIFACTS, 'cells.png'), fullPage: true });
-    assert.match(await page.locator('#cells').innerText(), /3 pending/);
+    assert.match(await page.locator('#cells').innerText(), /6 pending/);
 
     await page.click(`#cells a[href="/cell/${cell}"]`);
     const timeline = await page.locator('#timeline').innerText();
@@ -225,25 +226,65 @@ describe('agentcell ui', () => {
 
     await page.click('header a[href$="/diff"]');
     const files = await page.locator('section.file').evaluateAll((s) => s.map((e) => e.getAttribute('data-path')));
-    assert.deepEqual(files.sort(), [XSS_NAME, 'one.txt', 'two.txt'].sort());
+    assert.deepEqual(files.sort(), [XSS_NAME, '.envrc', 'blob.bin', 'keep.txt', 'one.txt', 'two.txt'].sort());
     // The file named like markup is text: no element made from it, no script run.
     assert.equal(await page.locator('main img').count(), 0);
     assert.ok((await page.locator('main').innerText()).includes(XSS_NAME));
-    assert.equal(await page.locator('section[data-path="one.txt"] .patch .add').innerText(), '+one');
+    // Side by side (the default): old | new, each row aligned, changed lines marked on their side.
+    const rows = await page
+      .locator('section[data-path="keep.txt"] table.sbs tbody tr')
+      .evaluateAll((trs: HTMLTableRowElement[]) =>
+        trs.map((tr): string[] => [
+          tr.className,
+          ...Array.from(tr.querySelectorAll('td'), (td) => `${td.className}:${td.textContent}`),
+        ]),
+      );
+    assert.deepEqual(rows, [
+      ['hunk', ':@@ -1,3 +1,4 @@'],
+      ['ctx', 'no:1', 'ctx:first', 'no:1', 'ctx:first'],
+      ['changed', 'no:2', 'del:old line', 'no:2', 'add:new line'],
+      ['ctx', 'no:3', 'ctx:last', 'no:3', 'ctx:last'],
+      ['changed', 'no:', 'empty:', 'no:4', 'add:added'],
+    ]);
+    const headings = await page.locator('section[data-path="keep.txt"] table.sbs thead th').allInnerTexts();
+    assert.deepEqual(headings, ['a/keep.txt workspace', 'b/keep.txt cell']);
+    const columns = await page
+      .locator('section[data-path="keep.txt"] tr.changed td')
+      .evaluateAll((tds) => tds.slice(0, 4).map((td) => Math.round(td.getBoundingClientRect().left)));
+    assert.ok(
+      columns[0]! < columns[1]! && columns[1]! < columns[2]! && columns[2]! < columns[3]!,
+      `columns side by side: ${columns.join(',')}`,
+    );
+    assert.match(
+      await page.locator('section[data-path="blob.bin"] tr.binary').innerText(),
+      /binary file: \/dev\/null and b\/blob\.bin differ/,
+    );
+    const envrc = page.locator('section[data-path=".envrc"]');
+    assert.match((await envrc.getAttribute('class')) ?? '', /flag-refused/, 'the control-plane file is marked');
+    assert.match(await envrc.locator('.flag').innerText(), /refused: .*direnv/);
+    assert.equal(await envrc.locator('td.add').innerText(), 'echo hi');
     await page.screenshot({ path: join(ARTIFACTS, 'diff.png'), fullPage: true });
+    await page.click('#diff-view a');
+    assert.equal(await page.locator('section[data-path="one.txt"] .patch .add').innerText(), '+one');
+    assert.equal(await page.locator('table.sbs').count(), 0, 'unified: no columns');
+    await page.screenshot({ path: join(ARTIFACTS, 'diff-unified.png'), fullPage: true });
 
     await page.check('input[name=path][value="one.txt"]');
     await page.click('button[value=selected]');
-    assert.match(await page.locator('main').innerText(), /would apply 1 change\(s\), 2 left pending/);
+    assert.match(await page.locator('main').innerText(), /would apply 1 change\(s\), 5 left pending/);
     assert.equal(existsSync(join(sb.workspace, 'one.txt')), false, 'the confirmation page changed nothing');
     await page.screenshot({ path: join(ARTIFACTS, 'confirm-accept.png'), fullPage: true });
     await page.click('#confirm button');
-    assert.match(await page.locator('#done').innerText(), /applied 1 change\(s\), 2 left pending/);
+    assert.match(await page.locator('#done').innerText(), /applied 1 change\(s\), 5 left pending/);
 
     assert.equal(readFileSync(join(sb.workspace, 'one.txt'), 'utf8'), 'one\n', 'accepted: on the host');
     assert.equal(existsSync(join(sb.workspace, 'two.txt')), false, 'not chosen: not on the host');
     const pending = acJson<{ path: string }[]>(sb, 'diff', '--json').map((c) => c.path);
-    assert.deepEqual(pending.sort(), [XSS_NAME, 'two.txt'].sort(), 'the rest stays pending');
+    assert.deepEqual(
+      pending.sort(),
+      [XSS_NAME, '.envrc', 'blob.bin', 'keep.txt', 'two.txt'].sort(),
+      'the rest stays pending',
+    );
     const receipts = acJson<{ kind: string; command: string[]; scope?: { paths: string[] } }[]>(
       sb,
       'receipt',
@@ -271,7 +312,7 @@ describe('agentcell ui', () => {
     await page.click('a[href$="/restore"]');
     await page.screenshot({ path: join(ARTIFACTS, 'confirm-restore.png'), fullPage: true });
     await page.click('#confirm button');
-    assert.match(await page.locator('#done').innerText(), /dropped 2 change\(s\)/);
+    assert.match(await page.locator('#done').innerText(), /dropped 5 change\(s\)/);
     assert.deepEqual(acJson<unknown[]>(sb, 'diff', '--json'), []);
     const last = acJson<{ command: string[]; decision: string }[]>(sb, 'receipt', 'list', '--json').at(-1)!;
     assert.deepEqual(last.command, ['agentcell', 'ui', 'restore']);

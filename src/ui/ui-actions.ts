@@ -11,8 +11,8 @@ import { currentEvidence } from '../run/evidence-current.js';
 import { sessionExport } from '../sessions/session-evidence.js';
 import { removeTrees } from '../_internal/remove-trees.js';
 import type { Receipt } from '../receipts/receipt.js';
-import { html, page, seg, type Html } from './html.js';
-import { cellNav } from './ui-cell-pages.js';
+import { html, seg, type Html } from './html.js';
+import { cellShell } from './ui-cell-shell.js';
 import { uiCellRef, type UiContext } from './ui-context.js';
 import { sameSecret } from './ui-guard.js';
 import { cellSession } from './ui-session-pages.js';
@@ -253,7 +253,7 @@ export async function confirmPage(
       <input type="hidden" name="csrf" value="${ctx.secrets.csrf}" />${hidden} <button class="danger">${name}</button>
       <a href="/cell/${seg(cell)}">cancel</a>
     </form>`;
-  return page(`Confirm ${name}`, body, cellNav(cell));
+  return cellShell(cell, `Confirm ${name}`, body);
 }
 
 /** Whether a POSTed form carries this launch's CSRF token (the server answers 403 when not). */
@@ -268,5 +268,5 @@ export async function doAction(ctx: UiContext, name: ActionName, cell: string, f
   const body = html`<div id="done">${outcome.summary}</div>
     ${receipt ? html`<p>receipt <a href="/cell/${seg(cell)}/receipt/${seg(receipt.id)}">#${receipt.seq} ${receipt.id}</a></p>` : ''}
     <p><a href="/cell/${seg(cell)}">back to the cell</a></p>`;
-  return page(`Done: ${name}`, body, cellNav(cell));
+  return cellShell(cell, `Done: ${name}`, body);
 }

@@ -26,6 +26,16 @@ pre { overflow-x: auto; margin: 0; padding: .5rem; border: 1px solid var(--line)
 .patch span { display: block; min-height: 1.2em; }
 .patch .add { background: #2e7d3233; } .patch .del { background: #c6282833; }
 .patch .hunk { color: #1565c0; } .patch .head { font-weight: 600; }
+table.sbs { table-layout: fixed; font-family: ui-monospace, monospace; border: 1px solid var(--line); }
+table.sbs th { font-weight: 600; } table.sbs caption { text-align: left; color: var(--muted); }
+table.sbs td { border: 0; padding: 0 .4rem; white-space: pre-wrap; overflow-wrap: anywhere; }
+table.sbs col.no { width: 3.5em; } table.sbs td.no { text-align: right; color: var(--muted); user-select: none; }
+table.sbs td.del { background: #c6282833; } table.sbs td.add { background: #2e7d3233; }
+table.sbs td.del::before { content: '− '; } table.sbs td.add::before { content: '+ '; }
+table.sbs td.empty { background: #8881; }
+table.sbs tr.changed td.no { font-weight: 600; }
+table.sbs tr.hunk td { color: #1565c0; border-top: 1px solid var(--line); }
+table.sbs tr.note td, table.sbs tr.binary td { color: var(--muted); font-style: italic; }
 tr.deny td:nth-child(2) { color: var(--bad); font-weight: 600; }
 table.hide-allow tr.allow, table.hide-deny tr.deny { display: none; }
 form.inline { display: inline; }

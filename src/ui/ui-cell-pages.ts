@@ -12,13 +12,9 @@ import { unreceiptedRuns } from '../receipts/run-journal.js';
 import { loadPublicKeys } from '../receipts/signing-key.js';
 import { openLayerStack } from '../workspace/overlay/layer-stack.js';
 import { html, page, seg, type Html } from './html.js';
+import { cellShell } from './ui-cell-shell.js';
 import { uiCellRef, type UiContext } from './ui-context.js';
 import { sessionsSection } from './ui-session-pages.js';
-
-/** The links every page about one cell carries. */
-export const cellNav = (cell: string): Html =>
-  html` · <a href="/cell/${seg(cell)}">${cell}</a> · <a href="/cell/${seg(cell)}/diff">diff</a> ·
-    <a href="/cell/${seg(cell)}/egress">egress</a>`;
 
 function inUse(dir: string): boolean {
   const holder = cellLockHolder(dir);
@@ -139,7 +135,7 @@ export async function cellPage(ctx: UiContext, given: string): Promise<string> {
           </ol>`
         : html`<p class="muted">no runs yet</p>`
     }`;
-  return page(`Cell ${ref.cell}`, body, cellNav(ref.cell));
+  return cellShell(ref.cell, `Cell ${ref.cell}`, body);
 }
 
 /** Whatever shape the enforcement canaries take (another branch adds them): a table of objects, or JSON. */
@@ -206,5 +202,5 @@ export function receiptPage(ctx: UiContext, given: string, id: string): string {
       <summary>as <code>receipt show</code> prints it</summary>
       <pre>${renderReceiptMarkdown(r, { decision: decisionFor(all, r.id) })}</pre>
     </details>`;
-  return page(`Receipt #${r.seq}`, body, cellNav(ref.cell));
+  return cellShell(ref.cell, `Receipt #${r.seq}`, body);
 }

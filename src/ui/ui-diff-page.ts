@@ -1,7 +1,11 @@
 import { cellDiff, cellPatch } from '../cell/cell-decisions.js';
-import { html, page, seg, type Html } from './html.js';
-import { cellNav } from './ui-cell-pages.js';
+import { html, seg, type Html } from './html.js';
+import { cellShell } from './ui-cell-shell.js';
 import { uiCellRef, type UiContext } from './ui-context.js';
+import { sideBySide } from './ui-side-by-side.js';
+
+/** How the diff page shows each patch: two aligned columns (the default), or as `diff --patch` prints it. */
+export type DiffView = 'side-by-side' | 'unified';
 
 const SYMBOL = { added: 'A', modified: 'M', deleted: 'D' } as const;
 
@@ -24,11 +28,12 @@ ${lines.map((line) => {
 }
 
 /**
- * `/cell/NAME/diff`: the pending changes as `diff --patch` shows them, each flagged one
- * (control plane, unsafe, conflict, for review) marked with why, and a form choosing
- * what to accept (the choice is confirmed on the next page before anything changes).
+ * `/cell/NAME/diff`: the pending changes side by side (old | new) or unified (`?view=unified`,
+ * as `diff --patch` prints them), each flagged one (control plane, unsafe, conflict, for
+ * review) marked with why, and a form choosing what to accept (the choice is confirmed on
+ * the next page before anything changes).
  */
-export async function diffPage(ctx: UiContext, given: string): Promise<string> {
+export async function diffPage(ctx: UiContext, given: string, view: DiffView = 'side-by-side'): Promise<string> {
   const ref = uiCellRef(ctx, given);
   const changes = await cellDiff(ref);
   const patches = new Map((await cellPatch(ref)).map((p) => [p.path, p]));
@@ -44,7 +49,7 @@ export async function diffPage(ctx: UiContext, given: string): Promise<string> {
         ${c.flagged ? html`<span class="flag">${c.flagged.tier}: ${c.flagged.reason}</span>` : ''}
         ${patch ? html`<span class="muted">+${patch.added} −${patch.removed}</span>` : ''}
       </h3>
-      ${patch ? patchLines(patch.patch) : ''}
+      ${patch ? (view === 'unified' ? patchLines(patch.patch) : sideBySide(patch)) : ''}
     </section>`;
   });
   const body =
@@ -63,7 +68,16 @@ export async function diffPage(ctx: UiContext, given: string): Promise<string> {
               run’s)</label
             >
           </p>
+          <p id="diff-view">${viewSwitch(ref.cell, view)}</p>
           ${files}
         </form>`;
-  return page(`Pending changes in ${ref.cell}`, body, cellNav(ref.cell));
+  return cellShell(ref.cell, `Pending changes in ${ref.cell}`, body);
+}
+
+/** Links between the two views: plain links, so the page needs no script. */
+function viewSwitch(cell: string, view: DiffView): Html {
+  const base = `/cell/${seg(cell)}/diff`;
+  return view === 'unified'
+    ? html`unified · <a href="${base}">side by side</a>`
+    : html`side by side · <a href="${base}?view=unified">unified</a>`;
 }

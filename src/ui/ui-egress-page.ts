@@ -5,8 +5,8 @@ import { AgentcellError } from '../errors.js';
 import type { EgressEvent } from '../egress/log/egress-log.js';
 import { findSpyLog } from '../egress/log/spy-files.js';
 import { readSpyLog, renderSpyRecord } from '../egress/log/spy-render.js';
-import { html, page, seg, type Html } from './html.js';
-import { cellNav } from './ui-cell-pages.js';
+import { html, seg, type Html } from './html.js';
+import { cellShell } from './ui-cell-shell.js';
 import { uiCellRef, type UiContext } from './ui-context.js';
 
 /** The columns an egress event shows in; the script builds live rows from the same list. */
@@ -68,7 +68,7 @@ export function egressPage(ctx: UiContext, given: string): string {
       </tbody>
     </table>
     ${spySection(ctx, cell)}`;
-  return page(`Egress of ${cell}`, body, cellNav(cell));
+  return cellShell(cell, `Egress of ${cell}`, body);
 }
 
 /**

@@ -71,7 +71,10 @@ async function route(ctx: UiContext, req: IncomingMessage, res: ServerResponse, 
     if (get && what === undefined) return send(res, 200, HTML, await cellPage(ctx, cell));
     if (get && what === 'receipt' && id !== undefined && parts.length === 4)
       return send(res, 200, HTML, receiptPage(ctx, cell, id));
-    if (get && what === 'diff' && parts.length === 3) return send(res, 200, HTML, await diffPage(ctx, cell));
+    if (get && what === 'diff' && parts.length === 3) {
+      const view = url.searchParams.get('view') === 'unified' ? 'unified' : 'side-by-side';
+      return send(res, 200, HTML, await diffPage(ctx, cell, view));
+    }
     if (get && what === 'egress' && parts.length === 3) return send(res, 200, HTML, egressPage(ctx, cell));
     if (get && what === 'egress' && id === 'stream' && parts.length === 4) return streamEgress(ctx, cell, res);
     if (get && what === 'session' && id !== undefined && parts.length === 4)

@@ -1,9 +1,15 @@
 import type { ServerResponse } from 'node:http';
 import { AgentcellError } from '../errors.js';
 import { listSessions, sessionLogs, type SessionView } from '../index.js';
-import { html, page, seg, type Html } from './html.js';
-import { cellNav } from './ui-cell-pages.js';
+import { html, seg, type Html } from './html.js';
+import { cellShell } from './ui-cell-shell.js';
 import { uiCellRef, type UiContext } from './ui-context.js';
+
+/** "stop…" (through its confirmation) for a session still alive, else nothing. */
+function stopLink(cell: string, s: SessionView, before = ''): Html {
+  if (s.state !== 'running' && s.state !== 'starting') return html``;
+  return html`${before}<a class="action" href="/cell/${seg(cell)}/stop-session?id=${seg(s.id)}">stop…</a>`;
+}
 
 /** The cell page's sessions: state, started, the transcript, and stop while it lives. */
 export async function sessionsSection(ctx: UiContext, cell: string): Promise<Html> {
@@ -11,7 +17,6 @@ export async function sessionsSection(ctx: UiContext, cell: string): Promise<Htm
   if (sessions.length === 0)
     return html`<h2>Sessions</h2>
       <p class="muted">none</p>`;
-  const live = (s: SessionView): boolean => s.state === 'running' || s.state === 'starting';
   const rows = [...sessions].reverse().map(
     (s) =>
       html`<tr>
@@ -21,7 +26,7 @@ export async function sessionsSection(ctx: UiContext, cell: string): Promise<Htm
         <td><code>${s.command.join(' ')}</code></td>
         <td>
           ${s.receipt ? html`<a href="/cell/${seg(cell)}/receipt/${seg(s.receipt)}">receipt</a>` : '–'}
-          ${live(s) ? html`<a class="action" href="/cell/${seg(cell)}/stop-session?id=${seg(s.id)}">stop…</a>` : ''}
+          ${stopLink(cell, s)}
         </td>
       </tr>`,
   );
@@ -55,11 +60,11 @@ export async function sessionPage(ctx: UiContext, given: string, id: string): Pr
   const s = await cellSession(ctx, cell, id);
   const body = html`<p>
       ${s.state} · started <time>${s.startedAt ?? s.createdAt}</time> · <code>${s.command.join(' ')}</code>
-      ${s.state === 'running' || s.state === 'starting' ? html` · <a class="action" href="/cell/${seg(cell)}/stop-session?id=${seg(s.id)}">stop…</a>` : ''}
+      ${stopLink(cell, s, ' · ')}
       <span id="live-state" class="muted">connecting…</span>
     </p>
     <pre id="transcript" data-stream="/cell/${seg(cell)}/session/${seg(s.id)}/stream"></pre>`;
-  return page(`Session ${s.id}`, body, cellNav(cell));
+  return cellShell(cell, `Session ${s.id}`, body);
 }
 
 /**
