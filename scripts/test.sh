@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# The whole test suite: lint, then every test as the current user and, when that is
+# The whole test suite: the test-only packages, lint, then every test as the current user and, when that is
 # root, again as an unprivileged user, because users run agentcell without root and
 # root hides permission bugs. Expects a built tree (npm test builds first).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# The test-only packages (podman, docker.io, runsc, debootstrap, tmux, zsh, fish, chromium…):
+# scripts/bootstrap.sh installs only what running a cell needs. Before anything below uses them.
+bash scripts/bootstrap-test.sh
 
 npm run lint --silent
 
