@@ -374,6 +374,23 @@ describe('land --drop-siblings (bwrap)', () => {
   });
 });
 
+describe('missing cells', () => {
+  it('compare and land of a cell that does not exist: CELL_NOT_FOUND, exit 2, nothing made', () => {
+    const box = makeSandbox();
+    sb = box;
+    for (const args of [
+      ['compare', 'nosuch'],
+      ['land', 'nosuch', '--drop-siblings'],
+      ['compare', 'nosuch', '--check', 'true'],
+    ]) {
+      const r = ac(box, ...args, '--json');
+      assert.equal(r.status, 2, `${args.join(' ')}: ${r.stderr}`);
+      assert.equal((JSON.parse(r.stdout) as { error: { code: string } }).error.code, 'CELL_NOT_FOUND');
+      assert.ok(!existsSync(join(box.agentcellHome, 'state', 'cells', 'nosuch')));
+    }
+  });
+});
+
 describe('fork and land a branch cell (bwrap)', () => {
   it('each fork is a candidate for the branch; the landed one becomes the branch, the host checkout untouched', () => {
     const box = makeSandbox({ 'README.md': 'hello\n' });

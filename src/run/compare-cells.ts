@@ -5,7 +5,7 @@ import type { AgentcellPaths } from '../paths.js';
 import type { Receipt } from '../receipts/receipt.js';
 import { cellDiff, cellPatch, forkCells, undecidedRuns, type CellRef } from '../cell/cell-decisions.js';
 import { removeCell } from '../cell/cell-remove.js';
-import { cellDir, readCell } from '../cell/cell-store.js';
+import { cellDir, cellNotFound, readCell } from '../cell/cell-store.js';
 import { countChanges } from '../workspace/overlay/layer-diff.js';
 import { spyLogPath } from '../egress/log/spy-files.js';
 import { parseSpyRecord, readSpyLog } from '../egress/log/spy-render.js';
@@ -67,7 +67,7 @@ export async function compareCells(cells: readonly string[], options: CompareOpt
   if (cells.length === 0) throw new AgentcellError('USAGE', 'name the cells to compare');
   const refs = cells.map((cell): CellRef => {
     const record = readCell(options.paths, cell);
-    if (!record) throw new AgentcellError('CELL_NOT_FOUND', `no cell ${cell} (agentcell cell list shows them)`);
+    if (!record) throw cellNotFound(options.paths, cell);
     return { paths: options.paths, cell, workspace: record.workspace, command: options.command };
   });
   const rows: CellComparison[] = [];
