@@ -4,6 +4,7 @@ import {
   cellDiff,
   cellPatch,
   checkpointCell,
+  forkCell,
   forkCells,
   forkNames,
   MAX_FORKS,
@@ -176,8 +177,13 @@ export function registerTransactionCommands(program: Command): void {
     .option('--count <n>', `fork N cells, NEW-1 … NEW-N, all from the one checkpoint (at most ${MAX_FORKS})`)
     .option('--dry-run', 'change nothing')
     .action(async (newCell: string, flags: CellFlag & JsonFlag & DryRunFlag & { count?: string }) => {
-      const count = flags.count === undefined ? undefined : Number(flags.count);
-      const report = await forkCells(cellRef(flags), forkNames(newCell, count), { dryRun: Boolean(flags.dryRun) });
+      const dryRun = Boolean(flags.dryRun);
+      if (flags.count === undefined) {
+        const single = await forkCell(cellRef(flags), checkCellName(newCell), { dryRun });
+        if (flags.json) return printJson(single);
+        return note(`${single.dryRun ? 'would fork' : 'forked'} into ${single.cell} (${single.layers} layer(s))`);
+      }
+      const report = await forkCells(cellRef(flags), forkNames(newCell, Number(flags.count)), { dryRun });
       if (flags.json) return printJson(report);
       note(
         `${report.dryRun ? 'would fork' : 'forked'} into ${report.cells.join(', ')} at checkpoint ${report.checkpoint ?? '(none: the workspace as it is)'}` +
