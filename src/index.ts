@@ -25,11 +25,16 @@ export {
   cellDiff,
   checkpointCell,
   forkCell,
+  forkCells,
+  forkNames,
   restoreCell,
   type CellRef,
   type FlaggedChange,
+  type ForkReport,
 } from './cell/cell-decisions.js';
-export { listCells, locateCell, readCell, type CellRecord } from './cell/cell-store.js';
+export { landCell, type LandCellReport, type LandOptions } from './cell/land-cell.js';
+export { compareCells, type CellComparison, type CheckResult, type CompareOptions } from './run/compare-cells.js';
+export { listCells, locateCell, readCell, siblingCells, type CellRecord } from './cell/cell-store.js';
 export {
   landBranch,
   openBranchCell,

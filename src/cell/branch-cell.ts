@@ -153,6 +153,17 @@ export function openBranchCell(request: BranchCellRequest): BranchCell {
   return { cell, record, created: true };
 }
 
+/**
+ * A fork of a branch cell is a branch cell on the same branch and checkout: its layers
+ * are changes to that checkout (commits on that branch among them), so the forks are
+ * candidates for the one branch, and the one accepted lands it.
+ */
+export function copyBranchRecord(paths: AgentcellPaths, from: string, to: string): void {
+  if (!readBranchRecord(paths, from)) return;
+  for (const file of [RECORD, CONFIG])
+    writeFileAtomic(join(cellDir(paths, to), file), readFileSync(join(cellDir(paths, from), file)));
+}
+
 export interface LandReport {
   branch: string;
   /** The branch's commit in the host repo after landing (undefined: nothing to land). */

@@ -27,8 +27,9 @@ import {
 } from '../workspace/overlay/layer-stack.js';
 import { purgeInBackground } from '../_internal/remove-trees.js';
 import { trashDirOf } from '../workspace/overlay/layer-trash.js';
-import { cellDir, openCell, readCell } from './cell-store.js';
-import { landBranch, readBranchRecord, type LandReport } from './branch-cell.js';
+import { cellDir, openCell, readCell, removeCellDir } from './cell-store.js';
+import { checkCellName } from './cell-name.js';
+import { copyBranchRecord, landBranch, readBranchRecord, type LandReport } from './branch-cell.js';
 import { openTransaction, type CellTransaction } from './cell-transaction.js';
 
 /** Which cell a decision is about, and who asks (agentcell's argv, for the receipt). */
@@ -329,24 +330,80 @@ export async function checkpointCell(
   });
 }
 
-/** Copies the cell's layers into a new cell on the same workspace; records `forked` in the source's chain. */
+/** At most this many cells from one `fork --count`. */
+export const MAX_FORKS = 32;
+
+/** The cells `fork NEW --count N` makes: NEW-1 … NEW-N (without a count, just NEW). */
+export function forkNames(base: string, count?: number): string[] {
+  if (count === undefined) return [checkCellName(base)];
+  if (!Number.isInteger(count) || count < 1 || count > MAX_FORKS)
+    throw new AgentcellError('USAGE', `--count ${String(count)}: give a whole number from 1 to ${MAX_FORKS}`);
+  return Array.from({ length: count }, (_, i) => checkCellName(`${base}-${i + 1}`));
+}
+
+export interface ForkReport {
+  /** The new cells, in order. */
+  cells: string[];
+  /** The source's checkpoint every fork starts at (its top frozen layer; null when it has none). */
+  checkpoint: string | null;
+  /** Frozen layers each fork shares with the source and its siblings (hard links: no data copied). */
+  layers: number;
+  /** A branch cell's fork: the branch each fork is a candidate for (docs/branches.md). */
+  branch?: string;
+  /** The `forked` decision in the source's chain. */
+  receipt?: Receipt;
+  dryRun: boolean;
+}
+
+/**
+ * Forks the cell into new cells on the same workspace, all at its current checkpoint:
+ * their frozen layers are hard links to the source's (layer-stack.ts `fork`), each
+ * records its parent and checkpoint (the siblings relation, `siblingCells`), and a
+ * branch cell's forks work on its branch. All or nothing: every name is checked before
+ * the first cell is made, and a fork that fails removes the cells it made.
+ */
+export async function forkCells(
+  ref: CellRef,
+  names: readonly string[],
+  options: { dryRun: boolean },
+): Promise<ForkReport> {
+  if (new Set(names).size !== names.length) throw new AgentcellError('USAGE', `fork names repeat: ${names.join(', ')}`);
+  for (const name of names)
+    if (name === ref.cell || readCell(ref.paths, name))
+      throw new AgentcellError('FILE_EXISTS', `cell ${name} already exists; pick another name`);
+  const branch = readBranchRecord(ref.paths, ref.cell)?.branch;
+  return withCell(ref, options.dryRun, async (tx, stack): Promise<ForkReport> => {
+    const top = topLayer(stack);
+    const report = { cells: [...names], checkpoint: top, layers: stack.layers.length, ...(branch ? { branch } : {}) };
+    if (options.dryRun || !tx) return { ...report, dryRun: true };
+    const startedAt = new Date().toISOString();
+    verifyLayers(stack.layers); // before any new cell exists: a refused fork leaves nothing behind
+    const made: string[] = [];
+    try {
+      for (const name of names) {
+        made.push(name);
+        openCell(ref.paths, name, ref.workspace, { from: ref.cell, point: { checkpoint: top } });
+        forkLayers(stack, cellDir(ref.paths, name));
+        copyBaselines(stack.cellDir, cellDir(ref.paths, name));
+        copyBranchRecord(ref.paths, ref.cell, name);
+      }
+    } catch (error) {
+      for (const name of made) removeCellDir(ref.paths, name);
+      throw error;
+    }
+    const receipt = await decide(tx, 'forked', ref, startedAt, { added: 0, modified: 0, deleted: 0 }, top, top);
+    return { ...report, dryRun: false, ...(receipt ? { receipt } : {}) };
+  });
+}
+
+/** `fork NEW_CELL`: one fork (see `forkCells`). */
 export async function forkCell(
   ref: CellRef,
   newCell: string,
   options: { dryRun: boolean },
 ): Promise<{ cell: string; layers: number; receipt?: Receipt; dryRun: boolean }> {
-  if (readCell(ref.paths, newCell)) throw new AgentcellError('FILE_EXISTS', `cell ${newCell} already exists`);
-  return withCell(ref, options.dryRun, async (tx, stack) => {
-    if (options.dryRun || !tx) return { cell: newCell, layers: stack.layers.length, dryRun: true };
-    const startedAt = new Date().toISOString();
-    verifyLayers(stack.layers); // before the new cell exists: a refused fork leaves nothing behind
-    openCell(ref.paths, newCell, ref.workspace, ref.cell);
-    forkLayers(stack, cellDir(ref.paths, newCell));
-    copyBaselines(stack.cellDir, cellDir(ref.paths, newCell));
-    const top = topLayer(stack);
-    const receipt = await decide(tx, 'forked', ref, startedAt, { added: 0, modified: 0, deleted: 0 }, top, top);
-    return { cell: newCell, layers: stack.layers.length, dryRun: false, ...(receipt ? { receipt } : {}) };
-  });
+  const { cells, layers, receipt, dryRun } = await forkCells(ref, [newCell], options);
+  return { cell: cells[0]!, layers, dryRun, ...(receipt ? { receipt } : {}) };
 }
 
 /**
@@ -398,7 +455,7 @@ async function decide(
 }
 
 /** The runs whose changes are still in the cell: those after the last accept or restore. */
-function undecidedRuns(dir: string): Receipt[] {
+export function undecidedRuns(dir: string): Receipt[] {
   const runs: Receipt[] = [];
   for (const receipt of receiptsNewestFirst(dir)) {
     if (receipt.kind === 'decision' && receipt.decision !== 'forked' && receipt.scope === undefined) break;

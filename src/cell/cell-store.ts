@@ -29,6 +29,12 @@ export const CellRecordSchema = z.strictObject({
   createdAt: z.iso.datetime(),
   /** The cell this one was forked from, if any. */
   forkedFrom: z.optional(z.string()),
+  /**
+   * The checkpoint of `forkedFrom` the fork started at (null: it had none yet): cells
+   * forked from the same cell at the same checkpoint are siblings (`fork --count`), the
+   * candidates `land --drop-siblings` drops. Absent on forks made before it was recorded.
+   */
+  forkPoint: z.optional(z.strictObject({ checkpoint: z.nullable(z.string()) })),
 });
 export type CellRecord = z.infer<typeof CellRecordSchema>;
 
@@ -67,7 +73,12 @@ export function readCell(paths: AgentcellPaths, name: string): CellRecord | unde
  * The cell for a workspace, created on first use. A cell belongs to one workspace: its
  * layers are changes to that tree, so using it elsewhere would apply them to the wrong one.
  */
-export function openCell(paths: AgentcellPaths, name: string, workspace: string, forkedFrom?: string): CellRecord {
+export function openCell(
+  paths: AgentcellPaths,
+  name: string,
+  workspace: string,
+  fork?: { from: string; point: NonNullable<CellRecord['forkPoint']> },
+): CellRecord {
   const existing = readCell(paths, name);
   if (existing) {
     if (existing.workspace !== workspace)
@@ -78,7 +89,10 @@ export function openCell(paths: AgentcellPaths, name: string, workspace: string,
     return existing;
   }
   const record: CellRecord = { name, workspace, createdAt: new Date().toISOString() };
-  if (forkedFrom !== undefined) record.forkedFrom = forkedFrom;
+  if (fork !== undefined) {
+    record.forkedFrom = fork.from;
+    record.forkPoint = fork.point;
+  }
   makeDirs(cellDir(paths, name), 0o700);
   writeStateFile(cellFile(paths, name), CELL_FILE, record, { mode: 0o644 });
   return record;
@@ -95,6 +109,20 @@ export function listCells(paths: AgentcellPaths): CellRecord[] {
     .map((name) => readCell(paths, name))
     .filter((c): c is CellRecord => c !== undefined)
     .sort((a, b) => a.name.localeCompare(b.name));
+}
+
+/** The other cells forked from `name`'s parent at the same checkpoint. */
+export function siblingCells(paths: AgentcellPaths, name: string): CellRecord[] {
+  const record = readCell(paths, name);
+  const point = record?.forkPoint;
+  if (!record || point === undefined) return [];
+  return listCells(paths).filter(
+    (c) =>
+      c.name !== name &&
+      c.forkedFrom === record.forkedFrom &&
+      c.forkPoint !== undefined &&
+      c.forkPoint.checkpoint === point.checkpoint,
+  );
 }
 
 export function removeCellDir(paths: AgentcellPaths, name: string): void {

@@ -6,6 +6,7 @@ import { registerHostCommands } from './commands/host-commands.js';
 import { registerImageCommands } from './commands/image-commands.js';
 import { registerReceiptCommands } from './commands/receipt-commands.js';
 import { registerTransactionCommands } from './commands/transaction-commands.js';
+import { registerCompareCommands } from './commands/compare-commands.js';
 import { registerPolicyCommands } from './commands/policy-commands.js';
 import { registerRunCommands } from './commands/run-commands.js';
 import { registerAgentCommands } from './commands/agent-commands.js';
@@ -31,6 +32,7 @@ export function buildProgram(ctx: CliContext): Command {
   registerAgentCommands(program, ctx);
   registerPolicyCommands(program);
   registerTransactionCommands(program);
+  registerCompareCommands(program);
   registerPublishCommands(program);
   registerReceiptCommands(program, ctx.setExit);
   registerCellCommands(program);

@@ -7,7 +7,7 @@ import { cellDiff } from '../../cell/cell-decisions.js';
 import { collectGarbage } from '../../cell/cell-gc.js';
 import { checkCellName } from '../../cell/cell-name.js';
 import { removeCell } from '../../cell/cell-remove.js';
-import { cellDir, cellNotFound, listCells, readCell } from '../../cell/cell-store.js';
+import { cellDir, cellNotFound, listCells, readCell, siblingCells } from '../../cell/cell-store.js';
 import { readBranchRecord } from '../../cell/branch-cell.js';
 import { agentcellPaths } from '../../paths.js';
 import { cellLockHolder } from '../../receipts/cell-lock.js';
@@ -88,12 +88,16 @@ export function registerCellCommands(program: Command): void {
           policyHash,
         })),
         pendingChanges: pending.length,
+        siblings: siblingCells(paths, name).map((c) => c.name),
         receipts: listReceipts(dir).length,
         inUseBy: holder ? describeHolder(holder) : null,
       };
       if (flags.json) return printJson(details);
       print(`cell ${record.name}\n  workspace ${record.workspace}\n  state     ${dir}`);
-      if (record.forkedFrom) print(`  forked from ${record.forkedFrom}`);
+      if (record.forkedFrom)
+        print(
+          `  forked from ${record.forkedFrom}${record.forkPoint ? ` at checkpoint ${record.forkPoint.checkpoint ?? '(none)'}` : ''}${details.siblings.length > 0 ? `; siblings ${details.siblings.join(', ')}` : ''}`,
+        );
       print(`  ${details.receipts} receipt(s), ${details.pendingChanges} pending change(s)`);
       for (const l of details.checkpoints)
         print(`  checkpoint #${l.seq} ${l.id}${l.name ? ` (${l.name})` : ''} ${l.createdAt}`);

@@ -5,10 +5,14 @@ import {
   cellPatch,
   checkpointCell,
   forkCell,
+  forkCells,
+  forkNames,
+  MAX_FORKS,
   restoreCell,
   type CellRef,
 } from '../../cell/cell-decisions.js';
 import { checkCellName } from '../../cell/cell-name.js';
+import { landCell } from '../../cell/land-cell.js';
 import { cellDir, locateExistingCell } from '../../cell/cell-store.js';
 import { unreceiptedRuns } from '../../receipts/run-journal.js';
 import { resolveCellPolicy } from '../../run/run-policy.js';
@@ -39,7 +43,7 @@ const SYMBOL = { added: 'A', modified: 'M', deleted: 'D' } as const;
 /** How each flag tier shows in human output: refused ones with `!`, review ones with `?`. */
 const FLAG_MARK = { unsafe: '!', refused: '!', conflict: '!', review: '?' } as const;
 
-/** `diff`, `accept`, `restore`, `checkpoint`, `fork`: review and decide what a cell changed. */
+/** `diff`, `accept`, `restore`, `checkpoint`, `fork`, `land`: review and decide what a cell changed. */
 export function registerTransactionCommands(program: Command): void {
   withCellFlags(
     program
@@ -164,11 +168,63 @@ export function registerTransactionCommands(program: Command): void {
       );
     });
 
-  withCellFlags(program.command('fork').description('copy this cell’s changes into a new cell').argument('<new-cell>'))
+  withCellFlags(
+    program
+      .command('fork')
+      .description('fork this cell at its checkpoint into new cells (frozen layers shared)')
+      .argument('<new-cell>', 'the new cell, or with --count the stem of NEW-1 … NEW-N'),
+  )
+    .option('--count <n>', `fork N cells, NEW-1 … NEW-N, all from the one checkpoint (at most ${MAX_FORKS})`)
     .option('--dry-run', 'change nothing')
-    .action(async (newCell: string, flags: CellFlag & JsonFlag & DryRunFlag) => {
-      const report = await forkCell(cellRef(flags), checkCellName(newCell), { dryRun: Boolean(flags.dryRun) });
+    .action(async (newCell: string, flags: CellFlag & JsonFlag & DryRunFlag & { count?: string }) => {
+      const dryRun = Boolean(flags.dryRun);
+      if (flags.count === undefined) {
+        const single = await forkCell(cellRef(flags), checkCellName(newCell), { dryRun });
+        if (flags.json) return printJson(single);
+        return note(`${single.dryRun ? 'would fork' : 'forked'} into ${single.cell} (${single.layers} layer(s))`);
+      }
+      const report = await forkCells(cellRef(flags), forkNames(newCell, Number(flags.count)), { dryRun });
       if (flags.json) return printJson(report);
-      note(`${report.dryRun ? 'would fork' : 'forked'} into ${report.cell} (${report.layers} layer(s))`);
+      note(
+        `${report.dryRun ? 'would fork' : 'forked'} into ${report.cells.join(', ')} at checkpoint ${report.checkpoint ?? '(none: the workspace as it is)'}` +
+          ` (${report.layers} frozen layer(s) shared)` +
+          (report.branch ? `; each a candidate for branch ${report.branch}` : '') +
+          (report.receipt ? `; receipt ${report.receipt.id}` : ''),
+      );
     });
+
+  program
+    .command('land')
+    .description('accept a cell (as accept does) and then drop its siblings, in one step')
+    .argument('<cell>', 'the cell to accept')
+    .option('--drop-siblings', 'remove the cells forked from the same parent at the same checkpoint (receipts kept)')
+    .option('--merge', 'merge host edits made since the run with the cell’s changes (three-way, like git)')
+    .option('--force', 'as accept --force')
+    .option('--dry-run', 'say what would be applied and dropped; change nothing')
+    .option('--json', 'machine-readable output')
+    .action(
+      async (
+        cell: string,
+        flags: JsonFlag & DryRunFlag & { dropSiblings?: boolean; merge?: boolean; force?: boolean },
+      ) => {
+        const report = await landCell(cellRef({ cell: checkCellName(cell) }), {
+          force: Boolean(flags.force),
+          dryRun: Boolean(flags.dryRun),
+          merge: Boolean(flags.merge),
+          dropSiblings: Boolean(flags.dropSiblings),
+        });
+        if (flags.json) return printJson(report);
+        const dry = report.dryRun;
+        note(
+          `${report.dryRun ? 'would apply' : 'applied'} ${report.accepted.applied.length} change(s) of ${report.cell}` +
+            (report.accepted.receipt ? `; receipt ${report.accepted.receipt.id}` : ''),
+        );
+        if (report.accepted.landed?.commit)
+          note(`landed branch ${report.accepted.landed.branch} at ${report.accepted.landed.commit.slice(0, 12)}`);
+        for (const d of report.dropped)
+          note(
+            `${dry ? 'would drop' : 'dropped'} ${d.cell} (${d.droppedChanges ?? '?'} pending change(s); ${d.receipts} receipt(s) ${dry ? 'to keep' : `kept in ${d.keptReceipts ?? '?'}`})`,
+          );
+      },
+    );
 }
