@@ -16,7 +16,7 @@ import { ac, acJson, agentcell, CLI, makeSandbox, type Sandbox } from './helpers
 async function programTree(): Promise<ReturnType<typeof describeCommand>> {
   const { buildProgram } = await import('../src/cli/program.js');
   const { PhaseTimer } = await import('../src/run/phase-timer.js');
-  return describeCommand(buildProgram({ timer: new PhaseTimer(), setExit: () => undefined }));
+  return describeCommand(await buildProgram({ timer: new PhaseTimer(), setExit: () => undefined }));
 }
 
 const sources: CompletionSources = {
