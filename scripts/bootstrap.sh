@@ -28,6 +28,8 @@ PACKAGES+=(netavark aardvark-dns)
 PACKAGES+=(zsh fish)
 # The dashboard's browser tests (test/ui.test.ts) drive Debian's Chromium through playwright-core.
 PACKAGES+=(chromium)
+# The start-up bench's baseline, srt (@anthropic-ai/sandbox-runtime, installed by the bench), refuses to run without them.
+PACKAGES+=(socat ripgrep)
 
 missing=()
 for p in "${PACKAGES[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p"); done
