@@ -13,7 +13,8 @@ import { canariesBench } from './canaries.js';
 // npm run bench: every suite measures agentcell and its baseline side by side in the
 // same run, and docs/benchmarks.md is rewritten with the ratios.
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
-const cli = join(root, 'dist', 'agentcell.cjs');
+// BENCH_CLI times another build's CLI with this bench (a before/after comparison); the default is this one.
+const cli = process.env['BENCH_CLI'] ?? join(root, 'dist', 'agentcell.cjs');
 const runs = Number(process.env['BENCH_RUNS'] ?? 30);
 
 // BENCH_ONLY=startup,transactions runs some suites; a partial run prints its sections

@@ -22,4 +22,6 @@ PACKAGES+=(netavark aardvark-dns)
 PACKAGES+=(zsh fish)
 # The dashboard's browser tests (test/ui.test.ts) drive Debian's Chromium through playwright-core.
 PACKAGES+=(chromium)
+# The start-up bench's baseline, srt (@anthropic-ai/sandbox-runtime, installed by the bench), refuses to run without them.
+PACKAGES+=(socat ripgrep)
 bash scripts/apt-install.sh "${PACKAGES[@]}"

@@ -4,5 +4,5 @@ import { describeCommand } from '../src/cli/command-tree.js';
 export async function programTree(): Promise<ReturnType<typeof describeCommand>> {
   const { buildProgram } = await import('../src/cli/program.js');
   const { PhaseTimer } = await import('../src/run/phase-timer.js');
-  return describeCommand(buildProgram({ timer: new PhaseTimer(), setExit: () => undefined }));
+  return describeCommand(await buildProgram({ timer: new PhaseTimer(), setExit: () => undefined }));
 }

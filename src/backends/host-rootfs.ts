@@ -78,15 +78,20 @@ export function hostEtcSecrets(etc = '/etc', callerIsRoot = process.getuid?.() =
  */
 export function unreadableEtcEntries(etc = '/etc'): EtcMask[] {
   const found: EtcMask[] = [];
+  // On every root caller's run: readdir's entry types spare an lstat for each symlink (most of
+  // /etc on Debian: alternatives, rc*.d), and names from readdir need no path.join normalising.
   const walk = (dir: string): void => {
-    for (const name of safeReaddir(dir)) {
-      const path = join(dir, name);
-      let stat;
-      try {
-        stat = lstatSync(path);
-      } catch {
-        continue;
-      }
+    let entries;
+    try {
+      entries = readdirSync(dir, { withFileTypes: true });
+    } catch {
+      return;
+    }
+    for (const entry of entries) {
+      if (!entry.isDirectory() && !entry.isFile()) continue;
+      const path = `${dir}/${entry.name}`;
+      const stat = lstatSync(path, { throwIfNoEntry: false });
+      if (stat === undefined) continue;
       if (stat.isDirectory()) {
         if ((stat.mode & 0o005) !== 0o005) found.push({ target: path, kind: 'dir' });
         else walk(path);

@@ -103,13 +103,23 @@ const ARG1_LOW = 24;
 type Op = { code: number; k: number; jt?: string; jf?: string } | { label: string };
 
 export interface SeccompFilter {
-  program: Buffer;
-  instructions: number;
-  blocked: string[];
+  readonly program: Buffer;
+  readonly instructions: number;
+  readonly blocked: readonly string[];
 }
 
-/** The filter for this host's architecture, or undefined where agentcell has no table. */
+const built = new Map<string, SeccompFilter | undefined>();
+
+/**
+ * The filter for this host's architecture, or undefined where agentcell has no table. A run
+ * needs it twice (bwrap's plan loads it, the fingerprint hashes it): assembled once per process.
+ */
 export function buildSeccompFilter(arch: string = hostArch()): SeccompFilter | undefined {
+  if (!built.has(arch)) built.set(arch, assembleFilter(arch));
+  return built.get(arch);
+}
+
+function assembleFilter(arch: string): SeccompFilter | undefined {
   const table = ARCHES[arch];
   if (!table) return undefined;
   const ops: Op[] = [

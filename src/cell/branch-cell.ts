@@ -1,7 +1,7 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync, lstatSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
-import { z } from 'zod';
+import * as z from 'zod/mini';
 import { AgentcellError } from '../errors.js';
 import type { AgentcellPaths } from '../paths.js';
 import { writeFileAtomic } from '../_internal/atomic-file.js';
@@ -16,17 +16,15 @@ import { cellDir, openCell } from './cell-store.js';
  * through `landBranch`, run by the host's git, which reads nothing of the cell's repo
  * but objects and one ref value.
  */
-const BranchRecordSchema = z
-  .object({
-    branch: z.string(),
-    /** The ref the user asked for (`--from`), and the commit it named when the checkout was made. */
-    from: z.string(),
-    base: z.string().regex(/^[0-9a-f]{40,64}$/),
-    /** The host repo's top-level directory. */
-    repo: z.string(),
-    checkout: z.string(),
-  })
-  .strict();
+const BranchRecordSchema = z.strictObject({
+  branch: z.string(),
+  /** The ref the user asked for (`--from`), and the commit it named when the checkout was made. */
+  from: z.string(),
+  base: z.string().check(z.regex(/^[0-9a-f]{40,64}$/)),
+  /** The host repo's top-level directory. */
+  repo: z.string(),
+  checkout: z.string(),
+});
 export type BranchRecord = z.infer<typeof BranchRecordSchema>;
 
 const RECORD = 'branch.json';

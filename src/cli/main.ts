@@ -14,7 +14,12 @@ async function main(): Promise<void> {
   const json = jsonRequested(process.argv.slice(2));
   let code = 0;
   try {
-    await buildProgram({ timer, setExit: (c) => (code = c) }).parseAsync(process.argv);
+    const ctx = { timer, setExit: (c: number): void => void (code = c) };
+    const program = await buildProgram(ctx, process.argv);
+    await program.parseAsync(process.argv);
+    // The build's warm-up run (scripts/bundle.mjs) writes V8's code cache at exit: it loads every
+    // command module too, so their code is in the cache when another command runs.
+    if (process.env['AGENTCELL_WRITE_CODE_CACHE'] === '1') await buildProgram(ctx);
   } catch (error) {
     code = report(error, json);
   }

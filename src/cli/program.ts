@@ -1,26 +1,23 @@
 import { Command } from 'commander';
+import { AGENT_NAMES } from '../agents/agent-adapter.js';
 import { AGENTCELL_VERSION } from '../version.js';
-import { registerCellCommands } from './commands/cell-commands.js';
-import { registerEgressCommands } from './commands/egress-commands.js';
-import { registerHostCommands } from './commands/host-commands.js';
-import { registerImageCommands } from './commands/image-commands.js';
-import { registerReceiptCommands } from './commands/receipt-commands.js';
-import { registerTransactionCommands } from './commands/transaction-commands.js';
-import { registerCompareCommands } from './commands/compare-commands.js';
-import { registerPolicyCommands } from './commands/policy-commands.js';
 import { registerRunCommands } from './commands/run-commands.js';
-import { registerAgentCommands } from './commands/agent-commands.js';
-import { registerSpyCommands } from './commands/spy-commands.js';
-import { registerShellCommands } from './commands/shell-commands.js';
-import { registerEvidenceCommands } from './commands/evidence-commands.js';
-import { registerSessionCommands } from './commands/session-commands.js';
-import { registerUiCommands } from './commands/ui-commands.js';
-import { registerPublishCommands } from './commands/publish-commands.js';
 import { EXAMPLE_WORKFLOW } from './example-workflow.js';
 import type { CliContext } from './output.js';
 
-/** The whole command line: every command module registered on one commander program. */
-export function buildProgram(ctx: CliContext): Command {
+/**
+ * The commands `registerRunCommands` defines that start a cell: on every agent's critical path,
+ * so their command line is parsed with only that module loaded (each other module is imported,
+ * and its schemas built, only when a command of its runs; see buildProgram).
+ */
+const CELL_COMMANDS: ReadonlySet<string> = new Set(['run', 'shell', ...AGENT_NAMES]);
+
+/**
+ * The whole command line: every command module registered on one commander program, in
+ * help order. With `argv` naming a cell command (`run`, `shell`, an agent), only the module
+ * that defines it: the same command, parsed the same way, without loading the rest.
+ */
+export async function buildProgram(ctx: CliContext, argv: readonly string[] = []): Promise<Command> {
   const program = new Command('agentcell')
     .description('Run AI coding agents in a bounded local cell.')
     .version(AGENTCELL_VERSION)
@@ -29,20 +26,54 @@ export function buildProgram(ctx: CliContext): Command {
     .addHelpText('before', EXAMPLE_WORKFLOW)
     .exitOverride();
   registerRunCommands(program, ctx);
-  registerAgentCommands(program, ctx);
-  registerPolicyCommands(program);
-  registerTransactionCommands(program);
-  registerCompareCommands(program);
-  registerPublishCommands(program);
-  registerReceiptCommands(program, ctx.setExit);
-  registerCellCommands(program);
-  registerHostCommands(program, ctx);
-  registerSpyCommands(program);
-  registerEgressCommands(program, ctx.setExit);
-  registerImageCommands(program);
-  registerShellCommands(program);
-  registerEvidenceCommands(program, ctx.setExit);
-  registerSessionCommands(program, ctx);
-  registerUiCommands(program);
+  if (CELL_COMMANDS.has(argv[2] ?? '')) return program;
+  const [
+    agent,
+    policy,
+    transaction,
+    compare,
+    publish,
+    receipt,
+    cell,
+    host,
+    spy,
+    egress,
+    image,
+    shell,
+    evidence,
+    session,
+    ui,
+  ] = await Promise.all([
+    import('./commands/agent-commands.js'),
+    import('./commands/policy-commands.js'),
+    import('./commands/transaction-commands.js'),
+    import('./commands/compare-commands.js'),
+    import('./commands/publish-commands.js'),
+    import('./commands/receipt-commands.js'),
+    import('./commands/cell-commands.js'),
+    import('./commands/host-commands.js'),
+    import('./commands/spy-commands.js'),
+    import('./commands/egress-commands.js'),
+    import('./commands/image-commands.js'),
+    import('./commands/shell-commands.js'),
+    import('./commands/evidence-commands.js'),
+    import('./commands/session-commands.js'),
+    import('./commands/ui-commands.js'),
+  ]);
+  agent.registerAgentCommands(program, ctx);
+  policy.registerPolicyCommands(program);
+  transaction.registerTransactionCommands(program);
+  compare.registerCompareCommands(program);
+  publish.registerPublishCommands(program);
+  receipt.registerReceiptCommands(program, ctx.setExit);
+  cell.registerCellCommands(program);
+  host.registerHostCommands(program, ctx);
+  spy.registerSpyCommands(program);
+  egress.registerEgressCommands(program, ctx.setExit);
+  image.registerImageCommands(program);
+  shell.registerShellCommands(program);
+  evidence.registerEvidenceCommands(program, ctx.setExit);
+  session.registerSessionCommands(program, ctx);
+  ui.registerUiCommands(program);
   return program;
 }

@@ -64,6 +64,11 @@ export interface ReceiptFile {
 
 /** The receipt files of a cell in chain order (by the seq in their names). */
 export function listReceiptFiles(cellDir: string): ReceiptFile[] {
+  return receiptFiles(cellDir).sort(chainOrder);
+}
+
+/** The receipt files of a cell, unordered; a cell keeps every receipt, so this is O(receipts) and kept lean. */
+function receiptFiles(cellDir: string): ReceiptFile[] {
   const dir = receiptsDir(cellDir);
   let names: string[];
   try {
@@ -75,9 +80,14 @@ export function listReceiptFiles(cellDir: string): ReceiptFile[] {
   const files: ReceiptFile[] = [];
   for (const name of names) {
     const match = FILE_NAME.exec(name);
-    if (match) files.push({ name, path: join(dir, name), seq: Number(match[1]), id: match[2] ?? '' });
+    // A file name has no slash: no path.join (its normalising costs more than the rest per file).
+    if (match) files.push({ name, path: `${dir}/${name}`, seq: Number(match[1]), id: match[2] ?? '' });
   }
-  return files.sort((a, b) => a.seq - b.seq || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  return files;
+}
+
+function chainOrder(a: ReceiptFile, b: ReceiptFile): number {
+  return a.seq - b.seq || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
 }
 
 /** Every receipt of the cell in chain order. Throws on a file that is not a receipt; `verifyCell` reports instead. */
@@ -177,7 +187,8 @@ export async function appendReceipt(
 
 /** appendReceipt for a caller already inside `withReceiptLock`. */
 export function appendReceiptLocked(store: ReceiptStore, draft: ReceiptDraft, options: AppendOptions = {}): Receipt {
-  const files = listReceiptFiles(store.cellDir);
+  // Every run appends: only the chain's end is needed, so no sort of the whole chain.
+  const files = receiptFiles(store.cellDir);
   const id = draft.id ?? newReceiptId();
   if (!isReceiptId(id)) throw new AgentcellError('RECEIPT_INVALID', `"${id}" is not a receipt id`);
   const existing = files.find((f) => f.id === id);
@@ -185,7 +196,7 @@ export function appendReceiptLocked(store: ReceiptStore, draft: ReceiptDraft, op
     if (options.ifAbsent) return readReceiptFile(existing);
     throw new AgentcellError('RECEIPT_INVALID', `receipt ${id} is already in cell "${store.cell}"`);
   }
-  const last = files.at(-1);
+  const last = files.reduce<ReceiptFile | undefined>((end, f) => (end && chainOrder(end, f) >= 0 ? end : f), undefined);
   const seq = last ? last.seq + 1 : 1;
   const prev = last ? hashOfFile(last, store.cell) : null;
   const breaks = anchorBreaks(store, last, prev, seq);

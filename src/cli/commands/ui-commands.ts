@@ -7,7 +7,6 @@ import { pathToFileURL } from 'node:url';
 import { AgentcellError } from '../../errors.js';
 import { findExecutable } from '../../_internal/find-executable.js';
 import { agentcellPaths } from '../../paths.js';
-import { startUi } from '../../ui/ui-server.js';
 import { note, print, printJson, type JsonFlag } from '../output.js';
 
 interface UiFlags extends JsonFlag {
@@ -41,6 +40,8 @@ export function registerUiCommands(program: Command): void {
     .action(async (flags: UiFlags) => {
       if (!/^\d+$/.test(flags.port))
         throw new AgentcellError('USAGE', `--port ${flags.port}: expected a port number (0 picks a free one)`);
+      // Loaded here, not at start-up: the dashboard pulls in the library's whole surface.
+      const { startUi } = await import('../../ui/ui-server.js');
       const ui = await startUi({ paths: agentcellPaths(), port: Number(flags.port), bind: flags.bind });
       if (flags.json) printJson({ url: ui.url, port: ui.port, pid: process.pid });
       else {

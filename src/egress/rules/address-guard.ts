@@ -97,17 +97,23 @@ const CLASSES: readonly { class: AddressClass; ipv4: readonly Subnet[]; ipv6: re
  * (`::ffff:127.0.0.1`) against IPv4 subnets itself; the prefixes that reach an IPv4
  * address by other means are entered here for each IPv4 subnet: NAT64 (64:ff9b::/96)
  * and 6to4 (2002::/16), so `64:ff9b::7f00:1` is as much loopback as `127.0.0.1`.
+ * Built at the first classification, not when the module loads: every `run` loads it, and
+ * only the gateway classifies (building them is most of a cell-less run's egress cost).
  */
-const LISTS: readonly (readonly [AddressClass, BlockList])[] = CLASSES.map((entry) => {
-  const list = new BlockList();
-  for (const [network, prefix] of entry.ipv4) {
-    list.addSubnet(network, prefix, 'ipv4');
-    list.addSubnet(`64:ff9b::${network}`, 96 + prefix, 'ipv6');
-    list.addSubnet(sixToFour(network), 16 + prefix, 'ipv6');
-  }
-  for (const [network, prefix] of entry.ipv6) list.addSubnet(network, prefix, 'ipv6');
-  return [entry.class, list] as const;
-});
+let lists: readonly (readonly [AddressClass, BlockList])[] | undefined;
+function classLists(): readonly (readonly [AddressClass, BlockList])[] {
+  lists ??= CLASSES.map((entry) => {
+    const list = new BlockList();
+    for (const [network, prefix] of entry.ipv4) {
+      list.addSubnet(network, prefix, 'ipv4');
+      list.addSubnet(`64:ff9b::${network}`, 96 + prefix, 'ipv6');
+      list.addSubnet(sixToFour(network), 16 + prefix, 'ipv6');
+    }
+    for (const [network, prefix] of entry.ipv6) list.addSubnet(network, prefix, 'ipv6');
+    return [entry.class, list] as const;
+  });
+  return lists;
+}
 
 /** `2002:AABB:CCDD::` for `A.B.C.D`: the 6to4 prefix that embeds an IPv4 network. */
 function sixToFour(ipv4: string): string {
@@ -126,7 +132,7 @@ export function classifyAddress(ip: string): AddressClass {
   if (address === undefined) return 'reserved';
   const family = isIP(address);
   const type = family === 4 ? 'ipv4' : 'ipv6';
-  for (const [cls, list] of LISTS) if (list.check(address, type)) return cls;
+  for (const [cls, list] of classLists()) if (list.check(address, type)) return cls;
   return family === 4 ? 'public' : 'reserved';
 }
 
