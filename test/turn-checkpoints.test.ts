@@ -246,9 +246,22 @@ for (const backend of TEST_BACKENDS) {
         const text = ac(sb, 'session', 'timeline', started.id).stdout;
         assert.match(text, new RegExp(`turn +2 +checkpoint turn:2@${run}`));
 
-        const restored = acJson<RestoreJson>(sb, 'restore', '--to', `turn:1@${run}`, '--json');
-        assert.equal(restored.turn?.turn, 1);
-        assert.deepEqual(sorted(acJson<Change[]>(sb, 'diff', '--json')), ['added a.txt']);
+        // Turn 3's copy took only what changed since turn 2 (b.txt is linked from it) and holds a whiteout.
+        const restored = acJson<RestoreJson>(sb, 'restore', '--to', `turn:3@${run}`, '--json');
+        assert.equal(restored.turn?.turn, 3);
+        assert.deepEqual(sorted(acJson<Change[]>(sb, 'diff', '--json')), [
+          'added b.txt',
+          'added c.txt',
+          'deleted README.md',
+        ]);
+        ac(sb, 'accept');
+        assert.deepEqual(
+          readdirSync(sb.workspace)
+            .filter((n) => n !== 'agentcell.toml')
+            .sort(),
+          ['b.txt', 'c.txt'],
+        );
+        assert.equal(readFileSync(join(sb.workspace, 'b.txt'), 'utf8'), 'two\n');
       } finally {
         sb.cleanup();
       }
@@ -276,6 +289,11 @@ for (const backend of TEST_BACKENDS) {
         assert.notEqual(stillRefused.status, 0);
         assert.match(stillRefused.stdout + stillRefused.stderr, /LAYER_TAMPERED/);
         assert.deepEqual(sorted(acJson<Change[]>(sb, 'diff', '--json')), END_STATE, 'the cell kept the run’s changes');
+
+        // Turn 3 shares the unchanged b.txt with turn 2's copy: refused as well.
+        const shared = ac(sb, 'restore', '--to', 'turn:3');
+        assert.notEqual(shared.status, 0);
+        assert.match(shared.stderr, /turn:3@.* changed since it was taken/);
 
         // Positive control: an untouched turn of the same run restores.
         const ok = acJson<RestoreJson>(sb, 'restore', '--to', 'turn:1', '--json');

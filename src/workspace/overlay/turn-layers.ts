@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { existsSync, lstatSync, readdirSync, renameSync } from 'node:fs';
+import { existsSync, linkSync, lstatSync, readdirSync, renameSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import * as z from 'zod/mini';
@@ -77,7 +77,10 @@ export interface TurnStart {
 }
 
 export interface TurnRecorder {
-  /** Records a turn: copies the upper unless unchanged or past a cap. Resolves once recorded; never rejects. */
+  /**
+   * Records a turn: copies the upper unless unchanged or past a cap. Resolves once the copy
+   * is taken (its hash and record follow, before the next turn); never rejects.
+   */
   take(start: TurnStart): Promise<void>;
   /** The turns so far (after every pending `take` settled). */
   settle(): Promise<TurnRecord[]>;
@@ -119,54 +122,67 @@ export function createTurnRecorder(options: {
   let queue: Promise<void> = Promise.resolve();
   let copies = 0;
   let totalBytes = 0;
-  let last: { signature: string; dir: string; contentHash: string; bytes: number } | undefined;
+  let last: { scan: LayerScan; dir: string; contentHash: string; bytes: number } | undefined;
 
-  const record = async (start: TurnStart): Promise<void> => {
+  const record = async (start: TurnStart, release: () => void): Promise<void> => {
     const base: TurnRecord = {
       turn: turns.length + 1,
       at: start.at,
       request: { provider: start.provider, host: start.host, path: start.path },
     };
-    const turn = await copyTurn(base);
+    const turn = await copyTurn(base, release);
     turns.push(turn);
     writeStateFile(join(setDir, 'turns.json'), TURNS_FILE, { version: 1, run, turns }, { durable: false });
     options.onRecord?.([...turns]);
   };
 
-  const copyTurn = async (base: TurnRecord): Promise<TurnRecord> => {
+  const copyTurn = async (base: TurnRecord, release: () => void): Promise<TurnRecord> => {
     let scan: LayerScan;
     try {
       scan = scanLayer(upper);
     } catch (error) {
       return { ...base, skipped: `the upper layer could not be read: ${(error as Error).message}` };
     }
-    if (last && last.signature === scan.signature)
+    if (last && last.scan.signature === scan.signature)
       return { ...base, dir: last.dir, contentHash: last.contentHash, bytes: last.bytes };
+    // Files unchanged since the last copy are hard-linked from it (copies are never written): a copy costs the new data.
+    const previous = last;
+    const linked = previous ? unchangedFiles(scan, previous.scan) : new Set<string>();
+    const newBytes = scan.bytes - [...linked].reduce((sum, path) => sum + (scan.files.get(path)?.size ?? 0), 0);
     if (copies >= limits.maxCopies) return { ...base, skipped: `past ${limits.maxCopies} copies in this run` };
-    if (scan.bytes > limits.maxLayerBytes)
-      return { ...base, skipped: `the upper layer holds ${scan.bytes} bytes, over ${limits.maxLayerBytes}` };
-    if (totalBytes + scan.bytes > limits.maxTotalBytes)
+    if (newBytes > limits.maxLayerBytes)
+      return { ...base, skipped: `the copy would take ${newBytes} bytes, over ${limits.maxLayerBytes}` };
+    if (totalBytes + newBytes > limits.maxTotalBytes)
       return { ...base, skipped: `the run's copies would pass ${limits.maxTotalBytes} bytes` };
     const dir = String(base.turn).padStart(4, '0');
     makeDirs(setDir, 0o700);
     const target = join(setDir, dir);
-    const failed = await copyTree(upper, target);
+    const failed =
+      previous && linked.size > 0
+        ? await copyChanged(upper, target, scan, linked, join(setDir, previous.dir))
+        : await copyTree(upper, target);
     if (failed !== undefined) {
       moveToTrash(cellDir, [target]);
       return { ...base, skipped: `the upper layer could not be copied: ${failed}` };
     }
     copies += 1;
-    totalBytes += scan.bytes;
+    totalBytes += newBytes;
+    // The copy is what the turn was: the request may go while it is hashed (the upstream's answer takes longer).
+    release();
     const contentHash = layerContentHash(target);
-    last = { signature: scan.signature, dir, contentHash, bytes: scan.bytes };
+    last = { scan, dir, contentHash, bytes: scan.bytes };
     return { ...base, dir, contentHash, bytes: scan.bytes };
   };
 
   return {
     take(start) {
-      const next = queue.then(() => record(start)).catch(() => undefined);
-      queue = next;
-      return next;
+      let release = (): void => undefined;
+      const released = new Promise<void>((resolve) => (release = resolve));
+      queue = queue
+        .then(() => record(start, release))
+        .catch(() => undefined)
+        .finally(release);
+      return released;
     },
     async settle() {
       await queue;
@@ -193,23 +209,88 @@ interface LayerScan {
   /** Every entry's path, type, size, mode, inode, mtime and ctime: changes whenever the layer does. */
   signature: string;
   bytes: number;
+  /** Every entry, parents before children. */
+  paths: string[];
+  /** Regular files: size, and identity (inode, size, mtime, ctime: a write or chmod changes the ctime). */
+  files: Map<string, { size: number; identity: string }>;
 }
 
 /** One lstat walk of the layer: cheap next to a copy, so an unchanged upper is not copied again. */
 function scanLayer(dir: string): LayerScan {
   const hash = createHash('sha256');
   let bytes = 0;
+  const paths: string[] = [];
+  const files = new Map<string, { size: number; identity: string }>();
   const walk = (rel: string): void => {
     for (const name of readdirSync(rel ? join(dir, rel) : dir).sort()) {
       const path = rel ? `${rel}/${name}` : name;
       const s = lstatSync(join(dir, path), { bigint: true });
-      hash.update(`${JSON.stringify(path)}\t${s.mode}\t${s.size}\t${s.ino}\t${s.mtimeNs}\t${s.ctimeNs}\n`);
-      if (s.isFile()) bytes += Number(s.size);
+      const line = `${JSON.stringify(path)}\t${s.mode}\t${s.size}\t${s.ino}\t${s.mtimeNs}\t${s.ctimeNs}`;
+      hash.update(`${line}\n`);
+      paths.push(path);
+      if (s.isFile()) {
+        bytes += Number(s.size);
+        files.set(path, { size: Number(s.size), identity: line });
+      }
       if (s.isDirectory()) walk(path);
     }
   };
   walk('');
-  return { signature: hash.digest('hex'), bytes };
+  return { signature: hash.digest('hex'), bytes, paths, files };
+}
+
+/** Regular files whose identity is what it was when the previous copy was taken. */
+function unchangedFiles(scan: LayerScan, previous: LayerScan): Set<string> {
+  const same = new Set<string>();
+  for (const [path, file] of scan.files) if (previous.files.get(path)?.identity === file.identity) same.add(path);
+  return same;
+}
+
+/**
+ * A copy that takes only what changed since the previous one: GNU tar copies every
+ * entry but the unchanged files (directories with their opaque-dir xattrs, whiteouts,
+ * symlinks, modes, times), then each unchanged file is hard-linked from the previous copy.
+ */
+async function copyChanged(
+  source: string,
+  target: string,
+  scan: LayerScan,
+  unchanged: ReadonlySet<string>,
+  previous: string,
+): Promise<string | undefined> {
+  makeDirs(target);
+  const list = scan.paths.filter((path) => !unchanged.has(path));
+  const failed = list.length === 0 ? undefined : await tarCopy(source, target, list);
+  if (failed !== undefined) return failed;
+  try {
+    for (const path of unchanged) linkSync(join(previous, path), join(target, path));
+  } catch (error) {
+    return (error as Error).message;
+  }
+  return undefined;
+}
+
+/** `tar -c --no-recursion -T - | tar -x`, both keeping xattrs; the paths go to the first on stdin, NUL-separated. */
+function tarCopy(source: string, target: string, paths: readonly string[]): Promise<string | undefined> {
+  const xattrs = ['--xattrs', '--xattrs-include=*'];
+  const create = spawn('tar', ['-C', source, ...xattrs, '--null', '--no-recursion', '-T', '-', '-cf', '-'], {
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  const extract = spawn('tar', ['-C', target, ...xattrs, '--same-permissions', '-xf', '-'], {
+    stdio: ['pipe', 'ignore', 'pipe'],
+  });
+  create.stdout.pipe(extract.stdin);
+  create.stdin.end(paths.map((p) => `${p}\0`).join(''));
+  const outcome = (child: typeof create | typeof extract, what: string): Promise<string | undefined> =>
+    new Promise((resolve) => {
+      let stderr = '';
+      child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+      child.once('error', (error) => resolve(`${what}: ${error.message}`));
+      child.once('close', (code) =>
+        resolve(code === 0 ? undefined : `${what}: ${stderr.trim().slice(0, 300) || `exit ${code}`}`),
+      );
+    });
+  return Promise.all([outcome(create, 'tar -c'), outcome(extract, 'tar -x')]).then(([a, b]) => a ?? b);
 }
 
 /**
