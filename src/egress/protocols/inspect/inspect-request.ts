@@ -159,6 +159,7 @@ export function inspectedRequests(target: TunnelTarget, context: InspectContext,
     let received = 0;
     let upstreamStatus = 0;
     let recorded = false;
+    const upstreamRequest = request({ agent, method, path: req.url, headers, setHost: false });
     /** Logs the request once: when its response ends, fails, or the client goes away mid-way. */
     const finish = (status: number, denial?: Denial): void => {
       if (recorded) return;
@@ -178,69 +179,68 @@ export function inspectedRequests(target: TunnelTarget, context: InspectContext,
           response: responseBody.result(undefined),
         });
     };
-    // An LLM request opens a turn: the run checkpoints its layer before the request goes upstream.
-    const turn = provider
-      ? context.llmRequestStarts?.({ at: new Date(started).toISOString(), provider, host: target.host, path })
-      : undefined;
-    if (turn) void turn.then(forward, forward);
-    else forward();
-
-    function forward(): void {
-      if (res.destroyed) return finish(0); // the client went away while the turn was recorded
-      const upstreamRequest = request({ agent, method, path: req.url, headers, setHost: false });
+    // Headers go upstream with the body, so nothing is sent before `send`.
+    const send = (): void => {
+      if (upstreamRequest.destroyed) return; // the client went away while its turn was recorded
       req.on('data', (chunk: Buffer) => {
         sent += chunk.length;
         requestBody?.add(chunk);
       });
       req.pipe(upstreamRequest);
-      res.once('close', () => {
-        if (res.writableFinished) return;
-        upstreamRequest.destroy();
+    };
+    // An LLM request opens a turn: the run checkpoints its layer before the request goes upstream.
+    const turn = provider
+      ? context.llmRequestStarts?.({ at: new Date(started).toISOString(), provider, host: target.host, path })
+      : undefined;
+    if (turn) void turn.then(send, send);
+    else send();
+    res.once('close', () => {
+      if (res.writableFinished) return;
+      upstreamRequest.destroy();
+      finish(upstreamStatus);
+    });
+    upstreamRequest.on('response', (response: IncomingMessage) => {
+      upstreamStatus = response.statusCode ?? 0;
+      responseBody?.setHeaders(response.headers);
+      response.on('data', (chunk: Buffer) => {
+        received += chunk.length;
+        responseBody?.add(chunk);
+      });
+      const decoding =
+        masked.length > 0 && hasBody(method, upstreamStatus) ? bodyDecoding(response.headers) : undefined;
+      if (decoding?.kind === 'refuse') {
+        response.resume();
+        res.once('finish', () => response.destroy());
+        const denial = refusalFor('response-encoding', decoding.coding);
+        const refusal = denyResponse(denial);
+        res.writeHead(refusal.status, refusal.headers).end(refusal.body);
+        finish(refusal.status, denial);
+        return;
+      }
+      const drop = new Set(decoding?.kind === 'decode' ? ['content-encoding', 'content-length'] : []);
+      res.writeHead(response.statusCode ?? 502, responseHeaders(response, masked, drop));
+      if (masked.length === 0) response.pipe(res);
+      else {
+        const body = decoding?.kind === 'decode' ? decodeBody(response, decoding.codings) : response;
+        body.once('error', () => res.destroy());
+        body.pipe(createMaskStream(masked)).pipe(res);
+      }
+      response.once('end', () => finish(response.statusCode ?? 0));
+      response.once('aborted', () => res.destroy());
+      response.once('error', () => res.destroy());
+    });
+    upstreamRequest.on('error', (error: NodeJS.ErrnoException) => {
+      if (res.headersSent) {
+        // The request was allowed and answered; the upstream broke off mid-response.
+        res.destroy();
         finish(upstreamStatus);
-      });
-      upstreamRequest.on('response', (response: IncomingMessage) => {
-        upstreamStatus = response.statusCode ?? 0;
-        responseBody?.setHeaders(response.headers);
-        response.on('data', (chunk: Buffer) => {
-          received += chunk.length;
-          responseBody?.add(chunk);
-        });
-        const decoding =
-          masked.length > 0 && hasBody(method, upstreamStatus) ? bodyDecoding(response.headers) : undefined;
-        if (decoding?.kind === 'refuse') {
-          response.resume();
-          res.once('finish', () => response.destroy());
-          const denial = refusalFor('response-encoding', decoding.coding);
-          const refusal = denyResponse(denial);
-          res.writeHead(refusal.status, refusal.headers).end(refusal.body);
-          finish(refusal.status, denial);
-          return;
-        }
-        const drop = new Set(decoding?.kind === 'decode' ? ['content-encoding', 'content-length'] : []);
-        res.writeHead(response.statusCode ?? 502, responseHeaders(response, masked, drop));
-        if (masked.length === 0) response.pipe(res);
-        else {
-          const body = decoding?.kind === 'decode' ? decodeBody(response, decoding.codings) : response;
-          body.once('error', () => res.destroy());
-          body.pipe(createMaskStream(masked)).pipe(res);
-        }
-        response.once('end', () => finish(response.statusCode ?? 0));
-        response.once('aborted', () => res.destroy());
-        response.once('error', () => res.destroy());
-      });
-      upstreamRequest.on('error', (error: NodeJS.ErrnoException) => {
-        if (res.headersSent) {
-          // The request was allowed and answered; the upstream broke off mid-response.
-          res.destroy();
-          finish(upstreamStatus);
-          return;
-        }
-        const denial = upstreamRefusal(error);
-        const response = denyResponse(denial);
-        res.writeHead(response.status, response.headers).end(response.body);
-        finish(response.status, denial);
-      });
-    }
+        return;
+      }
+      const denial = upstreamRefusal(error);
+      const response = denyResponse(denial);
+      res.writeHead(response.status, response.headers).end(response.body);
+      finish(response.status, denial);
+    });
   }
 
   return { request: handleRequest, upgrade };
