@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { existsSync, linkSync, lstatSync, readdirSync, renameSync } from 'node:fs';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import * as z from 'zod/mini';
 import { makeDirs } from '../../_internal/make-dirs.js';
@@ -198,7 +198,7 @@ export function moveToTrash(cellDir: string, dirs: readonly string[]): string[] 
   const moved: string[] = [];
   for (const dir of dirs) {
     if (!existsSync(dir)) continue;
-    const target = join(trash, `turn-${process.pid}-${Date.now()}-${moved.length}`);
+    const target = join(trash, `turn-${randomBytes(6).toString('hex')}`);
     renameSync(dir, target);
     moved.push(target);
   }
