@@ -137,8 +137,15 @@ describe('agents end to end: real CLIs in a cell, stub providers through the gat
       const receipt = JSON.parse((await runCli(['receipt', 'show', '--format', 'json'], sb)).stdout) as {
         tools: Record<string, string>;
         mounts: { source: string; target: string; mode: string }[];
+        turns?: { turn: number; contentHash: string | null }[];
       };
       assert.equal(receipt.tools['claude'], '2.1.197');
+      // A turn checkpoint per Messages request the agent made (docs/sessions.md, "Turn checkpoints").
+      const requests = anthropicSeen.filter((s) => s.url.split('?')[0] === '/v1/messages').length;
+      assert.deepEqual(
+        receipt.turns?.map((t) => [t.turn, /^sha256:/.test(t.contentHash ?? '')]),
+        Array.from({ length: requests }, (_, i) => [i + 1, true]),
+      );
       const briefMounts = receipt.mounts.filter((m) => m.source.endsWith('agent-brief.md'));
       assert.deepEqual(
         briefMounts.map((m) => [m.target, m.mode]),

@@ -6,7 +6,13 @@ import { AgentcellError } from '../errors.js';
 import type { AgentcellPaths } from '../paths.js';
 import { decisionDraft, type Decision, type Receipt } from '../receipts/receipt.js';
 import { appendReceipt, receiptsNewestFirst, type ReceiptStore } from '../receipts/receipt-store.js';
-import { baseContent, clearBaselines, copyBaselines, findConflicts } from '../workspace/accept-baseline.js';
+import {
+  baseContent,
+  clearBaselines,
+  copyBaselines,
+  findConflicts,
+  recordBaselines,
+} from '../workspace/accept-baseline.js';
 import { mergeWithHost, type MergeOutcome } from '../workspace/three-way-merge.js';
 import { newTempPrefix, planAccept, type AcceptResult, type Flag } from '../workspace/accept-changes.js';
 import { markTemps, removeStaleTemps, unmarkTemps } from '../workspace/accept-temps.js';
@@ -14,6 +20,7 @@ import { readControlPlane } from '../workspace/control-plane.js';
 import { changePatch, matchesPaths, type ChangePatch } from '../workspace/change-patch.js';
 import { countChanges, diffLayers, type LayerChange, type LayerEntry } from '../workspace/overlay/layer-diff.js';
 import {
+  adoptLayer,
   checkCheckpointName,
   checkpoint as freezeLayer,
   findLayer,
@@ -31,6 +38,7 @@ import { cellDir, openCell, readCell, removeCellDir } from './cell-store.js';
 import { checkCellName } from './cell-name.js';
 import { copyBranchRecord, landBranch, readBranchRecord, type LandReport } from './branch-cell.js';
 import { openTransaction, type CellTransaction } from './cell-transaction.js';
+import { parseTurnRef, pruneTurns, resolveTurn, type TurnRef } from './turn-checkpoints.js';
 
 /** Which cell a decision is about, and who asks (agentcell's argv, for the receipt). */
 export interface CellRef {
@@ -287,12 +295,29 @@ export async function acceptCell(ref: CellRef, options: AcceptOptions): Promise<
 export interface RestoreReport {
   dropped: FrozenLayer[];
   changes: LayerChange[];
+  /** `restore --to turn:N`: the turn checkpoint that becomes the top layer, and the changes it holds. */
+  turn?: RestoredTurn;
   receipt?: Receipt;
   dryRun: boolean;
 }
 
-/** Drops the cell's changes (all of them, or those above checkpoint `to`). O(1): renames only. */
+export interface RestoredTurn {
+  run: string;
+  turn: number;
+  at: string;
+  contentHash: string;
+  changes: LayerChange[];
+  /** The layer it became (not on a dry run). */
+  layer?: FrozenLayer;
+}
+
+/**
+ * Drops the cell's changes (all of them, or those above checkpoint `to`). O(1): renames only.
+ * `to` may name a turn checkpoint (`turn:N`, `turn:N@RUN`): see restoreToTurn.
+ */
 export async function restoreCell(ref: CellRef, options: { to?: string; dryRun: boolean }): Promise<RestoreReport> {
+  const turnRef = options.to === undefined ? undefined : parseTurnRef(options.to);
+  if (turnRef) return restoreToTurn(ref, turnRef, options.dryRun);
   return withCell(ref, options.dryRun, async (tx, stack) => {
     const keep = options.to === undefined ? [] : stack.layers.slice(0, findLayer(stack.layers, options.to) + 1);
     // Levels 0 (upper) to the newest kept layer's, exclusive, are dropped.
@@ -311,6 +336,68 @@ export async function restoreCell(ref: CellRef, options: { to?: string; dryRun: 
     const receipt = await decide(tx, 'restored', ref, startedAt, countChanges(changes), top, keep.at(-1)?.id ?? null);
     purgeInBackground(trashed);
     return { dropped, changes, dryRun: false, ...(receipt ? { receipt } : {}) };
+  });
+}
+
+/**
+ * `restore --to turn:N`: drops the run's layer and everything above it (as `restore --to`
+ * the checkpoint the run started on), then makes the run's checkpoint of turn N, verified
+ * against its signed hash, the new top layer, named `turnN.RUN`. The run's other turn
+ * checkpoints go with its layer. Refused while the run goes on (it holds the cell).
+ */
+async function restoreToTurn(ref: CellRef, turnRef: TurnRef, dryRun: boolean): Promise<RestoreReport> {
+  return withCell(ref, dryRun, async (tx, stack) => {
+    const target = resolveTurn(stack, turnRef);
+    const droppedLevels = 1 + stack.layers.length - target.keep.length;
+    const deciders = new Map<string, number>();
+    const changes = (await diffLayers(stack, ref.workspace, { deciders })).filter(
+      (c) => (deciders.get(c.path) ?? Infinity) < droppedLevels,
+    );
+    // What the turn's layer holds over the kept ones: the changes pending after the restore.
+    const turnDeciders = new Map<string, number>();
+    const turnChanges = (
+      await diffLayers({ ...stack, layers: target.keep, upper: target.dir }, ref.workspace, {
+        deciders: turnDeciders,
+      })
+    ).filter((c) => turnDeciders.get(c.path) === 0);
+    const dropped = stack.layers.slice(target.keep.length);
+    const turn: RestoredTurn = {
+      run: target.run.id,
+      turn: target.record.turn,
+      at: target.record.at,
+      contentHash: target.record.contentHash,
+      changes: turnChanges,
+    };
+    if (dryRun || !tx) return { dropped, changes, turn, dryRun: true };
+    removeStaleTemps(cellDir(ref.paths, ref.cell), ref.workspace);
+    const startedAt = new Date().toISOString();
+    const top = topLayer(stack);
+    const keptTop = target.keep.at(-1)?.id;
+    const restored = dropLayers(stack, keptTop === undefined ? {} : { to: keptTop });
+    if (keptTop === undefined) clearBaselines(stack.cellDir);
+    const adopted = adoptLayer(restored.stack, target.dir, {
+      name: target.layerName,
+      policyHash: target.run.policy.hash,
+      contentHash: target.record.contentHash,
+    });
+    // Accept's conflict check: the host's side of the turn's paths, as of the run's start.
+    recordBaselines(stack.cellDir, {
+      layer: adopted.layer.id,
+      liveLayers: adopted.stack.layers.map((l) => l.id),
+      runStartedAt: Date.parse(target.run.startedAt),
+      workspace: ref.workspace,
+      paths: turnChanges.map((c) => c.path),
+    });
+    const trashed = [...restored.trashed, ...pruneTurns(adopted.stack)];
+    const receipt = await decide(tx, 'restored', ref, startedAt, countChanges(changes), top, adopted.layer.id);
+    purgeInBackground(trashed);
+    return {
+      dropped,
+      changes,
+      turn: { ...turn, layer: adopted.layer },
+      dryRun: false,
+      ...(receipt ? { receipt } : {}),
+    };
   });
 }
 

@@ -151,6 +151,21 @@ const ReceiptFields = z.strictObject({
   fingerprint: z.optional(z.string().check(z.regex(/^sha256:[0-9a-f]{64}$/))),
   /** Only for a session's run: what its terminal printed (the stored transcript's sha256 and size). */
   transcript: z.optional(z.strictObject({ sha256: z.string(), bytes: z.number() })),
+  /**
+   * Only for a run whose LLM requests the gateway inspected: a checkpoint of the run's
+   * layer as each request started (`restore --to turn:N`), its layer-hash.ts content hash
+   * (null where a cap or the host's access skipped it, with why).
+   */
+  turns: z.optional(
+    z.array(
+      z.strictObject({
+        turn: z.int().check(z.gte(1)),
+        at: isoDate,
+        contentHash: z.nullable(z.string()),
+        skipped: z.optional(z.string()),
+      }),
+    ),
+  ),
   signature: ReceiptSignatureSchema,
 });
 

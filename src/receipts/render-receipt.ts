@@ -44,6 +44,15 @@ export function renderReceiptMarkdown(r: Receipt, options: { decision?: Decision
   if (r.mounts.length > 0)
     lines.push('- **mounts**', ...r.mounts.map((m) => `  - \`${m.source}\` → \`${m.target}\` (${m.mode})`));
   if (r.env.length > 0) lines.push(`- **env** ${r.env.map((name) => `\`${name}\``).join(', ')}`);
+  const turns = r.turns ?? [];
+  if (turns.length > 0)
+    lines.push(
+      '- **turn checkpoints** (`restore --to turn:N@' + r.id + '`)',
+      ...turns.map(
+        (t) =>
+          `  - turn ${t.turn} at ${t.at}: ${t.contentHash !== null ? `\`${t.contentHash}\`` : `none (${t.skipped ?? 'not taken'})`}`,
+      ),
+    );
 
   lines.push('', '## Egress', '', `${r.egress.allowed} allowed, ${r.egress.denied} denied`);
   const reloads = r.egress.reloads ?? [];

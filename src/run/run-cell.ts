@@ -33,6 +33,8 @@ import {
 } from '../evidence/canaries.js';
 import { unwrapCanaryPrelude } from '../evidence/canary-script.js';
 import { fingerprintHash, runFingerprint } from '../evidence/fingerprint.js';
+import type { TurnRecorder } from '../workspace/overlay/turn-layers.js';
+import { receiptTurns, startTurnRecording } from './run-turns.js';
 
 export interface RunReport {
   outcome: RunOutcome;
@@ -78,7 +80,8 @@ export async function runPrepared(
     prepared.timer.mark('journal');
 
     // Before the cell starts, so the bridge finds the socket; gateway down = no network.
-    const gateway = await startGateway(prepared, journal.id);
+    const turns = startTurnRecording(prepared, stack, journal.id);
+    const gateway = await startGateway(prepared, journal.id, turns);
     const reloads: EgressReload[] = [];
     const onReload = (report: ReloadReport): void => {
       reloads.push(receiptReload(report));
@@ -133,6 +136,7 @@ export async function runPrepared(
       if (reloads.length > 0) egress = { ...egress, reloads };
     }
     if (stack?.driver === 'copy') captureCopy(stack);
+    const turnRecords = await turns?.settle();
     prepared.timer.mark('run');
     // Enforcement canaries: what the prelude found before the command (src/evidence/canaries.ts).
     const canaries = readCanaryResults(prepared.canaries);
@@ -160,6 +164,7 @@ export async function runPrepared(
       exitCode: outcome.exitCode,
       changes,
       checkpoint: { before, after },
+      ...(turnRecords && turnRecords.length > 0 ? { turns: receiptTurns(turnRecords) } : {}),
       egress,
       workspace: { ...journal.draft.workspace, gitRef: git.gitRef, gitDirty: git.gitDirty },
       timings: { ...prepared.timer.timings },
@@ -222,11 +227,20 @@ function enforcementFields(prepared: PreparedRun, report: CanaryReport | undefin
   return fields;
 }
 
-async function startGateway(prepared: PreparedRun, run: string): Promise<RunningGateway | undefined> {
+async function startGateway(
+  prepared: PreparedRun,
+  run: string,
+  turns: TurnRecorder | undefined,
+): Promise<RunningGateway | undefined> {
   const { egress, spec } = prepared;
   if (!egress || !spec.egress) return undefined;
   // A copy for the gateway, whose types take mutable rules.
-  return startRunGateway(mutableCopy<RunEgress>(egress), spec.egress.socketPath, { cell: prepared.cell, run });
+  return startRunGateway(
+    mutableCopy<RunEgress>(egress),
+    spec.egress.socketPath,
+    { cell: prepared.cell, run },
+    turns ? { onLlmRequest: (start) => turns.take(start) } : {},
+  );
 }
 
 async function runBackend(prepared: PreparedRun, control: RunControl): Promise<RunOutcome> {

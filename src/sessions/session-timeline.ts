@@ -34,14 +34,23 @@ export type TimelineEvent = { time: string } & (
       detail: string;
     }
   | { kind: 'checkpoint'; run: string; layer: string }
+  | {
+      kind: 'turn';
+      run: string;
+      turn: number;
+      /** What `restore --to` takes: `turn:N@RUN`. */
+      checkpoint: string;
+      contentHash: string | null;
+      skipped?: string;
+    }
   | { kind: 'decision'; receipt: string; decision: string; changes: number }
 );
 
 /**
  * What happened in a session, from its own records: the session's states, its run
  * (journal or receipt), each LLM call the gateway's spy recorded, each egress
- * decision, the layer its run froze and the decisions taken on it since. Per-turn
- * checkpoints are not taken: a run's writes become one layer when it ends (docs/sessions.md).
+ * decision, each turn checkpoint (its LLM request's start; the journal's while the run
+ * goes on), the layer its run froze and the decisions taken on it since.
  */
 export async function sessionTimeline(paths: AgentcellPaths, id: string): Promise<TimelineEvent[]> {
   const found = findSession(paths, id);
@@ -63,6 +72,16 @@ export async function sessionTimeline(paths: AgentcellPaths, id: string): Promis
       phase: 'started',
       detail: (receipt?.command ?? journal?.draft.command ?? []).join(' '),
     });
+    for (const t of receipt?.turns ?? journal?.draft.turns ?? [])
+      events.push({
+        time: t.at,
+        kind: 'turn',
+        run,
+        turn: t.turn,
+        checkpoint: `turn:${t.turn}@${run}`,
+        contentHash: t.contentHash,
+        ...(t.skipped !== undefined ? { skipped: t.skipped } : {}),
+      });
     const spy = spyLogPath(dir, run);
     if (existsSync(spy))
       for (const record of readSpyLog(spy)) {

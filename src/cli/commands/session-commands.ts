@@ -189,6 +189,8 @@ function timelineText(e: TimelineEvent): string {
       return `egress     ${e.decision} ${e.host}:${e.port} ${e.reason}  ${e.detail}`;
     case 'checkpoint':
       return `checkpoint ${e.layer} (frozen by ${e.run})`;
+    case 'turn':
+      return `turn       ${e.turn}  ${e.skipped !== undefined ? `no checkpoint: ${e.skipped}` : `checkpoint ${e.checkpoint}  ${e.contentHash ?? ''}`}`;
     case 'decision':
       return `decision   ${e.decision} ${e.changes} change(s)  ${e.receipt}`;
   }

@@ -137,7 +137,10 @@ export function registerTransactionCommands(program: Command): void {
     );
 
   withCellFlags(program.command('restore').description('drop the cell’s changes (all, or those after a checkpoint)'))
-    .option('--to <checkpoint>', 'keep the layers up to this checkpoint (id, name or number)')
+    .option(
+      '--to <checkpoint>',
+      'keep the layers up to this checkpoint (id, name or number), or go back to a turn checkpoint (turn:N, turn:N@RUN)',
+    )
     .option('--dry-run', 'say what would be dropped; change nothing')
     .action(async (flags: CellFlag & JsonFlag & DryRunFlag & { to?: string }) => {
       const report = await restoreCell(cellRef(flags), {
@@ -149,6 +152,11 @@ export function registerTransactionCommands(program: Command): void {
         `${report.dryRun ? 'would drop' : 'dropped'} ${report.changes.length} change(s) in ${report.dropped.length} layer(s)` +
           (report.receipt ? `; receipt ${report.receipt.id}` : ''),
       );
+      const { turn } = report;
+      if (turn)
+        note(
+          `${report.dryRun ? 'would keep' : 'kept'} turn ${turn.turn} of run ${turn.run} (as its LLM request started at ${turn.at}, ${turn.contentHash}): ${turn.changes.length} change(s)${turn.layer ? ` in layer ${turn.layer.id} (${turn.layer.name ?? ''})` : ''}`,
+        );
     });
 
   withCellFlags(program.command('checkpoint').description('freeze the cell’s changes so far as a checkpoint'))

@@ -7,6 +7,7 @@ import { AgentcellError } from '../../errors.js';
 import type { EgressCounters, EgressEvent } from '../log/egress-log.js';
 import { handleConnect, proxyAuthorizationOf } from '../protocols/connect.js';
 import { handleForward } from '../protocols/forward.js';
+import type { LlmRequestStart } from '../protocols/inspect/inspect-context.js';
 import { handleSocks5 } from '../protocols/socks5.js';
 import { SOCKS_VERSION } from '../protocols/socks5-messages.js';
 import type { HostRules } from '../rules/host-rules.js';
@@ -30,6 +31,8 @@ export interface GatewayInspectOptions {
   secrets?: readonly ProxySecret[];
   /** The run's spy log (LLM API calls through inspected hosts, JSONL, 0600). */
   spyLogPath?: string;
+  /** Called as each LLM API request starts (a turn boundary); the request goes upstream once it resolves. */
+  onLlmRequest?: (start: LlmRequestStart) => Promise<void>;
 }
 
 export interface EgressGatewayOptions {

@@ -193,6 +193,7 @@ export function createGatewayContext(
       },
       recordRequest: (started, request) => record('request', started, request),
       ...(spy ? { spy } : {}),
+      ...(inspect.onLlmRequest ? { llmRequestStarts: inspect.onLlmRequest } : {}),
       redact: (text) => redactSecrets(text, redactions),
     };
   }

@@ -117,6 +117,7 @@ export async function startRunGateway(
   egress: RunEgress,
   socketPath: string,
   ids: { cell: string; run: string },
+  hooks: Pick<GatewayInspectOptions, 'onLlmRequest'> = {},
 ): Promise<RunningGateway> {
   makePrivateDir(egress.socketDir);
   makeDirs(egress.logDir, 0o700);
@@ -126,7 +127,7 @@ export async function startRunGateway(
   const { createEgressGateway } = await import('./egress-gateway.js');
   const spyLogPath = egress.inspect ? join(egress.logDir, `${ids.run}.spy.jsonl`) : undefined;
   const inspect = egress.inspect
-    ? await prepareInspection(egress.inspect, egress.rules, ids.cell, spyLogPath)
+    ? { ...(await prepareInspection(egress.inspect, egress.rules, ids.cell, spyLogPath)), ...hooks }
     : undefined;
   const gateway = createEgressGateway({
     rules: egress.rules,

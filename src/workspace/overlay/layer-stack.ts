@@ -101,6 +101,7 @@ const PendingSchema = z.discriminatedUnion('op', [
   z.strictObject({ op: z.literal('checkpoint'), dir: layerDir }),
   z.strictObject({ op: z.literal('restore'), token: hex, dirs: z.array(layerDir) }),
   z.strictObject({ op: z.literal('fork'), from: z.string() }),
+  z.strictObject({ op: z.literal('adopt'), dir: layerDir, from: z.string() }),
 ]);
 type PendingOperation = z.infer<typeof PendingSchema>;
 
@@ -213,6 +214,38 @@ export function restore(stack: LayerStack, options: RestoreOptions = {}): Restor
   const trashed = finishPending(stack.cellDir, pending);
   writeState(stack.cellDir, next, SETTLED);
   return { stack: stackOf(stack.cellDir, next), dropped, trashed };
+}
+
+/**
+ * Makes `source` (a directory in this cell's state dir, on the same filesystem: a turn
+ * checkpoint) the new top frozen layer, by rename. The caller has verified its content
+ * against `contentHash` and emptied the upper layer (a restore), and holds the lock.
+ */
+export function adoptLayer(
+  stack: LayerStack,
+  source: string,
+  options: CheckpointOptions & { contentHash: string },
+): { stack: LayerStack; layer: FrozenLayer } {
+  const state = readState(stack.cellDir);
+  if (state.layers.length >= MAX_LAYERS)
+    throw new AgentcellError('USAGE', `cell already has ${MAX_LAYERS} checkpoints; accept or restore first`);
+  if (options.name !== undefined && state.layers.some((l) => l.name === options.name))
+    throw new AgentcellError('FILE_EXISTS', `a checkpoint named "${options.name}" already exists in this cell`);
+  const record: LayerRecord = {
+    id: randomBytes(4).toString('hex'),
+    seq: state.nextSeq,
+    ...(options.name !== undefined ? { name: options.name } : {}),
+    createdAt: new Date().toISOString(),
+    policyHash: options.policyHash,
+    contentHash: options.contentHash,
+  };
+  const pending: PendingOperation = { op: 'adopt', dir: layerDirName(record), from: source };
+  const next: StackState = { ...state, nextSeq: state.nextSeq + 1, layers: [...state.layers, record] };
+  writeState(stack.cellDir, { ...next, pending });
+  finishPending(stack.cellDir, pending);
+  writeState(stack.cellDir, next, SETTLED);
+  const newStack = stackOf(stack.cellDir, next);
+  return { stack: newStack, layer: newStack.layers[newStack.layers.length - 1]! };
 }
 
 /**
@@ -337,6 +370,11 @@ function finishPending(cellDir: string, pending: PendingOperation): string[] {
       trashed.push(upperTarget);
       makeDirs(upper);
       return trashed;
+    }
+    case 'adopt': {
+      const target = join(cellDir, 'layers', pending.dir);
+      if (!existsSync(target)) renameSync(pending.from, target);
+      return [];
     }
     case 'fork':
       throw new AgentcellError(

@@ -1,7 +1,7 @@
 import type { Socket } from 'node:net';
 import type { SecureContext } from 'node:tls';
 import type { EgressEvent } from '../../log/egress-log.js';
-import type { SpyRecorder } from '../../log/spy-log.js';
+import type { LlmProvider, SpyRecorder } from '../../log/spy-log.js';
 import type { InspectMatcher } from '../../rules/inspect-rules.js';
 
 /** The fields of a `request` event the tunnel knows; the gateway stamps time, cell, run. */
@@ -9,6 +9,14 @@ export type RequestRecord = Pick<
   EgressEvent,
   'host' | 'port' | 'address' | 'decision' | 'rule' | 'reason' | 'bytesUp' | 'bytesDown' | 'method' | 'path' | 'status'
 > & { injected?: string[] };
+
+/** An LLM API request as it starts: `at` equals its spy record's `time`. */
+export interface LlmRequestStart {
+  at: string;
+  provider: LlmProvider;
+  host: string;
+  path: string;
+}
 
 /** What an inspected tunnel gets from its gateway. */
 export interface InspectContext {
@@ -24,6 +32,8 @@ export interface InspectContext {
   recordRequest(started: number, record: RequestRecord): void;
   /** Captures LLM API exchanges when given. */
   spy?: SpyRecorder;
+  /** Told as each LLM API request starts; the request waits for it (the run's turn checkpoint). */
+  llmRequestStarts?: (start: LlmRequestStart) => Promise<void>;
   /** Replaces secret values in anything logged. */
   redact(text: string): string;
 }

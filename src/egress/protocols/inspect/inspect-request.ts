@@ -179,11 +179,21 @@ export function inspectedRequests(target: TunnelTarget, context: InspectContext,
           response: responseBody.result(undefined),
         });
     };
-    req.on('data', (chunk: Buffer) => {
-      sent += chunk.length;
-      requestBody?.add(chunk);
-    });
-    req.pipe(upstreamRequest);
+    // Headers go upstream with the body, so nothing is sent before `send`.
+    const send = (): void => {
+      if (upstreamRequest.destroyed) return; // the client went away while its turn was recorded
+      req.on('data', (chunk: Buffer) => {
+        sent += chunk.length;
+        requestBody?.add(chunk);
+      });
+      req.pipe(upstreamRequest);
+    };
+    // An LLM request opens a turn: the run checkpoints its layer before the request goes upstream.
+    const turn = provider
+      ? context.llmRequestStarts?.({ at: new Date(started).toISOString(), provider, host: target.host, path })
+      : undefined;
+    if (turn) void turn.then(send, send);
+    else send();
     res.once('close', () => {
       if (res.writableFinished) return;
       upstreamRequest.destroy();
