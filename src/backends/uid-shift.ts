@@ -56,7 +56,7 @@ const SYSCALLS: Partial<
  * A failure exits 125 with one line on stderr.
  */
 function helperScript(n: NonNullable<(typeof SYSCALLS)['x64']>): string {
-  return `use strict; use warnings; use POSIX ();
+  return `use strict;
 my ($mode, $base, $count) = splice(@ARGV, 0, 3);
 my @specs; while (@ARGV && $ARGV[0] ne '--') { push @specs, shift @ARGV } shift @ARGV;
 sub fail { print STDERR "agentcell-uid: $_[0]\\n"; exit 125 }
@@ -67,7 +67,7 @@ pipe(my $r1, my $w1) or fail("pipe: $!"); pipe(my $r2, my $w2) or fail("pipe: $!
 if ($mode eq 'idmap') {
   my $stage = shift @specs;
   my $pid = fork() // fail("fork: $!");
-  if ($pid == 0) { syscall(${n.unshare}, 0x10000000) == 0 or exit 1; syswrite($w1, 'x'); sysread($r2, my $b, 1); POSIX::_exit(0) }
+  if ($pid == 0) { syscall(${n.unshare}, 0x10000000) == 0 or exit 1; syswrite($w1, 'x'); sysread($r2, my $b, 1); exit 0 }
   sysread($r1, my $b, 1) == 1 or fail("cannot make the idmap's user namespace");
   # host root's own writes (the overlay's work dir, whiteouts) land as on-disk id COUNT
   write_maps($pid, "$count 0 1\\n");
@@ -87,11 +87,10 @@ if ($mode eq 'idmap') {
   syscall(${n.mount}, $src, $stage, $type, 0, $opts) == 0 or fail("cannot mount a tmpfs at $stage: $!");
   for my $c (@clones) { my ($name, $fd, $dir) = @$c; my $to = "$stage/$name"; my $empty = '';
     if ($dir) { mkdir $to or fail("mkdir $to: $!") } else { open(my $t, '>', $to) or fail("$to: $!"); close $t }
-    syscall(429, $fd, $empty, -100, $to, 0x4) == 0 or fail("cannot mount the idmapped $name at $to: $!");
-    POSIX::close($fd) }
+    syscall(429, $fd, $empty, -100, $to, 0x4) == 0 or fail("cannot mount the idmapped $name at $to: $!") }
 } elsif ($mode eq 'userns') {
   my $parent = $$; my $pid = fork() // fail("fork: $!");
-  if ($pid == 0) { sysread($r1, my $b, 1) == 1 or POSIX::_exit(1); write_maps($parent, ''); syswrite($w2, 'x'); POSIX::_exit(0) }
+  if ($pid == 0) { sysread($r1, my $b, 1) == 1 or exit 1; write_maps($parent, ''); syswrite($w2, 'x'); exit 0 }
   syscall(${n.unshare}, 0x10000000) == 0 or fail("cannot make the cell's user namespace: $!");
   syswrite($w1, 'x'); sysread($r2, my $b, 1) == 1 or fail("cannot map the cell's ids");
   waitpid($pid, 0);
