@@ -22,6 +22,15 @@ bash scripts/apt-install.sh "${PACKAGES[@]}"
 # VMs) leave it root-only, and then fuse-overlayfs works for root alone.
 if [ -c /dev/fuse ] && [ "$(stat -c %a /dev/fuse)" != 666 ]; then $SUDO chmod 0666 /dev/fuse; fi
 
+# A root caller's bwrap cell runs as root's subordinate uid, not host uid 0 (src/backends/uid-shift.ts):
+# give root 65536 ids in /etc/subuid and /etc/subgid, after every range already there.
+for f in /etc/subuid /etc/subgid; do
+  if ! grep -qE '^(root|0):' "$f" 2>/dev/null; then
+    start=$(awk -F: 'BEGIN { m = 100000 } NF == 3 && $2 + $3 > m { m = $2 + $3 } END { print m }' "$f" 2>/dev/null || echo 100000)
+    echo "root:$start:65536" | $SUDO tee -a "$f" >/dev/null
+  fi
+done
+
 node_major=$(node -p 'process.versions.node.split(".")[0]')
 if [ "$node_major" -lt 20 ]; then
   echo "bootstrap: agentcell needs Node.js >= 20, this machine has $(node --version)." >&2

@@ -5,22 +5,25 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { CELL_MAPS_TO_HOST_ROOT } from '../src/backends/host-uid.js';
+import { rootRange } from '../src/backends/uid-shift.js';
 import { acJson, agentcell, makeSandbox, type Sandbox } from './helpers.js';
 import { backendArgs, prepareBackend, TEST_BACKENDS, type TestBackend } from './backends-under-test.js';
 
 /**
  * The cell's uid on the host (DESIGN.md invariant 10: never the host's uid 0, even when
  * agentcell runs as root), attacked from inside cells as the default user and as --root.
- * bwrap maps the cell's uid onto its caller's and a rootful engine maps none, so a root
- * caller's cell is still host uid 0 (without capabilities): until it runs under an
- * unprivileged host uid (docs/security.md, "sec-userns"), every such run must carry the
- * label, and the tests hold the two together: a cell that is host uid 0 is labeled, a
+ * bwrap maps the cell's uid onto the uid that starts it: the caller's, or for a root caller
+ * root's subordinate uid (uid-shift.ts, docs/security.md "sec-uid"). A rootful engine maps
+ * none, so a root caller's OCI cell is still host uid 0 (without capabilities) and must
+ * carry the label; the tests hold the two together: a cell that is host uid 0 is labeled, a
  * labeled one is. The host's own view decides (the owner of a file the cell made): the
  * cell's /proc/self/uid_map shows only the map into bwrap's first-level namespace, whose
  * uid 0 is the caller, root or not.
  */
 
 const CALLER = process.getuid?.() ?? 1000;
+/** The host uid of a bwrap cell: the caller's, or for root the first of root's subordinate range (bootstrap.sh adds it). */
+const BWRAP_CELL_UID = CALLER === 0 ? (rootRange('/etc/subuid')?.base ?? 0) : CALLER;
 const AS = [
   { name: 'the default user', args: [] as string[] },
   { name: '--root', args: ['--mode', 'development', '--root'] },
@@ -94,9 +97,10 @@ for (const backend of TEST_BACKENDS) {
         const receipt = acJson<{ assurance: { reasons: string[] } }>(sb, 'receipt', 'show', '--format', 'json');
         assert.equal(receipt.assurance.reasons.includes(CELL_MAPS_TO_HOST_ROOT), owner === 0);
         // Where it stands: an ordinary caller's cell is never host uid 0 (rootless podman maps
-        // in-cell root onto the caller too); a root caller's still is on every backend.
-        if (CALLER !== 0) assert.notEqual(owner, 0);
-        if (backend === 'bwrap') assert.equal(owner, CALLER);
+        // in-cell root onto the caller too), nor is a root caller's bwrap cell (uid-shift.ts);
+        // a root caller's rootful engine cell still is.
+        if (CALLER !== 0 || backend === 'bwrap') assert.notEqual(owner, 0);
+        if (backend === 'bwrap') assert.equal(owner, BWRAP_CELL_UID);
       });
     }
   });
@@ -126,9 +130,10 @@ describe('host uid 0 seen from inside a bwrap cell', () => {
       const [owner, self, overflow] = run.stdout.trim().split(' ');
       const mapped = owner !== overflow;
       assert.equal(run.reasons.includes(CELL_MAPS_TO_HOST_ROOT), mapped, `${run.stdout}; ${run.reasons.join('; ')}`);
-      // Mapped means the cell's own uid is host uid 0's: it owns root's files.
+      // Mapped means the cell's own uid is host uid 0's: it owns root's files. Never on bwrap,
+      // whoever runs agentcell (a root caller's cell is root's subordinate uid).
       if (mapped) assert.equal(owner, self);
-      assert.equal(mapped, CALLER === 0);
+      assert.equal(mapped, false);
     });
   }
 
@@ -172,6 +177,73 @@ describe('host uid 0 seen from inside a bwrap cell', () => {
       assert.deepEqual(readdirSync(rootOwned).sort(), entries);
     } finally {
       rmSync(scratch, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("what host root could do, from a bwrap cell (a root caller's too)", () => {
+  let sb: Sandbox;
+  before(() => {
+    sb = makeSandbox({ 'README.md': 'hello\n' });
+  });
+  after(() => sb.cleanup());
+
+  it('a root-only host file bound in is neither read nor written, as the default user or --root', () => {
+    // As root, a 0600 root file in a world-writable rw [[mount]] (host uid 0 would own it);
+    // unprivileged, the host's /etc/shadow (root's, not the caller's) through a ro mount.
+    const scratch = mkdtempSync(join(tmpdir(), 'agentcell-rootonly-'));
+    chmodSync(scratch, 0o777);
+    const dir = CALLER === 0 ? scratch : '/etc';
+    const file = CALLER === 0 ? 'secret' : 'shadow';
+    if (CALLER === 0) writeFileSync(join(scratch, file), 'root-only\n', { mode: 0o600 });
+    const policy = join(sb.root, 'root-only.toml');
+    writeFileSync(policy, `[[mount]]\nsource = "${dir}"\ntarget = "/mnt/r"\nmode = "${CALLER === 0 ? 'rw' : 'ro'}"\n`);
+    const probe = [
+      `(head -c1 /mnt/r/${file} >/dev/null) 2>/dev/null && echo READ`,
+      `(: >> /mnt/r/${file}) 2>/dev/null && echo WRITE`,
+      `(chmod 666 /mnt/r/${file}) 2>/dev/null && echo CHMOD`,
+      'echo probed',
+    ].join('; ');
+    try {
+      const before = statSync(join(dir, file));
+      assert.equal(before.uid, 0);
+      // Control: as host root the same probe reads and writes it (unprivileged: the probe,
+      // run by root through su is not available, so the file's mode shows it is root-only).
+      if (CALLER === 0) {
+        const outside = spawnSync('sh', ['-c', probe.replace(/\/mnt\/r/g, dir)], { encoding: 'utf8' });
+        assert.match(outside.stdout, /READ\nWRITE\nCHMOD\n/);
+        chmodSync(join(dir, file), 0o600);
+      } else assert.equal(before.mode & 0o004, 0);
+      for (const as of AS) {
+        const run = runJson(sb, probe, ['--mode', 'development', '--policy', policy, ...as.args]);
+        assert.equal(run.stdout, 'probed\n', `${as.name}: ${run.stdout}`);
+      }
+      const now = statSync(join(dir, file));
+      assert.equal(now.mode, CALLER === 0 ? (before.mode & ~0o777) | 0o600 : before.mode);
+      assert.equal(now.size, before.size);
+      assert.equal(now.mtimeMs, before.mtimeMs);
+    } finally {
+      rmSync(scratch, { recursive: true, force: true });
+    }
+  });
+
+  it('kernel tunables and sysrq are not written from a cell, as the default user or --root', () => {
+    const tunable = '/proc/sys/kernel/printk_ratelimit_burst';
+    const value = readFileSync(tunable, 'utf8').trim();
+    const probe = [
+      `(echo ${Number(value) + 1} > ${tunable}) 2>/dev/null && echo SYSCTL`,
+      "(printf ' ' > /proc/sysrq-trigger) 2>/dev/null && echo SYSRQ",
+      'echo probed',
+    ].join('; ');
+    // Control: host root can write the tunable (the same value back: no change).
+    if (CALLER === 0) {
+      const outside = spawnSync('sh', ['-c', `echo ${value} > ${tunable} && echo SYSCTL`], { encoding: 'utf8' });
+      assert.equal(outside.stdout, 'SYSCTL\n');
+    }
+    for (const as of AS) {
+      const run = runJson(sb, probe, as.args);
+      assert.equal(run.stdout, 'probed\n', `${as.name}: ${run.stdout}`);
+      assert.equal(readFileSync(tunable, 'utf8').trim(), value);
     }
   });
 });

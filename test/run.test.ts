@@ -5,12 +5,16 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { detectCgroupSupport } from '../src/backends/cgroup-support.js';
 import { hostRootGap } from '../src/backends/host-uid.js';
+import { rootRange } from '../src/backends/uid-shift.js';
 import { assuranceText } from '../src/cli/render.js';
 import { localDate } from '../src/policy/assurance.js';
 import { agentcell, CLI, inCell, listTree, makeSandbox, startCli, type Sandbox } from './helpers.js';
 
-/** What a strict bwrap run's assurance says on this host: a root caller's cell is labeled (host-uid.ts). */
-const HOST_REASONS = hostRootGap(process.getuid?.() ?? 1000);
+/**
+ * What a strict bwrap run's assurance says on this host: nothing about the host uid (a root
+ * caller's cell runs as root's subordinate uid, uid-shift.ts; bootstrap.sh adds the range).
+ */
+const HOST_REASONS = hostRootGap(process.getuid?.() === 0 ? (rootRange('/etc/subuid')?.base ?? 0) : 1000);
 const STRICT = { mode: 'strict', level: HOST_REASONS.length > 0 ? 'reduced' : 'high', reasons: HOST_REASONS } as const;
 const escape = (text: string): string => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
@@ -81,7 +85,8 @@ describe('agentcell run', () => {
     assert.ok(plan.plan.argv.includes('--'));
     assert.deepEqual(listTree(sb.root), before);
     const text = agentcell(['run', '--dry-run', '--', 'touch', 'ran'], { cwd: sb.workspace, env: sb.env });
-    assert.match(text.stdout, /would run:\n {2}\/\S*unshare \\\n {4}--user/);
+    // A root caller's wrappers run in the host's user namespace first (uid-shift.ts).
+    assert.match(text.stdout, /would run:\n {2}\/\S*unshare \\\n {4}--(user|mount)/);
     assert.match(text.stdout, /bwrap \\\n {4}--unshare-all/);
     assert.deepEqual(listTree(sb.root), before);
   });

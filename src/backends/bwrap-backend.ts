@@ -9,6 +9,15 @@ import type { Backend, BackendPlan, BackendProbe, CellSpec, RunControl, RunOutco
 import { createCgroups, planCgroupLimits, readLimitHit, removeCgroups, wrapInCgroups } from './cgroup-limits.js';
 import { hostEtcSecrets, hostSystemDirs } from './host-rootfs.js';
 import { hostRootGap } from './host-uid.js';
+import {
+  planUidShift,
+  shiftedWrapper,
+  stagedPath,
+  stagePrefix,
+  userNamespacePrefix,
+  type UidShift,
+} from './uid-shift.js';
+import { makeNeutralDir } from '../_internal/neutral-dir.js';
 import { buildSeccompFilter } from './seccomp-filter.js';
 import { makeStagedFiles, removeStagedFiles, stageSmallFiles } from './staged-files.js';
 import { superviseProcess } from './supervise-process.js';
@@ -68,8 +77,14 @@ export function planBwrap(
 ): BackendPlan {
   const args: string[] = [executable];
   const fds: BackendPlan['fds'] = [];
-  // Whatever uid the cell has inside, on the host it is the caller's (bwrap maps only that one).
-  const gaps: string[] = hostRootGap(hostUid);
+  // Whatever uid the cell has inside, on the host it is bwrap's (bwrap maps only that one):
+  // the caller's, or for a root caller the first of root's subordinate range (uid-shift.ts).
+  const planned = hostUid === 0 ? planUidShift(spec) : undefined;
+  const shift = planned && 'uid' in planned ? planned : undefined;
+  const gaps: string[] = hostRootGap(shift ? shift.uid : hostUid);
+  if (planned && 'none' in planned) gaps.push(`no unprivileged host uid for the cell: ${planned.none}`);
+  // Host paths bwrap binds, where a shifted cell's setup finds them (its uid can't search /root).
+  const src = (path: string): string => (shift ? stagedPath(shift, path) : path);
 
   args.push('--unshare-all', '--unshare-user', '--disable-userns');
   if (spec.network === 'open') args.push('--share-net');
@@ -87,9 +102,9 @@ export function planBwrap(
       else args.push('--ro-bind', entry.path, entry.path);
     }
   } else if (spec.rootfs.overlay) {
-    args.push('--bind', spec.rootfs.overlay.merged, '/');
+    args.push('--bind', src(spec.rootfs.overlay.merged), '/');
   } else {
-    args.push('--ro-bind', spec.rootfs.path, '/');
+    args.push('--ro-bind', src(spec.rootfs.path), '/');
   }
   // The whole of /proc read-only: bwrap covers /proc/sys and /proc/sysrq-trigger only when
   // it finds them writable, and its check misses both (a root caller's cell could change
@@ -108,7 +123,8 @@ export function planBwrap(
     const { egress } = spec;
     if (!egress) throw new Error('a gateway cell needs its egress wiring');
     // Still no network namespace of the host's: the socket is the only way out.
-    for (const { source, target } of staged.binds.slice(spec.mounts.length)) args.push('--ro-bind', source, target);
+    for (const { source, target } of staged.binds.slice(spec.mounts.length))
+      args.push('--ro-bind', src(source), target);
     argv = [...egress.argvPrefix, ...spec.argv];
   }
   // Every home on the host disappears, not only the caller's.
@@ -118,11 +134,19 @@ export function planBwrap(
 
   const masks = [...(spec.rootfs.kind === 'host' ? hostEtcSecrets() : []), ...spec.masks];
   const { workspace } = spec;
-  if (workspace.overlay) args.push('--bind', workspace.overlay.merged, workspace.path);
-  else args.push(workspace.mode === 'direct' ? '--bind' : '--ro-bind', workspace.path, workspace.path);
-  for (const path of spec.readonlyPaths) args.push('--ro-bind', path, path);
+  if (workspace.overlay) args.push('--bind', src(workspace.overlay.merged), workspace.path);
+  else args.push(workspace.mode === 'direct' ? '--bind' : '--ro-bind', src(workspace.path), workspace.path);
+  for (const path of spec.readonlyPaths) args.push('--ro-bind', src(path), path);
   for (const mount of mounts) {
-    args.push(mount.mode === 'rw' ? '--bind' : '--ro-bind', mount.source, mount.target);
+    // A user's rw mount is not idmapped: the cell writes there as its own host uid (the
+    // neutral runtime dir's are agentcell's own, and only reachable on the stage).
+    if (mount.mode === 'rw')
+      args.push(
+        '--bind',
+        shift && !isUnder(mount.source, shift.stage) ? mount.source : src(mount.source),
+        mount.target,
+      );
+    else args.push('--ro-bind', src(mount.source), mount.target);
   }
   for (const mask of masks) {
     if (mask.kind === 'file') args.push('--perms', '0000', '--ro-bind-data', String(EMPTY_FD), mask.target);
@@ -150,7 +174,10 @@ export function planBwrap(
   // No file the cell writes grows past the disk limit (RLIMIT_FSIZE, inherited by the cell;
   // set after the overlay wrappers, so a fuse-overlayfs daemon they start is not bound by it).
   const fsize = spec.limits.diskBytes === undefined ? [] : ['prlimit', `--fsize=${spec.limits.diskBytes}`, '--'];
-  const full = [...rootfsPrefix, ...(workspace.overlay ? workspace.overlay.argvPrefix : []), ...fsize, ...args];
+  const wrappers = [...rootfsPrefix, ...(workspace.overlay ? workspace.overlay.argvPrefix : [])];
+  const full = shift
+    ? [...shiftedPrefix(shift, rootfsPrefix, workspace.overlay?.argvPrefix ?? []), ...fsize, ...args]
+    : [...wrappers, ...fsize, ...args];
   // The run passes bwrap's arguments through a pipe: the cell's pid 1 is bwrap, and its
   // command line would show every host path bound in (state dir, install path, layers).
   // (bwrap reads only options there: the command stays on its command line.)
@@ -170,6 +197,7 @@ export function planBwrap(
     gaps,
   };
   if (staged.staging) plan.staging = staged.staging;
+  if (shift) plan.stageDir = shift.stage;
   const { pids, memoryBytes, cpus } = spec.limits;
   if (pids !== undefined || memoryBytes !== undefined || cpus !== undefined) {
     const cgroups = planCgroupLimits(spec.limits, `${spec.cell}-${process.pid}`);
@@ -194,6 +222,7 @@ async function runBwrap(
   const emptyFd = openSync('/dev/null', 'r');
   try {
     if (plan.staging) makeStagedFiles(plan.staging);
+    if (plan.stageDir) makeNeutralDir(plan.stageDir);
     const child = spawn(executable, args, {
       env: plan.env,
       stdio: ['inherit', 'inherit', 'inherit', filter ? 'pipe' : 'ignore', emptyFd, byFd ? 'pipe' : 'ignore'],
@@ -227,6 +256,19 @@ async function runBwrap(
     if (plan.staging) removeStagedFiles(plan.staging);
     if (plan.cgroups) await removeCgroups(plan.cgroups);
   }
+}
+
+/**
+ * A shifted cell's wrappers: host root stages the idmapped sources and mounts the overlays
+ * (on the staged paths), then the rest runs in the cell's user namespace.
+ */
+function shiftedPrefix(shift: UidShift, rootfs: readonly string[], workspace: readonly string[]): string[] {
+  return [
+    ...stagePrefix(shift),
+    ...shiftedWrapper(shift, rootfs),
+    ...shiftedWrapper(shift, workspace),
+    ...userNamespacePrefix(shift),
+  ];
 }
 
 /** The argv the run executes: bwrap's options moved to their descriptor (NUL-terminated each). */
@@ -265,4 +307,8 @@ function childOf(pid: number | undefined, which: 'first' | 'last'): number | und
   } catch {
     return undefined; // already gone
   }
+}
+
+function isUnder(path: string, dir: string): boolean {
+  return path === dir || path.startsWith(`${dir}/`);
 }

@@ -1,0 +1,206 @@
+import { readFileSync } from 'node:fs';
+import { dirname } from 'node:path';
+import type { DeepReadonly } from '../_internal/deep-readonly.js';
+import { findExecutable } from '../_internal/find-executable.js';
+import { neutralRuntimeDir } from '../_internal/neutral-dir.js';
+import type { CellSpec } from './backend.js';
+
+/**
+ * A root caller's bwrap cell under an unprivileged host uid (DESIGN.md invariant 10). bwrap
+ * maps the cell's uid onto the uid that starts it, so bwrap is started as uid 0 of a user
+ * namespace whose ids are root's subordinate range (`root:BASE:COUNT` in /etc/subuid and
+ * /etc/subgid): every process of the cell is host uid BASE, without capabilities there.
+ *
+ * The cell still works on root's files through idmapped mounts (Linux >= 5.12; tmpfs >= 6.3),
+ * made by host root in a private mount namespace before anything else runs: the workspace,
+ * the cell's state dir (overlay layers, upper, work) and a directory rootfs are cloned with
+ * the map "on disk 0.. ↔ host BASE..", so the cell owns what root owns there and writes it back
+ * as root on disk (the upper layer, and so `accept`, are as before). The clones, and one of the
+ * neutral runtime dir (egress socket, staged files), sit on a fresh 0755 tmpfs over that dir:
+ * the cell's uid can reach them, where root's own dirs above (`/root`, 0700) stay closed.
+ * The overlays are then mounted by host root (an overlay in the cell's user namespace refuses
+ * idmapped layers: EPERM) over the idmapped layers (its own writes land as on-disk COUNT).
+ * Nothing else is idmapped: host system dirs are read as "other", and a rw `[[mount]]` is
+ * written as host uid BASE. Node has no mount_setattr or unshare, so a short perl program
+ * (perl-base is Essential on Debian) makes the syscalls.
+ */
+export interface UidShift {
+  /** The first host uid and gid of the range; the cell's processes run as these. */
+  uid: number;
+  gid: number;
+  count: number;
+  perl: string;
+  unshare: string;
+  /** The neutral runtime dir: the stage tmpfs is mounted over it (in the cell's mount namespace only). */
+  stage: string;
+  /** Host paths cloned onto the stage, by name. */
+  sources: { name: string; path: string }[];
+}
+
+/** Syscall numbers the helper needs that differ by architecture (open_tree 428, move_mount 429, mount_setattr 442 do not). */
+const SYSCALLS: Partial<
+  Record<
+    NodeJS.Architecture,
+    { unshare: number; setgroups: number; setresuid: number; setresgid: number; mount: number }
+  >
+> = {
+  x64: { unshare: 272, setgroups: 116, setresuid: 117, setresgid: 119, mount: 165 },
+  arm64: { unshare: 97, setgroups: 159, setresuid: 147, setresgid: 149, mount: 40 },
+};
+
+/**
+ * `idmap BASE COUNT STAGE NAME=PATH... -- CMD`: clones each PATH idmapped, mounts a tmpfs at
+ * STAGE and moves each clone to STAGE/NAME, then execs CMD (still host root).
+ * `userns BASE COUNT -- CMD`: enters a new user namespace that a forked child maps
+ * (0 → BASE, COUNT ids; no host id outside the range), becomes its uid 0 and execs CMD.
+ * A failure exits 125 with one line on stderr.
+ */
+function helperScript(n: NonNullable<(typeof SYSCALLS)['x64']>): string {
+  return `use strict;
+my ($mode, $base, $count) = splice(@ARGV, 0, 3);
+my @specs; while (@ARGV && $ARGV[0] ne '--') { push @specs, shift @ARGV } shift @ARGV;
+sub fail { print STDERR "agentcell-uid: $_[0]\\n"; exit 125 }
+sub write_maps { my ($pid, $extra) = @_;
+  for my $f ('uid_map', 'gid_map') { open(my $m, '>', "/proc/$pid/$f") or fail("$f: $!");
+    print $m "0 $base $count\\n$extra"; close $m or fail("cannot write the cell's $f: $!") } }
+pipe(my $r1, my $w1) or fail("pipe: $!"); pipe(my $r2, my $w2) or fail("pipe: $!");
+if ($mode eq 'idmap') {
+  my $stage = shift @specs;
+  my $pid = fork() // fail("fork: $!");
+  if ($pid == 0) { syscall(${n.unshare}, 0x10000000) == 0 or exit 1; syswrite($w1, 'x'); sysread($r2, my $b, 1); exit 0 }
+  sysread($r1, my $b, 1) == 1 or fail("cannot make the idmap's user namespace");
+  # host root's own writes (the overlay's work dir, whiteouts) land as on-disk id COUNT
+  write_maps($pid, "$count 0 1\\n");
+  open(my $ns, '<', "/proc/$pid/ns/user") or fail("user namespace: $!");
+  syswrite($w2, 'x'); waitpid($pid, 0);
+  my @clones;
+  for my $spec (@specs) {
+    my ($name, $path) = split(/=/, $spec, 2); my $empty = '';
+    my $fd = syscall(428, -100, $path, 1 | 0x80000 | 0x8000);
+    $fd >= 0 or fail("cannot clone the mount of $path: $!");
+    my $attr = pack('QQQQ', 0x00100000, 0, 0, fileno($ns));
+    syscall(442, $fd, $empty, 0x1000 | 0x8000, $attr, 32) == 0
+      or fail("cannot idmap $path (its filesystem may not support idmapped mounts): $!");
+    push @clones, [$name, $fd, -d $path];
+  }
+  my ($src, $type, $opts) = ('agentcell', 'tmpfs', 'mode=0755');
+  syscall(${n.mount}, $src, $stage, $type, 0, $opts) == 0 or fail("cannot mount a tmpfs at $stage: $!");
+  for my $c (@clones) { my ($name, $fd, $dir) = @$c; my $to = "$stage/$name"; my $empty = '';
+    if ($dir) { mkdir $to or fail("mkdir $to: $!") } else { open(my $t, '>', $to) or fail("$to: $!"); close $t }
+    syscall(429, $fd, $empty, -100, $to, 0x4) == 0 or fail("cannot mount the idmapped $name at $to: $!") }
+} elsif ($mode eq 'userns') {
+  my $parent = $$; my $pid = fork() // fail("fork: $!");
+  if ($pid == 0) { sysread($r1, my $b, 1) == 1 or exit 1; write_maps($parent, ''); syswrite($w2, 'x'); exit 0 }
+  syscall(${n.unshare}, 0x10000000) == 0 or fail("cannot make the cell's user namespace: $!");
+  syswrite($w1, 'x'); sysread($r2, my $b, 1) == 1 or fail("cannot map the cell's ids");
+  waitpid($pid, 0);
+  syscall(${n.setgroups}, 0, 0) == 0 or fail("setgroups: $!");
+  syscall(${n.setresgid}, 0, 0, 0) == 0 or fail("setresgid: $!");
+  syscall(${n.setresuid}, 0, 0, 0) == 0 or fail("setresuid: $!");
+} else { fail("unknown mode $mode") }
+close $_ for ($r1, $w1, $r2, $w2);
+exec { $ARGV[0] } @ARGV or fail("cannot run $ARGV[0]: $!");
+`;
+}
+
+/** root's subordinate range (`root:BASE:COUNT`, or `0:…`) in `file`, at most 65536 ids. */
+export function rootRange(file: string): { base: number; count: number } | undefined {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch {
+    return undefined;
+  }
+  for (const line of text.split('\n')) {
+    const [user, base, count] = line.trim().split(':');
+    if ((user !== 'root' && user !== '0') || !/^\d+$/.test(base ?? '') || !/^\d+$/.test(count ?? '')) continue;
+    const b = Number(base);
+    const c = Math.min(Number(count), 65536);
+    if (b > 0 && c > 0) return { base: b, count: c };
+  }
+  return undefined;
+}
+
+/**
+ * The shift for a root caller's cell, or why there is none (then the cell stays host uid 0,
+ * labeled). Reads the host; changes nothing.
+ */
+export function planUidShift(spec: DeepReadonly<CellSpec>): UidShift | { none: string } {
+  const numbers = SYSCALLS[process.arch];
+  if (!numbers) return { none: `no uid-shift helper for ${process.arch}` };
+  const uids = rootRange('/etc/subuid');
+  const gids = rootRange('/etc/subgid');
+  if (!uids || !gids)
+    return { none: 'root has no subordinate ids: add `root:165536:65536` to /etc/subuid and /etc/subgid' };
+  const perl = findExecutable('perl', process.env, ['/usr/bin', '/bin']);
+  const unshare = findExecutable('unshare', process.env, ['/usr/bin', '/bin']);
+  if (!perl || !unshare) return { none: 'perl and unshare (util-linux) make the idmapped mounts: install both' };
+  const stage = neutralRuntimeDir();
+  if (!stage) return { none: 'no tmpfs at /dev/shm to stage the cell’s mounts on' };
+  const prefixes = [
+    spec.workspace.overlay?.argvPrefix ?? [],
+    spec.rootfs.kind === 'directory' ? (spec.rootfs.overlay?.argvPrefix ?? []) : [],
+  ];
+  // fuse-overlayfs runs as root without allow_other: the cell's uid could not open its mount.
+  if (prefixes.some((p) => p.some((a) => a.includes('fuse-overlayfs'))))
+    return { none: 'the cell keeps its layers with fuse-overlayfs' };
+  const sources = [
+    { name: 'shm', path: stage },
+    { name: 'workspace', path: spec.workspace.path },
+  ];
+  const cellDir = spec.workspace.overlay
+    ? dirname(spec.workspace.overlay.merged)
+    : spec.rootfs.kind === 'directory' && spec.rootfs.overlay
+      ? dirname(dirname(spec.rootfs.overlay.merged))
+      : undefined;
+  if (cellDir) sources.push({ name: 'cell', path: cellDir });
+  if (spec.rootfs.kind === 'directory') sources.push({ name: 'rootfs', path: spec.rootfs.path });
+  if (uids.base !== gids.base || uids.count !== gids.count)
+    return { none: 'root’s subordinate uid and gid ranges differ in /etc/subuid and /etc/subgid' };
+  return { uid: uids.base, gid: gids.base, count: uids.count, perl, unshare, stage, sources };
+}
+
+/** Where the cell's setup finds a host path: on the stage when it is (under) a staged source. */
+export function stagedPath(shift: DeepReadonly<UidShift>, path: string): string {
+  let best: DeepReadonly<{ name: string; path: string }> | undefined;
+  for (const s of shift.sources)
+    if ((path === s.path || path.startsWith(`${s.path}/`)) && s.path.length > (best?.path.length ?? -1)) best = s;
+  return best ? `${shift.stage}/${best.name}${path.slice(best.path.length)}` : path;
+}
+
+/** Put before the overlay wrappers: host root clones and idmaps the sources onto the stage, in a mount namespace of the cell's. */
+export function stagePrefix(shift: DeepReadonly<UidShift>): string[] {
+  const numbers = SYSCALLS[process.arch];
+  if (!numbers) throw new Error(`no uid-shift helper for ${process.arch}`);
+  return [
+    shift.unshare,
+    '--mount',
+    '--propagation',
+    'private',
+    '--',
+    shift.perl,
+    '-e',
+    helperScript(numbers),
+    'idmap',
+    String(shift.uid),
+    String(shift.count),
+    shift.stage,
+    ...shift.sources.map((s) => `${s.name}=${s.path}`),
+    '--',
+  ];
+}
+
+/** Put right before bwrap: the rest runs as uid 0 of the cell's user namespace, host uid `shift.uid`. */
+export function userNamespacePrefix(shift: DeepReadonly<UidShift>): string[] {
+  const numbers = SYSCALLS[process.arch];
+  if (!numbers) throw new Error(`no uid-shift helper for ${process.arch}`);
+  return [shift.perl, '-e', helperScript(numbers), 'userns', String(shift.uid), String(shift.count), '--'];
+}
+
+/** An overlay wrapper rewritten for a shifted cell: run by host root (no user namespace of its own), on the staged paths. */
+export function shiftedWrapper(shift: DeepReadonly<UidShift>, prefix: readonly string[]): string[] {
+  const end = prefix.indexOf('--');
+  return prefix
+    .filter((a, i) => !(i < end && (a === '--user' || a === '--map-root-user')))
+    .map((a) => (a.startsWith('/') ? stagedPath(shift, a) : a));
+}
