@@ -113,8 +113,11 @@ export async function sessionsBench(cli: string): Promise<Section> {
         const k = perKind.get(p.kind) ?? { rss: 0, pss: 0, n: 0 };
         perKind.set(p.kind, { rss: k.rss + p.rss / 1024, pss: k.pss + p.pss / 1024, n: k.n + 1 });
       }
-    const first = started[0]!.ms;
-    const last = started.at(-1)!.ms;
+    // One start is one sample on a shared machine: the 1st and the Nth are each the median of
+    // the first three and the last three starts.
+    const edge = Math.min(3, Math.floor(count / 2));
+    const first = stats(started.slice(0, edge).map((s) => s.ms)).median;
+    const last = stats(started.slice(-edge).map((s) => s.ms)).median;
     const all = stats(started.map((s) => s.ms));
     const ratio = last / first;
     markdown = [
@@ -131,14 +134,14 @@ export async function sessionsBench(cli: string): Promise<Section> {
       '',
       `| session start | ms |`,
       '|---|---|',
-      `| 1st | ${fmt(first)} |`,
-      `| ${count}th | ${fmt(last)} |`,
+      `| 1st (median of the first ${edge}) | ${fmt(first)} |`,
+      `| ${count}th (median of the last ${edge}) | ${fmt(last)} |`,
       `| median of all ${count} (min–max) | ${fmt(all.median)} (${fmt(all.min)}–${fmt(all.max)}) |`,
       `| each, in order | ${started.map((s) => s.ms.toFixed(0)).join(', ')} |`,
     ].join('\n');
     verdicts = [
       `${pss <= TARGET_MIB ? 'met' : 'MISSED'}: ${count} idle sessions: agentcell's own memory ${fmt(pss)} MiB PSS (${fmt(rss)} MiB RSS) in total (target ≤ ${TARGET_MIB} MiB)${pss <= TARGET_MIB ? '' : `; ${fmt(pss / count)} MiB PSS per session, mostly ${[...perKind].sort((a, b) => b[1].pss - a[1].pss)[0]?.[0] ?? '?'}`}`,
-      `${ratio <= TARGET_START ? 'met' : 'MISSED'}: the ${count}th session started in ${ratio.toFixed(2)}× the 1st's time (${fmt(last)} vs ${fmt(first)} ms; target ≤ ${TARGET_START}×)`,
+      `${ratio <= TARGET_START ? 'met' : 'MISSED'}: the ${count}th session started in ${ratio.toFixed(2)}× the 1st's time (medians of the last and first ${edge}: ${fmt(last)} vs ${fmt(first)} ms; target ≤ ${TARGET_START}×)`,
     ];
   } finally {
     await Promise.all(started.map((s) => ac('session', 'stop', s.id, '--grace', '2')));
