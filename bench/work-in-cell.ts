@@ -141,6 +141,7 @@ export async function workInCellBench(cli: string): Promise<Section> {
       }
     }
     for (const work of works) {
+      process.stderr.write(`bench work: ${work.key} (${work.runs} runs × ${VARIANTS.length} variants)\n`);
       const result = await measure(cli, env, work);
       const h = result.host;
       const c = result.cell;
