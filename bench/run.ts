@@ -1,6 +1,6 @@
 import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
-import { cpus, release } from 'node:os';
+import { cpus, loadavg, release } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startupBench, type Section } from './startup.js';
@@ -9,6 +9,9 @@ import { inspectBench } from './inspect.js';
 import { egressBench } from './egress.js';
 import { backendsBench } from './backends.js';
 import { canariesBench } from './canaries.js';
+import { agentStartBench } from './agent-start.js';
+import { workInCellBench } from './work-in-cell.js';
+import { sessionsBench } from './sessions.js';
 
 // npm run bench: every suite measures agentcell and its baseline side by side in the
 // same run, and docs/benchmarks.md is rewritten with the ratios.
@@ -20,6 +23,7 @@ const runs = Number(process.env['BENCH_RUNS'] ?? 30);
 // BENCH_ONLY=startup,transactions runs some suites; a partial run prints its sections
 // and leaves docs/benchmarks.md, which holds the last full run, alone.
 const only = process.env['BENCH_ONLY']?.split(',');
+const loadBefore = loadavg();
 const wanted = (name: string): boolean => only === undefined || only.includes(name);
 const sections: Section[] = [
   ...(wanted('startup') ? [startupBench(cli, runs)] : []),
@@ -35,8 +39,12 @@ const sections: Section[] = [
         ),
       ]
     : []),
+  ...(wanted('agents') ? [await agentStartBench(cli)] : []),
+  ...(wanted('work') ? [await workInCellBench(cli)] : []),
+  ...(wanted('sessions') ? [await sessionsBench(cli)] : []),
 ];
 
+const load = (l: number[]): string => l.map((x) => x.toFixed(2)).join(', ');
 const bwrapVersion = spawnSync('bwrap', ['--version'], { encoding: 'utf8' }).stdout.trim();
 const machine = `${cpus().length} × ${cpus()[0]?.model ?? 'unknown CPU'}, Linux ${release()}, node ${process.version}, ${bwrapVersion}`;
 const doc = [
@@ -47,6 +55,7 @@ const doc = [
   'hold even on a noisy machine; absolute times do not travel between machines.',
   '',
   `Last run: ${new Date().toISOString().slice(0, 10)} on ${machine}.`,
+  `Load average (1, 5, 15 min) at the start: ${load(loadBefore)}; at the end: ${load(loadavg())}.`,
   '',
   ...sections.flatMap((s) => [`## ${s.title}`, '', s.markdown, '']),
   '## Targets',

@@ -185,6 +185,9 @@ export async function superviseSession(dir: string, paths: AgentcellPaths, env: 
       () => {
         runId = listJournal(cellDir(paths, record.cell)).entries.find((e) => e.owner.pid === process.pid)?.id ?? null;
         record = updateSession(dir, { state: 'running', run: runId, startedAt: new Date().toISOString() });
+        // Preparing the run (policy, scan, plan, agent install) left garbage V8 would keep
+        // committed while the session idles: one full collection once the cell runs.
+        setTimeout(() => (globalThis as { gc?: () => void }).gc?.(), 1000).unref();
       },
       {
         stop: stop.signal,

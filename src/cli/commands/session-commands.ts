@@ -6,7 +6,7 @@ import { agentcellPaths } from '../../paths.js';
 import { attachSession, sendToSession, sessionLogs, stopSession } from '../../sessions/session-client.js';
 import { findSession, type SessionRecord } from '../../sessions/session-record.js';
 import { listSessions, settleSession, type SessionView } from '../../sessions/session-status.js';
-import { startSession } from '../../sessions/session-start.js';
+import { startSession, SUPERVISOR_NODE_FLAGS } from '../../sessions/session-start.js';
 import { superviseSession } from '../../sessions/session-supervisor.js';
 import { sessionTimeline, type TimelineEvent } from '../../sessions/session-timeline.js';
 import { addCellOptions, toCellOptions, type CellFlags } from '../cell-options.js';
@@ -46,7 +46,13 @@ export function registerSessionCommands(program: Command, ctx: CliContext): void
         options,
         argv,
         paths,
-        supervisor: [process.execPath, process.argv[1] ?? 'agentcell', 'session', 'supervise'],
+        supervisor: [
+          process.execPath,
+          ...SUPERVISOR_NODE_FLAGS,
+          process.argv[1] ?? 'agentcell',
+          'session',
+          'supervise',
+        ],
         ...(tty ? { rows: tty.rows, cols: tty.columns } : {}),
       });
       if (flags.json) return printJson({ ...record, startMs: Date.now() - started });
