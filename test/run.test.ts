@@ -262,3 +262,42 @@ describe('agentcell shell', () => {
     }
   });
 });
+
+describe('git in a cell', () => {
+  it("`git status` trusts the host's index: nothing is re-hashed or rewritten, a real edit still shows", () => {
+    const sb = makeSandbox({ 'a.txt': 'one\n', 'b/c.txt': 'two\n' });
+    try {
+      const git = (...args: string[]) => {
+        const r = spawnSync('git', ['-c', 'user.name=t', '-c', 'user.email=t@t', ...args], {
+          cwd: sb.workspace,
+          encoding: 'utf8',
+        });
+        assert.equal(r.status, 0, r.stderr);
+      };
+      git('init', '-q');
+      // Files older than the index: no entry is "racily clean", so git decides by stat alone.
+      spawnSync('touch', ['-d', '2 hours ago', 'a.txt', 'b/c.txt'], { cwd: sb.workspace });
+      git('add', '-A');
+      git('commit', '-q', '-m', 'base');
+      const clean = inCell(sb, 'git status --porcelain; echo status=$?');
+      assert.equal(clean.stdout, 'status=0\n', clean.stderr);
+      // Under the cell's owner and device, git's default stat check re-reads every file and
+      // writes a refreshed index into the cell's layer; with the cell's setting it has nothing to refresh.
+      const diff = agentcell(['diff', '--json'], { cwd: sb.workspace, env: sb.env });
+      assert.equal(diff.status, 0, diff.stderr);
+      assert.doesNotMatch(diff.stdout, /\.git\/index/);
+      // Control, for a root caller (whose files the cell sees under another owner; an unprivileged
+      // caller's cell keeps the caller's uid, so there git's default check matches too).
+      if (process.getuid?.() === 0) {
+        const control = inCell(sb, 'GIT_CONFIG_COUNT=0 git status --porcelain >/dev/null');
+        assert.equal(control.status, 0, control.stderr);
+        const refreshed = agentcell(['diff', '--json'], { cwd: sb.workspace, env: sb.env });
+        assert.match(refreshed.stdout, /\.git\/index/, 'control: the default stat check rewrites the index');
+      }
+      const edited = inCell(sb, 'echo ONE > a.txt; git status --porcelain');
+      assert.equal(edited.stdout, ' M a.txt\n', edited.stderr);
+    } finally {
+      sb.cleanup();
+    }
+  });
+});

@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { DeepReadonly } from '../_internal/deep-readonly.js';
 import { findExecutable } from '../_internal/find-executable.js';
@@ -20,8 +20,8 @@ import type { CellSpec } from './backend.js';
  * the cell's uid can reach them, where root's own dirs above (`/root`, 0700) stay closed.
  * The overlays are then mounted by host root (an overlay in the cell's user namespace refuses
  * idmapped layers: EPERM) over the idmapped layers (its own writes land as on-disk COUNT).
- * Nothing else is idmapped: host system dirs are read as "other", and a rw `[[mount]]` is
- * written as host uid BASE. Node has no mount_setattr or unshare, so a short perl program
+ * So is a read-only directory `[[mount]]` outside those. Nothing else is idmapped: host system
+ * dirs are read as "other", and a rw `[[mount]]` is written as host uid BASE. Node has no mount_setattr or unshare, so a short perl program
  * (perl-base is Essential on Debian) makes the syscalls.
  */
 export interface UidShift {
@@ -155,9 +155,21 @@ export function planUidShift(spec: DeepReadonly<CellSpec>): UidShift | { none: s
       : undefined;
   if (cellDir) sources.push({ name: 'cell', path: cellDir });
   if (spec.rootfs.kind === 'directory') sources.push({ name: 'rootfs', path: spec.rootfs.path });
+  // A read-only `[[mount]]` of a directory the cell's uid could not reach (say under a 0700
+  // dir of root's) is cloned like the workspace; a small file is staged as a copy anyway,
+  // and a rw mount stays unmapped (the cell writes there as its own host uid).
+  spec.mounts.forEach((mount, i) => {
+    const covered = sources.some((s) => mount.source === s.path || mount.source.startsWith(`${s.path}/`));
+    if (mount.mode === 'ro' && !covered && isDirectory(mount.source))
+      sources.push({ name: `mount${i}`, path: mount.source });
+  });
   if (uids.base !== gids.base || uids.count !== gids.count)
     return { none: 'root’s subordinate uid and gid ranges differ in /etc/subuid and /etc/subgid' };
   return { uid: uids.base, gid: gids.base, count: uids.count, perl, unshare, stage, sources };
+}
+
+function isDirectory(path: string): boolean {
+  return statSync(path, { throwIfNoEntry: false })?.isDirectory() === true;
 }
 
 /** Where the cell's setup finds a host path: on the stage when it is (under) a staged source. */

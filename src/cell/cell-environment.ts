@@ -5,6 +5,19 @@ const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/b
 /** The only host variables that reach a cell by default: none of them carries a credential. */
 const PASSED_THROUGH = ['PATH', 'TERM', 'LANG', 'TZ', 'COLORTERM', 'NO_COLOR'] as const;
 
+/**
+ * git in a cell compares the host's index with files the cell sees under another owner and
+ * device (user namespace, overlay), so with git's default stat check every `git status`
+ * re-reads and hashes the whole tree (1.85× the host's time at 100,000 files). `minimal`
+ * checks what the cell sees unchanged: whole-second mtime and size; git's racy-entry rule
+ * still re-reads files changed in the index's own second. A policy `[env]` can replace it.
+ */
+const CELL_GIT_CONFIG: Record<string, string> = {
+  GIT_CONFIG_COUNT: '1',
+  GIT_CONFIG_KEY_0: 'core.checkStat',
+  GIT_CONFIG_VALUE_0: 'minimal',
+};
+
 /** Set in every cell's environment. */
 export const IN_CELL_MARKER = 'AGENTCELL_IN_CELL';
 
@@ -35,6 +48,7 @@ export function buildCellEnvironment(input: CellEnvironmentInput): Record<string
     if ((name === 'LC_ALL' || name.startsWith('LC_')) && value !== undefined) env[name] = value;
   env['PATH'] = cellPath(env['PATH'], input.home);
   env['HOME'] = input.home;
+  Object.assign(env, CELL_GIT_CONFIG);
   Object.assign(env, input.policyEnv);
   for (const name of input.passEnv) {
     const value = input.hostEnv[name];
