@@ -289,6 +289,17 @@ describe('restore and the automatic decisions', () => {
   );
 
   it(
+    'restore after a partial accept counts only what is still pending (the recorded counts no longer hold)',
+    withSandbox(FILES, (sb) => {
+      runOk(sb, 'echo 1 > one.txt; echo 2 > two.txt; echo more >> a.txt');
+      acJson(sb, 'accept', 'one.txt', '--json');
+      const r = acJson<{ changes: unknown; receipt: { changes: unknown } }>(sb, 'restore', '--json');
+      assert.deepEqual(r.changes, { added: 1, modified: 1, deleted: 0 });
+      assert.deepEqual(r.receipt.changes, r.changes);
+    }),
+  );
+
+  it(
     '--restore-on-fail: a failing run leaves nothing and records restored; a succeeding one keeps its changes',
     withSandbox(FILES, (sb) => {
       const pristine = snapshot(sb.workspace);

@@ -17,6 +17,7 @@ import {
   checkCheckpointName,
   checkpoint as freezeLayer,
   findLayer,
+  forgetChangeCounts,
   fork as forkLayers,
   openLayerStack,
   peekLayerStack,
@@ -244,6 +245,7 @@ export async function acceptCell(ref: CellRef, options: AcceptOptions): Promise<
       .finally(() => removeMergeScratch(merges));
     if (notWritten.length > 0) {
       // Nothing is lost: the cell keeps every change (those applied now show as no change).
+      forgetChangeCounts(stack);
       removeStaleTemps(dir, ref.workspace);
       purgeInBackground([setAside]);
       throw new AgentcellError(
@@ -256,6 +258,7 @@ export async function acceptCell(ref: CellRef, options: AcceptOptions): Promise<
     if (partial) {
       // The layers stay: what was applied now matches the workspace (no longer a change),
       // and the rest is still pending, with its baselines.
+      forgetChangeCounts(stack);
       const receipt = await decide(tx, 'accepted', ref, startedAt, countChanges(result.applied), before, before, {
         scope: result.applied.map((c) => c.path),
       });

@@ -240,6 +240,21 @@ export function restore(stack: LayerStack, options: RestoreOptions = {}): Restor
 }
 
 /**
+ * Forgets the change counts the layers recorded when frozen: after a partial accept, part
+ * of what they change is in the workspace, so a restore must diff them instead.
+ */
+export function forgetChangeCounts(stack: LayerStack): void {
+  const state = readState(stack.cellDir);
+  if (!state.layers.some((l) => l.changes !== undefined)) return;
+  const layers = state.layers.map((l) => {
+    const record = { ...l };
+    delete record.changes;
+    return record;
+  });
+  writeState(stack.cellDir, { ...state, layers });
+}
+
+/**
  * Copies a cell's layer stack into another cell dir, which must not have one yet.
  * Frozen layers are hard-linked (`cp -al`): overlayfs never writes a lower layer in
  * place (a change copies the file up into the upper layer first), so the two cells
