@@ -1,5 +1,5 @@
 import { createHash, type Hash } from 'node:crypto';
-import { closeSync, lstatSync, openSync, readdirSync, readlinkSync, readSync, type BigIntStats } from 'node:fs';
+import { closeSync, lstatSync, openSync, readdirSync, readlinkSync, readSync, type Stats } from 'node:fs';
 import { join } from 'node:path';
 
 /** Files up to this size are hashed by content; larger ones by size and mtime (a checkpoint stays cheap). */
@@ -45,8 +45,9 @@ export function layerFingerprint(dir: string, now = Date.now()): LayerFingerprin
       let extra = '';
       if (s.isSymbolicLink()) extra = readlinkSync(full);
       else if (typeOf(s) === 'o') extra = `rdev=${s.rdev}`;
-      else if (s.isFile()) extra = fileDigest(full, Number(s.size), buffer) ?? `mtime=${s.mtimeNs}`;
-      content.update(`${JSON.stringify(path)}\t${typeOf(s)}\t${(s.mode & 0o7777n).toString(8)}\t${s.size}\t${extra}\n`);
+      else if (s.isFile())
+        extra = fileDigest(full, s.size, buffer) ?? `mtime=${lstatSync(full, { bigint: true }).mtimeNs}`;
+      content.update(`${JSON.stringify(path)}\t${typeOf(s)}\t${(s.mode & 0o7777).toString(8)}\t${s.size}\t${extra}\n`);
     },
     (path) => {
       content.update(`${JSON.stringify(path)}\tunlistable\n`);
@@ -75,17 +76,18 @@ export function layerStatHash(dir: string, now = Date.now()): string | undefined
 
 class StatHash {
   readonly #hash: Hash = createHash('sha256');
-  readonly #settledBefore: bigint;
+  readonly #settledBefore: number;
   #settled = true;
 
   constructor(now: number) {
-    this.#settledBefore = BigInt(Math.floor(now - SETTLE_MS));
+    this.#settledBefore = now - SETTLE_MS;
   }
 
-  add(path: string, s: BigIntStats): void {
+  /** Plain (not bigint) stats, cheaper to make: the settle window makes sub-microsecond times moot. */
+  add(path: string, s: Stats): void {
     if (s.ctimeMs >= this.#settledBefore || s.mtimeMs >= this.#settledBefore) this.#settled = false;
     this.#hash.update(
-      `${JSON.stringify(path)}\t${typeOf(s)}\t${s.mode}\t${s.size}\t${s.dev}:${s.ino}\t${s.mtimeNs}\t${s.ctimeNs}\n`,
+      `${JSON.stringify(path)}\t${typeOf(s)}\t${s.mode}\t${s.size}\t${s.dev}:${s.ino}\t${s.mtimeMs}\t${s.ctimeMs}\n`,
     );
   }
 
@@ -101,7 +103,7 @@ class StatHash {
 /** Every entry under `dir`, sorted, depth first; `unlistable` for a directory the host cannot read. */
 function walkLayer(
   dir: string,
-  entry: (path: string, full: string, s: BigIntStats) => void,
+  entry: (path: string, full: string, s: Stats) => void,
   unlistable: (path: string) => void,
 ): void {
   const walk = (rel: string): void => {
@@ -115,7 +117,7 @@ function walkLayer(
     for (const name of names) {
       const path = rel ? `${rel}/${name}` : name;
       const full = join(dir, path);
-      const s = lstatSync(full, { bigint: true });
+      const s = lstatSync(full);
       entry(path, full, s);
       if (s.isDirectory()) walk(path);
     }
@@ -123,7 +125,7 @@ function walkLayer(
   walk('');
 }
 
-function typeOf(s: BigIntStats): 'd' | 'l' | 'f' | 'o' {
+function typeOf(s: Stats): 'd' | 'l' | 'f' | 'o' {
   return s.isDirectory() ? 'd' : s.isSymbolicLink() ? 'l' : s.isFile() ? 'f' : 'o';
 }
 
