@@ -143,10 +143,13 @@ async function benchSize(cli: string, shape: Shape, runs: number, libRuns: numbe
     const stack = openLayerStack(txDir);
     const base = stack.layers.at(-1);
     if (!base || stack.layers.length !== 1) throw new Error(`the change run left ${stack.layers.length} layers, not 1`);
-    // A copy of that layer (hard links: whiteouts are device files only root could copy)
-    // refills the upper layer before every repetition.
+    // A copy of that layer refills the upper layer before every repetition, by hard links
+    // to the copy. A real copy, not links to the layer itself: a run's layer never shares
+    // an inode with an older one, and a link changes the linked file's ctime, which the
+    // check of the kept layer (verified restores) would find changed every time. (Whiteouts
+    // are device files 0/0, which Linux ≥ 5.8 lets any user create.)
     const template = join(root, 'tpl-tx');
-    run(['cp', '-al', base.dir, template]);
+    run(['cp', '-a', base.dir, template]);
     const upperBytes = treeBytes(template);
     const fill = (s: LayerStack): void => {
       run(['cp', '-al', `${template}/.`, s.upper]);
@@ -665,7 +668,7 @@ function render(results: readonly SizeResult[], runs: number, libRuns: number): 
   const markdown = [
     `Two generated workspaces (nested directories, about 25 files each, sizes from tens of bytes to a few MiB,`,
     `deterministic source-like content). One real \`agentcell run\` (bwrap + overlay) changes 1% of the files,`,
-    `adds and deletes a few; its layer is then copied (hard links) into the upper layer before each repetition.`,
+    `adds and deletes a few; a copy of its layer is hard-linked into the upper layer before each repetition.`,
     'Steps run one after another in one process (the three accept variants alternate), on a machine other work',
     'may share: min–max shows the spread.',
     `Median ms, with min–max; library calls ${libRuns} times and process-level steps ${runs} times, each after one`,
@@ -681,9 +684,10 @@ function render(results: readonly SizeResult[], runs: number, libRuns: number): 
     '  layers that are left. The CLI starts that `rm` after the receipt is signed (`purgeInBackground`, its own',
     "  row): the fork behind it grows with the calling process's memory, so it is kept off the restore itself.",
     '- The CLI rows are whole processes (node start-up, policy, lock, signed receipt). `agentcell restore`',
-    "  also diffs the cell's layers for its receipt, so it grows with the changes in them (not with the",
-    '  workspace). `run` walks the whole workspace for secret files before it mounts (the `scan` row): that',
-    '  walk, not the restore, is what makes restore-and-ready grow with the workspace.',
+    "  takes its receipt's counts from what each dropped layer recorded when it was frozen (no diff), and checks",
+    "  the kept layer by its entries' inodes and change times (`statHash`, no file read). `run` lstats each",
+    '  directory of the workspace for the secret scan (the `scan` row) and reads only those whose device, inode,',
+    '  mtime or ctime changed since the cached scan.',
     '- Baselines: `cp -a` copies the whole workspace each way (what a snapshot tool without layers does);',
     '  `git stash -u` / `pop` on the same tree committed to git, with the same changes. The git directory',
     '  sits beside the workspace, so the cells see no repository; in a workspace that is a git repository a',

@@ -1,6 +1,17 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  renameSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  unlinkSync,
+  writeFileSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { BUILT_IN_HIDE, scanSecrets } from '../src/workspace/secret-scan.js';
@@ -361,6 +372,147 @@ describe('secret scan: a repo that commits a secret, through the CLI', () => {
       const exposed = ac(sb, 'run', '--json', '--', 'cat', '.ENV');
       assert.equal(exposed.status, 0, exposed.stderr);
       assert.match(exposed.stdout, new RegExp(CANARY));
+    } finally {
+      sb.cleanup();
+    }
+  });
+});
+
+describe('secret scan cache: what a directory changed since the last scan', () => {
+  const options = { hide: BUILT_IN_HIDE, expose: [], skip: [] };
+  /** A scan this far in the future counts every directory made now as settled, so the cache is trusted. */
+  const later = (): number => Date.now() + 60_000;
+  const mtimeNs = (path: string): bigint => statSync(path, { bigint: true }).mtimeNs;
+  /** Runs `change`, then puts `dirs`' mtimes back exactly (ns) as they were, as `touch -r` / `cp -p` / `rsync -a` can. */
+  const keepingMtimes = (dirs: string[], change: () => void): void => {
+    const refs = mkdtempSync(join(tmpdir(), 'agentcell-mtimes-')); // outside the workspace: changes nothing in it
+    const saved = dirs.map((d, i) => {
+      const ref = join(refs, String(i));
+      execFileSync('touch', ['-r', d, ref]);
+      return { d, ref, before: mtimeNs(d) };
+    });
+    change();
+    for (const { d, ref, before } of saved) {
+      execFileSync('touch', ['-r', ref, d]);
+      // Positive control: a cache keyed on mtime alone would see nothing here.
+      assert.equal(mtimeNs(d), before, `${d}: mtime put back`);
+    }
+    rmSync(refs, { recursive: true });
+  };
+  const sh = (script: string, cwd: string): void => {
+    execFileSync('sh', ['-c', script], { cwd });
+  };
+
+  it('an unchanged, settled tree is reused as is; a tree changed just now is read again next time', () => {
+    const sb = makeSandbox({ 'a/b/c.ts': 'x', 'a/.env': 'x', 'd/e.ts': 'x' });
+    try {
+      const first = scanSecrets(sb.workspace, { ...options, now: later() });
+      const again = scanSecrets(sb.workspace, { ...options, now: later() }, first.cache);
+      assert.equal(again.changed, false);
+      assert.equal(again.cache, first.cache, 'unchanged: the same cache');
+      assert.deepEqual(again.masked, first.masked);
+      assert.ok(
+        first.cache.dirs.every((line) => line.split('\0')[1] !== ''),
+        'settled dirs carry a stamp',
+      );
+      // Now rather than later: every directory was made within the racy window, so none is trusted next time.
+      const fresh = scanSecrets(sb.workspace, options);
+      assert.ok(
+        fresh.cache.dirs.every((line) => line.split('\0')[1] === ''),
+        'unsettled dirs carry no stamp',
+      );
+    } finally {
+      sb.cleanup();
+    }
+  });
+
+  it('never misses a secret added, renamed in or moved in behind an mtime put back, at any depth', () => {
+    const sb = makeSandbox({
+      'notes.txt': 'x',
+      'src/app.ts': 'x',
+      'src/lib/util.ts': 'x',
+      'deep/a/b/keep.ts': 'x',
+      'conf/app.json': 'x',
+      'lib/index.ts': 'x',
+    });
+    const outside = join(sb.root, 'outside');
+    try {
+      const ws = sb.workspace;
+      const at = (rel: string): string => join(ws, rel);
+      const cache = scanSecrets(ws, { ...options, now: later() }).cache;
+      assert.deepEqual(scanSecrets(ws, { ...options, now: later() }, cache).masked, [], 'no secrets yet');
+
+      // A new .env at the root, the root's mtime put back.
+      keepingMtimes([ws], () => writeFileSync(at('.env'), 'x'));
+      // A private key in a nested directory, with `touch -d` on the directory afterwards.
+      writeFileSync(at('src/lib/id_rsa'), 'x');
+      sh('touch -d "2001-01-01 00:00:00" src/lib', ws);
+      // A new .aws/credentials inside an existing directory, its mtime put back.
+      keepingMtimes([at('conf')], () => {
+        mkdirSync(at('conf/.aws'));
+        writeFileSync(at('conf/.aws/credentials'), 'x');
+      });
+      // A file renamed to a secret name in place.
+      keepingMtimes([ws], () => renameSync(at('notes.txt'), at('server.key')));
+      // A secret in a new deep directory: only `deep/a/b` changed, and its mtime is put back.
+      keepingMtimes([at('deep/a/b')], () => {
+        mkdirSync(at('deep/a/b/c/d/e'), { recursive: true });
+        writeFileSync(at('deep/a/b/c/d/e/.npmrc'), 'x');
+      });
+      // A directory replaced by a copy with the same mtime (cp -a) that holds a secret.
+      keepingMtimes([ws], () => {
+        sh('cp -a lib lib.new && echo x > lib.new/.env && touch -r lib lib.new && rm -rf lib && mv lib.new lib', ws);
+      });
+      // A directory with secrets moved in from outside the workspace (mv keeps its own mtime).
+      mkdirSync(join(outside, 'vault'), { recursive: true });
+      writeFileSync(join(outside, 'vault', 'prod.pem'), 'x');
+      sh('touch -d "2001-01-01 00:00:00" vault', outside);
+      keepingMtimes([at('src')], () => renameSync(join(outside, 'vault'), at('src/vault')));
+
+      const found = scanSecrets(ws, { ...options, now: later() }, cache);
+      assert.equal(found.changed, true);
+      assert.deepEqual(found.masked.map((m) => m.relative).sort(), [
+        '.env',
+        'conf/.aws',
+        'deep/a/b/c/d/e/.npmrc',
+        'lib/.env',
+        'server.key',
+        'src/lib/id_rsa',
+        'src/vault/prod.pem',
+      ]);
+      // The same as a scan without a cache.
+      assert.deepEqual(
+        found.masked.map((m) => m.relative).sort(),
+        scanSecrets(ws, options)
+          .masked.map((m) => m.relative)
+          .sort(),
+      );
+    } finally {
+      sb.cleanup();
+    }
+  });
+
+  it('resolves a secret-named symlink at every scan: a link further along can change without its directory', () => {
+    const sb = makeSandbox({ 'cfg/v1/settings.txt': 'x', 'cfg/v2/settings.txt': 'x' });
+    try {
+      const ws = sb.workspace;
+      symlinkSync('v1', join(ws, 'cfg/current'));
+      symlinkSync('cfg/current/settings.txt', join(ws, '.env'));
+      const first = scanSecrets(ws, { ...options, now: later() });
+      assert.deepEqual(
+        first.masked.map((m) => m.path),
+        [join(ws, 'cfg/v1/settings.txt')],
+      );
+      // `cfg/current` now points at v2; `cfg`'s mtime is put back, the workspace root is untouched.
+      keepingMtimes([join(ws, 'cfg')], () => {
+        unlinkSync(join(ws, 'cfg/current'));
+        symlinkSync('v2', join(ws, 'cfg/current'));
+      });
+      const second = scanSecrets(ws, { ...options, now: later() }, first.cache);
+      assert.deepEqual(
+        second.masked.map((m) => m.path),
+        [join(ws, 'cfg/v2/settings.txt')],
+      );
     } finally {
       sb.cleanup();
     }

@@ -251,21 +251,28 @@ describe('restore and the automatic decisions', () => {
       const pristine = snapshot(sb.workspace);
       runOk(sb, 'echo more >> a.txt; rm b.txt; echo c > c.txt');
       assert.equal(diff(sb).length, 3, 'positive control: the run left changes');
-      const report = acJson<{ changes: Change[]; dropped: unknown[]; receipt: { decision: string } }>(
-        sb,
-        'restore',
-        '--json',
-      );
+      const planned = acJson<{ changes: unknown; paths: Change[] }>(sb, 'restore', '--dry-run', '--json');
       assert.deepEqual(
-        report.changes,
+        planned.paths,
         changes([
           ['a.txt', 'modified', 'file'],
           ['b.txt', 'deleted', 'file'],
           ['c.txt', 'added', 'file'],
         ]),
       );
+      const report = acJson<{
+        changes: unknown;
+        paths?: unknown;
+        dropped: unknown[];
+        receipt: { decision: string; changes: unknown };
+      }>(sb, 'restore', '--json');
+      // Counted when the run froze its layer, not diffed again.
+      assert.deepEqual(report.changes, { added: 1, modified: 1, deleted: 1 });
+      assert.deepEqual(planned.changes, report.changes);
+      assert.equal(report.paths, undefined);
       assert.equal(report.dropped.length, 1);
       assert.equal(report.receipt.decision, 'restored');
+      assert.deepEqual(report.receipt.changes, report.changes);
       assert.deepEqual(diff(sb), []);
       assert.deepEqual(snapshot(sb.workspace), pristine);
       assert.equal(runOk(sb, 'cat a.txt b.txt; test ! -e c.txt').stdout, 'a\nb\n', 'the cell sees the workspace again');
@@ -278,6 +285,17 @@ describe('restore and the automatic decisions', () => {
         ],
       );
       assertVerifies(sb, 3);
+    }),
+  );
+
+  it(
+    'restore after a partial accept counts only what is still pending (the recorded counts no longer hold)',
+    withSandbox(FILES, (sb) => {
+      runOk(sb, 'echo 1 > one.txt; echo 2 > two.txt; echo more >> a.txt');
+      acJson(sb, 'accept', 'one.txt', '--json');
+      const r = acJson<{ changes: unknown; receipt: { changes: unknown } }>(sb, 'restore', '--json');
+      assert.deepEqual(r.changes, { added: 1, modified: 1, deleted: 0 });
+      assert.deepEqual(r.receipt.changes, r.changes);
     }),
   );
 
@@ -431,8 +449,11 @@ describe('checkpoint and restore --to', () => {
       runOk(sb, 'echo a2 >> a.txt');
       ac(sb, 'checkpoint', '--name', 'a');
       runOk(sb, 'echo a3 >> a.txt');
-      const r = acJson<{ changes: Change[] }>(sb, 'restore', '--to', 'a', '--json');
-      assert.deepEqual(r.changes, changes([['a.txt', 'modified', 'file']]));
+      const planned = acJson<{ paths: Change[] }>(sb, 'restore', '--to', 'a', '--dry-run', '--json');
+      assert.deepEqual(planned.paths, changes([['a.txt', 'modified', 'file']]));
+      const r = acJson<{ changes: unknown; receipt: { changes: unknown } }>(sb, 'restore', '--to', 'a', '--json');
+      assert.deepEqual(r.changes, { added: 0, modified: 1, deleted: 0 });
+      assert.deepEqual(r.receipt.changes, r.changes);
     }),
   );
 
@@ -449,8 +470,8 @@ describe('checkpoint and restore --to', () => {
           ['d/y.txt', 'added', 'file'],
         ]),
       );
-      const r = acJson<{ changes: Change[] }>(sb, 'restore', '--to', 'a', '--dry-run', '--json');
-      assert.deepEqual(r.changes, changes([['d/y.txt', 'added', 'file']]), 'd/x.txt stays deleted by layer a');
+      const r = acJson<{ paths: Change[] }>(sb, 'restore', '--to', 'a', '--dry-run', '--json');
+      assert.deepEqual(r.paths, changes([['d/y.txt', 'added', 'file']]), 'd/x.txt stays deleted by layer a');
       acJson(sb, 'restore', '--to', 'a', '--json');
       assert.deepEqual(
         diff(sb),
@@ -470,10 +491,10 @@ describe('checkpoint and restore --to', () => {
       runOk(sb, 'echo 3 > three.txt'); // layer seq 3
       ac(sb, 'checkpoint', '--name', '2'); // layer seq 4, named "2"
       runOk(sb, 'echo 4 > four.txt'); // layer seq 5
-      const planned = acJson<{ changes: Change[] }>(sb, 'restore', '--to', '2', '--dry-run', '--json');
+      const planned = acJson<{ paths: Change[] }>(sb, 'restore', '--to', '2', '--dry-run', '--json');
       acJson(sb, 'restore', '--to', '2', '--json');
       const remaining = diff(sb).map((c) => c.path);
-      const dropped = planned.changes.map((c) => c.path);
+      const dropped = planned.paths.map((c) => c.path);
       for (const path of dropped) assert.ok(!remaining.includes(path), `${path} reported dropped but still pending`);
     }),
   );
@@ -1060,24 +1081,18 @@ describe('--dry-run changes nothing', () => {
       assert.match(ac(sb, 'accept', '--dry-run', '--force').stderr, /would apply 4 change\(s\)/);
       unchanged('accept --dry-run --force');
 
-      const res = acJson<{ changes: Change[]; dropped: unknown[]; dryRun: boolean }>(
+      const res = acJson<{ changes: unknown; paths: Change[]; dropped: unknown[]; dryRun: boolean }>(
         sb,
         'restore',
         '--dry-run',
         '--json',
       );
       assert.equal(res.dryRun, true);
-      assert.equal(res.changes.length, 4);
+      assert.equal(res.paths.length, 4);
+      assert.deepEqual(res.changes, { added: 2, modified: 1, deleted: 1 });
       unchanged('restore --dry-run');
-      const resTo = acJson<{ changes: Change[]; dropped: unknown[] }>(
-        sb,
-        'restore',
-        '--to',
-        'a',
-        '--dry-run',
-        '--json',
-      );
-      assert.deepEqual(resTo.changes.map((c) => c.path).sort(), ['b.txt', 'two.txt']);
+      const resTo = acJson<{ paths: Change[]; dropped: unknown[] }>(sb, 'restore', '--to', 'a', '--dry-run', '--json');
+      assert.deepEqual(resTo.paths.map((c) => c.path).sort(), ['b.txt', 'two.txt']);
       assert.equal(resTo.dropped.length, 1);
       unchanged('restore --to a --dry-run');
 

@@ -41,7 +41,7 @@ interface Change {
 interface RestoreJson {
   dryRun: boolean;
   dropped: { id: string }[];
-  changes: Change[];
+  changes: { added: number; modified: number; deleted: number };
   turn?: { run: string; turn: number; contentHash: string; changes: Change[]; layer?: { id: string; name?: string } };
 }
 interface TimelineEvent {

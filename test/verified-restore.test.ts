@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { ac, cellDirOf, makeSandbox, type Sandbox } from './helpers.js';
@@ -57,5 +58,39 @@ describe('verified restores', () => {
     }
     // Restoring below the tampered layer (dropping it) is the way out, and works.
     assert.equal(ac(sb, 'restore').status, 0);
+  });
+
+  it('a settled layer is checked by its entries’ inodes and change times: an edit keeping size and mtime is caught', async () => {
+    const local = makeSandbox({ 'README.md': 'hello\n' });
+    try {
+      for (const script of ['echo one > one.txt', 'echo two > two.txt'])
+        assert.equal(ac(local, 'run', '--', 'sh', '-c', script).status, 0);
+      const recorded = (): { id: string; seq: number; statHash?: string }[] =>
+        (
+          JSON.parse(readFileSync(join(cellDirOf(local), 'layers.json'), 'utf8')) as {
+            layers: { id: string; seq: number; statHash?: string }[];
+          }
+        ).layers;
+      // Frozen right after their writes: no stat hash yet. Once settled, a check reads the content and records one.
+      await new Promise((resolve) => setTimeout(resolve, 2_800));
+      const [first, second] = recorded();
+      assert.equal(ac(local, 'restore', '--to', second!.id).status, 0);
+      assert.match(recorded()[1]?.statHash ?? '', /^sha256:/, 'recorded by the check');
+      // Same size, mtime put back (ns): only the ctime and the content tell.
+      const file = join(cellDirOf(local), 'layers', `${String(first!.seq).padStart(4, '0')}-${first!.id}`, 'one.txt');
+      const mtime = statSync(file, { bigint: true }).mtimeNs;
+      execFileSync('sh', [
+        '-c',
+        `touch -r "$1" "$1.ref" && printf 'onX\n' > "$1" && touch -r "$1.ref" "$1" && rm "$1.ref"`,
+        'sh',
+        file,
+      ]);
+      assert.equal(statSync(file, { bigint: true }).mtimeNs, mtime);
+      const r = ac(local, 'restore', '--to', second!.id, '--json');
+      assert.equal(r.status, 3, r.stderr);
+      assert.match(r.stderr || r.stdout, /LAYER_TAMPERED/);
+    } finally {
+      local.cleanup();
+    }
   });
 });

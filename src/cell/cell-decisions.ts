@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { existsSync, lstatSync, mkdirSync, mkdtempSync, rmSync, type Stats } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, rmSync, type Stats } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AgentcellError } from '../errors.js';
@@ -24,10 +24,12 @@ import {
   checkCheckpointName,
   checkpoint as freezeLayer,
   findLayer,
+  forgetChangeCounts,
   fork as forkLayers,
   openLayerStack,
   peekLayerStack,
   restore as dropLayers,
+  type ChangeCounts,
   type FrozenLayer,
   type LayerStack,
   verifyLayers,
@@ -252,6 +254,7 @@ export async function acceptCell(ref: CellRef, options: AcceptOptions): Promise<
       .finally(() => removeMergeScratch(merges));
     if (notWritten.length > 0) {
       // Nothing is lost: the cell keeps every change (those applied now show as no change).
+      forgetChangeCounts(stack);
       removeStaleTemps(dir, ref.workspace);
       purgeInBackground([setAside]);
       throw new AgentcellError(
@@ -264,6 +267,7 @@ export async function acceptCell(ref: CellRef, options: AcceptOptions): Promise<
     if (partial) {
       // The layers stay: what was applied now matches the workspace (no longer a change),
       // and the rest is still pending, with its baselines.
+      forgetChangeCounts(stack);
       const receipt = await decide(tx, 'accepted', ref, startedAt, countChanges(result.applied), before, before, {
         scope: result.applied.map((c) => c.path),
       });
@@ -294,7 +298,13 @@ export async function acceptCell(ref: CellRef, options: AcceptOptions): Promise<
 
 export interface RestoreReport {
   dropped: FrozenLayer[];
-  changes: LayerChange[];
+  /**
+   * What the dropped layers changed, as counted when each was frozen (a run's layer: its
+   * receipt's counts), summed: a path that two dropped layers change counts twice.
+   */
+  changes: ChangeCounts;
+  /** A dry run's list of the paths the restore would put back as the layers below have them. */
+  paths?: LayerChange[];
   /** `restore --to turn:N`: the turn checkpoint that becomes the top layer, and the changes it holds. */
   turn?: RestoredTurn;
   receipt?: Receipt;
@@ -312,7 +322,8 @@ export interface RestoredTurn {
 }
 
 /**
- * Drops the cell's changes (all of them, or those above checkpoint `to`). O(1): renames only.
+ * Drops the cell's changes (all of them, or those above checkpoint `to`): renames, and a
+ * receipt from the counts the dropped layers recorded, so neither grows with the changes.
  * `to` may name a turn checkpoint (`turn:N`, `turn:N@RUN`): see restoreToTurn.
  */
 export async function restoreCell(ref: CellRef, options: { to?: string; dryRun: boolean }): Promise<RestoreReport> {
@@ -320,20 +331,23 @@ export async function restoreCell(ref: CellRef, options: { to?: string; dryRun: 
   if (turnRef) return restoreToTurn(ref, turnRef, options.dryRun);
   return withCell(ref, options.dryRun, async (tx, stack) => {
     const keep = options.to === undefined ? [] : stack.layers.slice(0, findLayer(stack.layers, options.to) + 1);
-    // Levels 0 (upper) to the newest kept layer's, exclusive, are dropped.
-    const droppedLevels = 1 + stack.layers.length - keep.length;
-    const deciders = new Map<string, number>();
-    const changes = (await diffLayers(stack, ref.workspace, { deciders })).filter(
-      (c) => (deciders.get(c.path) ?? Infinity) < droppedLevels,
-    );
     const dropped = stack.layers.slice(keep.length);
-    if (options.dryRun || !tx) return { dropped, changes, dryRun: true };
+    const changes = await droppedChanges(stack, dropped, ref.workspace);
+    if (options.dryRun || !tx) {
+      // Levels 0 (upper) to the newest kept layer's, exclusive, are dropped.
+      const droppedLevels = 1 + stack.layers.length - keep.length;
+      const deciders = new Map<string, number>();
+      const paths = (await diffLayers(stack, ref.workspace, { deciders })).filter(
+        (c) => (deciders.get(c.path) ?? Infinity) < droppedLevels,
+      );
+      return { dropped, changes, paths, dryRun: true };
+    }
     removeStaleTemps(cellDir(ref.paths, ref.cell), ref.workspace);
     const startedAt = new Date().toISOString();
     const top = topLayer(stack);
     const { trashed } = dropLayers(stack, options.to === undefined ? {} : { to: options.to });
     if (options.to === undefined) clearBaselines(stack.cellDir);
-    const receipt = await decide(tx, 'restored', ref, startedAt, countChanges(changes), top, keep.at(-1)?.id ?? null);
+    const receipt = await decide(tx, 'restored', ref, startedAt, changes, top, keep.at(-1)?.id ?? null);
     purgeInBackground(trashed);
     return { dropped, changes, dryRun: false, ...(receipt ? { receipt } : {}) };
   });
@@ -350,7 +364,7 @@ async function restoreToTurn(ref: CellRef, turnRef: TurnRef, dryRun: boolean): P
     const target = resolveTurn(stack, turnRef);
     const droppedLevels = 1 + stack.layers.length - target.keep.length;
     const deciders = new Map<string, number>();
-    const changes = (await diffLayers(stack, ref.workspace, { deciders })).filter(
+    const paths = (await diffLayers(stack, ref.workspace, { deciders })).filter(
       (c) => (deciders.get(c.path) ?? Infinity) < droppedLevels,
     );
     // What the turn's layer holds over the kept ones: the changes pending after the restore.
@@ -368,7 +382,9 @@ async function restoreToTurn(ref: CellRef, turnRef: TurnRef, dryRun: boolean): P
       contentHash: target.record.contentHash,
       changes: turnChanges,
     };
-    if (dryRun || !tx) return { dropped, changes, turn, dryRun: true };
+    // A turn restore diffs anyway (the turn's own changes), so its report lists the dropped paths too.
+    const changes = countChanges(paths);
+    if (dryRun || !tx) return { dropped, changes, paths, turn, dryRun: true };
     removeStaleTemps(cellDir(ref.paths, ref.cell), ref.workspace);
     const startedAt = new Date().toISOString();
     const top = topLayer(stack);
@@ -389,16 +405,50 @@ async function restoreToTurn(ref: CellRef, turnRef: TurnRef, dryRun: boolean): P
       paths: turnChanges.map((c) => c.path),
     });
     const trashed = [...restored.trashed, ...pruneTurns(adopted.stack)];
-    const receipt = await decide(tx, 'restored', ref, startedAt, countChanges(changes), top, adopted.layer.id);
+    const receipt = await decide(tx, 'restored', ref, startedAt, changes, top, adopted.layer.id);
     purgeInBackground(trashed);
     return {
       dropped,
       changes,
+      paths,
       turn: { ...turn, layer: adopted.layer },
       dryRun: false,
       ...(receipt ? { receipt } : {}),
     };
   });
+}
+
+/**
+ * What dropping these layers and the upper one undoes: the counts each layer recorded
+ * when it was frozen; a layer frozen without them (an older cell), and a non-empty upper
+ * layer, are diffed alone against the workspace, as a run counts its own layer.
+ */
+async function droppedChanges(
+  stack: LayerStack,
+  dropped: readonly FrozenLayer[],
+  workspace: string,
+): Promise<ChangeCounts> {
+  const total: ChangeCounts = { added: 0, modified: 0, deleted: 0 };
+  const add = (counts: ChangeCounts): void => {
+    total.added += counts.added;
+    total.modified += counts.modified;
+    total.deleted += counts.deleted;
+  };
+  for (const layer of dropped) add(layer.changes ?? (await layerChanges(stack, layer.dir, workspace)));
+  add(await layerChanges(stack, stack.upper, workspace));
+  return total;
+}
+
+/** What one layer changes in the workspace on its own (nothing for a missing or empty one). */
+async function layerChanges(stack: LayerStack, dir: string, workspace: string): Promise<ChangeCounts> {
+  let empty: boolean;
+  try {
+    empty = readdirSync(dir).length === 0;
+  } catch {
+    empty = true; // a dry run's upper of a cell that never ran
+  }
+  if (empty) return { added: 0, modified: 0, deleted: 0 };
+  return countChanges(await diffLayers({ ...stack, upper: dir, layers: [] }, workspace));
 }
 
 /** Freezes the cell's current changes as a named checkpoint. */
@@ -407,13 +457,16 @@ export async function checkpointCell(
   options: { name?: string; policyHash: string; dryRun: boolean },
 ): Promise<{ layer?: FrozenLayer; dryRun: boolean }> {
   if (options.name !== undefined) checkCheckpointName(options.name); // a dry run refuses it too
-  return withCell(ref, options.dryRun, (tx, stack): Promise<{ layer?: FrozenLayer; dryRun: boolean }> => {
-    if (options.dryRun || !tx) return Promise.resolve({ dryRun: true });
+  return withCell(ref, options.dryRun, async (tx, stack): Promise<{ layer?: FrozenLayer; dryRun: boolean }> => {
+    if (options.dryRun || !tx) return { dryRun: true };
+    // Counted now, as a run counts its layer, so that a restore dropping it need not diff it.
+    const changes = await layerChanges(stack, stack.upper, ref.workspace);
     const frozen = freezeLayer(stack, {
       policyHash: options.policyHash,
+      changes,
       ...(options.name !== undefined ? { name: options.name } : {}),
     });
-    return Promise.resolve({ layer: frozen.layer, dryRun: false });
+    return { layer: frozen.layer, dryRun: false };
   });
 }
 

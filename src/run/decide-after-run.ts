@@ -43,7 +43,7 @@ export async function decideAfterRun(
     // Only this run's changes: back to the checkpoint it started from.
     const before = receipt.checkpoint.before;
     const r = await restoreCell(ref, { dryRun: false, ...(before !== null ? { to: before } : {}) });
-    return { decision: 'restored', exitCode, dropped: r.changes.length };
+    return { decision: 'restored', exitCode, dropped: r.changes.added + r.changes.modified + r.changes.deleted };
   }
   if (options.acceptOnSuccess && exitCode === 0) {
     try {

@@ -150,7 +150,7 @@ export async function runPrepared(
       const runChanges = await diffLayers({ ...stack, layers: [] }, prepared.workspace, { stats: hostStats });
       changes = countChanges(runChanges);
       if (runChanges.length > 0) {
-        const frozen = checkpoint(stack, { policyHash: prepared.resolved.hash });
+        const frozen = checkpoint(stack, { policyHash: prepared.resolved.hash, changes });
         after = frozen.layer.id;
         recordRunBaselines(frozen, prepared.workspace, startedAt, runChanges, hostStats);
       }
@@ -268,7 +268,7 @@ async function freezeLeftovers(stack: LayerStack, workspace: string, policyHash:
   const hostStats = new Map<string, Stats | undefined>();
   const runChanges = await diffLayers({ ...stack, layers: [] }, workspace, { stats: hostStats });
   const changes = countChanges(runChanges);
-  const frozen = checkpoint(stack, { policyHash });
+  const frozen = checkpoint(stack, { policyHash, changes });
   const killed = listJournal(stack.cellDir)
     .entries.filter((e) => !isProcessAlive(e.owner))
     .sort((a, b) => a.startedAt.localeCompare(b.startedAt))

@@ -155,12 +155,13 @@ const ACTIONS: Record<ActionName, Action> = {
         dryRun,
         ...(to ? { to } : {}),
       });
+      const { added, modified, deleted } = report.changes;
       return {
         summary: html`<p>
-            ${dryRun ? 'would drop' : 'dropped'} ${report.changes.length} change(s) in ${report.dropped.length}
-            layer(s):
+            ${dryRun ? 'would drop' : 'dropped'} ${added + modified + deleted} change(s) in ${report.dropped.length}
+            layer(s)${report.paths ? ':' : ` (${added} added, ${modified} modified, ${deleted} deleted)`}
           </p>
-          ${list(report.changes.map((c) => `${c.change} ${c.path}`))}`,
+          ${list((report.paths ?? []).map((c) => `${c.change} ${c.path}`))}`,
         receipt: report.receipt,
       };
     },

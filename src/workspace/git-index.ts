@@ -32,11 +32,17 @@ export function workspaceRepository(realWorkspace: string, dir: string): Workspa
   return { dir, gitDir };
 }
 
-/** Identifies one version of a repository's index: it is rewritten whenever what git tracks changes. */
-export function indexStamp(gitDir: string): string | undefined {
+/**
+ * Identifies one version of a repository's index: it is rewritten whenever what git
+ * tracks changes (a new file renamed into place: a new inode and ctime, though a freed
+ * inode number comes back). Empty when the index changed at or after `settledBefore`
+ * (ms): a next version written within the same timestamp tick could look the same.
+ */
+export function indexStamp(gitDir: string, settledBefore: number): string | undefined {
   try {
     const s = statSync(join(gitDir, 'index'), { bigint: true });
-    return `${s.ino}:${s.size}:${s.mtimeNs}`;
+    if (Number(s.mtimeMs) >= settledBefore || Number(s.ctimeMs) >= settledBefore) return '';
+    return `${s.dev}:${s.ino}:${s.size}:${s.mtimeNs}:${s.ctimeNs}`;
   } catch {
     return undefined; // nothing staged or committed yet
   }

@@ -1,4 +1,4 @@
-import { readdirSync, realpathSync, statSync, type Dirent } from 'node:fs';
+import { lstatSync, readdirSync, realpathSync, statSync, type Dirent } from 'node:fs';
 import { join, relative, sep } from 'node:path';
 import * as z from 'zod/mini';
 import { readJsonCache } from '../_internal/state-file.js';
@@ -14,45 +14,62 @@ export interface SecretScanOptions {
   skip: readonly string[];
   /** Workspace-relative paths neither walked nor reported: the caller masks them (agentcell's own dirs). */
   prune?: readonly string[];
+  /** The time of the scan (ms), which decides what changed too recently to cache; tests pass a later one. */
+  now?: number;
 }
 
-const MaskedPathSchema = z.strictObject({
+export interface MaskedPath {
   /** Absolute host path of the file or directory to mask (a symlink's in-workspace target). */
-  path: z.string(),
+  path: string;
   /** Relative to the workspace, as the user named it. */
-  relative: z.string(),
-  kind: z.enum(['file', 'dir']),
-});
-export type MaskedPath = z.infer<typeof MaskedPathSchema>;
+  relative: string;
+  kind: 'file' | 'dir';
+}
 
-/** What one directory held last time, valid while its mtime is unchanged. */
-const ScannedDirSchema = z.strictObject({
-  mtimeNs: z.string(),
-  masked: z.array(MaskedPathSchema),
-  subdirs: z.array(z.string()),
-  /** It holds a `.git`: a repository whose index is checked for secrets. */
-  repo: z.optional(z.literal(true)),
-});
-type ScannedDir = z.infer<typeof ScannedDirSchema>;
+/** A directory entry the patterns mask; a symlink's target is resolved at each scan. */
+const MaskedEntrySchema = z.strictObject({ name: z.string(), kind: z.enum(['file', 'dir', 'link']) });
+type MaskedEntry = z.infer<typeof MaskedEntrySchema>;
 
 /** The secret-named paths of one version of a repository's index. */
 const ScannedIndexSchema = z.strictObject({ stamp: z.string(), secrets: z.array(z.string()) });
 type ScannedIndex = z.infer<typeof ScannedIndexSchema>;
 
 /**
- * The previous scan of a workspace. A directory's mtime changes whenever an entry is
- * added, removed or renamed in it, which is all a name-based scan depends on; so an
- * unchanged directory is not read again, and a scan of a large repo costs one stat per
- * directory instead of a readdir.
+ * What the scan remembers between runs, so that a directory whose entries did not change
+ * is not read again: a scan of a large repo costs one lstat per directory, no readdir.
+ *
+ * A directory is reused only while its `stamp` (device, inode, mtime and ctime) is what
+ * it was when it was read. Adding, removing or renaming an entry changes the directory's
+ * mtime and ctime; `touch -d` or `cp -p` can put an mtime back but the ctime moves to the
+ * present whatever is done to the inode (only a root that sets the clock back can repeat
+ * one); a directory moved or copied in its place has another inode. And a directory
+ * changed within RACY_MS of the scan is read again next time: a later change in the
+ * same timestamp tick would leave its stamp as it was.
  */
 const SecretScanCacheSchema = z.strictObject({
   /** The workspace and the patterns the cache was made with. */
   key: z.string(),
-  dirs: z.record(z.string(), ScannedDirSchema),
+  /**
+   * One string a directory (kept flat: a cache of a 100,000-file repo is read at every
+   * run): its workspace-relative path, its stamp (empty: read it again), then the
+   * subdirectories to descend into, separated by NUL, which no name can hold.
+   */
+  dirs: z.array(z.string()),
+  /** The masked entries of each directory that has some, by its relative path. */
+  masked: z.record(z.string(), z.array(MaskedEntrySchema)),
+  /** Directories that hold a `.git`: repositories whose index is checked for secrets. */
+  repos: z.array(z.string()),
   /** By git dir, workspace-relative. */
-  indexes: z.optional(z.record(z.string(), ScannedIndexSchema)),
+  indexes: z.record(z.string(), ScannedIndexSchema),
 });
 export type SecretScanCache = z.infer<typeof SecretScanCacheSchema>;
+
+/**
+ * A directory changed this recently (ms) is not trusted to show a later change in its
+ * stamp: covers the coarsest timestamps a Linux filesystem keeps (FAT's 2 s) and the
+ * kernel's timestamp tick.
+ */
+export const RACY_MS = 2_500;
 
 /** The cache a scan saved (`<state>/scan-cache/…`); missing or damaged, the scan starts afresh. */
 export function readScanCache(path: string): SecretScanCache | undefined {
@@ -73,12 +90,22 @@ export interface SecretScan {
   changed: boolean;
 }
 
+/** One directory as the scan read it. */
+interface ScannedDir {
+  /** Empty when it must be read again next time. */
+  stamp: string;
+  subdirs: string[];
+  masked: MaskedEntry[];
+  repo: boolean;
+}
+
 /**
  * Finds the workspace entries to mask (see secret-patterns.ts for how patterns match).
- * A masked directory is not descended into. A matching symlink is resolved: its target
- * is masked if it is inside the workspace, and ignored otherwise (outside targets are not
- * in the cell unless a mount puts them there). Then, for each repository whose git dir is
- * in the workspace, which of the paths its index holds the patterns would mask.
+ * A masked directory is not descended into. A matching symlink is resolved at every scan
+ * (what it points to can change without its directory changing): its target is masked
+ * if it is inside the workspace, and ignored otherwise (outside targets are not in the
+ * cell unless a mount puts them there). Then, for each repository whose git dir is in
+ * the workspace, which of the paths its index holds the patterns would mask.
  */
 export function scanSecrets(workspace: string, options: SecretScanOptions, previous?: SecretScanCache): SecretScan {
   const matcher = secretMatcher(options.hide, options.expose);
@@ -86,33 +113,43 @@ export function scanSecrets(workspace: string, options: SecretScanOptions, previ
   const prune = new Set(options.prune);
   const realWorkspace = realpathSync(workspace);
   const key = JSON.stringify([realWorkspace, options.hide, options.expose, options.skip, options.prune ?? []]);
-  const reusable = previous?.key === key ? previous.dirs : {};
-  const dirs: Record<string, ScannedDir> = {};
+  const reusable = previous?.key === key ? cachedDirs(previous) : new Map<string, ScannedDir>();
+  // Directories whose stamp is at or after this are read again next time.
+  const settledBefore = (options.now ?? Date.now()) - RACY_MS;
+  const dirs = new Map<string, ScannedDir>();
   let changed = previous?.key !== key;
 
   const visit = (dir: string, rel: string): void => {
-    let mtimeNs: string;
+    let stamp: string;
     try {
-      mtimeNs = statSync(dir, { bigint: true }).mtimeNs.toString();
+      // The workspace may be named through a link; below it, a link is never followed.
+      const s = rel === '' ? statSync(dir) : lstatSync(dir);
+      if (!s.isDirectory()) return; // replaced meanwhile (its parent is read again next time)
+      const settled = s.mtimeMs < settledBefore && s.ctimeMs < settledBefore;
+      stamp = settled ? `${s.dev}:${s.ino}:${s.mtimeMs}:${s.ctimeMs}` : '';
     } catch {
       return;
     }
-    let scanned = reusable[rel];
-    if (scanned?.mtimeNs !== mtimeNs) {
-      changed = true;
-      scanned = readDir(dir, rel, mtimeNs);
+    const cached = reusable.get(rel);
+    let scanned: ScannedDir;
+    if (cached !== undefined && stamp !== '' && cached.stamp === stamp) scanned = cached;
+    else {
+      scanned = readDir(dir, rel, stamp);
+      if (!changed && (cached === undefined || !sameDir(cached, scanned))) changed = true;
     }
-    dirs[rel] = scanned;
+    dirs.set(rel, scanned);
     for (const sub of scanned.subdirs) visit(join(dir, sub), rel ? `${rel}/${sub}` : sub);
   };
 
-  const readDir = (dir: string, rel: string, mtimeNs: string): ScannedDir => {
-    const scanned: ScannedDir = { mtimeNs, masked: [], subdirs: [] };
+  const readDir = (dir: string, rel: string, stamp: string): ScannedDir => {
+    const scanned: ScannedDir = { stamp, masked: [], subdirs: [], repo: false };
     let entries: Dirent[];
     try {
       entries = readdirSync(dir, { withFileTypes: true });
     } catch {
-      return scanned; // unreadable by this user: the cell user cannot read it either
+      // Unreadable by this user: the cell user cannot read it either. Read again next time.
+      scanned.stamp = '';
+      return scanned;
     }
     const masks = matcher.inDir(rel);
     for (const entry of entries) {
@@ -120,8 +157,8 @@ export function scanSecrets(workspace: string, options: SecretScanOptions, previ
       if (entry.name === '.git') scanned.repo = true;
       if (prune.has(entryRel)) continue;
       if (masks(entry.name)) {
-        const masked = maskable(join(dir, entry.name), entryRel, entry, realWorkspace);
-        if (masked) scanned.masked.push(masked);
+        const kind = entry.isDirectory() ? 'dir' : entry.isSymbolicLink() ? 'link' : 'file';
+        scanned.masked.push({ name: entry.name, kind });
         continue;
       }
       if (entry.isDirectory() && !skip.has(entry.name)) scanned.subdirs.push(entry.name);
@@ -130,17 +167,60 @@ export function scanSecrets(workspace: string, options: SecretScanOptions, previ
   };
 
   visit(workspace, '');
-  if (Object.keys(reusable).length !== Object.keys(dirs).length) changed = true;
-  const repos = Object.entries(dirs).flatMap(([rel, d]) => (d.repo ? [rel] : []));
-  const index = scanIndexes(realWorkspace, repos, matcher, previous?.key === key ? previous.indexes : undefined);
+  if (reusable.size !== dirs.size) changed = true;
+  const repos = [...dirs].flatMap(([rel, d]) => (d.repo ? [rel] : []));
+  const index = scanIndexes(
+    realWorkspace,
+    repos,
+    matcher,
+    previous?.key === key ? previous.indexes : undefined,
+    settledBefore,
+  );
   if (index.changed) changed = true;
+  const masked: MaskedPath[] = [];
+  for (const [rel, d] of dirs)
+    for (const entry of d.masked) {
+      const found = maskedPath(join(workspace, rel), rel ? `${rel}/${entry.name}` : entry.name, entry, realWorkspace);
+      if (found) masked.push(found);
+    }
   return {
-    masked: Object.values(dirs).flatMap((d) => d.masked),
+    masked,
     tracked: index.tracked,
     unchecked: index.unchecked,
-    cache: { key, dirs, indexes: index.indexes },
+    // Unchanged, it would be the same as the one passed in.
+    cache: changed || !previous ? toCache(key, dirs, index.indexes) : previous,
     changed,
   };
+}
+
+/** The directories of a saved cache, decoded. */
+function cachedDirs(cache: SecretScanCache): Map<string, ScannedDir> {
+  const repos = new Set(cache.repos);
+  const dirs = new Map<string, ScannedDir>();
+  for (const line of cache.dirs) {
+    const [rel = '', stamp = '', ...subdirs] = line.split('\0');
+    dirs.set(rel, { stamp, subdirs, masked: cache.masked[rel] ?? [], repo: repos.has(rel) });
+  }
+  return dirs;
+}
+
+function toCache(key: string, dirs: Map<string, ScannedDir>, indexes: Record<string, ScannedIndex>): SecretScanCache {
+  const cache: SecretScanCache = { key, dirs: [], masked: {}, repos: [], indexes };
+  for (const [rel, d] of dirs) {
+    cache.dirs.push([rel, d.stamp, ...d.subdirs].join('\0'));
+    if (d.masked.length > 0) cache.masked[rel] = d.masked;
+    if (d.repo) cache.repos.push(rel);
+  }
+  return cache;
+}
+
+function sameDir(a: ScannedDir, b: ScannedDir): boolean {
+  return (
+    a.stamp === b.stamp &&
+    a.repo === b.repo &&
+    a.subdirs.join('\0') === b.subdirs.join('\0') &&
+    JSON.stringify(a.masked) === JSON.stringify(b.masked)
+  );
 }
 
 /** The secret-named paths in each repository's index, listed again only when the index changed. */
@@ -149,6 +229,7 @@ function scanIndexes(
   repos: readonly string[],
   matcher: GlobSet,
   previous: Record<string, ScannedIndex> | undefined,
+  settledBefore: number,
 ): { tracked: string[]; unchecked: string[]; indexes: Record<string, ScannedIndex>; changed: boolean } {
   const indexes: Record<string, ScannedIndex> = {};
   const tracked: string[] = [];
@@ -156,12 +237,12 @@ function scanIndexes(
   let changed = false;
   for (const dir of repos) {
     const repo = workspaceRepository(realWorkspace, dir);
-    const stamp = repo && indexStamp(repo.gitDir);
+    const stamp = repo && indexStamp(repo.gitDir, settledBefore);
     if (!repo || stamp === undefined) continue;
     const id = relative(realWorkspace, repo.gitDir);
     let scanned = previous?.[id];
-    if (scanned?.stamp !== stamp) {
-      changed = true;
+    if (scanned === undefined || stamp === '' || scanned.stamp !== stamp) {
+      const before = scanned;
       try {
         const prefix = dir ? `${dir}/` : '';
         scanned = { stamp, secrets: secretPaths(trackedPaths(repo, realWorkspace), prefix, matcher) };
@@ -169,6 +250,7 @@ function scanIndexes(
         unchecked.push(`${dir || '.'}: ${(error as Error).message}`);
         continue;
       }
+      if (before?.stamp !== stamp || before.secrets.join('\0') !== scanned.secrets.join('\0')) changed = true;
     }
     indexes[id] = scanned;
     tracked.push(...scanned.secrets);
@@ -205,9 +287,10 @@ function secretPaths(paths: readonly string[], prefix: string, matcher: GlobSet)
   return found;
 }
 
-function maskable(path: string, rel: string, entry: Dirent, realWorkspace: string): MaskedPath | undefined {
-  if (entry.isDirectory()) return { path, relative: rel, kind: 'dir' };
-  if (!entry.isSymbolicLink()) return { path, relative: rel, kind: 'file' };
+/** What to mask for a masked entry: the entry, or the in-workspace target of a symlink (resolved now). */
+function maskedPath(dir: string, rel: string, entry: MaskedEntry, realWorkspace: string): MaskedPath | undefined {
+  const path = join(dir, entry.name);
+  if (entry.kind !== 'link') return { path, relative: rel, kind: entry.kind };
   try {
     const target = realpathSync(path);
     if (target !== realWorkspace && !target.startsWith(realWorkspace + sep)) return undefined;

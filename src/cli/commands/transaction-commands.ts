@@ -148,8 +148,9 @@ export function registerTransactionCommands(program: Command): void {
         ...(flags.to !== undefined ? { to: flags.to } : {}),
       });
       if (flags.json) return printJson(report);
+      const { added, modified, deleted } = report.changes;
       note(
-        `${report.dryRun ? 'would drop' : 'dropped'} ${report.changes.length} change(s) in ${report.dropped.length} layer(s)` +
+        `${report.dryRun ? 'would drop' : 'dropped'} ${added + modified + deleted} change(s) in ${report.dropped.length} layer(s)` +
           (report.receipt ? `; receipt ${report.receipt.id}` : ''),
       );
       const { turn } = report;

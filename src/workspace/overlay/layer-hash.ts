@@ -1,46 +1,135 @@
-import { createHash } from 'node:crypto';
-import { closeSync, lstatSync, openSync, readdirSync, readlinkSync, readSync } from 'node:fs';
+import { createHash, type Hash } from 'node:crypto';
+import { closeSync, lstatSync, openSync, readdirSync, readlinkSync, readSync, type Stats } from 'node:fs';
 import { join } from 'node:path';
 
 /** Files up to this size are hashed by content; larger ones by size and mtime (a checkpoint stays cheap). */
 export const CONTENT_HASH_LIMIT = 1024 * 1024;
 
 /**
- * A frozen layer's fingerprint, recorded at checkpoint and checked before a restore or
- * fork keeps the layer (verified restores): sha256 over the sorted listing of every
- * entry's path, type, mode, size, device number (whiteouts) or link target, and the
- * sha256 of each file's content up to CONTENT_HASH_LIMIT (above it, or where the host
- * can't read it, the file's mtime stands in). Extended attributes (the opaque-dir mark)
- * are not covered.
+ * An entry changed this recently (ms) when its stat hash is taken may change again within
+ * the same timestamp tick without its ctime moving: the stat hash is then not recorded.
+ * Covers the kernel's timestamp tick and the coarsest timestamps of a Linux filesystem.
  */
+const SETTLE_MS = 2_500;
+
+/** What a frozen layer's checks compare (layers.json keeps both). */
+export interface LayerFingerprint {
+  /** sha256 of the layer's listing and content: what the layer is. */
+  contentHash: string;
+  /**
+   * sha256 of every entry's inode, size, mode and change times: while it is the same, no
+   * entry was written, replaced, renamed, chmodded or had its xattrs changed, since each of
+   * those moves the entry's ctime to the present, which only setting the clock back
+   * (root) can undo. Undefined when an entry changed within SETTLE_MS.
+   */
+  statHash?: string;
+}
+
+/**
+ * A frozen layer's fingerprint, recorded at checkpoint and checked before a restore or
+ * fork keeps the layer (verified restores). `contentHash`: sha256 over the sorted
+ * listing of every entry's path, type, mode, size, device number (whiteouts) or link
+ * target, and the sha256 of each file's content up to CONTENT_HASH_LIMIT (above it, or
+ * where the host can't read it, the file's mtime stands in). Extended attributes (the
+ * opaque-dir mark) are not covered by it; they are by `statHash` (a change moves the ctime).
+ * The layer's own directory is not covered: freezing renames it.
+ */
+export function layerFingerprint(dir: string, now = Date.now()): LayerFingerprint {
+  const content = createHash('sha256');
+  const stats = new StatHash(now);
+  const buffer = Buffer.allocUnsafe(64 * 1024);
+  walkLayer(
+    dir,
+    (path, full, s) => {
+      stats.add(path, s);
+      let extra = '';
+      if (s.isSymbolicLink()) extra = readlinkSync(full);
+      else if (typeOf(s) === 'o') extra = `rdev=${s.rdev}`;
+      else if (s.isFile())
+        extra = fileDigest(full, s.size, buffer) ?? `mtime=${lstatSync(full, { bigint: true }).mtimeNs}`;
+      content.update(`${JSON.stringify(path)}\t${typeOf(s)}\t${(s.mode & 0o7777).toString(8)}\t${s.size}\t${extra}\n`);
+    },
+    (path) => {
+      content.update(`${JSON.stringify(path)}\tunlistable\n`);
+      stats.unlistable(path);
+    },
+  );
+  const statHash = stats.digest();
+  return { contentHash: `sha256:${content.digest('hex')}`, ...(statHash !== undefined ? { statHash } : {}) };
+}
+
+/** The content hash alone (see layerFingerprint). */
 export function layerContentHash(dir: string): string {
-  const total = createHash('sha256');
+  return layerFingerprint(dir).contentHash;
+}
+
+/** The stat hash alone, reading no file (see layerFingerprint); undefined when an entry changed just now. */
+export function layerStatHash(dir: string, now = Date.now()): string | undefined {
+  const stats = new StatHash(now);
+  walkLayer(
+    dir,
+    (path, _full, s) => stats.add(path, s),
+    (path) => stats.unlistable(path),
+  );
+  return stats.digest();
+}
+
+class StatHash {
+  readonly #hash: Hash = createHash('sha256');
+  readonly #settledBefore: number;
+  #settled = true;
+
+  constructor(now: number) {
+    this.#settledBefore = now - SETTLE_MS;
+  }
+
+  /** Plain (not bigint) stats, cheaper to make: the settle window makes sub-microsecond times moot. */
+  add(path: string, s: Stats): void {
+    if (s.ctimeMs >= this.#settledBefore || s.mtimeMs >= this.#settledBefore) this.#settled = false;
+    this.#hash.update(
+      `${JSON.stringify(path)}\t${typeOf(s)}\t${s.mode}\t${s.size}\t${s.dev}:${s.ino}\t${s.mtimeMs}\t${s.ctimeMs}\n`,
+    );
+  }
+
+  unlistable(path: string): void {
+    this.#hash.update(`${JSON.stringify(path)}\tunlistable\n`);
+  }
+
+  digest(): string | undefined {
+    return this.#settled ? `sha256:${this.#hash.digest('hex')}` : undefined;
+  }
+}
+
+/** Every entry under `dir`, sorted, depth first; `unlistable` for a directory the host cannot read. */
+function walkLayer(
+  dir: string,
+  entry: (path: string, full: string, s: Stats) => void,
+  unlistable: (path: string) => void,
+): void {
   const walk = (rel: string): void => {
     let names: string[];
     try {
       names = readdirSync(rel ? join(dir, rel) : dir).sort();
     } catch {
-      total.update(`${JSON.stringify(rel)}\tunlistable\n`); // a mode the cell set: its entry above still counts
+      unlistable(rel); // a mode the cell set: its entry above still counts
       return;
     }
     for (const name of names) {
       const path = rel ? `${rel}/${name}` : name;
       const full = join(dir, path);
-      const s = lstatSync(full, { bigint: true });
-      const type = s.isDirectory() ? 'd' : s.isSymbolicLink() ? 'l' : s.isFile() ? 'f' : 'o';
-      let extra = '';
-      if (type === 'l') extra = readlinkSync(full);
-      else if (type === 'o') extra = `rdev=${s.rdev}`;
-      else if (type === 'f') extra = fileDigest(full, Number(s.size)) ?? `mtime=${s.mtimeNs}`;
-      total.update(`${JSON.stringify(path)}\t${type}\t${(s.mode & 0o7777n).toString(8)}\t${s.size}\t${extra}\n`);
-      if (type === 'd') walk(path);
+      const s = lstatSync(full);
+      entry(path, full, s);
+      if (s.isDirectory()) walk(path);
     }
   };
   walk('');
-  return `sha256:${total.digest('hex')}`;
 }
 
-function fileDigest(path: string, size: number): string | undefined {
+function typeOf(s: Stats): 'd' | 'l' | 'f' | 'o' {
+  return s.isDirectory() ? 'd' : s.isSymbolicLink() ? 'l' : s.isFile() ? 'f' : 'o';
+}
+
+function fileDigest(path: string, size: number, buffer: Buffer): string | undefined {
   if (size > CONTENT_HASH_LIMIT) return undefined;
   let fd: number;
   try {
@@ -50,7 +139,6 @@ function fileDigest(path: string, size: number): string | undefined {
   }
   try {
     const hash = createHash('sha256');
-    const buffer = Buffer.alloc(64 * 1024);
     let n: number;
     while ((n = readSync(fd, buffer, 0, buffer.length, null)) > 0) hash.update(buffer.subarray(0, n));
     return hash.digest('hex');

@@ -7,6 +7,7 @@ import { AgentcellError } from '../../errors.js';
 import { captureCopy } from './copy-driver.js';
 import { purgeInBackground } from '../../_internal/remove-trees.js';
 import { trashDirOf } from './layer-trash.js';
+import { layerFingerprint, layerStatHash } from './layer-hash.js';
 import { makeDirs } from '../../_internal/make-dirs.js';
 import { cellStateFix, readStateFile, writeStateFile, type StateFileKind } from '../../_internal/state-file.js';
 
@@ -18,7 +19,11 @@ import { cellStateFix, readStateFile, writeStateFile, type StateFileKind } from 
  */
 export const OVERLAY_DRIVERS = ['kernel', 'fuse-overlayfs', 'copy'] as const;
 export type OverlayDriver = (typeof OVERLAY_DRIVERS)[number];
-import { layerContentHash } from './layer-hash.js';
+
+const count = z.int().check(z.gte(0));
+const ChangeCountsSchema = z.strictObject({ added: count, modified: count, deleted: count });
+/** How many paths a layer adds, modifies and deletes in the workspace (receipts count the same way). */
+export type ChangeCounts = z.infer<typeof ChangeCountsSchema>;
 
 /**
  * A cell's workspace layers, kept in the cell's state dir:
@@ -48,6 +53,18 @@ export const LayerRecordSchema = z.strictObject({
   policyHash: z.string(),
   /** Its content as frozen (layer-hash.ts); a restore or fork checks it before keeping the layer. Absent on older layers. */
   contentHash: z.optional(z.string()),
+  /**
+   * Its entries' inodes and change times (layer-hash.ts): while they are the same, the
+   * content is too, and a check reads no file. Absent when the layer was frozen right
+   * after a write, until a check has read the content.
+   */
+  statHash: z.optional(z.string()),
+  /**
+   * What the layer changes in the workspace, counted when it was frozen (a run's: its
+   * receipt's counts): a restore that drops the layer counts these instead of diffing it.
+   * Absent on older layers and on ones frozen without a count.
+   */
+  changes: z.optional(ChangeCountsSchema),
 });
 export type LayerRecord = z.infer<typeof LayerRecordSchema>;
 
@@ -70,6 +87,8 @@ export interface LayerStack {
 export interface CheckpointOptions {
   name?: string;
   policyHash: string;
+  /** What the upper layer changes in the workspace (diffLayers of it alone), kept for restore's receipt. */
+  changes?: ChangeCounts;
 }
 
 export interface RestoreOptions {
@@ -175,16 +194,17 @@ export function checkpoint(stack: LayerStack, options: CheckpointOptions): { sta
   if (options.name !== undefined) checkCheckpointName(options.name);
   if (options.name !== undefined && state.layers.some((l) => l.name === options.name))
     throw new AgentcellError('FILE_EXISTS', `a checkpoint named "${options.name}" already exists in this cell`);
+  // Hashed before the freeze: the upper layer is what the frozen one will be (the caller holds the lock).
   const record: LayerRecord = {
     id: randomBytes(4).toString('hex'),
     seq: state.nextSeq,
     ...(options.name !== undefined ? { name: options.name } : {}),
     createdAt: new Date().toISOString(),
     policyHash: options.policyHash,
+    ...layerFingerprint(stack.upper),
+    ...(options.changes ? { changes: options.changes } : {}),
   };
   const dir = layerDirName(record);
-  // Hashed before the freeze: the upper layer is what the frozen one will be (the caller holds the lock).
-  record.contentHash = layerContentHash(stack.upper);
   const next: StackState = { ...state, nextSeq: state.nextSeq + 1, layers: [...state.layers, record] };
   // Commit first, then rename: after a crash, openLayerStack finishes the renames.
   writeState(stack.cellDir, { ...next, pending: { op: 'checkpoint', dir } });
@@ -204,11 +224,15 @@ export function checkpoint(stack: LayerStack, options: CheckpointOptions): { sta
 export function restore(stack: LayerStack, options: RestoreOptions = {}): Restored {
   const state = readState(stack.cellDir);
   const keep = options.to === undefined ? 0 : findLayer(state.layers, options.to) + 1;
-  verifyLayers(stackOf(stack.cellDir, state).layers.slice(0, keep));
+  const checked = verifyLayers(stackOf(stack.cellDir, state).layers.slice(0, keep));
   const droppedRecords = state.layers.slice(keep);
   const token = randomBytes(4).toString('hex');
   const pending: PendingOperation = { op: 'restore', token, dirs: droppedRecords.map(layerDirName) };
-  const next: StackState = { ...state, layers: state.layers.slice(0, keep) };
+  const kept = state.layers.slice(0, keep).map((l) => {
+    const statHash = checked.get(l.id);
+    return statHash === undefined || statHash === l.statHash ? l : { ...l, statHash };
+  });
+  const next: StackState = { ...state, layers: kept };
   const dropped = stackOf(stack.cellDir, state).layers.slice(keep);
   writeState(stack.cellDir, { ...next, pending });
   const trashed = finishPending(stack.cellDir, pending);
@@ -249,6 +273,21 @@ export function adoptLayer(
 }
 
 /**
+ * Forgets the change counts the layers recorded when frozen: after a partial accept, part
+ * of what they change is in the workspace, so a restore must diff them instead.
+ */
+export function forgetChangeCounts(stack: LayerStack): void {
+  const state = readState(stack.cellDir);
+  if (!state.layers.some((l) => l.changes !== undefined)) return;
+  const layers = state.layers.map((l) => {
+    const record = { ...l };
+    delete record.changes;
+    return record;
+  });
+  writeState(stack.cellDir, { ...state, layers });
+}
+
+/**
  * Copies a cell's layer stack into another cell dir, which must not have one yet.
  * Frozen layers are hard-linked (`cp -al`): overlayfs never writes a lower layer in
  * place (a change copies the file up into the upper layer first), so the two cells
@@ -280,17 +319,27 @@ export function fork(stack: LayerStack, newCellDir: string): LayerStack {
 /**
  * Verified restores: each layer a restore or fork keeps still has the content recorded
  * when it was frozen, or the operation stops, naming the layer, before anything changes.
+ * A layer whose entries' inodes and change times are as recorded (`statHash`) is not
+ * read; any other is hashed whole. Returns each checked layer's stat hash as it is now
+ * (where settled), for layers.json: after a read, the next check needs none.
  */
-export function verifyLayers(layers: readonly FrozenLayer[]): void {
+export function verifyLayers(layers: readonly FrozenLayer[]): Map<string, string> {
+  const statHashes = new Map<string, string>();
   for (const layer of layers) {
     if (layer.contentHash === undefined) continue;
-    const now = layerContentHash(layer.dir);
-    if (now !== layer.contentHash)
+    if (layer.statHash !== undefined && layerStatHash(layer.dir) === layer.statHash) {
+      statHashes.set(layer.id, layer.statHash);
+      continue;
+    }
+    const now = layerFingerprint(layer.dir);
+    if (now.contentHash !== layer.contentHash)
       throw new AgentcellError(
         'LAYER_TAMPERED',
-        `checkpoint ${layer.name ?? layer.id} (layer ${layerDirName(layer)}, ${layer.dir}) changed since it was frozen (content ${now}, recorded ${layer.contentHash}): something outside agentcell wrote to it; restore to a checkpoint below it, or remove the cell`,
+        `checkpoint ${layer.name ?? layer.id} (layer ${layerDirName(layer)}, ${layer.dir}) changed since it was frozen (content ${now.contentHash}, recorded ${layer.contentHash}): something outside agentcell wrote to it; restore to a checkpoint below it, or remove the cell`,
       );
+    if (now.statHash !== undefined) statHashes.set(layer.id, now.statHash);
   }
+  return statHashes;
 }
 
 /** The overlayfs lowerdir list, top to bottom: frozen layers newest first, then the workspace. */
