@@ -194,11 +194,16 @@ describe('enforcement canaries: positive control (the same probes where nothing 
   after(() => rmSync(dir, { recursive: true, force: true }));
 
   /** Runs the prelude with its canary dir at `canaryDir` (the plan already written); `wrap` puts it in a namespace. */
-  function runPrelude(shell: PreludeShell, canaryDir: string, wrap: string[] = []): SpawnSyncReturns<string> {
-    const [sh, c, script, ...rest] = withCanaryPrelude(['echo', 'command ran'], shell);
-    const local = script!.replaceAll(CELL_CANARY_DIR, canaryDir);
-    const [file, ...args] = [...wrap, sh!, c!, local, ...rest];
-    return spawnSync(file!, args, { encoding: 'utf8' });
+  function runPrelude(
+    shell: PreludeShell,
+    canaryDir: string,
+    wrap: string[] = [],
+    command = ['echo', 'command ran'],
+    env: NodeJS.ProcessEnv = process.env,
+  ): SpawnSyncReturns<string> {
+    const prelude = withCanaryPrelude(command, shell).map((arg) => arg.replaceAll(CELL_CANARY_DIR, canaryDir));
+    const [file, ...args] = [...wrap, ...prelude];
+    return spawnSync(file!, args, { encoding: 'utf8', env });
   }
 
   const throughOf = (canaryDir: string): string[] =>
@@ -251,6 +256,28 @@ describe('enforcement canaries: positive control (the same probes where nothing 
       } finally {
         server.close();
       }
+    });
+  }
+
+  for (const shell of ['/bin/sh', '/bin/bash'] as const) {
+    it(`the command gets its environment, umask and descriptors as they were (${shell})`, () => {
+      const canaryDir = join(dir, `canary-env-${shell.slice(5)}`);
+      mkdirSync(canaryDir);
+      writeFileSync(join(canaryDir, 'plan'), `${planLine('skip', 'masked-file', 'nothing to probe here')}\n`);
+      // Names the prelude once used for itself, a locale, and a HOME with an rc file bash must not read.
+      const home = join(dir, `home-${shell.slice(5)}`);
+      mkdirSync(home);
+      writeFileSync(join(home, '.bashrc'), 'export FROM_BASHRC=1\n');
+      const env = { PATH: process.env['PATH'], HOME: home, R: 'r', D: 'd', STOP: 's', first: 'f', LC_ALL: 'C' };
+      // SHLVL aside: bash exports it (its exec puts the level back; an unset one becomes 0).
+      const command = ['sh', '-c', 'umask; env | grep -v "^SHLVL=" | sort; ls /proc/self/fd', 'probe-env'];
+      const wrapped = spawnSync('sh', ['-c', 'umask 027; exec "$@"', 'umask', ...command], { encoding: 'utf8', env });
+      const direct = spawnSync('sh', ['-c', 'umask 027; exec "$@"', 'umask', 'true'], { encoding: 'utf8', env });
+      assert.equal(direct.status, 0);
+      const through = runPrelude(shell, canaryDir, ['sh', '-c', 'umask 027; exec "$@"', 'umask'], command, env);
+      assert.equal(through.status, 0, through.stderr);
+      assert.equal(through.stdout, wrapped.stdout);
+      assert.match(through.stdout, /^0027\n/);
     });
   }
 

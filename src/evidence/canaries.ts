@@ -174,6 +174,11 @@ export function readCanaryResults(canaries: CanaryPlan): CanaryReport | undefine
   return { probes, stopped: end === 'stop', ...(through ? { through } : {}) };
 }
 
+/** Removes the run's canary dir if it is still there (a run that failed before `readCanaryResults`). */
+export function discardCanaries(canaries: CanaryPlan): void {
+  rmSync(canaries.hostDir, { recursive: true, force: true });
+}
+
 /** The error a run stopped by a canary ends with (exit 3), after its receipt is written. */
 export function canaryStopError(report: CanaryReport, receiptId: string): AgentcellError {
   const p = report.through;

@@ -181,7 +181,7 @@ const SH_SCRIPT = [
   HEAD,
   `_ac_net=${shellQuote(`${REC}\n_ac_auth=$1; shift\n${NET}\n_ac_net "$@"\n_ac_gateway_read`)}`,
   String.raw`net() {
-  if command -v bash >/dev/null; then bash -c "$_ac_net" agentcell-net "$_ac_auth" "$@"; return; fi
+  if command -v bash >/dev/null; then bash --norc -c "$_ac_net" agentcell-net "$_ac_auth" "$@"; return; fi
   while [ $# -gt 0 ]; do
     case $1 in tcp) skip "$2" "no bash in the cell"; shift 4;; dns) skip dns "no bash in the cell"; shift 2;;
       gateway) skip gateway-deny "no bash in the cell"; shift 2;; *) shift;; esac
@@ -194,22 +194,25 @@ const SH_SCRIPT = [
 /** The shells the prelude runs in: bash where the cell is known to have it (no process but the prelude). */
 export type PreludeShell = '/bin/sh' | '/bin/bash';
 
-const SCRIPTS: Record<PreludeShell, string> = { '/bin/sh': SH_SCRIPT, '/bin/bash': BASH_SCRIPT };
+/**
+ * The prelude's argv before the command. `--norc`: bash reads ~/.bashrc and
+ * /etc/bash.bashrc even without a terminal when its stdin is a socket (a node pipe is
+ * one), which would cost time and could change the command's environment.
+ */
+const PRELUDES: Record<PreludeShell, readonly string[]> = {
+  '/bin/sh': ['/bin/sh', '-c', SH_SCRIPT, CANARY_ARGV0],
+  '/bin/bash': ['/bin/bash', '--norc', '-c', BASH_SCRIPT, CANARY_ARGV0],
+};
 
 /** The argv that runs the canaries, then `argv`. */
 export function withCanaryPrelude(argv: readonly string[], shell: PreludeShell = '/bin/sh'): string[] {
-  return [shell, '-c', SCRIPTS[shell], CANARY_ARGV0, ...argv];
+  return [...PRELUDES[shell], ...argv];
 }
 
 /** The command of a wrapped argv (the argv itself when it is not wrapped). */
 export function unwrapCanaryPrelude(argv: readonly string[]): string[] {
-  const shell = argv[0];
-  return (shell === '/bin/sh' || shell === '/bin/bash') &&
-    argv[1] === '-c' &&
-    argv[2] === SCRIPTS[shell] &&
-    argv[3] === CANARY_ARGV0
-    ? argv.slice(4)
-    : [...argv];
+  const prelude = Object.values(PRELUDES).find((p) => p.every((arg, i) => argv[i] === arg));
+  return argv.slice(prelude?.length ?? 0);
 }
 
 /** A wrapped argv with another command behind the same prelude (the command itself when not wrapped). */
