@@ -56,16 +56,17 @@ export async function canariesBench(runs: number, backends: readonly string[]): 
     host.remove();
   }
   const shellStart = timeSpawn('/bin/bash', ['-c', ':'], runs);
+  const load = loadLine(loadBefore);
   const verdicts = rows
     .filter((r) => r.backend === 'bwrap')
     .map((r) => {
       const cost = r.with - r.without;
-      return `${cost <= BWRAP_BUDGET_MS ? 'met' : 'MISSED'}: enforcement canaries cost ${fmt(cost)} ms on bwrap, network ${r.network} (budget ≤ ${BWRAP_BUDGET_MS} ms)`;
+      return `${cost <= BWRAP_BUDGET_MS ? 'met' : 'MISSED'}: enforcement canaries cost ${fmt(cost)} ms on bwrap, network ${r.network} (budget ≤ ${BWRAP_BUDGET_MS} ms; ${load})`;
     });
   const markdown = [
     `\`run -- true\` (readonly workspace): the backend's run of the same prepared cell with the canary prelude and`,
     `without, interleaved, ${runs} runs each after 2 warm-up rounds; medians. "with" includes the canaries' host side`,
-    `(plan and results file written before, results read and dir removed after); every probe runs. ${loadLine(loadBefore)}.`,
+    `(plan and results file written before, results read and dir removed after); every probe runs. ${load}.`,
     '',
     '| backend | network | without ms | with canaries ms | cost ms | of which host side ms |',
     '|---|---|---|---|---|---|',

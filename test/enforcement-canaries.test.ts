@@ -281,6 +281,26 @@ describe('enforcement canaries: positive control (the same probes where nothing 
     });
   }
 
+  it('/bin/sh without bash runs the file probes and labels the network ones skipped', () => {
+    const canaryDir = join(dir, 'canary-nobash');
+    mkdirSync(canaryDir);
+    const secret = join(dir, 'nobash.env');
+    writeFileSync(secret, `TOKEN=${SECRET}\n`);
+    const plan = [
+      planLine('net', 'tcp', 'direct-tcp', '127.0.0.1', '9', 'dns', 'localhost'),
+      planLine('masked_file', secret),
+    ];
+    writeFileSync(join(canaryDir, 'plan'), `${[...plan, PLAN_RUN_ON].join('\n')}\n`);
+    const r = runPrelude('/bin/sh', canaryDir, [], ['/bin/echo', 'command ran'], { PATH: join(dir, 'no-bash-here') });
+    assert.equal(r.stdout, 'command ran\n', r.stderr);
+    assert.deepEqual(readFileSync(join(canaryDir, 'results'), 'utf8').split('\n').slice(0, -1), [
+      'direct-tcp\tskipped\tno bash in the cell',
+      'dns\tskipped\tno bash in the cell',
+      `masked-file\tthrough\tread ${secret}`,
+      'end\texec\t',
+    ]);
+  });
+
   it('in a network namespace with only loopback (the in-process path), a connect, a name and a gateway that let through report through', () => {
     // A listener on 127.0.0.1:8080 and a "gateway" on 3128 that opens any tunnel, inside the namespace.
     const canaryDir = join(dir, 'canary-netns');

@@ -13,8 +13,8 @@
  * the gateway's CONNECT is sent first and its answer read last, so its round trip runs
  * alongside the other probes. Only a cell that shows another interface (the boundary
  * already in doubt) gives each connect a process and a 3 s bound, so a dropped SYN can't
- * hang the run. Under /bin/sh (an image the host can't look into) the network probes are
- * one `bash` process, when the cell has bash.
+ * hang the run. Under /bin/sh (an image the host can't look into) the prelude execs
+ * itself in bash, in place, where the cell has bash.
  *
  * The plan is emptied once read, so the command does not find the host paths it names.
  * Its vocabulary:
@@ -48,7 +48,7 @@ export const PLAN_RUN_ON = '_ac_stop=0';
 
 const RESULTS = `${CELL_CANARY_DIR}/${CANARY_RESULTS}`;
 
-/** One result line; shared by the prelude and the network probes' own bash under /bin/sh. */
+/** One result line. */
 const REC = String.raw`_ac_r=${RESULTS}
 rec() { printf '%s\t%s\t%s\n' "$1" "$2" "$3" >>"$_ac_r"; }`;
 
@@ -176,12 +176,15 @@ const BASH_SCRIPT = [
   TAIL,
 ].join('\n');
 
-/** Under /bin/sh: the network probes are one bash process, when the cell has bash. */
+/**
+ * Under /bin/sh: the same prelude in bash where the cell has it (an exec in place: no
+ * fork, the pid stays), else the probes sh can run, the network ones skipped as such.
+ */
 const SH_SCRIPT = [
+  `_ac_bash=${shellQuote(BASH_SCRIPT)}`,
+  `command -v bash >/dev/null 2>&1 && exec bash --norc -c "$_ac_bash" ${CANARY_ARGV0} "$@"`,
   HEAD,
-  `_ac_net=${shellQuote(`${REC}\n_ac_auth=$1; shift\n${NET}\n_ac_net "$@"\n_ac_gateway_read`)}`,
   String.raw`net() {
-  if command -v bash >/dev/null; then bash --norc -c "$_ac_net" agentcell-net "$_ac_auth" "$@"; return; fi
   while [ $# -gt 0 ]; do
     case $1 in tcp) skip "$2" "no bash in the cell"; shift 4;; dns) skip dns "no bash in the cell"; shift 2;;
       gateway) skip gateway-deny "no bash in the cell"; shift 2;; *) shift;; esac
