@@ -74,6 +74,7 @@ const NET = String.raw`_ac_net() {
         case $r in
           open) rec "$2" through "connected to $3:$4";;
           timeout) rec "$2" inconclusive "no answer from $3:$4 in 3 s (packets may leave the cell)";;
+          '') rec "$2" inconclusive "no outcome of a connect to $3:$4";;
           *) rec "$2" blocked "no connection to $3:$4";;
         esac; shift 4;;
       dns) _ac_try "$2" 80
