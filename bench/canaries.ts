@@ -1,116 +1,206 @@
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { loadavg } from 'node:os';
 import { join } from 'node:path';
-import { removeTrees } from '../src/_internal/remove-trees.js';
+import { mutableCopy } from '../src/_internal/deep-readonly.js';
+import { startRunGateway, type RunEgress } from '../src/egress/gateway/run-gateway.js';
 import { agentcellPaths, prepareRun, type PreparedRun } from '../src/index.js';
-import { readCanaryResults, startCanaries } from '../src/evidence/canaries.js';
+import { readCanaryResults, startCanaries, withCanaries } from '../src/evidence/canaries.js';
 import { CELL_CANARY_DIR, unwrapCanaryPrelude } from '../src/evidence/canary-script.js';
-import { fmt, quantile, writeSmallWorkspace } from './measure.js';
+import { BENCH_IMAGE, engineHasImage, loadLine, makeBenchHost, type BenchHost } from './bench-host.js';
+import { fmt, quantile } from './measure.js';
 import type { Section } from './startup.js';
 
-const IMAGE = process.env['BENCH_IMAGE'] ?? 'localhost/agentcell/cell:test';
 /** The budget on bwrap (issue 15: "a few ms"). */
 const BWRAP_BUDGET_MS = 5;
+
+interface Row {
+  backend: string;
+  network: 'none' | 'allowlist';
+  without: number;
+  with: number;
+  /** Of `with`: writing the plan and results file, reading the results, removing the dir. */
+  hostSide: number;
+}
 
 /**
  * What the enforcement canaries cost a run of `true`: the same prepared cell started by
  * its backend with the canary prelude and without it, interleaved, `runs` times each. The
- * backend call alone is timed (cell start, prelude, `true`, teardown), so agentcell's own
- * bookkeeping, the same in both, does not drown the difference.
+ * backend call is timed (cell start, prelude, `true`, teardown) together with the
+ * canaries' host side (their dir and plan before, the results after), so agentcell's
+ * own bookkeeping, the same in both, does not drown the difference. The workspace has a
+ * masked file and directory and the home an entry, so every probe runs (none skipped);
+ * on bwrap a second row runs the network allowlist, whose gateway answers the
+ * gateway-deny probe.
  */
 export async function canariesBench(runs: number, backends: readonly string[]): Promise<Section> {
-  const root = mkdtempSync(join(tmpdir(), 'agentcell-bench-canaries-'));
-  const rows: string[] = [];
-  const verdicts: string[] = [];
+  const host = makeBenchHost('canaries');
+  const rows: Row[] = [];
   const missing: string[] = [];
+  const loadBefore = loadavg()[0] ?? 0;
+  let planning = 0;
   try {
-    const workspace = join(root, 'repo');
-    writeSmallWorkspace(workspace);
-    const env = {
-      PATH: process.env['PATH'] ?? '/usr/bin:/bin',
-      HOME: join(root, 'home'),
-      AGENTCELL_HOME: join(root, 'ac'),
-    };
+    writeProbeMaterial(host);
     for (const backend of backends) {
-      if (backend !== 'bwrap' && !hasImage(backend === 'podman' ? 'podman' : 'docker')) {
-        missing.push(`${backend}: no image ${IMAGE}`);
+      if (backend !== 'bwrap' && !engineHasImage(backend === 'podman' ? 'podman' : 'docker')) {
+        missing.push(`${backend}: no image ${BENCH_IMAGE}`);
         continue;
       }
-      const paths = agentcellPaths(env);
-      const prepared = await prepareRun({
-        argv: ['true'],
-        tty: false,
-        paths,
-        hostEnv: env,
-        cwd: workspace,
-        backend,
-        workspaceMode: 'readonly',
-        ...(backend === 'bwrap' ? {} : { image: IMAGE }),
-      });
-      // Without: no prelude and no canary dir bound in (both are the canaries' cost).
-      const bare = {
-        ...prepared.spec,
-        argv: unwrapCanaryPrelude(prepared.spec.argv),
-        mounts: prepared.spec.mounts.filter((m) => m.target !== CELL_CANARY_DIR),
-      };
-      const bareRun = { spec: bare, plan: prepared.backend.plan(bare) };
-      const samples = { with: [] as number[], without: [] as number[] };
-      for (let round = 0; round < runs + 2; round++) {
-        const a = await timeRun(prepared, prepared.spec, prepared.plan, true);
-        const b = await timeRun(prepared, bareRun.spec, bareRun.plan, false);
-        if (round < 2) continue;
-        samples.with.push(a);
-        samples.without.push(b);
+      rows.push(await measure(host, backend, 'none', runs));
+      if (backend === 'bwrap') {
+        rows.push(await measure(host, backend, 'allowlist', runs));
+        planning = timePlanning(host, runs);
       }
-      const med = (xs: number[]): number =>
-        quantile(
-          [...xs].sort((x, y) => x - y),
-          0.5,
-        );
-      const cost = med(samples.with) - med(samples.without);
-      rows.push(`| ${backend} | ${fmt(med(samples.without))} | ${fmt(med(samples.with))} | ${fmt(cost)} |`);
-      if (backend === 'bwrap')
-        verdicts.push(
-          `${cost <= BWRAP_BUDGET_MS ? 'met' : 'MISSED'}: enforcement canaries cost ${fmt(cost)} ms on bwrap (budget ≤ ${BWRAP_BUDGET_MS} ms)`,
-        );
     }
   } finally {
-    removeTrees([root]);
+    host.remove();
   }
-  const shellStart = timeSpawn('/bin/sh', ['-c', ':'], runs);
+  const shellStart = timeSpawn('/bin/bash', ['-c', ':'], runs);
+  const load = loadLine(loadBefore);
+  const verdicts = rows
+    .filter((r) => r.backend === 'bwrap')
+    .map((r) => {
+      const cost = r.with - r.without;
+      return `${cost <= BWRAP_BUDGET_MS ? 'met' : 'MISSED'}: enforcement canaries cost ${fmt(cost)} ms on bwrap, network ${r.network} (budget ≤ ${BWRAP_BUDGET_MS} ms; ${load})`;
+    });
   const markdown = [
-    `\`run -- true\` (readonly workspace, network none): the backend's run of the same prepared cell with the canary`,
-    `prelude and without, interleaved, ${runs} runs each after 2 warm-up rounds; medians.`,
+    `\`run -- true\` (readonly workspace): the backend's run of the same prepared cell with the canary prelude and`,
+    `without, interleaved, ${runs} runs each after 2 warm-up rounds; medians. "with" includes the canaries' host side`,
+    `(plan and results file written before, results read and dir removed after); every probe runs. ${load}.`,
     '',
-    '| backend | without ms | with canaries ms | cost ms |',
-    '|---|---|---|---|',
-    ...rows,
+    '| backend | network | without ms | with canaries ms | cost ms | of which host side ms |',
+    '|---|---|---|---|---|---|',
+    ...rows.map(
+      (r) =>
+        `| ${r.backend} | ${r.network} | ${fmt(r.without)} | ${fmt(r.with)} | ${fmt(r.with - r.without)} | ${fmt(r.hostSide)} |`,
+    ),
     '',
-    `For scale: one \`sh -c :\` on this host takes ${fmt(shellStart)} ms (the prelude is one shell, one bash for the`,
-    'network probes and a few forks; its cost follows the cost of a process start on the machine).',
+    `Planning the probes (at prepare, off the cell's start: stat the masks, list the home) takes ${fmt(planning)} ms.`,
+    `Under bash every probe runs in the prelude's own process (no fork, no exec; connects in a network namespace with`,
+    `only loopback fail at once), so the cost is about one bash start: \`bash -c :\` takes ${fmt(shellStart)} ms here.`,
     ...(missing.length > 0 ? ['', ...missing.map((m) => `- not measured: ${m}`)] : []),
   ].join('\n');
   return { title: 'Enforcement canaries: their cost on `run -- true`', markdown, verdicts };
 }
 
-async function timeRun(
-  prepared: PreparedRun,
-  spec: PreparedRun['spec'],
-  plan: PreparedRun['plan'],
-  canaries: boolean,
-): Promise<number> {
-  if (canaries) startCanaries(prepared.canaries);
+/** A masked file and directory with content, and a home entry: the probes that look for them run. */
+function writeProbeMaterial(host: BenchHost): void {
+  writeFileSync(join(host.workspace, '.env'), 'TOKEN=bench\n');
+  mkdirSync(join(host.workspace, '.ssh'));
+  writeFileSync(join(host.workspace, '.ssh', 'id_rsa'), 'bench\n');
+  mkdirSync(host.env.HOME, { recursive: true });
+  writeFileSync(join(host.env.HOME, '.bashrc'), '# bench\n');
+}
+
+async function measure(host: BenchHost, backend: string, network: Row['network'], runs: number): Promise<Row> {
+  const prepared = await prepareRun({
+    argv: ['true'],
+    tty: false,
+    paths: agentcellPaths(host.env),
+    hostEnv: host.env,
+    cwd: host.workspace,
+    backend,
+    workspaceMode: 'readonly',
+    network,
+    ...(network === 'allowlist' ? { allow: ['example.org'] } : {}),
+    ...(backend === 'bwrap' ? {} : { image: BENCH_IMAGE }),
+  });
+  // Without: no prelude and no canary dir bound in (both are the canaries' cost).
+  const bareSpec = {
+    ...prepared.spec,
+    argv: unwrapCanaryPrelude(prepared.spec.argv),
+    mounts: prepared.spec.mounts.filter((m) => m.target !== CELL_CANARY_DIR),
+  };
+  const bare = { spec: bareSpec, plan: prepared.backend.plan(bareSpec) };
+  const gateway =
+    prepared.egress && prepared.spec.egress
+      ? await startRunGateway(mutableCopy<RunEgress>(prepared.egress), prepared.spec.egress.socketPath, {
+          cell: prepared.cell,
+          run: 'bench',
+        })
+      : undefined;
+  const samples = { with: [] as number[], without: [] as number[], hostSide: [] as number[] };
+  try {
+    for (let round = 0; round < runs + 2; round++) {
+      const a = await timeWith(prepared);
+      const b = await timeRun(prepared, bare.spec, bare.plan);
+      if (round < 2) continue;
+      samples.with.push(a.total);
+      samples.hostSide.push(a.hostSide);
+      samples.without.push(b);
+    }
+  } finally {
+    await gateway?.stop();
+  }
+  return {
+    backend,
+    network,
+    without: median(samples.without),
+    with: median(samples.with),
+    hostSide: median(samples.hostSide),
+  };
+}
+
+async function timeWith(prepared: PreparedRun): Promise<{ total: number; hostSide: number }> {
+  const started = process.hrtime.bigint();
+  startCanaries(prepared.canaries);
+  const launched = process.hrtime.bigint();
+  const outcome = await prepared.backend.run(prepared.spec, prepared.plan);
+  const ended = process.hrtime.bigint();
+  const report = readCanaryResults(prepared.canaries);
+  const done = process.hrtime.bigint();
+  if (!report || report.probes.some((p) => p.result !== 'blocked' && p.result !== 'skipped'))
+    throw new Error(`the canaries did not hold on ${prepared.backend.name}: ${JSON.stringify(report)}`);
+  if (outcome.exitCode !== 0) throw new Error(`run -- true exited ${outcome.exitCode} on ${prepared.backend.name}`);
+  return { total: ms(done - started), hostSide: ms(launched - started + (done - ended)) };
+}
+
+async function timeRun(prepared: PreparedRun, spec: PreparedRun['spec'], plan: PreparedRun['plan']): Promise<number> {
   const started = process.hrtime.bigint();
   const outcome = await prepared.backend.run(spec, plan);
-  const ms = Number(process.hrtime.bigint() - started) / 1e6;
-  if (canaries) {
-    const report = readCanaryResults(prepared.canaries);
-    if (!report || report.probes.some((p) => p.result === 'through'))
-      throw new Error(`the canaries did not hold on ${prepared.backend.name}: ${JSON.stringify(report)}`);
-  }
+  const took = ms(process.hrtime.bigint() - started);
   if (outcome.exitCode !== 0) throw new Error(`run -- true exited ${outcome.exitCode} on ${prepared.backend.name}`);
-  return ms;
+  return took;
+}
+
+/** `withCanaries` alone, as prepare calls it for this workspace (median of `runs`). */
+function timePlanning(host: BenchHost, runs: number): number {
+  const spec = {
+    cell: 'bench',
+    rootfs: { kind: 'host' as const },
+    workspace: { path: host.workspace, mode: 'readonly' as const },
+    masks: [
+      { target: join(host.workspace, '.env'), kind: 'file' as const },
+      { target: join(host.workspace, '.ssh'), kind: 'dir' as const },
+    ],
+    readonlyPaths: [],
+    mounts: [],
+    home: host.env.HOME,
+    cwd: host.workspace,
+    argv: ['true'],
+    env: {},
+    identity: { uid: 1000, gid: 1000 },
+    network: 'none' as const,
+    limits: {},
+    seccomp: true,
+    tty: false,
+  };
+  const input = {
+    cellDir: join(host.root, 'cell'),
+    mode: 'strict' as const,
+    hostPaths: [host.env.AGENTCELL_HOME],
+    hostHome: host.env.HOME,
+    rootWritable: false,
+    learn: false,
+    image: false,
+  };
+  const samples: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    const started = process.hrtime.bigint();
+    withCanaries(spec, input);
+    samples.push(ms(process.hrtime.bigint() - started));
+  }
+  return median(samples);
 }
 
 function timeSpawn(file: string, args: string[], runs: number): number {
@@ -118,14 +208,18 @@ function timeSpawn(file: string, args: string[], runs: number): number {
   for (let i = 0; i < runs; i++) {
     const started = process.hrtime.bigint();
     spawnSync(file, args, { stdio: 'ignore' });
-    samples.push(Number(process.hrtime.bigint() - started) / 1e6);
+    samples.push(ms(process.hrtime.bigint() - started));
   }
+  return median(samples);
+}
+
+function median(samples: number[]): number {
   return quantile(
-    samples.sort((a, b) => a - b),
+    [...samples].sort((a, b) => a - b),
     0.5,
   );
 }
 
-function hasImage(engine: string): boolean {
-  return spawnSync(engine, ['image', 'inspect', IMAGE], { stdio: 'ignore', timeout: 10_000 }).status === 0;
+function ms(ns: bigint): number {
+  return Number(ns) / 1e6;
 }

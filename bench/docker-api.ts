@@ -1,29 +1,21 @@
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
-import { cpus, loadavg, tmpdir } from 'node:os';
+import { loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { removeTrees } from '../src/_internal/remove-trees.js';
 import { dockerGet } from '../src/backends/docker-socket.js';
-import { fmt, quantile, timeInterleaved, writeSmallWorkspace, type Subject } from './measure.js';
+import { BENCH_IMAGE as IMAGE, loadLine, makeBenchHost } from './bench-host.js';
+import { fmt, quantile, timeInterleaved, type Subject } from './measure.js';
 
 // node dist/bench/docker-api.js [RUNS]: why src/backends/ talks to the Docker Engine API
 // itself instead of running the `docker` CLI (src/backends/README.md has the last numbers).
 // agentcell's docker path is forced onto the CLI by a docker context (DOCKER_CONTEXT) that
 // names the same local socket: agentcell then runs `docker image inspect` and `docker run`.
-const IMAGE = process.env['BENCH_IMAGE'] ?? 'localhost/agentcell/cell:test';
 const SOCKET = '/var/run/docker.sock';
 const runs = Number(process.argv[2] ?? 20);
 const cli = join(dirname(fileURLToPath(import.meta.url)), '..', 'agentcell.cjs');
-const root = mkdtempSync(join(tmpdir(), 'agentcell-bench-docker-'));
+const host = makeBenchHost('docker');
 try {
-  const workspace = join(root, 'repo');
-  writeSmallWorkspace(workspace);
-  const env = {
-    PATH: process.env['PATH'] ?? '/usr/bin:/bin',
-    HOME: join(root, 'home'),
-    AGENTCELL_HOME: join(root, 'ac'),
-  };
+  const { root, workspace, env } = host;
   const cliEnv = { ...env, DOCKER_CONFIG: join(root, 'docker-config'), DOCKER_CONTEXT: 'same-socket' };
   const made = spawnSync('docker', ['context', 'create', 'same-socket', '--docker', `host=unix://${SOCKET}`], {
     env: cliEnv,
@@ -53,7 +45,7 @@ try {
     if (i >= 3) api.push(Number(process.hrtime.bigint() - started) / 1e6);
   }
   api.sort((a, b) => a - b);
-  const load = `load average ${loadBefore.toFixed(1)} before, ${(loadavg()[0] ?? 0).toFixed(1)} after, ${cpus().length} cores`;
+  const load = loadLine(loadBefore);
   console.log(`${runs} runs each, interleaved, 3 warm-up rounds; ${load}; node ${process.version}`);
   console.log('| command | median ms | p90 ms | min ms |\n|---|---|---|---|');
   for (const t of timings) console.log(`| ${t.name} | ${fmt(t.medianMs)} | ${fmt(t.p90Ms)} | ${fmt(t.minMs)} |`);
@@ -61,5 +53,5 @@ try {
     `| GET /images/IMAGE/json in a running node (Engine API) | ${fmt(quantile(api, 0.5))} | ${fmt(quantile(api, 0.9))} | ${fmt(api[0] ?? 0)} |`,
   );
 } finally {
-  removeTrees([root]);
+  host.remove();
 }

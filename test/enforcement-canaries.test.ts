@@ -1,12 +1,18 @@
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import * as agentcell from '../src/index.js';
-import { CELL_CANARY_DIR, planLine, withCanaryPrelude } from '../src/evidence/canary-script.js';
+import {
+  CELL_CANARY_DIR,
+  PLAN_RUN_ON,
+  planLine,
+  withCanaryPrelude,
+  type PreludeShell,
+} from '../src/evidence/canary-script.js';
 import { CANARY_PROBES, withCanaries } from '../src/evidence/canaries.js';
 import { acJson, listen, makeSandbox, type Sandbox } from './helpers.js';
 import { backendArgs, prepareBackend, TEST_BACKENDS, TEST_IMAGE } from './backends-under-test.js';
@@ -180,51 +186,172 @@ describe('enforcement canaries: the plan', () => {
   });
 });
 
-describe('enforcement canaries: positive control (the same probes outside any cell)', () => {
+describe('enforcement canaries: positive control (the same probes where nothing stops them)', () => {
   let dir: string;
   before(() => {
     dir = mkdtempSync(join(tmpdir(), 'agentcell-canary-control-'));
   });
   after(() => rmSync(dir, { recursive: true, force: true }));
 
-  it('each probe reports through where nothing stops it', async () => {
-    const secret = join(dir, 'secret.env');
-    writeFileSync(secret, `TOKEN=${SECRET}\n`);
-    const secretDir = join(dir, 'secret-dir');
-    mkdirSync(secretDir);
-    writeFileSync(join(secretDir, 'key'), SECRET);
-    const server = createServer((s) => s.end());
-    const port = await listen(server);
-    try {
-      const canaryDir = join(dir, 'canary');
-      mkdirSync(canaryDir);
-      const plan = [
-        planLine('masked_file', secret),
-        planLine('masked_dir', secretDir),
-        planLine('host_path', secretDir),
-        planLine('write_refused', dir),
-        planLine('net', 'tcp', 'direct-tcp', '127.0.0.1', String(port), 'dns', 'localhost'),
-        'STOP=0',
-      ];
-      writeFileSync(join(canaryDir, 'plan'), `${plan.join('\n')}\n`);
-      const [sh, c, script, ...rest] = withCanaryPrelude(['echo', 'command ran']);
-      const local = script!.replace(`D=${CELL_CANARY_DIR}`, `D=${canaryDir}`);
-      const r = spawnSync(sh!, [c!, local, ...rest], { encoding: 'utf8' });
-      assert.equal(r.stdout, 'command ran\n', r.stderr);
-      const lines = readFileSync(join(canaryDir, 'results'), 'utf8').trim().split('\n');
-      const through = lines.filter((l) => l.split('\t')[1] === 'through').map((l) => l.split('\t')[0]);
-      assert.deepEqual(through, ['masked-file', 'masked-dir', 'host-path', 'write-outside', 'direct-tcp', 'dns']);
-      assert.match(lines.at(-1) ?? '', /^end\texec/);
-      assert.equal(readFileSync(join(canaryDir, 'plan'), 'utf8'), '', 'the plan is emptied once read');
+  /** Runs the prelude with its canary dir at `canaryDir` (the plan already written); `wrap` puts it in a namespace. */
+  function runPrelude(
+    shell: PreludeShell,
+    canaryDir: string,
+    wrap: string[] = [],
+    command = ['echo', 'command ran'],
+    env: NodeJS.ProcessEnv = process.env,
+  ): SpawnSyncReturns<string> {
+    const prelude = withCanaryPrelude(command, shell).map((arg) => arg.replaceAll(CELL_CANARY_DIR, canaryDir));
+    const [file, ...args] = [...wrap, ...prelude];
+    return spawnSync(file!, args, { encoding: 'utf8', env });
+  }
 
-      // Without STOP=0 the same plan stops before the command, exit 3.
-      writeFileSync(join(canaryDir, 'plan'), `${plan.slice(0, 1).join('\n')}\n`);
-      const stopped = spawnSync(sh!, [c!, local, ...rest], { encoding: 'utf8' });
-      assert.equal(stopped.status, 3);
-      assert.equal(stopped.stdout, '');
-      assert.match(stopped.stderr, /canary masked-file .* got through; the command did not run/);
-    } finally {
-      server.close();
-    }
+  const throughOf = (canaryDir: string): string[] =>
+    readFileSync(join(canaryDir, 'results'), 'utf8')
+      .trim()
+      .split('\n')
+      .filter((l) => l.split('\t')[1] === 'through')
+      .map((l) => l.split('\t')[0] ?? '');
+
+  for (const shell of ['/bin/sh', '/bin/bash'] as const) {
+    it(`each probe reports through outside any cell (${shell})`, async () => {
+      const secret = join(dir, 'secret.env');
+      writeFileSync(secret, `TOKEN=${SECRET}\n`);
+      const secretDir = join(dir, 'secret-dir');
+      mkdirSync(secretDir, { recursive: true });
+      writeFileSync(join(secretDir, 'key'), SECRET);
+      const server = createServer((s) => s.end());
+      const port = await listen(server);
+      try {
+        const canaryDir = join(dir, `canary-${shell.slice(5)}`);
+        mkdirSync(canaryDir);
+        const plan = [
+          planLine('net', 'tcp', 'direct-tcp', '127.0.0.1', String(port), 'dns', 'localhost'),
+          planLine('masked_file', secret),
+          planLine('masked_dir', secretDir),
+          planLine('host_path', secretDir),
+          planLine('write_refused', dir),
+          PLAN_RUN_ON,
+        ];
+        writeFileSync(join(canaryDir, 'plan'), `${plan.join('\n')}\n`);
+        const r = runPrelude(shell, canaryDir);
+        assert.equal(r.stdout, 'command ran\n', r.stderr);
+        assert.deepEqual(throughOf(canaryDir), [
+          'direct-tcp',
+          'dns',
+          'masked-file',
+          'masked-dir',
+          'host-path',
+          'write-outside',
+        ]);
+        assert.match(readFileSync(join(canaryDir, 'results'), 'utf8'), /\nend\texec\t\n$/);
+        assert.equal(readFileSync(join(canaryDir, 'plan'), 'utf8'), '', 'the plan is emptied once read');
+
+        // Without PLAN_RUN_ON the same plan stops before the command, exit 3.
+        writeFileSync(join(canaryDir, 'plan'), `${plan.slice(1, 2).join('\n')}\n`);
+        const stopped = runPrelude(shell, canaryDir);
+        assert.equal(stopped.status, 3);
+        assert.equal(stopped.stdout, '');
+        assert.match(stopped.stderr, /canary masked-file .* got through; the command did not run/);
+      } finally {
+        server.close();
+      }
+    });
+  }
+
+  for (const shell of ['/bin/sh', '/bin/bash'] as const) {
+    it(`the command gets its environment, umask and descriptors as they were (${shell})`, () => {
+      const canaryDir = join(dir, `canary-env-${shell.slice(5)}`);
+      mkdirSync(canaryDir);
+      writeFileSync(join(canaryDir, 'plan'), `${planLine('skip', 'masked-file', 'nothing to probe here')}\n`);
+      // Names the prelude once used for itself, a locale, and a HOME with an rc file bash must not read.
+      const home = join(dir, `home-${shell.slice(5)}`);
+      mkdirSync(home);
+      writeFileSync(join(home, '.bashrc'), 'export FROM_BASHRC=1\n');
+      const env = { PATH: process.env['PATH'], HOME: home, R: 'r', D: 'd', STOP: 's', first: 'f', LC_ALL: 'C' };
+      // SHLVL aside: bash exports it (its exec puts the level back; an unset one becomes 0).
+      const command = ['sh', '-c', 'umask; env | grep -v "^SHLVL=" | sort; ls /proc/self/fd', 'probe-env'];
+      const wrapped = spawnSync('sh', ['-c', 'umask 027; exec "$@"', 'umask', ...command], { encoding: 'utf8', env });
+      const direct = spawnSync('sh', ['-c', 'umask 027; exec "$@"', 'umask', 'true'], { encoding: 'utf8', env });
+      assert.equal(direct.status, 0);
+      const through = runPrelude(shell, canaryDir, ['sh', '-c', 'umask 027; exec "$@"', 'umask'], command, env);
+      assert.equal(through.status, 0, through.stderr);
+      assert.equal(through.stdout, wrapped.stdout);
+      assert.match(through.stdout, /^0027\n/);
+    });
+  }
+
+  it('/bin/sh without bash runs the file probes and labels the network ones skipped', () => {
+    const canaryDir = join(dir, 'canary-nobash');
+    mkdirSync(canaryDir);
+    const secret = join(dir, 'nobash.env');
+    writeFileSync(secret, `TOKEN=${SECRET}\n`);
+    const plan = [
+      planLine('net', 'tcp', 'direct-tcp', '127.0.0.1', '9', 'dns', 'localhost'),
+      planLine('masked_file', secret),
+    ];
+    writeFileSync(join(canaryDir, 'plan'), `${[...plan, PLAN_RUN_ON].join('\n')}\n`);
+    const r = runPrelude('/bin/sh', canaryDir, [], ['/bin/echo', 'command ran'], { PATH: join(dir, 'no-bash-here') });
+    assert.equal(r.stdout, 'command ran\n', r.stderr);
+    assert.deepEqual(readFileSync(join(canaryDir, 'results'), 'utf8').split('\n').slice(0, -1), [
+      'direct-tcp\tskipped\tno bash in the cell',
+      'dns\tskipped\tno bash in the cell',
+      `masked-file\tthrough\tread ${secret}`,
+      'end\texec\t',
+    ]);
+  });
+
+  it('in a network namespace with only loopback (the in-process path), a connect, a name and a gateway that let through report through', () => {
+    // A listener on 127.0.0.1:8080 and a "gateway" on 3128 that opens any tunnel, inside the namespace.
+    const canaryDir = join(dir, 'canary-netns');
+    mkdirSync(canaryDir);
+    const auth = Buffer.from('agentcell:canary-token').toString('base64');
+    writeFileSync(
+      join(canaryDir, 'plan'),
+      [
+        `_ac_auth=${auth}`,
+        planLine('net', 'gateway', 'denied.invalid', 'tcp', 'direct-tcp', '127.0.0.1', '8080', 'dns', 'localhost'),
+        PLAN_RUN_ON,
+        '',
+      ].join('\n'),
+    );
+    const server = String.raw`const net = require('node:net'), fs = require('node:fs');
+net.createServer((s) => s.once('data', (d) => { fs.writeFileSync(process.argv[1] + '/request', d); s.end('HTTP/1.1 200 Connection established\r\n\r\n'); })).listen(3128, '127.0.0.1', () =>
+  net.createServer((s) => s.end()).listen(8080, '127.0.0.1', () => fs.writeFileSync(process.argv[1] + '/listening', '')));`;
+    const wrap = [
+      'bwrap',
+      '--unshare-all',
+      '--ro-bind',
+      '/',
+      '/',
+      '--dev',
+      '/dev',
+      '--proc',
+      '/proc',
+      '--bind',
+      canaryDir,
+      canaryDir,
+      '--',
+      'sh',
+      '-c',
+      `cat /proc/net/dev >"$1/interfaces"; "$2" -e "$3" "$1" & until [ -e "$1/listening" ]; do sleep 0.01; done; shift 3; exec "$@"`,
+      'netns',
+      canaryDir,
+      process.execPath,
+      server,
+    ];
+    const r = runPrelude('/bin/bash', canaryDir, wrap);
+    assert.equal(r.stdout, 'command ran\n', r.stderr);
+    const interfaces = readFileSync(join(canaryDir, 'interfaces'), 'utf8').trim().split('\n').slice(2);
+    assert.deepEqual(
+      interfaces.map((l) => l.trim().split(':')[0]),
+      ['lo'],
+      'only loopback: the prelude probed in its own process',
+    );
+    assert.deepEqual(throughOf(canaryDir), ['direct-tcp', 'dns', 'gateway-deny'], 'the gateway answer is read last');
+    assert.match(
+      readFileSync(join(canaryDir, 'request'), 'utf8'),
+      new RegExp(`^CONNECT denied\\.invalid:443 HTTP/1\\.1\r\n[^]*Proxy-Authorization: Basic ${auth}\r\n`),
+    );
   });
 });

@@ -6,7 +6,15 @@ import { AgentcellError } from '../errors.js';
 import { makeDirs } from '../_internal/make-dirs.js';
 import { makeNeutralDir, neutralRuntimeDir } from '../_internal/neutral-dir.js';
 import { CANARY_HOST } from '../_internal/vocabulary.js';
-import { CELL_CANARY_DIR, planLine, withCanaryPrelude, type PreludeShell } from './canary-script.js';
+import { PROXY_USER } from '../egress/gateway/proxy-auth.js';
+import {
+  CANARY_RESULTS,
+  CELL_CANARY_DIR,
+  PLAN_RUN_ON,
+  planLine,
+  withCanaryPrelude,
+  type PreludeShell,
+} from './canary-script.js';
 
 /**
  * Enforcement canaries (DESIGN: Evidence): before the command, the cell probes its own
@@ -47,8 +55,13 @@ export interface EnforcementProbe {
 export interface CanaryPlan {
   /** The run's canary dir on the host (made by `startCanaries`, removed by `readCanaryResults`). */
   hostDir: string;
-  /** The probe calls the prelude sources. */
+  /** The probe calls the prelude sources (what --dry-run shows). */
   plan: readonly string[];
+  /**
+   * The gateway probe's Proxy-Authorization credential, from the run's token: written into
+   * the plan file only (the cell has the token anyway), never into what is printed.
+   */
+  gatewayAuth?: string;
   /** breakglass: record what got through, but run the command. */
   stop: boolean;
 }
@@ -84,27 +97,46 @@ export function withCanaries(spec: CellSpec, input: CanaryInput): { spec: CellSp
   const neutral = neutralRuntimeDir();
   const name = randomBytes(8).toString('hex');
   const hostDir = neutral ? join(neutral, `enforcement-${name}`) : join(input.cellDir, 'enforcement', name);
-  const plan = [...maskProbes(spec), ...hostPathProbes(spec, input), ...writeProbes(spec, input)];
-  plan.push(...networkProbes(spec, input.learn));
-  if (input.mode === 'breakglass') plan.push('STOP=0');
+  // The network probes first: the gateway's round trip then runs alongside the others.
+  const plan = [
+    ...networkProbes(spec, input.learn),
+    ...maskProbes(spec),
+    ...hostPathProbes(spec, input),
+    ...writeProbes(spec, input),
+  ];
+  if (input.mode === 'breakglass') plan.push(PLAN_RUN_ON);
+  const token = spec.network === 'gateway' ? spec.env['AGENTCELL_PROXY_TOKEN'] : undefined;
   return {
     spec: {
       ...spec,
       argv: withCanaryPrelude(spec.argv, input.image ? '/bin/sh' : preludeShell(spec)),
       mounts: [...spec.mounts, { source: hostDir, target: CELL_CANARY_DIR, mode: 'rw' }],
     },
-    canaries: { hostDir, plan, stop: input.mode !== 'breakglass' },
+    canaries: {
+      hostDir,
+      plan,
+      stop: input.mode !== 'breakglass',
+      ...(token !== undefined ? { gatewayAuth: Buffer.from(`${PROXY_USER}:${token}`).toString('base64') } : {}),
+    },
   };
 }
 
-/** Makes the run's canary dir (writable by the cell's user, whichever host uid it maps to) and writes the plan. */
+/**
+ * Makes the run's canary dir (writable by the cell's user, whichever host uid it maps to),
+ * writes the plan and makes the results file the cell appends to (so the cell's umask does
+ * not decide whether the host can read it back).
+ */
 export function startCanaries(canaries: CanaryPlan): void {
   const parent = dirname(canaries.hostDir);
   if (parent === neutralRuntimeDir()) makeNeutralDir(parent);
   makeDirs(canaries.hostDir, 0o700);
   // Under a 0700 dir of this user (the neutral dir or the cell's state dir): only the cell (any uid it runs as) and the host user reach it.
   chmodSync(canaries.hostDir, 0o777);
-  writeFileSync(join(canaries.hostDir, 'plan'), `${canaries.plan.join('\n')}\n`, { mode: 0o644 });
+  const auth = canaries.gatewayAuth === undefined ? [] : [`_ac_auth=${canaries.gatewayAuth}`];
+  writeFileSync(join(canaries.hostDir, 'plan'), `${[...auth, ...canaries.plan].join('\n')}\n`, { mode: 0o644 });
+  const results = join(canaries.hostDir, CANARY_RESULTS);
+  writeFileSync(results, '', { mode: 0o666 });
+  chmodSync(results, 0o666);
 }
 
 export interface CanaryReport {
@@ -122,7 +154,7 @@ export interface CanaryReport {
 export function readCanaryResults(canaries: CanaryPlan): CanaryReport | undefined {
   let text: string;
   try {
-    text = readFileSync(join(canaries.hostDir, 'results'), 'utf8');
+    text = readFileSync(join(canaries.hostDir, CANARY_RESULTS), 'utf8');
   } catch {
     return undefined;
   } finally {
@@ -140,6 +172,11 @@ export function readCanaryResults(canaries: CanaryPlan): CanaryReport | undefine
     probes.push({ probe: 'prelude', result: 'inconclusive', detail: 'the canary prelude did not finish' });
   const through = probes.find((p) => p.result === 'through');
   return { probes, stopped: end === 'stop', ...(through ? { through } : {}) };
+}
+
+/** Removes the run's canary dir if it is still there (a run that failed before `readCanaryResults`). */
+export function discardCanaries(canaries: CanaryPlan): void {
+  rmSync(canaries.hostDir, { recursive: true, force: true });
 }
 
 /** The error a run stopped by a canary ends with (exit 3), after its receipt is written. */
@@ -208,9 +245,14 @@ function writeProbes(spec: CellSpec, input: CanaryInput): string[] {
 function networkProbes(spec: CellSpec, learn: boolean): string[] {
   if (spec.network === 'open')
     return ['direct-tcp', 'metadata', 'dns', 'gateway-deny'].map((p) => planLine('skip', p, 'network open'));
-  const groups = [...DIRECT_TARGETS.flatMap(([probe, host, port]) => ['tcp', probe, host, port]), 'dns', DNS_NAME];
   const denies = spec.network === 'gateway' && !learn;
-  if (denies) groups.push('gateway', DENIED_HOST);
+  // The gateway first: its CONNECT goes out now and its answer is read after every other probe.
+  const groups = [
+    ...(denies ? ['gateway', DENIED_HOST] : []),
+    ...DIRECT_TARGETS.flatMap(([probe, host, port]) => ['tcp', probe, host, port]),
+    'dns',
+    DNS_NAME,
+  ];
   const why = spec.network === 'gateway' ? 'network learn (the gateway refuses no name)' : 'no gateway (network none)';
   return [planLine('net', ...groups), ...(denies ? [] : [planLine('skip', 'gateway-deny', why)])];
 }

@@ -27,6 +27,7 @@ import { closeInheritedFds } from '../_internal/inherited-fds.js';
 import {
   canaryAssuranceReasons,
   canaryStopError,
+  discardCanaries,
   readCanaryResults,
   startCanaries,
   type CanaryReport,
@@ -176,6 +177,7 @@ export async function runPrepared(
     if (canaries?.stopped) throw canaryStopError(canaries, receipt.id);
     return { outcome, receipt };
   } finally {
+    discardCanaries(planned.canaries); // a run that failed before reading them leaves no canary dir behind
     tx.release();
   }
 }
