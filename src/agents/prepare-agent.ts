@@ -103,7 +103,7 @@ export async function prepareAgent(request: AgentRequest): Promise<AgentCellPart
       ...(brief ? { brief } : {}),
     },
     mounts: [
-      { source: home, target: request.cellHome, mode: 'rw' },
+      { source: home, target: request.cellHome, mode: 'rw', own: true },
       { source: toolchain.dir, target: toolchain.cellDir, mode: 'ro' },
       // Bound over the rw home, read-only: the agent reads it and can't rewrite its own brief.
       ...(brief

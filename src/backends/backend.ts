@@ -14,6 +14,8 @@ export interface ExtraMount {
   source: string;
   target: string;
   mode: 'ro' | 'rw';
+  /** agentcell's own state (the agent's home): a root caller's shifted cell writes it as root does (uid-shift.ts). */
+  own?: true;
 }
 
 export interface ResourceLimits {

@@ -132,18 +132,23 @@ export function planBwrap(
   if (!spec.home.startsWith('/home/') && spec.home !== '/root') args.push(...sized, '--tmpfs', spec.home);
   else args.push('--dir', spec.home);
 
-  const masks = [...(spec.rootfs.kind === 'host' ? hostEtcSecrets() : []), ...spec.masks];
+  // A shifted cell is not host root: file modes keep root-only /etc files from it, so only
+  // the fixed list is masked (and no /etc walk costs the run).
+  const masks = [
+    ...(spec.rootfs.kind === 'host' ? hostEtcSecrets('/etc', hostUid === 0 && !shift) : []),
+    ...spec.masks,
+  ];
   const { workspace } = spec;
   if (workspace.overlay) args.push('--bind', src(workspace.overlay.merged), workspace.path);
   else args.push(workspace.mode === 'direct' ? '--bind' : '--ro-bind', src(workspace.path), workspace.path);
   for (const path of spec.readonlyPaths) args.push('--ro-bind', src(path), path);
   for (const mount of mounts) {
     // A user's rw mount is not idmapped: the cell writes there as its own host uid (the
-    // neutral runtime dir's are agentcell's own, and only reachable on the stage).
+    // neutral runtime dir's and the agent's home are agentcell's own, reached on the stage).
     if (mount.mode === 'rw')
       args.push(
         '--bind',
-        shift && !isUnder(mount.source, shift.stage) ? mount.source : src(mount.source),
+        shift && !mount.own && !isUnder(mount.source, shift.stage) ? mount.source : src(mount.source),
         mount.target,
       );
     else args.push('--ro-bind', src(mount.source), mount.target);

@@ -156,11 +156,13 @@ export function planUidShift(spec: DeepReadonly<CellSpec>): UidShift | { none: s
   if (cellDir) sources.push({ name: 'cell', path: cellDir });
   if (spec.rootfs.kind === 'directory') sources.push({ name: 'rootfs', path: spec.rootfs.path });
   // A read-only `[[mount]]` of a directory the cell's uid could not reach (say under a 0700
-  // dir of root's) is cloned like the workspace; a small file is staged as a copy anyway,
-  // and a rw mount stays unmapped (the cell writes there as its own host uid).
+  // dir of root's) is cloned like the workspace, and so is agentcell's own rw state (the
+  // agent's home); a small file is staged as a copy anyway, and a user's rw mount stays
+  // unmapped (the cell writes there as its own host uid).
   spec.mounts.forEach((mount, i) => {
     const covered = sources.some((s) => mount.source === s.path || mount.source.startsWith(`${s.path}/`));
-    if (mount.mode === 'ro' && !covered && isDirectory(mount.source))
+    // agentcell's own dir may be made between plan and run (a login's agent home).
+    if (!covered && (mount.own === true || (mount.mode === 'ro' && isDirectory(mount.source))))
       sources.push({ name: `mount${i}`, path: mount.source });
   });
   if (uids.base !== gids.base || uids.count !== gids.count)

@@ -201,7 +201,8 @@ function runDraft(prepared: PreparedRun, paths: AgentcellPaths, before: string |
         target: prepared.workspace,
         mode: spec.workspace.mode === 'readonly' ? 'ro' : 'rw',
       },
-      ...spec.mounts,
+      // The receipt says what was mounted where and how; `own` is the backend's business.
+      ...spec.mounts.map(({ source, target, mode }) => ({ source, target, mode })),
     ],
     env: Object.keys(spec.env).sort(),
     tools: {

@@ -186,29 +186,44 @@ export function peekLayerStack(cellDir: string): LayerStack {
 /** Freezes the upper layer as a new checkpoint and starts an empty one. Renames only. */
 export function checkpoint(stack: LayerStack, options: CheckpointOptions): { stack: LayerStack; layer: FrozenLayer } {
   const state = readState(stack.cellDir);
+  if (options.name !== undefined) checkCheckpointName(options.name);
+  // Hashed before the freeze: the upper layer is what the frozen one will be (the caller holds the lock).
+  const record = newLayerRecord(state, options, {
+    ...layerFingerprint(stack.upper),
+    ...(options.changes ? { changes: options.changes } : {}),
+  });
+  return addLayer(stack, state, record, { op: 'checkpoint', dir: layerDirName(record) });
+}
+
+/** The record of a layer about to join the stack, refused when the stack is full or the name taken. */
+function newLayerRecord(state: StackState, options: CheckpointOptions, content: Partial<LayerRecord>): LayerRecord {
   if (state.layers.length >= MAX_LAYERS)
     throw new AgentcellError(
       'USAGE',
       `cell already has ${MAX_LAYERS} checkpoints, the most one overlay can stack; accept or restore first`,
     );
-  if (options.name !== undefined) checkCheckpointName(options.name);
   if (options.name !== undefined && state.layers.some((l) => l.name === options.name))
     throw new AgentcellError('FILE_EXISTS', `a checkpoint named "${options.name}" already exists in this cell`);
-  // Hashed before the freeze: the upper layer is what the frozen one will be (the caller holds the lock).
-  const record: LayerRecord = {
+  return {
     id: randomBytes(4).toString('hex'),
     seq: state.nextSeq,
     ...(options.name !== undefined ? { name: options.name } : {}),
     createdAt: new Date().toISOString(),
     policyHash: options.policyHash,
-    ...layerFingerprint(stack.upper),
-    ...(options.changes ? { changes: options.changes } : {}),
+    ...content,
   };
-  const dir = layerDirName(record);
+}
+
+/** Commits `record` on top of the stack, then moves its directory in: after a crash, openLayerStack finishes the move. */
+function addLayer(
+  stack: LayerStack,
+  state: StackState,
+  record: LayerRecord,
+  pending: PendingOperation,
+): { stack: LayerStack; layer: FrozenLayer } {
   const next: StackState = { ...state, nextSeq: state.nextSeq + 1, layers: [...state.layers, record] };
-  // Commit first, then rename: after a crash, openLayerStack finishes the renames.
-  writeState(stack.cellDir, { ...next, pending: { op: 'checkpoint', dir } });
-  finishPending(stack.cellDir, { op: 'checkpoint', dir });
+  writeState(stack.cellDir, { ...next, pending });
+  finishPending(stack.cellDir, pending);
   writeState(stack.cellDir, next, SETTLED);
   const newStack = stackOf(stack.cellDir, next);
   return { stack: newStack, layer: newStack.layers[newStack.layers.length - 1]! };
@@ -251,25 +266,8 @@ export function adoptLayer(
   options: CheckpointOptions & { contentHash: string },
 ): { stack: LayerStack; layer: FrozenLayer } {
   const state = readState(stack.cellDir);
-  if (state.layers.length >= MAX_LAYERS)
-    throw new AgentcellError('USAGE', `cell already has ${MAX_LAYERS} checkpoints; accept or restore first`);
-  if (options.name !== undefined && state.layers.some((l) => l.name === options.name))
-    throw new AgentcellError('FILE_EXISTS', `a checkpoint named "${options.name}" already exists in this cell`);
-  const record: LayerRecord = {
-    id: randomBytes(4).toString('hex'),
-    seq: state.nextSeq,
-    ...(options.name !== undefined ? { name: options.name } : {}),
-    createdAt: new Date().toISOString(),
-    policyHash: options.policyHash,
-    contentHash: options.contentHash,
-  };
-  const pending: PendingOperation = { op: 'adopt', dir: layerDirName(record), from: source };
-  const next: StackState = { ...state, nextSeq: state.nextSeq + 1, layers: [...state.layers, record] };
-  writeState(stack.cellDir, { ...next, pending });
-  finishPending(stack.cellDir, pending);
-  writeState(stack.cellDir, next, SETTLED);
-  const newStack = stackOf(stack.cellDir, next);
-  return { stack: newStack, layer: newStack.layers[newStack.layers.length - 1]! };
+  const record = newLayerRecord(state, options, { contentHash: options.contentHash });
+  return addLayer(stack, state, record, { op: 'adopt', dir: layerDirName(record), from: source });
 }
 
 /**
