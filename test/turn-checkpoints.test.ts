@@ -220,7 +220,11 @@ for (const backend of TEST_BACKENDS) {
         );
         const timeline = (): TimelineEvent[] =>
           acJson<TimelineEvent[]>(sb, 'session', 'timeline', started.id, '--json');
-        await waitFor('three turns in the timeline', () => timeline().filter((e) => e.kind === 'turn').length === 3);
+        // A turn is recorded as its request starts, its LLM record once the answer is back: wait for both.
+        await waitFor('three turns and their LLM calls in the timeline', () => {
+          const kinds = timeline().map((e) => e.kind);
+          return kinds.filter((k) => k === 'turn').length === 3 && kinds.filter((k) => k === 'llm').length === 3;
+        });
 
         const busy = ac(sb, 'restore', '--to', 'turn:2', '--dry-run');
         assert.notEqual(busy.status, 0, 'no turn restore while the run goes on');
