@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { spawn, type StdioOptions } from 'node:child_process';
 import { quantile } from './measure.js';
 
 /**
@@ -15,16 +15,24 @@ export interface Finished {
 
 export function runAsync(
   argv: readonly string[],
-  options: { cwd?: string; env?: NodeJS.ProcessEnv },
+  options: { cwd?: string; env?: NodeJS.ProcessEnv; fd3?: Buffer },
 ): Promise<Finished> {
   const [file, ...args] = argv;
   return new Promise((resolve, reject) => {
     const started = process.hrtime.bigint();
-    const child = spawn(file!, args, { cwd: options.cwd, env: options.env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const stdio: StdioOptions =
+      options.fd3 === undefined ? ['ignore', 'pipe', 'pipe'] : ['ignore', 'pipe', 'pipe', 'pipe'];
+    const child = spawn(file!, args, { cwd: options.cwd, env: options.env, stdio });
     const out: Buffer[] = [];
     const err: Buffer[] = [];
-    child.stdout.on('data', (c: Buffer) => out.push(c));
-    child.stderr.on('data', (c: Buffer) => err.push(c));
+    child.stdout!.on('data', (c: Buffer) => out.push(c));
+    child.stderr!.on('data', (c: Buffer) => err.push(c));
+    // `fd3`: written to the child's fd 3 (how bwrap takes a seccomp filter).
+    if (options.fd3 !== undefined) {
+      const fd3 = child.stdio[3] as NodeJS.WritableStream & { on(e: 'error', f: () => void): void };
+      fd3.on('error', () => undefined);
+      fd3.end(options.fd3);
+    }
     child.on('error', reject);
     child.on('close', (status) =>
       resolve({

@@ -1,4 +1,4 @@
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { cpSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
@@ -242,7 +242,12 @@ async function measure(cli: string, env: NodeJS.ProcessEnv, work: Work): Promise
       if (variant === 'host') r = await runAsync(timed(work.hostArgv ?? work.argv), { cwd: work.workspace, env });
       else if (variant === 'cell' || variant === 'cell-direct')
         r = await runAsync(cellArgs(variant === 'cell-direct'), { cwd: work.workspace, env });
-      else r = await runWithFd3(bwrapArgs(variant === 'bwrap+seccomp'), work.workspace, env, seccomp?.program);
+      else
+        r = await runAsync(bwrapArgs(variant === 'bwrap+seccomp'), {
+          cwd: work.workspace,
+          env,
+          fd3: seccomp?.program ?? Buffer.alloc(0),
+        });
       const line = new RegExp(`^${MARK} (\\d+) (\\d+)$`, 'm').exec(r.stdout);
       if (variant === 'cell' && work.restoreCell) await runAsync([cli, 'restore'], { cwd: work.workspace, env });
       else if (variant !== 'cell') work.resetHost?.();
@@ -261,35 +266,6 @@ async function measure(cli: string, env: NodeJS.ProcessEnv, work: Work): Promise
     ...(Object.fromEntries(VARIANTS.map((v) => [v, stats(samples[v])])) as Record<Variant, Stats>),
     cellWall: stats(wall),
   };
-}
-
-/** Runs argv with `program` on fd 3 (how bwrap takes a seccomp filter), stdout captured. */
-function runWithFd3(
-  argv: string[],
-  cwd: string,
-  env: NodeJS.ProcessEnv,
-  program: Buffer | undefined,
-): Promise<{ status: number | null; stdout: string; stderr: string; ms: number }> {
-  return new Promise((resolve, reject) => {
-    const started = process.hrtime.bigint();
-    const child = spawn(argv[0]!, argv.slice(1), { cwd, env, stdio: ['ignore', 'pipe', 'pipe', 'pipe'] });
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    child.stdout!.on('data', (c: Buffer) => out.push(c));
-    child.stderr!.on('data', (c: Buffer) => err.push(c));
-    const fd3 = child.stdio[3] as NodeJS.WritableStream & { on(e: 'error', f: () => void): void };
-    fd3.on('error', () => undefined);
-    fd3.end(program ?? Buffer.alloc(0));
-    child.on('error', reject);
-    child.on('close', (status) =>
-      resolve({
-        status,
-        stdout: Buffer.concat(out).toString('utf8'),
-        stderr: Buffer.concat(err).toString('utf8'),
-        ms: Number(process.hrtime.bigint() - started) / 1e6,
-      }),
-    );
-  });
 }
 
 function sh(script: string, cwd: string): void {
