@@ -218,7 +218,9 @@ for (const backend of BACKENDS) {
           cli('session', 'start', ...backendArgs(backend), '--agent', 'claude', '--', '--model', 'claude-stub-1'),
         );
         term.key('main', 'Enter');
-        const id = (await term.waitFor('main', /^(s-[0-9a-z]{17})$/m, 600_000))[1] ?? '';
+        // At a line's end, not its start: a typed command exactly as wide as the pane makes tmux
+        // join the printed id onto its line (capture-pane -J), depending on the checkout's path length.
+        const id = (await term.waitFor('main', /(s-[0-9a-z]{17})$/m, 600_000))[1] ?? '';
         session = acJson<SessionJson>(sb, 'session', 'show', id, '--json');
         assert.equal(session.state, 'running');
 
