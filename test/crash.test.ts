@@ -97,6 +97,10 @@ describe('agentcell killed mid-run (invariant 6)', () => {
       const pristine = snapshot(sb.workspace);
       const { pid, runId } = await killMidRun(sb);
       assert.deepEqual(snapshot(sb.workspace), pristine, 'the host workspace is intact');
+      // What the run made on the host's /dev/shm (canary dir, staged files) is named for its pid.
+      const shm = `/dev/shm/agentcell-${process.getuid!()}`;
+      const leftovers = (): string[] => readdirSync(shm).filter((name) => name.endsWith(`-${pid}`));
+      assert.notDeepEqual(leftovers(), [], 'positive control: the killed run left its entries on /dev/shm');
       const dir = cellDirOf(sb);
       assert.equal(readFileSync(join(dir, 'upper', 'f'), 'utf8'), 'x\n', 'the killed run’s write is in the cell');
 
@@ -129,6 +133,7 @@ describe('agentcell killed mid-run (invariant 6)', () => {
       assert.equal(next.stdout, 'x\n', 'the next run sees the killed run’s write');
       assert.deepEqual(readdirSync(join(dir, 'runs')), [], 'the journal is empty');
       assert.equal(existsSync(join(dir, 'lock')), false, 'the lock is released');
+      assert.deepEqual(leftovers(), [], 'the next run removed the killed run’s entries from /dev/shm');
 
       const list = receipts(sb);
       assert.deepEqual(

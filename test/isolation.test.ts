@@ -72,9 +72,19 @@ for (const backend of TEST_BACKENDS) {
       const canaryFile = join(realHome, `.agentcell-canary-${process.pid}`);
       writeFileSync(canaryFile, CANARY);
       try {
-        const r = run(`cat ${canaryFile}; ls -a ${realHome} /home /root`, [], { HOME: realHome });
-        assert.doesNotMatch(r.stdout + r.stderr, new RegExp(CANARY));
-        assert.doesNotMatch(r.stdout, /agentcell-canary/);
+        for (const args of [[], ['--root']]) {
+          // Homes are empty (no file at all, not even the image's own /root/.bashrc, which
+          // podman's tmpfs would copy up): /etc/skel shows `find` lists dotfiles where there are some.
+          const r = run(
+            `cat ${canaryFile}; ls -a ${realHome}; echo homes:; find /home /root -mindepth 1 ! -type d; echo skel:; find /etc/skel -mindepth 1 ! -type d`,
+            args,
+            { HOME: realHome },
+          );
+          assert.equal(r.status, 0, `the run ran: no enforcement canary stopped it (${args.join(' ')}): ${r.stderr}`);
+          assert.doesNotMatch(r.stdout + r.stderr, new RegExp(CANARY));
+          assert.doesNotMatch(r.stdout, /agentcell-canary/);
+          assert.match(r.stdout, /homes:\nskel:\n\/etc\/skel\/\.\w+/, `homes hold no file (${args.join(' ')})`);
+        }
       } finally {
         rmSync(canaryFile, { force: true });
       }

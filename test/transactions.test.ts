@@ -38,6 +38,18 @@ import {
 
 // ---------------------------------------------------------------- helpers
 
+/** `gc --json` without its `runtime` list (the shared /dev/shm dir holds other tests' leftovers). */
+function gcJson(sb: Sandbox, ...args: string[]): { cells: string[]; purged: boolean; busy: string[] } {
+  const { runtime, ...rest } = acJson<{ cells: string[]; purged: boolean; busy: string[]; runtime: unknown }>(
+    sb,
+    'gc',
+    ...args,
+    '--json',
+  );
+  assert.ok(Array.isArray(runtime));
+  return rest;
+}
+
 interface Change {
   path: string;
   change: 'added' | 'modified' | 'deleted';
@@ -1026,7 +1038,7 @@ describe('one command per cell at a time', () => {
       // gc leaves a busy cell's trash alone (an accept may be setting entries aside in it).
       const trash = join(cellDirOf(sb, cellNameOf(sb)), 'trash');
       mkdirSync(join(trash, 'cafe0002-upper'), { recursive: true });
-      assert.deepEqual(acJson(sb, 'gc', '--json'), { cells: [cellNameOf(sb)], purged: true, busy: [cellNameOf(sb)] });
+      assert.deepEqual(gcJson(sb), { cells: [cellNameOf(sb)], purged: true, busy: [cellNameOf(sb)] });
       assert.deepEqual(readdirSync(trash), ['cafe0002-upper']);
 
       assert.equal(await exited, 0);
@@ -1117,7 +1129,7 @@ describe('--dry-run changes nothing', () => {
       unchanged('cell rm --force --dry-run');
       assert.match(ac(sb, 'cell', 'rm', 'spare', '--dry-run').stderr, /would remove cell spare/);
       unchanged('cell rm spare --dry-run');
-      assert.deepEqual(acJson(sb, 'gc', '--dry-run', '--json'), {
+      assert.deepEqual(gcJson(sb, '--dry-run'), {
         cells: [name, 'spare'].sort(),
         purged: false,
         busy: [],
@@ -1227,9 +1239,9 @@ describe('cell list, show, rm and gc', () => {
       const trash = join(cellDirOf(sb, main.name), 'trash');
       mkdirSync(join(trash, 'cafe0001-upper', 'deep'), { recursive: true });
       writeFileSync(join(trash, 'cafe0001-upper', 'deep', 'f'), 'x');
-      assert.deepEqual(acJson(sb, 'gc', '--dry-run', '--json'), { cells: [main.name], purged: false, busy: [] });
+      assert.deepEqual(gcJson(sb, '--dry-run'), { cells: [main.name], purged: false, busy: [] });
       assert.deepEqual(readdirSync(trash), ['cafe0001-upper']);
-      assert.deepEqual(acJson(sb, 'gc', '--json'), { cells: [main.name], purged: true, busy: [] });
+      assert.deepEqual(gcJson(sb), { cells: [main.name], purged: true, busy: [] });
       assert.deepEqual(readdirSync(trash), []);
       assert.deepEqual(diff(sb), changes([['one.txt', 'added', 'file']]), 'gc leaves live layers alone');
 

@@ -1,4 +1,4 @@
-import { lstatSync, statfsSync } from 'node:fs';
+import { lstatSync, readdirSync, rmSync, statfsSync } from 'node:fs';
 import { join } from 'node:path';
 import { AgentcellError } from '../errors.js';
 import { makeDirs } from './make-dirs.js';
@@ -38,5 +38,49 @@ export function makeNeutralDir(dir: string): void {
         'BACKEND_UNAVAILABLE',
         `${path} is not a private directory of this user (another user may have made it); remove it and retry`,
       );
+  }
+}
+
+/**
+ * The name of a run's own entry in the neutral dir: it ends in the pid of the agentcell
+ * process that made it, so `sweepNeutralDir` can tell one whose process is gone (a killed
+ * run removes nothing after itself).
+ */
+export function neutralRunEntry(kind: 'run' | 'enforcement', name: string): string {
+  return `${kind}-${name}-${process.pid}`;
+}
+
+const RUN_ENTRY = /^(?:run|enforcement)-.+-(\d+)$/;
+
+/**
+ * Removes the per-run entries (`neutralRunEntry`) whose agentcell process no longer exists
+ * (with `dryRun`, only names them), and returns their names. Entries of live processes, and per-cell ones (the egress socket
+ * dir, reused run after run), are left alone. A reused pid keeps a stale entry a while longer.
+ */
+export function sweepNeutralDir(options: { dryRun?: boolean; dir?: string } = {}): string[] {
+  const dir = options.dir ?? neutralRuntimeDir();
+  if (dir === undefined) return [];
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return [];
+  }
+  const swept: string[] = [];
+  for (const name of names) {
+    const pid = RUN_ENTRY.exec(name)?.[1];
+    if (pid === undefined || processExists(Number(pid))) continue;
+    if (options.dryRun !== true) rmSync(join(dir, name), { recursive: true, force: true });
+    swept.push(name);
+  }
+  return swept;
+}
+
+function processExists(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code !== 'ESRCH'; // EPERM: alive, another user's
   }
 }

@@ -129,13 +129,15 @@ function planWith(spec: DeepReadonly<CellSpec>, options: ResolvedOptions): Backe
     ['/var/tmp', 'mode=1777,exec'],
     ['/run', ''],
   ];
-  // Every home disappears; the cell's own is empty, private and the cell user's.
-  for (const dir of ['/home', '/root']) if (dir !== spec.home) tmpfs.push([dir, '']);
+  // Every home disappears; the cell's own is empty, private and the cell user's. Empty means
+  // empty: not a copy of the image's /root (whose .bashrc a canary takes for the host's).
+  const empty = options.caps.tmpfsCopiesUp ? 'notmpcopyup' : '';
+  for (const dir of ['/home', '/root']) if (dir !== spec.home) tmpfs.push([dir, empty]);
   // A workspace that is the home (run in $HOME) is the home, as on bwrap: one mount per path.
   // An agent's seeded home is bound there instead (one mount per path: engines refuse two).
   const homeBound = spec.mounts.some((m) => m.target === spec.home);
   if (spec.home !== spec.workspace.path && !homeBound)
-    tmpfs.push([checkPath(spec.home), `${homeOptions(user, options)},exec`]);
+    tmpfs.push([checkPath(spec.home), [homeOptions(user, options), 'exec', empty].filter(Boolean).join(',')]);
   // Scratch dirs live in memory: each is at most the disk limit (and counts to the memory limit).
   const { diskBytes } = spec.limits;
   if (diskBytes !== undefined)

@@ -29,6 +29,11 @@ export interface OciCapabilities {
    * (RLIMIT_NPROC), the host cgroup then bounding the sandbox's own threads as a whole.
    */
   pidsLimit: 'cgroup' | 'sandbox-nproc';
+  /**
+   * `--tmpfs` starts with a copy of what the image has at that path (podman's default,
+   * `tmpcopyup`): a home would then hold the image's dotfiles, so homes say `notmpcopyup`.
+   */
+  tmpfsCopiesUp: boolean;
   /** How the cell's home tmpfs becomes the cell user's: podman's `U`, `uid=`/`gid=`, or mode 1777 (gVisor's tmpfs takes neither). */
   homeOwner: 'chown-option' | 'uid-option' | 'world-sticky';
   /**
@@ -82,6 +87,7 @@ export function ociCapabilities(
         seccompClone3: 'enosys',
         pidsLimit: 'cgroup',
         homeOwner: 'chown-option',
+        tmpfsCopiesUp: true,
         rootless,
         forceRemoveArgs: ['--time', '0'],
         oomReport,
@@ -96,6 +102,7 @@ export function ociCapabilities(
         seccompClone3: 'enosys',
         pidsLimit: 'cgroup',
         homeOwner: 'uid-option',
+        tmpfsCopiesUp: false,
         rootless: false,
         forceRemoveArgs: [],
         oomReport: 'container-state',
@@ -110,6 +117,7 @@ export function ociCapabilities(
         seccompClone3: 'kernel',
         pidsLimit: 'sandbox-nproc',
         homeOwner: 'world-sticky',
+        tmpfsCopiesUp: false,
         rootless: false,
         forceRemoveArgs: [],
         oomReport: 'container-state',

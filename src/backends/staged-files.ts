@@ -1,7 +1,7 @@
 import type { DeepReadonly } from '../_internal/deep-readonly.js';
 import { copyFileSync, rmSync, statSync } from 'node:fs';
 import { basename, join } from 'node:path';
-import { makeNeutralDir, neutralRuntimeDir } from '../_internal/neutral-dir.js';
+import { makeNeutralDir, neutralRunEntry, neutralRuntimeDir } from '../_internal/neutral-dir.js';
 import type { CellSpec, ExtraMount } from './backend.js';
 
 /** A file the cell gets as a copy rather than a bind of its host path. */
@@ -53,7 +53,7 @@ export function stageSmallFiles(spec: DeepReadonly<CellSpec>): StagedBinds {
       binds,
       gap: "no tmpfs at /dev/shm: the cell's mountinfo shows the host paths of the files agentcell binds into it",
     };
-  const dir = join(neutral, `run-${spec.cell}-${process.pid}`);
+  const dir = join(neutral, neutralRunEntry('run', spec.cell));
   const files: StagedFile[] = [];
   const staged = binds.map((m) => {
     if (!stageable(m)) return m;

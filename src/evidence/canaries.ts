@@ -4,7 +4,7 @@ import { dirname, join, relative, sep } from 'node:path';
 import type { CellSpec } from '../backends/backend.js';
 import { AgentcellError } from '../errors.js';
 import { makeDirs } from '../_internal/make-dirs.js';
-import { makeNeutralDir, neutralRuntimeDir } from '../_internal/neutral-dir.js';
+import { makeNeutralDir, neutralRunEntry, neutralRuntimeDir } from '../_internal/neutral-dir.js';
 import { CANARY_HOST } from '../_internal/vocabulary.js';
 import { PROXY_USER } from '../egress/gateway/proxy-auth.js';
 import {
@@ -96,7 +96,9 @@ export function withCanaries(spec: CellSpec, input: CanaryInput): { spec: CellSp
   // On the host's /dev/shm where there is one, so the bind names no host path in the cell's mountinfo.
   const neutral = neutralRuntimeDir();
   const name = randomBytes(8).toString('hex');
-  const hostDir = neutral ? join(neutral, `enforcement-${name}`) : join(input.cellDir, 'enforcement', name);
+  const hostDir = neutral
+    ? join(neutral, neutralRunEntry('enforcement', name))
+    : join(input.cellDir, 'enforcement', name);
   // The network probes first: the gateway's round trip then runs alongside the others.
   const plan = [
     ...networkProbes(spec, input.learn),

@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod/mini';
 
 /**
  * The fingerprint of a cell as a run would get it: the host, the backend and its engine
@@ -12,72 +12,55 @@ import { FINGERPRINT_SCHEMA_ID } from './fingerprint-id.js';
 
 export { FINGERPRINT_SCHEMA_ID };
 
-const nullableString = z.string().nullable();
+const d = (description: string) => z.describe(description);
+const nullableString = (description: string) => z.nullable(z.string()).check(d(description));
 
-export const FingerprintSchema = z
-  .object({
-    schema: z.literal(FINGERPRINT_SCHEMA_ID).describe('Which fingerprint schema (and version) this is'),
-    agentcell: z.string().describe("agentcell's version"),
-    node: z.string().describe('The node.js version agentcell ran on'),
-    host: z
-      .object({
-        os: z.string().describe('process.platform: linux, darwin, …'),
-        distro: nullableString.describe('PRETTY_NAME of /etc/os-release, null where there is none'),
-        kernel: z.string().describe('The kernel release (uname -r)'),
-        arch: z.string().describe('The machine (uname -m)'),
-      })
-      .strict(),
-    backend: z
-      .object({
-        name: z.enum(['bwrap', 'podman', 'docker', 'gvisor']),
-        tool: z.string().describe('The program that starts cells: bwrap, podman, docker, runsc'),
-        version: z.string(),
-        engine: z
-          .object({ name: z.enum(['podman', 'docker']), version: z.string() })
-          .strict()
-          .nullable()
-          .describe('OCI backends: the engine CLI and its version'),
-        runtime: z
-          .object({ name: z.string(), version: z.string() })
-          .strict()
-          .nullable()
-          .describe('OCI backends: the OCI runtime (runc, crun, runsc) and its version'),
-      })
-      .strict(),
-    rootfs: z
-      .discriminatedUnion('kind', [
-        z.object({ kind: z.literal('host') }).strict(),
-        z
-          .object({
-            kind: z.literal('directory'),
-            hash: z
-              .string()
-              .describe(
-                'sha256 of the listing of its top two levels and its os-release (an identity, not a content hash)',
-              ),
-          })
-          .strict(),
-        z.object({ kind: z.literal('image'), ref: z.string(), digest: z.string() }).strict(),
-      ])
-      .describe("What the cell's root file system is"),
-    workspace: z
-      .object({
-        mode: z.enum(['overlay', 'direct', 'readonly']),
-        overlayDriver: z.enum(['kernel', 'fuse-overlayfs', 'copy']).nullable(),
-      })
-      .strict(),
-    seccomp: z
-      .object({
-        enabled: z.boolean(),
-        hash: nullableString.describe("sha256 of agentcell's filter (bwrap: the BPF program; OCI: the profile JSON)"),
-      })
-      .strict(),
-    policy: z.object({ hash: z.string(), mode: z.enum(['strict', 'development', 'build', 'breakglass']) }).strict(),
-    tools: z
-      .record(z.string(), z.string())
-      .describe('Tool name → version: git, the agent CLI when the run is an agent run'),
-  })
-  .strict();
+export const FingerprintSchema = z.strictObject({
+  schema: z.literal(FINGERPRINT_SCHEMA_ID).check(d('Which fingerprint schema (and version) this is')),
+  agentcell: z.string().check(d("agentcell's version")),
+  node: z.string().check(d('The node.js version agentcell ran on')),
+  host: z.strictObject({
+    os: z.string().check(d('process.platform: linux, darwin, …')),
+    distro: nullableString('PRETTY_NAME of /etc/os-release, null where there is none'),
+    kernel: z.string().check(d('The kernel release (uname -r)')),
+    arch: z.string().check(d('The machine (uname -m)')),
+  }),
+  backend: z.strictObject({
+    name: z.enum(['bwrap', 'podman', 'docker', 'gvisor']),
+    tool: z.string().check(d('The program that starts cells: bwrap, podman, docker, runsc')),
+    version: z.string(),
+    engine: z
+      .nullable(z.strictObject({ name: z.enum(['podman', 'docker']), version: z.string() }))
+      .check(d('OCI backends: the engine CLI and its version')),
+    runtime: z
+      .nullable(z.strictObject({ name: z.string(), version: z.string() }))
+      .check(d('OCI backends: the OCI runtime (runc, crun, runsc) and its version')),
+  }),
+  rootfs: z
+    .discriminatedUnion('kind', [
+      z.strictObject({ kind: z.literal('host') }),
+      z.strictObject({
+        kind: z.literal('directory'),
+        hash: z
+          .string()
+          .check(d('sha256 of the listing of its top two levels and its os-release (an identity, not a content hash)')),
+      }),
+      z.strictObject({ kind: z.literal('image'), ref: z.string(), digest: z.string() }),
+    ])
+    .check(d("What the cell's root file system is")),
+  workspace: z.strictObject({
+    mode: z.enum(['overlay', 'direct', 'readonly']),
+    overlayDriver: z.nullable(z.enum(['kernel', 'fuse-overlayfs', 'copy'])),
+  }),
+  seccomp: z.strictObject({
+    enabled: z.boolean(),
+    hash: nullableString("sha256 of agentcell's filter (bwrap: the BPF program; OCI: the profile JSON)"),
+  }),
+  policy: z.strictObject({ hash: z.string(), mode: z.enum(['strict', 'development', 'build', 'breakglass']) }),
+  tools: z
+    .record(z.string(), z.string())
+    .check(d('Tool name → version: git, the agent CLI when the run is an agent run')),
+});
 
 export type Fingerprint = z.infer<typeof FingerprintSchema>;
 

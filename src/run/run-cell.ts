@@ -36,6 +36,7 @@ import { unwrapCanaryPrelude } from '../evidence/canary-script.js';
 import { fingerprintHash, runFingerprint } from '../evidence/fingerprint.js';
 import type { TurnRecorder } from '../workspace/overlay/turn-layers.js';
 import { receiptTurns, startTurnRecording } from './run-turns.js';
+import { sweepNeutralDir } from '../_internal/neutral-dir.js';
 
 export interface RunReport {
   outcome: RunOutcome;
@@ -122,8 +123,10 @@ export async function runPrepared(
       if (prepared.scanCache) writeJsonCache(prepared.scanCache.path, prepared.scanCache.cache);
       if (prepared.digestCache) writeJsonCache(prepared.digestCache.path, prepared.digestCache.cache);
       gitBefore ??= readGitState(prepared.workspace);
-      // While the command runs: load the signing key and receipt any run a killed agentcell left.
+      // While the command runs: load the signing key, receipt any run a killed agentcell left,
+      // and remove what killed runs left on /dev/shm.
       store = await openReceipts(paths, tx);
+      sweepNeutralDir();
       outcome = await running.finally(() => diskWatch?.stop());
       const diskHit = await diskWatch?.stop();
       // 153 = 128 + SIGXFSZ, what a shell reports for a file past its size limit: also when the

@@ -131,14 +131,18 @@ export function registerCellCommands(program: Command): void {
 
   program
     .command('gc')
-    .description('delete dropped layers that are still on disk')
+    .description('delete dropped layers that are still on disk, and what killed runs left on /dev/shm')
     .option('--dry-run', 'change nothing')
     .option('--json', 'machine-readable output')
     .action(async (flags: JsonFlag & DryRunFlag) => {
-      const { cells, busy } = await collectGarbage(agentcellPaths(), { dryRun: flags.dryRun === true });
-      if (flags.json) printJson({ cells, purged: !flags.dryRun, busy });
+      const { cells, busy, runtime } = await collectGarbage(agentcellPaths(), { dryRun: flags.dryRun === true });
+      if (flags.json) printJson({ cells, purged: !flags.dryRun, busy, runtime });
       else {
         note(`${flags.dryRun ? 'would purge' : 'purged'} dropped layers in ${cells.length - busy.length} cell(s)`);
+        if (runtime.length > 0)
+          note(
+            `${flags.dryRun ? 'would remove' : 'removed'} ${runtime.length} leftover(s) of killed runs from /dev/shm`,
+          );
         if (busy.length > 0) note(`skipped, in use: ${busy.join(', ')}`);
       }
     });
