@@ -10,7 +10,7 @@
 // Start-up is kept small instead: commands other than run/shell/agents load their modules on use.
 import { build } from 'esbuild';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -34,6 +34,15 @@ await build({
   define: { 'import.meta.url': 'importMetaUrl' },
   banner: { js: "var importMetaUrl=require('node:url').pathToFileURL(__filename).href;" },
 });
+// esbuild escapes non-ASCII text in strings but not in tagged templates (the UI's html``, whose
+// raw text it would change): one such character and V8 holds the whole bundle's source, which
+// every agentcell process keeps for its life, as a two-byte string (2.1 MB, not 1.1). The html
+// tag reads the cooked strings, where \uXXXX is the same text. (Columns after such a character
+// on its line are off by five in the source map.)
+writeFileSync(
+  main,
+  readFileSync(main, 'utf8').replace(/[^\0-\x7f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`),
+);
 copyFileSync('scripts/launcher.cjs', launcher);
 // V8 accepts a code cache whose source has the same length (it checks no more), so the
 // warm-up below would reuse the last build's bytecode for a same-length change: start afresh.

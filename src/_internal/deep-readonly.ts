@@ -22,9 +22,24 @@ export function deepFreeze<T>(value: T): DeepReadonly<T> {
   return value as DeepReadonly<T>;
 }
 
-/** A deep, unfrozen copy of plain data, for an API whose types take the mutable kind. */
+/**
+ * A deep, unfrozen copy of plain data, for an API whose types take the mutable kind.
+ * Strings are shared, not copied (structuredClone copies them): they are immutable, and
+ * a run's copy of its egress plan lives as long as the run (its upstream CA texts are
+ * ~0.4 MB in every session's supervisor). Anything but plain objects, arrays and maps is
+ * structuredClone'd as before.
+ */
 export function mutableCopy<T>(value: DeepReadonly<T>): T {
-  return structuredClone(value) as T;
+  return copy(value) as T;
+}
+
+function copy(value: unknown): unknown {
+  if (typeof value !== 'object' || value === null) return value;
+  if (Array.isArray(value)) return value.map(copy);
+  if (value instanceof Map) return new Map([...value].map(([k, v]) => [copy(k), copy(v)]));
+  const prototype: unknown = Object.getPrototypeOf(value);
+  if (prototype !== Object.prototype && prototype !== null) return structuredClone(value);
+  return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, copy(v)]));
 }
 
 function freeze(value: unknown, seen: WeakSet<object>): void {

@@ -27,6 +27,12 @@ export async function buildProgram(ctx: CliContext, argv: readonly string[] = []
     .exitOverride();
   registerRunCommands(program, ctx);
   if (CELL_COMMANDS.has(argv[2] ?? '')) return program;
+  if (argv[2] === 'session' && argv[3] === 'supervise') {
+    // A session's supervisor idles for the session's life: every module it runs stays resident.
+    const { registerSuperviseCommand } = await import('./commands/supervise-command.js');
+    registerSuperviseCommand(program.command('session'), ctx);
+    return program;
+  }
   const [
     agent,
     policy,

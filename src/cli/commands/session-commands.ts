@@ -7,11 +7,11 @@ import { attachSession, sendToSession, sessionLogs, stopSession } from '../../se
 import { findSession, type SessionRecord } from '../../sessions/session-record.js';
 import { listSessions, settleSession, type SessionView } from '../../sessions/session-status.js';
 import { startSession, SUPERVISOR_NODE_FLAGS } from '../../sessions/session-start.js';
-import { superviseSession } from '../../sessions/session-supervisor.js';
 import { sessionTimeline, type TimelineEvent } from '../../sessions/session-timeline.js';
 import { addCellOptions, toCellOptions, type CellFlags } from '../cell-options.js';
 import { note, print, printJson, type CliContext, type DryRunFlag, type JsonFlag } from '../output.js';
 import { dryRunJson, dryRunText } from '../render.js';
+import { registerSuperviseCommand } from './supervise-command.js';
 
 type StartFlags = CellFlags & JsonFlag & DryRunFlag;
 
@@ -62,14 +62,7 @@ export function registerSessionCommands(program: Command, ctx: CliContext): void
       );
     });
 
-  session
-    .command('supervise', { hidden: true })
-    .argument('<dir>')
-    .action(async (dir: string) => {
-      ctx.setExit(await superviseSession(dir, agentcellPaths(), process.env));
-      // Anything still open (a client that never hangs up) must not keep a finished session alive.
-      setTimeout(() => process.exit(), 2000).unref();
-    });
+  registerSuperviseCommand(session, ctx);
 
   session
     .command('attach')
