@@ -124,6 +124,8 @@ export async function runPrepared(
       gitBefore ??= readGitState(prepared.workspace);
       // While the command runs: load the signing key and receipt any run a killed agentcell left.
       store = await openReceipts(paths, tx);
+      // Then what the command's first inspected connection would wait on, while it starts up.
+      gateway?.gateway.warmUp();
       outcome = await running.finally(() => diskWatch?.stop());
       const diskHit = await diskWatch?.stop();
       // 153 = 128 + SIGXFSZ, what a shell reports for a file past its size limit: also when the
