@@ -274,7 +274,12 @@ export function createGatewayContext(
     },
     counters: () => log.counters(),
     warmUp() {
-      if (options.inspect) upstreamTrustOf(options.inspect);
+      if (!options.inspect) return;
+      try {
+        upstreamTrustOf(options.inspect);
+      } catch {
+        // Never the run's error: the first inspected connection builds it again and fails closed, as it always did.
+      }
     },
   };
 }
