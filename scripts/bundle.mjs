@@ -16,6 +16,37 @@ import { join } from 'node:path';
 
 const main = 'dist/agentcell-main.cjs';
 const launcher = join(process.cwd(), 'dist/agentcell.cjs');
+const x509Main = 'dist/agentcell-x509-main.cjs';
+const x509Loader = join(process.cwd(), 'dist/agentcell-x509.cjs');
+
+// The CLI requires both X.509 packages through x509-loader.cjs, which runs their bundle
+// (reflect-metadata first: @peculiar/x509 needs its polyfill) through V8's code cache.
+const x509Apart = {
+  name: 'x509-apart',
+  setup(b) {
+    b.onResolve({ filter: /^(@peculiar\/x509|reflect-metadata)$/ }, () => ({
+      path: './agentcell-x509.cjs',
+      external: true,
+    }));
+  },
+};
+await build({
+  stdin: {
+    contents: "require('reflect-metadata');\nmodule.exports = require('@peculiar/x509');\n",
+    resolveDir: process.cwd(),
+    sourcefile: 'x509-entry.cjs',
+  },
+  outfile: x509Main,
+  bundle: true,
+  platform: 'node',
+  format: 'cjs',
+  target: 'node20',
+  minify: true,
+  legalComments: 'linked',
+  logLevel: 'warning',
+});
+copyFileSync('scripts/x509-loader.cjs', x509Loader);
+rmSync(`${x509Main}.cache`, { force: true });
 await build({
   entryPoints: ['src/cli/main.ts'],
   outfile: main,
@@ -27,9 +58,9 @@ await build({
   sourcemap: 'linked',
   legalComments: 'linked',
   logLevel: 'warning',
-  // Only TLS inspection uses X.509, so it is loaded from node_modules when a run inspects,
-  // not parsed on every start (it would more than double the bundle).
-  external: ['@peculiar/x509', 'reflect-metadata'],
+  // Only TLS inspection uses X.509, so it is a bundle of its own, loaded when a run inspects
+  // (not parsed on every start: it would more than double this bundle). See x509-loader.cjs.
+  plugins: [x509Apart],
   // Modules find files beside them (the egress bridge script) through import.meta.url.
   define: { 'import.meta.url': 'importMetaUrl' },
   banner: { js: "var importMetaUrl=require('node:url').pathToFileURL(__filename).href;" },
@@ -66,6 +97,12 @@ try {
     encoding: 'utf8',
   });
   if (warm.status !== 0) throw new Error(`warming the code cache failed: ${warm.stderr}`);
+  // And the X.509 bundle's, on what an inspecting run does with it (a cell CA, a leaf).
+  const warmX509 = spawnSync(process.execPath, ['scripts/warm-x509-cache.cjs', x509Loader], {
+    env: { PATH: process.env.PATH, AGENTCELL_WRITE_CODE_CACHE: '1' },
+    encoding: 'utf8',
+  });
+  if (warmX509.status !== 0) throw new Error(`warming the X.509 code cache failed: ${warmX509.stderr}`);
   // The man page is rendered from the commander definitions, so it ships matching the CLI.
   const man = spawnSync(process.execPath, [launcher, 'man'], {
     env: { PATH: process.env.PATH, HOME: scratch, AGENTCELL_HOME: join(scratch, 'home') },

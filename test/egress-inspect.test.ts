@@ -3,7 +3,7 @@ import { execFile, execFileSync } from 'node:child_process';
 import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpsServer, type Server } from 'node:https';
 import { request as httpRequest, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
-import { connect as tlsConnect } from 'node:tls';
+import { connect as tlsConnect, rootCertificates } from 'node:tls';
 import {
   brotliCompressSync,
   brotliDecompressSync,
@@ -26,6 +26,7 @@ import type { EgressGateway, GatewayRules } from '../src/egress/gateway/egress-g
 import type { EgressEvent } from '../src/egress/log/egress-log.js';
 import type { ProxySecret } from '../src/egress/rules/inspect-rules.js';
 import { proxyAuthorization } from '../src/egress/gateway/proxy-auth.js';
+import { distinctPemBlocks } from '../src/egress/gateway/upstream-trust.js';
 import { createMaskStream } from '../src/egress/protocols/inspect/redact-stream.js';
 import { readSpyLog, renderSpyRecord } from '../src/egress/log/spy-render.js';
 
@@ -468,6 +469,41 @@ const secret: ProxySecret = {
   headerValue: `Bearer ${SECRET}`,
   value: SECRET,
 };
+
+describe('upstream trust', () => {
+  it('holds each CA it is given once: copies are dropped, no CA is lost', () => {
+    const good = readFileSync(upstreamCa, 'utf8');
+    const blocks = distinctPemBlocks([good, `${good}\n${good}`, ...rootCertificates, rootCertificates.join('\n')]);
+    assert.equal(blocks.length, 1 + new Set(rootCertificates).size);
+    const compact = (pem: string): string => pem.replace(/\s+/g, '');
+    assert.ok(blocks.some((block) => compact(block) === compact(good)));
+    for (const root of rootCertificates) assert.ok(blocks.some((block) => compact(block) === compact(root)));
+  });
+
+  it('built before the first connection (warmUp) it verifies the same: a trusted upstream passes, an untrusted one is refused', async () => {
+    seen.length = 0;
+    const ca = await loadOrCreateCellCa(cellCaFiles(join(dir, 'cell-ca')), 'test');
+    const good = readFileSync(upstreamCa, 'utf8');
+    const gw = await startTestGateway(dir, {
+      rules: { resolve: RESOLVE, allow: ['api.test', 'bad.test'], inspect: ['api.test', 'bad.test'] },
+      inspect: {
+        leaves: createLeafMinter(ca),
+        upstreamCa: [...rootCertificates, good, good],
+        secrets: [],
+        spyLogPath: join(dir, 'spy-warm.jsonl'),
+      },
+    });
+    gateways.push(gw.gateway);
+    logs.push({ events: gw.events, logPath: gw.logPath, spyPath: join(dir, 'spy-warm.jsonl') });
+    gw.gateway.warmUp();
+    const ok = await curl(gw, ['-o', '/dev/null', '-w', '%{http_code}', `https://api.test:${trustedPort}/`]);
+    assert.equal(ok.stdout, '200', ok.stderr);
+    assert.equal(seen.length, 1);
+    const bad = await curl(gw, ['-i', `https://bad.test:${untrustedPort}/`]);
+    assert.match(bad.stdout, /^X-Agentcell-Denied: upstream-cert-invalid\r?$/im);
+    assert.equal(seen.length, 1);
+  });
+});
 
 describe('proxy-injected secrets', () => {
   it('masks the secret in what an upstream reflects back (headers and body, also split across chunks)', async () => {

@@ -20,7 +20,11 @@ export class AgentHome {
     this.#dirs = new PinnedDirs(home);
   }
 
-  /** Writes `rel` whole (atomic-file.ts), making its parent directories. */
+  /**
+   * Writes `rel` whole (atomic-file.ts), making its parent directories. Not fsynced: what
+   * agentcell writes here (seeds, copies of stored logins) is written again before every
+   * run, and the fsyncs cost milliseconds before each agent starts.
+   */
   write(rel: string, data: string | Uint8Array, mode = 0o600): void {
     let path: string;
     try {
@@ -33,7 +37,7 @@ export class AgentHome {
         { cause: error },
       );
     }
-    writeFileAtomic(path, data, mode);
+    writeFileAtomic(path, data, mode, { durable: false });
   }
 
   /** The content of regular file `rel`; undefined when it is missing or not a plain file (a symlink, say). */

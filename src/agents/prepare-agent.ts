@@ -135,8 +135,9 @@ export async function readyAgent(agent: DeepReadonly<PreparedAgent>, progress: (
   } finally {
     home.close();
   }
-  // Bound into the home from this file (read-only), so it is written before the cell starts.
-  if (agent.brief) writeFileAtomic(agent.brief.file, agent.brief.text, 0o644);
+  // Bound into the home from this file (read-only), so it is written before the cell starts
+  // (written again before every run: no fsync).
+  if (agent.brief) writeFileAtomic(agent.brief.file, agent.brief.text, 0o644, { durable: false });
 }
 
 /**

@@ -126,6 +126,8 @@ export async function runPrepared(
       // While the command runs: load the signing key, receipt any run a killed agentcell left,
       // and remove what killed runs left on /dev/shm.
       store = await openReceipts(paths, tx);
+      // Then what the command's first inspected connection would wait on, while it starts up.
+      gateway?.gateway.warmUp();
       sweepNeutralDir();
       outcome = await running.finally(() => diskWatch?.stop());
       const diskHit = await diskWatch?.stop();

@@ -1,5 +1,5 @@
 import type { Socket } from 'node:net';
-import { createSecureContext, type SecureContext } from 'node:tls';
+import type { SecureContext } from 'node:tls';
 import { AgentcellError } from '../../errors.js';
 import { createEgressLog, type EgressCounters, type EgressEvent, type EgressKind } from '../log/egress-log.js';
 import { createSpyLog, redactSecrets, type SpyLog } from '../log/spy-log.js';
@@ -12,6 +12,7 @@ import { compileHostRules, learningMatcher, normalizeHost, type HostMatcher } fr
 import { compileInspectRules, type InspectMatcher, type InspectRules } from '../rules/inspect-rules.js';
 import { createPooledReads, type PooledReads } from '../stream/pooled-reads.js';
 import type { EgressGatewayOptions, GatewayInspectOptions, GatewayRules } from './egress-gateway.js';
+import { upstreamTrustContext } from './upstream-trust.js';
 import { openDestination, systemLookup, type DestinationRequest, type DestinationResult } from './open-destination.js';
 import { checkCredentials, checkProxyAuthorization } from './proxy-auth.js';
 
@@ -71,6 +72,8 @@ export interface GatewayState extends GatewayContext {
   destroyUpstreams(): void;
   reload(rules: GatewayRules): { revoked: number };
   counters(): EgressCounters;
+  /** Builds the upstream trust of inspected connections now (EgressGateway.warmUp). */
+  warmUp(): void;
 }
 
 /**
@@ -174,16 +177,18 @@ export function createGatewayContext(
     };
   }
 
+  /** Parsing a few hundred CAs takes ~25 ms: once per gateway (or before its first use: warmUp), not per connection. */
+  function upstreamTrustOf(inspect: GatewayInspectOptions): SecureContext {
+    upstreamTrust ??= upstreamTrustContext(inspect.upstreamCa);
+    return upstreamTrust;
+  }
+
   function inspectContext(target: TunnelTarget): InspectContext {
     const inspect = options.inspect;
     if (!inspect) throw new AgentcellError('INTERNAL', 'inspection without a cell CA');
     return {
       secureContext: (host) => inspect.leaves.secureContext(host),
-      upstreamTrust() {
-        // Parsing a few hundred CAs takes milliseconds: once per gateway, not per connection.
-        upstreamTrust ??= createSecureContext({ ca: [...inspect.upstreamCa] });
-        return upstreamTrust;
-      },
+      upstreamTrust: () => upstreamTrustOf(inspect),
       inspection: () => inspection,
       async reopen() {
         const result = await destination({ host: target.host, port: target.port });
@@ -268,6 +273,14 @@ export function createGatewayContext(
       return { revoked };
     },
     counters: () => log.counters(),
+    warmUp() {
+      if (!options.inspect) return;
+      try {
+        upstreamTrustOf(options.inspect);
+      } catch {
+        // Never the run's error: the first inspected connection builds it again and fails closed, as it always did.
+      }
+    },
   };
 }
 
