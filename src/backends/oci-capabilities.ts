@@ -37,6 +37,13 @@ export interface OciCapabilities {
    * (`podman unshare`), and limits hold only where cgroup controllers are delegated.
    */
   rootless: boolean;
+  /**
+   * The engine gives a container its own user namespace on request (rootful podman's
+   * `--uidmap`): a root caller's cell, root included, then runs on root's subordinate ids.
+   * Without it (docker: `userns-remap` is daemon-wide) only a non-root cell user can be moved
+   * off host uid 0, by running as a subordinate uid itself.
+   */
+  perContainerUidMap: boolean;
   /** What `ENGINE rm --force` needs to kill at once (podman otherwise stops a container with 10 s of grace). */
   forceRemoveArgs: readonly string[];
   /**
@@ -83,6 +90,7 @@ export function ociCapabilities(
         pidsLimit: 'cgroup',
         homeOwner: 'chown-option',
         rootless,
+        perContainerUidMap: !rootless,
         forceRemoveArgs: ['--time', '0'],
         oomReport,
       };
@@ -97,6 +105,7 @@ export function ociCapabilities(
         pidsLimit: 'cgroup',
         homeOwner: 'uid-option',
         rootless: false,
+        perContainerUidMap: false,
         forceRemoveArgs: [],
         oomReport: 'container-state',
       };
@@ -111,6 +120,7 @@ export function ociCapabilities(
         pidsLimit: 'sandbox-nproc',
         homeOwner: 'world-sticky',
         rootless: false,
+        perContainerUidMap: false,
         forceRemoveArgs: [],
         oomReport: 'container-state',
       };

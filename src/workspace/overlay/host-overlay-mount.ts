@@ -37,7 +37,8 @@ const HOLD_SCRIPT = [
   '  echo "agentcell-overlay: cannot mount the workspace overlay in $2" >&2; exit 125',
   'fi',
   `echo ${HOST_MOUNT_READY}`,
-  `if read -r line && [ "$line" = ${HOST_MOUNT_RELEASE} ]; then umount --lazy merged; fi`,
+  // Exits 0 only once released and unmounted: a root caller's staged mount is then detached too (uid-shift.ts).
+  `read -r line && [ "$line" = ${HOST_MOUNT_RELEASE} ] && umount --lazy merged`,
 ].join('\n');
 
 export function hostOverlayMount(stack: LayerStack, workspace: string): HostOverlayMount {
