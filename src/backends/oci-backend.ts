@@ -163,7 +163,9 @@ function planWith(spec: DeepReadonly<CellSpec>, options: ResolvedOptions): Backe
     binds.push(`${checkPath(source)}:${checkPath(target)}${mode === 'ro' ? ':ro' : ''}`);
   };
   const { workspace } = spec;
-  if (workspace.overlay) bind(src(workspace.overlay.merged), workspace.path, 'rw');
+  // A held overlay is mounted at its own path, over the staged layers; the copy driver's is a plain dir.
+  if (workspace.overlay)
+    bind(workspace.overlay.hostMount ? workspace.overlay.merged : src(workspace.overlay.merged), workspace.path, 'rw');
   else bind(src(workspace.path), workspace.path, workspace.mode === 'direct' ? 'rw' : 'ro');
   for (const path of spec.readonlyPaths) bind(src(path), path, 'ro');
   // Small files come as copies on /dev/shm, so mountinfo shows no host path of agentcell's (staged-files.ts).
@@ -241,8 +243,11 @@ function planWith(spec: DeepReadonly<CellSpec>, options: ResolvedOptions): Backe
   if (staged.staging) plan.staging = staged.staging;
   if (shift) {
     // Held as the overlay is: host root stages the idmapped sources, then mounts the overlay over them.
-    const hold = workspace.overlay?.hostMount ?? ['/bin/sh', '-c', PLAIN_HOLD];
-    plan.hostMount = [...hostStagePrefix(shift), ...shiftedWrapper(shift, hold)];
+    const { overlay } = workspace;
+    const hold = overlay?.hostMount
+      ? [...shiftedWrapper(shift, overlay.hostMount), overlay.merged]
+      : ['/bin/sh', '-c', PLAIN_HOLD];
+    plan.hostMount = [...hostStagePrefix(shift, overlay?.hostMount ? [overlay.merged] : []), ...hold];
     plan.stageDir = dirname(shift.stage);
   } else if (workspace.overlay?.hostMount) {
     // A rootless engine's containers see the mounts of its own user namespace: mount there.

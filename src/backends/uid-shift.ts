@@ -230,16 +230,29 @@ export function stagePrefix(shift: DeepReadonly<UidShift>): string[] {
  * the neutral runtime dir (a recursive clone of that dir must find no idmapped mount in it),
  * and held for the run. Put before a held command (see hold-host-mount.ts) that exits 0 once
  * released: then the stage is detached; otherwise (agentcell died, the engine may still be
- * binding it) it stays until the cell's next run detaches it before staging again.
+ * binding it) it stays until the cell's next run detaches it before staging again, with each
+ * of `leftovers` still mounted (a killed run's overlay: a recursive clone would carry it).
  */
-export function hostStagePrefix(shift: DeepReadonly<UidShift>): string[] {
+export function hostStagePrefix(shift: DeepReadonly<UidShift>, leftovers: readonly string[]): string[] {
   const stagePart = stagePrefix(shift);
   const hold = [
-    '[ -d "$0" ] || mkdir -m 0700 "$0" || exit 125',
-    'if mountpoint -q "$0"; then umount --lazy "$0" || exit 125; fi',
-    '"$@" && umount --lazy "$0"',
+    'stage=$0; n=$1; shift',
+    'while [ "$n" -gt 0 ]; do',
+    '  if mountpoint -q "$1"; then umount --lazy "$1" || exit 125; fi; shift; n=$((n - 1))',
+    'done',
+    '[ -d "$stage" ] || mkdir -m 0700 "$stage" || exit 125',
+    'if mountpoint -q "$stage"; then umount --lazy "$stage" || exit 125; fi',
+    '"$@" && umount --lazy "$stage"',
   ].join('\n');
-  return ['/bin/sh', '-c', hold, shift.stage, ...stagePart.slice(stagePart.indexOf(shift.perl))];
+  return [
+    '/bin/sh',
+    '-c',
+    hold,
+    shift.stage,
+    String(leftovers.length),
+    ...leftovers,
+    ...stagePart.slice(stagePart.indexOf(shift.perl)),
+  ];
 }
 
 /** Put right before bwrap: the rest runs as uid 0 of the cell's user namespace, host uid `shift.uid`. */
