@@ -23,6 +23,9 @@ import type { CellSpec, ExtraMount } from './backend.js';
  * So is a read-only directory `[[mount]]` outside those. Nothing else is idmapped: host system
  * dirs are read as "other", and a rw `[[mount]]` is written as host uid BASE. Node has no mount_setattr or unshare, so a short perl program
  * (perl-base is Essential on Debian) makes the syscalls.
+ *
+ * A root caller's OCI cell (oci-backend.ts) binds the same clones, staged in the host's mount
+ * namespace where the engine resolves its binds ({@link hostStagePrefix}).
  */
 export interface UidShift {
   /** The first host uid and gid of the range; the cell's processes run as these. */
@@ -242,7 +245,10 @@ export function hostStagePrefix(shift: DeepReadonly<UidShift>, leftovers: readon
     'done',
     '[ -d "$stage" ] || mkdir -m 0700 "$stage" || exit 125',
     'if mountpoint -q "$stage"; then umount --lazy "$stage" || exit 125; fi',
-    '"$@" && umount --lazy "$stage"',
+    // 0: released; 125: nothing was set up for an engine to bind (a failed clone or mount).
+    '"$@"; status=$?',
+    'if [ $status -eq 0 ] || [ $status -eq 125 ]; then ! mountpoint -q "$stage" || umount --lazy "$stage"; fi',
+    'exit $status',
   ].join('\n');
   return [
     '/bin/sh',
