@@ -22,6 +22,7 @@ import { runDockerApi } from './docker-api-run.js';
 import { dockerSocketPath } from './docker-socket.js';
 import { hostRootGap } from './host-uid.js';
 import {
+  detachOrphanStages,
   hostStagePrefix,
   planUidShift,
   shiftedMountSource,
@@ -443,6 +444,7 @@ async function runOci(
     if (plan.stageDir) {
       // The stage's parent, and the runtime dir it clones (uid-shift.ts): root's, 0700.
       makeNeutralDir(plan.stageDir);
+      detachOrphanStages(plan.stageDir);
       const neutral = neutralRuntimeDir();
       if (neutral) makeNeutralDir(neutral);
     }

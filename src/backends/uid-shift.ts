@@ -1,5 +1,6 @@
-import { readFileSync, statSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { readdirSync, readFileSync, rmdirSync, statSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import type { DeepReadonly } from '../_internal/deep-readonly.js';
 import { findExecutable } from '../_internal/find-executable.js';
 import { neutralRuntimeDir } from '../_internal/neutral-dir.js';
@@ -247,7 +248,9 @@ export function hostStagePrefix(shift: DeepReadonly<UidShift>, leftovers: readon
     'if mountpoint -q "$stage"; then umount --lazy "$stage" || exit 125; fi',
     // 0: released; 125: nothing was set up for an engine to bind (a failed clone or mount).
     '"$@"; status=$?',
-    'if [ $status -eq 0 ] || [ $status -eq 125 ]; then ! mountpoint -q "$stage" || umount --lazy "$stage"; fi',
+    'if [ $status -eq 0 ] || [ $status -eq 125 ]; then',
+    '  ! mountpoint -q "$stage" || umount --lazy "$stage"; rmdir "$stage" 2>/dev/null',
+    'fi',
     'exit $status',
   ].join('\n');
   return [
@@ -259,6 +262,30 @@ export function hostStagePrefix(shift: DeepReadonly<UidShift>, leftovers: readon
     ...leftovers,
     ...stagePart.slice(stagePart.indexOf(shift.perl)),
   ];
+}
+
+/**
+ * Detaches the stages under `parent` (see {@link hostStagePrefix}) whose workspace or cell
+ * dir is gone (a killed run's cell removed since): no next run of theirs would. A live
+ * stage's clones are of existing dirs; a deleted dir shows no links.
+ */
+export function detachOrphanStages(parent: string): void {
+  let names: string[];
+  try {
+    names = readdirSync(parent);
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    const stage = join(parent, name);
+    const gone = ['workspace', 'cell'].some((s) => statSync(join(stage, s), { throwIfNoEntry: false })?.nlink === 0);
+    if (!gone || spawnSync('umount', ['--lazy', stage], { stdio: 'ignore', timeout: 10_000 }).status !== 0) continue;
+    try {
+      rmdirSync(stage);
+    } catch {
+      // left for the next sweep: an empty dir costs nothing
+    }
+  }
 }
 
 /** Put right before bwrap: the rest runs as uid 0 of the cell's user namespace, host uid `shift.uid`. */
