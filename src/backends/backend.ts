@@ -121,7 +121,10 @@ export interface BackendPlan {
   gaps: string[];
   /** Copies of small files the run makes before the cell starts and binds instead of their host paths. */
   staging?: FileStaging;
-  /** A root caller's shifted cell (uid-shift.ts): the neutral runtime dir its stage is mounted over; made before the run. */
+  /**
+   * A root caller's shifted cell (uid-shift.ts), made before the run: bwrap, the neutral
+   * runtime dir its stage is mounted over; OCI, the private dir holding the cell's stage.
+   */
   stageDir?: string;
   /** Cgroups the run creates for pids and memory limits (OCI: memory, as the container's parent), when it has any. */
   cgroups?: CgroupPlan;

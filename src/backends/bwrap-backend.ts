@@ -11,6 +11,7 @@ import { hostEtcSecrets, hostSystemDirs } from './host-rootfs.js';
 import { hostRootGap } from './host-uid.js';
 import {
   planUidShift,
+  shiftedMountSource,
   shiftedWrapper,
   stagedPath,
   stagePrefix,
@@ -145,13 +146,8 @@ export function planBwrap(
   for (const mount of mounts) {
     // A user's rw mount is not idmapped: the cell writes there as its own host uid (the
     // neutral runtime dir's and the agent's home are agentcell's own, reached on the stage).
-    if (mount.mode === 'rw')
-      args.push(
-        '--bind',
-        shift && !mount.own && !isUnder(mount.source, shift.stage) ? mount.source : src(mount.source),
-        mount.target,
-      );
-    else args.push('--ro-bind', src(mount.source), mount.target);
+    const source = shift ? shiftedMountSource(shift, mount) : mount.source;
+    args.push(mount.mode === 'rw' ? '--bind' : '--ro-bind', source, mount.target);
   }
   for (const mask of masks) {
     if (mask.kind === 'file') args.push('--perms', '0000', '--ro-bind-data', String(EMPTY_FD), mask.target);
@@ -312,8 +308,4 @@ function childOf(pid: number | undefined, which: 'first' | 'last'): number | und
   } catch {
     return undefined; // already gone
   }
-}
-
-function isUnder(path: string, dir: string): boolean {
-  return path === dir || path.startsWith(`${dir}/`);
 }

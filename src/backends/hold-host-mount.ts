@@ -37,12 +37,11 @@ export function holdHostMount(argv: readonly string[], env: Record<string, strin
     child.once('close', (code) => {
       if (ready) return;
       const reason = stderr.trim() || `exit ${String(code)}`;
-      reject(
-        new AgentcellError(
-          'BACKEND_UNAVAILABLE',
-          `cannot prepare the cell on the host (${reason}); an overlay workspace on docker needs root on the host (or rootless podman): use --workspace-mode direct or --backend bwrap`,
-        ),
-      );
+      // A root caller's idmapped stage (uid-shift.ts) failed: no workspace mode avoids it.
+      const fix = reason.includes('agentcell-uid:')
+        ? "a root caller's cell reads the workspace and agentcell's state through idmapped mounts: keep both on a filesystem that has them (ext4, xfs, btrfs, tmpfs on Linux >= 6.3), or run agentcell as an ordinary user"
+        : 'an overlay workspace on docker needs root on the host (or rootless podman): use --workspace-mode direct or --backend bwrap';
+      reject(new AgentcellError('BACKEND_UNAVAILABLE', `cannot prepare the cell on the host (${reason}); ${fix}`));
     });
   });
 }

@@ -1,6 +1,7 @@
 import { spawn, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { chmodSync, existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { userInfo } from 'node:os';
 import { subordinateIds } from './subordinate-ids.js';
 import { withProbeFix } from './probe-fix.js';
@@ -20,10 +21,21 @@ import { dockerApiPlan } from './docker-api-container.js';
 import { runDockerApi } from './docker-api-run.js';
 import { dockerSocketPath } from './docker-socket.js';
 import { hostRootGap } from './host-uid.js';
+import {
+  detachOrphanStages,
+  hostStagePrefix,
+  planUidShift,
+  shiftedMountSource,
+  shiftedWrapper,
+  stagedPath,
+  type UidShift,
+} from './uid-shift.js';
+import { makeNeutralDir, neutralRuntimeDir } from '../_internal/neutral-dir.js';
 import { CELL_LABEL, runArgs, type OciContainer } from './oci-container.js';
 import { queryEngineSync } from './engine-query.js';
 import { ociSeccompProfile, serializeOciSeccompProfile } from './oci-seccomp-profile.js';
 import { makeDirs } from '../_internal/make-dirs.js';
+import { HOST_MOUNT_READY, HOST_MOUNT_RELEASE } from '../_internal/held-mount-protocol.js';
 import { writeFileAtomic } from '../_internal/atomic-file.js';
 import { makeStagedFiles, removeStagedFiles, stageSmallFiles } from './staged-files.js';
 
@@ -123,6 +135,9 @@ function planWith(spec: DeepReadonly<CellSpec>, options: ResolvedOptions): Backe
   // 40: it names the container too (`agentcell-HOST-PID`), which the engines list.
   const hostname = cellHostname(spec.cell, 40);
   const user = cellUser(spec, options, gaps);
+  const { shift } = user;
+  // A root caller's shifted cell binds the idmapped stage instead of the host paths (uid-shift.ts).
+  const src = (path: string): string => (shift ? stagedPath(shift, path) : path);
   // exec, as on bwrap: build tools and agents run what they write to /tmp and $HOME (engines default to noexec).
   const tmpfs: OciContainer['tmpfs'] = [
     ['/tmp', 'mode=1777,exec'],
@@ -151,13 +166,17 @@ function planWith(spec: DeepReadonly<CellSpec>, options: ResolvedOptions): Backe
     binds.push(`${checkPath(source)}:${checkPath(target)}${mode === 'ro' ? ':ro' : ''}`);
   };
   const { workspace } = spec;
-  if (workspace.overlay) bind(workspace.overlay.merged, workspace.path, 'rw');
-  else bind(workspace.path, workspace.path, workspace.mode === 'direct' ? 'rw' : 'ro');
-  for (const path of spec.readonlyPaths) bind(path, path, 'ro');
+  // A held overlay is mounted at its own path, over the staged layers; the copy driver's is a plain dir.
+  if (workspace.overlay)
+    bind(workspace.overlay.hostMount ? workspace.overlay.merged : src(workspace.overlay.merged), workspace.path, 'rw');
+  else bind(src(workspace.path), workspace.path, workspace.mode === 'direct' ? 'rw' : 'ro');
+  for (const path of spec.readonlyPaths) bind(src(path), path, 'ro');
   // Small files come as copies on /dev/shm, so mountinfo shows no host path of agentcell's (staged-files.ts).
   const staged = stageSmallFiles(spec);
   if (staged.gap) gaps.push(staged.gap);
-  for (const mount of staged.binds.slice(0, spec.mounts.length)) bind(mount.source, mount.target, mount.mode);
+  for (const mount of staged.binds.slice(0, spec.mounts.length))
+    bind(shift ? shiftedMountSource(shift, mount) : mount.source, mount.target, mount.mode);
+  // Masks stay root's mode-0000 files, whoever the cell is.
   for (const mask of [...IMAGE_SECRETS, ...spec.masks])
     bind(join(options.maskDir, `empty-${mask.kind}`), mask.target, 'ro');
 
@@ -165,7 +184,7 @@ function planWith(spec: DeepReadonly<CellSpec>, options: ResolvedOptions): Backe
   if (spec.network === 'gateway') {
     const { egress } = spec;
     if (!egress) throw new Error('a gateway cell needs its egress wiring');
-    for (const { source, target } of staged.binds.slice(spec.mounts.length)) bind(source, target, 'ro');
+    for (const { source, target } of staged.binds.slice(spec.mounts.length)) bind(src(source), target, 'ro');
     argv = [...egress.argvPrefix, ...spec.argv];
   }
   const [command, ...rest] = argv;
@@ -192,6 +211,8 @@ function planWith(spec: DeepReadonly<CellSpec>, options: ResolvedOptions): Backe
   };
   if (caps.runtime) container.runtime = caps.runtime;
   if (user.userns) container.userns = user.userns;
+  if (user.uidmap) container.uidmap = user.uidmap;
+  if (user.gidmap) container.gidmap = user.gidmap;
   if (pids !== undefined && caps.pidsLimit === 'sandbox-nproc') {
     // gVisor's kernel counts the cell's processes (RLIMIT_NPROC, which it enforces for root
     // too); the host cgroup holds gVisor's own threads, several per cell process, so it
@@ -223,7 +244,15 @@ function planWith(spec: DeepReadonly<CellSpec>, options: ResolvedOptions): Backe
   if (socket) plan.api = dockerApiPlan(container, socket);
   if (memoryCgroup) plan.cgroups = memoryCgroup.cgroups;
   if (staged.staging) plan.staging = staged.staging;
-  if (workspace.overlay?.hostMount) {
+  if (shift) {
+    // Held as the overlay is: host root stages the idmapped sources, then mounts the overlay over them.
+    const { overlay } = workspace;
+    const hold = overlay?.hostMount
+      ? [...shiftedWrapper(shift, overlay.hostMount), overlay.merged]
+      : ['/bin/sh', '-c', PLAIN_HOLD];
+    plan.hostMount = [...hostStagePrefix(shift, overlay?.hostMount ? [overlay.merged] : []), ...hold];
+    plan.stageDir = dirname(shift.stage);
+  } else if (workspace.overlay?.hostMount) {
     // A rootless engine's containers see the mounts of its own user namespace: mount there.
     const via = caps.rootless ? [engine, 'unshare'] : [];
     plan.hostMount = [...via, ...workspace.overlay.hostMount];
@@ -248,22 +277,40 @@ interface CellUser {
   gid: number;
   /** A rootless engine: how the user namespace maps the cell user. */
   userns?: string;
+  /** Rootful podman, root caller: the container's own user namespace on root's subordinate ids. */
+  uidmap?: string[];
+  gidmap?: string[];
+  /** A root caller's cell off host uid 0: its binds come from this idmapped stage. */
+  shift?: UidShift;
 }
+
+/** A held mount with nothing to mount but the stage (no overlay workspace): prints the word, exits 0 once released. */
+const PLAIN_HOLD = `echo ${HOST_MOUNT_READY}; read -r line && [ "$line" = ${HOST_MOUNT_RELEASE} ]`;
 
 /**
  * The cell's uid. The workspace belongs to agentcell's host user, so that user's files
  * must stay writable, as on bwrap (where the cell's uid maps onto that user). Rootless
- * podman maps it (`keep-id`). A rootful engine runs the cell as the host user's own uid:
- * when agentcell runs as root that is uid 0 without capabilities (bwrap's cell is that
- * too on the host, under another name); per-container uid maps (podman `--uidmap`) copy
- * and chown the image's layers and fail on this podman, so the plan says so instead.
+ * podman maps it (`keep-id`). A rootful engine started by an ordinary user runs the cell as
+ * that user's uid. A root caller's cell runs on root's subordinate ids instead (DESIGN.md
+ * invariant 10), its binds taken from an idmapped stage on which root's files are that uid's
+ * (uid-shift.ts): on podman in a user namespace of its own (`--uidmap`), where the cell user
+ * (or with `--root`, the cell's root) is the range's first id; on docker and gVisor, which
+ * have no per-container user namespace, the default cell user *is* that host uid, and a
+ * `--root` cell stays host uid 0 without capabilities, labeled. Where the stage can't be
+ * made (no range for root, …) the cell is host uid 0, labeled with the reason, as on bwrap.
  */
 function cellUser(spec: DeepReadonly<CellSpec>, options: ResolvedOptions, gaps: string[]): CellUser {
   const { uid, gid } = spec.identity;
-  const { hostUid, hostGid } = options;
-  if (options.caps.rootless) {
+  const { hostUid, hostGid, caps } = options;
+  if (caps.rootless) {
     // Rootless: podman's user namespace maps container root to the host user.
     return uid === 0 ? { uid, gid } : { uid, gid, userns: `keep-id:uid=${uid},gid=${gid}` };
+  }
+  if (hostUid === 0) {
+    const shifted = shiftedCellUser(spec, options);
+    if ('uid' in shifted) return shifted;
+    gaps.push(...hostRootGap(0), shifted.none);
+    return { uid: 0, gid: 0 };
   }
   if (uid !== 0 && uid !== hostUid)
     gaps.push(
@@ -274,6 +321,33 @@ function cellUser(spec: DeepReadonly<CellSpec>, options: ResolvedOptions, gaps: 
   // A rootful engine maps no uids: the cell's uid 0 is the host's (gVisor's gofer too writes as it).
   gaps.push(...hostRootGap(cellUid));
   return { uid: cellUid, gid: cellGid };
+}
+
+/** A root caller's cell on root's subordinate ids, or the line saying why it stays host uid 0. */
+function shiftedCellUser(spec: DeepReadonly<CellSpec>, options: ResolvedOptions): CellUser | { none: string } {
+  const { uid, gid } = spec.identity;
+  if (uid === 0 && !options.caps.perContainerUidMap)
+    return {
+      none: `${options.name}: a --root cell is host uid 0 without capabilities: docker has no per-container user namespace (userns-remap is daemon-wide); --backend podman or bwrap runs it as root's subordinate uid`,
+    };
+  // One stage per cell (a cell runs once at a time): a killed run's is detached by the next.
+  const key = createHash('sha256').update(`${spec.workspace.path}\0${spec.cell}`).digest('hex').slice(0, 16);
+  // The cell's layers are the OCI plan's own: a directory rootfs is bwrap's.
+  const planned = planUidShift({ ...spec, rootfs: { kind: 'host' } }, (neutral) => join(`${neutral}-oci`, key));
+  if ('none' in planned) return { none: `no unprivileged host uid for the cell: ${planned.none}` };
+  const { uid: base, count } = planned;
+  if (!options.caps.perContainerUidMap) return { uid: base, gid: base, shift: planned };
+  if (uid >= count - 1 || gid >= count - 1)
+    return {
+      none: `no unprivileged host uid for the cell: its ids ${uid}:${gid} are outside root's ${count} subordinate ids`,
+    };
+  return { uid, gid, uidmap: firstIdAt(uid, base, count), gidmap: firstIdAt(gid, base, count), shift: planned };
+}
+
+/** `--uidmap`s putting `id` on the range's first host id (the stage's owner of root's files), the rest after it. */
+function firstIdAt(id: number, base: number, count: number): string[] {
+  if (id === 0) return [`0:${base}:${count}`];
+  return [`${id}:${base}:1`, `0:${base + 1}:${id}`, `${id + 1}:${base + id + 1}:${count - id - 1}`];
 }
 
 /**
@@ -369,6 +443,13 @@ async function runOci(
   if (plan.cgroups) createCgroups(plan.cgroups);
   try {
     if (plan.staging) makeStagedFiles(plan.staging);
+    if (plan.stageDir) {
+      // The stage's parent, and the runtime dir it clones (uid-shift.ts): root's, 0700.
+      makeNeutralDir(plan.stageDir);
+      detachOrphanStages(plan.stageDir);
+      const neutral = neutralRuntimeDir();
+      if (neutral) makeNeutralDir(neutral);
+    }
     // Awaited here, so the run's own bookkeeping (receipt key, git state) goes on while the host mounts.
     const mount = plan.hostMount && (await holdHostMount(plan.hostMount, env));
     try {

@@ -42,6 +42,13 @@ export interface OciCapabilities {
    * (`podman unshare`), and limits hold only where cgroup controllers are delegated.
    */
   rootless: boolean;
+  /**
+   * The engine gives a container its own user namespace on request (rootful podman's
+   * `--uidmap`): a root caller's cell, root included, then runs on root's subordinate ids.
+   * Without it (docker: `userns-remap` is daemon-wide) only a non-root cell user can be moved
+   * off host uid 0, by running as a subordinate uid itself.
+   */
+  perContainerUidMap: boolean;
   /** What `ENGINE rm --force` needs to kill at once (podman otherwise stops a container with 10 s of grace). */
   forceRemoveArgs: readonly string[];
   /**
@@ -89,6 +96,7 @@ export function ociCapabilities(
         homeOwner: 'chown-option',
         tmpfsCopiesUp: true,
         rootless,
+        perContainerUidMap: !rootless,
         forceRemoveArgs: ['--time', '0'],
         oomReport,
       };
@@ -104,6 +112,7 @@ export function ociCapabilities(
         homeOwner: 'uid-option',
         tmpfsCopiesUp: false,
         rootless: false,
+        perContainerUidMap: false,
         forceRemoveArgs: [],
         oomReport: 'container-state',
       };
@@ -119,6 +128,7 @@ export function ociCapabilities(
         homeOwner: 'world-sticky',
         tmpfsCopiesUp: false,
         rootless: false,
+        perContainerUidMap: false,
         forceRemoveArgs: [],
         oomReport: 'container-state',
       };

@@ -28,6 +28,13 @@ export interface OciContainer {
   user: string;
   /** Rootless podman: `--userns keep-id:…`. */
   userns?: string;
+  /**
+   * Rootful podman for a root caller: `--uidmap` and `--gidmap` (CONTAINER:HOST:COUNT each),
+   * the cell's ids onto root's subordinate range (uid-shift.ts). Docker has no per-container
+   * map (its capabilities never ask for one), so the API request has no such field.
+   */
+  uidmap?: string[];
+  gidmap?: string[];
   /** Mount point and tmpfs options (empty: the engine's). */
   tmpfs: [target: string, options: string][];
   pidsLimit?: number;
@@ -66,6 +73,8 @@ export function runArgs(c: OciContainer): string[] {
   if (c.seccomp.kind === 'agentcell') args.push('--security-opt', `seccomp=${c.seccomp.path}`);
   args.push('--read-only');
   if (c.userns) args.push('--userns', c.userns);
+  for (const map of c.uidmap ?? []) args.push('--uidmap', map);
+  for (const map of c.gidmap ?? []) args.push('--gidmap', map);
   args.push('--user', c.user);
   for (const [target, options] of c.tmpfs) args.push('--tmpfs', options ? `${target}:${options}` : target);
   if (c.pidsLimit !== undefined) args.push('--pids-limit', String(c.pidsLimit));

@@ -1,9 +1,10 @@
-import { readFileSync, statSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { readdirSync, readFileSync, rmdirSync, statSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import type { DeepReadonly } from '../_internal/deep-readonly.js';
 import { findExecutable } from '../_internal/find-executable.js';
 import { neutralRuntimeDir } from '../_internal/neutral-dir.js';
-import type { CellSpec } from './backend.js';
+import type { CellSpec, ExtraMount } from './backend.js';
 
 /**
  * A root caller's bwrap cell under an unprivileged host uid (DESIGN.md invariant 10). bwrap
@@ -23,6 +24,9 @@ import type { CellSpec } from './backend.js';
  * So is a read-only directory `[[mount]]` outside those. Nothing else is idmapped: host system
  * dirs are read as "other", and a rw `[[mount]]` is written as host uid BASE. Node has no mount_setattr or unshare, so a short perl program
  * (perl-base is Essential on Debian) makes the syscalls.
+ *
+ * A root caller's OCI cell (oci-backend.ts) binds the same clones, staged in the host's mount
+ * namespace where the engine resolves its binds ({@link hostStagePrefix}).
  */
 export interface UidShift {
   /** The first host uid and gid of the range; the cell's processes run as these. */
@@ -31,7 +35,10 @@ export interface UidShift {
   count: number;
   perl: string;
   unshare: string;
-  /** The neutral runtime dir: the stage tmpfs is mounted over it (in the cell's mount namespace only). */
+  /**
+   * Where the stage tmpfs is mounted: over the neutral runtime dir in the cell's own mount
+   * namespace (bwrap), or an OCI run's own dir in the host's (see {@link hostStagePrefix}).
+   */
   stage: string;
   /** Host paths cloned onto the stage, by name. */
   sources: { name: string; path: string }[];
@@ -125,7 +132,10 @@ export function rootRange(file: string): { base: number; count: number } | undef
  * The shift for a root caller's cell, or why there is none (then the cell stays host uid 0,
  * labeled). Reads the host; changes nothing.
  */
-export function planUidShift(spec: DeepReadonly<CellSpec>): UidShift | { none: string } {
+export function planUidShift(
+  spec: DeepReadonly<CellSpec>,
+  stageAt: (neutral: string) => string = (neutral) => neutral,
+): UidShift | { none: string } {
   const numbers = SYSCALLS[process.arch];
   if (!numbers) return { none: `no uid-shift helper for ${process.arch}` };
   const uids = rootRange('/etc/subuid');
@@ -135,8 +145,9 @@ export function planUidShift(spec: DeepReadonly<CellSpec>): UidShift | { none: s
   const perl = findExecutable('perl', process.env, ['/usr/bin', '/bin']);
   const unshare = findExecutable('unshare', process.env, ['/usr/bin', '/bin']);
   if (!perl || !unshare) return { none: 'perl and unshare (util-linux) make the idmapped mounts: install both' };
-  const stage = neutralRuntimeDir();
-  if (!stage) return { none: 'no tmpfs at /dev/shm to stage the cell’s mounts on' };
+  const neutral = neutralRuntimeDir();
+  if (!neutral) return { none: 'no tmpfs at /dev/shm to stage the cell’s mounts on' };
+  const stage = stageAt(neutral);
   const prefixes = [
     spec.workspace.overlay?.argvPrefix ?? [],
     spec.rootfs.kind === 'directory' ? (spec.rootfs.overlay?.argvPrefix ?? []) : [],
@@ -145,7 +156,7 @@ export function planUidShift(spec: DeepReadonly<CellSpec>): UidShift | { none: s
   if (prefixes.some((p) => p.some((a) => a.includes('fuse-overlayfs'))))
     return { none: 'the cell keeps its layers with fuse-overlayfs' };
   const sources = [
-    { name: 'shm', path: stage },
+    { name: 'shm', path: neutral },
     { name: 'workspace', path: spec.workspace.path },
   ];
   const cellDir = spec.workspace.overlay
@@ -182,6 +193,19 @@ export function stagedPath(shift: DeepReadonly<UidShift>, path: string): string 
   return best ? `${shift.stage}/${best.name}${path.slice(best.path.length)}` : path;
 }
 
+/**
+ * Where a shifted cell binds a `[[mount]]` from: the stage, unless it is a user's rw mount,
+ * which is not idmapped (the cell writes there as its own host uid); agentcell's own rw dirs
+ * (the agent's home, a run dir under the neutral runtime dir) are staged.
+ */
+export function shiftedMountSource(shift: DeepReadonly<UidShift>, mount: DeepReadonly<ExtraMount>): string {
+  const neutral = shift.sources.find((s) => s.name === 'shm')?.path;
+  const agentcells =
+    mount.own === true ||
+    (neutral !== undefined && (mount.source === neutral || mount.source.startsWith(`${neutral}/`)));
+  return mount.mode === 'rw' && !agentcells ? mount.source : stagedPath(shift, mount.source);
+}
+
 /** Put before the overlay wrappers: host root clones and idmaps the sources onto the stage, in a mount namespace of the cell's. */
 export function stagePrefix(shift: DeepReadonly<UidShift>): string[] {
   const numbers = SYSCALLS[process.arch];
@@ -202,6 +226,66 @@ export function stagePrefix(shift: DeepReadonly<UidShift>): string[] {
     ...shift.sources.map((s) => `${s.name}=${s.path}`),
     '--',
   ];
+}
+
+/**
+ * For an OCI engine, which binds its sources in the host's mount namespace (an engine's
+ * daemon or conmon can't be put in ours): the stage is made there, at its own dir outside
+ * the neutral runtime dir (a recursive clone of that dir must find no idmapped mount in it),
+ * and held for the run. Put before a held command (see hold-host-mount.ts) that exits 0 once
+ * released: then the stage is detached; otherwise (agentcell died, the engine may still be
+ * binding it) it stays until the cell's next run detaches it before staging again, with each
+ * of `leftovers` still mounted (a killed run's overlay: a recursive clone would carry it).
+ */
+export function hostStagePrefix(shift: DeepReadonly<UidShift>, leftovers: readonly string[]): string[] {
+  const stagePart = stagePrefix(shift);
+  const hold = [
+    'stage=$0; n=$1; shift',
+    'while [ "$n" -gt 0 ]; do',
+    '  if mountpoint -q "$1"; then umount --lazy "$1" || exit 125; fi; shift; n=$((n - 1))',
+    'done',
+    '[ -d "$stage" ] || mkdir -m 0700 "$stage" || exit 125',
+    'if mountpoint -q "$stage"; then umount --lazy "$stage" || exit 125; fi',
+    // 0: released; 125: nothing was set up for an engine to bind (a failed clone or mount).
+    '"$@"; status=$?',
+    'if [ $status -eq 0 ] || [ $status -eq 125 ]; then',
+    '  ! mountpoint -q "$stage" || umount --lazy "$stage"; rmdir "$stage" 2>/dev/null',
+    'fi',
+    'exit $status',
+  ].join('\n');
+  return [
+    '/bin/sh',
+    '-c',
+    hold,
+    shift.stage,
+    String(leftovers.length),
+    ...leftovers,
+    ...stagePart.slice(stagePart.indexOf(shift.perl)),
+  ];
+}
+
+/**
+ * Detaches the stages under `parent` (see {@link hostStagePrefix}) whose workspace or cell
+ * dir is gone (a killed run's cell removed since): no next run of theirs would. A live
+ * stage's clones are of existing dirs; a deleted dir shows no links.
+ */
+export function detachOrphanStages(parent: string): void {
+  let names: string[];
+  try {
+    names = readdirSync(parent);
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    const stage = join(parent, name);
+    const gone = ['workspace', 'cell'].some((s) => statSync(join(stage, s), { throwIfNoEntry: false })?.nlink === 0);
+    if (!gone || spawnSync('umount', ['--lazy', stage], { stdio: 'ignore', timeout: 10_000 }).status !== 0) continue;
+    try {
+      rmdirSync(stage);
+    } catch {
+      // left for the next sweep: an empty dir costs nothing
+    }
+  }
 }
 
 /** Put right before bwrap: the rest runs as uid 0 of the cell's user namespace, host uid `shift.uid`. */

@@ -31,13 +31,17 @@ export interface HostOverlayMount {
  * failed mount exits 125.
  */
 const HOLD_SCRIPT = [
+  // $5, when given, is where to mount instead of `merged`: a root caller's OCI cell reads its
+  // layers through idmapped clones (uid-shift.ts) and mounts the view at the cell's own path.
   'cd "$2" || exit 125',
-  'if mountpoint -q merged; then umount -l merged || exit 125; fi',
-  'if ! "$1" -t overlay overlay -o "lowerdir=$4/proc/self/fd/9,upperdir=upper,workdir=work,userxattr" merged 9<"$3"; then',
+  'at=${5:-merged}',
+  'if mountpoint -q "$at"; then umount -l "$at" || exit 125; fi',
+  'if ! "$1" -t overlay overlay -o "lowerdir=$4/proc/self/fd/9,upperdir=upper,workdir=work,userxattr" "$at" 9<"$3"; then',
   '  echo "agentcell-overlay: cannot mount the workspace overlay in $2" >&2; exit 125',
   'fi',
   `echo ${HOST_MOUNT_READY}`,
-  `if read -r line && [ "$line" = ${HOST_MOUNT_RELEASE} ]; then umount --lazy merged; fi`,
+  // Exits 0 only once released and unmounted (a root caller's stage is then detached too).
+  `read -r line && [ "$line" = ${HOST_MOUNT_RELEASE} ] && umount --lazy "$at"`,
 ].join('\n');
 
 export function hostOverlayMount(stack: LayerStack, workspace: string): HostOverlayMount {
