@@ -265,7 +265,16 @@ describe('egress listener handoff (bwrap)', () => {
       const spec: CellSpec = { ...bareSpec(), argv: ['sh', '-c', 'echo COMMAND-RAN >/run/out/out'] };
       spec.mounts = [...spec.mounts, { source: outDir, target: '/run/out', mode: 'rw' }];
       const out = join(outDir, 'out');
-      for (const control of [{}, { adoptListener: () => false }]) {
+      const adopters: RunControl[] = [
+        {},
+        { adoptListener: () => false },
+        {
+          adoptListener: () => {
+            throw new Error('an adopter that fails');
+          },
+        },
+      ];
+      for (const control of adopters) {
         rmSync(out, { force: true });
         const outcome = await prepared.backend.run(spec, prepared.backend.plan(spec), control);
         assert.equal(outcome.exitCode, 125);

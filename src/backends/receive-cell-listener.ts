@@ -64,10 +64,11 @@ export function receiveCellListener(child: ChildProcess, adopt: ((listener: Serv
       let adopted = false;
       try {
         adopted = adopt(listener);
-      } finally {
-        if (!adopted) listener.close();
-        reply(child, adopted);
+      } catch {
+        adopted = false; // a failing adopter refuses: the command does not run
       }
+      if (!adopted) listener.close();
+      reply(child, adopted);
     });
   };
   channel.onread = () => {
@@ -75,7 +76,9 @@ export function receiveCellListener(child: ChildProcess, adopt: ((listener: Serv
     channel.pendingHandle = undefined;
     settle(handle);
   };
+  // Gone before it sent anything (or never started): the channel closes with it.
   child.once('exit', () => settle(undefined));
+  child.once('error', () => settle(undefined));
 }
 
 function channelHandle(child: ChildProcess): ChannelHandle | undefined {
