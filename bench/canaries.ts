@@ -3,6 +3,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { mutableCopy } from '../src/_internal/deep-readonly.js';
+import type { RunControl } from '../src/backends/backend.js';
 import { startRunGateway, type RunEgress } from '../src/egress/gateway/run-gateway.js';
 import { agentcellPaths, prepareRun, type PreparedRun } from '../src/index.js';
 import { readCanaryResults, startCanaries, withCanaries } from '../src/evidence/canaries.js';
@@ -122,8 +123,9 @@ async function measure(host: BenchHost, backend: string, network: Row['network']
   const samples = { with: [] as number[], without: [] as number[], hostSide: [] as number[] };
   try {
     for (let round = 0; round < runs + 2; round++) {
-      const a = await timeWith(prepared);
-      const b = await timeRun(prepared, bare.spec, bare.plan);
+      const control = gateway ? { adoptListener: gateway.adoptListener } : {};
+      const a = await timeWith(prepared, control);
+      const b = await timeRun(prepared, bare.spec, bare.plan, control);
       if (round < 2) continue;
       samples.with.push(a.total);
       samples.hostSide.push(a.hostSide);
@@ -141,11 +143,11 @@ async function measure(host: BenchHost, backend: string, network: Row['network']
   };
 }
 
-async function timeWith(prepared: PreparedRun): Promise<{ total: number; hostSide: number }> {
+async function timeWith(prepared: PreparedRun, control: RunControl): Promise<{ total: number; hostSide: number }> {
   const started = process.hrtime.bigint();
   startCanaries(prepared.canaries);
   const launched = process.hrtime.bigint();
-  const outcome = await prepared.backend.run(prepared.spec, prepared.plan);
+  const outcome = await prepared.backend.run(prepared.spec, prepared.plan, control);
   const ended = process.hrtime.bigint();
   const report = readCanaryResults(prepared.canaries);
   const done = process.hrtime.bigint();
@@ -155,9 +157,14 @@ async function timeWith(prepared: PreparedRun): Promise<{ total: number; hostSid
   return { total: ms(done - started), hostSide: ms(launched - started + (done - ended)) };
 }
 
-async function timeRun(prepared: PreparedRun, spec: PreparedRun['spec'], plan: PreparedRun['plan']): Promise<number> {
+async function timeRun(
+  prepared: PreparedRun,
+  spec: PreparedRun['spec'],
+  plan: PreparedRun['plan'],
+  control: RunControl,
+): Promise<number> {
   const started = process.hrtime.bigint();
-  const outcome = await prepared.backend.run(spec, plan);
+  const outcome = await prepared.backend.run(spec, plan, control);
   const took = ms(process.hrtime.bigint() - started);
   if (outcome.exitCode !== 0) throw new Error(`run -- true exited ${outcome.exitCode} on ${prepared.backend.name}`);
   return took;

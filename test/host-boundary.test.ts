@@ -89,6 +89,30 @@ for (const backend of TEST_BACKENDS) {
         rmSync(dir, { recursive: true, force: true });
       }
     });
+
+    it('a gateway cell’s command gets no IPC channel and no NODE_CHANNEL_* (bwrap hands its listener over one)', () => {
+      // Into a file: a pipe would show the shell's own end of it.
+      const probe =
+        'ls /proc/$$/fd >/tmp/fds; tr "\\n" " " </tmp/fds; echo; env | grep "^NODE_CHANNEL" || echo no-channel-env';
+      // Control: a process given node's IPC channel (as bwrap is) has both, and the probe sees them.
+      const outside = spawnSync(
+        process.execPath,
+        [
+          '-e',
+          `require("child_process").spawn("sh", ["-c", ${JSON.stringify(probe)}], { stdio: ["ignore", "inherit", "inherit", "ignore", "ignore", "ignore", "ipc"] }).on("exit", () => process.exit(0))`,
+        ],
+        { encoding: 'utf8' },
+      );
+      assert.match(outside.stdout, /^([\d ]* )?6 /);
+      assert.match(outside.stdout, /^NODE_CHANNEL_FD=6$/m);
+      const r = inCell(sb, probe, [...backendArgs(backend), '--network', 'allowlist']);
+      assert.equal(r.status, 0, r.stderr);
+      const [fds = '', env = ''] = r.stdout.split('\n');
+      const listed = fds.trim().split(' ').map(Number);
+      // 0–2, and the shell's own (dash keeps a descriptor at 10 and up): nothing agentcell passed (6).
+      assert.ok(listed.every((fd) => fd <= 2 || fd >= 10) && !listed.includes(6), `fds in the command: ${fds}`);
+      assert.equal(env, 'no-channel-env');
+    });
   });
 }
 

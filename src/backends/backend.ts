@@ -1,3 +1,4 @@
+import type { Server } from 'node:net';
 import type { DeepReadonly } from '../_internal/deep-readonly.js';
 import type { BackendName } from '../_internal/vocabulary.js';
 import type { CgroupPlan } from './cgroup-limits.js';
@@ -34,6 +35,13 @@ export interface ResourceLimits {
 export interface RunControl {
   /** Aborting it kills the cell at once (a bound was passed: see run-disk-watch.ts). */
   stop?: AbortSignal;
+  /**
+   * A gateway cell on a backend with `listenerHandoff`: called once with the listener the
+   * cell's bridge made on the cell's loopback, now held by this process. Returns whether it
+   * was adopted; a refused one is closed, and the bridge then exits non-zero, so the
+   * command does not run (fail closed). Without it every listener is refused.
+   */
+  adoptListener?: (listener: Server) => boolean;
 }
 
 /**
@@ -85,8 +93,14 @@ export interface CellEgress {
   socketPath: string;
   /** Host paths bound read-only into the cell for the bridge: the socket, the bridge script, node when the host's. */
   binds: { source: string; target: string }[];
-  /** Runs in front of the command: starts the bridge in the cell, waits for it, then execs the command. */
+  /** Runs in front of the command: starts the relaying bridge in the cell, waits for it, then execs the command. */
   argvPrefix: string[];
+  /**
+   * The same for a backend with `listenerHandoff`: the bridge makes the cell's proxy listener,
+   * hands it to agentcell over the IPC channel (NODE_CHANNEL_FD) and exits; the prelude then
+   * closes the channel and execs the command. No bridge process stays in the cell.
+   */
+  handoffPrefix: string[];
 }
 
 /** A descriptor handed to the backend process, shown in --dry-run. */
@@ -117,6 +131,8 @@ export interface BackendPlan {
   /** The environment the backend process (and so the cell) receives. */
   env: Record<string, string>;
   fds: PlannedFd[];
+  /** A gateway cell whose bridge hands its listener over: the descriptor of the IPC channel (node's `'ipc'` stdio). */
+  handoffFd?: number;
   /** What the plan cannot enforce on this host, one line each (lowers assurance). */
   gaps: string[];
   /** Copies of small files the run makes before the cell starts and binds instead of their host paths. */
@@ -161,6 +177,13 @@ export interface Backend {
   readonly name: BackendName;
   /** The program whose `--version` the receipt records (bwrap, podman, docker, runsc). */
   readonly tool: string;
+  /**
+   * Descriptors cross from the cell to agentcell (a host process starts the cell's init): a
+   * gateway cell's plan runs CellEgress.handoffPrefix and `run` gives the cell's listener to
+   * RunControl.adoptListener. Without it (OCI engines: docker can't pass descriptors, gVisor's
+   * sockets are not host sockets) the bridge stays in the cell and relays (argvPrefix).
+   */
+  readonly listenerHandoff: boolean;
   probe(): BackendProbe;
   /** Pure: reads the spec, changes nothing (a prepared run is immutable). */
   plan(spec: DeepReadonly<CellSpec>): BackendPlan;

@@ -1,4 +1,4 @@
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn, spawnSync, type StdioOptions } from 'node:child_process';
 import { closeSync, openSync, readFileSync } from 'node:fs';
 import type { Writable } from 'node:stream';
 import { AgentcellError } from '../errors.js';
@@ -22,27 +22,34 @@ import { makeNeutralDir } from '../_internal/neutral-dir.js';
 import { buildSeccompFilter } from './seccomp-filter.js';
 import { makeStagedFiles, removeStagedFiles, stageSmallFiles } from './staged-files.js';
 import { superviseProcess } from './supervise-process.js';
+import { receiveCellListener } from './receive-cell-listener.js';
 
 /** Descriptor numbers bwrap reads from; fixed so --dry-run output is stable. */
 const SECCOMP_FD = 3;
 const EMPTY_FD = 4;
 const ARGS_FD = 5;
+/** A gateway cell's IPC channel (NODE_CHANNEL_FD), over which the bridge hands its listener over. */
+const HANDOFF_FD = 6;
 
 export interface BwrapOptions {
   /** The bwrap executable (default: `bwrap` on PATH). */
   executable?: string;
   /** The uid agentcell runs as: bwrap maps the cell's uid onto it (default: this process's). */
   hostUid?: number;
+  /** A gateway cell's bridge hands its listener to agentcell and exits (default), or stays and relays (false: benchmarks). */
+  listenerHandoff?: boolean;
 }
 
 export function createBwrapBackend(options: BwrapOptions = {}): Backend {
   const executable = options.executable ?? 'bwrap';
   const hostUid = options.hostUid ?? process.getuid?.() ?? 1000;
+  const listenerHandoff = options.listenerHandoff ?? true;
   return {
     name: 'bwrap',
     tool: executable,
+    listenerHandoff,
     probe: () => probeBwrap(executable),
-    plan: (spec) => planBwrap(spec, executable, hostUid),
+    plan: (spec) => planBwrap(spec, executable, hostUid, listenerHandoff),
     run: (spec, plan, control) => runBwrap(spec, plan, control),
   };
 }
@@ -75,6 +82,7 @@ export function planBwrap(
   spec: DeepReadonly<CellSpec>,
   executable = 'bwrap',
   hostUid = process.getuid?.() ?? 1000,
+  listenerHandoff = true,
 ): BackendPlan {
   const args: string[] = [executable];
   const fds: BackendPlan['fds'] = [];
@@ -126,7 +134,13 @@ export function planBwrap(
     // Still no network namespace of the host's: the socket is the only way out.
     for (const { source, target } of staged.binds.slice(spec.mounts.length))
       args.push('--ro-bind', src(source), target);
-    argv = [...egress.argvPrefix, ...spec.argv];
+    argv = [...(listenerHandoff ? egress.handoffPrefix : egress.argvPrefix), ...spec.argv];
+    if (listenerHandoff)
+      fds.push({
+        fd: HANDOFF_FD,
+        purpose:
+          "node IPC channel (NODE_CHANNEL_FD): the cell's bridge hands its 127.0.0.1 proxy listener to agentcell; closed before the command",
+      });
   }
   // Every home on the host disappears, not only the caller's.
   args.push(...sized, '--tmpfs', '/home', ...sized, '--tmpfs', '/root');
@@ -197,6 +211,7 @@ export function planBwrap(
     fds,
     gaps,
   };
+  if (spec.network === 'gateway' && listenerHandoff) plan.handoffFd = HANDOFF_FD;
   if (staged.staging) plan.staging = staged.staging;
   if (shift) plan.stageDir = shift.stage;
   const { pids, memoryBytes, cpus } = spec.limits;
@@ -224,12 +239,24 @@ async function runBwrap(
   try {
     if (plan.staging) makeStagedFiles(plan.staging);
     if (plan.stageDir) makeNeutralDir(plan.stageDir);
+    const stdio: StdioOptions = [
+      'inherit',
+      'inherit',
+      'inherit',
+      filter ? 'pipe' : 'ignore',
+      emptyFd,
+      byFd ? 'pipe' : 'ignore',
+    ];
+    // node sets NODE_CHANNEL_FD (= the index) and NODE_CHANNEL_SERIALIZATION_MODE in bwrap's env, which the cell gets.
+    if (plan.handoffFd !== undefined) stdio[plan.handoffFd] = 'ipc';
     const child = spawn(executable, args, {
       env: plan.env,
-      stdio: ['inherit', 'inherit', 'inherit', filter ? 'pipe' : 'ignore', emptyFd, byFd ? 'pipe' : 'ignore'],
+      stdio,
       // Without a terminal, bwrap leads its own process group so signals reach only it.
       detached: !spec.tty,
     });
+    // At once, before the event loop reads the channel (see receive-cell-listener.ts).
+    if (plan.handoffFd !== undefined) receiveCellListener(child, control.adoptListener);
     const seccompPipe = child.stdio[SECCOMP_FD] as Writable | null;
     if (filter && seccompPipe) {
       seccompPipe.on('error', () => undefined); // bwrap failing early closes its end
@@ -244,8 +271,9 @@ async function runBwrap(
       tty: spec.tty,
       timeoutMs: spec.limits.timeoutMs,
       // bwrap forks the cell's init (pid 1 inside), which forks the command. In a gateway
-      // cell that is the bridge prelude, which execs the command in place (the bridge
-      // itself is detached: a later child of pid 1, never the first). bwrap's own child is
+      // cell that is the bridge prelude, which execs the command in place (the bridge is
+      // the prelude's child, gone by then; a relaying one is detached: a later child of
+      // pid 1, never the first). bwrap's own child is
       // its last: a fuse-overlayfs workspace's daemon was started before bwrap, in its process.
       commandPid: () => childOf(childOf(child.pid, 'last'), 'first'),
       stop: control.stop,

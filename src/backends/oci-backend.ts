@@ -74,6 +74,8 @@ export function createOciBackend(options: OciBackendOptions): Backend {
   return {
     name: options.name,
     tool: resolved.caps.runtime ?? resolved.caps.engine,
+    // docker's client can't pass a descriptor to the container, and gVisor's sockets are its own kernel's.
+    listenerHandoff: false,
     probe: () => probeOci(resolved),
     plan: (spec) => planWith(spec, resolved),
     run: (spec, plan, control) => runOci(spec, plan, resolved, control),

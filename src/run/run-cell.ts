@@ -119,7 +119,10 @@ export async function runPrepared(
             });
       startCanaries(prepared.canaries);
       onStart();
-      const running = runBackend(prepared, { stop: stop.signal });
+      const running = runBackend(prepared, {
+        stop: stop.signal,
+        ...(gateway ? { adoptListener: gateway.adoptListener } : {}),
+      });
       if (prepared.scanCache) writeJsonCache(prepared.scanCache.path, prepared.scanCache.cache);
       if (prepared.digestCache) writeJsonCache(prepared.digestCache.path, prepared.digestCache.cache);
       gitBefore ??= readGitState(prepared.workspace);

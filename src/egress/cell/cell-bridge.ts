@@ -10,12 +10,18 @@
  *
  *   node agentcell-bridge.mjs listen SOCKET [PORT] [HOST]
  *     Prints `ready PORT` on stdout once listening (PORT 0 picks a free port).
+ *   node agentcell-bridge.mjs handoff PORT [HOST]
+ *     Where the backend passes descriptors (bwrap): no relay. Listens on HOST:PORT, sends the
+ *     listener to agentcell over node's IPC channel (NODE_CHANNEL_FD, set by agentcell's
+ *     spawn), waits for agentcell's reply that it adopted it, then exits 0: the gateway
+ *     accepts the cell's connections itself. Exits 1 (the prelude then 125) otherwise.
  *   node agentcell-bridge.mjs connect SOCKET HOST PORT
  *     An ssh ProxyCommand (`ProxyCommand node …/agentcell-bridge.mjs connect SOCKET %h %p`):
  *     CONNECTs through the gateway with the token from AGENTCELL_PROXY_TOKEN and joins
  *     the tunnel to stdin/stdout. Exits 1 with the gateway's reason when refused.
  */
 import { connect, createServer, type Server, type Socket } from 'node:net';
+import { once } from 'node:events';
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
@@ -122,8 +128,48 @@ export function connectThroughGateway(options: {
   });
 }
 
+/** The reply agentcell sends once it holds the listener (backends/receive-cell-listener.ts; this file imports nothing of agentcell's). */
+const ADOPTED = 'listener-adopted';
+const REFUSED = 'listener-refused';
+/** How long the host has to take the listener; it answers in a moment unless it is gone. */
+const HANDOFF_TIMEOUT_MS = 10_000;
+
+/**
+ * Makes the listener and hands it to the process at the other end of the IPC channel;
+ * resolves once that process said it adopted it, rejects otherwise. This process's own copy
+ * of the descriptor closes when it exits: from then on only agentcell holds it, so the
+ * listener is gone (connections refused) when agentcell is.
+ */
+export async function handOffListener(port: number, host: string): Promise<void> {
+  const send = process.send?.bind(process);
+  if (!send) throw new Error('no IPC channel to agentcell (NODE_CHANNEL_FD)');
+  const server = createServer({ pauseOnConnect: true });
+  server.listen(port, host);
+  await once(server, 'listening');
+  const adopted = new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('agentcell did not take the listener')), HANDOFF_TIMEOUT_MS);
+    process.on('message', (message: unknown) => {
+      const reply =
+        typeof message === 'object' && message !== null ? (message as { agentcell?: unknown }).agentcell : '';
+      if (reply !== ADOPTED && reply !== REFUSED) return;
+      clearTimeout(timer);
+      if (reply === ADOPTED) resolve();
+      else reject(new Error('agentcell refused the listener'));
+    });
+  });
+  await new Promise<void>((resolve, reject) =>
+    send({ agentcell: 'listener' }, server, (error: Error | null) => (error ? reject(error) : resolve())),
+  );
+  await adopted;
+}
+
 async function main(argv: string[]): Promise<void> {
   const [command, socketPath, ...rest] = argv;
+  if (command === 'handoff' && socketPath) {
+    // Here the second word is the port: the socket is not used (the ssh ProxyCommand still is).
+    await handOffListener(Number(socketPath), rest[0] ?? '127.0.0.1');
+    process.exit(0);
+  }
   if (command === 'listen' && socketPath) {
     const bridge = await startCellBridge({ socketPath, port: Number(rest[0] ?? 0), host: rest[1] ?? '127.0.0.1' });
     process.stdout.write(`ready ${bridge.port}\n`);
@@ -138,7 +184,9 @@ async function main(argv: string[]): Promise<void> {
     socket.pipe(process.stdout);
     return;
   }
-  process.stderr.write('usage: agentcell-bridge listen SOCKET [PORT] [HOST] | connect SOCKET HOST PORT\n');
+  process.stderr.write(
+    'usage: agentcell-bridge listen SOCKET [PORT] [HOST] | handoff PORT [HOST] | connect SOCKET HOST PORT\n',
+  );
   process.exitCode = 2;
 }
 

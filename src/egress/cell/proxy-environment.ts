@@ -60,6 +60,25 @@ export function withBridge(node: string, argv: readonly string[]): string[] {
   return ['/bin/sh', '-c', script, 'agentcell-cell', ...argv];
 }
 
+/**
+ * The same where the backend passes descriptors (bwrap): the bridge runs in the foreground,
+ * hands its 127.0.0.1 listener to agentcell over node's IPC channel and exits once agentcell
+ * has it (so no poll: the prelude goes on when the bridge is done). The prelude then closes
+ * the channel's descriptor and drops NODE_CHANNEL_* from the environment, so the command
+ * gets neither, and execs the command. A bridge that could not hand over (no channel,
+ * agentcell refused or gone) means no command (exit 125), as above.
+ */
+export function withHandoff(node: string, argv: readonly string[]): string[] {
+  const script = [
+    `${node} ${CELL_BRIDGE_SCRIPT} handoff ${CELL_PROXY_PORT} </dev/null || { echo "agentcell: the egress bridge could not hand its listener to agentcell" >&2; exit 125; }`,
+    // One digit (a shell's redirection takes no more); agentcell's backend passes 6.
+    'case ${NODE_CHANNEL_FD-} in [3-9]) eval "exec ${NODE_CHANNEL_FD}<&-";; *) echo "agentcell: no IPC channel to close" >&2; exit 125;; esac',
+    'unset NODE_CHANNEL_FD NODE_CHANNEL_SERIALIZATION_MODE',
+    'exec "$@"',
+  ].join('\n');
+  return ['/bin/sh', '-c', script, 'agentcell-cell', ...argv];
+}
+
 /** node for the bridge: a host binary to bind in, or a path inside a directory rootfs. */
 export type BridgeNode = { bind: string } | { path: string };
 
@@ -70,5 +89,6 @@ export function cellEgressWiring(socketPath: string, bridgeScript: string, node:
     { source: bridgeScript, target: CELL_BRIDGE_SCRIPT },
   ];
   if ('bind' in node) binds.push({ source: node.bind, target: CELL_BRIDGE_NODE });
-  return { socketPath, binds, argvPrefix: withBridge('bind' in node ? CELL_BRIDGE_NODE : node.path, []) };
+  const path = 'bind' in node ? CELL_BRIDGE_NODE : node.path;
+  return { socketPath, binds, argvPrefix: withBridge(path, []), handoffPrefix: withHandoff(path, []) };
 }

@@ -80,6 +80,12 @@ export interface EgressGateway {
    * POLICY_INVALID and keeps the old rules when the new ones don't compile.
    */
   reload(rules: GatewayRules): { revoked: number };
+  /**
+   * Serves connections accepted on `listener` too, a listening socket made elsewhere (a
+   * cell's loopback: see RunControl.adoptListener), exactly as its own: same token, same
+   * rules; closed with the gateway. False (nothing taken) when the gateway is not listening.
+   */
+  adopt(listener: Server): boolean;
   /** Decisions logged so far (allowed tunnels count when they close). */
   counters(): EgressCounters;
   /**
@@ -246,6 +252,16 @@ export function createEgressGateway(options: EgressGatewayOptions): EgressGatewa
       return address;
     },
     reload: (rules) => gateway.reload(rules),
+    adopt(listener) {
+      if (state !== 'listening') return false;
+      // A server of the gateway's own takes the descriptor over (net.Server#listen(handle)):
+      // its options, not those the listener was made with, decide how connections are read.
+      const server = createNetServer({ allowHalfOpen: true, pauseOnConnect: true }, acceptPaused);
+      servers.push(server);
+      server.on('error', failClosed);
+      server.listen(listener);
+      return true;
+    },
     counters: () => gateway.counters(),
     warmUp: () => gateway.warmUp(),
     close,

@@ -1,4 +1,5 @@
 import { existsSync, lstatSync, rmSync } from 'node:fs';
+import type { Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { delimiter, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -10,7 +11,7 @@ import type { CellCaFiles } from '../cell/cell-trust.js';
 import type { EgressGateway, GatewayInspectOptions, GatewayRules } from './egress-gateway.js';
 import type { EgressCounters } from '../log/egress-log.js';
 import { normalizeHost } from '../rules/host-rules.js';
-import type { BridgeNode } from '../cell/proxy-environment.js';
+import { CELL_PROXY_PORT, type BridgeNode } from '../cell/proxy-environment.js';
 import type { ProxySecret } from '../rules/inspect-rules.js';
 import { makeDirs } from '../../_internal/make-dirs.js';
 import { neutralRuntimeDir } from '../../_internal/neutral-dir.js';
@@ -108,6 +109,12 @@ export interface RunningGateway {
   logPath: string;
   /** The run's spy log, when it inspects anything (`<dir>/<run>.spy.jsonl`). */
   spyLogPath?: string;
+  /**
+   * RunControl.adoptListener: takes the cell's proxy listener when it is what the cell's
+   * proxy variables name, 127.0.0.1:CELL_PROXY_PORT over TCP (the cell made it in its own
+   * network namespace); anything else is refused.
+   */
+  adoptListener: (listener: Server) => boolean;
   /** Closes the gateway (flushing the log), removes the socket directory; the final counts. */
   stop(): Promise<EgressCounters>;
 }
@@ -150,6 +157,16 @@ export async function startRunGateway(
     gateway,
     logPath,
     ...(spyLogPath !== undefined ? { spyLogPath } : {}),
+    adoptListener: (listener) => {
+      const address = listener.address();
+      const expected =
+        typeof address === 'object' &&
+        address !== null &&
+        address.family === 'IPv4' &&
+        address.address === '127.0.0.1' &&
+        address.port === CELL_PROXY_PORT;
+      return expected && gateway.adopt(listener);
+    },
     stop: async () => {
       await gateway.close();
       rmSync(egress.socketDir, { recursive: true, force: true });
