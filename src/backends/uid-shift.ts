@@ -170,10 +170,15 @@ export function planUidShift(
   // dir of root's) is cloned like the workspace, and so is agentcell's own rw state (the
   // agent's home); a small file is staged as a copy anyway, and a user's rw mount stays
   // unmapped (the cell writes there as its own host uid).
+  // A mount that holds the runtime dir (say of /dev/shm) is bound as it is: idmapped, the cell
+  // would own root's 0700 dirs there (other cells' stages and sockets), and cloning it would
+  // take in stages that are idmapped already, which the kernel refuses.
+  const holdsRuntime = (path: string): boolean => path === '/' || neutral.startsWith(`${path}/`);
   spec.mounts.forEach((mount, i) => {
     const covered = sources.some((s) => mount.source === s.path || mount.source.startsWith(`${s.path}/`));
     // agentcell's own dir may be made between plan and run (a login's agent home).
-    if (!covered && (mount.own === true || (mount.mode === 'ro' && isDirectory(mount.source))))
+    if (covered || holdsRuntime(mount.source)) return;
+    if (mount.own === true || (mount.mode === 'ro' && isDirectory(mount.source)))
       sources.push({ name: `mount${i}`, path: mount.source });
   });
   if (uids.base !== gids.base || uids.count !== gids.count)
