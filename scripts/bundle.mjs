@@ -45,6 +45,7 @@ await build({
   legalComments: 'linked',
   logLevel: 'warning',
 });
+copyFileSync('scripts/cached-bundle.cjs', 'dist/agentcell-cached-bundle.cjs');
 copyFileSync('scripts/x509-loader.cjs', x509Loader);
 rmSync(`${x509Main}.cache`, { force: true });
 await build({
