@@ -126,10 +126,10 @@ export async function runPrepared(
       if (prepared.scanCache) writeJsonCache(prepared.scanCache.path, prepared.scanCache.cache);
       if (prepared.digestCache) writeJsonCache(prepared.digestCache.path, prepared.digestCache.cache);
       gitBefore ??= readGitState(prepared.workspace);
-      // While the command runs: load the signing key, receipt any run a killed agentcell left,
-      // and remove what killed runs left on /dev/shm.
+      // While the command runs: load the signing key and receipt any run a killed agentcell left;
+      // build what the command's first inspected connection would wait on (the upstream trust
+      // store) while it starts up; remove what killed runs left on /dev/shm.
       store = await openReceipts(paths, tx);
-      // Then what the command's first inspected connection would wait on, while it starts up.
       gateway?.gateway.warmUp();
       sweepNeutralDir();
       outcome = await running.finally(() => diskWatch?.stop());
