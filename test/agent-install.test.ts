@@ -65,6 +65,21 @@ describe('agent CLIs installed from npm run in a cell, offline', () => {
     });
   }
 
+  it('a first run installs into an empty cache and the same run starts the CLI (its dir is bound, not staged as a file)', () => {
+    // The plan is made before the install: the toolchain dir did not exist yet when the
+    // backend chose which read-only sources to copy, and a copy of a directory fails (EISDIR).
+    const sb = agentSandbox();
+    sb.env['AGENTCELL_TOOLCHAIN_CACHE'] = join(sb.root, 'empty-cache');
+    try {
+      const r = acSlow(sb, ['claude', '--version']);
+      assert.equal(r.status, 0, `the first run failed:\n${r.stderr}`);
+      assert.match(r.stdout, /\(Claude Code\)/);
+      assert.match(r.stderr, /installed @anthropic-ai\/claude-code@/);
+    } finally {
+      sb.cleanup();
+    }
+  });
+
   it('a dry run installs nothing and says it would', () => {
     const sb = agentSandbox();
     const cache = join(sb.root, 'empty-cache');

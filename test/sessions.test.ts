@@ -11,7 +11,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { defaultCellName } from '../src/cell/cell-name.js';
 import { backendArgs, prepareBackend, TEST_BACKENDS, type TestBackend } from './backends-under-test.js';
 import { makeCerts } from './make-certs.js';
-import { acJson, CLI, listen, makeSandbox, waitFor, type Sandbox } from './helpers.js';
+import { acJson, agentSandbox, CLI, listen, makeSandbox, waitFor, type Sandbox } from './helpers.js';
 import { anthropicStub, type StubRequest } from './provider-stubs.js';
 
 /**
@@ -21,7 +21,6 @@ import { anthropicStub, type StubRequest } from './provider-stubs.js';
  * AGENTCELL_TEST_BACKENDS.
  */
 const BACKENDS = TEST_BACKENDS.filter((b): b is TestBackend => b === 'bwrap' || b === 'podman');
-const CACHE = process.env['AGENTCELL_TOOLCHAIN_CACHE'] || '/var/tmp/agentcell-toolchains';
 const ANTHROPIC_KEY = 'sk-ant-session-e2e-9f8e7d6c5b4a39281706';
 
 interface SessionJson {
@@ -183,9 +182,8 @@ for (const backend of BACKENDS) {
       rmSync(certDir, { recursive: true, force: true });
     });
 
-    function agentSandbox(): Sandbox {
-      const sb = makeSandbox({ 'README.md': '# a repo\n' });
-      sb.env['AGENTCELL_TOOLCHAIN_CACHE'] = CACHE;
+    function claudeSandbox(): Sandbox {
+      const sb = agentSandbox({ 'README.md': '# a repo\n' });
       sb.env['ANTHROPIC_API_KEY'] = ANTHROPIC_KEY;
       sb.env['TERM'] = 'xterm-256color';
       writeFileSync(
@@ -209,7 +207,7 @@ for (const backend of BACKENDS) {
     }
 
     it('start, attach, type, detach, send, logs --follow and stop, through a terminal, with Claude Code', async () => {
-      const sb = agentSandbox();
+      const sb = claudeSandbox();
       const term = new Terminal(sb.env, sb.workspace);
       let session: SessionJson | undefined;
       try {
@@ -223,6 +221,9 @@ for (const backend of BACKENDS) {
         const id = (await term.waitFor('main', /(s-[0-9a-z]{17})$/m, 600_000))[1] ?? '';
         session = acJson<SessionJson>(sb, 'session', 'show', id, '--json');
         assert.equal(session.state, 'running');
+        // Its supervisor keeps glibc's mmap threshold fixed (SUPERVISOR_ENV: a quarter less private memory).
+        const environ = readFileSync(`/proc/${session.supervisor?.pid ?? 0}/environ`, 'utf8').split('\0');
+        assert.ok(environ.includes('MALLOC_MMAP_THRESHOLD_=131072'), 'the supervisor runs with the fixed threshold');
 
         term.type('main', cli('session', 'attach', id));
         term.key('main', 'Enter');

@@ -104,7 +104,7 @@ export async function prepareAgent(request: AgentRequest): Promise<AgentCellPart
     },
     mounts: [
       { source: home, target: request.cellHome, mode: 'rw', own: true },
-      { source: toolchain.dir, target: toolchain.cellDir, mode: 'ro' },
+      { source: toolchain.dir, target: toolchain.cellDir, mode: 'ro', directory: true },
       // Bound over the rw home, read-only: the agent reads it and can't rewrite its own brief.
       ...(brief
         ? [BRIEF_FILE, ...adapter.briefPaths].map((path) => ({

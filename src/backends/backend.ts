@@ -17,6 +17,8 @@ export interface ExtraMount {
   mode: 'ro' | 'rw';
   /** agentcell's own state (the agent's home): a root caller's shifted cell writes it as root does (uid-shift.ts). */
   own?: true;
+  /** A directory, though it may not exist yet when the plan is made (an agent's toolchain, installed just before the cell). */
+  directory?: true;
 }
 
 export interface ResourceLimits {

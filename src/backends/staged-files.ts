@@ -34,7 +34,8 @@ export interface StagedBinds {
  * source's path within its filesystem, and a copy's is `/agentcell-UID/run-…/NAME`, not
  * the state dir's, the config dir's or agentcell's install path. A source that does not
  * exist yet counts as a file (the run writes the CA's trust bundle when it starts), so
- * plan and dry run agree. Directories, sockets (the egress socket: already on /dev/shm)
+ * plan and dry run agree, unless the mount says it is a directory (an agent's toolchain,
+ * installed after the plan). Directories, sockets (the egress socket: already on /dev/shm)
  * and read-write binds stay binds. Reads the host; changes nothing.
  */
 export function stageSmallFiles(spec: DeepReadonly<CellSpec>): StagedBinds {
@@ -45,7 +46,8 @@ export function stageSmallFiles(spec: DeepReadonly<CellSpec>): StagedBinds {
       : []),
   ];
   const socket = spec.egress?.socketPath;
-  const stageable = (m: ExtraMount): boolean => m.mode === 'ro' && m.source !== socket && isSmallFile(m.source);
+  const stageable = (m: ExtraMount): boolean =>
+    m.mode === 'ro' && m.directory !== true && m.source !== socket && isSmallFile(m.source);
   if (!binds.some(stageable)) return { binds };
   const neutral = neutralRuntimeDir();
   if (!neutral)

@@ -176,9 +176,9 @@ export function planUidShift(
   const holdsRuntime = (path: string): boolean => path === '/' || neutral.startsWith(`${path}/`);
   spec.mounts.forEach((mount, i) => {
     const covered = sources.some((s) => mount.source === s.path || mount.source.startsWith(`${s.path}/`));
-    // agentcell's own dir may be made between plan and run (a login's agent home).
+    // agentcell's own dir may be made between plan and run (a login's agent home, a toolchain).
     if (covered || holdsRuntime(mount.source)) return;
-    if (mount.own === true || (mount.mode === 'ro' && isDirectory(mount.source)))
+    if (mount.own === true || (mount.mode === 'ro' && (mount.directory === true || isDirectory(mount.source))))
       sources.push({ name: `mount${i}`, path: mount.source });
   });
   if (uids.base !== gids.base || uids.count !== gids.count)
