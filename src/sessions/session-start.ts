@@ -41,6 +41,17 @@ import { SESSION_REQUEST_ENV, type SessionRequest } from './session-supervisor.j
  */
 export const SUPERVISOR_NODE_FLAGS = ['--max-semi-space-size=1', '--expose-gc', '--no-opt', '--no-sparkplug'] as const;
 
+/**
+ * The supervisor's environment on top of the host's (a user's own setting wins): glibc's
+ * malloc with a fixed mmap threshold (its default, 128 KiB). Left dynamic, the first large
+ * block freed at start-up (a read of the bundle, its code cache) raises the threshold to
+ * that block's size, and every later block below it is carved from the heap, which then
+ * never shrinks: measured on an idle session, Pss_Anon 16.3 → 12.4 MiB per supervisor.
+ * Setting the trim threshold instead does the same (either turns the dynamic threshold
+ * off); other C libraries ignore the variable.
+ */
+export const SUPERVISOR_ENV = { MALLOC_MMAP_THRESHOLD_: '131072' } as const;
+
 export interface SessionStartRequest {
   /** What `run` would take: cell, workspace, policy, backend, agent… */
   options: CellOptions;
@@ -121,7 +132,7 @@ export async function startSession(request: SessionStartRequest): Promise<Sessio
     if (command === undefined) throw new Error('empty pty helper argv');
     const child = spawn(command, args, {
       cwd,
-      env: { ...hostEnv, [SESSION_REQUEST_ENV]: JSON.stringify(sessionRequest) },
+      env: { ...SUPERVISOR_ENV, ...hostEnv, [SESSION_REQUEST_ENV]: JSON.stringify(sessionRequest) },
       stdio: [inEnd, outWrite, errors],
       detached: true,
     });

@@ -17,14 +17,20 @@ export interface GitState {
  */
 export async function readGitState(workspace: string): Promise<GitState> {
   if (!insideRepository(workspace)) return { gitRef: null, gitDirty: null, status: null };
-  const [ref, status] = await Promise.all([
-    git(workspace, ['rev-parse', '--verify', '-q', 'HEAD']),
-    git(workspace, ['status', '--porcelain=v1', '-z', '--untracked-files=all']),
+  // One git process for both: porcelain v2's `# branch.oid` header is what `rev-parse HEAD` says
+  // (without counting commits ahead of the upstream, which can walk a long history).
+  const output = await git(workspace, [
+    'status',
+    '--porcelain=v2',
+    '--branch',
+    '--no-ahead-behind',
+    '-z',
+    '--untracked-files=all',
   ]);
-  if (status === null) return { gitRef: null, gitDirty: null, status: null };
-  const entries = parsePorcelain(status);
+  if (output === null) return { gitRef: null, gitDirty: null, status: null };
+  const { head, entries } = parsePorcelainV2(output);
   return {
-    gitRef: ref?.trim() || null,
+    gitRef: head,
     gitDirty: [...entries.values()].some((code) => code !== '??'),
     status: entries,
   };
@@ -59,17 +65,31 @@ function insideRepository(workspace: string): boolean {
   }
 }
 
-function parsePorcelain(output: string): Map<string, string> {
+/**
+ * `git status --porcelain=v2 --branch -z`: the HEAD commit (null before the first commit)
+ * and each path's XY code in v1's spelling (`.` is v1's space, untracked is `??`).
+ */
+function parsePorcelainV2(output: string): { head: string | null; entries: Map<string, string> } {
   const entries = new Map<string, string>();
+  let head: string | null = null;
   const fields = output.split('\0');
   for (let i = 0; i < fields.length; i++) {
     const field = fields[i]!;
-    if (field.length < 4) continue;
-    const code = field.slice(0, 2);
-    entries.set(field.slice(3), code);
-    if (code.includes('R') || code.includes('C')) i++; // the rename's source follows
+    const kind = field[0];
+    if (kind === '#') {
+      const oid = /^# branch\.oid ([0-9a-f]+)$/.exec(field);
+      if (oid) head = oid[1]!;
+    } else if (kind === '?') {
+      entries.set(field.slice(2), '??');
+    } else if (kind === '1' || kind === '2' || kind === 'u') {
+      // The path comes after a fixed number of fields: 8 (ordinary), 9 (rename/copy: + score), 10 (unmerged).
+      const before = kind === '1' ? 8 : kind === '2' ? 9 : 10;
+      const parts = field.split(' ');
+      entries.set(parts.slice(before).join(' '), parts[1]!.replaceAll('.', ' '));
+      if (kind === '2') i++; // the rename's source follows
+    }
   }
-  return entries;
+  return { head, entries };
 }
 
 function git(workspace: string, args: string[]): Promise<string | null> {
@@ -79,7 +99,7 @@ function git(workspace: string, args: string[]): Promise<string | null> {
     execFile(
       'git',
       ['--no-optional-locks', '-c', 'core.fsmonitor=false', '-C', workspace, ...args],
-      { encoding: 'utf8', timeout: 10_000 },
+      { encoding: 'utf8', timeout: 10_000, maxBuffer: 256 * 1024 * 1024 },
       (error, stdout) => resolve(error ? null : stdout),
     );
   });

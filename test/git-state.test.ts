@@ -1,0 +1,80 @@
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { countGitChanges, readGitState } from '../src/workspace/git-state.js';
+
+/**
+ * The receipts' git state comes from one `git status --porcelain=v2 --branch` process: it
+ * must say what `rev-parse HEAD` and porcelain v1 say, for every kind of entry.
+ */
+
+const git = (dir: string, ...args: string[]): string =>
+  execFileSync('git', ['-c', 'user.email=t@example.com', '-c', 'user.name=t', '-C', dir, ...args], {
+    encoding: 'utf8',
+  });
+
+function v1(dir: string): Map<string, string> {
+  const entries = new Map<string, string>();
+  const fields = git(dir, 'status', '--porcelain=v1', '-z', '--untracked-files=all').split('\0');
+  for (let i = 0; i < fields.length; i++) {
+    const field = fields[i]!;
+    if (field.length < 4) continue;
+    entries.set(field.slice(3), field.slice(0, 2));
+    if (/[RC]/.test(field.slice(0, 2))) i++;
+  }
+  return entries;
+}
+
+describe('readGitState', () => {
+  it('reads HEAD and every status entry as rev-parse and porcelain v1 do', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'agentcell-git-state-'));
+    try {
+      git(dir, 'init', '-q');
+      assert.deepEqual(await readGitState(dir), { gitRef: null, gitDirty: false, status: new Map() });
+      writeFileSync(join(dir, 'before first commit.txt'), 'x');
+      const initial = await readGitState(dir);
+      assert.equal(initial.gitRef, null, 'no commit yet: no ref');
+      assert.deepEqual(initial.status, v1(dir));
+
+      for (const name of ['kept.txt', 'edited.txt', 'staged.txt', 'removed.txt', 'renamed.txt', 'with space.txt'])
+        writeFileSync(join(dir, name), `${name}\n`.repeat(20));
+      mkdirSync(join(dir, 'sub dir'));
+      writeFileSync(join(dir, 'sub dir', 'deep.txt'), 'deep');
+      git(dir, 'add', '-A');
+      git(dir, 'commit', '-qm', 'base');
+      const clean = await readGitState(dir);
+      assert.equal(clean.gitRef, git(dir, 'rev-parse', 'HEAD').trim());
+      assert.equal(clean.gitDirty, false);
+
+      writeFileSync(join(dir, 'edited.txt'), 'changed');
+      writeFileSync(join(dir, 'staged.txt'), 'changed and staged');
+      git(dir, 'add', 'staged.txt');
+      rmSync(join(dir, 'removed.txt'));
+      renameSync(join(dir, 'renamed.txt'), join(dir, 'renamed now.txt'));
+      git(dir, 'add', '-A', 'renamed.txt', 'renamed now.txt');
+      writeFileSync(join(dir, 'with space.txt'), 'changed');
+      writeFileSync(join(dir, 'sub dir', 'new file.txt'), 'new');
+      const dirty = await readGitState(dir);
+      assert.equal(dirty.gitRef, clean.gitRef);
+      assert.equal(dirty.gitDirty, true);
+      assert.deepEqual(dirty.status, v1(dir));
+      assert.equal(dirty.status?.get('renamed now.txt')?.[0], 'R', 'the rename is one entry, under its new name');
+      // A rename counts as a modification, as before.
+      assert.deepEqual(countGitChanges(clean, dirty), { added: 1, modified: 4, deleted: 1 });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('gives nulls outside a repository', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'agentcell-git-state-'));
+    try {
+      assert.deepEqual(await readGitState(dir), { gitRef: null, gitDirty: null, status: null });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
