@@ -213,9 +213,10 @@ for (const backend of OCI) {
     });
 
     it('enforces [resources] pids: a process flood stops at the limit (positive control: without it, it does not)', () => {
-      // gVisor's sandbox threads count too, so the limit leaves it room to start.
+      // gVisor's sandbox threads count too, so the limit leaves it room to start. Each sleep
+      // outlives the loop by far (120 forks under gVisor on a loaded 2-core machine took > 5 s).
       const flood =
-        'for i in $(seq 1 120); do sleep 5 2>/dev/null & done; sleep 0.5; echo "alive=$(echo /proc/[0-9]* | wc -w)"; kill $(jobs -p) 2>/dev/null; true';
+        'for i in $(seq 1 120); do sleep 120 2>/dev/null & done; sleep 0.5; echo "alive=$(echo /proc/[0-9]* | wc -w)"; kill $(jobs -p) 2>/dev/null; true';
       writeFileSync(join(sb.workspace, 'agentcell.toml'), '[resources]\npids = 60\n');
       let limited;
       try {
