@@ -1006,7 +1006,9 @@ describe('one command per cell at a time', () => {
   it(
     'a second run on a busy cell fails at once naming the holder; nothing is corrupted',
     withSandbox({ 'a.txt': 'a\n' }, async (sb) => {
-      const first = startCli(['run', '--', 'sh', '-c', 'echo one > one.txt; echo ready; sleep 2'], {
+      // The first run holds the cell while six CLI calls try it: each a node start, near a
+      // second apiece on a loaded 2-core machine, so 2 s was not always enough.
+      const first = startCli(['run', '--', 'sh', '-c', 'echo one > one.txt; echo ready; sleep 8'], {
         cwd: sb.workspace,
         env: sb.env,
       });
