@@ -130,6 +130,8 @@ export interface BackendPlan {
   api?: DockerApiPlan;
   /** OCI: the container the run creates, by name (removed by a watchdog if agentcell dies). */
   container?: string;
+  /** OCI: where the engine writes the host pid of the container's first process, for a passed bound to kill it at once. */
+  pidFile?: string;
   /** The environment the backend process (and so the cell) receives. */
   env: Record<string, string>;
   fds: PlannedFd[];

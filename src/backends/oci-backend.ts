@@ -1,6 +1,6 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { chmodSync, existsSync, readFileSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { userInfo } from 'node:os';
 import { subordinateIds } from './subordinate-ids.js';
@@ -38,6 +38,7 @@ import { makeDirs } from '../_internal/make-dirs.js';
 import { HOST_MOUNT_READY, HOST_MOUNT_RELEASE } from '../_internal/held-mount-protocol.js';
 import { writeFileAtomic } from '../_internal/atomic-file.js';
 import { makeStagedFiles, removeStagedFiles, stageSmallFiles } from './staged-files.js';
+import { killByPidFile } from './kill-by-pid-file.js';
 
 export type { OciBackendName } from './oci-capabilities.js';
 
@@ -49,6 +50,8 @@ export interface OciBackendOptions {
   maskDir: string;
   /** Where the run keeps agentcell's seccomp profile for the engine CLI to read. */
   seccompDir: string;
+  /** Where the engine CLI writes the pid of a run's container (never bound into a cell). */
+  pidDir: string;
   /** The host environment: where the engine is and how to reach it. */
   hostEnv: NodeJS.ProcessEnv;
   /** agentcell's own uid/gid on the host (the workspace owner, as for bwrap). */
@@ -230,6 +233,7 @@ function planWith(spec: DeepReadonly<CellSpec>, options: ResolvedOptions): Backe
   if (memoryCgroup) container.cgroupParent = memoryCgroup.parent;
   else if (memoryBytes !== undefined) container.memoryBytes = memoryBytes;
   if (cpus !== undefined) container.cpus = cpus;
+  if (caps.pidFile) container.pidFile = join(options.pidDir, `${container.name}.pid`);
   // No file the cell writes grows past the disk limit.
   if (diskBytes !== undefined) container.ulimits.push(`fsize=${diskBytes}:${diskBytes}`);
 
@@ -243,6 +247,7 @@ function planWith(spec: DeepReadonly<CellSpec>, options: ResolvedOptions): Backe
     gaps,
     container: container.name,
   };
+  if (container.pidFile) plan.pidFile = container.pidFile;
   if (socket) plan.api = dockerApiPlan(container, socket);
   if (memoryCgroup) plan.cgroups = memoryCgroup.cgroups;
   if (staged.staging) plan.staging = staged.staging;
@@ -443,6 +448,7 @@ async function runOci(
       ? startRunWatchdog([[caps.engine, 'rm', '--force', ...caps.forceRemoveArgs, name]], env)
       : undefined;
   if (plan.cgroups) createCgroups(plan.cgroups);
+  if (plan.pidFile) makeDirs(dirname(plan.pidFile), 0o700);
   try {
     if (plan.staging) makeStagedFiles(plan.staging);
     if (plan.stageDir) {
@@ -477,6 +483,7 @@ async function runOci(
     watchdog?.disarm();
     if (plan.cgroups) await removeCgroups(plan.cgroups);
     if (plan.staging) removeStagedFiles(plan.staging);
+    if (plan.pidFile) rmSync(plan.pidFile, { force: true });
   }
 }
 
@@ -498,8 +505,10 @@ async function runEngineCli(
   if (executable === undefined) throw new Error('empty OCI plan');
   const name = plan.container;
   const child = spawn(executable, args, { env: plan.env, stdio: 'inherit', detached: !spec.tty });
-  // A bound passed: the container stops now (the CLI's own death would leave it running a while).
+  // A bound passed: the container stops now (the CLI's own death would leave it running a while),
+  // by its pid where the engine wrote it (at once), and through the engine.
   const killContainer = (): void => {
+    if (plan.pidFile !== undefined) killByPidFile(plan.pidFile);
     if (name !== undefined)
       spawn(executable, ['kill', '--signal', 'KILL', name], { env, stdio: 'ignore' }).on('error', () => undefined);
   };

@@ -59,6 +59,13 @@ export interface OciCapabilities {
    * `none`: not learned (a rootless engine without delegated cgroups enforces no limit).
    */
   oomReport: 'container-state' | 'parent-cgroup' | 'none';
+  /**
+   * `run --pidfile`: the engine CLI writes the host pid of the container's first process,
+   * which a passed bound then kills itself (its pid namespace dies with it). The engine's own
+   * `kill`, a new CLI process, took from 150 ms to over a second on a loaded machine, and a
+   * writer at page-cache speed writes a GiB in that time. docker's API kill is one request.
+   */
+  pidFile: boolean;
 }
 
 /** The engine each OCI backend drives. */
@@ -99,6 +106,7 @@ export function ociCapabilities(
         perContainerUidMap: !rootless,
         forceRemoveArgs: ['--time', '0'],
         oomReport,
+        pidFile: true,
       };
     }
     case 'docker':
@@ -115,6 +123,7 @@ export function ociCapabilities(
         perContainerUidMap: false,
         forceRemoveArgs: [],
         oomReport: 'container-state',
+        pidFile: false,
       };
     case 'gvisor':
       return {
@@ -131,6 +140,7 @@ export function ociCapabilities(
         perContainerUidMap: false,
         forceRemoveArgs: [],
         oomReport: 'container-state',
+        pidFile: false,
       };
   }
 }

@@ -39,6 +39,8 @@ export interface OciContainer {
   tmpfs: [target: string, options: string][];
   pidsLimit?: number;
   memoryBytes?: number;
+  /** `--pidfile`: where the engine CLI writes the host pid of the container's first process (podman). */
+  pidFile?: string;
   /** `--cgroup-parent`: a cgroup of agentcell's that holds the memory limit (oci-memory-cgroup.ts). */
   cgroupParent?: string;
   cpus?: number;
@@ -80,6 +82,7 @@ export function runArgs(c: OciContainer): string[] {
   if (c.pidsLimit !== undefined) args.push('--pids-limit', String(c.pidsLimit));
   if (c.memoryBytes !== undefined) args.push('--memory', String(c.memoryBytes));
   if (c.cgroupParent !== undefined) args.push('--cgroup-parent', c.cgroupParent);
+  if (c.pidFile !== undefined) args.push('--pidfile', c.pidFile);
   if (c.cpus !== undefined) args.push('--cpus', String(c.cpus));
   for (const limit of c.ulimits) args.push('--ulimit', limit);
   for (const bind of c.binds) args.push('-v', bind);

@@ -29,6 +29,7 @@ export function createBackend(name: BackendName, context: BackendContext): Backe
     // Bound into every cell: on /dev/shm, its mountinfo shows no path of the state dir's (neutral-dir.ts).
     maskDir: join(neutralRuntimeDir() ?? join(context.stateDir, 'oci'), 'masks'),
     seccompDir: join(context.stateDir, 'oci', 'seccomp'),
+    pidDir: join(context.stateDir, 'oci', 'pids'),
     hostEnv: context.hostEnv,
     hostUid: context.hostUid ?? process.getuid?.() ?? 1000,
     hostGid: context.hostGid ?? process.getgid?.() ?? 1000,

@@ -8,9 +8,9 @@ import { join } from 'node:path';
  * since its lowest point in the run bounds what the cell wrote from above. Only when that passes
  * the limit is the cell's own layer walked (`confirmDir`, the overlay's upper layer), so
  * other host activity on the same disk does not stop a run; the next walk waits until
- * the disk has grown by the room the walk found left, or for a periodic walk (every
- * 250 ms at first, backing off to 8 s, so a big layer is not walked every tick). Without a layer of its own
- * (direct workspace, copy driver) the statfs delta is the measure.
+ * the disk has grown by the room the walk found left, or for a periodic walk, paced by what
+ * the last walk cost (about 2% of one core: a small layer every 50 ms, a big one up to every
+ * 8 s). Without a layer of its own (direct workspace, copy driver) the statfs delta is the measure.
  */
 export interface DiskWatchOptions {
   /** A directory on the filesystem the cell writes (the cell's state). */
@@ -30,8 +30,10 @@ const GIB = 1024 ** 3;
 const RESERVE_FRACTION = 0.05;
 /** The reserve only stops a run that is writing (not one that merely started on a full disk). */
 const RESERVE_SLACK = 16 * 1024 ** 2;
-const FIRST_WALK_EVERY_MS = 250;
+const MIN_WALK_EVERY_MS = 50;
 const MAX_WALK_EVERY_MS = 8000;
+/** The next periodic walk waits this many times as long as the last one took. */
+const WALK_COST_FACTOR = 50;
 
 export async function startDiskWatch(options: DiskWatchOptions): Promise<DiskWatch> {
   const { dir, limitBytes, confirmDir, onHit, tickMs = 25 } = options;
@@ -41,8 +43,7 @@ export async function startDiskWatch(options: DiskWatchOptions): Promise<DiskWat
   let baseline = used(first);
   const reserve = Math.max(GIB, Math.round(size * RESERVE_FRACTION));
   let nextWalkAt = limitBytes;
-  let walkEvery = FIRST_WALK_EVERY_MS / 2;
-  let walkDue = Date.now() + FIRST_WALK_EVERY_MS;
+  let walkDue = Date.now() + MIN_WALK_EVERY_MS;
   let hit: string | undefined;
   let busy = false;
 
@@ -57,11 +58,12 @@ export async function startDiskWatch(options: DiskWatchOptions): Promise<DiskWat
       if (free < reserve && delta > RESERVE_SLACK) {
         hit = `the host filesystem under ${dir} is down to ${formatBytes(free)} free (agentcell keeps ${formatBytes(reserve)}: max(1 GiB, 5%))`;
       } else if (delta >= nextWalkAt || (confirmDir !== undefined && Date.now() >= walkDue)) {
-        // Periodic walks too (backing off to every 8 s): space freed on the same disk while
-        // the cell writes (a purge) can hide its writes from the statfs delta.
-        walkEvery = Math.min(walkEvery * 2, MAX_WALK_EVERY_MS);
-        walkDue = Date.now() + walkEvery;
+        // Periodic walks too: space freed on the same disk while the cell writes (a purge, another
+        // run's restore) can hide its writes from the statfs delta for as long as the next walk waits.
+        const walkStart = Date.now();
         const written = confirmDir === undefined ? delta : await treeBytes(confirmDir);
+        const cost = (Date.now() - walkStart) * WALK_COST_FACTOR;
+        walkDue = Date.now() + Math.min(MAX_WALK_EVERY_MS, Math.max(MIN_WALK_EVERY_MS, cost));
         if (written >= limitBytes)
           hit = `the cell wrote ${formatBytes(written)}, past [resources] disk = ${formatBytes(limitBytes)}`;
         else nextWalkAt = delta + (limitBytes - written);
