@@ -23,7 +23,10 @@ import type { Section } from './startup.js';
  * <agent> …` from the shell, so it includes agentcell's start-up, the cell, the egress
  * gateway (TLS to the agent, TLS to the stub, the key injected) and the receipt.
  * Two clocks per run, both from spawning the command: the stub's first request of the
- * run (of any kind), and the command's exit. Between runs the workspace is put back
+ * run (any method but HEAD), and the command's exit. Claude Code sends a `HEAD /` to a base
+ * URL that is not its default before its first model request: the bare run (base URL
+ * https://localhost:PORT) does, the cell run (the default host, resolved to the stub by the
+ * gateway) does not, so counting it would compare two different requests. Between runs the workspace is put back
  * (bare: the files the turn wrote are removed; cell: `agentcell restore`, untimed), so
  * every run starts from the same state.
  */
@@ -90,7 +93,7 @@ export async function agentStartBench(cli: string): Promise<Section> {
   let firstAt: bigint | undefined;
   const certs = await makeCerts(root, 'bench stub', [...CASES.map((c) => c.apiHost), 'localhost']);
   const server = createServer({ key: certs.key, cert: certs.cert }, (req, res) => {
-    firstAt ??= process.hrtime.bigint();
+    if (req.method !== 'HEAD') firstAt ??= process.hrtime.bigint();
     handler(req, res);
   });
   const port = await listen(server);
@@ -221,7 +224,8 @@ export async function agentStartBench(cli: string): Promise<Section> {
     `the same CLI binary, same arguments (agentcell's unattended flags + the prompt), same seeded`,
     `config, run on the host against the stub directly; **cell** is \`agentcell <agent> …\` (bwrap,`,
     `overlay workspace, egress gateway with key injection and TLS both ways, receipt). Clocks start at`,
-    `spawn: *first request* is when the stub sees the run's first request, *exit* when the command has`,
+    `spawn: *first request* is when the stub sees the run's first request (not counting a \`HEAD /\` preflight,`,
+    `which Claude Code sends only to a non-default base URL: the bare run's), *exit* when the command has`,
     `exited. Medians of ${runs} interleaved runs after a warm-up round; the workspace is reset between`,
     `runs (cell: \`agentcell restore\`, not timed). The cell's prompt also carries agentcell's brief (the`,
     `agent's user instructions); the bare run has none.`,

@@ -208,7 +208,7 @@ function kindOf(pid: number, ptyPid: number): string | undefined {
     // a kernel thread or gone
   }
   if (exe.endsWith('/bwrap')) return 'bwrap';
-  if (cmdline.some((a) => a.endsWith('agentcell-bridge.mjs'))) return 'egress bridge (in the cell)';
+  if (cmdline.some((a) => a.endsWith('agentcell-bridge.cjs'))) return 'egress bridge (in the cell)';
   if (cmdline.some((a) => /agentcell(-main)?\.cjs$/.test(a))) return 'supervisor + gateway (node)';
   return undefined;
 }

@@ -46,6 +46,17 @@ await build({
   logLevel: 'warning',
 });
 copyFileSync('scripts/cached-bundle.cjs', 'dist/agentcell-cached-bundle.cjs');
+// The egress bridge, bound into gateway cells and run by their node (a directory rootfs's may be older).
+await build({
+  entryPoints: ['src/egress/cell/cell-bridge-main.ts'],
+  outfile: 'dist/agentcell-bridge.cjs',
+  bundle: true,
+  platform: 'node',
+  format: 'cjs',
+  target: 'node18',
+  minify: true,
+  logLevel: 'warning',
+});
 copyFileSync('scripts/x509-loader.cjs', x509Loader);
 rmSync(`${x509Main}.cache`, { force: true });
 await build({

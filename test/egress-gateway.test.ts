@@ -23,7 +23,7 @@ import type { HostRules } from '../src/egress/rules/host-rules.js';
  * `localhost` from /etc/hosts), and clients are curl and raw node sockets.
  */
 
-const BRIDGE_SCRIPT = join(dirname(fileURLToPath(import.meta.url)), '..', 'src', 'egress', 'cell', 'cell-bridge.js');
+const BRIDGE_SCRIPT = join(dirname(fileURLToPath(import.meta.url)), '..', 'agentcell-bridge.cjs');
 
 interface Fixture {
   dir: string;

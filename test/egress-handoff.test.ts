@@ -79,7 +79,7 @@ describe('egress listener handoff (bwrap)', () => {
     assert.match(r.stdout, /^proc sleep 30 $/m, 'the probe lists the cell’s processes');
     assert.match(r.stdout, /^sock \/proc\/\d+\/fd\/7$/m, 'the probe finds a socket a process holds');
     const procs = r.stdout.split('\n').filter((l) => l.startsWith('proc '));
-    // pid 1 (bwrap, whose argv holds the prelude), the command (bash), sleep and the probe's subshells: no bridge (node …/agentcell-bridge.mjs).
+    // pid 1 (bwrap, whose argv holds the prelude), the command (bash), sleep and the probe's subshells: no bridge (node …/agentcell-bridge.cjs).
     assert.ok(!procs.some((l) => /^proc \S*node \S*agentcell-bridge/.test(l)), procs.join('\n'));
     const sockets = r.stdout.split('\n').filter((l) => l.startsWith('sock '));
     assert.deepEqual(sockets.length, 1, `only the control's socket: ${sockets.join(', ')}`);
@@ -125,9 +125,9 @@ describe('egress listener handoff (bwrap)', () => {
       'true',
     ]);
     assert.equal(r.status, 0, r.stderr);
-    assert.match(r.stdout, /agentcell-bridge\.mjs handoff 3128/);
+    assert.match(r.stdout, /agentcell-bridge\.cjs handoff 3128/);
     assert.match(r.stdout, /NODE_CHANNEL_FD/);
-    assert.doesNotMatch(r.stdout, /agentcell-bridge\.mjs listen/);
+    assert.doesNotMatch(r.stdout, /agentcell-bridge\.cjs listen/);
   });
 
   describe('a hostile cell on the channel (its node or shell: a directory rootfs’s, or one the policy’s env bends)', () => {
@@ -224,7 +224,7 @@ describe('egress listener handoff (bwrap)', () => {
       }
       // The host still serves: a real handoff after all that works.
       const ok = await withPrelude(
-        `/run/agentcell/node /run/agentcell/agentcell-bridge.mjs handoff ${CELL_PROXY_PORT} && exec 5<>/dev/tcp/127.0.0.1/${CELL_PROXY_PORT} && printf 'GET http://x/ HTTP/1.0\\r\\n\\r\\n' >&5 && head -1 <&5 >/run/out/out`,
+        `/run/agentcell/node /run/agentcell/agentcell-bridge.cjs handoff ${CELL_PROXY_PORT} && exec 5<>/dev/tcp/127.0.0.1/${CELL_PROXY_PORT} && printf 'GET http://x/ HTTP/1.0\\r\\n\\r\\n' >&5 && head -1 <&5 >/run/out/out`,
         { adoptListener },
       );
       assert.match(ok.stdout, /^HTTP\/1\.1 407 /, 'the adopted listener answers, and still wants the token');

@@ -5,25 +5,24 @@
  * for byte: all policy lives in the gateway, so the bridge has nothing to get wrong.
  * If the gateway is gone, every connection is closed at once (fail closed).
  *
- * Self-contained (node builtins only) so it can be copied into the cell on its own,
- * as an `.mjs` file:
+ * Self-contained (node builtins only) so it can be bound into the cell on its own, bundled
+ * with its entry (cell-bridge-main.ts) as one CommonJS file (`npm run build`: CommonJS starts
+ * faster than an ES module, and the handoff is on every gateway run's critical path):
  *
- *   node agentcell-bridge.mjs listen SOCKET [PORT] [HOST]
+ *   node agentcell-bridge.cjs listen SOCKET [PORT] [HOST]
  *     Prints `ready PORT` on stdout once listening (PORT 0 picks a free port).
- *   node agentcell-bridge.mjs handoff PORT [HOST]
+ *   node agentcell-bridge.cjs handoff PORT [HOST]
  *     Where the backend passes descriptors (bwrap): no relay. Listens on HOST:PORT, sends the
  *     listener to agentcell over node's IPC channel (NODE_CHANNEL_FD, set by agentcell's
  *     spawn), waits for agentcell's reply that it adopted it, then exits 0: the gateway
  *     accepts the cell's connections itself. Exits 1 (the prelude then 125) otherwise.
- *   node agentcell-bridge.mjs connect SOCKET HOST PORT
- *     An ssh ProxyCommand (`ProxyCommand node …/agentcell-bridge.mjs connect SOCKET %h %p`):
+ *   node agentcell-bridge.cjs connect SOCKET HOST PORT
+ *     An ssh ProxyCommand (`ProxyCommand node …/agentcell-bridge.cjs connect SOCKET %h %p`):
  *     CONNECTs through the gateway with the token from AGENTCELL_PROXY_TOKEN and joins
  *     the tunnel to stdin/stdout. Exits 1 with the gateway's reason when refused.
  */
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { once } from 'node:events';
-import { realpathSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 
 export interface CellBridge {
   host: string;
@@ -163,7 +162,8 @@ export async function handOffListener(port: number, host: string): Promise<void>
   await adopted;
 }
 
-async function main(argv: string[]): Promise<void> {
+/** The bridge's command line (see the top of this file); cell-bridge-main.ts runs it. */
+export async function runBridgeCommand(argv: string[]): Promise<void> {
   const [command, socketPath, ...rest] = argv;
   if (command === 'handoff' && socketPath) {
     // Here the second word is the port: the socket is not used (the ssh ProxyCommand still is).
@@ -188,21 +188,4 @@ async function main(argv: string[]): Promise<void> {
     'usage: agentcell-bridge listen SOCKET [PORT] [HOST] | handoff PORT [HOST] | connect SOCKET HOST PORT\n',
   );
   process.exitCode = 2;
-}
-
-function isMain(): boolean {
-  const script = process.argv[1];
-  if (script === undefined) return false;
-  try {
-    return realpathSync(script) === realpathSync(fileURLToPath(import.meta.url));
-  } catch {
-    return false;
-  }
-}
-
-if (isMain()) {
-  main(process.argv.slice(2)).catch((error: unknown) => {
-    process.stderr.write(`agentcell-bridge: ${error instanceof Error ? error.message : String(error)}\n`);
-    process.exit(1);
-  });
 }

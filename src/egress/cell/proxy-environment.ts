@@ -4,13 +4,19 @@ import { PROXY_USER } from '../gateway/proxy-auth.js';
 /** Where the gateway wiring appears inside a cell (a tmpfs `/run`, so nothing of the host's). */
 export const CELL_EGRESS_DIR = '/run/agentcell';
 export const CELL_EGRESS_SOCKET = `${CELL_EGRESS_DIR}/egress.sock`;
-export const CELL_BRIDGE_SCRIPT = `${CELL_EGRESS_DIR}/agentcell-bridge.mjs`;
+export const CELL_BRIDGE_SCRIPT = `${CELL_EGRESS_DIR}/agentcell-bridge.cjs`;
 /** The host's node, bound here when the cell runs on the host rootfs. */
 export const CELL_BRIDGE_NODE = `${CELL_EGRESS_DIR}/node`;
 /** The loopback port the bridge listens on inside the cell. */
 export const CELL_PROXY_PORT = 3128;
 /** How long the prelude waits for the bridge's `ready` line: 500 polls of 10 ms. */
 const READY_POLLS = 500;
+/**
+ * The bridge's node runs without the cell's node variables: NODE_EXTRA_CA_CERTS (an agent's
+ * cell CA) makes node build its whole root store at start-up (+30 ms, on every gateway run's
+ * critical path) for a bridge that makes no TLS connection, and NODE_OPTIONS is the command's.
+ */
+const BRIDGE_ENV = 'NODE_EXTRA_CA_CERTS= NODE_OPTIONS=';
 
 /**
  * The variables that point a cell's tools at the bridge. The token appears only in the
@@ -48,7 +54,7 @@ export function withBridge(node: string, argv: readonly string[]): string[] {
   const ready = '/tmp/.agentcell-bridge-ready';
   const script = [
     `r=${ready}`,
-    `(${node} ${CELL_BRIDGE_SCRIPT} listen ${CELL_EGRESS_SOCKET} ${CELL_PROXY_PORT} </dev/null >"$r" &)`,
+    `(${BRIDGE_ENV} ${node} ${CELL_BRIDGE_SCRIPT} listen ${CELL_EGRESS_SOCKET} ${CELL_PROXY_PORT} </dev/null >"$r" &)`,
     'i=0',
     'until [ -s "$r" ] && read -r w p <"$r" && [ "$w" = ready ]; do',
     `  i=$((i+1)); if [ "$i" -gt ${READY_POLLS} ]; then echo "agentcell: the egress bridge did not start in the cell" >&2; exit 125; fi`,
@@ -70,7 +76,7 @@ export function withBridge(node: string, argv: readonly string[]): string[] {
  */
 export function withHandoff(node: string, argv: readonly string[]): string[] {
   const script = [
-    `${node} ${CELL_BRIDGE_SCRIPT} handoff ${CELL_PROXY_PORT} </dev/null || { echo "agentcell: the egress bridge could not hand its listener to agentcell" >&2; exit 125; }`,
+    `${BRIDGE_ENV} ${node} ${CELL_BRIDGE_SCRIPT} handoff ${CELL_PROXY_PORT} </dev/null || { echo "agentcell: the egress bridge could not hand its listener to agentcell" >&2; exit 125; }`,
     // One digit (a shell's redirection takes no more); agentcell's backend passes 6.
     'case ${NODE_CHANNEL_FD-} in [3-9]) eval "exec ${NODE_CHANNEL_FD}<&-";; *) echo "agentcell: no IPC channel to close" >&2; exit 125;; esac',
     'unset NODE_CHANNEL_FD NODE_CHANNEL_SERIALIZATION_MODE',

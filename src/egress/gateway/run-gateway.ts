@@ -60,10 +60,10 @@ function privateSocketDir(cellDir: string, name: string, socket: string): string
   return name === 'socket' ? base : `${base}-${name}`;
 }
 
-/** The bridge script on the host (compiled `cell-bridge.js`: node builtins only, ESM). */
+/** The bridge script on the host: `dist/agentcell-bridge.cjs` (cell-bridge-main.ts bundled: node builtins only). */
 export function bridgeScriptPath(): string {
   // From dist/src/egress/gateway/ (the library) or dist/ (the bundled CLI, where import.meta.url is the bundle).
-  const candidates = ['../cell/cell-bridge.js', './src/egress/cell/cell-bridge.js'].map((p) =>
+  const candidates = ['../../../agentcell-bridge.cjs', './agentcell-bridge.cjs'].map((p) =>
     fileURLToPath(new URL(p, import.meta.url)),
   );
   const found = candidates.find((p) => existsSync(p));
