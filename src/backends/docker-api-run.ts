@@ -1,4 +1,5 @@
 import type { DeepReadonly } from '../_internal/deep-readonly.js';
+import { onAbort } from '../_internal/on-abort.js';
 import type { Socket } from 'node:net';
 import { AgentcellError } from '../errors.js';
 import type { RunOutcome } from './backend.js';
@@ -229,12 +230,12 @@ function supervise(
           kill('SIGTERM');
           killTimer = setTimeout(() => kill('SIGKILL'), KILL_GRACE_MS);
         }, options.timeoutMs);
-  const stopCell = (): void => kill('SIGKILL');
-  options.stop?.addEventListener('abort', stopCell, { once: true });
+  // A bound passed while the container was starting: killed now that it has.
+  const stopListening = onAbort(options.stop, () => kill('SIGKILL'));
   return {
     timedOut: () => timedOut,
     stop: () => {
-      options.stop?.removeEventListener('abort', stopCell);
+      stopListening();
       for (const [signal, handler] of handlers) process.off(signal, handler);
       if (timeout) clearTimeout(timeout);
       if (killTimer) clearTimeout(killTimer);

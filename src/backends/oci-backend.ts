@@ -1,4 +1,5 @@
 import { spawn, spawnSync } from 'node:child_process';
+import { onAbort } from '../_internal/on-abort.js';
 import { createHash } from 'node:crypto';
 import { chmodSync, existsSync, readFileSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -512,7 +513,7 @@ async function runEngineCli(
     if (name !== undefined)
       spawn(executable, ['kill', '--signal', 'KILL', name], { env, stdio: 'ignore' }).on('error', () => undefined);
   };
-  control.stop?.addEventListener('abort', killContainer, { once: true });
+  const stopListening = onAbort(control.stop, killContainer);
   // The engine CLI forwards the signals it gets to the container (its sig-proxy).
   const outcome = await superviseProcess(child, {
     tty: spec.tty,
@@ -520,7 +521,7 @@ async function runEngineCli(
     commandPid: () => child.pid,
     stop: control.stop,
   });
-  control.stop?.removeEventListener('abort', killContainer);
+  stopListening();
   const { memoryBytes } = spec.limits;
   if (outcome.timedOut || outcome.signal !== undefined) {
     // A killed CLI leaves the container running, or (rootless podman) a process of its still

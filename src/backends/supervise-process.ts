@@ -1,4 +1,5 @@
 import type { ChildProcess } from 'node:child_process';
+import { onAbort } from '../_internal/on-abort.js';
 import { constants } from 'node:os';
 import type { RunOutcome } from './backend.js';
 
@@ -67,9 +68,9 @@ export function superviseProcess(child: ChildProcess, options: SuperviseOptions)
             killTimer = setTimeout(killCell, KILL_GRACE_MS);
           }, options.timeoutMs);
 
-    options.stop?.addEventListener('abort', killCell, { once: true });
+    const stopListening = onAbort(options.stop, killCell);
     const cleanup = (): void => {
-      options.stop?.removeEventListener('abort', killCell);
+      stopListening();
       for (const [signal, handler] of handlers) process.off(signal, handler);
       if (timeout) clearTimeout(timeout);
       if (killTimer) clearTimeout(killTimer);

@@ -1,4 +1,5 @@
 import { readdirSync, type Stats } from 'node:fs';
+import { onAbort } from '../_internal/on-abort.js';
 import { makeDirs } from '../_internal/make-dirs.js';
 import type { RunControl, RunOutcome } from '../backends/backend.js';
 import { startDiskWatch } from './run-disk-watch.js';
@@ -106,7 +107,7 @@ export async function runPrepared(
         prepared.timer.mark('copy');
       }
       const stop = new AbortController();
-      hooks.stop?.addEventListener('abort', () => stop.abort(), { once: true });
+      onAbort(hooks.stop, () => stop.abort());
       const { diskBytes } = prepared.spec.limits;
       const diskWatch =
         diskBytes === undefined

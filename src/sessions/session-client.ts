@@ -1,4 +1,5 @@
 import type { Socket } from 'node:net';
+import { onAbort } from '../_internal/on-abort.js';
 import type { ReadStream, WriteStream } from 'node:tty';
 import { AgentcellError } from '../errors.js';
 import type { AgentcellPaths } from '../paths.js';
@@ -160,7 +161,7 @@ export async function sessionLogs(
   }
   const socket = await connectControl(record.socket, record.id);
   await new Promise<void>((resolve) => {
-    options.signal?.addEventListener('abort', () => socket.destroy(), { once: true });
+    onAbort(options.signal, () => socket.destroy());
     onMessages(socket, (message) => {
       if (message.t === 'mark') {
         // Stored up to the mark; live output comes after it, so nothing twice and nothing lost.

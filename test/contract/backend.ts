@@ -147,6 +147,25 @@ export function backendContract(name: TestBackend): void {
       },
     );
 
+    it('a stop already signalled when the run begins still kills the cell: the command never finishes', async () => {
+      // A bound can pass while the engine is still starting the cell (docker's start request not yet answered).
+      const attempt = async (stopped: boolean): Promise<{ exitCode: number; finished: boolean }> => {
+        const out = mkdtempSync(join(root, 'out-'));
+        chmodSync(out, 0o777);
+        const s = spec(['sh', '-c', 'sleep 3; echo done >/out/done'], {
+          mounts: [{ source: out, target: '/out', mode: 'rw' }],
+        });
+        const stop = new AbortController();
+        if (stopped) stop.abort();
+        const outcome = await backend.run(s, backend.plan(s), { stop: stop.signal });
+        return { exitCode: outcome.exitCode, finished: existsSync(join(out, 'done')) };
+      };
+      assert.deepEqual(await attempt(false), { exitCode: 0, finished: true }, 'control: unstopped, it finishes');
+      const stopped = await attempt(true);
+      assert.equal(stopped.finished, false, 'the stopped cell ran its command to the end');
+      assert.notEqual(stopped.exitCode, 0);
+    });
+
     it('reports a process a signal ended as 128+N', async () => {
       // Not the command itself: OCI engines run it as the pid namespace's init, which the
       // kernel shields from signals sent inside the namespace.
