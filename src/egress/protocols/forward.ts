@@ -2,6 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { GatewayContext } from '../gateway/gateway-context.js';
 import { proxyAuthorizationOf } from './connect.js';
 import { denyResponse, type Denial } from './deny-response.js';
+import { createPooledReads } from '../stream/pooled-reads.js';
 import { forwardTarget, parseForwardUrl, relayHttpRequest } from './relay-http-request.js';
 
 /**
@@ -35,7 +36,9 @@ export async function handleForward(gateway: GatewayContext, req: IncomingMessag
     gateway.matcher().decide(target.host, target.port).decision === 'allow'
   )
     return refuse({ ...target, reason: 'inspect-needs-tls', rule: null });
-  const result = await gateway.destination({ ...target, cleartext: true });
+  // The response is read into pooled buffers and its body written on from them (no copy).
+  const reads = createPooledReads();
+  const result = await gateway.destination({ ...target, cleartext: true, reads });
   if (!result.ok) return refuse(result.denial, result.address);
   const { upstream, host, port, address, rule } = result;
   let revoked = false;
@@ -49,7 +52,7 @@ export async function handleForward(gateway: GatewayContext, req: IncomingMessag
     },
   });
   try {
-    await relayHttpRequest(req, res, upstream, parsed.url);
+    await relayHttpRequest(req, res, upstream, reads, parsed.url);
   } finally {
     release();
     const [bytesUp, bytesDown] = [upstream.bytesWritten, upstream.bytesRead];

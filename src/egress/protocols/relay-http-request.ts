@@ -1,6 +1,8 @@
-import { request, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { connectionTokens, HOP_BY_HOP } from './hop-by-hop.js';
+import type { PooledReads } from '../stream/pooled-reads.js';
+import { createResponseReader, type BodyFraming, type ResponseHead } from './http1-response.js';
 
 /** The target of an absolute-form request (`GET http://host:port/path`), or a reason it is not one. */
 export function parseForwardUrl(raw: string | undefined): { url: URL } | { problem: 'bad-request' | 'unsupported' } {
@@ -24,52 +26,79 @@ export function forwardTarget(url: URL): { host: string; port: number } {
  * Sends one forward-proxy request over an already connected (and checked) upstream
  * socket and relays the response. Host comes from the URL (RFC 9112 §3.2.2: a proxy
  * replaces it), the proxy token and hop-by-hop headers are dropped, the upstream
- * connection is used once. Resolves when the upstream socket has closed.
+ * connection is used once. The response's body goes from the upstream's pooled reads
+ * (`reads`, bound to `upstream`) to the client as they are (http1-response.ts), framed for
+ * the client by node's server (so the client's connection can stay open). Resolves when the
+ * upstream socket has closed.
  */
-export function relayHttpRequest(req: IncomingMessage, res: ServerResponse, upstream: Socket, url: URL): Promise<void> {
-  const headers: OutgoingHttpHeaders = {};
+export function relayHttpRequest(
+  req: IncomingMessage,
+  res: ServerResponse,
+  upstream: Socket,
+  reads: PooledReads,
+  url: URL,
+): Promise<void> {
+  const method = req.method ?? 'GET';
   const dropped = connectionTokens(req.headers.connection);
+  const lines = [`${method} ${url.pathname}${url.search} HTTP/1.1`];
   for (let i = 0; i + 1 < req.rawHeaders.length; i += 2) {
-    const name = (req.rawHeaders[i] ?? '').toLowerCase();
-    const value = req.rawHeaders[i + 1] ?? '';
-    if (HOP_BY_HOP.has(name) || name === 'host' || dropped.has(name)) continue; // host: set below
-    const existing = headers[name];
-    headers[name] =
-      existing === undefined ? value : [...(Array.isArray(existing) ? existing : [String(existing)]), value];
+    const name = req.rawHeaders[i] ?? '';
+    const lower = name.toLowerCase();
+    if (HOP_BY_HOP.has(lower) || lower === 'host' || dropped.has(lower)) continue; // host: set below
+    lines.push(`${name}: ${req.rawHeaders[i + 1] ?? ''}`);
   }
-  headers['host'] = url.host;
-  headers['connection'] = 'close';
+  // Node's server took the client's chunked framing off the body: it is framed anew.
+  const chunked = req.headers['transfer-encoding'] !== undefined;
+  if (chunked) lines.push('Transfer-Encoding: chunked');
+  lines.push(`Host: ${url.host}`, 'Connection: close', '', '');
 
   return new Promise((resolve) => {
-    const finish = (): void => resolve();
-    if (upstream.closed) finish();
-    else upstream.once('close', finish);
-    const outgoing = request({
-      method: req.method,
-      path: `${url.pathname}${url.search}`,
-      headers,
-      setHost: false,
-      createConnection: () => upstream,
-    });
-    outgoing.on('error', () => {
+    if (upstream.closed) resolve();
+    else upstream.once('close', () => resolve());
+    const fail = (): void => {
       upstream.destroy();
+      if (res.writableEnded) return;
       if (!res.headersSent) {
         res.writeHead(502, { 'Content-Type': 'text/plain; charset=utf-8', 'X-Agentcell-Denied': 'connect-failed' });
         res.end(`agentcell: upstream ${url.host} failed\n`);
       } else res.destroy();
-    });
-    outgoing.on('response', (incoming) => {
-      const responseHeaders: string[] = [];
-      const responseDropped = connectionTokens(incoming.headers.connection);
-      for (let i = 0; i + 1 < incoming.rawHeaders.length; i += 2) {
-        const name = incoming.rawHeaders[i] ?? '';
-        const lower = name.toLowerCase();
-        if (HOP_BY_HOP.has(lower) || responseDropped.has(lower)) continue;
-        responseHeaders.push(name, incoming.rawHeaders[i + 1] ?? '');
+    };
+    upstream.on('error', fail);
+    upstream.write(lines.join('\r\n'));
+    sendBody(req, upstream, chunked);
+
+    const reader = createResponseReader(method);
+    const resume = (): void => void upstream.resume();
+    reads.consume((chunk, release) => {
+      let read;
+      try {
+        read = reader.push(chunk);
+        if (read.head && read.framing)
+          res.writeHead(read.head.status, read.head.reason, clientHeaders(read.head, read.framing));
+      } catch {
+        // A malformed response, or a status line or header node's server refuses to send.
+        release();
+        fail();
+        return false;
       }
-      res.writeHead(incoming.statusCode ?? 502, incoming.statusMessage, responseHeaders);
-      incoming.pipe(res);
-      incoming.on('error', () => res.destroy());
+      // The read's buffer is reused once the last write holding a view of it has gone out.
+      let writable = true;
+      const last = read.body.length - 1;
+      read.body.forEach((part, i) => (writable = res.write(part, i === last ? release : undefined) && writable));
+      if (last === -1) release();
+      if (read.done) {
+        res.end();
+        upstream.destroy();
+        return false;
+      }
+      if (!writable) res.once('drain', resume);
+      return writable;
+    });
+    upstream.resume();
+    upstream.on('end', () => {
+      if (!reader.end()) return fail(); // cut short: the client must not take it for complete
+      if (!res.writableEnded) res.end();
+      upstream.destroy();
     });
     // The client gave up (possibly while the upstream was being connected): so do we.
     const clientGone = (): void => {
@@ -80,6 +109,46 @@ export function relayHttpRequest(req: IncomingMessage, res: ServerResponse, upst
     req.on('close', () => {
       if (!req.complete) upstream.destroy();
     });
-    req.pipe(outgoing);
   });
+}
+
+/** The client's body to the upstream, chunked again if it came chunked, with the upstream's back-pressure. */
+function sendBody(req: IncomingMessage, upstream: Socket, chunked: boolean): void {
+  req.on('data', (chunk: Buffer) => {
+    if (upstream.destroyed) return;
+    let writable: boolean;
+    if (chunked) {
+      if (chunk.length === 0) return;
+      upstream.cork();
+      upstream.write(`${chunk.length.toString(16)}\r\n`);
+      upstream.write(chunk);
+      writable = upstream.write('\r\n');
+      upstream.uncork();
+    } else writable = upstream.write(chunk);
+    if (!writable) {
+      req.pause();
+      upstream.once('drain', () => req.resume());
+    }
+  });
+  req.on('end', () => {
+    if (chunked && !upstream.destroyed) upstream.write('0\r\n\r\n');
+  });
+}
+
+/** The response's headers for the client: no hop-by-hop ones; a length node's server frames by, or none. */
+function clientHeaders(head: ResponseHead, framing: BodyFraming): string[] {
+  const headers: string[] = [];
+  const dropped = connectionTokens(
+    head.rawHeaders.filter((_, i) => i % 2 === 1 && head.rawHeaders[i - 1]?.toLowerCase() === 'connection'),
+  );
+  for (let i = 0; i + 1 < head.rawHeaders.length; i += 2) {
+    const name = head.rawHeaders[i] ?? '';
+    const lower = name.toLowerCase();
+    if (HOP_BY_HOP.has(lower) || dropped.has(lower)) continue;
+    // A response without a body (HEAD, 304) keeps the length it names; one with a body gets its own.
+    if (lower === 'content-length' && framing.kind !== 'none') continue;
+    headers.push(name, head.rawHeaders[i + 1] ?? '');
+  }
+  if (framing.kind === 'length') headers.push('Content-Length', String(framing.length));
+  return headers;
 }

@@ -48,7 +48,9 @@ export interface OnRead {
  *   like any socket (proxy handshakes, the first-bytes check, TLS inspection);
  * - after `relayTo(sink)`, each read is written to `sink` straight from its buffer, which
  *   is reused once that write has left for the kernel. Reading stops while `sink`'s write
- *   buffer is full and starts again on its 'drain'; `sink` is ended when the socket ends.
+ *   buffer is full and starts again on its 'drain'; `sink` is ended when the socket ends;
+ * - after `consume(consumer)`, each read is handed to `consumer` as a view of its buffer,
+ *   which is reused once the consumer calls `release` (a forward proxy's response body).
  */
 export interface PooledReads {
   readonly onread: OnRead;
@@ -56,6 +58,11 @@ export interface PooledReads {
   bind(socket: Socket): void;
   /** Relays from now on; what the socket read before (a server that spoke first) goes first. */
   relayTo(sink: Socket): void;
+  /**
+   * Hands each read from now on to `consumer`, after what the socket read before. It
+   * returns false to stop reading until the socket's `resume()`.
+   */
+  consume(consumer: (data: Buffer, release: () => void) => boolean): void;
   /** Drops what the socket reads from now on (the tunnel was refused). */
   discard(): void;
 }
@@ -63,6 +70,7 @@ export interface PooledReads {
 export function createPooledReads(): PooledReads {
   let source: Socket | undefined;
   let sink: Socket | undefined;
+  let consumer: ((data: Buffer, release: () => void) => boolean) | undefined;
   let discarding = false;
   /** The last read filled its buffer: more is probably waiting. */
   let filled = false;
@@ -83,6 +91,14 @@ export function createPooledReads(): PooledReads {
         }
         // The buffer is reused only once this write has left for the kernel.
         if (sink !== undefined) return sink.write(buffer.subarray(0, bytes), () => giveBack(buffer));
+        if (consumer !== undefined) {
+          // Once only: a buffer given back twice would be two sockets' next read.
+          let held = true;
+          return consumer(buffer.subarray(0, bytes), () => {
+            if (held) giveBack(buffer);
+            held = false;
+          });
+        }
         const copy = Buffer.from(buffer.subarray(0, bytes));
         giveBack(buffer);
         return source.push(copy);
@@ -105,6 +121,12 @@ export function createPooledReads(): PooledReads {
       target.on('drain', resume);
       source.once('end', () => target.end());
       if (!target.writableNeedDrain) source.resume();
+    },
+    consume(handler) {
+      if (source === undefined) throw new AgentcellError('INTERNAL', 'pooled reads: consume before bind');
+      let chunk: unknown;
+      while ((chunk = source.read()) !== null) handler(chunk as Buffer, () => undefined);
+      consumer = handler;
     },
     discard() {
       discarding = true;
