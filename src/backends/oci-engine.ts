@@ -1,5 +1,6 @@
 import { spawnSync } from 'node:child_process';
 import { platform } from 'node:os';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { AgentcellError } from '../errors.js';
 import { findExecutable } from '../_internal/find-executable.js';
 import type { BackendProbe } from './backend.js';
@@ -29,8 +30,12 @@ const PROBE_TIMEOUT_MS = 5000;
 
 /** The image digest an engine reports for `ref` (`sha256:` + the image id), or undefined when it has no such image. */
 export function inspectImage(engine: OciEngine, ref: string, env: NodeJS.ProcessEnv): string | undefined {
-  const result = queryEngineSync(engine, inspectArgs(ref), { env, timeout: PROBE_TIMEOUT_MS });
-  return inspectResult(engine, ref, result);
+  for (let attempt = 1; ; attempt++) {
+    const result = queryEngineSync(engine, inspectArgs(ref), { env, timeout: PROBE_TIMEOUT_MS });
+    const digest = inspectResult(engine, ref, result, attempt < EMPTY_ID_ATTEMPTS);
+    if (digest !== ASK_AGAIN) return digest;
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, EMPTY_ID_PAUSE_MS);
+  }
 }
 
 /** {@link inspectImage} without blocking: a run starts it early and reads it when it plans. */
@@ -39,11 +44,30 @@ export async function inspectImageAsync(
   ref: string,
   env: NodeJS.ProcessEnv,
 ): Promise<string | undefined> {
-  const { error, stdout, stderr } = await queryEngine(engine, inspectArgs(ref), { env, timeout: PROBE_TIMEOUT_MS });
-  const status = error ? (typeof error.code === 'number' ? error.code : 1) : 0;
-  const spawnError = error && typeof error.code === 'string' ? error : undefined;
-  return inspectResult(engine, ref, { status, stdout, stderr, error: spawnError });
+  for (let attempt = 1; ; attempt++) {
+    const { error, stdout, stderr } = await queryEngine(engine, inspectArgs(ref), { env, timeout: PROBE_TIMEOUT_MS });
+    const status = error ? (typeof error.code === 'number' ? error.code : 1) : 0;
+    const spawnError = error && typeof error.code === 'string' ? error : undefined;
+    const digest = inspectResult(
+      engine,
+      ref,
+      { status, stdout, stderr, error: spawnError },
+      attempt < EMPTY_ID_ATTEMPTS,
+    );
+    if (digest !== ASK_AGAIN) return digest;
+    await sleep(EMPTY_ID_PAUSE_MS);
+  }
 }
+
+/**
+ * Rootless podman has answered an inspect with exit 0 and no id: in CI on a fresh
+ * machine, for three runs at once, while other tests built and removed images in the same
+ * store. The likely cause is that concurrent write, which ends, so the question is asked
+ * again a few times before the empty answer is an error.
+ */
+const EMPTY_ID_ATTEMPTS = 5;
+const EMPTY_ID_PAUSE_MS = 300;
+const ASK_AGAIN = Symbol('ask again');
 
 function inspectArgs(ref: string): string[] {
   return ['image', 'inspect', '--format', '{{.Id}}', ref];
@@ -53,7 +77,8 @@ function inspectResult(
   engine: OciEngine,
   ref: string,
   result: { status: number | null; stdout: string; stderr: string; error?: Error | undefined },
-): string | undefined {
+  mayAskAgain: boolean,
+): string | undefined | typeof ASK_AGAIN {
   if (result.error && (result.error as NodeJS.ErrnoException).code === 'ENOENT')
     throw new AgentcellError('BACKEND_UNAVAILABLE', `${engine} is not installed (run agentcell doctor)`);
   if (result.status !== 0) {
@@ -64,11 +89,12 @@ function inspectResult(
     );
   }
   const id = result.stdout.trim().split('\n')[0] ?? '';
-  // An empty answer (seen from rootless podman under load) is no digest: never run `sha256:`.
+  // An empty answer is no digest: never run `sha256:`.
+  if (id === '' && mayAskAgain) return ASK_AGAIN;
   if (id === '')
     throw new AgentcellError(
       'BACKEND_UNAVAILABLE',
-      `${engine} gave no id for image ${ref}; try again (or run agentcell doctor)`,
+      `${engine} gave no id for image ${ref}, ${EMPTY_ID_ATTEMPTS} times; try again (or run agentcell doctor)`,
     );
   return id.startsWith('sha256:') ? id : `sha256:${id}`;
 }

@@ -1,0 +1,61 @@
+import assert from 'node:assert/strict';
+import { chmodSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { removeTrees } from '../src/_internal/remove-trees.js';
+import { inspectImage, inspectImageAsync } from '../src/backends/oci-engine.js';
+
+/**
+ * Rootless podman has answered `image inspect --format {{.Id}}` with exit 0 and no id
+ * (seen in CI on a freshly set-up machine): the lookup asks again before it gives up, and never
+ * takes the empty answer for a digest. A `podman` script on PATH answers empty a set number of
+ * times, then with an id, and counts how often it was asked.
+ */
+describe('an image id the engine leaves empty', () => {
+  const dirs: string[] = [];
+  after(() => removeTrees(dirs));
+
+  const fakePodman = (empties: number): { env: NodeJS.ProcessEnv; calls: () => number } => {
+    const dir = mkdtempSync(join(tmpdir(), 'agentcell-fake-podman-'));
+    dirs.push(dir);
+    const count = join(dir, 'count');
+    writeFileSync(count, '');
+    writeFileSync(
+      join(dir, 'podman'),
+      [
+        '#!/bin/sh',
+        `echo x >> '${count}'`,
+        `[ "$(wc -l < '${count}')" -le ${empties} ] && exit 0`,
+        'echo 0123abcd',
+        '',
+      ].join('\n'),
+    );
+    chmodSync(join(dir, 'podman'), 0o755);
+    return {
+      env: { PATH: `${dir}:/usr/bin:/bin`, HOME: dir },
+      calls: () => readFileSync(count, 'utf8').split('\n').filter(Boolean).length,
+    };
+  };
+
+  for (const [how, inspect] of [
+    ['async', inspectImageAsync],
+    ['sync', async (...args: Parameters<typeof inspectImage>) => Promise.resolve(inspectImage(...args))],
+  ] as const) {
+    it(`${how}: asks again after an empty answer and gets the id`, async () => {
+      const podman = fakePodman(4);
+      assert.equal(await inspect('podman', 'localhost/x:1', podman.env), 'sha256:0123abcd');
+      assert.equal(podman.calls(), 5);
+    });
+
+    it(`${how}: five empty answers are an error naming the image, never the digest 'sha256:'`, async () => {
+      const podman = fakePodman(5);
+      await assert.rejects(
+        async () => inspect('podman', 'localhost/x:1', podman.env),
+        (error: Error & { code?: string }) =>
+          error.code === 'BACKEND_UNAVAILABLE' && /gave no id for image localhost\/x:1, 5 times/.test(error.message),
+      );
+      assert.equal(podman.calls(), 5);
+    });
+  }
+});
