@@ -1,6 +1,7 @@
+import { spawnSync } from 'node:child_process';
 import { readFileSync, readdirSync, readlinkSync, writeFileSync, mkdirSync, mkdtempSync } from 'node:fs';
 import { createServer } from 'node:https';
-import { tmpdir } from 'node:os';
+import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { removeTrees } from '../src/_internal/remove-trees.js';
@@ -24,9 +25,13 @@ import type { Section } from './startup.js';
  * processes, the egress bridge in the cell) of RSS and of PSS (/proc/PID/smaps_rollup;
  * PSS splits pages shared between processes, e.g. node's text, so the sum is what they
  * take together). The agent's own processes (claude and its children) are not counted.
+ * CPU: while all N sit idle, the user + system time of agentcell's processes and of the
+ * agents', apart: what else keeps the machine busy when the last sessions start.
  */
 const TARGET_MIB = 400;
 const TARGET_START = 1.2;
+/** Clock ticks per second, the unit of utime and stime in /proc/PID/stat. */
+const CLOCK_TICKS = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
 
 interface Started {
   id: string;
@@ -102,7 +107,18 @@ export async function sessionsBench(cli: string): Promise<Section> {
     const warm = await start('bench-warm');
     await ac('session', 'stop', warm.id, '--grace', '2');
     for (let i = 1; i <= count; i++) started.push(await start(`bench-${i}`));
-    await sleep(3000);
+    // What the idle sessions keep the CPU busy with, agentcell's processes apart from the agents'.
+    const idleMs = 5000;
+    const before = started.map((s) => sessionCpu(s.ptyPid));
+    await sleep(idleMs);
+    const busy = { agentcell: 0, agent: 0 };
+    started.forEach((s, i) => {
+      for (const [pid, now] of sessionCpu(s.ptyPid)) {
+        const then = before[i]?.get(pid);
+        if (then) busy[now.agentcell ? 'agentcell' : 'agent'] += now.ticks - then.ticks;
+      }
+    });
+    const coreShare = (ticks: number): number => (ticks / CLOCK_TICKS / (idleMs / 1000)) * 100;
     const memory = started.map((s) => agentcellMemory(s.ptyPid));
     const rss = memory.reduce((a, m) => a + m.rss, 0) / 1024;
     const pss = memory.reduce((a, m) => a + m.pss, 0) / 1024;
@@ -138,10 +154,14 @@ export async function sessionsBench(cli: string): Promise<Section> {
       `| ${count}th (median of the last ${edge}) | ${fmt(last)} |`,
       `| median of all ${count} (min–max) | ${fmt(all.median)} (${fmt(all.min)}–${fmt(all.max)}) |`,
       `| each, in order | ${started.map((s) => s.ms.toFixed(0)).join(', ')} |`,
+      '',
+      `CPU used while all ${count} sat idle (${idleMs / 1000} s, user + system time from /proc, in % of one core; the machine has ${cpus().length}):`,
+      `agentcell's processes ${fmt(coreShare(busy.agentcell))} %, the agents (claude and children) ${fmt(coreShare(busy.agent))} %.`,
+      `Load average (1 min) ${loadavg()[0]?.toFixed(2)} after the last start.`,
     ].join('\n');
     verdicts = [
       `${pss <= TARGET_MIB ? 'met' : 'MISSED'}: ${count} idle sessions: agentcell's own memory ${fmt(pss)} MiB PSS (${fmt(rss)} MiB RSS) in total (target ≤ ${TARGET_MIB} MiB)${pss <= TARGET_MIB ? '' : `; ${fmt(pss / count)} MiB PSS per session, mostly ${[...perKind].sort((a, b) => b[1].pss - a[1].pss)[0]?.[0] ?? '?'}`}`,
-      `${ratio <= TARGET_START ? 'met' : 'MISSED'}: the ${count}th session started in ${ratio.toFixed(2)}× the 1st's time (medians of the last and first ${edge}: ${fmt(last)} vs ${fmt(first)} ms; target ≤ ${TARGET_START}×)`,
+      `${ratio <= TARGET_START ? 'met' : 'MISSED'}: the ${count}th session started in ${ratio.toFixed(2)}× the 1st's time (medians of the last and first ${edge}: ${fmt(last)} vs ${fmt(first)} ms; target ≤ ${TARGET_START}×; while idle the ${count} agents kept ${fmt(coreShare(busy.agent))} % of a core busy, agentcell's processes ${fmt(coreShare(busy.agentcell))} %)`,
     ];
   } finally {
     await Promise.all(started.map((s) => ac('session', 'stop', s.id, '--grace', '2')));
@@ -158,44 +178,76 @@ interface ProcessMemory {
   pss: number;
 }
 
-/**
- * agentcell's processes under a session's pty helper, in KiB: the helper itself, node
- * running agentcell's bundle (the supervisor and its gateway), bwrap, the egress bridge;
- * everything else under it (the agent) is summed apart.
- */
-function agentcellMemory(ptyPid: number): { processes: ProcessMemory[]; rss: number; pss: number; otherPss: number } {
+/** A session's processes: the pty helper and everything under it, each with agentcell's kind or none (the agent). */
+function sessionProcesses(ptyPid: number): { pid: number; kind: string | undefined }[] {
   const children = new Map<number, number[]>();
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
     try {
-      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      const ppid = Number(statFields(Number(entry))[1]);
       children.set(ppid, [...(children.get(ppid) ?? []), Number(entry)]);
     } catch {
       // gone
     }
   }
-  const processes: ProcessMemory[] = [];
-  let otherPss = 0;
+  const found: { pid: number; kind: string | undefined }[] = [];
   const visit = (pid: number): void => {
     try {
-      const rollup = readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8');
-      const kib = (field: string): number => Number(new RegExp(`^${field}:\\s+(\\d+)`, 'm').exec(rollup)?.[1] ?? 0);
-      const kind = kindOf(pid, ptyPid);
-      if (kind === undefined) otherPss += kib('Pss');
-      else processes.push({ kind, rss: kib('Rss'), pss: kib('Pss') });
+      found.push({ pid, kind: kindOf(pid, ptyPid) });
     } catch {
       // gone
     }
     for (const child of children.get(pid) ?? []) visit(child);
   };
   visit(ptyPid);
+  return found;
+}
+
+/** /proc/PID/stat after the command name: state, ppid, … (field 3 of proc(5) is index 0). */
+function statFields(pid: number): string[] {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+}
+
+/**
+ * agentcell's processes under a session's pty helper, in KiB: the helper itself, node
+ * running agentcell's bundle (the supervisor and its gateway), bwrap, the egress bridge;
+ * everything else under it (the agent) is summed apart.
+ */
+function agentcellMemory(ptyPid: number): { processes: ProcessMemory[]; rss: number; pss: number; otherPss: number } {
+  const processes: ProcessMemory[] = [];
+  let otherPss = 0;
+  for (const { pid, kind } of sessionProcesses(ptyPid)) {
+    try {
+      const rollup = readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8');
+      const kib = (field: string): number => Number(new RegExp(`^${field}:\\s+(\\d+)`, 'm').exec(rollup)?.[1] ?? 0);
+      if (kind === undefined) otherPss += kib('Pss');
+      else processes.push({ kind, rss: kib('Rss'), pss: kib('Pss') });
+    } catch {
+      // gone
+    }
+  }
   return {
     processes,
     rss: processes.reduce((a, p) => a + p.rss, 0),
     pss: processes.reduce((a, p) => a + p.pss, 0),
     otherPss,
   };
+}
+
+/** CPU time (user + system, clock ticks) of a session's processes by pid, agentcell's apart from the agent's. */
+function sessionCpu(ptyPid: number): Map<number, { agentcell: boolean; ticks: number }> {
+  const cpu = new Map<number, { agentcell: boolean; ticks: number }>();
+  for (const { pid, kind } of sessionProcesses(ptyPid)) {
+    try {
+      const fields = statFields(pid);
+      // utime and stime are fields 14 and 15 of proc(5).
+      cpu.set(pid, { agentcell: kind !== undefined, ticks: Number(fields[11]) + Number(fields[12]) });
+    } catch {
+      // gone
+    }
+  }
+  return cpu;
 }
 
 function kindOf(pid: number, ptyPid: number): string | undefined {

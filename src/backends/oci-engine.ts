@@ -90,12 +90,13 @@ function inspectResult(
   }
   const id = result.stdout.trim().split('\n')[0] ?? '';
   // An empty answer is no digest: never run `sha256:`.
-  if (id === '' && mayAskAgain) return ASK_AGAIN;
-  if (id === '')
+  if (id === '') {
+    if (mayAskAgain) return ASK_AGAIN;
     throw new AgentcellError(
       'BACKEND_UNAVAILABLE',
       `${engine} gave no id for image ${ref}, ${EMPTY_ID_ATTEMPTS} times; try again (or run agentcell doctor)`,
     );
+  }
   return id.startsWith('sha256:') ? id : `sha256:${id}`;
 }
 
