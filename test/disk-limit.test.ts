@@ -19,7 +19,7 @@ const WRITE =
   'for i in $(seq 1 40); do dd if=/dev/zero of=big$i bs=1M count=50 status=none || exit 9; done; echo wrote';
 /**
  * How far past the limit a writer at page-cache speed (GB/s) gets before the cell dies:
- * the watcher samples every 25 ms from agentcell's event loop, which the run's own start
+ * near the limit the watcher samples every 25 ms from agentcell's event loop, which the run's own start
  * keeps busy at first, then the kill must reach the cell. Measured here: 70-300 MiB past the
  * limit for dd at full speed; 1,112 MiB once on rootless podman under CI load, when podman's kill
  * was a new `podman kill` process (now the container's pid first). A labeled limit (docs/security.md).

@@ -4,13 +4,20 @@ import { join } from 'node:path';
 /**
  * Watches what a run writes to the host's disk and stops it at `[resources] disk`, or
  * when the filesystem under the cell's state falls below a reserve: max(1 GiB, 5% of
- * it). Sampling is a statfs every tick (no tree walk): the filesystem's used space
- * since its lowest point in the run bounds what the cell wrote from above. Only when that passes
- * the limit is the cell's own layer walked (`confirmDir`, the overlay's upper layer), so
- * other host activity on the same disk does not stop a run; the next walk waits until
- * the disk has grown by the room the walk found left, or for a periodic walk, paced by what
- * the last walk cost (about 2% of one core: a small layer every 50 ms, a big one up to every
- * 8 s). Without a layer of its own (direct workspace, copy driver) the statfs delta is the measure.
+ * it). Sampling is a statfs (no tree walk): the filesystem's used space since its lowest
+ * point in the run bounds what the cell wrote from above. Only when that passes the limit
+ * is the cell's own layer walked (`confirmDir`, the overlay's upper layer), so other host
+ * activity on the same disk does not stop a run; the next walk waits until the disk has
+ * grown by the room the walk found left, or for a periodic walk (space freed on the same
+ * disk can hide the cell's writes from the statfs delta). Without a layer of its own
+ * (direct workspace, copy driver) the statfs delta is the measure.
+ *
+ * Both are paced by the room left: a cell writing at `FAST_WRITER_BYTES_PER_S` cannot use
+ * up the room before the next sample, so near a bound it is sampled every 25 ms and far
+ * from it (an idle agent under the default 8 GiB) twice a second, with a walk every 2 s at
+ * most, and never more often than what the last walk cost allows (about 2% of one core).
+ * Measured on an idle session: a fixed 25 ms tick with a walk every 50 ms cost 1–2.5% of a
+ * core per session, most of all that 20 idle sessions kept busy.
  */
 export interface DiskWatchOptions {
   /** A directory on the filesystem the cell writes (the cell's state). */
@@ -18,7 +25,6 @@ export interface DiskWatchOptions {
   limitBytes: number;
   confirmDir?: string;
   onHit: (detail: string) => void;
-  tickMs?: number;
 }
 
 export interface DiskWatch {
@@ -34,9 +40,32 @@ const MIN_WALK_EVERY_MS = 50;
 const MAX_WALK_EVERY_MS = 8000;
 /** The next periodic walk waits this many times as long as the last one took. */
 const WALK_COST_FACTOR = 50;
+const MIN_TICK_MS = 25;
+const MAX_TICK_MS = 500;
+/**
+ * The write rate pacing assumes: page-cache speed on a fast machine. A faster writer
+ * passes a bound by what it writes beyond this rate before the next sample, as any writer
+ * does by what it writes in one 25 ms tick near the bound.
+ */
+export const FAST_WRITER_BYTES_PER_S = 4 * GIB;
+
+/** How long until the next statfs sample, given the room left before a bound (or a walk) is due. */
+export function sampleDelayMs(roomBytes: number): number {
+  return clamp((Math.max(0, roomBytes) / FAST_WRITER_BYTES_PER_S) * 1000, MIN_TICK_MS, MAX_TICK_MS);
+}
+
+/** How long until the next periodic walk of the layer: paced by its cost and by the room it found left. */
+export function walkDelayMs(walkCostMs: number, roomBytes: number): number {
+  const byRoom = Math.min(2000, (Math.max(0, roomBytes) / FAST_WRITER_BYTES_PER_S) * 1000);
+  return clamp(Math.max(walkCostMs * WALK_COST_FACTOR, byRoom), MIN_WALK_EVERY_MS, MAX_WALK_EVERY_MS);
+}
+
+function clamp(value: number, min: number, max: number): number {
+  return Math.min(max, Math.max(min, value));
+}
 
 export async function startDiskWatch(options: DiskWatchOptions): Promise<DiskWatch> {
-  const { dir, limitBytes, confirmDir, onHit, tickMs = 25 } = options;
+  const { dir, limitBytes, confirmDir, onHit } = options;
   const first = await statfs(dir);
   const size = Number(first.blocks) * Number(first.bsize);
   // The lowest use seen: space freed meanwhile (a trash purge after a restore) does not hide the cell's writes.
@@ -47,8 +76,11 @@ export async function startDiskWatch(options: DiskWatchOptions): Promise<DiskWat
   let hit: string | undefined;
   let busy = false;
 
-  const check = async (): Promise<void> => {
-    if (hit !== undefined || busy) return;
+  let timer: NodeJS.Timeout | undefined;
+  let stopped = false;
+  /** One sample; returns the room left before the nearest bound or walk. */
+  const check = async (): Promise<number> => {
+    if (hit !== undefined || busy) return 0;
     busy = true;
     try {
       const now = await statfs(dir);
@@ -58,12 +90,9 @@ export async function startDiskWatch(options: DiskWatchOptions): Promise<DiskWat
       if (free < reserve && delta > RESERVE_SLACK) {
         hit = `the host filesystem under ${dir} is down to ${formatBytes(free)} free (agentcell keeps ${formatBytes(reserve)}: max(1 GiB, 5%))`;
       } else if (delta >= nextWalkAt || (confirmDir !== undefined && Date.now() >= walkDue)) {
-        // Periodic walks too: space freed on the same disk while the cell writes (a purge, another
-        // run's restore) can hide its writes from the statfs delta for as long as the next walk waits.
         const walkStart = Date.now();
         const written = confirmDir === undefined ? delta : await treeBytes(confirmDir);
-        const cost = (Date.now() - walkStart) * WALK_COST_FACTOR;
-        walkDue = Date.now() + Math.min(MAX_WALK_EVERY_MS, Math.max(MIN_WALK_EVERY_MS, cost));
+        walkDue = Date.now() + walkDelayMs(Date.now() - walkStart, limitBytes - written);
         if (written >= limitBytes)
           hit = `the cell wrote ${formatBytes(written)}, past [resources] disk = ${formatBytes(limitBytes)}`;
         else nextWalkAt = delta + (limitBytes - written);
@@ -71,17 +100,24 @@ export async function startDiskWatch(options: DiskWatchOptions): Promise<DiskWat
         nextWalkAt = delta + limitBytes;
       }
       if (hit !== undefined) onHit(hit);
+      return Math.min(nextWalkAt - delta, free - reserve);
     } catch {
       // A sample that fails (the dir removed at the end of the run) is skipped.
+      return 0;
     } finally {
       busy = false;
     }
   };
-  const timer = setInterval(() => void check(), tickMs);
-  timer.unref();
+  const schedule = (delayMs: number): void => {
+    if (stopped || hit !== undefined) return;
+    timer = setTimeout(() => void check().then((room) => schedule(sampleDelayMs(room))), delayMs);
+    timer.unref();
+  };
+  schedule(MIN_TICK_MS);
   return {
     stop: async () => {
-      clearInterval(timer);
+      stopped = true;
+      clearTimeout(timer);
       while (busy) await new Promise((resolve) => setTimeout(resolve, 5));
       await check();
       return hit;

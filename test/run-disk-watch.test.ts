@@ -1,0 +1,80 @@
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { removeTrees } from '../src/_internal/remove-trees.js';
+import { FAST_WRITER_BYTES_PER_S, sampleDelayMs, startDiskWatch, walkDelayMs } from '../src/run/run-disk-watch.js';
+
+/**
+ * The disk watcher samples as often as the room left needs (an idle session far from its
+ * bound wakes a few times a second, not 40), and still stops a writer at the bound.
+ * test/disk-limit.test.ts drives it through real cells on every backend.
+ */
+const MIB = 1024 ** 2;
+const GIB = 1024 ** 3;
+
+describe('disk watch pacing', () => {
+  it('samples every 25 ms near a bound, at most every 500 ms far from it', () => {
+    assert.equal(sampleDelayMs(0), 25);
+    assert.equal(sampleDelayMs(-5 * MIB), 25);
+    assert.equal(sampleDelayMs(64 * MIB), 25);
+    assert.equal(sampleDelayMs(8 * GIB), 500);
+    // In between, a writer at the assumed rate uses up exactly the room before the next sample.
+    const room = 1 * GIB;
+    assert.equal(sampleDelayMs(room), (room / FAST_WRITER_BYTES_PER_S) * 1000);
+  });
+
+  it('walks at most every 2 s far from the bound, every 50 ms near it, never more often than its cost allows', () => {
+    assert.equal(walkDelayMs(0, 8 * GIB), 2000);
+    assert.equal(walkDelayMs(0, 10 * MIB), 50);
+    assert.equal(walkDelayMs(0, 0), 50);
+    // A walk that took 100 ms waits 50 times as long, up to 8 s, however little room is left.
+    assert.equal(walkDelayMs(100, 10 * MIB), 5000);
+    assert.equal(walkDelayMs(1000, 10 * MIB), 8000);
+  });
+});
+
+describe('disk watch on a real directory', () => {
+  const root = mkdtempSync(join(tmpdir(), 'agentcell-disk-watch-'));
+  after(() => removeTrees([root]));
+
+  it('stops a writer that passes the limit in its own layer and says so', async () => {
+    const layer = join(root, 'upper');
+    mkdirSync(layer);
+    const hits: string[] = [];
+    const watch = await startDiskWatch({
+      dir: root,
+      limitBytes: 8 * MIB,
+      confirmDir: layer,
+      onHit: (detail) => hits.push(detail),
+    });
+    const chunk = Buffer.alloc(MIB, 1);
+    for (let i = 0; i < 32 && hits.length === 0; i++) {
+      writeFileSync(join(layer, `f${i}`), chunk);
+      await sleep(30);
+    }
+    const detail = await watch.stop();
+    assert.equal(hits.length, 1);
+    assert.match(detail ?? '', /^the cell wrote \d+\.\d MiB, past \[resources\] disk = 8\.0 MiB$/);
+  });
+
+  it('an idle layer far from its bound is not a hit, and stop answers at once', async () => {
+    const layer = join(root, 'idle');
+    mkdirSync(layer);
+    writeFileSync(join(layer, 'small'), 'x');
+    const hits: string[] = [];
+    const watch = await startDiskWatch({
+      dir: root,
+      limitBytes: 8 * GIB,
+      confirmDir: layer,
+      onHit: (d) => hits.push(d),
+    });
+    await sleep(600);
+    const started = Date.now();
+    assert.equal(await watch.stop(), undefined);
+    assert.ok(Date.now() - started < 400, 'stop waited for a sample that was not running');
+    assert.deepEqual(hits, []);
+  });
+});
