@@ -132,8 +132,11 @@ for (const backend of TEST_BACKENDS) {
         // The cache is live: the run saved every directory with a stamp, so the next run reuses them.
         const cacheDir = join(sb.agentcellHome, 'state', 'scan-cache');
         const [cacheFile] = readdirSync(cacheDir);
-        const cached = JSON.parse(readFileSync(join(cacheDir, cacheFile!), 'utf8')) as { dirs: string[] };
-        assert.ok(cached.dirs.length >= 10 && cached.dirs.every((d) => d.split('\0')[1] !== ''), 'stamped dirs');
+        const cached = JSON.parse(readFileSync(join(cacheDir, cacheFile!), 'utf8')) as { dirs: string };
+        // Each directory's stamp is the field after the one that names it (`/` and its path).
+        const fields = cached.dirs.split('\0');
+        const stamps = fields.flatMap((field, i) => (field.startsWith('/') ? [fields[i + 1] ?? ''] : []));
+        assert.ok(stamps.length >= 10 && stamps.every((stamp) => stamp !== ''), 'stamped dirs');
 
         plant(sb);
         keepingMtimes([join(sb.workspace, 'cfg')], () => {

@@ -14,7 +14,8 @@ import {
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { BUILT_IN_HIDE, scanSecrets } from '../src/workspace/secret-scan.js';
+import { writeJsonCache } from '../src/_internal/write-json-cache.js';
+import { BUILT_IN_HIDE, readScanCache, scanSecrets } from '../src/workspace/secret-scan.js';
 import { ac, acJson, makeSandbox } from './helpers.js';
 
 describe('secret scan', () => {
@@ -402,6 +403,9 @@ describe('secret scan cache: what a directory changed since the last scan', () =
   const sh = (script: string, cwd: string): void => {
     execFileSync('sh', ['-c', script], { cwd });
   };
+  /** Each cached directory's stamp: the field after the one that names the directory. */
+  const stamps = (dirs: string): string[] =>
+    dirs.split('\0').flatMap((field, i, all) => (field.startsWith('/') ? [all[i + 1] ?? ''] : []));
 
   it('an unchanged, settled tree is reused as is; a tree changed just now is read again next time', () => {
     const sb = makeSandbox({ 'a/b/c.ts': 'x', 'a/.env': 'x', 'd/e.ts': 'x' });
@@ -412,13 +416,13 @@ describe('secret scan cache: what a directory changed since the last scan', () =
       assert.equal(again.cache, first.cache, 'unchanged: the same cache');
       assert.deepEqual(again.masked, first.masked);
       assert.ok(
-        first.cache.dirs.every((line) => line.split('\0')[1] !== ''),
+        stamps(first.cache.dirs).every((stamp) => stamp !== ''),
         'settled dirs carry a stamp',
       );
       // Now rather than later: every directory was made within the racy window, so none is trusted next time.
       const fresh = scanSecrets(sb.workspace, options);
       assert.ok(
-        fresh.cache.dirs.every((line) => line.split('\0')[1] === ''),
+        stamps(fresh.cache.dirs).every((stamp) => stamp === ''),
         'unsettled dirs carry no stamp',
       );
     } finally {
@@ -487,6 +491,73 @@ describe('secret scan cache: what a directory changed since the last scan', () =
           .masked.map((m) => m.relative)
           .sort(),
       );
+    } finally {
+      sb.cleanup();
+    }
+  });
+
+  it('finds one change deep in an otherwise unchanged, settled tree (the flat check of the stamps stops at it)', () => {
+    // Each change alone, from a fresh cache: the last directory in the walk's order, or one deep inside.
+    const changes: Record<string, { change: (ws: string) => void; masked: string[] }> = {
+      'a secret in the last directory, its mtime put back': {
+        change: (ws) => keepingMtimes([join(ws, 'z/y/x')], () => writeFileSync(join(ws, 'z/y/x/.env'), 'x')),
+        masked: ['z/y/x/.env'],
+      },
+      'a deep directory replaced by a secret-named one': {
+        change: (ws) =>
+          keepingMtimes([join(ws, 'm/n')], () => {
+            rmSync(join(ws, 'm/n/o'), { recursive: true });
+            mkdirSync(join(ws, 'm/n/o.key'));
+          }),
+        masked: ['m/n/o.key'],
+      },
+      'a deep directory moved under another name (a secret one)': {
+        change: (ws) => keepingMtimes([join(ws, 'm/n')], () => renameSync(join(ws, 'm/n/o'), join(ws, 'm/n/.aws'))),
+        masked: ['m/n/.aws'],
+      },
+    };
+    for (const [what, { change, masked }] of Object.entries(changes)) {
+      const sb = makeSandbox({ 'a/b/c.ts': 'x', 'm/n/o/p.ts': 'x', 'z/y/x/w.ts': 'x' });
+      try {
+        const ws = sb.workspace;
+        const first = scanSecrets(ws, { ...options, now: later() });
+        assert.deepEqual(first.masked, [], `${what}: no secrets yet`);
+        const unchanged = scanSecrets(ws, { ...options, now: later() }, first.cache);
+        assert.equal(unchanged.cache, first.cache, `${what}: positive control, the cache holds before the change`);
+        change(ws);
+        const found = scanSecrets(ws, { ...options, now: later() }, first.cache);
+        assert.equal(found.changed, true, what);
+        assert.deepEqual(
+          found.masked.map((m) => m.relative),
+          masked,
+          what,
+        );
+      } finally {
+        sb.cleanup();
+      }
+    }
+  });
+
+  it('keeps directories named like object keys (__proto__, constructor) through a saved cache', () => {
+    const sb = makeSandbox({
+      '__proto__/.env': 'x',
+      '__proto__/src/id_rsa': 'x',
+      'constructor/.npmrc': 'x',
+      'hasOwnProperty/a.ts': 'x',
+      'src/__proto__': 'x',
+    });
+    try {
+      const ws = sb.workspace;
+      const file = join(sb.root, 'scan-cache.json');
+      const expected = ['__proto__/.env', '__proto__/src/id_rsa', 'constructor/.npmrc'];
+      for (let round = 0; round < 3; round++) {
+        // As a run does: the cache read back from its file, through its schema.
+        const scan = scanSecrets(ws, { ...options, now: later() }, readScanCache(file));
+        assert.deepEqual(scan.masked.map((m) => m.relative).sort(), expected, `round ${round}`);
+        if (round === 0) assert.equal(scan.changed, true);
+        else assert.equal(scan.changed, false, `round ${round}: the saved cache is reused whole`);
+        if (scan.changed) writeJsonCache(file, scan.cache);
+      }
     } finally {
       sb.cleanup();
     }

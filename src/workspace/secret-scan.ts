@@ -45,22 +45,27 @@ type ScannedIndex = z.infer<typeof ScannedIndexSchema>;
  * one); a directory moved or copied in its place has another inode. And a directory
  * changed within RACY_MS of the scan is read again next time: a later change in the
  * same timestamp tick would leave its stamp as it was.
+ *
+ * Lists, never objects keyed by a path: a JSON key `__proto__` (a directory can be
+ * named that) does not survive parsing into an object.
  */
 const SecretScanCacheSchema = z.strictObject({
   /** The workspace and the patterns the cache was made with. */
   key: z.string(),
   /**
-   * One string a directory (kept flat: a cache of a 100,000-file repo is read at every
-   * run): its workspace-relative path, its stamp (empty: read it again), then the
-   * subdirectories to descend into, separated by NUL, which no name can hold.
+   * Every directory scanned, in the walk's order: `/` and its workspace-relative path, its
+   * stamp (empty: read it again), then the subdirectories to descend into; all fields
+   * separated by NUL, which no name can hold. A field that starts with `/` starts the next
+   * directory (no name or stamp does). One string: the cache of a 100,000-file repo is
+   * read, and checked against this schema, at every run.
    */
-  dirs: z.array(z.string()),
-  /** The masked entries of each directory that has some, by its relative path. */
-  masked: z.record(z.string(), z.array(MaskedEntrySchema)),
+  dirs: z.string(),
+  /** The masked entries, each with its directory's relative path. */
+  masked: z.array(z.strictObject({ dir: z.string(), ...MaskedEntrySchema.shape })),
   /** Directories that hold a `.git`: repositories whose index is checked for secrets. */
   repos: z.array(z.string()),
-  /** By git dir, workspace-relative. */
-  indexes: z.record(z.string(), ScannedIndexSchema),
+  /** Each by its git dir, workspace-relative. */
+  indexes: z.array(z.strictObject({ gitDir: z.string(), ...ScannedIndexSchema.shape })),
 });
 export type SecretScanCache = z.infer<typeof SecretScanCacheSchema>;
 
@@ -113,23 +118,16 @@ export function scanSecrets(workspace: string, options: SecretScanOptions, previ
   const prune = new Set(options.prune);
   const realWorkspace = realpathSync(workspace);
   const key = JSON.stringify([realWorkspace, options.hide, options.expose, options.skip, options.prune ?? []]);
-  const reusable = previous?.key === key ? cachedDirs(previous) : new Map<string, ScannedDir>();
+  const usable = previous?.key === key ? previous : undefined;
+  const reusable = usable ? cachedDirs(usable) : new Map<string, ScannedDir>();
   // Directories whose stamp is at or after this are read again next time.
   const settledBefore = (options.now ?? Date.now()) - RACY_MS;
-  const dirs = new Map<string, ScannedDir>();
-  let changed = previous?.key !== key;
+  let dirs = new Map<string, ScannedDir>();
+  let changed = usable === undefined;
 
   const visit = (dir: string, rel: string): void => {
-    let stamp: string;
-    try {
-      // The workspace may be named through a link; below it, a link is never followed.
-      const s = rel === '' ? statSync(dir) : lstatSync(dir);
-      if (!s.isDirectory()) return; // replaced meanwhile (its parent is read again next time)
-      const settled = s.mtimeMs < settledBefore && s.ctimeMs < settledBefore;
-      stamp = settled ? `${s.dev}:${s.ino}:${s.mtimeMs}:${s.ctimeMs}` : '';
-    } catch {
-      return;
-    }
+    const stamp = dirStamp(dir, rel, settledBefore);
+    if (stamp === undefined) return; // gone or replaced meanwhile (its parent is read again next time)
     const cached = reusable.get(rel);
     let scanned: ScannedDir;
     if (cached !== undefined && stamp !== '' && cached.stamp === stamp) scanned = cached;
@@ -166,16 +164,14 @@ export function scanSecrets(workspace: string, options: SecretScanOptions, previ
     return scanned;
   };
 
-  visit(workspace, '');
-  if (reusable.size !== dirs.size) changed = true;
+  // The common case, nothing changed: checked flat, without the walk's bookkeeping.
+  if (usable && stampsHold(workspace, reusable, settledBefore)) dirs = reusable;
+  else {
+    visit(workspace, '');
+    if (reusable.size !== dirs.size) changed = true;
+  }
   const repos = [...dirs].flatMap(([rel, d]) => (d.repo ? [rel] : []));
-  const index = scanIndexes(
-    realWorkspace,
-    repos,
-    matcher,
-    previous?.key === key ? previous.indexes : undefined,
-    settledBefore,
-  );
+  const index = scanIndexes(realWorkspace, repos, matcher, usable && cachedIndexes(usable), settledBefore);
   if (index.changed) changed = true;
   const masked: MaskedPath[] = [];
   for (const [rel, d] of dirs)
@@ -193,24 +189,67 @@ export function scanSecrets(workspace: string, options: SecretScanOptions, previ
   };
 }
 
-/** The directories of a saved cache, decoded. */
+/**
+ * A directory's stamp now (empty when it changed too recently to trust), or undefined
+ * when it is not a directory. The workspace may be named through a link; below it, a
+ * link is never followed.
+ */
+function dirStamp(dir: string, rel: string, settledBefore: number): string | undefined {
+  try {
+    const s = rel === '' ? statSync(dir) : lstatSync(dir);
+    if (!s.isDirectory()) return undefined;
+    const settled = s.mtimeMs < settledBefore && s.ctimeMs < settledBefore;
+    return settled ? `${s.dev}:${s.ino}:${s.mtimeMs}:${s.ctimeMs}` : '';
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Whether every directory of the last scan still has the stamp it had. Then a walk would
+ * read none of them, descend into the same subdirectories, and find what that scan found.
+ */
+function stampsHold(workspace: string, dirs: ReadonlyMap<string, ScannedDir>, settledBefore: number): boolean {
+  for (const [rel, d] of dirs) {
+    if (d.stamp === '' || dirStamp(rel === '' ? workspace : join(workspace, rel), rel, settledBefore) !== d.stamp)
+      return false;
+  }
+  return true;
+}
+
+/** The directories of a saved cache, decoded, in the walk's order. */
 function cachedDirs(cache: SecretScanCache): Map<string, ScannedDir> {
   const repos = new Set(cache.repos);
   const dirs = new Map<string, ScannedDir>();
-  for (const line of cache.dirs) {
-    const [rel = '', stamp = '', ...subdirs] = line.split('\0');
-    dirs.set(rel, { stamp, subdirs, masked: cache.masked[rel] ?? [], repo: repos.has(rel) });
+  const fields = cache.dirs.split('\0');
+  let current: ScannedDir | undefined;
+  for (let i = 0; i < fields.length; i++) {
+    const field = fields[i]!;
+    if (!field.startsWith('/')) current?.subdirs.push(field);
+    else {
+      const rel = field.slice(1);
+      current = { stamp: fields[++i] ?? '', subdirs: [], masked: [], repo: repos.has(rel) };
+      dirs.set(rel, current);
+    }
   }
+  for (const { dir, name, kind } of cache.masked) dirs.get(dir)?.masked.push({ name, kind });
   return dirs;
 }
 
-function toCache(key: string, dirs: Map<string, ScannedDir>, indexes: Record<string, ScannedIndex>): SecretScanCache {
-  const cache: SecretScanCache = { key, dirs: [], masked: {}, repos: [], indexes };
+function cachedIndexes(cache: SecretScanCache): Map<string, ScannedIndex> {
+  return new Map(cache.indexes.map(({ gitDir, stamp, secrets }) => [gitDir, { stamp, secrets }]));
+}
+
+function toCache(key: string, dirs: Map<string, ScannedDir>, indexes: Map<string, ScannedIndex>): SecretScanCache {
+  const fields: string[] = [];
+  const cache: SecretScanCache = { key, dirs: '', masked: [], repos: [], indexes: [] };
   for (const [rel, d] of dirs) {
-    cache.dirs.push([rel, d.stamp, ...d.subdirs].join('\0'));
-    if (d.masked.length > 0) cache.masked[rel] = d.masked;
+    fields.push(`/${rel}`, d.stamp, ...d.subdirs);
+    for (const entry of d.masked) cache.masked.push({ dir: rel, ...entry });
     if (d.repo) cache.repos.push(rel);
   }
+  cache.dirs = fields.join('\0');
+  for (const [gitDir, scanned] of indexes) cache.indexes.push({ gitDir, ...scanned });
   return cache;
 }
 
@@ -228,10 +267,10 @@ function scanIndexes(
   realWorkspace: string,
   repos: readonly string[],
   matcher: GlobSet,
-  previous: Record<string, ScannedIndex> | undefined,
+  previous: ReadonlyMap<string, ScannedIndex> | undefined,
   settledBefore: number,
-): { tracked: string[]; unchecked: string[]; indexes: Record<string, ScannedIndex>; changed: boolean } {
-  const indexes: Record<string, ScannedIndex> = {};
+): { tracked: string[]; unchecked: string[]; indexes: Map<string, ScannedIndex>; changed: boolean } {
+  const indexes = new Map<string, ScannedIndex>();
   const tracked: string[] = [];
   const unchecked: string[] = [];
   let changed = false;
@@ -240,7 +279,7 @@ function scanIndexes(
     const stamp = repo && indexStamp(repo.gitDir, settledBefore);
     if (!repo || stamp === undefined) continue;
     const id = relative(realWorkspace, repo.gitDir);
-    let scanned = previous?.[id];
+    let scanned = previous?.get(id);
     if (scanned === undefined || stamp === '' || scanned.stamp !== stamp) {
       const before = scanned;
       try {
@@ -252,10 +291,10 @@ function scanIndexes(
       }
       if (before?.stamp !== stamp || before.secrets.join('\0') !== scanned.secrets.join('\0')) changed = true;
     }
-    indexes[id] = scanned;
+    indexes.set(id, scanned);
     tracked.push(...scanned.secrets);
   }
-  if (Object.keys(previous ?? {}).length !== Object.keys(indexes).length) changed = true;
+  if ((previous?.size ?? 0) !== indexes.size) changed = true;
   return { tracked: [...new Set(tracked)].sort(), unchecked, indexes, changed };
 }
 
