@@ -51,6 +51,8 @@ const SHAPES: readonly Shape[] = [
 
 const TARGET_LAYER_OP_MS = 5;
 const TARGET_ACCEPT_MS = 300;
+/** Issue 17: `agentcell restore` then `agentcell run -- true`, both whole processes, at 100,000 files. */
+const TARGET_RESTORE_READY_MS = 150;
 const ACCEPT_MODIFIED = 600;
 const ACCEPT_ADDED = 400;
 /** ForkCell's published numbers (local overlay backend, 6,024 files); not measured here. */
@@ -622,7 +624,11 @@ function render(results: readonly SizeResult[], runs: number, libRuns: number): 
     row('`agentcell checkpoint` (CLI, whole process)', (r) => msRange(r.cli.checkpoint)),
     row('`agentcell restore` (CLI, whole process)', (r) => msRange(r.cli.restore)),
     row('`agentcell run -- true` right after the restore', (r) => msRange(r.cli.runAfterRestore)),
-    row('**restore and ready** (the two above)', (r) => `**${msRange(r.cli.restoreAndReady)}**`, 'reported'),
+    row(
+      '**restore and ready** (the two above)',
+      (r) => `**${msRange(r.cli.restoreAndReady)}**`,
+      `≤ ${TARGET_RESTORE_READY_MS} ms at 100,000 files`,
+    ),
     row('`agentcell run -- true` in an idle cell', (r) => msRange(r.cli.runIdle)),
     row('↳ of which the secret-file scan of the workspace (`scan` phase)', (r) => fmt(r.runPhases['scan'] ?? NaN)),
     row('`cp -a` snapshot of the workspace', (r) => msRange(r.cp.snapshot)),
@@ -720,6 +726,14 @@ function render(results: readonly SizeResult[], runs: number, libRuns: number): 
       r.lib.restore.median <= TARGET_LAYER_OP_MS,
       `restore at ${r.shape.label}: ${fmt(r.lib.restore.median)} ms (target ≤ ${TARGET_LAYER_OP_MS} ms)`,
     ),
+    ...(r.shape.key === 'large'
+      ? [
+          verdict(
+            r.cli.restoreAndReady.median <= TARGET_RESTORE_READY_MS,
+            `restore and ready at ${r.shape.label} (\`agentcell restore\` then \`agentcell run -- true\`, two processes): ${fmt(r.cli.restoreAndReady.median)} ms (restore ${fmt(r.cli.restore.median)}, run ${fmt(r.cli.runAfterRestore.median)}, each a median; target ≤ ${TARGET_RESTORE_READY_MS} ms; the secret scan of an idle run ${fmt(r.runPhases['scan'] ?? NaN)} ms)`,
+          ),
+        ]
+      : []),
     verdict(
       r.accept.cli.median <= TARGET_ACCEPT_MS,
       `agentcell accept of ${(ACCEPT_MODIFIED + ACCEPT_ADDED).toLocaleString('en-US')} files at ${r.shape.label}: ${fmt(r.accept.cli.median)} ms, library ${fmt(r.accept.lib.median)} ms (target ≤ ${TARGET_ACCEPT_MS} ms)`,

@@ -16,7 +16,9 @@ import { isProcessAlive } from '../_internal/process-identity.js';
 import { beginRun, finishRun, listJournal, updateRun, type RunDraft } from '../receipts/run-journal.js';
 import { recordBaselines } from '../workspace/accept-baseline.js';
 import { countGitChanges, readGitState } from '../workspace/git-state.js';
-import { checkpoint, openLayerStack, type LayerStack } from '../workspace/overlay/layer-stack.js';
+import { checkpoint, dropUpper, openLayerStack, type LayerStack } from '../workspace/overlay/layer-stack.js';
+import { upperChangesNothing } from '../workspace/overlay/idle-upper.js';
+import { purgeInBackground } from '../_internal/remove-trees.js';
 import { lockCell, openReceipts } from '../cell/cell-transaction.js';
 import type { PreparedRun } from './prepare-run.js';
 import { withLayerStack } from './replan.js';
@@ -154,6 +156,7 @@ export async function runPrepared(
     const git = await gitBefore;
     let changes = { added: 0, modified: 0, deleted: 0 };
     let after = before;
+    let droppedUpper: string | undefined;
     if (stack && readdirSync(stack.upper).length > 0) {
       const { diffLayers } = await import('../workspace/overlay/layer-diff.js');
       const hostStats = new Map<string, Stats | undefined>();
@@ -163,7 +166,7 @@ export async function runPrepared(
         const frozen = checkpoint(stack, { policyHash: prepared.resolved.hash, changes });
         after = frozen.layer.id;
         recordRunBaselines(frozen, prepared.workspace, startedAt, runChanges, hostStats);
-      }
+      } else if (await upperChangesNothing(stack, prepared.workspace)) droppedUpper = dropUpper(stack);
     } else if (!stack) {
       changes = countGitChanges(git, await readGitState(prepared.workspace));
     }
@@ -183,6 +186,8 @@ export async function runPrepared(
         ? { limit: { hit: outcome.limitHit, detail: outcome.limitDetail ?? outcome.limitHit } }
         : {}),
     });
+    // After the receipt: starting the purge is a fork, which costs in proportion to this process.
+    if (droppedUpper) purgeInBackground([droppedUpper]);
     if (canaries?.stopped) throw canaryStopError(canaries, receipt.id);
     return { outcome, receipt };
   } finally {
@@ -270,15 +275,20 @@ async function runBackend(prepared: PreparedRun, control: RunControl): Promise<R
 }
 
 /**
- * A run always ends by freezing what it wrote, so a non-empty upper layer at the start is
- * what a killed run left: freeze it on its own and credit it to that run's journal entry,
- * so its receipt (written as `interrupted`) counts it and this run's does not.
+ * A run ends by freezing what it wrote, or dropping it when it changes nothing, so a
+ * non-empty upper layer at the start is what a killed run left (or a run whose copy-ups
+ * the check could not clear): freeze it on its own and credit it to that run's journal
+ * entry, so its receipt (written as `interrupted`) counts it and this run's does not.
  */
 async function freezeLeftovers(stack: LayerStack, workspace: string, policyHash: string): Promise<LayerStack> {
   if (readdirSync(stack.upper).length === 0) return stack;
   const { diffLayers } = await import('../workspace/overlay/layer-diff.js');
   const hostStats = new Map<string, Stats | undefined>();
   const runChanges = await diffLayers({ ...stack, layers: [] }, workspace, { stats: hostStats });
+  if (runChanges.length === 0 && (await upperChangesNothing(stack, workspace))) {
+    purgeInBackground([dropUpper(stack)]);
+    return stack;
+  }
   const changes = countChanges(runChanges);
   const frozen = checkpoint(stack, { policyHash, changes });
   const killed = listJournal(stack.cellDir)

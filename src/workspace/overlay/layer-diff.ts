@@ -299,7 +299,8 @@ function deepest(a: number | undefined, b: number | undefined): number | undefin
   return a === undefined ? b : b === undefined ? a : Math.max(a, b);
 }
 
-function sameBytes(a: string, b: string): boolean {
+/** Whether two files hold the same bytes (false when one is unreadable, EACCES; other errors throw). */
+export function sameBytes(a: string, b: string): boolean {
   let fa: number | undefined;
   let fb: number | undefined;
   try {

@@ -230,6 +230,21 @@ function addLayer(
 }
 
 /**
+ * Empties the upper layer of a run that changed nothing (see idle-upper.ts): frozen, it
+ * would be a layer that changes nothing, one more for each lookup in the cell to pass and
+ * toward MAX_LAYERS (a cell that runs `git status` refused its 130th run). Renamed into
+ * trash/ for the caller to purge; layers.json does not change. The caller holds the lock.
+ */
+export function dropUpper(stack: LayerStack): string {
+  const trash = trashDirOf(stack.cellDir);
+  makeDirs(trash);
+  const target = join(trash, `${randomBytes(4).toString('hex')}-upper`);
+  renameSync(stack.upper, target);
+  makeDirs(stack.upper); // after a crash before this, openLayerStack makes it
+  return target;
+}
+
+/**
  * Drops the upper layer and every frozen layer above `to` (all of them without `to`).
  * The dropped directories are renamed into trash/, so this returns in constant time;
  * the caller deletes them with `purgeInBackground(trashed)` once it has nothing more

@@ -28,7 +28,12 @@ export type OverlayXattrs = Map<string, Map<string, Buffer>>;
  * installed, else one python3 walk (about 20 ms). Entries that cannot be read (a
  * directory the agent made mode 000) are skipped.
  */
-export async function readOverlayXattrs(roots: readonly string[], reader?: XattrReader): Promise<OverlayXattrs> {
+export async function readOverlayXattrs(
+  roots: readonly string[],
+  reader?: XattrReader,
+  /** false: the roots themselves only, none of what is below them. */
+  recursive = true,
+): Promise<OverlayXattrs> {
   if (roots.length === 0) return new Map();
   const chosen = reader ?? defaultReader();
   if (!chosen)
@@ -40,7 +45,7 @@ export async function readOverlayXattrs(roots: readonly string[], reader?: Xattr
     const { stdout } = await capture(
       'getfattr',
       [
-        '-R',
+        ...(recursive ? ['-R'] : []),
         '-P',
         '--absolute-names',
         '-m',
@@ -55,7 +60,11 @@ export async function readOverlayXattrs(roots: readonly string[], reader?: Xattr
     );
     return parseGetfattr(stdout);
   }
-  const { stdout } = await capture('python3', ['-c', PYTHON_WALK, DIFF_XATTRS.join(','), ...roots], [0]);
+  const { stdout } = await capture(
+    'python3',
+    ['-c', PYTHON_WALK, DIFF_XATTRS.join(','), recursive ? 'walk' : 'roots', ...roots],
+    [0],
+  );
   return parsePythonWalk(stdout);
 }
 
@@ -140,8 +149,10 @@ def show(path):
             except OSError:
                 pass
         print(json.dumps({'p': os.fsencode(path).hex(), 'x': values}))
-for root in sys.argv[2:]:
+for root in sys.argv[3:]:
     show(root)
+    if sys.argv[2] != 'walk':
+        continue
     for top, dirs, files in os.walk(root):
         for name in dirs + files:
             show(os.path.join(top, name))
