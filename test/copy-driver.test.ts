@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { ac, acJson, cellDirOf, makeSandbox, snapshot, startReadyRun, type Sandbox } from './helpers.js';
@@ -54,6 +54,44 @@ describe('copy overlay driver', () => {
     }
   });
 
+  // `__proto__` can't be a key of a parsed object; `constructor` and the like find a prototype member.
+  for (const [dir, file, added] of [
+    ['__proto__', 'constructor', 'toString'],
+    ['d', 'f', 'n'],
+  ] as const)
+    it(`sees exactly the changes to a directory ${dir}, a file ${file} and a new directory ${added}`, () => {
+      const sb = copySandbox({ [`${dir}/k`]: 'k\n', [`${dir}/x`]: 'x\n', [file]: 'f\n', keep: 'keep\n' });
+      try {
+        const script = `set -e; chmod 700 ${dir}; echo cell > ${dir}/k; rm ${dir}/x; echo cell > ${file}; mkdir ${added}; echo n > ${added}/n`;
+        const r = ac(sb, 'run', '--', 'sh', '-c', script);
+        assert.equal(r.status, 0, r.stderr);
+        assert.deepEqual(
+          diffLines(sb).sort(),
+          [
+            `added ${added}`,
+            `added ${added}/n`,
+            `deleted ${dir}/x`,
+            `modified ${dir}`,
+            `modified ${dir}/k`,
+            `modified ${file}`,
+          ].sort(),
+        );
+        assert.equal(ac(sb, 'accept').status, 0);
+        const after = snapshot(sb.workspace);
+        assert.deepEqual(readdirSync(join(sb.workspace, dir)), ['k']);
+        assert.equal(readFileSync(join(sb.workspace, dir, 'k'), 'utf8'), 'cell\n');
+        assert.equal(statSync(join(sb.workspace, dir)).mode & 0o777, 0o700);
+        assert.equal(readFileSync(join(sb.workspace, file), 'utf8'), 'cell\n');
+        assert.equal(readFileSync(join(sb.workspace, added, 'n'), 'utf8'), 'n\n');
+        // A run that changes nothing: nothing shows, the unchanged names included.
+        assert.equal(ac(sb, 'run', '--', 'true').status, 0);
+        assert.deepEqual(diffLines(sb), []);
+        assert.deepEqual(snapshot(sb.workspace), after);
+      } finally {
+        sb.cleanup();
+      }
+    });
+
   it('keeps no copy of a masked secret in the state dir, even while the cell runs', async () => {
     const sb = copySandbox({ '.env': 'API_KEY=canary-copy\n', 'a.txt': 'a\n' });
     try {
@@ -93,6 +131,24 @@ describe('copy overlay driver', () => {
         ],
       );
       assert.deepEqual(snapshot(sb.workspace), pristine);
+    } finally {
+      sb.cleanup();
+    }
+  });
+
+  it('captures a run left pending with a manifest of the version before (an object keyed by path)', async () => {
+    const sb = copySandbox({ 'a.txt': 'a\n', 'b.txt': 'b\n' });
+    try {
+      const child = await startReadyRun(sb, 'echo x > f; echo cell > a.txt; rm b.txt');
+      const exited = new Promise((resolve) => child.on('exit', resolve));
+      child.kill('SIGKILL');
+      await exited;
+      const manifest = join(cellDirOf(sb), 'copy-manifest.json');
+      const { paths } = JSON.parse(readFileSync(manifest, 'utf8')) as { paths: [string, string][] };
+      writeFileSync(manifest, JSON.stringify(Object.fromEntries(paths)));
+      const next = ac(sb, 'run', '--', 'true');
+      assert.equal(next.status, 0, next.stderr);
+      assert.deepEqual(diffLines(sb).sort(), ['added f', 'deleted b.txt', 'modified a.txt']);
     } finally {
       sb.cleanup();
     }

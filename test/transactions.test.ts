@@ -836,6 +836,65 @@ describe('accept never overwrites what the host changed since the run', () => {
   );
 });
 
+describe('accept judges paths an object keyed by path would get wrong', () => {
+  // `__proto__` can't be a key of a parsed object; `constructor` and the like find a prototype member.
+  const ODD = ['__proto__', 'constructor', 'hasOwnProperty', 'toString'];
+  const ORDINARY = ['a.txt', 'b.txt', 'c.txt', 'd.txt'];
+  const CHANGED = 'the host changed this path since the run; accept --force to overwrite it';
+  const sorted = (names: string[]): string[] => [...names].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+
+  function refusedNaming(sb: Sandbox, lines: string[]): void {
+    const refused = ac(sb, 'accept', '--json');
+    assert.equal(refused.status, 2, refused.stdout);
+    const error = (JSON.parse(refused.stdout) as { error: { code: string; message: string } }).error;
+    assert.equal(error.code, 'ACCEPT_CONFLICT', error.message);
+    for (const line of lines) assert.ok(error.message.includes(`\n  ${line}`), `${line} in ${error.message}`);
+  }
+
+  for (const names of [ODD, ORDINARY])
+    it(
+      `host edits after the run to files named ${names.join(', ')} are conflicts, kept, and merged from their base`,
+      withSandbox(Object.fromEntries(names.map((n) => [n, '1\n2\n3\n'])), (sb) => {
+        runOk(sb, names.map((n) => `sed -i s/^1$/ONE/ '${n}'`).join('; '));
+        for (const n of names) writeFileSync(join(sb.workspace, n), '1\n2\nHOST\n');
+        assert.deepEqual(
+          diff(sb).map((c) => [c.path, c.flagged]),
+          sorted(names).map((n) => [n, { tier: 'conflict', reason: CHANGED }]),
+        );
+        refusedNaming(
+          sb,
+          names.map((n) => `${n}: the host changed this path since the run`),
+        );
+        for (const n of names) assert.equal(readFileSync(join(sb.workspace, n), 'utf8'), '1\n2\nHOST\n', n);
+        // --merge finds each file's content at run start.
+        const merged = acJson<{ merged: { path: string; conflicts: number }[] }>(sb, 'accept', '--merge', '--json');
+        assert.deepEqual(
+          merged.merged,
+          sorted(names).map((path) => ({ path, conflicts: 0 })),
+        );
+        for (const n of names) assert.equal(readFileSync(join(sb.workspace, n), 'utf8'), 'ONE\n2\nHOST\n', n);
+      }),
+    );
+
+  for (const dir of ['__proto__', 'constructor', 'sub'])
+    it(
+      `a directory ${dir} the cell changed (a chmod) and a host edit in it: the file is a conflict, kept`,
+      withSandbox({ [`${dir}/k`]: 'k\n' }, (sb) => {
+        runOk(sb, `chmod 700 ${dir}; echo cell > ${dir}/k`);
+        writeFileSync(join(sb.workspace, dir, 'k'), 'host\n');
+        assert.deepEqual(
+          diff(sb).map((c) => [c.path, c.change, c.flagged]),
+          [
+            [dir, 'modified', undefined],
+            [`${dir}/k`, 'modified', { tier: 'conflict', reason: CHANGED }],
+          ],
+        );
+        refusedNaming(sb, [`${dir}/k: the host changed this path since the run`]);
+        assert.equal(readFileSync(join(sb.workspace, dir, 'k'), 'utf8'), 'host\n');
+      }),
+    );
+});
+
 describe('the control plane and escaping symlinks, written from inside a real cell', () => {
   it(
     'nested agentcell.toml/.envrc, a nested repo, the hooksPath dir, m -> . + l -> m/m/..: refused; review files flagged, not refused',

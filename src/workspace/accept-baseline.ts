@@ -24,21 +24,28 @@ const identity = z.object({
 });
 type Identity = z.infer<typeof identity>;
 
-const BaselineSchema = z.strictObject({
-  version: z.literal(1),
-  paths: z.record(
-    z.string(),
-    z.strictObject({
-      /** The frozen layer of the run that recorded it: a baseline whose layer was dropped is void. */
-      layer: z.string(),
-      host: z.nullable(identity),
-      changedDuringRun: z.optional(z.boolean()),
-      /** sha256 of the host file's content then, kept in baseline-blobs/ for `accept --merge`. */
-      blob: z.optional(z.string()),
-    }),
-  ),
+const baseline = z.strictObject({
+  /** The frozen layer of the run that recorded it: a baseline whose layer was dropped is void. */
+  layer: z.string(),
+  host: z.nullable(identity),
+  changedDuringRun: z.optional(z.boolean()),
+  /** sha256 of the host file's content then, kept in baseline-blobs/ for `accept --merge`. */
+  blob: z.optional(z.string()),
 });
-type BaselineFile = z.infer<typeof BaselineSchema>;
+type Baseline = z.infer<typeof baseline>;
+
+/**
+ * Version 2 lists the paths: version 1 kept them as an object keyed by path, where a
+ * file named `__proto__` can't be a key (JSON parsing drops it) and one named
+ * `constructor` found the object's own prototype member. Version 1 is still read.
+ */
+const BaselineSchema = z.discriminatedUnion('version', [
+  z.strictObject({ version: z.literal(1), paths: z.record(z.string(), baseline) }),
+  z.strictObject({ version: z.literal(2), paths: z.array(z.strictObject({ path: z.string(), ...baseline.shape })) }),
+]);
+
+/** In memory, by path: a Map, never an object keyed by a path the workspace names. */
+type Baselines = Map<string, Baseline>;
 
 const FILE = 'accept-baseline.json';
 const BLOBS = 'baseline-blobs';
@@ -70,19 +77,19 @@ export function recordBaselines(
 ): void {
   const state = readBaselines(cellDir, record.liveLayers);
   for (const path of record.paths) {
-    if (state.paths[path]) continue;
+    if (state.has(path)) continue;
     const host = hostIdentity(record.workspace, path, record.hostStats);
     const changedDuringRun = host !== null && host.ctimeMs > record.runStartedAt;
     const blob =
       host?.kind === 'file' && !changedDuringRun ? keepBaseBlob(cellDir, record.workspace, path, host) : undefined;
-    state.paths[path] = {
+    state.set(path, {
       layer: record.layer,
       host,
       ...(changedDuringRun ? { changedDuringRun: true } : {}),
       ...(blob ? { blob } : {}),
-    };
+    });
   }
-  writeStateFile(join(cellDir, FILE), BASELINE_FILE, state, { mode: 0o644 });
+  writeBaselines(cellDir, state);
 }
 
 /** Paths the host changed since their baseline, each with why; paths without a baseline are not judged. */
@@ -96,7 +103,7 @@ export function findConflicts(
   const state = readBaselines(cellDir, liveLayers);
   const conflicts = new Map<string, string>();
   for (const path of paths) {
-    const baseline = state.paths[path];
+    const baseline = state.get(path);
     if (!baseline) continue;
     if (baseline.changedDuringRun) {
       conflicts.set(path, 'the host changed this path while the run ran');
@@ -122,7 +129,7 @@ export function findConflicts(
  * regular file then, too big, changed while the run ran, or recorded before blobs existed).
  */
 export function baseContent(cellDir: string, liveLayers: readonly string[], path: string): string | undefined {
-  const blob = readBaselines(cellDir, liveLayers).paths[path]?.blob;
+  const blob = readBaselines(cellDir, liveLayers).get(path)?.blob;
   return blob === undefined ? undefined : join(cellDir, BLOBS, blob);
 }
 
@@ -140,13 +147,23 @@ export function copyBaselines(fromCellDir: string, toCellDir: string): void {
     cpSync(join(fromCellDir, BLOBS), join(toCellDir, BLOBS), { recursive: true });
 }
 
-function readBaselines(cellDir: string, liveLayers: readonly string[]): BaselineFile {
+/** The live baselines, by path, from either version of the file. */
+function readBaselines(cellDir: string, liveLayers: readonly string[]): Baselines {
   const found = readStateFile(join(cellDir, FILE), BASELINE_FILE);
-  if (!found) return { version: 1, paths: {} };
   const live = new Set(liveLayers);
-  const paths: BaselineFile['paths'] = {};
-  for (const [p, b] of Object.entries(found.paths)) if (live.has(b.layer)) paths[p] = b;
-  return { version: 1, paths };
+  const state: Baselines = new Map();
+  if (!found) return state;
+  // A version 1 record can't hold a __proto__ entry: it was never recorded, nor parsed back.
+  const entries =
+    found.version === 1 ? Object.entries(found.paths) : found.paths.map(({ path, ...b }) => [path, b] as const);
+  for (const [path, b] of entries) if (live.has(b.layer)) state.set(path, b);
+  return state;
+}
+
+/** Always as version 2. */
+function writeBaselines(cellDir: string, state: Baselines): void {
+  const paths = [...state].map(([path, b]) => ({ path, ...b }));
+  writeStateFile(join(cellDir, FILE), BASELINE_FILE, { version: 2, paths }, { mode: 0o644 });
 }
 
 /** Copies a host file's content into the cell, named by its sha256, if it still is the file the run saw. */

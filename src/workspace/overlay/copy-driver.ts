@@ -42,9 +42,20 @@ import { cellStateFix, readStateFile, writeStateFile, type StateFileKind } from 
 
 const MANIFEST = 'copy-manifest.json';
 
-/** Workspace-relative path → signature (see `signature`) of every path right after the copy. */
-const ManifestSchema = z.record(z.string(), z.string());
-type Manifest = z.infer<typeof ManifestSchema>;
+/**
+ * Workspace-relative path and signature (see `signature`) of every path right after the
+ * copy, as pairs: an object keyed by path can't hold a `__proto__` (JSON parsing drops
+ * it) and finds prototype members for `constructor` and the like, which made a run in a
+ * workspace with a directory named `__proto__` fail. The older object is still read: a
+ * run left pending (agentcell killed) by the version before is captured by this one.
+ */
+const ManifestSchema = z.union([
+  z.strictObject({ version: z.literal(2), paths: z.array(z.tuple([z.string(), z.string()])) }),
+  z.record(z.string(), z.string()),
+]);
+
+/** By path, in memory. */
+type Manifest = Map<string, string>;
 
 /** While it exists a copy run's changes are only in `merged`: damaged, they can't be told, so it is an error. */
 const MANIFEST_FILE: StateFileKind<typeof ManifestSchema> = {
@@ -83,9 +94,9 @@ export async function materializeCopy(stack: LayerStack, workspace: string, mask
     else if (mask.kind === 'dir' && stat.isDirectory())
       for (const name of readdirSync(copy)) rmSync(join(copy, name), { recursive: true, force: true });
   }
-  const manifest: Manifest = {};
-  walk(merged, '', (rel, stat) => (manifest[rel] = signature(stat)));
-  writeStateFile(join(stack.cellDir, MANIFEST), MANIFEST_FILE, manifest, { mode: 0o644 });
+  const paths: [string, string][] = [];
+  walk(merged, '', (rel, stat) => paths.push([rel, signature(stat)]));
+  writeStateFile(join(stack.cellDir, MANIFEST), MANIFEST_FILE, { version: 2, paths }, { mode: 0o644 });
 }
 
 /**
@@ -95,15 +106,21 @@ export async function materializeCopy(stack: LayerStack, workspace: string, mask
  */
 export function captureCopy(stack: LayerStack): boolean {
   const manifestPath = join(stack.cellDir, MANIFEST);
-  const manifest = readStateFile(manifestPath, MANIFEST_FILE);
-  if (!manifest) return false;
-  const capture = new Capture(stack, manifest);
+  const found = readStateFile(manifestPath, MANIFEST_FILE);
+  if (!found) return false;
+  const capture = new Capture(stack, manifestOf(found));
   capture.visit('', false);
   capture.finish();
   removeTrees([stack.merged]);
   mkdirSync(stack.merged);
   unlinkSync(manifestPath);
   return true;
+}
+
+function manifestOf(found: z.infer<typeof ManifestSchema>): Manifest {
+  if (found.version === 2 && Array.isArray(found.paths)) return new Map(found.paths);
+  // An older manifest: its __proto__, if the copy had one, was dropped and shows as new.
+  return new Map(Object.entries(found as Record<string, string>));
 }
 
 class Capture {
@@ -132,7 +149,7 @@ class Capture {
     for (const name of names) {
       const path = rel === '' ? name : `${rel}/${name}`;
       const stat = lstatSync(join(this.stack.merged, path), { bigint: true });
-      const old = fresh ? undefined : this.manifest[path];
+      const old = fresh ? undefined : this.manifest.get(path);
       const now = signature(stat);
       if (stat.isDirectory()) {
         const replaced = old !== undefined && (kindOf(old) !== 'd' || inodeOf(old) !== inodeOf(now));
@@ -146,7 +163,7 @@ class Capture {
 
   /** Whiteouts for what the lower view had and the run removed, then the xattrs and devices. */
   finish(): void {
-    for (const path of Object.keys(this.manifest)) {
+    for (const path of this.manifest.keys()) {
       if (lstatOrUndefined(join(this.stack.merged, path))) continue;
       const parent = path.includes('/') ? path.slice(0, path.lastIndexOf('/')) : '';
       // Gone with its parent (whose own whiteout or replacement hides it), or under a new directory.
