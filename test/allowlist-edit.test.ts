@@ -150,4 +150,14 @@ describe('planAllowlistEdit', () => {
     assert.equal(editDiff(e)[0], `--- ${e.file}`);
     assert.deepEqual(editDiff(edit(undefined, ['a.test'])).slice(0, 1), ['--- /dev/null']);
   });
+
+  it('refuses to edit a file holding a reserved name (__proto__), naming the key', () => {
+    refused(
+      '[env.__proto__]\npolluted = "x"\n',
+      ['api.example.com'],
+      'POLICY_INVALID',
+      /key "env\.__proto__": "__proto__" is not allowed as a name here/,
+    );
+    assert.equal(({} as Record<string, unknown>)['polluted'], undefined);
+  });
 });

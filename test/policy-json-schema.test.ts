@@ -25,6 +25,18 @@ describe('agentcell.toml JSON Schema', () => {
     assert.match(JSON.stringify(validate.errors), /\/network\/mode/);
   });
 
+  it('rejects __proto__, constructor and prototype as names, as the loader does', () => {
+    for (const text of [
+      '[env]\nconstructor = "x"\n',
+      '[env.__proto__]\npolluted = "x"\n',
+      '[secrets.prototype]\nfrom = "env:X"\ninject = "env"\n',
+      '[secrets.T]\nfrom = "env:X"\ninject = "env"\nenv = "__proto__"\n',
+      '[network.resolve]\nconstructor = "10.0.0.1"\n',
+    ])
+      assert.equal(validate(parse(text)), false, text);
+    assert.equal(validate(parse('[env]\nFOO = "x"\n[network.resolve]\n"a.example.com" = "10.0.0.1"\n')), true);
+  });
+
   it('ships beside the package, matches the zod schema, and init points editors at it', () => {
     const url = policySchemaUrl();
     assert.ok(url, 'the built package has schemas/agentcell.schema.json');

@@ -6,10 +6,12 @@ import { AgentcellError } from '../src/errors.js';
 import { agentcellPaths } from '../src/paths.js';
 import { explainPolicy } from '../src/policy/explain-policy.js';
 import { hostPatternProblem } from '../src/policy/host-pattern.js';
+import { mergeLayers } from '../src/policy/merge-layers.js';
 import { readPolicyFile } from '../src/policy/policy-layer.js';
 import { resolvePolicy } from '../src/policy/resolve-policy.js';
 import { defaultPolicy } from '../src/policy/default-policy.js';
 import { PolicySchema } from '../src/policy/schema.js';
+import { resolveCellPolicy } from '../src/run/run-policy.js';
 import { agentcell, makeSandbox, type Sandbox } from './helpers.js';
 
 let sb: Sandbox;
@@ -153,5 +155,168 @@ describe('policy commands', () => {
     assert.deepEqual(JSON.parse(mode.stdout), [{ key: 'cell.mode', value: 'strict', from: ['command line'] }]);
     const missing = agentcell(['policy', 'explain', 'nope'], { cwd: sb.workspace, env: sb.env });
     assert.equal(missing.status, 2);
+  });
+});
+
+/**
+ * A repo's agentcell.toml is untrusted: a table or key named __proto__ (or constructor,
+ * prototype) once passed validation (zod's records drop __proto__ unseen) and the merge
+ * then wrote through it onto Object.prototype of agentcell's own process.
+ */
+describe('reserved names in policy keys', () => {
+  const prototypeKeys = Object.getOwnPropertyNames(Object.prototype).sort();
+  const cleanPrototype = (): void => {
+    for (const key of Object.getOwnPropertyNames(Object.prototype))
+      if (!prototypeKeys.includes(key)) delete (Object.prototype as Record<string, unknown>)[key];
+  };
+  const assertUnpolluted = (): void => {
+    const polluted = ({} as Record<string, unknown>)['polluted'];
+    const keys = Object.getOwnPropertyNames(Object.prototype).sort();
+    cleanPrototype();
+    assert.equal(polluted, undefined, 'Object.prototype.polluted was set');
+    assert.deepEqual(keys, prototypeKeys, 'Object.prototype gained keys');
+  };
+  afterEach(cleanPrototype);
+
+  const cases: [string, string, string][] = [
+    ['[env.__proto__]', '[env.__proto__]\npolluted = "yes"\n', 'env.__proto__'],
+    ['[secrets.__proto__]', '[secrets.__proto__]\npolluted = "yes"\n', 'secrets.__proto__'],
+    [
+      '[network.resolve.__proto__]',
+      '[network.resolve.__proto__]\npolluted = "10.0.0.1"\n',
+      'network.resolve.__proto__',
+    ],
+    ['[env] __proto__ = "x"', '[env]\n__proto__ = "x"\n', 'env.__proto__'],
+    ['a dotted env.__proto__.polluted', 'env.__proto__.polluted = "yes"\n', 'env.__proto__'],
+    ['a top-level [__proto__]', '[__proto__]\npolluted = "yes"\n', '__proto__'],
+    ['[env] constructor = "x"', '[env]\nconstructor = "x"\n', 'env.constructor'],
+    ['[env.constructor.prototype]', '[env.constructor.prototype]\npolluted = "yes"\n', 'env.constructor'],
+    ['[secrets.constructor]', '[secrets.constructor]\nfrom = "env:X"\ninject = "env"\n', 'secrets.constructor'],
+    ['[network.resolve] prototype', '[network.resolve]\nprototype = "10.0.0.1"\n', 'network.resolve.prototype'],
+    [
+      '[[network.rule]] with __proto__',
+      '[[network.rule]]\nhost = "a.example.com"\n[network.rule.__proto__]\npolluted = "yes"\n',
+      'network.rule.0.__proto__',
+    ],
+  ];
+  const refusal = (file: string, key: string) => (e: unknown) =>
+    e instanceof AgentcellError &&
+    e.code === 'POLICY_INVALID' &&
+    e.message.includes(file) &&
+    e.message.includes(`key "${key}"`) &&
+    /is not allowed as a name here/.test(e.message);
+
+  for (const [name, text, key] of cases)
+    it(`refuses ${name} in the repo's agentcell.toml, naming the file and key, and pollutes nothing`, async () => {
+      sb = makeSandbox({ 'agentcell.toml': text });
+      const file = join(sb.workspace, 'agentcell.toml');
+      assert.throws(() => readPolicyFile(file), refusal(file, key));
+      assertUnpolluted();
+      await assert.rejects(() => resolveIn(sb), refusal(file, key));
+      assertUnpolluted();
+    });
+
+  it('refuses them in the user config too, and on the command line (--env NAME=VALUE and --env NAME)', async () => {
+    sb = makeSandbox();
+    userConfig(sb, '[env.__proto__]\npolluted = "yes"\n');
+    await assert.rejects(
+      () => resolveIn(sb),
+      refusal(join(sb.agentcellHome, 'config', 'config.toml'), 'env.__proto__'),
+    );
+    assertUnpolluted();
+    sb.cleanup();
+    sb = makeSandbox();
+    const paths = agentcellPaths(sb.env);
+    for (const [env, key] of [
+      ['__proto__=x', 'env.__proto__'],
+      ['constructor=x', 'env.constructor'],
+      ['prototype', 'env.prototype'],
+    ] as const)
+      await assert.rejects(
+        () => resolveCellPolicy({ workspace: sb.workspace, env: [env] }, paths, sb.workspace, { prototype: 'x' }),
+        refusal('command line', key),
+      );
+    await assert.rejects(
+      () => resolveIn(sb, { env: JSON.parse('{"__proto__": {"polluted": "yes"}}') as unknown }),
+      refusal('command line', 'env.__proto__'),
+    );
+    assertUnpolluted();
+  });
+
+  it("refuses a secret's env variable named __proto__", async () => {
+    sb = makeSandbox({ 'agentcell.toml': '[secrets.TOKEN]\nfrom = "env:TOKEN"\ninject = "env"\nenv = "__proto__"\n' });
+    await assert.rejects(() => resolveIn(sb), /key "secrets\.TOKEN\.env": "__proto__" is not allowed as a name here/);
+  });
+
+  it('mergeLayers itself refuses them from a library caller and writes nothing onto Object.prototype', () => {
+    for (const values of [
+      JSON.parse('{"env": {"__proto__": {"polluted": "yes"}}}') as Record<string, unknown>,
+      JSON.parse('{"__proto__": {"polluted": "yes"}}') as Record<string, unknown>,
+      { network: { resolve: { constructor: { prototype: { polluted: 'yes' } } } } },
+    ]) {
+      assert.throws(
+        () =>
+          mergeLayers([
+            { source: 'built-in', values: { env: { A: 'a' } } },
+            { source: 'a caller', values },
+          ]),
+        (e: unknown) =>
+          e instanceof AgentcellError && e.code === 'POLICY_INVALID' && /^a caller: key "/.test(e.message),
+      );
+      assertUnpolluted();
+    }
+    // Names Object.prototype has are ordinary keys, merged as own values, never into the inherited ones.
+    const merged = mergeLayers([
+      { source: 'a', values: { env: { toString: 'a', valueOf: 'v' } } },
+      { source: 'b', values: { env: { toString: 'b' } } },
+    ]);
+    assert.deepEqual(merged.values, { env: { toString: 'b', valueOf: 'v' } });
+    assertUnpolluted();
+  });
+
+  it('ordinary names still work (positive control)', async () => {
+    sb = makeSandbox({
+      'agentcell.toml':
+        '[env]\nFOO = "bar"\n_proto = "p"\n[network.resolve]\n"api.example.com" = "10.0.0.1"\n[secrets.TOKEN]\nfrom = "env:TOKEN"\ninject = "env"\n',
+    });
+    const r = await resolveIn(sb, { env: { BAZ: 'q' } });
+    assert.deepEqual(r.policy.env, { FOO: 'bar', _proto: 'p', BAZ: 'q' });
+    assert.deepEqual(r.policy.network.resolve, { 'api.example.com': '10.0.0.1' });
+    assert.deepEqual(Object.keys(r.policy.secrets), ['TOKEN']);
+    assertUnpolluted();
+  });
+});
+
+describe('reserved names through the command line', () => {
+  for (const [text, key] of [
+    ['[env.__proto__]\npolluted = "yes"\n', 'env.__proto__'],
+    ['[secrets.__proto__]\npolluted = "yes"\n', 'secrets.__proto__'],
+    ['[network.resolve.__proto__]\npolluted = "10.0.0.1"\n', 'network.resolve.__proto__'],
+    ['[env]\n__proto__ = "x"\n', 'env.__proto__'],
+    ['[env]\nconstructor = "x"\n', 'env.constructor'],
+  ] as const)
+    it(`run --dry-run and policy validate exit 2 with POLICY_INVALID for ${key}`, () => {
+      sb = makeSandbox({ 'agentcell.toml': text });
+      const file = join(sb.workspace, 'agentcell.toml');
+      const r = agentcell(['run', '--dry-run', '--json', '--', 'touch', 'ran'], { cwd: sb.workspace, env: sb.env });
+      assert.equal(r.status, 2, r.stderr);
+      const body = JSON.parse(r.stdout) as { error: { code: string; message: string } };
+      assert.equal(body.error.code, 'POLICY_INVALID');
+      assert.ok(body.error.message.includes(`${file}: key "${key}": `), body.error.message);
+      assert.match(body.error.message, /is not allowed as a name here/);
+      const v = agentcell(['policy', 'validate'], { cwd: sb.workspace, env: sb.env });
+      assert.equal(v.status, 2);
+      assert.ok(v.stderr.includes(`key "${key}"`), v.stderr);
+      assert.equal(existsSync(join(sb.workspace, 'ran')), false);
+    });
+
+  it('--env __proto__=x is refused, not silently dropped; an ordinary --env works', () => {
+    sb = makeSandbox();
+    const bad = agentcell(['policy', 'show', '--json', '--env', '__proto__=x'], { cwd: sb.workspace, env: sb.env });
+    assert.equal(bad.status, 2);
+    assert.equal((JSON.parse(bad.stdout) as { error: { code: string } }).error.code, 'POLICY_INVALID');
+    const good = agentcell(['policy', 'show', '--json', '--env', 'FOO=x'], { cwd: sb.workspace, env: sb.env });
+    assert.equal(good.status, 0, good.stderr);
+    assert.equal((JSON.parse(good.stdout) as { policy: { env: Record<string, string> } }).policy.env['FOO'], 'x');
   });
 });

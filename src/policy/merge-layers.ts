@@ -1,4 +1,5 @@
 import type { PolicyLayer } from './policy-layer.js';
+import { isReservedName, reservedKeysError } from './reserved-names.js';
 
 /**
  * Lists that accumulate across layers instead of replacing: a project file adding one
@@ -23,6 +24,12 @@ export interface MergedLayers {
   provenance: Provenance;
 }
 
+/**
+ * Merges layers, lowest first, into new plain objects. Keys are written as own properties
+ * and only own values are merged into: a reserved name (`__proto__`, `constructor`,
+ * `prototype`) is refused here too, so a caller passing unvalidated layers can't reach
+ * `Object.prototype` through the merge.
+ */
 export function mergeLayers(layers: readonly PolicyLayer[]): MergedLayers {
   const values: Record<string, unknown> = {};
   const provenance: Provenance = new Map();
@@ -39,7 +46,8 @@ function mergeInto(
 ): void {
   for (const [key, value] of Object.entries(source)) {
     const path = prefix ? `${prefix}.${key}` : key;
-    const existing = target[key];
+    if (isReservedName(key)) throw reservedKeysError(origin, [path]);
+    const existing = Object.hasOwn(target, key) ? target[key] : undefined;
     if (isTable(value) && !ACCUMULATING_KEYS.has(path)) {
       const table = isTable(existing) ? existing : {};
       target[key] = table;

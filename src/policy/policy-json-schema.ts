@@ -1,7 +1,8 @@
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import * as z from 'zod/mini';
-import { PolicySchema } from './schema.js';
+import { RESERVED_NAMES } from './reserved-names.js';
+import { envName, PolicySchema, resolveName } from './schema.js';
 
 /** Where the schema sits in the package; `init` points editors at it. */
 export const POLICY_SCHEMA_FILE = 'schemas/agentcell.schema.json';
@@ -13,7 +14,15 @@ export const POLICY_SCHEMA_FILE = 'schemas/agentcell.schema.json';
  * in code (host patterns, sizes, durations) are not representable and stay agentcell's.
  */
 export function policyJsonSchema(): Record<string, unknown> {
-  const schema = z.toJSONSchema(PolicySchema, { io: 'input', target: 'draft-07', unrepresentable: 'any' });
+  const schema = z.toJSONSchema(PolicySchema, {
+    io: 'input',
+    target: 'draft-07',
+    unrepresentable: 'any',
+    // The names that become object keys refuse __proto__, constructor and prototype, as the loader does.
+    override: ({ zodSchema, jsonSchema }) => {
+      if (zodSchema === envName || zodSchema === resolveName) jsonSchema.not = { enum: [...RESERVED_NAMES] };
+    },
+  });
   return {
     ...schema,
     $id: 'https://agentcell.dev/schemas/agentcell.schema.json',

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { parse, TomlError } from 'smol-toml';
 import type { core } from 'zod/mini';
 import { AgentcellError } from '../errors.js';
+import { assertNoReservedKeys } from './reserved-names.js';
 import { PolicySchema } from './schema.js';
 
 /** One source of policy values, lowest first: built-in < user < project < flags. */
@@ -36,8 +37,13 @@ export function readPolicyFile(path: string): PolicyLayer {
   return validateLayer({ source: path, values });
 }
 
-/** Checks a layer on its own so an error points at the layer that holds it. */
+/**
+ * Checks a layer on its own so an error points at the layer that holds it. Reserved names
+ * (`__proto__`, …) go first: zod's records drop a `__proto__` key unseen, and a merge
+ * would write through it.
+ */
 export function validateLayer(layer: PolicyLayer): PolicyLayer {
+  assertNoReservedKeys(layer.source, layer.values);
   const result = PolicySchema.safeParse(layer.values, { reportInput: true });
   if (!result.success) throw policyError(layer.source, result.error.issues);
   return layer;

@@ -2,6 +2,7 @@ import { isIP } from 'node:net';
 // zod/mini: the same schemas as zod, tree-shakable; the full build adds ~50 ms to every start.
 import * as z from 'zod/mini';
 import { hostPatternProblem } from './host-pattern.js';
+import { isReservedName, reservedNameProblem } from './reserved-names.js';
 import { parseDuration, parseSize } from './units.js';
 import { BACKENDS, MODES, NETWORK_MODES, WORKSPACE_MODES } from '../_internal/vocabulary.js';
 
@@ -17,7 +18,15 @@ const hostPattern = z.string().check(
 /** The default `[resources] disk`: room for builds and dependency trees, not for filling a disk. */
 export const DEFAULT_DISK_LIMIT = '8GiB';
 
-const envName = z.string().check(z.regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'expected an environment variable name'));
+/** A name that becomes an object key (`[env]`, `[secrets]`, `[network.resolve]`, a secret's `env`): never a reserved one. */
+const notReserved = z.superRefine((value: string, ctx) => {
+  if (isReservedName(value)) ctx.issues.push({ code: 'custom', message: reservedNameProblem(value), input: value });
+});
+/** Both marked for the JSON Schema, which states the same refusal (policy-json-schema.ts). */
+export const envName = z
+  .string()
+  .check(z.regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'expected an environment variable name'), notReserved);
+export const resolveName = z.string().check(notReserved);
 const size = z
   .union([z.string(), z.number()])
   .check(z.refine((v) => parseSize(v) !== undefined, 'expected a size such as "512M" or "2G"'));
@@ -122,7 +131,7 @@ export const PolicySchema = z.strictObject({
       deny: hostList,
       inspect: hostList,
       resolve: z._default(
-        z.record(z.string(), z.string().check(z.refine((ip) => isIP(ip) !== 0, 'expected an IP address'))),
+        z.record(resolveName, z.string().check(z.refine((ip) => isIP(ip) !== 0, 'expected an IP address'))),
         {},
       ),
       upstream_ca: stringList,

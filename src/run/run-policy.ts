@@ -4,6 +4,7 @@ import { AgentcellError } from '../errors.js';
 import type { AgentcellPaths } from '../paths.js';
 import type { DeepReadonly } from '../_internal/deep-readonly.js';
 import { assertBreakglassAck, assertModeAllows, localDate } from '../policy/assurance.js';
+import { isReservedName, reservedKeysError } from '../policy/reserved-names.js';
 import { resolvePolicy, sourceOf, type ResolvedPolicy } from '../policy/resolve-policy.js';
 import type { Policy } from '../policy/schema.js';
 import { listImageRecords } from '../images/cell-image.js';
@@ -84,8 +85,11 @@ function flagsLayer(options: DeepReadonly<CellOptions>): { layer: Record<string,
   const passEnv: string[] = [];
   for (const item of options.env ?? []) {
     const eq = item.indexOf('=');
+    const name = eq === -1 ? item : item.slice(0, eq);
+    // `--env __proto__=x` would set the table's prototype and vanish; both forms name a key of the cell's env.
+    if (isReservedName(name)) throw reservedKeysError('command line', [`env.${name}`]);
     if (eq === -1) passEnv.push(item);
-    else set('env', item.slice(0, eq), item.slice(eq + 1));
+    else set('env', name, item.slice(eq + 1));
   }
   return { layer, passEnv };
 }
