@@ -104,6 +104,7 @@ export async function agentStartBench(cli: string): Promise<Section> {
     readFileSync('/etc/ssl/certs/ca-certificates.crt', 'utf8') + '\n' + readFileSync(certs.ca, 'utf8'),
   );
   const rows: string[] = [];
+  const phaseRows: string[] = [];
   const verdicts: string[] = [];
   try {
     for (const c of CASES.filter((x) => wanted.includes(x.adapter.name))) {
@@ -167,6 +168,7 @@ export async function agentStartBench(cli: string): Promise<Section> {
         bare: { first: [], exit: [] },
         cell: { first: [], exit: [] },
       };
+      const phases: Record<string, number>[] = [];
       let failure: string | undefined;
       // One warm-up round (the cell's first run creates it and may install the CLI), then `runs`.
       for (let round = 0; round < 1 + runs && failure === undefined; round++) {
@@ -182,7 +184,10 @@ export async function agentStartBench(cli: string): Promise<Section> {
               : await runAsync(cellArgv, { cwd: workspace, env: cellEnv });
           const first = firstAt === undefined ? undefined : Number(firstAt - started) / 1e6;
           const exit = msSince(started);
-          if (kind === 'cell') await runAsync([cli, 'restore'], { cwd: workspace, env: cellEnv });
+          if (kind === 'cell') {
+            if (round > 0) phases.push(await receiptTimings(cli, workspace, cellEnv));
+            await runAsync([cli, 'restore'], { cwd: workspace, env: cellEnv });
+          }
           if (r.status !== 0 || first === undefined || seen.length < 3) {
             failure = `${kind} run failed (exit ${String(r.status)}, ${seen.length} stub requests): ${tail(r.stdout + '\n' + r.stderr)}`;
             break;
@@ -205,6 +210,7 @@ export async function agentStartBench(cli: string): Promise<Section> {
       rows.push(
         `| ${name} ${c.adapter.version} | ${fmt(b.first.median)} | ${fmt(k.first.median)} | **${rFirst.toFixed(2)}×** | ${fmt(b.exit.median)} | ${fmt(k.exit.median)} | **${rExit.toFixed(2)}×** |`,
       );
+      phaseRows.push(phaseRow(`${name}`, phases));
       const ok = rFirst <= TARGET && rExit <= TARGET;
       const why = ok
         ? ''
@@ -233,6 +239,44 @@ export async function agentStartBench(cli: string): Promise<Section> {
     '| agent | bare: first request ms | cell: first request ms | ratio | bare: exit ms | cell: exit ms | ratio |',
     '|---|---|---|---|---|---|---|',
     ...rows,
+    '',
+    "Where the cell run spends it: medians of the phase timings in each run's receipt (`startup` is node plus",
+    'loading the bundle; `agent` is resolving the adapter, its toolchain and seeded home; `gateway` is starting the',
+    "egress gateway; `run` is from spawning the cell until the agent has exited, so it holds the agent's own turn).",
+    '',
+    `| agent | ${PHASES.join(' | ')} |`,
+    `|---|${PHASES.map(() => '---').join('|')}|`,
+    ...phaseRows,
   ].join('\n');
   return { title: 'Agent start: `agentcell <agent> -p …` against the bare CLI', markdown, verdicts };
+}
+
+const PHASES = [
+  'startup',
+  'cli',
+  'agent',
+  'policy',
+  'scan',
+  'plan',
+  'journal',
+  'gateway',
+  'run',
+  'finalize',
+  'receipt',
+];
+
+/** The phase timings the cell run's receipt recorded (untimed: after the run). */
+async function receiptTimings(cli: string, workspace: string, env: NodeJS.ProcessEnv): Promise<Record<string, number>> {
+  const r = await runAsync([cli, 'receipt', 'show', '--json'], { cwd: workspace, env });
+  if (r.status !== 0) return {};
+  const parsed = JSON.parse(r.stdout) as { timings?: Record<string, number> };
+  return parsed.timings ?? {};
+}
+
+function phaseRow(name: string, runs: Record<string, number>[]): string {
+  const cell = (phase: string): string => {
+    const xs = runs.map((t) => t[phase]).filter((x): x is number => x !== undefined);
+    return xs.length === 0 ? '–' : fmt(stats(xs).median);
+  };
+  return `| ${name} | ${PHASES.map(cell).join(' | ')} |`;
 }

@@ -281,8 +281,10 @@ function gitWork(root: string, files: number, runs: number): Work {
     if (i % 100 === 0) mkdirSync(dir, { recursive: true });
     writeFileSync(join(dir, `f${i}.txt`), `line ${i}\n`);
   }
+  // gc.auto=0: committing 100,000 loose objects would start a detached `git gc --auto` that packs them
+  // while the rounds run (and races the clean-up).
   sh(
-    'git init -q && git -c user.name=bench -c user.email=bench@example.com add -A && git -c user.name=bench -c user.email=bench@example.com commit -qm files',
+    'git init -q && git config gc.auto 0 && git -c user.name=bench -c user.email=bench@example.com add -A && git -c user.name=bench -c user.email=bench@example.com commit -qm files',
     ws,
   );
   return {

@@ -22,6 +22,7 @@ import { assertLogReadsBack, startTestGateway } from './test-gateway.js';
 import { listen } from './helpers.js';
 import { createLeafMinter, loadOrCreateCellCa } from '../src/egress/cell/cell-ca.js';
 import { cellCaFiles } from '../src/egress/cell/cell-trust.js';
+import { readyCellCaPem } from '../src/egress/cell/ready-cell-ca.js';
 import type { EgressGateway, GatewayRules } from '../src/egress/gateway/egress-gateway.js';
 import type { EgressEvent } from '../src/egress/log/egress-log.js';
 import type { ProxySecret } from '../src/egress/rules/inspect-rules.js';
@@ -222,6 +223,35 @@ describe('cell CA', () => {
     assert.notEqual(second.certPem, first.certPem);
     chmodSync(files.key, 0o644);
     await assert.rejects(loadOrCreateCellCa(files, 'renew'), /not a private \(0600\) file/);
+  });
+
+  // A run whose CA is ready starts its cell before loading the X.509 library; anything else
+  // goes through loadOrCreateCellCa (made, renewed or refused before the cell starts).
+  it('is ready as it is only when its key is private, ECDSA P-256, the certificate’s, and a month from expiry', async () => {
+    const files = cellCaFiles(join(dir, 'ready-ca'));
+    assert.equal(readyCellCaPem(files), undefined, 'no CA yet');
+    const ca = await loadOrCreateCellCa(files, 'ready');
+    assert.equal(readyCellCaPem(files), ca.certPem);
+    const notAfter = ca.certificate.notAfter.getTime();
+    assert.equal(readyCellCaPem(files, new Date(notAfter - 40 * 86_400_000)), ca.certPem);
+    assert.equal(readyCellCaPem(files, new Date(notAfter - 10 * 86_400_000)), undefined, 'about to expire');
+    chmodSync(files.key, 0o640);
+    assert.equal(readyCellCaPem(files), undefined, 'key readable by the group');
+    chmodSync(files.key, 0o600);
+    const key = readFileSync(files.key, 'utf8');
+    const other = cellCaFiles(join(dir, 'other-ca'));
+    await loadOrCreateCellCa(other, 'other');
+    writeFileSync(files.key, readFileSync(other.key), { mode: 0o600 });
+    assert.equal(readyCellCaPem(files), undefined, "another CA's key");
+    writeFileSync(files.key, execFileSync('openssl', ['genrsa', '2048'], { encoding: 'utf8' }), { mode: 0o600 });
+    assert.equal(readyCellCaPem(files), undefined, 'an RSA key');
+    writeFileSync(files.key, 'not a key\n', { mode: 0o600 });
+    assert.equal(readyCellCaPem(files), undefined, 'garbage');
+    writeFileSync(files.key, key, { mode: 0o600 });
+    writeFileSync(files.cert, readFileSync(other.cert));
+    assert.equal(readyCellCaPem(files), undefined, "another CA's certificate");
+    writeFileSync(files.cert, ca.certPem);
+    assert.equal(readyCellCaPem(files), ca.certPem, 'whole again');
   });
 });
 

@@ -52,7 +52,10 @@ async function runCommand(ctx: CliContext, argv: string[], flags: RunFlags): Pro
     else print(dryRunText(prepared));
     return 0;
   }
-  if (prepared.agent) await readyAgent(prepared.agent, note);
+  if (prepared.agent) {
+    await readyAgent(prepared.agent, note);
+    prepared.timer.mark('agent');
+  }
   const credentialHint = prepared.agent?.credentialHint;
   if (credentialHint && !flags.json) note(`agentcell: ${credentialHint}`);
   const { outcome, receipt } = await runPrepared(prepared, paths, () =>

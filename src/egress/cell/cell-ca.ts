@@ -9,14 +9,14 @@ import { AgentcellError } from '../../errors.js';
 import type { CellCaFiles } from './cell-trust.js';
 import { makeDirs } from '../../_internal/make-dirs.js';
 import { writeFileAtomic } from '../../_internal/atomic-file.js';
+import { CA_RENEW_BEFORE_MS } from './ready-cell-ca.js';
 
 x509.cryptoProvider.set(webcrypto as unknown as Crypto);
 
 const ALGORITHM = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const;
 const DAY_MS = 86_400_000;
-/** The cell CA lives a year; a run starting with less than this left makes a new one. */
+/** The cell CA lives a year; a run starting with less than CA_RENEW_BEFORE_MS left makes a new one. */
 const CA_LIFETIME_MS = 365 * DAY_MS;
-const CA_RENEW_BEFORE_MS = 30 * DAY_MS;
 /** Leaves live for a week at most (and never past the CA); clocks a little behind still accept them. */
 const LEAF_LIFETIME_MS = 7 * DAY_MS;
 const BACKDATE_MS = 60 * 60 * 1000;
@@ -37,7 +37,7 @@ export async function loadOrCreateCellCa(files: CellCaFiles, cell: string, now =
   makeDirs(files.dir, 0o700);
   chmodSync(files.dir, 0o700);
   if (existsSync(files.cert) && existsSync(files.key)) {
-    const loaded = await loadCa(files);
+    const loaded = await loadCellCa(files);
     if (loaded.certificate.notAfter.getTime() - now.getTime() > CA_RENEW_BEFORE_MS) return loaded;
   }
   const keys = await webcrypto.subtle.generateKey(ALGORITHM, true, ['sign', 'verify']);
@@ -61,7 +61,8 @@ export async function loadOrCreateCellCa(files: CellCaFiles, cell: string, now =
   return { certPem: certificate.toString('pem') + '\n', certificate, privateKey: keys.privateKey };
 }
 
-async function loadCa(files: CellCaFiles): Promise<CellCa> {
+/** The cell CA on disk, as it is (no renewal): its key must be a private (0600) file. */
+export async function loadCellCa(files: CellCaFiles): Promise<CellCa> {
   const stat = lstatSync(files.key);
   if (!stat.isFile() || (stat.mode & 0o077) !== 0)
     throw new AgentcellError(
@@ -81,18 +82,6 @@ async function loadCa(files: CellCaFiles): Promise<CellCa> {
       { cause },
     );
   }
-}
-
-/**
- * The bundle a cell trusts: the rootfs's system CAs plus the cell CA, written beside the
- * CA (0644: it is public). Rewritten each run, so a system CA update reaches the cell.
- */
-export function writeTrustBundle(files: CellCaFiles, ca: CellCa, systemBundle: string | undefined): void {
-  let system = '';
-  if (systemBundle !== undefined && existsSync(systemBundle)) system = readFileSync(systemBundle, 'utf8');
-  if (system.length > 0 && !system.endsWith('\n')) system += '\n';
-  // Made afresh each run: no fsync needed.
-  writeFileAtomic(files.bundle, `${system}# agentcell cell CA\n${ca.certPem}`, 0o644, { durable: false });
 }
 
 /**

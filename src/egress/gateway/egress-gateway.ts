@@ -24,7 +24,11 @@ export type GatewayRules = HostRules & InspectRules;
 /** What TLS inspection needs; without it, rules that inspect anything are refused. */
 export interface GatewayInspectOptions {
   /** Leaf certificates signed by the cell CA (see cell-ca.ts `createLeafMinter`). */
-  leaves: { secureContext(host: string): Promise<SecureContext> };
+  leaves: {
+    secureContext(host: string): Promise<SecureContext>;
+    /** Gets ready for the first connection (called by the gateway's warm-up). */
+    warmUp?(): void;
+  };
   /** PEM CAs an inspected upstream must chain to: system CAs plus `upstream_ca`. */
   upstreamCa: readonly string[];
   /** `inject = "proxy"` secrets, values read on the host; their hosts are inspected. */
@@ -89,9 +93,10 @@ export interface EgressGateway {
   /** Decisions logged so far (allowed tunnels count when they close). */
   counters(): EgressCounters;
   /**
-   * Does now the CPU work the first inspected connection would otherwise wait on (the
-   * upstream trust store, ~25 ms); nothing without inspection. A run calls it once its
-   * cell has been started, while the command in it starts up.
+   * Does now the work the first inspected connection would otherwise wait on (loading the
+   * leaf minter and minting the leaves of the names known now, building the upstream trust
+   * store: ~50 ms of this thread); nothing without inspection. A run calls it once the
+   * command in its cell can start, while that command starts up.
    */
   warmUp(): void;
   /** Stops listening, ends every connection, flushes the log, removes the socket. */

@@ -275,6 +275,7 @@ export function createGatewayContext(
     counters: () => log.counters(),
     warmUp() {
       if (!options.inspect) return;
+      options.inspect.leaves.warmUp?.();
       try {
         upstreamTrustOf(options.inspect);
       } catch {

@@ -14,6 +14,8 @@ import { normalizeHost } from '../rules/host-rules.js';
 import { CELL_PROXY_PORT, type BridgeNode } from '../cell/proxy-environment.js';
 import type { ProxySecret } from '../rules/inspect-rules.js';
 import { makeDirs } from '../../_internal/make-dirs.js';
+import { readyCellCaPem, writeTrustBundle } from '../cell/ready-cell-ca.js';
+import type { LeafMinter } from '../cell/cell-ca.js';
 import { neutralRuntimeDir } from '../../_internal/neutral-dir.js';
 
 /** A unix socket path is at most 107 bytes on Linux; leave room. */
@@ -112,7 +114,7 @@ export interface RunningGateway {
   /**
    * RunControl.adoptListener: takes the cell's proxy listener when it is what the cell's
    * proxy variables name, 127.0.0.1:CELL_PROXY_PORT over TCP (the cell made it in its own
-   * network namespace); anything else is refused.
+   * network namespace); anything else is refused. Adopting it starts the gateway's warm-up.
    */
   adoptListener: (listener: Server) => boolean;
   /** Closes the gateway (flushing the log), removes the socket directory; the final counts. */
@@ -165,7 +167,10 @@ export async function startRunGateway(
         address.family === 'IPv4' &&
         address.address === '127.0.0.1' &&
         address.port === CELL_PROXY_PORT;
-      return expected && gateway.adopt(listener);
+      if (!expected || !gateway.adopt(listener)) return false;
+      // After the reply that lets the cell's command start has gone out.
+      setImmediate(() => gateway.warmUp());
+      return true;
     },
     stop: async () => {
       await gateway.close();
@@ -176,8 +181,12 @@ export async function startRunGateway(
 }
 
 /**
- * Loads or makes the cell CA and writes the trust bundle the cell binds, before the cell
- * starts. The X.509 code loads only here: runs that inspect nothing never pay for it.
+ * Writes the trust bundle the cell binds, before the cell starts, and gives the gateway its
+ * leaf minter. A CA on disk that can serve as it is (ready-cell-ca.ts) is all the cell needs:
+ * loading @peculiar/x509 and the CA key, and minting the leaves of the names known now, wait
+ * for the gateway's warm-up, once the cell is on its way (its first connection waits for the
+ * minter, not the other way round). A missing, expiring or damaged CA is made, renewed or
+ * refused here, before the cell starts, as before.
  */
 async function prepareInspection(
   inspection: RunInspection,
@@ -185,18 +194,49 @@ async function prepareInspection(
   cell: string,
   spyLogPath: string | undefined,
 ): Promise<GatewayInspectOptions> {
-  const { createLeafMinter, loadOrCreateCellCa, writeTrustBundle } = await import('../cell/cell-ca.js');
-  const ca = await loadOrCreateCellCa(inspection.ca, cell);
-  writeTrustBundle(inspection.ca, ca, inspection.systemBundle);
-  const leaves = createLeafMinter(ca);
-  // Mint the leaves of the names known now while the cell starts: the first connection finds them ready.
-  for (const host of literalNames(rules, inspection)) leaves.secureContext(host).catch(() => undefined);
+  const names = literalNames(rules, inspection);
+  const readyPem = readyCellCaPem(inspection.ca);
+  let leaves: GatewayInspectOptions['leaves'];
+  if (readyPem !== undefined) {
+    writeTrustBundle(inspection.ca, readyPem, inspection.systemBundle);
+    leaves = deferredLeaves(inspection.ca, names);
+  } else {
+    const { createLeafMinter, loadOrCreateCellCa } = await import('../cell/cell-ca.js');
+    const ca = await loadOrCreateCellCa(inspection.ca, cell);
+    writeTrustBundle(inspection.ca, ca.certPem, inspection.systemBundle);
+    leaves = createLeafMinter(ca);
+    premint(leaves, names);
+  }
   return {
     leaves,
     upstreamCa: inspection.upstreamCa,
     secrets: inspection.secrets,
     ...(spyLogPath !== undefined ? { spyLogPath } : {}),
   };
+}
+
+/** The leaf minter of a ready CA, loaded at the warm-up or the first connection, whichever comes first. */
+function deferredLeaves(files: CellCaFiles, names: Set<string>): GatewayInspectOptions['leaves'] {
+  let minter: Promise<LeafMinter> | undefined;
+  const load = (): Promise<LeafMinter> =>
+    (minter ??= import('../cell/cell-ca.js').then(async ({ createLeafMinter, loadCellCa }) =>
+      createLeafMinter(await loadCellCa(files)),
+    ));
+  return {
+    secureContext: (host) => load().then((m) => m.secureContext(host)),
+    warmUp: () => {
+      // A failure here is the first connection's too, which fails closed with it.
+      load().then(
+        (m) => premint(m, names),
+        () => undefined,
+      );
+    },
+  };
+}
+
+/** Mints the leaves of the names known now, so the first connection to each finds it ready. */
+function premint(leaves: LeafMinter, names: Set<string>): void {
+  for (const host of names) leaves.secureContext(host).catch(() => undefined);
 }
 
 /** Inspected names without a wildcard (ports dropped), lower-case. */
