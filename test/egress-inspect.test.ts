@@ -3,7 +3,7 @@ import { execFile, execFileSync } from 'node:child_process';
 import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpsServer, type Server } from 'node:https';
 import { request as httpRequest, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
-import { connect as tlsConnect, rootCertificates } from 'node:tls';
+import { connect as tlsConnect, rootCertificates, type SecureContext } from 'node:tls';
 import {
   brotliCompressSync,
   brotliDecompressSync,
@@ -27,7 +27,7 @@ import type { EgressGateway, GatewayRules } from '../src/egress/gateway/egress-g
 import type { EgressEvent } from '../src/egress/log/egress-log.js';
 import type { ProxySecret } from '../src/egress/rules/inspect-rules.js';
 import { proxyAuthorization } from '../src/egress/gateway/proxy-auth.js';
-import { distinctPemBlocks } from '../src/egress/gateway/upstream-trust.js';
+import { distinctPemBlocks, upstreamTrustInSteps } from '../src/egress/gateway/upstream-trust.js';
 import { createMaskStream } from '../src/egress/protocols/inspect/redact-stream.js';
 import { readSpyLog, renderSpyRecord } from '../src/egress/log/spy-render.js';
 
@@ -508,6 +508,32 @@ describe('upstream trust', () => {
     const compact = (pem: string): string => pem.replace(/\s+/g, '');
     assert.ok(blocks.some((block) => compact(block) === compact(good)));
     for (const root of rootCertificates) assert.ok(blocks.some((block) => compact(block) === compact(root)));
+  });
+
+  it('built in steps, or the rest at once when asked for midway, it trusts the CAs given and no other', async () => {
+    const good = readFileSync(upstreamCa, 'utf8');
+    const verifies = (secureContext: SecureContext, port: number, servername: string): Promise<boolean> =>
+      new Promise((resolve) => {
+        const socket = tlsConnect({ host: '127.0.0.1', port, servername, secureContext }, () => {
+          resolve(socket.authorized);
+          socket.destroy();
+        });
+        socket.on('error', () => resolve(false));
+      });
+    // The CA the upstream chains to comes last, in the last step.
+    const stepped = upstreamTrustInSteps([...rootCertificates, good]);
+    let steps = 1;
+    while (!stepped.step()) steps++;
+    assert.ok(steps >= Math.ceil(new Set(rootCertificates).size / 16), `built in ${steps} steps`);
+    assert.equal(await verifies(stepped.context(), trustedPort, 'api.test'), true);
+    assert.equal(await verifies(stepped.context(), untrustedPort, 'bad.test'), false);
+    const midway = upstreamTrustInSteps([...rootCertificates, good]);
+    midway.step();
+    assert.equal(await verifies(midway.context(), trustedPort, 'api.test'), true);
+    assert.equal(await verifies(upstreamTrustInSteps(rootCertificates).context(), trustedPort, 'api.test'), false);
+    // A block OpenSSL cannot parse is skipped, as createSecureContext skips it: it trusts nothing.
+    const broken = upstreamTrustInSteps(['-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----']);
+    assert.equal(await verifies(broken.context(), trustedPort, 'api.test'), false);
   });
 
   it('built before the first connection (warmUp) it verifies the same: a trusted upstream passes, an untrusted one is refused', async () => {

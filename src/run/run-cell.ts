@@ -133,9 +133,7 @@ export async function runPrepared(
       // build what the command's first inspected connection would wait on (the upstream trust
       // store) while it starts up; remove what killed runs left on /dev/shm.
       store = await openReceipts(paths, tx);
-      // Where the bridge hands its listener over, the command starts only once this thread has
-      // adopted it: the warm-up (this thread's, ~50 ms) waits for that (startRunGateway).
-      if (prepared.plan.handoffFd === undefined) gateway?.gateway.warmUp();
+      gateway?.gateway.warmUp();
       sweepNeutralDir();
       outcome = await running.finally(() => diskWatch?.stop());
       const diskHit = await diskWatch?.stop();

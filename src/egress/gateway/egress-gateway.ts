@@ -93,10 +93,11 @@ export interface EgressGateway {
   /** Decisions logged so far (allowed tunnels count when they close). */
   counters(): EgressCounters;
   /**
-   * Does now the work the first inspected connection would otherwise wait on (loading the
-   * leaf minter and minting the leaves of the names known now, building the upstream trust
-   * store: ~50 ms of this thread); nothing without inspection. A run calls it once the
-   * command in its cell can start, while that command starts up.
+   * Starts the work the first inspected connection would otherwise wait on: loading the
+   * leaf minter (~15 ms) and minting the leaves of the names known now, then building the
+   * upstream trust store a step (~2 ms) per turn of the event loop, so the cell's first
+   * connections (the bridge's handoff, the canaries' probe) are not held up behind it.
+   * Nothing without inspection. A run calls it once its cell has been started.
    */
   warmUp(): void;
   /** Stops listening, ends every connection, flushes the log, removes the socket. */

@@ -12,7 +12,7 @@ import { compileHostRules, learningMatcher, normalizeHost, type HostMatcher } fr
 import { compileInspectRules, type InspectMatcher, type InspectRules } from '../rules/inspect-rules.js';
 import { createPooledReads, type PooledReads } from '../stream/pooled-reads.js';
 import type { EgressGatewayOptions, GatewayInspectOptions, GatewayRules } from './egress-gateway.js';
-import { upstreamTrustContext } from './upstream-trust.js';
+import { upstreamTrustInSteps, type UpstreamTrustInSteps } from './upstream-trust.js';
 import { openDestination, systemLookup, type DestinationRequest, type DestinationResult } from './open-destination.js';
 import { checkCredentials, checkProxyAuthorization } from './proxy-auth.js';
 
@@ -111,7 +111,7 @@ export function createGatewayContext(
   const tunnels = new Set<OpenTunnel>();
   const inspectedTunnels = new WeakSet<OpenTunnel>();
   const clientReads = new WeakMap<Socket, PooledReads>();
-  let upstreamTrust: SecureContext | undefined;
+  let upstreamTrust: UpstreamTrustInSteps | undefined;
 
   function record(kind: EgressKind, started: number, outcome: Outcome): void {
     const cleartext = kind === 'http' || outcome.cleartext === true;
@@ -177,10 +177,10 @@ export function createGatewayContext(
     };
   }
 
-  /** Parsing a few hundred CAs takes ~25 ms: once per gateway (or before its first use: warmUp), not per connection. */
+  /** Parsing a few hundred CAs takes ~25 ms: once per gateway (in steps from warmUp, the rest at its first use), not per connection. */
   function upstreamTrustOf(inspect: GatewayInspectOptions): SecureContext {
-    upstreamTrust ??= upstreamTrustContext(inspect.upstreamCa);
-    return upstreamTrust;
+    upstreamTrust ??= upstreamTrustInSteps(inspect.upstreamCa);
+    return upstreamTrust.context();
   }
 
   function inspectContext(target: TunnelTarget): InspectContext {
@@ -274,13 +274,19 @@ export function createGatewayContext(
     },
     counters: () => log.counters(),
     warmUp() {
-      if (!options.inspect) return;
-      options.inspect.leaves.warmUp?.();
-      try {
-        upstreamTrustOf(options.inspect);
-      } catch {
-        // Never the run's error: the first inspected connection builds it again and fails closed, as it always did.
-      }
+      const inspect = options.inspect;
+      if (!inspect) return;
+      inspect.leaves.warmUp?.();
+      const trust = (upstreamTrust ??= upstreamTrustInSteps(inspect.upstreamCa));
+      // A step per turn of the event loop: the cell's first connections are served in between.
+      const step = (): void => {
+        try {
+          if (!trust.step()) setImmediate(step);
+        } catch {
+          // Never the run's error: the first inspected connection meets it again (upstreamTrustOf).
+        }
+      };
+      setImmediate(step);
     },
   };
 }

@@ -114,7 +114,7 @@ export interface RunningGateway {
   /**
    * RunControl.adoptListener: takes the cell's proxy listener when it is what the cell's
    * proxy variables name, 127.0.0.1:CELL_PROXY_PORT over TCP (the cell made it in its own
-   * network namespace); anything else is refused. Adopting it starts the gateway's warm-up.
+   * network namespace); anything else is refused.
    */
   adoptListener: (listener: Server) => boolean;
   /** Closes the gateway (flushing the log), removes the socket directory; the final counts. */
@@ -167,10 +167,7 @@ export async function startRunGateway(
         address.family === 'IPv4' &&
         address.address === '127.0.0.1' &&
         address.port === CELL_PROXY_PORT;
-      if (!expected || !gateway.adopt(listener)) return false;
-      // After the reply that lets the cell's command start has gone out.
-      setImmediate(() => gateway.warmUp());
-      return true;
+      return expected && gateway.adopt(listener);
     },
     stop: async () => {
       await gateway.close();
