@@ -10,7 +10,7 @@ import { mutableCopy } from '../src/_internal/deep-readonly.js';
 import type { CellEgress, CellSpec, RunControl } from '../src/backends/backend.js';
 import { CELL_CANARY_DIR } from '../src/evidence/canary-script.js';
 import { LISTENER_ADOPTED, LISTENER_REFUSED } from '../src/backends/receive-cell-listener.js';
-import { CELL_PROXY_PORT } from '../src/egress/cell/proxy-environment.js';
+import { CELL_BRIDGE_NODE, CELL_PROXY_PORT, withHandoff } from '../src/egress/cell/proxy-environment.js';
 import { createEgressGateway } from '../src/egress/gateway/egress-gateway.js';
 import { startRunGateway, type RunEgress } from '../src/egress/gateway/run-gateway.js';
 import { agentcellPaths, prepareRun, type PreparedRun } from '../src/index.js';
@@ -259,11 +259,17 @@ describe('egress listener handoff (bwrap)', () => {
       assert.equal(several.stdout, `reply ${JSON.stringify(LISTENER_ADOPTED)}\n4000 refused\n`);
     });
 
-    it('fails closed: a listener agentcell does not take runs no command (exit 125)', async () => {
+    /** The handoff prelude with the helper chosen: the rootfs's perl (x64, arm64) or node's bridge (any other arch). */
+    function helperSpec(helper: 'perl' | 'node', node = CELL_BRIDGE_NODE): CellSpec {
       const egress = prepared.spec.egress;
       assert.ok(egress);
       const spec: CellSpec = { ...bareSpec(), argv: ['sh', '-c', 'echo COMMAND-RAN >/run/out/out'] };
       spec.mounts = [...spec.mounts, { source: outDir, target: '/run/out', mode: 'rw' }];
+      const arch = helper === 'perl' ? process.arch : 'riscv64';
+      return { ...spec, egress: { ...mutableCopy<CellEgress>(egress), handoffPrefix: withHandoff(node, [], arch) } };
+    }
+
+    it('fails closed: a listener agentcell does not take runs no command (exit 125), with perl’s helper or node’s', async () => {
       const out = join(outDir, 'out');
       const adopters: RunControl[] = [
         {},
@@ -274,16 +280,33 @@ describe('egress listener handoff (bwrap)', () => {
           },
         },
       ];
-      for (const control of adopters) {
-        rmSync(out, { force: true });
-        const outcome = await prepared.backend.run(spec, prepared.backend.plan(spec), control);
-        assert.equal(outcome.exitCode, 125);
-        assert.equal(existsSync(out), false, 'the command did not run');
+      for (const helper of ['perl', 'node'] as const) {
+        const spec = helperSpec(helper);
+        for (const control of adopters) {
+          rmSync(out, { force: true });
+          const outcome = await prepared.backend.run(spec, prepared.backend.plan(spec), control);
+          assert.equal(outcome.exitCode, 125, helper);
+          assert.equal(existsSync(out), false, `the command did not run (${helper})`);
+        }
+        // Control: with the gateway taking it, the same cell runs the command.
+        const outcome = await prepared.backend.run(spec, prepared.backend.plan(spec), { adoptListener });
+        assert.equal(outcome.exitCode, 0, helper);
+        assert.equal(existsSync(out), true, helper);
       }
-      // Control: with the gateway taking it, the same cell runs the command.
-      const outcome = await prepared.backend.run(spec, prepared.backend.plan(spec), { adoptListener });
-      assert.equal(outcome.exitCode, 0);
-      assert.equal(existsSync(out), true);
+    });
+
+    it('perl’s helper needs no node in the cell; node’s bridge does (no node: exit 125)', async () => {
+      const out = join(outDir, 'out');
+      for (const [helper, exitCode] of [
+        ['perl', 0],
+        ['node', 125],
+      ] as const) {
+        rmSync(out, { force: true });
+        const spec = helperSpec(helper, '/nonexistent/node');
+        const outcome = await prepared.backend.run(spec, prepared.backend.plan(spec), { adoptListener });
+        assert.equal(outcome.exitCode, exitCode, helper);
+        assert.equal(existsSync(out), exitCode === 0, helper);
+      }
     });
   });
 

@@ -1,5 +1,6 @@
 import type { CellEgress } from '../../backends/backend.js';
 import { PROXY_USER } from '../gateway/proxy-auth.js';
+import { perlHandoffProgram } from './perl-handoff.js';
 
 /** Where the gateway wiring appears inside a cell (a tmpfs `/run`, so nothing of the host's). */
 export const CELL_EGRESS_DIR = '/run/agentcell';
@@ -17,6 +18,8 @@ const READY_POLLS = 500;
  * critical path) for a bridge that makes no TLS connection, and NODE_OPTIONS is the command's.
  */
 const BRIDGE_ENV = 'NODE_EXTRA_CA_CERTS= NODE_OPTIONS=';
+/** The same for the perl helper: no module or option the cell's environment names is loaded into it. */
+const PERL_ENV = 'PERL5OPT= PERL5LIB= PERLLIB= PERL5DB=';
 
 /**
  * The variables that point a cell's tools at the bridge. The token appears only in the
@@ -67,16 +70,24 @@ export function withBridge(node: string, argv: readonly string[]): string[] {
 }
 
 /**
- * The same where the backend passes descriptors (bwrap): the bridge runs in the foreground,
- * hands its 127.0.0.1 listener to agentcell over node's IPC channel and exits once agentcell
- * has it (so no poll: the prelude goes on when the bridge is done). The prelude then closes
- * the channel's descriptor and drops NODE_CHANNEL_* from the environment, so the command
- * gets neither, and execs the command. A bridge that could not hand over (no channel,
- * agentcell refused or gone) means no command (exit 125), as above.
+ * The same where the backend passes descriptors (bwrap): a helper in the foreground makes
+ * the 127.0.0.1 listener, hands it to agentcell over the IPC channel agentcell's spawn made
+ * and exits once agentcell has it (so no poll: the prelude goes on when the helper is done).
+ * The helper is the rootfs's /usr/bin/perl where there is one (perl-handoff.ts: ~3 ms),
+ * else the bridge on node (~30 ms). The prelude then closes the channel's descriptor and
+ * drops NODE_CHANNEL_* from the environment, so the command gets neither, and execs the
+ * command. A helper that could not hand over (no channel, agentcell refused or gone) means
+ * no command (exit 125), as above.
  */
-export function withHandoff(node: string, argv: readonly string[]): string[] {
+export function withHandoff(node: string, argv: readonly string[], arch: NodeJS.Architecture = process.arch): string[] {
+  const bridge = `${BRIDGE_ENV} ${node} ${CELL_BRIDGE_SCRIPT} handoff ${CELL_PROXY_PORT} </dev/null`;
+  const perl = perlHandoffProgram(arch);
+  const helper =
+    perl === undefined
+      ? bridge
+      : `if [ -x /usr/bin/perl ]; then ${PERL_ENV} /usr/bin/perl -e '${perl}' ${CELL_PROXY_PORT} </dev/null; else ${bridge}; fi`;
   const script = [
-    `${BRIDGE_ENV} ${node} ${CELL_BRIDGE_SCRIPT} handoff ${CELL_PROXY_PORT} </dev/null || { echo "agentcell: the egress bridge could not hand its listener to agentcell" >&2; exit 125; }`,
+    `{ ${helper}; } || { echo "agentcell: the egress bridge could not hand its listener to agentcell" >&2; exit 125; }`,
     // One digit (a shell's redirection takes no more); agentcell's backend passes 6.
     'case ${NODE_CHANNEL_FD-} in [3-9]) eval "exec ${NODE_CHANNEL_FD}<&-";; *) echo "agentcell: no IPC channel to close" >&2; exit 125;; esac',
     'unset NODE_CHANNEL_FD NODE_CHANNEL_SERIALIZATION_MODE',
