@@ -260,13 +260,14 @@ describe('egress listener handoff (bwrap)', () => {
     });
 
     /** The handoff prelude with the helper chosen: the rootfs's perl (x64, arm64) or node's bridge (any other arch). */
-    function helperSpec(helper: 'perl' | 'node', node = CELL_BRIDGE_NODE): CellSpec {
+    function helperSpec(helper: 'perl' | 'node', node = CELL_BRIDGE_NODE, perl?: string): CellSpec {
       const egress = prepared.spec.egress;
       assert.ok(egress);
       const spec: CellSpec = { ...bareSpec(), argv: ['sh', '-c', 'echo COMMAND-RAN >/run/out/out'] };
       spec.mounts = [...spec.mounts, { source: outDir, target: '/run/out', mode: 'rw' }];
       const arch = helper === 'perl' ? process.arch : 'riscv64';
-      return { ...spec, egress: { ...mutableCopy<CellEgress>(egress), handoffPrefix: withHandoff(node, [], arch) } };
+      const handoffPrefix = withHandoff(node, [], arch, perl);
+      return { ...spec, egress: { ...mutableCopy<CellEgress>(egress), handoffPrefix } };
     }
 
     it('fails closed: a listener agentcell does not take runs no command (exit 125), with perl’s helper or node’s', async () => {
@@ -292,6 +293,30 @@ describe('egress listener handoff (bwrap)', () => {
         const outcome = await prepared.backend.run(spec, prepared.backend.plan(spec), { adoptListener });
         assert.equal(outcome.exitCode, 0, helper);
         assert.equal(existsSync(out), true, helper);
+      }
+    });
+
+    it('a perl without its Socket module hands nothing over and node’s bridge does; a perl that fails after sending fails closed', async () => {
+      const out = join(outDir, 'out');
+      // Bound at /run/out: the real perl with no module path (the helper loads Socket at run time), and a perl that exits 1.
+      writeFileSync(
+        join(outDir, 'perl-without-socket'),
+        `#!/bin/sh\nexec /usr/bin/perl -e 'BEGIN { @INC = () }' "$@"\n`,
+        {
+          mode: 0o755,
+        },
+      );
+      writeFileSync(join(outDir, 'perl-failing'), '#!/bin/sh\nexit 1\n', { mode: 0o755 });
+      for (const [perl, node, exitCode] of [
+        ['/run/out/perl-without-socket', CELL_BRIDGE_NODE, 0],
+        ['/run/out/perl-without-socket', '/nonexistent/node', 125],
+        ['/run/out/perl-failing', CELL_BRIDGE_NODE, 125],
+      ] as const) {
+        rmSync(out, { force: true });
+        const spec = helperSpec('perl', node, perl);
+        const outcome = await prepared.backend.run(spec, prepared.backend.plan(spec), { adoptListener });
+        assert.equal(outcome.exitCode, exitCode, `${perl}, ${node}`);
+        assert.equal(existsSync(out), exitCode === 0, `${perl}, ${node}`);
       }
     });
 

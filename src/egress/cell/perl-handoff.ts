@@ -13,6 +13,13 @@
  */
 const SENDMSG: Partial<Record<NodeJS.Architecture, number>> = { x64: 46, arm64: 211 };
 
+/**
+ * The helper's exit when it handed nothing over (no Socket module, no channel, the listener or
+ * the sendmsg failed): the prelude then tries node's bridge. Any other failure comes after
+ * agentcell may have the listener, and fails the cell closed.
+ */
+export const NOT_HANDED = 3;
+
 /** How long the helper waits for agentcell's reply, as cell-bridge.ts's HANDOFF_TIMEOUT_MS. */
 const REPLY_TIMEOUT_S = 10;
 
@@ -24,21 +31,24 @@ export function perlHandoffProgram(arch: NodeJS.Architecture = process.arch): st
   const sendmsg = SENDMSG[arch];
   if (sendmsg === undefined) return undefined;
   return [
-    'use strict; use Socket;',
+    // No module at compile time (not even strict): a perl without Socket (some distributions
+    // ship it apart) exits NOT_HANDED instead of failing to compile.
+    `eval { require Socket; 1 } or exit ${NOT_HANDED};`,
     `alarm ${REPLY_TIMEOUT_S};`,
-    'my ($ch) = ($ENV{NODE_CHANNEL_FD} // "") =~ /^(\\d+)$/ or exit 1;',
-    'my ($port) = ($ARGV[0] // "") =~ /^(\\d+)$/ or exit 1;',
-    'socket(my $s, PF_INET, SOCK_STREAM, 0) or exit 1;',
-    'setsockopt($s, SOL_SOCKET, SO_REUSEADDR, 1) or exit 1;',
-    'bind($s, pack_sockaddr_in($port, inet_aton("127.0.0.1"))) or exit 1;',
-    'listen($s, 511) or exit 1;',
+    `my ($ch) = ($ENV{NODE_CHANNEL_FD} // "") =~ /^(\\d+)$/ or exit ${NOT_HANDED};`,
+    `my ($port) = ($ARGV[0] // "") =~ /^(\\d+)$/ or exit ${NOT_HANDED};`,
+    `socket(my $s, Socket::PF_INET(), Socket::SOCK_STREAM(), 0) or exit ${NOT_HANDED};`,
+    `setsockopt($s, Socket::SOL_SOCKET(), Socket::SO_REUSEADDR(), 1) or exit ${NOT_HANDED};`,
+    `bind($s, Socket::pack_sockaddr_in($port, Socket::inet_aton("127.0.0.1"))) or exit ${NOT_HANDED};`,
+    `listen($s, 511) or exit ${NOT_HANDED};`,
     // One byte of data carries the descriptor: iovec {base, len}; cmsghdr {len 20, SOL_SOCKET,
     // SCM_RIGHTS 1, fd} padded to 24; msghdr {name 0, namelen 0, iov, 1, control, 24, flags 0}.
     'my $data = "\\n";',
     'my $iov = pack("p Q", $data, 1);',
-    'my $cmsg = pack("Q l l l x4", 20, SOL_SOCKET, 1, fileno $s);',
+    'my $cmsg = pack("Q l l l x4", 20, Socket::SOL_SOCKET(), 1, fileno $s);',
     'my $msg = pack("Q L x4 p Q p Q l x4", 0, 0, $iov, 1, $cmsg, length $cmsg, 0);',
-    `syscall(${sendmsg}, $ch + 0, $msg, 0) == 1 or exit 1;`,
+    // Past this point the listener is agentcell's to take: any failure is the handoff's (exit 1).
+    `syscall(${sendmsg}, $ch + 0, $msg, 0) == 1 or exit ${NOT_HANDED};`,
     'open(my $c, "<&=", $ch) or exit 1;',
     'my $reply = "";',
     'while ($reply !~ /\\n/) { sysread($c, $reply, 4096, length $reply) or last }',

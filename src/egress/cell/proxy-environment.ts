@@ -1,6 +1,6 @@
 import type { CellEgress } from '../../backends/backend.js';
 import { PROXY_USER } from '../gateway/proxy-auth.js';
-import { perlHandoffProgram } from './perl-handoff.js';
+import { NOT_HANDED, perlHandoffProgram } from './perl-handoff.js';
 
 /** Where the gateway wiring appears inside a cell (a tmpfs `/run`, so nothing of the host's). */
 export const CELL_EGRESS_DIR = '/run/agentcell';
@@ -74,20 +74,26 @@ export function withBridge(node: string, argv: readonly string[]): string[] {
  * the 127.0.0.1 listener, hands it to agentcell over the IPC channel agentcell's spawn made
  * and exits once agentcell has it (so no poll: the prelude goes on when the helper is done).
  * The helper is the rootfs's /usr/bin/perl where there is one (perl-handoff.ts: ~3 ms),
- * else the bridge on node (~30 ms). The prelude then closes the channel's descriptor and
- * drops NODE_CHANNEL_* from the environment, so the command gets neither, and execs the
- * command. A helper that could not hand over (no channel, agentcell refused or gone) means
- * no command (exit 125), as above.
+ * else, or when perl handed nothing over (NOT_HANDED: no Socket module, say), the bridge on
+ * node (~30 ms). The prelude then closes the channel's descriptor and drops NODE_CHANNEL_*
+ * from the environment, so the command gets neither, and execs the command. A helper that
+ * could not hand over (no channel, agentcell refused or gone) means no command (exit 125),
+ * as above. `perlPath` is for tests.
  */
-export function withHandoff(node: string, argv: readonly string[], arch: NodeJS.Architecture = process.arch): string[] {
-  const bridge = `${BRIDGE_ENV} ${node} ${CELL_BRIDGE_SCRIPT} handoff ${CELL_PROXY_PORT} </dev/null`;
+export function withHandoff(
+  node: string,
+  argv: readonly string[],
+  arch: NodeJS.Architecture = process.arch,
+  perlPath = '/usr/bin/perl',
+): string[] {
   const perl = perlHandoffProgram(arch);
-  const helper =
-    perl === undefined
-      ? bridge
-      : `if [ -x /usr/bin/perl ]; then ${PERL_ENV} /usr/bin/perl -e '${perl}' ${CELL_PROXY_PORT} </dev/null; else ${bridge}; fi`;
   const script = [
-    `{ ${helper}; } || { echo "agentcell: the egress bridge could not hand its listener to agentcell" >&2; exit 125; }`,
+    `h=${NOT_HANDED}`,
+    ...(perl === undefined
+      ? []
+      : [`if [ -x ${perlPath} ]; then ${PERL_ENV} ${perlPath} -e '${perl}' ${CELL_PROXY_PORT} </dev/null; h=$?; fi`]),
+    `if [ "$h" = ${NOT_HANDED} ]; then ${BRIDGE_ENV} ${node} ${CELL_BRIDGE_SCRIPT} handoff ${CELL_PROXY_PORT} </dev/null; h=$?; fi`,
+    '[ "$h" = 0 ] || { echo "agentcell: the egress bridge could not hand its listener to agentcell" >&2; exit 125; }',
     // One digit (a shell's redirection takes no more); agentcell's backend passes 6.
     'case ${NODE_CHANNEL_FD-} in [3-9]) eval "exec ${NODE_CHANNEL_FD}<&-";; *) echo "agentcell: no IPC channel to close" >&2; exit 125;; esac',
     'unset NODE_CHANNEL_FD NODE_CHANNEL_SERIALIZATION_MODE',
