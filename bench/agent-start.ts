@@ -210,7 +210,7 @@ export async function agentStartBench(cli: string): Promise<Section> {
       rows.push(
         `| ${name} ${c.adapter.version} | ${fmt(b.first.median)} | ${fmt(k.first.median)} | **${rFirst.toFixed(2)}×** | ${fmt(b.exit.median)} | ${fmt(k.exit.median)} | **${rExit.toFixed(2)}×** |`,
       );
-      phaseRows.push(phaseRow(`${name}`, phases));
+      phaseRows.push(phaseRow(name, phases));
       const ok = rFirst <= TARGET && rExit <= TARGET;
       const why = ok
         ? ''
@@ -241,7 +241,7 @@ export async function agentStartBench(cli: string): Promise<Section> {
     ...rows,
     '',
     "Where the cell run spends it: medians of the phase timings in each run's receipt (`startup` is node plus",
-    'loading the bundle; `agent` is resolving the adapter, its toolchain and seeded home; `gateway` is starting the',
+    "loading the bundle; `agent` is readying the agent's toolchain and seeded home; `gateway` is starting the",
     "egress gateway; `run` is from spawning the cell until the agent has exited, so it holds the agent's own turn).",
     '',
     `| agent | ${PHASES.join(' | ')} |`,
@@ -251,19 +251,8 @@ export async function agentStartBench(cli: string): Promise<Section> {
   return { title: 'Agent start: `agentcell <agent> -p …` against the bare CLI', markdown, verdicts };
 }
 
-const PHASES = [
-  'startup',
-  'cli',
-  'agent',
-  'policy',
-  'scan',
-  'plan',
-  'journal',
-  'gateway',
-  'run',
-  'finalize',
-  'receipt',
-];
+// In the order the run marks them; the receipt is signed after its own timings, so it has no `receipt` phase.
+const PHASES = ['startup', 'cli', 'policy', 'scan', 'plan', 'agent', 'journal', 'gateway', 'run', 'finalize'];
 
 /** The phase timings the cell run's receipt recorded (untimed: after the run). */
 async function receiptTimings(cli: string, workspace: string, env: NodeJS.ProcessEnv): Promise<Record<string, number>> {

@@ -5,6 +5,7 @@ import type { DeepReadonly } from '../_internal/deep-readonly.js';
 import { findExecutable } from '../_internal/find-executable.js';
 import { neutralRuntimeDir } from '../_internal/neutral-dir.js';
 import type { CellSpec, ExtraMount } from './backend.js';
+import { LINUX_SYSCALLS, type LinuxSyscalls } from '../_internal/linux-syscalls.js';
 
 /**
  * A root caller's bwrap cell under an unprivileged host uid (DESIGN.md invariant 10). bwrap
@@ -44,17 +45,6 @@ export interface UidShift {
   sources: { name: string; path: string }[];
 }
 
-/** Syscall numbers the helper needs that differ by architecture (open_tree 428, move_mount 429, mount_setattr 442 do not). */
-const SYSCALLS: Partial<
-  Record<
-    NodeJS.Architecture,
-    { unshare: number; setgroups: number; setresuid: number; setresgid: number; mount: number }
-  >
-> = {
-  x64: { unshare: 272, setgroups: 116, setresuid: 117, setresgid: 119, mount: 165 },
-  arm64: { unshare: 97, setgroups: 159, setresuid: 147, setresgid: 149, mount: 40 },
-};
-
 /**
  * `idmap BASE COUNT STAGE NAME=PATH... -- CMD`: clones each PATH idmapped, mounts a tmpfs at
  * STAGE and moves each clone to STAGE/NAME, then execs CMD (still host root).
@@ -62,7 +52,7 @@ const SYSCALLS: Partial<
  * (0 → BASE, COUNT ids; no host id outside the range), becomes its uid 0 and execs CMD.
  * A failure exits 125 with one line on stderr.
  */
-function helperScript(n: NonNullable<(typeof SYSCALLS)['x64']>): string {
+function helperScript(n: LinuxSyscalls): string {
   return `use strict;
 my ($mode, $base, $count) = splice(@ARGV, 0, 3);
 my @specs; while (@ARGV && $ARGV[0] ne '--') { push @specs, shift @ARGV } shift @ARGV;
@@ -136,7 +126,7 @@ export function planUidShift(
   spec: DeepReadonly<CellSpec>,
   stageAt: (neutral: string) => string = (neutral) => neutral,
 ): UidShift | { none: string } {
-  const numbers = SYSCALLS[process.arch];
+  const numbers = LINUX_SYSCALLS[process.arch];
   if (!numbers) return { none: `no uid-shift helper for ${process.arch}` };
   const uids = rootRange('/etc/subuid');
   const gids = rootRange('/etc/subgid');
@@ -213,7 +203,7 @@ export function shiftedMountSource(shift: DeepReadonly<UidShift>, mount: DeepRea
 
 /** Put before the overlay wrappers: host root clones and idmaps the sources onto the stage, in a mount namespace of the cell's. */
 export function stagePrefix(shift: DeepReadonly<UidShift>): string[] {
-  const numbers = SYSCALLS[process.arch];
+  const numbers = LINUX_SYSCALLS[process.arch];
   if (!numbers) throw new Error(`no uid-shift helper for ${process.arch}`);
   return [
     shift.unshare,
@@ -295,7 +285,7 @@ export function detachOrphanStages(parent: string): void {
 
 /** Put right before bwrap: the rest runs as uid 0 of the cell's user namespace, host uid `shift.uid`. */
 export function userNamespacePrefix(shift: DeepReadonly<UidShift>): string[] {
-  const numbers = SYSCALLS[process.arch];
+  const numbers = LINUX_SYSCALLS[process.arch];
   if (!numbers) throw new Error(`no uid-shift helper for ${process.arch}`);
   return [shift.perl, '-e', helperScript(numbers), 'userns', String(shift.uid), String(shift.count), '--'];
 }

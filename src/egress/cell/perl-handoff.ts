@@ -1,3 +1,6 @@
+import { LINUX_SYSCALLS } from '../../_internal/linux-syscalls.js';
+import { LISTENER_ADOPTED } from '../../backends/receive-cell-listener.js';
+
 /**
  * The handoff (cell-bridge.ts `handoff`) without node: perl's core Socket module makes the
  * 127.0.0.1 listener and one sendmsg(2) hands it to agentcell with SCM_RIGHTS over the IPC
@@ -9,9 +12,8 @@
  *
  * perl has no sendmsg of its own, so `syscall` makes it with hand-packed structs: the layouts
  * of struct msghdr, iovec and cmsghdr are those of 64-bit Linux, and the syscall number is
- * the architecture's. Other architectures keep node's handoff.
+ * the architecture's (linux-syscalls.ts). Other architectures keep node's handoff.
  */
-const SENDMSG: Partial<Record<NodeJS.Architecture, number>> = { x64: 46, arm64: 211 };
 
 /**
  * The helper's exit when it handed nothing over (no Socket module, no channel, the listener or
@@ -28,7 +30,7 @@ const REPLY_TIMEOUT_S = 10;
  * where the structs or the syscall number are not known.
  */
 export function perlHandoffProgram(arch: NodeJS.Architecture = process.arch): string | undefined {
-  const sendmsg = SENDMSG[arch];
+  const sendmsg = LINUX_SYSCALLS[arch]?.sendmsg;
   if (sendmsg === undefined) return undefined;
   return [
     // No module at compile time (not even strict): a perl without Socket (some distributions
@@ -52,6 +54,6 @@ export function perlHandoffProgram(arch: NodeJS.Architecture = process.arch): st
     'open(my $c, "<&=", $ch) or exit 1;',
     'my $reply = "";',
     'while ($reply !~ /\\n/) { sysread($c, $reply, 4096, length $reply) or last }',
-    'exit($reply =~ /"listener-adopted"/ ? 0 : 1);',
+    `exit($reply =~ /"${LISTENER_ADOPTED.agentcell}"/ ? 0 : 1);`,
   ].join('\n');
 }
