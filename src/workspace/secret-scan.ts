@@ -210,9 +210,10 @@ function dirStamp(dir: string, rel: string, settledBefore: number): string | und
  * read none of them, descend into the same subdirectories, and find what that scan found.
  */
 function stampsHold(workspace: string, dirs: ReadonlyMap<string, ScannedDir>, settledBefore: number): boolean {
+  // Concatenated, not join()ed: the relative paths are readdir names joined by '/'.
+  const base = workspace.endsWith('/') ? workspace : `${workspace}/`;
   for (const [rel, d] of dirs) {
-    if (d.stamp === '' || dirStamp(rel === '' ? workspace : join(workspace, rel), rel, settledBefore) !== d.stamp)
-      return false;
+    if (d.stamp === '' || dirStamp(rel === '' ? workspace : base + rel, rel, settledBefore) !== d.stamp) return false;
   }
   return true;
 }
