@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { agentAdapter } from '../src/agents/agent-registry.js';
 import type { AgentAdapter } from '../src/agents/agent-adapter.js';
+import { installToolchain, npmToolchain } from '../src/agents/agent-toolchain.js';
 import { makeCerts } from '../test/make-certs.js';
 import { anthropicStub, geminiStub, openaiResponsesStub, type StubRequest } from '../test/provider-stubs.js';
 import { listen, TOOLCHAIN_CACHE } from '../test/helpers.js';
@@ -140,7 +141,10 @@ export async function agentStartBench(cli: string): Promise<Section> {
       const seen: StubRequest[] = [];
       handler = c.stub(seen, plan);
       const basePath = process.env['PATH'] ?? '/usr/bin:/bin';
-      const executable = join(TOOLCHAIN_CACHE, name, c.adapter.version, 'node_modules', '.bin', c.adapter.bin);
+      // Installed first (as agentcell installs it, untimed): the bare run goes first and needs it.
+      const toolchain = npmToolchain(c.adapter, c.adapter.version, TOOLCHAIN_CACHE);
+      await installToolchain(toolchain, (line) => process.stderr.write(`${line}\n`));
+      const executable = join(toolchain.dir, 'node_modules', '.bin', c.adapter.bin);
       const bare = {
         argv: [executable, ...c.adapter.unattendedArgs, ...c.args(bareBase)],
         env: {
@@ -170,7 +174,7 @@ export async function agentStartBench(cli: string): Promise<Section> {
       };
       const phases: Record<string, number>[] = [];
       let failure: string | undefined;
-      // One warm-up round (the cell's first run creates it and may install the CLI), then `runs`.
+      // One warm-up round (the cell's first run creates it), then `runs`.
       for (let round = 0; round < 1 + runs && failure === undefined; round++) {
         for (const kind of round % 2 === 0 ? (['bare', 'cell'] as const) : (['cell', 'bare'] as const)) {
           rmSync(plan.file, { force: true });
