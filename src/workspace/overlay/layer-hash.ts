@@ -73,9 +73,15 @@ export function layerStatHash(dir: string, now = Date.now()): string | undefined
   return stats.digest();
 }
 
-/** Lines joined and hashed once at the end: one hash update per entry costs a restore's check ~1 µs an entry. */
+/**
+ * Lines hashed in batches, not one native hash update an entry (a fresh process's check of a
+ * 2,078-entry layer went from ~32 to ~27 ms, noisy); bounded, so a huge layer holds no big string.
+ */
+const STAT_LINES_PER_UPDATE = 1024;
+
 class StatHash {
-  readonly #lines: string[] = [];
+  readonly #hash = createHash('sha256');
+  #lines: string[] = [];
   readonly #settledBefore: number;
   #settled = true;
 
@@ -86,17 +92,29 @@ class StatHash {
   /** Plain (not bigint) stats, cheaper to make: the settle window makes sub-microsecond times moot. */
   add(path: string, s: Stats): void {
     if (s.ctimeMs >= this.#settledBefore || s.mtimeMs >= this.#settledBefore) this.#settled = false;
-    this.#lines.push(
+    this.#line(
       `${JSON.stringify(path)}\t${typeOf(s)}\t${s.mode}\t${s.size}\t${s.dev}:${s.ino}\t${s.mtimeMs}\t${s.ctimeMs}\n`,
     );
   }
 
   unlistable(path: string): void {
-    this.#lines.push(`${JSON.stringify(path)}\tunlistable\n`);
+    this.#line(`${JSON.stringify(path)}\tunlistable\n`);
+  }
+
+  #line(text: string): void {
+    this.#lines.push(text);
+    if (this.#lines.length >= STAT_LINES_PER_UPDATE) this.#flush();
+  }
+
+  #flush(): void {
+    this.#hash.update(this.#lines.join(''));
+    this.#lines = [];
   }
 
   digest(): string | undefined {
-    return this.#settled ? `sha256:${createHash('sha256').update(this.#lines.join('')).digest('hex')}` : undefined;
+    if (!this.#settled) return undefined;
+    this.#flush();
+    return `sha256:${this.#hash.digest('hex')}`;
   }
 }
 
