@@ -5,6 +5,7 @@ import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { removeTrees } from '../src/_internal/remove-trees.js';
+import { KERNEL_RELAY_NAME } from '../src/egress/stream/kernel-relay.js';
 import { makeCerts } from '../test/make-certs.js';
 import { anthropicStub, type StubRequest } from '../test/provider-stubs.js';
 import { listen, TOOLCHAIN_CACHE } from '../test/helpers.js';
@@ -261,6 +262,7 @@ function kindOf(pid: number, ptyPid: number): string | undefined {
   }
   if (exe.endsWith('/bwrap')) return 'bwrap';
   if (cmdline.some((a) => a.endsWith('agentcell-bridge.cjs'))) return 'egress bridge (in the cell)';
+  if (cmdline[0] === KERNEL_RELAY_NAME) return 'kernel relay (perl)';
   if (cmdline.some((a) => /agentcell(-main)?\.cjs$/.test(a))) return 'supervisor + gateway (node)';
   return undefined;
 }

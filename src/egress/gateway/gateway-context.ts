@@ -21,6 +21,7 @@ export type Outcome = Pick<EgressEvent, 'host' | 'port' | 'address' | 'decision'
   Partial<Pick<EgressEvent, 'bytesUp' | 'bytesDown' | 'method' | 'path' | 'status' | 'injected'>> & {
     revoked?: boolean;
     inspected?: boolean;
+    kernelRelay?: boolean;
     /** The traffic was cleartext HTTP (what the allow list needs an explicit port for). */
     cleartext?: boolean;
   };
@@ -134,6 +135,7 @@ export function createGatewayContext(
       durationMs: Date.now() - started,
       ...(outcome.revoked ? { revoked: true as const } : {}),
       ...(outcome.inspected ? { inspected: true as const } : {}),
+      ...(outcome.kernelRelay ? { kernelRelay: true as const } : {}),
       ...(outcome.method !== undefined ? { method: outcome.method, path: outcome.path, status: outcome.status } : {}),
       ...(outcome.injected ? { injected: outcome.injected } : {}),
       ...(learned ? { wouldBe: { decision: 'deny' as const, reason: learned.reason, rule: learned.rule } } : {}),

@@ -63,6 +63,11 @@ export interface EgressEvent {
   revoked?: true;
   /** A tunnel whose TLS the gateway terminated (`inspect`); its requests are `request` events. */
   inspected?: true;
+  /**
+   * A checked tunnel whose bulk bytes, past its first 4 MiB, the kernel moved (splice(2),
+   * stream/kernel-relay.ts) instead of the gateway's own relay; the counts include them.
+   */
+  kernelRelay?: true;
   /** `request` events: the method, the path without its query, the upstream's status (0: none). */
   method?: string;
   path?: string;

@@ -42,6 +42,7 @@ export async function handleForward(gateway: GatewayContext, req: IncomingMessag
   if (!result.ok) return refuse(result.denial, result.address);
   const { upstream, host, port, address, rule } = result;
   let revoked = false;
+  let kernelBytes = 0;
   const release = gateway.holdOpen({
     target: { kind: 'http', host, port, address, rule },
     cleartext: true,
@@ -52,10 +53,10 @@ export async function handleForward(gateway: GatewayContext, req: IncomingMessag
     },
   });
   try {
-    await relayHttpRequest(req, res, upstream, reads, parsed.url);
+    kernelBytes = await relayHttpRequest(req, res, upstream, reads, parsed.url);
   } finally {
     release();
-    const [bytesUp, bytesDown] = [upstream.bytesWritten, upstream.bytesRead];
+    const [bytesUp, bytesDown] = [upstream.bytesWritten, upstream.bytesRead + kernelBytes];
     gateway.record('http', started, {
       host,
       port,
@@ -66,6 +67,7 @@ export async function handleForward(gateway: GatewayContext, req: IncomingMessag
       bytesUp,
       bytesDown,
       revoked,
+      kernelRelay: kernelBytes > 0,
     });
   }
 }

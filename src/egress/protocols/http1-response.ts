@@ -89,6 +89,8 @@ export interface ResponseReader {
   push(chunk: Buffer): ResponseRead;
   /** The upstream closed: whether the body was complete (a close-delimited one always is). */
   end(): boolean;
+  /** The bytes a Content-Length body still has to come (undefined for any other framing, or before its head). */
+  lengthLeft(): number | undefined;
 }
 
 /**
@@ -205,5 +207,6 @@ export function createResponseReader(method: string): ResponseReader {
       if (state === 'close') state = 'done';
       return state === 'done';
     },
+    lengthLeft: () => (state === 'length' ? remaining : undefined),
   };
 }

@@ -3,6 +3,7 @@ import type { Socket } from 'node:net';
 import { connectionTokens, HOP_BY_HOP } from './hop-by-hop.js';
 import type { PooledReads } from '../stream/pooled-reads.js';
 import { createResponseReader, type BodyFraming, type ResponseHead } from './http1-response.js';
+import { PROMOTE_AFTER, startKernelRelay, type KernelRelay } from '../stream/kernel-relay.js';
 
 /** The target of an absolute-form request (`GET http://host:port/path`), or a reason it is not one. */
 export function parseForwardUrl(raw: string | undefined): { url: URL } | { problem: 'bad-request' | 'unsupported' } {
@@ -28,8 +29,11 @@ export function forwardTarget(url: URL): { host: string; port: number } {
  * replaces it), the proxy token and hop-by-hop headers are dropped, the upstream
  * connection is used once. The response's body goes from the upstream's pooled reads
  * (`reads`, bound to `upstream`) to the client as they are (http1-response.ts), framed for
- * the client by node's server (so the client's connection can stay open). Resolves when the
- * upstream socket has closed.
+ * the client by node's server (so the client's connection can stay open). A Content-Length
+ * body with PROMOTE_AFTER bytes or more still to come goes on through the kernel relay
+ * (kernel-relay.ts), which writes exactly those bytes to the client's socket. Resolves when
+ * the upstream socket has closed (and the kernel relay, if any, has finished), with the
+ * bytes the kernel relay moved.
  */
 export function relayHttpRequest(
   req: IncomingMessage,
@@ -37,7 +41,7 @@ export function relayHttpRequest(
   upstream: Socket,
   reads: PooledReads,
   url: URL,
-): Promise<void> {
+): Promise<number> {
   const method = req.method ?? 'GET';
   const dropped = connectionTokens(req.headers.connection);
   const lines = [`${method} ${url.pathname}${url.search} HTTP/1.1`];
@@ -52,9 +56,16 @@ export function relayHttpRequest(
   if (chunked) lines.push('Transfer-Encoding: chunked');
   lines.push(`Host: ${url.host}`, 'Connection: close', '', '');
 
+  let kernel: KernelRelay | undefined;
+  /** The body is (being) handed to the kernel relay: node reads no more of it. */
+  let handing = false;
   return new Promise((resolve) => {
-    if (upstream.closed) resolve();
-    else upstream.once('close', () => resolve());
+    const closed = (): void => {
+      kernel?.stop();
+      void (kernel?.finished ?? Promise.resolve(undefined)).then((result) => resolve(result?.taken ? result.down : 0));
+    };
+    if (upstream.closed) closed();
+    else upstream.once('close', closed);
     const fail = (): void => {
       upstream.destroy();
       if (res.writableEnded) return;
@@ -68,7 +79,39 @@ export function relayHttpRequest(
     sendBody(req, upstream, chunked);
 
     const reader = createResponseReader(method);
-    const resume = (): void => void upstream.resume();
+    const resume = (): void => {
+      if (!handing) upstream.resume();
+    };
+    /** Node's relay goes on where the kernel relay could not take over. */
+    const relayOn = (): void => {
+      handing = false;
+      if (res.writableNeedDrain) res.once('drain', resume);
+      else upstream.resume();
+    };
+    const handOver = async (left: number): Promise<void> => {
+      handing = true;
+      const socket = res.socket;
+      if (socket === null || socket.destroyed) return relayOn();
+      if (!res.headersSent) res.flushHeaders();
+      // An empty write's callback comes once every write before it (the head, the body so far) has left.
+      await new Promise<void>((written) => void socket.write(Buffer.alloc(0), () => written()));
+      // Bytes still held by the response (a pipelined response ahead of it is being written): stay in node.
+      const ready = res.writableLength === 0 && !socket.destroyed && !upstream.destroyed;
+      const relay = ready ? startKernelRelay(socket, upstream, left) : undefined;
+      if (!relay) return relayOn();
+      kernel = relay;
+      const result = await relay.finished;
+      // spawn stopped node's reads of the sockets it passed: the server reads the client's next request again.
+      if (!socket.destroyed) socket.resume();
+      if (!result.taken) {
+        kernel = undefined;
+        return relayOn();
+      }
+      upstream.destroy();
+      // Cut short (the upstream ended or failed, or a reload revoked it): the client must not take it for complete.
+      if (result.down === left) res.end();
+      else res.destroy();
+    };
     reads.consume((chunk, release) => {
       let read;
       try {
@@ -89,6 +132,11 @@ export function relayHttpRequest(
       if (read.done) {
         res.end();
         upstream.destroy();
+        return false;
+      }
+      const left = reader.lengthLeft();
+      if (left !== undefined && left >= PROMOTE_AFTER && !handing) {
+        void handOver(left);
         return false;
       }
       if (!writable) res.once('drain', resume);

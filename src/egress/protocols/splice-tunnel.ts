@@ -5,6 +5,7 @@ import type { EgressKind, EgressReason } from '../log/egress-log.js';
 import type { HostMatcher } from '../rules/host-rules.js';
 import { FrameError } from '../stream/read-frame.js';
 import { socketClosed } from '../stream/socket-closed.js';
+import { PROMOTE_AFTER, startKernelRelay, type KernelRelay } from '../stream/kernel-relay.js';
 import { readFirstBytes, sniRefusal, type FirstBytes } from './classify-first-bytes.js';
 
 export interface TunnelTarget {
@@ -23,6 +24,8 @@ export interface TunnelOutcome {
   bytesUp: number;
   bytesDown: number;
   revoked: boolean;
+  /** Its bulk bytes moved through the kernel relay (kernel-relay.ts). */
+  kernelRelay?: boolean;
 }
 
 export interface OpenTunnel {
@@ -108,7 +111,9 @@ export function spliceTunnel(
   reads: TunnelReads,
 ): Promise<void> {
   let cleartext = false;
+  let kernel: KernelRelay | undefined;
   const destroyBoth = (): void => {
+    kernel?.stop();
     client.destroy();
     upstream.destroy();
   };
@@ -116,12 +121,21 @@ export function spliceTunnel(
   upstream.on('error', destroyBoth);
   // A side that closes with an error takes the other down; a clean close leaves the
   // other to finish flushing what it holds (a half-close is passed on as end()).
-  client.once('close', (hadError) => hadError && upstream.destroy());
-  upstream.once('close', (hadError) => hadError && client.destroy());
+  // A closed side also ends a kernel relay (a closing gateway destroys only upstreams).
+  client.once('close', (hadError) => {
+    kernel?.stop();
+    if (hadError) upstream.destroy();
+  });
+  upstream.once('close', (hadError) => {
+    kernel?.stop();
+    if (hadError) client.destroy();
+  });
   reads.upstream.relayTo(client);
 
-  const done = Promise.all([socketClosed(client), socketClosed(upstream)]).then(() => {
-    state.close({ bytesUp: upstream.bytesWritten, bytesDown: upstream.bytesRead });
+  const done = Promise.all([socketClosed(client), socketClosed(upstream)]).then(async () => {
+    const moved = await kernel?.finished;
+    const [up, down] = moved?.taken ? [moved.up, moved.down] : [0, 0];
+    state.close({ bytesUp: upstream.bytesWritten + up, bytesDown: upstream.bytesRead + down });
   });
 
   readFirstBytes(client, initial).then(
@@ -143,8 +157,27 @@ export function spliceTunnel(
         };
       }
       if (rest.length > 0) upstream.write(rest);
-      if (reads.client) reads.client.relayTo(upstream);
-      else client.pipe(upstream);
+      const clientReads = reads.client;
+      if (!clientReads) return void client.pipe(upstream);
+      clientReads.relayTo(upstream);
+      const relays = [reads.upstream, clientReads];
+      // Checked by now: a tunnel that turns out to be bulk goes to the kernel relay.
+      const watch = (): void => {
+        if (upstream.bytesRead + upstream.bytesWritten < PROMOTE_AFTER) return;
+        for (const relay of relays) relay.observe(undefined);
+        void handOver(client, upstream, relays).then((relay) => {
+          kernel = relay;
+          void relay?.finished.then((result) => {
+            if (result.taken) {
+              state.outcome = { ...state.outcome, kernelRelay: true };
+              return destroyBoth();
+            }
+            kernel = undefined;
+            if (!client.destroyed && !upstream.destroyed) for (const r of relays) r.release();
+          });
+        });
+      };
+      for (const relay of relays) relay.observe(watch);
     },
     // The client left before saying anything, or sent more than a ClientHello can be.
     (error: unknown) => {
@@ -154,6 +187,23 @@ export function spliceTunnel(
     },
   );
   return done;
+}
+
+/**
+ * Stops node's relays of a tunnel and, once their writes have left, hands both sockets to
+ * the kernel relay; when none can take them (no helper here, all busy, or the tunnel ended
+ * meanwhile), node's relays go on.
+ */
+async function handOver(
+  client: Socket,
+  upstream: Socket,
+  relays: readonly PooledReads[],
+): Promise<KernelRelay | undefined> {
+  await Promise.all(relays.map((relay) => relay.hold()));
+  const ended = [client, upstream].some((s) => s.destroyed || s.readableEnded || s.writableEnded);
+  const relay = ended ? undefined : startKernelRelay(client, upstream);
+  if (!relay && !client.destroyed && !upstream.destroyed) for (const r of relays) r.release();
+  return relay;
 }
 
 function firstBytesRefusal(

@@ -58,6 +58,14 @@ export interface PooledReads {
   bind(socket: Socket): void;
   /** Relays from now on; what the socket read before (a server that spoke first) goes first. */
   relayTo(sink: Socket): void;
+  /** Tells `relayed` after each read is written on (undefined: no one). */
+  observe(relayed: (() => void) | undefined): void;
+  /**
+   * Stops relaying (the socket no longer reads) and settles once every write to the sink has
+   * left for the kernel, so another relay can take both sockets over; `release` starts again.
+   */
+  hold(): Promise<void>;
+  release(): void;
   /**
    * Hands each read from now on to `consumer`, after what the socket read before. It
    * returns false to stop reading until the socket's `resume()`.
@@ -72,11 +80,15 @@ export function createPooledReads(): PooledReads {
   let sink: Socket | undefined;
   let consumer: ((data: Buffer, release: () => void) => boolean) | undefined;
   let discarding = false;
+  let holding = false;
+  let onRelayed: (() => void) | undefined;
   /** The last read filled its buffer: more is probably waiting. */
   let filled = false;
   /** The buffer node will read into next (no write holds it). */
   let next: Buffer | undefined;
-  const resume = (): void => void source?.resume();
+  const resume = (): void => {
+    if (!holding) source?.resume();
+  };
   return {
     onread: {
       buffer: () => {
@@ -90,7 +102,11 @@ export function createPooledReads(): PooledReads {
           return true;
         }
         // The buffer is reused only once this write has left for the kernel.
-        if (sink !== undefined) return sink.write(buffer.subarray(0, bytes), () => giveBack(buffer));
+        if (sink !== undefined) {
+          const more = sink.write(buffer.subarray(0, bytes), () => giveBack(buffer));
+          onRelayed?.();
+          return more && !holding;
+        }
         if (consumer !== undefined) {
           // Once only: a buffer given back twice would be two sockets' next read.
           let held = true;
@@ -127,6 +143,21 @@ export function createPooledReads(): PooledReads {
       let chunk: unknown;
       while ((chunk = source.read()) !== null) handler(chunk as Buffer, () => undefined);
       consumer = handler;
+    },
+    observe(relayed) {
+      onRelayed = relayed;
+    },
+    hold() {
+      holding = true;
+      source?.pause();
+      const target = sink;
+      if (target === undefined || target.destroyed || target.writableLength === 0) return Promise.resolve();
+      // An empty write's callback comes once every write before it has left.
+      return new Promise((resolve) => void target.write(Buffer.alloc(0), () => resolve()));
+    },
+    release() {
+      holding = false;
+      if (sink !== undefined && !sink.writableNeedDrain) source?.resume();
     },
     discard() {
       discarding = true;
