@@ -3,11 +3,12 @@ import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import { Agent, createServer as createHttpServer, request, type IncomingMessage } from 'node:http';
-import { connect, createServer, type Server, type Socket } from 'node:net';
+import { createServer, type Server, type Socket } from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, afterEach, before, describe, it } from 'node:test';
 import { listen, waitFor } from './helpers.js';
+import { openTunnel, readSlowly, writeAll } from './tunnel-client.js';
 import { createEgressGateway, type EgressGateway } from '../src/egress/gateway/egress-gateway.js';
 import type { EgressEvent } from '../src/egress/log/egress-log.js';
 import { PROMOTE_AFTER } from '../src/egress/stream/kernel-relay.js';
@@ -30,59 +31,10 @@ const AUTH = `Basic ${Buffer.from(`agentcell:${TOKEN}`).toString('base64')}`;
 
 const sha = (data: Buffer): string => createHash('sha256').update(data).digest('hex');
 
-/** Writes `data` honouring backpressure, then ends (or not). */
-function writeAll(socket: Socket, data: Buffer, end = true): void {
-  let offset = 0;
-  const write = (): void => {
-    while (offset < data.length) {
-      const piece = data.subarray(offset, Math.min(data.length, offset + 100_003));
-      offset += piece.length;
-      if (!socket.write(piece)) return void socket.once('drain', write);
-    }
-    if (end) socket.end();
-  };
-  write();
-}
-
-/** Reads to the end, stalling 40 ms every 4 MiB (so the relay's writes back up); the count and the hash. */
-function readAll(socket: Socket | IncomingMessage): Promise<{ received: number; hash: string }> {
-  const hash = createHash('sha256');
-  let received = 0;
-  return new Promise((resolve, reject) => {
-    socket.on('data', (chunk: Buffer) => {
-      hash.update(chunk);
-      received += chunk.length;
-      if (Math.floor(received / (4 * MIB)) !== Math.floor((received - chunk.length) / (4 * MIB))) {
-        socket.pause();
-        setTimeout(() => socket.resume(), 40);
-      }
-    });
-    socket.once('end', () => resolve({ received, hash: hash.digest('hex') }));
-    socket.once('error', reject);
-    socket.resume();
-  });
-}
-
-/** A CONNECT tunnel through the gateway at `gatewayPort`, paused after the 200. */
-function tunnel(gatewayPort: number, port: number): Promise<Socket> {
-  return new Promise((resolve, reject) => {
-    const socket = connect(gatewayPort, '127.0.0.1');
-    let head = Buffer.alloc(0);
-    const onData = (data: Buffer): void => {
-      head = Buffer.concat([head, data]);
-      const end = head.indexOf('\r\n\r\n');
-      if (end === -1) return;
-      socket.off('data', onData);
-      socket.pause();
-      if (!head.subarray(0, 12).toString().startsWith('HTTP/1.1 200')) return reject(new Error(head.toString()));
-      if (head.length > end + 4) socket.unshift(head.subarray(end + 4));
-      resolve(socket);
-    };
-    socket.on('data', onData);
-    socket.once('error', reject);
-    socket.write(`CONNECT 127.0.0.1:${port} HTTP/1.1\r\nProxy-Authorization: ${AUTH}\r\n\r\n`);
-  });
-}
+/** Reads to the end, stalling 40 ms every 4 MiB. */
+const readAll = (socket: Socket | IncomingMessage): Promise<{ received: number; hash: string }> =>
+  readSlowly(socket, 4 * MIB, 40);
+const tunnel = (gatewayPort: number, port: number): Promise<Socket> => openTunnel(gatewayPort, port, TOKEN);
 
 /** The perl processes whose parent is `pid` (the kernel relay's helpers). */
 function perlChildren(pid: number): number[] {

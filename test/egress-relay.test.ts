@@ -3,6 +3,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { listen } from './helpers.js';
+import { openTunnel, readSlowly, writeAll } from './tunnel-client.js';
 import { createEgressGateway, type EgressGateway } from '../src/egress/gateway/egress-gateway.js';
 import { withPooledReads } from '../src/egress/stream/pooled-accept.js';
 import { createPooledReads } from '../src/egress/stream/pooled-reads.js';
@@ -18,59 +19,7 @@ const TOKEN = 'relay-test-token-0123456789';
 const SIZE = 48 * 1024 * 1024;
 const STALL_EVERY = 4 * 1024 * 1024;
 
-/** Writes `data` in odd-sized pieces, honouring backpressure, then ends. */
-function writeAll(socket: Socket, data: Buffer): void {
-  let offset = 0;
-  const write = (): void => {
-    while (offset < data.length) {
-      const piece = data.subarray(offset, Math.min(data.length, offset + 7_919 + (offset % 50_000)));
-      offset += piece.length;
-      if (!socket.write(piece)) return void socket.once('drain', write);
-    }
-    socket.end();
-  };
-  write();
-}
-
-/** Reads until the end, pausing 60 ms every STALL_EVERY bytes; resolves with the count and the hash. */
-function readSlowly(socket: Socket): Promise<{ received: number; hash: string }> {
-  const hash = createHash('sha256');
-  let received = 0;
-  return new Promise((resolve, reject) => {
-    socket.on('data', (chunk: Buffer) => {
-      hash.update(chunk);
-      received += chunk.length;
-      if (Math.floor(received / STALL_EVERY) !== Math.floor((received - chunk.length) / STALL_EVERY)) {
-        socket.pause();
-        setTimeout(() => socket.resume(), 60);
-      }
-    });
-    socket.once('end', () => resolve({ received, hash: hash.digest('hex') }));
-    socket.once('error', reject);
-    socket.resume();
-  });
-}
-
-function tunnel(gatewayPort: number, port: number): Promise<Socket> {
-  return new Promise((resolve, reject) => {
-    const socket = connect(gatewayPort, '127.0.0.1');
-    let head = Buffer.alloc(0);
-    const onData = (data: Buffer): void => {
-      head = Buffer.concat([head, data]);
-      const end = head.indexOf('\r\n\r\n');
-      if (end === -1) return;
-      socket.off('data', onData);
-      socket.pause();
-      if (!head.subarray(0, 12).toString().startsWith('HTTP/1.1 200')) return reject(new Error(head.toString()));
-      if (head.length > end + 4) socket.unshift(head.subarray(end + 4));
-      resolve(socket);
-    };
-    socket.on('data', onData);
-    socket.once('error', reject);
-    const auth = Buffer.from(`agentcell:${TOKEN}`).toString('base64');
-    socket.write(`CONNECT 127.0.0.1:${port} HTTP/1.1\r\nProxy-Authorization: Basic ${auth}\r\n\r\n`);
-  });
-}
+const tunnel = (gatewayPort: number, port: number): Promise<Socket> => openTunnel(gatewayPort, port, TOKEN);
 
 describe('tunnel relay: bytes arrive intact under backpressure', () => {
   let source: Server;
@@ -89,7 +38,7 @@ describe('tunnel relay: bytes arrive intact under backpressure', () => {
     source = createServer((socket) => writeAll(socket, data));
     // Reads slowly to the end, then answers with what it got (the tunnel is half-closed by then).
     sink = createServer({ allowHalfOpen: true }, (socket) => {
-      void readSlowly(socket).then(({ received, hash }) => socket.end(`${received} ${hash}`));
+      void readSlowly(socket, STALL_EVERY, 60).then(({ received, hash }) => socket.end(`${received} ${hash}`));
     });
     sourcePort = await listen(source);
     sinkPort = await listen(sink);
@@ -108,7 +57,7 @@ describe('tunnel relay: bytes arrive intact under backpressure', () => {
 
   it('delivers 48 MiB downloaded through a slow reader byte for byte, then the end', async () => {
     const socket = await tunnel(gatewayPort, sourcePort);
-    const { received, hash } = await readSlowly(socket);
+    const { received, hash } = await readSlowly(socket, STALL_EVERY, 60);
     socket.destroy();
     assert.equal(received, SIZE);
     assert.equal(hash, expected);
