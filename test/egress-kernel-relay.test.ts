@@ -11,7 +11,7 @@ import { listen, waitFor } from './helpers.js';
 import { openTunnel, readSlowly, writeAll } from './tunnel-client.js';
 import { createEgressGateway, type EgressGateway } from '../src/egress/gateway/egress-gateway.js';
 import type { EgressEvent } from '../src/egress/log/egress-log.js';
-import { PROMOTE_AFTER } from '../src/egress/stream/kernel-relay.js';
+import { KERNEL_RELAY_NAME, PROMOTE_AFTER } from '../src/egress/stream/kernel-relay.js';
 
 /**
  * A checked tunnel that turns out to be bulk, and a forward proxy's long Content-Length
@@ -193,12 +193,16 @@ describe('kernel relay: tunnels', { timeout: 120_000 }, () => {
     assert.ok(PROMOTE_AFTER > 12);
   });
 
-  it('ends a kernel-relayed tunnel at once when a reload revokes it, and logs its bytes', async () => {
+  it('runs the helper bare, ends it at once when a reload revokes the tunnel, and logs its bytes', async () => {
     await startGateway();
     const socket = await tunnel(gatewayPort, ports.endless);
     socket.write('go\n');
     await received(socket, 3 * PROMOTE_AFTER);
     await waitFor('the helper', () => perlChildren(process.pid).length === 1, 5_000);
+    // It runs as what `ps` shows, with no environment (PERL5OPT would run code in it).
+    const [helper] = perlChildren(process.pid);
+    assert.equal(readFileSync(`/proc/${helper}/cmdline`, 'utf8').split('\0')[0], KERNEL_RELAY_NAME);
+    assert.equal(readFileSync(`/proc/${helper}/environ`, 'utf8'), '');
     let count = 0;
     socket.on('data', (chunk: Buffer) => (count += chunk.length));
     const { revoked } = gateway.reload({ allow: [] });
@@ -315,7 +319,6 @@ describe('kernel relay: forward proxy bodies', { timeout: 120_000 }, () => {
     const agent = new Agent({ keepAlive: true, maxSockets: 1 });
     const sockets = new Set<Socket>();
     const first = await get(agent, '/big');
-    first.socket.once('close', () => undefined);
     sockets.add(first.socket);
     assert.equal(first.headers['content-length'], String(SIZE));
     const got = await readAll(first);

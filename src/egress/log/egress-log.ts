@@ -64,8 +64,9 @@ export interface EgressEvent {
   /** A tunnel whose TLS the gateway terminated (`inspect`); its requests are `request` events. */
   inspected?: true;
   /**
-   * A checked tunnel whose bulk bytes, past its first 4 MiB, the kernel moved (splice(2),
-   * stream/kernel-relay.ts) instead of the gateway's own relay; the counts include them.
+   * A tunnel (past its first 4 MiB) or a forward request's Content-Length body (past its
+   * head) whose bytes the kernel moved (splice(2), stream/kernel-relay.ts) instead of the
+   * gateway's own relay; the counts include them.
    */
   kernelRelay?: true;
   /** `request` events: the method, the path without its query, the upstream's status (0: none). */

@@ -4,6 +4,7 @@ import { connectionTokens, HOP_BY_HOP } from './hop-by-hop.js';
 import type { PooledReads } from '../stream/pooled-reads.js';
 import { createResponseReader, type BodyFraming, type ResponseHead } from './http1-response.js';
 import { PROMOTE_AFTER, startKernelRelay, type KernelRelay } from '../stream/kernel-relay.js';
+import { socketFlushed } from '../stream/socket-flushed.js';
 
 /** The target of an absolute-form request (`GET http://host:port/path`), or a reason it is not one. */
 export function parseForwardUrl(raw: string | undefined): { url: URL } | { problem: 'bad-request' | 'unsupported' } {
@@ -93,8 +94,7 @@ export function relayHttpRequest(
       const socket = res.socket;
       if (socket === null || socket.destroyed) return relayOn();
       if (!res.headersSent) res.flushHeaders();
-      // An empty write's callback comes once every write before it (the head, the body so far) has left.
-      await new Promise<void>((written) => void socket.write(Buffer.alloc(0), () => written()));
+      await socketFlushed(socket); // the head and the body so far
       // Bytes still held by the response (a pipelined response ahead of it is being written): stay in node.
       const ready = res.writableLength === 0 && !socket.destroyed && !upstream.destroyed;
       const relay = ready ? startKernelRelay(socket, upstream, left) : undefined;

@@ -1,5 +1,6 @@
 import type { Socket } from 'node:net';
 import { AgentcellError } from '../../errors.js';
+import { socketFlushed } from './socket-flushed.js';
 
 /** Read size: what node itself reads per call. */
 const READ_SIZE = 64 * 1024;
@@ -150,10 +151,7 @@ export function createPooledReads(): PooledReads {
     hold() {
       holding = true;
       source?.pause();
-      const target = sink;
-      if (target === undefined || target.destroyed || target.writableLength === 0) return Promise.resolve();
-      // An empty write's callback comes once every write before it has left.
-      return new Promise((resolve) => void target.write(Buffer.alloc(0), () => resolve()));
+      return sink === undefined ? Promise.resolve() : socketFlushed(sink);
     },
     release() {
       holding = false;
