@@ -71,7 +71,15 @@ interface SizeResult {
   setup: { generateMs: number; gitAddCommitMs: number; gitStatusMs: number; changeRunMs: number };
   changes: { modified: number; added: number; deleted: number; upperBytes: number };
   lib: { checkpoint: Stat; restore: Stat; purgeSpawn: Stat; purge: Stat; rssMiB: number };
-  cli: { checkpoint: Stat; restore: Stat; runAfterRestore: Stat; restoreAndReady: Stat; runIdle: Stat };
+  cli: {
+    checkpoint: Stat;
+    restore: Stat;
+    runAfterRestore: Stat;
+    restoreAndReady: Stat;
+    runIdle: Stat;
+    /** The same, the workspace a git repository. */
+    repo: { restore: Stat; runAfterRestore: Stat; restoreAndReady: Stat };
+  };
   /** Median phases of the idle `run --json -- true` (`scan` walks the workspace for secret files). */
   runPhases: Record<string, number>;
   cp: { snapshot: Stat; restore: Stat };
@@ -111,7 +119,8 @@ async function benchSize(cli: string, shape: Shape, runs: number, libRuns: numbe
     const changeSet = onePercent(tree);
 
     // The same tree as a git repository (its git dir beside the workspace, so `cp -a`
-    // copies the same bytes agentcell layers over and agentcell's runs see no repo).
+    // copies the same bytes agentcell layers over and agentcell's runs see no repo, except
+    // in the restore-and-ready rows that say so).
     const gitEnv: NodeJS.ProcessEnv = {
       ...env,
       GIT_DIR: join(root, 'git'),
@@ -200,6 +209,26 @@ async function benchSize(cli: string, shape: Shape, runs: number, libRuns: numbe
       cliTimes.runIdle.push(idle);
       for (const [phase, ms] of Object.entries(exit.timings ?? {})) (phases[phase] ??= []).push(ms);
     }
+
+    // The same restore and ready with the workspace a git repository, as a user's repo is: a
+    // `.git` file naming the git dir beside it, so the run reads the repository's state for its
+    // receipt (a `git status` of 100,000 files) and the scan checks its index. Its own loop:
+    // adding and removing `.git` changes the workspace's top directory, which the scan reads again.
+    progress(shape, `CLI restore / run -- true, the workspace a git repository × ${runs}`);
+    writeFileSync(join(ws, '.git'), `gitdir: ${join(root, 'git')}\n`);
+    const repoTimes = { restore: [] as number[], runAfterRestore: [] as number[], restoreAndReady: [] as number[] };
+    for (let i = 0; i < runs + 1; i++) {
+      fill(openLayerStack(txDir));
+      ac('checkpoint', '--cell', 'tx');
+      const rs = ac('restore', '--cell', 'tx', '--to', base.id);
+      const ready = ac('run', '--cell', 'tx', '--', 'true');
+      waitForPurge(txDir, now());
+      if (i === 0) continue;
+      repoTimes.restore.push(rs);
+      repoTimes.runAfterRestore.push(ready);
+      repoTimes.restoreAndReady.push(rs + ready);
+    }
+    rmSync(join(ws, '.git'));
 
     progress(shape, `git stash -u / git stash pop × ${runs}`);
     applyChanges(ws, changeSet);
@@ -306,6 +335,11 @@ async function benchSize(cli: string, shape: Shape, runs: number, libRuns: numbe
         runAfterRestore: stat(cliTimes.runAfterRestore),
         restoreAndReady: stat(cliTimes.restoreAndReady),
         runIdle: stat(cliTimes.runIdle),
+        repo: {
+          restore: stat(repoTimes.restore),
+          runAfterRestore: stat(repoTimes.runAfterRestore),
+          restoreAndReady: stat(repoTimes.restoreAndReady),
+        },
       },
       runPhases: Object.fromEntries(Object.entries(phases).map(([phase, values]) => [phase, stat(values).median])),
       cp: { snapshot: stat(cpTimes.snapshot), restore: stat(cpTimes.restore) },
@@ -629,6 +663,14 @@ function render(results: readonly SizeResult[], runs: number, libRuns: number): 
       (r) => `**${msRange(r.cli.restoreAndReady)}**`,
       `≤ ${TARGET_RESTORE_READY_MS} ms at 100,000 files`,
     ),
+    row(
+      '**restore and ready**, the workspace a git repository (a `.git` naming the git dir)',
+      (r) => `**${msRange(r.cli.repo.restoreAndReady)}**`,
+      `≤ ${TARGET_RESTORE_READY_MS} ms at 100,000 files`,
+    ),
+    row("↳ of which `agentcell run -- true`, which waits for the receipt's `git status`", (r) =>
+      msRange(r.cli.repo.runAfterRestore),
+    ),
     row('`agentcell run -- true` in an idle cell', (r) => msRange(r.cli.runIdle)),
     row('↳ of which the secret-file scan of the workspace (`scan` phase)', (r) => fmt(r.runPhases['scan'] ?? NaN)),
     row('`cp -a` snapshot of the workspace', (r) => msRange(r.cp.snapshot)),
@@ -696,8 +738,10 @@ function render(results: readonly SizeResult[], runs: number, libRuns: number): 
     '  mtime or ctime changed since the cached scan.',
     '- Baselines: `cp -a` copies the whole workspace each way (what a snapshot tool without layers does);',
     '  `git stash -u` / `pop` on the same tree committed to git, with the same changes. The git directory',
-    '  sits beside the workspace, so the cells see no repository; in a workspace that is a git repository a',
-    '  run also reads `git status` for its receipt, concurrently with the command (setup table).',
+    '  sits beside the workspace, so the cells see no repository, except in the rows that say "the workspace a',
+    '  git repository", where a `.git` file in the workspace names it, as in a user\'s repo: there a run also',
+    "  reads the repository's state for its receipt (`git status` of the tracked files, at nice 19, from the",
+    '  start of the run), and `run -- true` ends when it has.',
     '',
     `### Accept of ${(ACCEPT_MODIFIED + ACCEPT_ADDED).toLocaleString('en-US')} changed files`,
     '',
@@ -729,8 +773,8 @@ function render(results: readonly SizeResult[], runs: number, libRuns: number): 
     ...(r.shape.key === 'large'
       ? [
           verdict(
-            r.cli.restoreAndReady.median <= TARGET_RESTORE_READY_MS,
-            `restore and ready at ${r.shape.label} (\`agentcell restore\` then \`agentcell run -- true\`, two processes): ${fmt(r.cli.restoreAndReady.median)} ms (restore ${fmt(r.cli.restore.median)}, run ${fmt(r.cli.runAfterRestore.median)}, each a median; target ≤ ${TARGET_RESTORE_READY_MS} ms; the secret scan of an idle run ${fmt(r.runPhases['scan'] ?? NaN)} ms)`,
+            Math.max(r.cli.restoreAndReady.median, r.cli.repo.restoreAndReady.median) <= TARGET_RESTORE_READY_MS,
+            `restore and ready at ${r.shape.label} (\`agentcell restore\` then \`agentcell run -- true\`, two processes): ${fmt(r.cli.restoreAndReady.median)} ms (restore ${fmt(r.cli.restore.median)}, run ${fmt(r.cli.runAfterRestore.median)}, each a median; the secret scan of an idle run ${fmt(r.runPhases['scan'] ?? NaN)} ms); the workspace a git repository: ${fmt(r.cli.repo.restoreAndReady.median)} ms (run ${fmt(r.cli.repo.runAfterRestore.median)}); target ≤ ${TARGET_RESTORE_READY_MS} ms both`,
           ),
         ]
       : []),

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { countGitChanges, readGitState } from '../src/workspace/git-state.js';
+import { ac, acJson, makeSandbox } from './helpers.js';
 
 /**
  * The receipts' git state comes from one `git status --porcelain=v2 --branch` process: it
@@ -66,6 +67,62 @@ describe('readGitState', () => {
       assert.deepEqual(countGitChanges(clean, dirty), { added: 1, modified: 4, deleted: 1 });
     } finally {
       rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('without untracked files: the same ref and dirtiness, and no untracked entries', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'agentcell-git-state-'));
+    try {
+      git(dir, 'init', '-q');
+      writeFileSync(join(dir, 'tracked.txt'), 'tracked\n');
+      git(dir, 'add', '-A');
+      git(dir, 'commit', '-qm', 'base');
+      writeFileSync(join(dir, 'untracked.txt'), 'new\n');
+      const all = await readGitState(dir);
+      const tracked = await readGitState(dir, { untracked: false });
+      assert.equal(all.status?.get('untracked.txt'), '??');
+      assert.deepEqual([tracked.gitRef, tracked.gitDirty], [all.gitRef, false], 'an untracked file is not dirt');
+      assert.deepEqual(tracked.status, new Map());
+      writeFileSync(join(dir, 'tracked.txt'), 'changed\n');
+      const dirty = await readGitState(dir, { untracked: false });
+      assert.deepEqual([dirty.gitRef, dirty.gitDirty], [all.gitRef, true]);
+      assert.deepEqual(dirty.status, new Map([['tracked.txt', ' M']]));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("is what an overlay run's and a direct run's receipts record", () => {
+    const sb = makeSandbox({ 'tracked.txt': 'tracked\n' });
+    try {
+      git(sb.workspace, 'init', '-q');
+      git(sb.workspace, 'add', '-A');
+      git(sb.workspace, 'commit', '-qm', 'base');
+      const head = git(sb.workspace, 'rev-parse', 'HEAD').trim();
+      const recorded = (): unknown => {
+        const receipt = acJson<{ workspace: { gitRef: unknown; gitDirty: unknown } }>(
+          sb,
+          'receipt',
+          'show',
+          '--latest',
+          '--json',
+        );
+        return [receipt.workspace.gitRef, receipt.workspace.gitDirty];
+      };
+      writeFileSync(join(sb.workspace, 'untracked.txt'), 'new\n');
+      for (const mode of ['overlay', 'direct']) {
+        const r = ac(sb, 'run', '--mode', 'development', '--workspace-mode', mode, '--', 'true');
+        assert.equal(r.status, 0, r.stderr);
+        assert.deepEqual(recorded(), [head, false], `${mode}: untracked files only`);
+      }
+      writeFileSync(join(sb.workspace, 'tracked.txt'), 'changed on the host\n');
+      for (const mode of ['overlay', 'direct']) {
+        const r = ac(sb, 'run', '--mode', 'development', '--workspace-mode', mode, '--', 'true');
+        assert.equal(r.status, 0, r.stderr);
+        assert.deepEqual(recorded(), [head, true], `${mode}: a tracked file changed`);
+      }
+    } finally {
+      sb.cleanup();
     }
   });
 

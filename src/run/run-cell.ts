@@ -66,6 +66,15 @@ export async function runPrepared(
   hooks: RunHooks = {},
 ): Promise<RunReport> {
   closeInheritedFds(); // for library callers too: only 0–2 may reach the backend (DESIGN.md invariant 10)
+  // The workspace's git state, for the receipt. An overlay run leaves the workspace alone, so
+  // git reads it from the start, beside the run and at low priority (at 100,000 files it takes
+  // longer than `run -- true`), without listing untracked files, which only a direct run's
+  // count of changes needs. A direct run changes the workspace: read under the lock, and
+  // awaited before the command starts.
+  const overlayGit =
+    planned.spec.workspace.mode === 'overlay'
+      ? readGitState(planned.workspace, { untracked: false, background: true })
+      : undefined;
   const tx = await lockCell(paths, planned.cell, planned.workspace, unwrapCanaryPrelude(planned.spec.argv));
   try {
     // Masked in the cell already: made now so the mask covers what this run puts there (a first run's signing key).
@@ -76,9 +85,7 @@ export async function runPrepared(
       : undefined;
     // Another command may have changed the layers between planning and locking: the run goes by them.
     const prepared = stack ? withLayerStack(planned, stack) : planned;
-    // A direct run changes the workspace, so its git state is read before the command
-    // starts; an overlay run leaves it alone, so git can read while the command runs.
-    let gitBefore = overlay ? undefined : readGitState(prepared.workspace);
+    const gitBefore = overlayGit ?? readGitState(prepared.workspace);
     const startedAt = new Date().toISOString();
     const before = stack ? topLayerId(stack) : null;
     const journal = beginRun(tx.dir, runDraft(prepared, paths, before), { startedAt });
@@ -120,6 +127,7 @@ export async function runPrepared(
               ...(stack && stack.driver !== 'copy' ? { confirmDir: stack.upper } : {}),
               onHit: () => stop.abort(),
             });
+      if (!overlayGit) await gitBefore;
       startCanaries(prepared.canaries);
       onStart();
       const running = runBackend(prepared, {
@@ -128,7 +136,6 @@ export async function runPrepared(
       });
       if (prepared.scanCache) writeJsonCache(prepared.scanCache.path, prepared.scanCache.cache);
       if (prepared.digestCache) writeJsonCache(prepared.digestCache.path, prepared.digestCache.cache);
-      gitBefore ??= readGitState(prepared.workspace);
       // While the command runs: load the signing key and receipt any run a killed agentcell left;
       // build what the command's first inspected connection would wait on (the upstream trust
       // store) while it starts up; remove what killed runs left on /dev/shm.
