@@ -1,4 +1,4 @@
-import { isIP } from 'node:net';
+import { ipFamily } from '../_internal/ip-family.js';
 
 /**
  * A network rule target: `example.com`, `*.example.com`, `example.com:443`,
@@ -15,7 +15,7 @@ export function hostPatternProblem(pattern: string): string | undefined {
   const { host, port } = splitHostPort(pattern);
   if (port !== undefined && !/^\d{1,5}$/.test(port)) return `port "${port}" is not a number`;
   if (port !== undefined && (Number(port) < 1 || Number(port) > 65535)) return `port ${port} is out of range`;
-  if (isIP(host)) return undefined;
+  if (ipFamily(host)) return undefined;
   if (host === '*' || host === '') return 'a bare wildcard allows every host; list hosts instead';
   const wildcard = host.startsWith('*.');
   const name = wildcard ? host.slice(2) : host;
@@ -28,7 +28,7 @@ export function splitHostPort(pattern: string): { host: string; port?: string } 
   const bracketed = /^\[([^\]]+)\](?::(.*))?$/.exec(pattern);
   if (bracketed)
     return bracketed[2] === undefined ? { host: bracketed[1] ?? '' } : { host: bracketed[1] ?? '', port: bracketed[2] };
-  if (isIP(pattern) === 6) return { host: pattern };
+  if (ipFamily(pattern) === 6) return { host: pattern };
   const colon = pattern.lastIndexOf(':');
   if (colon === -1) return { host: pattern };
   return { host: pattern.slice(0, colon), port: pattern.slice(colon + 1) };

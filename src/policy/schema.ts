@@ -1,4 +1,4 @@
-import { isIP } from 'node:net';
+import { ipFamily } from '../_internal/ip-family.js';
 // zod/mini: the same schemas as zod, tree-shakable; the full build adds ~50 ms to every start.
 import * as z from 'zod/mini';
 import { hostPatternProblem } from './host-pattern.js';
@@ -131,7 +131,7 @@ export const PolicySchema = z.strictObject({
       deny: hostList,
       inspect: hostList,
       resolve: z._default(
-        z.record(resolveName, z.string().check(z.refine((ip) => isIP(ip) !== 0, 'expected an IP address'))),
+        z.record(resolveName, z.string().check(z.refine((ip) => ipFamily(ip) !== 0, 'expected an IP address'))),
         {},
       ),
       upstream_ca: stringList,

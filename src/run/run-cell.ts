@@ -76,6 +76,10 @@ export async function runPrepared(
       ? readGitState(planned.workspace, { untracked: false, background: true })
       : undefined;
   const tx = await lockCell(paths, planned.cell, planned.workspace, unwrapCanaryPrelude(planned.spec.argv));
+  // What the run drops (turn checkpoints of restored runs, an upper that changed nothing) is
+  // deleted by a detached process once the run is over: its fork costs in proportion to this
+  // process, and would delay the cell's start or the receipt.
+  const purge: string[] = [];
   try {
     // Masked in the cell already: made now so the mask covers what this run puts there (a first run's signing key).
     for (const dir of planned.createOwnDirs ?? []) makeDirs(dir, 0o700);
@@ -93,7 +97,8 @@ export async function runPrepared(
 
     // Before the cell starts, so the bridge finds the socket; gateway down = no network.
     const turns = startTurnRecording(prepared, stack, journal.id);
-    const gateway = await startGateway(prepared, journal.id, turns);
+    purge.push(...turns.trashed);
+    const gateway = await startGateway(prepared, journal.id, turns.recorder);
     const reloads: EgressReload[] = [];
     const onReload = (report: ReloadReport): void => {
       reloads.push(receiptReload(report));
@@ -155,7 +160,7 @@ export async function runPrepared(
       if (reloads.length > 0) egress = { ...egress, reloads };
     }
     if (stack?.driver === 'copy') captureCopy(stack);
-    const turnRecords = await turns?.settle();
+    const turnRecords = await turns.recorder?.settle();
     prepared.timer.mark('run');
     // Enforcement canaries: what the prelude found before the command (src/evidence/canaries.ts).
     const canaries = readCanaryResults(prepared.canaries);
@@ -163,7 +168,6 @@ export async function runPrepared(
     const git = await gitBefore;
     let changes = { added: 0, modified: 0, deleted: 0 };
     let after = before;
-    let droppedUpper: string | undefined;
     if (stack && readdirSync(stack.upper).length > 0) {
       const { diffLayers } = await import('../workspace/overlay/layer-diff.js');
       const hostStats = new Map<string, Stats | undefined>();
@@ -173,7 +177,7 @@ export async function runPrepared(
         const frozen = checkpoint(stack, { policyHash: prepared.resolved.hash, changes });
         after = frozen.layer.id;
         recordRunBaselines(frozen, prepared.workspace, startedAt, runChanges, hostStats);
-      } else if (await upperChangesNothing(stack, prepared.workspace)) droppedUpper = dropUpper(stack);
+      } else if (await upperChangesNothing(stack, prepared.workspace)) purge.push(dropUpper(stack));
     } else if (!stack) {
       changes = countGitChanges(git, await readGitState(prepared.workspace));
     }
@@ -193,12 +197,11 @@ export async function runPrepared(
         ? { limit: { hit: outcome.limitHit, detail: outcome.limitDetail ?? outcome.limitHit } }
         : {}),
     });
-    // After the receipt: starting the purge is a fork, which costs in proportion to this process.
-    if (droppedUpper) purgeInBackground([droppedUpper]);
     if (canaries?.stopped) throw canaryStopError(canaries, receipt.id);
     return { outcome, receipt };
   } finally {
     discardCanaries(planned.canaries); // a run that failed before reading them leaves no canary dir behind
+    if (purge.length > 0) purgeInBackground(purge);
     tx.release();
   }
 }

@@ -1,7 +1,7 @@
 // @peculiar/x509 resolves its algorithm providers through tsyringe, which needs the Reflect metadata polyfill.
 import 'reflect-metadata';
 import { chmodSync, existsSync, lstatSync, readFileSync } from 'node:fs';
-import { isIP } from 'node:net';
+import { ipFamily } from '../../_internal/ip-family.js';
 import { randomBytes, webcrypto } from 'node:crypto';
 import { createSecureContext, type SecureContext } from 'node:tls';
 import * as x509 from '@peculiar/x509';
@@ -104,7 +104,7 @@ export function createLeafMinter(ca: CellCa, now: () => Date = () => new Date())
     const keys = await leafKeys;
     const start = now();
     const notAfter = Math.min(start.getTime() + LEAF_LIFETIME_MS, ca.certificate.notAfter.getTime());
-    const ip = isIP(host) !== 0;
+    const ip = ipFamily(host) !== 0;
     const certificate = await x509.X509CertificateGenerator.create({
       serialNumber: serialNumber(),
       subject: ip ? 'CN=agentcell inspected address' : `CN=${host}`,

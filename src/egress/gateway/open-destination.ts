@@ -1,5 +1,6 @@
 import { lookup as dnsLookup } from 'node:dns/promises';
-import { connect, isIP, type Socket } from 'node:net';
+import { connect, type Socket } from 'node:net';
+import { ipFamily } from '../../_internal/ip-family.js';
 import { guardAddress } from '../rules/address-guard.js';
 import type { Denial } from '../protocols/deny-response.js';
 import type { PooledReads } from '../stream/pooled-reads.js';
@@ -61,7 +62,7 @@ export async function openDestination(
   if (decision.decision === 'deny') return refuse({ reason: decision.reason, rule: decision.rule });
 
   let addresses: string[];
-  if (isIP(host) !== 0) addresses = [host];
+  if (ipFamily(host) !== 0) addresses = [host];
   else {
     const pinned = matcher.resolveOverride(host);
     try {

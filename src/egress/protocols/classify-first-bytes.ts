@@ -1,4 +1,5 @@
-import { isIP, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
+import { ipFamily } from '../../_internal/ip-family.js';
 import { normalizeHost } from '../rules/host-rules.js';
 import { readFrame } from '../stream/read-frame.js';
 
@@ -187,6 +188,6 @@ export function readFirstBytes(client: Socket, initial: Buffer): Promise<{ value
  * its SNI must name the host (ignoring case); no SNI is accepted only for an IP target.
  */
 export function sniRefusal(sni: string | undefined, host: string): 'sni-missing' | 'sni-mismatch' | undefined {
-  if (sni === undefined) return isIP(host) === 0 ? 'sni-missing' : undefined;
+  if (sni === undefined) return ipFamily(host) === 0 ? 'sni-missing' : undefined;
   return normalizeHost(sni) === host ? undefined : 'sni-mismatch';
 }

@@ -1,5 +1,6 @@
 import { STATUS_CODES } from 'node:http';
-import { isIP, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
+import { ipFamily } from '../../_internal/ip-family.js';
 import type { EgressReason } from '../log/egress-log.js';
 
 export interface Denial {
@@ -59,7 +60,7 @@ export function rawDenyResponse(denial: Denial): string {
 }
 
 export function hostPort(host: string, port: number): string {
-  return `${isIP(host) === 6 ? `[${host}]` : host}:${port}`;
+  return `${ipFamily(host) === 6 ? `[${host}]` : host}:${port}`;
 }
 
 function statusFor(reason: EgressReason): number {

@@ -1,4 +1,5 @@
-import { BlockList, isIP, SocketAddress } from 'node:net';
+import { BlockList, SocketAddress } from 'node:net';
+import { ipFamily } from '../../_internal/ip-family.js';
 
 /**
  * What kind of destination an IP address is. Only `public` addresses are reachable
@@ -130,7 +131,7 @@ export function classifyAddress(ip: string): AddressClass {
   // Canonical first: an IPv4-mapped address is judged as the IPv4 address it is.
   const address = canonicalAddress(ip)?.split('%')[0];
   if (address === undefined) return 'reserved';
-  const family = isIP(address);
+  const family = ipFamily(address);
   const type = family === 4 ? 'ipv4' : 'ipv6';
   for (const [cls, list] of classLists()) if (list.check(address, type)) return cls;
   return family === 4 ? 'public' : 'reserved';
@@ -147,11 +148,11 @@ export function canonicalAddress(ip: string): string | undefined {
   const zoneAt = bare.indexOf('%');
   const address = zoneAt === -1 ? bare : bare.slice(0, zoneAt);
   const zone = zoneAt === -1 ? '' : bare.slice(zoneAt).toLowerCase();
-  const family = isIP(address);
+  const family = ipFamily(address);
   if (family === 0 || (family === 4 && zone !== '')) return undefined;
   const canonical = new SocketAddress({ address, family: family === 4 ? 'ipv4' : 'ipv6' }).address;
   // inet_ntop writes an IPv4-mapped address as ::ffff:a.b.c.d: the IPv4 address is its one spelling.
   const mapped = canonical.startsWith('::ffff:') ? canonical.slice('::ffff:'.length) : undefined;
-  if (mapped !== undefined && isIP(mapped) === 4 && zone === '') return mapped;
+  if (mapped !== undefined && ipFamily(mapped) === 4 && zone === '') return mapped;
   return canonical + zone;
 }

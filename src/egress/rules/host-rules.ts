@@ -1,4 +1,4 @@
-import { isIP } from 'node:net';
+import { ipFamily } from '../../_internal/ip-family.js';
 import { AgentcellError } from '../../errors.js';
 import { hostPatternProblem, splitHostPort } from '../../policy/host-pattern.js';
 import { canonicalAddress } from './address-guard.js';
@@ -74,7 +74,7 @@ export function compileHostRules(rules: HostRules): HostMatcher {
   for (const [name, ip] of Object.entries(rules.resolve ?? {})) {
     const host = normalizeHost(name);
     const address = canonicalAddress(ip);
-    if (host === undefined || isIP(host) !== 0)
+    if (host === undefined || ipFamily(host) !== 0)
       throw new AgentcellError('POLICY_INVALID', `network.resolve: "${name}" is not a host name`);
     if (address === undefined)
       throw new AgentcellError('POLICY_INVALID', `network.resolve."${name}": "${ip}" is not an IP address`);
@@ -173,7 +173,7 @@ function hostMatches(rule: CompiledRule, host: string): boolean {
     case 'name':
       return rule.host === host;
     case 'wildcard':
-      return isIP(host) === 0 && host.endsWith(`.${rule.host}`);
+      return ipFamily(host) === 0 && host.endsWith(`.${rule.host}`);
   }
 }
 

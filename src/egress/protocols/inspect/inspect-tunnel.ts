@@ -1,5 +1,6 @@
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import { isIP, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
+import { ipFamily } from '../../../_internal/ip-family.js';
 import type { Duplex } from 'node:stream';
 import { connect as tlsConnect, TLSSocket } from 'node:tls';
 import type { EgressReason } from '../../log/egress-log.js';
@@ -77,7 +78,7 @@ export function inspectTunnel(
       raw = await context.reopen();
       watch(raw);
     }
-    const name = isIP(target.host) === 0 ? target.host : undefined;
+    const name = ipFamily(target.host) === 0 ? target.host : undefined;
     const secure = tlsConnect({
       socket: raw,
       ...(name !== undefined ? { servername: name } : {}),
