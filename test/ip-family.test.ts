@@ -30,7 +30,7 @@ describe('ipFamily', () => {
         ':',
         '1:2:3:4:5:6:7:8:9',
       ],
-      ...['0x7f.1', '127.1', '１.２.３.４', '1.2.3.4 ', 'host:443'],
+      ...['0x7f.1', '127.1', '１.２.３.４', '1.2.3.4 ', 'host:443', '1.2.3.4:443', '::1:443', 'a::b', '[::1]:443'],
     ];
     for (const input of inputs) assert.equal(ipFamily(input), isIP(input), JSON.stringify(input));
   });

@@ -52,17 +52,22 @@ interface TimelineEvent {
   contentHash?: string | null;
 }
 
-/** Three requests, the files changing between them; README.md (a host file) is deleted before the third. */
-function turnsScript(port: number, tail = ''): string {
+/** A shell function `req`: one LLM request to the stub, printing its status. */
+function requestFunction(port: number): string {
   const request = [
     'curl -sS -o /dev/null -w "%{http_code}\\n"',
     "-H 'content-type: application/json'",
     `--data '{"model":"claude-stub-1","max_tokens":8,"messages":[{"role":"user","content":"hi"}]}'`,
     `https://api.anthropic.com:${port}/v1/messages`,
   ].join(' ');
+  return `req() { ${request}; }`;
+}
+
+/** Three requests, the files changing between them; README.md (a host file) is deleted before the third. */
+function turnsScript(port: number, tail = ''): string {
   return [
     'set -e',
-    `req() { ${request}; }`,
+    requestFunction(port),
     'echo one > a.txt; req',
     'echo two > b.txt; echo one-changed > a.txt; req',
     'rm a.txt README.md; echo three > c.txt; req',
@@ -199,6 +204,37 @@ for (const backend of TEST_BACKENDS) {
         assert.equal(readFileSync(join(sb.workspace, 'a.txt'), 'utf8'), 'one-changed\n');
         assert.equal(readFileSync(join(sb.workspace, 'b.txt'), 'utf8'), 'two\n');
         assert.equal(readFileSync(join(sb.workspace, 'README.md'), 'utf8'), '# a repo\n');
+      } finally {
+        sb.cleanup();
+      }
+    });
+
+    it('a request before anything was written: turn 1 is the empty layer, and restoring to it drops every change', async () => {
+      const sb = sandbox();
+      try {
+        const script = ['set -e', requestFunction(port), 'req', 'echo one > a.txt; rm README.md; req'].join('\n');
+        const r = await agentcellAsync(sb, ['run', ...backendArgs(backend), '--', 'sh', '-c', script], {
+          timeoutMs: 180_000,
+        });
+        assert.equal(r.status, 0, `the run failed:\n${r.stdout}\n${r.stderr}`);
+        const receipt = acJson<Receipt>(sb, 'receipt', 'show', '--format', 'json');
+        const turns = receipt.turns ?? [];
+        assert.deepEqual(
+          turns.map((t) => [t.turn, t.skipped]),
+          [
+            [1, undefined],
+            [2, undefined],
+          ],
+          JSON.stringify(turns),
+        );
+        assert.notEqual(turns[0]!.contentHash, turns[1]!.contentHash);
+        const restored = acJson<RestoreJson>(sb, 'restore', '--to', 'turn:1', '--json');
+        assert.equal(restored.turn?.contentHash, turns[0]!.contentHash);
+        assert.deepEqual(restored.turn?.changes, []);
+        assert.deepEqual(acJson<Change[]>(sb, 'diff', '--json'), []);
+        const inCell = ac(sb, 'run', ...backendArgs(backend), '--', 'sh', '-c', 'ls; stat -c %a .');
+        assert.equal(inCell.status, 0, inCell.stderr);
+        assert.deepEqual(inCell.stdout.trim().split('\n'), ['README.md', 'agentcell.toml', '755']);
       } finally {
         sb.cleanup();
       }

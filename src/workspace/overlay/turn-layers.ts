@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { existsSync, linkSync, lstatSync, readdirSync, renameSync } from 'node:fs';
+import { existsSync, linkSync, lstatSync, mkdirSync, readdirSync, renameSync } from 'node:fs';
 import { createHash, randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import * as z from 'zod/mini';
@@ -160,7 +160,9 @@ export function createTurnRecorder(options: {
     const failed =
       previous && linked.size > 0
         ? await copyChanged(upper, target, scan, linked, join(setDir, previous.dir))
-        : await copyTree(upper, target);
+        : scan.paths.length === 0
+          ? copyEmpty(target)
+          : await copyTree(upper, target);
     if (failed !== undefined) {
       moveToTrash(cellDir, [target]);
       return { ...base, skipped: `the upper layer could not be copied: ${failed}` };
@@ -291,6 +293,20 @@ function tarCopy(source: string, target: string, paths: readonly string[]): Prom
       );
     });
   return Promise.all([outcome(create, 'tar -c'), outcome(extract, 'tar -x')]).then(([a, b]) => a ?? b);
+}
+
+/**
+ * The copy of an empty upper (an agent's first request, before it wrote anything), made
+ * without starting a process: the request waits for it. (The root's own mode and times are
+ * not the layer's: a stacked layer's root is never what the cell sees.)
+ */
+function copyEmpty(target: string): string | undefined {
+  try {
+    mkdirSync(target, { mode: 0o700 });
+    return undefined;
+  } catch (error) {
+    return (error as Error).message;
+  }
 }
 
 /**
