@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { countGitChanges, readGitState } from '../src/workspace/git-state.js';
-import { ac, acJson, makeSandbox } from './helpers.js';
+import { ac, acJson, agentcell, makeSandbox, type Sandbox } from './helpers.js';
 
 /**
  * The receipts' git state comes from one `git status --porcelain=v2 --branch` process: it
@@ -27,6 +27,15 @@ function v1(dir: string): Map<string, string> {
     if (/[RC]/.test(field.slice(0, 2))) i++;
   }
   return entries;
+}
+
+/** A sandbox whose workspace is a repository with one committed file, tracked.txt. */
+function committedSandbox(): Sandbox {
+  const sb = makeSandbox({ 'tracked.txt': 'tracked\n' });
+  git(sb.workspace, 'init', '-q');
+  git(sb.workspace, 'add', '-A');
+  git(sb.workspace, 'commit', '-qm', 'base');
+  return sb;
 }
 
 describe('readGitState', () => {
@@ -93,11 +102,8 @@ describe('readGitState', () => {
   });
 
   it("is what an overlay run's and a direct run's receipts record", () => {
-    const sb = makeSandbox({ 'tracked.txt': 'tracked\n' });
+    const sb = committedSandbox();
     try {
-      git(sb.workspace, 'init', '-q');
-      git(sb.workspace, 'add', '-A');
-      git(sb.workspace, 'commit', '-qm', 'base');
       const head = git(sb.workspace, 'rev-parse', 'HEAD').trim();
       const recorded = (): unknown => {
         const receipt = acJson<{ workspace: { gitRef: unknown; gitDirty: unknown } }>(
@@ -121,6 +127,27 @@ describe('readGitState', () => {
         assert.equal(r.status, 0, r.stderr);
         assert.deepEqual(recorded(), [head, true], `${mode}: a tracked file changed`);
       }
+    } finally {
+      sb.cleanup();
+    }
+  });
+
+  it("a direct run's before-state is read before its command writes, however slow git is", () => {
+    const sb = committedSandbox();
+    try {
+      // agentcell finds git on its PATH: this one takes a second before it answers.
+      const shims = join(sb.root, 'shims');
+      mkdirSync(shims);
+      const realGit = execFileSync('sh', ['-c', 'command -v git'], { encoding: 'utf8' }).trim();
+      writeFileSync(join(shims, 'git'), `#!/bin/sh\nsleep 1\nexec ${realGit} "$@"\n`, { mode: 0o755 });
+      const env = { ...sb.env, PATH: `${shims}:${sb.env['PATH'] ?? ''}` };
+      const args = ['run', '--mode', 'development', '--workspace-mode', 'direct', '--', 'sh', '-c'];
+      // A first run notes the tools' versions (a blocking `git --version`, through the shim too).
+      assert.equal(agentcell([...args, 'true'], { cwd: sb.workspace, env }).status, 0);
+      const r = agentcell([...args, 'echo changed > tracked.txt'], { cwd: sb.workspace, env });
+      assert.equal(r.status, 0, r.stderr);
+      const receipt = acJson<{ changes: unknown }>(sb, 'receipt', 'show', '--latest', '--json');
+      assert.deepEqual(receipt.changes, { added: 0, modified: 1, deleted: 0 });
     } finally {
       sb.cleanup();
     }

@@ -67,14 +67,13 @@ export async function runPrepared(
 ): Promise<RunReport> {
   closeInheritedFds(); // for library callers too: only 0–2 may reach the backend (DESIGN.md invariant 10)
   // The workspace's git state, for the receipt. An overlay run leaves the workspace alone, so
-  // git reads it from the start, beside the run and at low priority (at 100,000 files it takes
-  // longer than `run -- true`), without listing untracked files, which only a direct run's
-  // count of changes needs. A direct run changes the workspace: read under the lock, and
-  // awaited before the command starts.
+  // git reads it from the start, beside the run (at 100,000 files it takes longer than
+  // `run -- true`), without listing untracked files, which only a direct run's count of
+  // changes needs. Not at a lower priority: a cell keeping every core busy would starve it
+  // past its timeout. A direct run changes the workspace: read under the lock, and awaited
+  // before the command starts (a readonly run's is not: its command cannot write there).
   const overlayGit =
-    planned.spec.workspace.mode === 'overlay'
-      ? readGitState(planned.workspace, { untracked: false, background: true })
-      : undefined;
+    planned.spec.workspace.mode === 'overlay' ? readGitState(planned.workspace, { untracked: false }) : undefined;
   const tx = await lockCell(paths, planned.cell, planned.workspace, unwrapCanaryPrelude(planned.spec.argv));
   // What the run drops (turn checkpoints of restored runs, an upper that changed nothing) is
   // deleted by a detached process once the run is over: its fork costs in proportion to this
@@ -132,7 +131,7 @@ export async function runPrepared(
               ...(stack && stack.driver !== 'copy' ? { confirmDir: stack.upper } : {}),
               onHit: () => stop.abort(),
             });
-      if (!overlayGit) await gitBefore;
+      if (prepared.spec.workspace.mode === 'direct') await gitBefore; // its "before" must not see the command's writes
       startCanaries(prepared.canaries);
       onStart();
       const running = runBackend(prepared, {

@@ -1,5 +1,4 @@
 import { execFile } from 'node:child_process';
-import { setPriority } from 'node:os';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 
@@ -19,11 +18,6 @@ export interface GitStateOptions {
    * `gitDirty` are the same either way (untracked files do not make a tree dirty).
    */
   untracked?: boolean;
-  /**
-   * Run git at the lowest CPU priority (nice 19): for a read that goes on beside the run
-   * and is only awaited at its end, so that on a busy machine the cell starts first.
-   */
-  background?: boolean;
 }
 
 /**
@@ -34,7 +28,7 @@ export async function readGitState(workspace: string, options: GitStateOptions =
   if (!insideRepository(workspace)) return { gitRef: null, gitDirty: null, status: null };
   // One git process for both: porcelain v2's `# branch.oid` header is what `rev-parse HEAD` says
   // (without counting commits ahead of the upstream, which can walk a long history).
-  const output = await git(workspace, options.background === true, [
+  const output = await git(workspace, [
     'status',
     '--porcelain=v2',
     '--branch',
@@ -107,25 +101,15 @@ function parsePorcelainV2(output: string): { head: string | null; entries: Map<s
   return { head, entries };
 }
 
-function git(workspace: string, background: boolean, args: string[]): Promise<string | null> {
+function git(workspace: string, args: string[]): Promise<string | null> {
   return new Promise((resolve) => {
     // --no-optional-locks: reading the state never rewrites the index (a cell's baseline
     // would see .git/index "changed by the host" during the run); no fsmonitor runs.
-    const child = execFile(
+    execFile(
       'git',
       ['--no-optional-locks', '-c', 'core.fsmonitor=false', '-C', workspace, ...args],
       { encoding: 'utf8', timeout: 10_000, maxBuffer: 256 * 1024 * 1024 },
       (error, stdout) => resolve(error ? null : stdout),
     );
-    // Before git has read the index and started its lstat threads, which inherit the priority.
-    if (background && child.pid !== undefined) lowerPriority(child.pid);
   });
-}
-
-function lowerPriority(pid: number): void {
-  try {
-    setPriority(pid, 19);
-  } catch {
-    // Exited already: nothing left to lower.
-  }
 }
