@@ -232,7 +232,7 @@ for (const backend of TEST_BACKENDS) {
         assert.equal(restored.turn?.contentHash, turns[0]!.contentHash);
         assert.deepEqual(restored.turn?.changes, []);
         assert.deepEqual(acJson<Change[]>(sb, 'diff', '--json'), []);
-        // The root's mode comes from the upper layer: the empty turn must not leave it 0700.
+        // The cell sees the workspace as it was: its files, and its root's mode.
         // find, not stat: gVisor answers coreutils' statx on '.' with EINVAL.
         const inCell = ac(
           sb,
