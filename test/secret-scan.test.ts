@@ -294,6 +294,19 @@ describe('secret scan: secrets git tracks', () => {
       const removed = scanSecrets(ws, options, again.cache);
       assert.equal(removed.changed, true);
       assert.ok(!removed.tracked.includes('.env'));
+      // Settled, the directories' stamps hold and the repositories come from the cache
+      // as saved: their indexes are still checked, and a new one listed again.
+      const later = { ...options, now: Date.now() + 60_000 };
+      const settled = scanSecrets(ws, later, removed.cache);
+      const reused = scanSecrets(ws, later, settled.cache);
+      assert.equal(reused.changed, false);
+      assert.deepEqual(reused.tracked, settled.tracked);
+      assert.ok(reused.tracked.includes('vendor/lib/id_rsa'), 'the nested repo too');
+      git(ws, 'add', '.env');
+      const readded = scanSecrets(ws, later, reused.cache);
+      assert.equal(readded.changed, true);
+      assert.ok(readded.tracked.includes('.env'));
+      assert.deepEqual(scanSecrets(ws, later, readded.cache).tracked, readded.tracked);
     } finally {
       sb.cleanup();
     }
