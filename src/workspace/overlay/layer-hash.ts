@@ -33,9 +33,9 @@ export interface LayerFingerprint {
  * opaque-dir mark) are not covered by it; they are by `statHash` (a change moves the ctime).
  * The layer's own directory is not covered: freezing renames it.
  */
-export function layerFingerprint(dir: string, now = Date.now()): LayerFingerprint {
+export function layerFingerprint(dir: string, now = Date.now(), entries?: string[]): LayerFingerprint {
   const content = createHash('sha256');
-  const stats = new StatHash(now);
+  const stats = new StatHash(now, entries);
   const buffer = Buffer.allocUnsafe(64 * 1024);
   walkLayer(
     dir,
@@ -62,14 +62,50 @@ export function layerContentHash(dir: string): string {
   return layerFingerprint(dir).contentHash;
 }
 
-/** The stat hash alone, reading no file (see layerFingerprint); undefined when an entry changed just now. */
-export function layerStatHash(dir: string, now = Date.now()): string | undefined {
-  const stats = new StatHash(now);
+/**
+ * The stat hash alone, reading no file (see layerFingerprint); undefined when an entry
+ * changed just now. `entries`, when given, gets the walk's entries (see statHashOfListed).
+ */
+export function layerStatHash(dir: string, now = Date.now(), entries?: string[]): string | undefined {
+  const stats = new StatHash(now, entries);
   walkLayer(
     dir,
     (path, _full, s) => stats.add(path, s),
     (path) => stats.unlistable(path),
   );
+  return stats.digest();
+}
+
+/**
+ * The stat hash of a layer taken over the entries a walk found (`entries`, as layerStatHash
+ * filled it) instead of a new walk: no directory is read, which is most of a walk's cost.
+ * It equals the walk's hash only if every listed entry is there with the inode and times it
+ * had, and a directory that gained or lost an entry since has another ctime, so its own line
+ * differs; the layer's top directory has no line (freezing renames it), so its names are
+ * read and compared. Undefined when an entry is gone, the top differs, or one changed just now.
+ */
+export function statHashOfListed(dir: string, entries: readonly string[], now = Date.now()): string | undefined {
+  const stats = new StatHash(now);
+  const top: string[] = [];
+  for (const entry of entries) {
+    if (entry.startsWith('/')) {
+      stats.unlistable(entry.slice(1));
+      continue;
+    }
+    let s: Stats;
+    try {
+      s = lstatSync(`${dir}/${entry}`);
+    } catch {
+      return undefined;
+    }
+    stats.add(entry, s);
+    if (!entry.includes('/')) top.push(entry);
+  }
+  try {
+    if (readdirSync(dir).sort().join('\0') !== top.join('\0')) return undefined;
+  } catch {
+    return undefined;
+  }
   return stats.digest();
 }
 
@@ -84,20 +120,25 @@ class StatHash {
   #lines: string[] = [];
   readonly #settledBefore: number;
   #settled = true;
+  /** Each entry hashed, in order, an unlistable directory as `/` + its path (no path starts with `/`). */
+  readonly #entries: string[] | undefined;
 
-  constructor(now: number) {
+  constructor(now: number, entries?: string[]) {
     this.#settledBefore = now - SETTLE_MS;
+    this.#entries = entries;
   }
 
   /** Plain (not bigint) stats, cheaper to make: the settle window makes sub-microsecond times moot. */
   add(path: string, s: Stats): void {
     if (s.ctimeMs >= this.#settledBefore || s.mtimeMs >= this.#settledBefore) this.#settled = false;
+    this.#entries?.push(path);
     this.#line(
       `${JSON.stringify(path)}\t${typeOf(s)}\t${s.mode}\t${s.size}\t${s.dev}:${s.ino}\t${s.mtimeMs}\t${s.ctimeMs}\n`,
     );
   }
 
   unlistable(path: string): void {
+    this.#entries?.push(`/${path}`);
     this.#line(`${JSON.stringify(path)}\tunlistable\n`);
   }
 

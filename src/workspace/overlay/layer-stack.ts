@@ -1,13 +1,14 @@
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, renameSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import * as z from 'zod/mini';
 import { AgentcellError } from '../../errors.js';
 import { captureCopy } from './copy-driver.js';
 import { purgeInBackground } from '../../_internal/remove-trees.js';
 import { trashDirOf } from './layer-trash.js';
-import { layerFingerprint, layerStatHash } from './layer-hash.js';
+import { layerFingerprint, layerStatHash, statHashOfListed } from './layer-hash.js';
+import { pruneStatLists, readStatList, saveStatList } from './layer-stat-lists.js';
 import { makeDirs } from '../../_internal/make-dirs.js';
 import { cellStateFix, readStateFile, writeStateFile, type StateFileKind } from '../../_internal/state-file.js';
 
@@ -188,10 +189,13 @@ export function checkpoint(stack: LayerStack, options: CheckpointOptions): { sta
   const state = readState(stack.cellDir);
   if (options.name !== undefined) checkCheckpointName(options.name);
   // Hashed before the freeze: the upper layer is what the frozen one will be (the caller holds the lock).
+  const entries: string[] = [];
+  const fingerprint = layerFingerprint(stack.upper, Date.now(), entries);
   const record = newLayerRecord(state, options, {
-    ...layerFingerprint(stack.upper),
+    ...fingerprint,
     ...(options.changes ? { changes: options.changes } : {}),
   });
+  if (fingerprint.statHash !== undefined) saveStatList(stack.cellDir, fingerprint.statHash, entries);
   return addLayer(stack, state, record, { op: 'checkpoint', dir: layerDirName(record) });
 }
 
@@ -267,6 +271,10 @@ export function restore(stack: LayerStack, options: RestoreOptions = {}): Restor
   writeState(stack.cellDir, { ...next, pending });
   const trashed = finishPending(stack.cellDir, pending);
   writeState(stack.cellDir, next, SETTLED);
+  pruneStatLists(
+    stack.cellDir,
+    kept.map((l) => l.statHash),
+  );
   return { stack: stackOf(stack.cellDir, next), dropped, trashed };
 }
 
@@ -340,19 +348,39 @@ export function verifyLayers(layers: readonly FrozenLayer[]): Map<string, string
   const statHashes = new Map<string, string>();
   for (const layer of layers) {
     if (layer.contentHash === undefined) continue;
-    if (layer.statHash !== undefined && layerStatHash(layer.dir) === layer.statHash) {
+    // A layer's dir is <cell>/layers/<name>: its stat list is kept in the cell dir.
+    const cellDir = dirname(dirname(layer.dir));
+    if (layer.statHash !== undefined && statHashHolds(cellDir, layer.dir, layer.statHash)) {
       statHashes.set(layer.id, layer.statHash);
       continue;
     }
-    const now = layerFingerprint(layer.dir);
+    const entries: string[] = [];
+    const now = layerFingerprint(layer.dir, Date.now(), entries);
     if (now.contentHash !== layer.contentHash)
       throw new AgentcellError(
         'LAYER_TAMPERED',
         `checkpoint ${layer.name ?? layer.id} (layer ${layerDirName(layer)}, ${layer.dir}) changed since it was frozen (content ${now.contentHash}, recorded ${layer.contentHash}): something outside agentcell wrote to it; restore to a checkpoint below it, or remove the cell`,
       );
-    if (now.statHash !== undefined) statHashes.set(layer.id, now.statHash);
+    if (now.statHash !== undefined) {
+      statHashes.set(layer.id, now.statHash);
+      saveStatList(cellDir, now.statHash, entries);
+    }
   }
   return statHashes;
+}
+
+/**
+ * Whether the layer's entries still have the inodes and times recorded in `statHash`: over
+ * the entries listed when it was taken (no directory read), else by a walk, whose list is
+ * then saved for the next check.
+ */
+function statHashHolds(cellDir: string, dir: string, statHash: string): boolean {
+  const listed = readStatList(cellDir, statHash);
+  if (listed !== undefined && statHashOfListed(dir, listed) === statHash) return true;
+  const entries: string[] = [];
+  if (layerStatHash(dir, Date.now(), entries) !== statHash) return false;
+  saveStatList(cellDir, statHash, entries);
+  return true;
 }
 
 /** The overlayfs lowerdir list, top to bottom: frozen layers newest first, then the workspace. */
