@@ -13,10 +13,14 @@ import { makeDirs } from '../../_internal/make-dirs.js';
  */
 const DIR = 'stat-lists';
 
-/** Undefined for anything but a sha256 (layers.json is checked by its schema, not this far). */
+/** A list's file name: the hash's hex; undefined for anything but a sha256 (layers.json's schema does not check this far). */
+function listName(statHash: string): string | undefined {
+  return /^sha256:([0-9a-f]{64})$/.exec(statHash)?.[1];
+}
+
 function listPath(cellDir: string, statHash: string): string | undefined {
-  const hex = /^sha256:([0-9a-f]{64})$/.exec(statHash)?.[1];
-  return hex === undefined ? undefined : join(cellDir, DIR, hex);
+  const name = listName(statHash);
+  return name === undefined ? undefined : join(cellDir, DIR, name);
 }
 
 /** The entries saved for `statHash`, or undefined. */
@@ -46,7 +50,7 @@ export function saveStatList(cellDir: string, statHash: string, entries: readonl
 
 /** Deletes the lists of layers no longer in the stack (those of `keep`, stat hashes, stay). */
 export function pruneStatLists(cellDir: string, keep: readonly (string | undefined)[]): void {
-  const kept = new Set(keep.flatMap((h) => (h === undefined ? [] : [h.replace(/^sha256:/, '')])));
+  const kept = new Set(keep.map((h) => h && listName(h)));
   let names: string[];
   try {
     names = readdirSync(join(cellDir, DIR));
