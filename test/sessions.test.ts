@@ -216,9 +216,10 @@ for (const backend of BACKENDS) {
           cli('session', 'start', ...backendArgs(backend), '--agent', 'claude', '--', '--model', 'claude-stub-1'),
         );
         term.key('main', 'Enter');
-        // At a line's end, not its start: a typed command exactly as wide as the pane makes tmux
-        // join the printed id onto its line (capture-pane -J), depending on the checkout's path length.
-        const id = (await term.waitFor('main', /(s-[0-9a-z]{17})$/m, 600_000))[1] ?? '';
+        // From the note on stderr, inside its sentence: where the printed id lands depends on how the
+        // typed command wraps in the pane (the checkout's path length), and tmux's capture-pane -J
+        // may join it onto the command's line or the shell's redraw may write over part of it.
+        const id = (await term.waitFor('main', /session (s-[0-9a-z]{17}) running in cell/, 600_000))[1] ?? '';
         session = acJson<SessionJson>(sb, 'session', 'show', id, '--json');
         assert.equal(session.state, 'running');
         // Its supervisor keeps glibc's mmap threshold fixed (SUPERVISOR_ENV: a quarter less private memory).
