@@ -20,6 +20,7 @@ import { after, before, describe, it } from 'node:test';
 import { makeCerts } from './make-certs.js';
 import { assertLogReadsBack, startTestGateway } from './test-gateway.js';
 import { listen } from './helpers.js';
+import { CANARY_HOST } from '../src/_internal/vocabulary.js';
 import { createLeafMinter, loadOrCreateCellCa } from '../src/egress/cell/cell-ca.js';
 import { cellCaFiles } from '../src/egress/cell/cell-trust.js';
 import { readyCellCaPem } from '../src/egress/cell/ready-cell-ca.js';
@@ -557,6 +558,40 @@ describe('upstream trust', () => {
     assert.equal(seen.length, 1);
     const bad = await curl(gw, ['-i', `https://bad.test:${untrustedPort}/`]);
     assert.match(bad.stdout, /^X-Agentcell-Denied: upstream-cert-invalid\r?$/im);
+    assert.equal(seen.length, 1);
+  });
+
+  it('warmUp after refusing a host (the canaries’ probe) starts nothing before that refusal, then serves the same', async () => {
+    seen.length = 0;
+    const minter = createLeafMinter(await loadOrCreateCellCa(cellCaFiles(join(dir, 'cell-ca')), 'test'));
+    let warmed = 0;
+    const gw = await startTestGateway(dir, {
+      rules: { resolve: RESOLVE, allow: ['api.test'], inspect: ['api.test'] },
+      inspect: {
+        leaves: { secureContext: (host) => minter.secureContext(host), warmUp: () => void warmed++ },
+        upstreamCa: [readFileSync(upstreamCa, 'utf8')],
+        secrets: [],
+        spyLogPath: join(dir, 'spy-after.jsonl'),
+      },
+    });
+    gateways.push(gw.gateway);
+    logs.push({ events: gw.events, logPath: gw.logPath, spyPath: join(dir, 'spy-after.jsonl') });
+    gw.gateway.warmUp({ afterRefusing: CANARY_HOST.toUpperCase() });
+    const tick = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+    // Another host refused: not the one it waits for.
+    const other = await curl(gw, ['-o', '/dev/null', '-w', '%{http_code}', 'https://elsewhere.test/']);
+    assert.notEqual(other.code, 0);
+    await tick();
+    assert.equal(warmed, 0, 'nothing warmed up before the probe');
+    const probe = await curl(gw, ['-i', `https://${CANARY_HOST}/`]);
+    assert.match(probe.stdout + probe.stderr, /403/);
+    await tick();
+    assert.equal(warmed, 1, 'warmed up once the probe was refused');
+    await curl(gw, ['-i', `https://${CANARY_HOST}/`]);
+    await tick();
+    assert.equal(warmed, 1, 'once');
+    const ok = await curl(gw, ['-o', '/dev/null', '-w', '%{http_code}', `https://api.test:${trustedPort}/`]);
+    assert.equal(ok.stdout, '200', ok.stderr);
     assert.equal(seen.length, 1);
   });
 });

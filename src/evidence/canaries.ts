@@ -64,6 +64,8 @@ export interface CanaryPlan {
   gatewayAuth?: string;
   /** breakglass: record what got through, but run the command. */
   stop: boolean;
+  /** The gateway is asked for CANARY_HOST (and must refuse it) before the command starts. */
+  probesGateway: boolean;
 }
 
 export interface CanaryInput {
@@ -99,9 +101,11 @@ export function withCanaries(spec: CellSpec, input: CanaryInput): { spec: CellSp
   const hostDir = neutral
     ? join(neutral, neutralRunEntry('enforcement', name))
     : join(input.cellDir, 'enforcement', name);
+  // Learn mode refuses no name for lack of an allow entry: no gateway-deny to prove there.
+  const probesGateway = spec.network === 'gateway' && !input.learn;
   // The network probes first: the gateway's round trip then runs alongside the others.
   const plan = [
-    ...networkProbes(spec, input.learn),
+    ...networkProbes(spec, probesGateway),
     ...maskProbes(spec),
     ...hostPathProbes(spec, input),
     ...writeProbes(spec, input),
@@ -118,6 +122,7 @@ export function withCanaries(spec: CellSpec, input: CanaryInput): { spec: CellSp
       hostDir,
       plan,
       stop: input.mode !== 'breakglass',
+      probesGateway,
       ...(token !== undefined ? { gatewayAuth: Buffer.from(`${PROXY_USER}:${token}`).toString('base64') } : {}),
     },
   };
@@ -244,10 +249,9 @@ function writeProbes(spec: CellSpec, input: CanaryInput): string[] {
   return targets.map((t) => planLine('write_refused', t));
 }
 
-function networkProbes(spec: CellSpec, learn: boolean): string[] {
+function networkProbes(spec: CellSpec, denies: boolean): string[] {
   if (spec.network === 'open')
     return ['direct-tcp', 'metadata', 'dns', 'gateway-deny'].map((p) => planLine('skip', p, 'network open'));
-  const denies = spec.network === 'gateway' && !learn;
   // The gateway first: its CONNECT goes out now and its answer is read after every other probe.
   const groups = [
     ...(denies ? ['gateway', DENIED_HOST] : []),

@@ -40,6 +40,7 @@ import { fingerprintHash, runFingerprint } from '../evidence/fingerprint.js';
 import type { TurnRecorder } from '../workspace/overlay/turn-layers.js';
 import { receiptTurns, startTurnRecording } from './run-turns.js';
 import { sweepNeutralDir } from '../_internal/neutral-dir.js';
+import { CANARY_HOST } from '../_internal/vocabulary.js';
 
 export interface RunReport {
   outcome: RunOutcome;
@@ -141,10 +142,12 @@ export async function runPrepared(
       if (prepared.scanCache) writeJsonCache(prepared.scanCache.path, prepared.scanCache.cache);
       if (prepared.digestCache) writeJsonCache(prepared.digestCache.path, prepared.digestCache.cache);
       // While the command runs: load the signing key and receipt any run a killed agentcell left;
-      // build what the command's first inspected connection would wait on (the upstream trust
-      // store) while it starts up; remove what killed runs left on /dev/shm.
+      // build what the command's first inspected connection would wait on (the leaf minter, the
+      // upstream trust store) while it starts up, from the canaries' refused probe where there
+      // is one (the cell's last step before its command: its handoff and probe don't wait behind
+      // it); remove what killed runs left on /dev/shm.
       store = await openReceipts(paths, tx);
-      gateway?.gateway.warmUp();
+      gateway?.gateway.warmUp(prepared.canaries.probesGateway ? { afterRefusing: CANARY_HOST } : {});
       sweepNeutralDir();
       outcome = await running.finally(() => diskWatch?.stop());
       const diskHit = await diskWatch?.stop();

@@ -15,7 +15,7 @@ import type { InspectRules, ProxySecret } from '../rules/inspect-rules.js';
 import { withPooledReads } from '../stream/pooled-accept.js';
 import { createPooledReads } from '../stream/pooled-reads.js';
 import { readFrame } from '../stream/read-frame.js';
-import { createGatewayContext } from './gateway-context.js';
+import { createGatewayContext, type WarmUpOptions } from './gateway-context.js';
 import type { LookupFunction } from './open-destination.js';
 
 /** Everything the gateway enforces from `[network]`: host rules plus inspection and L7 rules. */
@@ -94,12 +94,14 @@ export interface EgressGateway {
   counters(): EgressCounters;
   /**
    * Starts the work the first inspected connection would otherwise wait on: loading the
-   * leaf minter (~15 ms) and minting the leaves of the names known now, then building the
-   * upstream trust store a step (~2 ms) per turn of the event loop, so the cell's first
-   * connections (the bridge's handoff, the canaries' probe) are not held up behind it.
-   * Nothing without inspection. A run calls it once its cell has been started.
+   * leaf minter and minting the leaves of the names known now (one 20–80 ms stretch of
+   * the event loop), then building the upstream trust store a step (~2–6 ms of OpenSSL's
+   * parsing) per turn of the event loop. Now, or (`afterRefusing`) once the gateway has
+   * refused that host: a run whose canaries probe the gateway begins it at their refused
+   * probe, the last thing the cell does before its command, so neither the bridge's
+   * handoff nor the probe waits behind it. Nothing without inspection.
    */
-  warmUp(): void;
+  warmUp(options?: WarmUpOptions): void;
   /** Stops listening, ends every connection, flushes the log, removes the socket. */
   close(): Promise<void>;
 }
@@ -269,7 +271,7 @@ export function createEgressGateway(options: EgressGatewayOptions): EgressGatewa
       return true;
     },
     counters: () => gateway.counters(),
-    warmUp: () => gateway.warmUp(),
+    warmUp: (when) => gateway.warmUp(when),
     close,
   };
 }

@@ -73,8 +73,13 @@ export interface GatewayState extends GatewayContext {
   destroyUpstreams(): void;
   reload(rules: GatewayRules): { revoked: number };
   counters(): EgressCounters;
-  /** Builds the upstream trust of inspected connections now (EgressGateway.warmUp). */
-  warmUp(): void;
+  /** Builds the upstream trust of inspected connections (EgressGateway.warmUp). */
+  warmUp(options?: WarmUpOptions): void;
+}
+
+export interface WarmUpOptions {
+  /** Begins once the gateway has refused this host (the canaries' probe), not now. */
+  afterRefusing?: string;
 }
 
 /**
@@ -113,6 +118,23 @@ export function createGatewayContext(
   const inspectedTunnels = new WeakSet<OpenTunnel>();
   const clientReads = new WeakMap<Socket, PooledReads>();
   let upstreamTrust: UpstreamTrustInSteps | undefined;
+  let warmUpAfter: string | undefined;
+
+  function startWarmUp(): void {
+    const inspect = options.inspect;
+    if (!inspect) return;
+    inspect.leaves.warmUp?.();
+    const trust = (upstreamTrust ??= upstreamTrustInSteps(inspect.upstreamCa));
+    // A step per turn of the event loop: the cell's connections are served in between.
+    const step = (): void => {
+      try {
+        if (!trust.step()) setImmediate(step);
+      } catch {
+        // Never the run's error: the first inspected connection meets it again (upstreamTrustOf).
+      }
+    };
+    setImmediate(step);
+  }
 
   function record(kind: EgressKind, started: number, outcome: Outcome): void {
     const cleartext = kind === 'http' || outcome.cleartext === true;
@@ -239,6 +261,10 @@ export function createGatewayContext(
     refuseRaw(kind, client, denial, started, address = null) {
       record(kind, started, { ...denial, address, decision: 'deny' });
       endRefused(client, rawDenyResponse(denial));
+      if (warmUpAfter !== undefined && normalizeHost(denial.host) === warmUpAfter) {
+        warmUpAfter = undefined;
+        setImmediate(startWarmUp); // after the refusal is on its way
+      }
     },
     openLogs: async () => {
       await log.open();
@@ -275,20 +301,10 @@ export function createGatewayContext(
       return { revoked };
     },
     counters: () => log.counters(),
-    warmUp() {
-      const inspect = options.inspect;
-      if (!inspect) return;
-      inspect.leaves.warmUp?.();
-      const trust = (upstreamTrust ??= upstreamTrustInSteps(inspect.upstreamCa));
-      // A step per turn of the event loop: the cell's first connections are served in between.
-      const step = (): void => {
-        try {
-          if (!trust.step()) setImmediate(step);
-        } catch {
-          // Never the run's error: the first inspected connection meets it again (upstreamTrustOf).
-        }
-      };
-      setImmediate(step);
+    warmUp(when = {}) {
+      if (!options.inspect) return;
+      if (when.afterRefusing === undefined) startWarmUp();
+      else warmUpAfter = normalizeHost(when.afterRefusing);
     },
   };
 }
