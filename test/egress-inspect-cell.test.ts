@@ -286,6 +286,38 @@ describe('inspected egress from a real cell (bwrap)', () => {
     }
   });
 
+  it('a leaf minted in one run is served by the next from the cell CA’s cache; a damaged one is minted again', async () => {
+    const sb = sandbox(['inspect = ["api.test"]']);
+    try {
+      const fetch = async (): Promise<string> => {
+        const r = await runCli(
+          ['run', '--', 'curl', '-sS', '-o', '/dev/null', '-w', '%{http_code}', `https://api.test:${port}/ok`],
+          sb,
+        );
+        assert.equal(r.status, 0, r.stderr);
+        return r.stdout;
+      };
+      assert.equal(await fetch(), '200');
+      const leaves = join(cellDirOf(sb), 'egress', 'ca', 'leaves');
+      const [name, ...others] = readdirSync(leaves);
+      assert.ok(name !== undefined && others.length === 0, `one leaf: ${readdirSync(leaves).join(', ')}`);
+      const file = join(leaves, name);
+      const first = readFileSync(file, 'utf8');
+      const firstStat = statSync(file);
+      assert.equal(firstStat.mode & 0o777, 0o600);
+      assert.equal(await fetch(), '200');
+      assert.equal(readFileSync(file, 'utf8'), first, 'served from the cache, not minted again');
+      assert.equal(statSync(file).mtimeMs, firstStat.mtimeMs);
+      writeFileSync(file, first.replace(/-----BEGIN PRIVATE KEY[\s\S]*$/, ''));
+      assert.equal(await fetch(), '200');
+      const again = readFileSync(file, 'utf8');
+      assert.notEqual(again, first, 'minted again');
+      assert.match(again, /-----BEGIN PRIVATE KEY-----/);
+    } finally {
+      sb.cleanup();
+    }
+  });
+
   it('a proxy-injected secret reaches only its host and never the cell, its logs, spy or receipt', async () => {
     const sb = sandbox([
       'inspect = ["second.test"]',

@@ -10,6 +10,7 @@ import type { CellCaFiles } from './cell-trust.js';
 import { makeDirs } from '../../_internal/make-dirs.js';
 import { writeFileAtomic } from '../../_internal/atomic-file.js';
 import { CA_RENEW_BEFORE_MS } from './ready-cell-ca.js';
+import { dropLeafCache, type LeafCache } from './leaf-cache.js';
 
 x509.cryptoProvider.set(webcrypto as unknown as Crypto);
 
@@ -40,6 +41,7 @@ export async function loadOrCreateCellCa(files: CellCaFiles, cell: string, now =
     const loaded = await loadCellCa(files);
     if (loaded.certificate.notAfter.getTime() - now.getTime() > CA_RENEW_BEFORE_MS) return loaded;
   }
+  dropLeafCache(files); // none of them chains to the new CA
   const keys = await webcrypto.subtle.generateKey(ALGORITHM, true, ['sign', 'verify']);
   const name = `CN=agentcell cell CA (${cell.replace(/[,+="\\<>;#]/g, '_')}), O=agentcell`;
   const certificate = await x509.X509CertificateGenerator.createSelfSigned({
@@ -87,14 +89,19 @@ export async function loadCellCa(files: CellCaFiles): Promise<CellCa> {
 /**
  * Mints leaf certificates for inspected hosts, signed by the cell CA, one per host name
  * and cached for the gateway's life (ECDSA P-256: a few ms the first time, nothing after).
- * All leaves share one key made when the minter is: it never leaves the gateway's memory.
+ * The leaves one minter makes share one key made when the minter is. With a `cache`
+ * (leaf-cache.ts), a valid leaf an earlier run minted is served as it is, and what is
+ * minted is kept there, key included, beside the CA key.
  */
 export interface LeafMinter {
   secureContext(host: string): Promise<SecureContext>;
 }
 
-export function createLeafMinter(ca: CellCa, now: () => Date = () => new Date()): LeafMinter {
-  const cache = new Map<string, Promise<SecureContext>>();
+export function createLeafMinter(
+  ca: CellCa,
+  { now = () => new Date(), cache }: { now?: () => Date; cache?: LeafCache } = {},
+): LeafMinter {
+  const contexts = new Map<string, Promise<SecureContext>>();
   const leafKeys = webcrypto.subtle.generateKey(ALGORITHM, true, ['sign', 'verify']);
   const leafKeyPem = leafKeys.then(async (keys) =>
     pem('PRIVATE KEY', Buffer.from(await webcrypto.subtle.exportKey('pkcs8', keys.privateKey))),
@@ -122,16 +129,20 @@ export function createLeafMinter(ca: CellCa, now: () => Date = () => new Date())
         await x509.AuthorityKeyIdentifierExtension.create(ca.certificate),
       ],
     });
-    return createSecureContext({ key: await leafKeyPem, cert: certificate.toString('pem'), minVersion: 'TLSv1.2' });
+    const certPem = certificate.toString('pem');
+    const keyPem = await leafKeyPem;
+    cache?.save(host, certPem, keyPem);
+    return createSecureContext({ key: keyPem, cert: certPem, minVersion: 'TLSv1.2' });
   }
 
   return {
     secureContext(host) {
-      let context = cache.get(host);
+      let context = contexts.get(host);
       if (!context) {
-        context = mint(host);
-        cache.set(host, context);
-        context.catch(() => cache.delete(host));
+        const cached = cache?.context(host);
+        context = cached ? Promise.resolve(cached) : mint(host);
+        contexts.set(host, context);
+        context.catch(() => contexts.delete(host));
       }
       return context;
     },

@@ -16,6 +16,8 @@ import type { ProxySecret } from '../rules/inspect-rules.js';
 import { makeDirs } from '../../_internal/make-dirs.js';
 import { readyCellCaPem, writeTrustBundle } from '../cell/ready-cell-ca.js';
 import type { LeafMinter } from '../cell/cell-ca.js';
+import { openLeafCache, type LeafCache } from '../cell/leaf-cache.js';
+import type { SecureContext } from 'node:tls';
 import { neutralRuntimeDir } from '../../_internal/neutral-dir.js';
 
 /** A unix socket path is at most 107 bytes on Linux; leave room. */
@@ -196,13 +198,13 @@ async function prepareInspection(
   let leaves: GatewayInspectOptions['leaves'];
   if (readyPem !== undefined) {
     writeTrustBundle(inspection.ca, readyPem, inspection.systemBundle);
-    leaves = deferredLeaves(inspection.ca, names);
+    leaves = deferredLeaves(inspection.ca, openLeafCache(inspection.ca, readyPem), names);
   } else {
     const { createLeafMinter, loadOrCreateCellCa } = await import('../cell/cell-ca.js');
     const ca = await loadOrCreateCellCa(inspection.ca, cell);
     writeTrustBundle(inspection.ca, ca.certPem, inspection.systemBundle);
-    leaves = createLeafMinter(ca);
-    premint(leaves, names);
+    leaves = createLeafMinter(ca, { cache: openLeafCache(inspection.ca, ca.certPem) });
+    premint(leaves, [...names]);
   }
   return {
     leaves,
@@ -212,19 +214,33 @@ async function prepareInspection(
   };
 }
 
-/** The leaf minter of a ready CA, loaded at the warm-up or the first connection, whichever comes first. */
-function deferredLeaves(files: CellCaFiles, names: Set<string>): GatewayInspectOptions['leaves'] {
+/**
+ * The leaves of a ready CA: a valid one an earlier run minted is served from the cache; the
+ * minter (@peculiar/x509 and the CA key) is loaded only for a name without one, at the
+ * warm-up or that name's first connection, whichever comes first.
+ */
+function deferredLeaves(files: CellCaFiles, cache: LeafCache, names: Set<string>): GatewayInspectOptions['leaves'] {
   let minter: Promise<LeafMinter> | undefined;
   const load = (): Promise<LeafMinter> =>
     (minter ??= import('../cell/cell-ca.js').then(async ({ createLeafMinter, loadCellCa }) =>
-      createLeafMinter(await loadCellCa(files)),
+      createLeafMinter(await loadCellCa(files), { cache }),
     ));
+  const cached = new Map<string, SecureContext | undefined>();
+  const fromCache = (host: string): SecureContext | undefined => {
+    if (!cached.has(host)) cached.set(host, cache.context(host));
+    return cached.get(host);
+  };
   return {
-    secureContext: (host) => load().then((m) => m.secureContext(host)),
+    secureContext: (host) => {
+      const context = fromCache(host);
+      return context ? Promise.resolve(context) : load().then((m) => m.secureContext(host));
+    },
     warmUp: () => {
+      const missing = [...names].filter((host) => fromCache(host) === undefined);
+      if (missing.length === 0) return;
       // A failure here is the first connection's too, which fails closed with it.
       load().then(
-        (m) => premint(m, names),
+        (m) => premint(m, missing),
         () => undefined,
       );
     },
@@ -232,7 +248,7 @@ function deferredLeaves(files: CellCaFiles, names: Set<string>): GatewayInspectO
 }
 
 /** Mints the leaves of the names known now, so the first connection to each finds it ready. */
-function premint(leaves: LeafMinter, names: Set<string>): void {
+function premint(leaves: LeafMinter, names: readonly string[]): void {
   for (const host of names) leaves.secureContext(host).catch(() => undefined);
 }
 
