@@ -134,6 +134,12 @@ export async function runPrepared(
             });
       if (prepared.spec.workspace.mode === 'direct') await gitBefore; // its "before" must not see the command's writes
       startCanaries(prepared.canaries);
+      // The gateway's warm-up (the leaf minter, the upstream trust store) waits for the canaries'
+      // refused probe where there is one, the cell's last step before its command, so the cell's
+      // handoff and probe don't wait behind it: armed before the cell starts, so the probe can't
+      // come first.
+      const probed = gateway !== undefined && prepared.canaries.probesGateway;
+      if (probed) gateway.gateway.warmUp({ afterRefusing: CANARY_HOST });
       onStart();
       const running = runBackend(prepared, {
         stop: stop.signal,
@@ -142,12 +148,9 @@ export async function runPrepared(
       if (prepared.scanCache) writeJsonCache(prepared.scanCache.path, prepared.scanCache.cache);
       if (prepared.digestCache) writeJsonCache(prepared.digestCache.path, prepared.digestCache.cache);
       // While the command runs: load the signing key and receipt any run a killed agentcell left;
-      // build what the command's first inspected connection would wait on (the leaf minter, the
-      // upstream trust store) while it starts up, from the canaries' refused probe where there
-      // is one (the cell's last step before its command: its handoff and probe don't wait behind
-      // it); remove what killed runs left on /dev/shm.
+      // without a probe, warm the gateway up now; remove what killed runs left on /dev/shm.
       store = await openReceipts(paths, tx);
-      gateway?.gateway.warmUp(prepared.canaries.probesGateway ? { afterRefusing: CANARY_HOST } : {});
+      if (!probed) gateway?.gateway.warmUp();
       sweepNeutralDir();
       outcome = await running.finally(() => diskWatch?.stop());
       const diskHit = await diskWatch?.stop();
