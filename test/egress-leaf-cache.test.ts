@@ -1,5 +1,8 @@
+// @peculiar/x509 resolves its algorithm providers through tsyringe, which needs the Reflect metadata polyfill.
+import 'reflect-metadata';
+import * as x509 from '@peculiar/x509';
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
+import { createHash, webcrypto } from 'node:crypto';
 import {
   copyFileSync,
   existsSync,
@@ -15,7 +18,7 @@ import { join } from 'node:path';
 import { createServer, isIP, type LookupFunction } from 'node:net';
 import { connect, TLSSocket, type SecureContext } from 'node:tls';
 import { after, describe, it } from 'node:test';
-import { createLeafMinter, loadOrCreateCellCa } from '../src/egress/cell/cell-ca.js';
+import { createLeafMinter, loadOrCreateCellCa, type CellCa } from '../src/egress/cell/cell-ca.js';
 import { cellCaFiles, type CellCaFiles } from '../src/egress/cell/cell-trust.js';
 import { openLeafCache } from '../src/egress/cell/leaf-cache.js';
 import { makeCerts } from './make-certs.js';
@@ -34,6 +37,31 @@ function caFiles(): CellCaFiles {
 
 function leafPath(files: CellCaFiles, host: string): string {
   return join(files.dir, 'leaves', `${createHash('sha256').update(host).digest('hex')}.pem`);
+}
+
+/** A CA certificate (pathlen 0) for `host`, issued by `ca`, followed by its own key. */
+async function caForHost(ca: CellCa, host: string): Promise<string> {
+  const algorithm = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const;
+  const keys = await webcrypto.subtle.generateKey(algorithm, true, ['sign', 'verify']);
+  const now = Date.now();
+  const certificate = await x509.X509CertificateGenerator.create({
+    serialNumber: '01',
+    subject: `CN=${host}`,
+    issuer: ca.certificate.subject,
+    notBefore: new Date(now - 3_600_000),
+    notAfter: new Date(now + 7 * DAY_MS),
+    signingKey: ca.privateKey,
+    publicKey: keys.publicKey,
+    signingAlgorithm: algorithm,
+    extensions: [
+      new x509.BasicConstraintsExtension(true, 0, true),
+      new x509.SubjectAlternativeNameExtension([{ type: 'dns', value: host }]),
+      await x509.AuthorityKeyIdentifierExtension.create(ca.certificate),
+    ],
+  });
+  const key = Buffer.from(await webcrypto.subtle.exportKey('pkcs8', keys.privateKey)).toString('base64');
+  const keyPem = `-----BEGIN PRIVATE KEY-----\n${key.match(/.{1,64}/g)?.join('\n') ?? ''}\n-----END PRIVATE KEY-----\n`;
+  return `${certificate.toString('pem')}\n${keyPem}`;
 }
 
 /** Every name is the loopback here: the server is. */
@@ -110,9 +138,13 @@ describe('cached leaves of the cell CA', () => {
     );
     writeFileSync(leafPath(files, 'other.test'), other.replace(/-----BEGIN PRIVATE KEY[\s\S]*$/, thirdKey));
     assert.equal(cache.context('other.test'), undefined, 'a key that is not the certificate’s');
-    // The CA itself (certificate and key) as the leaf.
-    writeFileSync(api, `${ca.certPem}${readFileSync(files.key, 'utf8')}`);
+    // A CA certificate for exactly this name, issued and signed by this CA, with its key and
+    // good dates: only being a CA is wrong with it.
+    writeFileSync(api, await caForHost(ca, 'api.test'));
     assert.equal(cache.context('api.test'), undefined, 'a CA certificate');
+    // The cell CA itself (certificate and key) as the leaf.
+    writeFileSync(api, `${ca.certPem}${readFileSync(files.key, 'utf8')}`);
+    assert.equal(cache.context('api.test'), undefined, 'the cell CA');
     // A leaf for the name signed by another CA, with its key.
     const foreign = await makeCerts(files.dir, 'foreign', ['api.test']);
     writeFileSync(api, `${foreign.cert.toString()}\n${foreign.key.toString()}`);

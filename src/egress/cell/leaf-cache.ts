@@ -30,7 +30,8 @@ export interface LeafCache {
 
 export function openLeafCache(files: CellCaFiles, caCertPem: string, now: () => number = Date.now): LeafCache {
   const dir = join(files.dir, 'leaves');
-  const ca = new X509Certificate(caCertPem);
+  // Parsed at the first lookup, not before the cell starts (a run may inspect nothing).
+  let ca: X509Certificate | undefined;
   const path = (host: string): string => join(dir, `${createHash('sha256').update(host).digest('hex')}.pem`);
   return {
     context(host) {
@@ -41,6 +42,7 @@ export function openLeafCache(files: CellCaFiles, caCertPem: string, now: () => 
         return undefined;
       }
       try {
+        ca ??= new X509Certificate(caCertPem);
         const leaf = new X509Certificate(text);
         const key = createPrivateKey(text);
         const at = now();
