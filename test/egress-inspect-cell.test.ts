@@ -286,7 +286,7 @@ describe('inspected egress from a real cell (bwrap)', () => {
     }
   });
 
-  it('a leaf minted in one run is served by the next from the cell CA’s cache; a damaged one is minted again', async () => {
+  it('a leaf minted in one run is served by the next from the cell CA’s cache (a damaged one is minted again), and the upstream’s CA is kept', async () => {
     const sb = sandbox(['inspect = ["api.test"]']);
     try {
       const fetch = async (): Promise<string> => {
@@ -298,6 +298,10 @@ describe('inspected egress from a real cell (bwrap)', () => {
         return r.stdout;
       };
       assert.equal(await fetch(), '200');
+      // The CA the upstream's chain ended in is kept beside the cell CA (upstream-trust.ts), nothing else.
+      const anchors = join(cellDirOf(sb), 'egress', 'ca', 'upstream-anchors.pem');
+      assert.equal(readFileSync(anchors, 'utf8').trim(), readFileSync(upstreamCa, 'utf8').trim());
+      assert.equal(statSync(anchors).mode & 0o777, 0o600);
       const leaves = join(cellDirOf(sb), 'egress', 'ca', 'leaves');
       const [name, ...others] = readdirSync(leaves);
       assert.ok(name !== undefined && others.length === 0, `one leaf: ${readdirSync(leaves).join(', ')}`);

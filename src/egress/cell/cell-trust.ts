@@ -25,11 +25,19 @@ export interface CellCaFiles {
   key: string;
   /** System CAs + the cell CA, rewritten each run. */
   bundle: string;
+  /** The upstream CAs this cell's inspected hosts chained to (upstream-trust.ts): the gateway's, never bound in. */
+  upstreamAnchors: string;
 }
 
 /** The CA files in a directory (a cell's is `<cellDir>/egress/ca`, 0700). */
 export function cellCaFiles(dir: string): CellCaFiles {
-  return { dir, cert: join(dir, 'ca.crt'), key: join(dir, 'ca.key'), bundle: join(dir, 'trust-bundle.crt') };
+  return {
+    dir,
+    cert: join(dir, 'ca.crt'),
+    key: join(dir, 'ca.key'),
+    bundle: join(dir, 'trust-bundle.crt'),
+    upstreamAnchors: join(dir, 'upstream-anchors.pem'),
+  };
 }
 
 /** The variables that make the usual TLS stacks trust the cell CA (Node adds it to its own roots). */

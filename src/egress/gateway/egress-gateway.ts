@@ -17,6 +17,7 @@ import { createPooledReads } from '../stream/pooled-reads.js';
 import { readFrame } from '../stream/read-frame.js';
 import { createGatewayContext, type WarmUpOptions } from './gateway-context.js';
 import type { LookupFunction } from './open-destination.js';
+import type { UpstreamAnchors } from './upstream-trust.js';
 
 /** Everything the gateway enforces from `[network]`: host rules plus inspection and L7 rules. */
 export type GatewayRules = HostRules & InspectRules;
@@ -31,6 +32,8 @@ export interface GatewayInspectOptions {
   };
   /** PEM CAs an inspected upstream must chain to: system CAs plus `upstream_ca`. */
   upstreamCa: readonly string[];
+  /** The CAs earlier runs' upstreams chained to, tried first (upstream-trust.ts); without it, every CA at once. */
+  upstreamAnchors?: UpstreamAnchors;
   /** `inject = "proxy"` secrets, values read on the host; their hosts are inspected. */
   secrets?: readonly ProxySecret[];
   /** The run's spy log (LLM API calls through inspected hosts, JSONL, 0600). */

@@ -1,5 +1,4 @@
 import type { Socket } from 'node:net';
-import type { SecureContext } from 'node:tls';
 import { AgentcellError } from '../../errors.js';
 import { createEgressLog, type EgressCounters, type EgressEvent, type EgressKind } from '../log/egress-log.js';
 import { createSpyLog, redactSecrets, type SpyLog } from '../log/spy-log.js';
@@ -12,7 +11,7 @@ import { compileHostRules, learningMatcher, normalizeHost, type HostMatcher } fr
 import { compileInspectRules, type InspectMatcher, type InspectRules } from '../rules/inspect-rules.js';
 import { createPooledReads, type PooledReads } from '../stream/pooled-reads.js';
 import type { EgressGatewayOptions, GatewayInspectOptions, GatewayRules } from './egress-gateway.js';
-import { upstreamTrustInSteps, type UpstreamTrustInSteps } from './upstream-trust.js';
+import { upstreamTrust, type UpstreamTrust } from './upstream-trust.js';
 import { openDestination, systemLookup, type DestinationRequest, type DestinationResult } from './open-destination.js';
 import { checkCredentials, checkProxyAuthorization } from './proxy-auth.js';
 
@@ -117,20 +116,20 @@ export function createGatewayContext(
   const tunnels = new Set<OpenTunnel>();
   const inspectedTunnels = new WeakSet<OpenTunnel>();
   const clientReads = new WeakMap<Socket, PooledReads>();
-  let upstreamTrust: UpstreamTrustInSteps | undefined;
+  let upstream: UpstreamTrust | undefined;
   let warmUpAfter: string | undefined;
 
   function startWarmUp(): void {
     const inspect = options.inspect;
     if (!inspect) return;
     inspect.leaves.warmUp?.();
-    const trust = (upstreamTrust ??= upstreamTrustInSteps(inspect.upstreamCa));
+    const trust = upstreamOf(inspect);
     // A step per turn of the event loop: the cell's connections are served in between.
     const step = (): void => {
       try {
         if (!trust.step()) setImmediate(step);
       } catch {
-        // Never the run's error: the first inspected connection meets it again (upstreamTrustOf).
+        // Never the run's error: the first inspected connection meets it again (upstreamOf).
       }
     };
     setImmediate(step);
@@ -201,10 +200,9 @@ export function createGatewayContext(
     };
   }
 
-  /** Parsing a few hundred CAs takes ~25 ms: once per gateway (in steps from warmUp, the rest at its first use), not per connection. */
-  function upstreamTrustOf(inspect: GatewayInspectOptions): SecureContext {
-    upstreamTrust ??= upstreamTrustInSteps(inspect.upstreamCa);
-    return upstreamTrust.context();
+  /** Once per gateway (built in steps from warmUp, the rest at its first use), not per connection. */
+  function upstreamOf(inspect: GatewayInspectOptions): UpstreamTrust {
+    return (upstream ??= upstreamTrust(inspect.upstreamCa, inspect.upstreamAnchors));
   }
 
   function inspectContext(target: TunnelTarget): InspectContext {
@@ -212,7 +210,9 @@ export function createGatewayContext(
     if (!inspect) throw new AgentcellError('INTERNAL', 'inspection without a cell CA');
     return {
       secureContext: (host) => inspect.leaves.secureContext(host),
-      upstreamTrust: () => upstreamTrustOf(inspect),
+      upstreamTrust: () => upstreamOf(inspect).first(),
+      fullUpstreamTrust: () => upstreamOf(inspect).full(),
+      verifiedUpstream: (socket) => upstreamOf(inspect).learn(socket),
       inspection: () => inspection,
       async reopen() {
         const result = await destination({ host: target.host, port: target.port });

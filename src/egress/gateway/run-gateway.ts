@@ -17,6 +17,7 @@ import { makeDirs } from '../../_internal/make-dirs.js';
 import { readyCellCaPem, writeTrustBundle } from '../cell/ready-cell-ca.js';
 import type { LeafMinter } from '../cell/cell-ca.js';
 import { openLeafCache, type LeafCache } from '../cell/leaf-cache.js';
+import { upstreamAnchorsFile } from './upstream-trust.js';
 import type { SecureContext } from 'node:tls';
 import { neutralRuntimeDir } from '../../_internal/neutral-dir.js';
 
@@ -209,6 +210,7 @@ async function prepareInspection(
   return {
     leaves,
     upstreamCa: inspection.upstreamCa,
+    upstreamAnchors: upstreamAnchorsFile(inspection.ca.upstreamAnchors),
     secrets: inspection.secrets,
     ...(spyLogPath !== undefined ? { spyLogPath } : {}),
   };

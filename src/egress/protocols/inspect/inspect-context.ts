@@ -1,5 +1,5 @@
 import type { Socket } from 'node:net';
-import type { SecureContext } from 'node:tls';
+import type { SecureContext, TLSSocket } from 'node:tls';
 import type { EgressEvent } from '../../log/egress-log.js';
 import type { LlmProvider, SpyRecorder } from '../../log/spy-log.js';
 import type { InspectMatcher } from '../../rules/inspect-rules.js';
@@ -22,8 +22,16 @@ export interface LlmRequestStart {
 export interface InspectContext {
   /** The leaf certificate for a host, signed by the cell CA (cached). */
   secureContext(host: string): Promise<SecureContext>;
-  /** Trusts what an upstream certificate must chain to (system CAs plus `upstream_ca`); made once per gateway. */
-  upstreamTrust(): SecureContext;
+  /**
+   * What an upstream certificate is verified against first: the CAs earlier runs' upstreams
+   * chained to (`partial`: a chain it cannot verify gets a second try with `fullUpstreamTrust`),
+   * or every CA an upstream may chain to (system CAs plus `upstream_ca`). Made once per gateway.
+   */
+  upstreamTrust(): { context: SecureContext; partial: boolean };
+  /** Every CA an upstream may chain to. */
+  fullUpstreamTrust(): SecureContext;
+  /** Told of each upstream verified against every CA: the CA its chain ends in is remembered. */
+  verifiedUpstream(socket: TLSSocket): void;
   /** The inspect rules in force now (a reload may replace them). */
   inspection(): InspectMatcher;
   /** A new checked TCP connection to the same destination, for requests after the first connection closed. */

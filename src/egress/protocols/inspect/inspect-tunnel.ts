@@ -2,7 +2,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { Socket } from 'node:net';
 import { ipFamily } from '../../../_internal/ip-family.js';
 import type { Duplex } from 'node:stream';
-import { connect as tlsConnect, TLSSocket } from 'node:tls';
+import { connect as tlsConnect, TLSSocket, type SecureContext } from 'node:tls';
 import type { EgressReason } from '../../log/egress-log.js';
 import { withPrefix } from '../../stream/prefixed-stream.js';
 import { FrameError } from '../../stream/read-frame.js';
@@ -16,6 +16,9 @@ import { UpstreamAgent } from './upstream-agent.js';
 
 /** A client that doesn't finish its TLS handshake with the gateway in this time is dropped. */
 const HANDSHAKE_TIMEOUT_MS = 30_000;
+
+/** Upstream handshake errors of a certificate chain that did not verify. */
+const untrustedChains = new WeakSet<Error>();
 
 /**
  * Terminates the client's TLS with a leaf minted for the target (its ClientHello must
@@ -72,6 +75,23 @@ export function inspectTunnel(
   });
 
   async function openUpstream(): Promise<Duplex> {
+    const first = context.upstreamTrust();
+    let secure: TLSSocket;
+    try {
+      secure = await handshake(first.context);
+    } catch (error) {
+      // The CAs earlier runs' upstreams chained to don't verify this one: every CA may (and decides).
+      if (!first.partial || !untrustedChains.has(error as Error)) throw error;
+      secure = await handshake(context.fullUpstreamTrust());
+      context.verifiedUpstream(secure);
+      return secure;
+    }
+    if (!first.partial) context.verifiedUpstream(secure);
+    return secure;
+  }
+
+  /** TLS to the target, verified against `trust`, over the CONNECT's own connection or a new checked one. */
+  async function handshake(trust: SecureContext): Promise<TLSSocket> {
     let raw = spare;
     spare = undefined;
     if (!raw || raw.destroyed) {
@@ -83,7 +103,7 @@ export function inspectTunnel(
       socket: raw,
       ...(name !== undefined ? { servername: name } : {}),
       host: target.host,
-      secureContext: context.upstreamTrust(),
+      secureContext: trust,
       ALPNProtocols: ['http/1.1'],
     });
     const upstreamRaw = raw;
@@ -94,6 +114,7 @@ export function inspectTunnel(
       });
       secure.once('error', (error: Error) => {
         upstreamRaw.destroy();
+        if (chainFailed(secure)) untrustedChains.add(error);
         reject(error);
       });
     });
@@ -150,6 +171,13 @@ export function inspectTunnel(
     .catch(destroyAll);
 
   return done;
+}
+
+/** Whether an upstream's certificate chain did not verify (a name it doesn't hold is not the store's doing). */
+function chainFailed(secure: TLSSocket): boolean {
+  // node keeps the verification error's code here, a string whatever the types say; null when it passed
+  const code: unknown = secure.authorizationError;
+  return code !== null && code !== undefined && code !== 'ERR_TLS_CERT_ALTNAME_INVALID';
 }
 
 /** Only TLS naming the target is inspected; anything else to an inspected host is refused. */
