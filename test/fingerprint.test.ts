@@ -44,7 +44,9 @@ for (const backend of TEST_BACKENDS) {
       assert.equal(run.status, 0, run.stderr);
       const receipt = acJson<Receipt>(sb, 'receipt', 'show', '--latest', '--format', 'json');
       const again = acJson<Record<string, unknown>>(sb, 'fingerprint', ...backendArgs(backend), '--json');
-      assert.equal(receipt.fingerprint, `sha256:${sha256(canonicalJson(again))}`);
+      // On a mismatch, both fingerprints taken around the run say which field moved.
+      const taken = `before the run: ${JSON.stringify(fingerprint)}\nafter it: ${JSON.stringify(again)}`;
+      assert.equal(receipt.fingerprint, `sha256:${sha256(canonicalJson(again))}`, taken);
     });
   });
 }

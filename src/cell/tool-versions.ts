@@ -12,16 +12,23 @@ const ToolVersionsSchema = z.record(
   z.object({ path: z.string(), mtimeMs: z.number(), size: z.number(), version: z.string() }),
 );
 
+export interface ToolVersionOptions {
+  env?: NodeJS.ProcessEnv;
+  /** The version from `--version`'s output (default: its first line). */
+  parse?: (output: string) => string;
+  /** How long `--version` may take (default 10 s: an engine CLI on a loaded machine is slow). */
+  timeoutMs?: number;
+}
+
 /**
  * A tool's `--version`, remembered per binary (path, size and mtime) in the state dir:
  * receipts record versions, and spawning the tool on every run would cost milliseconds.
+ * A tool that exits non-zero is remembered as `unknown`; one that timed out or could not
+ * be started is `unknown` this time only, so a slow moment never sticks to the binary
+ * (receipts hash fingerprints holding these versions: a stuck `unknown` would split them).
  */
-export function toolVersion(
-  stateDir: string,
-  tool: string,
-  env: NodeJS.ProcessEnv = process.env,
-  parse: (output: string) => string = firstLine,
-): string {
+export function toolVersion(stateDir: string, tool: string, options: ToolVersionOptions = {}): string {
+  const { env = process.env, parse = firstLine, timeoutMs = 10_000 } = options;
   const path = findExecutable(tool, env);
   if (!path) return 'not found';
   const stat = statSync(path);
@@ -29,7 +36,8 @@ export function toolVersion(
   const cache = readJsonCache(cacheFile, ToolVersionsSchema) ?? {};
   const hit = cache[tool];
   if (hit && hit.path === path && hit.mtimeMs === stat.mtimeMs && hit.size === stat.size) return hit.version;
-  const result = spawnSync(path, ['--version'], { encoding: 'utf8', timeout: 3000 });
+  const result = spawnSync(path, ['--version'], { encoding: 'utf8', timeout: timeoutMs });
+  if (result.error || result.status === null) return 'unknown';
   const version = result.status === 0 ? parse(result.stdout) : 'unknown';
   cache[tool] = { path, mtimeMs: stat.mtimeMs, size: stat.size, version };
   writeJsonCache(cacheFile, cache);

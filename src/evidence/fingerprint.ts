@@ -35,7 +35,7 @@ export interface FingerprintInput {
  */
 export function fingerprintOf(input: FingerprintInput): Fingerprint {
   const { backend, spec, stateDir, hostEnv } = input;
-  const version = (tool: string): string => toolVersion(stateDir, tool, hostEnv, versionNumber);
+  const version = (tool: string): string => toolVersion(stateDir, tool, { env: hostEnv, parse: versionNumber });
   const engine = engineOf(backend.name);
   return {
     schema: FINGERPRINT_SCHEMA_ID,
@@ -164,7 +164,8 @@ function runtimeOf(
   let name = hit && hit.path === path && hit.mtimeMs === stat.mtimeMs && hit.size === stat.size ? hit.runtime : '';
   if (!name) {
     const format = engine === 'podman' ? '{{.Host.OCIRuntime.Name}}' : '{{.DefaultRuntime}}';
-    const r = queryEngineSync(path, ['info', '--format', format], { env: hostEnv, timeout: 10_000 });
+    // Generous: an answer that came too late would be `unknown` in this fingerprint only, and its hash would differ.
+    const r = queryEngineSync(path, ['info', '--format', format], { env: hostEnv, timeout: 60_000 });
     name = r.status === 0 && r.stdout.trim() ? r.stdout.trim() : 'unknown';
     if (name !== 'unknown') {
       cache[engine] = { path, mtimeMs: stat.mtimeMs, size: stat.size, runtime: name };

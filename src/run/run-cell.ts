@@ -214,7 +214,7 @@ export async function runPrepared(
 /** The receipt fields known before the command starts (git state comes at the end, read meanwhile). */
 function runDraft(prepared: PreparedRun, paths: AgentcellPaths, before: string | null): RunDraft {
   const { spec, resolved, assurance, backend } = prepared;
-  const backendVersion = toolVersion(paths.state, backend.tool, process.env, versionNumber);
+  const backendVersion = toolVersion(paths.state, backend.tool, { parse: versionNumber });
   const draft: RunDraft = {
     command: unwrapCanaryPrelude(spec.argv),
     policy: { hash: resolved.hash, mode: resolved.policy.cell.mode },
