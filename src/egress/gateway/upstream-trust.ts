@@ -17,6 +17,8 @@ export interface UpstreamTrustInSteps {
   step(): boolean;
   /** The context with every CA in: what is left is added now. */
   context(): SecureContext;
+  /** The distinct PEM blocks the context is built from. */
+  readonly blocks: readonly string[];
 }
 
 /**
@@ -40,6 +42,7 @@ export function upstreamTrustInSteps(pems: readonly string[]): UpstreamTrustInSt
     return next >= blocks.length;
   };
   return {
+    blocks,
     step: () => add(next + CAS_PER_STEP),
     context: () => {
       add(blocks.length);
@@ -132,9 +135,10 @@ export function upstreamTrust(pems: readonly string[], anchors?: UpstreamAnchors
     full: () => everyCa().context(),
     learn(socket) {
       if (!anchors) return;
+      // Learning follows a verification against every CA: the store's blocks are split already.
       inStore ??= new Map(
-        distinctPemBlocks(pems)
-          .filter((block) => block.startsWith('-----BEGIN CERTIFICATE-----'))
+        everyCa()
+          .blocks.filter((block) => block.startsWith('-----BEGIN CERTIFICATE-----'))
           .map((block) => [derFingerprint(block), block]),
       );
       const found = chainFingerprints(socket)
