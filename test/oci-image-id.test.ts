@@ -59,3 +59,24 @@ describe('an image id the engine leaves empty', () => {
     });
   }
 });
+
+/**
+ * An engine whose store another command holds locked answers `image inspect` late (seen in
+ * CI, rootless podman, two test files at once): later than the 5 s a doctor probe waits, and
+ * a run still gets its answer.
+ */
+describe('an engine slow to answer image inspect', () => {
+  let dir: string;
+  after(() => removeTrees([dir]));
+
+  it('sync and async: an answer 6 s late is the id, not an error', async () => {
+    dir = mkdtempSync(join(tmpdir(), 'agentcell-slow-podman-'));
+    writeFileSync(join(dir, 'podman'), '#!/bin/sh\nsleep 6\necho 0123abcd\n');
+    chmodSync(join(dir, 'podman'), 0o755);
+    const env = { PATH: `${dir}:/usr/bin:/bin`, HOME: dir };
+    // Both at once: the async one's engine runs while the sync one blocks.
+    const late = inspectImageAsync('podman', 'localhost/x:1', env);
+    assert.equal(inspectImage('podman', 'localhost/x:1', env), 'sha256:0123abcd');
+    assert.equal(await late, 'sha256:0123abcd');
+  });
+});

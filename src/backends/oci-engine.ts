@@ -27,12 +27,19 @@ export const ENGINE_ENV = [
 ] as const;
 
 const PROBE_TIMEOUT_MS = 5000;
+/**
+ * `image inspect`, a run's question about the image it is about to run: an engine whose
+ * store another command holds locked (a build, a pull, another run's setup) answers late,
+ * and a slow answer is not a reason to fail the run.
+ */
+const INSPECT_TIMEOUT_MS = 30_000;
 
 /** The image digest an engine reports for `ref` (`sha256:` + the image id), or undefined when it has no such image. */
 export function inspectImage(engine: OciEngine, ref: string, env: NodeJS.ProcessEnv): string | undefined {
   for (let attempt = 1; ; attempt++) {
-    const result = queryEngineSync(engine, inspectArgs(ref), { env, timeout: PROBE_TIMEOUT_MS });
-    const digest = inspectResult(engine, ref, result, attempt < EMPTY_ID_ATTEMPTS);
+    const result = queryEngineSync(engine, inspectArgs(ref), { env, timeout: INSPECT_TIMEOUT_MS });
+    const timedOut = result.error !== undefined && 'code' in result.error && result.error.code === 'ETIMEDOUT';
+    const digest = inspectResult(engine, ref, { ...result, timedOut }, attempt < EMPTY_ID_ATTEMPTS);
     if (digest !== ASK_AGAIN) return digest;
     Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, EMPTY_ID_PAUSE_MS);
   }
@@ -45,13 +52,15 @@ export async function inspectImageAsync(
   env: NodeJS.ProcessEnv,
 ): Promise<string | undefined> {
   for (let attempt = 1; ; attempt++) {
-    const { error, stdout, stderr } = await queryEngine(engine, inspectArgs(ref), { env, timeout: PROBE_TIMEOUT_MS });
+    const { error, stdout, stderr } = await queryEngine(engine, inspectArgs(ref), { env, timeout: INSPECT_TIMEOUT_MS });
     const status = error ? (typeof error.code === 'number' ? error.code : 1) : 0;
     const spawnError = error && typeof error.code === 'string' ? error : undefined;
+    // execFile kills a command past its timeout and says so with `killed` (no code).
+    const timedOut = error !== null && (error as { killed?: boolean }).killed === true;
     const digest = inspectResult(
       engine,
       ref,
-      { status, stdout, stderr, error: spawnError },
+      { status, stdout, stderr, error: spawnError, timedOut },
       attempt < EMPTY_ID_ATTEMPTS,
     );
     if (digest !== ASK_AGAIN) return digest;
@@ -76,11 +85,16 @@ function inspectArgs(ref: string): string[] {
 function inspectResult(
   engine: OciEngine,
   ref: string,
-  result: { status: number | null; stdout: string; stderr: string; error?: Error | undefined },
+  result: { status: number | null; stdout: string; stderr: string; error?: Error | undefined; timedOut: boolean },
   mayAskAgain: boolean,
 ): string | undefined | typeof ASK_AGAIN {
   if (result.error && (result.error as NodeJS.ErrnoException).code === 'ENOENT')
     throw new AgentcellError('BACKEND_UNAVAILABLE', `${engine} is not installed (run agentcell doctor)`);
+  if (result.timedOut)
+    throw new AgentcellError(
+      'BACKEND_UNAVAILABLE',
+      `${engine} did not answer \`image inspect ${ref}\` within ${INSPECT_TIMEOUT_MS / 1000}s (its store may be locked by another ${engine} command); try again, or run agentcell doctor`,
+    );
   if (result.status !== 0) {
     if (/no such image|image not known|failed to find image/i.test(result.stderr)) return undefined;
     throw new AgentcellError(
