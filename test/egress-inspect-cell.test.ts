@@ -187,7 +187,8 @@ describe('inspected egress from a real cell (bwrap)', () => {
 
   it('curl in the cell trusts the cell CA (variables and the system bundle); Host ≠ SNI, untrusted upstreams refused', async () => {
     const sb = sandbox(['inspect = ["api.test", "second.test", "bad.test"]']);
-    // Node with its default trust plus NODE_EXTRA_CA_CERTS (how Claude Code and Codex's node shims trust the cell CA).
+    // Node as the cell sets it up for Claude Code, Gemini and Codex's node shim: `--use-openssl-ca` in
+    // NODE_OPTIONS, trusting the cell's bundle (SSL_CERT_FILE), with no NODE_EXTRA_CA_CERTS to parse at start-up.
     writeFileSync(
       join(sb.workspace, 'probe.cjs'),
       [
@@ -218,6 +219,7 @@ describe('inspected egress from a real cell (bwrap)', () => {
             `curl -sS -i https://bad.test:${badPort}/ | tr -d '\\r' | grep -i '^x-agentcell-denied'`,
             'test -e /run/agentcell/ca.key || test -e "$HOME/ca.key" || echo no-ca-key-in-cell',
             'node probe.cjs',
+            'echo "node-options=$NODE_OPTIONS extra-ca=${NODE_EXTRA_CA_CERTS:-unset}"',
           ].join('; '),
         ],
         sb,
@@ -228,6 +230,7 @@ describe('inspected egress from a real cell (bwrap)', () => {
       assert.match(r.stdout, /^X-Agentcell-Denied: upstream-cert-invalid$/im);
       assert.match(r.stdout, /^no-ca-key-in-cell$/m);
       assert.match(r.stdout, /^node: HTTP\/1\.1 200 OK$/m);
+      assert.match(r.stdout, /^node-options=--use-openssl-ca extra-ca=unset$/m);
       assert.deepEqual(
         seen.map((s) => s.url),
         ['/via-env', '/via-system-bundle', '/via-node'],

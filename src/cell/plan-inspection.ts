@@ -13,7 +13,7 @@ import { proxySecrets } from './resolve-secrets.js';
 export interface InspectionPlan {
   /** For the gateway (holds secret values: never print it). */
   run: RunInspection;
-  /** The trust variables for the cell (SSL_CERT_FILE, NODE_EXTRA_CA_CERTS, …). */
+  /** The trust variables for the cell (SSL_CERT_FILE, node's, …). */
   env: Record<string, string>;
   /** Read-only binds of the cell CA and the trust bundle. */
   mounts: ExtraMount[];
@@ -28,19 +28,30 @@ export interface InspectionPlan {
  */
 export function planInspection(
   policy: Policy,
-  context: { cellDir: string; rootfs: CellSpec['rootfs']; hostEnv: NodeJS.ProcessEnv; workspace: string },
+  context: {
+    cellDir: string;
+    rootfs: CellSpec['rootfs'];
+    hostEnv: NodeJS.ProcessEnv;
+    workspace: string;
+    /** The cell's NODE_OPTIONS without the trust variables (its policy's, its agent's). */
+    nodeOptions?: string | undefined;
+  },
 ): InspectionPlan | undefined {
   if (policy.network.inspect.length === 0 && policy.network.rule.length === 0 && proxySecretNames(policy).length === 0)
     return undefined;
   const ca = cellCaFiles(join(context.cellDir, 'egress', 'ca'));
+  const systemBundle = systemBundleOf(context.rootfs)?.onHost;
   return {
     run: {
       ca,
-      systemBundle: systemBundleOf(context.rootfs)?.onHost,
+      systemBundle,
       upstreamCa: upstreamTrust(policy.network.upstream_ca, context.workspace),
       secrets: proxySecrets(policy, context.hostEnv),
     },
-    env: trustEnvironment(),
+    env: trustEnvironment({
+      systemBundle: systemBundle !== undefined,
+      ...(context.nodeOptions !== undefined ? { nodeOptions: context.nodeOptions } : {}),
+    }),
     mounts: trustMounts(ca, context.rootfs),
   };
 }

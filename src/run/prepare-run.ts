@@ -122,7 +122,16 @@ export async function prepareRun(request: RunRequest): Promise<PreparedRun> {
   const agent = await runAgent(request, run, home, hostEnv);
   // An agent's CLI goes first on the cell's PATH.
   const env = agent ? { ...baseEnv, PATH: `${agent.path}:${baseEnv['PATH'] ?? ''}` } : baseEnv;
-  const egress = egressParts({ policy, paths, cell, rootfs, cellPath: env['PATH'], hostEnv, workspace });
+  const egress = egressParts({
+    policy,
+    paths,
+    cell,
+    rootfs,
+    cellPath: env['PATH'],
+    cellNodeOptions: env['NODE_OPTIONS'],
+    hostEnv,
+    workspace,
+  });
   const spec = cellSpec({
     policy,
     paths,

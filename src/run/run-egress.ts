@@ -33,6 +33,8 @@ export function egressParts(context: {
   rootfs: CellSpec['rootfs'];
   /** The cell's PATH, where a directory rootfs's node is looked for. */
   cellPath: string | undefined;
+  /** The cell's NODE_OPTIONS, which the trust variables extend. */
+  cellNodeOptions?: string | undefined;
   hostEnv: NodeJS.ProcessEnv;
   workspace: string;
 }): EgressParts {
@@ -51,6 +53,7 @@ export function egressParts(context: {
     rootfs,
     hostEnv: context.hostEnv,
     workspace: context.workspace,
+    nodeOptions: context.cellNodeOptions,
   });
   return {
     egress: {

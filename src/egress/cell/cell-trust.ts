@@ -40,15 +40,28 @@ export function cellCaFiles(dir: string): CellCaFiles {
   };
 }
 
-/** The variables that make the usual TLS stacks trust the cell CA (Node adds it to its own roots). */
-export function trustEnvironment(): Record<string, string> {
-  return {
+/**
+ * The variables that make the usual TLS stacks trust the cell CA. Node: NODE_EXTRA_CA_CERTS
+ * makes every node process parse its whole root store at start-up (+36 ms per `node -e 0`
+ * here, Node 20), TLS or not: every `tsc`, linter and test worker an agent runs would pay it.
+ * When the cell's bundle holds the rootfs's system CAs (`systemBundle`), `--use-openssl-ca`
+ * has node trust that bundle (SSL_CERT_FILE) instead, read at its first TLS connection, so
+ * node trusts what curl and git in the cell trust. Without a system bundle (the bundle is the
+ * cell CA alone), or when the cell's NODE_OPTIONS already picks node's store
+ * (`--use-bundled-ca`, which node refuses beside `--use-openssl-ca`), NODE_EXTRA_CA_CERTS.
+ */
+export function trustEnvironment(options: { systemBundle: boolean; nodeOptions?: string }): Record<string, string> {
+  const common = {
     SSL_CERT_FILE: CELL_CA_BUNDLE,
-    NODE_EXTRA_CA_CERTS: CELL_CA_CERT,
     REQUESTS_CA_BUNDLE: CELL_CA_BUNDLE,
     CURL_CA_BUNDLE: CELL_CA_BUNDLE,
     GIT_SSL_CAINFO: CELL_CA_BUNDLE,
   };
+  const flags = options.nodeOptions?.split(/\s+/).filter(Boolean) ?? [];
+  if (!options.systemBundle || flags.includes('--use-bundled-ca'))
+    return { ...common, NODE_EXTRA_CA_CERTS: CELL_CA_CERT };
+  const nodeOptions = flags.includes('--use-openssl-ca') ? flags : [...flags, '--use-openssl-ca'];
+  return { ...common, NODE_OPTIONS: nodeOptions.join(' ') };
 }
 
 /** The system bundle of the cell's rootfs: its path in the cell and on the host, when it has one. */
