@@ -258,6 +258,20 @@ describe('inspected egress from a real cell (bwrap)', () => {
     }
   });
 
+  it('keeps the policy’s NODE_OPTIONS, with --use-openssl-ca after it, and node in the cell honours both', async () => {
+    const sb = sandbox(['inspect = ["api.test"]', '[env]', 'NODE_OPTIONS = "--max-old-space-size=96"']);
+    try {
+      const heap =
+        'console.log(require("v8").getHeapStatistics().heap_size_limit < 200 * 1024 * 1024 ? "small-heap" : "big-heap")';
+      const r = await runCli(['run', '--', 'sh', '-c', `echo "options=$NODE_OPTIONS"; node -e '${heap}'`], sb);
+      assert.equal(r.status, 0, r.stderr);
+      assert.match(r.stdout, /^options=--max-old-space-size=96 --use-openssl-ca$/m);
+      assert.match(r.stdout, /^small-heap$/m);
+    } finally {
+      sb.cleanup();
+    }
+  });
+
   it('applies [[network.rule]]: GET /ok passes; POST /ok and GET /other get a 403 with the reason', async () => {
     const sb = sandbox(['[[network.rule]]', 'host = "api.test"', 'methods = ["GET"]', 'paths = ["/ok", "/v1/*"]']);
     try {
