@@ -316,11 +316,12 @@ describe('enforcement canaries: positive control (the same probes where nothing 
       ].join('\n'),
     );
     const server = String.raw`const net = require('node:net'), fs = require('node:fs');
-net.createServer((s) => s.once('data', (d) => { fs.writeFileSync(process.argv[1] + '/request', d); s.end('HTTP/1.1 200 Connection established\r\n\r\n'); })).listen(3128, '127.0.0.1', () =>
+net.createServer((s) => s.on('error', () => undefined).once('data', (d) => { fs.writeFileSync(process.argv[1] + '/request', d); s.end('HTTP/1.1 200 Connection established\r\n\r\n'); })).listen(3128, '127.0.0.1', () =>
   net.createServer((s) => s.end()).listen(8080, '127.0.0.1', () => fs.writeFileSync(process.argv[1] + '/listening', '')));`;
     const wrap = [
       'bwrap',
       '--unshare-all',
+      '--die-with-parent',
       '--ro-bind',
       '/',
       '/',
@@ -334,7 +335,9 @@ net.createServer((s) => s.once('data', (d) => { fs.writeFileSync(process.argv[1]
       '--',
       'sh',
       '-c',
-      `cat /proc/net/dev >"$1/interfaces"; "$2" -e "$3" "$1" & until [ -e "$1/listening" ]; do sleep 0.01; done; shift 3; exec "$@"`,
+      // The server is ended once the prelude is: it holds spawnSync's output pipes, and bwrap's
+      // init outlives its command while a process is left (it once ran on here, CI waiting forever).
+      `cat /proc/net/dev >"$1/interfaces"; "$2" -e "$3" "$1" & server=$!; until [ -e "$1/listening" ]; do sleep 0.01; done; shift 3; "$@"; status=$?; kill "$server"; wait "$server"; exit "$status"`,
       'netns',
       canaryDir,
       process.execPath,
