@@ -108,6 +108,7 @@ export async function workInCellBench(cli: string): Promise<Section> {
     if (want('tsc')) works.push(tscWork(root, heavyRuns));
     if (want('npm')) works.push(await npmWork(root, heavyRuns, env));
     if (want('untar')) works.push(untarWork(root, untarFiles, runs));
+    if (want('node')) works.push(nodeStartsWork(root, runs));
     if (want('download')) {
       const ws = join(root, 'download');
       mkdirSync(ws);
@@ -169,8 +170,8 @@ export async function workInCellBench(cli: string): Promise<Section> {
           verdicts.push(
             `${ratio >= DOWNLOAD_TARGET ? 'met' : 'MISSED'}: work in the cell, ${work.title}: ${ratio.toFixed(2)}× the direct throughput (target ≥ ${DOWNLOAD_TARGET}×)`,
           );
-      } else {
-        const target = work.target ?? Infinity;
+      } else if (work.target !== undefined) {
+        const target = work.target;
         verdicts.push(
           `${ratio <= target ? 'met' : 'MISSED'}: work in the cell, ${work.title}: ${ratio.toFixed(2)}× the host (target ≤ ${target}×; overlay ${(c.median / d.median).toFixed(2)}×, seccomp ${(bs.median / b.median).toFixed(2)}×)`,
         );
@@ -366,5 +367,30 @@ function untarWork(root: string, files: number, runs: number): Work {
     resetHost: () => rmSync(join(ws, 'out'), { recursive: true, force: true }),
     restoreCell: true,
     runs,
+  };
+}
+
+/**
+ * Node start-ups, as an agent's tool calls make them (each `tsc`, linter, test worker, npm
+ * script), in a cell that inspects TLS as every agent's cell does (the provider key is injected
+ * by the gateway): how node is told to trust the cell CA decides what each start costs there.
+ * No target of its own; the host row is the baseline.
+ */
+function nodeStartsWork(root: string, runs: number): Work {
+  const ws = join(root, 'node-starts');
+  mkdirSync(ws);
+  writeFileSync(
+    join(ws, 'agentcell.toml'),
+    ['[network]', 'inspect = ["bench.example"]', 'resolve = { "bench.example" = "127.0.0.1" }', ''].join('\n'),
+  );
+  const node = JSON.stringify(process.execPath);
+  return {
+    key: 'node',
+    title: '20 × `node -e 0` (a cell that inspects TLS, as an agent’s does)',
+    workspace: ws,
+    argv: ['sh', '-c', `for i in $(seq 20); do ${node} -e 0 || exit 1; done`],
+    restoreCell: false,
+    runs,
+    allow: 'bench.example:443',
   };
 }
