@@ -20,13 +20,13 @@ describe("node's trust in an inspecting cell", () => {
     GIT_SSL_CAINFO: CELL_CA_BUNDLE,
   };
 
-  it('with a system bundle: --use-openssl-ca added to the cell’s NODE_OPTIONS, once, and no NODE_EXTRA_CA_CERTS', () => {
+  it('with a system bundle: --use-openssl-ca added to the cell’s NODE_OPTIONS as given, once, and no NODE_EXTRA_CA_CERTS', () => {
     assert.deepEqual(trustEnvironment({ systemBundle: true }), { ...curlAndFriends, NODE_OPTIONS: '--use-openssl-ca' });
     assert.deepEqual(
       trustEnvironment({ systemBundle: true, nodeOptions: ' --max-old-space-size=4096  --enable-source-maps' }),
       {
         ...curlAndFriends,
-        NODE_OPTIONS: '--max-old-space-size=4096 --enable-source-maps --use-openssl-ca',
+        NODE_OPTIONS: ' --max-old-space-size=4096  --enable-source-maps --use-openssl-ca',
       },
     );
     assert.equal(
@@ -52,7 +52,7 @@ describe("node's trust in an inspecting cell", () => {
       const bundle = join(dir, 'bundle.pem');
       writeFileSync(bundle, '');
       const env = trustEnvironment({ systemBundle: true, nodeOptions: '--max-old-space-size=256' });
-      const r = spawnSync(process.execPath, ['-e', 'console.log(process.execArgv.length, "ok")'], {
+      const r = spawnSync(process.execPath, ['-e', 'console.log("ok")'], {
         env: { PATH: process.env['PATH'], NODE_OPTIONS: env['NODE_OPTIONS'], SSL_CERT_FILE: bundle },
         encoding: 'utf8',
       });

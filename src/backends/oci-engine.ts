@@ -34,12 +34,16 @@ const PROBE_TIMEOUT_MS = 5000;
  */
 const INSPECT_TIMEOUT_MS = 30_000;
 
+/** Whether a synchronous engine query ended because it outran its timeout (spawnSync says ETIMEDOUT). */
+function timedOut(result: { error?: Error | undefined }): boolean {
+  return result.error !== undefined && 'code' in result.error && result.error.code === 'ETIMEDOUT';
+}
+
 /** The image digest an engine reports for `ref` (`sha256:` + the image id), or undefined when it has no such image. */
 export function inspectImage(engine: OciEngine, ref: string, env: NodeJS.ProcessEnv): string | undefined {
   for (let attempt = 1; ; attempt++) {
     const result = queryEngineSync(engine, inspectArgs(ref), { env, timeout: INSPECT_TIMEOUT_MS });
-    const timedOut = result.error !== undefined && 'code' in result.error && result.error.code === 'ETIMEDOUT';
-    const digest = inspectResult(engine, ref, { ...result, timedOut }, attempt < EMPTY_ID_ATTEMPTS);
+    const digest = inspectResult(engine, ref, { ...result, timedOut: timedOut(result) }, attempt < EMPTY_ID_ATTEMPTS);
     if (digest !== ASK_AGAIN) return digest;
     Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, EMPTY_ID_PAUSE_MS);
   }
@@ -139,8 +143,7 @@ export function probeEngine(engine: OciEngine, hostEnv: NodeJS.ProcessEnv = proc
   });
   const version = info.stdout.trim();
   if (info.status === 0 && version !== '') return { available: true, version, detail: `${engine} ${version}` };
-  const timedOut = info.error !== undefined && 'code' in info.error && info.error.code === 'ETIMEDOUT';
-  const reason = timedOut
+  const reason = timedOut(info)
     ? `no answer within ${PROBE_TIMEOUT_MS / 1000}s`
     : (info.stderr.trim().split('\n')[0] ?? '') || `exit ${String(info.status)}`;
   const denied = /permission denied/i.test(info.stderr) && facts.permissionFix !== undefined;

@@ -60,8 +60,10 @@ export function trustEnvironment(options: { systemBundle: boolean; nodeOptions?:
   const flags = options.nodeOptions?.split(/\s+/).filter(Boolean) ?? [];
   if (!options.systemBundle || flags.includes('--use-bundled-ca'))
     return { ...common, NODE_EXTRA_CA_CERTS: CELL_CA_CERT };
-  const nodeOptions = flags.includes('--use-openssl-ca') ? flags : [...flags, '--use-openssl-ca'];
-  return { ...common, NODE_OPTIONS: nodeOptions.join(' ') };
+  // Appended to NODE_OPTIONS as given, so quoted values in it keep their spacing.
+  const given = options.nodeOptions ?? '';
+  if (flags.includes('--use-openssl-ca')) return { ...common, NODE_OPTIONS: given };
+  return { ...common, NODE_OPTIONS: flags.length === 0 ? '--use-openssl-ca' : `${given} --use-openssl-ca` };
 }
 
 /** The system bundle of the cell's rootfs: its path in the cell and on the host, when it has one. */
