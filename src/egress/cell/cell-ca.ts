@@ -3,14 +3,14 @@ import 'reflect-metadata';
 import { chmodSync, existsSync, lstatSync, readFileSync } from 'node:fs';
 import { ipFamily } from '../../_internal/ip-family.js';
 import { randomBytes, webcrypto } from 'node:crypto';
-import { createSecureContext, type SecureContext } from 'node:tls';
+import type { SecureContext } from 'node:tls';
 import * as x509 from '@peculiar/x509';
 import { AgentcellError } from '../../errors.js';
 import type { CellCaFiles } from './cell-trust.js';
 import { makeDirs } from '../../_internal/make-dirs.js';
 import { writeFileAtomic } from '../../_internal/atomic-file.js';
 import { CA_RENEW_BEFORE_MS } from './ready-cell-ca.js';
-import { dropLeafCache, type LeafCache } from './leaf-cache.js';
+import { dropLeafCache, leafServerContext, type LeafCache } from './leaf-cache.js';
 
 x509.cryptoProvider.set(webcrypto as unknown as Crypto);
 
@@ -132,7 +132,7 @@ export function createLeafMinter(
     const certPem = certificate.toString('pem');
     const keyPem = await leafKeyPem;
     cache?.save(host, certPem, keyPem);
-    return createSecureContext({ key: keyPem, cert: certPem, minVersion: 'TLSv1.2' });
+    return leafServerContext(keyPem, certPem);
   }
 
   return {

@@ -125,7 +125,11 @@ const EMPTY = Buffer.alloc(0);
 export function createEgressGateway(options: EgressGatewayOptions): EgressGateway {
   if (options.token.length === 0) throw new AgentcellError('USAGE', 'the egress gateway needs a per-run token');
   let state: 'new' | 'starting' | 'listening' | 'closing' = 'new';
-  const gateway = createGatewayContext(options, { listening: () => state === 'listening', failClosed });
+  const gateway = createGatewayContext(options, {
+    listening: () => state === 'listening',
+    closing: () => state === 'closing',
+    failClosed,
+  });
   const handshakeTimeoutMs = options.handshakeTimeoutMs ?? 30_000;
   const clients = new Set<Socket>();
   const pending = new Set<Promise<void>>();

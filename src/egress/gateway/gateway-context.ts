@@ -87,7 +87,7 @@ export interface WarmUpOptions {
  */
 export function createGatewayContext(
   options: EgressGatewayOptions,
-  lifecycle: { listening: () => boolean; failClosed: (error: Error) => void },
+  lifecycle: { listening: () => boolean; closing: () => boolean; failClosed: (error: Error) => void },
 ): GatewayState {
   // Learn mode decides with `matcher` and logs what `allowlist` alone would have decided.
   let allowlist: HostMatcher = compileHostRules(options.rules);
@@ -124,8 +124,11 @@ export function createGatewayContext(
     if (!inspect) return;
     inspect.leaves.warmUp?.();
     const trust = upstreamOf(inspect);
-    // A step per turn of the event loop: the cell's connections are served in between.
+    // A step per turn of the event loop: the cell's connections are served in between. A
+    // closing gateway stops (a short command can end before the store is built, and the
+    // process would otherwise stay up to finish it).
     const step = (): void => {
+      if (lifecycle.closing()) return;
       try {
         if (!trust.step()) setImmediate(step);
       } catch {
