@@ -317,6 +317,28 @@ for (const backend of TEST_BACKENDS) {
       }
     });
 
+    it('the next run drops the turns of a restored run, reading that run’s receipt only (not the whole chain)', async () => {
+      const sb = sandbox();
+      try {
+        const receipt = await runTurns(sb);
+        const cell = cellDirOf(sb);
+        assert.deepEqual(readdirSync(join(cell, 'turns')), [receipt.id]);
+        ac(sb, 'restore');
+        // An old receipt no one can parse: the start of a run must not read it (each run's
+        // start once parsed every receipt of the cell here, so its history slowed every run).
+        writeFileSync(join(cell, 'receipts', '000000-r-0000000000damaged.json'), '{ not a receipt');
+        const next = await agentcellAsync(sb, ['run', ...backendArgs(backend), '--', 'true']);
+        assert.equal(next.status, 0, `the run failed:\n${next.stdout}\n${next.stderr}`);
+        assert.deepEqual(readdirSync(join(cell, 'turns')), [], 'the restored run’s turns went to the trash');
+        // Positive control: the damaged file is there, and what reads the chain still sees it.
+        const list = ac(sb, 'receipt', 'list');
+        assert.notEqual(list.status, 0);
+        assert.match(list.stderr, /000000-r-0000000000damaged\.json \(a receipt\) is damaged/);
+      } finally {
+        sb.cleanup();
+      }
+    });
+
     it('a turn checkpoint changed on disk is refused, even with its record rewritten to match; nothing changes', async () => {
       const sb = sandbox();
       try {

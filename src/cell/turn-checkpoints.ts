@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { AgentcellError } from '../errors.js';
 import type { Receipt } from '../receipts/receipt.js';
-import { listReceipts } from '../receipts/receipt-store.js';
+import { receiptsNamed, receiptsNewestFirst } from '../receipts/receipt-store.js';
 import { listJournal } from '../receipts/run-journal.js';
 import { layerContentHash } from '../workspace/overlay/layer-hash.js';
 import type { FrozenLayer, LayerStack } from '../workspace/overlay/layer-stack.js';
@@ -105,7 +105,9 @@ export function pruneTurns(stack: LayerStack, except: readonly string[] = []): s
   const runs = listTurnRuns(stack.cellDir).filter((run) => !except.includes(run));
   if (runs.length === 0) return [];
   const live = new Set(stack.layers.map((l) => l.id));
-  const receipts = new Map(listReceipts(stack.cellDir).map((r) => [r.id, r]));
+  // Only these runs' receipts are read: a cell's history grows with every run, and this is on each run's start.
+  const wanted = new Set(runs);
+  const receipts = new Map(receiptsNamed(stack.cellDir, (id) => wanted.has(id)).map((r) => [r.id, r]));
   const stale = runs.filter((run) => {
     const receipt = receipts.get(run);
     return receipt !== undefined && (receipt.checkpoint.after === null || !live.has(receipt.checkpoint.after));
@@ -117,11 +119,12 @@ export function pruneTurns(stack: LayerStack, except: readonly string[] = []): s
 }
 
 function findRun(dir: string, ref: TurnRef): Receipt {
-  const runs = listReceipts(dir).filter((r) => r.kind === 'run');
   const running = listJournal(dir).entries;
   if (ref.run !== undefined) {
     const prefix = ref.run;
-    const found = runs.filter((r) => r.id.startsWith(prefix));
+    const found = receiptsNamed(dir, (id) => id.startsWith(prefix)).filter(
+      (r) => r.kind === 'run' && r.id.startsWith(prefix),
+    );
     if (found.length === 1) return found[0]!;
     if (running.some((e) => e.id.startsWith(prefix)))
       throw new AgentcellError(
@@ -138,7 +141,12 @@ function findRun(dir: string, ref: TurnRef): Receipt {
       'CELL_LOCKED',
       'the run that is recording turns has not ended: turn checkpoints can be restored once its run (or session) ended; stop it first (agentcell session stop)',
     );
-  const withTurns = runs.filter((r) => (r.turns ?? []).length > 0).at(-1);
+  let withTurns: Receipt | undefined;
+  for (const r of receiptsNewestFirst(dir))
+    if (r.kind === 'run' && (r.turns ?? []).length > 0) {
+      withTurns = r;
+      break;
+    }
   if (!withTurns)
     throw new AgentcellError(
       'USAGE',

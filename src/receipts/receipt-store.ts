@@ -101,6 +101,18 @@ export function* receiptsNewestFirst(cellDir: string): Generator<Receipt> {
   for (let i = files.length - 1; i >= 0; i--) yield readReceiptFile(files[i]!);
 }
 
+/**
+ * The receipts whose file names carry an id `wanted` accepts, in chain order; the other
+ * files are not read, so looking up a few runs costs those runs, not the cell's history.
+ * A file whose content names another id than its name is returned as it reads: callers
+ * match on the content's id.
+ */
+export function receiptsNamed(cellDir: string, wanted: (id: string) => boolean): Receipt[] {
+  return listReceiptFiles(cellDir)
+    .filter((file) => wanted(file.id))
+    .map(readReceiptFile);
+}
+
 export function latestReceipt(cellDir: string): Receipt | null {
   const last = listReceiptFiles(cellDir).at(-1);
   return last ? readReceiptFile(last) : null;
