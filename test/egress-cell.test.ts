@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
-import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpServer, type Server } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { makeCerts } from './make-certs.js';
-import { agentcellAsync, listTree, makeSandbox, type CliResult, type Sandbox, listen } from './helpers.js';
+import { agentcellAsync, cellDirOf, listTree, makeSandbox, type CliResult, type Sandbox, listen } from './helpers.js';
 import { backendArgs, prepareBackend, TEST_BACKENDS, type TestBackend } from './backends-under-test.js';
 
 /**
@@ -181,6 +181,27 @@ for (const backend of TEST_BACKENDS)
       // The cell gets a new token every run.
       const again = await inGatewayCell(backend, sb, 'echo "$AGENTCELL_PROXY_TOKEN"');
       assert.notEqual(again.stdout.trim(), token);
+    });
+
+    it('fails closed when the gateway cannot finish starting beside the cell: the command never runs', async () => {
+      // The gateway's control socket (`agentcell allow`) comes up after the cell has started;
+      // a control directory others may write stops it there.
+      const first = await inGatewayCell(backend, sb, 'echo COMMAND-RAN');
+      assert.equal(first.status, 0, first.stderr);
+      const control = join(cellDirOf(sb), 'egress', 'control');
+      mkdirSync(control, { recursive: true });
+      chmodSync(control, 0o777);
+      try {
+        const r = await inGatewayCell(backend, sb, 'echo COMMAND-RAN');
+        assert.notEqual(r.status, 0);
+        assert.doesNotMatch(r.stdout, /COMMAND-RAN/);
+        assert.match(r.stderr, /egress\/control is not a private directory of this user/);
+      } finally {
+        chmodSync(control, 0o700);
+      }
+      const ok = await inGatewayCell(backend, sb, 'echo COMMAND-RAN');
+      assert.equal(ok.status, 0, ok.stderr);
+      assert.match(ok.stdout, /COMMAND-RAN/);
     });
 
     it('--dry-run starts nothing, writes nothing and prints no token', async () => {

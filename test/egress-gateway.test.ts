@@ -14,6 +14,8 @@ import { connect as tlsConnect } from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import { startCellBridge } from '../src/egress/cell/cell-bridge.js';
 import type { EgressGatewayOptions } from '../src/egress/gateway/egress-gateway.js';
+import { bindGatewaySocket } from '../src/egress/gateway/gateway-socket.js';
+import { newProxyToken } from '../src/egress/gateway/proxy-auth.js';
 import type { EgressEvent } from '../src/egress/log/egress-log.js';
 import type { HostRules } from '../src/egress/rules/host-rules.js';
 
@@ -173,6 +175,10 @@ class Reader {
     this.data = this.data.subarray(out.length);
     return out;
   }
+  /** What has come so far, left unread. */
+  pending(): string {
+    return this.data.toString('latin1');
+  }
   async upTo(delimiter: string): Promise<string> {
     await this.until(() => this.data.includes(delimiter));
     const at = this.data.indexOf(delimiter);
@@ -194,6 +200,13 @@ class Reader {
     if (this.data.length > 0) this.socket.unshift(this.data);
     return this.socket;
   }
+}
+
+function openUnixSocket(path: string): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = connect({ path }, () => resolve(socket));
+    socket.once('error', reject);
+  });
 }
 
 function openSocket(port: number): Promise<Socket> {
@@ -718,6 +731,49 @@ describe('egress gateway: the cell bridge and failing closed', () => {
     } finally {
       await bridge.close();
     }
+  });
+
+  it('a connection made before the gateway serves its socket waits, unanswered, then gets the gateway’s rules', async () => {
+    // A run binds the socket first (the cell binds its path at start) and starts the gateway beside the cell.
+    const socketPath = join(fx.dir, 'early.sock');
+    const bound = await bindGatewaySocket(socketPath);
+    const token = newProxyToken();
+    const early = new Reader(await openUnixSocket(socketPath));
+    early.socket.write(connectHead(`echo.agentcell.test:${fx.echoPort}`, token));
+    const denied = new Reader(await openUnixSocket(socketPath));
+    denied.socket.write(connectHead(`other.agentcell.test:${fx.echoPort}`, token));
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    assert.equal(early.pending(), '', 'nothing answers before the gateway serves');
+    const gw = await startTestGateway(fx.dir, {
+      rules: { resolve: RESOLVE, allow: ['echo.agentcell.test'] },
+      token,
+      socketPath,
+      socket: bound,
+    });
+    try {
+      assert.match(await early.upTo('\r\n\r\n'), /^HTTP\/1\.1 200 /);
+      assert.equal(await early.upTo('\r\n'), 'SSH-2.0-echo\r\n');
+      assert.match(await denied.all(), /^HTTP\/1\.1 403 /, 'a name the rules leave out is refused, as ever');
+      early.socket.destroy();
+      await eventFor(gw, { host: 'echo.agentcell.test', decision: 'allow' });
+      assert.deepEqual(gw.events.map((e) => `${e.host} ${e.decision}`).sort(), [
+        'echo.agentcell.test allow',
+        'other.agentcell.test deny',
+      ]);
+    } finally {
+      await gw.gateway.close();
+    }
+    assert.equal(existsSync(socketPath), false, 'the socket goes with the gateway');
+  });
+
+  it('a socket whose gateway never came up holds nothing open when closed', async () => {
+    const socketPath = join(fx.dir, 'never.sock');
+    const bound = await bindGatewaySocket(socketPath);
+    const waiting = new Reader(await openUnixSocket(socketPath));
+    waiting.socket.write(connectHead(`echo.agentcell.test:${fx.echoPort}`, 'any'));
+    bound.close();
+    assert.equal(await waiting.all(), '', 'closed unanswered');
+    await assert.rejects(openUnixSocket(socketPath), /ENOENT|ECONNREFUSED/, 'nothing listens there any more');
   });
 
   it('runs as a standalone script: `listen` prints its port, `connect` is an ssh ProxyCommand', async () => {

@@ -39,11 +39,12 @@ export interface RunControl {
   stop?: AbortSignal;
   /**
    * A gateway cell on a backend with `listenerHandoff`: called once with the listener the
-   * cell's bridge made on the cell's loopback, now held by this process. Returns whether it
-   * was adopted; a refused one is closed, and the bridge then exits non-zero, so the
-   * command does not run (fail closed). Without it every listener is refused.
+   * cell's bridge made on the cell's loopback, now held by this process. Returns (or
+   * resolves to) whether it was adopted; the bridge waits for the answer, so the command
+   * starts only after it. A refused one is closed, and the bridge then exits non-zero, so
+   * the command does not run (fail closed). Without it every listener is refused.
    */
-  adoptListener?: (listener: Server) => boolean;
+  adoptListener?: (listener: Server) => boolean | Promise<boolean>;
 }
 
 /**

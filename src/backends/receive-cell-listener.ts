@@ -36,7 +36,10 @@ interface NativeHandle {
  * internals: when this node has none of them, the channel is closed unread, the bridge
  * exits non-zero and the command does not run (test/egress-handoff.test.ts notices).
  */
-export function receiveCellListener(child: ChildProcess, adopt: ((listener: Server) => boolean) | undefined): void {
+export function receiveCellListener(
+  child: ChildProcess,
+  adopt: ((listener: Server) => boolean | Promise<boolean>) | undefined,
+): void {
   const channel = channelHandle(child);
   if (!channel) {
     child.disconnect();
@@ -61,14 +64,13 @@ export function receiveCellListener(child: ChildProcess, adopt: ((listener: Serv
     // listen(handle) keeps the descriptor and listens on it again (a no-op for a listening
     // socket; a connected one fails with EINVAL).
     listener.listen(handle, () => {
-      let adopted = false;
-      try {
-        adopted = adopt(listener);
-      } catch {
-        adopted = false; // a failing adopter refuses: the command does not run
-      }
-      if (!adopted) listener.close();
-      reply(child, adopted);
+      // A failing adopter refuses: the command does not run.
+      void (async () => adopt(listener))()
+        .catch(() => false)
+        .then((adopted) => {
+          if (!adopted) listener.close();
+          reply(child, adopted);
+        });
     });
   };
   channel.onread = () => {

@@ -10,7 +10,7 @@ import { countChanges } from '../workspace/overlay/layer-diff.js';
 import { AgentcellError } from '../errors.js';
 import type { AgentcellPaths } from '../paths.js';
 import type { EgressReload, EgressSummary, Receipt } from '../receipts/receipt.js';
-import type { ReloadReport } from '../egress/gateway/egress-control.js';
+import type { EgressControl, ReloadReport } from '../egress/gateway/egress-control.js';
 import type { ReceiptStore } from '../receipts/receipt-store.js';
 import { isProcessAlive } from '../_internal/process-identity.js';
 import { beginRun, finishRun, listJournal, updateRun, type RunDraft } from '../receipts/run-journal.js';
@@ -95,23 +95,34 @@ export async function runPrepared(
     const journal = beginRun(tx.dir, runDraft(prepared, paths, before), { startedAt });
     prepared.timer.mark('journal');
 
-    // Before the cell starts, so the bridge finds the socket; gateway down = no network.
+    // Before the cell starts: the socket and the trust bundle the cell binds. The rest of the
+    // gateway's start (its modules, logs, and the control socket of `agentcell allow`) goes on
+    // beside the cell's; the cell's proxy listener is adopted, and so its command started,
+    // only once the gateway serves: gateway down = no network.
     const turns = startTurnRecording(prepared, stack, journal.id);
     purge.push(...turns.trashed);
     const gateway = await startGateway(prepared, journal.id, turns.recorder);
+    if (gateway) prepared.timer.mark('gateway');
+    const stop = new AbortController();
+    onAbort(hooks.stop, () => stop.abort());
     const reloads: EgressReload[] = [];
     const onReload = (report: ReloadReport): void => {
       reloads.push(receiptReload(report));
       // Journaled at once, so a run whose agentcell is killed still receipts its reloads.
       updateRun(tx.dir, journal.id, { egress: { ...journal.draft.egress, reloads: [...reloads] } });
     };
-    const control =
-      gateway &&
-      (await serveEgressReload(prepared, journal.id, paths, gateway.gateway, onReload).catch(async (error: unknown) => {
-        await gateway.stop();
-        throw error;
-      }));
-    if (gateway) prepared.timer.mark('gateway');
+    // The gateway's warm-up (the leaf minter, the upstream trust store) waits for the canaries'
+    // refused probe where there is one, the cell's last step before its command, so the cell's
+    // handoff and probe don't wait behind it: armed before the listener is adopted, so the
+    // probe can't come first.
+    const probed = gateway !== undefined && prepared.canaries.probesGateway;
+    let control: EgressControl | undefined;
+    const serving = gateway?.ready.then(async (up) => {
+      if (probed) up.warmUp({ afterRefusing: CANARY_HOST });
+      control = await serveEgressReload(prepared, journal.id, paths, up, onReload);
+      return up;
+    });
+    serving?.catch(() => stop.abort()); // the cell, refused its listener, ends; the error is thrown below
     let egress: EgressSummary = { allowed: 0, denied: 0 };
     let outcome: RunOutcome;
     let store: ReceiptStore;
@@ -120,8 +131,6 @@ export async function runPrepared(
         await materializeCopy(stack, prepared.workspace, prepared.spec.masks);
         prepared.timer.mark('copy');
       }
-      const stop = new AbortController();
-      onAbort(hooks.stop, () => stop.abort());
       const { diskBytes } = prepared.spec.limits;
       const diskWatch =
         diskBytes === undefined
@@ -134,25 +143,32 @@ export async function runPrepared(
             });
       if (prepared.spec.workspace.mode === 'direct') await gitBefore; // its "before" must not see the command's writes
       startCanaries(prepared.canaries);
-      // The gateway's warm-up (the leaf minter, the upstream trust store) waits for the canaries'
-      // refused probe where there is one, the cell's last step before its command, so the cell's
-      // handoff and probe don't wait behind it: armed before the cell starts, so the probe can't
-      // come first.
-      const probed = gateway !== undefined && prepared.canaries.probesGateway;
-      if (probed) gateway.gateway.warmUp({ afterRefusing: CANARY_HOST });
       onStart();
       const running = runBackend(prepared, {
         stop: stop.signal,
-        ...(gateway ? { adoptListener: gateway.adoptListener } : {}),
+        ...(gateway && serving
+          ? {
+              adoptListener: async (listener) =>
+                (await serving.then(
+                  () => true,
+                  () => false,
+                )) && gateway.adoptListener(listener),
+            }
+          : {}),
       });
       if (prepared.scanCache) writeJsonCache(prepared.scanCache.path, prepared.scanCache.cache);
       if (prepared.digestCache) writeJsonCache(prepared.digestCache.path, prepared.digestCache.cache);
       // While the command runs: load the signing key and receipt any run a killed agentcell left;
       // without a probe, warm the gateway up now; remove what killed runs left on /dev/shm.
       store = await openReceipts(paths, tx);
-      if (!probed) gateway?.gateway.warmUp();
+      if (!probed)
+        serving?.then(
+          (up) => up.warmUp(),
+          () => undefined,
+        );
       sweepNeutralDir();
       outcome = await running.finally(() => diskWatch?.stop());
+      await serving; // a gateway that did not start fails the run (its cell never ran the command)
       const diskHit = await diskWatch?.stop();
       // 153 = 128 + SIGXFSZ, what a shell reports for a file past its size limit: also when the
       // command finished before the watcher's stop reached it (the writes happened all the same).
@@ -160,6 +176,7 @@ export async function runPrepared(
       else if (outcome.timedOut)
         outcome = { ...outcome, limitHit: 'timeout', limitDetail: 'the run passed [resources] timeout' };
     } finally {
+      await serving?.catch(() => undefined);
       await control?.close();
       if (gateway) egress = await gateway.stop();
       if (reloads.length > 0) egress = { ...egress, reloads };

@@ -1,4 +1,4 @@
-import { chmodSync, lstatSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { createServer as createNetServer, type Server, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -18,6 +18,7 @@ import { readFrame } from '../stream/read-frame.js';
 import { createGatewayContext, type WarmUpOptions } from './gateway-context.js';
 import type { LookupFunction } from './open-destination.js';
 import type { UpstreamAnchors } from './upstream-trust.js';
+import { bindGatewaySocket, type GatewaySocket } from './gateway-socket.js';
 
 /** Everything the gateway enforces from `[network]`: host rules plus inspection and L7 rules. */
 export type GatewayRules = HostRules & InspectRules;
@@ -51,6 +52,8 @@ export interface EgressGatewayOptions {
   token: string;
   /** The unix socket to listen on (mounted into the cell); made with `socketMode`. */
   socketPath?: string;
+  /** That socket, already listening (bindGatewaySocket): taken at `listen`, with the connections it holds. */
+  socket?: GatewaySocket;
   /** Default 0o600. Keep the socket in a private directory: the mode is set just after bind. */
   socketMode?: number;
   /** Also listen on loopback TCP (tests, benchmarks); never any other address. */
@@ -135,6 +138,7 @@ export function createEgressGateway(options: EgressGatewayOptions): EgressGatewa
   const pending = new Set<Promise<void>>();
   const servers: Server[] = [];
   let closing: Promise<void> | undefined;
+  let socket: GatewaySocket | undefined;
 
   // Never listens itself: accept() hands it the connections that speak HTTP.
   // Its own header/request timers only run on a listening server: the socket's idle
@@ -205,6 +209,13 @@ export function createEgressGateway(options: EgressGatewayOptions): EgressGatewa
     options.onError?.(error);
   }
 
+  /** The unix socket, closed with the gateway; it serves once the gateway listens. */
+  function adoptSocket(bound: GatewaySocket): void {
+    socket = bound;
+    servers.push(bound.server);
+    bound.server.on('error', failClosed);
+  }
+
   async function listenOn(server: Server, where: { path: string } | { host: string; port: number }): Promise<void> {
     servers.push(server);
     await new Promise<void>((resolve, reject) => {
@@ -221,6 +232,7 @@ export function createEgressGateway(options: EgressGatewayOptions): EgressGatewa
     closing ??= (async () => {
       state = 'closing';
       const stopped = servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve())));
+      socket?.close(); // what it held, if it never served
       for (const socket of clients) socket.destroy();
       gateway.destroyUpstreams();
       await Promise.race([Promise.all([...pending]), new Promise((resolve) => setTimeout(resolve, 2000).unref())]);
@@ -242,15 +254,11 @@ export function createEgressGateway(options: EgressGatewayOptions): EgressGatewa
       state = 'starting';
       const address: EgressGatewayAddress = {};
       try {
+        if (options.socket !== undefined) adoptSocket(options.socket);
         await gateway.openLogs();
-        if (options.socketPath !== undefined) {
-          clearStaleSocket(options.socketPath);
-          await listenOn(createNetServer({ allowHalfOpen: true, pauseOnConnect: true }, acceptPaused), {
-            path: options.socketPath,
-          });
-          chmodSync(options.socketPath, options.socketMode ?? 0o600);
-          address.socketPath = options.socketPath;
-        }
+        if (socket === undefined && options.socketPath !== undefined)
+          adoptSocket(await bindGatewaySocket(options.socketPath, options.socketMode));
+        if (options.socketPath !== undefined) address.socketPath = options.socketPath;
         if (options.tcp !== undefined) {
           const server = createNetServer({ allowHalfOpen: true, pauseOnConnect: true }, acceptPaused);
           await listenOn(server, { host: tcpHost, port: options.tcp.port ?? 0 });
@@ -264,6 +272,7 @@ export function createEgressGateway(options: EgressGatewayOptions): EgressGatewa
       if ((state as string) === 'closing')
         throw new AgentcellError('INTERNAL', 'the egress gateway failed while starting');
       state = 'listening';
+      socket?.take(acceptPaused);
       return address;
     },
     reload: (rules) => gateway.reload(rules),
@@ -281,16 +290,4 @@ export function createEgressGateway(options: EgressGatewayOptions): EgressGatewa
     warmUp: (when) => gateway.warmUp(when),
     close,
   };
-}
-
-/** A leftover socket from a crashed gateway is replaced; any other file is not touched. */
-function clearStaleSocket(path: string): void {
-  try {
-    if (!lstatSync(path).isSocket())
-      throw new AgentcellError('FILE_EXISTS', `${path} exists and is not a socket; not replacing it`);
-    rmSync(path);
-  } catch (error) {
-    if (error instanceof AgentcellError) throw error;
-    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
-  }
 }

@@ -18,6 +18,7 @@ import { readyCellCaPem, writeTrustBundle } from '../cell/ready-cell-ca.js';
 import type { LeafMinter } from '../cell/cell-ca.js';
 import { openLeafCache, type LeafCache } from '../cell/leaf-cache.js';
 import { upstreamAnchorsFile } from './upstream-trust.js';
+import { bindGatewaySocket } from './gateway-socket.js';
 import type { SecureContext } from 'node:tls';
 import { neutralRuntimeDir } from '../../_internal/neutral-dir.js';
 
@@ -110,21 +111,32 @@ export interface RunInspection {
 }
 
 export interface RunningGateway {
-  gateway: EgressGateway;
+  /**
+   * The gateway once it serves. The cell may start before: its socket listens already
+   * (connections wait), and the cell's proxy listener is adopted only after this.
+   * Rejects when the gateway could not start; the socket is then closed.
+   */
+  ready: Promise<EgressGateway>;
   logPath: string;
   /** The run's spy log, when it inspects anything (`<dir>/<run>.spy.jsonl`). */
   spyLogPath?: string;
   /**
-   * RunControl.adoptListener: takes the cell's proxy listener when it is what the cell's
-   * proxy variables name, 127.0.0.1:CELL_PROXY_PORT over TCP (the cell made it in its own
-   * network namespace); anything else is refused.
+   * RunControl.adoptListener: once the gateway serves, takes the cell's proxy listener when
+   * it is what the cell's proxy variables name, 127.0.0.1:CELL_PROXY_PORT over TCP (the
+   * cell made it in its own network namespace); anything else, or a gateway that did not
+   * start, is refused.
    */
-  adoptListener: (listener: Server) => boolean;
+  adoptListener: (listener: Server) => Promise<boolean>;
   /** Closes the gateway (flushing the log), removes the socket directory; the final counts. */
   stop(): Promise<EgressCounters>;
 }
 
-/** Makes the private socket directory and starts the run's gateway on it. Fails closed. */
+/**
+ * Makes the private socket directory and the socket the cell binds, and the trust bundle
+ * the cell binds (inspection); resolves then, so the cell can start while the gateway's
+ * modules load and its logs open (`ready`). Fails closed: a gateway that does not come up
+ * refuses the cell's listener, and the cell's command never runs.
+ */
 export async function startRunGateway(
   egress: RunEgress,
   socketPath: string,
@@ -135,34 +147,42 @@ export async function startRunGateway(
   makeDirs(egress.logDir, 0o700);
   const logPath = join(egress.logDir, `${ids.run}.jsonl`);
   rmSync(socketPath, { force: true }); // a killed run's leftover
-  // Loaded here, not at the top: it brings node:http and node:dns, which runs without network never need.
-  const { createEgressGateway } = await import('./egress-gateway.js');
   const spyLogPath = egress.inspect ? join(egress.logDir, `${ids.run}.spy.jsonl`) : undefined;
   const inspect = egress.inspect
     ? { ...(await prepareInspection(egress.inspect, egress.rules, ids.cell, spyLogPath)), ...hooks }
     : undefined;
-  const gateway = createEgressGateway({
-    rules: egress.rules,
-    ...(inspect ? { inspect } : {}),
-    token: egress.token,
-    socketPath,
-    logPath,
-    cell: ids.cell,
-    run: ids.run,
+  const socket = await bindGatewaySocket(socketPath).catch((cause: unknown) => {
+    throw cannotStart(egress, cause);
   });
-  try {
-    await gateway.listen();
-  } catch (cause) {
-    rmSync(egress.socketDir, { recursive: true, force: true });
-    throw new AgentcellError('BACKEND_UNAVAILABLE', `cannot start the egress gateway: ${(cause as Error).message}`, {
-      cause,
+  const ready = (async () => {
+    // From the next turn of the event loop: what the caller does at once (start the cell) goes first.
+    await new Promise((resolve) => setImmediate(resolve));
+    // Loaded here, not at the top: it brings node:http and node:dns, which runs without network never need.
+    const { createEgressGateway } = await import('./egress-gateway.js');
+    const gateway = createEgressGateway({
+      rules: egress.rules,
+      ...(inspect ? { inspect } : {}),
+      token: egress.token,
+      socketPath,
+      socket,
+      logPath,
+      cell: ids.cell,
+      run: ids.run,
     });
-  }
+    try {
+      await gateway.listen();
+    } catch (cause) {
+      throw cannotStart(egress, cause);
+    }
+    return gateway;
+  })();
+  ready.catch(() => socket.close());
   return {
-    gateway,
+    ready,
     logPath,
     ...(spyLogPath !== undefined ? { spyLogPath } : {}),
-    adoptListener: (listener) => {
+    adoptListener: async (listener) => {
+      const gateway = await ready.catch(() => undefined);
       const address = listener.address();
       const expected =
         typeof address === 'object' &&
@@ -170,14 +190,23 @@ export async function startRunGateway(
         address.family === 'IPv4' &&
         address.address === '127.0.0.1' &&
         address.port === CELL_PROXY_PORT;
-      return expected && gateway.adopt(listener);
+      return expected && gateway !== undefined && gateway.adopt(listener);
     },
     stop: async () => {
-      await gateway.close();
+      const gateway = await ready.catch(() => undefined);
+      await gateway?.close();
+      socket.close();
       rmSync(egress.socketDir, { recursive: true, force: true });
-      return gateway.counters();
+      return gateway?.counters() ?? { allowed: 0, denied: 0 };
     },
   };
+}
+
+function cannotStart(egress: RunEgress, cause: unknown): AgentcellError {
+  rmSync(egress.socketDir, { recursive: true, force: true });
+  return new AgentcellError('BACKEND_UNAVAILABLE', `cannot start the egress gateway: ${(cause as Error).message}`, {
+    cause,
+  });
 }
 
 /**
