@@ -138,7 +138,7 @@ export function createEgressGateway(options: EgressGatewayOptions): EgressGatewa
   const pending = new Set<Promise<void>>();
   const servers: Server[] = [];
   let closing: Promise<void> | undefined;
-  let socket: GatewaySocket | undefined;
+  let unixSocket: GatewaySocket | undefined;
 
   // Never listens itself: accept() hands it the connections that speak HTTP.
   // Its own header/request timers only run on a listening server: the socket's idle
@@ -211,7 +211,7 @@ export function createEgressGateway(options: EgressGatewayOptions): EgressGatewa
 
   /** The unix socket, closed with the gateway; it serves once the gateway listens. */
   function adoptSocket(bound: GatewaySocket): void {
-    socket = bound;
+    unixSocket = bound;
     servers.push(bound.server);
     bound.server.on('error', failClosed);
   }
@@ -232,7 +232,7 @@ export function createEgressGateway(options: EgressGatewayOptions): EgressGatewa
     closing ??= (async () => {
       state = 'closing';
       const stopped = servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve())));
-      socket?.close(); // what it held, if it never served
+      unixSocket?.close(); // what it held, if it never served
       for (const socket of clients) socket.destroy();
       gateway.destroyUpstreams();
       await Promise.race([Promise.all([...pending]), new Promise((resolve) => setTimeout(resolve, 2000).unref())]);
@@ -256,7 +256,7 @@ export function createEgressGateway(options: EgressGatewayOptions): EgressGatewa
       try {
         if (options.socket !== undefined) adoptSocket(options.socket);
         await gateway.openLogs();
-        if (socket === undefined && options.socketPath !== undefined)
+        if (unixSocket === undefined && options.socketPath !== undefined)
           adoptSocket(await bindGatewaySocket(options.socketPath, options.socketMode));
         if (options.socketPath !== undefined) address.socketPath = options.socketPath;
         if (options.tcp !== undefined) {
@@ -272,7 +272,7 @@ export function createEgressGateway(options: EgressGatewayOptions): EgressGatewa
       if ((state as string) === 'closing')
         throw new AgentcellError('INTERNAL', 'the egress gateway failed while starting');
       state = 'listening';
-      socket?.take(acceptPaused);
+      unixSocket?.take(acceptPaused);
       return address;
     },
     reload: (rules) => gateway.reload(rules),
