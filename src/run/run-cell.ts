@@ -148,11 +148,11 @@ export async function runPrepared(
         stop: stop.signal,
         ...(gateway && serving
           ? {
-              adoptListener: async (listener) =>
-                (await serving.then(
-                  () => true,
+              adoptListener: (listener) =>
+                serving.then(
+                  () => gateway.adoptListener(listener),
                   () => false,
-                )) && gateway.adoptListener(listener),
+                ),
             }
           : {}),
       });
