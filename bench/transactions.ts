@@ -79,6 +79,8 @@ interface SizeResult {
     runIdle: Stat;
     /** The same, the workspace a git repository. */
     repo: { restore: Stat; runAfterRestore: Stat; restoreAndReady: Stat };
+    /** A real run makes the changes, then `restore` drops it (its layer and what it kept for accept). */
+    afterRun: { run: Stat; restore: Stat; runAfterRestore: Stat; restoreAndReady: Stat };
   };
   /** Median phases of the idle `run --json -- true` (`scan` walks the workspace for secret files). */
   runPhases: Record<string, number>;
@@ -230,6 +232,29 @@ async function benchSize(cli: string, shape: Shape, runs: number, libRuns: numbe
     }
     rmSync(join(ws, '.git'));
 
+    // What a user does most: a real run makes the changes, then `restore` drops the run (its
+    // layer and the host's side of every changed path, kept for accept), then the next run.
+    progress(shape, `a real run, its restore, run -- true × ${runs}`);
+    ac('restore', '--cell', 'tx'); // back to the start: each real run makes the same changes
+    const afterRun = {
+      run: [] as number[],
+      restore: [] as number[],
+      runAfterRestore: [] as number[],
+      restoreAndReady: [] as number[],
+    };
+    for (let i = 0; i < runs + 1; i++) {
+      waitForPurge(txDir, now());
+      const changed = ac('run', '--cell', 'tx', '--', 'sh', '-c', CHANGE_SCRIPT, 'sh', ...changeArgs(changeSet));
+      const rs = ac('restore', '--cell', 'tx');
+      const ready = ac('run', '--cell', 'tx', '--', 'true');
+      if (i === 0) continue;
+      afterRun.run.push(changed);
+      afterRun.restore.push(rs);
+      afterRun.runAfterRestore.push(ready);
+      afterRun.restoreAndReady.push(rs + ready);
+    }
+    waitForPurge(txDir, now());
+
     progress(shape, `git stash -u / git stash pop × ${runs}`);
     applyChanges(ws, changeSet);
     git('update-index', '-q', '--refresh');
@@ -339,6 +364,12 @@ async function benchSize(cli: string, shape: Shape, runs: number, libRuns: numbe
           restore: stat(repoTimes.restore),
           runAfterRestore: stat(repoTimes.runAfterRestore),
           restoreAndReady: stat(repoTimes.restoreAndReady),
+        },
+        afterRun: {
+          run: stat(afterRun.run),
+          restore: stat(afterRun.restore),
+          runAfterRestore: stat(afterRun.runAfterRestore),
+          restoreAndReady: stat(afterRun.restoreAndReady),
         },
       },
       runPhases: Object.fromEntries(Object.entries(phases).map(([phase, values]) => [phase, stat(values).median])),
@@ -671,6 +702,17 @@ function render(results: readonly SizeResult[], runs: number, libRuns: number): 
     row("↳ of which `agentcell run -- true`, which waits for the receipt's `git status`", (r) =>
       msRange(r.cli.repo.runAfterRestore),
     ),
+    row(
+      '`agentcell run` making the changes (whole process: the changes, then freezing its layer and keeping the host side of each changed path for accept)',
+      (r) => msRange(r.cli.afterRun.run),
+    ),
+    row('↳ then `agentcell restore` of that run (back to the start)', (r) => msRange(r.cli.afterRun.restore)),
+    row('↳ then `agentcell run -- true`', (r) => msRange(r.cli.afterRun.runAfterRestore)),
+    row(
+      '**restore and ready** after a real run (the two above)',
+      (r) => `**${msRange(r.cli.afterRun.restoreAndReady)}**`,
+      `≤ ${TARGET_RESTORE_READY_MS} ms at 100,000 files`,
+    ),
     row('`agentcell run -- true` in an idle cell', (r) => msRange(r.cli.runIdle)),
     row('↳ of which the secret-file scan of the workspace (`scan` phase)', (r) => fmt(r.runPhases['scan'] ?? NaN)),
     row('`cp -a` snapshot of the workspace', (r) => msRange(r.cp.snapshot)),
@@ -737,6 +779,10 @@ function render(results: readonly SizeResult[], runs: number, libRuns: number): 
     "  the list saved when the hash was taken, so no directory is read but the layer's top). `run` lstats each",
     '  directory of the workspace for the secret scan (the `scan` row) and reads only those whose device, inode,',
     '  mtime or ctime changed since the cached scan.',
+    '- The rows above them restore to a checkpoint over a refilled upper layer; the "after a real run" rows',
+    '  restore what a user restores: a run that made the changes itself, whose end froze its layer and kept',
+    "  the host's side of each changed path for accept's conflict check (one pack file per run), all dropped",
+    '  by `restore` back to the start (the pack and the layer renamed into the trash, deleted in the background).',
     '- Baselines: `cp -a` copies the whole workspace each way (what a snapshot tool without layers does);',
     '  `git stash -u` / `pop` on the same tree committed to git, with the same changes. The git directory',
     '  sits beside the workspace, so the cells see no repository, except in the rows that say "the workspace a',
@@ -774,8 +820,12 @@ function render(results: readonly SizeResult[], runs: number, libRuns: number): 
     ...(r.shape.key === 'large'
       ? [
           verdict(
-            Math.max(r.cli.restoreAndReady.median, r.cli.repo.restoreAndReady.median) <= TARGET_RESTORE_READY_MS,
-            `restore and ready at ${r.shape.label} (\`agentcell restore\` then \`agentcell run -- true\`, two processes): ${fmt(r.cli.restoreAndReady.median)} ms (restore ${fmt(r.cli.restore.median)}, run ${fmt(r.cli.runAfterRestore.median)}, each a median; the secret scan of an idle run ${fmt(r.runPhases['scan'] ?? NaN)} ms); the workspace a git repository: ${fmt(r.cli.repo.restoreAndReady.median)} ms (run ${fmt(r.cli.repo.runAfterRestore.median)}); target ≤ ${TARGET_RESTORE_READY_MS} ms both`,
+            Math.max(
+              r.cli.restoreAndReady.median,
+              r.cli.repo.restoreAndReady.median,
+              r.cli.afterRun.restoreAndReady.median,
+            ) <= TARGET_RESTORE_READY_MS,
+            `restore and ready at ${r.shape.label} (\`agentcell restore\` then \`agentcell run -- true\`, two processes): ${fmt(r.cli.restoreAndReady.median)} ms (restore ${fmt(r.cli.restore.median)}, run ${fmt(r.cli.runAfterRestore.median)}, each a median; the secret scan of an idle run ${fmt(r.runPhases['scan'] ?? NaN)} ms); the workspace a git repository: ${fmt(r.cli.repo.restoreAndReady.median)} ms (run ${fmt(r.cli.repo.runAfterRestore.median)}); after a real run: ${fmt(r.cli.afterRun.restoreAndReady.median)} ms (restore ${fmt(r.cli.afterRun.restore.median)}); target ≤ ${TARGET_RESTORE_READY_MS} ms all three`,
           ),
         ]
       : []),

@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
-import { lstatSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, it } from 'node:test';
-import { baseContent, findConflicts, recordBaselines } from '../src/workspace/accept-baseline.js';
+import { baseContent, clearBaselines, findConflicts, recordBaselines } from '../src/workspace/accept-baseline.js';
 import { AgentcellError } from '../src/errors.js';
 import { makeSandbox, type Sandbox } from './helpers.js';
 
@@ -57,7 +58,7 @@ describe('accept baselines', () => {
       for (const n of names) {
         const base = baseContent(cellDir, [LAYER], n);
         assert.ok(base !== undefined, `a base for ${n}`);
-        assert.equal(readFileSync(base, 'utf8'), `${n} at run start\n`);
+        assert.equal(base.toString('utf8'), `${n} at run start\n`);
       }
       for (const n of names) writeFileSync(join(sb.workspace, n), 'host edit, a longer line\n');
       assert.deepEqual(
@@ -124,6 +125,56 @@ describe('accept baselines', () => {
       'the host changed this path since the run',
       'the version 1 baseline still judges a.txt',
     );
+  });
+
+  it("keeps a recording's bases in one pack file, checks each against its hash, and clears them into the trash", () => {
+    const names = Array.from({ length: 40 }, (_, i) => `f${i}.txt`);
+    const { sb, cellDir } = setup(names);
+    recordBaselines(cellDir, {
+      layer: LAYER,
+      liveLayers: [LAYER],
+      runStartedAt: afterSetup(),
+      workspace: sb.workspace,
+      paths: names,
+    });
+    // One file for 40 bases (a file a base made a big run's end take seconds), no temp left.
+    const packs = readdirSync(join(cellDir, 'baseline-blobs'));
+    assert.equal(packs.length, 1, packs.join(', '));
+    assert.match(packs[0]!, /^[0-9a-f]+\.pack$/);
+    for (const n of names) assert.equal(baseContent(cellDir, [LAYER], n)?.toString(), `${n} at run start\n`);
+
+    // A pack damaged (a crash before the disk had it, a hand): the bases it breaks are gone, never wrong.
+    const pack = join(cellDir, 'baseline-blobs', packs[0]!);
+    const bytes = readFileSync(pack);
+    bytes[0] = bytes[0]! ^ 0xff; // inside f0.txt's slice
+    writeFileSync(pack, bytes.subarray(0, bytes.length - 3)); // and the last one cut short
+    assert.equal(baseContent(cellDir, [LAYER], 'f0.txt'), undefined);
+    assert.equal(baseContent(cellDir, [LAYER], 'f39.txt'), undefined);
+    assert.equal(baseContent(cellDir, [LAYER], 'f1.txt')?.toString(), 'f1.txt at run start\n');
+
+    const trashed = clearBaselines(cellDir);
+    assert.equal(trashed.length, 1);
+    assert.ok(trashed[0]!.startsWith(join(cellDir, 'trash') + '/'), trashed[0]);
+    assert.deepEqual(readdirSync(trashed[0]!), packs, 'moved whole, for the purge after the receipt');
+    assert.ok(!existsSync(join(cellDir, 'baseline-blobs')) && !existsSync(join(cellDir, 'accept-baseline.json')));
+    assert.deepEqual(clearBaselines(cellDir), [], 'nothing left to clear');
+  });
+
+  it('still reads a base kept as its own file, as agentcell kept them before packs', () => {
+    const { sb, cellDir } = setup(['a.txt']);
+    const stat = lstatSync(join(sb.workspace, 'a.txt'));
+    const content = 'a.txt at run start\n';
+    const blob = createHash('sha256').update(content).digest('hex');
+    mkdirSync(join(cellDir, 'baseline-blobs'));
+    writeFileSync(join(cellDir, 'baseline-blobs', blob), content);
+    const host = { kind: 'file', ino: stat.ino, size: stat.size, mtimeMs: stat.mtimeMs, ctimeMs: stat.ctimeMs };
+    writeFileSync(
+      join(cellDir, 'accept-baseline.json'),
+      JSON.stringify({ version: 2, paths: [{ path: 'a.txt', layer: LAYER, host, blob }] }),
+    );
+    assert.equal(baseContent(cellDir, [LAYER], 'a.txt')?.toString(), content);
+    writeFileSync(join(cellDir, 'baseline-blobs', blob), 'edited by hand\n');
+    assert.equal(baseContent(cellDir, [LAYER], 'a.txt'), undefined);
   });
 
   it('a damaged file is an error naming it, never "no baseline"', () => {

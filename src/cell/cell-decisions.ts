@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, rmSync, type Stats } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync, type Stats } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AgentcellError } from '../errors.js';
@@ -120,7 +120,7 @@ function mergeConflicts(
   if (conflicting.length === 0) return [];
   const scratch = mkdtempSync(join(tmpdir(), 'agentcell-merge-'));
   return conflicting
-    .map((c): MergeOutcome => {
+    .map((c, i): MergeOutcome => {
       const base = baseContent(stack.cellDir, live, c.path);
       const cellFile = sources.get(c.path)?.path;
       if (c.change !== 'modified' || cellFile === undefined)
@@ -131,7 +131,9 @@ function mergeConflicts(
           merged: false,
           reason: "its content at run start wasn't kept (large, or changed during the run)",
         };
-      return mergeWithHost({ scratchDir: scratch, workspace, path: c.path, base, cellFile });
+      const baseFile = join(scratch, `base-${i}`);
+      writeFileSync(baseFile, base, { mode: 0o600 });
+      return mergeWithHost({ scratchDir: scratch, workspace, path: c.path, base: baseFile, cellFile });
     })
     .map((m) => ({ ...m, scratch }));
 }
@@ -280,10 +282,10 @@ export async function acceptCell(ref: CellRef, options: AcceptOptions): Promise<
         ...(receipt ? { receipt } : {}),
       };
     }
-    clearBaselines(dir);
+    const blobs = clearBaselines(dir);
     const { trashed } = dropLayers(stack);
     const receipt = await decide(tx, 'accepted', ref, startedAt, countChanges(result.applied), before);
-    purgeInBackground([...trashed, setAside]);
+    purgeInBackground([...trashed, ...blobs, setAside]);
     // After the receipt: the changes are in the cell's checkout whatever landing says, and a later accept lands again.
     const landed = readBranchRecord(ref.paths, ref.cell) ? landBranch(ref.paths, ref.cell) : undefined;
     return {
@@ -346,9 +348,9 @@ export async function restoreCell(ref: CellRef, options: { to?: string; dryRun: 
     const startedAt = new Date().toISOString();
     const top = topLayer(stack);
     const { trashed } = dropLayers(stack, options.to === undefined ? {} : { to: options.to });
-    if (options.to === undefined) clearBaselines(stack.cellDir);
+    const blobs = options.to === undefined ? clearBaselines(stack.cellDir) : [];
     const receipt = await decide(tx, 'restored', ref, startedAt, changes, top, keep.at(-1)?.id ?? null);
-    purgeInBackground(trashed);
+    purgeInBackground([...trashed, ...blobs]);
     return { dropped, changes, dryRun: false, ...(receipt ? { receipt } : {}) };
   });
 }
@@ -390,7 +392,7 @@ async function restoreToTurn(ref: CellRef, turnRef: TurnRef, dryRun: boolean): P
     const top = topLayer(stack);
     const keptTop = target.keep.at(-1)?.id;
     const restored = dropLayers(stack, keptTop === undefined ? {} : { to: keptTop });
-    if (keptTop === undefined) clearBaselines(stack.cellDir);
+    const blobs = keptTop === undefined ? clearBaselines(stack.cellDir) : [];
     const adopted = adoptLayer(restored.stack, target.dir, {
       name: target.layerName,
       policyHash: target.run.policy.hash,
@@ -404,7 +406,7 @@ async function restoreToTurn(ref: CellRef, turnRef: TurnRef, dryRun: boolean): P
       workspace: ref.workspace,
       paths: turnChanges.map((c) => c.path),
     });
-    const trashed = [...restored.trashed, ...pruneTurns(adopted.stack)];
+    const trashed = [...restored.trashed, ...blobs, ...pruneTurns(adopted.stack)];
     const receipt = await decide(tx, 'restored', ref, startedAt, changes, top, adopted.layer.id);
     purgeInBackground(trashed);
     return {
