@@ -60,6 +60,24 @@ describe('disk watch on a real directory', () => {
     assert.match(detail ?? '', /^the cell wrote \d+\.\d MiB, past \[resources\] disk = 8\.0 MiB$/);
   });
 
+  it('the last check at stop walks nested directories: writes made since the last sample still count', async () => {
+    const layer = join(root, 'nested');
+    mkdirSync(join(layer, 'a', 'b', 'c'), { recursive: true });
+    const hits: string[] = [];
+    const watch = await startDiskWatch({
+      dir: root,
+      limitBytes: 8 * MIB,
+      confirmDir: layer,
+      onHit: (detail) => hits.push(detail),
+    });
+    // At once, no pause for a tick: the stop's own check has to find them.
+    const chunk = Buffer.alloc(MIB, 2);
+    for (let i = 0; i < 10; i++) writeFileSync(join(layer, 'a', i % 2 ? 'b' : 'b/c', `f${i}`), chunk);
+    const detail = await watch.stop();
+    assert.match(detail ?? '', /^the cell wrote (9|1\d)\.\d MiB, past \[resources\] disk = 8\.0 MiB$/);
+    assert.equal(hits.length, 1);
+  });
+
   it('an idle layer far from its bound is not a hit, and stop answers at once', async () => {
     const layer = join(root, 'idle');
     mkdirSync(layer);

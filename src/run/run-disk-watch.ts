@@ -1,3 +1,4 @@
+import { lstatSync, readdirSync } from 'node:fs';
 import { lstat, readdir, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 
@@ -78,8 +79,8 @@ export async function startDiskWatch(options: DiskWatchOptions): Promise<DiskWat
 
   let timer: NodeJS.Timeout | undefined;
   let stopped = false;
-  /** One sample; returns the room left before the nearest bound or walk. */
-  const check = async (): Promise<number> => {
+  /** One sample; returns the room left before the nearest bound or walk. `last`: see stop. */
+  const check = async (last = false): Promise<number> => {
     if (hit !== undefined || busy) return 0;
     busy = true;
     try {
@@ -91,7 +92,8 @@ export async function startDiskWatch(options: DiskWatchOptions): Promise<DiskWat
         hit = `the host filesystem under ${dir} is down to ${formatBytes(free)} free (agentcell keeps ${formatBytes(reserve)}: max(1 GiB, 5%))`;
       } else if (delta >= nextWalkAt || (confirmDir !== undefined && Date.now() >= walkDue)) {
         const walkStart = Date.now();
-        const written = confirmDir === undefined ? delta : await treeBytes(confirmDir);
+        const written =
+          confirmDir === undefined ? delta : last ? treeBytesSync(confirmDir) : await treeBytes(confirmDir);
         walkDue = Date.now() + walkDelayMs(Date.now() - walkStart, limitBytes - written);
         if (written >= limitBytes)
           hit = `the cell wrote ${formatBytes(written)}, past [resources] disk = ${formatBytes(limitBytes)}`;
@@ -119,7 +121,10 @@ export async function startDiskWatch(options: DiskWatchOptions): Promise<DiskWat
       stopped = true;
       clearTimeout(timer);
       while (busy) await new Promise((resolve) => setTimeout(resolve, 5));
-      await check();
+      // The command has ended: nothing in the cell waits on this process's event loop, so the
+      // last walk goes synchronously (30,000 files in the layer: ~0.2 s, ~1.2 s an lstat promise
+      // at a time, which keeps the event loop free while the command runs).
+      await check(true);
       return hit;
     },
   };
@@ -147,6 +152,23 @@ async function treeBytes(dir: string): Promise<number> {
       } catch {
         // gone meanwhile
       }
+  }
+  return total;
+}
+
+function treeBytesSync(dir: string): number {
+  let total = 0;
+  let entries;
+  try {
+    entries = readdirSync(dir, { withFileTypes: true });
+  } catch {
+    return 0;
+  }
+  for (const entry of entries) {
+    const path = join(dir, entry.name);
+    total += entry.isDirectory()
+      ? treeBytesSync(path)
+      : (lstatSync(path, { throwIfNoEntry: false })?.blocks ?? 0) * 512;
   }
   return total;
 }
