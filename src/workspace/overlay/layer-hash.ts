@@ -33,7 +33,12 @@ export interface LayerFingerprint {
  * opaque-dir mark) are not covered by it; they are by `statHash` (a change moves the ctime).
  * The layer's own directory is not covered: freezing renames it.
  */
-export function layerFingerprint(dir: string, now = Date.now(), entries?: string[]): LayerFingerprint {
+export function layerFingerprint(
+  dir: string,
+  now = Date.now(),
+  entries?: string[],
+  digests?: FileDigests,
+): LayerFingerprint {
   const content = createHash('sha256');
   const stats = new StatHash(now, entries);
   const buffer = Buffer.allocUnsafe(64 * 1024);
@@ -44,8 +49,7 @@ export function layerFingerprint(dir: string, now = Date.now(), entries?: string
       let extra = '';
       if (s.isSymbolicLink()) extra = readlinkSync(full);
       else if (typeOf(s) === 'o') extra = `rdev=${s.rdev}`;
-      else if (s.isFile())
-        extra = fileDigest(full, s.size, buffer) ?? `mtime=${lstatSync(full, { bigint: true }).mtimeNs}`;
+      else if (s.isFile()) extra = knownDigest(digests, s, () => fileDigest(full, s.size, buffer), full);
       content.update(`${JSON.stringify(path)}\t${typeOf(s)}\t${(s.mode & 0o7777).toString(8)}\t${s.size}\t${extra}\n`);
     },
     (path) => {
@@ -57,9 +61,29 @@ export function layerFingerprint(dir: string, now = Date.now(), entries?: string
   return { contentHash: `sha256:${content.digest('hex')}`, ...(statHash !== undefined ? { statHash } : {}) };
 }
 
-/** The content hash alone (see layerFingerprint). */
-export function layerContentHash(dir: string): string {
-  return layerFingerprint(dir).contentHash;
+/**
+ * File digests by identity (device, inode, size, mtime), for layers whose files are never
+ * written once made, as turn copies that hard-link the files they share: each is read once.
+ */
+export type FileDigests = Map<string, string>;
+
+/** The content hash alone (see layerFingerprint); `digests` only for files nothing writes again. */
+export function layerContentHash(dir: string, digests?: FileDigests): string {
+  return layerFingerprint(dir, Date.now(), undefined, digests).contentHash;
+}
+
+function knownDigest(
+  digests: FileDigests | undefined,
+  s: Stats,
+  digest: () => string | undefined,
+  full: string,
+): string {
+  const key = `${s.dev}:${s.ino}:${s.size}:${s.mtimeMs}`;
+  const known = digests?.get(key);
+  if (known !== undefined) return known;
+  const made = digest() ?? `mtime=${lstatSync(full, { bigint: true }).mtimeNs}`;
+  digests?.set(key, made);
+  return made;
 }
 
 /**

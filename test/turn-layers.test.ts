@@ -1,0 +1,65 @@
+import assert from 'node:assert/strict';
+import { lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { layerContentHash } from '../src/workspace/overlay/layer-hash.js';
+import { createTurnRecorder, type TurnStart } from '../src/workspace/overlay/turn-layers.js';
+
+/**
+ * The turn recorder on its own, over a plain directory standing in for a run's upper
+ * layer: each copy is what the upper was at its turn, files unchanged since the previous
+ * copy are hard links of it, and the recorded hash is the copy's own hash taken afresh
+ * (the recorder reads each shared file's content once; the restore reads them all).
+ */
+describe('turn recorder', () => {
+  const root = mkdtempSync(join(tmpdir(), 'agentcell-turns-'));
+  after(() => rmSync(root, { recursive: true, force: true }));
+
+  const start = (n: number): TurnStart => ({
+    at: new Date(Date.UTC(2026, 0, 1, 0, 0, n)).toISOString(),
+    provider: 'anthropic',
+    host: 'api.anthropic.com',
+    path: '/v1/messages',
+  });
+
+  it('copies what changed, links what did not, and records each copy’s fresh hash', async () => {
+    const cellDir = join(root, 'cell');
+    const upper = join(cellDir, 'upper');
+    mkdirSync(join(upper, 'deep', 'er'), { recursive: true });
+    for (let i = 0; i < 200; i++) writeFileSync(join(upper, 'deep', i % 2 ? 'er' : '', `f${i}.js`), `v1 ${i}\n`);
+    const recorder = createTurnRecorder({ cellDir, upper, run: 'r-test' });
+
+    await recorder.take(start(1));
+    writeFileSync(join(upper, 'deep', 'f0.js'), 'v2 0, longer\n'); // changed
+    writeFileSync(join(upper, 'new.txt'), 'new\n'); // added
+    rmSync(join(upper, 'deep', 'er', 'f1.js')); // deleted
+    await recorder.take(start(2));
+    writeFileSync(join(upper, 'deep', 'f2.js'), 'v3 2\n');
+    await recorder.take(start(3));
+    const turns = await recorder.settle();
+
+    assert.deepEqual(
+      turns.map((t) => [t.turn, t.dir, t.skipped]),
+      [
+        [1, '0001', undefined],
+        [2, '0002', undefined],
+        [3, '0003', undefined],
+      ],
+    );
+    const copy = (t: number, path: string): string => join(cellDir, 'turns', 'r-test', `000${t}`, path);
+    for (const t of turns) assert.equal(t.contentHash, layerContentHash(copy(t.turn, '')), `turn ${t.turn}'s hash`);
+    // Each copy is its turn's state.
+    assert.equal(readFileSync(copy(1, 'deep/f0.js'), 'utf8'), 'v1 0\n');
+    assert.equal(readFileSync(copy(2, 'deep/f0.js'), 'utf8'), 'v2 0, longer\n');
+    assert.equal(lstatSync(copy(1, 'deep/er/f1.js')).isFile(), true);
+    assert.equal(lstatSync(copy(2, 'deep/er/f1.js'), { throwIfNoEntry: false }), undefined);
+    assert.equal(lstatSync(copy(1, 'new.txt'), { throwIfNoEntry: false }), undefined);
+    assert.equal(readFileSync(copy(3, 'deep/f2.js'), 'utf8'), 'v3 2\n');
+    assert.equal(readFileSync(copy(2, 'deep/f2.js'), 'utf8'), 'v1 2\n');
+    // Shared, not copied: an unchanged file is one inode in every copy; a changed one is not.
+    assert.equal(lstatSync(copy(3, 'deep/er/f3.js')).ino, lstatSync(copy(1, 'deep/er/f3.js')).ino);
+    assert.equal(lstatSync(copy(3, 'new.txt')).ino, lstatSync(copy(2, 'new.txt')).ino);
+    assert.notEqual(lstatSync(copy(2, 'deep/f0.js')).ino, lstatSync(copy(1, 'deep/f0.js')).ino);
+  });
+});
