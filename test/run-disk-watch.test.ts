@@ -40,16 +40,17 @@ describe('disk watch on a real directory', () => {
   const root = mkdtempSync(join(tmpdir(), 'agentcell-disk-watch-'));
   after(() => removeTrees([root]));
 
-  it('stops a writer that passes the limit in its own layer and says so', async () => {
-    const layer = join(root, 'upper');
-    mkdirSync(layer);
+  /** A watch on a new layer dir under root (with `subdirs` made in it), and the hits it reports. */
+  const watchLayer = async (name: string, limitBytes: number, subdirs = '') => {
+    const layer = join(root, name);
+    mkdirSync(join(layer, subdirs), { recursive: true });
     const hits: string[] = [];
-    const watch = await startDiskWatch({
-      dir: root,
-      limitBytes: 8 * MIB,
-      confirmDir: layer,
-      onHit: (detail) => hits.push(detail),
-    });
+    const watch = await startDiskWatch({ dir: root, limitBytes, confirmDir: layer, onHit: (d) => hits.push(d) });
+    return { layer, hits, watch };
+  };
+
+  it('stops a writer that passes the limit in its own layer and says so', async () => {
+    const { layer, hits, watch } = await watchLayer('upper', 8 * MIB);
     const chunk = Buffer.alloc(MIB, 1);
     for (let i = 0; i < 32 && hits.length === 0; i++) {
       writeFileSync(join(layer, `f${i}`), chunk);
@@ -61,15 +62,7 @@ describe('disk watch on a real directory', () => {
   });
 
   it('the last check at stop walks nested directories: writes made since the last sample still count', async () => {
-    const layer = join(root, 'nested');
-    mkdirSync(join(layer, 'a', 'b', 'c'), { recursive: true });
-    const hits: string[] = [];
-    const watch = await startDiskWatch({
-      dir: root,
-      limitBytes: 8 * MIB,
-      confirmDir: layer,
-      onHit: (detail) => hits.push(detail),
-    });
+    const { layer, hits, watch } = await watchLayer('nested', 8 * MIB, 'a/b/c');
     // At once, no pause for a tick: the stop's own check has to find them.
     const chunk = Buffer.alloc(MIB, 2);
     for (let i = 0; i < 10; i++) writeFileSync(join(layer, 'a', i % 2 ? 'b' : 'b/c', `f${i}`), chunk);
@@ -79,16 +72,8 @@ describe('disk watch on a real directory', () => {
   });
 
   it('an idle layer far from its bound is not a hit, and stop answers at once', async () => {
-    const layer = join(root, 'idle');
-    mkdirSync(layer);
+    const { layer, hits, watch } = await watchLayer('idle', 8 * GIB);
     writeFileSync(join(layer, 'small'), 'x');
-    const hits: string[] = [];
-    const watch = await startDiskWatch({
-      dir: root,
-      limitBytes: 8 * GIB,
-      confirmDir: layer,
-      onHit: (d) => hits.push(d),
-    });
     await sleep(600);
     const started = Date.now();
     assert.equal(await watch.stop(), undefined);
