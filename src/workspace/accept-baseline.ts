@@ -12,9 +12,10 @@ import {
   writeSync,
   type Stats,
 } from 'node:fs';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { fsyncDir, removeQuietly, tempPathFor } from '../_internal/atomic-file.js';
+import { sha256 } from '../_internal/canonical-hash.js';
 import { makeDirs } from '../_internal/make-dirs.js';
 import { trashDirOf } from './overlay/layer-trash.js';
 import * as z from 'zod/mini';
@@ -290,10 +291,6 @@ function readSlice(file: string, offset: number, size: number): Buffer {
   } finally {
     closeSync(fd);
   }
-}
-
-function sha256(content: Buffer): string {
-  return createHash('sha256').update(content).digest('hex');
 }
 
 function hostIdentity(

@@ -49,7 +49,12 @@ export function layerFingerprint(
       let extra = '';
       if (s.isSymbolicLink()) extra = readlinkSync(full);
       else if (typeOf(s) === 'o') extra = `rdev=${s.rdev}`;
-      else if (s.isFile()) extra = knownDigest(digests, s, () => fileDigest(full, s.size, buffer), full);
+      else if (s.isFile())
+        extra = knownDigest(
+          digests,
+          s,
+          () => fileDigest(full, s.size, buffer) ?? `mtime=${lstatSync(full, { bigint: true }).mtimeNs}`,
+        );
       content.update(`${JSON.stringify(path)}\t${typeOf(s)}\t${(s.mode & 0o7777).toString(8)}\t${s.size}\t${extra}\n`);
     },
     (path) => {
@@ -72,16 +77,12 @@ export function layerContentHash(dir: string, digests?: FileDigests): string {
   return layerFingerprint(dir, Date.now(), undefined, digests).contentHash;
 }
 
-function knownDigest(
-  digests: FileDigests | undefined,
-  s: Stats,
-  digest: () => string | undefined,
-  full: string,
-): string {
+/** `digest()` of the file `s` describes, or the one already taken of that file (see FileDigests). */
+function knownDigest(digests: FileDigests | undefined, s: Stats, digest: () => string): string {
   const key = `${s.dev}:${s.ino}:${s.size}:${s.mtimeMs}`;
   const known = digests?.get(key);
   if (known !== undefined) return known;
-  const made = digest() ?? `mtime=${lstatSync(full, { bigint: true }).mtimeNs}`;
+  const made = digest();
   digests?.set(key, made);
   return made;
 }
