@@ -24,7 +24,7 @@ import { CANARY_HOST } from '../src/_internal/vocabulary.js';
 import { createLeafMinter, loadOrCreateCellCa } from '../src/egress/cell/cell-ca.js';
 import { cellCaFiles } from '../src/egress/cell/cell-trust.js';
 import { readyCellCaPem } from '../src/egress/cell/ready-cell-ca.js';
-import type { EgressGateway, GatewayRules } from '../src/egress/gateway/egress-gateway.js';
+import type { EgressGateway, GatewayInspectOptions, GatewayRules } from '../src/egress/gateway/egress-gateway.js';
 import type { EgressEvent } from '../src/egress/log/egress-log.js';
 import type { ProxySecret } from '../src/egress/rules/inspect-rules.js';
 import { proxyAuthorization } from '../src/egress/gateway/proxy-auth.js';
@@ -98,6 +98,7 @@ const RESOLVE = { 'api.test': '127.0.0.1', 'second.test': '127.0.0.1', 'bad.test
 async function startGateway(
   rules: GatewayRules,
   secrets: ProxySecret[] = [],
+  hooks: Pick<GatewayInspectOptions, 'onLlmRequest'> = {},
 ): Promise<{ port: number; token: string; events: EgressEvent[]; logPath: string; spyPath: string }> {
   const ca = await loadOrCreateCellCa(cellCaFiles(join(dir, 'cell-ca')), 'test');
   const spyPath = join(dir, `spy-${gateways.length}.jsonl`);
@@ -108,6 +109,7 @@ async function startGateway(
       upstreamCa: [readFileSync(upstreamCa, 'utf8')],
       secrets,
       spyLogPath: spyPath,
+      ...hooks,
     },
   });
   gateways.push(gw.gateway);
@@ -852,5 +854,64 @@ describe('spy', () => {
     assert.match(second ?? '', /user: weather in Paris\?/);
     assert.match(second ?? '', /tool call get_weather \{"city":"Paris"\}/);
     assert.match(second ?? '', /tokens: in 11, out 7/);
+  });
+});
+
+describe('turn boundaries (the run’s turn checkpoints)', () => {
+  const llmCall = (gw: { port: number; token: string }, extra: string[] = []): Promise<Ran> =>
+    curl(gw, [...extra, '-d', '{"model":"m","messages":[]}', `https://api.test:${trustedPort}/v1/messages`]);
+  const until = async (what: string, done: () => boolean): Promise<void> => {
+    for (let i = 0; i < 250 && !done(); i++) await new Promise((r) => setTimeout(r, 20));
+    assert.ok(done(), what);
+  };
+
+  it('an LLM request goes upstream at once; its answer reaches the client only once the turn is taken', async () => {
+    responder = () => ({ status: 200, type: 'application/json', body: '{"answer":1}' });
+    let take = (): void => undefined;
+    const starts: string[] = [];
+    const gw = await startGateway({ allow: ['api.test'], inspect: ['api.test'] }, [], {
+      onLlmRequest: (start) => {
+        starts.push(`${start.provider} ${start.host} ${start.path}`);
+        return new Promise<void>((resolve) => (take = resolve));
+      },
+    });
+    const before = seen.length;
+    let answered = false;
+    const call = llmCall(gw).then((r) => ((answered = true), r));
+    await until('the upstream has the request while the turn is being taken', () => seen.length > before);
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(answered, false, 'the answer is held while the turn is taken');
+    take();
+    const r = await call;
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, '{"answer":1}');
+    assert.deepEqual(starts, ['anthropic api.test /v1/messages']);
+    // Not an LLM API path: no turn, nothing held.
+    const plain = await curl(gw, [`https://api.test:${trustedPort}/plain`]);
+    assert.equal(plain.stdout, '{"answer":1}');
+    assert.equal(starts.length, 1);
+  });
+
+  it('a client gone while its answer is held is logged once, and the gateway goes on serving', async () => {
+    responder = () => ({ status: 200, type: 'text/plain', body: 'ok\n' });
+    const takes: (() => void)[] = [];
+    const gw = await startGateway({ allow: ['api.test'], inspect: ['api.test'] }, [], {
+      onLlmRequest: () => new Promise<void>((resolve) => takes.push(resolve)),
+    });
+    const before = seen.length;
+    const gone = await llmCall(gw, ['--max-time', '1']);
+    assert.notEqual(gone.code, 0, 'curl gave up before the turn was taken');
+    assert.ok(seen.length > before, 'the request went upstream');
+    for (const take of takes) take();
+    await new Promise((r) => setTimeout(r, 100));
+    const next = llmCall(gw);
+    await until('the second request opens its turn', () => takes.length === 2);
+    takes[1]?.();
+    const r = await next;
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, 'ok\n');
+    await settle(gw.events, 2);
+    const requests = gw.events.filter((e) => e.kind === 'request');
+    assert.equal(requests.length, 2, JSON.stringify(gw.events));
   });
 });

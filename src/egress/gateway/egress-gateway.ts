@@ -39,7 +39,7 @@ export interface GatewayInspectOptions {
   secrets?: readonly ProxySecret[];
   /** The run's spy log (LLM API calls through inspected hosts, JSONL, 0600). */
   spyLogPath?: string;
-  /** Called as each LLM API request starts (a turn boundary); the request goes upstream once it resolves. */
+  /** Called as each LLM API request starts (a turn boundary); the request goes upstream at once, its answer reaches the cell once this resolves. */
   onLlmRequest?: (start: LlmRequestStart) => Promise<void>;
 }
 

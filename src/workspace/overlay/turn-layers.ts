@@ -164,7 +164,7 @@ export function createTurnRecorder(options: {
     if (previous && linked.size > 0) {
       failed = await copyChanged(upper, target, scan, linked);
       // The rest comes from the previous copy, which nothing writes, not from the upper: the
-      // request may go now. (30,000 files in the upper held every request ~2 s for the links.)
+      // answer may go to the agent now. (30,000 files in the upper held it ~2 s for the links.)
       if (failed === undefined) {
         release();
         failed = await linkUnchanged(join(setDir, previous.dir), target, linked);
@@ -176,7 +176,7 @@ export function createTurnRecorder(options: {
     }
     copies += 1;
     totalBytes += newBytes;
-    // The copy is what the turn was: the request may go while it is hashed (the upstream's answer takes longer).
+    // The copy is what the turn was: the answer may go to the agent while it is hashed.
     release();
     const contentHash = layerContentHash(target, digests);
     last = { scan, dir, contentHash, bytes: scan.bytes };
@@ -314,7 +314,7 @@ function tarCopy(source: string, target: string, paths: readonly string[]): Prom
 
 /**
  * The copy of an empty upper (an agent's first request, before it wrote anything), made
- * without starting a process: the request waits for it. (The root's own mode and times are
+ * without starting a process: the answer waits for it. (The root's own mode and times are
  * not the layer's: a stacked layer's root is never what the cell sees.)
  */
 function copyEmpty(target: string): string | undefined {

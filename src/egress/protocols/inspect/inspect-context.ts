@@ -40,7 +40,7 @@ export interface InspectContext {
   recordRequest(started: number, record: RequestRecord): void;
   /** Captures LLM API exchanges when given. */
   spy?: SpyRecorder;
-  /** Told as each LLM API request starts; the request waits for it (the run's turn checkpoint). */
+  /** Told as each LLM API request starts; the request's answer waits for it (the run's turn checkpoint). */
   llmRequestStarts?: (start: LlmRequestStart) => Promise<void>;
   /** Replaces secret values in anything logged. */
   redact(text: string): string;

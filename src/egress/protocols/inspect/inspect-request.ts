@@ -179,28 +179,31 @@ export function inspectedRequests(target: TunnelTarget, context: InspectContext,
           response: responseBody.result(undefined),
         });
     };
-    // Headers go upstream with the body, so nothing is sent before `send`.
-    const send = (): void => {
-      if (upstreamRequest.destroyed) return; // the client went away while its turn was recorded
-      req.on('data', (chunk: Buffer) => {
-        sent += chunk.length;
-        requestBody?.add(chunk);
-      });
-      req.pipe(upstreamRequest);
-    };
-    // An LLM request opens a turn: the run checkpoints its layer before the request goes upstream.
+    // An LLM request opens a turn: the run checkpoints its layer while the request goes upstream,
+    // and whatever comes back reaches the agent only once the copy is taken. The agent, waiting
+    // on that answer, has not acted since it sent the request, so the copy is the workspace as
+    // it was then; the copy and the upstream's latency overlap instead of adding up.
     const turn = provider
       ? context.llmRequestStarts?.({ at: new Date(started).toISOString(), provider, host: target.host, path })
       : undefined;
-    if (turn) void turn.then(send, send);
-    else send();
+    const afterTurn = (reply: () => void): void => {
+      if (turn) void turn.then(reply, reply);
+      else reply();
+    };
+    req.on('data', (chunk: Buffer) => {
+      sent += chunk.length;
+      requestBody?.add(chunk);
+    });
+    req.pipe(upstreamRequest);
     res.once('close', () => {
       if (res.writableFinished) return;
       upstreamRequest.destroy();
       finish(upstreamStatus);
     });
-    upstreamRequest.on('response', (response: IncomingMessage) => {
+    upstreamRequest.on('response', (response: IncomingMessage) => afterTurn(() => answer(response)));
+    const answer = (response: IncomingMessage): void => {
       upstreamStatus = response.statusCode ?? 0;
+      if (res.destroyed) return void response.destroy(); // the client went away while its turn was copied
       responseBody?.setHeaders(response.headers);
       response.on('data', (chunk: Buffer) => {
         received += chunk.length;
@@ -228,8 +231,10 @@ export function inspectedRequests(target: TunnelTarget, context: InspectContext,
       response.once('end', () => finish(response.statusCode ?? 0));
       response.once('aborted', () => res.destroy());
       response.once('error', () => res.destroy());
-    });
-    upstreamRequest.on('error', (error: NodeJS.ErrnoException) => {
+    };
+    upstreamRequest.on('error', (error: NodeJS.ErrnoException) => afterTurn(() => failed(error)));
+    const failed = (error: NodeJS.ErrnoException): void => {
+      if (res.destroyed) return; // logged when the client went away
       if (res.headersSent) {
         // The request was allowed and answered; the upstream broke off mid-response.
         res.destroy();
@@ -240,7 +245,7 @@ export function inspectedRequests(target: TunnelTarget, context: InspectContext,
       const response = denyResponse(denial);
       res.writeHead(response.status, response.headers).end(response.body);
       finish(response.status, denial);
-    });
+    };
   }
 
   return { request: handleRequest, upgrade };
