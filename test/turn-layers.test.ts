@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
-import { lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { layerContentHash } from '../src/workspace/overlay/layer-hash.js';
+import { layerContentHash, layerContentHashYielding } from '../src/workspace/overlay/layer-hash.js';
 import { createTurnRecorder, type TurnStart } from '../src/workspace/overlay/turn-layers.js';
 
 /**
@@ -61,5 +61,34 @@ describe('turn recorder', () => {
     assert.equal(lstatSync(copy(3, 'deep/er/f3.js')).ino, lstatSync(copy(1, 'deep/er/f3.js')).ino);
     assert.equal(lstatSync(copy(3, 'new.txt')).ino, lstatSync(copy(2, 'new.txt')).ino);
     assert.notEqual(lstatSync(copy(2, 'deep/f0.js')).ino, lstatSync(copy(1, 'deep/f0.js')).ino);
+  });
+
+  it('hashes a copy while the event loop runs: the answer is not held for the hash, and the hash is the same', async () => {
+    const cellDir = join(root, 'cell-big');
+    const upper = join(cellDir, 'upper');
+    for (let d = 0; d < 6; d++) {
+      mkdirSync(join(upper, `d${d}`, 'sub'), { recursive: true });
+      for (let i = 0; i < 100; i++) writeFileSync(join(upper, `d${d}`, i % 3 ? 'sub' : '', `f${i}`), `${d} ${i}\n`);
+    }
+    symlinkSync('d0/f0', join(upper, 'link'));
+    const recorder = createTurnRecorder({ cellDir, upper, run: 'r-big' });
+    await recorder.take(start(1));
+    let recorded = false;
+    const settled = recorder.settle().then((turns) => ((recorded = true), turns));
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(
+      recorded,
+      false,
+      'the copy of ~600 entries is still being hashed a turn of the loop after the answer went',
+    );
+    const [turn] = await settled;
+    const copy = join(cellDir, 'turns', 'r-big', '0001');
+    assert.equal(turn?.contentHash, layerContentHash(copy), 'the recorded hash is the copy’s, taken afresh');
+    assert.equal(await layerContentHashYielding(copy), layerContentHash(copy));
+    assert.equal(
+      await layerContentHashYielding(upper),
+      layerContentHash(copy),
+      'the copy hashes as the upper it copied',
+    );
   });
 });

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import * as z from 'zod/mini';
 import { makeDirs } from '../../_internal/make-dirs.js';
 import { cellStateFix, readStateFile, writeStateFile, type StateFileKind } from '../../_internal/state-file.js';
-import { layerContentHash, type FileDigests } from './layer-hash.js';
+import { layerContentHashYielding, type FileDigests } from './layer-hash.js';
 import { trashDirOf } from './layer-trash.js';
 
 /**
@@ -178,7 +178,7 @@ export function createTurnRecorder(options: {
     totalBytes += newBytes;
     // The copy is what the turn was: the answer may go to the agent while it is hashed.
     release();
-    const contentHash = layerContentHash(target, digests);
+    const contentHash = await layerContentHashYielding(target, digests);
     last = { scan, dir, contentHash, bytes: scan.bytes };
     return { ...base, dir, contentHash, bytes: scan.bytes };
   };
