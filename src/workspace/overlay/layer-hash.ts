@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { closeSync, lstatSync, openSync, readdirSync, readlinkSync, readSync, type Stats } from 'node:fs';
+import { loopTurns, walkLayer } from './layer-walk.js';
 
 /** Files up to this size are hashed by content; larger ones by size and mtime (a checkpoint stays cheap). */
 export const CONTENT_HASH_LIMIT = 1024 * 1024;
@@ -41,7 +42,7 @@ export function layerFingerprint(
 ): LayerFingerprint {
   const content = new ContentHash(digests);
   const stats = new StatHash(now, entries);
-  for (const step of walkLayer(dir)) {
+  for (const step of walkLayer(dir, plainLstat)) {
     if (step.s === undefined) {
       content.unlistable(step.path);
       stats.unlistable(step.path);
@@ -65,24 +66,25 @@ export function layerContentHash(dir: string, digests?: FileDigests): string {
   return layerFingerprint(dir, Date.now(), undefined, digests).contentHash;
 }
 
-/** Entries hashed between two turns of the event loop by layerContentHashYielding. */
-const ENTRIES_PER_TURN = 256;
-
 /**
- * layerContentHash, letting the event loop run every ENTRIES_PER_TURN entries: a turn's copy
- * is hashed while the gateway relays the agent's answer on the same loop, which a walk of a
- * 30,000-file copy held ~0.5 s (the same hash: the same walk and lines).
+ * layerContentHash, letting the event loop run as it walks: a turn's copy is hashed while the
+ * gateway relays the agent's answer on the same loop, which a walk of a 30,000-file copy held
+ * ~0.5 s (the same hash: the same walk and lines).
  */
 export async function layerContentHashYielding(dir: string, digests?: FileDigests): Promise<string> {
   const content = new ContentHash(digests);
-  let count = 0;
-  for (const step of walkLayer(dir)) {
+  const loopTurn = loopTurns();
+  for (const step of walkLayer(dir, plainLstat)) {
     if (step.s === undefined) content.unlistable(step.path);
     else content.add(step.path, step.full, step.s);
-    if (++count % ENTRIES_PER_TURN === 0) await new Promise((resolve) => setImmediate(resolve));
+    const next = loopTurn();
+    if (next) await next;
   }
   return content.digest();
 }
+
+/** Plain (not bigint) stats, cheaper to make: see StatHash.add. */
+const plainLstat = (full: string): Stats => lstatSync(full);
 
 /** The content half of a fingerprint, an entry at a time in the walk's order. */
 class ContentHash {
@@ -132,7 +134,7 @@ function knownDigest(digests: FileDigests | undefined, s: Stats, digest: () => s
  */
 export function layerStatHash(dir: string, now = Date.now(), entries?: string[]): string | undefined {
   const stats = new StatHash(now, entries);
-  for (const step of walkLayer(dir)) {
+  for (const step of walkLayer(dir, plainLstat)) {
     if (step.s === undefined) stats.unlistable(step.path);
     else stats.add(step.path, step.s);
   }
@@ -219,45 +221,6 @@ class StatHash {
     if (!this.#settled) return undefined;
     this.#flush();
     return `sha256:${this.#hash.digest('hex')}`;
-  }
-}
-
-/** An entry of a walk: its stats, or none for a directory the host cannot list (a mode the cell set). */
-type WalkStep = { path: string; full: string; s: Stats } | { path: string; full: string; s: undefined };
-
-/**
- * Every entry under `dir`, sorted, depth first, each directory's entries right after it.
- * One generator over a stack of listings: a recursive one passes each entry up through a
- * generator per level.
- */
-function* walkLayer(dir: string): Generator<WalkStep> {
-  const listings: { rel: string; names: string[]; next: number }[] = [];
-  /** Lists a directory onto the stack, or gives the step for one the host cannot list. */
-  const list = (rel: string): WalkStep | undefined => {
-    // Paths by concatenation, not join(): names from readdir hold no '/' and are never '.' or '..'.
-    const here = rel ? `${dir}/${rel}` : dir;
-    try {
-      listings.push({ rel, names: readdirSync(here).sort(), next: 0 });
-      return undefined;
-    } catch {
-      return { path: rel, full: here, s: undefined }; // its entry above still counts
-    }
-  };
-  const top = list('');
-  if (top) yield top;
-  while (listings.length > 0) {
-    const at = listings[listings.length - 1]!;
-    const name = at.names[at.next++];
-    if (name === undefined) {
-      listings.pop();
-      continue;
-    }
-    const path = at.rel ? `${at.rel}/${name}` : name;
-    const full = `${dir}/${path}`;
-    const s = lstatSync(full);
-    yield { path, full, s };
-    const unlistable = s.isDirectory() ? list(path) : undefined;
-    if (unlistable) yield unlistable;
   }
 }
 

@@ -7,6 +7,7 @@ import * as z from 'zod/mini';
 import { makeDirs } from '../../_internal/make-dirs.js';
 import { cellStateFix, readStateFile, writeStateFile, type StateFileKind } from '../../_internal/state-file.js';
 import { layerContentHashYielding, type FileDigests } from './layer-hash.js';
+import { loopTurns, walkLayer } from './layer-walk.js';
 import { trashDirOf } from './layer-trash.js';
 
 /**
@@ -142,7 +143,7 @@ export function createTurnRecorder(options: {
   const copyTurn = async (base: TurnRecord, release: () => void): Promise<TurnRecord> => {
     let scan: LayerScan;
     try {
-      scan = scanLayer(upper);
+      scan = await scanLayer(upper);
     } catch (error) {
       return { ...base, skipped: `the upper layer could not be read: ${(error as Error).message}` };
     }
@@ -224,27 +225,28 @@ interface LayerScan {
   files: Map<string, { size: number; identity: string }>;
 }
 
-/** One lstat walk of the layer: cheap next to a copy, so an unchanged upper is not copied again. */
-function scanLayer(dir: string): LayerScan {
+/**
+ * One lstat walk of the layer, cheap next to a copy, so an unchanged upper is not copied
+ * again; the event loop runs meanwhile. Throws when a directory can't be listed.
+ */
+async function scanLayer(dir: string): Promise<LayerScan> {
   const hash = createHash('sha256');
   let bytes = 0;
   const paths: string[] = [];
   const files = new Map<string, { size: number; identity: string }>();
-  const walk = (rel: string): void => {
-    for (const name of readdirSync(rel ? join(dir, rel) : dir).sort()) {
-      const path = rel ? `${rel}/${name}` : name;
-      const s = lstatSync(join(dir, path), { bigint: true });
-      const line = `${JSON.stringify(path)}\t${s.mode}\t${s.size}\t${s.ino}\t${s.mtimeNs}\t${s.ctimeNs}`;
-      hash.update(`${line}\n`);
-      paths.push(path);
-      if (s.isFile()) {
-        bytes += Number(s.size);
-        files.set(path, { size: Number(s.size), identity: line });
-      }
-      if (s.isDirectory()) walk(path);
+  const loopTurn = loopTurns();
+  for (const { path, s } of walkLayer(dir, (full) => lstatSync(full, { bigint: true }))) {
+    if (s === undefined) throw new Error(`${path || '.'} can't be listed`);
+    const line = `${JSON.stringify(path)}\t${s.mode}\t${s.size}\t${s.ino}\t${s.mtimeNs}\t${s.ctimeNs}`;
+    hash.update(`${line}\n`);
+    paths.push(path);
+    if (s.isFile()) {
+      bytes += Number(s.size);
+      files.set(path, { size: Number(s.size), identity: line });
     }
-  };
-  walk('');
+    const next = loopTurn();
+    if (next) await next;
+  }
   return { signature: hash.digest('hex'), bytes, paths, files };
 }
 
