@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { layerContentHash, layerContentHashYielding } from '../src/workspace/overlay/layer-hash.js';
-import { createTurnRecorder, type TurnStart } from '../src/workspace/overlay/turn-layers.js';
+import { createTurnRecorder, type TurnRecord, type TurnStart } from '../src/workspace/overlay/turn-layers.js';
 
 /**
  * The turn recorder on its own, over a plain directory standing in for a run's upper
@@ -22,6 +22,14 @@ describe('turn recorder', () => {
     host: 'api.anthropic.com',
     path: '/v1/messages',
   });
+  /** Each turn as [number, copy dir, why skipped]. */
+  const dirsOf = (turns: TurnRecord[]): [number, string | undefined, string | undefined][] =>
+    turns.map((t) => [t.turn, t.dir, t.skipped]);
+  /** A path in a copy of run `run` under `cellDir`, the copy named by its turn's number. */
+  const copyPath =
+    (cellDir: string, run: string) =>
+    (t: number, path: string): string =>
+      join(cellDir, 'turns', run, String(t).padStart(4, '0'), path);
 
   it('copies what changed, links what did not, and records each copy’s fresh hash', async () => {
     const cellDir = join(root, 'cell');
@@ -39,15 +47,12 @@ describe('turn recorder', () => {
     await recorder.take(start(3));
     const turns = await recorder.settle();
 
-    assert.deepEqual(
-      turns.map((t) => [t.turn, t.dir, t.skipped]),
-      [
-        [1, '0001', undefined],
-        [2, '0002', undefined],
-        [3, '0003', undefined],
-      ],
-    );
-    const copy = (t: number, path: string): string => join(cellDir, 'turns', 'r-test', `000${t}`, path);
+    assert.deepEqual(dirsOf(turns), [
+      [1, '0001', undefined],
+      [2, '0002', undefined],
+      [3, '0003', undefined],
+    ]);
+    const copy = copyPath(cellDir, 'r-test');
     for (const t of turns) assert.equal(t.contentHash, layerContentHash(copy(t.turn, '')), `turn ${t.turn}'s hash`);
     // Each copy is its turn's state.
     assert.equal(readFileSync(copy(1, 'deep/f0.js'), 'utf8'), 'v1 0\n');
@@ -90,5 +95,67 @@ describe('turn recorder', () => {
       layerContentHash(copy),
       'the copy hashes as the upper it copied',
     );
+  });
+
+  it('takes the next turn while the previous one is still linked and hashed: each copy is its turn’s state', async () => {
+    const cellDir = join(root, 'cell-overlap');
+    const upper = join(cellDir, 'upper');
+    for (let d = 0; d < 4; d++) {
+      mkdirSync(join(upper, `d${d}`), { recursive: true });
+      for (let i = 0; i < 150; i++) writeFileSync(join(upper, `d${d}`, `f${i}`), `v1 ${d} ${i}\n`);
+    }
+    const recorder = createTurnRecorder({ cellDir, upper, run: 'r-overlap' });
+    await recorder.take(start(1));
+    writeFileSync(join(upper, 'd0', 'f0'), 'v2\n');
+    await recorder.take(start(2));
+    writeFileSync(join(upper, 'd1', 'f1'), 'v3\n');
+    rmSync(join(upper, 'd2', 'f2'));
+    await recorder.take(start(3));
+    await recorder.take(start(4)); // nothing changed since turn 3: it shares turn 3's copy
+    const turns = await recorder.settle();
+    assert.deepEqual(dirsOf(turns), [
+      [1, '0001', undefined],
+      [2, '0002', undefined],
+      [3, '0003', undefined],
+      [4, '0003', undefined],
+    ]);
+    const copy = copyPath(cellDir, 'r-overlap');
+    for (const t of turns)
+      assert.equal(t.contentHash, layerContentHash(copy(Number(t.dir), '')), `turn ${t.turn}'s hash`);
+    assert.equal(readFileSync(copy(1, 'd0/f0'), 'utf8'), 'v1 0 0\n');
+    assert.equal(readFileSync(copy(2, 'd0/f0'), 'utf8'), 'v2\n');
+    assert.equal(readFileSync(copy(3, 'd0/f0'), 'utf8'), 'v2\n');
+    assert.equal(readFileSync(copy(2, 'd1/f1'), 'utf8'), 'v1 1 1\n');
+    assert.equal(readFileSync(copy(3, 'd1/f1'), 'utf8'), 'v3\n');
+    assert.equal(lstatSync(copy(2, 'd2/f2')).isFile(), true);
+    assert.equal(lstatSync(copy(3, 'd2/f2'), { throwIfNoEntry: false }), undefined);
+    // Linked from the copy each file was written to.
+    assert.equal(lstatSync(copy(3, 'd3/f3')).ino, lstatSync(copy(1, 'd3/f3')).ino);
+    assert.equal(lstatSync(copy(3, 'd0/f0')).ino, lstatSync(copy(2, 'd0/f0')).ino);
+  });
+
+  it('a copy whose links fail is skipped with why, and the next turn copies afresh', async () => {
+    const cellDir = join(root, 'cell-broken');
+    const upper = join(cellDir, 'upper');
+    mkdirSync(join(upper, 'src'), { recursive: true });
+    for (let i = 0; i < 10; i++) writeFileSync(join(upper, 'src', `f${i}`), `v1 ${i}\n`);
+    const recorder = createTurnRecorder({ cellDir, upper, run: 'r-broken' });
+    await recorder.take(start(1));
+    await recorder.settle();
+    rmSync(join(cellDir, 'turns', 'r-broken', '0001', 'src', 'f5')); // a file the next copy would link
+    writeFileSync(join(upper, 'src', 'f0'), 'v2\n');
+    await recorder.take(start(2));
+    await recorder.settle(); // turn 2's links have failed before turn 3 starts
+    writeFileSync(join(upper, 'src', 'f1'), 'v3\n');
+    await recorder.take(start(3));
+    const turns = await recorder.settle();
+    assert.equal(turns[1]?.dir, undefined);
+    assert.match(turns[1]?.skipped ?? '', /could not be copied: .*ENOENT/);
+    assert.equal(turns[2]?.skipped, undefined, JSON.stringify(turns[2]));
+    const third = join(cellDir, 'turns', 'r-broken', turns[2]?.dir ?? '');
+    assert.equal(turns[2]?.contentHash, layerContentHash(third));
+    assert.equal(readFileSync(join(third, 'src', 'f5'), 'utf8'), 'v1 5\n');
+    assert.equal(readFileSync(join(third, 'src', 'f1'), 'utf8'), 'v3\n');
+    assert.equal(lstatSync(join(cellDir, 'turns', 'r-broken', '0002'), { throwIfNoEntry: false }), undefined);
   });
 });

@@ -80,8 +80,9 @@ export interface TurnStart {
 
 export interface TurnRecorder {
   /**
-   * Records a turn: copies the upper unless unchanged or past a cap. Resolves once the copy
-   * is taken (its hash and record follow, before the next turn); never rejects.
+   * Records a turn: copies the upper unless unchanged or past a cap. Resolves once what
+   * changed is copied (the links, the hash and the record follow, while the next turn's copy
+   * may start); never rejects.
    */
   take(start: TurnStart): Promise<void>;
   /** The turns so far (after every pending `take` settled). */
@@ -108,8 +109,11 @@ export function listTurnRuns(cellDir: string): string[] {
 }
 
 /**
- * Starts recording a run's turns. Turns are taken one at a time, in the order their
- * requests started; `onRecord` gets the list after each (the run journals it).
+ * Starts recording a run's turns, in the order their requests started; `onRecord` gets the
+ * list after each (the run journals it). A turn's copy is taken in two halves: what changed
+ * since the previous copy is copied, one turn at a time, and the answer goes; the hard links
+ * of what did not change and the hash follow while the next turn's copy may already start
+ * (its links are made from the copy each file was first written to, which is complete).
  */
 export function createTurnRecorder(options: {
   cellDir: string;
@@ -121,81 +125,119 @@ export function createTurnRecorder(options: {
   const { cellDir, upper, run, limits = TURN_LIMITS } = options;
   const setDir = turnSetDir(cellDir, run);
   const turns: TurnRecord[] = [];
-  let queue: Promise<void> = Promise.resolve();
+  let started = 0;
+  /** The copies' first halves, one at a time. */
+  let copying: Promise<void> = Promise.resolve();
+  /** The turns' records, in order (each waits for its copy's second half). */
+  let recording: Promise<void> = Promise.resolve();
   let copies = 0;
   let totalBytes = 0;
-  let last: { scan: LayerScan; dir: string; contentHash: string; bytes: number } | undefined;
+  /** The last copy: its scan, its dir, and its hash once its second half is done (undefined: it failed). */
+  let last: { scan: LayerScan; dir: string; bytes: number; hash: Promise<string | undefined> } | undefined;
+  /** For each file of the last copy, the copy it was written to (the others hold links to it). */
+  let origins = new Map<string, string>();
   // The copies' files are never written: each is read for its digest once, however many copies link it.
   const digests: FileDigests = new Map();
 
-  const record = async (start: TurnStart, release: () => void): Promise<void> => {
-    const base: TurnRecord = {
-      turn: turns.length + 1,
-      at: start.at,
-      request: { provider: start.provider, host: start.host, path: start.path },
-    };
-    const turn = await copyTurn(base, release);
+  /**
+   * The first half; resolves, once the answer may go, with the turn's record to come (in an
+   * object: an async function resolving to a promise would wait for it).
+   */
+  const copyTurn = async (base: TurnRecord): Promise<{ record: Promise<TurnRecord> }> => {
+    const skip = (why: string): { record: Promise<TurnRecord> } => ({
+      record: Promise.resolve({ ...base, skipped: why }),
+    });
+    let scan: LayerScan;
+    try {
+      scan = await scanLayer(upper);
+    } catch (error) {
+      return skip(`the upper layer could not be read: ${(error as Error).message}`);
+    }
+    const [previous, previousOrigins] = [last, origins];
+    if (previous && previous.scan.signature === scan.signature)
+      return {
+        record: previous.hash.then((contentHash) =>
+          contentHash === undefined
+            ? { ...base, skipped: 'the copy of the previous turn, unchanged since, failed' }
+            : { ...base, dir: previous.dir, contentHash, bytes: previous.bytes },
+        ),
+      };
+    // Files unchanged since the last copy are hard-linked (copies are never written): a copy costs the new data.
+    const linked = previous ? unchangedFiles(scan, previous.scan) : new Set<string>();
+    const newBytes = scan.bytes - [...linked].reduce((sum, path) => sum + (scan.files.get(path)?.size ?? 0), 0);
+    if (copies >= limits.maxCopies) return skip(`past ${limits.maxCopies} copies in this run`);
+    if (newBytes > limits.maxLayerBytes)
+      return skip(`the copy would take ${newBytes} bytes, over ${limits.maxLayerBytes}`);
+    if (totalBytes + newBytes > limits.maxTotalBytes)
+      return skip(`the run's copies would pass ${limits.maxTotalBytes} bytes`);
+    const dir = String(base.turn).padStart(4, '0');
+    makeDirs(setDir, 0o700);
+    const target = join(setDir, dir);
+    const failed =
+      linked.size > 0
+        ? await copyChanged(upper, target, scan, linked)
+        : scan.paths.length === 0
+          ? copyEmpty(target)
+          : await copyTree(upper, target);
+    if (failed !== undefined) {
+      moveToTrash(cellDir, [target]);
+      return skip(`the upper layer could not be copied: ${failed}`);
+    }
+    copies += 1;
+    totalBytes += newBytes;
+    // The links come from copies nothing writes, not from the upper: what the copy holds is
+    // fixed now, and the answer may go (30,000 files in the upper held it ~2 s for the links).
+    const from = new Map(
+      [...scan.files.keys()].map((path) => [path, linked.has(path) ? previousOrigins.get(path)! : dir]),
+    );
+    const second = (async (): Promise<{ contentHash: string } | { failed: string }> => {
+      const unlinked = await linkUnchanged(setDir, target, linked, from);
+      if (unlinked !== undefined) return { failed: unlinked };
+      return { contentHash: await layerContentHashYielding(target, digests) };
+    })();
+    last = { scan, dir, bytes: scan.bytes, hash: second.then((r) => ('contentHash' in r ? r.contentHash : undefined)) };
+    origins = from;
+    const recorded = second.then((r): TurnRecord => {
+      if ('contentHash' in r) return { ...base, dir, contentHash: r.contentHash, bytes: scan.bytes };
+      // Gone, and later copies may name it as where their files were written: the next turn
+      // copies afresh (one begun meanwhile on this copy fails its links too).
+      moveToTrash(cellDir, [target]);
+      copies -= 1;
+      totalBytes -= newBytes;
+      last = undefined;
+      origins = new Map();
+      return { ...base, skipped: `the upper layer could not be copied: ${r.failed}` };
+    });
+    return { record: recorded };
+  };
+
+  const record = (turn: TurnRecord): void => {
     turns.push(turn);
     writeStateFile(join(setDir, 'turns.json'), TURNS_FILE, { version: 1, run, turns }, { durable: false });
     options.onRecord?.([...turns]);
   };
 
-  const copyTurn = async (base: TurnRecord, release: () => void): Promise<TurnRecord> => {
-    let scan: LayerScan;
-    try {
-      scan = await scanLayer(upper);
-    } catch (error) {
-      return { ...base, skipped: `the upper layer could not be read: ${(error as Error).message}` };
-    }
-    if (last && last.scan.signature === scan.signature)
-      return { ...base, dir: last.dir, contentHash: last.contentHash, bytes: last.bytes };
-    // Files unchanged since the last copy are hard-linked from it (copies are never written): a copy costs the new data.
-    const previous = last;
-    const linked = previous ? unchangedFiles(scan, previous.scan) : new Set<string>();
-    const newBytes = scan.bytes - [...linked].reduce((sum, path) => sum + (scan.files.get(path)?.size ?? 0), 0);
-    if (copies >= limits.maxCopies) return { ...base, skipped: `past ${limits.maxCopies} copies in this run` };
-    if (newBytes > limits.maxLayerBytes)
-      return { ...base, skipped: `the copy would take ${newBytes} bytes, over ${limits.maxLayerBytes}` };
-    if (totalBytes + newBytes > limits.maxTotalBytes)
-      return { ...base, skipped: `the run's copies would pass ${limits.maxTotalBytes} bytes` };
-    const dir = String(base.turn).padStart(4, '0');
-    makeDirs(setDir, 0o700);
-    const target = join(setDir, dir);
-    let failed: string | undefined;
-    if (previous && linked.size > 0) {
-      failed = await copyChanged(upper, target, scan, linked);
-      // The rest comes from the previous copy, which nothing writes, not from the upper: the
-      // answer may go to the agent now. (30,000 files in the upper held it ~2 s for the links.)
-      if (failed === undefined) {
-        release();
-        failed = await linkUnchanged(join(setDir, previous.dir), target, linked);
-      }
-    } else failed = scan.paths.length === 0 ? copyEmpty(target) : await copyTree(upper, target);
-    if (failed !== undefined) {
-      moveToTrash(cellDir, [target]);
-      return { ...base, skipped: `the upper layer could not be copied: ${failed}` };
-    }
-    copies += 1;
-    totalBytes += newBytes;
-    // The copy is what the turn was: the answer may go to the agent while it is hashed.
-    release();
-    const contentHash = await layerContentHashYielding(target, digests);
-    last = { scan, dir, contentHash, bytes: scan.bytes };
-    return { ...base, dir, contentHash, bytes: scan.bytes };
-  };
-
   return {
     take(start) {
-      let release = (): void => undefined;
-      const released = new Promise<void>((resolve) => (release = resolve));
-      queue = queue
-        .then(() => record(start, release))
-        .catch(() => undefined)
-        .finally(release);
-      return released;
+      const base: TurnRecord = {
+        turn: ++started,
+        at: start.at,
+        request: { provider: start.provider, host: start.host, path: start.path },
+      };
+      const copied = copying.then(() => copyTurn(base));
+      copying = copied.then(
+        () => undefined,
+        () => undefined,
+      );
+      recording = recording
+        .then(() => copied)
+        .then((copy) => copy.record)
+        .then(record, () => undefined);
+      return copying;
     },
     async settle() {
-      await queue;
+      await copying;
+      await recording;
       return [...turns];
     },
   };
@@ -276,15 +318,19 @@ async function copyChanged(
 /** Links taken a batch at a time off the event loop, which serves the run's gateway meanwhile. */
 const LINK_BATCH = 64;
 
+/** Links each of `paths` into `target` from the copy under `setDir` that `from` names for it. */
 async function linkUnchanged(
-  previous: string,
+  setDir: string,
   target: string,
-  unchanged: ReadonlySet<string>,
+  paths: ReadonlySet<string>,
+  from: ReadonlyMap<string, string>,
 ): Promise<string | undefined> {
-  const paths = [...unchanged];
+  const list = [...paths];
   try {
-    for (let i = 0; i < paths.length; i += LINK_BATCH)
-      await Promise.all(paths.slice(i, i + LINK_BATCH).map((path) => link(join(previous, path), join(target, path))));
+    for (let i = 0; i < list.length; i += LINK_BATCH)
+      await Promise.all(
+        list.slice(i, i + LINK_BATCH).map((path) => link(join(setDir, from.get(path)!, path), join(target, path))),
+      );
   } catch (error) {
     return (error as Error).message;
   }
