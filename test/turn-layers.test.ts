@@ -158,4 +158,22 @@ describe('turn recorder', () => {
     assert.equal(readFileSync(join(third, 'src', 'f1'), 'utf8'), 'v3\n');
     assert.equal(lstatSync(join(cellDir, 'turns', 'r-broken', '0002'), { throwIfNoEntry: false }), undefined);
   });
+
+  it('a turn whose copy can not even begin is listed, skipped with why, and the next keeps its number', async () => {
+    const cellDir = join(root, 'cell-blocked');
+    const upper = join(cellDir, 'upper');
+    mkdirSync(upper, { recursive: true });
+    writeFileSync(join(upper, 'a.txt'), 'a\n');
+    writeFileSync(join(cellDir, 'turns'), 'not a directory\n'); // where the copies go
+    const recorder = createTurnRecorder({ cellDir, upper, run: 'r-blocked' });
+    await recorder.take(start(1));
+    writeFileSync(join(upper, 'b.txt'), 'b\n');
+    await recorder.take(start(2));
+    const turns = await recorder.settle();
+    assert.deepEqual(
+      turns.map((t) => t.turn),
+      [1, 2],
+    );
+    for (const t of turns) assert.match(t.skipped ?? '', /the copy failed: .*ENOTDIR/);
+  });
 });

@@ -193,7 +193,11 @@ export function createTurnRecorder(options: {
     const second = (async (): Promise<{ contentHash: string } | { failed: string }> => {
       const unlinked = await linkUnchanged(setDir, target, linked, from);
       if (unlinked !== undefined) return { failed: unlinked };
-      return { contentHash: await layerContentHashYielding(target, digests) };
+      try {
+        return { contentHash: await layerContentHashYielding(target, digests) };
+      } catch (error) {
+        return { failed: `its hash: ${(error as Error).message}` };
+      }
     })();
     last = { scan, dir, bytes: scan.bytes, hash: second.then((r) => ('contentHash' in r ? r.contentHash : undefined)) };
     origins = from;
@@ -229,10 +233,15 @@ export function createTurnRecorder(options: {
         () => undefined,
         () => undefined,
       );
+      // Every turn gets a record, in order, whatever happened to its copy.
       recording = recording
         .then(() => copied)
-        .then((copy) => copy.record)
-        .then(record, () => undefined);
+        .then(
+          (copy) => copy.record,
+          (error: unknown): TurnRecord => ({ ...base, skipped: `the copy failed: ${(error as Error).message}` }),
+        )
+        .then(record)
+        .catch(() => undefined);
       return copying;
     },
     async settle() {
