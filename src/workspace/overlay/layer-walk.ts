@@ -1,7 +1,11 @@
 import { readdirSync } from 'node:fs';
 
 /** An entry of a walk with its stats, or, without them, a directory the host cannot list (a mode the cell set). */
-export type WalkStep<S> = { path: string; full: string; s: S } | { path: string; full: string; s: undefined };
+export interface WalkStep<S> {
+  path: string;
+  full: string;
+  s: S | undefined;
+}
 
 /**
  * Every entry under `dir`, sorted, depth first, each directory's entries right after it,

@@ -132,10 +132,13 @@ export function createTurnRecorder(options: {
   let recording: Promise<void> = Promise.resolve();
   let copies = 0;
   let totalBytes = 0;
-  /** The last copy: its scan, its dir, and its hash once its second half is done (undefined: it failed). */
-  let last: { scan: LayerScan; dir: string; bytes: number; hash: Promise<string | undefined> } | undefined;
-  /** For each file of the last copy, the copy it was written to (the others hold links to it). */
-  let origins = new Map<string, string>();
+  /**
+   * The last copy: its scan, its dir, its hash once its second half is done (undefined: it
+   * failed), and for each of its files the copy it was written to (the others hold links to it).
+   */
+  let last:
+    | { scan: LayerScan; dir: string; bytes: number; hash: Promise<string | undefined>; origins: Map<string, string> }
+    | undefined;
   // The copies' files are never written: each is read for its digest once, however many copies link it.
   const digests: FileDigests = new Map();
 
@@ -153,7 +156,7 @@ export function createTurnRecorder(options: {
     } catch (error) {
       return skip(`the upper layer could not be read: ${(error as Error).message}`);
     }
-    const [previous, previousOrigins] = [last, origins];
+    const previous = last;
     if (previous && previous.scan.signature === scan.signature)
       return {
         record: previous.hash.then((contentHash) =>
@@ -188,7 +191,7 @@ export function createTurnRecorder(options: {
     // The links come from copies nothing writes, not from the upper: what the copy holds is
     // fixed now, and the answer may go (30,000 files in the upper held it ~2 s for the links).
     const from = new Map(
-      [...scan.files.keys()].map((path) => [path, linked.has(path) ? previousOrigins.get(path)! : dir]),
+      [...scan.files.keys()].map((path) => [path, linked.has(path) ? (previous?.origins.get(path) ?? dir) : dir]),
     );
     const second = (async (): Promise<{ contentHash: string } | { failed: string }> => {
       const unlinked = await linkUnchanged(setDir, target, linked, from);
@@ -199,8 +202,8 @@ export function createTurnRecorder(options: {
         return { failed: `its hash: ${(error as Error).message}` };
       }
     })();
-    last = { scan, dir, bytes: scan.bytes, hash: second.then((r) => ('contentHash' in r ? r.contentHash : undefined)) };
-    origins = from;
+    const hash = second.then((r) => ('contentHash' in r ? r.contentHash : undefined));
+    last = { scan, dir, bytes: scan.bytes, hash, origins: from };
     const recorded = second.then((r): TurnRecord => {
       if ('contentHash' in r) return { ...base, dir, contentHash: r.contentHash, bytes: scan.bytes };
       // Gone, and later copies may name it as where their files were written: the next turn
@@ -209,7 +212,6 @@ export function createTurnRecorder(options: {
       copies -= 1;
       totalBytes -= newBytes;
       last = undefined;
-      origins = new Map();
       return { ...base, skipped: `the upper layer could not be copied: ${r.failed}` };
     });
     return { record: recorded };
