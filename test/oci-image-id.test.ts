@@ -7,16 +7,17 @@ import { removeTrees } from '../src/_internal/remove-trees.js';
 import { inspectImage, inspectImageAsync } from '../src/backends/oci-engine.js';
 
 /**
- * Rootless podman has answered `image inspect --format {{.Id}}` with exit 0 and no id
- * (seen in CI on a freshly set-up machine): the lookup asks again before it gives up, and never
- * takes the empty answer for a digest. A `podman` script on PATH answers empty a set number of
+ * Rootless podman has answered `image inspect --format {{.Id}}` with exit 0 and no id, or failed
+ * it over another image caught half written (both seen in CI on a freshly set-up machine): the
+ * lookup asks again before it gives up, and never takes the empty answer for a digest. A `podman` script on PATH answers empty a set number of
  * times, then with an id, and counts how often it was asked.
  */
 describe('an image id the engine leaves empty', () => {
   const dirs: string[] = [];
   after(() => removeTrees(dirs));
 
-  const fakePodman = (empties: number): { env: NodeJS.ProcessEnv; calls: () => number } => {
+  /** `failure`: how the first answers fail (default: exit 0, no id). */
+  const fakePodman = (empties: number, failure = 'exit 0'): { env: NodeJS.ProcessEnv; calls: () => number } => {
     const dir = mkdtempSync(join(tmpdir(), 'agentcell-fake-podman-'));
     dirs.push(dir);
     const count = join(dir, 'count');
@@ -26,7 +27,7 @@ describe('an image id the engine leaves empty', () => {
       [
         '#!/bin/sh',
         `echo x >> '${count}'`,
-        `[ "$(wc -l < '${count}')" -le ${empties} ] && exit 0`,
+        `if [ "$(wc -l < '${count}')" -le ${empties} ]; then ${failure}; fi`,
         'echo 0123abcd',
         '',
       ].join('\n'),
@@ -56,6 +57,23 @@ describe('an image id the engine leaves empty', () => {
           error.code === 'BACKEND_UNAVAILABLE' && /gave no id for image localhost\/x:1, 5 times/.test(error.message),
       );
       assert.equal(podman.calls(), 5);
+    });
+
+    it(`${how}: asks again while another image in the store is half written, then gives the engine's error`, async () => {
+      // What rootless podman printed in CI while another test file built an image in the same store.
+      const halfWritten =
+        'Error: locating item named "manifest" for image with ID "0e3d341ed364": file does not exist (consider removing the image to resolve the issue)';
+      const podman = fakePodman(2, `echo '${halfWritten}' >&2; exit 125`);
+      assert.equal(await inspect('podman', 'localhost/x:1', podman.env), 'sha256:0123abcd');
+      assert.equal(podman.calls(), 3);
+      const stuck = fakePodman(5, `echo '${halfWritten}' >&2; exit 125`);
+      await assert.rejects(
+        async () => inspect('podman', 'localhost/x:1', stuck.env),
+        (error: Error & { code?: string }) =>
+          error.code === 'BACKEND_UNAVAILABLE' &&
+          /cannot inspect image localhost\/x:1: Error: locating item/.test(error.message),
+      );
+      assert.equal(stuck.calls(), 5);
     });
   }
 });

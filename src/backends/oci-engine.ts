@@ -43,9 +43,9 @@ function timedOut(result: { error?: Error | undefined }): boolean {
 export function inspectImage(engine: OciEngine, ref: string, env: NodeJS.ProcessEnv): string | undefined {
   for (let attempt = 1; ; attempt++) {
     const result = queryEngineSync(engine, inspectArgs(ref), { env, timeout: INSPECT_TIMEOUT_MS });
-    const digest = inspectResult(engine, ref, { ...result, timedOut: timedOut(result) }, attempt < EMPTY_ID_ATTEMPTS);
+    const digest = inspectResult(engine, ref, { ...result, timedOut: timedOut(result) }, attempt < STORE_BUSY_ATTEMPTS);
     if (digest !== ASK_AGAIN) return digest;
-    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, EMPTY_ID_PAUSE_MS);
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, STORE_BUSY_PAUSE_MS);
   }
 }
 
@@ -65,22 +65,25 @@ export async function inspectImageAsync(
       engine,
       ref,
       { status, stdout, stderr, error: spawnError, timedOut },
-      attempt < EMPTY_ID_ATTEMPTS,
+      attempt < STORE_BUSY_ATTEMPTS,
     );
     if (digest !== ASK_AGAIN) return digest;
-    await sleep(EMPTY_ID_PAUSE_MS);
+    await sleep(STORE_BUSY_PAUSE_MS);
   }
 }
 
 /**
- * Rootless podman has answered an inspect with exit 0 and no id: in CI on a fresh
- * machine, for three runs at once, while other tests built and removed images in the same
- * store. The likely cause is that concurrent write, which ends, so the question is asked
- * again a few times before the empty answer is an error.
+ * Rootless podman, while other commands build and remove images in the same store (seen in
+ * CI on fresh machines, test files at once), has answered an inspect with exit 0 and no id,
+ * and failed one with `locating item named "manifest" for image with ID <another image>: file
+ * does not exist`: it reads every image's record to resolve a name, and caught one between
+ * its creation and its manifest (a known podman robustness issue, containers/podman#12854).
+ * Both come from a write that ends, so the question is asked again a few times first.
  */
-const EMPTY_ID_ATTEMPTS = 5;
-const EMPTY_ID_PAUSE_MS = 300;
+const STORE_BUSY_ATTEMPTS = 5;
+const STORE_BUSY_PAUSE_MS = 300;
 const ASK_AGAIN = Symbol('ask again');
+const HALF_WRITTEN_IMAGE = /locating item named "[^"]*" for image with ID "[^"]*": file does not exist/i;
 
 function inspectArgs(ref: string): string[] {
   return ['image', 'inspect', '--format', '{{.Id}}', ref];
@@ -101,6 +104,7 @@ function inspectResult(
     );
   if (result.status !== 0) {
     if (/no such image|image not known|failed to find image/i.test(result.stderr)) return undefined;
+    if (mayAskAgain && HALF_WRITTEN_IMAGE.test(result.stderr)) return ASK_AGAIN;
     throw new AgentcellError(
       'BACKEND_UNAVAILABLE',
       `${engine} cannot inspect image ${ref}: ${result.stderr.trim() || `exit ${String(result.status)}`} (run agentcell doctor)`,
@@ -112,7 +116,7 @@ function inspectResult(
     if (mayAskAgain) return ASK_AGAIN;
     throw new AgentcellError(
       'BACKEND_UNAVAILABLE',
-      `${engine} gave no id for image ${ref}, ${EMPTY_ID_ATTEMPTS} times; try again (or run agentcell doctor)`,
+      `${engine} gave no id for image ${ref}, ${STORE_BUSY_ATTEMPTS} times; try again (or run agentcell doctor)`,
     );
   }
   return id.startsWith('sha256:') ? id : `sha256:${id}`;
