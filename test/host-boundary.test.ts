@@ -1,10 +1,20 @@
 import assert from 'node:assert/strict';
 import { spawnSync, type StdioOptions } from 'node:child_process';
-import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  closeSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { CLI, inCell, makeSandbox, type Sandbox } from './helpers.js';
+import { agentcell, CLI, inCell, makeSandbox, type Sandbox } from './helpers.js';
 import { backendArgs, prepareBackend, TEST_BACKENDS } from './backends-under-test.js';
 
 /**
@@ -115,6 +125,63 @@ for (const backend of TEST_BACKENDS) {
     });
   });
 }
+
+/**
+ * bwrap's launch runs on the host with the cell's environment (bwrap hands it on to the
+ * command): a tool it names bare would be looked up along the cell's PATH, which a policy's
+ * `[env]` sets, and would run outside the cell. Fakes of bwrap and prlimit first on that PATH
+ * note each call in a directory anyone can write (a root caller's launch runs as the cell's
+ * shifted uid part of the way); none may be called.
+ */
+describe('the cell’s PATH does not pick the tools that launch it (bwrap)', () => {
+  let sb: Sandbox;
+  let dir: string;
+  before(() => {
+    sb = makeSandbox({ 'README.md': 'hello\n' });
+    dir = mkdtempSync(join(tmpdir(), 'agentcell-path-'));
+  });
+  after(() => {
+    sb.cleanup();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('fakes of bwrap and prlimit first on a policy’s [env] PATH never run; the cell still gets that PATH', () => {
+    const bin = join(dir, 'bin');
+    const calls = join(dir, 'calls');
+    mkdirSync(bin);
+    mkdirSync(calls);
+    chmodSync(dir, 0o755);
+    chmodSync(calls, 0o1777);
+    for (const tool of ['bwrap', 'prlimit']) {
+      const real = spawnSync('sh', ['-c', `command -v ${tool}`], {
+        encoding: 'utf8',
+        env: { PATH: '/usr/bin:/bin:/usr/sbin:/sbin' },
+      }).stdout.trim();
+      assert.match(real, /^\//, `${tool} is installed`);
+      writeFileSync(join(bin, tool), `#!/bin/sh\necho "$0" >> ${calls}/log\nexec ${real} "$@"\n`, { mode: 0o755 });
+    }
+    // Control: a fake that runs leaves its line.
+    assert.equal(spawnSync(join(bin, 'prlimit'), ['--version']).status, 0);
+    assert.match(readFileSync(join(calls, 'log'), 'utf8'), /prlimit/);
+    rmSync(join(calls, 'log'));
+
+    const path = `${bin}:/usr/bin:/bin`;
+    writeFileSync(join(sb.workspace, 'agentcell.toml'), `[env]\nPATH = "${path}"\n`);
+    const plan = JSON.parse(
+      agentcell(['run', '--backend', 'bwrap', '--dry-run', '--json', '--', 'true'], { cwd: sb.workspace, env: sb.env })
+        .stdout,
+    ) as { plan: { argv: string[] } };
+    for (const tool of ['bwrap', 'prlimit'])
+      assert.ok(
+        plan.plan.argv.some((arg) => arg.startsWith('/') && arg.endsWith(`/${tool}`)),
+        `${tool} by absolute path in ${plan.plan.argv.slice(0, 3).join(' ')}…`,
+      );
+    const r = inCell(sb, 'echo "$PATH"', ['--backend', 'bwrap']);
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout, `${path}\n`);
+    assert.equal(existsSync(join(calls, 'log')), false, 'a fake on the cell’s PATH ran on the host');
+  });
+});
 
 describe('root-only files under the host /etc (bwrap host rootfs; OCI cells see their image’s /etc)', () => {
   it('the walk finds what an ordinary user could not read, and masks a closed directory whole', async () => {

@@ -77,7 +77,8 @@ describe('agentcell run', () => {
     assert.equal(plan.dryRun, true);
     // Overlay (the default): unshare mounts the layers, then execs bwrap.
     assert.match(plan.plan.argv[0] ?? '', /\/unshare$/);
-    assert.ok(plan.plan.argv.includes('bwrap'));
+    // bwrap by absolute path (hostTool): the launch runs with the cell's PATH.
+    assert.ok(plan.plan.argv.some((arg) => /^\/\S*\/bwrap$/.test(arg)));
     for (const flag of ['--unshare-all', '--die-with-parent', '--new-session', '--seccomp'])
       assert.ok(plan.plan.argv.includes(flag), flag);
     // The command comes last, behind the enforcement canaries' prelude (src/evidence/canaries.ts).

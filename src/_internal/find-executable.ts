@@ -22,3 +22,17 @@ export function findExecutable(
   }
   return undefined;
 }
+
+/** Where distributions install system tools: searched after PATH for the tools a cell's launch runs on the host. */
+export const SYSTEM_DIRS: readonly string[] = ['/usr/bin', '/bin', '/usr/sbin', '/sbin'];
+
+/**
+ * A tool that a cell's launch runs on the host (bwrap, prlimit), by absolute path: on
+ * agentcell's own PATH, then in SYSTEM_DIRS, else `/usr/bin/NAME` (which then fails plainly).
+ * The launch chain runs with the cell's environment, so a bare name would be looked up along
+ * the cell's PATH on the host: an agent's toolchain dir, or a policy's `[env] PATH`, whose
+ * `bwrap` would then run outside the cell. A lookup also costs a failed exec per PATH entry.
+ */
+export function hostTool(name: string): string {
+  return findExecutable(name, process.env, SYSTEM_DIRS) ?? `/usr/bin/${name}`;
+}

@@ -22,6 +22,7 @@ import { makeNeutralDir } from '../_internal/neutral-dir.js';
 import { buildSeccompFilter } from './seccomp-filter.js';
 import { makeStagedFiles, removeStagedFiles, stageSmallFiles } from './staged-files.js';
 import { superviseProcess } from './supervise-process.js';
+import { hostTool } from '../_internal/find-executable.js';
 import { receiveCellListener } from './receive-cell-listener.js';
 
 /** Descriptor numbers bwrap reads from; fixed so --dry-run output is stable. */
@@ -32,7 +33,7 @@ const ARGS_FD = 5;
 const HANDOFF_FD = 6;
 
 export interface BwrapOptions {
-  /** The bwrap executable (default: `bwrap` on PATH). */
+  /** The bwrap executable (default: `bwrap` on agentcell's PATH, by absolute path: hostTool). */
   executable?: string;
   /** The uid agentcell runs as: bwrap maps the cell's uid onto it (default: this process's). */
   hostUid?: number;
@@ -41,12 +42,12 @@ export interface BwrapOptions {
 }
 
 export function createBwrapBackend(options: BwrapOptions = {}): Backend {
-  const executable = options.executable ?? 'bwrap';
+  const executable = options.executable ?? hostTool('bwrap');
   const hostUid = options.hostUid ?? process.getuid?.() ?? 1000;
   const listenerHandoff = options.listenerHandoff ?? true;
   return {
     name: 'bwrap',
-    tool: executable,
+    tool: options.executable ?? 'bwrap',
     listenerHandoff,
     probe: () => probeBwrap(executable),
     plan: (spec) => planBwrap(spec, executable, hostUid, listenerHandoff),
@@ -80,7 +81,7 @@ export function probeBwrap(executable = 'bwrap'): BackendProbe {
 /** The exact bwrap invocation for a cell. Reads the host layout; changes nothing. */
 export function planBwrap(
   spec: DeepReadonly<CellSpec>,
-  executable = 'bwrap',
+  executable = hostTool('bwrap'),
   hostUid = process.getuid?.() ?? 1000,
   listenerHandoff = true,
 ): BackendPlan {
@@ -188,7 +189,8 @@ export function planBwrap(
   const rootfsPrefix = spec.rootfs.kind === 'directory' ? (spec.rootfs.overlay?.argvPrefix ?? []) : [];
   // No file the cell writes grows past the disk limit (RLIMIT_FSIZE, inherited by the cell;
   // set after the overlay wrappers, so a fuse-overlayfs daemon they start is not bound by it).
-  const fsize = spec.limits.diskBytes === undefined ? [] : ['prlimit', `--fsize=${spec.limits.diskBytes}`, '--'];
+  const fsize =
+    spec.limits.diskBytes === undefined ? [] : [hostTool('prlimit'), `--fsize=${spec.limits.diskBytes}`, '--'];
   const wrappers = [...rootfsPrefix, ...(workspace.overlay ? workspace.overlay.argvPrefix : [])];
   const full = shift
     ? [...shiftedPrefix(shift, rootfsPrefix, workspace.overlay?.argvPrefix ?? []), ...fsize, ...args]

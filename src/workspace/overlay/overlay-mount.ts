@@ -5,7 +5,7 @@ import { dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import { AgentcellError } from '../../errors.js';
 import type { LayerStack, OverlayDriver } from './layer-stack.js';
 import { layerDirName } from './layer-stack.js';
-import { findExecutable } from '../../_internal/find-executable.js';
+import { findExecutable, SYSTEM_DIRS } from '../../_internal/find-executable.js';
 
 export type { OverlayDriver } from './layer-stack.js';
 
@@ -80,8 +80,6 @@ const FUSE_SCRIPT = [
   'shift 6',
   'exec "$@"',
 ].join('\n');
-
-const SYSTEM_DIRS = ['/usr/bin', '/bin', '/usr/sbin', '/sbin'];
 
 /** unshare and mount by absolute path, or undefined when either is missing. */
 export function overlayTools(): OverlayTools | undefined {
